@@ -1,0 +1,1 @@
+//! Reference interpreter: the bit-exact semantics of every lowbit op

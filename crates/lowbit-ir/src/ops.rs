@@ -1,0 +1,747 @@
+//! The op set and op attributes.
+//!
+//! Every op has a name and a dictionary of attributes in the text format;
+//! [`OpKind::attrs`] and [`OpKind::from_parts`] convert between that generic
+//! form and the typed [`OpKind`], so the printer and parser need no per-op code.
+//! Attributes equal to their default are not printed.
+//!
+//! Operand conventions (`[x]` is optional):
+//! * `constant` — no operands.
+//! * `quantize x, scale[, zero_point]`, `dequantize q, scale[, zero_point]`.
+//! * `requantize q, in_scale, in_zero_point, out_scale, out_zero_point`.
+//! * `gemm a, b[, c]`; `layer_norm x, gamma[, beta]`; `rms_norm x, gamma`.
+//! * everything else takes its data operands only.
+
+use crate::types::TensorType;
+use lowbit_numerics::{Overflow, Rounding};
+use std::fmt;
+use std::sync::Arc;
+
+/// An attribute value in the generic op form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr {
+    /// Integer.
+    Int(i64),
+    /// Floating-point number.
+    Float(f64),
+    /// Boolean.
+    Bool(bool),
+    /// Bare identifier (enumerations such as rounding modes).
+    Ident(String),
+    /// List of integers.
+    Ints(Vec<i64>),
+}
+
+impl fmt::Display for Attr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attr::Int(i) => write!(f, "{i}"),
+            Attr::Float(x) => write!(f, "{x:?}"),
+            Attr::Bool(b) => write!(f, "{b}"),
+            Attr::Ident(s) => f.write_str(s),
+            Attr::Ints(v) => {
+                let s: Vec<String> = v.iter().map(|i| i.to_string()).collect();
+                write!(f, "[{}]", s.join(", "))
+            }
+        }
+    }
+}
+
+/// Which elements share a scale (and zero point).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Granularity {
+    /// One scale for the whole tensor (scale shape `[]` or `[1]`).
+    #[default]
+    PerTensor,
+    /// One scale per index along `axis` (scale shape `[dim(axis)]`).
+    PerAxis {
+        /// The quantized axis.
+        axis: u32,
+    },
+    /// Blocks along one or more axes (ONNX blocked quantization, GPTQ groups,
+    /// MX and NVFP4 blocks). The scale has the tensor's rank; along a blocked
+    /// axis its size is `ceil(dim / block)`, along the other axes `dim`.
+    Blocked {
+        /// `(axis, block size)` pairs, sorted by axis.
+        blocks: Vec<(u32, u64)>,
+    },
+}
+
+impl Granularity {
+    /// The scale shape this granularity needs for a tensor of `shape`.
+    pub fn scale_shape(&self, shape: &[u64]) -> Result<Vec<u64>, String> {
+        let rank = shape.len();
+        let check = |axis: u32| {
+            if (axis as usize) < rank {
+                Ok(axis as usize)
+            } else {
+                Err(format!("axis {axis} is out of range for rank {rank}"))
+            }
+        };
+        match self {
+            Granularity::PerTensor => Ok(vec![]),
+            Granularity::PerAxis { axis } => Ok(vec![shape[check(*axis)?]]),
+            Granularity::Blocked { blocks } => {
+                let mut s = shape.to_vec();
+                for &(axis, b) in blocks {
+                    let a = check(axis)?;
+                    if b == 0 {
+                        return Err("block size must be positive".into());
+                    }
+                    s[a] = shape[a].div_ceil(b);
+                }
+                Ok(s)
+            }
+        }
+    }
+
+    /// Index into the (row-major) scale tensor for the element at `idx`.
+    pub fn scale_index(&self, idx: &[u64], scale_shape: &[u64]) -> usize {
+        match self {
+            Granularity::PerTensor => 0,
+            Granularity::PerAxis { axis } => idx[*axis as usize] as usize,
+            Granularity::Blocked { blocks } => {
+                let mut flat = 0u64;
+                for (d, &i) in idx.iter().enumerate() {
+                    let b = blocks
+                        .iter()
+                        .find(|(a, _)| *a as usize == d)
+                        .map(|(_, b)| *b)
+                        .unwrap_or(1);
+                    flat = flat * scale_shape[d] + i / b;
+                }
+                flat as usize
+            }
+        }
+    }
+
+    fn push_attrs(&self, out: &mut Vec<(&'static str, Attr)>) {
+        match self {
+            Granularity::PerTensor => {}
+            Granularity::PerAxis { axis } => out.push(("axis", Attr::Int(*axis as i64))),
+            Granularity::Blocked { blocks } if blocks.len() == 1 => {
+                out.push(("axis", Attr::Int(blocks[0].0 as i64)));
+                out.push(("block_size", Attr::Int(blocks[0].1 as i64)));
+            }
+            Granularity::Blocked { blocks } => {
+                out.push((
+                    "block_axes",
+                    Attr::Ints(blocks.iter().map(|b| b.0 as i64).collect()),
+                ));
+                out.push((
+                    "block_sizes",
+                    Attr::Ints(blocks.iter().map(|b| b.1 as i64).collect()),
+                ));
+            }
+        }
+    }
+
+    fn from_attrs(a: &mut AttrReader) -> Result<Granularity, String> {
+        let axis = a.opt_uint("axis")?;
+        let block = a.opt_uint("block_size")?;
+        let axes = a.opt_ints("block_axes")?;
+        let sizes = a.opt_ints("block_sizes")?;
+        match (axis, block, axes, sizes) {
+            (None, None, None, None) => Ok(Granularity::PerTensor),
+            (Some(axis), None, None, None) => Ok(Granularity::PerAxis { axis: axis as u32 }),
+            (Some(axis), Some(b), None, None) => Ok(Granularity::Blocked {
+                blocks: vec![(axis as u32, b)],
+            }),
+            (None, None, Some(axes), Some(sizes)) => {
+                if axes.len() != sizes.len() || axes.is_empty() {
+                    return Err(
+                        "block_axes and block_sizes must be non-empty and of equal length".into(),
+                    );
+                }
+                let mut blocks = Vec::new();
+                for (a, s) in axes.iter().zip(&sizes) {
+                    if *a < 0 || *s < 0 {
+                        return Err("block_axes and block_sizes must be non-negative".into());
+                    }
+                    blocks.push((*a as u32, *s as u64));
+                }
+                blocks.sort();
+                if blocks.windows(2).any(|w| w[0].0 == w[1].0) {
+                    return Err("block_axes names an axis twice".into());
+                }
+                Ok(Granularity::Blocked { blocks })
+            }
+            (None, Some(_), _, _) => Err("block_size needs an axis".into()),
+            _ => Err("use either axis[/block_size] or block_axes/block_sizes".into()),
+        }
+    }
+}
+
+/// Element-wise binary arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b` (integers truncate toward zero)
+    Div,
+}
+
+/// A constant payload: the physical bytes of the result type's layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConstData(pub Arc<[u8]>);
+
+impl ConstData {
+    /// Wraps bytes.
+    pub fn new(bytes: Vec<u8>) -> ConstData {
+        ConstData(bytes.into())
+    }
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What an op does, with its typed attributes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OpKind {
+    /// A constant tensor.
+    Constant(ConstData),
+    /// `q = clamp(round(x / scale) + zero_point)`; float to any type.
+    Quantize {
+        /// Scale granularity.
+        granularity: Granularity,
+        /// Rounding of `x / scale`.
+        rounding: Rounding,
+        /// Clamp (true) or wrap/overflow to inf/NaN (false) out-of-range values.
+        saturate: bool,
+    },
+    /// `x = (q - zero_point) * scale`.
+    Dequantize {
+        /// Scale granularity.
+        granularity: Granularity,
+    },
+    /// `quantize(dequantize(q, in), out)` computed exactly once.
+    Requantize {
+        /// Granularity of the input scale.
+        in_granularity: Granularity,
+        /// Granularity of the output scale.
+        out_granularity: Granularity,
+        /// Rounding of the rescaled value.
+        rounding: Rounding,
+        /// Clamp out-of-range results.
+        saturate: bool,
+    },
+    /// Element type conversion.
+    Cast {
+        /// Rounding when the value is not representable.
+        rounding: Rounding,
+        /// Clamp out-of-range values (integers wrap otherwise).
+        saturate: bool,
+    },
+    /// Batched, broadcasting matrix product `[.., m, k] x [.., k, n]`.
+    MatMul {
+        /// Integer results: wrap or saturate the exact sum.
+        overflow: Overflow,
+    },
+    /// `alpha * op(a) * op(b) + beta * c`.
+    Gemm {
+        /// Transpose `a`.
+        trans_a: bool,
+        /// Transpose `b`.
+        trans_b: bool,
+        /// Product scale.
+        alpha: f64,
+        /// Bias scale.
+        beta: f64,
+        /// Integer results: wrap or saturate.
+        overflow: Overflow,
+    },
+    /// Broadcasting element-wise arithmetic.
+    Binary {
+        /// Which operation.
+        op: BinaryOp,
+        /// Integer results: wrap or saturate.
+        overflow: Overflow,
+    },
+    /// `max(x, 0)`.
+    Relu,
+    /// Gaussian error linear unit.
+    Gelu {
+        /// Use the tanh approximation.
+        tanh: bool,
+    },
+    /// `x * sigmoid(x)`.
+    Silu,
+    /// Softmax along an axis.
+    Softmax {
+        /// The reduced axis (negative counts from the end).
+        axis: i64,
+    },
+    /// Layer normalization over the dims from `axis` to the last.
+    LayerNorm {
+        /// First normalized axis (negative counts from the end).
+        axis: i64,
+        /// Added to the variance.
+        epsilon: f64,
+    },
+    /// RMS normalization over the dims from `axis` to the last.
+    RmsNorm {
+        /// First normalized axis (negative counts from the end).
+        axis: i64,
+        /// Added to the mean square.
+        epsilon: f64,
+    },
+    /// Same elements, new shape (given by the result type).
+    Reshape,
+    /// Permutes dims: result dim `i` is operand dim `perm[i]`.
+    Transpose {
+        /// The permutation.
+        perm: Vec<u32>,
+    },
+    /// Same values, new layout (given by the result type).
+    Relayout,
+}
+
+/// Every op name the text format knows.
+pub const OP_NAMES: &[&str] = &[
+    "constant",
+    "quantize",
+    "dequantize",
+    "requantize",
+    "cast",
+    "matmul",
+    "gemm",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "relu",
+    "gelu",
+    "silu",
+    "softmax",
+    "layer_norm",
+    "rms_norm",
+    "reshape",
+    "transpose",
+    "relayout",
+];
+
+impl OpKind {
+    /// The op's name in the text format.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Constant(_) => "constant",
+            OpKind::Quantize { .. } => "quantize",
+            OpKind::Dequantize { .. } => "dequantize",
+            OpKind::Requantize { .. } => "requantize",
+            OpKind::Cast { .. } => "cast",
+            OpKind::MatMul { .. } => "matmul",
+            OpKind::Gemm { .. } => "gemm",
+            OpKind::Binary { op, .. } => match op {
+                BinaryOp::Add => "add",
+                BinaryOp::Sub => "sub",
+                BinaryOp::Mul => "mul",
+                BinaryOp::Div => "div",
+            },
+            OpKind::Relu => "relu",
+            OpKind::Gelu { .. } => "gelu",
+            OpKind::Silu => "silu",
+            OpKind::Softmax { .. } => "softmax",
+            OpKind::LayerNorm { .. } => "layer_norm",
+            OpKind::RmsNorm { .. } => "rms_norm",
+            OpKind::Reshape => "reshape",
+            OpKind::Transpose { .. } => "transpose",
+            OpKind::Relayout => "relayout",
+        }
+    }
+
+    /// Allowed operand counts (inclusive range).
+    pub fn operand_range(&self) -> (usize, usize) {
+        match self {
+            OpKind::Constant(_) => (0, 0),
+            OpKind::Quantize { .. } | OpKind::Dequantize { .. } => (2, 3),
+            OpKind::Requantize { .. } => (5, 5),
+            OpKind::MatMul { .. } | OpKind::Binary { .. } => (2, 2),
+            OpKind::Gemm { .. } | OpKind::LayerNorm { .. } => (2, 3),
+            OpKind::RmsNorm { .. } => (2, 2),
+            _ => (1, 1),
+        }
+    }
+
+    /// Whether the op has no side effects and its result depends only on its
+    /// operands (all ops today; kept explicit for passes).
+    pub fn is_pure(&self) -> bool {
+        true
+    }
+
+    /// Non-default attributes, in a fixed order.
+    pub fn attrs(&self) -> Vec<(&'static str, Attr)> {
+        let mut out = Vec::new();
+        let rounding = |out: &mut Vec<(&'static str, Attr)>, r: Rounding| {
+            if r != Rounding::NearestEven {
+                out.push(("rounding", Attr::Ident(r.name().into())));
+            }
+        };
+        let overflow = |out: &mut Vec<(&'static str, Attr)>, o: Overflow| {
+            if o != Overflow::Wrap {
+                out.push(("overflow", Attr::Ident(o.name().into())));
+            }
+        };
+        match self {
+            OpKind::Quantize {
+                granularity,
+                rounding: r,
+                saturate,
+            } => {
+                granularity.push_attrs(&mut out);
+                rounding(&mut out, *r);
+                if !saturate {
+                    out.push(("saturate", Attr::Bool(false)));
+                }
+            }
+            OpKind::Dequantize { granularity } => granularity.push_attrs(&mut out),
+            OpKind::Requantize {
+                in_granularity,
+                out_granularity,
+                rounding: r,
+                saturate,
+            } => {
+                let mut a = Vec::new();
+                in_granularity.push_attrs(&mut a);
+                out.extend(a.into_iter().map(|(k, v)| (prefixed("in_", k), v)));
+                let mut a = Vec::new();
+                out_granularity.push_attrs(&mut a);
+                out.extend(a.into_iter().map(|(k, v)| (prefixed("out_", k), v)));
+                rounding(&mut out, *r);
+                if !saturate {
+                    out.push(("saturate", Attr::Bool(false)));
+                }
+            }
+            OpKind::Cast {
+                rounding: r,
+                saturate,
+            } => {
+                rounding(&mut out, *r);
+                if *saturate {
+                    out.push(("saturate", Attr::Bool(true)));
+                }
+            }
+            OpKind::MatMul { overflow: o } | OpKind::Binary { overflow: o, .. } => {
+                overflow(&mut out, *o)
+            }
+            OpKind::Gemm {
+                trans_a,
+                trans_b,
+                alpha,
+                beta,
+                overflow: o,
+            } => {
+                if *trans_a {
+                    out.push(("trans_a", Attr::Bool(true)));
+                }
+                if *trans_b {
+                    out.push(("trans_b", Attr::Bool(true)));
+                }
+                if *alpha != 1.0 {
+                    out.push(("alpha", Attr::Float(*alpha)));
+                }
+                if *beta != 1.0 {
+                    out.push(("beta", Attr::Float(*beta)));
+                }
+                overflow(&mut out, *o);
+            }
+            OpKind::Gelu { tanh } => {
+                if *tanh {
+                    out.push(("approximate", Attr::Ident("tanh".into())));
+                }
+            }
+            OpKind::Softmax { axis } => {
+                if *axis != -1 {
+                    out.push(("axis", Attr::Int(*axis)));
+                }
+            }
+            OpKind::LayerNorm { axis, epsilon } | OpKind::RmsNorm { axis, epsilon } => {
+                if *axis != -1 {
+                    out.push(("axis", Attr::Int(*axis)));
+                }
+                if *epsilon != 1e-5 {
+                    out.push(("epsilon", Attr::Float(*epsilon)));
+                }
+            }
+            OpKind::Transpose { perm } => {
+                out.push(("perm", Attr::Ints(perm.iter().map(|&p| p as i64).collect())))
+            }
+            OpKind::Constant(_)
+            | OpKind::Relu
+            | OpKind::Silu
+            | OpKind::Reshape
+            | OpKind::Relayout => {}
+        }
+        out
+    }
+
+    /// Builds an op from its generic form (name and attributes). Constants
+    /// are not built here: the parser reads their payload itself.
+    pub fn from_parts(name: &str, attrs: Vec<(String, Attr)>) -> Result<OpKind, String> {
+        let mut a = AttrReader { attrs };
+        let kind = match name {
+            "quantize" => OpKind::Quantize {
+                granularity: Granularity::from_attrs(&mut a)?,
+                rounding: a.rounding()?,
+                saturate: a.opt_bool("saturate")?.unwrap_or(true),
+            },
+            "dequantize" => OpKind::Dequantize {
+                granularity: Granularity::from_attrs(&mut a)?,
+            },
+            "requantize" => {
+                let in_granularity = Granularity::from_attrs(&mut a.with_prefix("in_"))?;
+                let out_granularity = Granularity::from_attrs(&mut a.with_prefix("out_"))?;
+                OpKind::Requantize {
+                    in_granularity,
+                    out_granularity,
+                    rounding: a.rounding()?,
+                    saturate: a.opt_bool("saturate")?.unwrap_or(true),
+                }
+            }
+            "cast" => OpKind::Cast {
+                rounding: a.rounding()?,
+                saturate: a.opt_bool("saturate")?.unwrap_or(false),
+            },
+            "matmul" => OpKind::MatMul {
+                overflow: a.overflow()?,
+            },
+            "gemm" => OpKind::Gemm {
+                trans_a: a.opt_bool("trans_a")?.unwrap_or(false),
+                trans_b: a.opt_bool("trans_b")?.unwrap_or(false),
+                alpha: a.opt_float("alpha")?.unwrap_or(1.0),
+                beta: a.opt_float("beta")?.unwrap_or(1.0),
+                overflow: a.overflow()?,
+            },
+            "add" | "sub" | "mul" | "div" => OpKind::Binary {
+                op: match name {
+                    "add" => BinaryOp::Add,
+                    "sub" => BinaryOp::Sub,
+                    "mul" => BinaryOp::Mul,
+                    _ => BinaryOp::Div,
+                },
+                overflow: a.overflow()?,
+            },
+            "relu" => OpKind::Relu,
+            "gelu" => OpKind::Gelu {
+                tanh: match a.opt_ident("approximate")?.as_deref() {
+                    None | Some("none") => false,
+                    Some("tanh") => true,
+                    Some(o) => {
+                        return Err(format!(
+                            "attribute 'approximate' must be none or tanh, not '{o}'"
+                        ))
+                    }
+                },
+            },
+            "silu" => OpKind::Silu,
+            "softmax" => OpKind::Softmax {
+                axis: a.opt_int("axis")?.unwrap_or(-1),
+            },
+            "layer_norm" => OpKind::LayerNorm {
+                axis: a.opt_int("axis")?.unwrap_or(-1),
+                epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5),
+            },
+            "rms_norm" => OpKind::RmsNorm {
+                axis: a.opt_int("axis")?.unwrap_or(-1),
+                epsilon: a.opt_float("epsilon")?.unwrap_or(1e-5),
+            },
+            "reshape" => OpKind::Reshape,
+            "transpose" => {
+                let perm = a
+                    .opt_ints("perm")?
+                    .ok_or("transpose needs a 'perm' attribute")?;
+                if perm.iter().any(|&p| p < 0) {
+                    return Err("'perm' entries must be non-negative".into());
+                }
+                OpKind::Transpose {
+                    perm: perm.into_iter().map(|p| p as u32).collect(),
+                }
+            }
+            "relayout" => OpKind::Relayout,
+            "constant" => return Err("constant needs a payload".into()),
+            _ => return Err(format!("unknown op '{name}'")),
+        };
+        a.finish(name)?;
+        Ok(kind)
+    }
+
+    /// The result type of a constant of this type built from a tensor.
+    pub fn constant_of(t: &crate::Tensor, ty: &TensorType) -> OpKind {
+        OpKind::Constant(ConstData::new(t.to_bytes(&ty.layout)))
+    }
+}
+
+fn prefixed(prefix: &str, key: &'static str) -> &'static str {
+    match (prefix, key) {
+        ("in_", "axis") => "in_axis",
+        ("in_", "block_size") => "in_block_size",
+        ("in_", "block_axes") => "in_block_axes",
+        ("in_", "block_sizes") => "in_block_sizes",
+        ("out_", "axis") => "out_axis",
+        ("out_", "block_size") => "out_block_size",
+        ("out_", "block_axes") => "out_block_axes",
+        ("out_", "block_sizes") => "out_block_sizes",
+        _ => key,
+    }
+}
+
+/// Takes typed attributes out of a generic attribute list, so that unknown
+/// or duplicated attributes can be reported at the end.
+struct AttrReader {
+    attrs: Vec<(String, Attr)>,
+}
+
+impl AttrReader {
+    fn take(&mut self, key: &str) -> Option<Attr> {
+        let i = self.attrs.iter().position(|(k, _)| k == key)?;
+        Some(self.attrs.remove(i).1)
+    }
+    fn with_prefix(&mut self, prefix: &str) -> AttrReader {
+        let mut taken = Vec::new();
+        self.attrs.retain(|(k, v)| {
+            if let Some(rest) = k.strip_prefix(prefix) {
+                taken.push((rest.to_string(), v.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        AttrReader { attrs: taken }
+    }
+    fn opt_int(&mut self, key: &str) -> Result<Option<i64>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Attr::Int(i)) => Ok(Some(i)),
+            Some(o) => Err(format!("attribute '{key}' must be an integer, not {o}")),
+        }
+    }
+    fn opt_uint(&mut self, key: &str) -> Result<Option<u64>, String> {
+        match self.opt_int(key)? {
+            Some(i) if i < 0 => Err(format!("attribute '{key}' must be non-negative, not {i}")),
+            o => Ok(o.map(|i| i as u64)),
+        }
+    }
+    fn opt_float(&mut self, key: &str) -> Result<Option<f64>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Attr::Float(x)) => Ok(Some(x)),
+            Some(Attr::Int(i)) => Ok(Some(i as f64)),
+            Some(o) => Err(format!("attribute '{key}' must be a number, not {o}")),
+        }
+    }
+    fn opt_bool(&mut self, key: &str) -> Result<Option<bool>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Attr::Bool(b)) => Ok(Some(b)),
+            Some(o) => Err(format!("attribute '{key}' must be true or false, not {o}")),
+        }
+    }
+    fn opt_ident(&mut self, key: &str) -> Result<Option<String>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Attr::Ident(s)) => Ok(Some(s)),
+            Some(o) => Err(format!("attribute '{key}' must be a name, not {o}")),
+        }
+    }
+    fn opt_ints(&mut self, key: &str) -> Result<Option<Vec<i64>>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Attr::Ints(v)) => Ok(Some(v)),
+            Some(o) => Err(format!(
+                "attribute '{key}' must be a list of integers, not {o}"
+            )),
+        }
+    }
+    fn rounding(&mut self) -> Result<Rounding, String> {
+        self.opt_ident("rounding")?
+            .map(|s| s.parse())
+            .transpose()
+            .map(|r| r.unwrap_or_default())
+    }
+    fn overflow(&mut self) -> Result<Overflow, String> {
+        self.opt_ident("overflow")?
+            .map(|s| s.parse())
+            .transpose()
+            .map(|r| r.unwrap_or_default())
+    }
+    fn finish(self, op: &str) -> Result<(), String> {
+        match self.attrs.first() {
+            None => Ok(()),
+            Some((k, _)) => Err(format!("op '{op}' has no attribute '{k}'")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generic_form_round_trips() {
+        let ops = vec![
+            OpKind::Quantize {
+                granularity: Granularity::Blocked {
+                    blocks: vec![(1, 32)],
+                },
+                rounding: Rounding::NearestAway,
+                saturate: false,
+            },
+            OpKind::Requantize {
+                in_granularity: Granularity::PerAxis { axis: 0 },
+                out_granularity: Granularity::Blocked {
+                    blocks: vec![(0, 2), (1, 4)],
+                },
+                rounding: Rounding::NearestEven,
+                saturate: true,
+            },
+            OpKind::Gemm {
+                trans_a: false,
+                trans_b: true,
+                alpha: 0.5,
+                beta: 1.0,
+                overflow: Overflow::Saturate,
+            },
+            OpKind::Transpose { perm: vec![1, 0] },
+            OpKind::LayerNorm {
+                axis: 1,
+                epsilon: 1e-6,
+            },
+            OpKind::Gelu { tanh: true },
+        ];
+        for op in ops {
+            let attrs = op
+                .attrs()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            assert_eq!(OpKind::from_parts(op.name(), attrs).unwrap(), op);
+        }
+    }
+
+    #[test]
+    fn bad_attributes_are_named() {
+        let e = OpKind::from_parts("relu", vec![("axis".into(), Attr::Int(1))]).unwrap_err();
+        assert!(e.contains("no attribute 'axis'"), "{e}");
+        let e = OpKind::from_parts("frobnicate", vec![]).unwrap_err();
+        assert!(e.contains("unknown op"), "{e}");
+        let e =
+            OpKind::from_parts("quantize", vec![("block_size".into(), Attr::Int(32))]).unwrap_err();
+        assert!(e.contains("needs an axis"), "{e}");
+    }
+
+    #[test]
+    fn scale_shapes() {
+        let g = Granularity::Blocked {
+            blocks: vec![(1, 32)],
+        };
+        assert_eq!(g.scale_shape(&[4, 70]).unwrap(), vec![4, 3]);
+        assert_eq!(g.scale_index(&[2, 65], &[4, 3]), 2 * 3 + 2);
+        assert!(Granularity::PerAxis { axis: 2 }
+            .scale_shape(&[4, 4])
+            .is_err());
+    }
+}

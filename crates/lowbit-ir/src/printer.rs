@@ -1,0 +1,233 @@
+//! The `.lbir` text printer.
+//!
+//! ```text
+//! module {
+//!   func @main(%x: tensor<4x8xf32>) -> (y: tensor<4x2xf32>) {
+//!     %0 = constant dense<[1, -2, 3, 0]> : tensor<4xi4>
+//!     %1 = constant dense<"0x3C00BC00"> : tensor<2xf16>
+//!     %2 = constant dense_resource<r0> : tensor<8x2xi4>
+//!     %3 = dequantize %2, %1 {axis = 1} : (tensor<8x2xi4>, tensor<2xf16>) -> tensor<8x2xf32>
+//!     %4 = matmul %x, %3 : (tensor<4x8xf32>, tensor<8x2xf32>) -> tensor<4x2xf32>
+//!     return %4
+//!   }
+//! }
+//! {-#
+//!   resources: {
+//!     r0: "0x..."
+//!   }
+//! #-}
+//! ```
+//!
+//! Parameters keep their names; op results are numbered densely in op order.
+//! Constants print as a list of values when small (and every value prints
+//! exactly), as a hex blob of their physical bytes up to
+//! [`INLINE_HEX_LIMIT`] bytes, and as a named entry of the trailing
+//! resource section beyond that.
+
+use crate::function::{Function, Module, Value};
+use crate::ops::OpKind;
+use crate::tensor::Tensor;
+use crate::types::TensorType;
+use lowbit_numerics::ElemType;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// Constants with at most this many elements print as a value list.
+pub const LIST_LIMIT: usize = 16;
+/// Constants with at most this many bytes print as an inline hex blob.
+pub const INLINE_HEX_LIMIT: usize = 256;
+
+/// Prints a module in the text format.
+pub fn print_module(m: &Module) -> String {
+    let mut p = Printer::default();
+    p.out.push_str("module {\n");
+    for f in &m.functions {
+        p.function(f);
+    }
+    p.out.push_str("}\n");
+    if !p.resources.is_empty() {
+        p.out.push_str("{-#\n  resources: {\n");
+        let n = p.resources.len();
+        for (i, (name, bytes)) in p.resources.iter().enumerate() {
+            let sep = if i + 1 < n { "," } else { "" };
+            let _ = writeln!(p.out, "    {name}: \"0x{}\"{sep}", hex(bytes));
+        }
+        p.out.push_str("  }\n#-}\n");
+    }
+    p.out
+}
+
+/// Prints one function (without the module wrapper or resources; large
+/// constants are then inlined as hex).
+pub fn print_function(f: &Function) -> String {
+    let mut p = Printer {
+        inline_everything: true,
+        ..Printer::default()
+    };
+    p.function(f);
+    p.out
+}
+
+#[derive(Default)]
+struct Printer {
+    out: String,
+    resources: Vec<(String, Vec<u8>)>,
+    inline_everything: bool,
+}
+
+/// Uppercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02X}");
+    }
+    s
+}
+
+impl Printer {
+    fn function(&mut self, f: &Function) {
+        let mut names: HashMap<Value, String> = HashMap::new();
+        let params: Vec<String> = f
+            .params
+            .iter()
+            .map(|(n, v)| {
+                names.insert(*v, format!("%{n}"));
+                format!("%{n}: {}", f.ty(*v))
+            })
+            .collect();
+        let outs: Vec<String> = f
+            .outputs
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", f.ty(*v)))
+            .collect();
+        let _ = writeln!(
+            self.out,
+            "  func @{}({}) -> ({}) {{",
+            f.name,
+            params.join(", "),
+            outs.join(", ")
+        );
+        let mut next = 0usize;
+        for &op in f.ops() {
+            let d = f.op(op);
+            let results: Vec<String> = d
+                .results
+                .iter()
+                .map(|r| {
+                    let n = format!("%{next}");
+                    next += 1;
+                    names.insert(*r, n.clone());
+                    n
+                })
+                .collect();
+            let name_of = |v: &Value| {
+                names
+                    .get(v)
+                    .cloned()
+                    .unwrap_or_else(|| format!("%<bad {v:?}>"))
+            };
+            self.out.push_str("    ");
+            if !results.is_empty() {
+                let _ = write!(self.out, "{} = ", results.join(", "));
+            }
+            self.out.push_str(d.kind.name());
+            if let OpKind::Constant(c) = &d.kind {
+                let ty = f.ty(d.results[0]);
+                let payload = self.constant_payload(ty, c.bytes());
+                let _ = writeln!(self.out, " {payload} : {ty}");
+                continue;
+            }
+            let operands: Vec<String> = d.operands.iter().map(name_of).collect();
+            if !operands.is_empty() {
+                let _ = write!(self.out, " {}", operands.join(", "));
+            }
+            let attrs = d.kind.attrs();
+            if !attrs.is_empty() {
+                let a: Vec<String> = attrs.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                let _ = write!(self.out, " {{{}}}", a.join(", "));
+            }
+            let in_tys: Vec<String> = d.operands.iter().map(|v| f.ty(*v).to_string()).collect();
+            let out_tys: Vec<String> = d.results.iter().map(|v| f.ty(*v).to_string()).collect();
+            let outs = if out_tys.len() == 1 {
+                out_tys[0].clone()
+            } else {
+                format!("({})", out_tys.join(", "))
+            };
+            let _ = writeln!(self.out, " : ({}) -> {outs}", in_tys.join(", "));
+        }
+        let rets: Vec<String> = f
+            .outputs
+            .iter()
+            .map(|(_, v)| {
+                names
+                    .get(v)
+                    .cloned()
+                    .unwrap_or_else(|| format!("%<bad {v:?}>"))
+            })
+            .collect();
+        let _ = writeln!(self.out, "    return {}", rets.join(", "));
+        self.out.push_str("  }\n");
+    }
+
+    fn constant_payload(&mut self, ty: &TensorType, bytes: &[u8]) -> String {
+        if ty.num_elements() as usize <= LIST_LIMIT {
+            if let Ok(t) = Tensor::from_bytes(ty, bytes) {
+                if let Some(list) = value_list(&t) {
+                    return format!("dense<{list}>");
+                }
+            }
+        }
+        if bytes.len() <= INLINE_HEX_LIMIT || self.inline_everything {
+            return format!("dense<\"0x{}\">", hex(bytes));
+        }
+        let name = format!("r{}", self.resources.len());
+        self.resources.push((name.clone(), bytes.to_vec()));
+        format!("dense_resource<{name}>")
+    }
+}
+
+/// `[v0, v1, ...]` (nested by shape) if every value prints exactly.
+fn value_list(t: &Tensor) -> Option<String> {
+    let mut items = Vec::with_capacity(t.codes.len());
+    for &c in &t.codes {
+        items.push(format_value(t.elem, c)?);
+    }
+    if t.shape.is_empty() {
+        return items.pop();
+    }
+    Some(nest(&items, &t.shape))
+}
+
+fn nest(items: &[String], shape: &[u64]) -> String {
+    if shape.len() <= 1 {
+        return format!("[{}]", items.join(", "));
+    }
+    let inner: u64 = shape[1..].iter().product();
+    let parts: Vec<String> = if inner == 0 {
+        Vec::new()
+    } else {
+        items
+            .chunks(inner as usize)
+            .map(|c| nest(c, &shape[1..]))
+            .collect()
+    };
+    format!("[{}]", parts.join(", "))
+}
+
+/// One element as text, or `None` if the text would not read back to the
+/// same code (a NaN other than the canonical one, say).
+pub fn format_value(elem: ElemType, code: u64) -> Option<String> {
+    match elem {
+        ElemType::Float(f) => {
+            let v = f.decode(code);
+            if v.is_nan() {
+                return (f.nan_code() == Some(code)).then(|| "nan".to_string());
+            }
+            if v.is_infinite() {
+                return Some(if v > 0.0 { "inf" } else { "-inf" }.to_string());
+            }
+            Some(format!("{v:?}"))
+        }
+        _ => elem.decode_int(code).map(|i| i.to_string()),
+    }
+}

@@ -1,0 +1,373 @@
+//! Tensor values: element codes in logical row-major order, and their
+//! conversion to and from the physical bytes a [`Layout`] prescribes.
+
+use crate::types::{Layout, PackOrder, TensorType};
+use lowbit_numerics::{ElemType, Rounding};
+
+/// A tensor value. `codes[i]` is the bit pattern of the `i`-th element in
+/// logical row-major order, zero-extended to 64 bits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tensor {
+    /// Element type.
+    pub elem: ElemType,
+    /// Dimensions.
+    pub shape: Vec<u64>,
+    /// Element codes, row-major.
+    pub codes: Vec<u64>,
+}
+
+impl Tensor {
+    /// Builds a tensor, checking that the code count matches the shape.
+    pub fn new(elem: ElemType, shape: Vec<u64>, codes: Vec<u64>) -> Result<Tensor, String> {
+        let n: u64 = shape.iter().product();
+        if n != codes.len() as u64 {
+            return Err(format!(
+                "tensor of shape {shape:?} needs {n} elements, got {}",
+                codes.len()
+            ));
+        }
+        let mask = elem.code_mask();
+        Ok(Tensor {
+            elem,
+            shape,
+            codes: codes.into_iter().map(|c| c & mask).collect(),
+        })
+    }
+
+    /// A tensor of real values, each encoded with nearest-even rounding.
+    pub fn from_f64(elem: ElemType, shape: Vec<u64>, values: &[f64]) -> Result<Tensor, String> {
+        let codes = values
+            .iter()
+            .map(|&v| elem.encode(v, Rounding::NearestEven, false))
+            .collect();
+        Tensor::new(elem, shape, codes)
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.codes.len()
+    }
+
+    /// True for a tensor with no elements.
+    pub fn is_empty(&self) -> bool {
+        self.codes.is_empty()
+    }
+
+    /// Decoded values as `f64`.
+    pub fn to_f64(&self) -> Vec<f64> {
+        self.codes.iter().map(|&c| self.elem.decode(c)).collect()
+    }
+
+    /// Decoded integer values (`None` for float tensors).
+    pub fn to_i128(&self) -> Option<Vec<i128>> {
+        self.codes
+            .iter()
+            .map(|&c| self.elem.decode_int(c))
+            .collect()
+    }
+
+    /// The type of this tensor with the default layout.
+    pub fn ty(&self) -> TensorType {
+        TensorType::new(self.shape.clone(), self.elem)
+    }
+
+    /// Physical bytes of this tensor in `layout`.
+    pub fn to_bytes(&self, layout: &Layout) -> Vec<u8> {
+        let order = physical_order(&self.shape, self.elem, layout);
+        let seq: Vec<u64> = order.iter().map(|&i| self.codes[i]).collect();
+        let bits = self.elem.bits();
+        if layout.bit_planes {
+            let row = plane_row(&self.shape, layout);
+            let mut out =
+                Vec::with_capacity(seq.len() / row.max(1) * bits as usize * row.div_ceil(8));
+            for chunk in seq.chunks(row.max(1)) {
+                for k in 0..bits {
+                    let mut plane = vec![0u8; row.div_ceil(8)];
+                    for (j, &c) in chunk.iter().enumerate() {
+                        if (c >> k) & 1 == 1 {
+                            let bit = match layout.pack {
+                                PackOrder::LsbFirst => j % 8,
+                                PackOrder::MsbFirst => 7 - j % 8,
+                            };
+                            plane[j / 8] |= 1 << bit;
+                        }
+                    }
+                    out.extend_from_slice(&plane);
+                }
+            }
+            out
+        } else {
+            pack_stream(&seq, bits, layout.pack)
+        }
+    }
+
+    /// Reads a tensor of type `ty` from its physical bytes.
+    pub fn from_bytes(ty: &TensorType, bytes: &[u8]) -> Result<Tensor, String> {
+        let need = ty.byte_size();
+        if bytes.len() as u64 != need {
+            return Err(format!(
+                "{ty} needs {need} bytes of data, got {}",
+                bytes.len()
+            ));
+        }
+        let n = ty.num_elements() as usize;
+        let bits = ty.elem.bits();
+        let layout = &ty.layout;
+        let seq: Vec<u64> = if layout.bit_planes {
+            let row = plane_row(&ty.shape, layout).max(1);
+            let plane_bytes = row.div_ceil(8);
+            let mut seq = Vec::with_capacity(n);
+            for (r, rowbytes) in bytes.chunks(plane_bytes * bits as usize).enumerate() {
+                let len = row.min(n - r * row);
+                for j in 0..len {
+                    let mut c = 0u64;
+                    for k in 0..bits as usize {
+                        let bit = match layout.pack {
+                            PackOrder::LsbFirst => j % 8,
+                            PackOrder::MsbFirst => 7 - j % 8,
+                        };
+                        c |= (((rowbytes[k * plane_bytes + j / 8] >> bit) & 1) as u64) << k;
+                    }
+                    seq.push(c);
+                }
+            }
+            seq
+        } else {
+            unpack_stream(bytes, n, bits, layout.pack)
+        };
+        let order = physical_order(&ty.shape, ty.elem, layout);
+        let mut codes = vec![0u64; n];
+        for (p, &i) in order.iter().enumerate() {
+            codes[i] = seq[p];
+        }
+        Tensor::new(ty.elem, ty.shape.clone(), codes)
+    }
+}
+
+fn plane_row(shape: &[u64], layout: &Layout) -> usize {
+    layout.tile.last().or(shape.last()).copied().unwrap_or(1) as usize
+}
+
+/// Packs codes into a dense bit stream.
+pub fn pack_stream(codes: &[u64], bits: u32, order: PackOrder) -> Vec<u8> {
+    let total = (codes.len() as u64 * bits as u64).div_ceil(8) as usize;
+    let mut out = vec![0u8; total];
+    if bits % 8 == 0 {
+        let nb = (bits / 8) as usize;
+        for (i, &c) in codes.iter().enumerate() {
+            out[i * nb..(i + 1) * nb].copy_from_slice(&c.to_le_bytes()[..nb]);
+        }
+        return out;
+    }
+    let mut pos = 0usize;
+    for &c in codes {
+        for k in 0..bits as usize {
+            let bit = match order {
+                PackOrder::LsbFirst => (c >> k) & 1,
+                PackOrder::MsbFirst => (c >> (bits as usize - 1 - k)) & 1,
+            };
+            if bit == 1 {
+                let j = pos + k;
+                let b = match order {
+                    PackOrder::LsbFirst => j % 8,
+                    PackOrder::MsbFirst => 7 - j % 8,
+                };
+                out[j / 8] |= 1 << b;
+            }
+        }
+        pos += bits as usize;
+    }
+    out
+}
+
+/// Unpacks `n` codes from a dense bit stream.
+pub fn unpack_stream(bytes: &[u8], n: usize, bits: u32, order: PackOrder) -> Vec<u64> {
+    if bits % 8 == 0 {
+        let nb = (bits / 8) as usize;
+        return (0..n)
+            .map(|i| {
+                let mut buf = [0u8; 8];
+                buf[..nb].copy_from_slice(&bytes[i * nb..(i + 1) * nb]);
+                u64::from_le_bytes(buf)
+            })
+            .collect();
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = 0u64;
+        for k in 0..bits as usize {
+            let j = i * bits as usize + k;
+            let b = match order {
+                PackOrder::LsbFirst => j % 8,
+                PackOrder::MsbFirst => 7 - j % 8,
+            };
+            let bit = ((bytes[j / 8] >> b) & 1) as u64;
+            match order {
+                PackOrder::LsbFirst => c |= bit << k,
+                PackOrder::MsbFirst => c |= bit << (bits as usize - 1 - k),
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// For each physical position, the logical row-major index stored there.
+fn physical_order(shape: &[u64], elem: ElemType, layout: &Layout) -> Vec<usize> {
+    let n: usize = shape.iter().product::<u64>() as usize;
+    let mut order: Vec<usize> = if layout.tile.is_empty() {
+        (0..n).collect()
+    } else {
+        tiled_order(shape, &layout.tile)
+    };
+    if let Some(c) = layout.interleave {
+        let c = c as usize;
+        let p = (8 / elem.bits().clamp(1, 8)) as usize;
+        let lanes = c / p;
+        let mut out = vec![0usize; n];
+        for (chunk_i, chunk) in order.chunks(c).enumerate() {
+            for (o, &idx) in chunk.iter().enumerate() {
+                let (lane, j) = (o / lanes, o % lanes);
+                out[chunk_i * c + j * p + lane] = idx;
+            }
+        }
+        order = out;
+    }
+    order
+}
+
+fn tiled_order(shape: &[u64], tile: &[u64]) -> Vec<usize> {
+    let r = tile.len();
+    let off = shape.len() - r;
+    let outer: Vec<u64> = shape[..off].to_vec();
+    let counts: Vec<u64> = (0..r).map(|i| shape[off + i] / tile[i]).collect();
+    // physical index space: outer dims, tile counts, tile sizes
+    let mut pdims = outer.clone();
+    pdims.extend(&counts);
+    pdims.extend(tile);
+    let strides = row_major_strides(shape);
+    let n: u64 = shape.iter().product();
+    let mut order = Vec::with_capacity(n as usize);
+    let mut idx = vec![0u64; pdims.len()];
+    for _ in 0..n {
+        let mut logical = 0u64;
+        for (d, &i) in idx[..off].iter().enumerate() {
+            logical += i * strides[d];
+        }
+        for k in 0..r {
+            let coord = idx[off + k] * tile[k] + idx[off + r + k];
+            logical += coord * strides[off + k];
+        }
+        order.push(logical as usize);
+        for d in (0..pdims.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < pdims[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    order
+}
+
+/// Row-major strides (in elements) of a shape.
+pub fn row_major_strides(shape: &[u64]) -> Vec<u64> {
+    let mut s = vec![1u64; shape.len()];
+    for d in (0..shape.len().saturating_sub(1)).rev() {
+        s[d] = s[d + 1] * shape[d + 1];
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn i4() -> ElemType {
+        "i4".parse().unwrap()
+    }
+
+    #[test]
+    fn lsb_and_msb_nibbles() {
+        let t = Tensor::from_f64(i4(), vec![3], &[1.0, -1.0, 7.0]).unwrap();
+        assert_eq!(t.to_bytes(&Layout::default()), vec![0xf1, 0x07]);
+        let msb = Layout {
+            pack: PackOrder::MsbFirst,
+            ..Layout::default()
+        };
+        assert_eq!(t.to_bytes(&msb), vec![0x1f, 0x70]);
+        let ty = TensorType::new(vec![3], i4()).with_layout(msb.clone());
+        assert_eq!(Tensor::from_bytes(&ty, &[0x1f, 0x70]).unwrap(), t);
+    }
+
+    #[test]
+    fn q4_0_interleave() {
+        let vals: Vec<f64> = (0..32).map(|i| (i % 16) as f64 - 8.0).collect();
+        let t = Tensor::from_f64(i4(), vec![32], &vals).unwrap();
+        let l = Layout {
+            interleave: Some(32),
+            ..Layout::default()
+        };
+        let b = t.to_bytes(&l);
+        // byte j holds elements j (low nibble) and j + 16 (high nibble)
+        for j in 0..16 {
+            assert_eq!(b[j] & 0xf, (t.codes[j] & 0xf) as u8);
+            assert_eq!(b[j] >> 4, (t.codes[j + 16] & 0xf) as u8);
+        }
+    }
+
+    #[test]
+    fn every_layout_round_trips() {
+        let u3: ElemType = "u3".parse().unwrap();
+        let vals: Vec<f64> = (0..48).map(|i| ((i * 5) % 8) as f64).collect();
+        let t = Tensor::from_f64(u3, vec![4, 12], &vals).unwrap();
+        for layout in [
+            Layout::default(),
+            Layout {
+                pack: PackOrder::MsbFirst,
+                ..Layout::default()
+            },
+            Layout {
+                tile: vec![2, 4],
+                ..Layout::default()
+            },
+            Layout {
+                bit_planes: true,
+                ..Layout::default()
+            },
+            Layout {
+                tile: vec![2, 6],
+                bit_planes: true,
+                pack: PackOrder::MsbFirst,
+                interleave: None,
+            },
+        ] {
+            let ty = TensorType::new(vec![4, 12], u3).with_layout(layout.clone());
+            let bytes = t.to_bytes(&layout);
+            assert_eq!(bytes.len() as u64, ty.byte_size(), "{layout}");
+            assert_eq!(Tensor::from_bytes(&ty, &bytes).unwrap(), t, "{layout}");
+        }
+    }
+
+    #[test]
+    fn tiles_reorder() {
+        let t =
+            Tensor::from_f64(ElemType::I8, vec![2, 4], &[0., 1., 2., 3., 4., 5., 6., 7.]).unwrap();
+        let l = Layout {
+            tile: vec![2, 2],
+            ..Layout::default()
+        };
+        assert_eq!(t.to_bytes(&l), vec![0, 1, 4, 5, 2, 3, 6, 7]);
+    }
+
+    #[test]
+    fn bit_planes_split_bits() {
+        let u2: ElemType = "u2".parse().unwrap();
+        let t = Tensor::from_f64(u2, vec![4], &[0., 1., 2., 3.]).unwrap();
+        let l = Layout {
+            bit_planes: true,
+            ..Layout::default()
+        };
+        assert_eq!(t.to_bytes(&l), vec![0b1010, 0b1100]);
+    }
+}

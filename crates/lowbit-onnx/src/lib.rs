@@ -1,0 +1,1 @@
+//! ONNX interop: TensorProto and .npy tensor I/O
