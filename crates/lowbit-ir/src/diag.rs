@@ -426,7 +426,10 @@ mod tests {
             span: Some(Span { line: 1, col: 1 }),
             message: "see here".into(),
         };
-        assert_eq!(check_expected_diagnostics(src, &[note.clone()]), Ok(()));
+        assert_eq!(
+            check_expected_diagnostics(src, std::slice::from_ref(&note)),
+            Ok(())
+        );
         let e = check_expected_diagnostics(src, &[at(1, 1, "see here")]).unwrap_err();
         assert!(
             e.contains("expected note on line 1 was not produced"),
