@@ -209,6 +209,7 @@ fn parse_directives(
         };
         rest = &rest[pos + keyword.len()..];
         let mut offset: i64 = 0;
+        let has_offset = rest.starts_with('@');
         if let Some(after_at) = rest.strip_prefix('@') {
             let sign_len = 1;
             let sign = match after_at.chars().next() {
@@ -238,10 +239,14 @@ fn parse_directives(
         }
         let body = rest.trim_start();
         let Some(text_start) = body.strip_prefix("{{") else {
-            problems.push((
-                lineno,
-                format!("malformed {keyword} directive: expected {{{{text}}}}"),
-            ));
+            // Without `@` the keyword may just be prose in a comment (as in
+            // MLIR); with one, it was meant as a directive.
+            if has_offset {
+                problems.push((
+                    lineno,
+                    format!("malformed {keyword} directive: expected {{{{text}}}}"),
+                ));
+            }
             continue;
         };
         let Some(end) = text_start.find("}}") else {
@@ -449,7 +454,7 @@ mod tests {
                 "a // expected-error@+ {{m}}\n",
                 "'@' must be followed by +N or -N",
             ),
-            ("a // expected-error m\n", "expected {{text}}"),
+            ("a // expected-error@+0 m\n", "expected {{text}}"),
             ("a // expected-error {{m\n", "missing closing }}"),
             (
                 "a // expected-error@+5 {{m}}\n",
@@ -471,6 +476,9 @@ mod tests {
         // Text outside a comment is not a directive.
         let e = check_expected_diagnostics("expected-error {{m}}\n", &[at(1, 1, "m")]);
         assert!(e.is_err());
+        // A mention in prose is not a directive.
+        let src = "// see expected-error in the docs\n";
+        assert_eq!(check_expected_diagnostics(src, &[]), Ok(()));
     }
 
     #[test]
