@@ -40,7 +40,7 @@ pub fn verify_module(m: &Module) -> Result<(), Vec<Diagnostic>> {
         if !names.insert(f.name.as_str()) {
             diags.push(Diagnostic::error(
                 f.span,
-                format!("'func' @{}: function name is defined twice", f.name),
+                format!("'func' @{0}: redefinition of function @{0}", f.name),
             ));
         }
         diags.extend(verify_function(f));
@@ -81,7 +81,7 @@ fn check_signature_and_body(f: &Function, diags: &mut Vec<Diagnostic>) -> HashSe
     let mut names: HashSet<&str> = HashSet::new();
     for (i, (name, v)) in f.params.iter().enumerate() {
         if !names.insert(name.as_str()) {
-            func_err(diags, format!("parameter name '{name}' is used twice"));
+            func_err(diags, format!("redefinition of %{name} (parameter #{i})"));
         }
         if !f.has_value(*v) || f.value(*v).def != ValueDef::Param(i) {
             func_err(
@@ -180,7 +180,7 @@ fn check_outputs(f: &Function, defined: &HashSet<Value>, diags: &mut Vec<Diagnos
         if !names.insert(name.as_str()) {
             diags.push(Diagnostic::error(
                 f.span,
-                format!("'func' @{}: output name '{name}' is used twice", f.name),
+                format!("'func' @{}: duplicate output name '{name}'", f.name),
             ));
         }
         if !defined.contains(v) {
@@ -606,7 +606,7 @@ fn check_constant(cx: &mut OpCx, bytes: &[u8], res: &TensorType) {
     let need = res.byte_size();
     let got = bytes.len() as u64;
     if got != need {
-        cx.err(format!("payload has {got} bytes, but {res} needs {need}"));
+        cx.err(format!("payload has {got} bytes but {res} needs {need}"));
     } else if has_nonzero_padding(res, bytes) {
         cx.err("payload has nonzero padding bits after the last element");
     }
@@ -1453,7 +1453,7 @@ mod tests {
         let f = const_fn(vec![0; 3], ty(&[2, 2], "f16"));
         assert_only(
             &f,
-            "'constant' op: payload has 3 bytes, but tensor<2x2xf16> needs 8",
+            "'constant' op: payload has 3 bytes but tensor<2x2xf16> needs 8",
         );
         // Three i4 values use 12 of 16 bits; the last nibble is padding.
         assert_eq!(
@@ -1630,8 +1630,8 @@ mod tests {
         assert_eq!(
             messages(&f),
             vec![
-                "'func' @g: parameter name 'x' is used twice",
-                "'func' @g: output name 'y' is used twice",
+                "'func' @g: redefinition of %x (parameter #1)",
+                "'func' @g: duplicate output name 'y'",
             ]
         );
         let f = Function::new("empty");
@@ -1651,7 +1651,7 @@ mod tests {
             d,
             vec![Diagnostic::error(
                 Some(Span { line: 9, col: 3 }),
-                "'func' @f: function name is defined twice"
+                "'func' @f: redefinition of function @f"
             )]
         );
     }
