@@ -40,4 +40,6 @@ cp "$root/scripts/gen_onnx_proto.rs" "$work/src/main.rs"
 out="$root/crates/lowbit-onnx/src/proto/onnx.rs"
 mkdir -p "$(dirname "$out")"
 cargo run --quiet --manifest-path "$work/Cargo.toml" -- "$proto" "$out" "$onnx_version"
+# Formatted like the rest of the crate, so `cargo fmt --check` stays clean.
+rustfmt --edition 2021 "$out"
 echo "wrote $out (from $proto)"
