@@ -24,8 +24,8 @@
 //! the verifier's job. Parsing stops at the first error; every error has a
 //! 1-based `line:col` position and the parser never panics.
 //!
-//! Limits: value names are `[A-Za-z0-9_.$]+`, output and resource names are
-//! identifiers; a splat constant may have at most [`SPLAT_LIMIT`] elements;
+//! Limits: value and function names are `[A-Za-z0-9_.$-]+`, output and
+//! resource names are identifiers (`[A-Za-z_][A-Za-z0-9_.$]*`); a splat constant may have at most [`SPLAT_LIMIT`] elements;
 //! decimal values for narrow float types are read as `f64` first and then
 //! rounded (nearest-even) to the type, which is exact for every value the
 //! printer writes.
@@ -166,6 +166,19 @@ impl<'a> Lexer<'a> {
         &self.src[start..self.pos.off]
     }
 
+    /// A value or function name: identifier characters and `-` (as in
+    /// MLIR, and common in ONNX names), but never the start of `->`.
+    fn name_chars(&mut self) -> &'a str {
+        let start = self.pos.off;
+        while let Some(b) = self.byte(0) {
+            if !(is_ident_continue(b) || (b == b'-' && self.byte(1) != Some(b'>'))) {
+                break;
+            }
+            self.bump();
+        }
+        &self.src[start..self.pos.off]
+    }
+
     /// The character at the cursor, described for an error message.
     fn here(&self) -> String {
         match self.src[self.pos.off..].chars().next() {
@@ -233,7 +246,7 @@ impl<'a> Lexer<'a> {
             b'0'..=b'9' => self.number(),
             b'%' | b'@' => {
                 self.bump();
-                let name = self.take_while(is_ident_continue);
+                let name = self.name_chars();
                 if name.is_empty() {
                     let what = if b == b'%' { "value" } else { "function" };
                     return Err(err(
@@ -1592,6 +1605,21 @@ module {
                 axis: -2,
                 epsilon: 1e-6
             }
+        );
+    }
+
+    #[test]
+    fn names_may_contain_dots_and_dashes() {
+        let m = parse_ok(
+            "func @my-fn.v2(%input-1: tensor<f32>, %x.0: tensor<f32>) -> tensor<f32> {\n\
+               %sum-0 = add %input-1, %x.0 : (tensor<f32>, tensor<f32>) -> tensor<f32>\n  return %sum-0 }",
+        );
+        let f = &m.functions[0];
+        assert_eq!(f.name, "my-fn.v2");
+        assert_eq!(f.params[0].0, "input-1");
+        assert_eq!(
+            f.op(f.ops()[0]).operands,
+            vec![f.params[0].1, f.params[1].1]
         );
     }
 

@@ -48,6 +48,11 @@ proptest! {
         }
     }
 
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
     /// Corrupting printed text (cutting, deleting or replacing a span) gives
     /// an error or a module, never a panic.
     #[test]
@@ -63,6 +68,79 @@ proptest! {
         let mut bad = text.clone();
         bad.replace_range(at..end, &with);
         let _ = parse_module(&bad);
+    }
+}
+
+const SOUP: &[&str] = &[
+    "%x",
+    "%0",
+    "%y",
+    "=",
+    ",",
+    ":",
+    "(",
+    ")",
+    "{",
+    "}",
+    "[",
+    "]",
+    "<",
+    ">",
+    "->",
+    "x",
+    "tensor",
+    "tensor<4xf32>",
+    "tensor<2x2xi4",
+    "#layout<",
+    "msb",
+    "tile",
+    "=2x2",
+    "interleave=",
+    "bitplanes",
+    "add",
+    "relu",
+    "constant",
+    "dense<",
+    "dense_resource<r0>",
+    "\"0x0102\"",
+    "\"0x1\"",
+    "1",
+    "-8",
+    "1.5e3",
+    "-inf",
+    "nan",
+    "99999999999999999999999",
+    "axis",
+    "perm",
+    "true",
+    "return",
+    "func",
+    "@g",
+    "module",
+    "{-#",
+    "resources",
+    "#-}",
+    "r0",
+    "//",
+    "\n",
+    "tensor<0xb1>",
+    "i65",
+    "fE9M9",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Random token sequences after a valid function header exercise every
+    /// error path; none may panic.
+    #[test]
+    fn token_soup_never_panics(picks in prop::collection::vec(0..SOUP.len(), 0..40)) {
+        let mut src = String::from("func @f(%x: tensor<4xf32>) -> tensor<4xf32> {\n");
+        for i in picks {
+            src.push_str(SOUP[i]);
+            src.push(' ');
+        }
+        let _ = parse_module(&src);
     }
 }
 
