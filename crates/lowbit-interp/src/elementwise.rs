@@ -104,9 +104,21 @@ pub(crate) fn float_unary(
     Ok(tensor(rt.elem, &x.shape, codes))
 }
 
-/// `0.5 x (1 + erf(x/√2))`, as `0.5 x erfc(-x/√2)`.
+/// `1/√2 − FRAC_1_SQRT_2`: the rounding error of the constant.
+const FRAC_1_SQRT_2_LO: f64 = -4.833646656726457e-17;
+
+/// `0.5 x (1 + erf(x/√2))`, as `0.5 x erfc(−z)` with `z = x/√2`.
+///
+/// `erfc` magnifies a relative error in its argument by about `2z²`, so
+/// `z` is carried as `hi + lo` (the product's exact rounding error via a
+/// fused multiply-add, plus the constant's own error) and the first-order
+/// term `lo · 2/√π · e^{−hi²}` is added back.
 pub(crate) fn gelu_erf(x: f64) -> f64 {
-    0.5 * x * erfc(-(x * std::f64::consts::FRAC_1_SQRT_2))
+    use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI};
+    let hi = x * FRAC_1_SQRT_2;
+    let lo = x.mul_add(FRAC_1_SQRT_2, -hi) + x * FRAC_1_SQRT_2_LO;
+    let tail = erfc(-hi) + lo * FRAC_2_SQRT_PI * (-(hi * hi)).exp();
+    0.5 * x * tail
 }
 
 /// `√(2/π)`, correctly rounded.

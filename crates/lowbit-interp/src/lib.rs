@@ -83,8 +83,9 @@
 //! * `relu`: float `x > 0 ? x : +0.0` (NaN stays NaN); integers `max(x, 0)`
 //!   with the operand's type. `b1` has no zero and is rejected.
 //! * `gelu`: `0.5 · x · (1 + erf(x/√2))`, evaluated as
-//!   `0.5 · x · erfc(−x · (1/√2))` so the negative tail keeps full
-//!   precision (erf/erfc: see [`special`]); with `approximate = tanh`:
+//!   `0.5 · x · erfc(−x/√2)` so the negative tail keeps full precision
+//!   (`x/√2` is carried to twice double precision and corrected to first
+//!   order; erf/erfc: see [`special`]); with `approximate = tanh`:
 //!   `0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³)))`, `x³ = x·x·x`.
 //! * `silu`: `x / (1 + exp(−x))`.
 //! * `softmax {axis}`: per slice along `axis`: `m = max`, `eᵢ = exp(xᵢ − m)`,

@@ -47,12 +47,16 @@ pub(crate) fn softmax(axis: i64, x: &Tensor, rt: &TensorType) -> Result<Tensor, 
     Ok(tensor(rt.elem, &x.shape, codes))
 }
 
-/// Checks a normalization's operands; returns (outer, n, gamma, beta).
-fn norm_setup(
-    axis: i64,
-    ops: &[&Tensor],
-    rt: &TensorType,
-) -> Result<(usize, usize, Vec<f64>, Option<Vec<f64>>), String> {
+/// A checked normalization: `outer` slices of `n` elements each.
+struct NormSetup {
+    outer: usize,
+    n: usize,
+    gamma: Vec<f64>,
+    beta: Option<Vec<f64>>,
+}
+
+/// Checks a normalization's operands and decodes gamma and beta.
+fn norm_setup(axis: i64, ops: &[&Tensor], rt: &TensorType) -> Result<NormSetup, String> {
     let x = ops[0];
     want_float("the operand", x.elem)?;
     want_float("the result", rt.elem)?;
@@ -72,7 +76,12 @@ fn norm_setup(
     }
     let n: usize = dims.iter().map(|&d| d as usize).product();
     let outer: usize = x.shape[..ax].iter().map(|&d| d as usize).product();
-    Ok((outer, n, floats(ops[1]), ops.get(2).map(|b| floats(b))))
+    Ok(NormSetup {
+        outer,
+        n,
+        gamma: floats(ops[1]),
+        beta: ops.get(2).map(|b| floats(b)),
+    })
 }
 
 /// `layer_norm x, gamma[, beta] {axis, epsilon}`.
@@ -82,7 +91,12 @@ pub(crate) fn layer_norm(
     ops: &[&Tensor],
     rt: &TensorType,
 ) -> Result<Tensor, String> {
-    let (outer, n, gamma, beta) = norm_setup(axis, ops, rt)?;
+    let NormSetup {
+        outer,
+        n,
+        gamma,
+        beta,
+    } = norm_setup(axis, ops, rt)?;
     let v = floats(ops[0]);
     let mut codes = vec![0u64; v.len()];
     for o in 0..outer {
@@ -108,7 +122,9 @@ pub(crate) fn rms_norm(
     ops: &[&Tensor],
     rt: &TensorType,
 ) -> Result<Tensor, String> {
-    let (outer, n, gamma, _) = norm_setup(axis, ops, rt)?;
+    let NormSetup {
+        outer, n, gamma, ..
+    } = norm_setup(axis, ops, rt)?;
     let v = floats(ops[0]);
     let mut codes = vec![0u64; v.len()];
     for o in 0..outer {

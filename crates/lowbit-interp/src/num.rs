@@ -27,7 +27,7 @@ pub(crate) fn encode_arith(elem: ElemType, v: f64) -> u64 {
 }
 
 /// `2^117`: every finite `f64` at least this large is a multiple of `2^64`.
-const WRAPS_TO_ZERO: f64 = 1.6615349947311448e35;
+const WRAPS_TO_ZERO: f64 = (1u128 << 117) as f64;
 
 /// The code of `round(v) + zp` in an integral type (see the crate docs:
 /// NaN counts as 0; `b1` takes the sign of `v + zp` without rounding).
