@@ -1,0 +1,295 @@
+//! `quantize`, `dequantize`, `requantize` and `cast`, with scale lookup for
+//! every granularity (per tensor, per axis, blocked with ragged last blocks).
+
+use crate::num::{
+    floats, int_code, int_to_float_code, int_to_int_code, ints, want_float, want_shape,
+};
+use crate::shape::{count, fmt_shape};
+use crate::tensor;
+use lowbit_ir::{ElemType, Granularity, Overflow, Rounding, Tensor, TensorType};
+
+fn overflow(saturate: bool) -> Overflow {
+    if saturate {
+        Overflow::Saturate
+    } else {
+        Overflow::Wrap
+    }
+}
+
+/// Maps an element's multi-index to its scale index: the scale index is
+/// `Σ_d table[d][idx[d]]`, one lookup per dim.
+struct ScaleMap {
+    tables: Vec<Vec<usize>>,
+}
+
+impl ScaleMap {
+    /// Checks the scale (and zero point) shape for `data_shape` and builds the map.
+    fn new(
+        g: &Granularity,
+        data_shape: &[u64],
+        scale: &Tensor,
+        zp: Option<&Tensor>,
+        names: (&str, &str),
+    ) -> Result<ScaleMap, String> {
+        let want = g.scale_shape(data_shape)?;
+        let ok = scale.shape == want || (want.is_empty() && scale.shape == [1]);
+        if !ok {
+            return Err(format!(
+                "{} has shape {} but this granularity needs {}",
+                names.0,
+                fmt_shape(&scale.shape),
+                fmt_shape(&want)
+            ));
+        }
+        if let Some(z) = zp {
+            if z.shape != scale.shape {
+                return Err(format!(
+                    "{} has shape {} but its scale has shape {}",
+                    names.1,
+                    fmt_shape(&z.shape),
+                    fmt_shape(&scale.shape)
+                ));
+            }
+        }
+        let rank = data_shape.len();
+        let mut tables: Vec<Vec<usize>> = Vec::with_capacity(rank);
+        // Row-major strides of the scale tensor, in its own (full-rank) shape.
+        let sstrides = crate::shape::strides(&want);
+        for (d, &dim) in data_shape.iter().enumerate() {
+            let n = dim as usize;
+            let t: Vec<usize> = match g {
+                Granularity::PerTensor => vec![0; n],
+                Granularity::PerAxis { axis } if *axis as usize == d => (0..n).collect(),
+                Granularity::PerAxis { .. } => vec![0; n],
+                Granularity::Blocked { blocks } => {
+                    let b = blocks
+                        .iter()
+                        .find(|(a, _)| *a as usize == d)
+                        .map_or(1, |(_, b)| *b as usize);
+                    (0..n).map(|i| (i / b) * sstrides[d]).collect()
+                }
+            };
+            tables.push(t);
+        }
+        Ok(ScaleMap { tables })
+    }
+
+    /// Calls `f(flat, scale_index)` for every element in row-major order.
+    fn for_each(&self, shape: &[u64], mut f: impl FnMut(usize, usize)) {
+        let n: usize = shape.iter().map(|&d| d as usize).product();
+        if n == 0 {
+            return;
+        }
+        let rank = shape.len();
+        let mut idx = vec![0usize; rank];
+        let mut s: usize = self.tables.iter().map(|t| t[0]).sum();
+        for flat in 0..n {
+            f(flat, s);
+            // Odometer step, keeping the scale index in step.
+            for d in (0..rank).rev() {
+                let t = &self.tables[d];
+                s -= t[idx[d]];
+                idx[d] += 1;
+                if idx[d] < shape[d] as usize {
+                    s += t[idx[d]];
+                    break;
+                }
+                idx[d] = 0;
+                s += t[0];
+            }
+        }
+    }
+}
+
+/// Quantizes real values `v[i]` (already divided by nothing) with
+/// `scale`/`zp` at `map`'s index into `rt`'s element type.
+#[allow(clippy::too_many_arguments)]
+fn quantize_values(
+    values: &[f64],
+    shape: &[u64],
+    map: &ScaleMap,
+    scale: &Tensor,
+    zp: Option<&Tensor>,
+    rounding: Rounding,
+    saturate: bool,
+    rt: &TensorType,
+) -> Result<Tensor, String> {
+    want_shape(rt, shape)?;
+    let elem = rt.elem;
+    if let Some(z) = zp {
+        if z.elem != elem {
+            return Err(format!(
+                "zero point has element type {} but the result has {elem}",
+                z.elem
+            ));
+        }
+    }
+    let s = floats(scale);
+    let mut codes = vec![0u64; values.len()];
+    if elem.is_integral() {
+        let z = zp.map(ints);
+        let ov = overflow(saturate);
+        map.for_each(shape, |i, si| {
+            let zi = z.as_ref().map_or(0, |z| z[si]);
+            codes[i] = int_code(values[i] / s[si], zi, elem, rounding, ov);
+        });
+    } else {
+        let z = zp.map(floats);
+        map.for_each(shape, |i, si| {
+            let v = values[i] / s[si];
+            let v = z.as_ref().map_or(v, |z| v + z[si]);
+            codes[i] = elem.encode(v, rounding, saturate);
+        });
+    }
+    Ok(tensor(elem, shape, codes))
+}
+
+/// `quantize x, scale[, zp]`.
+pub(crate) fn quantize(
+    g: &Granularity,
+    rounding: Rounding,
+    saturate: bool,
+    ops: &[&Tensor],
+    rt: &TensorType,
+) -> Result<Tensor, String> {
+    let (x, scale, zp) = (ops[0], ops[1], ops.get(2).copied());
+    want_float("the quantized operand", x.elem)?;
+    want_float("the scale", scale.elem)?;
+    let map = ScaleMap::new(g, &x.shape, scale, zp, ("the scale", "the zero point"))?;
+    quantize_values(
+        &floats(x),
+        &x.shape,
+        &map,
+        scale,
+        zp,
+        rounding,
+        saturate,
+        rt,
+    )
+}
+
+/// `(q - zp) * scale` for every element, unrounded.
+fn dequantize_values(
+    q: &Tensor,
+    scale: &Tensor,
+    zp: Option<&Tensor>,
+    map: &ScaleMap,
+) -> Result<Vec<f64>, String> {
+    want_float("the scale", scale.elem)?;
+    if let Some(z) = zp {
+        if z.elem != q.elem {
+            return Err(format!(
+                "zero point has element type {} but the quantized operand has {}",
+                z.elem, q.elem
+            ));
+        }
+    }
+    let s = floats(scale);
+    let mut out = vec![0.0f64; q.codes.len()];
+    if q.elem.is_integral() {
+        let qv = ints(q);
+        let z = zp.map(ints);
+        map.for_each(&q.shape, |i, si| {
+            let d = qv[i] - z.as_ref().map_or(0, |z| z[si]);
+            out[i] = d as f64 * s[si];
+        });
+    } else {
+        let qv = floats(q);
+        let z = zp.map(floats);
+        map.for_each(&q.shape, |i, si| {
+            let d = z.as_ref().map_or(qv[i], |z| qv[i] - z[si]);
+            out[i] = d * s[si];
+        });
+    }
+    Ok(out)
+}
+
+/// `dequantize q, scale[, zp]`.
+pub(crate) fn dequantize(
+    g: &Granularity,
+    ops: &[&Tensor],
+    rt: &TensorType,
+) -> Result<Tensor, String> {
+    let (q, scale, zp) = (ops[0], ops[1], ops.get(2).copied());
+    want_float("the result", rt.elem)?;
+    want_shape(rt, &q.shape)?;
+    let map = ScaleMap::new(g, &q.shape, scale, zp, ("the scale", "the zero point"))?;
+    let v = dequantize_values(q, scale, zp, &map)?;
+    let codes = v
+        .iter()
+        .map(|&x| crate::num::encode_arith(rt.elem, x))
+        .collect();
+    Ok(tensor(rt.elem, &q.shape, codes))
+}
+
+/// `requantize q, s_in, zp_in, s_out, zp_out`.
+pub(crate) fn requantize(
+    gin: &Granularity,
+    gout: &Granularity,
+    rounding: Rounding,
+    saturate: bool,
+    ops: &[&Tensor],
+    rt: &TensorType,
+) -> Result<Tensor, String> {
+    let [q, s_in, zp_in, s_out, zp_out] = ops else {
+        return Err(format!("expected 5 operands, got {}", ops.len()));
+    };
+    let map_in = ScaleMap::new(
+        gin,
+        &q.shape,
+        s_in,
+        Some(zp_in),
+        ("the input scale", "the input zero point"),
+    )?;
+    let v = dequantize_values(q, s_in, Some(zp_in), &map_in)?;
+    want_float("the output scale", s_out.elem)?;
+    let map_out = ScaleMap::new(
+        gout,
+        &q.shape,
+        s_out,
+        Some(zp_out),
+        ("the output scale", "the output zero point"),
+    )?;
+    quantize_values(
+        &v,
+        &q.shape,
+        &map_out,
+        s_out,
+        Some(zp_out),
+        rounding,
+        saturate,
+        rt,
+    )
+}
+
+/// `cast x`.
+pub(crate) fn cast(
+    rounding: Rounding,
+    saturate: bool,
+    x: &Tensor,
+    rt: &TensorType,
+) -> Result<Tensor, String> {
+    want_shape(rt, &x.shape)?;
+    let elem = rt.elem;
+    let ov = overflow(saturate);
+    let codes: Vec<u64> = match (x.elem.is_integral(), elem) {
+        (true, ElemType::Float(f)) => ints(x)
+            .into_iter()
+            .map(|v| int_to_float_code(v, f, rounding, saturate))
+            .collect(),
+        (true, _) => ints(x)
+            .into_iter()
+            .map(|v| int_to_int_code(v, elem, ov))
+            .collect(),
+        (false, ElemType::Float(f)) => floats(x)
+            .into_iter()
+            .map(|v| f.encode(v, rounding, saturate))
+            .collect(),
+        (false, _) => floats(x)
+            .into_iter()
+            .map(|v| int_code(v, 0, elem, rounding, ov))
+            .collect(),
+    };
+    count(&rt.shape)?;
+    Ok(tensor(elem, &x.shape, codes))
+}

@@ -1,0 +1,410 @@
+//! quantize / dequantize / requantize / cast: granularities, zero points,
+//! rounding ties, saturation, float formats, and a round-trip property.
+
+mod common;
+use common::*;
+use lowbit_ir::{Granularity, OpKind, Rounding};
+use proptest::prelude::*;
+
+fn q(g: Granularity, r: Rounding, saturate: bool) -> OpKind {
+    OpKind::Quantize {
+        granularity: g,
+        rounding: r,
+        saturate,
+    }
+}
+fn dq(g: Granularity) -> OpKind {
+    OpKind::Dequantize { granularity: g }
+}
+fn cast(r: Rounding, saturate: bool) -> OpKind {
+    OpKind::Cast {
+        rounding: r,
+        saturate,
+    }
+}
+const PT: Granularity = Granularity::PerTensor;
+const NE: Rounding = Rounding::NearestEven;
+
+#[test]
+fn per_tensor_with_zero_point_saturates_or_wraps() {
+    let x = t("f32", &[6], &[1.0, -1.25, 0.25, 100.0, -100.0, 0.75]);
+    let s = t("f32", &[], &[0.5]);
+    let z = t("i8", &[], &[3.]);
+    // x/s = 2, -2.5, 0.5, 200, -200, 1.5
+    let r = ok(q(PT, NE, true), &[&x, &s, &z], ty("i8", &[6]));
+    assert_eq!(ints(&r), [5, 1, 3, 127, -128, 5]);
+    let r = ok(q(PT, NE, false), &[&x, &s, &z], ty("i8", &[6]));
+    assert_eq!(ints(&r), [5, 1, 3, 203 - 256, -197 + 256, 5]);
+    let r = ok(
+        q(PT, Rounding::NearestAway, true),
+        &[&x, &s, &z],
+        ty("i8", &[6]),
+    );
+    assert_eq!(ints(&r), [5, 0, 4, 127, -128, 5]);
+    // no zero point; scale of shape [1] is per-tensor too
+    let s1 = t("f32", &[1], &[0.5]);
+    let r = ok(q(PT, NE, true), &[&x, &s1], ty("i8", &[6]));
+    assert_eq!(ints(&r), [2, -2, 0, 127, -128, 2]);
+}
+
+#[test]
+fn rounding_ties_in_every_mode() {
+    let x = t("f32", &[6], &[0.5, 1.5, 2.5, -0.5, -1.5, -2.5]);
+    let s = t("f32", &[], &[1.]);
+    let cases = [
+        (Rounding::NearestEven, [0, 2, 2, 0, -2, -2]),
+        (Rounding::NearestAway, [1, 2, 3, -1, -2, -3]),
+        (Rounding::TowardZero, [0, 1, 2, 0, -1, -2]),
+        (Rounding::Up, [1, 2, 3, 0, -1, -2]),
+        (Rounding::Down, [0, 1, 2, -1, -2, -3]),
+    ];
+    for (mode, want) in cases {
+        let r = ok(q(PT, mode, true), &[&x, &s], ty("i4", &[6]));
+        assert_eq!(ints(&r), want, "{mode}");
+    }
+}
+
+#[test]
+fn per_axis_with_zero_points() {
+    let x = t("f32", &[2, 3], &[1., 2., 3., -1., -4., 1.]);
+    let s = t("f32", &[3], &[1., 2., 0.5]);
+    let z = t("u4", &[3], &[0., 8., 15.]);
+    let g = Granularity::PerAxis { axis: 1 };
+    // x/s = [[1, 1, 6], [-1, -2, 2]], + zp = [[1, 9, 21], [-1, 6, 17]]
+    let r = ok(q(g.clone(), NE, true), &[&x, &s, &z], ty("u4", &[2, 3]));
+    assert_eq!(ints(&r), [1, 9, 15, 0, 6, 15]);
+    let r = ok(q(g.clone(), NE, false), &[&x, &s, &z], ty("u4", &[2, 3]));
+    assert_eq!(ints(&r), [1, 9, 5, 15, 6, 1]);
+    // axis 0 needs 2 scales
+    err(
+        q(Granularity::PerAxis { axis: 0 }, NE, true),
+        &[&x, &s, &z],
+        ty("u4", &[2, 3]),
+        "'quantize' op: the scale has shape [3] but this granularity needs [2]",
+    );
+    let z2 = t("u4", &[2], &[0., 0.]);
+    err(
+        q(g.clone(), NE, true),
+        &[&x, &s, &z2],
+        ty("u4", &[2, 3]),
+        "the zero point has shape [2]",
+    );
+    let zi = t("i4", &[3], &[0., 0., 0.]);
+    err(
+        q(g, NE, true),
+        &[&x, &s, &zi],
+        ty("u4", &[2, 3]),
+        "zero point has element type i4",
+    );
+}
+
+#[test]
+fn blocked_with_a_ragged_last_block() {
+    let x = t("f32", &[2, 5], &[1., 2., 3., 4., 5., 1., 2., 3., 4., 5.]);
+    let s = t("f32", &[2, 3], &[1., 2., 4., 0.5, 1., 10.]);
+    let g = Granularity::Blocked {
+        blocks: vec![(1, 2)],
+    };
+    // row 0: [1, 2, 1.5, 2, 1.25] -> [1, 2, 2, 2, 1]; row 1: [2, 4, 3, 4, 0.5] -> [2, 4, 3, 4, 0]
+    let r = ok(q(g.clone(), NE, true), &[&x, &s], ty("i8", &[2, 5]));
+    assert_eq!(ints(&r), [1, 2, 2, 2, 1, 2, 4, 3, 4, 0]);
+    // and back, with zero points per block
+    let z = t("i8", &[2, 3], &[0., 1., -1., 0., 0., 2.]);
+    let qv = t("i8", &[2, 5], &[1., 2., 3., 4., 5., 6., 7., 8., 9., 10.]);
+    let d = ok(dq(g.clone()), &[&qv, &s, &z], ty("f32", &[2, 5]));
+    assert_eq!(vals(&d), [1., 2., 4., 6., 24., 3., 3.5, 8., 9., 80.]);
+    let bad = t("f32", &[2, 2], &[1.; 4]);
+    err(
+        q(g, NE, true),
+        &[&x, &bad],
+        ty("i8", &[2, 5]),
+        "needs [2, 3]",
+    );
+}
+
+#[test]
+fn blocked_along_two_axes() {
+    // 3x3 tensor, 2x2 blocks -> 2x2 scales (ragged in both dims)
+    let x = t("f32", &[3, 3], &[8.; 9]);
+    let s = t("f32", &[2, 2], &[1., 2., 4., 8.]);
+    let g = Granularity::Blocked {
+        blocks: vec![(0, 2), (1, 2)],
+    };
+    let r = ok(q(g, NE, true), &[&x, &s], ty("i8", &[3, 3]));
+    assert_eq!(ints(&r), [8, 8, 4, 8, 8, 4, 2, 2, 1]);
+}
+
+#[test]
+fn zero_scale_and_nan() {
+    let x = t("f32", &[3], &[1., -1., 0.]);
+    let s = t("f32", &[], &[0.]);
+    let z = t("i8", &[], &[-7.]);
+    // ±inf saturate, 0/0 = NaN counts as 0 (the zero point)
+    let r = ok(q(PT, NE, true), &[&x, &s, &z], ty("i8", &[3]));
+    assert_eq!(ints(&r), [127, -128, -7]);
+    // without saturation ±inf wrap to 0 too: the result is the zero point
+    let r = ok(q(PT, NE, false), &[&x, &s, &z], ty("i8", &[3]));
+    assert_eq!(ints(&r), [-7, -7, -7]);
+}
+
+#[test]
+fn fp8_and_fp4_quantization_saturate_or_overflow() {
+    let x = t("f32", &[4], &[1000., -1000., 448., 0.3]);
+    let s = t("f32", &[], &[1.]);
+    let r = ok(q(PT, NE, true), &[&x, &s], ty("f8E4M3FN", &[4]));
+    assert_eq!(r.codes[..3], [0x7e, 0xfe, 0x7e]);
+    assert_eq!(vals(&r)[3], 0.3125); // 0.3 rounds to 5 * 2^-4
+    let r = ok(q(PT, NE, false), &[&x, &s], ty("f8E4M3FN", &[4]));
+    assert_eq!(r.codes[..3], [0x7f, 0x7f, 0x7e]); // NaN: E4M3FN has no inf
+    let big = t("f32", &[2], &[1e5, -1e5]);
+    let r = ok(q(PT, NE, false), &[&big, &s], ty("f8E5M2", &[2]));
+    assert_eq!(r.codes, [0x7c, 0xfc]); // ±inf
+    let r = ok(q(PT, NE, true), &[&big, &s], ty("f8E5M2", &[2]));
+    assert_eq!(vals(&r), [57344., -57344.]);
+    // fp4 is finite-only: the largest value either way
+    for sat in [true, false] {
+        let r = ok(q(PT, NE, sat), &[&x, &s], ty("f4E2M1FN", &[4]));
+        assert_eq!(vals(&r), [6., -6., 6., 0.5]);
+    }
+    // NVFP4-style: blocks of 2 with an e4m3 scale, rounding toward zero
+    let x = t("f32", &[4], &[2.9, 5.0, -0.7, 0.2]);
+    let s = t("f8E4M3FN", &[2], &[0.5, 0.125]);
+    let g = Granularity::Blocked {
+        blocks: vec![(0, 2)],
+    };
+    let r = ok(
+        q(g, Rounding::TowardZero, true),
+        &[&x, &s],
+        ty("f4E2M1FN", &[4]),
+    );
+    // 5.8 -> 4, 10 -> 6 (saturated), -5.6 -> -4, 1.6 -> 1.5
+    assert_eq!(vals(&r), [4., 6., -4., 1.5]);
+}
+
+#[test]
+fn float_zero_point_is_added_before_rounding() {
+    let x = t("f32", &[2], &[1., 2.]);
+    let s = t("f32", &[], &[2.]);
+    let z = t("f8E4M3FN", &[], &[0.25]);
+    let r = ok(q(PT, NE, true), &[&x, &s, &z], ty("f8E4M3FN", &[2]));
+    assert_eq!(vals(&r), [0.75, 1.25]);
+}
+
+#[test]
+fn quantize_to_b1_takes_the_sign() {
+    let x = t("f32", &[4], &[-0.3, 0.0, 2.0, -5.0]);
+    let s = t("f32", &[], &[1.]);
+    let r = ok(q(PT, NE, true), &[&x, &s], ty("b1", &[4]));
+    assert_eq!(ints(&r), [-1, 1, 1, -1]);
+}
+
+#[test]
+fn dequantize_per_axis_with_zero_points() {
+    let qv = t("i4", &[2, 2], &[-8., 7., 0., 3.]);
+    let s = t("f32", &[2], &[0.5, 2.]);
+    let z = t("i4", &[2], &[1., -1.]);
+    let r = ok(
+        dq(Granularity::PerAxis { axis: 0 }),
+        &[&qv, &s, &z],
+        ty("f32", &[2, 2]),
+    );
+    assert_eq!(vals(&r), [-4.5, 3., 2., 8.]);
+    // the result is rounded once to f16: 2049 ties to 2048
+    let big = t("i32", &[2], &[2049., 2051.]);
+    let one = t("f32", &[], &[1.]);
+    let r = ok(dq(PT), &[&big, &one], ty("f16", &[2]));
+    assert_eq!(vals(&r), [2048., 2052.]);
+    // fp8 data with an e8m0 scale (MX)
+    let f = t("f8E4M3FN", &[2], &[1.5, -448.]);
+    let e = t("f8E8M0FNU", &[], &[0.25]);
+    let r = ok(dq(PT), &[&f, &e], ty("f32", &[2]));
+    assert_eq!(vals(&r), [0.375, -112.]);
+    err(
+        dq(PT),
+        &[&qv, &s],
+        ty("i8", &[2, 2]),
+        "'dequantize' op: the result must have a float element type, got i8",
+    );
+    let zf = t("i8", &[2], &[0., 0.]);
+    err(
+        dq(Granularity::PerAxis { axis: 0 }),
+        &[&qv, &s, &zf],
+        ty("f32", &[2, 2]),
+        "zero point has element type i8 but the quantized operand has i4",
+    );
+}
+
+#[test]
+fn requantize_rescales_exactly_once() {
+    let qv = t("i32", &[3], &[100., -37., 1000.]);
+    let s_in = t("f32", &[], &[0.25]);
+    let z_in = t("i32", &[], &[0.]);
+    let s_out = t("f32", &[], &[2.]);
+    let z_out = t("i8", &[], &[10.]);
+    let op = |sat| OpKind::Requantize {
+        in_granularity: PT,
+        out_granularity: PT,
+        rounding: NE,
+        saturate: sat,
+    };
+    // v = 25, -9.25, 250; v/2 = 12.5, -4.625, 125 -> 12, -5, 125; + 10
+    let r = ok(
+        op(true),
+        &[&qv, &s_in, &z_in, &s_out, &z_out],
+        ty("i8", &[3]),
+    );
+    assert_eq!(ints(&r), [22, 5, 127]);
+    let r = ok(
+        op(false),
+        &[&qv, &s_in, &z_in, &s_out, &z_out],
+        ty("i8", &[3]),
+    );
+    assert_eq!(ints(&r), [22, 5, 135 - 256]);
+    // per-axis input scales, per-tensor output
+    let qv = t("u8", &[2, 2], &[130., 120., 10., 20.]);
+    let s_in = t("f32", &[2], &[0.5, 4.]);
+    let z_in = t("u8", &[2], &[128., 0.]);
+    let s_out = t("f32", &[], &[1.]);
+    let z_out = t("i4", &[], &[0.]);
+    let op = OpKind::Requantize {
+        in_granularity: Granularity::PerAxis { axis: 0 },
+        out_granularity: PT,
+        rounding: Rounding::TowardZero,
+        saturate: true,
+    };
+    // v = [1, -4, 40, 80] -> clamp to i4
+    let r = ok(
+        op.clone(),
+        &[&qv, &s_in, &z_in, &s_out, &z_out],
+        ty("i4", &[2, 2]),
+    );
+    assert_eq!(ints(&r), [1, -4, 7, 7]);
+    err(
+        op,
+        &[&qv, &s_in, &z_in, &s_out],
+        ty("i4", &[2, 2]),
+        "'requantize' op: expected 5 operands, got 4",
+    );
+}
+
+#[test]
+fn cast_float_to_int_nan_is_zero_and_overflow_wraps_or_clamps() {
+    let x = t(
+        "f32",
+        &[6],
+        &[f64::NAN, 2.5, -2.5, 300., -300., f64::INFINITY],
+    );
+    let r = ok(cast(NE, false), &[&x], ty("i8", &[6]));
+    assert_eq!(ints(&r), [0, 2, -2, 44, -44, 0]);
+    let r = ok(cast(NE, true), &[&x], ty("i8", &[6]));
+    assert_eq!(ints(&r), [0, 2, -2, 127, -128, 127]);
+    let r = ok(cast(Rounding::Up, true), &[&x], ty("u4", &[6]));
+    assert_eq!(ints(&r), [0, 3, 0, 15, 0, 15]);
+}
+
+#[test]
+fn cast_between_ints_and_b1() {
+    let x = t("i8", &[3], &[-1., 17., 5.]);
+    assert_eq!(
+        ints(&ok(cast(NE, false), &[&x], ty("u4", &[3]))),
+        [15, 1, 5]
+    );
+    assert_eq!(ints(&ok(cast(NE, true), &[&x], ty("u4", &[3]))), [0, 15, 5]);
+    assert_eq!(ints(&ok(cast(NE, true), &[&x], ty("i3", &[3]))), [-1, 3, 3]);
+    let b = codes("b1", &[2], &[0, 1]);
+    assert_eq!(ints(&ok(cast(NE, false), &[&b], ty("i8", &[2]))), [-1, 1]);
+    assert_eq!(
+        vals(&ok(cast(NE, false), &[&b], ty("f32", &[2]))),
+        [-1., 1.]
+    );
+    assert_eq!(
+        ints(&ok(cast(NE, false), &[&x], ty("b1", &[3]))),
+        [-1, 1, 1]
+    );
+    let f = t("f32", &[4], &[-0.5, 0., 3., f64::NAN]);
+    assert_eq!(
+        ints(&ok(cast(NE, false), &[&f], ty("b1", &[4]))),
+        [-1, 1, 1, 1]
+    );
+}
+
+#[test]
+fn cast_to_floats_rounds_once_with_the_mode() {
+    let x = t("i32", &[2], &[2049., -2049.]);
+    assert_eq!(
+        vals(&ok(cast(NE, false), &[&x], ty("f16", &[2]))),
+        [2048., -2048.]
+    );
+    assert_eq!(
+        vals(&ok(cast(Rounding::Up, false), &[&x], ty("f16", &[2]))),
+        [2050., -2048.]
+    );
+    assert_eq!(
+        vals(&ok(cast(Rounding::Down, false), &[&x], ty("f16", &[2]))),
+        [2048., -2050.]
+    );
+    let f = t("f32", &[2], &[1000., 0.1]);
+    let r = ok(cast(NE, false), &[&f], ty("f8E4M3FN", &[2]));
+    assert_eq!(r.codes[0], 0x7f);
+    let r = ok(cast(NE, true), &[&f], ty("f8E4M3FN", &[2]));
+    assert_eq!(vals(&r)[0], 448.);
+    // f32 -> f16 agrees with the half crate on every rounding-sensitive value
+    for bits in [
+        0x3f800001u32,
+        0x477fe000,
+        0x477ff000,
+        0x33000000,
+        0x33000001,
+        0xc7800000,
+    ] {
+        let v = f32::from_bits(bits);
+        let x = codes("f32", &[], &[bits as u64]);
+        let r = ok(cast(NE, false), &[&x], ty("f16", &[]));
+        assert_eq!(r.codes[0] as u16, half::f16::from_f32(v).to_bits(), "{v:e}");
+    }
+    err(
+        cast(NE, false),
+        &[&f],
+        ty("f16", &[3]),
+        "'cast' op: result type tensor<3xf16> should have shape [2]",
+    );
+}
+
+proptest! {
+    #[test]
+    fn quantize_dequantize_error_is_at_most_half_a_step(
+        scale in 1e-3f64..10.0,
+        zp in -20i64..20,
+        steps in prop::collection::vec(-100.0f64..100.0, 1..40),
+    ) {
+        // x chosen so that x/scale + zp stays inside i8's range
+        let xs: Vec<f64> = steps.iter().map(|k| k * scale).collect();
+        let n = xs.len() as u64;
+        let x = t("f64", &[n], &xs);
+        let s = t("f64", &[], &[scale]);
+        let z = t("i8", &[], &[zp as f64]);
+        let qv = ok(q(PT, NE, true), &[&x, &s, &z], ty("i8", &[n]));
+        let d = ok(dq(PT), &[&qv, &s, &z], ty("f64", &[n]));
+        for (got, want) in vals(&d).iter().zip(&xs) {
+            prop_assert!((got - want).abs() <= scale / 2.0 * (1.0 + 1e-12), "{got} vs {want} at scale {scale}");
+        }
+    }
+
+    #[test]
+    fn per_axis_round_trip_error_is_bounded(
+        scales in prop::collection::vec(1e-2f64..4.0, 1..6),
+        seed in prop::collection::vec(-7.0f64..7.0, 6),
+    ) {
+        let c = scales.len();
+        let xs: Vec<f64> = (0..3 * c).map(|i| seed[i % 6] * scales[i % c]).collect();
+        let x = t("f32", &[3, c as u64], &xs);
+        let s = t("f64", &[c as u64], &scales);
+        let g = Granularity::PerAxis { axis: 1 };
+        let qv = ok(q(g.clone(), NE, true), &[&x, &s], ty("i4", &[3, c as u64]));
+        let d = ok(dq(g), &[&qv, &s], ty("f64", &[3, c as u64]));
+        let xv = vals(&x);
+        for (i, got) in vals(&d).iter().enumerate() {
+            prop_assert!((got - xv[i]).abs() <= scales[i % c] / 2.0 * (1.0 + 1e-12));
+        }
+    }
+}
