@@ -230,3 +230,101 @@ fn dump(out: &mut dyn Write, when: &str, name: &str, arg: &str, m: &Module) -> i
     out.write_all(print_module(m).as_bytes())?;
     writeln!(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::test_util::ty;
+    use lowbit_ir::{Function, OpKind};
+
+    /// `y = relu(x)` plus one dead `silu`.
+    fn module() -> Module {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", ty(&[4], "f32"));
+        let y = f.push(OpKind::Relu, vec![x], ty(&[4], "f32"));
+        f.push(OpKind::Silu, vec![x], ty(&[4], "f32"));
+        f.outputs.push(("y".into(), y));
+        Module { functions: vec![f] }
+    }
+
+    fn run(pipeline: &str, ins: Instrumentation) -> (PassManager, Module, String) {
+        let mut pm = PassManager::parse(pipeline).unwrap();
+        pm.instrumentation = ins;
+        let mut m = module();
+        let mut dumps = Vec::new();
+        pm.run(&mut m, &mut dumps).unwrap();
+        (pm, m, String::from_utf8(dumps).unwrap())
+    }
+
+    fn banners(dumps: &str) -> Vec<&str> {
+        dumps
+            .lines()
+            .filter(|l| l.starts_with("// -----//"))
+            .collect()
+    }
+
+    #[test]
+    fn dumps_after_all_and_selected_passes() {
+        let all = Instrumentation {
+            print_after_all: true,
+            ..Instrumentation::default()
+        };
+        let (_, m, dumps) = run("cse,dce", all);
+        assert_eq!(
+            banners(&dumps),
+            [
+                "// -----// IR Dump After CSE (cse) //----- //",
+                "// -----// IR Dump After DCE (dce) //----- //"
+            ]
+        );
+        assert_eq!(m.functions[0].ops().len(), 1);
+        let before = Instrumentation {
+            print_before: vec!["dce".into()],
+            ..Instrumentation::default()
+        };
+        let (_, _, dumps) = run("cse,dce,dce", before);
+        assert_eq!(banners(&dumps).len(), 2);
+        assert!(dumps.starts_with("// -----// IR Dump Before DCE (dce) //----- //\nmodule {\n"));
+        assert!(
+            dumps.contains("silu"),
+            "before dce the dead op is still there"
+        );
+    }
+
+    #[test]
+    fn after_change_dumps_only_changes() {
+        let ins = Instrumentation {
+            print_after_change: true,
+            ..Instrumentation::default()
+        };
+        let (_, _, dumps) = run("cse,dce,dce,canonicalize", ins);
+        assert_eq!(
+            banners(&dumps),
+            ["// -----// IR Dump After DCE (dce) //----- //"]
+        );
+    }
+
+    #[test]
+    fn timing_and_statistics_reports() {
+        let ins = Instrumentation {
+            time_passes: true,
+            verify_each: true,
+            ..Instrumentation::default()
+        };
+        let (pm, _, _) = run("cse,dce", ins);
+        let t = pm.timing_report();
+        assert!(t.contains("... Execution time report ..."), "{t}");
+        let names: Vec<&str> = t
+            .lines()
+            .filter(|l| l.contains("%)"))
+            .filter_map(|l| l.split("  ").last())
+            .collect();
+        assert_eq!(names, ["CSE", "DCE", "Verifier", "Total"], "{t}");
+        let s = pm.statistics_report();
+        assert!(
+            s.contains("DCE (dce)\n  (S) 1 num-erased - Number of ops erased"),
+            "{s}"
+        );
+        assert_eq!(pm.pipeline_string(), "cse,dce");
+    }
+}

@@ -317,3 +317,223 @@ fn nan_is_unique(fmt: FloatFormat) -> bool {
         .nth(1)
         .is_none()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passes::test_util::ty;
+    use lowbit_ir::{Overflow, Rounding, Tensor, TensorType};
+
+    fn elem(s: &str) -> ElemType {
+        s.parse().unwrap()
+    }
+
+    fn pass() -> Box<dyn Pass> {
+        create(&PassOptions::defaults(&INFO))
+    }
+
+    fn constant(f: &mut Function, t: &TensorType, codes: Vec<u64>) -> Value {
+        let tensor = Tensor::new(t.elem, t.shape.clone(), codes).unwrap();
+        f.push(OpKind::constant_of(&tensor, t), vec![], t.clone())
+    }
+
+    fn bin(op: BinaryOp) -> OpKind {
+        OpKind::Binary {
+            op,
+            overflow: Overflow::Wrap,
+        }
+    }
+
+    /// `y = x <op> c` (or `c <op> x`) with a splat constant of `code`;
+    /// returns whether canonicalize reduced it to `y = x`.
+    fn identity_applies(elem: &str, op: BinaryOp, code: u64, const_first: bool) -> bool {
+        let t = ty(&[4], elem);
+        let mut f = Function::new("main");
+        let x = f.add_param("x", t.clone());
+        let c = constant(&mut f, &t, vec![code; 4]);
+        let operands = if const_first { vec![c, x] } else { vec![x, c] };
+        let y = f.push(bin(op), operands, t);
+        f.outputs.push(("y".into(), y));
+        pass().run(&mut f).unwrap();
+        f.outputs[0].1 == x && f.ops().is_empty()
+    }
+
+    #[test]
+    fn integer_identities() {
+        assert!(identity_applies("i8", BinaryOp::Mul, 1, false));
+        assert!(identity_applies("i3", BinaryOp::Mul, 1, true));
+        assert!(identity_applies("u4", BinaryOp::Add, 0, false));
+        assert!(identity_applies("u4", BinaryOp::Add, 0, true));
+        assert!(identity_applies("i8", BinaryOp::Sub, 0, false));
+        assert!(identity_applies("i8", BinaryOp::Div, 1, false));
+        assert!(
+            !identity_applies("i8", BinaryOp::Sub, 0, true),
+            "0 - x is not x"
+        );
+        assert!(!identity_applies("i8", BinaryOp::Mul, 2, false));
+        assert!(!identity_applies("i8", BinaryOp::Div, 1, true));
+    }
+
+    #[test]
+    fn float_identities_respect_signed_zero_and_nan_payloads() {
+        let f8 = "f8E4M3FNUZ";
+        // FNUZ: one NaN code, no negative zero: x * 1 and x + 0 are exact.
+        let one = elem(f8).encode(1.0, Rounding::NearestEven, false);
+        assert!(identity_applies(f8, BinaryOp::Mul, one, false));
+        assert!(identity_applies(f8, BinaryOp::Add, 0, false));
+        // f4E2M1FN has no NaN; +0.0 is not neutral for addition (-0 + 0 = +0).
+        let e2m1 = elem("f4E2M1FN");
+        let one = e2m1.encode(1.0, Rounding::NearestEven, false);
+        assert!(identity_applies("f4E2M1FN", BinaryOp::Mul, one, false));
+        assert!(!identity_applies("f4E2M1FN", BinaryOp::Add, 0, false));
+        assert!(identity_applies("f4E2M1FN", BinaryOp::Add, 0b1000, false));
+        assert!(identity_applies("f4E2M1FN", BinaryOp::Sub, 0, false));
+        assert!(!identity_applies("f4E2M1FN", BinaryOp::Sub, 0b1000, false));
+        // f32 has many NaN codes: the interpreter would canonicalize them.
+        assert!(!identity_applies(
+            "f32",
+            BinaryOp::Mul,
+            1f32.to_bits() as u64,
+            false
+        ));
+        // f8E4M3FN has two NaN codes (0x7F and 0xFF).
+        let one = elem("f8E4M3FN").encode(1.0, Rounding::NearestEven, false);
+        assert!(!identity_applies("f8E4M3FN", BinaryOp::Mul, one, false));
+    }
+
+    #[test]
+    fn broadcasting_identity_is_kept() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", ty(&[4], "i8"));
+        let c = constant(&mut f, &ty(&[2, 4], "i8"), vec![1; 8]);
+        let y = f.push(bin(BinaryOp::Mul), vec![x, c], ty(&[2, 4], "i8"));
+        f.outputs.push(("y".into(), y));
+        assert!(!pass().run(&mut f).unwrap());
+        assert_eq!(f.ops().len(), 2);
+    }
+
+    #[test]
+    fn reshape_transpose_relayout_chains() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", ty(&[2, 3, 4], "f32"));
+        let r1 = f.push(OpKind::Reshape, vec![x], ty(&[6, 4], "f32"));
+        let r2 = f.push(OpKind::Reshape, vec![r1], ty(&[24], "f32"));
+        let back = f.push(OpKind::Reshape, vec![r2], ty(&[2, 3, 4], "f32"));
+        let t1 = f.push(
+            OpKind::Transpose {
+                perm: vec![2, 0, 1],
+            },
+            vec![x],
+            ty(&[4, 2, 3], "f32"),
+        );
+        let t2 = f.push(
+            OpKind::Transpose {
+                perm: vec![1, 0, 2],
+            },
+            vec![t1],
+            ty(&[2, 4, 3], "f32"),
+        );
+        let t3 = f.push(
+            OpKind::Transpose {
+                perm: vec![1, 2, 0],
+            },
+            vec![t1],
+            ty(&[2, 3, 4], "f32"),
+        );
+        f.outputs.push(("flat".into(), r2));
+        f.outputs.push(("back".into(), back));
+        f.outputs.push(("t2".into(), t2));
+        f.outputs.push(("t3".into(), t3));
+        let mut p = pass();
+        assert!(p.run(&mut f).unwrap());
+        // reshape(reshape(x)) reads x directly; reshape back to x's type is x.
+        assert_eq!(f.op(f.def_op(r2).unwrap()).operands, vec![x]);
+        assert_eq!(f.outputs[1].1, x);
+        // transpose(transpose(x)) is one transpose with the composed perm:
+        // t2 dim j = x dim [2,0,1][[1,0,2][j]] = [0, 2, 1].
+        let t2op = f.op(f.def_op(t2).unwrap());
+        assert_eq!(
+            t2op.kind,
+            OpKind::Transpose {
+                perm: vec![0, 2, 1]
+            }
+        );
+        assert_eq!(t2op.operands, vec![x]);
+        // [2,0,1] then [1,2,0] is the identity.
+        assert_eq!(f.outputs[3].1, x);
+        assert_eq!(
+            f.ops().len(),
+            2,
+            "{}",
+            lowbit_ir::printer::print_function(&f)
+        );
+        assert!(p.statistics().get("num-simplified") >= 4);
+        assert!(!p.run(&mut f).unwrap(), "fixed point reached");
+    }
+
+    #[test]
+    fn relayout_and_cast_to_same_type() {
+        use lowbit_ir::{Layout, PackOrder};
+        let i4 = ty(&[8], "i4");
+        let msb = i4.clone().with_layout(Layout {
+            pack: PackOrder::MsbFirst,
+            ..Layout::default()
+        });
+        let mut f = Function::new("main");
+        let x = f.add_param("x", i4.clone());
+        let r1 = f.push(OpKind::Relayout, vec![x], msb.clone());
+        let r2 = f.push(OpKind::Relayout, vec![r1], i4.clone());
+        let c = f.push(
+            OpKind::Cast {
+                rounding: Rounding::NearestEven,
+                saturate: true,
+            },
+            vec![x],
+            i4.clone(),
+        );
+        let h = f.add_param("h", ty(&[2], "f16"));
+        let hc = f.push(
+            OpKind::Cast {
+                rounding: Rounding::NearestEven,
+                saturate: false,
+            },
+            vec![h],
+            ty(&[2], "f16"),
+        );
+        f.outputs.push(("msb".into(), r1));
+        f.outputs.push(("same".into(), r2));
+        f.outputs.push(("cast".into(), c));
+        f.outputs.push(("hc".into(), hc));
+        pass().run(&mut f).unwrap();
+        assert_eq!(f.outputs[0].1, r1, "relayout to another layout stays");
+        assert_eq!(f.outputs[1].1, x);
+        assert_eq!(f.outputs[2].1, x);
+        assert_eq!(f.outputs[3].1, hc, "f16 has several NaN codes");
+    }
+
+    #[test]
+    fn dequantize_of_quantize_is_not_folded() {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", ty(&[4], "f32"));
+        let s = f.add_param("s", ty(&[], "f32"));
+        let q = f.push(
+            OpKind::Quantize {
+                granularity: Default::default(),
+                rounding: Rounding::NearestEven,
+                saturate: true,
+            },
+            vec![x, s],
+            ty(&[4], "i8"),
+        );
+        let d = f.push(
+            OpKind::Dequantize {
+                granularity: Default::default(),
+            },
+            vec![q, s],
+            ty(&[4], "f32"),
+        );
+        f.outputs.push(("y".into(), d));
+        assert!(!pass().run(&mut f).unwrap());
+        assert_eq!(f.ops().len(), 2);
+    }
+}
