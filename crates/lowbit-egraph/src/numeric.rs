@@ -69,7 +69,7 @@ impl Dyadic {
 
     /// `self / o` when it is itself dyadic (`o.odd` divides `self.odd`).
     pub fn div(&self, o: &Dyadic) -> Option<Dyadic> {
-        if self.odd % o.odd != 0 {
+        if !self.odd.is_multiple_of(o.odd) {
             return None;
         }
         Some(Dyadic {

@@ -89,7 +89,13 @@ pub fn assert_same_on_interp(a: &Function, b: &Function, seed: u64, trials: usiz
         match (ra, rb) {
             (Ok(x), Ok(y)) => {
                 for ((na, ta), (_, tb)) in x.iter().zip(&y) {
-                    assert_eq!(ta.codes, tb.codes, "output {na} differs\n{}\n{}", text(a), text(b));
+                    assert_eq!(
+                        ta.codes,
+                        tb.codes,
+                        "output {na} differs\n{}\n{}",
+                        text(a),
+                        text(b)
+                    );
                 }
             }
             (Err(_), Err(_)) => {}
