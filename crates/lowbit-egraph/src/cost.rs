@@ -201,8 +201,9 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
             } else {
                 dims(x, res)
             };
-            // The weight is decoded once per tile of 8 activation rows.
-            let deq_rate = lanes / 4.0;
+            // The weight is decoded once per tile of 8 activation rows, one
+            // vector of elements per cycle (shift/mask/convert on two ports).
+            let deq_rate = lanes;
             let deq = cycles(w.num_elements() as f64 * (b * m / 8.0).ceil(), deq_rate);
             let ns = (cycles(2.0 * b * m * n * k, fma_fpc) + deq).max(mem(ops));
             est(
