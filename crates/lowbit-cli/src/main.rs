@@ -6,6 +6,7 @@
 
 mod args;
 mod diag_shim;
+mod explain_cmd;
 mod opt_cmd;
 mod output;
 
@@ -18,8 +19,9 @@ lowbit: a compiler for low-precision neural-network kernels
 Usage: lowbit <COMMAND> [ARGS]
 
 Commands:
-  opt    Run a pass pipeline over lowbit IR text (.lbir) and print the result
-  run    Run a model (.lbir) on inputs (.pb or .npy) and write its outputs
+  opt      Run a pass pipeline over lowbit IR text (.lbir) and print the result
+  run      Run a model (.lbir) on inputs (.pb or .npy) and write its outputs
+  explain  Show the schedule the optimizer picks per op, with costs and reasons
 
 Options:
   -h, --help       Show this help ('lowbit <COMMAND> --help' for a command)
@@ -86,13 +88,14 @@ fn main() -> ExitCode {
             Ok(())
         }
         "opt" => opt_cmd::main(rest),
+        "explain" => explain_cmd::main(rest),
         other => Err(Failure::usage(format!("unknown command '{other}'"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let name = match cmd {
-                "opt" | "run" => format!("lowbit {cmd}"),
+                "opt" | "run" | "explain" => format!("lowbit {cmd}"),
                 _ => "lowbit".to_string(),
             };
             match f {

@@ -24,6 +24,8 @@ use std::fmt::Write;
 /// One alternative considered for an op.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alternative {
+    /// The op at its root.
+    pub op: String,
     /// Its schedule family.
     pub schedule: String,
     /// Its kernel.
@@ -104,6 +106,7 @@ pub(crate) fn report_ops(
             };
             let total = m.fold(e.ns, |s, c| s + cost_of(c));
             let alt = Alternative {
+                op: eg.analysis.heads.get(*mh).kind.name().to_string(),
                 schedule: family(&eg.analysis.heads.get(*mh).kind).to_string(),
                 kernel: e.kernel.clone(),
                 cost: total,
@@ -197,7 +200,7 @@ pub fn render_text(reports: &[Report]) -> String {
             let alts: Vec<String> = op
                 .alternatives
                 .iter()
-                .map(|a| format!("{} {} ({})", a.schedule, fmt_ns(a.cost), a.kernel))
+                .map(|a| format!("{} {} {} ({})", a.schedule, a.op, fmt_ns(a.cost), a.kernel))
                 .collect();
             let _ = writeln!(s, "      alternatives: {}", alts.join(", "));
             if let Some(r) = &op.reason {
@@ -236,7 +239,7 @@ fn json_num(x: f64) -> String {
 /// The JSON document of INTERFACES.md: `{"target", "ops": [{"name", "op",
 /// "schedule", "kernel", "layout", "alternatives": [{"schedule", "cost"}],
 /// "reason"}]}`, extended with each op's `function`, each alternative's
-/// `kernel`, and a `functions` list with the run statistics. Costs are
+/// `op` and `kernel`, and a `functions` list with the run statistics. Costs are
 /// estimated nanoseconds.
 pub fn render_json(target: &str, reports: &[Report]) -> String {
     let mut s = format!("{{\"target\": {}, \"ops\": [", json_str(target));
@@ -252,8 +255,9 @@ pub fn render_json(target: &str, reports: &[Report]) -> String {
                 .iter()
                 .map(|a| {
                     format!(
-                        "{{\"schedule\": {}, \"kernel\": {}, \"cost\": {}}}",
+                        "{{\"schedule\": {}, \"op\": {}, \"kernel\": {}, \"cost\": {}}}",
                         json_str(&a.schedule),
+                        json_str(&a.op),
                         json_str(&a.kernel),
                         json_num(a.cost)
                     )
