@@ -158,6 +158,9 @@ pub struct LbAnalysis {
     pub notes: BTreeMap<Id, BTreeSet<Note>>,
 }
 
+/// Constants with more elements than this are not decoded into [`Facts`].
+pub const MAX_DECODED_ELEMENTS: u64 = 1 << 16;
+
 /// The e-graph type used throughout.
 pub type LbGraph = EGraph<Node, LbAnalysis>;
 
@@ -258,6 +261,17 @@ impl Analysis<Node> for LbAnalysis {
                 let head = egraph.analysis.heads.get(*h);
                 let ty = head.ty.clone();
                 if let OpKind::Constant(data) = &head.kind {
+                    // Large constants (weights) keep their type's range: the
+                    // values are only needed for scales, zero points and
+                    // small tensors, and decoding every weight would cost
+                    // more than the whole optimization.
+                    if ty.num_elements() > MAX_DECODED_ELEMENTS {
+                        return Facts {
+                            range: Range::of_type(ty.elem),
+                            ty: Some(ty),
+                            value: None,
+                        };
+                    }
                     let value = Tensor::from_bytes(&ty, data.bytes()).ok();
                     let range = value.as_ref().and_then(const_range);
                     return Facts {

@@ -84,6 +84,13 @@ pub(crate) fn report_ops(
 ) -> Vec<OpReport> {
     let mut out = Vec::new();
     let mut op_index = 0usize;
+    let mut notes_by_class: std::collections::HashMap<Id, BTreeSet<String>> = Default::default();
+    for (id, ns) in &eg.analysis.notes {
+        notes_by_class.entry(eg.find(*id)).or_default().extend(
+            ns.iter()
+                .map(|n| format!("{}: {}", n.family.name(), n.reason)),
+        );
+    }
     for (i, n) in best.as_ref().iter().enumerate() {
         let Node::Op(h, _) = n else { continue };
         let index = op_index;

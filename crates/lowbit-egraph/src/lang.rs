@@ -12,10 +12,8 @@
 
 use egg::{Id, RecExpr};
 use lowbit_ir::{Function, OpKind, TensorType, Value};
-use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::str::FromStr;
 
 /// Index of an interned op head in [`Heads`].
@@ -97,16 +95,16 @@ pub struct Heads {
 impl Heads {
     /// Interns a head.
     pub fn intern(&mut self, kind: OpKind, ty: TensorType) -> HeadId {
-        // Attributes and type print canonically; constant payloads are
-        // hashed (then compared) rather than printed.
-        let mut h = DefaultHasher::new();
-        if let OpKind::Constant(c) = &kind {
-            c.bytes().hash(&mut h);
-        }
-        let key = (
-            format!("{}{:?}{}", kind.name(), kind.attrs(), ty),
-            h.finish(),
-        );
+        // Attributes and type print canonically. A constant is keyed by its
+        // shared payload's address, not its bytes: hashing megabytes of
+        // weights would dominate the run, and equal payloads in different
+        // buffers are left to `cse`. Ids are handed out in insertion
+        // order, so the address never shows in the result.
+        let payload = match &kind {
+            OpKind::Constant(c) => c.0.as_ptr() as usize as u64,
+            _ => 0,
+        };
+        let key = (format!("{}{:?}{}", kind.name(), kind.attrs(), ty), payload);
         let head = Head { kind, ty };
         let slot = self.index.entry(key).or_default();
         if let Some(id) = slot.iter().find(|id| self.heads[id.0 as usize] == head) {

@@ -24,7 +24,7 @@ pub mod numeric;
 pub mod rules;
 
 use analysis::{LbAnalysis, LbGraph};
-use egg::{CostFunction, Extractor, Id, Language, RecExpr, Runner, SimpleScheduler, StopReason};
+use egg::{Id, Language, RecExpr, Runner, SimpleScheduler, StopReason};
 use lang::Node;
 use lowbit_ir::target::Target;
 use lowbit_ir::{Function, TensorType};
@@ -72,12 +72,6 @@ pub struct Optimized {
     pub report: Report,
 }
 
-/// Cost of a term: the sum of its ops' estimated nanoseconds.
-struct TargetCost<'a> {
-    egraph: &'a LbGraph,
-    target: &'a Target,
-}
-
 /// The estimate of one e-node, from the types in its children's classes.
 pub(crate) fn node_estimate(eg: &LbGraph, target: &Target, n: &Node) -> Option<cost::Estimate> {
     let Node::Op(h, ch) = n else { return None };
@@ -86,14 +80,75 @@ pub(crate) fn node_estimate(eg: &LbGraph, target: &Target, n: &Node) -> Option<c
     Some(cost::estimate(target, &head.kind, &head.ty, &tys))
 }
 
-impl CostFunction<Node> for TargetCost<'_> {
-    type Cost = f64;
-    fn cost<C>(&mut self, enode: &Node, mut costs: C) -> f64
-    where
-        C: FnMut(Id) -> f64,
-    {
-        let own = node_estimate(self.egraph, self.target, enode).map_or(0.0, |e| e.ns);
-        enode.fold(own, |sum, id| sum + costs(id))
+/// The cheapest term of every e-class: cost (the sum of its ops' estimated
+/// nanoseconds, as a tree) and the e-node at its root.
+///
+/// Classes are visited in id order, which is creation order, so children
+/// mostly come before their users and a couple of passes reach the fixed
+/// point (egg's extractor visits classes in hash order, which needs about
+/// as many passes as the graph is deep). Ties keep the first e-node in the
+/// class, so the choice is deterministic.
+pub(crate) struct Best {
+    costs: std::collections::HashMap<Id, (f64, Node)>,
+}
+
+impl Best {
+    fn new(eg: &LbGraph, target: &Target) -> Best {
+        let mut ids: Vec<Id> = eg.classes().map(|c| c.id).collect();
+        ids.sort();
+        let own: Vec<Vec<(Node, f64)>> = ids
+            .iter()
+            .map(|&id| {
+                eg[id]
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        let ns = node_estimate(eg, target, n).map_or(0.0, |e| e.ns);
+                        (n.clone(), ns)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut costs: std::collections::HashMap<Id, (f64, Node)> = Default::default();
+        loop {
+            let mut changed = false;
+            for (id, nodes) in ids.iter().zip(&own) {
+                for (n, ns) in nodes {
+                    let mut total = *ns;
+                    let mut known = true;
+                    for c in n.children() {
+                        match costs.get(&eg.find(*c)) {
+                            Some((x, _)) => total += x,
+                            None => {
+                                known = false;
+                                break;
+                            }
+                        }
+                    }
+                    if !known {
+                        continue;
+                    }
+                    let better = costs.get(id).is_none_or(|(old, _)| total < *old);
+                    if better {
+                        costs.insert(*id, (total, n.clone()));
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        Best { costs }
+    }
+
+    /// The cost of a class's best term (infinite when it has none).
+    pub(crate) fn cost(&self, eg: &LbGraph, id: Id) -> f64 {
+        self.costs.get(&eg.find(id)).map_or(f64::INFINITY, |c| c.0)
+    }
+
+    fn node(&self, eg: &LbGraph, id: Id) -> Option<&Node> {
+        self.costs.get(&eg.find(id)).map(|c| &c.1)
     }
 }
 
@@ -124,9 +179,9 @@ fn stop_reason(r: &Option<StopReason>) -> String {
 /// every node.
 fn extract_dag(
     eg: &LbGraph,
-    ex: &Extractor<TargetCost, Node, LbAnalysis>,
+    best: &Best,
     root: Id,
-) -> (RecExpr<Node>, Vec<Id>) {
+) -> Result<(RecExpr<Node>, Vec<Id>), EgraphError> {
     let mut expr = RecExpr::default();
     let mut classes = Vec::new();
     let mut memo: std::collections::HashMap<Id, Id> = std::collections::HashMap::new();
@@ -136,7 +191,9 @@ fn extract_dag(
         if memo.contains_key(&c) {
             continue;
         }
-        let node = ex.find_best_node(c);
+        let node = best
+            .node(eg, c)
+            .ok_or_else(|| EgraphError("an e-class has no finite term".into()))?;
         if !expanded {
             stack.push((c, true));
             // Reversed so that the first operand's term comes out first.
@@ -153,7 +210,7 @@ fn extract_dag(
         memo.insert(c, id);
         classes.push(c);
     }
-    (expr, classes)
+    Ok((expr, classes))
 }
 
 /// Optimizes one function.
@@ -172,16 +229,10 @@ pub fn optimize_function(f: &Function, cfg: &Config) -> Result<Optimized, Egraph
         .run(&rewrites);
     let eg = &runner.egraph;
     let root = runner.roots[0];
-    let ex = Extractor::new(
-        eg,
-        TargetCost {
-            egraph: eg,
-            target: &cfg.target,
-        },
-    );
-    let (best, classes) = extract_dag(eg, &ex, root);
+    let chooser = Best::new(eg, &cfg.target);
+    let (best, classes) = extract_dag(eg, &chooser, root)?;
     let function = lang::recexpr_to_function(&best, &eg.analysis.heads, f).map_err(EgraphError)?;
-    let cost_of = |c: Id| ex.find_best_cost(c);
+    let cost_of = |c: Id| chooser.cost(eg, c);
     let ops = explain::report_ops(eg, &cfg.target, &best, &classes, &cost_of);
     let report = Report {
         target: cfg.target.name.clone(),
@@ -191,7 +242,7 @@ pub fn optimize_function(f: &Function, cfg: &Config) -> Result<Optimized, Egraph
         iterations: runner.iterations.len(),
         nodes: eg.total_number_of_nodes(),
         classes: eg.number_of_classes(),
-        total_cost: ex.find_best_cost(root),
+        total_cost: chooser.cost(eg, root),
     };
     Ok(Optimized { function, report })
 }

@@ -663,7 +663,7 @@ fn fold_into_constant(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
     let mut out = Vec::new();
     for name in ["transpose", "relayout", "reshape"] {
         for (op, ch) in ops_named(eg, class, name) {
-            let Some(v) = facts(eg, ch[0]).value.clone() else {
+            let Some(v) = constant_value(eg, ch[0]) else {
                 continue;
             };
             if v.codes.len() * 8 > MAX_FOLD_BYTES {
@@ -683,6 +683,23 @@ fn fold_into_constant(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
         }
     }
     out
+}
+
+/// The value of a constant class, decoding large constants on demand.
+fn constant_value(eg: &LbGraph, class: Id) -> Option<std::sync::Arc<Tensor>> {
+    if let Some(v) = &facts(eg, class).value {
+        return Some(v.clone());
+    }
+    let ty = ty(eg, class)?;
+    eg[class].nodes.iter().find_map(|n| match n {
+        Node::Op(h, _) => match &eg.analysis.heads.get(*h).kind {
+            OpKind::Constant(c) => Tensor::from_bytes(&ty, c.bytes())
+                .ok()
+                .map(std::sync::Arc::new),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 fn permuted(t: &TensorType, perm: &[u32]) -> TensorType {
