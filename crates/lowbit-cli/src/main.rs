@@ -5,9 +5,9 @@
 //! status 1 here, so no user input can make the driver panic.
 
 mod args;
-mod diag_shim;
 mod opt_cmd;
 mod output;
+mod run_cmd;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -86,6 +86,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         "opt" => opt_cmd::main(rest),
+        "run" => run_cmd::main(rest),
         other => Err(Failure::usage(format!("unknown command '{other}'"))),
     };
     match result {

@@ -1,9 +1,9 @@
 //! `lowbit opt`: parse, verify, run a pass pipeline, print the result.
 
 use crate::args::{self, Spec};
-use crate::diag_shim::{check_expected_diagnostics, render_with_source};
 use crate::output::write_atomic;
 use crate::{read_source, Failure};
+use lowbit::ir::diag::{check_expected_diagnostics, render_with_source};
 use lowbit::ir::{parser::parse_module, printer::print_module, verifier::verify_module};
 use lowbit::opt::manager::RunError;
 use lowbit::opt::registry::{describe_registry, lookup};

@@ -4,6 +4,11 @@
 //!
 //! Rewrites (each keeps every result bit-identical to what the reference
 //! interpreter computes for the original op):
+//! * constant folding: an op whose operands are all constants is evaluated
+//!   with the interpreter ([`lowbit_interp::eval_op`]) and becomes a
+//!   `constant` in its result type's layout, unless the result would exceed
+//!   `max-folded-bytes` or the evaluation fails (a division by zero is left
+//!   for run time to report);
 //! * `mul x, 1`, `mul 1, x`, `div x, 1`: integers always; floats only when
 //!   the format has at most one NaN code (the interpreter returns the
 //!   canonical NaN, so a NaN payload in `x` would otherwise change).
@@ -25,7 +30,8 @@
 use super::{constant_value, erase_dead_ops};
 use crate::pass::{Pass, PassError, Statistics};
 use crate::registry::{OptionInfo, OptionKind, PassInfo, PassOptions, StatisticInfo};
-use lowbit_ir::{BinaryOp, ElemType, FloatFormat, Function, Op, OpKind, Value};
+use lowbit_interp::eval_op;
+use lowbit_ir::{BinaryOp, ElemType, FloatFormat, Function, Op, OpKind, Tensor, Value};
 use std::collections::HashMap;
 
 /// Registry entry.
@@ -142,6 +148,11 @@ impl Canonicalizer {
             if operands != f.op(op).operands {
                 f.op_mut(op).operands = operands;
             }
+            if self.fold && self.try_fold(f, op) {
+                self.stats.add("num-folded", 1);
+                changed = true;
+                continue;
+            }
             let rewrite = self.simplify(f, op);
             match rewrite {
                 Some(Rewrite::ReplaceWith(v)) => {
@@ -159,6 +170,39 @@ impl Canonicalizer {
             }
         }
         changed
+    }
+
+    /// Replaces `op` in place by a constant when all its operands are
+    /// constants; returns whether it did.
+    fn try_fold(&self, f: &mut Function, op: Op) -> bool {
+        let d = f.op(op);
+        if matches!(d.kind, OpKind::Constant(_)) || d.operands.is_empty() || d.results.len() != 1 {
+            return false;
+        }
+        let result_ty = f.ty(d.results[0]).clone();
+        if result_ty.byte_size() > self.max_folded_bytes {
+            return false;
+        }
+        let Some(values) = d
+            .operands
+            .iter()
+            .map(|&v| constant_value(f, v))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        let refs: Vec<&Tensor> = values.iter().collect();
+        let folded = match eval_op(&d.kind, &refs, std::slice::from_ref(&result_ty)) {
+            Ok(mut out) if out.len() == 1 => out.remove(0),
+            _ => return false,
+        };
+        if folded.elem != result_ty.elem || folded.shape != result_ty.shape {
+            return false;
+        }
+        let o = f.op_mut(op);
+        o.kind = OpKind::constant_of(&folded, &result_ty);
+        o.operands.clear();
+        true
     }
 
     fn simplify(&self, f: &mut Function, op: Op) -> Option<Rewrite> {
@@ -535,5 +579,106 @@ mod tests {
         f.outputs.push(("y".into(), d));
         assert!(!pass().run(&mut f).unwrap());
         assert_eq!(f.ops().len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod fold_tests {
+    use super::*;
+    use crate::passes::test_util::ty;
+    use lowbit_ir::{Layout, Overflow, PackOrder, Tensor, TensorType};
+
+    fn constant(f: &mut Function, t: &TensorType, codes: Vec<u64>) -> Value {
+        let tensor = Tensor::new(t.elem, t.shape.clone(), codes).unwrap();
+        f.push(OpKind::constant_of(&tensor, t), vec![], t.clone())
+    }
+
+    fn binary(op: BinaryOp, overflow: Overflow) -> OpKind {
+        OpKind::Binary { op, overflow }
+    }
+
+    fn run_with(options: &[(&str, &str)], f: &mut Function) -> Box<dyn Pass> {
+        let mut o = PassOptions::defaults(&INFO);
+        for (k, v) in options {
+            o.set(&INFO, k, v).unwrap();
+        }
+        let mut p = create(&o);
+        p.run(f).unwrap();
+        p
+    }
+
+    #[test]
+    fn folds_into_the_result_layout() {
+        let i4 = ty(&[4], "i4");
+        let msb = i4.clone().with_layout(Layout {
+            pack: PackOrder::MsbFirst,
+            ..Layout::default()
+        });
+        let mut f = Function::new("main");
+        let a = constant(&mut f, &i4, vec![1, 2, 3, 7]);
+        let b = constant(&mut f, &i4, vec![1, 1, 1, 1]);
+        let s = f.push(
+            binary(BinaryOp::Add, Overflow::Wrap),
+            vec![a, b],
+            msb.clone(),
+        );
+        let x = f.add_param("x", msb.clone());
+        let t = f.push(
+            binary(BinaryOp::Mul, Overflow::Wrap),
+            vec![x, s],
+            msb.clone(),
+        );
+        f.outputs.push(("y".into(), t));
+        let p = run_with(&[], &mut f);
+        assert_eq!(p.statistics().get("num-folded"), 1);
+        assert_eq!(p.statistics().get("num-erased"), 2);
+        let folded = constant_value(&f, f.op(f.def_op(t).unwrap()).operands[1]).unwrap();
+        // 7 + 1 wraps to -8 in i4.
+        assert_eq!(folded.to_i128().unwrap(), vec![2, 3, 4, -8]);
+        let OpKind::Constant(c) = &f.op(f.ops()[0]).kind else {
+            panic!("expected the folded constant first");
+        };
+        assert_eq!(
+            c.bytes(),
+            &[0x23, 0x48],
+            "MSB-first packing of the result type"
+        );
+    }
+
+    #[test]
+    fn folding_respects_size_limit_option_and_errors() {
+        let build = |op: BinaryOp, rhs: u64| {
+            let t = ty(&[4], "i8");
+            let mut f = Function::new("main");
+            let a = constant(&mut f, &t, vec![6; 4]);
+            let b = constant(&mut f, &t, vec![rhs; 4]);
+            let y = f.push(binary(op, Overflow::Saturate), vec![a, b], t);
+            f.outputs.push(("y".into(), y));
+            f
+        };
+        let mut f = build(BinaryOp::Add, 3);
+        assert_eq!(
+            run_with(&[("max-folded-bytes", "3")], &mut f)
+                .statistics()
+                .get("num-folded"),
+            0
+        );
+        assert_eq!(f.ops().len(), 3);
+        run_with(&[("max-folded-bytes", "4")], &mut f);
+        assert_eq!(f.ops().len(), 1);
+        assert_eq!(
+            constant_value(&f, f.outputs[0].1)
+                .unwrap()
+                .to_i128()
+                .unwrap(),
+            vec![9; 4]
+        );
+        let mut f = build(BinaryOp::Add, 3);
+        run_with(&[("fold", "false")], &mut f);
+        assert_eq!(f.ops().len(), 3);
+        // Integer division by zero is a run-time error, not a folding one.
+        let mut f = build(BinaryOp::Div, 0);
+        run_with(&[], &mut f);
+        assert_eq!(f.ops().len(), 3);
     }
 }
