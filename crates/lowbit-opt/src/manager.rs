@@ -328,3 +328,78 @@ mod tests {
         assert_eq!(pm.pipeline_string(), "cse,dce");
     }
 }
+
+#[cfg(test)]
+mod verify_tests {
+    use super::*;
+    use crate::pass::Statistics;
+    use crate::passes::test_util::ty;
+    use crate::registry::{PassInfo, PassOptions};
+    use lowbit_ir::{Function, OpKind};
+
+    /// A deliberately wrong pass: replaces the function by an ill-typed one.
+    struct Breaker(Statistics);
+
+    static BREAKER: PassInfo = PassInfo {
+        argument: "break-types",
+        name: "BreakTypes",
+        summary: "test only",
+        options: &[],
+        statistics: &[],
+        create: |_: &PassOptions| -> Box<dyn Pass> { Box::new(Breaker(Statistics::default())) },
+    };
+
+    impl Pass for Breaker {
+        fn info(&self) -> &'static PassInfo {
+            &BREAKER
+        }
+        fn statistics(&self) -> &Statistics {
+            &self.0
+        }
+        fn run(&mut self, f: &mut Function) -> Result<bool, PassError> {
+            // relu keeps its operand's type, so f32 in and i8 out is invalid.
+            let mut g = Function::new(f.name.clone());
+            let x = g.add_param("x", ty(&[4], "f32"));
+            let r = g.push(OpKind::Relu, vec![x], ty(&[4], "i8"));
+            g.outputs.push(("y".into(), r));
+            *f = g;
+            Ok(true)
+        }
+    }
+
+    fn module() -> Module {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", ty(&[4], "f32"));
+        let y = f.push(OpKind::Relu, vec![x], ty(&[4], "f32"));
+        f.outputs.push(("y".into(), y));
+        Module { functions: vec![f] }
+    }
+
+    #[test]
+    fn verify_each_names_the_failing_pass() {
+        let mut pm = PassManager::parse("dce").unwrap();
+        pm.add((BREAKER.create)(&PassOptions::default()));
+        pm.add(PassManager::parse("cse").unwrap().passes.remove(0));
+        pm.instrumentation.verify_each = true;
+        let err = pm.run(&mut module(), &mut io::sink()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "verification failed after pass 'break-types' (BreakTypes)"
+        );
+        let RunError::Verify { diagnostics, .. } = err else {
+            panic!("expected a verification error");
+        };
+        assert!(!diagnostics.is_empty());
+    }
+
+    #[test]
+    fn without_verify_each_the_end_result_is_still_verified() {
+        let mut pm = PassManager::new();
+        pm.add((BREAKER.create)(&PassOptions::default()));
+        let err = pm.run(&mut module(), &mut io::sink()).unwrap_err();
+        assert!(
+            err.to_string().contains("rerun with --verify-each"),
+            "{err}"
+        );
+    }
+}
