@@ -2,13 +2,12 @@
 
 use crate::args::{self, Spec};
 use crate::output::write_atomic;
-use crate::{read_source, Failure};
+use crate::{read_source, write_stdout, Failure};
 use lowbit::ir::diag::{check_expected_diagnostics, render_with_source};
 use lowbit::ir::{parser::parse_module, printer::print_module, verifier::verify_module};
 use lowbit::opt::manager::RunError;
 use lowbit::opt::registry::{describe_registry, lookup};
 use lowbit::opt::{Instrumentation, PassManager};
-use std::io::Write;
 use std::path::Path;
 
 /// `lowbit opt --help`.
@@ -129,12 +128,10 @@ const SPECS: &[Spec] = &[
 pub fn main(argv: &[String]) -> Result<(), Failure> {
     let a = args::parse(argv, SPECS).map_err(Failure::usage)?;
     if a.has("help") {
-        print!("{HELP}");
-        return Ok(());
+        return write_stdout(HELP);
     }
     if a.has("list-passes") {
-        print!("{}", describe_registry());
-        return Ok(());
+        return write_stdout(&describe_registry());
     }
     let file = match a.positional.as_slice() {
         [f] => f.as_str(),
@@ -183,12 +180,7 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
 
     let text = print_module(&module);
     match a.last("output") {
-        None | Some("-") => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .map_err(|e| Failure::msg(format!("cannot write standard output: {e}")))
-        }
+        None | Some("-") => write_stdout(&text),
         Some(path) => write_atomic(Path::new(path), text.as_bytes()).map_err(Failure::msg),
     }
 }

@@ -4,7 +4,7 @@
 //! refused with a message saying so.
 
 use crate::args::{self, Spec};
-use crate::{read_source, Failure};
+use crate::{read_source, write_stdout, Failure};
 use lowbit::interp::run_function;
 use lowbit::ir::diag::render_with_source;
 use lowbit::ir::printer::format_value;
@@ -79,8 +79,7 @@ const AVAILABLE: &[&str] = &["interp"];
 pub fn main(argv: &[String]) -> Result<(), Failure> {
     let a = args::parse(argv, SPECS).map_err(Failure::usage)?;
     if a.has("help") {
-        print!("{HELP}");
-        return Ok(());
+        return write_stdout(HELP);
     }
     let model = match a.positional.as_slice() {
         [m] => m.as_str(),
@@ -110,9 +109,11 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         .map_err(|e| Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, &src)))?;
 
     if a.has("print") {
+        let mut text = String::new();
         for ((name, t), (_, v)) in outputs.iter().zip(&f.outputs) {
-            println!("{name}: {} = {}", f.ty(*v), format_tensor(t));
+            text.push_str(&format!("{name}: {} = {}\n", f.ty(*v), format_tensor(t)));
         }
+        write_stdout(&text)?;
     }
     if !a.has("print") || a.has("output-dir") {
         write_outputs(Path::new(a.last("output-dir").unwrap_or(".")), &outputs)?;
