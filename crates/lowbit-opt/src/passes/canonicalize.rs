@@ -31,7 +31,7 @@ use super::{constant_value, erase_dead_ops};
 use crate::pass::{Pass, PassError, Statistics};
 use crate::registry::{OptionInfo, OptionKind, PassInfo, PassOptions, StatisticInfo};
 use lowbit_interp::eval_op;
-use lowbit_ir::{BinaryOp, ElemType, FloatFormat, Function, Op, OpKind, Tensor, Value};
+use lowbit_ir::{BinaryOp, ElemType, FloatFormat, Function, Op, OpKind, Tensor, TensorType, Value};
 use std::collections::HashMap;
 
 /// Registry entry.
@@ -215,8 +215,7 @@ impl Canonicalizer {
         match d.kind.clone() {
             OpKind::Binary { op: bin, .. } => {
                 let (a, b) = (d.operands[0], d.operands[1]);
-                let keep = binary_identity(f, bin, a, b)?;
-                same_type_as_result(keep).then_some(Rewrite::ReplaceWith(keep))
+                binary_identity(f, bin, a, b, &result_ty).map(Rewrite::ReplaceWith)
             }
             OpKind::Reshape | OpKind::Relayout => {
                 let x = d.operands[0];
@@ -276,27 +275,34 @@ impl Canonicalizer {
     }
 }
 
-/// For `a <bin> b`, the operand the result always equals, if an identity
-/// applies (ignoring broadcasting, which the caller checks via types).
-fn binary_identity(f: &Function, bin: BinaryOp, a: Value, b: Value) -> Option<Value> {
+/// For `a <bin> b` with result type `result`, the operand the result
+/// always equals, if an identity applies. Cheap checks (types, NaN codes)
+/// come before decoding a constant, which may be a large weight.
+fn binary_identity(
+    f: &Function,
+    bin: BinaryOp,
+    a: Value,
+    b: Value,
+    result: &TensorType,
+) -> Option<Value> {
     let elem = f.ty(a).elem;
-    let float_ok = match elem.float() {
-        Some(fmt) => nan_is_unique(fmt),
-        None => true,
-    };
-    if !float_ok {
+    if elem.float().is_some_and(|fmt| !nan_is_unique(fmt)) {
         return None;
     }
-    let is = |v: Value, want: Neutral| {
-        constant_value(f, v).is_some_and(|t| t.codes.iter().all(|&c| want.matches(elem, c)))
+    // The kept operand must already have the result's shape and layout, so
+    // no broadcast or relayout is lost.
+    let is = |keep: Value, other: Value, want: Neutral| {
+        f.ty(keep) == result
+            && constant_value(f, other)
+                .is_some_and(|t| t.codes.iter().all(|&c| want.matches(elem, c)))
     };
     match bin {
-        BinaryOp::Mul if is(b, Neutral::One) => Some(a),
-        BinaryOp::Mul if is(a, Neutral::One) => Some(b),
-        BinaryOp::Div if is(b, Neutral::One) => Some(a),
-        BinaryOp::Add if is(b, Neutral::AddZero) => Some(a),
-        BinaryOp::Add if is(a, Neutral::AddZero) => Some(b),
-        BinaryOp::Sub if is(b, Neutral::SubZero) => Some(a),
+        BinaryOp::Mul if is(a, b, Neutral::One) => Some(a),
+        BinaryOp::Mul if is(b, a, Neutral::One) => Some(b),
+        BinaryOp::Div if is(a, b, Neutral::One) => Some(a),
+        BinaryOp::Add if is(a, b, Neutral::AddZero) => Some(a),
+        BinaryOp::Add if is(b, a, Neutral::AddZero) => Some(b),
+        BinaryOp::Sub if is(a, b, Neutral::SubZero) => Some(a),
         _ => None,
     }
 }
@@ -347,13 +353,14 @@ fn has_negative_zero(fmt: FloatFormat) -> bool {
 }
 
 /// Whether the format has at most one NaN code, so that any op producing a
-/// NaN produces exactly the code the input held. Formats wider than 16 bits
-/// always have several NaN codes when they have any.
+/// NaN produces exactly the code the input held. Answered by enumeration for
+/// formats of up to 12 bits; wider formats with NaNs are assumed to have
+/// several (true of every IEEE-style format), which only forgoes rewrites.
 fn nan_is_unique(fmt: FloatFormat) -> bool {
     if !fmt.has_nan() {
         return true;
     }
-    if fmt.bits() > 16 {
+    if fmt.bits() > 12 {
         return false;
     }
     (0..1u64 << fmt.bits())
