@@ -1,1 +1,106 @@
-fn main() {}
+//! The `lowbit` command-line driver: `lowbit opt` and `lowbit run`.
+//!
+//! Each command lives in its own module with its help text; errors are
+//! values ([`Failure`]) turned into one message on standard error and exit
+//! status 1 here, so no user input can make the driver panic.
+
+mod args;
+mod diag_shim;
+mod opt_cmd;
+mod output;
+
+use std::io::Read;
+use std::process::ExitCode;
+
+const HELP: &str = "\
+lowbit: a compiler for low-precision neural-network kernels
+
+Usage: lowbit <COMMAND> [ARGS]
+
+Commands:
+  opt    Run a pass pipeline over lowbit IR text (.lbir) and print the result
+  run    Run a model (.lbir) on inputs (.pb or .npy) and write its outputs
+
+Options:
+  -h, --help       Show this help ('lowbit <COMMAND> --help' for a command)
+  -V, --version    Show the version
+
+Exit status: 0 on success, 1 on any error, with one message on standard
+error naming the file, line and op at fault.
+";
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad command line: printed with a pointer to `--help`.
+    Usage(String),
+    /// One message, printed after the command name.
+    Message(String),
+    /// Fully rendered text (diagnostics), printed as is.
+    Rendered(String),
+}
+
+impl Failure {
+    /// A command-line error.
+    pub fn usage(m: impl Into<String>) -> Failure {
+        Failure::Usage(m.into())
+    }
+    /// A one-line error.
+    pub fn msg(m: impl Into<String>) -> Failure {
+        Failure::Message(m.into())
+    }
+    /// Pre-rendered diagnostics.
+    pub fn rendered(m: impl Into<String>) -> Failure {
+        Failure::Rendered(m.into())
+    }
+}
+
+/// Reads a source file, or standard input for `-`.
+pub fn read_source(path: &str) -> Result<String, Failure> {
+    if path == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| Failure::msg(format!("cannot read standard input: {e}")))?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(path).map_err(|e| Failure::msg(format!("cannot read '{path}': {e}")))
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match argv.split_first() {
+        Some((c, rest)) => (c.as_str(), rest),
+        None => {
+            eprint!("{HELP}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cmd {
+        "-h" | "--help" | "help" => {
+            print!("{HELP}");
+            Ok(())
+        }
+        "-V" | "--version" => {
+            println!("lowbit {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        "opt" => opt_cmd::main(rest),
+        other => Err(Failure::usage(format!("unknown command '{other}'"))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let name = match cmd {
+                "opt" | "run" => format!("lowbit {cmd}"),
+                _ => "lowbit".to_string(),
+            };
+            match f {
+                Failure::Usage(m) => eprintln!("{name}: {m}\nTry '{name} --help'."),
+                Failure::Message(m) => eprintln!("{name}: {m}"),
+                Failure::Rendered(m) => eprint!("{m}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

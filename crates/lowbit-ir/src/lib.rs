@@ -23,6 +23,7 @@ pub mod ops;
 pub mod parser;
 pub mod printer;
 pub mod tensor;
+pub mod testing;
 pub mod types;
 pub mod verifier;
 

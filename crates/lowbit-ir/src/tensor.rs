@@ -152,7 +152,7 @@ fn plane_row(shape: &[u64], layout: &Layout) -> usize {
 pub fn pack_stream(codes: &[u64], bits: u32, order: PackOrder) -> Vec<u8> {
     let total = (codes.len() as u64 * bits as u64).div_ceil(8) as usize;
     let mut out = vec![0u8; total];
-    if bits % 8 == 0 {
+    if bits.is_multiple_of(8) {
         let nb = (bits / 8) as usize;
         for (i, &c) in codes.iter().enumerate() {
             out[i * nb..(i + 1) * nb].copy_from_slice(&c.to_le_bytes()[..nb]);
@@ -182,7 +182,7 @@ pub fn pack_stream(codes: &[u64], bits: u32, order: PackOrder) -> Vec<u8> {
 
 /// Unpacks `n` codes from a dense bit stream.
 pub fn unpack_stream(bytes: &[u8], n: usize, bits: u32, order: PackOrder) -> Vec<u64> {
-    if bits % 8 == 0 {
+    if bits.is_multiple_of(8) {
         let nb = (bits / 8) as usize;
         return (0..n)
             .map(|i| {
@@ -310,9 +310,9 @@ mod tests {
         };
         let b = t.to_bytes(&l);
         // byte j holds elements j (low nibble) and j + 16 (high nibble)
-        for j in 0..16 {
-            assert_eq!(b[j] & 0xf, (t.codes[j] & 0xf) as u8);
-            assert_eq!(b[j] >> 4, (t.codes[j + 16] & 0xf) as u8);
+        for (j, byte) in b.iter().enumerate() {
+            assert_eq!(byte & 0xf, (t.codes[j] & 0xf) as u8);
+            assert_eq!(byte >> 4, (t.codes[j + 16] & 0xf) as u8);
         }
     }
 

@@ -66,7 +66,7 @@ impl Layout {
         let off = shape.len() - self.tile.len();
         for (i, &t) in self.tile.iter().enumerate() {
             let d = shape[off + i];
-            if t == 0 || d % t != 0 {
+            if t == 0 || !d.is_multiple_of(t) {
                 return Err(format!(
                     "tile size {t} does not divide dimension {} of size {d}",
                     off + i
@@ -81,13 +81,13 @@ impl Layout {
                 ));
             }
             let p = (8 / bits) as u64;
-            if c == 0 || c % p != 0 {
+            if c == 0 || !c.is_multiple_of(p) {
                 return Err(format!(
                     "interleave chunk {c} is not a multiple of the {p} {elem} elements per byte"
                 ));
             }
             let n: u64 = shape.iter().product();
-            if n % c != 0 {
+            if !n.is_multiple_of(c) {
                 return Err(format!(
                     "interleave chunk {c} does not divide the {n} elements of the tensor"
                 ));
@@ -98,7 +98,7 @@ impl Layout {
                 "bit-planes need an integer element type, not {elem}"
             ));
         }
-        if self.pack == PackOrder::MsbFirst && elem.bits() % 8 == 0 {
+        if self.pack == PackOrder::MsbFirst && elem.bits().is_multiple_of(8) {
             return Err(format!(
                 "msb-first packing only applies to sub-byte element types, not {elem}"
             ));

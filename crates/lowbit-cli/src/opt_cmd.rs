@@ -1,0 +1,220 @@
+//! `lowbit opt`: parse, verify, run a pass pipeline, print the result.
+
+use crate::args::{self, Spec};
+use crate::diag_shim::{check_expected_diagnostics, render_with_source};
+use crate::output::write_atomic;
+use crate::{read_source, Failure};
+use lowbit::ir::{parser::parse_module, printer::print_module, verifier::verify_module};
+use lowbit::opt::manager::RunError;
+use lowbit::opt::registry::{describe_registry, lookup};
+use lowbit::opt::{Instrumentation, PassManager};
+use std::io::Write;
+use std::path::Path;
+
+/// `lowbit opt --help`.
+pub const HELP: &str = "\
+Run a pass pipeline over lowbit IR text and print the result.
+
+Usage: lowbit opt FILE.lbir [OPTIONS]
+
+FILE.lbir is lowbit IR text; '-' reads standard input. The input is parsed
+and verified before any pass runs. The resulting module is printed to
+standard output (or to -o OUT). IR dumps and reports go to standard error.
+
+Options:
+  --passes PIPELINE         Passes to run, comma-separated, with options in
+                            braces: 'canonicalize{max-folded-bytes=1MiB},cse,dce'
+                            (default: no passes; the input is printed back)
+  --list-passes             List every pass with its options and statistics
+  --print-ir-before=PASS    Dump the IR before each run of PASS (repeatable;
+                            PASS is a pipeline name such as 'cse')
+  --print-ir-after=PASS     Dump the IR after each run of PASS (repeatable)
+  --print-ir-before-all     Dump the IR before every pass
+  --print-ir-after-all      Dump the IR after every pass
+  --print-ir-after-change   Dump the IR after every pass that changed it
+  --verify-each             Verify the IR after every pass; a failure names
+                            the pass (otherwise it is verified once at the end)
+  --time-passes             Report the wall time of every pass
+  --pass-statistics         Report the statistics counters of every pass
+  --dump-pass-pipeline      Print the pipeline, every option spelled out
+  --verify-diagnostics      Check parse and verifier errors against the
+                            '// expected-error@+N {{text}}' comments of the
+                            input instead of reporting them; exit 0 if they
+                            all match
+  -o, --output OUT          Write the result to OUT (atomically) instead of
+                            standard output
+  -h, --help                Show this help
+
+Dumps are headed '// -----// IR Dump After <Pass> (<pass-arg>) //----- //'
+(or 'Before').
+
+Exit status: 0 on success, 1 on any error (message on standard error, with
+FILE:line:col for errors in the input).
+";
+
+const SPECS: &[Spec] = &[
+    Spec {
+        long: "passes",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "list-passes",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "print-ir-before",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "print-ir-after",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "print-ir-before-all",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "print-ir-after-all",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "print-ir-after-change",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "verify-each",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "time-passes",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "pass-statistics",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "dump-pass-pipeline",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "verify-diagnostics",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "output",
+        short: Some('o'),
+        takes_value: true,
+    },
+    Spec {
+        long: "help",
+        short: Some('h'),
+        takes_value: false,
+    },
+];
+
+/// Runs `lowbit opt` with the arguments after the command name.
+pub fn main(argv: &[String]) -> Result<(), Failure> {
+    let a = args::parse(argv, SPECS).map_err(Failure::usage)?;
+    if a.has("help") {
+        print!("{HELP}");
+        return Ok(());
+    }
+    if a.has("list-passes") {
+        print!("{}", describe_registry());
+        return Ok(());
+    }
+    let file = match a.positional.as_slice() {
+        [f] => f.as_str(),
+        [] => {
+            return Err(Failure::usage(
+                "missing input file (use '-' for standard input)",
+            ))
+        }
+        [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
+    };
+    let mut pm = PassManager::parse(a.last("passes").unwrap_or(""))
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    pm.instrumentation = instrumentation(&a)?;
+    if a.has("dump-pass-pipeline") {
+        eprintln!("{}", pm.pipeline_string());
+    }
+
+    let src = read_source(file)?;
+    let shown = if file == "-" { "<stdin>" } else { file };
+    let parsed = parse_module(&src).and_then(|m| verify_module(&m).map(|()| m));
+    if a.has("verify-diagnostics") {
+        let diags = parsed.as_ref().err().cloned().unwrap_or_default();
+        check_expected_diagnostics(&src, &diags)
+            .map_err(|e| Failure::msg(format!("{shown}: {e}")))?;
+        if !diags.is_empty() {
+            return Ok(());
+        }
+    }
+    let mut module = parsed.map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))?;
+
+    let stderr = std::io::stderr();
+    let result = pm.run(&mut module, &mut stderr.lock());
+    if a.has("time-passes") {
+        eprint!("{}", pm.timing_report());
+    }
+    if a.has("pass-statistics") {
+        eprint!("{}", pm.statistics_report());
+    }
+    if let Err(e) = result {
+        let mut msg = format!("{shown}: error: {e}\n");
+        if let RunError::Verify { diagnostics, .. } = &e {
+            msg.push_str(&render_with_source(diagnostics, shown, &src));
+        }
+        return Err(Failure::rendered(msg));
+    }
+
+    let text = print_module(&module);
+    match a.last("output") {
+        None | Some("-") => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|()| out.flush())
+                .map_err(|e| Failure::msg(format!("cannot write standard output: {e}")))
+        }
+        Some(path) => write_atomic(Path::new(path), text.as_bytes()).map_err(Failure::msg),
+    }
+}
+
+fn instrumentation(a: &args::Args) -> Result<Instrumentation, Failure> {
+    let passes = |flag: &str| -> Result<Vec<String>, Failure> {
+        let mut out = Vec::new();
+        for list in a.all(flag) {
+            for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if lookup(name).is_none() {
+                    return Err(Failure::usage(format!(
+                        "unknown pass '{name}' in --{flag} (see 'lowbit opt --list-passes')"
+                    )));
+                }
+                out.push(name.to_string());
+            }
+        }
+        Ok(out)
+    };
+    Ok(Instrumentation {
+        print_before: passes("print-ir-before")?,
+        print_after: passes("print-ir-after")?,
+        print_before_all: a.has("print-ir-before-all"),
+        print_after_all: a.has("print-ir-after-all"),
+        print_after_change: a.has("print-ir-after-change"),
+        verify_each: a.has("verify-each"),
+        time_passes: a.has("time-passes"),
+    })
+}

@@ -1,0 +1,34 @@
+//! Writing result files atomically: the bytes go to a temporary file in the
+//! destination's directory, which is then renamed over the destination, so
+//! a failure never leaves a partial file behind.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `bytes` to `path` atomically (see the module docs).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| format!("'{}' is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, path));
+    result.map_err(|e| {
+        // Best effort: the temporary may not exist if creating it failed.
+        let _ = fs::remove_file(&tmp);
+        format!("cannot write '{}': {e}", path.display())
+    })
+}
