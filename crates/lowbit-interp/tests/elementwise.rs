@@ -119,7 +119,7 @@ fn u64_and_i64_products_are_exact_before_wrapping() {
     assert_eq!(w.codes, [0, 1]); // 2^65 mod 2^64, (2^64-1)^2 mod 2^64
     let s = ok(bin(MUL, S), &[&big, &four], ty("u64", &[2]));
     assert_eq!(s.codes, [u64::MAX, u64::MAX]);
-    let m = t("i64", &[1], &[-9.223372036854775808e18]);
+    let m = t("i64", &[1], &[i64::MIN as f64]);
     let n1 = t("i64", &[1], &[-1.]);
     assert_eq!(
         ints(&ok(bin(MUL, S), &[&m, &n1], ty("i64", &[1]))),
