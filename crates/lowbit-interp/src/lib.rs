@@ -211,6 +211,10 @@ pub fn eval_op(
         .map_err(|m| InterpError::op(name, m))
 }
 
+/// Results beyond this many elements (512 GiB of codes) are refused up
+/// front rather than aborting on a failed allocation.
+const MAX_RESULT_ELEMENTS: usize = 1 << 36;
+
 fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tensor, String> {
     for (i, t) in ops.iter().enumerate() {
         let n = shape::count(&t.shape).map_err(|e| format!("operand #{i}: {e}"))?;
@@ -222,7 +226,12 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
             ));
         }
     }
-    shape::count(&rt.shape).map_err(|e| format!("result type {rt}: {e}"))?;
+    let n = shape::count(&rt.shape).map_err(|e| format!("result type {rt}: {e}"))?;
+    if n > MAX_RESULT_ELEMENTS {
+        return Err(format!(
+            "result type {rt} has {n} elements, more than the interpreter's limit of 2^36"
+        ));
+    }
     match kind {
         OpKind::Constant(data) => movement::constant(data.bytes(), rt),
         OpKind::Quantize {

@@ -80,6 +80,24 @@ fn batched_matmul_broadcasts_batch_dims() {
 }
 
 #[test]
+fn ragged_row_blocks_and_column_tiles() {
+    // m = 7 (a block of 4 plus 3 leftover rows), n = 300 (a full tile of
+    // 256 plus a partial one); small integers keep every sum exact.
+    let (m, k, n) = (7usize, 5usize, 300usize);
+    let av: Vec<f64> = (0..m * k).map(|i| ((i * 3) % 7) as f64 - 3.).collect();
+    let bv: Vec<f64> = (0..k * n).map(|i| ((i * 11) % 9) as f64 - 4.).collect();
+    let want = naive(&av, &bv, m, k, n);
+    let a = t("f32", &[m as u64, k as u64], &av);
+    let b = t("f32", &[k as u64, n as u64], &bv);
+    let r = ok(mm(W), &[&a, &b], ty("f32", &[m as u64, n as u64]));
+    assert_eq!(vals(&r), want);
+    let a = t("i4", &[m as u64, k as u64], &av);
+    let b = t("i4", &[k as u64, n as u64], &bv);
+    let r = ok(mm(W), &[&a, &b], ty("i16", &[m as u64, n as u64]));
+    assert_eq!(vals(&r), want);
+}
+
+#[test]
 fn matmul_shape_errors() {
     let a = t("f32", &[2, 3], &[0.; 6]);
     let v = t("f32", &[3], &[0.; 3]);
@@ -320,5 +338,31 @@ fn square_4096_matmul() {
     for &(i, j) in &[(0, 0), (4095, 4095), (1234, 777)] {
         let want: f64 = (0..n).map(|kk| av[i * n + kk] * bv[kk * n + j]).sum();
         assert_eq!(got[i * n + j], want, "({i}, {j})");
+    }
+}
+
+/// Timing of an `N`x`N` square product (env `N`, default 1024), f32 and i8;
+/// on demand with `cargo test -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timed_square_matmul() {
+    let n: usize = std::env::var("N").map_or(1024, |v| v.parse().unwrap());
+    let av: Vec<f64> = (0..n * n).map(|i| ((i * 7) % 13) as f64 - 6.).collect();
+    let a = t("f32", &[n as u64, n as u64], &av);
+    for elem in ["f32", "i8"] {
+        let a = if elem == "i8" {
+            t("i8", &[n as u64, n as u64], &av)
+        } else {
+            a.clone()
+        };
+        let rt = if elem == "i8" { "i32" } else { "f32" };
+        let start = std::time::Instant::now();
+        let r = ok(mm(W), &[&a, &a], ty(rt, &[n as u64, n as u64]));
+        eprintln!(
+            "1024^3 {elem} matmul: {:.2} s",
+            start.elapsed().as_secs_f64()
+        );
+        let want: f64 = (0..n).map(|kk| av[5 * n + kk] * av[kk * n + 9]).sum();
+        assert_eq!(vals(&r)[5 * n + 9], want);
     }
 }

@@ -209,4 +209,17 @@ fn malformed_operand_tensors_are_errors() {
         codes: vec![],
     };
     err(OpKind::Relu, &[&huge], ty("f32", &[2]), "too many elements");
+    // broadcasting two modest operands into an enormous result
+    let a = t("f32", &[1 << 20, 1], &vec![0.; 1 << 20]);
+    let b = t("f32", &[1, 1 << 20], &vec![0.; 1 << 20]);
+    let add = OpKind::Binary {
+        op: lowbit_ir::BinaryOp::Add,
+        overflow: lowbit_ir::Overflow::Wrap,
+    };
+    err(
+        add,
+        &[&a, &b],
+        ty("f32", &[1 << 20, 1 << 20]),
+        "more than the interpreter's limit",
+    );
 }
