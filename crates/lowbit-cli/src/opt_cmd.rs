@@ -4,7 +4,11 @@ use crate::args::{self, Spec};
 use crate::output::write_atomic;
 use crate::{read_source, write_stdout, Failure};
 use lowbit::ir::diag::{check_expected_diagnostics, render_with_source};
-use lowbit::ir::{parser::parse_module, printer::print_module, verifier::verify_module};
+use lowbit::ir::{
+    parser::parse_module,
+    printer::{print_module_with, PrintOptions},
+    verifier::verify_module,
+};
 use lowbit::opt::manager::RunError;
 use lowbit::opt::registry::{describe_registry, lookup};
 use lowbit::opt::{Instrumentation, PassManager};
@@ -35,6 +39,9 @@ Options:
                             the pass (otherwise it is verified once at the end)
   --time-passes             Report the wall time of every pass
   --pass-statistics         Report the statistics counters of every pass
+  --elide-resources         Print large constant payloads (the resource
+                            section) as __elided__ in dumps and output, for
+                            reading; such output does not parse back
   --dump-pass-pipeline      Print the pipeline, every option spelled out
   --verify-diagnostics      Check parse and verifier errors against the
                             '// expected-error@+N {{text}}' comments of the
@@ -99,6 +106,11 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         long: "pass-statistics",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "elide-resources",
         short: None,
         takes_value: false,
     },
@@ -178,7 +190,12 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         return Err(Failure::rendered(msg));
     }
 
-    let text = print_module(&module);
+    let text = print_module_with(
+        &module,
+        PrintOptions {
+            elide_resources: a.has("elide-resources"),
+        },
+    );
     match a.last("output") {
         None | Some("-") => write_stdout(&text),
         Some(path) => write_atomic(Path::new(path), text.as_bytes()).map_err(Failure::msg),
@@ -208,5 +225,6 @@ fn instrumentation(a: &args::Args) -> Result<Instrumentation, Failure> {
         print_after_change: a.has("print-ir-after-change"),
         verify_each: a.has("verify-each"),
         time_passes: a.has("time-passes"),
+        elide_resources: a.has("elide-resources"),
     })
 }

@@ -10,7 +10,7 @@
 
 use crate::pass::{Pass, PassError};
 use crate::pipeline::{parse_pipeline, print_pipeline, PipelineError};
-use lowbit_ir::printer::print_module;
+use lowbit_ir::printer::{print_module, print_module_with, PrintOptions};
 use lowbit_ir::verifier::verify_module;
 use lowbit_ir::{Diagnostic, Module};
 use std::fmt;
@@ -34,6 +34,8 @@ pub struct Instrumentation {
     pub verify_each: bool,
     /// Measure the wall time of every pass.
     pub time_passes: bool,
+    /// Print resource payloads as `__elided__` in dumps.
+    pub elide_resources: bool,
 }
 
 /// Why a pipeline run stopped.
@@ -142,7 +144,7 @@ impl PassManager {
             let (name, arg) = (pass.name(), pass.argument());
             let listed = |l: &[String]| l.iter().any(|p| p == arg);
             if ins.print_before_all || listed(&ins.print_before) {
-                dump(dumps, "Before", name, arg, m)?;
+                dump(dumps, "Before", name, arg, m, ins.elide_resources)?;
             }
             let before = ins.print_after_change.then(|| print_module(m));
             let t = Instant::now();
@@ -154,7 +156,7 @@ impl PassManager {
             any_change |= changed;
             let changed_text = before.is_some_and(|b| b != print_module(m));
             if ins.print_after_all || listed(&ins.print_after) || changed_text {
-                dump(dumps, "After", name, arg, m)?;
+                dump(dumps, "After", name, arg, m, ins.elide_resources)?;
             }
             if ins.verify_each {
                 let t = Instant::now();
@@ -225,9 +227,17 @@ impl PassManager {
     }
 }
 
-fn dump(out: &mut dyn Write, when: &str, name: &str, arg: &str, m: &Module) -> io::Result<()> {
+fn dump(
+    out: &mut dyn Write,
+    when: &str,
+    name: &str,
+    arg: &str,
+    m: &Module,
+    elide_resources: bool,
+) -> io::Result<()> {
     writeln!(out, "// -----// IR Dump {when} {name} ({arg}) //----- //")?;
-    out.write_all(print_module(m).as_bytes())?;
+    let opts = PrintOptions { elide_resources };
+    out.write_all(print_module_with(m, opts).as_bytes())?;
     writeln!(out)
 }
 

@@ -7,8 +7,11 @@
 //! * constant folding: an op whose operands are all constants is evaluated
 //!   with the interpreter ([`lowbit_interp::eval_op`]) and becomes a
 //!   `constant` in its result type's layout, unless the result would exceed
-//!   `max-folded-bytes` or the evaluation fails (a division by zero is left
-//!   for run time to report);
+//!   `max-folded-bytes`, the result is larger than its largest constant
+//!   operand (folding would expand quantized weights into float copies,
+//!   e.g. `dequantize` of an `i4` weight; those stay quantized for the
+//!   kernels to dequantize in registers), or the evaluation fails (a
+//!   division by zero is left for run time to report);
 //! * `mul x, 1`, `mul 1, x`, `div x, 1`: integers always; floats only when
 //!   the format has at most one NaN code (the interpreter returns the
 //!   canonical NaN, so a NaN payload in `x` would otherwise change).
@@ -33,6 +36,10 @@ use crate::registry::{OptionInfo, OptionKind, PassInfo, PassOptions, StatisticIn
 use lowbit_interp::eval_op;
 use lowbit_ir::{BinaryOp, ElemType, FloatFormat, Function, Op, OpKind, Tensor, TensorType, Value};
 use std::collections::HashMap;
+
+/// Results up to this size may be folded even when larger than their
+/// operands (small shape arithmetic and scalar constants are worth folding).
+const MAX_EXPANDING_FOLD_BYTES: u64 = 64;
 
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
@@ -191,6 +198,15 @@ impl Canonicalizer {
         else {
             return false;
         };
+        let largest_operand = d
+            .operands
+            .iter()
+            .map(|&v| f.ty(v).byte_size())
+            .max()
+            .unwrap_or(0);
+        if result_ty.byte_size() > largest_operand.max(MAX_EXPANDING_FOLD_BYTES) {
+            return false;
+        }
         let refs: Vec<&Tensor> = values.iter().collect();
         let folded = match eval_op(&d.kind, &refs, std::slice::from_ref(&result_ty)) {
             Ok(mut out) if out.len() == 1 => out.remove(0),
@@ -612,6 +628,31 @@ mod fold_tests {
         let mut p = create(&o);
         p.run(f).unwrap();
         p
+    }
+
+    #[test]
+    fn quantized_weights_are_not_expanded_to_float() {
+        // dequantize(i4 weight, scale) of constants would be a 16x larger
+        // f32 constant: it must stay quantized.
+        let w_ty = ty(&[64, 64], "i4");
+        let s_ty = ty(&[], "f32");
+        let mut f = Function::new("main");
+        let w = constant(&mut f, &w_ty, (0..4096).map(|i| i % 16).collect());
+        let s = constant(&mut f, &s_ty, vec![0x3f00_0000]);
+        let d = f.push(
+            OpKind::Dequantize {
+                granularity: lowbit_ir::Granularity::PerTensor,
+            },
+            vec![w, s],
+            ty(&[64, 64], "f32"),
+        );
+        f.outputs.push(("y".into(), d));
+        let p = run_with(&[], &mut f);
+        assert_eq!(p.statistics().get("num-folded"), 0);
+        assert!(matches!(
+            f.op(f.def_op(d).unwrap()).kind,
+            OpKind::Dequantize { .. }
+        ));
     }
 
     #[test]
