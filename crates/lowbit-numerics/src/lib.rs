@@ -16,4 +16,4 @@ pub mod format;
 pub mod round;
 
 pub use format::{ElemType, FloatFormat, FloatKind, FormatError};
-pub use round::{Overflow, Rounding};
+pub use round::{EncodeOptions, Overflow, RoundSpec, Rounding};
