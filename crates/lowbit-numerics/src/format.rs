@@ -10,8 +10,8 @@
 //! the name.
 
 use crate::round::{
-    decompose, round_f64_to_i128_spec, round_shift_right_spec, EncodeOptions, Overflow,
-    RoundSpec, Rounding,
+    decompose, round_f64_to_i128_spec, round_shift_right_spec, EncodeOptions, Overflow, RoundSpec,
+    Rounding,
 };
 use std::fmt;
 use std::str::FromStr;
@@ -352,9 +352,7 @@ impl FloatFormat {
         let sign = if neg { self.sign_bit() } else { 0 };
         if x.is_nan() {
             return match self.kind {
-                FloatKind::Ieee | FloatKind::FiniteNan => {
-                    sign | self.nan_code().unwrap_or(0)
-                }
+                FloatKind::Ieee | FloatKind::FiniteNan => sign | self.nan_code().unwrap_or(0),
                 FloatKind::Fnuz | FloatKind::UnsignedFiniteNan => self.nan_code().unwrap_or(0),
                 // ml_dtypes' convention: the NaN's sign bit, inverted, on zero.
                 FloatKind::Finite => {
@@ -388,7 +386,11 @@ impl FloatFormat {
             }
         };
         if x == 0.0 {
-            return if self.kind == FloatKind::Fnuz { 0 } else { sign };
+            return if self.kind == FloatKind::Fnuz {
+                0
+            } else {
+                sign
+            };
         }
         let m = self.man_bits as i32;
         let (mant, e2) = decompose(x);

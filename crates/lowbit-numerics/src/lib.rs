@@ -14,6 +14,8 @@
 
 pub mod format;
 pub mod round;
+pub mod stochastic;
 
 pub use format::{ElemType, FloatFormat, FloatKind, FormatError};
 pub use round::{EncodeOptions, Overflow, RoundSpec, Rounding};
+pub use stochastic::StochasticRounding;
