@@ -31,7 +31,7 @@ fn inputs(dense: bool) -> Vec<f32> {
     let lows: &[u32] = if dense {
         &[0, 1, 0x0fff, 0x1000, 0x1001, 0x7fff, 0x8000, 0x8001, 0xffff]
     } else {
-        &[0x1000, 0x8000]
+        &[0, 0x1000, 0x8000]
     };
     let mut v = Vec::new();
     for hi in 0..=0xffffu32 {
