@@ -14,6 +14,7 @@
 
 pub mod convert;
 pub mod format;
+pub mod pack;
 pub mod round;
 pub mod stochastic;
 
