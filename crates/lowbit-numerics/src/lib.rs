@@ -12,6 +12,7 @@
 //! * Encoding rounds exactly once, in the requested [`Rounding`] mode.
 #![deny(missing_docs)]
 
+pub mod block;
 pub mod convert;
 pub mod format;
 pub mod pack;
