@@ -98,7 +98,7 @@ impl BlockFormat {
             ElemType::Int {
                 bits,
                 signed: true,
-            } if bits >= 2 && bits <= 8 && int_frac_bits < 64 => {}
+            } if (2..=8).contains(&bits) && int_frac_bits < 64 => {}
             _ => {
                 return Err(FormatError(format!(
                     "{name}: element type {elem} is not supported (a signed float of at most 8 bits, or a signed integer of 2 to 8 bits with fraction bits)"

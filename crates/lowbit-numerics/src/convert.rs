@@ -345,7 +345,7 @@ fn encode_lane<const MODE: u8>(p: &EncParams, b: u32) -> u32 {
     let mut mag = base.wrapping_add(n);
     if !p.subnormals {
         let hidden = 1u32 << p.m;
-        mag = if mag >= hidden { mag - hidden } else { 0 };
+        mag = mag.saturating_sub(hidden);
     }
     let truncating = match MODE {
         TZ => true,

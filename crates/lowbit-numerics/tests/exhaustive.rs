@@ -226,7 +226,7 @@ impl Model {
             (dlo, dhi)
         };
         let gap = hi.0 - lo.0;
-        let even = |v: f64| ((v / gap).abs().round() as u64).is_multiple_of(2);
+        let even = |v: f64| ((v / gap).abs().round() as u64) % 2 == 0;
         let r = match mode {
             Rounding::TowardZero => small,
             Rounding::Up => hi,
@@ -278,7 +278,16 @@ fn zero_never() -> (u64, u64) {
 }
 
 fn f64_neighbours(x: f64) -> [f64; 3] {
-    [x, x.next_down(), x.next_up()]
+    // f64::next_up/next_down need Rust 1.86; the workspace supports 1.85.
+    let step = |x: f64, up: bool| {
+        if x == 0.0 {
+            let tiny = f64::from_bits(1);
+            return if up { tiny } else { -tiny };
+        }
+        let b = x.to_bits();
+        f64::from_bits(if (x > 0.0) == up { b + 1 } else { b - 1 })
+    };
+    [x, step(x, false), step(x, true)]
 }
 
 fn check_all_modes(name: &str, fmt: FloatFormat, model: &Model, inputs: &[f64]) -> usize {
