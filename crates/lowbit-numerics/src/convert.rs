@@ -85,6 +85,14 @@ struct EncParams {
     fnuz: bool,
     /// No zero, no negatives (FNU): zero and negatives give `nan` (or 0).
     unsigned: bool,
+    /// Nearest-even shortcut (see `encode_lane_ne`), when the format allows.
+    fast_ne: bool,
+    /// `f32` bits of 2^emin: smaller magnitudes are (format) subnormals.
+    small: u32,
+    /// `f32` bits of 2^(emin - m + 23), whose ulp is the subnormal quantum.
+    magic: u32,
+    /// Added to `f32` bits to move the exponent to the format's bias.
+    rebias: u32,
 }
 
 /// Constants of the arithmetic decoder for wide formats.
@@ -263,7 +271,20 @@ fn enc_params(f: &FloatFormat, opts: &EncodeOptions) -> Option<EncParams> {
     let sign_bit = if signed { 1u32 << (f.bits() - 1) } else { 0 };
     // Specials come from the scalar encoder, so both paths share them.
     let sc = |x: f64, sat: bool| f.encode(x, Rounding::NearestEven, sat) as u32;
+    let (emin, m) = (f.emin(), f.man_bits() as i32);
+    let fast_ne = f.has_subnormals() && emin >= -126 && emin - m + 23 <= 127;
+    let f32_pow2 = |e: i32| {
+        if (-126..=127).contains(&e) {
+            ((e + 127) as u32) << 23
+        } else {
+            0
+        }
+    };
     Some(EncParams {
+        fast_ne,
+        small: f32_pow2(emin),
+        magic: f32_pow2(emin - m + 23),
+        rebias: ((f.bias() - 127) as u32).wrapping_shl(23),
         m: f.man_bits() as i32,
         emin: f.emin(),
         emax: f.emax(),
@@ -317,8 +338,6 @@ const DN: u8 = 4;
 fn encode_lane<const MODE: u8>(p: &EncParams, b: u32) -> u32 {
     let neg = b >> 31;
     let a = b & 0x7fff_ffff;
-    let is_nan = a > 0x7f80_0000;
-    let is_inf = a == 0x7f80_0000;
     let exp = (a >> 23) as i32;
     let frac = a & 0x007f_ffff;
     let ee = exp.max(1);
@@ -347,6 +366,42 @@ fn encode_lane<const MODE: u8>(p: &EncParams, b: u32) -> u32 {
         let hidden = 1u32 << p.m;
         mag = mag.saturating_sub(hidden);
     }
+    finish::<MODE>(p, neg, a, e > p.emax + 1, mag)
+}
+
+/// Nearest-even for formats with subnormals whose range fits `f32`'s: the
+/// format's subnormal range is rounded by the FPU (adding a constant whose
+/// ulp is the format's subnormal quantum, in the default nearest-even
+/// mode), and the normal range by rebiasing the exponent and adding the
+/// round-to-nearest-even increment to the bit pattern.
+#[inline(always)]
+fn encode_lane_ne(p: &EncParams, b: u32) -> u32 {
+    let neg = b >> 31;
+    let a = b & 0x7fff_ffff;
+    let s = 23 - p.m as u32;
+    let sub = (f32::from_bits(a) + f32::from_bits(p.magic))
+        .to_bits()
+        .wrapping_sub(p.magic);
+    let r = a.wrapping_add(p.rebias);
+    let inc = if s == 0 {
+        0
+    } else {
+        (1u32 << (s - 1)) - 1 + ((r >> s) & 1)
+    };
+    let norm = r.wrapping_add(inc) >> s;
+    let is_small = a < p.small;
+    let mag = if is_small { sub } else { norm };
+    // Exponents far above the range make `norm` wrap; catch them first.
+    let huge = !is_small && (a >> 23) as i32 - 127 > p.emax + 1;
+    finish::<NE>(p, neg, a, huge, mag)
+}
+
+/// Overflow, specials, flushing and the sign, shared by both lanes.
+#[inline(always)]
+fn finish<const MODE: u8>(p: &EncParams, neg: u32, a: u32, huge: bool, mag: u32) -> u32 {
+    let mut mag = mag;
+    let is_nan = a > 0x7f80_0000;
+    let is_inf = a == 0x7f80_0000;
     let truncating = match MODE {
         TZ => true,
         UP => neg == 1,
@@ -354,7 +409,7 @@ fn encode_lane<const MODE: u8>(p: &EncParams, b: u32) -> u32 {
         _ => false,
     };
     let sign = if neg == 1 { p.sign_bit } else { 0 };
-    let overflow = e > p.emax + 1 || mag > p.max_code;
+    let overflow = huge || mag > p.max_code;
     let clamped = sign | p.max_code;
     let ovf_code = if p.saturate || truncating {
         clamped
@@ -390,6 +445,12 @@ fn encode_lane<const MODE: u8>(p: &EncParams, b: u32) -> u32 {
 
 #[inline(always)]
 fn encode_loop<const MODE: u8, C: Code>(p: &EncParams, xs: &[f32], out: &mut [C]) {
+    if MODE == NE && p.fast_ne {
+        for (x, o) in xs.iter().zip(out.iter_mut()) {
+            *o = C::from_u32(encode_lane_ne(p, x.to_bits()));
+        }
+        return;
+    }
     for (x, o) in xs.iter().zip(out.iter_mut()) {
         *o = C::from_u32(encode_lane::<MODE>(p, x.to_bits()));
     }
