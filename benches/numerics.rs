@@ -71,6 +71,18 @@ fn conversions(c: &mut Criterion) {
             run::<u32>(c, &xs, name);
         }
     }
+    // A directed mode takes the general lane (nearest-even has a shortcut).
+    let tz = Codec::new(
+        "f8E4M3FN".parse().unwrap_or(ElemType::F32),
+        EncodeOptions::new(Rounding::TowardZero, true),
+    );
+    let mut codes = vec![0u8; N];
+    let mut g = c.benchmark_group("encode_toward_zero");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("f8E4M3FN", |b| {
+        b.iter(|| tz.encode(black_box(&xs), &mut codes))
+    });
+    g.finish();
     // The scalar encoder, for comparison.
     let e4m3: ElemType = "f8E4M3FN".parse().unwrap_or(ElemType::F32);
     let mut out = vec![0u8; N];

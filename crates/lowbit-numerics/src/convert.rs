@@ -396,6 +396,16 @@ fn encode_lane_ne(p: &EncParams, b: u32) -> u32 {
     finish::<NE>(p, neg, a, huge, mag)
 }
 
+/// `v[neg]` as a select: indexing by a lane value would become a gather.
+#[inline(always)]
+fn pick(neg: u32, v: [u32; 2]) -> u32 {
+    if neg == 1 {
+        v[1]
+    } else {
+        v[0]
+    }
+}
+
 /// Overflow, specials, flushing and the sign, shared by both lanes.
 #[inline(always)]
 fn finish<const MODE: u8>(p: &EncParams, neg: u32, a: u32, huge: bool, mag: u32) -> u32 {
@@ -414,7 +424,7 @@ fn finish<const MODE: u8>(p: &EncParams, neg: u32, a: u32, huge: bool, mag: u32)
     let ovf_code = if p.saturate || truncating {
         clamped
     } else {
-        p.ovf[neg as usize]
+        pick(neg, p.ovf)
     };
     if p.flush && p.subnormals && mag < (1u32 << p.m) {
         mag = 0;
@@ -426,7 +436,7 @@ fn finish<const MODE: u8>(p: &EncParams, neg: u32, a: u32, huge: bool, mag: u32)
         if p.saturate {
             clamped
         } else {
-            p.ovf[neg as usize]
+            pick(neg, p.ovf)
         }
     } else {
         r
@@ -437,7 +447,7 @@ fn finish<const MODE: u8>(p: &EncParams, neg: u32, a: u32, huge: bool, mag: u32)
         r = if bad && !is_nan { fill } else { r };
     }
     if is_nan {
-        p.nan[neg as usize]
+        pick(neg, p.nan)
     } else {
         r
     }

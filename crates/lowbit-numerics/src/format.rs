@@ -848,6 +848,31 @@ mod tests {
     }
 
     #[test]
+    fn impossible_formats_name_themselves() {
+        for (s, why) in [
+            ("fE0M3", "at least one exponent bit"),
+            ("fE0M3FN", "at least one exponent bit"),
+            ("fE1M2", "infinities and NaNs need"),
+            ("fE3M0", "infinities and NaNs need"),
+            ("fE12M3", "at most 11 exponent"),
+            ("fE4M60", "out of range"),
+            ("fE8M3B-2000", "out of range"),
+            ("fE11M52FN", "outside the f64 range"),
+            ("fE8M3B-1000", "outside the f64 range"),
+            ("fE4M3B99999999999", "malformed"),
+            ("fE4M3X", "malformed"),
+            ("fE-1M3", "malformed"),
+        ] {
+            let err = s.parse::<ElemType>().unwrap_err().to_string();
+            assert!(err.contains(why), "{s}: {err}");
+            let name = &s[..4];
+            assert!(err.contains(name), "{s}: {err}");
+        }
+        let err = FloatFormat::new(0, 3, 0, FloatKind::Ieee).unwrap_err();
+        assert!(err.to_string().contains("fE0M3"), "{err}");
+    }
+
+    #[test]
     fn known_values() {
         let e4m3 = FloatFormat::F8E4M3FN;
         assert_eq!(e4m3.decode(0x7e), 448.0);
