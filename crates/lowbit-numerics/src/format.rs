@@ -855,13 +855,14 @@ mod tests {
             ("fE1M2", "infinities and NaNs need"),
             ("fE3M0", "infinities and NaNs need"),
             ("fE12M3", "at most 11 exponent"),
-            ("fE4M60", "out of range"),
-            ("fE8M3B-2000", "out of range"),
+            ("fE4M60", "52 mantissa bits"),
+            ("fE8M3B-5000", "out of range"),
+            ("fE8M3B-2000", "outside the f64 range"),
             ("fE11M52FN", "outside the f64 range"),
             ("fE8M3B-1000", "outside the f64 range"),
             ("fE4M3B99999999999", "malformed"),
             ("fE4M3X", "malformed"),
-            ("fE-1M3", "malformed"),
+            ("fE-1M3", "field widths out of range"),
         ] {
             let err = s.parse::<ElemType>().unwrap_err().to_string();
             assert!(err.contains(why), "{s}: {err}");
