@@ -7,7 +7,26 @@
 //! negative-zero pattern), `F` (finite only: no infinities, no NaN) or `FNU`
 //! (unsigned, no zero, NaN is all ones). The bias defaults to `2^(e-1)-1`
 //! (`2^(e-1)` for `FNUZ`). A custom format equal to a named one prints with
-//! the name.
+//! the name. Formats are limited to those whose every value is an `f64`
+//! (at most 11 exponent and 52 mantissa bits, and a bias keeping the range
+//! inside f64's); anything else is a [`FormatError`] naming the format.
+//!
+//! Conversion conventions (non-saturating encoding equals `ml_dtypes`'
+//! casts, checked exhaustively by the tests):
+//! * Overflow without saturation: infinity (IEEE kinds), NaN with the
+//!   value's sign (`FN`), the single NaN (`FNUZ`, `FNU`), the largest finite
+//!   value (finite-only `F` kinds, e.g. `f4E2M1FN`, `f6*`). Rounding modes
+//!   that never increase the magnitude give the largest finite value.
+//! * NaN input: the format's NaN (sign kept for IEEE/`FN`); finite-only
+//!   formats give zero with the NaN's sign bit inverted, as `ml_dtypes` does.
+//! * `f8E8M0FNU`: zero, negatives and NaN give NaN (0xff); values below
+//!   2^-127 give 2^-127; ties round to the larger power of two (the
+//!   significand 1.5 rounds to 2). `ml_dtypes` rounds every value in
+//!   (2^-127, 1.5 * 2^-127) up to 2^-126 (an artifact of going through f32
+//!   denormals); lowbit rounds those to nearest, 2^-127.
+//! * Saturating (our choice; `ml_dtypes` has no such mode): infinities and
+//!   overflows clamp to the largest finite value of that sign; NaN stays
+//!   NaN; for `f8E8M0FNU` zero and negatives clamp to the smallest value.
 
 use crate::round::{
     decompose, round_f64_to_i128_spec, round_shift_right_spec, EncodeOptions, Overflow, RoundSpec,

@@ -13,7 +13,7 @@
 //!   stochastically, see [`StochasticRounding`]).
 //!
 //! Modules:
-//! * [`format`]: element types ([`ElemType`], [`FloatFormat`]) and the
+//! * [`mod@format`]: element types ([`ElemType`], [`FloatFormat`]) and the
 //!   scalar encoder/decoder; special-value conventions follow `ml_dtypes`
 //!   (documented on [`FloatFormat::encode`]).
 //! * [`round`]: rounding modes and exact integer rounding.
