@@ -203,14 +203,25 @@ fn write_outputs(dir: &Path, outputs: &[(String, Tensor)]) -> Result<(), Failure
             dir.display()
         ))
     })?;
+    if let Some((name, _)) = outputs.iter().find(|(name, _)| {
+        name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\'])
+    }) {
+        return Err(Failure::msg(format!(
+            "output '{name}' cannot be used as a file name"
+        )));
+    }
+    // A failed run must not leave some outputs fresh and others stale or
+    // missing, so the outputs already written are removed again.
+    let mut written: Vec<PathBuf> = Vec::with_capacity(outputs.len());
     for (name, t) in outputs {
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
-            return Err(Failure::msg(format!(
-                "output '{name}' cannot be used as a file name"
-            )));
-        }
         let path: PathBuf = dir.join(format!("{name}.pb"));
-        write_pb(&path, name, t).map_err(|e| Failure::msg(format!("output '{name}': {e}")))?;
+        if let Err(e) = write_pb(&path, name, t) {
+            for p in &written {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(Failure::msg(format!("output '{name}': {e}")));
+        }
+        written.push(path);
     }
     Ok(())
 }
