@@ -150,6 +150,11 @@ fn read_inputs(f: &Function, specs: &[String]) -> Result<Vec<(String, Tensor)>, 
             Some((n, file)) => (Some(n.to_string()), file),
             None => (None, spec.as_str()),
         };
+        if file.is_empty() || name.as_deref() == Some("") {
+            return Err(Failure::usage(format!(
+                "--input '{spec}': expected NAME=FILE or FILE"
+            )));
+        }
         let (stored, t) = read_tensor(Path::new(file)).map_err(|e| {
             let who = name
                 .as_deref()
