@@ -135,27 +135,32 @@ const SWAPS: &[&str] = &[
     "fE2M1F",
 ];
 
-/// How one op's types are perturbed: every element type swapped for one
-/// (same shapes, so the op may still verify), or each type perturbed on
-/// its own (usually ill typed).
+/// How one op's types are perturbed: every element type swapped for one,
+/// or just one operand's or the result's (same shapes, so the op may still
+/// verify), or each type perturbed on its own (usually ill typed).
 enum Perturb {
     AllElems(ElemType),
+    OneElem(ElemType, usize),
     Each,
 }
 
 impl Perturb {
     fn pick(rng: &mut Rng) -> Perturb {
-        if rng.next().is_multiple_of(2) {
-            let s = SWAPS[(rng.next() % SWAPS.len() as u64) as usize];
-            Perturb::AllElems(s.parse().expect("a valid spelling"))
-        } else {
-            Perturb::Each
+        let s = SWAPS[(rng.next() % SWAPS.len() as u64) as usize];
+        let e = s.parse().expect("a valid spelling");
+        match rng.next() % 3 {
+            0 => Perturb::AllElems(e),
+            1 => Perturb::OneElem(e, (rng.next() % 6) as usize),
+            _ => Perturb::Each,
         }
     }
 
-    fn apply(&self, ty: &TensorType, rng: &mut Rng) -> TensorType {
+    /// The `i`-th type of the op (operands, then the result).
+    fn apply(&self, i: usize, ty: &TensorType, rng: &mut Rng) -> TensorType {
         match self {
             Perturb::AllElems(e) => TensorType::new(ty.shape.clone(), *e),
+            Perturb::OneElem(e, at) if *at == i => TensorType::new(ty.shape.clone(), *e),
+            Perturb::OneElem(..) => ty.clone(),
             Perturb::Each => mutate(ty, rng),
         }
     }
@@ -216,13 +221,14 @@ fn ill_typed_ops_never_panic() {
                 let operands: Vec<Tensor> = data
                     .operands
                     .iter()
-                    .map(|v| random_tensor(&how.apply(f.ty(*v), &mut rng), &mut rng))
+                    .enumerate()
+                    .map(|(i, v)| random_tensor(&how.apply(i, f.ty(*v), &mut rng), &mut rng))
                     .collect();
                 let refs: Vec<&Tensor> = operands.iter().collect();
                 let results: Vec<TensorType> = data
                     .results
                     .iter()
-                    .map(|v| how.apply(f.ty(*v), &mut rng))
+                    .map(|v| how.apply(data.operands.len(), f.ty(*v), &mut rng))
                     .collect();
                 evaluated += 1;
                 let run = catch_unwind(AssertUnwindSafe(|| eval_op(&data.kind, &refs, &results)));
