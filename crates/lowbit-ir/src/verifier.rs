@@ -631,14 +631,7 @@ fn has_nonzero_padding(ty: &TensorType, bytes: &[u8]) -> bool {
     };
     let bits = ty.elem.bits() as u64;
     if ty.layout.bit_planes {
-        let row = ty
-            .layout
-            .tile
-            .last()
-            .copied()
-            .or(ty.shape.last().copied())
-            .unwrap_or(1)
-            .max(1);
+        let row = ty.layout.plane_row(&ty.shape);
         let used = row % 8;
         if used == 0 {
             return false;
