@@ -5,6 +5,7 @@
 //! failure prints an error whose first line names the file at fault, and
 //! `-o OUT` / `--output-dir DIR` leave no file behind.
 
+use lowbit::ir::testing::Rng;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -21,22 +22,6 @@ fn scratch(name: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).expect("scratch directory");
     d
-}
-
-/// splitmix64, so a failure reproduces from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Tokens spliced into `.lbir` text: wrong types, arities, numbers and
@@ -181,7 +166,7 @@ fn opt_on_mutated_lbir() {
     let (mut ok, mut err) = (0, 0);
     for (n, (path, text)) in seeds().iter().enumerate() {
         for k in 0..30u64 {
-            let mut rng = Rng((n as u64) << 8 | k);
+            let mut rng = Rng::new((n as u64) << 8 | k);
             let bad = mutate(text, &mut rng);
             fs::write(&model, &bad).expect("write model");
             let run = Command::new(LOWBIT)
@@ -234,7 +219,7 @@ fn run_on_mutated_lbir() {
     let (mut ok, mut err) = (0, 0);
     for (n, text) in sources.iter().enumerate() {
         for k in 0..150u64 {
-            let mut rng = Rng(0xABCD ^ (n as u64) << 16 | k);
+            let mut rng = Rng::new(0xABCD ^ (n as u64) << 16 | k);
             let bad = mutate(text, &mut rng);
             fs::write(&model, &bad).expect("write model");
             let _ = fs::remove_dir_all(&outs);
@@ -280,7 +265,7 @@ fn bad_tensor_files(dir: &Path) -> Vec<PathBuf> {
     for cut in 0..pb.len() {
         put(format!("cut{cut}.pb"), &pb[..cut]);
     }
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     for i in 0..60u32 {
         let (src, ext) = if i.is_multiple_of(2) {
             (&input, "npy")

@@ -5,22 +5,10 @@
 
 use lowbit_interp::{eval_op, run_function, InterpError};
 use lowbit_ir::testing::random_module;
+use lowbit_ir::testing::Rng;
 use lowbit_ir::verifier::{verify_function, verify_module};
 use lowbit_ir::{ElemType, Function, OpKind, Tensor, TensorType};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-
-/// splitmix64, so every failure reproduces from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// Inputs for every parameter: random codes, biased toward zero, the sign
 /// bit and all-ones (NaN, infinity, minimum integers) a quarter of the time.
@@ -35,11 +23,11 @@ fn random_tensor(ty: &TensorType, rng: &mut Rng) -> Tensor {
     let mask = ty.elem.code_mask();
     let n: u64 = ty.shape.iter().product();
     let codes = (0..n)
-        .map(|_| match rng.next() % 8 {
+        .map(|_| match rng.next_u64() % 8 {
             0 => 0,
             1 => mask,
             2 => 1u64 << (ty.elem.bits() - 1),
-            _ => rng.next() & mask,
+            _ => rng.next_u64() & mask,
         })
         .collect();
     Tensor::new(ty.elem, ty.shape.clone(), codes).expect("codes fit the shape")
@@ -48,7 +36,7 @@ fn random_tensor(ty: &TensorType, rng: &mut Rng) -> Tensor {
 fn check(seed: u64, size: usize) -> Result<(), String> {
     let m = random_module(seed, size);
     verify_module(&m).map_err(|d| format!("seed {seed} size {size}: does not verify: {}", d[0]))?;
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for f in &m.functions {
         let args = inputs(f, &mut rng);
         let ctx = || format!("seed {seed} size {size} @{}", f.name);
@@ -146,11 +134,11 @@ enum Perturb {
 
 impl Perturb {
     fn pick(rng: &mut Rng) -> Perturb {
-        let s = SWAPS[(rng.next() % SWAPS.len() as u64) as usize];
+        let s = SWAPS[(rng.next_u64() % SWAPS.len() as u64) as usize];
         let e = s.parse().expect("a valid spelling");
-        match rng.next() % 3 {
+        match rng.next_u64() % 3 {
             0 => Perturb::AllElems(e),
-            1 => Perturb::OneElem(e, (rng.next() % 6) as usize),
+            1 => Perturb::OneElem(e, (rng.next_u64() % 6) as usize),
             _ => Perturb::Each,
         }
     }
@@ -170,19 +158,19 @@ impl Perturb {
 /// changed to 1 or 2, or a dimension dropped or added.
 fn mutate(ty: &TensorType, rng: &mut Rng) -> TensorType {
     let mut t = ty.clone();
-    if rng.next().is_multiple_of(3) {
-        let s = SWAPS[(rng.next() % SWAPS.len() as u64) as usize];
+    if rng.next_u64().is_multiple_of(3) {
+        let s = SWAPS[(rng.next_u64() % SWAPS.len() as u64) as usize];
         t.elem = s.parse::<ElemType>().expect("a valid spelling");
     }
-    match rng.next() % 8 {
+    match rng.next_u64() % 8 {
         0 if !t.shape.is_empty() => {
-            let i = (rng.next() % t.shape.len() as u64) as usize;
-            t.shape[i] = 1 + rng.next() % 2;
+            let i = (rng.next_u64() % t.shape.len() as u64) as usize;
+            t.shape[i] = 1 + rng.next_u64() % 2;
         }
         1 if !t.shape.is_empty() => {
             t.shape.remove(0);
         }
-        2 => t.shape.insert(0, 1 + rng.next() % 2),
+        2 => t.shape.insert(0, 1 + rng.next_u64() % 2),
         _ => {}
     }
     t
@@ -213,7 +201,7 @@ fn ill_typed_ops_never_panic() {
     let mut evaluated = 0;
     for seed in 0..1500u64 {
         let m = random_module(seed, 12);
-        let mut rng = Rng(seed.wrapping_mul(0x9E37));
+        let mut rng = Rng::new(seed.wrapping_mul(0x9E37));
         for f in &m.functions {
             for &op in f.ops() {
                 let data = f.op(op);
