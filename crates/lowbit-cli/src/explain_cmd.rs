@@ -3,11 +3,11 @@
 //! for any fallback (text, or one JSON document with `--json`).
 
 use crate::args::{self, Spec};
-use crate::diag_shim::render_with_source;
-use crate::{read_source, Failure};
+use crate::{read_source, write_stdout, Failure};
 use lowbit::egraph::explain::{render_json, render_text};
 use lowbit::egraph::{optimize_function, rules::rule_set_names, Config};
 use lowbit::ir::target::{cpu_model_names, Target};
+use lowbit::ir::diag::render_with_source;
 use lowbit::ir::{parser::parse_module, verifier::verify_module};
 
 /// `lowbit explain --help`.
@@ -63,8 +63,7 @@ const SPECS: &[Spec] = &[
 pub fn main(argv: &[String]) -> Result<(), Failure> {
     let a = args::parse(argv, SPECS).map_err(Failure::usage)?;
     if a.has("help") {
-        print!("{HELP}");
-        return Ok(());
+        return write_stdout(HELP);
     }
     let file = match a.positional.as_slice() {
         [f] => f.as_str(),
@@ -111,9 +110,8 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         reports.push(o.report);
     }
     if a.has("json") {
-        print!("{}", render_json(&cfg.target.name, &reports));
+        write_stdout(&render_json(&cfg.target.name, &reports))
     } else {
-        print!("{}", render_text(&reports));
+        write_stdout(&render_text(&reports))
     }
-    Ok(())
 }

@@ -545,7 +545,13 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
                 Some(_) => {}
             }
         }
-        OpKind::Relu => cx.expect_same_shape_and_elem(ops[0], res),
+        OpKind::Relu => {
+            // max(x, 0) needs a zero; b1 holds only -1 and +1.
+            if ops[0].elem == ElemType::Bipolar {
+                cx.err("operand must be a float or integer, got b1 (it has no zero)");
+            }
+            cx.expect_same_shape_and_elem(ops[0], res);
+        }
         OpKind::Gelu { .. } | OpKind::Silu => {
             cx.expect_float("operand", ops[0]);
             cx.expect_same_shape_and_elem(ops[0], res);
@@ -750,14 +756,7 @@ fn has_nonzero_padding(ty: &TensorType, bytes: &[u8]) -> bool {
     };
     let bits = ty.elem.bits() as u64;
     if ty.layout.bit_planes {
-        let row = ty
-            .layout
-            .tile
-            .last()
-            .copied()
-            .or(ty.shape.last().copied())
-            .unwrap_or(1)
-            .max(1);
+        let row = ty.layout.plane_row(&ty.shape);
         let used = row % 8;
         if used == 0 {
             return false;
@@ -1471,6 +1470,11 @@ mod tests {
         );
         let f = one_op(&[ty(&[4], "i8")], OpKind::Relu, ty(&[4], "i8"));
         assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&[ty(&[4], "b1")], OpKind::Relu, ty(&[4], "b1"));
+        assert_only(
+            &f,
+            "'relu' op: operand must be a float or integer, got b1 (it has no zero)",
+        );
         let f = one_op(
             &[ty(&[4, 5], "f32")],
             OpKind::Softmax { axis: 2 },
