@@ -6,8 +6,8 @@ use crate::args::{self, Spec};
 use crate::{read_source, write_stdout, Failure};
 use lowbit::egraph::explain::{render_json, render_text};
 use lowbit::egraph::{optimize_function, rules::rule_set_names, Config};
-use lowbit::ir::target::{cpu_model_names, Target};
 use lowbit::ir::diag::render_with_source;
+use lowbit::ir::target::{cpu_model_names, Target};
 use lowbit::ir::{parser::parse_module, verifier::verify_module};
 
 /// `lowbit explain --help`.
