@@ -32,6 +32,6 @@ pub use entity::{Arena, EntityId};
 pub use function::{Function, Module, OpData, ValueData, ValueDef};
 pub use function::{Op, Value};
 pub use lowbit_numerics::{ElemType, FloatFormat, FloatKind, Overflow, Rounding};
-pub use ops::{Attr, BinaryOp, ConstData, Granularity, OpKind};
+pub use ops::{Attr, BinaryOp, ConstData, Granularity, OpKind, ReduceOp, UnaryOp};
 pub use tensor::Tensor;
 pub use types::{Layout, PackOrder, TensorType};
