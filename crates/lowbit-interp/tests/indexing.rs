@@ -89,8 +89,8 @@ fn log_softmax_matches_the_definition() {
     let r = ok(OpKind::LogSoftmax { axis: 1 }, &[&x], ty("f64", &[2, 3]));
     let v = vals(&r);
     let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
-    for j in 0..3 {
-        assert!((v[j] - (j as f64 + 1.0 - lse)).abs() < 1e-15);
+    for (j, got) in v[..3].iter().enumerate() {
+        assert!((got - (j as f64 + 1.0 - lse)).abs() < 1e-15);
     }
     // no overflow for large inputs: the max is subtracted first
     assert_eq!(v[3], 0.0);
