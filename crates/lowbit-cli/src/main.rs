@@ -5,9 +5,9 @@
 //! status 1 here, so no user input can make the driver panic.
 
 mod args;
-mod diag_shim;
 mod opt_cmd;
 mod output;
+mod run_cmd;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -55,6 +55,16 @@ impl Failure {
     }
 }
 
+/// Writes to standard output; a closed pipe (`lowbit ... | head`) is an
+/// error value rather than the panic `print!` would raise.
+pub fn write_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::msg(format!("cannot write standard output: {e}")))
+}
+
 /// Reads a source file, or standard input for `-`.
 pub fn read_source(path: &str) -> Result<String, Failure> {
     if path == "-" {
@@ -77,15 +87,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cmd {
-        "-h" | "--help" | "help" => {
-            print!("{HELP}");
-            Ok(())
-        }
-        "-V" | "--version" => {
-            println!("lowbit {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        "-h" | "--help" | "help" => write_stdout(HELP),
+        "-V" | "--version" => write_stdout(&format!("lowbit {}\n", env!("CARGO_PKG_VERSION"))),
         "opt" => opt_cmd::main(rest),
+        "run" => run_cmd::main(rest),
         other => Err(Failure::usage(format!("unknown command '{other}'"))),
     };
     match result {
