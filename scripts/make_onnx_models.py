@@ -436,6 +436,35 @@ def misc_ops():
     return m, {"x": r.standard_normal((3, 6)).astype(np.float32)}, None
 
 
+def quant_int2_fp4():
+    """int2/uint2 and float4 E2M1 QuantizeLinear (opset 25), compared
+    dequantized against the spec's formula in numpy (onnxruntime has no
+    kernels for these types)."""
+    x = np.array([0.5, 1.5, -0.5, -1.5, 2.5, -2.5, 7.0, -7.0,
+                  0.25, 0.75, 2.5, 5.0, -5.0, 6.0, -0.0, 1.25], dtype=np.float32).reshape(2, 8)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z2"], ["q2"], name="q_i2"),
+        helper.make_node("DequantizeLinear", ["q2", "s", "z2"], ["d2"], name="dq_i2"),
+        helper.make_node("QuantizeLinear", ["x", "s", "zu2"], ["qu2"], name="q_u2"),
+        helper.make_node("DequantizeLinear", ["qu2", "s", "zu2"], ["du2"], name="dq_u2"),
+        helper.make_node("QuantizeLinear", ["x", "s4", "zf4"], ["q4"], name="q_f4"),
+        helper.make_node("DequantizeLinear", ["q4", "s4"], ["d4"], name="dq_f4"),
+    ]
+    inits = [init("s", np.float32(1.0)), init("z2", np.array(0), TensorProto.INT2),
+             init("zu2", np.array(1), TensorProto.UINT2), init("s4", np.float32(1.0)),
+             init("zf4", np.array(0.0), TensorProto.FLOAT4E2M1)]
+    m = model(nodes, [vi("x", F, [2, 8])],
+              [vi("d2", F, [2, 8]), vi("du2", F, [2, 8]), vi("d4", F, [2, 8])], inits, opset=25)
+    x64 = x.astype(np.float64)
+    r = np.round(x64)  # numpy rounds half to even, as the spec requires
+    # float4 E2M1: round to nearest even among its values; in range here.
+    f4 = x.astype(ml_dtypes.float4_e2m1fn).astype(np.float32)
+    ref = {"d2": np.clip(r, -2, 1).astype(np.float32),
+           "du2": (np.clip(r + 1, 0, 3) - 1).astype(np.float32),
+           "d4": f4}
+    return m, {"x": x}, ref
+
+
 MODELS = {
     "mlp": mlp,
     "w8a8_qdq": w8a8_qdq,
@@ -451,6 +480,7 @@ MODELS = {
     "quant_edges": quant_edges,
     "cast_edges": cast_edges,
     "misc_ops": misc_ops,
+    "quant_int2_fp4": quant_int2_fp4,
 }
 
 
