@@ -39,7 +39,7 @@ pub(crate) fn conv2d(at: &ConvAttrs, ops: &[&Tensor], rt: &TensorType) -> Result
     let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]].map(|d| d as usize);
     let [m, cg, kh, kw] = [w.shape[0], w.shape[1], w.shape[2], w.shape[3]].map(|d| d as usize);
     let g = at.group as usize;
-    if c % g != 0 || m % g != 0 || cg * g != c {
+    if c % g != 0 || m % g != 0 || cg.checked_mul(g) != Some(c) {
         return Err(format!(
             "channels do not match: input has {c}, weight {m}x{cg} per group, group = {g}"
         ));
@@ -53,11 +53,13 @@ pub(crate) fn conv2d(at: &ConvAttrs, ops: &[&Tensor], rt: &TensorType) -> Result
     let [dh, dw] = at.dilations.map(|d| d as usize);
     let [pt, pl, pb, pr] = at.pads.map(|p| p as usize);
     let out = |size: usize, k: usize, p: usize, s: usize, d: usize| {
-        (size + p)
-            .checked_sub(d * (k.max(1) - 1) + 1)
-            .map(|v| v / s + 1)
+        let span = d.checked_mul(k.max(1) - 1)?.checked_add(1)?;
+        size.checked_add(p)?.checked_sub(span).map(|v| v / s + 1)
     };
-    let (Some(oh), Some(ow)) = (out(h, kh, pt + pb, sh, dh), out(wd, kw, pl + pr, sw, dw)) else {
+    let (Some(oh), Some(ow)) = (
+        pt.checked_add(pb).and_then(|p| out(h, kh, p, sh, dh)),
+        pl.checked_add(pr).and_then(|p| out(wd, kw, p, sw, dw)),
+    ) else {
         return Err("the dilated kernel is larger than the padded input".into());
     };
     if kh == 0 || kw == 0 {

@@ -767,7 +767,7 @@ fn check_conv2d(cx: &mut OpCx, ops: &[&TensorType], attrs: ConvAttrs, res: &Tens
     }
     let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (m, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
-    if c % group != 0 || m % group != 0 || cg * group != c {
+    if c % group != 0 || m % group != 0 || cg.checked_mul(group) != Some(c) {
         cx.err(format!(
             "channels do not match: input has {c}, weight {m}x{cg} per group, group = {group}"
         ));
@@ -784,8 +784,11 @@ fn check_conv2d(cx: &mut OpCx, ops: &[&TensorType], attrs: ConvAttrs, res: &Tens
         }
     }
     let out = |size: u64, k: u64, p0: u64, p1: u64, s: u64, d: u64| {
-        let span = d * (k.max(1) - 1) + 1;
-        (size + p0 + p1).checked_sub(span).map(|v| v / s + 1)
+        let span = d.checked_mul(k.max(1) - 1)?.checked_add(1)?;
+        size.checked_add(p0)?
+            .checked_add(p1)?
+            .checked_sub(span)
+            .map(|v| v / s + 1)
     };
     match (
         out(h, kh, pads[0], pads[2], strides[0], dilations[0]),

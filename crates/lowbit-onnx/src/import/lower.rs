@@ -89,6 +89,13 @@ fn const_ints(v: &Val, what: &str) -> R<Vec<i64>> {
         .collect()
 }
 
+/// The element count of a shape, or an error when it overflows.
+fn checked_product(dims: &[u64]) -> R<u64> {
+    dims.iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("the element count of {} overflows", fmt_shape(dims)))
+}
+
 fn i64_tensor(values: &[i64]) -> Tensor {
     Tensor {
         elem: ElemType::I64,
@@ -151,8 +158,8 @@ pub(crate) fn lower(
             if !(0..=r).contains(&a) {
                 return Err(format!("axis {a} is out of range for rank {r}"));
             }
-            let outer: u64 = x.ty.shape[..a as usize].iter().product();
-            let inner: u64 = x.ty.shape[a as usize..].iter().product();
+            let outer = checked_product(&x.ty.shape[..a as usize])?;
+            let inner = checked_product(&x.ty.shape[a as usize..])?;
             one(reshape_to(im, &x, vec![outer, inner])?)
         }
         "Squeeze" | "Unsqueeze" => one(squeeze_node(im, node, op_type == "Unsqueeze")?),
@@ -199,7 +206,9 @@ pub(crate) fn lower(
                         x.ty, first.ty
                     ));
                 }
-                shape[a] += x.ty.shape[a];
+                shape[a] = shape[a]
+                    .checked_add(x.ty.shape[a])
+                    .ok_or("the joined dimension overflows")?;
             }
             if xs.len() == 1 {
                 return one(xs.remove(0));
@@ -480,7 +489,7 @@ fn reshape_node(im: &mut Importer, node: &NodeProto) -> R<Val> {
         }
     }
     if let Some(i) = infer {
-        let known: u64 = shape.iter().product();
+        let known = checked_product(&shape)?;
         let total = x.ty.num_elements();
         if known == 0 || total % known != 0 {
             return Err(format!(
@@ -941,6 +950,9 @@ fn qlinear_matmul(im: &mut Importer, node: &NodeProto) -> R<Val> {
             fmt_shape(&b_scale.ty.shape)
         ));
     };
+    if s_in.ty.num_elements() > 1 << 24 {
+        return Err(format!("b_scale {} is too large", s_in.ty));
+    }
     let zeros = Tensor {
         elem: ElemType::I32,
         shape: s_in.ty.shape.clone(),
@@ -1197,10 +1209,15 @@ fn conv(
         "SAME_UPPER" | "SAME_LOWER" => {
             let total = |size: u64, k: u64, s: u64, d: u64| {
                 let out = size.div_ceil(s);
-                ((out - 1) * s + (k - 1) * d + 1).saturating_sub(size)
+                (out - 1)
+                    .checked_mul(s)
+                    .zip((k.max(1) - 1).checked_mul(d))
+                    .and_then(|(a, b)| a.checked_add(b)?.checked_add(1))
+                    .map(|need| need.saturating_sub(size))
             };
-            let th = total(h, kh, strides[0], dilations[0]);
-            let tw = total(wd, kw, strides[1], dilations[1]);
+            let overflow = || "the padding overflows".to_string();
+            let th = total(h, kh, strides[0], dilations[0]).ok_or_else(overflow)?;
+            let tw = total(wd, kw, strides[1], dilations[1]).ok_or_else(overflow)?;
             let split = |t: u64| {
                 if auto == "SAME_UPPER" {
                     (t / 2, t - t / 2)
@@ -1215,19 +1232,22 @@ fn conv(
     };
     let (n, c, m, cg) = (x.ty.shape[0], x.ty.shape[1], w.ty.shape[0], w.ty.shape[1]);
     let g = group as u64;
-    if cg * g != c || m % g != 0 {
+    if cg.checked_mul(g) != Some(c) || m % g != 0 {
         return Err(format!(
             "shape mismatch: input has {c} channels, weight {m}x{cg} with group {g}"
         ));
     }
     let size = |len: u64, k: u64, p: u64, s: u64, d: u64| {
-        (len + p)
-            .checked_sub(d * (k.max(1) - 1) + 1)
-            .map(|v| v / s + 1)
+        let span = d.checked_mul(k.max(1) - 1)?.checked_add(1)?;
+        len.checked_add(p)?.checked_sub(span).map(|v| v / s + 1)
     };
     let (Some(oh), Some(ow)) = (
-        size(h, kh, pads[0] + pads[2], strides[0], dilations[0]),
-        size(wd, kw, pads[1] + pads[3], strides[1], dilations[1]),
+        pads[0]
+            .checked_add(pads[2])
+            .and_then(|p| size(h, kh, p, strides[0], dilations[0])),
+        pads[1]
+            .checked_add(pads[3])
+            .and_then(|p| size(wd, kw, p, strides[1], dilations[1])),
     ) else {
         return Err("shape mismatch: the kernel is larger than the padded input".into());
     };
@@ -1279,7 +1299,8 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
     let blob = block * bits as usize / 8;
     let b = im.input(node, 1)?;
     let bt = b.konst.clone().ok_or("B must be an initializer")?;
-    if bt.elem != ElemType::U8 || bt.codes.len() != n * blocks * blob {
+    let expected = n.checked_mul(blocks).and_then(|v| v.checked_mul(blob));
+    if bt.elem != ElemType::U8 || expected != Some(bt.codes.len()) {
         return Err(format!(
             "B must be uint8 [{n}, {blocks}, {blob}], got {}",
             b.ty

@@ -159,9 +159,7 @@ pub fn import_proto(model: &ModelProto, base_dir: Option<&Path>) -> Result<Modul
     let module = Module { functions: vec![f] };
     lowbit_ir::verifier::verify_module(&module).map_err(|d| {
         let first = d.first().map(|d| d.message.clone()).unwrap_or_default();
-        ImportError::new(format!(
-            "internal error: the imported IR does not verify: {first}"
-        ))
+        ImportError::new(format!("the imported IR does not verify: {first}"))
     })?;
     Ok(module)
 }
