@@ -479,3 +479,21 @@ fn shape_arithmetic_folds_and_vectors_matmul() {
     assert_eq!(out[0].1.shape, [2]);
     assert_eq!(out[0].1.to_f64(), [0.0 + 5.0, 6.0 + 11.0]);
 }
+
+#[test]
+fn empty_initializers_with_huge_dims_do_not_overflow() {
+    // Found by the fuzzer: the element count of [2^40, 2^40, 0] overflowed
+    // before the 0 was seen.
+    for dims in [vec![1i64 << 40, 1 << 40, 0], vec![0, 1 << 40, 1 << 40]] {
+        let mut m = linear();
+        let g = m.graph.as_mut().unwrap();
+        g.initializer.push(TensorProto {
+            name: Some("empty".into()),
+            dims,
+            data_type: Some(DataType::Float as i32),
+            ..TensorProto::default()
+        });
+        g.node[1].input[1] = "empty".into();
+        let _ = import(&m);
+    }
+}
