@@ -497,3 +497,30 @@ fn empty_initializers_with_huge_dims_do_not_overflow() {
         let _ = import(&m);
     }
 }
+
+#[test]
+fn slicing_an_empty_dim_backwards_is_empty() {
+    // Found by the fuzzer: clamping a negative-step start into an empty dim.
+    let i64_init = |name: &str, v: i64| TensorProto {
+        name: Some(name.into()),
+        dims: vec![1],
+        data_type: Some(DataType::Int64 as i32),
+        int64_data: vec![v],
+        ..TensorProto::default()
+    };
+    let m = model(
+        vec![node("Slice", "sl", &["x", "st", "en", "ax", "sp"], &["y"])],
+        vec![value_info("x", DataType::Float, &[0, 3])],
+        vec![value_info("y", DataType::Float, &[0, 3])],
+        vec![
+            i64_init("st", -1),
+            i64_init("en", -100),
+            i64_init("ax", 0),
+            i64_init("sp", -1),
+        ],
+        21,
+    );
+    let module = import(&m).unwrap();
+    let f = module.entry().unwrap();
+    assert_eq!(f.ty(f.outputs[0].1).to_string(), "tensor<0x3xf32>");
+}

@@ -591,6 +591,11 @@ fn slice_node(im: &mut Importer, node: &NodeProto) -> R<Val> {
                 v
             }
         };
+        if d == 0 {
+            // Nothing to select (and no valid index to clamp to).
+            shape[a] = 0;
+            continue;
+        }
         let (start, end) = if step > 0 {
             (norm(starts[i]).clamp(0, d), norm(ends[i]).clamp(0, d))
         } else {
@@ -1208,7 +1213,7 @@ fn conv(
         "VALID" => [0; 4],
         "SAME_UPPER" | "SAME_LOWER" => {
             let total = |size: u64, k: u64, s: u64, d: u64| {
-                let out = size.div_ceil(s);
+                let out = size.div_ceil(s).max(1);
                 (out - 1)
                     .checked_mul(s)
                     .zip((k.max(1) - 1).checked_mul(d))
