@@ -7,6 +7,7 @@
 
 mod args;
 mod compile_cmd;
+mod explain_cmd;
 mod opt_cmd;
 mod output;
 mod run_cmd;
@@ -23,6 +24,7 @@ Commands:
   opt      Run a pass pipeline over lowbit IR text (.lbir) and print the result
   run      Run a model (.onnx or .lbir) on inputs (.pb or .npy) and write its outputs
   compile  Import a model (.onnx or .lbir) and emit it (this build: --emit ir)
+  explain  Show the schedule the optimizer picks per op, with costs and reasons
 
 Options:
   -h, --help       Show this help ('lowbit <COMMAND> --help' for a command)
@@ -95,13 +97,14 @@ fn main() -> ExitCode {
         "opt" => opt_cmd::main(rest),
         "run" => run_cmd::main(rest),
         "compile" => compile_cmd::main(rest),
+        "explain" => explain_cmd::main(rest),
         other => Err(Failure::usage(format!("unknown command '{other}'"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let name = match cmd {
-                "opt" | "run" | "compile" => format!("lowbit {cmd}"),
+                "opt" | "run" | "compile" | "explain" => format!("lowbit {cmd}"),
                 _ => "lowbit".to_string(),
             };
             match f {

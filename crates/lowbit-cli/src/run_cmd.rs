@@ -157,6 +157,11 @@ fn read_inputs(f: &Function, specs: &[String]) -> Result<Vec<(String, Tensor)>, 
             Some((n, file)) => (Some(n.to_string()), file),
             None => (None, spec.as_str()),
         };
+        if file.is_empty() || name.as_deref() == Some("") {
+            return Err(Failure::usage(format!(
+                "--input '{spec}': expected NAME=FILE or FILE"
+            )));
+        }
         let (stored, t) = read_tensor(Path::new(file)).map_err(|e| {
             let who = name
                 .as_deref()
@@ -210,14 +215,25 @@ fn write_outputs(dir: &Path, outputs: &[(String, Tensor)]) -> Result<(), Failure
             dir.display()
         ))
     })?;
+    if let Some((name, _)) = outputs.iter().find(|(name, _)| {
+        name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\'])
+    }) {
+        return Err(Failure::msg(format!(
+            "output '{name}' cannot be used as a file name"
+        )));
+    }
+    // A failed run must not leave some outputs fresh and others stale or
+    // missing, so the outputs already written are removed again.
+    let mut written: Vec<PathBuf> = Vec::with_capacity(outputs.len());
     for (name, t) in outputs {
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
-            return Err(Failure::msg(format!(
-                "output '{name}' cannot be used as a file name"
-            )));
-        }
         let path: PathBuf = dir.join(format!("{name}.pb"));
-        write_pb(&path, name, t).map_err(|e| Failure::msg(format!("output '{name}': {e}")))?;
+        if let Err(e) = write_pb(&path, name, t) {
+            for p in &written {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(Failure::msg(format!("output '{name}': {e}")));
+        }
+        written.push(path);
     }
     Ok(())
 }

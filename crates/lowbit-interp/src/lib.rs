@@ -112,10 +112,27 @@
 //!   (numpy rule to the result shape): values unchanged.
 //! * `conv2d x, w[, bias] {strides, pads, dilations, group}`: NCHW, zero
 //!   padding; float sums in `f64` rounded once, integral sums exact.
+//! * `qmatmul x, wq, scale[, zp][, bias] {dequant_type, activation, ...}`:
+//!   exactly `act(matmul(x, dequantize(wq, scale, zp)) + bias)` with the
+//!   dequantized weight rounded to `dequant_type` and the product, the bias
+//!   sum and the activation each rounded to the result type, as the
+//!   unfused ops do (`weight_lhs` swaps the matmul operands). Backends may
+//!   skip the intermediate roundings; their kernels are checked against
+//!   this definition within their own declared bound.
+//! * `matmul_int a, b[, za, zb] {overflow, schedule}`: integer operands;
+//!   `Σ_k (a − za)(b − zb)` exactly (zero points are single elements of the
+//!   operand's type), then wrap/saturate. `schedule = bit_serial` computes
+//!   the same sum from AND-popcounts of bit-planes (two's-complement sign
+//!   plane weighted `−2^(p−1)`) minus the zero-point corrections.
+//! * `requant_dyadic acc[, zp] {multiplier, shift, rounding, saturate}`:
+//!   `round(acc · multiplier / 2^shift) + zp` exactly on integers, with the
+//!   op's rounding mode (default nearest-even, as `quantize`), then clamp
+//!   (default) or wrap to the result type.
 #![deny(missing_docs)]
 
 mod conv;
 mod elementwise;
+mod fused;
 mod indexing;
 mod linalg;
 mod movement;
@@ -325,6 +342,34 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
             ops,
             rt,
         ),
+        OpKind::QMatMul {
+            granularity,
+            dequant_type,
+            has_zero_point,
+            has_bias,
+            weight_lhs,
+            activation,
+        } => fused::qmatmul(
+            fused::QMatMulAttrs {
+                granularity,
+                dequant_type: *dequant_type,
+                has_zero_point: *has_zero_point,
+                has_bias: *has_bias,
+                weight_lhs: *weight_lhs,
+                activation: *activation,
+            },
+            ops,
+            rt,
+        ),
+        OpKind::MatMulInt { overflow, schedule } => {
+            fused::matmul_int(*overflow, *schedule, ops, rt)
+        }
+        OpKind::RequantDyadic {
+            multiplier,
+            shift,
+            rounding,
+            saturate,
+        } => fused::requant_dyadic((*multiplier, *shift, *rounding, *saturate), ops, rt),
     }
 }
 

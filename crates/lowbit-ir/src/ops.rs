@@ -12,10 +12,14 @@
 //! * `gemm a, b[, c]`; `layer_norm x, gamma[, beta]`; `rms_norm x, gamma`.
 //! * `conv2d x, w[, bias]`; `gather data, indices`; `concat x0, x1, ...`
 //!   (one or more).
+//! * `qmatmul x, wq, scale[, zero_point][, bias]` (the optional operands are
+//!   announced by the `zero_point`/`bias` attributes).
+//! * `matmul_int a, b[, a_zero_point, b_zero_point]` (both or neither).
+//! * `requant_dyadic acc[, zero_point]`.
 //! * everything else takes its data operands only.
 
 use crate::types::TensorType;
-use lowbit_numerics::{Overflow, Rounding};
+use lowbit_numerics::{ElemType, Overflow, Rounding};
 use std::fmt;
 use std::sync::Arc;
 
@@ -244,6 +248,72 @@ pub enum ReduceOp {
     Max,
 }
 
+/// The element-wise epilogue of a fused op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Activation {
+    /// None.
+    #[default]
+    None,
+    /// `relu`.
+    Relu,
+    /// `gelu` (erf form).
+    Gelu,
+    /// `gelu {approximate = tanh}`.
+    GeluTanh,
+    /// `silu`.
+    Silu,
+}
+
+impl Activation {
+    /// The spelling in the text format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "none",
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
+            Activation::Silu => "silu",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Activation, String> {
+        Ok(match s {
+            "none" => Activation::None,
+            "relu" => Activation::Relu,
+            "gelu" => Activation::Gelu,
+            "gelu_tanh" => Activation::GeluTanh,
+            "silu" => Activation::Silu,
+            _ => {
+                return Err(format!(
+                    "attribute 'activation' must be none, relu, gelu, gelu_tanh or silu, not '{s}'"
+                ))
+            }
+        })
+    }
+}
+
+/// How `matmul_int` computes its (identical) result; a hint for backends,
+/// chosen by the e-graph optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum IntSchedule {
+    /// Multiply-accumulate on whole integers (VNNI, `mma.s8`).
+    #[default]
+    Direct,
+    /// Sum over bit-plane pairs of AND-popcount products, with sign and
+    /// zero-point corrections.
+    BitSerial,
+}
+
+impl IntSchedule {
+    /// The spelling in the text format.
+    pub fn name(self) -> &'static str {
+        match self {
+            IntSchedule::Direct => "direct",
+            IntSchedule::BitSerial => "bit_serial",
+        }
+    }
+}
+
 /// A constant payload: the physical bytes of the result type's layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConstData(pub Arc<[u8]>);
@@ -410,6 +480,45 @@ pub enum OpKind {
         /// Integer results: wrap or saturate the exact sum.
         overflow: Overflow,
     },
+    /// Dequantization fused into a matrix product, with an epilogue:
+    /// `act(matmul(x, dequantize(wq, scale, zp)) + bias)` (operands swapped
+    /// with `weight_lhs`), each step rounded exactly as the unfused ops
+    /// round: the dequantized weight to `dequant_type`, the product, the
+    /// sum and the activation to the result type.
+    QMatMul {
+        /// Granularity of the weight scale.
+        granularity: Granularity,
+        /// Element type the weight is dequantized to (rounded once).
+        dequant_type: ElemType,
+        /// A weight zero point follows the scale.
+        has_zero_point: bool,
+        /// A bias operand comes last (broadcast to the result).
+        has_bias: bool,
+        /// The weight is the left operand: `matmul(w, x)`.
+        weight_lhs: bool,
+        /// The epilogue activation.
+        activation: Activation,
+    },
+    /// Integer matrix product with zero points:
+    /// `Σ_k (a - za)(b - zb)` exactly, then wrap/saturate.
+    MatMulInt {
+        /// Wrap or saturate the exact sum to the result type.
+        overflow: Overflow,
+        /// How it is computed (the result does not depend on it).
+        schedule: IntSchedule,
+    },
+    /// Dyadic requantization (HAWQ-V3): `round(acc · multiplier / 2^shift)
+    /// + zp`, computed exactly on integers, then clamped or wrapped.
+    RequantDyadic {
+        /// Integer multiplier (0 ≤ m < 2^62).
+        multiplier: i64,
+        /// Right shift (0 ≤ shift ≤ 126).
+        shift: u32,
+        /// Rounding of the exact quotient.
+        rounding: Rounding,
+        /// Clamp (true) or wrap.
+        saturate: bool,
+    },
 }
 
 /// Every op name the text format knows.
@@ -451,6 +560,9 @@ pub const OP_NAMES: &[&str] = &[
     "gather",
     "broadcast",
     "conv2d",
+    "qmatmul",
+    "matmul_int",
+    "requant_dyadic",
 ];
 
 impl OpKind {
@@ -493,6 +605,9 @@ impl OpKind {
             OpKind::Gather { .. } => "gather",
             OpKind::Broadcast => "broadcast",
             OpKind::Conv2d { .. } => "conv2d",
+            OpKind::QMatMul { .. } => "qmatmul",
+            OpKind::MatMulInt { .. } => "matmul_int",
+            OpKind::RequantDyadic { .. } => "requant_dyadic",
         }
     }
 
@@ -507,6 +622,16 @@ impl OpKind {
             OpKind::RmsNorm { .. } | OpKind::Gather { .. } => (2, 2),
             OpKind::Conv2d { .. } => (2, 3),
             OpKind::Concat { .. } => (1, usize::MAX),
+            OpKind::QMatMul {
+                has_zero_point,
+                has_bias,
+                ..
+            } => {
+                let n = 3 + *has_zero_point as usize + *has_bias as usize;
+                (n, n)
+            }
+            OpKind::MatMulInt { .. } => (2, 4),
+            OpKind::RequantDyadic { .. } => (1, 2),
             _ => (1, 1),
         }
     }
@@ -653,6 +778,51 @@ impl OpKind {
             }
             OpKind::Transpose { perm } => {
                 out.push(("perm", Attr::Ints(perm.iter().map(|&p| p as i64).collect())))
+            }
+            OpKind::QMatMul {
+                granularity,
+                dequant_type,
+                has_zero_point,
+                has_bias,
+                weight_lhs,
+                activation,
+            } => {
+                granularity.push_attrs(&mut out);
+                out.push(("dequant_type", Attr::Ident(dequant_type.to_string())));
+                if *has_zero_point {
+                    out.push(("zero_point", Attr::Bool(true)));
+                }
+                if *has_bias {
+                    out.push(("bias", Attr::Bool(true)));
+                }
+                if *weight_lhs {
+                    out.push(("weight_lhs", Attr::Bool(true)));
+                }
+                if *activation != Activation::None {
+                    out.push(("activation", Attr::Ident(activation.name().into())));
+                }
+            }
+            OpKind::MatMulInt {
+                overflow: o,
+                schedule,
+            } => {
+                overflow(&mut out, *o);
+                if *schedule != IntSchedule::Direct {
+                    out.push(("schedule", Attr::Ident(schedule.name().into())));
+                }
+            }
+            OpKind::RequantDyadic {
+                multiplier,
+                shift,
+                rounding: r,
+                saturate,
+            } => {
+                out.push(("multiplier", Attr::Int(*multiplier)));
+                out.push(("shift", Attr::Int(*shift as i64)));
+                rounding(&mut out, *r);
+                if !saturate {
+                    out.push(("saturate", Attr::Bool(false)));
+                }
             }
             OpKind::Constant(_)
             | OpKind::Relu
@@ -820,6 +990,59 @@ impl OpKind {
                     dilations: [dilations[0], dilations[1]],
                     group: a.opt_uint("group")?.unwrap_or(1),
                     overflow: a.overflow()?,
+                }
+            }
+            "qmatmul" => OpKind::QMatMul {
+                granularity: Granularity::from_attrs(&mut a)?,
+                dequant_type: {
+                    let t = a
+                        .opt_ident("dequant_type")?
+                        .ok_or("qmatmul needs a 'dequant_type' attribute")?;
+                    t.parse::<ElemType>()
+                        .map_err(|e| format!("attribute 'dequant_type': {e}"))?
+                },
+                has_zero_point: a.opt_bool("zero_point")?.unwrap_or(false),
+                has_bias: a.opt_bool("bias")?.unwrap_or(false),
+                weight_lhs: a.opt_bool("weight_lhs")?.unwrap_or(false),
+                activation: match a.opt_ident("activation")? {
+                    None => Activation::None,
+                    Some(s) => Activation::parse(&s)?,
+                },
+            },
+            "matmul_int" => OpKind::MatMulInt {
+                overflow: a.overflow()?,
+                schedule: match a.opt_ident("schedule")?.as_deref() {
+                    None | Some("direct") => IntSchedule::Direct,
+                    Some("bit_serial") => IntSchedule::BitSerial,
+                    Some(o) => {
+                        return Err(format!(
+                            "attribute 'schedule' must be direct or bit_serial, not '{o}'"
+                        ))
+                    }
+                },
+            },
+            "requant_dyadic" => {
+                let multiplier = a
+                    .opt_int("multiplier")?
+                    .ok_or("requant_dyadic needs a 'multiplier' attribute")?;
+                if !(0..1i64 << 62).contains(&multiplier) {
+                    return Err(format!(
+                        "attribute 'multiplier' must be in [0, 2^62), not {multiplier}"
+                    ));
+                }
+                let shift = a
+                    .opt_uint("shift")?
+                    .ok_or("requant_dyadic needs a 'shift' attribute")?;
+                if shift > 126 {
+                    return Err(format!(
+                        "attribute 'shift' must be at most 126, not {shift}"
+                    ));
+                }
+                OpKind::RequantDyadic {
+                    multiplier,
+                    shift: shift as u32,
+                    rounding: a.rounding()?,
+                    saturate: a.opt_bool("saturate")?.unwrap_or(true),
                 }
             }
             "constant" => return Err("constant needs a payload".into()),
@@ -1002,6 +1225,26 @@ mod tests {
                 group: 1,
                 overflow: Overflow::Wrap,
             },
+            OpKind::QMatMul {
+                granularity: Granularity::Blocked {
+                    blocks: vec![(0, 32)],
+                },
+                dequant_type: ElemType::F16,
+                has_zero_point: true,
+                has_bias: true,
+                weight_lhs: false,
+                activation: Activation::GeluTanh,
+            },
+            OpKind::MatMulInt {
+                overflow: Overflow::Saturate,
+                schedule: IntSchedule::BitSerial,
+            },
+            OpKind::RequantDyadic {
+                multiplier: 1 << 30,
+                shift: 37,
+                rounding: Rounding::NearestAway,
+                saturate: false,
+            },
         ];
         for op in ops {
             let attrs = op
@@ -1022,6 +1265,23 @@ mod tests {
         let e =
             OpKind::from_parts("quantize", vec![("block_size".into(), Attr::Int(32))]).unwrap_err();
         assert!(e.contains("needs an axis"), "{e}");
+        let e = OpKind::from_parts("qmatmul", vec![]).unwrap_err();
+        assert!(e.contains("needs a 'dequant_type'"), "{e}");
+        let e = OpKind::from_parts(
+            "requant_dyadic",
+            vec![
+                ("multiplier".into(), Attr::Int(-1)),
+                ("shift".into(), Attr::Int(3)),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("'multiplier' must be in"), "{e}");
+        let e = OpKind::from_parts(
+            "matmul_int",
+            vec![("schedule".into(), Attr::Ident("magic".into()))],
+        )
+        .unwrap_err();
+        assert!(e.contains("direct or bit_serial"), "{e}");
     }
 
     #[test]

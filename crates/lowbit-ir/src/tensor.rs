@@ -83,10 +83,9 @@ impl Tensor {
         let seq: Vec<u64> = order.iter().map(|&i| self.codes[i]).collect();
         let bits = self.elem.bits();
         if layout.bit_planes {
-            let row = plane_row(&self.shape, layout);
-            let mut out =
-                Vec::with_capacity(seq.len() / row.max(1) * bits as usize * row.div_ceil(8));
-            for chunk in seq.chunks(row.max(1)) {
+            let row = layout.plane_row(&self.shape) as usize;
+            let mut out = Vec::with_capacity(seq.len() / row * bits as usize * row.div_ceil(8));
+            for chunk in seq.chunks(row) {
                 for k in 0..bits {
                     let mut plane = vec![0u8; row.div_ceil(8)];
                     for (j, &c) in chunk.iter().enumerate() {
@@ -120,7 +119,7 @@ impl Tensor {
         let bits = ty.elem.bits();
         let layout = &ty.layout;
         let seq: Vec<u64> = if layout.bit_planes {
-            let row = plane_row(&ty.shape, layout).max(1);
+            let row = layout.plane_row(&ty.shape) as usize;
             let plane_bytes = row.div_ceil(8);
             let mut seq = Vec::with_capacity(n);
             for (r, rowbytes) in bytes.chunks(plane_bytes * bits as usize).enumerate() {
@@ -148,10 +147,6 @@ impl Tensor {
         }
         Tensor::new(ty.elem, ty.shape.clone(), codes)
     }
-}
-
-fn plane_row(shape: &[u64], layout: &Layout) -> usize {
-    layout.tile.last().or(shape.last()).copied().unwrap_or(1) as usize
 }
 
 /// Packs codes into a dense bit stream.

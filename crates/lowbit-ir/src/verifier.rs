@@ -548,7 +548,13 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
                 Some(_) => {}
             }
         }
-        OpKind::Relu => cx.expect_same_shape_and_elem(ops[0], res),
+        OpKind::Relu => {
+            // max(x, 0) needs a zero; b1 holds only -1 and +1.
+            if ops[0].elem == ElemType::Bipolar {
+                cx.err("operand must be a float or integer, got b1 (it has no zero)");
+            }
+            cx.expect_same_shape_and_elem(ops[0], res);
+        }
         OpKind::Gelu { .. } | OpKind::Silu => {
             cx.expect_float("operand", ops[0]);
             cx.expect_same_shape_and_elem(ops[0], res);
@@ -631,6 +637,40 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
             group,
             ..
         } => check_conv2d(cx, ops, (*strides, *pads, *dilations, *group), res),
+        OpKind::QMatMul {
+            granularity,
+            dequant_type,
+            has_zero_point,
+            has_bias,
+            weight_lhs,
+            ..
+        } => check_qmatmul(
+            cx,
+            ops,
+            (granularity, *dequant_type),
+            (*has_zero_point, *has_bias, *weight_lhs),
+            res,
+        ),
+        OpKind::MatMulInt { .. } => check_matmul_int(cx, ops, res),
+        OpKind::RequantDyadic { .. } => {
+            let acc = ops[0];
+            if !acc.elem.is_int() {
+                cx.err(format!(
+                    "accumulator must have an integer element type, got {}",
+                    acc.elem
+                ));
+            }
+            if !res.elem.is_int() {
+                cx.err(format!(
+                    "result must have an integer element type, got {}",
+                    res.elem
+                ));
+            }
+            if let Some(zp) = ops.get(1) {
+                check_scalar_zero_point(cx, "zero point", zp, res.elem, "result");
+            }
+            cx.expect_same_shape("accumulator", acc, res);
+        }
     }
 }
 
@@ -809,6 +849,97 @@ fn check_conv2d(cx: &mut OpCx, ops: &[&TensorType], attrs: ConvAttrs, res: &Tens
     }
 }
 
+/// A per-tensor zero point: shape `[]` or `[1]` and the given element type.
+fn check_scalar_zero_point(
+    cx: &mut OpCx,
+    label: &str,
+    zp: &TensorType,
+    want: ElemType,
+    owner: &str,
+) {
+    if zp.num_elements() != 1 || zp.rank() > 1 {
+        cx.err(format!(
+            "{label} must be per-tensor (shape [] or [1]), got {:?}",
+            zp.shape
+        ));
+    }
+    if zp.elem != want {
+        cx.err(format!(
+            "{label} element type {} differs from the {owner} element type {want}",
+            zp.elem
+        ));
+    }
+}
+
+fn check_qmatmul(
+    cx: &mut OpCx,
+    ops: &[&TensorType],
+    (granularity, dequant_type): (&Granularity, ElemType),
+    (has_zp, has_bias, weight_lhs): (bool, bool, bool),
+    res: &TensorType,
+) {
+    let (x, w, scale) = (ops[0], ops[1], ops[2]);
+    cx.expect_float("activation x", x);
+    if !dequant_type.is_float() {
+        cx.err(format!(
+            "dequant_type must be a float type, got {dequant_type}"
+        ));
+    }
+    cx.expect_float("result", res);
+    let zp = has_zp.then(|| (ops[3], w.elem, "weight"));
+    cx.check_scale("weight", granularity, w, scale, zp);
+    let deq = w.with_elem(dequant_type);
+    if weight_lhs {
+        check_matmul(cx, &deq, x, res);
+    } else {
+        check_matmul(cx, x, &deq, res);
+    }
+    if has_bias {
+        let bias = ops[ops.len() - 1];
+        if bias.elem != res.elem {
+            cx.err(format!(
+                "bias element type {} differs from the result element type {}",
+                bias.elem, res.elem
+            ));
+        }
+        if broadcast_shapes(&bias.shape, &res.shape).as_deref() != Some(&res.shape[..]) {
+            cx.err(format!(
+                "bias shape {:?} does not broadcast to the result shape {:?}",
+                bias.shape, res.shape
+            ));
+        }
+    }
+}
+
+fn check_matmul_int(cx: &mut OpCx, ops: &[&TensorType], res: &TensorType) {
+    let (a, b) = (ops[0], ops[1]);
+    for (what, t) in [("lhs", a), ("rhs", b)] {
+        if !t.elem.is_int() {
+            cx.err(format!(
+                "{what} must have an integer element type, got {}",
+                t.elem
+            ));
+        }
+    }
+    if !res.elem.is_int() {
+        cx.err(format!(
+            "result must have an integer element type, got {}",
+            res.elem
+        ));
+    }
+    match ops.len() {
+        2 => {}
+        4 => {
+            check_scalar_zero_point(cx, "lhs zero point", ops[2], a.elem, "lhs");
+            check_scalar_zero_point(cx, "rhs zero point", ops[3], b.elem, "rhs");
+        }
+        n => cx.err(format!(
+            "expects 2 operands, or 4 with both zero points, got {n}"
+        )),
+    }
+    check_matmul(cx, a, b, res);
+}
+
 fn check_constant(cx: &mut OpCx, bytes: &[u8], res: &TensorType) {
     // A layout that does not fit has no defined byte size; it was reported.
     if res.layout.check_fits(res.elem, &res.shape).is_err() {
@@ -836,14 +967,7 @@ fn has_nonzero_padding(ty: &TensorType, bytes: &[u8]) -> bool {
     };
     let bits = ty.elem.bits() as u64;
     if ty.layout.bit_planes {
-        let row = ty
-            .layout
-            .tile
-            .last()
-            .copied()
-            .or(ty.shape.last().copied())
-            .unwrap_or(1)
-            .max(1);
+        let row = ty.layout.plane_row(&ty.shape);
         let used = row % 8;
         if used == 0 {
             return false;
@@ -1657,6 +1781,11 @@ mod tests {
         );
         let f = one_op(&[ty(&[4], "i8")], OpKind::Relu, ty(&[4], "i8"));
         assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&[ty(&[4], "b1")], OpKind::Relu, ty(&[4], "b1"));
+        assert_only(
+            &f,
+            "'relu' op: operand must be a float or integer, got b1 (it has no zero)",
+        );
         let f = one_op(
             &[ty(&[4, 5], "f32")],
             OpKind::Softmax { axis: 2 },
@@ -2019,6 +2148,107 @@ mod tests {
                     "'matmul' op: inner dimensions differ: lhs k = 64, rhs k = 32"
                 ),
                 (6, "'return' op: output 'y' is not a value of this function"),
+            ]
+        );
+    }
+
+    #[test]
+    fn fused_quantized_ops() {
+        use crate::ops::{Activation, IntSchedule};
+        let qmm = |zp: bool, bias: bool, lhs: bool| OpKind::QMatMul {
+            granularity: Granularity::PerAxis { axis: 1 },
+            dequant_type: ElemType::F32,
+            has_zero_point: zp,
+            has_bias: bias,
+            weight_lhs: lhs,
+            activation: Activation::Relu,
+        };
+        let params = [
+            ty(&[2, 8], "f32"),
+            ty(&[8, 4], "i4"),
+            ty(&[4], "f32"),
+            ty(&[4], "i4"),
+            ty(&[4], "f32"),
+        ];
+        let f = one_op(&params, qmm(true, true, false), ty(&[2, 4], "f32"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&params[..3], qmm(false, false, false), ty(&[2, 5], "f32"));
+        assert_only(
+            &f,
+            "'qmatmul' op: result shape [2, 5] differs from the expected [2, 4]",
+        );
+        let bad_bias = [
+            params[0].clone(),
+            params[1].clone(),
+            params[2].clone(),
+            ty(&[3], "f32"),
+        ];
+        let f = one_op(&bad_bias, qmm(false, true, false), ty(&[2, 4], "f32"));
+        assert_only(
+            &f,
+            "'qmatmul' op: bias shape [3] does not broadcast to the result shape [2, 4]",
+        );
+        let f = one_op(&params[..3], qmm(false, false, true), ty(&[2, 4], "f32"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'qmatmul' op: inner dimensions differ: lhs k = 4, rhs k = 2",
+                "'qmatmul' op: result shape [2, 4] differs from the expected [8, 8]",
+            ]
+        );
+
+        let mmi = OpKind::MatMulInt {
+            overflow: Overflow::Wrap,
+            schedule: IntSchedule::BitSerial,
+        };
+        let ints = [
+            ty(&[2, 8], "u4"),
+            ty(&[8, 4], "i4"),
+            ty(&[], "u4"),
+            ty(&[1], "i4"),
+        ];
+        let f = one_op(&ints, mmi.clone(), ty(&[2, 4], "i32"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&ints[..3], mmi.clone(), ty(&[2, 4], "i32"));
+        assert_only(
+            &f,
+            "'matmul_int' op: expects 2 operands, or 4 with both zero points, got 3",
+        );
+        let bad_zp = [
+            ints[0].clone(),
+            ints[1].clone(),
+            ty(&[2], "u4"),
+            ty(&[], "u4"),
+        ];
+        let f = one_op(&bad_zp, mmi, ty(&[2, 4], "f32"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'matmul_int' op: result must have an integer element type, got f32",
+                "'matmul_int' op: lhs zero point must be per-tensor (shape [] or [1]), got [2]",
+                "'matmul_int' op: rhs zero point element type u4 differs from the rhs element type i4",
+                "'matmul_int' op: integral operands need an integer result, got f32",
+            ]
+        );
+
+        let rq = OpKind::RequantDyadic {
+            multiplier: 3,
+            shift: 4,
+            rounding: Rounding::NearestEven,
+            saturate: true,
+        };
+        let f = one_op(
+            &[ty(&[2, 4], "i32"), ty(&[], "i8")],
+            rq.clone(),
+            ty(&[2, 4], "i8"),
+        );
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&[ty(&[2, 4], "f32"), ty(&[], "u8")], rq, ty(&[2, 4], "i8"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'requant_dyadic' op: accumulator must have an integer element type, got f32",
+                "'requant_dyadic' op: zero point element type u8 differs from the result element type i8",
             ]
         );
     }
