@@ -3,12 +3,10 @@
 //! for any fallback (text, or one JSON document with `--json`).
 
 use crate::args::{self, Spec};
-use crate::{read_source, write_stdout, Failure};
+use crate::{write_stdout, Failure};
 use lowbit::egraph::explain::{render_json, render_text};
 use lowbit::egraph::{optimize_function, rules::rule_set_names, Config};
-use lowbit::ir::diag::render_with_source;
 use lowbit::ir::target::{cpu_model_names, Target};
-use lowbit::ir::{parser::parse_module, verifier::verify_module};
 
 /// `lowbit explain --help`.
 pub const HELP: &str = "\
@@ -70,11 +68,6 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         [] => return Err(Failure::usage("missing model file")),
         [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
     };
-    if file.ends_with(".onnx") {
-        return Err(Failure::msg(format!(
-            "'{file}': explain reads lowbit IR (.lbir); ONNX import is not wired into explain yet"
-        )));
-    }
     let target = match a.last("target") {
         Some(t) => t.parse::<Target>().map_err(|e| {
             Failure::msg(format!(
@@ -98,11 +91,9 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
             )));
         }
     }
-    let src = read_source(file)?;
     let shown = if file == "-" { "<stdin>" } else { file };
-    let module = parse_module(&src)
-        .and_then(|m| verify_module(&m).map(|()| m))
-        .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))?;
+    // ONNX models are imported, anything else is read as lowbit IR text.
+    let module = crate::compile_cmd::load_model(file)?;
     let mut reports = Vec::new();
     for f in &module.functions {
         let o = optimize_function(f, &cfg)

@@ -1,10 +1,12 @@
-//! The `lowbit` command-line driver: `lowbit opt` and `lowbit run`.
+//! The `lowbit` command-line driver: `lowbit opt`, `lowbit run` and
+//! `lowbit compile`.
 //!
 //! Each command lives in its own module with its help text; errors are
 //! values ([`Failure`]) turned into one message on standard error and exit
 //! status 1 here, so no user input can make the driver panic.
 
 mod args;
+mod compile_cmd;
 mod explain_cmd;
 mod opt_cmd;
 mod output;
@@ -20,7 +22,8 @@ Usage: lowbit <COMMAND> [ARGS]
 
 Commands:
   opt      Run a pass pipeline over lowbit IR text (.lbir) and print the result
-  run      Run a model (.lbir) on inputs (.pb or .npy) and write its outputs
+  run      Run a model (.onnx or .lbir) on inputs (.pb or .npy) and write its outputs
+  compile  Import a model (.onnx or .lbir) and emit it (this build: --emit ir)
   explain  Show the schedule the optimizer picks per op, with costs and reasons
 
 Options:
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         "-V" | "--version" => write_stdout(&format!("lowbit {}\n", env!("CARGO_PKG_VERSION"))),
         "opt" => opt_cmd::main(rest),
         "run" => run_cmd::main(rest),
+        "compile" => compile_cmd::main(rest),
         "explain" => explain_cmd::main(rest),
         other => Err(Failure::usage(format!("unknown command '{other}'"))),
     };
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let name = match cmd {
-                "opt" | "run" | "explain" => format!("lowbit {cmd}"),
+                "opt" | "run" | "compile" | "explain" => format!("lowbit {cmd}"),
                 _ => "lowbit".to_string(),
             };
             match f {

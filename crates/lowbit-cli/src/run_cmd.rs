@@ -1,7 +1,8 @@
 //! `lowbit run`: run a model's entry function on input tensor files and
-//! write (or print) its outputs. Only `.lbir` models and the reference
-//! interpreter exist in this build; other model formats and backends are
-//! refused with a message saying so.
+//! write (or print) its outputs. Models are lowbit IR text (`.lbir`) or ONNX
+//! (`.onnx`, imported by `lowbit_onnx::import`); only the reference
+//! interpreter exists in this build, other backends are refused with a
+//! message saying so.
 
 use crate::args::{self, Spec};
 use crate::{read_source, write_stdout, Failure};
@@ -10,6 +11,7 @@ use lowbit::ir::diag::render_with_source;
 use lowbit::ir::printer::format_value;
 use lowbit::ir::{parser::parse_module, verifier::verify_module, Function, Tensor, TensorType};
 use lowbit::numerics::ElemType;
+use lowbit::onnx::import_model;
 use lowbit::onnx::tensor_io::{read_tensor, write_pb};
 use std::path::{Path, PathBuf};
 
@@ -19,9 +21,10 @@ Run a model on input tensors and write its outputs.
 
 Usage: lowbit run MODEL [--input NAME=FILE]... [OPTIONS]
 
-MODEL is lowbit IR text (.lbir; '-' reads standard input); its entry
-function (@main, else the first) is run. ONNX models (.onnx) are not
-supported by this build.
+MODEL is an ONNX model (.onnx; external data is read from files next to
+it) or lowbit IR text (.lbir; '-' reads standard input); its entry function
+(@main, else the first) is run. ONNX graph inputs and outputs keep their
+names.
 
 Options:
   --input NAME=FILE       Bind graph input NAME to a tensor file: an ONNX
@@ -87,26 +90,30 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
     };
     check_backend(a.last("backend"))?;
-    if Path::new(model)
+    let is_onnx = Path::new(model)
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-    {
-        return Err(Failure::msg(format!(
-            "{model}: ONNX models are not supported by this build"
-        )));
-    }
-    let src = read_source(model)?;
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let (module, src) = if is_onnx {
+        let m = import_model(Path::new(model)).map_err(|e| Failure::msg(e.to_string()))?;
+        (m, None)
+    } else {
+        let src = read_source(model)?;
+        let shown = if model == "-" { "<stdin>" } else { model };
+        let m = parse_module(&src)
+            .and_then(|m| verify_module(&m).map(|()| m))
+            .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))?;
+        (m, Some(src))
+    };
     let shown = if model == "-" { "<stdin>" } else { model };
-    let module = parse_module(&src)
-        .and_then(|m| verify_module(&m).map(|()| m))
-        .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))?;
     let f = module
         .entry()
         .ok_or_else(|| Failure::msg(format!("{shown}: the module has no functions")))?;
 
     let inputs = read_inputs(f, a.all("input"))?;
-    let outputs = run_function(f, &inputs)
-        .map_err(|e| Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, &src)))?;
+    let outputs = run_function(f, &inputs).map_err(|e| match &src {
+        Some(src) => Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, src)),
+        None => Failure::msg(format!("{shown}: {e}")),
+    })?;
 
     if a.has("print") {
         let mut text = String::new();

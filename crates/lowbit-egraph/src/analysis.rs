@@ -214,7 +214,9 @@ fn op_range(kind: &OpKind, ty: &TensorType, ch: &[&Facts]) -> Option<Range> {
                 BinaryOp::Add => a.add(&b),
                 BinaryOp::Sub => a.sub(&b),
                 BinaryOp::Mul => a.mul(&b),
-                BinaryOp::Div => None,
+                BinaryOp::Min => Some(Range::new(a.lo.min(b.lo), a.hi.min(b.hi))),
+                BinaryOp::Max => Some(Range::new(a.lo.max(b.lo), a.hi.max(b.hi))),
+                BinaryOp::Div | BinaryOp::Pow => None,
             }
         }
         OpKind::Relu => ch[0].range.map(|r| Range::new(r.lo.max(0), r.hi.max(0))),

@@ -33,6 +33,9 @@ pub use entity::{Arena, EntityId};
 pub use function::{Function, Module, OpData, ValueData, ValueDef};
 pub use function::{Op, Value};
 pub use lowbit_numerics::{ElemType, FloatFormat, FloatKind, Overflow, Rounding};
-pub use ops::{Activation, Attr, BinaryOp, ConstData, Granularity, IntSchedule, OpKind};
+
+pub use ops::{
+    Activation, Attr, BinaryOp, ConstData, Granularity, IntSchedule, OpKind, ReduceOp, UnaryOp,
+};
 pub use tensor::Tensor;
 pub use types::{Layout, PackOrder, TensorType};

@@ -10,6 +10,8 @@
 //! * `quantize x, scale[, zero_point]`, `dequantize q, scale[, zero_point]`.
 //! * `requantize q, in_scale, in_zero_point, out_scale, out_zero_point`.
 //! * `gemm a, b[, c]`; `layer_norm x, gamma[, beta]`; `rms_norm x, gamma`.
+//! * `conv2d x, w[, bias]`; `gather data, indices`; `concat x0, x1, ...`
+//!   (one or more).
 //! * `qmatmul x, wq, scale[, zero_point][, bias]` (the optional operands are
 //!   announced by the `zero_point`/`bias` attributes).
 //! * `matmul_int a, b[, a_zero_point, b_zero_point]` (both or neither).
@@ -187,6 +189,63 @@ pub enum BinaryOp {
     Mul,
     /// `a / b` (integers truncate toward zero)
     Div,
+    /// `a ^ b` (floats only)
+    Pow,
+    /// `min(a, b)` (NaN wins)
+    Min,
+    /// `max(a, b)` (NaN wins)
+    Max,
+}
+
+/// Element-wise unary functions. `neg` also takes integers; the others
+/// are float-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// `-x`
+    Neg,
+    /// `sqrt(x)`
+    Sqrt,
+    /// `exp(x)`
+    Exp,
+    /// `1 / (1 + exp(-x))`
+    Sigmoid,
+    /// `tanh(x)`
+    Tanh,
+    /// The error function.
+    Erf,
+}
+
+impl UnaryOp {
+    /// Every unary op, in text-format order.
+    pub const ALL: [UnaryOp; 6] = [
+        UnaryOp::Neg,
+        UnaryOp::Sqrt,
+        UnaryOp::Exp,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::Erf,
+    ];
+
+    /// The op name in the text format.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Erf => "erf",
+        }
+    }
+}
+
+/// A reduction over a set of axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// The smallest element (NaN wins).
+    Min,
+    /// The largest element (NaN wins).
+    Max,
 }
 
 /// The element-wise epilogue of a fused op.
@@ -369,6 +428,58 @@ pub enum OpKind {
     },
     /// Same values, new layout (given by the result type).
     Relayout,
+    /// Element-wise unary function.
+    Unary {
+        /// Which function.
+        op: UnaryOp,
+    },
+    /// `log(softmax(x))` along an axis.
+    LogSoftmax {
+        /// The reduced axis (negative counts from the end).
+        axis: i64,
+    },
+    /// Reduction over `axes`; the result keeps the reduced dims with size 1.
+    Reduce {
+        /// Which reduction.
+        op: ReduceOp,
+        /// The reduced axes (sorted, distinct).
+        axes: Vec<u32>,
+    },
+    /// Joins operands along an axis (all other dims equal).
+    Concat {
+        /// The joined axis (negative counts from the end).
+        axis: i64,
+    },
+    /// Strided slice: result element `i` along dim `d` is operand element
+    /// `starts[d] + i * steps[d]`; the result type gives the counts.
+    Slice {
+        /// First index per dim (in range).
+        starts: Vec<u64>,
+        /// Step per dim (non-zero, may be negative).
+        steps: Vec<i64>,
+    },
+    /// `data` indexed along `axis` by an integer `indices` tensor (negative
+    /// indices count from the end): result shape
+    /// `data[..axis] ++ indices ++ data[axis+1..]`.
+    Gather {
+        /// The indexed axis (negative counts from the end).
+        axis: i64,
+    },
+    /// Numpy-broadcasts the operand to the result type's shape.
+    Broadcast,
+    /// 2-D convolution `[N, C, H, W] * [M, C/group, kH, kW] (+ bias[M])`.
+    Conv2d {
+        /// Strides (height, width).
+        strides: [u64; 2],
+        /// Padding (top, left, bottom, right).
+        pads: [u64; 4],
+        /// Dilations (height, width).
+        dilations: [u64; 2],
+        /// Number of channel groups.
+        group: u64,
+        /// Integer results: wrap or saturate the exact sum.
+        overflow: Overflow,
+    },
     /// Dequantization fused into a matrix product, with an epilogue:
     /// `act(matmul(x, dequantize(wq, scale, zp)) + bias)` (operands swapped
     /// with `weight_lhs`), each step rounded exactly as the unfused ops
@@ -432,6 +543,23 @@ pub const OP_NAMES: &[&str] = &[
     "reshape",
     "transpose",
     "relayout",
+    "pow",
+    "min",
+    "max",
+    "neg",
+    "sqrt",
+    "exp",
+    "sigmoid",
+    "tanh",
+    "erf",
+    "log_softmax",
+    "reduce_min",
+    "reduce_max",
+    "concat",
+    "slice",
+    "gather",
+    "broadcast",
+    "conv2d",
     "qmatmul",
     "matmul_int",
     "requant_dyadic",
@@ -453,6 +581,9 @@ impl OpKind {
                 BinaryOp::Sub => "sub",
                 BinaryOp::Mul => "mul",
                 BinaryOp::Div => "div",
+                BinaryOp::Pow => "pow",
+                BinaryOp::Min => "min",
+                BinaryOp::Max => "max",
             },
             OpKind::Relu => "relu",
             OpKind::Gelu { .. } => "gelu",
@@ -463,6 +594,17 @@ impl OpKind {
             OpKind::Reshape => "reshape",
             OpKind::Transpose { .. } => "transpose",
             OpKind::Relayout => "relayout",
+            OpKind::Unary { op } => op.name(),
+            OpKind::LogSoftmax { .. } => "log_softmax",
+            OpKind::Reduce { op, .. } => match op {
+                ReduceOp::Min => "reduce_min",
+                ReduceOp::Max => "reduce_max",
+            },
+            OpKind::Concat { .. } => "concat",
+            OpKind::Slice { .. } => "slice",
+            OpKind::Gather { .. } => "gather",
+            OpKind::Broadcast => "broadcast",
+            OpKind::Conv2d { .. } => "conv2d",
             OpKind::QMatMul { .. } => "qmatmul",
             OpKind::MatMulInt { .. } => "matmul_int",
             OpKind::RequantDyadic { .. } => "requant_dyadic",
@@ -477,7 +619,9 @@ impl OpKind {
             OpKind::Requantize { .. } => (5, 5),
             OpKind::MatMul { .. } | OpKind::Binary { .. } => (2, 2),
             OpKind::Gemm { .. } | OpKind::LayerNorm { .. } => (2, 3),
-            OpKind::RmsNorm { .. } => (2, 2),
+            OpKind::RmsNorm { .. } | OpKind::Gather { .. } => (2, 2),
+            OpKind::Conv2d { .. } => (2, 3),
+            OpKind::Concat { .. } => (1, usize::MAX),
             OpKind::QMatMul {
                 has_zero_point,
                 has_bias,
@@ -552,6 +696,46 @@ impl OpKind {
             }
             OpKind::MatMul { overflow: o } | OpKind::Binary { overflow: o, .. } => {
                 overflow(&mut out, *o)
+            }
+            OpKind::LogSoftmax { axis } => {
+                if *axis != -1 {
+                    out.push(("axis", Attr::Int(*axis)));
+                }
+            }
+            OpKind::Concat { axis } | OpKind::Gather { axis } => {
+                out.push(("axis", Attr::Int(*axis)))
+            }
+            OpKind::Reduce { axes, .. } => {
+                out.push(("axes", Attr::Ints(axes.iter().map(|&a| a as i64).collect())))
+            }
+            OpKind::Slice { starts, steps } => {
+                out.push((
+                    "starts",
+                    Attr::Ints(starts.iter().map(|&s| s as i64).collect()),
+                ));
+                out.push(("steps", Attr::Ints(steps.clone())));
+            }
+            OpKind::Conv2d {
+                strides,
+                pads,
+                dilations,
+                group,
+                overflow: o,
+            } => {
+                let ints = |v: &[u64]| Attr::Ints(v.iter().map(|&x| x as i64).collect());
+                if *strides != [1, 1] {
+                    out.push(("strides", ints(strides)));
+                }
+                if *pads != [0; 4] {
+                    out.push(("pads", ints(pads)));
+                }
+                if *dilations != [1, 1] {
+                    out.push(("dilations", ints(dilations)));
+                }
+                if *group != 1 {
+                    out.push(("group", Attr::Int(*group as i64)));
+                }
+                overflow(&mut out, *o);
             }
             OpKind::Gemm {
                 trans_a,
@@ -644,7 +828,9 @@ impl OpKind {
             | OpKind::Relu
             | OpKind::Silu
             | OpKind::Reshape
-            | OpKind::Relayout => {}
+            | OpKind::Relayout
+            | OpKind::Unary { .. }
+            | OpKind::Broadcast => {}
         }
         out
     }
@@ -653,6 +839,10 @@ impl OpKind {
     /// are not built here: the parser reads their payload itself.
     pub fn from_parts(name: &str, attrs: Vec<(String, Attr)>) -> Result<OpKind, String> {
         let mut a = AttrReader { attrs };
+        if let Some(op) = UnaryOp::ALL.into_iter().find(|u| u.name() == name) {
+            a.finish(name)?;
+            return Ok(OpKind::Unary { op });
+        }
         let kind = match name {
             "quantize" => OpKind::Quantize {
                 granularity: Granularity::from_attrs(&mut a)?,
@@ -686,11 +876,14 @@ impl OpKind {
                 beta: a.opt_float("beta")?.unwrap_or(1.0),
                 overflow: a.overflow()?,
             },
-            "add" | "sub" | "mul" | "div" => OpKind::Binary {
+            "add" | "sub" | "mul" | "div" | "pow" | "min" | "max" => OpKind::Binary {
                 op: match name {
                     "add" => BinaryOp::Add,
                     "sub" => BinaryOp::Sub,
                     "mul" => BinaryOp::Mul,
+                    "pow" => BinaryOp::Pow,
+                    "min" => BinaryOp::Min,
+                    "max" => BinaryOp::Max,
                     _ => BinaryOp::Div,
                 },
                 overflow: a.overflow()?,
@@ -732,6 +925,73 @@ impl OpKind {
                 }
             }
             "relayout" => OpKind::Relayout,
+            "log_softmax" => OpKind::LogSoftmax {
+                axis: a.opt_int("axis")?.unwrap_or(-1),
+            },
+            "reduce_min" | "reduce_max" => {
+                let axes = a
+                    .opt_ints("axes")?
+                    .ok_or("reduction needs an 'axes' attribute")?;
+                if axes.iter().any(|&x| x < 0) || axes.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err("'axes' must be sorted, distinct and non-negative".into());
+                }
+                OpKind::Reduce {
+                    op: if name == "reduce_min" {
+                        ReduceOp::Min
+                    } else {
+                        ReduceOp::Max
+                    },
+                    axes: axes.into_iter().map(|x| x as u32).collect(),
+                }
+            }
+            "concat" => OpKind::Concat {
+                axis: a
+                    .opt_int("axis")?
+                    .ok_or("concat needs an 'axis' attribute")?,
+            },
+            "gather" => OpKind::Gather {
+                axis: a
+                    .opt_int("axis")?
+                    .ok_or("gather needs an 'axis' attribute")?,
+            },
+            "slice" => {
+                let starts = a.opt_ints("starts")?.ok_or("slice needs 'starts'")?;
+                let steps = a.opt_ints("steps")?.ok_or("slice needs 'steps'")?;
+                if starts.len() != steps.len() {
+                    return Err("'starts' and 'steps' must have one entry per dim".into());
+                }
+                if starts.iter().any(|&x| x < 0) || steps.contains(&0) {
+                    return Err("'starts' must be non-negative and 'steps' non-zero".into());
+                }
+                OpKind::Slice {
+                    starts: starts.into_iter().map(|x| x as u64).collect(),
+                    steps,
+                }
+            }
+            "broadcast" => OpKind::Broadcast,
+            "conv2d" => {
+                let fixed = |a: &mut AttrReader, key: &str, n: usize, default: u64| match a
+                    .opt_ints(key)?
+                {
+                    None => Ok(vec![default; n]),
+                    Some(v) if v.len() == n && v.iter().all(|&x| x >= 0) => {
+                        Ok(v.into_iter().map(|x| x as u64).collect::<Vec<u64>>())
+                    }
+                    Some(_) => Err(format!(
+                        "attribute '{key}' must list {n} non-negative integers"
+                    )),
+                };
+                let strides = fixed(&mut a, "strides", 2, 1)?;
+                let pads = fixed(&mut a, "pads", 4, 0)?;
+                let dilations = fixed(&mut a, "dilations", 2, 1)?;
+                OpKind::Conv2d {
+                    strides: [strides[0], strides[1]],
+                    pads: [pads[0], pads[1], pads[2], pads[3]],
+                    dilations: [dilations[0], dilations[1]],
+                    group: a.opt_uint("group")?.unwrap_or(1),
+                    overflow: a.overflow()?,
+                }
+            }
             "qmatmul" => OpKind::QMatMul {
                 granularity: Granularity::from_attrs(&mut a)?,
                 dequant_type: {
@@ -934,6 +1194,37 @@ mod tests {
                 epsilon: 1e-6,
             },
             OpKind::Gelu { tanh: true },
+            OpKind::Unary { op: UnaryOp::Erf },
+            OpKind::Binary {
+                op: BinaryOp::Pow,
+                overflow: Overflow::Wrap,
+            },
+            OpKind::LogSoftmax { axis: 0 },
+            OpKind::Reduce {
+                op: ReduceOp::Max,
+                axes: vec![0, 2],
+            },
+            OpKind::Concat { axis: -1 },
+            OpKind::Gather { axis: 1 },
+            OpKind::Slice {
+                starts: vec![0, 3],
+                steps: vec![1, -2],
+            },
+            OpKind::Broadcast,
+            OpKind::Conv2d {
+                strides: [2, 1],
+                pads: [1, 1, 0, 0],
+                dilations: [1, 2],
+                group: 2,
+                overflow: Overflow::Saturate,
+            },
+            OpKind::Conv2d {
+                strides: [1, 1],
+                pads: [0; 4],
+                dilations: [1, 1],
+                group: 1,
+                overflow: Overflow::Wrap,
+            },
             OpKind::QMatMul {
                 granularity: Granularity::Blocked {
                     blocks: vec![(0, 32)],

@@ -19,10 +19,16 @@ pub struct Tensor {
 impl Tensor {
     /// Builds a tensor, checking that the code count matches the shape.
     pub fn new(elem: ElemType, shape: Vec<u64>, codes: Vec<u64>) -> Result<Tensor, String> {
-        let n: u64 = shape.iter().product();
-        if n != codes.len() as u64 {
+        // A zero dim anywhere makes the tensor empty, however large the others.
+        let n = if shape.contains(&0) {
+            Some(0)
+        } else {
+            shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
+        };
+        if n != Some(codes.len() as u64) {
+            let need = n.map_or("more than 2^64".to_string(), |n| n.to_string());
             return Err(format!(
-                "tensor of shape {shape:?} needs {n} elements, got {}",
+                "tensor of shape {shape:?} needs {need} elements, got {}",
                 codes.len()
             ));
         }
@@ -209,7 +215,12 @@ pub fn unpack_stream(bytes: &[u8], n: usize, bits: u32, order: PackOrder) -> Vec
 
 /// For each physical position, the logical row-major index stored there.
 fn physical_order(shape: &[u64], elem: ElemType, layout: &Layout) -> Vec<usize> {
-    let n: usize = shape.iter().product::<u64>() as usize;
+    // Saturating: a tensor's codes exist, so a zero dim makes this 0.
+    let n = if shape.contains(&0) {
+        0
+    } else {
+        shape.iter().fold(1u64, |a, &d| a.saturating_mul(d)) as usize
+    };
     let mut order: Vec<usize> = if layout.tile.is_empty() {
         (0..n).collect()
     } else {
@@ -241,7 +252,7 @@ fn tiled_order(shape: &[u64], tile: &[u64]) -> Vec<usize> {
     pdims.extend(&counts);
     pdims.extend(tile);
     let strides = row_major_strides(shape);
-    let n: u64 = shape.iter().product();
+    let n: u64 = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d));
     let mut order = Vec::with_capacity(n as usize);
     let mut idx = vec![0u64; pdims.len()];
     for _ in 0..n {

@@ -98,7 +98,7 @@ impl Layout {
                     "interleave chunk {c} is not a multiple of the {p} {elem} elements per byte"
                 ));
             }
-            let n: u64 = shape.iter().product();
+            let n: u64 = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d));
             if !n.is_multiple_of(c) {
                 return Err(format!(
                     "interleave chunk {c} does not divide the {n} elements of the tensor"

@@ -1,0 +1,162 @@
+//! `lowbit compile`: import a model and emit it. This build has no code
+//! generator yet, so only `--emit ir` (the imported, optionally optimized,
+//! lowbit IR text) is available; every other emit kind is refused with a
+//! message saying so, after the model has been imported and checked.
+
+use crate::args::{self, Spec};
+use crate::output::write_atomic;
+use crate::{read_source, write_stdout, Failure};
+use lowbit::ir::diag::render_with_source;
+use lowbit::ir::printer::print_module;
+use lowbit::ir::{parser::parse_module, verifier::verify_module, Module};
+use lowbit::onnx::import_model;
+use lowbit::opt::PassManager;
+use std::path::Path;
+
+/// `lowbit compile --help`.
+pub const HELP: &str = "\
+Compile a model ahead of time.
+
+Usage: lowbit compile MODEL -o OUT [OPTIONS]
+
+MODEL is an ONNX model (.onnx) or lowbit IR text (.lbir; '-' reads standard
+input).
+
+Options:
+  -o, --output OUT        Where to write the result ('-' for standard output)
+  --emit KIND             obj | so | asm | llvm | ptx | ir | mlir (default so).
+                          This build has no code generator: only 'ir' (the
+                          imported lowbit IR text) is available
+  --passes PIPELINE       Run a pass pipeline before emitting (as lowbit opt)
+  --target TARGET         x86_64 | aarch64 | nvptx
+  --cpu CPU               native | a CPU name
+  --sm SM                 80 | 89 | 90a
+  --print-ir-after-all, --print-ir-after=PASS, --print-ir-before=PASS
+                          Dump the IR around passes to standard error
+  -h, --help              Show this help
+
+Exit status: 0 on success, 1 on any error, with one message on standard
+error naming the node, file or op at fault; OUT is never half-written.
+";
+
+const SPECS: &[Spec] = &[
+    Spec {
+        long: "output",
+        short: Some('o'),
+        takes_value: true,
+    },
+    Spec {
+        long: "emit",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "passes",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "target",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "cpu",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "sm",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "print-ir-after-all",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "print-ir-after",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "print-ir-before",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "help",
+        short: Some('h'),
+        takes_value: false,
+    },
+];
+
+const EMITS: &[&str] = &["obj", "so", "asm", "llvm", "ptx", "ir", "mlir"];
+const TARGETS: &[&str] = &["x86_64", "aarch64", "nvptx"];
+
+/// Loads a model: ONNX by extension, lowbit IR text otherwise.
+pub fn load_model(model: &str) -> Result<Module, Failure> {
+    let is_onnx = Path::new(model)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if is_onnx {
+        return import_model(Path::new(model)).map_err(|e| Failure::msg(e.to_string()));
+    }
+    let src = read_source(model)?;
+    let shown = if model == "-" { "<stdin>" } else { model };
+    parse_module(&src)
+        .and_then(|m| verify_module(&m).map(|()| m))
+        .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))
+}
+
+/// Runs `lowbit compile` with the arguments after the command name.
+pub fn main(argv: &[String]) -> Result<(), Failure> {
+    let a = args::parse(argv, SPECS).map_err(Failure::usage)?;
+    if a.has("help") {
+        return write_stdout(HELP);
+    }
+    let model = match a.positional.as_slice() {
+        [m] => m.as_str(),
+        [] => return Err(Failure::usage("missing MODEL")),
+        [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
+    };
+    let out = a
+        .last("output")
+        .ok_or_else(|| Failure::usage("missing -o OUT"))?;
+    let emit = a.last("emit").unwrap_or("so");
+    if !EMITS.contains(&emit) {
+        return Err(Failure::usage(format!(
+            "unknown --emit '{emit}' (expected one of: {})",
+            EMITS.join(", ")
+        )));
+    }
+    if let Some(t) = a.last("target") {
+        if !TARGETS.contains(&t) {
+            return Err(Failure::usage(format!(
+                "unknown --target '{t}' (expected one of: {})",
+                TARGETS.join(", ")
+            )));
+        }
+    }
+    let mut pm = PassManager::parse(a.last("passes").unwrap_or(""))
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    pm.instrumentation.print_after_all = a.has("print-ir-after-all");
+    pm.instrumentation.print_after = a.all("print-ir-after").to_vec();
+    pm.instrumentation.print_before = a.all("print-ir-before").to_vec();
+
+    let mut module = load_model(model)?;
+    let stderr = std::io::stderr();
+    pm.run(&mut module, &mut stderr.lock())
+        .map_err(|e| Failure::msg(format!("{model}: {e}")))?;
+    if emit != "ir" {
+        return Err(Failure::msg(format!(
+            "--emit {emit} is not available in this build: there is no code generator yet (use --emit ir)"
+        )));
+    }
+    let text = print_module(&module);
+    match out {
+        "-" => write_stdout(&text),
+        path => write_atomic(Path::new(path), text.as_bytes()).map_err(Failure::msg),
+    }
+}
