@@ -109,7 +109,7 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         .entry()
         .ok_or_else(|| Failure::msg(format!("{shown}: the module has no functions")))?;
 
-    let inputs = read_inputs(f, a.all("input"))?;
+    let inputs = read_inputs(f, a.all("input"), shown)?;
     let outputs = run_function(f, &inputs).map_err(|e| match &src {
         Some(src) => Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, src)),
         None => Failure::msg(format!("{shown}: {e}")),
@@ -149,7 +149,11 @@ fn check_backend(requested: Option<&str>) -> Result<(), Failure> {
 
 /// Reads every `--input`, checking names and types against `f`'s
 /// parameters, and returns them in parameter order.
-fn read_inputs(f: &Function, specs: &[String]) -> Result<Vec<(String, Tensor)>, Failure> {
+fn read_inputs(
+    f: &Function,
+    specs: &[String],
+    model: &str,
+) -> Result<Vec<(String, Tensor)>, Failure> {
     let param_names: Vec<&str> = f.params.iter().map(|(n, _)| n.as_str()).collect();
     let mut given: Vec<(String, String, Tensor)> = Vec::new();
     for spec in specs {
@@ -192,7 +196,7 @@ fn read_inputs(f: &Function, specs: &[String]) -> Result<Vec<(String, Tensor)>, 
         let want = f.ty(*v);
         let Some(i) = given.iter().position(|(n, _, _)| n == pname) else {
             return Err(Failure::msg(format!(
-                "input '{pname}': missing (expected a {want}); pass --input {pname}=FILE"
+                "{model}: input '{pname}': missing (expected a {want}); pass --input {pname}=FILE"
             )));
         };
         let (name, file, t) = given.swap_remove(i);
