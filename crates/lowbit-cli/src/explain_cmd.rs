@@ -12,7 +12,8 @@ use lowbit::ir::target::{cpu_model_names, Target};
 pub const HELP: &str = "\
 Explain the schedule the e-graph optimizer picks for every op of a model.
 
-Usage: lowbit explain MODEL.lbir [--target TARGET] [--rules LIST] [--json]
+Usage: lowbit explain MODEL.lbir [--target TARGET] [--rules LIST]
+                      [--allow-approx-dyadic] [--json]
 
 For each op of the optimized program: the schedule family chosen
 (dequant-fused, bit-serial, dyadic, float, fallback), the kernel and weight
@@ -26,6 +27,9 @@ Options:
                     an NVIDIA SM level (sm_80, sm_89, sm_90, sm_90a);
                     default: this machine's CPU
   --rules LIST      Rule sets, comma-separated (default: all of them)
+  --allow-approx-dyadic
+                    Let integer-only approximate a non-dyadic scale ratio
+                    (HAWQ-V3 multiplier; within 1 unit of the output)
   --json            One JSON document: {\"target\", \"ops\": [{\"name\", \"op\",
                     \"schedule\", \"kernel\", \"layout\", \"alternatives\":
                     [{\"schedule\", \"cost\"}], \"reason\"}]}
@@ -44,6 +48,11 @@ const SPECS: &[Spec] = &[
         long: "rules",
         short: None,
         takes_value: true,
+    },
+    Spec {
+        long: "allow-approx-dyadic",
+        short: None,
+        takes_value: false,
     },
     Spec {
         long: "json",
@@ -78,6 +87,7 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         None => Target::host(),
     };
     let mut cfg = Config::new(target);
+    cfg.options.allow_approx_dyadic = a.has("allow-approx-dyadic");
     if let Some(r) = a.last("rules") {
         cfg.rules = r.split(',').map(|s| s.trim().to_string()).collect();
         if let Some(bad) = cfg

@@ -145,6 +145,17 @@ pub struct Note {
     pub rule: &'static str,
     /// The reason, in words.
     pub reason: String,
+    /// Whether the rewrite was blocked (`false`: it applied, approximately,
+    /// and the reason states the bound).
+    pub blocked: bool,
+}
+
+/// Options that enable rewrites which are not bit-exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleOptions {
+    /// Let integer-only approximate a non-dyadic scale ratio by a HAWQ-V3
+    /// multiplier and shift (within one unit of the output).
+    pub allow_approx_dyadic: bool,
 }
 
 /// The analysis state.
@@ -154,8 +165,11 @@ pub struct LbAnalysis {
     pub heads: Heads,
     /// Parameter types, by index.
     pub params: Vec<TensorType>,
-    /// Blocked rewrites, by e-class (canonicalize ids with `find` first).
+    /// Blocked (and approximate) rewrites, by e-class (canonicalize ids
+    /// with `find` first).
     pub notes: BTreeMap<Id, BTreeSet<Note>>,
+    /// Options of the rules.
+    pub options: RuleOptions,
 }
 
 /// Constants with more elements than this are not decoded into [`Facts`].
@@ -166,9 +180,10 @@ pub type LbGraph = EGraph<Node, LbAnalysis>;
 
 impl LbAnalysis {
     /// An analysis for a function with these parameter types.
-    pub fn new(params: Vec<TensorType>) -> LbAnalysis {
+    pub fn new(params: Vec<TensorType>, options: RuleOptions) -> LbAnalysis {
         LbAnalysis {
             params,
+            options,
             ..LbAnalysis::default()
         }
     }
@@ -230,14 +245,20 @@ fn op_range(kind: &OpKind, ty: &TensorType, ch: &[&Facts]) -> Option<Range> {
             ..
         } => {
             let acc = ch[0].range?;
-            let m = Range::new(*multiplier as i128, *multiplier as i128);
-            let scaled = acc.mul(&m)?;
-            let q = Range::new(
-                crate::numeric::round_div_pow2(scaled.lo, *shift, *rounding),
-                crate::numeric::round_div_pow2(scaled.hi, *shift, *rounding),
-            );
+            // The hull over channels; rounding is monotone, so each
+            // channel's extremes come from its interval's ends.
+            let mut hull: Option<Range> = None;
+            for (m, s) in multiplier.iter().zip(shift) {
+                let m = Range::new(*m as i128, *m as i128);
+                let scaled = acc.mul(&m)?;
+                let q = Range::new(
+                    crate::numeric::round_div_pow2(scaled.lo, *s, *rounding),
+                    crate::numeric::round_div_pow2(scaled.hi, *s, *rounding),
+                );
+                hull = Some(hull.map_or(q, |h| Range::new(h.lo.min(q.lo), h.hi.max(q.hi))));
+            }
             let z = ch.get(1).map_or(Some(Range::new(0, 0)), |z| z.range)?;
-            q.add(&z)
+            hull?.add(&z)
         }
         _ => None,
     };

@@ -84,13 +84,6 @@ pub(crate) fn report_ops(
 ) -> Vec<OpReport> {
     let mut out = Vec::new();
     let mut op_index = 0usize;
-    let mut notes_by_class: std::collections::HashMap<Id, BTreeSet<String>> = Default::default();
-    for (id, ns) in &eg.analysis.notes {
-        notes_by_class.entry(eg.find(*id)).or_default().extend(
-            ns.iter()
-                .map(|n| format!("{}: {}", n.family.name(), n.reason)),
-        );
-    }
     for (i, n) in best.as_ref().iter().enumerate() {
         let Node::Op(h, _) = n else { continue };
         let index = op_index;
@@ -132,18 +125,19 @@ pub(crate) fn report_ops(
                 .then_with(|| a.schedule.cmp(&b.schedule))
                 .then_with(|| a.kernel.cmp(&b.kernel))
         });
-        let notes: BTreeSet<String> = eg
-            .analysis
-            .notes
-            .iter()
-            .filter(|(id, _)| eg.find(**id) == class)
-            .flat_map(|(_, ns)| {
-                ns.iter()
-                    .map(|n| format!("{}: {}", n.family.name(), n.reason))
-            })
+        let class_notes = || {
+            eg.analysis
+                .notes
+                .iter()
+                .filter(|(id, _)| eg.find(**id) == class)
+                .flat_map(|(_, ns)| ns.iter())
+        };
+        let notes: BTreeSet<String> = class_notes()
+            .map(|n| format!("{}: {}", n.family.name(), n.reason))
             .collect();
+        let blocked = class_notes().any(|n| n.blocked);
         let mut schedule = family(&head.kind).to_string();
-        if schedule == "float" && !notes.is_empty() {
+        if schedule == "float" && blocked {
             schedule = "fallback".into();
         }
         let kernel = chosen.as_ref().map_or("-".into(), |e| e.kernel.clone());

@@ -8,7 +8,8 @@
 //! any fallback ([`explain`]).
 //!
 //! Guarantees: every rule is bit-exact with respect to the reference
-//! interpreter (the property tests check this on random graphs), and the
+//! interpreter (the property tests check this on random graphs), except
+//! those enabled by [`Config::options`], which hold a stated bound; and the
 //! output is deterministic — the same function, rules and target give the
 //! same program and report byte for byte — unless the time limit stops the
 //! run early, which the report says (`stop_reason`). Limits: functions are
@@ -45,6 +46,8 @@ pub struct Config {
     pub node_limit: usize,
     /// Maximum time.
     pub time_limit: Duration,
+    /// Options that enable approximate (bounded, not bit-exact) rewrites.
+    pub options: analysis::RuleOptions,
 }
 
 impl Config {
@@ -59,6 +62,7 @@ impl Config {
             iter_limit: 30,
             node_limit: 200_000,
             time_limit: Duration::from_secs(10),
+            options: analysis::RuleOptions::default(),
         }
     }
 }
@@ -217,7 +221,7 @@ fn extract_dag(
 pub fn optimize_function(f: &Function, cfg: &Config) -> Result<Optimized, EgraphError> {
     let rules = rules::select(&cfg.rules).map_err(EgraphError)?;
     let params: Vec<TensorType> = f.params.iter().map(|(_, v)| f.ty(*v).clone()).collect();
-    let mut analysis = LbAnalysis::new(params);
+    let mut analysis = LbAnalysis::new(params, cfg.options);
     let expr = lang::function_to_recexpr(f, &mut analysis.heads).map_err(EgraphError)?;
     let rewrites: Vec<_> = rules.iter().map(|r| r.rewrite()).collect();
     let runner: Runner<Node, LbAnalysis> = Runner::new(analysis)

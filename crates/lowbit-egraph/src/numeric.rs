@@ -11,6 +11,12 @@
 //! requantization *bit-exactly*: every float step of the unfused graph is
 //! exact, and the only rounding left is the final one, which
 //! `requant_dyadic` performs exactly with the same mode.
+//!
+//! When the scale ratio is not dyadic, [`approx_dyadic`] picks a HAWQ-V3
+//! multiplier `m ∈ [2^30, 2^31]` and shift with `|m / 2^shift − r| ≤
+//! 2^-31 · r`. The rule that uses it (only when asked to) proves a bound of
+//! one unit in the last place of the quantized output; see
+//! `rules::integer_only`.
 
 use lowbit_ir::{ElemType, Rounding};
 use lowbit_numerics::round::round_shift_right;
@@ -94,6 +100,71 @@ impl Dyadic {
     }
 }
 
+/// `round(a · 2^t / b)` to nearest (ties up), exactly; `None` when it
+/// does not fit `u128` or `b` is zero.
+pub fn round_ratio(a: u128, b: u128, t: i32) -> Option<u128> {
+    if b == 0 {
+        return None;
+    }
+    let (q1, r1) = (a / b, a % b);
+    if t >= 0 {
+        // Long division, one bit of the quotient per step of the shift.
+        let (mut q, mut r) = (q1, r1);
+        for _ in 0..t {
+            q = q.checked_mul(2)?;
+            r = r.checked_mul(2)?;
+            if r >= b {
+                q += 1;
+                r -= b;
+            }
+        }
+        Some(if r.checked_mul(2)? >= b { q + 1 } else { q })
+    } else {
+        let s = t.unsigned_abs();
+        if s >= 128 {
+            return Some(0);
+        }
+        // floor(a / (b 2^s)) = floor(floor(a / b) / 2^s); the fraction's
+        // comparison with 1/2 needs the dropped bits and the remainder.
+        let q = q1 >> s;
+        let low = q1 & ((1u128 << s) - 1);
+        let half = 1u128 << (s - 1);
+        // At exactly half (low == half, r1 == 0) ties go up.
+        Some(if low >= half { q + 1 } else { q })
+    }
+}
+
+/// A HAWQ-V3 dyadic approximation of `num / den`: `(multiplier, shift)`
+/// with `multiplier / 2^shift` within `2^-31` of the ratio, relatively
+/// (`multiplier ∈ [2^30, 2^31]` before a negative shift is folded into
+/// it). `None` when the multiplier would reach `2^62` or the shift 127.
+pub fn approx_dyadic(num: &Dyadic, den: &Dyadic) -> Option<(u64, u32)> {
+    let bits = |x: u128| 128 - x.leading_zeros() as i32;
+    let mut t = 30 - (bits(num.odd) - bits(den.odd));
+    let mut m = round_ratio(num.odd, den.odd, t)?;
+    for _ in 0..4 {
+        if m > 1 << 31 {
+            t -= 1;
+        } else if m < 1 << 30 {
+            t += 1;
+        } else {
+            break;
+        }
+        m = round_ratio(num.odd, den.odd, t)?;
+    }
+    if !(1u128 << 30..=1u128 << 31).contains(&m) {
+        return None;
+    }
+    // ratio = m / 2^t · 2^(num.exp − den.exp).
+    let shift = t as i64 - (num.exp as i64 - den.exp as i64);
+    if shift < 0 {
+        let m = m.checked_shl(shift.unsigned_abs() as u32)?;
+        (m < 1 << 62).then_some((m as u64, 0))
+    } else {
+        (shift <= 126).then_some((m as u64, shift as u32))
+    }
+}
+
 fn representable(e: ElemType, v: f64) -> bool {
     let code = e.encode(v, Rounding::NearestEven, false);
     e.decode(code) == v
@@ -171,6 +242,35 @@ mod tests {
         assert!(e.contains("underflows"), "{e}");
         let e = exact_multiples(ElemType::F16, &Dyadic::of(1024.0).unwrap(), 1000).unwrap_err();
         assert!(e.contains("overflows"), "{e}");
+    }
+
+    #[test]
+    fn approximate_multipliers_are_within_two_to_the_minus_31() {
+        for (n, d) in [
+            (0.375, 0.15),
+            (0.1, 0.3),
+            (1.0, 3.0),
+            (0.7, 0.011),
+            (5e-5, 7.0),
+            (3e9, 0.7),
+        ] {
+            let (num, den) = (Dyadic::of(n).unwrap(), Dyadic::of(d).unwrap());
+            let (m, s) = approx_dyadic(&num, &den).unwrap();
+            let r = n / d;
+            let got = m as f64 / 2f64.powi(s as i32);
+            assert!(
+                ((got - r) / r).abs() <= 2f64.powi(-31) * 1.0001,
+                "{n}/{d}: {m}/2^{s}"
+            );
+            assert!(m < 1 << 62);
+        }
+        // 1/3 = 0x55555555.55.. / 2^32: rounds down to 1431655765 / 2^32.
+        let (m, s) = approx_dyadic(&Dyadic::of(1.0).unwrap(), &Dyadic::of(3.0).unwrap()).unwrap();
+        assert_eq!((m, s), (1431655765, 32));
+        assert_eq!(round_ratio(7, 2, 0), Some(4));
+        assert_eq!(round_ratio(5, 3, -1), Some(1));
+        assert_eq!(round_ratio(7, 3, -1), Some(1));
+        assert_eq!(round_ratio(1, 0, 3), None);
     }
 
     #[test]

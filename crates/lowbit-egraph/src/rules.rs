@@ -7,7 +7,10 @@
 //! the class or records *why not* as a [`Note`] (`explain` prints those).
 //! Every rule claims bit-exact equality with the reference interpreter;
 //! rules whose exactness depends on values (integer-only, QDQ clean-up)
-//! prove it from the constants and ranges, and do not fire otherwise.
+//! prove it from the constants and ranges, and do not fire otherwise. The
+//! one exception is opt-in: with `allow-approx-dyadic` the integer-only
+//! rule may approximate a scale ratio, within a proven bound of one unit
+//! of the quantized output ([`Outcome::Approximate`]; `explain` says so).
 //!
 //! Rule sets (the `rules=` option of the `egraph` pass):
 //! * `fuse-dequant`: `matmul(x, dequantize(w, s[, z]))` ⇒ `qmatmul` (and the
@@ -19,7 +22,7 @@
 //!   is value-preserving collapse.
 //! * `integer-only`: `quantize(matmul(dequantize(xq, sx, zx),
 //!   dequantize(wq, sw, zw)), sy, zy)` ⇒ `requant_dyadic(matmul_int(xq, wq,
-//!   zx, zw), zy)` when per-tensor constant scales make every float step of
+//!   zx, zw), zy)` when constant scales make every float step of
 //!   the unfused graph exact (see [`crate::numeric`]), `sx·sw/sy` is dyadic,
 //!   and the value range of the `i32` accumulator is proven.
 //! * `bit-serial`: integer `matmul` ⇒ `matmul_int`; `matmul_int` with
@@ -28,13 +31,19 @@
 //!   transposed weight (granularity remapped); `transpose`, `relayout` and
 //!   `reshape` of constants fold into the constant.
 //!
-//! Limits: per-axis or blocked scales block the integer-only rewrite (it
-//! would need per-channel multipliers); outlier decomposition (LLM.int8())
-//! is not implemented.
+//!   Per-axis scales along the result's rows (activation) or columns
+//!   (weight) give per-channel multipliers (`requant_dyadic {axis = ..}`);
+//!   a non-dyadic ratio is approximated HAWQ-V3 style only with the
+//!   `allow-approx-dyadic` option, within one unit of the output (the
+//!   proof is on [`integer_only`]); `explain` names every approximation.
+//!
+//! Limits: blocked scales and per-axis output scales block the
+//! integer-only rewrite; outlier decomposition (LLM.int8()) is not
+//! implemented.
 
 use crate::analysis::{dot_range, Facts, Family, LbAnalysis, LbGraph, Note, Range};
 use crate::lang::{Head, Node};
-use crate::numeric::{exact_multiples, Dyadic};
+use crate::numeric::{approx_dyadic, exact_multiples, Dyadic};
 use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use lowbit_ir::{
     Activation, ElemType, Granularity, IntSchedule, OpKind, Overflow, Tensor, TensorType,
@@ -47,6 +56,9 @@ pub enum Outcome {
     Equal(Id),
     /// The rewrite does not apply, for this reason.
     Blocked(String),
+    /// This term equals the matched class within the stated bound (only
+    /// rules enabled by an explicit option produce these).
+    Approximate(Id, String),
 }
 
 type ApplyFn = fn(&mut LbGraph, Id) -> Vec<Outcome>;
@@ -132,7 +144,24 @@ impl Applier<Node, LbAnalysis> for Rule {
                             family: self.family,
                             rule: self.name,
                             reason,
+                            blocked: true,
                         });
+                }
+                Outcome::Approximate(id, bound) => {
+                    egraph
+                        .analysis
+                        .notes
+                        .entry(eclass)
+                        .or_default()
+                        .insert(Note {
+                            family: self.family,
+                            rule: self.name,
+                            reason: bound,
+                            blocked: false,
+                        });
+                    if egraph.union(eclass, id) {
+                        changed.push(eclass);
+                    }
                 }
             }
         }
@@ -423,14 +452,63 @@ fn cast_int_chain(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
 
 // ---------------------------------------------------------------- integer-only
 
+/// One dequantized operand of the matmul: its integer value, its scale per
+/// channel of the result (one entry, or one per index of `axis`), its
+/// zero point (a per-tensor class) and the largest `|q − z|`.
 struct Side {
     q: Id,
-    scale: Dyadic,
+    scales: Vec<Dyadic>,
+    axis: Option<usize>,
     zp: Option<Id>,
     dmax: u128,
 }
 
-fn dequant_side(eg: &LbGraph, head: &Head, ch: &[Id], what: &str) -> Result<Side, String> {
+/// The result axis a per-axis scale of a matmul operand runs along: rows
+/// of the left operand, columns of the right one. Scales along the
+/// contraction or a batch axis cannot be taken out of the sum.
+fn result_axis(axis: u32, operand_rank: usize, result_rank: usize, lhs: bool) -> Option<usize> {
+    let want = if lhs {
+        operand_rank - 2
+    } else {
+        operand_rank - 1
+    };
+    (axis as usize == want).then(|| {
+        if lhs {
+            result_rank - 2
+        } else {
+            result_rank - 1
+        }
+    })
+}
+
+/// A per-tensor zero-point class for `zp`: itself when it has one element,
+/// a new scalar constant when all its entries are equal.
+fn scalar_zero_point(eg: &mut LbGraph, zp: Id, what: &str) -> Result<Id, String> {
+    let t = ty(eg, zp).ok_or("untyped zero point")?;
+    if t.num_elements() == 1 {
+        return Ok(zp);
+    }
+    let v = facts(eg, zp)
+        .value
+        .clone()
+        .ok_or_else(|| format!("the {what} zero point is not a constant"))?;
+    let vals = v.to_f64();
+    if vals.windows(2).any(|w| w[0] != w[1]) {
+        return Err(format!(
+            "the {what} zero points differ between channels: matmul_int takes one zero point per operand"
+        ));
+    }
+    let one = Tensor::from_f64(t.elem, vec![], &vals[..1]).map_err(|e| e.to_string())?;
+    Ok(add_const(eg, &one, TensorType::new(vec![], t.elem)))
+}
+
+fn dequant_side(
+    eg: &mut LbGraph,
+    head: &Head,
+    ch: &[Id],
+    (lhs, result_rank): (bool, usize),
+) -> Result<Side, String> {
+    let what = if lhs { "activation" } else { "weight" };
     let OpKind::Dequantize { granularity } = &head.kind else {
         return Err(format!("{what} is not dequantized"));
     };
@@ -439,26 +517,44 @@ fn dequant_side(eg: &LbGraph, head: &Head, ch: &[Id], what: &str) -> Result<Side
     if !qt.elem.is_int() {
         return Err(format!("{what} is {}, not an integer type", qt.elem));
     }
-    if *granularity != Granularity::PerTensor {
-        return Err(format!(
-            "{what} has a per-axis or blocked scale: per-channel dyadic multipliers are not implemented"
-        ));
-    }
+    let axis = match granularity {
+        Granularity::PerTensor => None,
+        Granularity::PerAxis { axis } => Some(
+            result_axis(*axis, qt.rank(), result_rank, lhs).ok_or_else(|| {
+                format!(
+                    "the {what} scale runs along axis {axis}, the contraction or a batch axis: it cannot be taken out of the integer sum"
+                )
+            })?,
+        ),
+        Granularity::Blocked { .. } => {
+            return Err(format!(
+                "the {what} scale is blocked: a block along the contraction axis changes the scale inside the integer sum"
+            ))
+        }
+    };
     let v = facts(eg, ch[1])
         .value
         .clone()
         .ok_or_else(|| format!("the {what} scale is not a constant"))?;
-    let s = v.to_f64().first().copied().unwrap_or(f64::NAN);
-    let scale =
-        Dyadic::of(s).ok_or_else(|| format!("the {what} scale {s} is not positive and finite"))?;
     let dmax = centered_max(eg, q, ch.get(2).copied())
         .ok_or_else(|| format!("the {what} values have no integer range"))?;
-    exact_multiples(head.ty.elem, &scale, dmax)
-        .map_err(|e| format!("dequantized {what} is not exact in {}: {e}", head.ty.elem))?;
+    let mut scales = Vec::new();
+    for s in v.to_f64() {
+        let d = Dyadic::of(s)
+            .ok_or_else(|| format!("the {what} scale {s} is not positive and finite"))?;
+        exact_multiples(head.ty.elem, &d, dmax)
+            .map_err(|e| format!("dequantized {what} is not exact in {}: {e}", head.ty.elem))?;
+        scales.push(d);
+    }
+    let zp = match ch.get(2) {
+        Some(z) => Some(scalar_zero_point(eg, *z, what)?),
+        None => None,
+    };
     Ok(Side {
         q,
-        scale,
-        zp: ch.get(2).copied(),
+        scales,
+        axis,
+        zp,
         dmax,
     })
 }
@@ -469,13 +565,215 @@ fn zero_for(eg: &mut LbGraph, like: Id) -> Option<Id> {
     Some(add_const(eg, &t, TensorType::new(vec![], elem)))
 }
 
+/// What the integer-only rewrite computes for one quantize: the operands,
+/// the per-channel multipliers and shifts, and, when some channel's ratio
+/// was approximated, the bound that holds.
+struct DyadicPlan {
+    x: Side,
+    w: Side,
+    multipliers: Vec<i64>,
+    shifts: Vec<u32>,
+    axis: Option<usize>,
+    approximated: Option<String>,
+}
+
+/// Largest magnitude of the quantized output window (range plus zero
+/// point) below which an approximate multiplier is within one unit.
+const APPROX_WINDOW: i128 = 1 << 28;
+
+#[allow(clippy::too_many_arguments)]
+fn plan_integer_only(
+    eg: &mut LbGraph,
+    q: &Head,
+    qch: &[Id],
+    mm: &Head,
+    mch: &[Id],
+    (xd, xch): (&Head, &[Id]),
+    (wd, wch): (&Head, &[Id]),
+) -> Result<DyadicPlan, String> {
+    let OpKind::Quantize {
+        granularity,
+        saturate,
+        ..
+    } = &q.kind
+    else {
+        return Err("not a quantize".into());
+    };
+    if !q.ty.elem.is_int() {
+        return Err(format!(
+            "the quantized result is {}, not an integer",
+            q.ty.elem
+        ));
+    }
+    if *granularity != Granularity::PerTensor {
+        return Err("the output scale is per-axis or blocked: requant_dyadic takes one output zero point, and per-channel output scales are not implemented".into());
+    }
+    let rr = mm.ty.rank();
+    let x = dequant_side(eg, xd, xch, (true, rr))?;
+    let w = dequant_side(eg, wd, wch, (false, rr))?;
+    let axis =
+        match (x.axis, w.axis) {
+            (Some(a), Some(b)) if a != b => return Err(
+                "both operands have per-axis scales: the ratio would vary along two result axes"
+                    .into(),
+            ),
+            (a, b) => a.or(b),
+        };
+    let channels = axis.map_or(1, |a| mm.ty.shape[a] as usize);
+    let (xf, wf) = (facts(eg, mch[0]).clone(), facts(eg, mch[1]).clone());
+    let zx = x.zp.map(|z| facts(eg, z).clone());
+    let zw = w.zp.map(|z| facts(eg, z).clone());
+    let xr = Facts {
+        range: facts(eg, x.q).range,
+        ..xf
+    };
+    let wr = Facts {
+        range: facts(eg, w.q).range,
+        ..wf
+    };
+    let acc =
+        dot_range(&xr, &wr, zx.as_ref(), zw.as_ref()).ok_or("the accumulator range is unknown")?;
+    let i32r = Range::new(i32::MIN as i128, i32::MAX as i128);
+    if !acc.within(&i32r) {
+        return Err(format!(
+            "accumulator range {acc} exceeds i32 (|x| <= {}, |w| <= {}): the integer path could overflow",
+            x.dmax, w.dmax
+        ));
+    }
+    let sy_v = facts(eg, qch[1])
+        .value
+        .clone()
+        .ok_or("the output scale is not a constant")?;
+    let sy_f = sy_v.to_f64().first().copied().unwrap_or(f64::NAN);
+    let sy = Dyadic::of(sy_f)
+        .ok_or_else(|| format!("the output scale {sy_f} is not positive and finite"))?;
+    let approx_allowed = eg.analysis.options.allow_approx_dyadic;
+    let (mut multipliers, mut shifts) = (Vec::new(), Vec::new());
+    let mut approximated = 0usize;
+    for c in 0..channels {
+        let pick = |v: &[Dyadic]| v[if v.len() == 1 { 0 } else { c }];
+        let prod = pick(&x.scales)
+            .mul(&pick(&w.scales))
+            .ok_or("the scale product overflows")?;
+        exact_multiples(mm.ty.elem, &prod, acc.max_abs()).map_err(|e| {
+            format!(
+                "the float matmul result is not exact in {}: {e}",
+                mm.ty.elem
+            )
+        })?;
+        let exact = exact_dyadic(&prod, &sy, acc, sy_f);
+        match (exact, approx_allowed) {
+            (Ok((m, s)), _) => {
+                multipliers.push(m);
+                shifts.push(s);
+            }
+            (Err(e), false) => {
+                return Err(format!(
+                    "{e}; an approximate multiplier needs the option allow-approx-dyadic=true"
+                ))
+            }
+            (Err(_), true) => {
+                let (m, s) = approx_dyadic(&prod, &sy).ok_or_else(|| {
+                    format!(
+                        "no approximate multiplier below 2^62 with a shift of at most 126 for the ratio {:e}",
+                        prod.value() / sy_f
+                    )
+                })?;
+                multipliers.push(m as i64);
+                shifts.push(s);
+                approximated += 1;
+            }
+        }
+    }
+    let approximated = if approximated == 0 {
+        None
+    } else {
+        let (lo, hi) =
+            q.ty.elem
+                .int_range()
+                .ok_or("the result has no integer range")?;
+        let zr = match qch.get(2) {
+            Some(z) => facts(eg, *z)
+                .range
+                .ok_or("the output zero point has no range")?,
+            None => Range::new(0, 0),
+        };
+        let window = lo.abs().max(hi.abs()) + zr.max_abs() as i128 + 2;
+        if !saturate {
+            return Err("an approximate multiplier can move a value across the wrap-around of a non-saturating quantize".into());
+        }
+        if window >= APPROX_WINDOW {
+            return Err(format!(
+                "{} outputs are too wide for the one-unit bound of an approximate multiplier (needs |range| + |zero point| < 2^28)",
+                q.ty.elem
+            ));
+        }
+        Some(format!(
+            "approximate dyadic multiplier for {approximated} of {channels} channel(s) (relative error <= 2^-31): differs from the reference by at most 1 unit of the {} output",
+            q.ty.elem
+        ))
+    };
+    Ok(DyadicPlan {
+        x,
+        w,
+        multipliers,
+        shifts,
+        axis,
+        approximated,
+    })
+}
+
+/// The exact multiplier and shift of `prod / sy`, when the ratio is dyadic
+/// and the reference's f64 quotient `acc · prod / sy` cannot round.
+fn exact_dyadic(prod: &Dyadic, sy: &Dyadic, acc: Range, sy_f: f64) -> Result<(i64, u32), String> {
+    let ratio = prod.div(sy).ok_or_else(|| format!(
+        "scale ratio sx*sw/sy = {:e} is not dyadic (the odd factor of sy does not divide that of sx*sw): an integer-only form would be approximate",
+        prod.value() / sy_f
+    ))?;
+    if acc
+        .max_abs()
+        .checked_mul(ratio.odd)
+        .is_none_or(|v| v >= 1 << 53)
+    {
+        return Err(
+            "the rescaled accumulator exceeds 53 bits: the reference quotient would round".into(),
+        );
+    }
+    let (mult, shift) = if ratio.exp >= 0 {
+        (
+            ratio.odd.checked_shl(ratio.exp as u32).unwrap_or(u128::MAX),
+            0u32,
+        )
+    } else {
+        (ratio.odd, ratio.exp.unsigned_abs())
+    };
+    if mult >= 1 << 62 || shift > 126 {
+        return Err(format!("multiplier {mult} / shift {shift} out of range"));
+    }
+    Ok((mult as i64, shift))
+}
+
+/// `quantize(matmul(dequantize(xq), dequantize(wq)))` ⇒
+/// `requant_dyadic(matmul_int(xq, wq, zx, zw), zy)`.
+///
+/// Exact mode: every float step of the unfused graph is exact (see
+/// [`crate::numeric`]) and the ratio `sx·sw/sy` of every channel is
+/// dyadic, so the result is bit-exact. Approximate mode (the
+/// `allow-approx-dyadic` option): a non-dyadic ratio `r` gets a HAWQ-V3
+/// multiplier with `m/2^s = r(1 + e2)`, `|e2| ≤ 2^-31`, while the
+/// reference computes `acc·r(1 + e1)` (`|e1| ≤ 2^-53`, the f64 division)
+/// before the same rounding. Where `|acc·r| ≤ 2T` (`T` = output range plus
+/// zero point, `< 2^28`) the two pre-rounding values differ by less than
+/// `2T · 2^-30 < 1`, and any monotone rounding to integers maps values
+/// less than 1 apart at most 1 apart; beyond `2T` both saturate to the
+/// same end. Clamping keeps the difference, so the outputs differ by at
+/// most one unit. A non-saturating quantize is refused (a wrap could turn
+/// one unit into the whole range).
 fn integer_only(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
     let mut out = Vec::new();
     for (q, ch) in ops_named(eg, class, "quantize") {
         let OpKind::Quantize {
-            granularity,
-            rounding,
-            saturate,
+            rounding, saturate, ..
         } = &q.kind
         else {
             continue;
@@ -485,115 +783,51 @@ fn integer_only(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
             let ws = ops_named(eg, mch[1], "dequantize");
             for (xd, xch) in &xs {
                 for (wd, wch) in &ws {
-                    let plan = (|| -> Result<(Side, Side, u128, u32, Range), String> {
-                        if !q.ty.elem.is_int() {
-                            return Err(format!(
-                                "the quantized result is {}, not an integer",
-                                q.ty.elem
-                            ));
+                    let plan = plan_integer_only(eg, &q, &ch, &mm, &mch, (xd, xch), (wd, wch));
+                    let p = match plan {
+                        Err(e) => {
+                            out.push(Outcome::Blocked(e));
+                            continue;
                         }
-                        if *granularity != Granularity::PerTensor {
-                            return Err("the output scale is per-axis or blocked: per-channel multipliers are not implemented".into());
-                        }
-                        let x = dequant_side(eg, xd, xch, "activation")?;
-                        let w = dequant_side(eg, wd, wch, "weight")?;
-                        let (xf, wf) = (facts(eg, mch[0]).clone(), facts(eg, mch[1]).clone());
-                        let zx = x.zp.map(|z| facts(eg, z).clone());
-                        let zw = w.zp.map(|z| facts(eg, z).clone());
-                        let xr = Facts {
-                            range: facts(eg, x.q).range,
-                            ..xf
+                        Ok(p) => p,
+                    };
+                    let mut operands = vec![p.x.q, p.w.q];
+                    if p.x.zp.is_some() || p.w.zp.is_some() {
+                        let zx = p.x.zp.or_else(|| zero_for(eg, p.x.q));
+                        let zw = p.w.zp.or_else(|| zero_for(eg, p.w.q));
+                        let (Some(zx), Some(zw)) = (zx, zw) else {
+                            continue;
                         };
-                        let wr = Facts {
-                            range: facts(eg, w.q).range,
-                            ..wf
-                        };
-                        let acc = dot_range(&xr, &wr, zx.as_ref(), zw.as_ref())
-                            .ok_or("the accumulator range is unknown")?;
-                        let i32r = Range::new(i32::MIN as i128, i32::MAX as i128);
-                        if !acc.within(&i32r) {
-                            return Err(format!(
-                                "accumulator range {acc} exceeds i32 (|x| <= {}, |w| <= {}): the integer path could overflow",
-                                x.dmax, w.dmax
-                            ));
-                        }
-                        let prod = x.scale.mul(&w.scale).ok_or("the scale product overflows")?;
-                        exact_multiples(mm.ty.elem, &prod, acc.max_abs()).map_err(|e| {
-                            format!(
-                                "the float matmul result is not exact in {}: {e}",
-                                mm.ty.elem
-                            )
-                        })?;
-                        let sy_v = facts(eg, ch[1])
-                            .value
-                            .clone()
-                            .ok_or("the output scale is not a constant")?;
-                        let sy_f = sy_v.to_f64().first().copied().unwrap_or(f64::NAN);
-                        let sy = Dyadic::of(sy_f).ok_or_else(|| {
-                            format!("the output scale {sy_f} is not positive and finite")
-                        })?;
-                        let ratio = prod.div(&sy).ok_or_else(|| format!(
-                            "scale ratio sx*sw/sy = {:e} is not dyadic (the odd factor of sy does not divide that of sx*sw): an integer-only form would be approximate",
-                            prod.value() / sy_f
-                        ))?;
-                        if acc
-                            .max_abs()
-                            .checked_mul(ratio.odd)
-                            .is_none_or(|v| v >= 1 << 53)
-                        {
-                            return Err("the rescaled accumulator exceeds 53 bits: the reference quotient would round".into());
-                        }
-                        let (mult, shift) = if ratio.exp >= 0 {
-                            (
-                                ratio.odd.checked_shl(ratio.exp as u32).unwrap_or(u128::MAX),
-                                0u32,
-                            )
-                        } else {
-                            (ratio.odd, (-ratio.exp) as u32)
-                        };
-                        if mult >= 1 << 62 || shift > 126 {
-                            return Err(format!("multiplier {mult} / shift {shift} out of range"));
-                        }
-                        Ok((x, w, mult, shift, acc))
-                    })();
-                    match plan {
-                        Err(e) => out.push(Outcome::Blocked(e)),
-                        Ok((x, w, mult, shift, _acc)) => {
-                            let mut operands = vec![x.q, w.q];
-                            if x.zp.is_some() || w.zp.is_some() {
-                                let zx = x.zp.or_else(|| zero_for(eg, x.q));
-                                let zw = w.zp.or_else(|| zero_for(eg, w.q));
-                                let (Some(zx), Some(zw)) = (zx, zw) else {
-                                    continue;
-                                };
-                                operands.extend([zx, zw]);
-                            }
-                            let acc_ty = TensorType::new(mm.ty.shape.clone(), ElemType::I32);
-                            let mmi = add_op(
-                                eg,
-                                OpKind::MatMulInt {
-                                    overflow: Overflow::Wrap,
-                                    schedule: IntSchedule::Direct,
-                                },
-                                acc_ty,
-                                operands,
-                            );
-                            let mut rq_ops = vec![mmi];
-                            rq_ops.extend(ch.get(2).copied());
-                            let rq = add_op(
-                                eg,
-                                OpKind::RequantDyadic {
-                                    multiplier: mult as i64,
-                                    shift,
-                                    rounding: *rounding,
-                                    saturate: *saturate,
-                                },
-                                q.ty.clone(),
-                                rq_ops,
-                            );
-                            out.push(Outcome::Equal(rq));
-                        }
+                        operands.extend([zx, zw]);
                     }
+                    let acc_ty = TensorType::new(mm.ty.shape.clone(), ElemType::I32);
+                    let mmi = add_op(
+                        eg,
+                        OpKind::MatMulInt {
+                            overflow: Overflow::Wrap,
+                            schedule: IntSchedule::Direct,
+                        },
+                        acc_ty,
+                        operands,
+                    );
+                    let mut rq_ops = vec![mmi];
+                    rq_ops.extend(ch.get(2).copied());
+                    let rq = add_op(
+                        eg,
+                        OpKind::RequantDyadic {
+                            multiplier: p.multipliers,
+                            shift: p.shifts,
+                            axis: p.axis.map(|a| a as u32),
+                            rounding: *rounding,
+                            saturate: *saturate,
+                        },
+                        q.ty.clone(),
+                        rq_ops,
+                    );
+                    out.push(match p.approximated {
+                        None => Outcome::Equal(rq),
+                        Some(bound) => Outcome::Approximate(rq, bound),
+                    });
                 }
             }
         }

@@ -225,3 +225,150 @@ fn random_modules_mostly_run() {
     }
     assert!(compared >= 20, "only {compared} runs compared");
 }
+
+/// `quantize(matmul(dequantize(xq, sx, zx), dequantize(wq, sw)), sy, zy)`
+/// with random shapes, integer types, per-tensor or per-output-channel
+/// weight scales and output scales, dyadic or not, so that integer-only
+/// fires exactly, approximately, or not at all.
+fn integer_only_graph(seed: u64) -> Function {
+    let mut r = Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) | 1);
+    let mut pick = |n: u64| (r.next() % n) as usize;
+    let (m, k, n) = (1 + pick(3) as u64, 1 + pick(24) as u64, 1 + pick(5) as u64);
+    let scales = [0.5, 0.25, 0.75, 3.0, 0.0625, 1.5, 0.375];
+    let out_scales = [0.15, 0.6, 3.0, 0.7, 0.01, 12.5, 0.2];
+    let mut f = Function::new("main");
+    let xt = el(["i8", "u8", "i4"][pick(3)]);
+    let xq = f.add_param("xq", TensorType::new(vec![m, k], xt));
+    let sx = konst(
+        &mut f,
+        &Tensor::from_f64(el("f32"), vec![], &[scales[pick(7)]]).unwrap(),
+    );
+    let zx = konst(
+        &mut f,
+        &Tensor::from_f64(
+            xt,
+            vec![],
+            &[if xt.int_range().unwrap().0 < 0 {
+                -1.0
+            } else {
+                3.0
+            }],
+        )
+        .unwrap(),
+    );
+    let x = f.push(
+        OpKind::Dequantize {
+            granularity: Granularity::PerTensor,
+        },
+        vec![xq, sx, zx],
+        TensorType::new(vec![m, k], el("f32")),
+    );
+    let wt = el(["i4", "i8", "u4"][pick(3)]);
+    let wq = f.add_param("wq", TensorType::new(vec![k, n], wt));
+    let per_axis = pick(2) == 0;
+    let (g, sshape) = if per_axis {
+        (Granularity::PerAxis { axis: 1 }, vec![n])
+    } else {
+        (Granularity::PerTensor, vec![])
+    };
+    let sv: Vec<f64> = (0..sshape.iter().product::<u64>())
+        .map(|_| scales[pick(7)])
+        .collect();
+    let sw = konst(&mut f, &Tensor::from_f64(el("f32"), sshape, &sv).unwrap());
+    let w = f.push(
+        OpKind::Dequantize { granularity: g },
+        vec![wq, sw],
+        TensorType::new(vec![k, n], el("f32")),
+    );
+    let y = f.push(
+        OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        vec![x, w],
+        TensorType::new(vec![m, n], el("f32")),
+    );
+    let yt = el(["i8", "u8", "i16"][pick(3)]);
+    let sy = konst(
+        &mut f,
+        &Tensor::from_f64(el("f32"), vec![], &[out_scales[pick(7)]]).unwrap(),
+    );
+    let zy = konst(
+        &mut f,
+        &Tensor::from_f64(
+            yt,
+            vec![],
+            &[if yt.int_range().unwrap().0 < 0 {
+                2.0
+            } else {
+                100.0
+            }],
+        )
+        .unwrap(),
+    );
+    let rounding = [
+        Rounding::NearestEven,
+        Rounding::NearestAway,
+        Rounding::Down,
+        Rounding::TowardZero,
+    ][pick(4)];
+    let q = f.push(
+        OpKind::Quantize {
+            granularity: Granularity::PerTensor,
+            rounding,
+            saturate: pick(6) != 0,
+        },
+        vec![y, sy, zy],
+        TensorType::new(vec![m, n], yt),
+    );
+    f.outputs.push(("y".into(), q));
+    f
+}
+
+/// With `allow-approx-dyadic`, the integer-only rewrite stays within one
+/// unit of the input on the interpreter, and bit-exact where it did not
+/// approximate; per-channel multipliers and approximations both occur.
+#[test]
+fn approximate_dyadic_is_within_one_unit_on_random_graphs() {
+    let (mut approximated, mut per_channel, mut compared) = (0, 0, 0);
+    for seed in 0..300 {
+        let f = integer_only_graph(seed);
+        assert!(
+            lowbit_ir::verifier::verify_function(&f).is_empty(),
+            "{}",
+            text(&f)
+        );
+        let mut cfg = lowbit_egraph::Config::new("icelake-server".parse().unwrap());
+        cfg.rules = ALL.iter().map(|s| s.to_string()).collect();
+        cfg.options.allow_approx_dyadic = true;
+        let o = lowbit_egraph::optimize_function(&f, &cfg).unwrap();
+        assert!(lowbit_ir::verifier::verify_function(&o.function).is_empty());
+        let approx = o.report.ops.iter().any(|op| {
+            op.op == "requant_dyadic"
+                && op
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("approximate dyadic multiplier"))
+        });
+        per_channel += o.function.ops().iter().any(|&op| {
+            matches!(
+                o.function.op(op).kind,
+                OpKind::RequantDyadic { axis: Some(_), .. }
+            )
+        }) as usize;
+        if approx {
+            approximated += 1;
+            compared += compare_within(&f, &o.function, seed, 4, 1).0;
+        } else {
+            compared += assert_same_on_interp(&f, &o.function, seed, 2);
+        }
+    }
+    assert!(
+        approximated >= 50,
+        "only {approximated} graphs approximated"
+    );
+    assert!(
+        per_channel >= 30,
+        "only {per_channel} per-channel requantizations"
+    );
+    assert!(compared >= 600, "only {compared} runs compared");
+}

@@ -251,12 +251,15 @@ fn integer_only_with_dyadic_scales() {
         text(&o.function)
     );
     let OpKind::RequantDyadic {
-        multiplier, shift, ..
+        multiplier,
+        shift,
+        axis,
+        ..
     } = only(&o.function, "requant_dyadic")
     else {
         unreachable!()
     };
-    assert_eq!((multiplier, shift), (1, 3));
+    assert_eq!((multiplier, shift, axis), (vec![1], vec![3], None));
     let mm = o.report.ops.iter().find(|r| r.op == "matmul_int").unwrap();
     assert_eq!(mm.schedule, "dyadic");
     assert!(mm.kernel.contains("avx512vnni"), "{mm:?}");
@@ -272,6 +275,142 @@ fn integer_only_with_dyadic_scales() {
     assert_eq!(q.schedule, "fallback");
     assert!(
         q.reason.as_deref().unwrap().contains("is not dyadic"),
+        "{q:?}"
+    );
+    assert!(
+        q.reason
+            .as_deref()
+            .unwrap()
+            .contains("allow-approx-dyadic=true"),
+        "{q:?}"
+    );
+}
+
+/// The same graph with per-output-channel weight scales: `sw = [0.75, 1.5,
+/// 3.0, 0.375]`, so the ratios `0.5 · sw / 3` are 1/8, 1/4, 1/2 and 1/16.
+fn per_channel_src(sy: &str, saturate: bool) -> String {
+    let sat = if saturate { "" } else { " {saturate = false}" };
+    int_only_src(sy, 16, false)
+        .replace(
+            "%sw = constant dense<0.75> : tensor<f32>",
+            "%sw = constant dense<[0.75, 1.5, 3.0, 0.375]> : tensor<4xf32>",
+        )
+        .replace(
+            "%w = dequantize %wq, %sw : (tensor<16x4xi4>, tensor<f32>)",
+            "%w = dequantize %wq, %sw {axis = 1} : (tensor<16x4xi4>, tensor<4xf32>)",
+        )
+        .replace(
+            "%y = quantize %m, %sy, %zy :",
+            &format!("%y = quantize %m, %sy, %zy{sat} :"),
+        )
+}
+
+#[test]
+fn integer_only_with_per_channel_weight_scales() {
+    let f = parse(&per_channel_src("3.0", true));
+    let o = optimize(&f, &["integer-only"], "cascadelake");
+    assert_eq!(op_names(&o.function), ["matmul_int", "requant_dyadic"]);
+    let OpKind::RequantDyadic {
+        multiplier,
+        shift,
+        axis,
+        ..
+    } = only(&o.function, "requant_dyadic")
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (multiplier, shift, axis),
+        (vec![1, 1, 1, 1], vec![3, 2, 1, 4], Some(1))
+    );
+    assert_same_on_interp(&f, &o.function, 21, 16);
+}
+
+#[test]
+fn per_channel_scales_along_the_contraction_axis_are_blocked() {
+    let src = int_only_src("3.0", 4, false)
+        .replace(
+            "%sw = constant dense<0.75> : tensor<f32>",
+            "%sw = constant dense<[0.75, 1.5, 3.0, 0.375]> : tensor<4xf32>",
+        )
+        .replace(
+            "%w = dequantize %wq, %sw : (tensor<4x4xi4>, tensor<f32>)",
+            "%w = dequantize %wq, %sw {axis = 0} : (tensor<4x4xi4>, tensor<4xf32>)",
+        );
+    let f = parse(&src);
+    let o = optimize(&f, &["integer-only"], "cascadelake");
+    let q = o.report.ops.iter().find(|r| r.op == "quantize").unwrap();
+    assert_eq!(q.schedule, "fallback");
+    assert!(
+        q.reason
+            .as_deref()
+            .unwrap()
+            .contains("contraction or a batch axis"),
+        "{q:?}"
+    );
+}
+
+fn optimize_approx(f: &lowbit_ir::Function, target: &str) -> lowbit_egraph::Optimized {
+    let mut cfg = lowbit_egraph::Config::new(target.parse().unwrap());
+    cfg.rules = vec!["integer-only".into()];
+    cfg.options.allow_approx_dyadic = true;
+    let o = lowbit_egraph::optimize_function(f, &cfg).unwrap();
+    assert!(lowbit_ir::verifier::verify_function(&o.function).is_empty());
+    o
+}
+
+#[test]
+fn approximate_dyadic_only_when_asked_and_within_one_unit() {
+    // sx * sw / sy = 0.375 / 0.15 = 2.5 (not dyadic: 0.15 is not).
+    let f = parse(&int_only_src("0.15", 16, false));
+    let o = optimize_approx(&f, "cascadelake");
+    assert_eq!(op_names(&o.function), ["matmul_int", "requant_dyadic"]);
+    let OpKind::RequantDyadic {
+        multiplier, shift, ..
+    } = only(&o.function, "requant_dyadic")
+    else {
+        unreachable!()
+    };
+    // The constant is the f32 nearest 0.15.
+    let r = 0.375 / (0.15f32 as f64);
+    let got = multiplier[0] as f64 / 2f64.powi(shift[0] as i32);
+    assert!(((got - r) / r).abs() <= 2f64.powi(-31) * 1.0001, "{got}");
+    let rq = o
+        .report
+        .ops
+        .iter()
+        .find(|r| r.op == "requant_dyadic")
+        .unwrap();
+    assert_eq!(rq.schedule, "dyadic");
+    let reason = rq.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("approximate dyadic multiplier for 1 of 1"),
+        "{reason}"
+    );
+    assert!(reason.contains("at most 1 unit"), "{reason}");
+    let (compared, _) = compare_within(&f, &o.function, 31, 64, 1);
+    assert_eq!(compared, 64);
+}
+
+#[test]
+fn approximate_dyadic_per_channel_mixes_exact_and_approximate_channels() {
+    // sy = 0.6: ratios 0.5 * [0.75, 1.5, 3.0, 0.375] / 0.6 = 0.625, 1.25,
+    // 2.5, 0.3125: 0.6 = 3 * 0.2 is not a dyadic divisor of any of them.
+    let f = parse(&per_channel_src("0.6", true));
+    let o = optimize_approx(&f, "icelake-server");
+    let OpKind::RequantDyadic { multiplier, .. } = only(&o.function, "requant_dyadic") else {
+        unreachable!()
+    };
+    assert_eq!(multiplier.len(), 4);
+    let (compared, _) = compare_within(&f, &o.function, 32, 64, 1);
+    assert_eq!(compared, 64);
+    // A wrapping quantize is refused: one unit could become the whole range.
+    let f = parse(&per_channel_src("0.6", false));
+    let o = optimize_approx(&f, "icelake-server");
+    let q = o.report.ops.iter().find(|r| r.op == "quantize").unwrap();
+    assert_eq!(q.schedule, "fallback");
+    assert!(
+        q.reason.as_deref().unwrap().contains("non-saturating"),
         "{q:?}"
     );
 }

@@ -316,9 +316,18 @@ pub(crate) fn round_div_pow2(v: i128, shift: u32, mode: Rounding) -> i128 {
     }
 }
 
+/// Attributes of `requant_dyadic`.
+pub(crate) struct Dyadic<'a> {
+    pub multiplier: &'a [i64],
+    pub shift: &'a [u32],
+    pub axis: Option<u32>,
+    pub rounding: Rounding,
+    pub saturate: bool,
+}
+
 /// `requant_dyadic acc[, zp]`.
 pub(crate) fn requant_dyadic(
-    (multiplier, shift, rounding, saturate): (i64, u32, Rounding, bool),
+    d: Dyadic,
     ops: &[&Tensor],
     rt: &TensorType,
 ) -> Result<Tensor, String> {
@@ -329,10 +338,28 @@ pub(crate) fn requant_dyadic(
             acc.elem, rt.elem
         ));
     }
-    if !(0..1i64 << 62).contains(&multiplier) || shift > 126 {
+    let channels = match d.axis {
+        None => 1,
+        Some(a) => *acc.shape.get(a as usize).ok_or_else(|| {
+            format!(
+                "axis {a} is out of range for the accumulator shape {}",
+                fmt_shape(&acc.shape)
+            )
+        })? as usize,
+    };
+    if d.multiplier.len() != channels || d.shift.len() != channels {
         return Err(format!(
-            "multiplier {multiplier} or shift {shift} out of range (0 <= m < 2^62, shift <= 126)"
+            "{} multipliers and {} shifts for {channels} channels",
+            d.multiplier.len(),
+            d.shift.len()
         ));
+    }
+    for (&m, &s) in d.multiplier.iter().zip(d.shift) {
+        if !(0..1i64 << 62).contains(&m) || s > 126 {
+            return Err(format!(
+                "multiplier {m} or shift {s} out of range (0 <= m < 2^62, shift <= 126)"
+            ));
+        }
     }
     want_shape(rt, &acc.shape)?;
     let zp = match ops.get(1) {
@@ -347,16 +374,24 @@ pub(crate) fn requant_dyadic(
             ))
         }
     };
-    let ov = if saturate {
+    let ov = if d.saturate {
         Overflow::Saturate
     } else {
         Overflow::Wrap
     };
+    // Elements of one channel repeat every `inner` elements, `channels`
+    // times, in row-major order.
+    let inner: usize = match d.axis {
+        None => 1,
+        Some(a) => acc.shape[a as usize + 1..].iter().product::<u64>() as usize,
+    };
     let codes = ints(acc)
         .into_iter()
-        .map(|v| {
+        .enumerate()
+        .map(|(i, v)| {
+            let c = (i / inner.max(1)) % channels;
             // |v| < 2^64 and m < 2^62: the product fits in i128.
-            let q = round_div_pow2(v * multiplier as i128, shift, rounding);
+            let q = round_div_pow2(v * d.multiplier[c] as i128, d.shift[c], d.rounding);
             int_to_int_code(q + zp, rt.elem, ov)
         })
         .collect();

@@ -367,9 +367,20 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
         OpKind::RequantDyadic {
             multiplier,
             shift,
+            axis,
             rounding,
             saturate,
-        } => fused::requant_dyadic((*multiplier, *shift, *rounding, *saturate), ops, rt),
+        } => fused::requant_dyadic(
+            fused::Dyadic {
+                multiplier,
+                shift,
+                axis: *axis,
+                rounding: *rounding,
+                saturate: *saturate,
+            },
+            ops,
+            rt,
+        ),
     }
 }
 

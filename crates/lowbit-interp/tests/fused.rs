@@ -26,8 +26,9 @@ fn mmi(s: IntSchedule, ov: Overflow) -> OpKind {
 
 fn dyadic(m: i64, shift: u32, r: Rounding) -> OpKind {
     OpKind::RequantDyadic {
-        multiplier: m,
-        shift,
+        multiplier: vec![m],
+        shift: vec![shift],
+        axis: None,
         rounding: r,
         saturate: true,
     }
@@ -213,6 +214,25 @@ fn requant_dyadic_rounds_exactly() {
     let big = t("i32", &[2], &[1e6, -1e6]);
     let got = ok(dyadic(1, 0, Rounding::NearestEven), &[&big], ty("i8", &[2]));
     assert_eq!(ints(&got), [127, -128]);
+}
+
+#[test]
+fn requant_dyadic_per_channel_uses_each_channels_multiplier() {
+    // Channel axis 0 of a 2x3 accumulator: row 0 * 3 / 2, row 1 * 1 / 4.
+    let acc = t("i32", &[2, 3], &[1., 2., 3., 4., 6., -6.]);
+    let k = |axis| OpKind::RequantDyadic {
+        multiplier: vec![3, 1],
+        shift: vec![1, 2],
+        axis: Some(axis),
+        rounding: Rounding::NearestEven,
+        saturate: true,
+    };
+    let got = ok(k(0), &[&acc], ty("i8", &[2, 3]));
+    // 1.5 -> 2, 3 -> 3, 4.5 -> 4; 1 -> 1, 1.5 -> 2, -1.5 -> -2
+    assert_eq!(ints(&got), [2, 3, 4, 1, 2, -2]);
+    // Along axis 1 the same lists do not fit three channels.
+    let e = eval(k(1), &[&acc], ty("i8", &[2, 3])).unwrap_err();
+    assert!(e.to_string().contains("for 3 channels"), "{e}");
 }
 
 #[test]

@@ -507,13 +507,18 @@ pub enum OpKind {
         /// How it is computed (the result does not depend on it).
         schedule: IntSchedule,
     },
-    /// Dyadic requantization (HAWQ-V3): `round(acc · multiplier / 2^shift)
-    /// + zp`, computed exactly on integers, then clamped or wrapped.
+    /// Dyadic requantization (HAWQ-V3):
+    /// `round(acc · multiplier / 2^shift) + zp`, computed exactly on
+    /// integers, then clamped or wrapped. With
+    /// an `axis`, element `i` uses `multiplier[i[axis]]` and `shift[i[axis]]`
+    /// (per-output-channel scales); without, both lists have one entry.
     RequantDyadic {
-        /// Integer multiplier (0 ≤ m < 2^62).
-        multiplier: i64,
-        /// Right shift (0 ≤ shift ≤ 126).
-        shift: u32,
+        /// Integer multipliers (0 ≤ m < 2^62), one per channel.
+        multiplier: Vec<i64>,
+        /// Right shifts (0 ≤ shift ≤ 126), one per channel.
+        shift: Vec<u32>,
+        /// The channel axis of the accumulator, if per-channel.
+        axis: Option<u32>,
         /// Rounding of the exact quotient.
         rounding: Rounding,
         /// Clamp (true) or wrap.
@@ -814,11 +819,19 @@ impl OpKind {
             OpKind::RequantDyadic {
                 multiplier,
                 shift,
+                axis,
                 rounding: r,
                 saturate,
             } => {
-                out.push(("multiplier", Attr::Int(*multiplier)));
-                out.push(("shift", Attr::Int(*shift as i64)));
+                if let Some(a) = axis {
+                    out.push(("axis", Attr::Int(*a as i64)));
+                }
+                let list = |v: Vec<i64>| match v[..] {
+                    [one] if axis.is_none() => Attr::Int(one),
+                    _ => Attr::Ints(v),
+                };
+                out.push(("multiplier", list(multiplier.clone())));
+                out.push(("shift", list(shift.iter().map(|&s| s as i64).collect())));
                 rounding(&mut out, *r);
                 if !saturate {
                     out.push(("saturate", Attr::Bool(false)));
@@ -1022,25 +1035,38 @@ impl OpKind {
                 },
             },
             "requant_dyadic" => {
+                let axis = a.opt_uint("axis")?.map(|x| x as u32);
                 let multiplier = a
-                    .opt_int("multiplier")?
+                    .int_or_ints("multiplier")?
                     .ok_or("requant_dyadic needs a 'multiplier' attribute")?;
-                if !(0..1i64 << 62).contains(&multiplier) {
+                if let Some(m) = multiplier.iter().find(|m| !(0..1i64 << 62).contains(*m)) {
                     return Err(format!(
-                        "attribute 'multiplier' must be in [0, 2^62), not {multiplier}"
+                        "attribute 'multiplier' must be in [0, 2^62), not {m}"
                     ));
                 }
                 let shift = a
-                    .opt_uint("shift")?
+                    .int_or_ints("shift")?
                     .ok_or("requant_dyadic needs a 'shift' attribute")?;
-                if shift > 126 {
+                if let Some(s) = shift.iter().find(|s| !(0..=126).contains(*s)) {
+                    return Err(format!("attribute 'shift' must be in [0, 126], not {s}"));
+                }
+                if multiplier.len() != shift.len() || multiplier.is_empty() {
                     return Err(format!(
-                        "attribute 'shift' must be at most 126, not {shift}"
+                        "attributes 'multiplier' ({}) and 'shift' ({}) need one entry per channel each",
+                        multiplier.len(),
+                        shift.len()
+                    ));
+                }
+                if axis.is_none() && multiplier.len() != 1 {
+                    return Err(format!(
+                        "{} multipliers need an 'axis' attribute naming the channel axis",
+                        multiplier.len()
                     ));
                 }
                 OpKind::RequantDyadic {
                     multiplier,
-                    shift: shift as u32,
+                    shift: shift.into_iter().map(|s| s as u32).collect(),
+                    axis,
                     rounding: a.rounding()?,
                     saturate: a.opt_bool("saturate")?.unwrap_or(true),
                 }
@@ -1136,6 +1162,16 @@ impl AttrReader {
             Some(Attr::Ints(v)) => Ok(Some(v)),
             Some(o) => Err(format!(
                 "attribute '{key}' must be a list of integers, not {o}"
+            )),
+        }
+    }
+    fn int_or_ints(&mut self, key: &str) -> Result<Option<Vec<i64>>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Attr::Int(i)) => Ok(Some(vec![i])),
+            Some(Attr::Ints(v)) => Ok(Some(v)),
+            Some(o) => Err(format!(
+                "attribute '{key}' must be an integer or a list of integers, not {o}"
             )),
         }
     }
@@ -1240,10 +1276,18 @@ mod tests {
                 schedule: IntSchedule::BitSerial,
             },
             OpKind::RequantDyadic {
-                multiplier: 1 << 30,
-                shift: 37,
+                multiplier: vec![1 << 30],
+                shift: vec![37],
+                axis: None,
                 rounding: Rounding::NearestAway,
                 saturate: false,
+            },
+            OpKind::RequantDyadic {
+                multiplier: vec![1 << 30, 3, 0],
+                shift: vec![37, 0, 126],
+                axis: Some(1),
+                rounding: Rounding::Down,
+                saturate: true,
             },
         ];
         for op in ops {
@@ -1276,6 +1320,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("'multiplier' must be in"), "{e}");
+        let e = OpKind::from_parts(
+            "requant_dyadic",
+            vec![
+                ("multiplier".into(), Attr::Ints(vec![1, 2])),
+                ("shift".into(), Attr::Ints(vec![3, 4])),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("need an 'axis'"), "{e}");
+        let e = OpKind::from_parts(
+            "requant_dyadic",
+            vec![
+                ("axis".into(), Attr::Int(0)),
+                ("multiplier".into(), Attr::Ints(vec![1, 2])),
+                ("shift".into(), Attr::Ints(vec![3])),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("one entry per channel"), "{e}");
         let e = OpKind::from_parts(
             "matmul_int",
             vec![("schedule".into(), Attr::Ident("magic".into()))],

@@ -652,8 +652,14 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
             res,
         ),
         OpKind::MatMulInt { .. } => check_matmul_int(cx, ops, res),
-        OpKind::RequantDyadic { .. } => {
+        OpKind::RequantDyadic {
+            multiplier,
+            shift,
+            axis,
+            ..
+        } => {
             let acc = ops[0];
+            check_dyadic_channels(cx, multiplier, shift, *axis, acc);
             if !acc.elem.is_int() {
                 cx.err(format!(
                     "accumulator must have an integer element type, got {}",
@@ -846,6 +852,42 @@ fn check_conv2d(cx: &mut OpCx, ops: &[&TensorType], attrs: ConvAttrs, res: &Tens
         _ => cx.err(format!(
             "kernel {kh}x{kw} (dilated) is larger than the padded input {h}x{wd}"
         )),
+    }
+}
+
+/// One multiplier and shift per channel of `axis` (one in all without it),
+/// each in the range the interpreter computes exactly.
+fn check_dyadic_channels(
+    cx: &mut OpCx,
+    multiplier: &[i64],
+    shift: &[u32],
+    axis: Option<u32>,
+    acc: &TensorType,
+) {
+    let want = match axis {
+        None => Some(1),
+        Some(a) if (a as usize) < acc.rank() => Some(acc.shape[a as usize]),
+        Some(a) => {
+            cx.err(format!(
+                "axis {a} is out of range for the rank-{} accumulator",
+                acc.rank()
+            ));
+            None
+        }
+    };
+    for (what, n) in [("multipliers", multiplier.len()), ("shifts", shift.len())] {
+        if want.is_some_and(|w| w != n as u64) {
+            cx.err(format!(
+                "{n} {what}, but the channel count is {}",
+                want.unwrap_or(0)
+            ));
+        }
+    }
+    if let Some(m) = multiplier.iter().find(|m| !(0..1i64 << 62).contains(*m)) {
+        cx.err(format!("multiplier {m} is outside [0, 2^62)"));
+    }
+    if let Some(s) = shift.iter().find(|s| **s > 126) {
+        cx.err(format!("shift {s} is larger than 126"));
     }
 }
 
@@ -2232,8 +2274,9 @@ mod tests {
         );
 
         let rq = OpKind::RequantDyadic {
-            multiplier: 3,
-            shift: 4,
+            multiplier: vec![3],
+            shift: vec![4],
+            axis: None,
             rounding: Rounding::NearestEven,
             saturate: true,
         };
@@ -2250,6 +2293,33 @@ mod tests {
                 "'requant_dyadic' op: accumulator must have an integer element type, got f32",
                 "'requant_dyadic' op: zero point element type u8 differs from the result element type i8",
             ]
+        );
+        let per_channel = |axis, m: Vec<i64>, s: Vec<u32>| OpKind::RequantDyadic {
+            multiplier: m,
+            shift: s,
+            axis: Some(axis),
+            rounding: Rounding::NearestEven,
+            saturate: true,
+        };
+        let rq = per_channel(1, vec![1, 2, 3, 4], vec![0, 1, 2, 3]);
+        let f = one_op(&[ty(&[2, 4], "i32")], rq, ty(&[2, 4], "i8"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let rq = per_channel(0, vec![1, 2, 3, -4], vec![0, 1, 200]);
+        let f = one_op(&[ty(&[2, 4], "i32")], rq, ty(&[2, 4], "i8"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'requant_dyadic' op: 4 multipliers, but the channel count is 2",
+                "'requant_dyadic' op: 3 shifts, but the channel count is 2",
+                "'requant_dyadic' op: multiplier -4 is outside [0, 2^62)",
+                "'requant_dyadic' op: shift 200 is larger than 126",
+            ]
+        );
+        let rq = per_channel(2, vec![1, 2], vec![0, 1]);
+        let f = one_op(&[ty(&[2, 4], "i32")], rq, ty(&[2, 4], "i8"));
+        assert_eq!(
+            messages(&f),
+            vec!["'requant_dyadic' op: axis 2 is out of range for the rank-2 accumulator"]
         );
     }
 

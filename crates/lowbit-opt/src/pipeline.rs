@@ -268,7 +268,7 @@ mod tests {
         let p = parse_pipeline("egraph{rules=fuse-dequant, layout ,target=sm_80}").unwrap();
         assert_eq!(
             print_pipeline(&p),
-            "egraph{rules=fuse-dequant,layout target=sm_80 iter-limit=30 node-limit=200000 time-limit-ms=10000}"
+            "egraph{rules=fuse-dequant,layout target=sm_80 iter-limit=30 node-limit=200000 time-limit-ms=10000 allow-approx-dyadic=false}"
         );
         let e = err("dce{x=1}");
         assert!(e.message.contains("has no options"), "{}", e.message);

@@ -112,3 +112,44 @@ pub fn assert_same_on_interp(a: &Function, b: &Function, seed: u64, trials: usiz
     }
     compared
 }
+
+/// Runs both functions on the same random inputs and asserts that every
+/// integer output differs by at most `units`; returns the number of runs
+/// compared and the largest difference seen.
+pub fn compare_within(
+    a: &Function,
+    b: &Function,
+    seed: u64,
+    trials: usize,
+    units: i128,
+) -> (usize, i128) {
+    let mut rng = Rng(seed | 1);
+    let (mut compared, mut worst) = (0, 0i128);
+    for _ in 0..trials {
+        let inputs: Vec<(String, Tensor)> = a
+            .params
+            .iter()
+            .map(|(n, v)| (n.clone(), random_tensor(a.ty(*v), &mut rng)))
+            .collect();
+        let Ok(x) = lowbit_interp::run_function(a, &inputs) else {
+            continue;
+        };
+        let y = lowbit_interp::run_function(b, &inputs)
+            .unwrap_or_else(|e| panic!("the optimized function failed: {e}\n{}", text(b)));
+        for ((na, ta), (_, tb)) in x.iter().zip(&y) {
+            let (va, vb) = (ta.to_i128().unwrap(), tb.to_i128().unwrap());
+            for (p, q) in va.iter().zip(&vb) {
+                let d = (p - q).abs();
+                worst = worst.max(d);
+                assert!(
+                    d <= units,
+                    "output {na}: {p} vs {q}\n{}\n{}",
+                    text(a),
+                    text(b)
+                );
+            }
+        }
+        compared += 1;
+    }
+    (compared, worst)
+}

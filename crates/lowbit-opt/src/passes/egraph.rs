@@ -5,7 +5,9 @@
 //! they stand for, and the chosen schedule is an attribute
 //! (`matmul_int {schedule = bit_serial}`), so IR dumps show the choice;
 //! `lowbit explain` prints the costs and reasons behind it. Every rewrite is
-//! bit-exact with respect to the interpreter. Options are checked when the
+//! bit-exact with respect to the interpreter, except where
+//! `allow-approx-dyadic=true` lets integer-only approximate a scale ratio
+//! (within one unit of the output; explain names each such op). Options are checked when the
 //! pass runs: an unknown rule set or target fails the pass with a message
 //! listing the known ones.
 
@@ -33,6 +35,12 @@ pub const INFO: PassInfo = PassInfo {
             kind: OptionKind::Text,
             default: "x86-64-v3",
             description: "Target whose cost model picks the schedules (x86-64 CPU model[+features] or sm_80/sm_89/sm_90)",
+        },
+        OptionInfo {
+            name: "allow-approx-dyadic",
+            kind: OptionKind::Bool,
+            default: "false",
+            description: "Let integer-only approximate a non-dyadic scale ratio (HAWQ-V3 multiplier, within 1 unit of the output; explain names it)",
         },
         OptionInfo {
             name: "iter-limit",
@@ -78,6 +86,7 @@ fn create(o: &PassOptions) -> Box<dyn Pass> {
     Box::new(EGraphPass {
         rules: o.list("rules"),
         target: o.text("target").to_string(),
+        allow_approx_dyadic: o.flag("allow-approx-dyadic"),
         iter_limit: o.uint("iter-limit"),
         node_limit: o.uint("node-limit"),
         time_limit_ms: o.uint("time-limit-ms"),
@@ -89,6 +98,7 @@ fn create(o: &PassOptions) -> Box<dyn Pass> {
 pub struct EGraphPass {
     rules: Vec<String>,
     target: String,
+    allow_approx_dyadic: bool,
     iter_limit: u64,
     node_limit: u64,
     time_limit_ms: u64,
@@ -107,6 +117,7 @@ impl Pass for EGraphPass {
             ("iter-limit", self.iter_limit.to_string()),
             ("node-limit", self.node_limit.to_string()),
             ("time-limit-ms", self.time_limit_ms.to_string()),
+            ("allow-approx-dyadic", self.allow_approx_dyadic.to_string()),
         ]
     }
 
@@ -123,6 +134,7 @@ impl Pass for EGraphPass {
         let target: Target = self.target.parse().map_err(fail)?;
         let mut cfg = Config::new(target);
         cfg.rules = self.rules.clone();
+        cfg.options.allow_approx_dyadic = self.allow_approx_dyadic;
         cfg.iter_limit = self.iter_limit as usize;
         cfg.node_limit = self.node_limit as usize;
         cfg.time_limit = Duration::from_millis(self.time_limit_ms);
