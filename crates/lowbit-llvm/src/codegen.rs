@@ -1,0 +1,700 @@
+//! Lowering a [`GemmSpec`] to LLVM IR.
+//!
+//! The module has one exported function (C ABI)
+//! `void lowbit_gemm(const float *x, const u8 *w, const u8 *scales,
+//! const u8 *zero_points, const float *bias, float *y, i64 n, i64 row_begin,
+//! i64 row_end)` computing rows `row_begin..row_end` of every output column:
+//! `y[c * m + r] = act(sum_j x[c * k_pad + j] * deq(w[r, j]) + bias[r])`.
+//! `x` is `f32 [n, k_pad]` with zeros after `k`.
+//!
+//! Work is cut into register tiles of `R` weight rows by `C` activation
+//! columns (4x1 for the decode case, 2x4 and 1x4 when `n >= 4`), one
+//! internal function per tile shape. A tile walks the row's 32-element
+//! blocks: each block is loaded packed, unpacked to codes with shifts and
+//! masks (or bit-plane masks), converted to `<32 x float>`, shifted by the
+//! zero point, multiplied by its group's scale — which is exactly the
+//! interpreter's `dequantize` result, rounded once to f32 — and fused into
+//! `<32 x float>` accumulators with `llvm.fma`. The weights are never written
+//! back to memory as floats. LLVM splits the 32-lane vectors into the
+//! target's registers (2 zmm with AVX-512, 4 ymm with AVX2).
+//!
+//! Accuracy (float paths): each output is the f32 sum of f32 products with
+//! 32 lane accumulators and a 5-level tree, so
+//! `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * (sum_j |x_j * w_j| + |bias|)`
+//! against the interpreter's f64 result (see `tests/`).
+
+use crate::error::CpuError;
+use crate::spec::{Activation, BlockFormat, GemmSpec, WeightKind, BLOCK};
+use crate::target::CpuTarget;
+use inkwell::attributes::AttributeLoc;
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::intrinsics::Intrinsic;
+use inkwell::module::{Linkage, Module};
+use inkwell::types::{FloatType, IntType, PointerType, VectorType};
+use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
+
+/// Name of the exported kernel entry point.
+pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
+
+/// Lanes of the IR vectors: one packed block.
+const LANES: u32 = BLOCK as u32;
+
+struct Gen<'a, 'ctx> {
+    ctx: &'ctx Context,
+    module: &'a Module<'ctx>,
+    b: Builder<'ctx>,
+    spec: &'a GemmSpec,
+    kind: WeightKind,
+    target: &'a CpuTarget,
+    f32t: FloatType<'ctx>,
+    i8t: IntType<'ctx>,
+    i16t: IntType<'ctx>,
+    i32t: IntType<'ctx>,
+    i64t: IntType<'ctx>,
+    ptr: PointerType<'ctx>,
+    vf: VectorType<'ctx>,
+    fma: FunctionValue<'ctx>,
+}
+
+/// Tile-function parameters, in order.
+struct TileArgs<'ctx> {
+    x: PointerValue<'ctx>,
+    w: PointerValue<'ctx>,
+    s: PointerValue<'ctx>,
+    z: PointerValue<'ctx>,
+    bias: PointerValue<'ctx>,
+    y: PointerValue<'ctx>,
+}
+
+/// Builds the LLVM module for `spec` on `target` (the spec must have passed
+/// [`GemmSpec::check`]).
+pub fn build_module<'ctx>(
+    ctx: &'ctx Context,
+    spec: &GemmSpec,
+    target: &CpuTarget,
+) -> Result<Module<'ctx>, CpuError> {
+    let kind = spec
+        .weight_kind()
+        .ok_or_else(|| CpuError::Llvm(format!("no weight decoder for {}", spec.weight.dtype)))?;
+    let module = ctx.create_module("lowbit_gemm");
+    module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
+    let f32t = ctx.f32_type();
+    let vf = f32t.vec_type(LANES);
+    let fma = Intrinsic::find("llvm.fma")
+        .and_then(|i| i.get_declaration(&module, &[vf.into()]))
+        .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
+    let g = Gen {
+        ctx,
+        module: &module,
+        b: ctx.create_builder(),
+        spec,
+        kind,
+        target,
+        f32t,
+        i8t: ctx.i8_type(),
+        i16t: ctx.i16_type(),
+        i32t: ctx.i32_type(),
+        i64t: ctx.i64_type(),
+        ptr: ctx.ptr_type(AddressSpace::default()),
+        vf,
+        fma,
+    };
+    g.emit_kernel()?;
+    module
+        .verify()
+        .map_err(|e| CpuError::Llvm(format!("generated IR does not verify: {e}")))?;
+    Ok(module)
+}
+
+impl<'a, 'ctx> Gen<'a, 'ctx> {
+    fn i64c(&self, v: u64) -> IntValue<'ctx> {
+        self.i64t.const_int(v, false)
+    }
+
+    fn set_attrs(&self, f: FunctionValue<'ctx>) {
+        let mut attrs = vec![
+            ("target-cpu", self.target.cpu.as_str()),
+            ("target-features", self.target.features.as_str()),
+        ];
+        if self.target.has("avx512f") {
+            // Without these, LLVM's Intel tuning keeps vectors at 256 bits.
+            attrs.push(("prefer-vector-width", "512"));
+            attrs.push(("min-legal-vector-width", "512"));
+        }
+        for (k, v) in attrs {
+            if !v.is_empty() {
+                f.add_attribute(
+                    AttributeLoc::Function,
+                    self.ctx.create_string_attribute(k, v),
+                );
+            }
+        }
+        let nounwind = inkwell::attributes::Attribute::get_named_enum_kind_id("nounwind");
+        f.add_attribute(
+            AttributeLoc::Function,
+            self.ctx.create_enum_attribute(nounwind, 0),
+        );
+    }
+
+    /// `ptr + offset` bytes.
+    fn gep(
+        &self,
+        p: PointerValue<'ctx>,
+        offset: IntValue<'ctx>,
+    ) -> Result<PointerValue<'ctx>, CpuError> {
+        // SAFETY: offsets stay inside the buffers whose sizes the caller
+        // checked against the spec before calling the kernel.
+        Ok(unsafe { self.b.build_in_bounds_gep(self.i8t, p, &[offset], "p")? })
+    }
+
+    fn splat_f(&self, v: FloatValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+        let one =
+            self.b
+                .build_insert_element(self.vf.get_poison(), v, self.i32t.const_zero(), "one")?;
+        let mask = self.i32t.vec_type(LANES).const_zero();
+        Ok(self
+            .b
+            .build_shuffle_vector(one, self.vf.get_poison(), mask, "splat")?)
+    }
+
+    fn splat_i(&self, ty: IntType<'ctx>, v: u64) -> VectorValue<'ctx> {
+        let c = ty.const_int(v, false);
+        VectorType::const_vector(&vec![c; LANES as usize])
+    }
+
+    fn shuffle_mask(&self, idx: impl Iterator<Item = u64>) -> VectorValue<'ctx> {
+        let v: Vec<IntValue> = idx.map(|i| self.i32t.const_int(i, false)).collect();
+        VectorType::const_vector(&v)
+    }
+
+    /// Concatenates two vectors of equal length.
+    fn concat(
+        &self,
+        a: VectorValue<'ctx>,
+        c: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let n = a.get_type().get_size() as u64;
+        Ok(self
+            .b
+            .build_shuffle_vector(a, c, self.shuffle_mask(0..2 * n), "cat")?)
+    }
+
+    /// Emits a counted loop `for (i = start; i < end; i += step) body(i)`
+    /// and returns the final counter value (valid after the loop).
+    fn emit_loop(
+        &self,
+        f: FunctionValue<'ctx>,
+        start: IntValue<'ctx>,
+        cond: impl Fn(IntValue<'ctx>) -> Result<IntValue<'ctx>, CpuError>,
+        step: u64,
+        body: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        let pre = self
+            .b
+            .get_insert_block()
+            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
+        let head = self.ctx.append_basic_block(f, "head");
+        let bodyb = self.ctx.append_basic_block(f, "body");
+        let exit = self.ctx.append_basic_block(f, "exit");
+        self.b.build_unconditional_branch(head)?;
+        self.b.position_at_end(head);
+        let i = self.b.build_phi(self.i64t, "i")?;
+        i.add_incoming(&[(&start, pre)]);
+        let iv = i.as_basic_value().into_int_value();
+        let c = cond(iv)?;
+        self.b.build_conditional_branch(c, bodyb, exit)?;
+        self.b.position_at_end(bodyb);
+        body(iv)?;
+        let next = self.b.build_int_add(iv, self.i64c(step), "next")?;
+        let latch = self
+            .b
+            .get_insert_block()
+            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
+        self.b.build_unconditional_branch(head)?;
+        i.add_incoming(&[(&next, latch)]);
+        self.b.position_at_end(exit);
+        Ok(iv)
+    }
+
+    /// Loads one scale as f32.
+    fn load_scale(&self, p: PointerValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+        let s = self.spec.weight.scale;
+        Ok(if s == lowbit_numerics::ElemType::F32 {
+            self.b.build_load(self.f32t, p, "s")?.into_float_value()
+        } else if s == lowbit_numerics::ElemType::F16 {
+            let h = self.b.build_load(self.ctx.f16_type(), p, "sh")?;
+            self.b
+                .build_float_ext(h.into_float_value(), self.f32t, "s")?
+        } else {
+            // bf16: the high half of an f32.
+            let h = self.b.build_load(self.i16t, p, "sb")?.into_int_value();
+            let w = self.b.build_int_z_extend(h, self.i32t, "sw")?;
+            let w = self
+                .b
+                .build_left_shift(w, self.i32t.const_int(16, false), "sw")?;
+            self.b.build_bit_cast(w, self.f32t, "s")?.into_float_value()
+        })
+    }
+
+    /// Loads one zero-point code and returns its value as f32.
+    fn load_zero_point(&self, p: PointerValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+        let code = self.b.build_load(self.i8t, p, "zc")?.into_int_value();
+        Ok(match self.kind {
+            WeightKind::Int { bits, signed: true } => {
+                let sh = self.i8t.const_int(8 - bits as u64, false);
+                let v = self.b.build_left_shift(code, sh, "zs")?;
+                let v = self.b.build_right_shift(v, sh, true, "zs")?;
+                self.b.build_signed_int_to_float(v, self.f32t, "z")?
+            }
+            _ => self.b.build_unsigned_int_to_float(code, self.f32t, "z")?,
+        })
+    }
+
+    /// Unpacks the block at `p` into 32 codes, one per byte lane.
+    fn load_codes(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+        let v8 = |n: u32| self.i8t.vec_type(n);
+        Ok(match self.spec.block_format() {
+            BlockFormat::Bytes => self.b.build_load(v8(LANES), p, "w")?.into_vector_value(),
+            BlockFormat::Interleaved { bits } => {
+                let per = 8 / bits;
+                let n = LANES / per;
+                let raw = self.b.build_load(v8(n), p, "w")?.into_vector_value();
+                let mask = VectorType::const_vector(&vec![
+                    self.i8t
+                        .const_int((1u64 << bits) - 1, false);
+                    n as usize
+                ]);
+                let mut parts = Vec::new();
+                for i in 0..per {
+                    let sh =
+                        VectorType::const_vector(&vec![
+                            self.i8t.const_int((i * bits) as u64, false);
+                            n as usize
+                        ]);
+                    let v = self.b.build_right_shift(raw, sh, false, "nib")?;
+                    // The top part needs no mask: the shift cleared it.
+                    let v = if i + 1 == per {
+                        v
+                    } else {
+                        self.b.build_and(v, mask, "nib")?
+                    };
+                    parts.push(v);
+                }
+                while parts.len() > 1 {
+                    let mut next = Vec::new();
+                    for pair in parts.chunks(2) {
+                        next.push(self.concat(pair[0], pair[1])?);
+                    }
+                    parts = next;
+                }
+                parts[0]
+            }
+            BlockFormat::BitPlanes { bits } => {
+                let mut acc = v8(LANES).const_zero();
+                let bool_vec = self.ctx.bool_type().vec_type(LANES);
+                for k in 0..bits {
+                    let pk = self.gep(p, self.i64c(4 * k as u64))?;
+                    let plane = self.b.build_load(self.i32t, pk, "plane")?.into_int_value();
+                    let m = self
+                        .b
+                        .build_bit_cast(plane, bool_vec, "m")?
+                        .into_vector_value();
+                    let v = self.b.build_int_z_extend(m, v8(LANES), "bit")?;
+                    let v = if k == 0 {
+                        v
+                    } else {
+                        self.b
+                            .build_left_shift(v, self.splat_i(self.i8t, k as u64), "bit")?
+                    };
+                    acc = self.b.build_or(acc, v, "codes")?;
+                }
+                acc
+            }
+        })
+    }
+
+    /// Converts 32 codes to their f32 values (before scale and zero point).
+    fn decode(&self, codes: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+        let vf = self.vf;
+        Ok(match self.kind {
+            WeightKind::Int { bits, signed } => {
+                if signed && bits < 8 {
+                    let sh = self.splat_i(self.i8t, 8 - bits as u64);
+                    let v = self.b.build_left_shift(codes, sh, "sx")?;
+                    let v = self.b.build_right_shift(v, sh, true, "sx")?;
+                    self.b.build_signed_int_to_float(v, vf, "wf")?
+                } else if signed {
+                    self.b.build_signed_int_to_float(codes, vf, "wf")?
+                } else {
+                    self.b.build_unsigned_int_to_float(codes, vf, "wf")?
+                }
+            }
+            WeightKind::Bipolar => {
+                // code 0 -> -1, code 1 -> +1
+                let v = self
+                    .b
+                    .build_left_shift(codes, self.splat_i(self.i8t, 1), "b")?;
+                let v = self.b.build_int_sub(v, self.splat_i(self.i8t, 1), "b")?;
+                self.b.build_signed_int_to_float(v, vf, "wf")?
+            }
+            WeightKind::F8E5M2 => {
+                // An E5M2 byte is the high byte of the f16 with the same value.
+                let v16 = self.i16t.vec_type(LANES);
+                let w = self.b.build_int_z_extend(codes, v16, "h")?;
+                let w = self
+                    .b
+                    .build_left_shift(w, self.splat_i(self.i16t, 8), "h")?;
+                let h = self
+                    .b
+                    .build_bit_cast(w, self.ctx.f16_type().vec_type(LANES), "h")?
+                    .into_vector_value();
+                self.b.build_float_ext(h, vf, "wf")?
+            }
+            WeightKind::F8E4M3FN => {
+                // Place sign, exponent and mantissa in an f16 (bias 15, so
+                // the value is 2^-8 of the E4M3 one, subnormals included),
+                // widen, rescale by 2^8 (exact); E4M3FN has no infinities and
+                // its only NaNs are S.1111.111.
+                let v16 = self.i16t.vec_type(LANES);
+                let w = self.b.build_int_z_extend(codes, v16, "h")?;
+                let sign = self.b.build_and(w, self.splat_i(self.i16t, 0x80), "sgn")?;
+                let sign = self
+                    .b
+                    .build_left_shift(sign, self.splat_i(self.i16t, 8), "sgn")?;
+                let mag = self.b.build_and(w, self.splat_i(self.i16t, 0x7f), "mag")?;
+                let em = self
+                    .b
+                    .build_left_shift(mag, self.splat_i(self.i16t, 7), "em")?;
+                let bits = self.b.build_or(sign, em, "hb")?;
+                let h = self
+                    .b
+                    .build_bit_cast(bits, self.ctx.f16_type().vec_type(LANES), "h")?
+                    .into_vector_value();
+                let f = self.b.build_float_ext(h, vf, "wf")?;
+                let f =
+                    self.b
+                        .build_float_mul(f, self.splat_f(self.f32t.const_float(256.0))?, "wf")?;
+                let is_nan = self.b.build_int_compare(
+                    IntPredicate::EQ,
+                    mag,
+                    self.splat_i(self.i16t, 0x7f),
+                    "nan",
+                )?;
+                let nan = self.splat_f(self.f32t.const_float(f64::NAN))?;
+                self.b
+                    .build_select(is_nan, nan, f, "wf")?
+                    .into_vector_value()
+            }
+        })
+    }
+
+    fn fma(
+        &self,
+        a: VectorValue<'ctx>,
+        b: VectorValue<'ctx>,
+        c: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let r = self
+            .b
+            .build_call(self.fma, &[a.into(), b.into(), c.into()], "acc")?;
+        r.try_as_basic_value()
+            .basic()
+            .map(|v| v.into_vector_value())
+            .ok_or_else(|| CpuError::Llvm("llvm.fma returned no value".into()))
+    }
+
+    /// Horizontal sum of a 32-lane vector as a tree of halves.
+    fn reduce(&self, mut v: VectorValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+        let mut w = LANES as u64;
+        while w > 1 {
+            w /= 2;
+            let lo = self
+                .b
+                .build_shuffle_vector(v, v, self.shuffle_mask(0..w), "lo")?;
+            let hi = self
+                .b
+                .build_shuffle_vector(v, v, self.shuffle_mask(w..2 * w), "hi")?;
+            v = self.b.build_float_add(lo, hi, "sum")?;
+        }
+        Ok(self
+            .b
+            .build_extract_element(v, self.i32t.const_zero(), "dot")?
+            .into_float_value())
+    }
+
+    /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0)`.
+    fn emit_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+        let spec = self.spec;
+        let p = self.ptr.into();
+        let i = self.i64t.into();
+        let fty = self
+            .ctx
+            .void_type()
+            .fn_type(&[p, p, p, p, p, p, i, i], false);
+        let f =
+            self.module
+                .add_function(&format!("tile_{rows}x{cols}"), fty, Some(Linkage::Internal));
+        self.set_attrs(f);
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let param = |n: u32| {
+            f.get_nth_param(n)
+                .ok_or_else(|| CpuError::Llvm("missing tile parameter".into()))
+        };
+        let a = TileArgs {
+            x: param(0)?.into_pointer_value(),
+            w: param(1)?.into_pointer_value(),
+            s: param(2)?.into_pointer_value(),
+            z: param(3)?.into_pointer_value(),
+            bias: param(4)?.into_pointer_value(),
+            y: param(5)?.into_pointer_value(),
+        };
+        let r0 = param(6)?.into_int_value();
+        let c0 = param(7)?.into_int_value();
+
+        let accs: Vec<PointerValue> = (0..rows * cols)
+            .map(|_| {
+                let p = self.b.build_alloca(self.vf, "acc")?;
+                self.b.build_store(p, self.vf.const_zero())?;
+                Ok(p)
+            })
+            .collect::<Result<_, CpuError>>()?;
+
+        let kb = (spec.k_pad() / BLOCK) as u64;
+        let bpg = spec.blocks_per_group() as u64;
+        let ngroups = spec.groups_per_row() as u64;
+        let row_bytes = spec.row_bytes() as u64;
+        let block_bytes = spec.block_format().block_bytes() as u64;
+        let sbytes = spec.scale_bytes() as u64;
+        let k_pad = spec.k_pad() as u64;
+
+        let rows_idx: Vec<IntValue> = (0..rows)
+            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
+            .collect::<Result<_, _>>()?;
+        // Byte offsets of each column's activation row.
+        let x_rows: Vec<PointerValue> = (0..cols)
+            .map(|c| {
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let off = self.b.build_int_mul(col, self.i64c(k_pad * 4), "xo")?;
+                self.gep(a.x, off)
+            })
+            .collect::<Result<_, _>>()?;
+        let w_rows: Vec<PointerValue> = rows_idx
+            .iter()
+            .map(|&r| {
+                let off = self.b.build_int_mul(r, self.i64c(row_bytes), "wo")?;
+                self.gep(a.w, off)
+            })
+            .collect::<Result<_, _>>()?;
+
+        self.emit_loop(
+            f,
+            self.i64c(0),
+            |g| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, g, self.i64c(ngroups), "gc")?)
+            },
+            1,
+            |g| {
+                let mut scales = Vec::new();
+                let mut zps = Vec::new();
+                for &r in &rows_idx {
+                    let idx = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
+                    let idx = self.b.build_int_add(idx, g, "si")?;
+                    let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
+                    scales.push(self.splat_f(self.load_scale(self.gep(a.s, so)?)?)?);
+                    if spec.weight.zero_point {
+                        zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
+                    }
+                }
+                let b_start = self.b.build_int_mul(g, self.i64c(bpg), "bs")?;
+                let b_end = self.b.build_int_add(b_start, self.i64c(bpg), "be")?;
+                let lt = self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, b_end, self.i64c(kb), "lt")?;
+                let b_end = self
+                    .b
+                    .build_select(lt, b_end, self.i64c(kb), "be")?
+                    .into_int_value();
+                self.emit_loop(
+                    f,
+                    b_start,
+                    |blk| {
+                        Ok(self
+                            .b
+                            .build_int_compare(IntPredicate::ULT, blk, b_end, "bc")?)
+                    },
+                    1,
+                    |blk| {
+                        let xo = self
+                            .b
+                            .build_int_mul(blk, self.i64c(BLOCK as u64 * 4), "xo")?;
+                        let xs: Vec<VectorValue> = x_rows
+                            .iter()
+                            .map(|&xr| {
+                                let p = self.gep(xr, xo)?;
+                                let l = self.b.build_load(self.vf, p, "x")?;
+                                if let Some(inst) = l.as_instruction_value() {
+                                    inst.set_alignment(4)
+                                        .map_err(|e| CpuError::Llvm(e.to_string()))?;
+                                }
+                                Ok(l.into_vector_value())
+                            })
+                            .collect::<Result<_, CpuError>>()?;
+                        let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
+                        for r in 0..rows as usize {
+                            let codes = self.load_codes(self.gep(w_rows[r], wo)?)?;
+                            let mut wf = self.decode(codes)?;
+                            if spec.weight.zero_point {
+                                wf = self.b.build_float_sub(wf, zps[r], "wz")?;
+                            }
+                            let ws = self.b.build_float_mul(wf, scales[r], "ws")?;
+                            for (c, &xv) in xs.iter().enumerate() {
+                                let ap = accs[r * cols as usize + c];
+                                let acc = self.b.build_load(self.vf, ap, "a")?.into_vector_value();
+                                let acc = self.fma(ws, xv, acc)?;
+                                self.b.build_store(ap, acc)?;
+                            }
+                        }
+                        Ok(())
+                    },
+                )?;
+                Ok(())
+            },
+        )?;
+
+        let m = spec.m as u64;
+        for r in 0..rows as usize {
+            let bias = if spec.epilogue.bias {
+                let bo = self.b.build_int_mul(rows_idx[r], self.i64c(4), "bo")?;
+                Some(
+                    self.b
+                        .build_load(self.f32t, self.gep(a.bias, bo)?, "bias")?
+                        .into_float_value(),
+                )
+            } else {
+                None
+            };
+            for c in 0..cols as usize {
+                let acc = self
+                    .b
+                    .build_load(self.vf, accs[r * cols as usize + c], "a")?
+                    .into_vector_value();
+                let mut v = self.reduce(acc)?;
+                if let Some(bv) = bias {
+                    v = self.b.build_float_add(v, bv, "yb")?;
+                }
+                if spec.epilogue.activation == Activation::Relu {
+                    // NaN stays NaN, like the interpreter's relu.
+                    let keep = self.b.build_float_compare(
+                        FloatPredicate::UGT,
+                        v,
+                        self.f32t.const_zero(),
+                        "pos",
+                    )?;
+                    v = self
+                        .b
+                        .build_select(keep, v, self.f32t.const_zero(), "relu")?
+                        .into_float_value();
+                }
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
+                let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
+                let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
+                self.b.build_store(self.gep(a.y, yo)?, v)?;
+            }
+        }
+        self.b.build_return(None)?;
+        Ok(f)
+    }
+
+    fn emit_kernel(&self) -> Result<(), CpuError> {
+        let t4x1 = self.emit_tile(4, 1)?;
+        let t2x4 = self.emit_tile(2, 4)?;
+        let t1x4 = self.emit_tile(1, 4)?;
+        let t1x1 = self.emit_tile(1, 1)?;
+        let p = self.ptr.into();
+        let i = self.i64t.into();
+        let fty = self
+            .ctx
+            .void_type()
+            .fn_type(&[p, p, p, p, p, p, i, i, i], false);
+        let f = self.module.add_function(KERNEL_SYMBOL, fty, None);
+        self.set_attrs(f);
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let params: Vec<_> = f.get_param_iter().collect();
+        let ptrs: Vec<PointerValue> = params[..6].iter().map(|v| v.into_pointer_value()).collect();
+        let n = params[6].into_int_value();
+        let row_begin = params[7].into_int_value();
+        let row_end = params[8].into_int_value();
+        let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
+            let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
+                ptrs.iter().map(|&p| p.into()).collect();
+            args.push(r.into());
+            args.push(c.into());
+            self.b.build_call(tile, &args, "")?;
+            Ok::<(), CpuError>(())
+        };
+        // `lhs + add <= bound`, without overflow for the i64 ranges we use.
+        let fits = |lhs: IntValue<'ctx>, add: u64, bound: IntValue<'ctx>| {
+            let e = self.b.build_int_add(lhs, self.i64c(add), "e")?;
+            Ok::<_, CpuError>(
+                self.b
+                    .build_int_compare(IntPredicate::SLE, e, bound, "fits")?,
+            )
+        };
+        // Columns of one row block: 4 at a time, then one at a time.
+        let columns = |r: IntValue<'ctx>,
+                       wide: FunctionValue<'ctx>,
+                       wide_rows: u64,
+                       narrow: FunctionValue<'ctx>,
+                       narrow_rows: u64| {
+            let c = self.emit_loop(
+                f,
+                self.i64c(0),
+                |c| fits(c, 4, n),
+                4,
+                |c| {
+                    let mut rr = r;
+                    for _ in 0..(narrow_rows / wide_rows) {
+                        call(wide, rr, c)?;
+                        rr = self.b.build_int_add(rr, self.i64c(wide_rows), "rr")?;
+                    }
+                    Ok(())
+                },
+            )?;
+            self.emit_loop(
+                f,
+                c,
+                |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
+                1,
+                |c| call(narrow, r, c),
+            )?;
+            Ok::<(), CpuError>(())
+        };
+        let r = self.emit_loop(
+            f,
+            row_begin,
+            |r| fits(r, 4, row_end),
+            4,
+            |r| columns(r, t2x4, 2, t4x1, 4),
+        )?;
+        self.emit_loop(
+            f,
+            r,
+            |r| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::SLT, r, row_end, "rc")?)
+            },
+            1,
+            |r| columns(r, t1x4, 1, t1x1, 1),
+        )?;
+        self.b.build_return(None)?;
+        Ok(())
+    }
+}

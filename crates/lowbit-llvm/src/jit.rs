@@ -1,0 +1,367 @@
+//! The library JIT: compile a [`GemmSpec`] on first use (LLVM O3 + MCJIT
+//! for the host CPU), keep it in an in-memory cache keyed by spec, target
+//! and compiler version, and run it on the caller's buffers.
+//!
+//! [`GemmKernel::run`] checks every buffer size against the spec before the
+//! machine code sees a pointer, and splits the output rows over threads
+//! (scoped, one per requested thread, the caller's thread included).
+//!
+//! Limits: the cache is in memory only and never evicts (kernels are small);
+//! no on-disk cache yet.
+
+use crate::codegen::{build_module, KERNEL_SYMBOL};
+use crate::error::CpuError;
+use crate::pack::PackedWeights;
+use crate::spec::{Dim, GemmSpec};
+use crate::target::CpuTarget;
+use half::{bf16, f16};
+use inkwell::context::Context;
+use inkwell::execution_engine::ExecutionEngine;
+use inkwell::module::Module;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::RelocMode;
+use inkwell::OptimizationLevel;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+type KernelFn = unsafe extern "C" fn(
+    *const f32,
+    *const u8,
+    *const u8,
+    *const u8,
+    *const f32,
+    *mut f32,
+    i64,
+    i64,
+    i64,
+);
+
+/// The compiler identity that goes into cache keys: a kernel built by
+/// another lowbit or LLVM version is never reused.
+pub fn compiler_version() -> String {
+    let (a, b, c) = inkwell::support::get_llvm_version();
+    format!("lowbit {} llvm {a}.{b}.{c}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Activations in one of the supported element types.
+#[derive(Clone, Copy, Debug)]
+pub enum Activations<'a> {
+    /// `f32`.
+    F32(&'a [f32]),
+    /// `f16`.
+    F16(&'a [f16]),
+    /// `bf16`.
+    BF16(&'a [bf16]),
+}
+
+impl Activations<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Activations::F32(x) => x.len(),
+            Activations::F16(x) => x.len(),
+            Activations::BF16(x) => x.len(),
+        }
+    }
+
+    fn elem(&self) -> lowbit_numerics::ElemType {
+        match self {
+            Activations::F32(_) => lowbit_numerics::ElemType::F32,
+            Activations::F16(_) => lowbit_numerics::ElemType::F16,
+            Activations::BF16(_) => lowbit_numerics::ElemType::BF16,
+        }
+    }
+
+    fn get(&self, i: usize) -> f32 {
+        match self {
+            Activations::F32(x) => x[i],
+            Activations::F16(x) => x[i].to_f32(),
+            Activations::BF16(x) => x[i].to_f32(),
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for Activations<'a> {
+    fn from(x: &'a [f32]) -> Self {
+        Activations::F32(x)
+    }
+}
+
+/// JIT-compiled machine code and the LLVM objects that own it.
+pub(crate) struct JitCode {
+    // Field order is drop order: the engine (which owns the module's
+    // machine code) goes before the context it was built in.
+    _engine: ExecutionEngine<'static>,
+    _module: Module<'static>,
+    _context: Box<Context>,
+}
+
+// SAFETY: after construction the engine, module and context are never used
+// again, only kept alive for the machine code and dropped together; the
+// inkwell `Rc`s inside are shared only among these fields, so no reference
+// count is touched from two threads.
+unsafe impl Send for JitCode {}
+// SAFETY: as above; nothing reads these fields after construction.
+unsafe impl Sync for JitCode {}
+
+/// Builds a module with `build`, optimizes it for `target` (the host) and
+/// JIT-compiles it; returns the code and the addresses of `symbols`.
+pub(crate) fn jit(
+    target: &CpuTarget,
+    symbols: &[&str],
+    build: impl FnOnce(&'static Context) -> Result<Module<'static>, CpuError>,
+) -> Result<(JitCode, Vec<usize>), CpuError> {
+    let context = Box::new(Context::create());
+    // SAFETY: the context is boxed (its address is stable) and outlives the
+    // module and engine: all three live in the returned `JitCode`, whose
+    // field order drops the context last.
+    let ctx: &'static Context = unsafe { &*(context.as_ref() as *const Context) };
+    let module = build(ctx)?;
+    optimize(&module, target)?;
+    let engine = module
+        .create_jit_execution_engine(OptimizationLevel::Aggressive)
+        .map_err(|e| CpuError::Llvm(format!("JIT: {e}")))?;
+    let mut addrs = Vec::new();
+    for s in symbols {
+        let a = engine
+            .get_function_address(s)
+            .map_err(|e| CpuError::Llvm(format!("JIT lookup of {s}: {e}")))?;
+        if a == 0 {
+            return Err(CpuError::Llvm(format!("JIT returned a null {s}")));
+        }
+        addrs.push(a);
+    }
+    Ok((
+        JitCode {
+            _engine: engine,
+            _module: module,
+            _context: context,
+        },
+        addrs,
+    ))
+}
+
+/// A compiled GEMM kernel.
+pub struct GemmKernel {
+    spec: GemmSpec,
+    target: CpuTarget,
+    func: KernelFn,
+    compile_time: Duration,
+    _code: JitCode,
+}
+
+impl std::fmt::Debug for GemmKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GemmKernel")
+            .field("spec", &self.spec)
+            .field("target", &self.target.describe())
+            .field("compile_time", &self.compile_time)
+            .finish()
+    }
+}
+
+/// Runs LLVM's O3 pipeline for `target` over `module`.
+pub(crate) fn optimize(module: &Module, target: &CpuTarget) -> Result<(), CpuError> {
+    let machine = target.machine(RelocMode::PIC)?;
+    module
+        .run_passes("default<O3>", &machine, PassBuilderOptions::create())
+        .map_err(|e| CpuError::Llvm(format!("optimization failed: {e}")))
+}
+
+type CacheKey = (GemmSpec, CpuTarget, String);
+
+fn cache() -> &'static Mutex<HashMap<CacheKey, Arc<GemmKernel>>> {
+    static CACHE: OnceLock<Mutex<HashMap<CacheKey, Arc<GemmKernel>>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The kernel for `spec` on the host CPU: compiled on first use, then taken
+/// from the in-memory cache.
+pub fn compile(spec: &GemmSpec) -> Result<Arc<GemmKernel>, CpuError> {
+    let target = CpuTarget::host()?;
+    let key = (spec.clone(), target.clone(), compiler_version());
+    let mut map = cache()
+        .lock()
+        .map_err(|_| CpuError::Llvm("kernel cache lock poisoned".into()))?;
+    if let Some(k) = map.get(&key) {
+        return Ok(k.clone());
+    }
+    let k = Arc::new(GemmKernel::compile_uncached(spec, &target)?);
+    map.insert(key, k.clone());
+    Ok(k)
+}
+
+/// Number of kernels in the in-memory cache.
+pub fn cached_kernels() -> usize {
+    cache().lock().map(|m| m.len()).unwrap_or(0)
+}
+
+impl GemmKernel {
+    /// Compiles `spec` for `target` (which must be the host: the code runs
+    /// in this process) without consulting the cache.
+    pub fn compile_uncached(spec: &GemmSpec, target: &CpuTarget) -> Result<GemmKernel, CpuError> {
+        spec.check(&target.describe())?;
+        let start = Instant::now();
+        let (code, addrs) = jit(target, &[KERNEL_SYMBOL], |ctx| {
+            build_module(ctx, spec, target)
+        })?;
+        let addr = addrs[0];
+        // SAFETY: the symbol is the function `codegen` emitted with exactly
+        // this signature and the C calling convention.
+        let func: KernelFn = unsafe { std::mem::transmute::<usize, KernelFn>(addr) };
+        Ok(GemmKernel {
+            spec: spec.clone(),
+            target: target.clone(),
+            func,
+            compile_time: start.elapsed(),
+            _code: code,
+        })
+    }
+
+    /// The spec this kernel computes.
+    pub fn spec(&self) -> &GemmSpec {
+        &self.spec
+    }
+
+    /// The target it was compiled for.
+    pub fn target(&self) -> &CpuTarget {
+        &self.target
+    }
+
+    /// Wall time of IR generation, optimization and machine-code emission.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// Computes `y[n, m] = act(x[n, k] · Wᵀ + bias)`. `threads` = 0 uses
+    /// every available core. Every size is checked first.
+    pub fn run<'a>(
+        &self,
+        x: impl Into<Activations<'a>>,
+        weights: &PackedWeights,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        let x = x.into();
+        let spec = &self.spec;
+        let w = weights.spec();
+        if (w.m, w.k, &w.weight) != (spec.m, spec.k, &spec.weight) {
+            return Err(CpuError::SpecMismatch(format!(
+                "weights packed for {w}, kernel is {spec}"
+            )));
+        }
+        if let Dim::Static(sn) = spec.n {
+            if sn != n {
+                return Err(CpuError::BufferSize {
+                    buffer: "n (activation rows)",
+                    expected: sn,
+                    got: n,
+                });
+            }
+        }
+        if x.elem() != spec.act {
+            return Err(CpuError::SpecMismatch(format!(
+                "activations are {}, the kernel takes {}",
+                x.elem(),
+                spec.act
+            )));
+        }
+        let size = |buffer, expected: Option<usize>, got| match expected {
+            Some(e) if e == got => Ok(()),
+            Some(e) => Err(CpuError::BufferSize {
+                buffer,
+                expected: e,
+                got,
+            }),
+            None => Err(CpuError::BufferSize {
+                buffer,
+                expected: usize::MAX,
+                got,
+            }),
+        };
+        size("x", n.checked_mul(spec.k), x.len())?;
+        size("y", n.checked_mul(spec.m), y.len())?;
+        match (spec.epilogue.bias, bias) {
+            (true, Some(b)) => size("bias", Some(spec.m), b.len())?,
+            (false, None) => {}
+            (true, None) => return Err(CpuError::SpecMismatch("the kernel needs a bias".into())),
+            (false, Some(_)) => {
+                return Err(CpuError::SpecMismatch(
+                    "bias given but the kernel has no bias epilogue".into(),
+                ))
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let k_pad = spec.k_pad();
+        let padded: Vec<f32>;
+        let xp: *const f32 = match x {
+            Activations::F32(v) if k_pad == spec.k => v.as_ptr(),
+            _ => {
+                let mut p = vec![0f32; n * k_pad];
+                for (c, row) in p.chunks_mut(k_pad).enumerate() {
+                    for (j, d) in row[..spec.k].iter_mut().enumerate() {
+                        *d = x.get(c * spec.k + j);
+                    }
+                }
+                padded = p;
+                padded.as_ptr()
+            }
+        };
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |t| t.get())
+        } else {
+            threads
+        };
+        // Row chunks are whole 4-row tiles, so each thread runs full tiles.
+        let chunk = spec.m.div_ceil(threads).div_ceil(4) * 4;
+        let bias_p = bias.map_or(std::ptr::null(), |b| b.as_ptr());
+        // Raw pointers are not Send; the addresses are shared read-only,
+        // except `y`, where each thread writes only its own rows.
+        let addrs = [
+            xp as usize,
+            weights.codes().as_ptr() as usize,
+            weights.scales().as_ptr() as usize,
+            weights.zero_points().as_ptr() as usize,
+            bias_p as usize,
+            y.as_mut_ptr() as usize,
+        ];
+        let func = self.func;
+        let call = move |r0: usize, r1: usize| {
+            // SAFETY: every buffer's size was checked against the spec above
+            // (x padded to k_pad, y = n*m, weights checked at packing), rows
+            // r0..r1 are within 0..m, and threads write disjoint rows of y.
+            unsafe {
+                func(
+                    addrs[0] as *const f32,
+                    addrs[1] as *const u8,
+                    addrs[2] as *const u8,
+                    addrs[3] as *const u8,
+                    addrs[4] as *const f32,
+                    addrs[5] as *mut f32,
+                    n as i64,
+                    r0 as i64,
+                    r1 as i64,
+                )
+            }
+        };
+        let ranges: Vec<(usize, usize)> = (0..spec.m)
+            .step_by(chunk.max(1))
+            .map(|r| (r, (r + chunk).min(spec.m)))
+            .collect();
+        if ranges.len() <= 1 {
+            call(0, spec.m);
+            return Ok(());
+        }
+        std::thread::scope(|s| {
+            for &(r0, r1) in &ranges[1..] {
+                s.spawn(move || call(r0, r1));
+            }
+            call(ranges[0].0, ranges[0].1);
+        });
+        Ok(())
+    }
+}
