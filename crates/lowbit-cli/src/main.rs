@@ -5,7 +5,13 @@
 //! status 1 here, so no user input can make the driver panic.
 
 mod args;
+#[cfg(feature = "cpu")]
+mod bench_cmd;
+#[cfg(feature = "cpu")]
+mod compile_cmd;
 mod diag_shim;
+#[cfg(feature = "cpu")]
+mod gemm_args;
 mod opt_cmd;
 mod output;
 
@@ -20,6 +26,8 @@ Usage: lowbit <COMMAND> [ARGS]
 Commands:
   opt    Run a pass pipeline over lowbit IR text (.lbir) and print the result
   run    Run a model (.lbir) on inputs (.pb or .npy) and write its outputs
+  compile  Compile a kernel ahead of time (object, assembly, LLVM IR)
+  bench  Benchmark a kernel against this machine's measured roofline
 
 Options:
   -h, --help       Show this help ('lowbit <COMMAND> --help' for a command)
@@ -86,13 +94,21 @@ fn main() -> ExitCode {
             Ok(())
         }
         "opt" => opt_cmd::main(rest),
+        #[cfg(feature = "cpu")]
+        "bench" => bench_cmd::main(rest),
+        #[cfg(feature = "cpu")]
+        "compile" => compile_cmd::main(rest),
+        #[cfg(not(feature = "cpu"))]
+        "bench" | "compile" => Err(Failure::msg(
+            "this lowbit was built without the cpu backend (feature 'cpu')",
+        )),
         other => Err(Failure::usage(format!("unknown command '{other}'"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let name = match cmd {
-                "opt" | "run" => format!("lowbit {cmd}"),
+                "opt" | "run" | "bench" | "compile" => format!("lowbit {cmd}"),
                 _ => "lowbit".to_string(),
             };
             match f {

@@ -118,8 +118,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             ("target-cpu", self.target.cpu.as_str()),
             ("target-features", self.target.features.as_str()),
         ];
-        if self.target.has("avx512f") {
-            // Without these, LLVM's Intel tuning keeps vectors at 256 bits.
+        if self.target.triple.starts_with("x86_64") {
+            // Without these, LLVM's Intel tuning keeps vectors at 256 bits
+            // even where AVX-512 exists; without AVX-512 they change nothing.
             attrs.push(("prefer-vector-width", "512"));
             attrs.push(("min-legal-vector-width", "512"));
         }
@@ -147,6 +148,22 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // SAFETY: offsets stay inside the buffers whose sizes the caller
         // checked against the spec before calling the kernel.
         Ok(unsafe { self.b.build_in_bounds_gep(self.i8t, p, &[offset], "p")? })
+    }
+
+    /// A load with an explicit alignment: packed weights and scales live
+    /// in byte buffers, so their loads must not assume the type's alignment.
+    fn load<T: inkwell::types::BasicType<'ctx>>(
+        &self,
+        ty: T,
+        p: PointerValue<'ctx>,
+        align: u32,
+    ) -> Result<inkwell::values::BasicValueEnum<'ctx>, CpuError> {
+        let v = self.b.build_load(ty, p, "ld")?;
+        if let Some(inst) = v.as_instruction_value() {
+            inst.set_alignment(align)
+                .map_err(|e| CpuError::Llvm(format!("load alignment: {e}")))?;
+        }
+        Ok(v)
     }
 
     fn splat_f(&self, v: FloatValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
@@ -222,14 +239,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn load_scale(&self, p: PointerValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
         let s = self.spec.weight.scale;
         Ok(if s == lowbit_numerics::ElemType::F32 {
-            self.b.build_load(self.f32t, p, "s")?.into_float_value()
+            self.load(self.f32t, p, 1)?.into_float_value()
         } else if s == lowbit_numerics::ElemType::F16 {
-            let h = self.b.build_load(self.ctx.f16_type(), p, "sh")?;
+            let h = self.load(self.ctx.f16_type(), p, 1)?;
             self.b
                 .build_float_ext(h.into_float_value(), self.f32t, "s")?
         } else {
             // bf16: the high half of an f32.
-            let h = self.b.build_load(self.i16t, p, "sb")?.into_int_value();
+            let h = self.load(self.i16t, p, 1)?.into_int_value();
             let w = self.b.build_int_z_extend(h, self.i32t, "sw")?;
             let w = self
                 .b
@@ -256,11 +273,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn load_codes(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
         let v8 = |n: u32| self.i8t.vec_type(n);
         Ok(match self.spec.block_format() {
-            BlockFormat::Bytes => self.b.build_load(v8(LANES), p, "w")?.into_vector_value(),
+            BlockFormat::Bytes => self.load(v8(LANES), p, 1)?.into_vector_value(),
             BlockFormat::Interleaved { bits } => {
                 let per = 8 / bits;
                 let n = LANES / per;
-                let raw = self.b.build_load(v8(n), p, "w")?.into_vector_value();
+                let raw = self.load(v8(n), p, 1)?.into_vector_value();
                 let mask = VectorType::const_vector(&vec![
                     self.i8t
                         .const_int((1u64 << bits) - 1, false);
@@ -296,7 +313,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let bool_vec = self.ctx.bool_type().vec_type(LANES);
                 for k in 0..bits {
                     let pk = self.gep(p, self.i64c(4 * k as u64))?;
-                    let plane = self.b.build_load(self.i32t, pk, "plane")?.into_int_value();
+                    let plane = self.load(self.i32t, pk, 1)?.into_int_value();
                     let m = self
                         .b
                         .build_bit_cast(plane, bool_vec, "m")?
@@ -437,6 +454,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             self.module
                 .add_function(&format!("tile_{rows}x{cols}"), fty, Some(Linkage::Internal));
         self.set_attrs(f);
+        // A tile call covers a whole row of k; inlining the tiles into the
+        // loop nest would only multiply the code (and the JIT time).
+        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
+        f.add_attribute(
+            AttributeLoc::Function,
+            self.ctx.create_enum_attribute(noinline, 0),
+        );
         let entry = self.ctx.append_basic_block(f, "entry");
         self.b.position_at_end(entry);
         let param = |n: u32| {
@@ -536,12 +560,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             .iter()
                             .map(|&xr| {
                                 let p = self.gep(xr, xo)?;
-                                let l = self.b.build_load(self.vf, p, "x")?;
-                                if let Some(inst) = l.as_instruction_value() {
-                                    inst.set_alignment(4)
-                                        .map_err(|e| CpuError::Llvm(e.to_string()))?;
-                                }
-                                Ok(l.into_vector_value())
+                                Ok(self.load(self.vf, p, 4)?.into_vector_value())
                             })
                             .collect::<Result<_, CpuError>>()?;
                         let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;

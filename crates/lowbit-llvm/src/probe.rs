@@ -45,7 +45,7 @@ fn set_attrs(ctx: &Context, f: FunctionValue, t: &CpuTarget) {
             f.add_attribute(AttributeLoc::Function, ctx.create_string_attribute(k, v));
         }
     }
-    if t.has("avx512f") {
+    if t.triple.starts_with("x86_64") {
         for (k, v) in [
             ("prefer-vector-width", "512"),
             ("min-legal-vector-width", "512"),
