@@ -56,6 +56,17 @@ struct Gen<'a, 'ctx> {
     ptr: PointerType<'ctx>,
     vf: VectorType<'ctx>,
     fma: FunctionValue<'ctx>,
+    lut: Option<Lut<'ctx>>,
+}
+
+/// The table-lookup decoder for 4-bit codes on AVX-512: `vpermps` picks
+/// lane `i` of a 16-float table by the low 4 bits of index lane `i`, so a
+/// nibble becomes its dequantized float in one instruction.
+struct Lut<'ctx> {
+    /// `decode(code)` for codes 0..16.
+    table: VectorValue<'ctx>,
+    /// `llvm.x86.avx512.permvar.sf.512`.
+    permute: FunctionValue<'ctx>,
 }
 
 /// Tile-function parameters, in order.
@@ -85,8 +96,25 @@ pub fn build_module<'ctx>(
     let fma = Intrinsic::find("llvm.fma")
         .and_then(|i| i.get_declaration(&module, &[vf.into()]))
         .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
+    let lut = if target.has("avx512f") && spec.weight.dtype.bits() == 4 {
+        let permute = Intrinsic::find("llvm.x86.avx512.permvar.sf.512")
+            .and_then(|i| i.get_declaration(&module, &[]))
+            .ok_or_else(|| {
+                CpuError::Llvm("llvm.x86.avx512.permvar.sf.512 is not available".into())
+            })?;
+        let vals: Vec<FloatValue> = (0..16u64)
+            .map(|c| f32t.const_float(spec.weight.dtype.decode(c)))
+            .collect();
+        Some(Lut {
+            table: VectorType::const_vector(&vals),
+            permute,
+        })
+    } else {
+        None
+    };
     let g = Gen {
         ctx,
+        lut,
         module: &module,
         b: ctx.create_builder(),
         spec,
@@ -369,6 +397,29 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .into_vector_value();
                 self.b.build_float_ext(h, vf, "wf")?
             }
+            WeightKind::F4E2M1FN => {
+                // As for E4M3 below: the f16 with the same sign, exponent
+                // and mantissa bits is 2^-14 of the E2M1 value, subnormals
+                // included; E2M1FN has no infinities or NaNs.
+                let v16 = self.i16t.vec_type(LANES);
+                let w = self.b.build_int_z_extend(codes, v16, "h")?;
+                let sign = self.b.build_and(w, self.splat_i(self.i16t, 0x8), "sgn")?;
+                let sign = self
+                    .b
+                    .build_left_shift(sign, self.splat_i(self.i16t, 12), "sgn")?;
+                let mag = self.b.build_and(w, self.splat_i(self.i16t, 0x7), "mag")?;
+                let em = self
+                    .b
+                    .build_left_shift(mag, self.splat_i(self.i16t, 9), "em")?;
+                let bits = self.b.build_or(sign, em, "hb")?;
+                let h = self
+                    .b
+                    .build_bit_cast(bits, self.ctx.f16_type().vec_type(LANES), "h")?
+                    .into_vector_value();
+                let f = self.b.build_float_ext(h, vf, "wf")?;
+                self.b
+                    .build_float_mul(f, self.splat_f(self.f32t.const_float(16384.0))?, "wf")?
+            }
             WeightKind::F8E4M3FN => {
                 // Place sign, exponent and mantissa in an f16 (bias 15, so
                 // the value is 2^-8 of the E4M3 one, subnormals included),
@@ -405,6 +456,38 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .into_vector_value()
             }
         })
+    }
+
+    /// Dequantizes the interleaved 4-bit block at `p` through `lut` (this
+    /// row's group table): the low nibbles are elements 0..16, the high
+    /// ones 16..32.
+    fn lut_block(
+        &self,
+        l: &Lut<'ctx>,
+        lut: VectorValue<'ctx>,
+        p: PointerValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let raw = self.load(self.i8t.vec_type(16), p, 1)?.into_vector_value();
+        let v32 = self.i32t.vec_type(16);
+        let idx = self.b.build_int_z_extend(raw, v32, "idx")?;
+        let hi_idx = self.b.build_right_shift(
+            idx,
+            VectorType::const_vector(&[self.i32t.const_int(4, false); 16]),
+            false,
+            "hidx",
+        )?;
+        let pick = |i: VectorValue<'ctx>| -> Result<VectorValue<'ctx>, CpuError> {
+            self.b
+                .build_call(l.permute, &[lut.into(), i.into()], "w")?
+                .try_as_basic_value()
+                .basic()
+                .map(|v| v.into_vector_value())
+                .ok_or_else(|| CpuError::Llvm("vpermps returned no value".into()))
+        };
+        // The permute ignores all but the low 4 index bits: no mask needed.
+        let lo = pick(idx)?;
+        let hi = pick(hi_idx)?;
+        self.concat(lo, hi)
     }
 
     fn fma(
@@ -534,6 +617,30 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
                     }
                 }
+                // With a 16-entry table, each row's group gets its own table
+                // of dequantized values `(decode(c) - z) * s`: the same f32
+                // roundings as the arithmetic path, once per group.
+                let luts: Vec<VectorValue> = match &self.lut {
+                    None => Vec::new(),
+                    Some(l) => (0..rows as usize)
+                        .map(|r| {
+                            let half =
+                                |v: VectorValue<'ctx>| -> Result<VectorValue<'ctx>, CpuError> {
+                                    Ok(self.b.build_shuffle_vector(
+                                        v,
+                                        v,
+                                        self.shuffle_mask(0..16),
+                                        "h",
+                                    )?)
+                                };
+                            let mut t = l.table;
+                            if spec.weight.zero_point {
+                                t = self.b.build_float_sub(t, half(zps[r])?, "tz")?;
+                            }
+                            Ok(self.b.build_float_mul(t, half(scales[r])?, "lut")?)
+                        })
+                        .collect::<Result<_, CpuError>>()?,
+                };
                 let b_start = self.b.build_int_mul(g, self.i64c(bpg), "bs")?;
                 let b_end = self.b.build_int_add(b_start, self.i64c(bpg), "be")?;
                 let lt = self
@@ -565,12 +672,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             .collect::<Result<_, CpuError>>()?;
                         let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
                         for r in 0..rows as usize {
-                            let codes = self.load_codes(self.gep(w_rows[r], wo)?)?;
-                            let mut wf = self.decode(codes)?;
-                            if spec.weight.zero_point {
-                                wf = self.b.build_float_sub(wf, zps[r], "wz")?;
-                            }
-                            let ws = self.b.build_float_mul(wf, scales[r], "ws")?;
+                            let p = self.gep(w_rows[r], wo)?;
+                            let ws = match &self.lut {
+                                Some(l) => self.lut_block(l, luts[r], p)?,
+                                None => {
+                                    let mut wf = self.decode(self.load_codes(p)?)?;
+                                    if spec.weight.zero_point {
+                                        wf = self.b.build_float_sub(wf, zps[r], "wz")?;
+                                    }
+                                    self.b.build_float_mul(wf, scales[r], "ws")?
+                                }
+                            };
                             for (c, &xv) in xs.iter().enumerate() {
                                 let ap = accs[r * cols as usize + c];
                                 let acc = self.b.build_load(self.vf, ap, "a")?.into_vector_value();

@@ -1,8 +1,8 @@
 //! GEMM kernel specifications and the packed weight layout each one uses.
 //!
 //! A [`GemmSpec`] describes `Y[n, m] = act(X[n, k] · W[m, k]ᵀ + bias[m])`
-//! with `W` quantized: integer codes of 1 to 8 bits (or `f8E4M3FN` /
-//! `f8E5M2`), one scale per output row (`PerChannel`) or per `group`
+//! with `W` quantized: integer codes of 1 to 8 bits (or `b1`, `f8E4M3FN`,
+//! `f8E5M2`, `f4E2M1FN`), one scale per output row (`PerChannel`) or per `group`
 //! consecutive elements of a row (`Group`), optional zero points of the
 //! weight's element type. [`GemmSpec::check`] decides whether the CPU backend
 //! can run a spec and returns [`CpuError::Unsupported`] otherwise.
@@ -144,6 +144,8 @@ pub(crate) enum WeightKind {
     F8E4M3FN,
     /// `f8E5M2`.
     F8E5M2,
+    /// `f4E2M1FN` (no infinities, no NaN).
+    F4E2M1FN,
 }
 
 impl fmt::Display for GemmSpec {
@@ -249,6 +251,7 @@ impl GemmSpec {
             ElemType::Bipolar => Some(WeightKind::Bipolar),
             ElemType::Float(f) if f == FloatFormat::F8E4M3FN => Some(WeightKind::F8E4M3FN),
             ElemType::Float(f) if f == FloatFormat::F8E5M2 => Some(WeightKind::F8E5M2),
+            ElemType::Float(f) if f == FloatFormat::F4E2M1FN => Some(WeightKind::F4E2M1FN),
             _ => None,
         }
     }
@@ -333,7 +336,9 @@ impl GemmSpec {
             return u(format!("weight {}x{} is too large", self.m, self.k));
         }
         let Some(kind) = self.weight_kind() else {
-            return u("weights must be 1- to 8-bit integers, b1, f8E4M3FN or f8E5M2".into());
+            return u(
+                "weights must be 1- to 8-bit integers, b1, f8E4M3FN, f8E5M2 or f4E2M1FN".into(),
+            );
         };
         if let WeightGranularity::Group(g) = self.weight.granularity {
             if g == 0 || g % BLOCK != 0 {

@@ -8,8 +8,8 @@
 use lowbit_interp::eval_op;
 use lowbit_ir::{BinaryOp, OpKind, Overflow, Tensor, TensorType};
 use lowbit_llvm::{
-    compile, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights,
-    WeightGranularity, WeightSpec,
+    compile, Activation, Activations, CpuTarget, Dim, Epilogue, GemmKernel, GemmSpec,
+    PackedWeights, WeightGranularity, WeightSpec,
 };
 use lowbit_numerics::{ElemType, Rounding};
 
@@ -221,7 +221,7 @@ fn check(c: &Case, got: &[f32]) {
 
 const WEIGHTS: &[&str] = &[
     "i4", "u4", "i8", "u8", "i2", "u2", "i3", "u3", "i5", "u6", "i7", "u1", "b1", "f8E4M3FN",
-    "f8E5M2",
+    "f8E5M2", "f4E2M1FN",
 ];
 
 #[test]
@@ -286,18 +286,31 @@ fn random_specs_match_the_interpreter() {
 
 /// Every weight type with the shapes the tiles split unevenly: m = 4t+3,
 /// n = 4c+3, k one short of a block and one past a group.
+/// Run on the host's best ISA (the cached JIT) and, on x86-64, also with
+/// code for an AVX2-only CPU, which takes the arithmetic 4-bit decoder
+/// instead of the AVX-512 table lookup.
 #[test]
 fn ragged_edges_every_weight_type() {
     let mut rng = Rng(42);
-    for (i, w) in WEIGHTS.iter().enumerate() {
-        let dtype = t(w);
-        let k = if i % 2 == 0 { 31 } else { 129 };
-        let mut spec = GemmSpec::new(7, k, Dim::Dynamic, dtype, 64);
-        spec.weight.zero_point = matches!(dtype, ElemType::Int { .. });
-        spec.epilogue.bias = true;
-        let c = make_case(&mut rng, spec, 7);
-        let kernel = compile(&c.spec).unwrap();
-        check(&c, &run_kernel(&kernel, &c, 2));
+    let host = CpuTarget::host().unwrap();
+    let mut targets = vec![None];
+    if host.triple.starts_with("x86_64") {
+        targets.push(Some(CpuTarget::named("x86_64", "haswell").unwrap()));
+    }
+    for target in &targets {
+        for (i, w) in WEIGHTS.iter().enumerate() {
+            let dtype = t(w);
+            let k = if i % 2 == 0 { 31 } else { 129 };
+            let mut spec = GemmSpec::new(7, k, Dim::Dynamic, dtype, 64);
+            spec.weight.zero_point = matches!(dtype, ElemType::Int { .. });
+            spec.epilogue.bias = true;
+            let c = make_case(&mut rng, spec, 7);
+            let got = match target {
+                None => run_kernel(&compile(&c.spec).unwrap(), &c, 2),
+                Some(t) => run_kernel(&GemmKernel::compile_uncached(&c.spec, t).unwrap(), &c, 2),
+            };
+            check(&c, &got);
+        }
     }
 }
 

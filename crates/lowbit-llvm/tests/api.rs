@@ -36,14 +36,15 @@ fn weights(spec: &GemmSpec) -> PackedWeights {
 
 #[test]
 fn unsupported_specs_name_op_dtype_layout_and_target() {
-    let mut cases = Vec::new();
-    cases.push(GemmSpec::new(8, 64, Dim::Dynamic, t("i16"), 32));
-    cases.push(GemmSpec::new(8, 64, Dim::Dynamic, t("f4E2M1FN"), 32));
-    cases.push(GemmSpec::new(8, 64, Dim::Dynamic, t("f8E4M3FNUZ"), 32));
-    cases.push(GemmSpec::new(8, 64, Dim::Dynamic, t("i4"), 16));
-    cases.push(GemmSpec::new(8, 64, Dim::Dynamic, t("i4"), 0));
-    cases.push(GemmSpec::new(0, 64, Dim::Dynamic, t("i4"), 32));
-    cases.push(GemmSpec::new(8, 64, Dim::Static(0), t("i4"), 32));
+    let mut cases = vec![
+        GemmSpec::new(8, 64, Dim::Dynamic, t("i16"), 32),
+        GemmSpec::new(8, 64, Dim::Dynamic, t("f6E3M2FN"), 32),
+        GemmSpec::new(8, 64, Dim::Dynamic, t("f8E4M3FNUZ"), 32),
+        GemmSpec::new(8, 64, Dim::Dynamic, t("i4"), 16),
+        GemmSpec::new(8, 64, Dim::Dynamic, t("i4"), 0),
+        GemmSpec::new(0, 64, Dim::Dynamic, t("i4"), 32),
+        GemmSpec::new(8, 64, Dim::Static(0), t("i4"), 32),
+    ];
     let mut s = GemmSpec::new(8, 64, Dim::Dynamic, t("f8E5M2"), 32);
     s.weight.zero_point = true;
     cases.push(s);
