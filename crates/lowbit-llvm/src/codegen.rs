@@ -8,7 +8,8 @@
 //! `x` is `f32 [n, k_pad]` with zeros after `k`.
 //!
 //! Work is cut into register tiles of `R` weight rows by `C` activation
-//! columns (4x1 for the decode case, 2x4 and 1x4 when `n >= 4`), one
+//! columns (4x1 for the decode case, 2x4 when `n >= 4`, 1x1 for the last
+//! rows), one
 //! internal function per tile shape. A tile walks the row's 32-element
 //! blocks: each block is loaded packed, unpacked to codes with shifts and
 //! masks (or bit-plane masks), converted to `<32 x float>`, shifted by the
@@ -641,6 +642,43 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         })
                         .collect::<Result<_, CpuError>>()?,
                 };
+                let block = |blk: IntValue<'ctx>| -> Result<(), CpuError> {
+                    let xo = self
+                        .b
+                        .build_int_mul(blk, self.i64c(BLOCK as u64 * 4), "xo")?;
+                    let xs: Vec<VectorValue> = x_rows
+                        .iter()
+                        .map(|&xr| {
+                            let p = self.gep(xr, xo)?;
+                            Ok(self.load(self.vf, p, 4)?.into_vector_value())
+                        })
+                        .collect::<Result<_, CpuError>>()?;
+                    let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
+                    for r in 0..rows as usize {
+                        let p = self.gep(w_rows[r], wo)?;
+                        let ws = match &self.lut {
+                            Some(l) => self.lut_block(l, luts[r], p)?,
+                            None => {
+                                let mut wf = self.decode(self.load_codes(p)?)?;
+                                if spec.weight.zero_point {
+                                    wf = self.b.build_float_sub(wf, zps[r], "wz")?;
+                                }
+                                self.b.build_float_mul(wf, scales[r], "ws")?
+                            }
+                        };
+                        for (c, &xv) in xs.iter().enumerate() {
+                            let ap = accs[r * cols as usize + c];
+                            let acc = self.b.build_load(self.vf, ap, "a")?.into_vector_value();
+                            let acc = self.fma(ws, xv, acc)?;
+                            self.b.build_store(ap, acc)?;
+                        }
+                    }
+                    Ok(())
+                };
+                if bpg == 1 {
+                    // One block per group (groups of 32): no inner loop.
+                    return block(g);
+                }
                 let b_start = self.b.build_int_mul(g, self.i64c(bpg), "bs")?;
                 let b_end = self.b.build_int_add(b_start, self.i64c(bpg), "be")?;
                 let lt = self
@@ -659,39 +697,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             .build_int_compare(IntPredicate::ULT, blk, b_end, "bc")?)
                     },
                     1,
-                    |blk| {
-                        let xo = self
-                            .b
-                            .build_int_mul(blk, self.i64c(BLOCK as u64 * 4), "xo")?;
-                        let xs: Vec<VectorValue> = x_rows
-                            .iter()
-                            .map(|&xr| {
-                                let p = self.gep(xr, xo)?;
-                                Ok(self.load(self.vf, p, 4)?.into_vector_value())
-                            })
-                            .collect::<Result<_, CpuError>>()?;
-                        let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
-                        for r in 0..rows as usize {
-                            let p = self.gep(w_rows[r], wo)?;
-                            let ws = match &self.lut {
-                                Some(l) => self.lut_block(l, luts[r], p)?,
-                                None => {
-                                    let mut wf = self.decode(self.load_codes(p)?)?;
-                                    if spec.weight.zero_point {
-                                        wf = self.b.build_float_sub(wf, zps[r], "wz")?;
-                                    }
-                                    self.b.build_float_mul(wf, scales[r], "ws")?
-                                }
-                            };
-                            for (c, &xv) in xs.iter().enumerate() {
-                                let ap = accs[r * cols as usize + c];
-                                let acc = self.b.build_load(self.vf, ap, "a")?.into_vector_value();
-                                let acc = self.fma(ws, xv, acc)?;
-                                self.b.build_store(ap, acc)?;
-                            }
-                        }
-                        Ok(())
-                    },
+                    block,
                 )?;
                 Ok(())
             },
@@ -745,7 +751,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn emit_kernel(&self) -> Result<(), CpuError> {
         let t4x1 = self.emit_tile(4, 1)?;
         let t2x4 = self.emit_tile(2, 4)?;
-        let t1x4 = self.emit_tile(1, 4)?;
         let t1x1 = self.emit_tile(1, 1)?;
         let p = self.ptr.into();
         let i = self.i64t.into();
@@ -779,25 +784,30 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             )
         };
         // Columns of one row block: 4 at a time, then one at a time.
+        // Columns of one block of `narrow_rows` rows: 4 at a time with the
+        // `wide` tile (if any, covering the rows in tiles of `wide_rows`),
+        // then one at a time.
         let columns = |r: IntValue<'ctx>,
-                       wide: FunctionValue<'ctx>,
-                       wide_rows: u64,
+                       wide: Option<(FunctionValue<'ctx>, u64)>,
                        narrow: FunctionValue<'ctx>,
                        narrow_rows: u64| {
-            let c = self.emit_loop(
-                f,
-                self.i64c(0),
-                |c| fits(c, 4, n),
-                4,
-                |c| {
-                    let mut rr = r;
-                    for _ in 0..(narrow_rows / wide_rows) {
-                        call(wide, rr, c)?;
-                        rr = self.b.build_int_add(rr, self.i64c(wide_rows), "rr")?;
-                    }
-                    Ok(())
-                },
-            )?;
+            let c = match wide {
+                None => self.i64c(0),
+                Some((wide, wide_rows)) => self.emit_loop(
+                    f,
+                    self.i64c(0),
+                    |c| fits(c, 4, n),
+                    4,
+                    |c| {
+                        let mut rr = r;
+                        for _ in 0..(narrow_rows / wide_rows) {
+                            call(wide, rr, c)?;
+                            rr = self.b.build_int_add(rr, self.i64c(wide_rows), "rr")?;
+                        }
+                        Ok(())
+                    },
+                )?,
+            };
             self.emit_loop(
                 f,
                 c,
@@ -812,7 +822,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             row_begin,
             |r| fits(r, 4, row_end),
             4,
-            |r| columns(r, t2x4, 2, t4x1, 4),
+            |r| columns(r, Some((t2x4, 2)), t4x1, 4),
         )?;
         self.emit_loop(
             f,
@@ -823,7 +833,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .build_int_compare(IntPredicate::SLT, r, row_end, "rc")?)
             },
             1,
-            |r| columns(r, t1x4, 1, t1x1, 1),
+            // At most 3 tail rows: one column at a time is fast enough.
+            |r| columns(r, None, t1x1, 1),
         )?;
         self.b.build_return(None)?;
         Ok(())
