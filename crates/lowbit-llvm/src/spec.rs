@@ -309,12 +309,11 @@ impl GemmSpec {
         CpuError::Unsupported {
             op: "gemm".into(),
             dtype: self.weight.dtype.to_string(),
-            layout: self
-                .weight
-                .layout
-                .as_ref()
-                .unwrap_or(&self.packed_layout())
-                .to_string(),
+            layout: match (&self.weight.layout, self.weight_kind()) {
+                (Some(l), _) => l.to_string(),
+                (None, Some(_)) => self.packed_layout().to_string(),
+                (None, None) => Layout::default().to_string(),
+            },
             target: target.into(),
             reason: reason.into(),
         }
