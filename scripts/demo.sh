@@ -24,8 +24,8 @@ done
 OUT="$(mktemp -d "${TMPDIR:-/tmp}/lowbit-demo.XXXXXX")"
 trap 'rm -rf "$OUT"' EXIT
 
-echo "==> lowbit opt $MODEL --passes='canonicalize,cse,dce' --print-ir-after-all --verify-each"
-"$LOWBIT" opt "$MODEL" --passes='canonicalize,cse,dce' --print-ir-after-all --verify-each
+echo "==> lowbit opt $MODEL --passes='canonicalize,cse,dce' --print-ir-after-all --verify-each --elide-resources"
+"$LOWBIT" opt "$MODEL" --passes='canonicalize,cse,dce' --print-ir-after-all --verify-each --elide-resources
 
 echo
 echo "==> lowbit run $MODEL --input x=$INPUT --backend interp --output-dir $OUT"

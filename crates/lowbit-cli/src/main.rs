@@ -9,11 +9,11 @@ mod args;
 mod bench_cmd;
 #[cfg(feature = "cpu")]
 mod compile_cmd;
-mod diag_shim;
 #[cfg(feature = "cpu")]
 mod gemm_args;
 mod opt_cmd;
 mod output;
+mod run_cmd;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -63,6 +63,16 @@ impl Failure {
     }
 }
 
+/// Writes to standard output; a closed pipe (`lowbit ... | head`) is an
+/// error value rather than the panic `print!` would raise.
+pub fn write_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::msg(format!("cannot write standard output: {e}")))
+}
+
 /// Reads a source file, or standard input for `-`.
 pub fn read_source(path: &str) -> Result<String, Failure> {
     if path == "-" {
@@ -85,15 +95,10 @@ fn main() -> ExitCode {
         }
     };
     let result = match cmd {
-        "-h" | "--help" | "help" => {
-            print!("{HELP}");
-            Ok(())
-        }
-        "-V" | "--version" => {
-            println!("lowbit {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
+        "-h" | "--help" | "help" => write_stdout(HELP),
+        "-V" | "--version" => write_stdout(&format!("lowbit {}\n", env!("CARGO_PKG_VERSION"))),
         "opt" => opt_cmd::main(rest),
+        "run" => run_cmd::main(rest),
         #[cfg(feature = "cpu")]
         "bench" => bench_cmd::main(rest),
         #[cfg(feature = "cpu")]

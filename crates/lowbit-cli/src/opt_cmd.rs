@@ -1,14 +1,17 @@
 //! `lowbit opt`: parse, verify, run a pass pipeline, print the result.
 
 use crate::args::{self, Spec};
-use crate::diag_shim::{check_expected_diagnostics, render_with_source};
 use crate::output::write_atomic;
-use crate::{read_source, Failure};
-use lowbit::ir::{parser::parse_module, printer::print_module, verifier::verify_module};
+use crate::{read_source, write_stdout, Failure};
+use lowbit::ir::diag::{check_expected_diagnostics, render_with_source};
+use lowbit::ir::{
+    parser::parse_module,
+    printer::{print_module_with, PrintOptions},
+    verifier::verify_module,
+};
 use lowbit::opt::manager::RunError;
 use lowbit::opt::registry::{describe_registry, lookup};
 use lowbit::opt::{Instrumentation, PassManager};
-use std::io::Write;
 use std::path::Path;
 
 /// `lowbit opt --help`.
@@ -36,6 +39,9 @@ Options:
                             the pass (otherwise it is verified once at the end)
   --time-passes             Report the wall time of every pass
   --pass-statistics         Report the statistics counters of every pass
+  --elide-resources         Print large constant payloads (the resource
+                            section) as __elided__ in dumps and output, for
+                            reading; such output does not parse back
   --dump-pass-pipeline      Print the pipeline, every option spelled out
   --verify-diagnostics      Check parse and verifier errors against the
                             '// expected-error@+N {{text}}' comments of the
@@ -104,6 +110,11 @@ const SPECS: &[Spec] = &[
         takes_value: false,
     },
     Spec {
+        long: "elide-resources",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
         long: "dump-pass-pipeline",
         short: None,
         takes_value: false,
@@ -129,12 +140,10 @@ const SPECS: &[Spec] = &[
 pub fn main(argv: &[String]) -> Result<(), Failure> {
     let a = args::parse(argv, SPECS).map_err(Failure::usage)?;
     if a.has("help") {
-        print!("{HELP}");
-        return Ok(());
+        return write_stdout(HELP);
     }
     if a.has("list-passes") {
-        print!("{}", describe_registry());
-        return Ok(());
+        return write_stdout(&describe_registry());
     }
     let file = match a.positional.as_slice() {
         [f] => f.as_str(),
@@ -181,14 +190,14 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         return Err(Failure::rendered(msg));
     }
 
-    let text = print_module(&module);
+    let text = print_module_with(
+        &module,
+        PrintOptions {
+            elide_resources: a.has("elide-resources"),
+        },
+    );
     match a.last("output") {
-        None | Some("-") => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .and_then(|()| out.flush())
-                .map_err(|e| Failure::msg(format!("cannot write standard output: {e}")))
-        }
+        None | Some("-") => write_stdout(&text),
         Some(path) => write_atomic(Path::new(path), text.as_bytes()).map_err(Failure::msg),
     }
 }
@@ -216,5 +225,6 @@ fn instrumentation(a: &args::Args) -> Result<Instrumentation, Failure> {
         print_after_change: a.has("print-ir-after-change"),
         verify_each: a.has("verify-each"),
         time_passes: a.has("time-passes"),
+        elide_resources: a.has("elide-resources"),
     })
 }

@@ -211,6 +211,10 @@ pub fn eval_op(
         .map_err(|m| InterpError::op(name, m))
 }
 
+/// Results beyond this many elements (512 GiB of codes) are refused up
+/// front rather than aborting on a failed allocation.
+const MAX_RESULT_ELEMENTS: usize = 1 << 36;
+
 fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tensor, String> {
     for (i, t) in ops.iter().enumerate() {
         let n = shape::count(&t.shape).map_err(|e| format!("operand #{i}: {e}"))?;
@@ -222,7 +226,12 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
             ));
         }
     }
-    shape::count(&rt.shape).map_err(|e| format!("result type {rt}: {e}"))?;
+    let n = shape::count(&rt.shape).map_err(|e| format!("result type {rt}: {e}"))?;
+    if n > MAX_RESULT_ELEMENTS {
+        return Err(format!(
+            "result type {rt} has {n} elements, more than the interpreter's limit of 2^36"
+        ));
+    }
     match kind {
         OpKind::Constant(data) => movement::constant(data.bytes(), rt),
         OpKind::Quantize {
@@ -292,6 +301,23 @@ pub fn run_function(
     f: &Function,
     inputs: &[(String, Tensor)],
 ) -> Result<Vec<(String, Tensor)>, InterpError> {
+    run_function_with_stats(f, inputs).map(|(out, _)| out)
+}
+
+/// Memory statistics of one [`run_function_with_stats`] call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// The most tensors alive at once (inputs and intermediates).
+    pub peak_live_tensors: usize,
+    /// The most element codes alive at once (8 bytes each in memory).
+    pub peak_live_elements: usize,
+}
+
+/// [`run_function`], also reporting how much was alive at the peak.
+pub fn run_function_with_stats(
+    f: &Function,
+    inputs: &[(String, Tensor)],
+) -> Result<(Vec<(String, Tensor)>, RunStats), InterpError> {
     let mut seen = HashSet::new();
     for (name, _) in inputs {
         if !seen.insert(name.as_str()) {
@@ -331,6 +357,8 @@ pub fn run_function(
     let needed = |v: &Value| outputs.contains(v) || last_use.contains_key(v);
 
     let mut env: HashMap<Value, Tensor> = HashMap::new();
+    let mut stats = RunStats::default();
+    let mut live_elements = 0usize;
     for (name, v) in &f.params {
         if !f.has_value(*v) {
             return Err(undefined(format!("parameter %{name} has no value")));
@@ -344,9 +372,12 @@ pub fn run_function(
         };
         check_input(name, ty, t)?;
         if needed(v) {
+            live_elements += t.codes.len();
             env.insert(*v, t.clone());
         }
     }
+    stats.peak_live_tensors = env.len();
+    stats.peak_live_elements = live_elements;
 
     for (pos, &op) in f.ops().iter().enumerate() {
         let data = f.op(op);
@@ -377,23 +408,30 @@ pub fn run_function(
         })?;
         for (v, t) in data.results.iter().zip(results) {
             if needed(v) {
+                live_elements += t.codes.len();
                 env.insert(*v, t);
             }
         }
+        stats.peak_live_tensors = stats.peak_live_tensors.max(env.len());
+        stats.peak_live_elements = stats.peak_live_elements.max(live_elements);
         for v in &data.operands {
             if last_use.get(v) == Some(&pos) && !outputs.contains(v) {
-                env.remove(v);
+                if let Some(t) = env.remove(v) {
+                    live_elements -= t.codes.len();
+                }
             }
         }
     }
 
-    f.outputs
+    let out = f
+        .outputs
         .iter()
         .map(|(name, v)| match env.get(v) {
             Some(t) => Ok((name.clone(), t.clone())),
             None => Err(undefined(format!("output '{name}' is never defined"))),
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((out, stats))
 }
 
 fn check_input(name: &str, ty: &TensorType, t: &Tensor) -> Result<(), InterpError> {

@@ -1,8 +1,9 @@
 //! `matmul` and `gemm`: float products summed in `f64` in `k` order, integer
 //! products summed exactly.
 //!
-//! Loops run `i, k, j` over decoded row-major operands so the innermost loop
-//! streams one row of `b` into one row of the accumulator; each output is
+//! Operands are decoded once into row-major `f64`/`i64`/`i128` vectors. The
+//! kernel walks column tiles of `b`, blocks of four rows of `a`, then `k`,
+//! streaming one tile row of `b` into four accumulator rows; each output is
 //! still the sum over `k` in increasing order. Integer sums use `i64` when
 //! the operands' actual magnitudes prove no overflow (`max|a| · max|b| · k`
 //! fits), and an exact 192-bit accumulator otherwise (64-bit operands).
@@ -78,33 +79,78 @@ impl Wide {
     }
 }
 
-fn kernel_f64(a: &[f64], b: &[f64], m: usize, k: usize, n: usize, acc: &mut [f64]) {
-    for i in 0..m {
-        let row = &mut acc[i * n..(i + 1) * n];
-        row.fill(0.0);
-        for kk in 0..k {
-            let av = a[i * k + kk];
-            let brow = &b[kk * n..(kk + 1) * n];
-            for (o, &bv) in row.iter_mut().zip(brow) {
-                *o += av * bv;
+/// Rows of `a` handled together: each loaded element of `b` feeds this many
+/// independent accumulators.
+const ROW_BLOCK: usize = 4;
+/// Columns per tile: `ROW_BLOCK` accumulator rows of this width stay in L1,
+/// and the `k x COL_TILE` panel of `b` is reused by every row block.
+const COL_TILE: usize = 256;
+
+/// `acc = a · b` for row-major `a` (m x k) and `b` (k x n). Every output is
+/// `((0 + a₀b₀) + a₁b₁) + …` in increasing `k`: blocking only changes which
+/// outputs are in flight, never the order of one output's sum.
+fn kernel<T: Copy + Default>(
+    a: &[T],
+    b: &[T],
+    (m, k, n): (usize, usize, usize),
+    acc: &mut [T],
+    madd: impl Fn(T, T, T) -> T,
+) {
+    acc.fill(T::default());
+    for j0 in (0..n).step_by(COL_TILE) {
+        let j1 = (j0 + COL_TILE).min(n);
+        let mut i = 0;
+        while i + ROW_BLOCK <= m {
+            let (r0, rest) = acc[i * n..].split_at_mut(n);
+            let (r1, rest) = rest.split_at_mut(n);
+            let (r2, rest) = rest.split_at_mut(n);
+            let r3 = &mut rest[..n];
+            let (r0, r1, r2, r3) = (
+                &mut r0[j0..j1],
+                &mut r1[j0..j1],
+                &mut r2[j0..j1],
+                &mut r3[j0..j1],
+            );
+            for kk in 0..k {
+                let brow = &b[kk * n + j0..kk * n + j1];
+                let (a0, a1, a2, a3) = (
+                    a[i * k + kk],
+                    a[(i + 1) * k + kk],
+                    a[(i + 2) * k + kk],
+                    a[(i + 3) * k + kk],
+                );
+                let rows = r0.iter_mut().zip(r1.iter_mut()).zip(r2.iter_mut());
+                for (((o0, o1), o2), (o3, &bv)) in rows.zip(r3.iter_mut().zip(brow)) {
+                    *o0 = madd(*o0, a0, bv);
+                    *o1 = madd(*o1, a1, bv);
+                    *o2 = madd(*o2, a2, bv);
+                    *o3 = madd(*o3, a3, bv);
+                }
+            }
+            i += ROW_BLOCK;
+        }
+        for i in i..m {
+            let row = &mut acc[i * n + j0..i * n + j1];
+            for kk in 0..k {
+                let av = a[i * k + kk];
+                for (o, &bv) in row.iter_mut().zip(&b[kk * n + j0..kk * n + j1]) {
+                    *o = madd(*o, av, bv);
+                }
             }
         }
     }
 }
 
+fn kernel_f64(a: &[f64], b: &[f64], m: usize, k: usize, n: usize, acc: &mut [f64]) {
+    // No fused multiply-add: the product is rounded to f64, then added.
+    kernel(a, b, (m, k, n), acc, |s, x, y| s + x * y);
+}
+
 fn kernel_i64(a: &[i64], b: &[i64], m: usize, k: usize, n: usize, acc: &mut [i64]) {
-    for i in 0..m {
-        let row = &mut acc[i * n..(i + 1) * n];
-        row.fill(0);
-        for kk in 0..k {
-            let av = a[i * k + kk];
-            let brow = &b[kk * n..(kk + 1) * n];
-            // The caller proved the exact sum fits, so wrapping never wraps.
-            for (o, &bv) in row.iter_mut().zip(brow) {
-                *o = o.wrapping_add(av.wrapping_mul(bv));
-            }
-        }
-    }
+    // The caller proved the exact sum fits, so wrapping never wraps.
+    kernel(a, b, (m, k, n), acc, |s, x, y| {
+        s.wrapping_add(x.wrapping_mul(y))
+    });
 }
 
 fn kernel_wide(a: &[i128], b: &[i128], m: usize, k: usize, n: usize, acc: &mut [Wide]) {

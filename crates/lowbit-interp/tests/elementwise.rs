@@ -119,7 +119,7 @@ fn u64_and_i64_products_are_exact_before_wrapping() {
     assert_eq!(w.codes, [0, 1]); // 2^65 mod 2^64, (2^64-1)^2 mod 2^64
     let s = ok(bin(MUL, S), &[&big, &four], ty("u64", &[2]));
     assert_eq!(s.codes, [u64::MAX, u64::MAX]);
-    let m = t("i64", &[1], &[-9.223372036854775808e18]);
+    let m = t("i64", &[1], &[i64::MIN as f64]);
     let n1 = t("i64", &[1], &[-1.]);
     assert_eq!(
         ints(&ok(bin(MUL, S), &[&m, &n1], ty("i64", &[1]))),
@@ -295,6 +295,34 @@ fn gelu_erf_form_matches_reference() {
     let r32 = vals(&ok(OpKind::Gelu { tanh: false }, &[&x32], ty("f32", &[7])));
     for i in 0..7 {
         assert_eq!(r32[i], want[i] as f32 as f64);
+    }
+}
+
+#[test]
+fn gelu_keeps_full_precision_in_the_negative_tail() {
+    // 100-digit references for the exact x: 0.5·x·erfc(−x/√2)
+    let cases = [
+        (-0.1, -0.0460172162722971),
+        (-0.75, -0.16997051428265114),
+        (-1.5, -0.1002108019032871),
+        (-2.2, -0.030587584529696933),
+        (-4.0, -0.0001266849673324797),
+        (-5.5, -1.0444259356238245e-07),
+        (-7.0, -8.958687807200846e-12),
+        (-9.0, -1.0157295653584566e-18),
+        (-12.0, -2.1317785344932147e-32),
+        (-20.0, -5.507248237212468e-88),
+        (0.3, 0.1853734266566858),
+        (1.7, 1.6242387133104768),
+        (3.3, 3.2984047003301336),
+        (6.0, 5.999999994080474),
+    ];
+    let xs: Vec<f64> = cases.iter().map(|c| c.0).collect();
+    let n = xs.len() as u64;
+    let x = t("f64", &[n], &xs);
+    let r = vals(&ok(OpKind::Gelu { tanh: false }, &[&x], ty("f64", &[n])));
+    for (got, (x, want)) in r.iter().zip(cases) {
+        assert!(ulps(*got, want) <= 4.0, "gelu({x}) = {got:e} vs {want:e}");
     }
 }
 

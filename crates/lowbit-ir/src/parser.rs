@@ -541,6 +541,14 @@ impl<'a> Parser<'a> {
             };
             self.expect(":", &format!("after resource name '{name}'"))?;
             let s = self.next()?;
+            if s.tok == Tok::Ident("__elided__") {
+                return Err(err(
+                    s.pos,
+                    format!(
+                        "resource '{name}' was elided when this IR was printed (--elide-resources); its bytes are not in the text"
+                    ),
+                ));
+            }
             let Tok::Str(body) = s.tok else {
                 return Err(err(
                     s.pos,

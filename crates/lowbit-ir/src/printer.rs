@@ -37,8 +37,22 @@ pub const LIST_LIMIT: usize = 16;
 /// Constants with at most this many bytes print as an inline hex blob.
 pub const INLINE_HEX_LIMIT: usize = 256;
 
+/// Printing choices.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PrintOptions {
+    /// Print each resource payload as `__elided__` with its size instead of
+    /// its bytes: for reading IR dumps of real models. Such text does not
+    /// parse back (the parser says so).
+    pub elide_resources: bool,
+}
+
 /// Prints a module in the text format.
 pub fn print_module(m: &Module) -> String {
+    print_module_with(m, PrintOptions::default())
+}
+
+/// Prints a module with the given options.
+pub fn print_module_with(m: &Module, opts: PrintOptions) -> String {
     let mut p = Printer::default();
     p.out.push_str("module {\n");
     for f in &m.functions {
@@ -50,7 +64,15 @@ pub fn print_module(m: &Module) -> String {
         let n = p.resources.len();
         for (i, (name, bytes)) in p.resources.iter().enumerate() {
             let sep = if i + 1 < n { "," } else { "" };
-            let _ = writeln!(p.out, "    {name}: \"0x{}\"{sep}", hex(bytes));
+            if opts.elide_resources {
+                let _ = writeln!(
+                    p.out,
+                    "    {name}: __elided__{sep} // {} bytes",
+                    bytes.len()
+                );
+            } else {
+                let _ = writeln!(p.out, "    {name}: \"0x{}\"{sep}", hex(bytes));
+            }
         }
         p.out.push_str("  }\n#-}\n");
     }

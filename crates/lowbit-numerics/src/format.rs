@@ -7,9 +7,31 @@
 //! negative-zero pattern), `F` (finite only: no infinities, no NaN) or `FNU`
 //! (unsigned, no zero, NaN is all ones). The bias defaults to `2^(e-1)-1`
 //! (`2^(e-1)` for `FNUZ`). A custom format equal to a named one prints with
-//! the name.
+//! the name. Formats are limited to those whose every value is an `f64`
+//! (at most 11 exponent and 52 mantissa bits, and a bias keeping the range
+//! inside f64's); anything else is a [`FormatError`] naming the format.
+//!
+//! Conversion conventions (non-saturating encoding equals `ml_dtypes`'
+//! casts, checked exhaustively by the tests):
+//! * Overflow without saturation: infinity (IEEE kinds), NaN with the
+//!   value's sign (`FN`), the single NaN (`FNUZ`, `FNU`), the largest finite
+//!   value (finite-only `F` kinds, e.g. `f4E2M1FN`, `f6*`). Rounding modes
+//!   that never increase the magnitude give the largest finite value.
+//! * NaN input: the format's NaN (sign kept for IEEE/`FN`); finite-only
+//!   formats give zero with the NaN's sign bit inverted, as `ml_dtypes` does.
+//! * `f8E8M0FNU`: zero, negatives and NaN give NaN (0xff); values below
+//!   2^-127 give 2^-127; ties round to the larger power of two (the
+//!   significand 1.5 rounds to 2). `ml_dtypes` rounds every value in
+//!   (2^-127, 1.5 * 2^-127) up to 2^-126 (an artifact of going through f32
+//!   denormals); lowbit rounds those to nearest, 2^-127.
+//! * Saturating (our choice; `ml_dtypes` has no such mode): infinities and
+//!   overflows clamp to the largest finite value of that sign; NaN stays
+//!   NaN; for `f8E8M0FNU` zero and negatives clamp to the smallest value.
 
-use crate::round::{decompose, round_f64_to_i128, round_shift_right, Overflow, Rounding};
+use crate::round::{
+    decompose, round_f64_to_i128_spec, round_shift_right_spec, EncodeOptions, Overflow, RoundSpec,
+    Rounding,
+};
 use std::fmt;
 use std::str::FromStr;
 
@@ -159,6 +181,14 @@ impl FloatFormat {
                 "float format {name}: bias {bias} is out of range"
             )));
         }
+        // Decoding to f64 must be exact: every finite value has to be an f64.
+        if f.emax() > 1023 || f.emin() - (man_bits as i32) < -1074 {
+            return Err(FormatError(format!(
+                "float format {name}: bias {bias} puts values outside the f64 range (exponents {}..={})",
+                f.emin() - man_bits as i32,
+                f.emax()
+            )));
+        }
         Ok(f)
     }
 
@@ -277,81 +307,176 @@ impl FloatFormat {
     /// With `saturate`, values beyond the largest finite value (infinities
     /// included) clamp to it; otherwise they become infinity where the format
     /// has one, else NaN where it has one, else the largest finite value.
-    /// NaN becomes the canonical NaN (or zero for finite-only formats).
+    /// Directed modes that round toward zero give the largest finite value
+    /// for finite overflows, as IEEE 754 does. NaN keeps its sign where the
+    /// format's NaN has one; finite-only formats (`f4E2M1FN`, `f6*`) turn NaN
+    /// into a zero whose sign is the inverse of the NaN's, as `ml_dtypes`
+    /// does. See [`FloatFormat::encode_with`] for the full rules.
     pub fn encode(&self, x: f64, mode: Rounding, saturate: bool) -> u64 {
+        self.encode_spec(x, RoundSpec::Mode(mode), saturate, false)
+    }
+
+    /// Encodes a value with every option spelled out.
+    ///
+    /// Rules beyond [`FloatFormat::encode`]:
+    /// * Formats without zero (`f8E8M0FNU`): zero and negative values are
+    ///   NaN, or the smallest value (code 0) when saturating; positive values
+    ///   below the smallest value become the smallest value in every mode.
+    /// * With `flush_subnormals`, a result that would be a non-zero subnormal
+    ///   becomes zero of the same sign (positive zero for FNUZ formats).
+    pub fn encode_with(&self, x: f64, opts: &EncodeOptions) -> u64 {
+        self.encode_spec(
+            x,
+            RoundSpec::Mode(opts.rounding),
+            opts.saturate,
+            opts.flush_subnormals,
+        )
+    }
+
+    /// Encodes a value with stochastic rounding: the magnitude is rounded up
+    /// with probability `floor(f * 2^bits) / 2^bits`, where `f` is the
+    /// fraction of the way from the lower to the upper neighbour, by adding
+    /// the low `bits` bits of `random` below the kept bits and truncating.
+    /// `bits` must be 1..=64 (it is clamped into that range).
+    pub fn encode_stochastic(&self, x: f64, random: u64, bits: u32, saturate: bool) -> u64 {
+        self.encode_spec(
+            x,
+            RoundSpec::Stochastic {
+                random,
+                bits: bits.clamp(1, 64),
+            },
+            saturate,
+            false,
+        )
+    }
+
+    /// The code an overflow produces when the rounded result is not clamped.
+    fn overflow_code(&self, sign: u64) -> u64 {
+        match self.kind {
+            FloatKind::Ieee => sign | (((1u64 << self.exp_bits) - 1) << self.man_bits),
+            FloatKind::FiniteNan => sign | self.all_ones(),
+            FloatKind::Fnuz => self.sign_bit(),
+            FloatKind::UnsignedFiniteNan => self.all_ones(),
+            FloatKind::Finite => sign | self.max_finite_code(),
+        }
+    }
+
+    fn all_ones(&self) -> u64 {
+        (1u64 << (self.exp_bits as u32 + self.man_bits as u32)) - 1
+    }
+
+    /// The encoder behind every public entry point.
+    pub(crate) fn encode_spec(&self, x: f64, spec: RoundSpec, saturate: bool, flush: bool) -> u64 {
         let neg = x.is_sign_negative();
         let sign = if neg { self.sign_bit() } else { 0 };
         if x.is_nan() {
-            return self.nan_code().unwrap_or(0);
+            return match self.kind {
+                FloatKind::Ieee | FloatKind::FiniteNan => sign | self.nan_code().unwrap_or(0),
+                FloatKind::Fnuz | FloatKind::UnsignedFiniteNan => self.nan_code().unwrap_or(0),
+                // ml_dtypes' convention: the NaN's sign bit, inverted, on zero.
+                FloatKind::Finite => {
+                    if neg {
+                        0
+                    } else {
+                        self.sign_bit()
+                    }
+                }
+            };
         }
-        if !self.is_signed() && neg && x != 0.0 {
-            return self.nan_code().unwrap_or(0);
+        if !self.is_signed() && (neg || x == 0.0) {
+            return if saturate { 0 } else { self.all_ones() };
         }
-        let overflow = |truncating: bool| -> u64 {
-            if saturate || truncating || (!self.has_inf() && !self.has_nan()) {
+        if x.is_infinite() {
+            return if saturate {
                 sign | self.max_finite_code()
-            } else if let Some(inf) = self.inf_code() {
-                sign | inf
             } else {
-                self.nan_code().unwrap_or(0)
+                self.overflow_code(sign)
+            };
+        }
+        let truncating = match spec {
+            RoundSpec::Mode(m) => m.truncates_magnitude(neg),
+            RoundSpec::Stochastic { .. } => false,
+        };
+        let overflow = || {
+            if saturate || truncating {
+                sign | self.max_finite_code()
+            } else {
+                self.overflow_code(sign)
             }
         };
-        if x.is_infinite() {
-            return overflow(false);
-        }
-        let m = self.man_bits as i32;
         if x == 0.0 {
-            if !self.has_subnormals() {
-                // No zero: the smallest value is the closest under every mode but Up.
-                return 0;
-            }
             return if self.kind == FloatKind::Fnuz {
                 0
             } else {
                 sign
             };
         }
+        let m = self.man_bits as i32;
         let (mant, e2) = decompose(x);
         // floor(log2 |x|)
         let lg = 63 - mant.leading_zeros() as i32 + e2;
-        let emin = if self.has_subnormals() {
-            1 - self.bias
-        } else {
-            -self.bias
-        };
+        let emin = self.emin();
         let e = lg.max(emin);
-        // quantum of the binade is 2^(e - m): n = |x| / 2^(e-m)
-        let shift = e - m - e2; // n = mant * 2^-shift
-        let max_code = self.max_finite_code();
-        // Anything with e beyond the top binade overflows outright.
-        let emax = (max_code >> m) as i32 - self.bias;
-        if e > emax + 1 {
-            return overflow(mode.truncates_magnitude(neg));
+        if e > self.emax() + 1 {
+            return overflow();
         }
+        // The binade's quantum is 2^(e - m); n = |x| / 2^(e - m) rounded.
+        let shift = e - m - e2;
         let n: u128 = if shift <= 0 {
             (mant as u128) << (-shift) as u32
         } else {
-            round_shift_right(mant as u128, shift as u32, neg, mode)
+            round_shift_right_spec(mant as u128, shift as u32, neg, spec)
         };
-        // magnitude code: (e - emin) * 2^m + n, where for normals n includes the hidden bit
-        // With subnormals, (e - emin) * 2^m + n is the magnitude code for
-        // subnormals and normals alike (a carry out of the mantissa bumps the
-        // exponent field). Without them the exponent field is e - emin and the
-        // hidden bit is implicit; values below the smallest one clamp to it.
+        // With subnormals, (e - emin) * 2^m + n is the magnitude code of
+        // subnormals and normals alike (n includes the hidden bit for normals,
+        // and a carry out of the mantissa bumps the exponent field). Without
+        // them the hidden bit is implicit in every code, so it is taken off;
+        // magnitudes below the smallest value clamp to it.
         let base = ((e - emin) as u128) << m;
-        let code = if self.has_subnormals() {
+        let mut code = if self.has_subnormals() {
             base + n
         } else {
             (base + n).saturating_sub(1u128 << m)
         };
-        if code > max_code as u128 {
-            return overflow(mode.truncates_magnitude(neg));
+        if code > self.max_finite_code() as u128 {
+            return overflow();
         }
-        let code = code as u64;
+        if flush && self.has_subnormals() && code < (1u128 << m) {
+            code = 0;
+        }
         if code == 0 && self.kind == FloatKind::Fnuz {
             return 0;
         }
-        sign | code
+        sign | code as u64
+    }
+
+    /// Exponent of the smallest normal binade (`1 - bias`, or `-bias` when
+    /// there are no subnormals).
+    pub fn emin(&self) -> i32 {
+        if self.has_subnormals() {
+            1 - self.bias
+        } else {
+            -self.bias
+        }
+    }
+
+    /// Exponent of the largest finite binade.
+    pub fn emax(&self) -> i32 {
+        (self.max_finite_code() >> self.man_bits) as i32 - self.bias
+    }
+
+    /// The largest finite value.
+    pub fn max_finite(&self) -> f64 {
+        self.decode(self.max_finite_code())
+    }
+
+    /// The smallest positive value (subnormal where the format has them).
+    pub fn min_positive(&self) -> f64 {
+        if self.has_subnormals() {
+            self.decode(1)
+        } else {
+            self.decode(0)
+        }
     }
 }
 
@@ -533,14 +658,58 @@ impl ElemType {
     }
 
     /// Encodes a real value, rounding once in `mode`. For integers, NaN is 0
-    /// and out-of-range values saturate when `saturate` is set, else wrap.
+    /// and out-of-range values saturate when `saturate` is set, else wrap
+    /// (exactly: the low bits of the rounded integer, however large);
+    /// infinities clamp to the range in both cases.
     /// `b1` encodes the sign (zero counts as +1).
     pub fn encode(&self, x: f64, mode: Rounding, saturate: bool) -> u64 {
+        self.encode_spec(x, RoundSpec::Mode(mode), saturate, false)
+    }
+
+    /// [`ElemType::encode`] with every option; `flush_subnormals` only
+    /// affects float formats.
+    pub fn encode_with(&self, x: f64, opts: &EncodeOptions) -> u64 {
+        self.encode_spec(
+            x,
+            RoundSpec::Mode(opts.rounding),
+            opts.saturate,
+            opts.flush_subnormals,
+        )
+    }
+
+    /// [`ElemType::encode`] with stochastic rounding (see
+    /// [`FloatFormat::encode_stochastic`]; integers round up with
+    /// probability equal to the fraction's top `bits` bits).
+    pub fn encode_stochastic(&self, x: f64, random: u64, bits: u32, saturate: bool) -> u64 {
+        self.encode_spec(
+            x,
+            RoundSpec::Stochastic {
+                random,
+                bits: bits.clamp(1, 64),
+            },
+            saturate,
+            false,
+        )
+    }
+
+    pub(crate) fn encode_spec(&self, x: f64, spec: RoundSpec, saturate: bool, flush: bool) -> u64 {
         match self {
-            ElemType::Float(f) => f.encode(x, mode, saturate),
+            ElemType::Float(f) => f.encode_spec(x, spec, saturate, flush),
             ElemType::Bipolar => (!x.is_sign_negative() || x == 0.0) as u64,
             ElemType::Int { .. } => {
-                let v = round_f64_to_i128(x, mode);
+                if x.is_infinite() {
+                    let v = if x > 0.0 { i128::MAX } else { i128::MIN };
+                    return self.encode_int(v, Overflow::Saturate);
+                }
+                if !saturate && x.abs() >= 18446744073709551616.0 {
+                    // |x| >= 2^64 is an integer m * 2^e with e >= 12: wrapping
+                    // keeps only bits that the shift may leave in range.
+                    let (m, e) = decompose(x);
+                    let low = if e >= 64 { 0 } else { m << e };
+                    let low = if x < 0.0 { low.wrapping_neg() } else { low };
+                    return low & self.code_mask();
+                }
+                let v = round_f64_to_i128_spec(x, spec);
                 self.encode_int(
                     v,
                     if saturate {
@@ -695,6 +864,32 @@ mod tests {
         for s in ["i0", "i65", "u", "x8", "fE0M3", "fE1M2", "fE4M3Q", "f7"] {
             assert!(s.parse::<ElemType>().is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn impossible_formats_name_themselves() {
+        for (s, why) in [
+            ("fE0M3", "at least one exponent bit"),
+            ("fE0M3FN", "at least one exponent bit"),
+            ("fE1M2", "infinities and NaNs need"),
+            ("fE3M0", "infinities and NaNs need"),
+            ("fE12M3", "at most 11 exponent"),
+            ("fE4M60", "52 mantissa bits"),
+            ("fE8M3B-5000", "out of range"),
+            ("fE8M3B-2000", "outside the f64 range"),
+            ("fE11M52FN", "outside the f64 range"),
+            ("fE8M3B-1000", "outside the f64 range"),
+            ("fE4M3B99999999999", "malformed"),
+            ("fE4M3X", "malformed"),
+            ("fE-1M3", "field widths out of range"),
+        ] {
+            let err = s.parse::<ElemType>().unwrap_err().to_string();
+            assert!(err.contains(why), "{s}: {err}");
+            let name = &s[..4];
+            assert!(err.contains(name), "{s}: {err}");
+        }
+        let err = FloatFormat::new(0, 3, 0, FloatKind::Ieee).unwrap_err();
+        assert!(err.to_string().contains("fE0M3"), "{err}");
     }
 
     #[test]

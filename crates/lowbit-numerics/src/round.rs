@@ -109,14 +109,86 @@ impl FromStr for Overflow {
     }
 }
 
+/// One rounding decision: a deterministic mode, or stochastic rounding with
+/// the given random bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RoundSpec {
+    /// A deterministic mode.
+    Mode(Rounding),
+    /// Round the magnitude up when the top `bits` bits of the discarded
+    /// fraction plus the low `bits` bits of `random` carry out; `bits` is
+    /// 1..=64.
+    Stochastic {
+        /// Random bits (only the low `bits` are used).
+        random: u64,
+        /// How many random bits take part.
+        bits: u32,
+    },
+}
+
+/// Every option of a conversion to a float format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct EncodeOptions {
+    /// Rounding mode.
+    pub rounding: Rounding,
+    /// Clamp overflows (and infinities) to the largest finite value.
+    pub saturate: bool,
+    /// Replace results that would be subnormal by zero.
+    pub flush_subnormals: bool,
+}
+
+impl EncodeOptions {
+    /// Options with the given mode and saturation, subnormals kept.
+    pub fn new(rounding: Rounding, saturate: bool) -> EncodeOptions {
+        EncodeOptions {
+            rounding,
+            saturate,
+            flush_subnormals: false,
+        }
+    }
+}
+
 /// Rounds the magnitude `mant * 2^-shift` to an integer.
 ///
 /// `negative` is the sign of the value the magnitude belongs to (directed
 /// modes depend on it). Exact: no intermediate rounding happens.
 pub fn round_shift_right(mant: u128, shift: u32, negative: bool, mode: Rounding) -> u128 {
+    round_shift_right_spec(mant, shift, negative, RoundSpec::Mode(mode))
+}
+
+/// [`round_shift_right`] for any [`RoundSpec`], stochastic included.
+pub fn round_shift_right_spec(mant: u128, shift: u32, negative: bool, spec: RoundSpec) -> u128 {
     if shift == 0 {
         return mant;
     }
+    let mode = match spec {
+        RoundSpec::Mode(m) => m,
+        RoundSpec::Stochastic { random, bits } => {
+            let bits = bits.clamp(1, 64);
+            let (q, rem) = if shift >= 128 {
+                (0, mant)
+            } else {
+                (mant >> shift, mant & ((1u128 << shift) - 1))
+            };
+            // The top `bits` bits of the fraction rem / 2^shift.
+            let top = if shift >= bits {
+                let s = shift - bits;
+                if s >= 128 {
+                    0
+                } else {
+                    rem >> s
+                }
+            } else {
+                rem << (bits - shift)
+            };
+            let r = if bits == 64 {
+                random as u128
+            } else {
+                (random & ((1u64 << bits) - 1)) as u128
+            };
+            return q + ((top + r) >> bits);
+        }
+    };
     let (q, rem_nonzero, half_cmp) = if shift >= 128 {
         // Everything is fraction; the value is < 1/2 unless shift==128 and mant>=2^127.
         let half_cmp = if shift == 128 {
@@ -172,6 +244,11 @@ pub fn decompose(x: f64) -> (u64, i32) {
 /// Rounds a finite `f64` to an integer (as `i128`) in the given mode.
 /// Values beyond the `i128` range saturate.
 pub fn round_f64_to_i128(x: f64, mode: Rounding) -> i128 {
+    round_f64_to_i128_spec(x, RoundSpec::Mode(mode))
+}
+
+/// [`round_f64_to_i128`] for any [`RoundSpec`].
+pub fn round_f64_to_i128_spec(x: f64, mode: RoundSpec) -> i128 {
     if x == 0.0 || x.is_nan() {
         return 0;
     }
@@ -183,7 +260,7 @@ pub fn round_f64_to_i128(x: f64, mode: Rounding) -> i128 {
     let mag = if e >= 0 {
         (m as u128) << e
     } else {
-        round_shift_right(m as u128, (-e) as u32, neg, mode)
+        round_shift_right_spec(m as u128, (-e) as u32, neg, mode)
     };
     if neg {
         -(mag as i128)

@@ -12,6 +12,25 @@
 //!
 //! Passes work on one [`Function`](lowbit_ir::Function) at a time; there are
 //! no module-level passes yet.
+//!
+//! ```
+//! use lowbit_ir::{parser::parse_module, printer::print_module};
+//! use lowbit_opt::PassManager;
+//!
+//! let src = "module {
+//!   func @main(%x: tensor<2xi8>) -> (y: tensor<2xi8>) {
+//!     %0 = constant dense<[1, 1]> : tensor<2xi8>
+//!     %1 = mul %x, %0 : (tensor<2xi8>, tensor<2xi8>) -> tensor<2xi8>
+//!     return %1
+//!   }
+//! }";
+//! let mut module = parse_module(src).expect("valid IR");
+//! let mut pm = PassManager::parse("canonicalize,cse,dce").expect("valid pipeline");
+//! pm.instrumentation.verify_each = true;
+//! let changed = pm.run(&mut module, &mut std::io::sink()).expect("passes succeed");
+//! assert!(changed);
+//! assert!(print_module(&module).contains("return %x"));
+//! ```
 #![deny(missing_docs)]
 
 pub mod manager;

@@ -10,7 +10,7 @@
 
 use crate::pass::{Pass, PassError};
 use crate::pipeline::{parse_pipeline, print_pipeline, PipelineError};
-use lowbit_ir::printer::print_module;
+use lowbit_ir::printer::{print_module, print_module_with, PrintOptions};
 use lowbit_ir::verifier::verify_module;
 use lowbit_ir::{Diagnostic, Module};
 use std::fmt;
@@ -34,6 +34,8 @@ pub struct Instrumentation {
     pub verify_each: bool,
     /// Measure the wall time of every pass.
     pub time_passes: bool,
+    /// Print resource payloads as `__elided__` in dumps.
+    pub elide_resources: bool,
 }
 
 /// Why a pipeline run stopped.
@@ -142,7 +144,7 @@ impl PassManager {
             let (name, arg) = (pass.name(), pass.argument());
             let listed = |l: &[String]| l.iter().any(|p| p == arg);
             if ins.print_before_all || listed(&ins.print_before) {
-                dump(dumps, "Before", name, arg, m)?;
+                dump(dumps, "Before", name, arg, m, ins.elide_resources)?;
             }
             let before = ins.print_after_change.then(|| print_module(m));
             let t = Instant::now();
@@ -154,7 +156,7 @@ impl PassManager {
             any_change |= changed;
             let changed_text = before.is_some_and(|b| b != print_module(m));
             if ins.print_after_all || listed(&ins.print_after) || changed_text {
-                dump(dumps, "After", name, arg, m)?;
+                dump(dumps, "After", name, arg, m, ins.elide_resources)?;
             }
             if ins.verify_each {
                 let t = Instant::now();
@@ -225,9 +227,17 @@ impl PassManager {
     }
 }
 
-fn dump(out: &mut dyn Write, when: &str, name: &str, arg: &str, m: &Module) -> io::Result<()> {
+fn dump(
+    out: &mut dyn Write,
+    when: &str,
+    name: &str,
+    arg: &str,
+    m: &Module,
+    elide_resources: bool,
+) -> io::Result<()> {
     writeln!(out, "// -----// IR Dump {when} {name} ({arg}) //----- //")?;
-    out.write_all(print_module(m).as_bytes())?;
+    let opts = PrintOptions { elide_resources };
+    out.write_all(print_module_with(m, opts).as_bytes())?;
     writeln!(out)
 }
 
@@ -326,5 +336,80 @@ mod tests {
             "{s}"
         );
         assert_eq!(pm.pipeline_string(), "cse,dce");
+    }
+}
+
+#[cfg(test)]
+mod verify_tests {
+    use super::*;
+    use crate::pass::Statistics;
+    use crate::passes::test_util::ty;
+    use crate::registry::{PassInfo, PassOptions};
+    use lowbit_ir::{Function, OpKind};
+
+    /// A deliberately wrong pass: replaces the function by an ill-typed one.
+    struct Breaker(Statistics);
+
+    static BREAKER: PassInfo = PassInfo {
+        argument: "break-types",
+        name: "BreakTypes",
+        summary: "test only",
+        options: &[],
+        statistics: &[],
+        create: |_: &PassOptions| -> Box<dyn Pass> { Box::new(Breaker(Statistics::default())) },
+    };
+
+    impl Pass for Breaker {
+        fn info(&self) -> &'static PassInfo {
+            &BREAKER
+        }
+        fn statistics(&self) -> &Statistics {
+            &self.0
+        }
+        fn run(&mut self, f: &mut Function) -> Result<bool, PassError> {
+            // relu keeps its operand's type, so f32 in and i8 out is invalid.
+            let mut g = Function::new(f.name.clone());
+            let x = g.add_param("x", ty(&[4], "f32"));
+            let r = g.push(OpKind::Relu, vec![x], ty(&[4], "i8"));
+            g.outputs.push(("y".into(), r));
+            *f = g;
+            Ok(true)
+        }
+    }
+
+    fn module() -> Module {
+        let mut f = Function::new("main");
+        let x = f.add_param("x", ty(&[4], "f32"));
+        let y = f.push(OpKind::Relu, vec![x], ty(&[4], "f32"));
+        f.outputs.push(("y".into(), y));
+        Module { functions: vec![f] }
+    }
+
+    #[test]
+    fn verify_each_names_the_failing_pass() {
+        let mut pm = PassManager::parse("dce").unwrap();
+        pm.add((BREAKER.create)(&PassOptions::default()));
+        pm.add(PassManager::parse("cse").unwrap().passes.remove(0));
+        pm.instrumentation.verify_each = true;
+        let err = pm.run(&mut module(), &mut io::sink()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "verification failed after pass 'break-types' (BreakTypes)"
+        );
+        let RunError::Verify { diagnostics, .. } = err else {
+            panic!("expected a verification error");
+        };
+        assert!(!diagnostics.is_empty());
+    }
+
+    #[test]
+    fn without_verify_each_the_end_result_is_still_verified() {
+        let mut pm = PassManager::new();
+        pm.add((BREAKER.create)(&PassOptions::default()));
+        let err = pm.run(&mut module(), &mut io::sink()).unwrap_err();
+        assert!(
+            err.to_string().contains("rerun with --verify-each"),
+            "{err}"
+        );
     }
 }

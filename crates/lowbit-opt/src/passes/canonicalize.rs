@@ -4,6 +4,14 @@
 //!
 //! Rewrites (each keeps every result bit-identical to what the reference
 //! interpreter computes for the original op):
+//! * constant folding: an op whose operands are all constants is evaluated
+//!   with the interpreter ([`lowbit_interp::eval_op`]) and becomes a
+//!   `constant` in its result type's layout, unless the result would exceed
+//!   `max-folded-bytes`, the result is larger than its largest constant
+//!   operand (folding would expand quantized weights into float copies,
+//!   e.g. `dequantize` of an `i4` weight; those stay quantized for the
+//!   kernels to dequantize in registers), or the evaluation fails (a
+//!   division by zero is left for run time to report);
 //! * `mul x, 1`, `mul 1, x`, `div x, 1`: integers always; floats only when
 //!   the format has at most one NaN code (the interpreter returns the
 //!   canonical NaN, so a NaN payload in `x` would otherwise change).
@@ -25,8 +33,13 @@
 use super::{constant_value, erase_dead_ops};
 use crate::pass::{Pass, PassError, Statistics};
 use crate::registry::{OptionInfo, OptionKind, PassInfo, PassOptions, StatisticInfo};
-use lowbit_ir::{BinaryOp, ElemType, FloatFormat, Function, Op, OpKind, Value};
+use lowbit_interp::eval_op;
+use lowbit_ir::{BinaryOp, ElemType, FloatFormat, Function, Op, OpKind, Tensor, TensorType, Value};
 use std::collections::HashMap;
+
+/// Results up to this size may be folded even when larger than their
+/// operands (small shape arithmetic and scalar constants are worth folding).
+const MAX_EXPANDING_FOLD_BYTES: u64 = 64;
 
 /// Registry entry.
 pub const INFO: PassInfo = PassInfo {
@@ -142,6 +155,11 @@ impl Canonicalizer {
             if operands != f.op(op).operands {
                 f.op_mut(op).operands = operands;
             }
+            if self.fold && self.try_fold(f, op) {
+                self.stats.add("num-folded", 1);
+                changed = true;
+                continue;
+            }
             let rewrite = self.simplify(f, op);
             match rewrite {
                 Some(Rewrite::ReplaceWith(v)) => {
@@ -161,6 +179,48 @@ impl Canonicalizer {
         changed
     }
 
+    /// Replaces `op` in place by a constant when all its operands are
+    /// constants; returns whether it did.
+    fn try_fold(&self, f: &mut Function, op: Op) -> bool {
+        let d = f.op(op);
+        if matches!(d.kind, OpKind::Constant(_)) || d.operands.is_empty() || d.results.len() != 1 {
+            return false;
+        }
+        let result_ty = f.ty(d.results[0]).clone();
+        if result_ty.byte_size() > self.max_folded_bytes {
+            return false;
+        }
+        let Some(values) = d
+            .operands
+            .iter()
+            .map(|&v| constant_value(f, v))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        let largest_operand = d
+            .operands
+            .iter()
+            .map(|&v| f.ty(v).byte_size())
+            .max()
+            .unwrap_or(0);
+        if result_ty.byte_size() > largest_operand.max(MAX_EXPANDING_FOLD_BYTES) {
+            return false;
+        }
+        let refs: Vec<&Tensor> = values.iter().collect();
+        let folded = match eval_op(&d.kind, &refs, std::slice::from_ref(&result_ty)) {
+            Ok(mut out) if out.len() == 1 => out.remove(0),
+            _ => return false,
+        };
+        if folded.elem != result_ty.elem || folded.shape != result_ty.shape {
+            return false;
+        }
+        let o = f.op_mut(op);
+        o.kind = OpKind::constant_of(&folded, &result_ty);
+        o.operands.clear();
+        true
+    }
+
     fn simplify(&self, f: &mut Function, op: Op) -> Option<Rewrite> {
         let d = f.op(op);
         if d.results.len() != 1 {
@@ -171,8 +231,7 @@ impl Canonicalizer {
         match d.kind.clone() {
             OpKind::Binary { op: bin, .. } => {
                 let (a, b) = (d.operands[0], d.operands[1]);
-                let keep = binary_identity(f, bin, a, b)?;
-                same_type_as_result(keep).then_some(Rewrite::ReplaceWith(keep))
+                binary_identity(f, bin, a, b, &result_ty).map(Rewrite::ReplaceWith)
             }
             OpKind::Reshape | OpKind::Relayout => {
                 let x = d.operands[0];
@@ -232,27 +291,34 @@ impl Canonicalizer {
     }
 }
 
-/// For `a <bin> b`, the operand the result always equals, if an identity
-/// applies (ignoring broadcasting, which the caller checks via types).
-fn binary_identity(f: &Function, bin: BinaryOp, a: Value, b: Value) -> Option<Value> {
+/// For `a <bin> b` with result type `result`, the operand the result
+/// always equals, if an identity applies. Cheap checks (types, NaN codes)
+/// come before decoding a constant, which may be a large weight.
+fn binary_identity(
+    f: &Function,
+    bin: BinaryOp,
+    a: Value,
+    b: Value,
+    result: &TensorType,
+) -> Option<Value> {
     let elem = f.ty(a).elem;
-    let float_ok = match elem.float() {
-        Some(fmt) => nan_is_unique(fmt),
-        None => true,
-    };
-    if !float_ok {
+    if elem.float().is_some_and(|fmt| !nan_is_unique(fmt)) {
         return None;
     }
-    let is = |v: Value, want: Neutral| {
-        constant_value(f, v).is_some_and(|t| t.codes.iter().all(|&c| want.matches(elem, c)))
+    // The kept operand must already have the result's shape and layout, so
+    // no broadcast or relayout is lost.
+    let is = |keep: Value, other: Value, want: Neutral| {
+        f.ty(keep) == result
+            && constant_value(f, other)
+                .is_some_and(|t| t.codes.iter().all(|&c| want.matches(elem, c)))
     };
     match bin {
-        BinaryOp::Mul if is(b, Neutral::One) => Some(a),
-        BinaryOp::Mul if is(a, Neutral::One) => Some(b),
-        BinaryOp::Div if is(b, Neutral::One) => Some(a),
-        BinaryOp::Add if is(b, Neutral::AddZero) => Some(a),
-        BinaryOp::Add if is(a, Neutral::AddZero) => Some(b),
-        BinaryOp::Sub if is(b, Neutral::SubZero) => Some(a),
+        BinaryOp::Mul if is(a, b, Neutral::One) => Some(a),
+        BinaryOp::Mul if is(b, a, Neutral::One) => Some(b),
+        BinaryOp::Div if is(a, b, Neutral::One) => Some(a),
+        BinaryOp::Add if is(a, b, Neutral::AddZero) => Some(a),
+        BinaryOp::Add if is(b, a, Neutral::AddZero) => Some(b),
+        BinaryOp::Sub if is(a, b, Neutral::SubZero) => Some(a),
         _ => None,
     }
 }
@@ -303,13 +369,14 @@ fn has_negative_zero(fmt: FloatFormat) -> bool {
 }
 
 /// Whether the format has at most one NaN code, so that any op producing a
-/// NaN produces exactly the code the input held. Formats wider than 16 bits
-/// always have several NaN codes when they have any.
+/// NaN produces exactly the code the input held. Answered by enumeration for
+/// formats of up to 12 bits; wider formats with NaNs are assumed to have
+/// several (true of every IEEE-style format), which only forgoes rewrites.
 fn nan_is_unique(fmt: FloatFormat) -> bool {
     if !fmt.has_nan() {
         return true;
     }
-    if fmt.bits() > 16 {
+    if fmt.bits() > 12 {
         return false;
     }
     (0..1u64 << fmt.bits())
@@ -535,5 +602,131 @@ mod tests {
         f.outputs.push(("y".into(), d));
         assert!(!pass().run(&mut f).unwrap());
         assert_eq!(f.ops().len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod fold_tests {
+    use super::*;
+    use crate::passes::test_util::ty;
+    use lowbit_ir::{Layout, Overflow, PackOrder, Tensor, TensorType};
+
+    fn constant(f: &mut Function, t: &TensorType, codes: Vec<u64>) -> Value {
+        let tensor = Tensor::new(t.elem, t.shape.clone(), codes).unwrap();
+        f.push(OpKind::constant_of(&tensor, t), vec![], t.clone())
+    }
+
+    fn binary(op: BinaryOp, overflow: Overflow) -> OpKind {
+        OpKind::Binary { op, overflow }
+    }
+
+    fn run_with(options: &[(&str, &str)], f: &mut Function) -> Box<dyn Pass> {
+        let mut o = PassOptions::defaults(&INFO);
+        for (k, v) in options {
+            o.set(&INFO, k, v).unwrap();
+        }
+        let mut p = create(&o);
+        p.run(f).unwrap();
+        p
+    }
+
+    #[test]
+    fn quantized_weights_are_not_expanded_to_float() {
+        // dequantize(i4 weight, scale) of constants would be a 16x larger
+        // f32 constant: it must stay quantized.
+        let w_ty = ty(&[64, 64], "i4");
+        let s_ty = ty(&[], "f32");
+        let mut f = Function::new("main");
+        let w = constant(&mut f, &w_ty, (0..4096).map(|i| i % 16).collect());
+        let s = constant(&mut f, &s_ty, vec![0x3f00_0000]);
+        let d = f.push(
+            OpKind::Dequantize {
+                granularity: lowbit_ir::Granularity::PerTensor,
+            },
+            vec![w, s],
+            ty(&[64, 64], "f32"),
+        );
+        f.outputs.push(("y".into(), d));
+        let p = run_with(&[], &mut f);
+        assert_eq!(p.statistics().get("num-folded"), 0);
+        assert!(matches!(
+            f.op(f.def_op(d).unwrap()).kind,
+            OpKind::Dequantize { .. }
+        ));
+    }
+
+    #[test]
+    fn folds_into_the_result_layout() {
+        let i4 = ty(&[4], "i4");
+        let msb = i4.clone().with_layout(Layout {
+            pack: PackOrder::MsbFirst,
+            ..Layout::default()
+        });
+        let mut f = Function::new("main");
+        let a = constant(&mut f, &i4, vec![1, 2, 3, 7]);
+        let b = constant(&mut f, &i4, vec![1, 1, 1, 1]);
+        let s = f.push(
+            binary(BinaryOp::Add, Overflow::Wrap),
+            vec![a, b],
+            msb.clone(),
+        );
+        let x = f.add_param("x", msb.clone());
+        let t = f.push(
+            binary(BinaryOp::Mul, Overflow::Wrap),
+            vec![x, s],
+            msb.clone(),
+        );
+        f.outputs.push(("y".into(), t));
+        let p = run_with(&[], &mut f);
+        assert_eq!(p.statistics().get("num-folded"), 1);
+        assert_eq!(p.statistics().get("num-erased"), 2);
+        let folded = constant_value(&f, f.op(f.def_op(t).unwrap()).operands[1]).unwrap();
+        // 7 + 1 wraps to -8 in i4.
+        assert_eq!(folded.to_i128().unwrap(), vec![2, 3, 4, -8]);
+        let OpKind::Constant(c) = &f.op(f.ops()[0]).kind else {
+            panic!("expected the folded constant first");
+        };
+        assert_eq!(
+            c.bytes(),
+            &[0x23, 0x48],
+            "MSB-first packing of the result type"
+        );
+    }
+
+    #[test]
+    fn folding_respects_size_limit_option_and_errors() {
+        let build = |op: BinaryOp, rhs: u64| {
+            let t = ty(&[4], "i8");
+            let mut f = Function::new("main");
+            let a = constant(&mut f, &t, vec![6; 4]);
+            let b = constant(&mut f, &t, vec![rhs; 4]);
+            let y = f.push(binary(op, Overflow::Saturate), vec![a, b], t);
+            f.outputs.push(("y".into(), y));
+            f
+        };
+        let mut f = build(BinaryOp::Add, 3);
+        assert_eq!(
+            run_with(&[("max-folded-bytes", "3")], &mut f)
+                .statistics()
+                .get("num-folded"),
+            0
+        );
+        assert_eq!(f.ops().len(), 3);
+        run_with(&[("max-folded-bytes", "4")], &mut f);
+        assert_eq!(f.ops().len(), 1);
+        assert_eq!(
+            constant_value(&f, f.outputs[0].1)
+                .unwrap()
+                .to_i128()
+                .unwrap(),
+            vec![9; 4]
+        );
+        let mut f = build(BinaryOp::Add, 3);
+        run_with(&[("fold", "false")], &mut f);
+        assert_eq!(f.ops().len(), 3);
+        // Integer division by zero is a run-time error, not a folding one.
+        let mut f = build(BinaryOp::Div, 0);
+        run_with(&[], &mut f);
+        assert_eq!(f.ops().len(), 3);
     }
 }

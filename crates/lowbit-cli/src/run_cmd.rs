@@ -1,0 +1,282 @@
+//! `lowbit run`: run a model's entry function on input tensor files and
+//! write (or print) its outputs. Only `.lbir` models and the reference
+//! interpreter exist in this build; other model formats and backends are
+//! refused with a message saying so.
+
+use crate::args::{self, Spec};
+use crate::{read_source, write_stdout, Failure};
+use lowbit::interp::run_function;
+use lowbit::ir::diag::render_with_source;
+use lowbit::ir::printer::format_value;
+use lowbit::ir::{parser::parse_module, verifier::verify_module, Function, Tensor, TensorType};
+use lowbit::numerics::ElemType;
+use lowbit::onnx::tensor_io::{read_tensor, write_pb};
+use std::path::{Path, PathBuf};
+
+/// `lowbit run --help`.
+pub const HELP: &str = "\
+Run a model on input tensors and write its outputs.
+
+Usage: lowbit run MODEL [--input NAME=FILE]... [OPTIONS]
+
+MODEL is lowbit IR text (.lbir; '-' reads standard input); its entry
+function (@main, else the first) is run. ONNX models (.onnx) are not
+supported by this build.
+
+Options:
+  --input NAME=FILE       Bind graph input NAME to a tensor file: an ONNX
+                          TensorProto (.pb) or a NumPy array (.npy). Repeat
+                          for each input. '--input FILE' uses the tensor name
+                          stored in a .pb file.
+  --backend BACKEND       interp | cpu | cranelift | gpu (default: the fastest
+                          available; this build has only 'interp', the
+                          bit-exact reference interpreter)
+  --output-dir DIR        Write every output as DIR/<output name>.pb (ONNX
+                          TensorProto with the declared element type);
+                          default '.'; created if missing
+  --print                 Print every output to standard output as
+                          'NAME: TYPE = VALUES'; files are then written only
+                          when --output-dir is given
+  -h, --help              Show this help
+
+Exit status: 0 on success, 1 on any error, with one message on standard
+error naming the input, file or op at fault.
+";
+
+const SPECS: &[Spec] = &[
+    Spec {
+        long: "input",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "backend",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "output-dir",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "print",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "help",
+        short: Some('h'),
+        takes_value: false,
+    },
+];
+
+/// Backends `--backend` may name, and which of them this build has.
+const BACKENDS: &[&str] = &["interp", "cpu", "cranelift", "gpu"];
+const AVAILABLE: &[&str] = &["interp"];
+
+/// Runs `lowbit run` with the arguments after the command name.
+pub fn main(argv: &[String]) -> Result<(), Failure> {
+    let a = args::parse(argv, SPECS).map_err(Failure::usage)?;
+    if a.has("help") {
+        return write_stdout(HELP);
+    }
+    let model = match a.positional.as_slice() {
+        [m] => m.as_str(),
+        [] => return Err(Failure::usage("missing MODEL")),
+        [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
+    };
+    check_backend(a.last("backend"))?;
+    if Path::new(model)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        return Err(Failure::msg(format!(
+            "{model}: ONNX models are not supported by this build"
+        )));
+    }
+    let src = read_source(model)?;
+    let shown = if model == "-" { "<stdin>" } else { model };
+    let module = parse_module(&src)
+        .and_then(|m| verify_module(&m).map(|()| m))
+        .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))?;
+    let f = module
+        .entry()
+        .ok_or_else(|| Failure::msg(format!("{shown}: the module has no functions")))?;
+
+    let inputs = read_inputs(f, a.all("input"))?;
+    let outputs = run_function(f, &inputs)
+        .map_err(|e| Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, &src)))?;
+
+    if a.has("print") {
+        let mut text = String::new();
+        for ((name, t), (_, v)) in outputs.iter().zip(&f.outputs) {
+            text.push_str(&format!("{name}: {} = {}\n", f.ty(*v), format_tensor(t)));
+        }
+        write_stdout(&text)?;
+    }
+    if !a.has("print") || a.has("output-dir") {
+        write_outputs(Path::new(a.last("output-dir").unwrap_or(".")), &outputs)?;
+    }
+    Ok(())
+}
+
+fn check_backend(requested: Option<&str>) -> Result<(), Failure> {
+    let Some(b) = requested else {
+        return Ok(());
+    };
+    if AVAILABLE.contains(&b) {
+        Ok(())
+    } else if BACKENDS.contains(&b) {
+        Err(Failure::msg(format!(
+            "backend '{b}' is not available in this build (available: {})",
+            AVAILABLE.join(", ")
+        )))
+    } else {
+        Err(Failure::usage(format!(
+            "unknown backend '{b}' (expected one of: {})",
+            BACKENDS.join(", ")
+        )))
+    }
+}
+
+/// Reads every `--input`, checking names and types against `f`'s
+/// parameters, and returns them in parameter order.
+fn read_inputs(f: &Function, specs: &[String]) -> Result<Vec<(String, Tensor)>, Failure> {
+    let param_names: Vec<&str> = f.params.iter().map(|(n, _)| n.as_str()).collect();
+    let mut given: Vec<(String, String, Tensor)> = Vec::new();
+    for spec in specs {
+        let (name, file) = match spec.split_once('=') {
+            Some((n, file)) => (Some(n.to_string()), file),
+            None => (None, spec.as_str()),
+        };
+        let (stored, t) = read_tensor(Path::new(file)).map_err(|e| {
+            let who = name
+                .as_deref()
+                .map_or(String::new(), |n| format!("input '{n}': "));
+            Failure::msg(format!("{who}{e}"))
+        })?;
+        let name = name.or(stored).ok_or_else(|| {
+            Failure::msg(format!(
+                "--input {file}: the file stores no tensor name; use --input NAME={file}"
+            ))
+        })?;
+        if !param_names.contains(&name.as_str()) {
+            return Err(Failure::msg(format!(
+                "input '{name}': @{} has no such input (inputs: {}; from {file})",
+                f.name,
+                param_names.join(", ")
+            )));
+        }
+        if given.iter().any(|(n, _, _)| *n == name) {
+            return Err(Failure::msg(format!(
+                "input '{name}' is given more than once"
+            )));
+        }
+        given.push((name, file.to_string(), t));
+    }
+    let mut inputs = Vec::with_capacity(f.params.len());
+    for (pname, v) in &f.params {
+        let want = f.ty(*v);
+        let Some(i) = given.iter().position(|(n, _, _)| n == pname) else {
+            return Err(Failure::msg(format!(
+                "input '{pname}': missing (expected a {want}); pass --input {pname}=FILE"
+            )));
+        };
+        let (name, file, t) = given.swap_remove(i);
+        if t.elem != want.elem || t.shape != want.shape {
+            return Err(Failure::msg(format!(
+                "input '{name}': expected {}, got {} (from {file})",
+                TensorType::new(want.shape.clone(), want.elem),
+                t.ty()
+            )));
+        }
+        inputs.push((name, t));
+    }
+    Ok(inputs)
+}
+
+fn write_outputs(dir: &Path, outputs: &[(String, Tensor)]) -> Result<(), Failure> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Failure::msg(format!(
+            "cannot create output directory '{}': {e}",
+            dir.display()
+        ))
+    })?;
+    for (name, t) in outputs {
+        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
+            return Err(Failure::msg(format!(
+                "output '{name}' cannot be used as a file name"
+            )));
+        }
+        let path: PathBuf = dir.join(format!("{name}.pb"));
+        write_pb(&path, name, t).map_err(|e| Failure::msg(format!("output '{name}': {e}")))?;
+    }
+    Ok(())
+}
+
+/// A tensor's values as a nested list by shape (a bare value for scalars),
+/// each element spelled as in the IR text; NaNs other than the format's
+/// canonical one show their code.
+pub fn format_tensor(t: &Tensor) -> String {
+    let items: Vec<String> = t.codes.iter().map(|&c| format_elem(t.elem, c)).collect();
+    if t.shape.is_empty() {
+        return items.into_iter().next().unwrap_or_default();
+    }
+    nest(&items, &t.shape)
+}
+
+fn format_elem(elem: ElemType, code: u64) -> String {
+    format_value(elem, code).unwrap_or_else(|| format!("nan(0x{code:X})"))
+}
+
+fn nest(items: &[String], shape: &[u64]) -> String {
+    let inner: u64 = shape[1..].iter().product();
+    if shape.len() <= 1 || inner == 0 {
+        let parts: Vec<String> = if shape.len() <= 1 {
+            items.to_vec()
+        } else {
+            (0..shape[0]).map(|_| nest(&[], &shape[1..])).collect()
+        };
+        return format!("[{}]", parts.join(", "));
+    }
+    let parts: Vec<String> = items
+        .chunks(inner as usize)
+        .map(|c| nest(c, &shape[1..]))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_nested_values() {
+        let i4: ElemType = "i4".parse().unwrap();
+        let t = Tensor::new(i4, vec![2, 3], vec![1, 2, 3, 0xF, 0x8, 0]).unwrap();
+        assert_eq!(format_tensor(&t), "[[1, 2, 3], [-1, -8, 0]]");
+        let t = Tensor::from_f64(ElemType::F32, vec![], &[1.5]).unwrap();
+        assert_eq!(format_tensor(&t), "1.5");
+        let t = Tensor::new(ElemType::F32, vec![2, 0], vec![]).unwrap();
+        assert_eq!(format_tensor(&t), "[[], []]");
+        let t = Tensor::new(ElemType::F32, vec![1], vec![0x7FC0_0001]).unwrap();
+        assert_eq!(format_tensor(&t), "[nan(0x7FC00001)]");
+    }
+
+    #[test]
+    fn backends_are_checked() {
+        assert!(check_backend(None).is_ok());
+        assert!(check_backend(Some("interp")).is_ok());
+        match check_backend(Some("cpu")) {
+            Err(Failure::Message(m)) => {
+                assert_eq!(
+                    m,
+                    "backend 'cpu' is not available in this build (available: interp)"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(check_backend(Some("tpu")), Err(Failure::Usage(_))));
+    }
+}
