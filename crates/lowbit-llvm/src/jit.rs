@@ -4,7 +4,8 @@
 //!
 //! [`GemmKernel::run`] checks every buffer size against the spec before the
 //! machine code sees a pointer, and splits the output rows over threads
-//! (scoped, one per requested thread, the caller's thread included).
+//! (scoped, one per requested thread, the caller's thread included), which
+//! take 4-row-aligned chunks from a shared counter.
 //!
 //! Limits: the cache is in memory only and never evicts (kernels are small);
 //! no on-disk cache yet.
@@ -22,6 +23,7 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::RelocMode;
 use inkwell::OptimizationLevel;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -324,8 +326,10 @@ impl GemmKernel {
         } else {
             threads
         };
-        // Row chunks are whole 4-row tiles, so each thread runs full tiles.
-        let chunk = spec.m.div_ceil(threads).div_ceil(4) * 4;
+        // Rows are handed out in chunks (whole 4-row tiles) from a shared
+        // counter, about 8 per thread: on a shared machine a descheduled
+        // thread then delays only its current chunk, not half the matrix.
+        let chunk = (spec.m.div_ceil(threads * 8).div_ceil(4) * 4).max(4);
         let bias_p = bias.map_or(std::ptr::null(), |b| b.as_ptr());
         // Raw pointers are not Send; the addresses are shared read-only,
         // except `y`, where each thread writes only its own rows.
@@ -356,19 +360,25 @@ impl GemmKernel {
                 )
             }
         };
-        let ranges: Vec<(usize, usize)> = (0..spec.m)
-            .step_by(chunk.max(1))
-            .map(|r| (r, (r + chunk).min(spec.m)))
-            .collect();
-        if ranges.len() <= 1 {
+        let chunks = spec.m.div_ceil(chunk);
+        let threads = threads.min(chunks);
+        if threads <= 1 {
             call(0, spec.m);
             return Ok(());
         }
-        std::thread::scope(|s| {
-            for &(r0, r1) in &ranges[1..] {
-                s.spawn(move || call(r0, r1));
+        let next = AtomicUsize::new(0);
+        let work = || loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            if c >= chunks {
+                break;
             }
-            call(ranges[0].0, ranges[0].1);
+            call(c * chunk, ((c + 1) * chunk).min(spec.m));
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(work);
+            }
+            work();
         });
         Ok(())
     }
