@@ -11,7 +11,7 @@
 use crate::args::{self, Spec};
 use crate::gemm_args::{gemm_spec, GEMM_SPECS};
 use crate::Failure;
-use lowbit_llvm::probe::{fma_peak_gflops, llc_bytes, read_bandwidth_gbps};
+use lowbit_llvm::probe::{fma_peak_gflops, llc_bytes, read_bandwidth_gbps, vnni_peak_gops};
 use lowbit_llvm::{compile, Activations, GemmSpec, PackedWeights};
 use std::time::{Duration, Instant};
 
@@ -29,16 +29,19 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
                    without it, one scale per output row
   --scale DTYPE    scale type: f16 (default), f32, bf16
   --zero-point     integer weights get one zero point per scale
-  --act DTYPE      activation type: f32, f16, bf16
+  --act DTYPE      activation type: f32, f16, bf16; u8 or i8 with --weight
+                   i8 runs the W8A8 kernel (exact i32 results, VNNI where
+                   present; scales are not applied on this path)
   --threads T      threads (default: all cores); the probes use T too
   --backend cpu    the only backend built in
   --samples S      at least S timed calls (default 20; at least 1 s total)
   --json           one JSON document instead of text
 
 The weight working set rotates over copies exceeding the last-level cache.
-Prints the median seconds, GFLOP/s (2*m*k*n), weight GB/s (packed codes,
-scales and zero points per call), and their fractions of the measured DRAM
-read bandwidth and f32 FMA peak. JSON keys: seconds_median, gflops,
+Prints the median seconds, GFLOP/s (2*m*k*n; integer ops for W8A8),
+weight GB/s (packed codes, scales and zero points per call), and their
+fractions of the measured DRAM read bandwidth and compute peak (f32 FMA, or
+int8 VNNI for W8A8). JSON keys: seconds_median, gflops,
 weight_gbps, bandwidth_fraction, compute_fraction, machine {mem_gbps,
 peak_gops}, plus compile_ms, samples, threads, copies, weight_bytes, spec,
 target.
@@ -137,6 +140,7 @@ struct Report {
     weight_bytes: usize,
     mem_gbps: f64,
     peak_gflops: f64,
+    peak_kind: &'static str,
     median: f64,
     min: f64,
     samples: usize,
@@ -158,9 +162,9 @@ impl Report {
              target: {} ({threads} threads)\n\
              kernel: JIT-compiled in {:.1} ms; weights {:.1} MB packed ({bits:.2} bits/weight), \
              {} copies rotated ({:.0} MB > LLC {:.0} MB)\n\
-             machine: DRAM read {:.1} GB/s, f32 FMA peak {:.1} GFLOP/s (probes, {threads} threads, best of 5)\n\
+             machine: DRAM read {:.1} GB/s, {} {:.1} GOP/s (probes, {threads} threads, best of 5)\n\
              median: {:.6} s (min {:.6} s, {} samples)\n\
-             GFLOP/s: {:.1} ({:.3} of peak)\n\
+             GOP/s: {:.1} ({:.3} of peak)\n\
              weight GB/s: {:.1} ({:.3} of DRAM bandwidth)\n",
             self.target,
             self.compile.as_secs_f64() * 1e3,
@@ -169,6 +173,7 @@ impl Report {
             (self.copies * self.weight_bytes) as f64 / 1e6,
             self.llc as f64 / 1e6,
             self.mem_gbps,
+            self.peak_kind,
             self.peak_gflops,
             self.median,
             self.min,
@@ -185,7 +190,7 @@ impl Report {
         format!(
             "{{\"seconds_median\": {:e}, \"gflops\": {:.3}, \"weight_gbps\": {:.3}, \
              \"bandwidth_fraction\": {:.4}, \"compute_fraction\": {:.4}, \
-             \"machine\": {{\"mem_gbps\": {:.3}, \"peak_gops\": {:.3}}}, \
+             \"machine\": {{\"mem_gbps\": {:.3}, \"peak_gops\": {:.3}, \"peak_kind\": \"{}\"}}, \
              \"compile_ms\": {:.3}, \"samples\": {}, \"threads\": {threads}, \"copies\": {}, \
              \"weight_bytes\": {}, \"spec\": \"{}\", \"target\": \"{}\"}}",
             self.median,
@@ -195,6 +200,7 @@ impl Report {
             self.gflops() / self.peak_gflops,
             self.mem_gbps,
             self.peak_gflops,
+            self.peak_kind,
             self.compile.as_secs_f64() * 1e3,
             self.samples,
             self.copies,
@@ -218,6 +224,11 @@ fn fill(buf: &mut [u8], mut s: u64) {
 
 /// Random packed weights with sane scales (0.01 .. 0.05) and in-range zero points.
 fn random_weights(spec: &GemmSpec) -> Result<PackedWeights, lowbit_llvm::CpuError> {
+    if spec.is_integer() {
+        let mut codes = vec![0u8; spec.packed_weight_type().byte_size() as usize];
+        fill(&mut codes, 0x9e37_79b9_7f4a_7c15);
+        return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
+    }
     let groups = spec.m * spec.groups_per_row();
     let mut codes = vec![0u8; spec.packed_weight_type().byte_size() as usize];
     fill(&mut codes, 0x9e37_79b9_7f4a_7c15);
@@ -250,7 +261,11 @@ fn bench(
     let llc = llc_bytes().unwrap_or(64 << 20);
     let big = ((llc as f64 * 1.25) as usize).max(256 << 20);
     let mem_gbps = read_bandwidth_gbps(threads, big, 5)?;
-    let peak_gflops = fma_peak_gflops(threads, 5)?;
+    // The integer path is measured against the int8 dot-product peak.
+    let (peak_gflops, peak_kind) = match (spec.is_integer(), vnni_peak_gops(threads, 5)?) {
+        (true, Some(p)) => (p, "int8 VNNI peak"),
+        _ => (fma_peak_gflops(threads, 5)?, "f32 FMA peak"),
+    };
 
     let first = random_weights(spec)?;
     let weight_bytes = first.byte_len();
@@ -276,9 +291,24 @@ fn bench(
     } else {
         Activations::F32(&x)
     };
+    let xu: Vec<u8> = xb.iter().take(n * spec.k).copied().collect();
+    let xi: Vec<i8> = xu.iter().map(|&b| b as i8).collect();
+    let act = match spec.act {
+        a if a == lowbit::ElemType::U8 => Activations::U8(&xu),
+        a if a == lowbit::ElemType::I8 => Activations::I8(&xi),
+        _ => act,
+    };
     let mut y = vec![0f32; n * spec.m];
+    let mut yi = vec![0i32; n * spec.m];
+    let mut call = |w: &PackedWeights| {
+        if spec.is_integer() {
+            kernel.run_int(act, w, &mut yi, n, threads)
+        } else {
+            kernel.run(act, w, None, &mut y, n, threads)
+        }
+    };
     for w in all.iter().take(3) {
-        kernel.run(act, w, None, &mut y, n, threads)?;
+        call(w)?;
     }
     let mut times = Vec::new();
     let start = Instant::now();
@@ -287,11 +317,12 @@ fn bench(
     {
         let w = &all[i % copies];
         let t = Instant::now();
-        kernel.run(act, w, None, &mut y, n, threads)?;
+        call(w)?;
         times.push(t.elapsed().as_secs_f64());
         i += 1;
     }
-    std::hint::black_box(&y);
+    drop(call);
+    std::hint::black_box((&y, &yi));
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     Ok(Report {
@@ -302,6 +333,7 @@ fn bench(
         weight_bytes,
         mem_gbps,
         peak_gflops,
+        peak_kind,
         median,
         min: times[0],
         samples: times.len(),

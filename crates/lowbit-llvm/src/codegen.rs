@@ -25,7 +25,7 @@
 //! against the interpreter's f64 result (see `tests/`).
 
 use crate::error::CpuError;
-use crate::spec::{Activation, BlockFormat, GemmSpec, WeightKind, BLOCK};
+use crate::spec::{Activation, BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
 use crate::target::CpuTarget;
 use inkwell::attributes::AttributeLoc;
 use inkwell::builder::Builder;
@@ -131,9 +131,11 @@ pub fn build_module<'ctx>(
         fma,
     };
     g.emit_kernel()?;
-    module
-        .verify()
-        .map_err(|e| CpuError::Llvm(format!("generated IR does not verify: {e}")))?;
+    module.verify().map_err(|e| {
+        let e = e.to_string();
+        let first = e.lines().next().unwrap_or("");
+        CpuError::Llvm(format!("generated IR does not verify: {first}"))
+    })?;
     Ok(module)
 }
 
@@ -748,10 +750,203 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(f)
     }
 
+    /// `acc + dot4(x, w)` per 32-bit lane: 4 unsigned bytes of `x` times 4
+    /// signed bytes of `w`, wrapping like `vpdpbusd` (which it is, with
+    /// AVX-512 VNNI).
+    fn dot_u8s8(
+        &self,
+        acc: VectorValue<'ctx>,
+        x: VectorValue<'ctx>,
+        w: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        if self.target.has("avx512vnni") {
+            let f = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
+                .and_then(|i| i.get_declaration(self.module, &[]))
+                .ok_or_else(|| CpuError::Llvm("vpdpbusd is not available".into()))?;
+            return self
+                .b
+                .build_call(f, &[acc.into(), x.into(), w.into()], "dp")?
+                .try_as_basic_value()
+                .basic()
+                .map(|v| v.into_vector_value())
+                .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()));
+        }
+        let v32 = self.i32t.vec_type(64);
+        let xz = self.b.build_int_z_extend(x, v32, "xz")?;
+        let wz = self.b.build_int_s_extend(w, v32, "wz")?;
+        let prod = self.b.build_int_mul(xz, wz, "prod")?;
+        let mut out = acc;
+        for j in 0..4u64 {
+            let part = self.b.build_shuffle_vector(
+                prod,
+                prod,
+                self.shuffle_mask((0..16).map(|l| 4 * l + j)),
+                "part",
+            )?;
+            out = self.b.build_int_add(out, part, "dp")?;
+        }
+        Ok(out)
+    }
+
+    /// Emits `itile_RxC(x, w, _, rowsums, _, y, r0, c0)` of the W8A8 path:
+    /// `x` is `u8 [n, k_pad]` (i8 activations arrive offset by +128, and
+    /// `128 * rowsum` comes off at the end), `y` is `i32 [n, m]`.
+    fn emit_int_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+        let spec = self.spec;
+        let p = self.ptr.into();
+        let i = self.i64t.into();
+        let fty = self
+            .ctx
+            .void_type()
+            .fn_type(&[p, p, p, p, p, p, i, i], false);
+        let f = self.module.add_function(
+            &format!("itile_{rows}x{cols}"),
+            fty,
+            Some(Linkage::Internal),
+        );
+        self.set_attrs(f);
+        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
+        f.add_attribute(
+            AttributeLoc::Function,
+            self.ctx.create_enum_attribute(noinline, 0),
+        );
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let param = |n: u32| {
+            f.get_nth_param(n)
+                .ok_or_else(|| CpuError::Llvm("missing tile parameter".into()))
+        };
+        let x = param(0)?.into_pointer_value();
+        let w = param(1)?.into_pointer_value();
+        let sums = param(3)?.into_pointer_value();
+        let y = param(5)?.into_pointer_value();
+        let r0 = param(6)?.into_int_value();
+        let c0 = param(7)?.into_int_value();
+        let v16 = self.i32t.vec_type(16);
+        let accs: Vec<PointerValue> = (0..rows * cols)
+            .map(|_| {
+                let p = self.b.build_alloca(v16, "acc")?;
+                self.b.build_store(p, v16.const_zero())?;
+                Ok(p)
+            })
+            .collect::<Result<_, CpuError>>()?;
+        let k_pad = spec.k_pad() as u64;
+        let kb = k_pad / INT_BLOCK as u64;
+        let rows_idx: Vec<IntValue> = (0..rows)
+            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
+            .collect::<Result<_, _>>()?;
+        let x_rows: Vec<PointerValue> = (0..cols)
+            .map(|c| {
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let off = self.b.build_int_mul(col, self.i64c(k_pad), "xo")?;
+                self.gep(x, off)
+            })
+            .collect::<Result<_, _>>()?;
+        let w_rows: Vec<PointerValue> = rows_idx
+            .iter()
+            .map(|&r| {
+                let off = self.b.build_int_mul(r, self.i64c(k_pad), "wo")?;
+                self.gep(w, off)
+            })
+            .collect::<Result<_, _>>()?;
+        self.emit_loop(
+            f,
+            self.i64c(0),
+            |b| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, b, self.i64c(kb), "bc")?)
+            },
+            1,
+            |b| {
+                let off = self.b.build_int_mul(b, self.i64c(INT_BLOCK as u64), "o")?;
+                let v64 = self.i8t.vec_type(INT_BLOCK as u32);
+                let xs: Vec<VectorValue> = x_rows
+                    .iter()
+                    .map(|&xr| Ok(self.load(v64, self.gep(xr, off)?, 1)?.into_vector_value()))
+                    .collect::<Result<_, CpuError>>()?;
+                for r in 0..rows as usize {
+                    let wv = self
+                        .load(v64, self.gep(w_rows[r], off)?, 1)?
+                        .into_vector_value();
+                    for (c, &xv) in xs.iter().enumerate() {
+                        let ap = accs[r * cols as usize + c];
+                        let acc = self.b.build_load(v16, ap, "a")?.into_vector_value();
+                        let acc = self.dot_u8s8(acc, xv, wv)?;
+                        self.b.build_store(ap, acc)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let m = spec.m as u64;
+        let offset_acts = spec.act == lowbit_numerics::ElemType::I8;
+        for r in 0..rows as usize {
+            let correction = if offset_acts {
+                let so = self.b.build_int_mul(rows_idx[r], self.i64c(4), "so")?;
+                let s = self
+                    .load(self.i32t, self.gep(sums, so)?, 4)?
+                    .into_int_value();
+                Some(
+                    self.b
+                        .build_left_shift(s, self.i32t.const_int(7, false), "corr")?,
+                )
+            } else {
+                None
+            };
+            for c in 0..cols as usize {
+                let mut v = self
+                    .b
+                    .build_load(v16, accs[r * cols as usize + c], "a")?
+                    .into_vector_value();
+                let mut width = 16u64;
+                while width > 1 {
+                    width /= 2;
+                    let lo =
+                        self.b
+                            .build_shuffle_vector(v, v, self.shuffle_mask(0..width), "lo")?;
+                    let hi = self.b.build_shuffle_vector(
+                        v,
+                        v,
+                        self.shuffle_mask(width..2 * width),
+                        "hi",
+                    )?;
+                    v = self.b.build_int_add(lo, hi, "sum")?;
+                }
+                let mut dot = self
+                    .b
+                    .build_extract_element(v, self.i32t.const_zero(), "dot")?
+                    .into_int_value();
+                if let Some(cv) = correction {
+                    dot = self.b.build_int_sub(dot, cv, "dot")?;
+                }
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
+                let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
+                let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
+                self.b.build_store(self.gep(y, yo)?, dot)?;
+            }
+        }
+        self.b.build_return(None)?;
+        Ok(f)
+    }
+
     fn emit_kernel(&self) -> Result<(), CpuError> {
-        let t4x1 = self.emit_tile(4, 1)?;
-        let t2x4 = self.emit_tile(2, 4)?;
-        let t1x1 = self.emit_tile(1, 1)?;
+        let (wide, wide_rows, t4x1, t1x1) = if self.spec.is_integer() {
+            (
+                self.emit_int_tile(4, 4)?,
+                4,
+                self.emit_int_tile(4, 1)?,
+                self.emit_int_tile(1, 1)?,
+            )
+        } else {
+            (
+                self.emit_tile(2, 4)?,
+                2,
+                self.emit_tile(4, 1)?,
+                self.emit_tile(1, 1)?,
+            )
+        };
         let p = self.ptr.into();
         let i = self.i64t.into();
         let fty = self
@@ -822,7 +1017,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             row_begin,
             |r| fits(r, 4, row_end),
             4,
-            |r| columns(r, Some((t2x4, 2)), t4x1, 4),
+            |r| columns(r, Some((wide, wide_rows)), t4x1, 4),
         )?;
         self.emit_loop(
             f,

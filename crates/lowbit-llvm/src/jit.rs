@@ -55,6 +55,10 @@ pub enum Activations<'a> {
     F16(&'a [f16]),
     /// `bf16`.
     BF16(&'a [bf16]),
+    /// `u8` (W8A8 kernels).
+    U8(&'a [u8]),
+    /// `i8` (W8A8 kernels).
+    I8(&'a [i8]),
 }
 
 impl Activations<'_> {
@@ -63,6 +67,8 @@ impl Activations<'_> {
             Activations::F32(x) => x.len(),
             Activations::F16(x) => x.len(),
             Activations::BF16(x) => x.len(),
+            Activations::U8(x) => x.len(),
+            Activations::I8(x) => x.len(),
         }
     }
 
@@ -71,6 +77,8 @@ impl Activations<'_> {
             Activations::F32(_) => lowbit_numerics::ElemType::F32,
             Activations::F16(_) => lowbit_numerics::ElemType::F16,
             Activations::BF16(_) => lowbit_numerics::ElemType::BF16,
+            Activations::U8(_) => lowbit_numerics::ElemType::U8,
+            Activations::I8(_) => lowbit_numerics::ElemType::I8,
         }
     }
 
@@ -79,6 +87,8 @@ impl Activations<'_> {
             Activations::F32(x) => x[i],
             Activations::F16(x) => x[i].to_f32(),
             Activations::BF16(x) => x[i].to_f32(),
+            Activations::U8(x) => f32::from(x[i]),
+            Activations::I8(x) => f32::from(x[i]),
         }
     }
 }
@@ -243,21 +253,20 @@ impl GemmKernel {
         self.compile_time
     }
 
-    /// Computes `y[n, m] = act(x[n, k] · Wᵀ + bias)`. `threads` = 0 uses
-    /// every available core. Every size is checked first.
-    pub fn run<'a>(
+    /// Checks what every call shares: weights for this spec, `n` against a
+    /// static `n`, the activation type and the `x`/`y` sizes.
+    fn check_call(
         &self,
-        x: impl Into<Activations<'a>>,
+        x: &Activations,
         weights: &PackedWeights,
-        bias: Option<&[f32]>,
-        y: &mut [f32],
+        y_len: usize,
         n: usize,
-        threads: usize,
     ) -> Result<(), CpuError> {
-        let x = x.into();
         let spec = &self.spec;
         let w = weights.spec();
-        if (w.m, w.k, &w.weight) != (spec.m, spec.k, &spec.weight) {
+        if (w.m, w.k, &w.weight, w.is_integer())
+            != (spec.m, spec.k, &spec.weight, spec.is_integer())
+        {
             return Err(CpuError::SpecMismatch(format!(
                 "weights packed for {w}, kernel is {spec}"
             )));
@@ -278,21 +287,29 @@ impl GemmKernel {
                 spec.act
             )));
         }
-        let size = |buffer, expected: Option<usize>, got| match expected {
-            Some(e) if e == got => Ok(()),
-            Some(e) => Err(CpuError::BufferSize {
-                buffer,
-                expected: e,
-                got,
-            }),
-            None => Err(CpuError::BufferSize {
-                buffer,
-                expected: usize::MAX,
-                got,
-            }),
-        };
         size("x", n.checked_mul(spec.k), x.len())?;
-        size("y", n.checked_mul(spec.m), y.len())?;
+        size("y", n.checked_mul(spec.m), y_len)
+    }
+
+    /// Computes `y[n, m] = act(x[n, k] · Wᵀ + bias)` (float specs).
+    /// `threads` = 0 uses every available core. Every size is checked first.
+    pub fn run<'a>(
+        &self,
+        x: impl Into<Activations<'a>>,
+        weights: &PackedWeights,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        let x = x.into();
+        let spec = &self.spec;
+        if spec.is_integer() {
+            return Err(CpuError::SpecMismatch(
+                "a W8A8 kernel writes i32 results: use run_int".into(),
+            ));
+        }
+        self.check_call(&x, weights, y.len(), n)?;
         match (spec.epilogue.bias, bias) {
             (true, Some(b)) => size("bias", Some(spec.m), b.len())?,
             (false, None) => {}
@@ -321,6 +338,87 @@ impl GemmKernel {
                 padded.as_ptr()
             }
         };
+        let bias_p = bias.map_or(std::ptr::null(), |b| b.as_ptr());
+        self.launch(
+            [
+                xp as usize,
+                weights.codes().as_ptr() as usize,
+                weights.scales().as_ptr() as usize,
+                weights.zero_points().as_ptr() as usize,
+                bias_p as usize,
+                y.as_mut_ptr() as usize,
+            ],
+            n,
+            threads,
+        );
+        Ok(())
+    }
+
+    /// Computes the exact `i32` product `y[n, m] = x[n, k] · Wᵀ` of a W8A8
+    /// spec ([`GemmSpec::int8`]), wrapping on overflow like the
+    /// interpreter's `matmul` to `i32`.
+    pub fn run_int(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        y: &mut [i32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        let spec = &self.spec;
+        if !spec.is_integer() {
+            return Err(CpuError::SpecMismatch(
+                "run_int is for W8A8 kernels; this one takes float activations".into(),
+            ));
+        }
+        self.check_call(&x, weights, y.len(), n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let k_pad = spec.k_pad();
+        // The kernel multiplies unsigned activation bytes: i8 activations
+        // are offset by +128 (flipping the sign bit) and the kernel takes
+        // 128 * sum(w) back off.
+        let padded: Vec<u8>;
+        let xp: *const u8 = match x {
+            Activations::U8(v) if k_pad == spec.k => v.as_ptr(),
+            _ => {
+                let mut p = vec![0u8; n * k_pad];
+                for (c, row) in p.chunks_mut(k_pad).enumerate() {
+                    let src = c * spec.k..(c + 1) * spec.k;
+                    match x {
+                        Activations::U8(v) => row[..spec.k].copy_from_slice(&v[src]),
+                        Activations::I8(v) => {
+                            for (d, &s) in row[..spec.k].iter_mut().zip(&v[src]) {
+                                *d = (s as u8) ^ 0x80;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                padded = p;
+                padded.as_ptr()
+            }
+        };
+        self.launch(
+            [
+                xp as usize,
+                weights.codes().as_ptr() as usize,
+                0,
+                weights.row_sums().as_ptr() as usize,
+                0,
+                y.as_mut_ptr() as usize,
+            ],
+            n,
+            threads,
+        );
+        Ok(())
+    }
+
+    /// Runs the kernel over all rows on `threads` threads. `addrs` are the
+    /// kernel's six buffer arguments, already checked against the spec.
+    fn launch(&self, addrs: [usize; 6], n: usize, threads: usize) {
+        let spec = &self.spec;
         let threads = if threads == 0 {
             std::thread::available_parallelism().map_or(1, |t| t.get())
         } else {
@@ -330,22 +428,11 @@ impl GemmKernel {
         // counter, about 8 per thread: on a shared machine a descheduled
         // thread then delays only its current chunk, not half the matrix.
         let chunk = (spec.m.div_ceil(threads * 8).div_ceil(4) * 4).max(4);
-        let bias_p = bias.map_or(std::ptr::null(), |b| b.as_ptr());
-        // Raw pointers are not Send; the addresses are shared read-only,
-        // except `y`, where each thread writes only its own rows.
-        let addrs = [
-            xp as usize,
-            weights.codes().as_ptr() as usize,
-            weights.scales().as_ptr() as usize,
-            weights.zero_points().as_ptr() as usize,
-            bias_p as usize,
-            y.as_mut_ptr() as usize,
-        ];
         let func = self.func;
         let call = move |r0: usize, r1: usize| {
-            // SAFETY: every buffer's size was checked against the spec above
-            // (x padded to k_pad, y = n*m, weights checked at packing), rows
-            // r0..r1 are within 0..m, and threads write disjoint rows of y.
+            // SAFETY: the caller checked every buffer against the spec (x
+            // padded to k_pad, y = n*m, weights at packing); rows r0..r1 lie
+            // in 0..m, and threads write disjoint rows of y.
             unsafe {
                 func(
                     addrs[0] as *const f32,
@@ -364,7 +451,7 @@ impl GemmKernel {
         let threads = threads.min(chunks);
         if threads <= 1 {
             call(0, spec.m);
-            return Ok(());
+            return;
         }
         let next = AtomicUsize::new(0);
         let work = || loop {
@@ -380,6 +467,22 @@ impl GemmKernel {
             }
             work();
         });
-        Ok(())
+    }
+}
+
+/// A buffer-size check: `expected` is `None` when the size overflows.
+fn size(buffer: &'static str, expected: Option<usize>, got: usize) -> Result<(), CpuError> {
+    match expected {
+        Some(e) if e == got => Ok(()),
+        Some(e) => Err(CpuError::BufferSize {
+            buffer,
+            expected: e,
+            got,
+        }),
+        None => Err(CpuError::BufferSize {
+            buffer,
+            expected: usize::MAX,
+            got,
+        }),
     }
 }

@@ -19,6 +19,9 @@ pub struct PackedWeights {
     codes: Vec<u8>,
     scales: Vec<u8>,
     zero_points: Vec<u8>,
+    /// Integer path: the sum of each row's weights, for the `+128` offset
+    /// of `i8` activations.
+    row_sums: Vec<i32>,
 }
 
 fn want(
@@ -56,6 +59,11 @@ impl PackedWeights {
         spec.check("(packing)")?;
         let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
         want("weights", weights, spec.weight.dtype, &[m as u64, k as u64])?;
+        if spec.is_integer() {
+            return Err(CpuError::BadWeights(
+                "W8A8 specs take no scales: use PackedWeights::pack_int".into(),
+            ));
+        }
         let sshape = spec.scale_shape();
         want("scales", scales, spec.weight.scale, &sshape)?;
         match (spec.weight.zero_point, zero_points) {
@@ -90,6 +98,25 @@ impl PackedWeights {
         PackedWeights::from_raw(spec, codes, scales, zero_points)
     }
 
+    /// Packs `i8` weights `[m, k]` for a W8A8 spec ([`GemmSpec::int8`]).
+    pub fn pack_int(spec: &GemmSpec, weights: &Tensor) -> Result<PackedWeights, CpuError> {
+        spec.check("(packing)")?;
+        if !spec.is_integer() {
+            return Err(CpuError::BadWeights(
+                "pack_int is for W8A8 specs; float specs use PackedWeights::pack".into(),
+            ));
+        }
+        let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
+        want("weights", weights, spec.weight.dtype, &[m as u64, k as u64])?;
+        let mut codes = vec![0u8; m * k_pad];
+        for (dst, src) in codes.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
+            for (d, &c) in dst.iter_mut().zip(src) {
+                *d = c as u8;
+            }
+        }
+        PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new())
+    }
+
     /// Wraps already packed bytes (for benchmarks and loaders), checking
     /// every size against the spec.
     pub fn from_raw(
@@ -99,7 +126,11 @@ impl PackedWeights {
         zero_points: Vec<u8>,
     ) -> Result<PackedWeights, CpuError> {
         spec.check("(packing)")?;
-        let nscales = spec.m * spec.groups_per_row();
+        let nscales = if spec.is_integer() {
+            0
+        } else {
+            spec.m * spec.groups_per_row()
+        };
         let checks = [
             (
                 "weight codes (bytes)",
@@ -122,11 +153,20 @@ impl PackedWeights {
                 });
             }
         }
+        let row_sums = if spec.is_integer() {
+            codes
+                .chunks(spec.row_bytes())
+                .map(|row| row.iter().map(|&b| i32::from(b as i8)).sum())
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(PackedWeights {
             spec: spec.clone(),
             codes,
             scales,
             zero_points,
+            row_sums,
         })
     }
 
@@ -155,8 +195,13 @@ impl PackedWeights {
         &self.zero_points
     }
 
+    /// Integer path: each row's weight sum (empty otherwise).
+    pub fn row_sums(&self) -> &[i32] {
+        &self.row_sums
+    }
+
     /// Total bytes (what a kernel call streams from memory).
     pub fn byte_len(&self) -> usize {
-        self.codes.len() + self.scales.len() + self.zero_points.len()
+        self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * self.row_sums.len()
     }
 }

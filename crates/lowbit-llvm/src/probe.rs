@@ -4,7 +4,9 @@
 //!   last-level cache with `threads` threads (4 independent 64-byte loads
 //!   per step, summed so nothing is optimized away);
 //! * [`fma_peak_gflops`] — 12 independent chains of 16-lane f32 FMAs per
-//!   thread, register-resident.
+//!   thread, register-resident;
+//! * [`vnni_peak_gops`] — the same with 512-bit `vpdpbusd` (int8 dot
+//!   products), where the host has AVX-512 VNNI.
 //!
 //! Each reports the best of `reps` runs, as hardware probes usually do; on a
 //! shared machine the figure is what was available at that moment.
@@ -292,4 +294,100 @@ pub fn fma_peak_gflops(threads: usize, reps: usize) -> Result<f64, CpuError> {
         best = best.max(flops / secs / 1e9);
     }
     Ok(best)
+}
+
+type VnniFn = unsafe extern "C" fn(i64) -> i32;
+
+/// `i32 lowbit_vnni(i64 iters)`: `CHAINS` independent `vpdpbusd` chains.
+fn build_vnni(ctx: &'static Context, t: &CpuTarget) -> Result<Module<'static>, CpuError> {
+    let m = ctx.create_module("lowbit_vnni_probe");
+    let b = ctx.create_builder();
+    let i64t = ctx.i64_type();
+    let i32t = ctx.i32_type();
+    let v16 = i32t.vec_type(16);
+    let dp = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
+        .and_then(|i| i.get_declaration(&m, &[]))
+        .ok_or_else(|| CpuError::Llvm("vpdpbusd is not available".into()))?;
+    let f = m.add_function("lowbit_vnni", i32t.fn_type(&[i64t.into()], false), None);
+    set_attrs(ctx, f, t);
+    let (entry, head, body, exit) = (
+        ctx.append_basic_block(f, "entry"),
+        ctx.append_basic_block(f, "head"),
+        ctx.append_basic_block(f, "body"),
+        ctx.append_basic_block(f, "exit"),
+    );
+    let iters = f
+        .get_nth_param(0)
+        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))?
+        .into_int_value();
+    b.position_at_end(entry);
+    let bytes = |x: u64| {
+        inkwell::types::VectorType::const_vector(&vec![ctx.i8_type().const_int(x, false); 64])
+    };
+    let (xa, xb) = (bytes(3), bytes(5));
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(head);
+    let i = b.build_phi(i64t, "i")?;
+    i.add_incoming(&[(&i64t.const_zero(), entry)]);
+    let chains: Vec<_> = (0..CHAINS)
+        .map(|_| b.build_phi(v16, "c"))
+        .collect::<Result<_, _>>()?;
+    for (n, c) in chains.iter().enumerate() {
+        let init = inkwell::types::VectorType::const_vector(&[i32t.const_int(n as u64, false); 16]);
+        c.add_incoming(&[(&init, entry)]);
+    }
+    let iv = i.as_basic_value().into_int_value();
+    let more = b.build_int_compare(IntPredicate::SLT, iv, iters, "more")?;
+    b.build_conditional_branch(more, body, exit)?;
+    b.position_at_end(body);
+    for c in &chains {
+        let v = b
+            .build_call(dp, &[c.as_basic_value().into(), xa.into(), xb.into()], "d")?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()))?;
+        c.add_incoming(&[(&v, body)]);
+    }
+    let next = b.build_int_add(iv, i64t.const_int(1, false), "next")?;
+    i.add_incoming(&[(&next, body)]);
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(exit);
+    let mut s = chains[0].as_basic_value().into_vector_value();
+    for c in &chains[1..] {
+        s = b.build_int_add(s, c.as_basic_value().into_vector_value(), "s")?;
+    }
+    let r = b.build_extract_element(s, i32t.const_zero(), "r")?;
+    b.build_return(Some(&r))?;
+    m.verify()
+        .map_err(|e| CpuError::Llvm(format!("probe IR does not verify: {e}")))?;
+    Ok(m)
+}
+
+/// int8 dot-product peak in GOP/s (a multiply and an add per byte pair)
+/// with `threads` threads, `vpdpbusd` on 512-bit registers; best of
+/// `reps`. `None` when the host has no AVX-512 VNNI.
+pub fn vnni_peak_gops(threads: usize, reps: usize) -> Result<Option<f64>, CpuError> {
+    let t = CpuTarget::host()?;
+    if !t.has("avx512vnni") {
+        return Ok(None);
+    }
+    let (_code, addrs) = jit(&t, &["lowbit_vnni"], |ctx| build_vnni(ctx, &t))?;
+    // SAFETY: the symbol was emitted above with exactly this signature.
+    let vnni = unsafe { std::mem::transmute::<usize, VnniFn>(addrs[0]) };
+    let threads = threads.max(1);
+    let iters: i64 = 20_000_000;
+    let mut best = 0f64;
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                // SAFETY: the probe takes a count only.
+                s.spawn(move || std::hint::black_box(unsafe { vnni(iters) }));
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let ops = iters as f64 * CHAINS as f64 * 64.0 * 2.0 * threads as f64;
+        best = best.max(ops / secs / 1e9);
+    }
+    Ok(Some(best))
 }

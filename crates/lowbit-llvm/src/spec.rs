@@ -29,6 +29,10 @@ use std::fmt;
 /// Elements per packed block: the unit the kernels unpack at once.
 pub const BLOCK: usize = 32;
 
+/// Elements per block of the integer (W8A8) kernels: one 64-byte vector,
+/// 4 bytes per 32-bit lane as `vpdpbusd` takes them.
+pub const INT_BLOCK: usize = 64;
+
 /// Which weights share a scale (and zero point).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeightGranularity {
@@ -154,6 +158,13 @@ impl fmt::Display for GemmSpec {
             Dim::Static(n) => n.to_string(),
             Dim::Dynamic => "?".into(),
         };
+        if self.is_integer() {
+            return write!(
+                f,
+                "gemm m={} k={} n={n} weight={} act={} -> i32 (exact)",
+                self.m, self.k, self.weight.dtype, self.act
+            );
+        }
         let g = match self.weight.granularity {
             WeightGranularity::PerChannel => "per-channel".to_string(),
             WeightGranularity::Group(g) => format!("group {g}"),
@@ -202,9 +213,45 @@ impl GemmSpec {
         }
     }
 
+    /// Whether this is the integer path: integer activations, exact `i32`
+    /// results (see [`GemmSpec::int8`]).
+    pub fn is_integer(&self) -> bool {
+        self.act.is_integral()
+    }
+
+    /// A W8A8 spec: `i8` weights, `u8` or `i8` activations, and the exact
+    /// `i32` product `Y[n, m] = sum_k X[n, k] * W[m, k]` (wrapping like the
+    /// interpreter's `matmul` to `i32`). Scales and zero points are not
+    /// applied on this path: dequantize or requantize `Y` in the graph.
+    pub fn int8(m: usize, k: usize, n: Dim, act: ElemType) -> GemmSpec {
+        GemmSpec {
+            m,
+            k,
+            n,
+            weight: WeightSpec {
+                dtype: ElemType::I8,
+                granularity: WeightGranularity::PerChannel,
+                scale: ElemType::F32,
+                zero_point: false,
+                layout: None,
+            },
+            act,
+            epilogue: Epilogue::default(),
+        }
+    }
+
+    /// Elements per packed block on this spec's path.
+    pub(crate) fn block(&self) -> usize {
+        if self.is_integer() {
+            INT_BLOCK
+        } else {
+            BLOCK
+        }
+    }
+
     /// `k` rounded up to whole blocks.
     pub fn k_pad(&self) -> usize {
-        self.k.div_ceil(BLOCK) * BLOCK
+        self.k.div_ceil(self.block()) * self.block()
     }
 
     /// Number of scales per row.
@@ -289,6 +336,9 @@ impl GemmSpec {
 
     /// Bytes of packed weight codes per row.
     pub(crate) fn row_bytes(&self) -> usize {
+        if self.is_integer() {
+            return self.k_pad();
+        }
         self.k_pad() / BLOCK * self.block_format().block_bytes()
     }
 
@@ -299,6 +349,10 @@ impl GemmSpec {
 
     /// Total bytes the kernel reads for the weights: codes, scales, zero points.
     pub fn weight_bytes(&self) -> usize {
+        if self.is_integer() {
+            // Codes and one i32 weight sum per row.
+            return self.m * (self.row_bytes() + 4);
+        }
         let scales = self.m * self.groups_per_row();
         self.m * self.row_bytes()
             + scales * self.scale_bytes()
@@ -319,6 +373,34 @@ impl GemmSpec {
         }
     }
 
+    fn check_integer(&self, target: &str) -> Result<(), CpuError> {
+        let u = |r: String| Err(self.unsupported(target, r));
+        if ![ElemType::U8, ElemType::I8].contains(&self.act) {
+            return u(format!(
+                "integer activations must be u8 or i8, not {}",
+                self.act
+            ));
+        }
+        if self.weight.dtype != ElemType::I8 {
+            return u(format!(
+                "integer activations need i8 weights (W8A8), not {}",
+                self.weight.dtype
+            ));
+        }
+        if self.weight.zero_point {
+            return u("the W8A8 kernel takes symmetric weights (no zero points)".into());
+        }
+        if self.epilogue != Epilogue::default() {
+            return u("the W8A8 kernel has no bias or activation epilogue yet".into());
+        }
+        if let Some(l) = &self.weight.layout {
+            if !l.is_default() {
+                return u(format!("the W8A8 kernel reads dense rows, not {l}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the CPU kernels can run this spec on `target` (a display
     /// name used in the error).
     pub fn check(&self, target: &str) -> Result<(), CpuError> {
@@ -333,6 +415,9 @@ impl GemmSpec {
         let limit = 1usize << 40;
         if self.m.checked_mul(self.k_pad()).is_none_or(|e| e > limit) {
             return u(format!("weight {}x{} is too large", self.m, self.k));
+        }
+        if self.is_integer() {
+            return self.check_integer(target);
         }
         let Some(kind) = self.weight_kind() else {
             return u(

@@ -354,3 +354,99 @@ fn nan_and_infinite_weights_propagate_like_the_interpreter() {
         check(&c, &run_kernel(&kernel, &c, 1));
     }
 }
+
+/// The interpreter's `matmul(x, transpose(w))` to `i32` (wrapping).
+fn int_reference(x: &Tensor, w: &Tensor) -> Vec<i64> {
+    let (n, k) = (x.shape[0], x.shape[1]);
+    let m = w.shape[0];
+    let wt = eval_op(
+        &OpKind::Transpose { perm: vec![1, 0] },
+        &[w],
+        &[TensorType::new(vec![k, m], w.elem)],
+    )
+    .unwrap()
+    .remove(0);
+    let y = eval_op(
+        &OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        &[x, &wt],
+        &[TensorType::new(vec![n, m], ElemType::I32)],
+    )
+    .unwrap()
+    .remove(0);
+    y.to_i128().unwrap().into_iter().map(|v| v as i64).collect()
+}
+
+fn run_int_case(kernel: &GemmKernel, x: &Tensor, w: &Tensor, threads: usize) -> Vec<i64> {
+    let spec = kernel.spec();
+    let packed = PackedWeights::pack_int(spec, w).unwrap();
+    let n = x.shape[0] as usize;
+    let mut y = vec![0i32; n * spec.m];
+    let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+    let i: Vec<i8> = x.codes.iter().map(|&c| c as u8 as i8).collect();
+    let acts = if spec.act == ElemType::U8 {
+        Activations::U8(&u)
+    } else {
+        Activations::I8(&i)
+    };
+    kernel.run_int(acts, &packed, &mut y, n, threads).unwrap();
+    y.into_iter().map(i64::from).collect()
+}
+
+/// W8A8 (VNNI on the host when it has it, and the portable dot product of
+/// an AVX2-only CPU): bit-exact against the interpreter on ragged shapes.
+#[test]
+fn w8a8_is_bit_exact() {
+    let mut rng = Rng(77);
+    let host = CpuTarget::host().unwrap();
+    for case_no in 0..16 {
+        let act = if case_no % 2 == 0 {
+            ElemType::U8
+        } else {
+            ElemType::I8
+        };
+        let (m, k, n) = (
+            1 + rng.below(11) as usize,
+            1 + rng.below(300) as usize,
+            1 + rng.below(9) as usize,
+        );
+        let spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
+        let w = Tensor::new(
+            ElemType::I8,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            act,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let want = int_reference(&x, &w);
+        let kernel = compile(&spec).unwrap();
+        assert_eq!(run_int_case(&kernel, &x, &w, 2), want, "{spec}");
+        if host.triple.starts_with("x86_64") && case_no < 6 {
+            let t = CpuTarget::named("x86_64", "haswell").unwrap();
+            let portable = GemmKernel::compile_uncached(&spec, &t).unwrap();
+            assert_eq!(run_int_case(&portable, &x, &w, 1), want, "{spec} (avx2)");
+        }
+    }
+}
+
+/// Sums beyond i32 wrap exactly as the interpreter's `overflow = wrap`.
+#[test]
+fn w8a8_wraps_like_the_interpreter() {
+    let (m, k, n) = (3, 70_000, 2);
+    let spec = GemmSpec::int8(m, k, Dim::Static(n), ElemType::U8);
+    let w = Tensor::new(ElemType::I8, vec![m as u64, k as u64], vec![0x80; m * k]).unwrap();
+    let x = Tensor::new(ElemType::U8, vec![n as u64, k as u64], vec![255; n * k]).unwrap();
+    let want = int_reference(&x, &w);
+    assert_ne!(
+        want[0],
+        -(255 * 128 * k as i64),
+        "the sum must overflow i32"
+    );
+    assert_eq!(run_int_case(&compile(&spec).unwrap(), &x, &w, 2), want);
+}

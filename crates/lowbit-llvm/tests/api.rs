@@ -245,3 +245,82 @@ fn probes_report_finite_positive_figures() {
     assert!(bw.is_finite() && bw > 0.0, "{bw}");
     assert!(lowbit_llvm::probe::read_bandwidth_gbps(1, 16, 1).is_err());
 }
+
+#[test]
+fn w8a8_specs_and_calls_are_checked() {
+    let spec = GemmSpec::int8(8, 100, Dim::Dynamic, ElemType::U8);
+    assert_eq!(spec.k_pad(), 128);
+    assert_eq!(
+        spec.to_string(),
+        "gemm m=8 k=100 n=? weight=i8 act=u8 -> i32 (exact)"
+    );
+    let k = compile(&spec).unwrap();
+    let w = Tensor::new(ElemType::I8, vec![8, 100], vec![1; 800]).unwrap();
+    let packed = PackedWeights::pack_int(&spec, &w).unwrap();
+    assert_eq!(packed.row_sums(), &[100; 8]);
+    // Float packing and float calls are refused on the integer path.
+    let s = Tensor::from_f64(ElemType::F32, vec![8], &[1.0; 8]).unwrap();
+    assert!(matches!(
+        PackedWeights::pack(&spec, &w, &s, None),
+        Err(CpuError::BadWeights(_))
+    ));
+    let x = vec![2u8; 300];
+    let mut y = vec![0i32; 24];
+    k.run_int(Activations::U8(&x), &packed, &mut y, 3, 2)
+        .unwrap();
+    assert_eq!(y, vec![200; 24]);
+    let mut yf = vec![0f32; 24];
+    assert!(matches!(
+        k.run(Activations::U8(&x), &packed, None, &mut yf, 3, 1),
+        Err(CpuError::SpecMismatch(_))
+    ));
+    assert!(matches!(
+        k.run_int(Activations::U8(&x[1..]), &packed, &mut y, 3, 1),
+        Err(CpuError::BufferSize { buffer: "x", .. })
+    ));
+    let xi = vec![2i8; 300];
+    assert!(matches!(
+        k.run_int(Activations::I8(&xi), &packed, &mut y, 3, 1),
+        Err(CpuError::SpecMismatch(_))
+    ));
+    let float = compile(&q4(8, 64, Dim::Dynamic)).unwrap();
+    assert!(matches!(
+        float.run_int(
+            Activations::U8(&x[..192]),
+            &weights(&q4(8, 64, Dim::Dynamic)),
+            &mut y,
+            3,
+            1
+        ),
+        Err(CpuError::SpecMismatch(_))
+    ));
+
+    let mut bad = vec![
+        GemmSpec::int8(8, 64, Dim::Dynamic, t("u4")),
+        GemmSpec::int8(8, 64, Dim::Dynamic, t("i16")),
+    ];
+    let mut s = GemmSpec::int8(8, 64, Dim::Dynamic, ElemType::U8);
+    s.weight.dtype = t("i4");
+    bad.push(s);
+    let mut s = GemmSpec::int8(8, 64, Dim::Dynamic, ElemType::U8);
+    s.weight.zero_point = true;
+    bad.push(s);
+    let mut s = GemmSpec::int8(8, 64, Dim::Dynamic, ElemType::U8);
+    s.epilogue.bias = true;
+    bad.push(s);
+    for spec in bad {
+        assert!(
+            matches!(compile(&spec), Err(CpuError::Unsupported { .. })),
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn vnni_probe_runs_where_the_host_has_vnni() {
+    let host = CpuTarget::host().unwrap();
+    match lowbit_llvm::probe::vnni_peak_gops(1, 1).unwrap() {
+        Some(p) => assert!(host.has("avx512vnni") && p.is_finite() && p > 0.0),
+        None => assert!(!host.has("avx512vnni")),
+    }
+}
