@@ -42,6 +42,11 @@ pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
 /// Lanes of the IR vectors: one packed block.
 const LANES: u32 = BLOCK as u32;
 
+/// Blocks of k per pass of the W8A8 kernel (64 blocks = 4 KiB per row):
+/// a 4x4 tile's weight and activation slices then stay in L1, and all
+/// activation slices of a pass in L2.
+const INT_K_CHUNK: u64 = 64;
+
 struct Gen<'a, 'ctx> {
     ctx: &'ctx Context,
     module: &'a Module<'ctx>,
@@ -798,7 +803,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let fty = self
             .ctx
             .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i], false);
+            .fn_type(&[p, p, p, p, p, p, i, i, i, i], false);
         let f = self.module.add_function(
             &format!("itile_{rows}x{cols}"),
             fty,
@@ -822,6 +827,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let y = param(5)?.into_pointer_value();
         let r0 = param(6)?.into_int_value();
         let c0 = param(7)?.into_int_value();
+        let kb0 = param(8)?.into_int_value();
+        let first = param(9)?.into_int_value();
         let v16 = self.i32t.vec_type(16);
         let accs: Vec<PointerValue> = (0..rows * cols)
             .map(|_| {
@@ -849,14 +856,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.gep(w, off)
             })
             .collect::<Result<_, _>>()?;
+        let kb1 = self.b.build_int_add(kb0, self.i64c(INT_K_CHUNK), "kb1")?;
+        let lt = self
+            .b
+            .build_int_compare(IntPredicate::ULT, kb1, self.i64c(kb), "lt")?;
+        let kb1 = self
+            .b
+            .build_select(lt, kb1, self.i64c(kb), "kb1")?
+            .into_int_value();
         self.emit_loop(
             f,
-            self.i64c(0),
-            |b| {
-                Ok(self
-                    .b
-                    .build_int_compare(IntPredicate::ULT, b, self.i64c(kb), "bc")?)
-            },
+            kb0,
+            |b| Ok(self.b.build_int_compare(IntPredicate::ULT, b, kb1, "bc")?),
             1,
             |b| {
                 let off = self.b.build_int_mul(b, self.i64c(INT_BLOCK as u64), "o")?;
@@ -917,14 +928,28 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .b
                     .build_extract_element(v, self.i32t.const_zero(), "dot")?
                     .into_int_value();
-                if let Some(cv) = correction {
-                    dot = self.b.build_int_sub(dot, cv, "dot")?;
-                }
                 let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
                 let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
                 let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
                 let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
-                self.b.build_store(self.gep(y, yo)?, dot)?;
+                let yp = self.gep(y, yo)?;
+                // The first k chunk starts the sum (and takes the i8 offset
+                // correction off); later chunks add to it. Wrapping i32 adds
+                // are associative, so the chunked sum is the exact one.
+                let start = match correction {
+                    Some(cv) => self.b.build_int_neg(cv, "start")?,
+                    None => self.i32t.const_zero(),
+                };
+                let old = self.load(self.i32t, yp, 4)?.into_int_value();
+                let is_first =
+                    self.b
+                        .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
+                let base = self
+                    .b
+                    .build_select(is_first, start, old, "base")?
+                    .into_int_value();
+                dot = self.b.build_int_add(dot, base, "dot")?;
+                self.b.build_store(yp, dot)?;
             }
         }
         self.b.build_return(None)?;
@@ -962,75 +987,106 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let n = params[6].into_int_value();
         let row_begin = params[7].into_int_value();
         let row_end = params[8].into_int_value();
-        let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
-            let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
-                ptrs.iter().map(|&p| p.into()).collect();
-            args.push(r.into());
-            args.push(c.into());
-            self.b.build_call(tile, &args, "")?;
-            Ok::<(), CpuError>(())
-        };
-        // `lhs + add <= bound`, without overflow for the i64 ranges we use.
-        let fits = |lhs: IntValue<'ctx>, add: u64, bound: IntValue<'ctx>| {
-            let e = self.b.build_int_add(lhs, self.i64c(add), "e")?;
-            Ok::<_, CpuError>(
-                self.b
-                    .build_int_compare(IntPredicate::SLE, e, bound, "fits")?,
-            )
-        };
-        // Columns of one row block: 4 at a time, then one at a time.
-        // Columns of one block of `narrow_rows` rows: 4 at a time with the
-        // `wide` tile (if any, covering the rows in tiles of `wide_rows`),
-        // then one at a time.
-        let columns = |r: IntValue<'ctx>,
-                       wide: Option<(FunctionValue<'ctx>, u64)>,
-                       narrow: FunctionValue<'ctx>,
-                       narrow_rows: u64| {
-            let c = match wide {
-                None => self.i64c(0),
-                Some((wide, wide_rows)) => self.emit_loop(
-                    f,
-                    self.i64c(0),
-                    |c| fits(c, 4, n),
-                    4,
-                    |c| {
-                        let mut rr = r;
-                        for _ in 0..(narrow_rows / wide_rows) {
-                            call(wide, rr, c)?;
-                            rr = self.b.build_int_add(rr, self.i64c(wide_rows), "rr")?;
-                        }
-                        Ok(())
-                    },
-                )?,
+        // The nest over rows and columns; on the W8A8 path it runs once per
+        // k chunk, with the chunk's first block and whether it is the first.
+        let nest = |chunk: Option<(IntValue<'ctx>, IntValue<'ctx>)>| {
+            let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
+                let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
+                    ptrs.iter().map(|&p| p.into()).collect();
+                args.push(r.into());
+                args.push(c.into());
+                if let Some((kb0, first)) = chunk {
+                    args.push(kb0.into());
+                    args.push(first.into());
+                }
+                self.b.build_call(tile, &args, "")?;
+                Ok::<(), CpuError>(())
             };
+            // `lhs + add <= bound`, without overflow for the i64 ranges we use.
+            let fits = |lhs: IntValue<'ctx>, add: u64, bound: IntValue<'ctx>| {
+                let e = self.b.build_int_add(lhs, self.i64c(add), "e")?;
+                Ok::<_, CpuError>(
+                    self.b
+                        .build_int_compare(IntPredicate::SLE, e, bound, "fits")?,
+                )
+            };
+            // Columns of one row block: 4 at a time, then one at a time.
+            // Columns of one block of `narrow_rows` rows: 4 at a time with the
+            // `wide` tile (if any, covering the rows in tiles of `wide_rows`),
+            // then one at a time.
+            let columns = |r: IntValue<'ctx>,
+                           wide: Option<(FunctionValue<'ctx>, u64)>,
+                           narrow: FunctionValue<'ctx>,
+                           narrow_rows: u64| {
+                let c = match wide {
+                    None => self.i64c(0),
+                    Some((wide, wide_rows)) => self.emit_loop(
+                        f,
+                        self.i64c(0),
+                        |c| fits(c, 4, n),
+                        4,
+                        |c| {
+                            let mut rr = r;
+                            for _ in 0..(narrow_rows / wide_rows) {
+                                call(wide, rr, c)?;
+                                rr = self.b.build_int_add(rr, self.i64c(wide_rows), "rr")?;
+                            }
+                            Ok(())
+                        },
+                    )?,
+                };
+                self.emit_loop(
+                    f,
+                    c,
+                    |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
+                    1,
+                    |c| call(narrow, r, c),
+                )?;
+                Ok::<(), CpuError>(())
+            };
+            let r = self.emit_loop(
+                f,
+                row_begin,
+                |r| fits(r, 4, row_end),
+                4,
+                |r| columns(r, Some((wide, wide_rows)), t4x1, 4),
+            )?;
             self.emit_loop(
                 f,
-                c,
-                |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
+                r,
+                |r| {
+                    Ok(self
+                        .b
+                        .build_int_compare(IntPredicate::SLT, r, row_end, "rc")?)
+                },
                 1,
-                |c| call(narrow, r, c),
+                // At most 3 tail rows: one column at a time is fast enough.
+                |r| columns(r, None, t1x1, 1),
             )?;
             Ok::<(), CpuError>(())
         };
-        let r = self.emit_loop(
-            f,
-            row_begin,
-            |r| fits(r, 4, row_end),
-            4,
-            |r| columns(r, Some((wide, wide_rows)), t4x1, 4),
-        )?;
-        self.emit_loop(
-            f,
-            r,
-            |r| {
-                Ok(self
-                    .b
-                    .build_int_compare(IntPredicate::SLT, r, row_end, "rc")?)
-            },
-            1,
-            // At most 3 tail rows: one column at a time is fast enough.
-            |r| columns(r, None, t1x1, 1),
-        )?;
+        if self.spec.is_integer() {
+            let kb = (self.spec.k_pad() / INT_BLOCK) as u64;
+            self.emit_loop(
+                f,
+                self.i64c(0),
+                |k| {
+                    Ok(self
+                        .b
+                        .build_int_compare(IntPredicate::ULT, k, self.i64c(kb), "kc")?)
+                },
+                INT_K_CHUNK,
+                |k| {
+                    let first =
+                        self.b
+                            .build_int_compare(IntPredicate::EQ, k, self.i64c(0), "first")?;
+                    let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
+                    nest(Some((k, first)))
+                },
+            )?;
+        } else {
+            nest(None)?;
+        }
         self.b.build_return(None)?;
         Ok(())
     }

@@ -450,3 +450,32 @@ fn w8a8_wraps_like_the_interpreter() {
     );
     assert_eq!(run_int_case(&compile(&spec).unwrap(), &x, &w, 2), want);
 }
+
+/// k spanning several of the kernel's k chunks (4 KiB each), with the i8
+/// offset correction, which must come off exactly once.
+#[test]
+fn w8a8_across_k_chunks() {
+    let mut rng = Rng(2024);
+    let (m, k, n) = (5, 64 * 64 * 2 + 37, 6);
+    for act in [ElemType::I8, ElemType::U8] {
+        let spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
+        let w = Tensor::new(
+            ElemType::I8,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            act,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let want = int_reference(&x, &w);
+        assert_eq!(
+            run_int_case(&compile(&spec).unwrap(), &x, &w, 2),
+            want,
+            "{act}"
+        );
+    }
+}
