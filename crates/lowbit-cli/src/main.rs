@@ -10,6 +10,8 @@ mod bench_cmd;
 #[cfg(feature = "cpu")]
 mod compile_cmd;
 #[cfg(feature = "cpu")]
+mod cpu_run;
+#[cfg(feature = "cpu")]
 mod gemm_args;
 mod opt_cmd;
 mod output;
