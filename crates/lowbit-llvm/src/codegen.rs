@@ -19,10 +19,16 @@
 //! back to memory as floats. LLVM splits the 32-lane vectors into the
 //! target's registers (2 zmm with AVX-512, 4 ymm with AVX2).
 //!
+//! The kernel walks k in passes (1024 elements on the float path, 4096 on
+//! W8A8) and runs the whole row/column nest per pass, so a tile's slices of
+//! activations and weights stay in L1: the first pass stores each output
+//! (with the bias), later ones add to it, the last applies the activation.
+//!
 //! Accuracy (float paths): each output is the f32 sum of f32 products with
-//! 32 lane accumulators and a 5-level tree, so
-//! `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * (sum_j |x_j * w_j| + |bias|)`
-//! against the interpreter's f64 result (see `tests/`).
+//! 32 lane accumulators, a 5-level tree per pass and one addition per pass,
+//! so `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * (sum_j |x_j * w_j| + |bias|)`
+//! against the interpreter's f64 result (see `tests/`). The W8A8 path is
+//! exact (wrapping i32, like the interpreter).
 
 use crate::error::CpuError;
 use crate::spec::{Activation, BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
@@ -41,6 +47,10 @@ pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
 
 /// Lanes of the IR vectors: one packed block.
 const LANES: u32 = BLOCK as u32;
+
+/// Blocks of 32 per pass of the float kernels (1024 elements: 4 KiB of
+/// activations per column, so a 2x4 tile's slices stay in L1).
+const FLOAT_K_CHUNK: u64 = 32;
 
 /// Blocks of k per pass of the W8A8 kernel (64 blocks = 4 KiB per row):
 /// a 4x4 tile's weight and activation slices then stay in L1, and all
@@ -532,7 +542,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .into_float_value())
     }
 
-    /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0)`.
+    /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last)`: the
+    /// groups `g0..g0 + chunk` of rows `r0..r0+R`, columns `c0..c0+C`. The
+    /// first chunk starts each output (with the bias), later ones add to
+    /// it, the last applies the activation.
     fn emit_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
         let spec = self.spec;
         let p = self.ptr.into();
@@ -540,7 +553,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let fty = self
             .ctx
             .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i], false);
+            .fn_type(&[p, p, p, p, p, p, i, i, i, i, i], false);
         let f =
             self.module
                 .add_function(&format!("tile_{rows}x{cols}"), fty, Some(Linkage::Internal));
@@ -568,6 +581,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         };
         let r0 = param(6)?.into_int_value();
         let c0 = param(7)?.into_int_value();
+        let g0 = param(8)?.into_int_value();
+        let first = param(9)?.into_int_value();
+        let last = param(10)?.into_int_value();
 
         let accs: Vec<PointerValue> = (0..rows * cols)
             .map(|_| {
@@ -604,14 +620,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             })
             .collect::<Result<_, _>>()?;
 
+        let g1 = self
+            .b
+            .build_int_add(g0, self.i64c(self.groups_per_chunk()), "g1")?;
+        let lt = self
+            .b
+            .build_int_compare(IntPredicate::ULT, g1, self.i64c(ngroups), "lt")?;
+        let g1 = self
+            .b
+            .build_select(lt, g1, self.i64c(ngroups), "g1")?
+            .into_int_value();
         self.emit_loop(
             f,
-            self.i64c(0),
-            |g| {
-                Ok(self
-                    .b
-                    .build_int_compare(IntPredicate::ULT, g, self.i64c(ngroups), "gc")?)
-            },
+            g0,
+            |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
             1,
             |g| {
                 let mut scales = Vec::new();
@@ -727,28 +749,46 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .b
                     .build_load(self.vf, accs[r * cols as usize + c], "a")?
                     .into_vector_value();
-                let mut v = self.reduce(acc)?;
-                if let Some(bv) = bias {
-                    v = self.b.build_float_add(v, bv, "yb")?;
-                }
+                let dot = self.reduce(acc)?;
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
+                let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
+                let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
+                let yp = self.gep(a.y, yo)?;
+                let started = match bias {
+                    Some(bv) => self.b.build_float_add(dot, bv, "yb")?,
+                    None => dot,
+                };
+                let old = self.load(self.f32t, yp, 4)?.into_float_value();
+                let added = self.b.build_float_add(old, dot, "ya")?;
+                let is_first =
+                    self.b
+                        .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
+                let mut v = self
+                    .b
+                    .build_select(is_first, started, added, "y")?
+                    .into_float_value();
                 if spec.epilogue.activation == Activation::Relu {
-                    // NaN stays NaN, like the interpreter's relu.
+                    // NaN stays NaN, like the interpreter's relu; only the
+                    // last chunk sees the whole sum.
                     let keep = self.b.build_float_compare(
                         FloatPredicate::UGT,
                         v,
                         self.f32t.const_zero(),
                         "pos",
                     )?;
+                    let is_last =
+                        self.b
+                            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
+                    let keep = self
+                        .b
+                        .build_or(keep, self.b.build_not(is_last, "nl")?, "keep")?;
                     v = self
                         .b
                         .build_select(keep, v, self.f32t.const_zero(), "relu")?
                         .into_float_value();
                 }
-                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
-                let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
-                let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
-                let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
-                self.b.build_store(self.gep(a.y, yo)?, v)?;
+                self.b.build_store(yp, v)?;
             }
         }
         self.b.build_return(None)?;
@@ -803,7 +843,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let fty = self
             .ctx
             .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i, i, i], false);
+            .fn_type(&[p, p, p, p, p, p, i, i, i, i, i], false);
         let f = self.module.add_function(
             &format!("itile_{rows}x{cols}"),
             fty,
@@ -956,6 +996,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(f)
     }
 
+    /// Scale groups per k pass of the float kernels (at least one group;
+    /// per-channel scales make the whole row one pass).
+    fn groups_per_chunk(&self) -> u64 {
+        (FLOAT_K_CHUNK / self.spec.blocks_per_group() as u64).max(1)
+    }
+
     fn emit_kernel(&self) -> Result<(), CpuError> {
         let (wide, wide_rows, t4x1, t1x1) = if self.spec.is_integer() {
             (
@@ -987,18 +1033,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let n = params[6].into_int_value();
         let row_begin = params[7].into_int_value();
         let row_end = params[8].into_int_value();
-        // The nest over rows and columns; on the W8A8 path it runs once per
-        // k chunk, with the chunk's first block and whether it is the first.
-        let nest = |chunk: Option<(IntValue<'ctx>, IntValue<'ctx>)>| {
+        // The nest over rows and columns runs once per k chunk (so a tile's
+        // activation and weight slices stay in L1), with the chunk's first
+        // group (float path) or block (W8A8), and whether it is the first
+        // and the last chunk.
+        type Chunk<'c> = (IntValue<'c>, IntValue<'c>, IntValue<'c>);
+        let nest = |chunk: Chunk<'ctx>| {
             let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
                 let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
                     ptrs.iter().map(|&p| p.into()).collect();
                 args.push(r.into());
                 args.push(c.into());
-                if let Some((kb0, first)) = chunk {
-                    args.push(kb0.into());
-                    args.push(first.into());
-                }
+                args.push(chunk.0.into());
+                args.push(chunk.1.into());
+                args.push(chunk.2.into());
                 self.b.build_call(tile, &args, "")?;
                 Ok::<(), CpuError>(())
             };
@@ -1065,28 +1113,33 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             )?;
             Ok::<(), CpuError>(())
         };
-        if self.spec.is_integer() {
-            let kb = (self.spec.k_pad() / INT_BLOCK) as u64;
-            self.emit_loop(
-                f,
-                self.i64c(0),
-                |k| {
-                    Ok(self
-                        .b
-                        .build_int_compare(IntPredicate::ULT, k, self.i64c(kb), "kc")?)
-                },
-                INT_K_CHUNK,
-                |k| {
-                    let first =
-                        self.b
-                            .build_int_compare(IntPredicate::EQ, k, self.i64c(0), "first")?;
-                    let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
-                    nest(Some((k, first)))
-                },
-            )?;
+        let (units, step) = if self.spec.is_integer() {
+            ((self.spec.k_pad() / INT_BLOCK) as u64, INT_K_CHUNK)
         } else {
-            nest(None)?;
-        }
+            (self.spec.groups_per_row() as u64, self.groups_per_chunk())
+        };
+        self.emit_loop(
+            f,
+            self.i64c(0),
+            |k| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, k, self.i64c(units), "kc")?)
+            },
+            step,
+            |k| {
+                let first = self
+                    .b
+                    .build_int_compare(IntPredicate::EQ, k, self.i64c(0), "first")?;
+                let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
+                let end = self.b.build_int_add(k, self.i64c(step), "end")?;
+                let last =
+                    self.b
+                        .build_int_compare(IntPredicate::UGE, end, self.i64c(units), "last")?;
+                let last = self.b.build_int_z_extend(last, self.i64t, "last")?;
+                nest((k, first, last))
+            },
+        )?;
         self.b.build_return(None)?;
         Ok(())
     }

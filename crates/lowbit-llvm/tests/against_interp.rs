@@ -479,3 +479,27 @@ fn w8a8_across_k_chunks() {
         );
     }
 }
+
+/// k spanning several of the float kernels' k passes (1024 elements):
+/// the bias joins once, ReLU applies to the whole sum only, for groups of
+/// 32 and 128 and per-channel scales (one pass).
+#[test]
+fn float_kernels_across_k_chunks() {
+    let mut rng = Rng(99);
+    for (w, gran) in [
+        ("i4", WeightGranularity::Group(32)),
+        ("u8", WeightGranularity::Group(128)),
+        ("f8E4M3FN", WeightGranularity::PerChannel),
+        ("i3", WeightGranularity::Group(64)),
+    ] {
+        let mut spec = GemmSpec::new(6, 2500, Dim::Dynamic, t(w), 32);
+        spec.weight.granularity = gran;
+        spec.weight.zero_point = w == "u8";
+        spec.epilogue = Epilogue {
+            bias: true,
+            activation: Activation::Relu,
+        };
+        let c = make_case(&mut rng, spec, 5);
+        check(&c, &run_kernel(&compile(&c.spec).unwrap(), &c, 2));
+    }
+}
