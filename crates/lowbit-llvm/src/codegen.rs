@@ -19,9 +19,10 @@
 //! back to memory as floats. LLVM splits the 32-lane vectors into the
 //! target's registers (2 zmm with AVX-512, 4 ymm with AVX2).
 //!
-//! The kernel walks k in passes (1024 elements on the float path, 4096 on
-//! W8A8) and runs the whole row/column nest per pass, so a tile's slices of
-//! activations and weights stay in L1: the first pass stores each output
+//! With `n >= 4` the kernel walks k in passes (1024 elements on the float
+//! path, 4096 on W8A8) and runs the whole row/column nest per pass, so a
+//! tile's slices of activations and weights stay in L1 (decoding, `n < 4`,
+//! takes one pass: each weight row stays one sequential stream): the first pass stores each output
 //! (with the bias), later ones add to it, the last applies the activation.
 //!
 //! Accuracy (float paths): each output is the f32 sum of f32 products with
@@ -254,6 +255,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         step: u64,
         body: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
     ) -> Result<IntValue<'ctx>, CpuError> {
+        self.emit_loop_by(f, start, cond, self.i64c(step), body)
+    }
+
+    /// [`Gen::emit_loop`] with a step computed at run time.
+    fn emit_loop_by(
+        &self,
+        f: FunctionValue<'ctx>,
+        start: IntValue<'ctx>,
+        cond: impl Fn(IntValue<'ctx>) -> Result<IntValue<'ctx>, CpuError>,
+        step: IntValue<'ctx>,
+        body: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
         let pre = self
             .b
             .get_insert_block()
@@ -270,7 +283,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_conditional_branch(c, bodyb, exit)?;
         self.b.position_at_end(bodyb);
         body(iv)?;
-        let next = self.b.build_int_add(iv, self.i64c(step), "next")?;
+        let next = self.b.build_int_add(iv, step, "next")?;
         let latch = self
             .b
             .get_insert_block()
@@ -620,15 +633,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             })
             .collect::<Result<_, _>>()?;
 
+        // The last pass runs to the end (the only pass when decoding).
         let g1 = self
             .b
             .build_int_add(g0, self.i64c(self.groups_per_chunk()), "g1")?;
-        let lt = self
+        let is_last = self
             .b
-            .build_int_compare(IntPredicate::ULT, g1, self.i64c(ngroups), "lt")?;
+            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
         let g1 = self
             .b
-            .build_select(lt, g1, self.i64c(ngroups), "g1")?
+            .build_select(is_last, self.i64c(ngroups), g1, "g1")?
             .into_int_value();
         self.emit_loop(
             f,
@@ -869,6 +883,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let c0 = param(7)?.into_int_value();
         let kb0 = param(8)?.into_int_value();
         let first = param(9)?.into_int_value();
+        let last = param(10)?.into_int_value();
         let v16 = self.i32t.vec_type(16);
         let accs: Vec<PointerValue> = (0..rows * cols)
             .map(|_| {
@@ -896,13 +911,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.gep(w, off)
             })
             .collect::<Result<_, _>>()?;
+        // The last pass runs to the end (the only pass when decoding).
         let kb1 = self.b.build_int_add(kb0, self.i64c(INT_K_CHUNK), "kb1")?;
-        let lt = self
+        let is_last = self
             .b
-            .build_int_compare(IntPredicate::ULT, kb1, self.i64c(kb), "lt")?;
+            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
         let kb1 = self
             .b
-            .build_select(lt, kb1, self.i64c(kb), "kb1")?
+            .build_select(is_last, self.i64c(kb), kb1, "kb1")?
             .into_int_value();
         self.emit_loop(
             f,
@@ -1113,12 +1129,21 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             )?;
             Ok::<(), CpuError>(())
         };
-        let (units, step) = if self.spec.is_integer() {
+        let (units, chunk) = if self.spec.is_integer() {
             ((self.spec.k_pad() / INT_BLOCK) as u64, INT_K_CHUNK)
         } else {
             (self.spec.groups_per_row() as u64, self.groups_per_chunk())
         };
-        self.emit_loop(
+        // Decoding (n < 4) reuses no activations across weight rows: one
+        // pass keeps each weight row a single sequential stream.
+        let few = self
+            .b
+            .build_int_compare(IntPredicate::SLT, n, self.i64c(4), "few")?;
+        let step = self
+            .b
+            .build_select(few, self.i64c(units), self.i64c(chunk), "step")?
+            .into_int_value();
+        self.emit_loop_by(
             f,
             self.i64c(0),
             |k| {
@@ -1132,7 +1157,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .b
                     .build_int_compare(IntPredicate::EQ, k, self.i64c(0), "first")?;
                 let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
-                let end = self.b.build_int_add(k, self.i64c(step), "end")?;
+                let end = self.b.build_int_add(k, step, "end")?;
                 let last =
                     self.b
                         .build_int_compare(IntPredicate::UGE, end, self.i64c(units), "last")?;
