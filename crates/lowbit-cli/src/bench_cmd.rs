@@ -11,7 +11,9 @@
 use crate::args::{self, Spec};
 use crate::gemm_args::{gemm_spec, GEMM_SPECS};
 use crate::Failure;
-use lowbit_llvm::probe::{fma_peak_gflops, llc_bytes, read_bandwidth_gbps, vnni_peak_gops};
+use lowbit_llvm::probe::{
+    fma_peak_gflops, llc_bytes, popcount_peak_gops, read_bandwidth_gbps, vnni_peak_gops,
+};
 use lowbit_llvm::{compile, Activations, GemmSpec, PackedWeights};
 use std::time::{Duration, Instant};
 
@@ -31,7 +33,8 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
   --zero-point     integer weights get one zero point per scale
   --act DTYPE      activation type: f32, f16, bf16; u8 or i8 with --weight
                    i8 runs the W8A8 kernel (exact i32 results, VNNI where
-                   present; scales are not applied on this path)
+                   present; scales are not applied on this path); b1 with
+                   --weight b1 runs the W1A1 popcount kernel (exact i32)
   --threads T      threads (default: all cores); the probes use T too
   --backend cpu    the only backend built in
   --samples S      at least S timed calls (default 20; at least 1 s total)
@@ -40,8 +43,9 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
 The weight working set rotates over copies exceeding the last-level cache.
 Prints the median seconds, GFLOP/s (2*m*k*n; integer ops for W8A8),
 weight GB/s (packed codes, scales and zero points per call), and their
-fractions of the measured DRAM read bandwidth and compute peak (f32 FMA, or
-int8 VNNI for W8A8). JSON keys: seconds_median, gflops,
+fractions of the measured DRAM read bandwidth and compute peak (f32 FMA,
+int8 VNNI for W8A8, or the xor+popcount step for W1A1, 2 binary ops per
+bit pair). JSON keys: seconds_median, gflops,
 weight_gbps, bandwidth_fraction, compute_fraction, machine {mem_gbps,
 peak_gops}, plus compile_ms, samples, threads, copies, weight_bytes, spec,
 target.
@@ -262,9 +266,16 @@ fn bench(
     let big = ((llc as f64 * 1.25) as usize).max(256 << 20);
     let mem_gbps = read_bandwidth_gbps(threads, big, 5)?;
     // The integer path is measured against the int8 dot-product peak.
-    let (peak_gflops, peak_kind) = match (spec.is_integer(), vnni_peak_gops(threads, 5)?) {
-        (true, Some(p)) => (p, "int8 VNNI peak"),
-        _ => (fma_peak_gflops(threads, 5)?, "f32 FMA peak"),
+    let special = if spec.is_binary() {
+        popcount_peak_gops(threads, 5)?.map(|p| (p, "popcount peak"))
+    } else if spec.is_integer() {
+        vnni_peak_gops(threads, 5)?.map(|p| (p, "int8 VNNI peak"))
+    } else {
+        None
+    };
+    let (peak_gflops, peak_kind) = match special {
+        Some(p) => p,
+        None => (fma_peak_gflops(threads, 5)?, "f32 FMA peak"),
     };
 
     let first = random_weights(spec)?;
@@ -292,10 +303,12 @@ fn bench(
         Activations::F32(&x)
     };
     let xu: Vec<u8> = xb.iter().take(n * spec.k).copied().collect();
+    let xbits: Vec<u8> = xu.iter().map(|b| b & 1).collect();
     let xi: Vec<i8> = xu.iter().map(|&b| b as i8).collect();
     let act = match spec.act {
         a if a == lowbit::ElemType::U8 => Activations::U8(&xu),
         a if a == lowbit::ElemType::I8 => Activations::I8(&xi),
+        lowbit::ElemType::Bipolar => Activations::B1(&xbits),
         _ => act,
     };
     let mut y = vec![0f32; n * spec.m];

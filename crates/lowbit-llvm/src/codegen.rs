@@ -847,6 +847,32 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(out)
     }
 
+    /// `acc + popcount(x xor w)` per 32-bit lane: the number of positions
+    /// where two rows of `b1` codes disagree (`vpopcntd` with AVX-512
+    /// VPOPCNTDQ).
+    fn popcount_xor(
+        &self,
+        acc: VectorValue<'ctx>,
+        x: VectorValue<'ctx>,
+        w: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let v16 = self.i32t.vec_type(16);
+        let xi = self.b.build_bit_cast(x, v16, "xi")?.into_vector_value();
+        let wi = self.b.build_bit_cast(w, v16, "wi")?.into_vector_value();
+        let d = self.b.build_xor(xi, wi, "d")?;
+        let ctpop = Intrinsic::find("llvm.ctpop")
+            .and_then(|i| i.get_declaration(self.module, &[v16.into()]))
+            .ok_or_else(|| CpuError::Llvm("llvm.ctpop is not available".into()))?;
+        let p = self
+            .b
+            .build_call(ctpop, &[d.into()], "pop")?
+            .try_as_basic_value()
+            .basic()
+            .map(|v| v.into_vector_value())
+            .ok_or_else(|| CpuError::Llvm("llvm.ctpop returned no value".into()))?;
+        Ok(self.b.build_int_add(acc, p, "acc")?)
+    }
+
     /// Emits `itile_RxC(x, w, _, rowsums, _, y, r0, c0)` of the W8A8 path:
     /// `x` is `u8 [n, k_pad]` (i8 activations arrive offset by +128, and
     /// `128 * rowsum` comes off at the end), `y` is `i32 [n, m]`.
@@ -892,7 +918,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 Ok(p)
             })
             .collect::<Result<_, CpuError>>()?;
-        let k_pad = spec.k_pad() as u64;
+        // Bytes per row of weights and of activations (bits on W1A1).
+        let k_pad = spec.row_bytes() as u64;
         let kb = k_pad / INT_BLOCK as u64;
         let rows_idx: Vec<IntValue> = (0..rows)
             .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
@@ -939,7 +966,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     for (c, &xv) in xs.iter().enumerate() {
                         let ap = accs[r * cols as usize + c];
                         let acc = self.b.build_load(v16, ap, "a")?.into_vector_value();
-                        let acc = self.dot_u8s8(acc, xv, wv)?;
+                        let acc = if spec.is_binary() {
+                            self.popcount_xor(acc, xv, wv)?
+                        } else {
+                            self.dot_u8s8(acc, xv, wv)?
+                        };
                         self.b.build_store(ap, acc)?;
                     }
                 }
@@ -992,8 +1023,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 // The first k chunk starts the sum (and takes the i8 offset
                 // correction off); later chunks add to it. Wrapping i32 adds
                 // are associative, so the chunked sum is the exact one.
+                // W1A1: the lanes counted disagreeing signs, and
+                // sum(x * w) = k - 2 * disagreements.
+                if spec.is_binary() {
+                    dot = self.b.build_int_mul(
+                        dot,
+                        self.i32t.const_int((-2i64) as u64, true),
+                        "dot",
+                    )?;
+                }
                 let start = match correction {
                     Some(cv) => self.b.build_int_neg(cv, "start")?,
+                    None if spec.is_binary() => self.i32t.const_int(spec.k as u64, false),
                     None => self.i32t.const_zero(),
                 };
                 let old = self.load(self.i32t, yp, 4)?.into_int_value();
@@ -1130,7 +1171,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             Ok::<(), CpuError>(())
         };
         let (units, chunk) = if self.spec.is_integer() {
-            ((self.spec.k_pad() / INT_BLOCK) as u64, INT_K_CHUNK)
+            ((self.spec.row_bytes() / INT_BLOCK) as u64, INT_K_CHUNK)
         } else {
             (self.spec.groups_per_row() as u64, self.groups_per_chunk())
         };

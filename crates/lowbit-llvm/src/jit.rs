@@ -59,6 +59,8 @@ pub enum Activations<'a> {
     U8(&'a [u8]),
     /// `i8` (W8A8 kernels).
     I8(&'a [i8]),
+    /// `b1` codes, one per element: 0 is -1, 1 is +1 (W1A1 kernels).
+    B1(&'a [u8]),
 }
 
 impl Activations<'_> {
@@ -69,6 +71,7 @@ impl Activations<'_> {
             Activations::BF16(x) => x.len(),
             Activations::U8(x) => x.len(),
             Activations::I8(x) => x.len(),
+            Activations::B1(x) => x.len(),
         }
     }
 
@@ -79,6 +82,7 @@ impl Activations<'_> {
             Activations::BF16(_) => lowbit_numerics::ElemType::BF16,
             Activations::U8(_) => lowbit_numerics::ElemType::U8,
             Activations::I8(_) => lowbit_numerics::ElemType::I8,
+            Activations::B1(_) => lowbit_numerics::ElemType::Bipolar,
         }
     }
 
@@ -89,6 +93,13 @@ impl Activations<'_> {
             Activations::BF16(x) => x[i].to_f32(),
             Activations::U8(x) => f32::from(x[i]),
             Activations::I8(x) => f32::from(x[i]),
+            Activations::B1(x) => {
+                if x[i] & 1 == 1 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            }
         }
     }
 }
@@ -356,7 +367,8 @@ impl GemmKernel {
 
     /// Computes the exact `i32` product `y[n, m] = x[n, k] · Wᵀ` of a W8A8
     /// spec ([`GemmSpec::int8`]), wrapping on overflow like the
-    /// interpreter's `matmul` to `i32`.
+    /// interpreter's `matmul` to `i32`, or of a W1A1 spec
+    /// ([`GemmSpec::binary`]).
     pub fn run_int(
         &self,
         x: Activations,
@@ -373,6 +385,29 @@ impl GemmKernel {
         }
         self.check_call(&x, weights, y.len(), n)?;
         if n == 0 {
+            return Ok(());
+        }
+        if let Activations::B1(v) = x {
+            // Pack each row's codes into LSB-first bits, padded with 0.
+            let row = spec.row_bytes();
+            let mut p = vec![0u8; n * row];
+            for (c, dst) in p.chunks_mut(row).enumerate() {
+                for (j, &b) in v[c * spec.k..(c + 1) * spec.k].iter().enumerate() {
+                    dst[j / 8] |= (b & 1) << (j % 8);
+                }
+            }
+            self.launch(
+                [
+                    p.as_ptr() as usize,
+                    weights.codes().as_ptr() as usize,
+                    0,
+                    0,
+                    0,
+                    y.as_mut_ptr() as usize,
+                ],
+                n,
+                threads,
+            );
             return Ok(());
         }
         let k_pad = spec.k_pad();

@@ -98,7 +98,8 @@ impl PackedWeights {
         PackedWeights::from_raw(spec, codes, scales, zero_points)
     }
 
-    /// Packs `i8` weights `[m, k]` for a W8A8 spec ([`GemmSpec::int8`]).
+    /// Packs `i8` weights `[m, k]` for a W8A8 spec ([`GemmSpec::int8`]), or
+    /// `b1` weights for a W1A1 spec ([`GemmSpec::binary`]).
     pub fn pack_int(spec: &GemmSpec, weights: &Tensor) -> Result<PackedWeights, CpuError> {
         spec.check("(packing)")?;
         if !spec.is_integer() {
@@ -108,6 +109,19 @@ impl PackedWeights {
         }
         let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
         want("weights", weights, spec.weight.dtype, &[m as u64, k as u64])?;
+        if spec.is_binary() {
+            // Dense LSB-first bits, rows padded with code 0 (the padding of
+            // x is 0 too, so it never counts as a disagreement).
+            let mut padded = vec![0u64; m * k_pad];
+            for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
+                dst[..k].copy_from_slice(src);
+            }
+            let ty = spec.packed_weight_type();
+            let codes = Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
+                .map_err(CpuError::BadWeights)?
+                .to_bytes(&ty.layout);
+            return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
+        }
         let mut codes = vec![0u8; m * k_pad];
         for (dst, src) in codes.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
             for (d, &c) in dst.iter_mut().zip(src) {
@@ -153,7 +167,7 @@ impl PackedWeights {
                 });
             }
         }
-        let row_sums = if spec.is_integer() {
+        let row_sums = if spec.is_integer() && !spec.is_binary() {
             codes
                 .chunks(spec.row_bytes())
                 .map(|row| row.iter().map(|&b| i32::from(b as i8)).sum())

@@ -6,7 +6,9 @@
 //! * [`fma_peak_gflops`] — 12 independent chains of 16-lane f32 FMAs per
 //!   thread, register-resident;
 //! * [`vnni_peak_gops`] — the same with 512-bit `vpdpbusd` (int8 dot
-//!   products), where the host has AVX-512 VNNI.
+//!   products), where the host has AVX-512 VNNI;
+//! * [`popcount_peak_gops`] — the same with the W1A1 step (xor, `vpopcntd`,
+//!   add), where the host has AVX-512 VPOPCNTDQ.
 //!
 //! Each reports the best of `reps` runs, as hardware probes usually do; on a
 //! shared machine the figure is what was available at that moment.
@@ -298,17 +300,35 @@ pub fn fma_peak_gflops(threads: usize, reps: usize) -> Result<f64, CpuError> {
 
 type VnniFn = unsafe extern "C" fn(i64) -> i32;
 
-/// `i32 lowbit_vnni(i64 iters)`: `CHAINS` independent `vpdpbusd` chains.
-fn build_vnni(ctx: &'static Context, t: &CpuTarget) -> Result<Module<'static>, CpuError> {
+/// Which integer peak a probe measures.
+#[derive(Clone, Copy)]
+enum IntPeak {
+    /// `acc += vpdpbusd(a, b)`.
+    Vnni,
+    /// `acc += popcount(acc xor c)`: the W1A1 inner step.
+    Popcount,
+}
+
+/// `i32 lowbit_vnni(i64 iters)` (or `lowbit_popcount`): `CHAINS`
+/// independent chains of the step.
+fn build_int_chains(
+    ctx: &'static Context,
+    t: &CpuTarget,
+    kind: IntPeak,
+) -> Result<Module<'static>, CpuError> {
     let m = ctx.create_module("lowbit_vnni_probe");
     let b = ctx.create_builder();
     let i64t = ctx.i64_type();
     let i32t = ctx.i32_type();
     let v16 = i32t.vec_type(16);
-    let dp = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
-        .and_then(|i| i.get_declaration(&m, &[]))
-        .ok_or_else(|| CpuError::Llvm("vpdpbusd is not available".into()))?;
-    let f = m.add_function("lowbit_vnni", i32t.fn_type(&[i64t.into()], false), None);
+    let (name, intrinsic, types): (_, _, Vec<inkwell::types::BasicTypeEnum>) = match kind {
+        IntPeak::Vnni => ("lowbit_vnni", "llvm.x86.avx512.vpdpbusd.512", vec![]),
+        IntPeak::Popcount => ("lowbit_popcount", "llvm.ctpop", vec![v16.into()]),
+    };
+    let dp = Intrinsic::find(intrinsic)
+        .and_then(|i| i.get_declaration(&m, &types))
+        .ok_or_else(|| CpuError::Llvm(format!("{intrinsic} is not available")))?;
+    let f = m.add_function(name, i32t.fn_type(&[i64t.into()], false), None);
     set_attrs(ctx, f, t);
     let (entry, head, body, exit) = (
         ctx.append_basic_block(f, "entry"),
@@ -340,12 +360,25 @@ fn build_vnni(ctx: &'static Context, t: &CpuTarget) -> Result<Module<'static>, C
     let more = b.build_int_compare(IntPredicate::SLT, iv, iters, "more")?;
     b.build_conditional_branch(more, body, exit)?;
     b.position_at_end(body);
+    let mask = inkwell::types::VectorType::const_vector(&[i32t.const_int(0x5a5a_5a5a, false); 16]);
     for c in &chains {
-        let v = b
-            .build_call(dp, &[c.as_basic_value().into(), xa.into(), xb.into()], "d")?
-            .try_as_basic_value()
-            .basic()
-            .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()))?;
+        let acc = c.as_basic_value().into_vector_value();
+        let v = match kind {
+            IntPeak::Vnni => b
+                .build_call(dp, &[acc.into(), xa.into(), xb.into()], "d")?
+                .try_as_basic_value()
+                .basic()
+                .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()))?,
+            IntPeak::Popcount => {
+                let d = b.build_xor(acc, mask, "x")?;
+                let p = b
+                    .build_call(dp, &[d.into()], "p")?
+                    .try_as_basic_value()
+                    .basic()
+                    .ok_or_else(|| CpuError::Llvm("ctpop returned no value".into()))?;
+                b.build_int_add(acc, p.into_vector_value(), "a")?.into()
+            }
+        };
         c.add_incoming(&[(&v, body)]);
     }
     let next = b.build_int_add(iv, i64t.const_int(1, false), "next")?;
@@ -371,23 +404,47 @@ pub fn vnni_peak_gops(threads: usize, reps: usize) -> Result<Option<f64>, CpuErr
     if !t.has("avx512vnni") {
         return Ok(None);
     }
-    let (_code, addrs) = jit(&t, &["lowbit_vnni"], |ctx| build_vnni(ctx, &t))?;
+    int_peak(&t, IntPeak::Vnni, threads, reps).map(Some)
+}
+
+/// Binary-op peak in GOP/s of the W1A1 step (xor, popcount, add on 512
+/// bits: one multiply and one add per bit pair) with `threads` threads;
+/// best of `reps`. `None` when the host has no AVX-512 VPOPCNTDQ.
+pub fn popcount_peak_gops(threads: usize, reps: usize) -> Result<Option<f64>, CpuError> {
+    let t = CpuTarget::host()?;
+    if !t.has("avx512vpopcntdq") {
+        return Ok(None);
+    }
+    int_peak(&t, IntPeak::Popcount, threads, reps).map(Some)
+}
+
+fn int_peak(t: &CpuTarget, kind: IntPeak, threads: usize, reps: usize) -> Result<f64, CpuError> {
+    let name = match kind {
+        IntPeak::Vnni => "lowbit_vnni",
+        IntPeak::Popcount => "lowbit_popcount",
+    };
+    let (_code, addrs) = jit(t, &[name], |ctx| build_int_chains(ctx, t, kind))?;
     // SAFETY: the symbol was emitted above with exactly this signature.
-    let vnni = unsafe { std::mem::transmute::<usize, VnniFn>(addrs[0]) };
+    let probe = unsafe { std::mem::transmute::<usize, VnniFn>(addrs[0]) };
     let threads = threads.max(1);
     let iters: i64 = 20_000_000;
+    // vpdpbusd: 64 byte pairs x 2 ops; popcount step: 512 bit pairs x 2.
+    let per_step = match kind {
+        IntPeak::Vnni => 128.0,
+        IntPeak::Popcount => 1024.0,
+    };
     let mut best = 0f64;
     for _ in 0..reps.max(1) {
         let start = Instant::now();
         std::thread::scope(|s| {
             for _ in 0..threads {
                 // SAFETY: the probe takes a count only.
-                s.spawn(move || std::hint::black_box(unsafe { vnni(iters) }));
+                s.spawn(move || std::hint::black_box(unsafe { probe(iters) }));
             }
         });
         let secs = start.elapsed().as_secs_f64();
-        let ops = iters as f64 * CHAINS as f64 * 64.0 * 2.0 * threads as f64;
+        let ops = iters as f64 * CHAINS as f64 * per_step * threads as f64;
         best = best.max(ops / secs / 1e9);
     }
-    Ok(Some(best))
+    Ok(best)
 }

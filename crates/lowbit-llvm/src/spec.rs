@@ -161,8 +161,12 @@ impl fmt::Display for GemmSpec {
         if self.is_integer() {
             return write!(
                 f,
-                "gemm m={} k={} n={n} weight={} act={} -> i32 (exact)",
-                self.m, self.k, self.weight.dtype, self.act
+                "gemm m={} k={} n={n} weight={} act={} -> i32 (exact{})",
+                self.m,
+                self.k,
+                self.weight.dtype,
+                self.act,
+                if self.is_binary() { ", popcount" } else { "" }
             );
         }
         let g = match self.weight.granularity {
@@ -240,9 +244,29 @@ impl GemmSpec {
         }
     }
 
+    /// Whether this is the bit-serial path: `b1` weights and activations.
+    pub fn is_binary(&self) -> bool {
+        self.act == ElemType::Bipolar
+    }
+
+    /// A W1A1 spec: `b1` (±1) weights and activations, and the exact `i32`
+    /// product `Y[n, m] = sum_k X[n, k] * W[m, k]` computed as
+    /// `k - 2 * popcount(x xor w)` over packed bits.
+    pub fn binary(m: usize, k: usize, n: Dim) -> GemmSpec {
+        GemmSpec {
+            weight: WeightSpec {
+                dtype: ElemType::Bipolar,
+                ..GemmSpec::int8(m, k, n, ElemType::Bipolar).weight
+            },
+            ..GemmSpec::int8(m, k, n, ElemType::Bipolar)
+        }
+    }
+
     /// Elements per packed block on this spec's path.
     pub(crate) fn block(&self) -> usize {
-        if self.is_integer() {
+        if self.is_binary() {
+            8 * INT_BLOCK
+        } else if self.is_integer() {
             INT_BLOCK
         } else {
             BLOCK
@@ -313,6 +337,9 @@ impl GemmSpec {
 
     /// The layout the kernel packs weights into (see the module docs).
     pub fn packed_layout(&self) -> Layout {
+        if self.is_binary() {
+            return Layout::default();
+        }
         match self.block_format() {
             BlockFormat::Bytes => Layout::default(),
             BlockFormat::Interleaved { .. } => Layout {
@@ -336,6 +363,9 @@ impl GemmSpec {
 
     /// Bytes of packed weight codes per row.
     pub(crate) fn row_bytes(&self) -> usize {
+        if self.is_binary() {
+            return self.k_pad() / 8;
+        }
         if self.is_integer() {
             return self.k_pad();
         }
@@ -349,6 +379,9 @@ impl GemmSpec {
 
     /// Total bytes the kernel reads for the weights: codes, scales, zero points.
     pub fn weight_bytes(&self) -> usize {
+        if self.is_binary() {
+            return self.m * self.row_bytes();
+        }
         if self.is_integer() {
             // Codes and one i32 weight sum per row.
             return self.m * (self.row_bytes() + 4);
@@ -375,6 +408,23 @@ impl GemmSpec {
 
     fn check_integer(&self, target: &str) -> Result<(), CpuError> {
         let u = |r: String| Err(self.unsupported(target, r));
+        if self.is_binary() {
+            if self.weight.dtype != ElemType::Bipolar {
+                return u(format!(
+                    "b1 activations need b1 weights (W1A1), not {}",
+                    self.weight.dtype
+                ));
+            }
+            if self.weight.zero_point || self.epilogue != Epilogue::default() {
+                return u("the W1A1 kernel has no zero points or epilogue".into());
+            }
+            if let Some(l) = &self.weight.layout {
+                if !l.is_default() {
+                    return u(format!("the W1A1 kernel reads dense bit rows, not {l}"));
+                }
+            }
+            return Ok(());
+        }
         if ![ElemType::U8, ElemType::I8].contains(&self.act) {
             return u(format!(
                 "integer activations must be u8 or i8, not {}",

@@ -506,3 +506,57 @@ fn float_kernels_across_k_chunks() {
         }
     }
 }
+
+fn run_binary_case(kernel: &GemmKernel, x: &Tensor, w: &Tensor) -> Vec<i64> {
+    let spec = kernel.spec();
+    let packed = PackedWeights::pack_int(spec, w).unwrap();
+    let n = x.shape[0] as usize;
+    let mut y = vec![0i32; n * spec.m];
+    let codes: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+    kernel
+        .run_int(Activations::B1(&codes), &packed, &mut y, n, 2)
+        .unwrap();
+    y.into_iter().map(i64::from).collect()
+}
+
+/// W1A1 by popcount (VPOPCNTDQ on the host when it has it, and the
+/// portable popcount of an AVX2-only CPU): bit-exact against the
+/// interpreter's b1 matmul, on ragged shapes and across k passes.
+#[test]
+fn w1a1_popcount_is_bit_exact() {
+    let mut rng = Rng(5150);
+    let host = CpuTarget::host().unwrap();
+    let shapes = [
+        (1, 1, 1),
+        (7, 513, 5),
+        (4, 1000, 9),
+        (3, 70_000, 2),
+        (9, 64, 4),
+    ];
+    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+        let spec = GemmSpec::binary(m, k, Dim::Dynamic);
+        let w = Tensor::new(
+            ElemType::Bipolar,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & 1).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            ElemType::Bipolar,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 1).collect(),
+        )
+        .unwrap();
+        let want = int_reference(&x, &w);
+        assert_eq!(
+            run_binary_case(&compile(&spec).unwrap(), &x, &w),
+            want,
+            "{spec}"
+        );
+        if host.triple.starts_with("x86_64") && i < 3 {
+            let t = CpuTarget::named("x86_64", "haswell").unwrap();
+            let k2 = GemmKernel::compile_uncached(&spec, &t).unwrap();
+            assert_eq!(run_binary_case(&k2, &x, &w), want, "{spec} (avx2)");
+        }
+    }
+}

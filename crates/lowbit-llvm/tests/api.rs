@@ -324,3 +324,26 @@ fn vnni_probe_runs_where_the_host_has_vnni() {
         None => assert!(!host.has("avx512vnni")),
     }
 }
+
+#[test]
+fn w1a1_specs_are_checked() {
+    let spec = GemmSpec::binary(4, 600, Dim::Dynamic);
+    assert_eq!(spec.k_pad(), 1024);
+    assert_eq!(spec.packed_weight_type().to_string(), "tensor<4x1024xb1>");
+    assert_eq!(spec.weight_bytes(), 4 * 128);
+    let mut s = GemmSpec::binary(4, 64, Dim::Dynamic);
+    s.weight.dtype = ElemType::I8;
+    let mut t2 = GemmSpec::binary(4, 64, Dim::Dynamic);
+    t2.epilogue.bias = true;
+    for spec in [s, t2] {
+        assert!(
+            matches!(compile(&spec), Err(CpuError::Unsupported { .. })),
+            "{spec}"
+        );
+    }
+    let host = CpuTarget::host().unwrap();
+    match lowbit_llvm::probe::popcount_peak_gops(1, 1).unwrap() {
+        Some(p) => assert!(host.has("avx512vpopcntdq") && p.is_finite() && p > 0.0),
+        None => assert!(!host.has("avx512vpopcntdq")),
+    }
+}
