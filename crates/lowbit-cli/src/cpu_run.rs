@@ -9,6 +9,10 @@
 //! block size a multiple of 32). The weights are packed once, before the
 //! run; the dequantized `f32` weights are never built.
 //!
+//! An integer `matmul x, w` to `i32` (wrapping) with a constant `w` maps
+//! onto the exact W8A8 kernel (`x` `u8`/`i8`, `w` `i8`) or the W1A1
+//! popcount kernel (`x` and `w` `b1`); its results are bit-identical.
+//!
 //! Every other op runs on the reference interpreter, and the run says so:
 //! [`CpuRun::summary`] lists what ran where and why each unmatched matmul
 //! did not map, and `lowbit run` prints it on standard error. Results of
@@ -17,7 +21,7 @@
 
 use lowbit::interp::{eval_op, InterpError};
 use lowbit::ir::{Function, Granularity, Op, OpKind, Tensor, Value};
-use lowbit::numerics::ElemType;
+use lowbit::numerics::{ElemType, Overflow};
 use lowbit_llvm::{
     compile, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights, WeightGranularity,
     WeightSpec,
@@ -116,11 +120,64 @@ fn transpose(t: &Tensor) -> Tensor {
     }
 }
 
+/// Maps an integer `matmul x, w` to `i32` with a constant `w` onto the
+/// W8A8 (`u8`/`i8` x `i8`) or W1A1 (`b1` x `b1`) kernel.
+fn map_int_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
+    let d = f.op(op);
+    let (x, w) = (d.operands[0], d.operands[1]);
+    let (xt, rt) = (f.ty(x), f.ty(d.results[0]));
+    if rt.elem != ElemType::I32
+        || !matches!(
+            d.kind,
+            OpKind::MatMul {
+                overflow: Overflow::Wrap
+            }
+        )
+    {
+        return Err(format!(
+            "integer kernels write i32 and wrap on overflow, not {} ({})",
+            rt.elem,
+            d.kind
+                .attrs()
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if xt.shape.len() != 2 {
+        return Err(format!("the activation must be 2-D, not {xt}"));
+    }
+    let q = constant_of(f, w)?;
+    if q.shape.len() != 2 {
+        return Err(format!("the weight has rank {}, not 2", q.shape.len()));
+    }
+    let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
+    let n = Dim::Static(xt.shape[0] as usize);
+    let spec = if xt.elem == ElemType::Bipolar {
+        GemmSpec::binary(m, k, n)
+    } else {
+        GemmSpec::int8(m, k, n, xt.elem)
+    };
+    if q.elem != spec.weight.dtype {
+        return Err(format!(
+            "{} activations need {} weights, not {}",
+            xt.elem, spec.weight.dtype, q.elem
+        ));
+    }
+    let kernel = compile(&spec).map_err(|e| e.to_string())?;
+    let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
+    Ok(Mapped { kernel, weights })
+}
+
 /// Tries to map `matmul x, w` (op `op`) onto a kernel.
 fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
     let (xt, rt) = (f.ty(x), f.ty(d.results[0]));
+    if xt.elem.is_integral() {
+        return map_int_matmul(f, op);
+    }
     if rt.elem != ElemType::F32 {
         return Err(format!("the result is {}, the kernels write f32", rt.elem));
     }
@@ -200,6 +257,26 @@ fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
 fn run_mapped(m: &Mapped, x: &Tensor) -> Result<Tensor, String> {
     let spec = m.kernel.spec();
     let n = x.shape[0] as usize;
+    if spec.is_integer() {
+        let mut y = vec![0i32; n * spec.m];
+        let bytes: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+        let signed: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
+        let acts = if spec.is_binary() {
+            Activations::B1(&bytes)
+        } else if x.elem == ElemType::I8 {
+            Activations::I8(&signed)
+        } else {
+            Activations::U8(&bytes)
+        };
+        m.kernel
+            .run_int(acts, &m.weights, &mut y, n, 0)
+            .map_err(|e| e.to_string())?;
+        return Tensor::new(
+            ElemType::I32,
+            vec![n as u64, spec.m as u64],
+            y.iter().map(|&v| u64::from(v as u32)).collect(),
+        );
+    }
     let mut y = vec![0f32; n * spec.m];
     let f32s: Vec<f32>;
     let f16s: Vec<half::f16>;
