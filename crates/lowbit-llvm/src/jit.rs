@@ -1,28 +1,29 @@
-//! The library JIT: compile a [`GemmSpec`] on first use (LLVM + MCJIT
-//! for the host CPU), keep it in an in-memory cache keyed by spec, target
-//! and compiler version, and run it on the caller's buffers.
+//! The library JIT: compile a [`GemmSpec`] on first use (LLVM to an
+//! object for the host CPU, linked in memory by ORC LLJIT), keep it in an
+//! in-memory cache — and on disk when `LOWBIT_CACHE_DIR` is set — keyed by
+//! spec, target and compiler version, and run it on the caller's buffers.
 //!
 //! [`GemmKernel::run`] checks every buffer size against the spec before the
 //! machine code sees a pointer, and splits the output rows over threads
 //! (scoped, one per requested thread, the caller's thread included), which
 //! take 4-row-aligned chunks from a shared counter.
 //!
-//! Limits: the cache is in memory only and never evicts (kernels are small);
-//! no on-disk cache yet.
+//! Limits: neither cache evicts (kernels are small).
 
 use crate::codegen::{build_module, KERNEL_SYMBOL};
+use crate::disk_cache;
 use crate::error::CpuError;
+use crate::objjit::{self, LoadedObject};
 use crate::pack::PackedWeights;
 use crate::spec::{Dim, GemmSpec};
 use crate::target::CpuTarget;
 use half::{bf16, f16};
 use inkwell::context::Context;
-use inkwell::execution_engine::ExecutionEngine;
 use inkwell::module::Module;
 use inkwell::passes::PassBuilderOptions;
-use inkwell::targets::RelocMode;
-use inkwell::OptimizationLevel;
+use inkwell::targets::{FileType, RelocMode};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -110,58 +111,45 @@ impl<'a> From<&'a [f32]> for Activations<'a> {
     }
 }
 
-/// JIT-compiled machine code and the LLVM objects that own it.
-pub(crate) struct JitCode {
-    // Field order is drop order: the engine (which owns the module's
-    // machine code) goes before the context it was built in.
-    _engine: ExecutionEngine<'static>,
-    _module: Module<'static>,
-    _context: Box<Context>,
+/// JIT-loaded machine code (unmapped on drop).
+pub(crate) type JitCode = LoadedObject;
+
+/// Builds a module with `build`, optimizes it for `target` and compiles it
+/// to a relocatable object (the bytes `lowbit compile --emit obj` writes).
+pub(crate) fn compile_object(
+    target: &CpuTarget,
+    build: impl for<'c> FnOnce(&'c Context) -> Result<Module<'c>, CpuError>,
+) -> Result<Vec<u8>, CpuError> {
+    let ctx = Context::create();
+    let module = build(&ctx)?;
+    optimize(&module, target)?;
+    let machine = target.machine(RelocMode::PIC)?;
+    let buf = machine
+        .write_to_memory_buffer(&module, FileType::Object)
+        .map_err(|e| CpuError::Llvm(format!("code generation: {e}")))?;
+    Ok(buf.as_slice().to_vec())
 }
 
-// SAFETY: after construction the engine, module and context are never used
-// again, only kept alive for the machine code and dropped together; the
-// inkwell `Rc`s inside are shared only among these fields, so no reference
-// count is touched from two threads.
-unsafe impl Send for JitCode {}
-// SAFETY: as above; nothing reads these fields after construction.
-unsafe impl Sync for JitCode {}
-
-/// Builds a module with `build`, optimizes it for `target` (the host) and
-/// JIT-compiles it; returns the code and the addresses of `symbols`.
+/// [`compile_object`] for the host, then loaded into this process; returns
+/// the code and the addresses of `symbols`.
 pub(crate) fn jit(
     target: &CpuTarget,
     symbols: &[&str],
-    build: impl FnOnce(&'static Context) -> Result<Module<'static>, CpuError>,
+    build: impl for<'c> FnOnce(&'c Context) -> Result<Module<'c>, CpuError>,
 ) -> Result<(JitCode, Vec<usize>), CpuError> {
-    let context = Box::new(Context::create());
-    // SAFETY: the context is boxed (its address is stable) and outlives the
-    // module and engine: all three live in the returned `JitCode`, whose
-    // field order drops the context last.
-    let ctx: &'static Context = unsafe { &*(context.as_ref() as *const Context) };
-    let module = build(ctx)?;
-    optimize(&module, target)?;
-    let engine = module
-        .create_jit_execution_engine(OptimizationLevel::Aggressive)
-        .map_err(|e| CpuError::Llvm(format!("JIT: {e}")))?;
-    let mut addrs = Vec::new();
-    for s in symbols {
-        let a = engine
-            .get_function_address(s)
-            .map_err(|e| CpuError::Llvm(format!("JIT lookup of {s}: {e}")))?;
-        if a == 0 {
-            return Err(CpuError::Llvm(format!("JIT returned a null {s}")));
-        }
-        addrs.push(a);
-    }
-    Ok((
-        JitCode {
-            _engine: engine,
-            _module: module,
-            _context: context,
-        },
-        addrs,
-    ))
+    let object = compile_object(target, build)?;
+    objjit::load(&object, symbols)
+}
+
+/// Where a kernel's machine code came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelOrigin {
+    /// Compiled in this call.
+    Compiled,
+    /// Loaded from the on-disk cache.
+    DiskCache,
+    /// The disk cache entry was invalid (why): recompiled and rewritten.
+    Rebuilt(String),
 }
 
 /// A compiled GEMM kernel.
@@ -170,6 +158,7 @@ pub struct GemmKernel {
     target: CpuTarget,
     func: KernelFn,
     compile_time: Duration,
+    origin: KernelOrigin,
     _code: JitCode,
 }
 
@@ -206,8 +195,9 @@ fn cache() -> &'static Mutex<HashMap<CacheKey, Arc<GemmKernel>>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// The kernel for `spec` on the host CPU: compiled on first use, then taken
-/// from the in-memory cache.
+/// The kernel for `spec` on the host CPU: compiled on first use (or loaded
+/// from the on-disk cache when `LOWBIT_CACHE_DIR` is set), then taken from
+/// the in-memory cache.
 pub fn compile(spec: &GemmSpec) -> Result<Arc<GemmKernel>, CpuError> {
     let target = CpuTarget::host()?;
     let key = (spec.clone(), target.clone(), compiler_version());
@@ -217,7 +207,12 @@ pub fn compile(spec: &GemmSpec) -> Result<Arc<GemmKernel>, CpuError> {
     if let Some(k) = map.get(&key) {
         return Ok(k.clone());
     }
-    let k = Arc::new(GemmKernel::compile_uncached(spec, &target)?);
+    let dir = disk_cache::default_dir();
+    let k = Arc::new(GemmKernel::compile_with_disk_cache(
+        spec,
+        &target,
+        dir.as_deref(),
+    )?);
     map.insert(key, k.clone());
     Ok(k)
 }
@@ -228,25 +223,90 @@ pub fn cached_kernels() -> usize {
 }
 
 impl GemmKernel {
-    /// Compiles `spec` for `target` (which must be the host: the code runs
-    /// in this process) without consulting the cache.
+    /// Compiles `spec` for `target` (which must be the host, or a CPU whose
+    /// features the host has: the code runs in this process) without
+    /// consulting any cache.
     pub fn compile_uncached(spec: &GemmSpec, target: &CpuTarget) -> Result<GemmKernel, CpuError> {
+        GemmKernel::compile_with_disk_cache(spec, target, None)
+    }
+
+    /// Like [`GemmKernel::compile_uncached`], but first looks for the
+    /// kernel in the on-disk cache `dir` (see [`crate::disk_cache`]); a
+    /// missing or invalid entry is compiled and written back.
+    pub fn compile_with_disk_cache(
+        spec: &GemmSpec,
+        target: &CpuTarget,
+        dir: Option<&Path>,
+    ) -> Result<GemmKernel, CpuError> {
         spec.check(&target.describe())?;
         let start = Instant::now();
-        let (code, addrs) = jit(target, &[KERNEL_SYMBOL], |ctx| {
-            build_module(ctx, spec, target)
-        })?;
-        let addr = addrs[0];
+        let key = format!(
+            "{spec:?}|{}|{}|{}|{}",
+            target.triple,
+            target.cpu,
+            target.features,
+            compiler_version()
+        );
+        let mut origin = KernelOrigin::Compiled;
+        if let Some(dir) = dir {
+            match disk_cache::load(dir, &key) {
+                disk_cache::Lookup::Hit(obj) => match objjit::load(&obj, &[KERNEL_SYMBOL]) {
+                    Ok((code, addrs)) => {
+                        return Ok(GemmKernel::new(
+                            spec,
+                            target,
+                            code,
+                            addrs[0],
+                            start.elapsed(),
+                            KernelOrigin::DiskCache,
+                        ))
+                    }
+                    Err(e) => origin = KernelOrigin::Rebuilt(format!("cached object: {e}")),
+                },
+                disk_cache::Lookup::Miss => {}
+                disk_cache::Lookup::Invalid(why) => origin = KernelOrigin::Rebuilt(why),
+            }
+        }
+        let object = compile_object(target, |ctx| build_module(ctx, spec, target))?;
+        if let Some(dir) = dir {
+            // A cache that cannot be written only costs a recompilation.
+            let _ = disk_cache::store(dir, &key, &object);
+        }
+        let (code, addrs) = objjit::load(&object, &[KERNEL_SYMBOL])?;
+        Ok(GemmKernel::new(
+            spec,
+            target,
+            code,
+            addrs[0],
+            start.elapsed(),
+            origin,
+        ))
+    }
+
+    fn new(
+        spec: &GemmSpec,
+        target: &CpuTarget,
+        code: JitCode,
+        addr: usize,
+        compile_time: Duration,
+        origin: KernelOrigin,
+    ) -> GemmKernel {
         // SAFETY: the symbol is the function `codegen` emitted with exactly
         // this signature and the C calling convention.
         let func: KernelFn = unsafe { std::mem::transmute::<usize, KernelFn>(addr) };
-        Ok(GemmKernel {
+        GemmKernel {
             spec: spec.clone(),
             target: target.clone(),
             func,
-            compile_time: start.elapsed(),
+            compile_time,
+            origin,
             _code: code,
-        })
+        }
+    }
+
+    /// Where the machine code came from (compiled, or the disk cache).
+    pub fn origin(&self) -> &KernelOrigin {
+        &self.origin
     }
 
     /// The spec this kernel computes.

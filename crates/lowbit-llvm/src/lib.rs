@@ -8,7 +8,8 @@
 //! * [`PackedWeights`] — weights pre-packed into the layout the kernel reads
 //!   ([`GemmSpec::packed_layout`], a lowbit-ir `Layout`).
 //! * [`compile`] / [`GemmKernel::run`] — the library JIT with its in-memory
-//!   cache; buffer sizes are checked before any machine code runs.
+//!   and on-disk caches ([`disk_cache`]); buffer sizes are checked before
+//!   any machine code runs.
 //! * [`aot::emit`] — LLVM IR, assembly or object output for a target.
 //! * [`probe`] — small JIT-compiled probes of the machine's memory read
 //!   bandwidth and FMA peak, for roofline figures.
@@ -19,15 +20,17 @@
 
 pub mod aot;
 pub mod codegen;
+pub mod disk_cache;
 pub mod error;
 pub mod jit;
+mod objjit;
 pub mod pack;
 pub mod probe;
 pub mod spec;
 pub mod target;
 
 pub use error::CpuError;
-pub use jit::{compile, compiler_version, Activations, GemmKernel};
+pub use jit::{compile, compiler_version, Activations, GemmKernel, KernelOrigin};
 pub use pack::PackedWeights;
 pub use spec::{Activation, Dim, Epilogue, GemmSpec, WeightGranularity, WeightSpec};
 pub use target::CpuTarget;

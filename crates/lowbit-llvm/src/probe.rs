@@ -59,7 +59,7 @@ fn set_attrs(ctx: &Context, f: FunctionValue, t: &CpuTarget) {
     }
 }
 
-fn build(ctx: &'static Context, t: &CpuTarget) -> Result<Module<'static>, CpuError> {
+fn build<'c>(ctx: &'c Context, t: &CpuTarget) -> Result<Module<'c>, CpuError> {
     let m = ctx.create_module("lowbit_probes");
     let b = ctx.create_builder();
     let f32t = ctx.f32_type();
@@ -311,11 +311,11 @@ enum IntPeak {
 
 /// `i32 lowbit_vnni(i64 iters)` (or `lowbit_popcount`): `CHAINS`
 /// independent chains of the step.
-fn build_int_chains(
-    ctx: &'static Context,
+fn build_int_chains<'c>(
+    ctx: &'c Context,
     t: &CpuTarget,
     kind: IntPeak,
-) -> Result<Module<'static>, CpuError> {
+) -> Result<Module<'c>, CpuError> {
     let m = ctx.create_module("lowbit_vnni_probe");
     let b = ctx.create_builder();
     let i64t = ctx.i64_type();

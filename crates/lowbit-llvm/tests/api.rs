@@ -347,3 +347,61 @@ fn w1a1_specs_are_checked() {
         None => assert!(!host.has("avx512vpopcntdq")),
     }
 }
+
+#[test]
+fn disk_cache_hits_and_rebuilds_corrupt_or_stale_entries() {
+    use lowbit_llvm::{GemmKernel, KernelOrigin};
+    let dir = std::env::temp_dir().join(format!("lowbit-kcache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let host = CpuTarget::host().unwrap();
+    let spec = q4(8, 64, Dim::Dynamic);
+    let w = weights(&spec);
+    let x: Vec<f32> = (0..2 * 64).map(|i| (i % 7) as f32 - 3.0).collect();
+    let run = |k: &GemmKernel| {
+        let mut y = vec![0f32; 2 * 8];
+        k.run(x.as_slice(), &w, None, &mut y, 2, 1).unwrap();
+        y
+    };
+    let first = GemmKernel::compile_with_disk_cache(&spec, &host, Some(&dir)).unwrap();
+    assert_eq!(first.origin(), &KernelOrigin::Compiled);
+    let again = GemmKernel::compile_with_disk_cache(&spec, &host, Some(&dir)).unwrap();
+    assert_eq!(again.origin(), &KernelOrigin::DiskCache);
+    assert_eq!(run(&first), run(&again));
+
+    // Corrupt the single entry: detected, rebuilt, rewritten.
+    let entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(entries.len(), 1);
+    let path = entries[0].path();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let rebuilt = GemmKernel::compile_with_disk_cache(&spec, &host, Some(&dir)).unwrap();
+    assert!(
+        matches!(rebuilt.origin(), KernelOrigin::Rebuilt(why) if why.contains("checksum")),
+        "{:?}",
+        rebuilt.origin()
+    );
+    assert_eq!(run(&rebuilt), run(&first));
+    let healed = GemmKernel::compile_with_disk_cache(&spec, &host, Some(&dir)).unwrap();
+    assert_eq!(healed.origin(), &KernelOrigin::DiskCache);
+
+    // Another spec's entry under this spec's file name is stale.
+    let other = q4(8, 96, Dim::Dynamic);
+    GemmKernel::compile_with_disk_cache(&other, &host, Some(&dir)).unwrap();
+    let other_entry = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| *p != path)
+        .unwrap();
+    std::fs::copy(&other_entry, &path).unwrap();
+    let stale = GemmKernel::compile_with_disk_cache(&spec, &host, Some(&dir)).unwrap();
+    assert!(
+        matches!(stale.origin(), KernelOrigin::Rebuilt(why) if why.contains("another spec")),
+        "{:?}",
+        stale.origin()
+    );
+    assert_eq!(run(&stale), run(&first));
+    let _ = std::fs::remove_dir_all(&dir);
+}
