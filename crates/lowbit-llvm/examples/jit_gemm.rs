@@ -1,6 +1,7 @@
 //! The library JIT in a few lines: describe a q4_0-like GEMM (4-bit codes,
 //! groups of 32, f16 scales), pack the weights once, compile on first use,
-//! run on your own buffers, and get the cached kernel the second time.
+//! run on your own buffers, and get the cached kernel the second time
+//! (from memory; from disk in a later process when `LOWBIT_CACHE_DIR` is set).
 //!
 //! Run with `cargo run --release -p lowbit-llvm --example jit_gemm`.
 
@@ -32,10 +33,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let kernel = compile(&spec)?;
     println!(
-        "compiled {} for {} in {:.1} ms",
+        "compiled {} for {} in {:.1} ms ({:?}; set LOWBIT_CACHE_DIR to keep kernels on disk)",
         kernel.spec(),
         kernel.target().describe(),
-        kernel.compile_time().as_secs_f64() * 1e3
+        kernel.compile_time().as_secs_f64() * 1e3,
+        kernel.origin()
     );
 
     let n = 3;
