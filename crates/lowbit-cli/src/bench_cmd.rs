@@ -127,6 +127,7 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         lowbit_llvm::Dim::Static(n) => n,
         lowbit_llvm::Dim::Dynamic => return Err(Failure::usage("--n must be a number")),
     };
+    check_memory(&spec, n)?;
     let r = bench(&spec, n, threads, min_samples).map_err(|e| Failure::msg(e.to_string()))?;
     if a.has("json") {
         println!("{}", r.json(&spec, threads));
@@ -215,6 +216,40 @@ impl Report {
     }
 }
 
+/// Bytes of the rotated weight copies (at least 1.25 x LLC).
+fn rotation_bytes() -> usize {
+    let llc = llc_bytes().unwrap_or(64 << 20);
+    ((llc as f64 * 1.25) as usize).max(256 << 20)
+}
+
+/// Refuses a benchmark whose working set (two weight copies or the
+/// rotation, plus activations and outputs) would not fit in 80% of the
+/// available memory, instead of aborting on allocation.
+fn check_memory(spec: &GemmSpec, n: usize) -> Result<(), Failure> {
+    let n_elems = n.saturating_mul(spec.k.max(spec.m));
+    let need = spec
+        .weight_bytes()
+        .saturating_mul(2)
+        .max(rotation_bytes())
+        .saturating_add(n_elems.saturating_mul(16));
+    match available_memory() {
+        Some(avail) if need as u64 > avail / 10 * 8 => Err(Failure::msg(format!(
+            "{spec}: the benchmark needs about {:.1} GB, more than 80% of the {:.1} GB available",
+            need as f64 / 1e9,
+            avail as f64 / 1e9
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// xorshift64*: benchmark data only needs to be arbitrary, not random.
 fn fill(buf: &mut [u8], mut s: u64) {
     for chunk in buf.chunks_mut(8) {
@@ -263,7 +298,7 @@ fn bench(
 ) -> Result<Report, lowbit_llvm::CpuError> {
     let kernel = compile(spec)?;
     let llc = llc_bytes().unwrap_or(64 << 20);
-    let big = ((llc as f64 * 1.25) as usize).max(256 << 20);
+    let big = rotation_bytes();
     let mem_gbps = read_bandwidth_gbps(threads, big, 5)?;
     // The integer path is measured against the int8 dot-product peak.
     let special = if spec.is_binary() {
