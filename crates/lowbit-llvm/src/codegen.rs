@@ -903,6 +903,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         };
         let x = param(0)?.into_pointer_value();
         let w = param(1)?.into_pointer_value();
+        let requant_params = param(2)?.into_pointer_value();
         let sums = param(3)?.into_pointer_value();
         let y = param(5)?.into_pointer_value();
         let r0 = param(6)?.into_int_value();
@@ -1018,6 +1019,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
                 let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
                 let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
+                if spec.epilogue.requantize {
+                    // One pass covers all of k here (see `emit_kernel`).
+                    if let Some(cv) = correction {
+                        dot = self.b.build_int_sub(dot, cv, "dot")?;
+                    }
+                    let q = self.dyadic_requantize(dot, requant_params, rows_idx[r])?;
+                    self.b.build_store(self.gep(y, yi)?, q)?;
+                    continue;
+                }
                 let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
                 let yp = self.gep(y, yo)?;
                 // The first k chunk starts the sum (and takes the i8 offset
@@ -1051,6 +1061,68 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         }
         self.b.build_return(None)?;
         Ok(f)
+    }
+
+    /// `clamp(round_half_even(acc * M / 2^shift) + zp, -128, 127)` as `i8`,
+    /// with `(M, shift, zp)` the `i32` triple of row `r` in `params`; exact
+    /// integer arithmetic in i64 (the caller keeps shift in 0..=62).
+    fn dyadic_requantize(
+        &self,
+        acc: IntValue<'ctx>,
+        params: PointerValue<'ctx>,
+        r: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        let i64t = self.i64t;
+        let field = |i: u64| -> Result<IntValue<'ctx>, CpuError> {
+            let idx = self.b.build_int_mul(r, self.i64c(3), "pi")?;
+            let idx = self.b.build_int_add(idx, self.i64c(i), "pi")?;
+            let off = self.b.build_int_mul(idx, self.i64c(4), "po")?;
+            let v = self
+                .load(self.i32t, self.gep(params, off)?, 4)?
+                .into_int_value();
+            Ok(self.b.build_int_s_extend(v, i64t, "p")?)
+        };
+        let (mult, shift, zp) = (field(0)?, field(1)?, field(2)?);
+        let t = self.b.build_int_s_extend(acc, i64t, "t")?;
+        let t = self.b.build_int_mul(t, mult, "t")?;
+        let q = self.b.build_right_shift(t, shift, true, "q")?;
+        let back = self.b.build_left_shift(q, shift, "back")?;
+        let rem = self.b.build_int_sub(t, back, "rem")?;
+        // half = 2^(shift-1); with shift = 0 the remainder is 0 and any
+        // half > 0 rounds nothing.
+        let zero_shift = self
+            .b
+            .build_int_compare(IntPredicate::EQ, shift, self.i64c(0), "s0")?;
+        let sm1 = self.b.build_int_sub(shift, self.i64c(1), "sm1")?;
+        let sm1 = self
+            .b
+            .build_select(zero_shift, self.i64c(0), sm1, "sm1")?
+            .into_int_value();
+        let half = self.b.build_left_shift(self.i64c(1), sm1, "half")?;
+        let above = self
+            .b
+            .build_int_compare(IntPredicate::UGT, rem, half, "above")?;
+        let tie = self
+            .b
+            .build_int_compare(IntPredicate::EQ, rem, half, "tie")?;
+        let odd = self.b.build_and(q, self.i64c(1), "odd")?;
+        let odd = self
+            .b
+            .build_int_compare(IntPredicate::NE, odd, self.i64c(0), "odd")?;
+        let tie_up = self.b.build_and(tie, odd, "tieup")?;
+        let up = self.b.build_or(above, tie_up, "up")?;
+        let nonzero = self.b.build_not(zero_shift, "nz")?;
+        let up = self.b.build_and(up, nonzero, "up")?;
+        let up = self.b.build_int_z_extend(up, i64t, "up")?;
+        let q = self.b.build_int_add(q, up, "q")?;
+        let q = self.b.build_int_add(q, zp, "q")?;
+        let lo = self.i64c((-128i64) as u64);
+        let hi = self.i64c(127);
+        let below = self.b.build_int_compare(IntPredicate::SLT, q, lo, "lo")?;
+        let q = self.b.build_select(below, lo, q, "q")?.into_int_value();
+        let over = self.b.build_int_compare(IntPredicate::SGT, q, hi, "hi")?;
+        let q = self.b.build_select(over, hi, q, "q")?.into_int_value();
+        Ok(self.b.build_int_truncate(q, self.i8t, "y8")?)
     }
 
     /// Scale groups per k pass of the float kernels (at least one group;
@@ -1177,9 +1249,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         };
         // Decoding (n < 4) reuses no activations across weight rows: one
         // pass keeps each weight row a single sequential stream.
-        let few = self
-            .b
-            .build_int_compare(IntPredicate::SLT, n, self.i64c(4), "few")?;
+        // The requantize epilogue needs the whole sum at once: one pass.
+        let few = if self.spec.epilogue.requantize {
+            self.ctx.bool_type().const_int(1, false)
+        } else {
+            self.b
+                .build_int_compare(IntPredicate::SLT, n, self.i64c(4), "few")?
+        };
         let step = self
             .b
             .build_select(few, self.i64c(units), self.i64c(chunk), "step")?

@@ -152,6 +152,18 @@ pub enum KernelOrigin {
     Rebuilt(String),
 }
 
+/// Dyadic requantization parameters (per output row `m`) for
+/// [`GemmKernel::run_requant`].
+#[derive(Clone, Debug)]
+pub struct Requant<'a> {
+    /// Integer multipliers `M`.
+    pub multipliers: &'a [i32],
+    /// Right shifts, 0 to 62.
+    pub shifts: &'a [u32],
+    /// Output zero point.
+    pub zero_point: i8,
+}
+
 /// A compiled GEMM kernel.
 pub struct GemmKernel {
     spec: GemmSpec,
@@ -437,13 +449,83 @@ impl GemmKernel {
         n: usize,
         threads: usize,
     ) -> Result<(), CpuError> {
+        if self.spec.epilogue.requantize {
+            return Err(CpuError::SpecMismatch(
+                "this kernel requantizes to i8: use run_requant".into(),
+            ));
+        }
+        self.run_integer(
+            x,
+            weights,
+            (y.as_mut_ptr() as usize, y.len()),
+            0,
+            n,
+            threads,
+        )
+    }
+
+    /// Computes `y[n, m] = clamp(round_half_even(acc * M[m] / 2^shift[m]) +
+    /// zp, -128, 127)` as `i8`, `acc` being the exact `i32` product of
+    /// [`GemmKernel::run_int`], for a W8A8 spec with
+    /// `epilogue.requantize`. The arithmetic is exact in 64-bit integers.
+    /// It equals the interpreter's `requantize` with input scale
+    /// `M * 2^-shift`, output scale 1 and nearest-even rounding whenever
+    /// `|acc * M| < 2^53` (beyond that the interpreter's f64 product
+    /// rounds).
+    pub fn run_requant(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        rq: &Requant,
+        y: &mut [i8],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        let m = self.spec.m;
+        if !self.spec.epilogue.requantize {
+            return Err(CpuError::SpecMismatch(
+                "this kernel has no requantize epilogue: use run_int".into(),
+            ));
+        }
+        size("multipliers", Some(m), rq.multipliers.len())?;
+        size("shifts", Some(m), rq.shifts.len())?;
+        let mut params = Vec::with_capacity(3 * m);
+        for (r, (&mult, &shift)) in rq.multipliers.iter().zip(rq.shifts).enumerate() {
+            if shift > 62 {
+                return Err(CpuError::BadWeights(format!(
+                    "requantize shift {shift} of row {r} is out of 0..=62"
+                )));
+            }
+            params.extend_from_slice(&[mult, shift as i32, i32::from(rq.zero_point)]);
+        }
+        self.run_integer(
+            x,
+            weights,
+            (y.as_mut_ptr() as usize, y.len()),
+            params.as_ptr() as usize,
+            n,
+            threads,
+        )
+    }
+
+    /// The integer paths' shared body: `y` is `(address, elements)`,
+    /// `params` the requantize triples (or 0).
+    fn run_integer(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        y: (usize, usize),
+        params: usize,
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
         let spec = &self.spec;
         if !spec.is_integer() {
             return Err(CpuError::SpecMismatch(
-                "run_int is for W8A8 kernels; this one takes float activations".into(),
+                "run_int and run_requant are for W8A8 and W1A1 kernels; this one takes float activations".into(),
             ));
         }
-        self.check_call(&x, weights, y.len(), n)?;
+        self.check_call(&x, weights, y.1, n)?;
         if n == 0 {
             return Ok(());
         }
@@ -463,7 +545,7 @@ impl GemmKernel {
                     0,
                     0,
                     0,
-                    y.as_mut_ptr() as usize,
+                    y.0,
                 ],
                 n,
                 threads,
@@ -499,10 +581,10 @@ impl GemmKernel {
             [
                 xp as usize,
                 weights.codes().as_ptr() as usize,
-                0,
+                params,
                 weights.row_sums().as_ptr() as usize,
                 0,
-                y.as_mut_ptr() as usize,
+                y.0,
             ],
             n,
             threads,

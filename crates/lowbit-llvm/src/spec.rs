@@ -69,6 +69,10 @@ pub struct Epilogue {
     pub bias: bool,
     /// Then apply this activation.
     pub activation: Activation,
+    /// W8A8 only: requantize each `i32` sum to `i8` with a dyadic scale,
+    /// `clamp(round_half_even(acc * M[m] / 2^shift[m]) + zp, -128, 127)`
+    /// (integer multiply and shift; see `GemmKernel::run_requant`).
+    pub requantize: bool,
 }
 
 /// The quantized weight operand.
@@ -167,7 +171,14 @@ impl fmt::Display for GemmSpec {
                 self.weight.dtype,
                 self.act,
                 if self.is_binary() { ", popcount" } else { "" }
-            );
+            )
+            .and_then(|()| {
+                if self.epilogue.requantize {
+                    f.write_str(" -> i8 (dyadic requantize)")
+                } else {
+                    Ok(())
+                }
+            });
         }
         let g = match self.weight.granularity {
             WeightGranularity::PerChannel => "per-channel".to_string(),
@@ -440,7 +451,7 @@ impl GemmSpec {
         if self.weight.zero_point {
             return u("the W8A8 kernel takes symmetric weights (no zero points)".into());
         }
-        if self.epilogue != Epilogue::default() {
+        if self.epilogue.bias || self.epilogue.activation != Activation::None {
             return u("the W8A8 kernel has no bias or activation epilogue yet".into());
         }
         if let Some(l) = &self.weight.layout {
@@ -474,6 +485,9 @@ impl GemmSpec {
                 "weights must be 1- to 8-bit integers, b1, f8E4M3FN, f8E5M2 or f4E2M1FN".into(),
             );
         };
+        if self.epilogue.requantize {
+            return u("the dyadic requantize epilogue needs integer activations (W8A8)".into());
+        }
         if let WeightGranularity::Group(g) = self.weight.granularity {
             if g == 0 || g % BLOCK != 0 {
                 return u(format!("group {g} is not a positive multiple of {BLOCK}"));

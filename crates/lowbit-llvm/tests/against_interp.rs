@@ -258,6 +258,7 @@ fn random_specs_match_the_interpreter() {
                 } else {
                     Activation::None
                 },
+                requantize: false,
             },
         };
         let n = 1 + rng.below(10) as usize;
@@ -498,6 +499,7 @@ fn float_kernels_across_k_chunks() {
         spec.epilogue = Epilogue {
             bias: true,
             activation: Activation::Relu,
+            requantize: false,
         };
         // n >= 4 walks k in passes; n < 4 (decoding) takes one pass.
         for n in [5, 2] {
@@ -558,5 +560,104 @@ fn w1a1_popcount_is_bit_exact() {
             let k2 = GemmKernel::compile_uncached(&spec, &t).unwrap();
             assert_eq!(run_binary_case(&k2, &x, &w), want, "{spec} (avx2)");
         }
+    }
+}
+
+/// The dyadic requantize epilogue against the interpreter's `requantize`
+/// (input scale M * 2^-shift per output column, output scale 1, nearest
+/// even, saturating), with ties, shift 0 and clamping among the rows.
+#[test]
+fn w8a8_dyadic_requantize_matches_the_interpreter() {
+    use lowbit_ir::Granularity;
+    use lowbit_llvm::Requant;
+    use lowbit_numerics::Rounding;
+    let mut rng = Rng(31337);
+    let f64t = ElemType::Float(lowbit_numerics::FloatFormat::F64);
+    for act in [ElemType::U8, ElemType::I8] {
+        let (m, k, n) = (9, 300, 5);
+        let mut spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
+        spec.epilogue.requantize = true;
+        // Row 0 of w picks x[c][0] alone; x[0][0] = 5 and x[1][0] = 7
+        // halve to the ties 2.5 and 3.5 (nearest even: 2 and 4).
+        let mut wc: Vec<u64> = (0..m * k).map(|_| rng.next() & 0xff).collect();
+        wc[..k].fill(0);
+        wc[0] = 1;
+        let w = Tensor::new(ElemType::I8, vec![m as u64, k as u64], wc).unwrap();
+        let mut xc: Vec<u64> = (0..n * k).map(|_| rng.next() & 0xff).collect();
+        (xc[0], xc[k]) = (5, 7);
+        let x = Tensor::new(act, vec![n as u64, k as u64], xc).unwrap();
+        let mut mults: Vec<i32> = (0..m).map(|_| 1 + rng.below(1 << 20) as i32).collect();
+        let mut shifts: Vec<u32> = (0..m).map(|_| 10 + rng.below(25) as u32).collect();
+        (mults[0], shifts[0]) = (1, 1); // acc / 2: ties on odd sums
+        (mults[1], shifts[1]) = (3, 0); // no shift: saturates
+        (mults[2], shifts[2]) = (-(1 << 19), 20); // negative scale
+        let zp = -3i8;
+
+        let wt = eval_op(
+            &OpKind::Transpose { perm: vec![1, 0] },
+            &[&w],
+            &[TensorType::new(vec![k as u64, m as u64], ElemType::I8)],
+        )
+        .unwrap()
+        .remove(0);
+        let acc = eval_op(
+            &OpKind::MatMul {
+                overflow: Overflow::Wrap,
+            },
+            &[&x, &wt],
+            &[TensorType::new(vec![n as u64, m as u64], ElemType::I32)],
+        )
+        .unwrap()
+        .remove(0);
+        let s_in: Vec<f64> = mults
+            .iter()
+            .zip(&shifts)
+            .map(|(&mu, &s)| f64::from(mu) * 2f64.powi(-(s as i32)))
+            .collect();
+        let s_in = Tensor::from_f64(f64t, vec![m as u64], &s_in).unwrap();
+        let zp_in = Tensor::new(ElemType::I32, vec![m as u64], vec![0; m]).unwrap();
+        let s_out = Tensor::from_f64(f64t, vec![], &[1.0]).unwrap();
+        let zp_out = Tensor::from_f64(ElemType::I8, vec![], &[f64::from(zp)]).unwrap();
+        let want = eval_op(
+            &OpKind::Requantize {
+                in_granularity: Granularity::PerAxis { axis: 1 },
+                out_granularity: Granularity::PerTensor,
+                rounding: Rounding::NearestEven,
+                saturate: true,
+            },
+            &[&acc, &s_in, &zp_in, &s_out, &zp_out],
+            &[TensorType::new(vec![n as u64, m as u64], ElemType::I8)],
+        )
+        .unwrap()
+        .remove(0)
+        .to_i128()
+        .unwrap();
+
+        let kernel = compile(&spec).unwrap();
+        let packed = PackedWeights::pack_int(&spec, &w).unwrap();
+        let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+        let i: Vec<i8> = u.iter().map(|&b| b as i8).collect();
+        let acts = if act == ElemType::U8 {
+            Activations::U8(&u)
+        } else {
+            Activations::I8(&i)
+        };
+        let rq = Requant {
+            multipliers: &mults,
+            shifts: &shifts,
+            zero_point: zp,
+        };
+        let mut y = vec![0i8; n * m];
+        kernel
+            .run_requant(acts, &packed, &rq, &mut y, n, 2)
+            .unwrap();
+        let got: Vec<i128> = y.iter().map(|&v| i128::from(v)).collect();
+        assert_eq!(got, want, "{spec}");
+        assert!(
+            got.contains(&127) || got.contains(&-128),
+            "no row saturated"
+        );
+        // The two ties, with zero point -3.
+        assert_eq!((got[0], got[m]), (2 - 3, 4 - 3));
     }
 }

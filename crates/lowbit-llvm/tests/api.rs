@@ -405,3 +405,62 @@ fn disk_cache_hits_and_rebuilds_corrupt_or_stale_entries() {
     assert_eq!(run(&stale), run(&first));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn requantize_epilogue_calls_are_checked() {
+    use lowbit_llvm::Requant;
+    let mut spec = GemmSpec::int8(4, 64, Dim::Dynamic, ElemType::U8);
+    spec.epilogue.requantize = true;
+    assert!(
+        spec.to_string().ends_with("-> i8 (dyadic requantize)"),
+        "{spec}"
+    );
+    let k = compile(&spec).unwrap();
+    let w = Tensor::new(ElemType::I8, vec![4, 64], vec![1; 256]).unwrap();
+    let packed = PackedWeights::pack_int(&spec, &w).unwrap();
+    let x = vec![3u8; 128];
+    let mut y = vec![0i8; 8];
+    let ok = Requant {
+        multipliers: &[1, 1, 1, 1],
+        shifts: &[0, 1, 2, 8],
+        zero_point: 0,
+    };
+    k.run_requant(Activations::U8(&x), &packed, &ok, &mut y, 2, 2)
+        .unwrap();
+    // acc = 64 * 3 = 192: 192 saturates, 96, 48, 0.75 rounds to 1.
+    assert_eq!(y, vec![127, 96, 48, 1, 127, 96, 48, 1]);
+    let bad_shift = Requant {
+        shifts: &[0, 1, 63, 0],
+        ..ok.clone()
+    };
+    assert!(matches!(
+        k.run_requant(Activations::U8(&x), &packed, &bad_shift, &mut y, 2, 1),
+        Err(CpuError::BadWeights(m)) if m.contains("63")
+    ));
+    let short = Requant {
+        multipliers: &[1, 1],
+        ..ok.clone()
+    };
+    assert!(matches!(
+        k.run_requant(Activations::U8(&x), &packed, &short, &mut y, 2, 1),
+        Err(CpuError::BufferSize {
+            buffer: "multipliers",
+            ..
+        })
+    ));
+    let mut yi = vec![0i32; 8];
+    assert!(matches!(
+        k.run_int(Activations::U8(&x), &packed, &mut yi, 2, 1),
+        Err(CpuError::SpecMismatch(_))
+    ));
+    let mut float = q4(4, 64, Dim::Dynamic);
+    float.epilogue.requantize = true;
+    let mut bin = GemmSpec::binary(4, 64, Dim::Dynamic);
+    bin.epilogue.requantize = true;
+    for s in [float, bin] {
+        assert!(
+            matches!(compile(&s), Err(CpuError::Unsupported { .. })),
+            "{s}"
+        );
+    }
+}
