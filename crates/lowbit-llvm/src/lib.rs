@@ -2,9 +2,13 @@
 //! inkwell (LLVM 22), JIT-compiled in process or emitted ahead of time.
 //!
 //! * [`GemmSpec`] — what to compute: `Y[n, m] = act(X[n, k] · Wᵀ + bias)`
-//!   with `W` quantized (1- to 8-bit integers, `b1`, `f8E4M3FN`, `f8E5M2`;
-//!   per-channel or 32-multiple groups; f32/f16/bf16 scales; optional zero
-//!   points). Specs the kernels cannot run give [`CpuError::Unsupported`].
+//!   with `W` quantized (1- to 8-bit integers, `b1`, `f8E4M3FN`, `f8E5M2`,
+//!   `f4E2M1FN`; per-channel or 32-multiple groups; f32/f16/bf16 scales;
+//!   optional zero points) and f32/f16/bf16 activations, dequantized in
+//!   registers; or the exact integer paths: W8A8 ([`GemmSpec::int8`],
+//!   `vpdpbusd`, optional dyadic requantization to `i8`) and W1A1
+//!   ([`GemmSpec::binary`], xor + popcount). Specs the kernels cannot run
+//!   give [`CpuError::Unsupported`].
 //! * [`PackedWeights`] — weights pre-packed into the layout the kernel reads
 //!   ([`GemmSpec::packed_layout`], a lowbit-ir `Layout`).
 //! * [`compile`] / [`GemmKernel::run`] — the library JIT with its in-memory

@@ -19,7 +19,10 @@
 //!
 //! Limits: activations `f32`, `f16` or `bf16` (converted to `f32` once per
 //! call); scales `f32`, `f16` or `bf16`; groups a multiple of 32; epilogue
-//! bias and ReLU.
+//! bias and ReLU. The integer paths — W8A8 (`u8`/`i8` activations, `i8`
+//! weights, rows padded to 64 bytes) and W1A1 (`b1` both, rows padded to
+//! 512 bits) — produce exact `i32` sums (W8A8 optionally requantized to
+//! `i8`) and take no scales, zero points, bias or activation.
 
 use crate::error::CpuError;
 use lowbit_ir::{Granularity, Layout, TensorType};
