@@ -1,129 +1,169 @@
-//! `lowbit compile gemm ...`: ahead-of-time output of one GEMM kernel
-//! (LLVM IR, assembly or an object file) for the host or a named target.
-//!
-//! Limits: the MODEL argument is the word `gemm` followed by the spec
-//! options of `lowbit bench gemm`; compiling whole `.lbir`/`.onnx` models
-//! and `--emit so|ptx|ir|mlir` are not implemented yet and say so.
+//! `lowbit compile`: import a model and emit it. This build has no code
+//! generator yet, so only `--emit ir` (the imported, optionally optimized,
+//! lowbit IR text) is available; every other emit kind is refused with a
+//! message saying so, after the model has been imported and checked.
 
 use crate::args::{self, Spec};
-use crate::gemm_args::{gemm_spec, GEMM_SPECS};
 use crate::output::write_atomic;
-use crate::Failure;
-use lowbit_llvm::aot::{emit, Emit};
-use lowbit_llvm::CpuTarget;
-use std::io::Write;
+use crate::{read_source, write_stdout, Failure};
+use lowbit::ir::diag::render_with_source;
+use lowbit::ir::printer::print_module;
+use lowbit::ir::{parser::parse_module, verifier::verify_module, Module};
+use lowbit::onnx::import_model;
+use lowbit::opt::PassManager;
 use std::path::Path;
 
 /// `lowbit compile --help`.
 pub const HELP: &str = "\
-Compile a kernel ahead of time.
+Compile a model ahead of time.
 
-Usage: lowbit compile gemm --m M --k K --n N|? --weight DTYPE [--group G]
-           [--scale DTYPE] [--zero-point] --act DTYPE
-           -o OUT [--target x86_64|aarch64] [--cpu native|NAME]
-           [--emit obj|asm|llvm]
+Usage: lowbit compile MODEL -o OUT [OPTIONS]
+       lowbit compile gemm --m M --k K --n N|? --weight DTYPE ... -o OUT
+           (one CPU kernel as obj, asm or llvm; see 'lowbit compile gemm --help')
 
-Emits the GEMM kernel Y[n,m] = X[n,k] . W[m,k]^T (spec options as in
-'lowbit bench gemm'; --n ? makes n a run-time argument). The object exports
-the C function
+MODEL is an ONNX model (.onnx) or lowbit IR text (.lbir; '-' reads standard
+input).
 
-  void lowbit_gemm(const float *x, const uint8_t *w, const uint8_t *scales,
-                   const uint8_t *zero_points, const float *bias, float *y,
-                   int64_t n, int64_t row_begin, int64_t row_end);
+Options:
+  -o, --output OUT        Where to write the result ('-' for standard output)
+  --emit KIND             obj | so | asm | llvm | ptx | ir | mlir (default so).
+                          This build has no code generator: only 'ir' (the
+                          imported lowbit IR text) is available
+  --passes PIPELINE       Run a pass pipeline before emitting (as lowbit opt)
+  --target TARGET         x86_64 | aarch64 | nvptx
+  --cpu CPU               native | a CPU name
+  --sm SM                 80 | 89 | 90a
+  --print-ir-after-all, --print-ir-after=PASS, --print-ir-before=PASS
+                          Dump the IR around passes to standard error
+  -h, --help              Show this help
 
-  -o OUT            output file ('-' for standard output; written atomically)
-  --target ARCH     x86_64 or aarch64 (default: the host)
-  --cpu NAME        an LLVM CPU name, or native (default: native on the
-                    host architecture, generic otherwise)
-  --emit KIND       obj (default), asm or llvm (optimized LLVM IR)
-
-Compiling .lbir/.onnx models and --emit so|ptx|ir|mlir are not implemented
-yet.
+Exit status: 0 on success, 1 on any error, with one message on standard
+error naming the node, file or op at fault; OUT is never half-written.
 ";
 
-fn specs() -> Vec<Spec> {
-    let mut v: Vec<Spec> = GEMM_SPECS
-        .iter()
-        .map(|s| Spec {
-            long: s.long,
-            short: s.short,
-            takes_value: s.takes_value,
-        })
-        .collect();
-    for (long, short, takes_value) in [
-        ("output", Some('o'), true),
-        ("target", None, true),
-        ("cpu", None, true),
-        ("emit", None, true),
-        ("help", Some('h'), false),
-    ] {
-        v.push(Spec {
-            long,
-            short,
-            takes_value,
-        });
+const SPECS: &[Spec] = &[
+    Spec {
+        long: "output",
+        short: Some('o'),
+        takes_value: true,
+    },
+    Spec {
+        long: "emit",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "passes",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "target",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "cpu",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "sm",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "print-ir-after-all",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "print-ir-after",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "print-ir-before",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "help",
+        short: Some('h'),
+        takes_value: false,
+    },
+];
+
+const EMITS: &[&str] = &["obj", "so", "asm", "llvm", "ptx", "ir", "mlir"];
+const TARGETS: &[&str] = &["x86_64", "aarch64", "nvptx"];
+
+/// Loads a model: ONNX by extension, lowbit IR text otherwise.
+pub fn load_model(model: &str) -> Result<Module, Failure> {
+    let is_onnx = Path::new(model)
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    if is_onnx {
+        return import_model(Path::new(model)).map_err(|e| Failure::msg(e.to_string()));
     }
-    v
+    let src = read_source(model)?;
+    let shown = if model == "-" { "<stdin>" } else { model };
+    parse_module(&src)
+        .and_then(|m| verify_module(&m).map(|()| m))
+        .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))
 }
 
 /// Runs `lowbit compile` with the arguments after the command name.
 pub fn main(argv: &[String]) -> Result<(), Failure> {
-    let specs = specs();
-    let a = args::parse(argv, &specs).map_err(Failure::usage)?;
+    // `lowbit compile gemm ...` compiles one CPU kernel from a spec.
+    #[cfg(feature = "cpu")]
+    if argv.first().map(String::as_str) == Some("gemm") {
+        return crate::compile_gemm::main(argv);
+    }
+    let a = args::parse(argv, SPECS).map_err(Failure::usage)?;
     if a.has("help") {
-        print!("{HELP}");
-        return Ok(());
+        return write_stdout(HELP);
     }
-    match a.positional.first().map(String::as_str) {
-        Some("gemm") => {}
-        None => return Err(Failure::usage("missing MODEL (only 'gemm' for now)")),
-        Some(m) => {
-            return Err(Failure::msg(format!(
-                "{m}: compiling whole models is not implemented yet; \
-                 'lowbit compile gemm ...' compiles one kernel"
-            )))
-        }
-    }
-    if let Some(extra) = a.positional.get(1) {
-        return Err(Failure::usage(format!("unexpected argument '{extra}'")));
-    }
-    let what = match a.last("emit").unwrap_or("obj") {
-        "obj" => Emit::Obj,
-        "asm" => Emit::Asm,
-        "llvm" => Emit::LlvmIr,
-        e @ ("so" | "ptx" | "ir" | "mlir") => {
-            return Err(Failure::msg(format!(
-                "--emit {e} is not implemented yet for the cpu backend (use obj, asm or llvm)"
-            )))
-        }
-        e => return Err(Failure::usage(format!("unknown --emit kind '{e}'"))),
+    let model = match a.positional.as_slice() {
+        [m] => m.as_str(),
+        [] => return Err(Failure::usage("missing MODEL")),
+        [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
     };
     let out = a
         .last("output")
         .ok_or_else(|| Failure::usage("missing -o OUT"))?;
-    let spec = gemm_spec(&a, true)?;
-    let host = CpuTarget::host().map_err(|e| Failure::msg(e.to_string()))?;
-    let host_arch = host.triple.split('-').next().unwrap_or("").to_string();
-    let arch = a.last("target").unwrap_or(&host_arch);
-    if arch == "nvptx" {
-        return Err(Failure::msg(
-            "--target nvptx is not part of the cpu backend (not implemented yet)",
-        ));
+    let emit = a.last("emit").unwrap_or("so");
+    if !EMITS.contains(&emit) {
+        return Err(Failure::usage(format!(
+            "unknown --emit '{emit}' (expected one of: {})",
+            EMITS.join(", ")
+        )));
     }
-    let default_cpu = if arch == host_arch {
-        "native"
-    } else {
-        "generic"
-    };
-    let target = CpuTarget::named(arch, a.last("cpu").unwrap_or(default_cpu))
+    if let Some(t) = a.last("target") {
+        if !TARGETS.contains(&t) {
+            return Err(Failure::usage(format!(
+                "unknown --target '{t}' (expected one of: {})",
+                TARGETS.join(", ")
+            )));
+        }
+    }
+    let mut pm = PassManager::parse(a.last("passes").unwrap_or(""))
         .map_err(|e| Failure::msg(e.to_string()))?;
-    let bytes = emit(&spec, &target, what).map_err(|e| Failure::msg(e.to_string()))?;
-    if out == "-" {
-        let mut o = std::io::stdout().lock();
-        o.write_all(&bytes)
-            .and_then(|()| o.flush())
-            .map_err(|e| Failure::msg(format!("cannot write standard output: {e}")))
-    } else {
-        write_atomic(Path::new(out), &bytes).map_err(Failure::msg)
+    pm.instrumentation.print_after_all = a.has("print-ir-after-all");
+    pm.instrumentation.print_after = a.all("print-ir-after").to_vec();
+    pm.instrumentation.print_before = a.all("print-ir-before").to_vec();
+
+    let mut module = load_model(model)?;
+    let stderr = std::io::stderr();
+    pm.run(&mut module, &mut stderr.lock())
+        .map_err(|e| Failure::msg(format!("{model}: {e}")))?;
+    if emit != "ir" {
+        return Err(Failure::msg(format!(
+            "--emit {emit} is not available in this build: there is no code generator yet (use --emit ir)"
+        )));
+    }
+    let text = print_module(&module);
+    match out {
+        "-" => write_stdout(&text),
+        path => write_atomic(Path::new(path), text.as_bytes()).map_err(Failure::msg),
     }
 }

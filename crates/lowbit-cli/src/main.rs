@@ -1,4 +1,5 @@
-//! The `lowbit` command-line driver: `lowbit opt` and `lowbit run`.
+//! The `lowbit` command-line driver: `lowbit opt`, `lowbit run` and
+//! `lowbit compile`.
 //!
 //! Each command lives in its own module with its help text; errors are
 //! values ([`Failure`]) turned into one message on standard error and exit
@@ -7,10 +8,12 @@
 mod args;
 #[cfg(feature = "cpu")]
 mod bench_cmd;
-#[cfg(feature = "cpu")]
 mod compile_cmd;
 #[cfg(feature = "cpu")]
+mod compile_gemm;
+#[cfg(feature = "cpu")]
 mod cpu_run;
+mod explain_cmd;
 #[cfg(feature = "cpu")]
 mod gemm_args;
 mod opt_cmd;
@@ -26,10 +29,12 @@ lowbit: a compiler for low-precision neural-network kernels
 Usage: lowbit <COMMAND> [ARGS]
 
 Commands:
-  opt    Run a pass pipeline over lowbit IR text (.lbir) and print the result
-  run    Run a model (.lbir) on inputs (.pb or .npy) and write its outputs
-  compile  Compile a kernel ahead of time (object, assembly, LLVM IR)
-  bench  Benchmark a kernel against this machine's measured roofline
+  opt      Run a pass pipeline over lowbit IR text (.lbir) and print the result
+  run      Run a model (.onnx or .lbir) on inputs (.pb or .npy) and write its outputs
+  compile  Import a model (.onnx or .lbir) and emit it (this build: --emit ir),
+           or 'compile gemm ...': one CPU kernel as object, assembly or LLVM IR
+  explain  Show the schedule the optimizer picks per op, with costs and reasons
+  bench    Benchmark a kernel against this machine's measured roofline
 
 Options:
   -h, --help       Show this help ('lowbit <COMMAND> --help' for a command)
@@ -101,12 +106,12 @@ fn main() -> ExitCode {
         "-V" | "--version" => write_stdout(&format!("lowbit {}\n", env!("CARGO_PKG_VERSION"))),
         "opt" => opt_cmd::main(rest),
         "run" => run_cmd::main(rest),
+        "compile" => compile_cmd::main(rest),
+        "explain" => explain_cmd::main(rest),
         #[cfg(feature = "cpu")]
         "bench" => bench_cmd::main(rest),
-        #[cfg(feature = "cpu")]
-        "compile" => compile_cmd::main(rest),
         #[cfg(not(feature = "cpu"))]
-        "bench" | "compile" => Err(Failure::msg(
+        "bench" => Err(Failure::msg(
             "this lowbit was built without the cpu backend (feature 'cpu')",
         )),
         other => Err(Failure::usage(format!("unknown command '{other}'"))),
@@ -115,7 +120,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let name = match cmd {
-                "opt" | "run" | "bench" | "compile" => format!("lowbit {cmd}"),
+                "opt" | "run" | "compile" | "explain" | "bench" => format!("lowbit {cmd}"),
                 _ => "lowbit".to_string(),
             };
             match f {

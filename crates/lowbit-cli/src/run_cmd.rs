@@ -1,8 +1,9 @@
 //! `lowbit run`: run a model's entry function on input tensor files and
-//! write (or print) its outputs. `.lbir` models run on the reference
+//! write (or print) its outputs. Models are lowbit IR text (`.lbir`) or ONNX
+//! (`.onnx`, imported by `lowbit_onnx::import`). They run on the reference
 //! interpreter, or with `--backend cpu` (feature `cpu`) with their quantized
-//! matmuls on JIT kernels (see `cpu_run`); other model formats and backends
-//! are refused with a message saying so.
+//! matmuls on JIT kernels (see `cpu_run`); other backends are refused with a
+//! message saying so.
 
 use crate::args::{self, Spec};
 use crate::{read_source, write_stdout, Failure};
@@ -11,6 +12,7 @@ use lowbit::ir::diag::render_with_source;
 use lowbit::ir::printer::format_value;
 use lowbit::ir::{parser::parse_module, verifier::verify_module, Function, Tensor, TensorType};
 use lowbit::numerics::ElemType;
+use lowbit::onnx::import_model;
 use lowbit::onnx::tensor_io::{read_tensor, write_pb};
 use std::path::{Path, PathBuf};
 
@@ -20,9 +22,10 @@ Run a model on input tensors and write its outputs.
 
 Usage: lowbit run MODEL [--input NAME=FILE]... [OPTIONS]
 
-MODEL is lowbit IR text (.lbir; '-' reads standard input); its entry
-function (@main, else the first) is run. ONNX models (.onnx) are not
-supported by this build.
+MODEL is an ONNX model (.onnx; external data is read from files next to
+it) or lowbit IR text (.lbir; '-' reads standard input); its entry function
+(@main, else the first) is run. ONNX graph inputs and outputs keep their
+names.
 
 Options:
   --input NAME=FILE       Bind graph input NAME to a tensor file: an ONNX
@@ -93,26 +96,29 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
     };
     check_backend(a.last("backend"))?;
-    if Path::new(model)
+    let is_onnx = Path::new(model)
         .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
-    {
-        return Err(Failure::msg(format!(
-            "{model}: ONNX models are not supported by this build"
-        )));
-    }
-    let src = read_source(model)?;
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+    let (module, src) = if is_onnx {
+        let m = import_model(Path::new(model)).map_err(|e| Failure::msg(e.to_string()))?;
+        (m, None)
+    } else {
+        let src = read_source(model)?;
+        let shown = if model == "-" { "<stdin>" } else { model };
+        let m = parse_module(&src)
+            .and_then(|m| verify_module(&m).map(|()| m))
+            .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))?;
+        (m, Some(src))
+    };
     let shown = if model == "-" { "<stdin>" } else { model };
-    let module = parse_module(&src)
-        .and_then(|m| verify_module(&m).map(|()| m))
-        .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))?;
     let f = module
         .entry()
         .ok_or_else(|| Failure::msg(format!("{shown}: the module has no functions")))?;
 
-    let inputs = read_inputs(f, a.all("input"))?;
-    let render = |e: lowbit::interp::InterpError| {
-        Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, &src))
+    let inputs = read_inputs(f, a.all("input"), shown)?;
+    let render = |e: lowbit::interp::InterpError| match &src {
+        Some(src) => Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, src)),
+        None => Failure::msg(format!("{shown}: {e}")),
     };
     let outputs = match a.last("backend") {
         #[cfg(feature = "cpu")]
@@ -159,7 +165,11 @@ fn check_backend(requested: Option<&str>) -> Result<(), Failure> {
 
 /// Reads every `--input`, checking names and types against `f`'s
 /// parameters, and returns them in parameter order.
-fn read_inputs(f: &Function, specs: &[String]) -> Result<Vec<(String, Tensor)>, Failure> {
+fn read_inputs(
+    f: &Function,
+    specs: &[String],
+    model: &str,
+) -> Result<Vec<(String, Tensor)>, Failure> {
     let param_names: Vec<&str> = f.params.iter().map(|(n, _)| n.as_str()).collect();
     let mut given: Vec<(String, String, Tensor)> = Vec::new();
     for spec in specs {
@@ -167,6 +177,11 @@ fn read_inputs(f: &Function, specs: &[String]) -> Result<Vec<(String, Tensor)>, 
             Some((n, file)) => (Some(n.to_string()), file),
             None => (None, spec.as_str()),
         };
+        if file.is_empty() || name.as_deref() == Some("") {
+            return Err(Failure::usage(format!(
+                "--input '{spec}': expected NAME=FILE or FILE"
+            )));
+        }
         let (stored, t) = read_tensor(Path::new(file)).map_err(|e| {
             let who = name
                 .as_deref()
@@ -197,7 +212,7 @@ fn read_inputs(f: &Function, specs: &[String]) -> Result<Vec<(String, Tensor)>, 
         let want = f.ty(*v);
         let Some(i) = given.iter().position(|(n, _, _)| n == pname) else {
             return Err(Failure::msg(format!(
-                "input '{pname}': missing (expected a {want}); pass --input {pname}=FILE"
+                "{model}: input '{pname}': missing (expected a {want}); pass --input {pname}=FILE"
             )));
         };
         let (name, file, t) = given.swap_remove(i);
@@ -220,14 +235,25 @@ fn write_outputs(dir: &Path, outputs: &[(String, Tensor)]) -> Result<(), Failure
             dir.display()
         ))
     })?;
+    if let Some((name, _)) = outputs.iter().find(|(name, _)| {
+        name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\'])
+    }) {
+        return Err(Failure::msg(format!(
+            "output '{name}' cannot be used as a file name"
+        )));
+    }
+    // A failed run must not leave some outputs fresh and others stale or
+    // missing, so the outputs already written are removed again.
+    let mut written: Vec<PathBuf> = Vec::with_capacity(outputs.len());
     for (name, t) in outputs {
-        if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\\']) {
-            return Err(Failure::msg(format!(
-                "output '{name}' cannot be used as a file name"
-            )));
-        }
         let path: PathBuf = dir.join(format!("{name}.pb"));
-        write_pb(&path, name, t).map_err(|e| Failure::msg(format!("output '{name}': {e}")))?;
+        if let Err(e) = write_pb(&path, name, t) {
+            for p in &written {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(Failure::msg(format!("output '{name}': {e}")));
+        }
+        written.push(path);
     }
     Ok(())
 }

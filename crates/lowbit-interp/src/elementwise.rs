@@ -2,9 +2,9 @@
 
 use crate::num::{encode_arith, floats, int_to_int_code, ints, want_float, want_shape};
 use crate::shape::{broadcast, broadcast_strides, count, walk};
-use crate::special::erfc;
+use crate::special::{erf, erfc};
 use crate::tensor;
-use lowbit_ir::{BinaryOp, ElemType, Overflow, Tensor, TensorType};
+use lowbit_ir::{BinaryOp, ElemType, Overflow, Tensor, TensorType, UnaryOp};
 
 /// `add`/`sub`/`mul`/`div` with numpy broadcasting.
 pub(crate) fn binary(
@@ -33,6 +33,21 @@ pub(crate) fn binary(
             BinaryOp::Sub => |x, y| x - y,
             BinaryOp::Mul => |x, y| x * y,
             BinaryOp::Div => |x, y| x / y,
+            BinaryOp::Pow => f64::powf,
+            BinaryOp::Min => |x, y| {
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else {
+                    x.min(y)
+                }
+            },
+            BinaryOp::Max => |x, y| {
+                if x.is_nan() || y.is_nan() {
+                    f64::NAN
+                } else {
+                    x.max(y)
+                }
+            },
         };
         walk::<2, String>(&shape, [&sa, &sb], |i, [ia, ib]| {
             codes[i] = encode_arith(elem, f(x[ia], y[ib]));
@@ -58,6 +73,9 @@ pub(crate) fn binary(
                     }
                     int_to_int_code(p / q, elem, ov)
                 }
+                BinaryOp::Min => int_to_int_code(p.min(q), elem, ov),
+                BinaryOp::Max => int_to_int_code(p.max(q), elem, ov),
+                BinaryOp::Pow => return Err(format!("pow needs float operands, got {elem}")),
             };
             Ok(())
         })?;
@@ -84,6 +102,44 @@ pub(crate) fn relu(x: &Tensor, rt: &TensorType) -> Result<Tensor, String> {
                 .collect();
             Ok(tensor(x.elem, &x.shape, codes))
         }
+    }
+}
+
+/// `neg`, `sqrt`, `exp`, `sigmoid`, `tanh`, `erf`: floats in `f64` rounded
+/// once; integer `neg` exactly, then wrapped (`-(-128)` is `-128` in `i8`).
+pub(crate) fn unary(op: UnaryOp, x: &Tensor, rt: &TensorType) -> Result<Tensor, String> {
+    if op == UnaryOp::Neg && x.elem.is_int() {
+        want_shape(rt, &x.shape)?;
+        if rt.elem != x.elem {
+            return Err(format!(
+                "integer neg keeps the element type: expected {}, got {}",
+                x.elem, rt.elem
+            ));
+        }
+        let codes = ints(x)
+            .into_iter()
+            .map(|v| int_to_int_code(-v, x.elem, Overflow::Wrap))
+            .collect();
+        return Ok(tensor(x.elem, &x.shape, codes));
+    }
+    let f: fn(f64) -> f64 = match op {
+        UnaryOp::Neg => |v| -v,
+        UnaryOp::Sqrt => f64::sqrt,
+        UnaryOp::Exp => f64::exp,
+        UnaryOp::Sigmoid => sigmoid,
+        UnaryOp::Tanh => f64::tanh,
+        UnaryOp::Erf => erf,
+    };
+    float_unary(x, rt, f)
+}
+
+/// `1 / (1 + exp(-x))`, written so neither tail overflows to NaN.
+pub(crate) fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
     }
 }
 

@@ -101,9 +101,39 @@
 //! * `reshape` (same element type and count), `transpose {perm}` (result
 //!   dim `i` is operand dim `perm[i]`), `relayout` (same shape and element
 //!   type): element values unchanged.
+//! * `pow` (floats), `min`/`max` (NaN propagates; integers exact) broadcast
+//!   like `add`. `neg`, `sqrt`, `exp`, `sigmoid`, `tanh`, `erf`: `f64`
+//!   rounded once; `neg` on integers is exact then wrapped.
+//! * `log_softmax {axis}`: `x − m − ln Σ exp(x − m)` per slice.
+//! * `reduce_min`/`reduce_max {axes}`: reduced dims kept as 1; NaN wins.
+//! * `concat {axis}`, `slice {starts, steps}` (result dims from the result
+//!   type; out-of-range reads are errors), `gather {axis}` (negative
+//!   indices count from the end; out of range is an error), `broadcast`
+//!   (numpy rule to the result shape): values unchanged.
+//! * `conv2d x, w[, bias] {strides, pads, dilations, group}`: NCHW, zero
+//!   padding; float sums in `f64` rounded once, integral sums exact.
+//! * `qmatmul x, wq, scale[, zp][, bias] {dequant_type, activation, ...}`:
+//!   exactly `act(matmul(x, dequantize(wq, scale, zp)) + bias)` with the
+//!   dequantized weight rounded to `dequant_type` and the product, the bias
+//!   sum and the activation each rounded to the result type, as the
+//!   unfused ops do (`weight_lhs` swaps the matmul operands). Backends may
+//!   skip the intermediate roundings; their kernels are checked against
+//!   this definition within their own declared bound.
+//! * `matmul_int a, b[, za, zb] {overflow, schedule}`: integer operands;
+//!   `Σ_k (a − za)(b − zb)` exactly (zero points are single elements of the
+//!   operand's type), then wrap/saturate. `schedule = bit_serial` computes
+//!   the same sum from AND-popcounts of bit-planes (two's-complement sign
+//!   plane weighted `−2^(p−1)`) minus the zero-point corrections.
+//! * `requant_dyadic acc[, zp] {multiplier, shift, rounding, saturate}`:
+//!   `round(acc · multiplier / 2^shift) + zp` exactly on integers, with the
+//!   op's rounding mode (default nearest-even, as `quantize`), then clamp
+//!   (default) or wrap to the result type.
 #![deny(missing_docs)]
 
+mod conv;
 mod elementwise;
+mod fused;
+mod indexing;
 mod linalg;
 mod movement;
 mod norm;
@@ -288,6 +318,69 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
         OpKind::Reshape => movement::reshape(ops[0], rt),
         OpKind::Transpose { perm } => movement::transpose(perm, ops[0], rt),
         OpKind::Relayout => movement::relayout(ops[0], rt),
+        OpKind::Unary { op } => elementwise::unary(*op, ops[0], rt),
+        OpKind::LogSoftmax { axis } => norm::log_softmax(*axis, ops[0], rt),
+        OpKind::Reduce { op, axes } => indexing::reduce(*op, axes, ops[0], rt),
+        OpKind::Concat { axis } => indexing::concat(*axis, ops, rt),
+        OpKind::Slice { starts, steps } => indexing::slice(starts, steps, ops[0], rt),
+        OpKind::Gather { axis } => indexing::gather(*axis, ops[0], ops[1], rt),
+        OpKind::Broadcast => indexing::broadcast(ops[0], rt),
+        OpKind::Conv2d {
+            strides,
+            pads,
+            dilations,
+            group,
+            overflow,
+        } => conv::conv2d(
+            &conv::ConvAttrs {
+                strides: *strides,
+                pads: *pads,
+                dilations: *dilations,
+                group: *group,
+                overflow: *overflow,
+            },
+            ops,
+            rt,
+        ),
+        OpKind::QMatMul {
+            granularity,
+            dequant_type,
+            has_zero_point,
+            has_bias,
+            weight_lhs,
+            activation,
+        } => fused::qmatmul(
+            fused::QMatMulAttrs {
+                granularity,
+                dequant_type: *dequant_type,
+                has_zero_point: *has_zero_point,
+                has_bias: *has_bias,
+                weight_lhs: *weight_lhs,
+                activation: *activation,
+            },
+            ops,
+            rt,
+        ),
+        OpKind::MatMulInt { overflow, schedule } => {
+            fused::matmul_int(*overflow, *schedule, ops, rt)
+        }
+        OpKind::RequantDyadic {
+            multiplier,
+            shift,
+            axis,
+            rounding,
+            saturate,
+        } => fused::requant_dyadic(
+            fused::Dyadic {
+                multiplier,
+                shift,
+                axis: *axis,
+                rounding: *rounding,
+                saturate: *saturate,
+            },
+            ops,
+            rt,
+        ),
     }
 }
 

@@ -47,6 +47,40 @@ pub(crate) fn softmax(axis: i64, x: &Tensor, rt: &TensorType) -> Result<Tensor, 
     Ok(tensor(rt.elem, &x.shape, codes))
 }
 
+/// `log_softmax {axis}`: `x - m - log(Σ exp(x - m))` per slice, `m` the max.
+pub(crate) fn log_softmax(axis: i64, x: &Tensor, rt: &TensorType) -> Result<Tensor, String> {
+    want_float("the operand", x.elem)?;
+    want_float("the result", rt.elem)?;
+    want_shape(rt, &x.shape)?;
+    let ax = norm_axis(axis, x.shape.len())?;
+    let len = x.shape[ax] as usize;
+    let inner: usize = x.shape[ax + 1..].iter().map(|&d| d as usize).product();
+    let outer: usize = x.shape[..ax].iter().map(|&d| d as usize).product();
+    let v = floats(x);
+    let mut codes = vec![0u64; v.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * len + j) * inner + i;
+            let mut max = f64::NEG_INFINITY;
+            let mut nan = false;
+            for j in 0..len {
+                let xv = v[at(j)];
+                nan |= xv.is_nan();
+                if xv > max {
+                    max = xv;
+                }
+            }
+            let sum: f64 = (0..len).map(|j| (v[at(j)] - max).exp()).sum();
+            let lse = sum.ln();
+            for j in 0..len {
+                let y = if nan { f64::NAN } else { v[at(j)] - max - lse };
+                codes[at(j)] = encode_arith(rt.elem, y);
+            }
+        }
+    }
+    Ok(tensor(rt.elem, &x.shape, codes))
+}
+
 /// A checked normalization: `outer` slices of `n` elements each.
 struct NormSetup {
     outer: usize,

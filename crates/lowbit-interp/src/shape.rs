@@ -5,6 +5,8 @@
 //! Every function here returns an error string instead of panicking on
 //! shapes whose element count overflows `usize` or that do not broadcast.
 
+use lowbit_ir::verifier::broadcast_shapes;
+
 /// Number of elements of a shape, or an error when it overflows `usize`.
 pub(crate) fn count(shape: &[u64]) -> Result<usize, String> {
     shape
@@ -30,35 +32,16 @@ pub(crate) fn strides(shape: &[u64]) -> Vec<usize> {
     s
 }
 
-/// The numpy broadcast of two shapes (right-aligned; a dim of 1 stretches).
+/// The numpy broadcast of two shapes (right-aligned; a dim of 1 stretches):
+/// the verifier's rule, with an error message for ops run unverified.
 pub(crate) fn broadcast(a: &[u64], b: &[u64]) -> Result<Vec<u64>, String> {
-    let r = a.len().max(b.len());
-    let mut out = vec![0u64; r];
-    for i in 0..r {
-        let da = if i < r - a.len() {
-            1
-        } else {
-            a[i - (r - a.len())]
-        };
-        let db = if i < r - b.len() {
-            1
-        } else {
-            b[i - (r - b.len())]
-        };
-        out[i] = match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => {
-                return Err(format!(
-                    "shapes {} and {} do not broadcast",
-                    fmt_shape(a),
-                    fmt_shape(b)
-                ))
-            }
-        };
-    }
-    Ok(out)
+    broadcast_shapes(a, b).ok_or_else(|| {
+        format!(
+            "shapes {} and {} do not broadcast",
+            fmt_shape(a),
+            fmt_shape(b)
+        )
+    })
 }
 
 /// Strides that read an operand of shape `from` while walking `to` (which

@@ -22,6 +22,7 @@ pub mod function;
 pub mod ops;
 pub mod parser;
 pub mod printer;
+pub mod target;
 pub mod tensor;
 pub mod testing;
 pub mod types;
@@ -32,6 +33,9 @@ pub use entity::{Arena, EntityId};
 pub use function::{Function, Module, OpData, ValueData, ValueDef};
 pub use function::{Op, Value};
 pub use lowbit_numerics::{ElemType, FloatFormat, FloatKind, Overflow, Rounding};
-pub use ops::{Attr, BinaryOp, ConstData, Granularity, OpKind};
+
+pub use ops::{
+    Activation, Attr, BinaryOp, ConstData, Granularity, IntSchedule, OpKind, ReduceOp, UnaryOp,
+};
 pub use tensor::Tensor;
 pub use types::{Layout, PackOrder, TensorType};

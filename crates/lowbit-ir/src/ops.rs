@@ -10,10 +10,16 @@
 //! * `quantize x, scale[, zero_point]`, `dequantize q, scale[, zero_point]`.
 //! * `requantize q, in_scale, in_zero_point, out_scale, out_zero_point`.
 //! * `gemm a, b[, c]`; `layer_norm x, gamma[, beta]`; `rms_norm x, gamma`.
+//! * `conv2d x, w[, bias]`; `gather data, indices`; `concat x0, x1, ...`
+//!   (one or more).
+//! * `qmatmul x, wq, scale[, zero_point][, bias]` (the optional operands are
+//!   announced by the `zero_point`/`bias` attributes).
+//! * `matmul_int a, b[, a_zero_point, b_zero_point]` (both or neither).
+//! * `requant_dyadic acc[, zero_point]`.
 //! * everything else takes its data operands only.
 
 use crate::types::TensorType;
-use lowbit_numerics::{Overflow, Rounding};
+use lowbit_numerics::{ElemType, Overflow, Rounding};
 use std::fmt;
 use std::sync::Arc;
 
@@ -183,6 +189,129 @@ pub enum BinaryOp {
     Mul,
     /// `a / b` (integers truncate toward zero)
     Div,
+    /// `a ^ b` (floats only)
+    Pow,
+    /// `min(a, b)` (NaN wins)
+    Min,
+    /// `max(a, b)` (NaN wins)
+    Max,
+}
+
+/// Element-wise unary functions. `neg` also takes integers; the others
+/// are float-only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// `-x`
+    Neg,
+    /// `sqrt(x)`
+    Sqrt,
+    /// `exp(x)`
+    Exp,
+    /// `1 / (1 + exp(-x))`
+    Sigmoid,
+    /// `tanh(x)`
+    Tanh,
+    /// The error function.
+    Erf,
+}
+
+impl UnaryOp {
+    /// Every unary op, in text-format order.
+    pub const ALL: [UnaryOp; 6] = [
+        UnaryOp::Neg,
+        UnaryOp::Sqrt,
+        UnaryOp::Exp,
+        UnaryOp::Sigmoid,
+        UnaryOp::Tanh,
+        UnaryOp::Erf,
+    ];
+
+    /// The op name in the text format.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Erf => "erf",
+        }
+    }
+}
+
+/// A reduction over a set of axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// The smallest element (NaN wins).
+    Min,
+    /// The largest element (NaN wins).
+    Max,
+}
+
+/// The element-wise epilogue of a fused op.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Activation {
+    /// None.
+    #[default]
+    None,
+    /// `relu`.
+    Relu,
+    /// `gelu` (erf form).
+    Gelu,
+    /// `gelu {approximate = tanh}`.
+    GeluTanh,
+    /// `silu`.
+    Silu,
+}
+
+impl Activation {
+    /// The spelling in the text format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "none",
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
+            Activation::Silu => "silu",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Activation, String> {
+        Ok(match s {
+            "none" => Activation::None,
+            "relu" => Activation::Relu,
+            "gelu" => Activation::Gelu,
+            "gelu_tanh" => Activation::GeluTanh,
+            "silu" => Activation::Silu,
+            _ => {
+                return Err(format!(
+                    "attribute 'activation' must be none, relu, gelu, gelu_tanh or silu, not '{s}'"
+                ))
+            }
+        })
+    }
+}
+
+/// How `matmul_int` computes its (identical) result; a hint for backends,
+/// chosen by the e-graph optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum IntSchedule {
+    /// Multiply-accumulate on whole integers (VNNI, `mma.s8`).
+    #[default]
+    Direct,
+    /// Sum over bit-plane pairs of AND-popcount products, with sign and
+    /// zero-point corrections.
+    BitSerial,
+}
+
+impl IntSchedule {
+    /// The spelling in the text format.
+    pub fn name(self) -> &'static str {
+        match self {
+            IntSchedule::Direct => "direct",
+            IntSchedule::BitSerial => "bit_serial",
+        }
+    }
 }
 
 /// A constant payload: the physical bytes of the result type's layout.
@@ -299,6 +428,102 @@ pub enum OpKind {
     },
     /// Same values, new layout (given by the result type).
     Relayout,
+    /// Element-wise unary function.
+    Unary {
+        /// Which function.
+        op: UnaryOp,
+    },
+    /// `log(softmax(x))` along an axis.
+    LogSoftmax {
+        /// The reduced axis (negative counts from the end).
+        axis: i64,
+    },
+    /// Reduction over `axes`; the result keeps the reduced dims with size 1.
+    Reduce {
+        /// Which reduction.
+        op: ReduceOp,
+        /// The reduced axes (sorted, distinct).
+        axes: Vec<u32>,
+    },
+    /// Joins operands along an axis (all other dims equal).
+    Concat {
+        /// The joined axis (negative counts from the end).
+        axis: i64,
+    },
+    /// Strided slice: result element `i` along dim `d` is operand element
+    /// `starts[d] + i * steps[d]`; the result type gives the counts.
+    Slice {
+        /// First index per dim (in range).
+        starts: Vec<u64>,
+        /// Step per dim (non-zero, may be negative).
+        steps: Vec<i64>,
+    },
+    /// `data` indexed along `axis` by an integer `indices` tensor (negative
+    /// indices count from the end): result shape
+    /// `data[..axis] ++ indices ++ data[axis+1..]`.
+    Gather {
+        /// The indexed axis (negative counts from the end).
+        axis: i64,
+    },
+    /// Numpy-broadcasts the operand to the result type's shape.
+    Broadcast,
+    /// 2-D convolution `[N, C, H, W] * [M, C/group, kH, kW] (+ bias[M])`.
+    Conv2d {
+        /// Strides (height, width).
+        strides: [u64; 2],
+        /// Padding (top, left, bottom, right).
+        pads: [u64; 4],
+        /// Dilations (height, width).
+        dilations: [u64; 2],
+        /// Number of channel groups.
+        group: u64,
+        /// Integer results: wrap or saturate the exact sum.
+        overflow: Overflow,
+    },
+    /// Dequantization fused into a matrix product, with an epilogue:
+    /// `act(matmul(x, dequantize(wq, scale, zp)) + bias)` (operands swapped
+    /// with `weight_lhs`), each step rounded exactly as the unfused ops
+    /// round: the dequantized weight to `dequant_type`, the product, the
+    /// sum and the activation to the result type.
+    QMatMul {
+        /// Granularity of the weight scale.
+        granularity: Granularity,
+        /// Element type the weight is dequantized to (rounded once).
+        dequant_type: ElemType,
+        /// A weight zero point follows the scale.
+        has_zero_point: bool,
+        /// A bias operand comes last (broadcast to the result).
+        has_bias: bool,
+        /// The weight is the left operand: `matmul(w, x)`.
+        weight_lhs: bool,
+        /// The epilogue activation.
+        activation: Activation,
+    },
+    /// Integer matrix product with zero points:
+    /// `Σ_k (a - za)(b - zb)` exactly, then wrap/saturate.
+    MatMulInt {
+        /// Wrap or saturate the exact sum to the result type.
+        overflow: Overflow,
+        /// How it is computed (the result does not depend on it).
+        schedule: IntSchedule,
+    },
+    /// Dyadic requantization (HAWQ-V3):
+    /// `round(acc · multiplier / 2^shift) + zp`, computed exactly on
+    /// integers, then clamped or wrapped. With
+    /// an `axis`, element `i` uses `multiplier[i[axis]]` and `shift[i[axis]]`
+    /// (per-output-channel scales); without, both lists have one entry.
+    RequantDyadic {
+        /// Integer multipliers (0 ≤ m < 2^62), one per channel.
+        multiplier: Vec<i64>,
+        /// Right shifts (0 ≤ shift ≤ 126), one per channel.
+        shift: Vec<u32>,
+        /// The channel axis of the accumulator, if per-channel.
+        axis: Option<u32>,
+        /// Rounding of the exact quotient.
+        rounding: Rounding,
+        /// Clamp (true) or wrap.
+        saturate: bool,
+    },
 }
 
 /// Every op name the text format knows.
@@ -323,6 +548,26 @@ pub const OP_NAMES: &[&str] = &[
     "reshape",
     "transpose",
     "relayout",
+    "pow",
+    "min",
+    "max",
+    "neg",
+    "sqrt",
+    "exp",
+    "sigmoid",
+    "tanh",
+    "erf",
+    "log_softmax",
+    "reduce_min",
+    "reduce_max",
+    "concat",
+    "slice",
+    "gather",
+    "broadcast",
+    "conv2d",
+    "qmatmul",
+    "matmul_int",
+    "requant_dyadic",
 ];
 
 impl OpKind {
@@ -341,6 +586,9 @@ impl OpKind {
                 BinaryOp::Sub => "sub",
                 BinaryOp::Mul => "mul",
                 BinaryOp::Div => "div",
+                BinaryOp::Pow => "pow",
+                BinaryOp::Min => "min",
+                BinaryOp::Max => "max",
             },
             OpKind::Relu => "relu",
             OpKind::Gelu { .. } => "gelu",
@@ -351,6 +599,20 @@ impl OpKind {
             OpKind::Reshape => "reshape",
             OpKind::Transpose { .. } => "transpose",
             OpKind::Relayout => "relayout",
+            OpKind::Unary { op } => op.name(),
+            OpKind::LogSoftmax { .. } => "log_softmax",
+            OpKind::Reduce { op, .. } => match op {
+                ReduceOp::Min => "reduce_min",
+                ReduceOp::Max => "reduce_max",
+            },
+            OpKind::Concat { .. } => "concat",
+            OpKind::Slice { .. } => "slice",
+            OpKind::Gather { .. } => "gather",
+            OpKind::Broadcast => "broadcast",
+            OpKind::Conv2d { .. } => "conv2d",
+            OpKind::QMatMul { .. } => "qmatmul",
+            OpKind::MatMulInt { .. } => "matmul_int",
+            OpKind::RequantDyadic { .. } => "requant_dyadic",
         }
     }
 
@@ -362,7 +624,19 @@ impl OpKind {
             OpKind::Requantize { .. } => (5, 5),
             OpKind::MatMul { .. } | OpKind::Binary { .. } => (2, 2),
             OpKind::Gemm { .. } | OpKind::LayerNorm { .. } => (2, 3),
-            OpKind::RmsNorm { .. } => (2, 2),
+            OpKind::RmsNorm { .. } | OpKind::Gather { .. } => (2, 2),
+            OpKind::Conv2d { .. } => (2, 3),
+            OpKind::Concat { .. } => (1, usize::MAX),
+            OpKind::QMatMul {
+                has_zero_point,
+                has_bias,
+                ..
+            } => {
+                let n = 3 + *has_zero_point as usize + *has_bias as usize;
+                (n, n)
+            }
+            OpKind::MatMulInt { .. } => (2, 4),
+            OpKind::RequantDyadic { .. } => (1, 2),
             _ => (1, 1),
         }
     }
@@ -428,6 +702,46 @@ impl OpKind {
             OpKind::MatMul { overflow: o } | OpKind::Binary { overflow: o, .. } => {
                 overflow(&mut out, *o)
             }
+            OpKind::LogSoftmax { axis } => {
+                if *axis != -1 {
+                    out.push(("axis", Attr::Int(*axis)));
+                }
+            }
+            OpKind::Concat { axis } | OpKind::Gather { axis } => {
+                out.push(("axis", Attr::Int(*axis)))
+            }
+            OpKind::Reduce { axes, .. } => {
+                out.push(("axes", Attr::Ints(axes.iter().map(|&a| a as i64).collect())))
+            }
+            OpKind::Slice { starts, steps } => {
+                out.push((
+                    "starts",
+                    Attr::Ints(starts.iter().map(|&s| s as i64).collect()),
+                ));
+                out.push(("steps", Attr::Ints(steps.clone())));
+            }
+            OpKind::Conv2d {
+                strides,
+                pads,
+                dilations,
+                group,
+                overflow: o,
+            } => {
+                let ints = |v: &[u64]| Attr::Ints(v.iter().map(|&x| x as i64).collect());
+                if *strides != [1, 1] {
+                    out.push(("strides", ints(strides)));
+                }
+                if *pads != [0; 4] {
+                    out.push(("pads", ints(pads)));
+                }
+                if *dilations != [1, 1] {
+                    out.push(("dilations", ints(dilations)));
+                }
+                if *group != 1 {
+                    out.push(("group", Attr::Int(*group as i64)));
+                }
+                overflow(&mut out, *o);
+            }
             OpKind::Gemm {
                 trans_a,
                 trans_b,
@@ -470,11 +784,66 @@ impl OpKind {
             OpKind::Transpose { perm } => {
                 out.push(("perm", Attr::Ints(perm.iter().map(|&p| p as i64).collect())))
             }
+            OpKind::QMatMul {
+                granularity,
+                dequant_type,
+                has_zero_point,
+                has_bias,
+                weight_lhs,
+                activation,
+            } => {
+                granularity.push_attrs(&mut out);
+                out.push(("dequant_type", Attr::Ident(dequant_type.to_string())));
+                if *has_zero_point {
+                    out.push(("zero_point", Attr::Bool(true)));
+                }
+                if *has_bias {
+                    out.push(("bias", Attr::Bool(true)));
+                }
+                if *weight_lhs {
+                    out.push(("weight_lhs", Attr::Bool(true)));
+                }
+                if *activation != Activation::None {
+                    out.push(("activation", Attr::Ident(activation.name().into())));
+                }
+            }
+            OpKind::MatMulInt {
+                overflow: o,
+                schedule,
+            } => {
+                overflow(&mut out, *o);
+                if *schedule != IntSchedule::Direct {
+                    out.push(("schedule", Attr::Ident(schedule.name().into())));
+                }
+            }
+            OpKind::RequantDyadic {
+                multiplier,
+                shift,
+                axis,
+                rounding: r,
+                saturate,
+            } => {
+                if let Some(a) = axis {
+                    out.push(("axis", Attr::Int(*a as i64)));
+                }
+                let list = |v: Vec<i64>| match v[..] {
+                    [one] if axis.is_none() => Attr::Int(one),
+                    _ => Attr::Ints(v),
+                };
+                out.push(("multiplier", list(multiplier.clone())));
+                out.push(("shift", list(shift.iter().map(|&s| s as i64).collect())));
+                rounding(&mut out, *r);
+                if !saturate {
+                    out.push(("saturate", Attr::Bool(false)));
+                }
+            }
             OpKind::Constant(_)
             | OpKind::Relu
             | OpKind::Silu
             | OpKind::Reshape
-            | OpKind::Relayout => {}
+            | OpKind::Relayout
+            | OpKind::Unary { .. }
+            | OpKind::Broadcast => {}
         }
         out
     }
@@ -483,6 +852,10 @@ impl OpKind {
     /// are not built here: the parser reads their payload itself.
     pub fn from_parts(name: &str, attrs: Vec<(String, Attr)>) -> Result<OpKind, String> {
         let mut a = AttrReader { attrs };
+        if let Some(op) = UnaryOp::ALL.into_iter().find(|u| u.name() == name) {
+            a.finish(name)?;
+            return Ok(OpKind::Unary { op });
+        }
         let kind = match name {
             "quantize" => OpKind::Quantize {
                 granularity: Granularity::from_attrs(&mut a)?,
@@ -516,11 +889,14 @@ impl OpKind {
                 beta: a.opt_float("beta")?.unwrap_or(1.0),
                 overflow: a.overflow()?,
             },
-            "add" | "sub" | "mul" | "div" => OpKind::Binary {
+            "add" | "sub" | "mul" | "div" | "pow" | "min" | "max" => OpKind::Binary {
                 op: match name {
                     "add" => BinaryOp::Add,
                     "sub" => BinaryOp::Sub,
                     "mul" => BinaryOp::Mul,
+                    "pow" => BinaryOp::Pow,
+                    "min" => BinaryOp::Min,
+                    "max" => BinaryOp::Max,
                     _ => BinaryOp::Div,
                 },
                 overflow: a.overflow()?,
@@ -562,6 +938,139 @@ impl OpKind {
                 }
             }
             "relayout" => OpKind::Relayout,
+            "log_softmax" => OpKind::LogSoftmax {
+                axis: a.opt_int("axis")?.unwrap_or(-1),
+            },
+            "reduce_min" | "reduce_max" => {
+                let axes = a
+                    .opt_ints("axes")?
+                    .ok_or("reduction needs an 'axes' attribute")?;
+                if axes.iter().any(|&x| x < 0) || axes.windows(2).any(|w| w[0] >= w[1]) {
+                    return Err("'axes' must be sorted, distinct and non-negative".into());
+                }
+                OpKind::Reduce {
+                    op: if name == "reduce_min" {
+                        ReduceOp::Min
+                    } else {
+                        ReduceOp::Max
+                    },
+                    axes: axes.into_iter().map(|x| x as u32).collect(),
+                }
+            }
+            "concat" => OpKind::Concat {
+                axis: a
+                    .opt_int("axis")?
+                    .ok_or("concat needs an 'axis' attribute")?,
+            },
+            "gather" => OpKind::Gather {
+                axis: a
+                    .opt_int("axis")?
+                    .ok_or("gather needs an 'axis' attribute")?,
+            },
+            "slice" => {
+                let starts = a.opt_ints("starts")?.ok_or("slice needs 'starts'")?;
+                let steps = a.opt_ints("steps")?.ok_or("slice needs 'steps'")?;
+                if starts.len() != steps.len() {
+                    return Err("'starts' and 'steps' must have one entry per dim".into());
+                }
+                if starts.iter().any(|&x| x < 0) || steps.contains(&0) {
+                    return Err("'starts' must be non-negative and 'steps' non-zero".into());
+                }
+                OpKind::Slice {
+                    starts: starts.into_iter().map(|x| x as u64).collect(),
+                    steps,
+                }
+            }
+            "broadcast" => OpKind::Broadcast,
+            "conv2d" => {
+                let fixed = |a: &mut AttrReader, key: &str, n: usize, default: u64| match a
+                    .opt_ints(key)?
+                {
+                    None => Ok(vec![default; n]),
+                    Some(v) if v.len() == n && v.iter().all(|&x| x >= 0) => {
+                        Ok(v.into_iter().map(|x| x as u64).collect::<Vec<u64>>())
+                    }
+                    Some(_) => Err(format!(
+                        "attribute '{key}' must list {n} non-negative integers"
+                    )),
+                };
+                let strides = fixed(&mut a, "strides", 2, 1)?;
+                let pads = fixed(&mut a, "pads", 4, 0)?;
+                let dilations = fixed(&mut a, "dilations", 2, 1)?;
+                OpKind::Conv2d {
+                    strides: [strides[0], strides[1]],
+                    pads: [pads[0], pads[1], pads[2], pads[3]],
+                    dilations: [dilations[0], dilations[1]],
+                    group: a.opt_uint("group")?.unwrap_or(1),
+                    overflow: a.overflow()?,
+                }
+            }
+            "qmatmul" => OpKind::QMatMul {
+                granularity: Granularity::from_attrs(&mut a)?,
+                dequant_type: {
+                    let t = a
+                        .opt_ident("dequant_type")?
+                        .ok_or("qmatmul needs a 'dequant_type' attribute")?;
+                    t.parse::<ElemType>()
+                        .map_err(|e| format!("attribute 'dequant_type': {e}"))?
+                },
+                has_zero_point: a.opt_bool("zero_point")?.unwrap_or(false),
+                has_bias: a.opt_bool("bias")?.unwrap_or(false),
+                weight_lhs: a.opt_bool("weight_lhs")?.unwrap_or(false),
+                activation: match a.opt_ident("activation")? {
+                    None => Activation::None,
+                    Some(s) => Activation::parse(&s)?,
+                },
+            },
+            "matmul_int" => OpKind::MatMulInt {
+                overflow: a.overflow()?,
+                schedule: match a.opt_ident("schedule")?.as_deref() {
+                    None | Some("direct") => IntSchedule::Direct,
+                    Some("bit_serial") => IntSchedule::BitSerial,
+                    Some(o) => {
+                        return Err(format!(
+                            "attribute 'schedule' must be direct or bit_serial, not '{o}'"
+                        ))
+                    }
+                },
+            },
+            "requant_dyadic" => {
+                let axis = a.opt_uint("axis")?.map(|x| x as u32);
+                let multiplier = a
+                    .int_or_ints("multiplier")?
+                    .ok_or("requant_dyadic needs a 'multiplier' attribute")?;
+                if let Some(m) = multiplier.iter().find(|m| !(0..1i64 << 62).contains(*m)) {
+                    return Err(format!(
+                        "attribute 'multiplier' must be in [0, 2^62), not {m}"
+                    ));
+                }
+                let shift = a
+                    .int_or_ints("shift")?
+                    .ok_or("requant_dyadic needs a 'shift' attribute")?;
+                if let Some(s) = shift.iter().find(|s| !(0..=126).contains(*s)) {
+                    return Err(format!("attribute 'shift' must be in [0, 126], not {s}"));
+                }
+                if multiplier.len() != shift.len() || multiplier.is_empty() {
+                    return Err(format!(
+                        "attributes 'multiplier' ({}) and 'shift' ({}) need one entry per channel each",
+                        multiplier.len(),
+                        shift.len()
+                    ));
+                }
+                if axis.is_none() && multiplier.len() != 1 {
+                    return Err(format!(
+                        "{} multipliers need an 'axis' attribute naming the channel axis",
+                        multiplier.len()
+                    ));
+                }
+                OpKind::RequantDyadic {
+                    multiplier,
+                    shift: shift.into_iter().map(|s| s as u32).collect(),
+                    axis,
+                    rounding: a.rounding()?,
+                    saturate: a.opt_bool("saturate")?.unwrap_or(true),
+                }
+            }
             "constant" => return Err("constant needs a payload".into()),
             _ => return Err(format!("unknown op '{name}'")),
         };
@@ -656,6 +1165,16 @@ impl AttrReader {
             )),
         }
     }
+    fn int_or_ints(&mut self, key: &str) -> Result<Option<Vec<i64>>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Attr::Int(i)) => Ok(Some(vec![i])),
+            Some(Attr::Ints(v)) => Ok(Some(v)),
+            Some(o) => Err(format!(
+                "attribute '{key}' must be an integer or a list of integers, not {o}"
+            )),
+        }
+    }
     fn rounding(&mut self) -> Result<Rounding, String> {
         self.opt_ident("rounding")?
             .map(|s| s.parse())
@@ -711,6 +1230,65 @@ mod tests {
                 epsilon: 1e-6,
             },
             OpKind::Gelu { tanh: true },
+            OpKind::Unary { op: UnaryOp::Erf },
+            OpKind::Binary {
+                op: BinaryOp::Pow,
+                overflow: Overflow::Wrap,
+            },
+            OpKind::LogSoftmax { axis: 0 },
+            OpKind::Reduce {
+                op: ReduceOp::Max,
+                axes: vec![0, 2],
+            },
+            OpKind::Concat { axis: -1 },
+            OpKind::Gather { axis: 1 },
+            OpKind::Slice {
+                starts: vec![0, 3],
+                steps: vec![1, -2],
+            },
+            OpKind::Broadcast,
+            OpKind::Conv2d {
+                strides: [2, 1],
+                pads: [1, 1, 0, 0],
+                dilations: [1, 2],
+                group: 2,
+                overflow: Overflow::Saturate,
+            },
+            OpKind::Conv2d {
+                strides: [1, 1],
+                pads: [0; 4],
+                dilations: [1, 1],
+                group: 1,
+                overflow: Overflow::Wrap,
+            },
+            OpKind::QMatMul {
+                granularity: Granularity::Blocked {
+                    blocks: vec![(0, 32)],
+                },
+                dequant_type: ElemType::F16,
+                has_zero_point: true,
+                has_bias: true,
+                weight_lhs: false,
+                activation: Activation::GeluTanh,
+            },
+            OpKind::MatMulInt {
+                overflow: Overflow::Saturate,
+                schedule: IntSchedule::BitSerial,
+            },
+            OpKind::RequantDyadic {
+                multiplier: vec![1 << 30],
+                shift: vec![37],
+                axis: None,
+                rounding: Rounding::NearestAway,
+                saturate: false,
+            },
+            OpKind::RequantDyadic {
+                multiplier: vec![1 << 30, 3, 0],
+                shift: vec![37, 0, 126],
+                axis: Some(1),
+                rounding: Rounding::Down,
+                saturate: true,
+            },
         ];
         for op in ops {
             let attrs = op
@@ -731,6 +1309,42 @@ mod tests {
         let e =
             OpKind::from_parts("quantize", vec![("block_size".into(), Attr::Int(32))]).unwrap_err();
         assert!(e.contains("needs an axis"), "{e}");
+        let e = OpKind::from_parts("qmatmul", vec![]).unwrap_err();
+        assert!(e.contains("needs a 'dequant_type'"), "{e}");
+        let e = OpKind::from_parts(
+            "requant_dyadic",
+            vec![
+                ("multiplier".into(), Attr::Int(-1)),
+                ("shift".into(), Attr::Int(3)),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("'multiplier' must be in"), "{e}");
+        let e = OpKind::from_parts(
+            "requant_dyadic",
+            vec![
+                ("multiplier".into(), Attr::Ints(vec![1, 2])),
+                ("shift".into(), Attr::Ints(vec![3, 4])),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("need an 'axis'"), "{e}");
+        let e = OpKind::from_parts(
+            "requant_dyadic",
+            vec![
+                ("axis".into(), Attr::Int(0)),
+                ("multiplier".into(), Attr::Ints(vec![1, 2])),
+                ("shift".into(), Attr::Ints(vec![3])),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("one entry per channel"), "{e}");
+        let e = OpKind::from_parts(
+            "matmul_int",
+            vec![("schedule".into(), Attr::Ident("magic".into()))],
+        )
+        .unwrap_err();
+        assert!(e.contains("direct or bit_serial"), "{e}");
     }
 
     #[test]

@@ -179,6 +179,26 @@ impl<'a> Lexer<'a> {
         &self.src[start..self.pos.off]
     }
 
+    /// A `"..."` string at the cursor, quotes and escapes included (see
+    /// [`unescape`]); it ends at the line.
+    fn string_body(&mut self, pos: Pos) -> PResult<&'a str> {
+        let start = self.pos.off;
+        self.bump();
+        loop {
+            match self.byte(0) {
+                Some(b'"') => break,
+                Some(b'\\') if matches!(self.byte(1), Some(b) if b != b'\n') => {
+                    self.bump();
+                    self.bump();
+                }
+                Some(b) if b != b'\n' => self.bump(),
+                _ => return Err(err(pos, "unterminated string")),
+            }
+        }
+        self.bump();
+        Ok(&self.src[start..self.pos.off])
+    }
+
     /// The character at the cursor, described for an error message.
     fn here(&self) -> String {
         match self.src[self.pos.off..].chars().next() {
@@ -244,6 +264,12 @@ impl<'a> Lexer<'a> {
             }
             b'-' if self.byte(1).is_some_and(|b| b.is_ascii_digit()) => self.number(),
             b'0'..=b'9' => self.number(),
+            b'%' if self.byte(1) == Some(b'"') => {
+                self.bump();
+                let start = self.pos.off;
+                self.string_body(pos)?;
+                tok(Tok::Value(&self.src[start..self.pos.off]))
+            }
             b'%' | b'@' => {
                 self.bump();
                 let name = self.name_chars();
@@ -265,13 +291,8 @@ impl<'a> Lexer<'a> {
                 })
             }
             b'"' => {
-                self.bump();
-                let body = self.take_while(|b| b != b'"' && b != b'\n');
-                if self.byte(0) != Some(b'"') {
-                    return Err(err(pos, "unterminated string"));
-                }
-                self.bump();
-                tok(Tok::Str(body))
+                let body = self.string_body(pos)?;
+                tok(Tok::Str(&body[1..body.len() - 1]))
             }
             _ if is_ident_start(b) => tok(Tok::Ident(self.take_while(is_ident_continue))),
             _ => Err(err(pos, format!("unexpected character {}", self.here()))),
@@ -408,7 +429,8 @@ struct Parser<'a> {
     pending: Vec<PendingResource<'a>>,
 }
 
-type Scope<'a> = HashMap<&'a str, Value>;
+/// Values by name (quoted names unescaped, so `%"x"` and `%x` agree).
+type Scope<'a> = HashMap<String, Value>;
 
 impl<'a> Parser<'a> {
     fn new(src: &'a str) -> Parser<'a> {
@@ -629,11 +651,12 @@ impl<'a> Parser<'a> {
                 };
                 self.expect(":", &format!("after parameter '%{pname}'"))?;
                 let ty = self.tensor_type()?;
-                if scope.contains_key(pname) {
+                let key = value_name(pname, t.pos)?;
+                if scope.contains_key(&key) {
                     return Err(err(t.pos, format!("redefinition of %{pname}")));
                 }
-                let v = f.add_param(pname, ty);
-                scope.insert(pname, v);
+                let v = f.add_param(key.clone(), ty);
+                scope.insert(key, v);
                 if !self.eat(",")? {
                     self.expect(")", "after the parameters")?;
                     break;
@@ -708,6 +731,20 @@ impl<'a> Parser<'a> {
         }
         loop {
             let t = self.next()?;
+            if let Tok::Str(quoted) = t.tok {
+                self.expect(":", "after a quoted output name")?;
+                let name = unescape(quoted).map_err(|m| err(t.pos, m))?;
+                let ty = self.tensor_type()?;
+                if outs.iter().any(|(n, _)| *n == name) {
+                    return Err(err(t.pos, format!("duplicate output name '{name}'")));
+                }
+                outs.push((name, ty));
+                if !self.eat(",")? {
+                    self.expect(")", "after the output types")?;
+                    return Ok(outs);
+                }
+                continue;
+            }
             let Tok::Ident(word) = t.tok else {
                 return Err(err(
                     t.pos,
@@ -1192,6 +1229,48 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// The name a `%` token denotes: the text itself, or a quoted name unescaped.
+fn value_name(raw: &str, pos: Pos) -> PResult<String> {
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(body) => unescape(body).map_err(|m| err(pos, m)),
+        None => Ok(raw.to_string()),
+    }
+}
+
+/// Undoes the printer's escapes: `\\`, `\"` and `\XX` (two hex digits, an
+/// ASCII byte).
+pub fn unescape(body: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push('\\'),
+            Some('"') => out.push('"'),
+            Some(h) => {
+                let l = chars.next().unwrap_or(' ');
+                let code = [h, l]
+                    .iter()
+                    .try_fold(0u32, |a, d| d.to_digit(16).map(|d| a * 16 + d))
+                    .filter(|&c| c < 0x80);
+                match code.and_then(char::from_u32) {
+                    Some(ch) => out.push(ch),
+                    None => {
+                        return Err(format!(
+                            "invalid escape '\\{h}{l}' in a quoted name (use \\\\, \\\" or \\XX with XX below 80)"
+                        ))
+                    }
+                }
+            }
+            None => return Err("a quoted name ends with a lone '\\'".into()),
+        }
+    }
+    Ok(out)
+}
+
 fn describe_value(t: Tok) -> String {
     match t {
         Tok::Value(s) => format!("%{s}"),
@@ -1207,7 +1286,7 @@ fn lookup(scope: &Scope, t: Token) -> PResult<Value> {
         ));
     };
     scope
-        .get(name)
+        .get(&value_name(name, t.pos)?)
         .copied()
         .ok_or_else(|| err(t.pos, format!("use of undefined value %{name}")))
 }
@@ -1215,8 +1294,11 @@ fn lookup(scope: &Scope, t: Token) -> PResult<Value> {
 fn check_fresh(scope: &Scope, results: &[Token]) -> PResult<()> {
     for (i, t) in results.iter().enumerate() {
         if let Tok::Value(name) = t.tok {
-            let repeated = results[..i].iter().any(|r| r.tok == t.tok);
-            if repeated || scope.contains_key(name) {
+            let key = value_name(name, t.pos)?;
+            let repeated = results[..i]
+                .iter()
+                .any(|r| matches!(r.tok, Tok::Value(n) if value_name(n, r.pos).ok().as_ref() == Some(&key)));
+            if repeated || scope.contains_key(&key) {
                 return Err(err(t.pos, format!("redefinition of %{name}")));
             }
         }
@@ -1227,7 +1309,9 @@ fn check_fresh(scope: &Scope, results: &[Token]) -> PResult<()> {
 fn define<'a>(f: &Function, scope: &mut Scope<'a>, results: &[Token<'a>], op: Op) {
     for (t, &v) in results.iter().zip(&f.op(op).results) {
         if let Tok::Value(name) = t.tok {
-            scope.insert(name, v);
+            if let Ok(key) = value_name(name, t.pos) {
+                scope.insert(key, v);
+            }
         }
     }
 }
@@ -1628,6 +1712,62 @@ module {
         assert_eq!(
             f.op(f.ops()[0]).operands,
             vec![f.params[0].1, f.params[1].1]
+        );
+    }
+
+    #[test]
+    fn quoted_names_round_trip() {
+        let src = "func @main(%\"onnx::MatMul_1\": tensor<2xf32>, %\"/l.0/Add_output_0\": tensor<2xf32>) \
+                   -> (\"out:0\": tensor<2xf32>, \"a\\\"b\\\\c\\0A\": tensor<2xf32>) {\n\
+                   %0 = add %\"onnx::MatMul_1\", %\"/l.0/Add_output_0\" : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>\n\
+                   return %0, %\"onnx::MatMul_1\" }";
+        let m = parse_ok(src);
+        let f = &m.functions[0];
+        assert_eq!(f.params[0].0, "onnx::MatMul_1");
+        assert_eq!(f.params[1].0, "/l.0/Add_output_0");
+        assert_eq!(f.outputs[0].0, "out:0");
+        assert_eq!(f.outputs[1].0, "a\"b\\c\n");
+        let text = crate::printer::print_module(&m);
+        assert!(
+            text.contains("%\"onnx::MatMul_1\": tensor<2xf32>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"a\\\"b\\\\c\\0A\": tensor<2xf32>"),
+            "{text}"
+        );
+        assert_eq!(parse_ok(&text), m);
+        // names that would be misread unquoted are quoted
+        for name in ["0", "a->b", "x y", "", "é", "tensor"] {
+            let mut f = Function::new("g");
+            let v = f.add_param(name, TensorType::new(vec![1], ElemType::F32));
+            f.outputs.push((name.to_string(), v));
+            let m = Module { functions: vec![f] };
+            let text = crate::printer::print_module(&m);
+            assert_eq!(parse_ok(&text), m, "{text}");
+        }
+    }
+
+    #[test]
+    fn quoted_name_errors() {
+        assert_error(
+            "func @f(%\"a\\zz\": tensor<f32>) -> tensor<f32> {\n  return %\"a\\zz\" }",
+            "1:9: invalid escape '\\zz' in a quoted name (use \\\\, \\\" or \\XX with XX below 80)",
+        );
+        assert_error(
+            "func @f(%\"abc: tensor<f32>) -> tensor<f32> {\n  return }",
+            "1:9: unterminated string",
+        );
+        // a quoted plain name is the same name
+        assert_error(
+            "func @f(%\"a\": tensor<f32>, %a: tensor<f32>) -> tensor<f32> {\n  return %a }",
+            "1:28: redefinition of %a",
+        );
+        assert_eq!(
+            parse_ok("func @f(%\"a\": tensor<f32>) -> tensor<f32> {\n  return %a }").functions[0]
+                .params[0]
+                .0,
+            "a"
         );
     }
 

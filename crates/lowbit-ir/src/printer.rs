@@ -97,6 +97,38 @@ struct Printer {
     inline_everything: bool,
 }
 
+/// A parameter or output name as the text format writes it: plain names
+/// (`[A-Za-z_][A-Za-z0-9_.$-]*`, without `->`) as they are, anything else
+/// (ONNX names such as `onnx::MatMul_1` or `/layer.0/Add_output_0`) in
+/// double quotes, with `\\`, `\"` and `\XX` (hex) for control characters.
+pub fn quote_name(name: &str) -> std::borrow::Cow<'_, str> {
+    let b = name.as_bytes();
+    let plain = b
+        .first()
+        .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.$-".contains(c))
+        && !name.contains("->")
+        && !matches!(name, "tensor" | "return");
+    if plain {
+        return name.into();
+    }
+    let mut s = String::with_capacity(name.len() + 2);
+    s.push('"');
+    for c in name.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(s, "\\{:02X}", c as u32);
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s.into()
+}
+
 /// Uppercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -113,14 +145,14 @@ impl Printer {
             .params
             .iter()
             .map(|(n, v)| {
-                names.insert(*v, format!("%{n}"));
-                format!("%{n}: {}", f.ty(*v))
+                names.insert(*v, format!("%{}", quote_name(n)));
+                format!("%{}: {}", quote_name(n), f.ty(*v))
             })
             .collect();
         let outs: Vec<String> = f
             .outputs
             .iter()
-            .map(|(n, v)| format!("{n}: {}", f.ty(*v)))
+            .map(|(n, v)| format!("{}: {}", quote_name(n), f.ty(*v)))
             .collect();
         let _ = writeln!(
             self.out,

@@ -19,10 +19,16 @@ pub struct Tensor {
 impl Tensor {
     /// Builds a tensor, checking that the code count matches the shape.
     pub fn new(elem: ElemType, shape: Vec<u64>, codes: Vec<u64>) -> Result<Tensor, String> {
-        let n: u64 = shape.iter().product();
-        if n != codes.len() as u64 {
+        // A zero dim anywhere makes the tensor empty, however large the others.
+        let n = if shape.contains(&0) {
+            Some(0)
+        } else {
+            shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d))
+        };
+        if n != Some(codes.len() as u64) {
+            let need = n.map_or("more than 2^64".to_string(), |n| n.to_string());
             return Err(format!(
-                "tensor of shape {shape:?} needs {n} elements, got {}",
+                "tensor of shape {shape:?} needs {need} elements, got {}",
                 codes.len()
             ));
         }
@@ -77,10 +83,9 @@ impl Tensor {
         let seq: Vec<u64> = order.iter().map(|&i| self.codes[i]).collect();
         let bits = self.elem.bits();
         if layout.bit_planes {
-            let row = plane_row(&self.shape, layout);
-            let mut out =
-                Vec::with_capacity(seq.len() / row.max(1) * bits as usize * row.div_ceil(8));
-            for chunk in seq.chunks(row.max(1)) {
+            let row = layout.plane_row(&self.shape) as usize;
+            let mut out = Vec::with_capacity(seq.len() / row * bits as usize * row.div_ceil(8));
+            for chunk in seq.chunks(row) {
                 for k in 0..bits {
                     let mut plane = vec![0u8; row.div_ceil(8)];
                     for (j, &c) in chunk.iter().enumerate() {
@@ -114,7 +119,7 @@ impl Tensor {
         let bits = ty.elem.bits();
         let layout = &ty.layout;
         let seq: Vec<u64> = if layout.bit_planes {
-            let row = plane_row(&ty.shape, layout).max(1);
+            let row = layout.plane_row(&ty.shape) as usize;
             let plane_bytes = row.div_ceil(8);
             let mut seq = Vec::with_capacity(n);
             for (r, rowbytes) in bytes.chunks(plane_bytes * bits as usize).enumerate() {
@@ -142,10 +147,6 @@ impl Tensor {
         }
         Tensor::new(ty.elem, ty.shape.clone(), codes)
     }
-}
-
-fn plane_row(shape: &[u64], layout: &Layout) -> usize {
-    layout.tile.last().or(shape.last()).copied().unwrap_or(1) as usize
 }
 
 /// Packs codes into a dense bit stream.
@@ -214,7 +215,12 @@ pub fn unpack_stream(bytes: &[u8], n: usize, bits: u32, order: PackOrder) -> Vec
 
 /// For each physical position, the logical row-major index stored there.
 fn physical_order(shape: &[u64], elem: ElemType, layout: &Layout) -> Vec<usize> {
-    let n: usize = shape.iter().product::<u64>() as usize;
+    // Saturating: a tensor's codes exist, so a zero dim makes this 0.
+    let n = if shape.contains(&0) {
+        0
+    } else {
+        shape.iter().fold(1u64, |a, &d| a.saturating_mul(d)) as usize
+    };
     let mut order: Vec<usize> = if layout.tile.is_empty() {
         (0..n).collect()
     } else {
@@ -246,7 +252,7 @@ fn tiled_order(shape: &[u64], tile: &[u64]) -> Vec<usize> {
     pdims.extend(&counts);
     pdims.extend(tile);
     let strides = row_major_strides(shape);
-    let n: u64 = shape.iter().product();
+    let n: u64 = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d));
     let mut order = Vec::with_capacity(n as usize);
     let mut idx = vec![0u64; pdims.len()];
     for _ in 0..n {

@@ -39,23 +39,29 @@ pub fn random_module(seed: u64, size: usize) -> Module {
     Module { functions }
 }
 
-/// splitmix64: small, fast and good enough to pick test cases.
-struct Rng(u64);
+/// splitmix64: small, fast and good enough to pick test cases; public so
+/// that other crates' tests derive their inputs reproducibly from a seed.
+pub struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// A generator whose whole sequence is fixed by `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+    /// Uniform in `0..n` (`n > 0`; `0..1` for `n = 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
     }
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
+        lo + self.next_u64() % (hi - lo + 1)
     }
     fn chance(&mut self, num: usize, den: usize) -> bool {
         self.below(den) < num
@@ -193,7 +199,7 @@ impl<'r> FnGen<'r> {
     fn constant(&mut self, ty: TensorType) -> Value {
         let n = ty.num_elements() as usize;
         let mask = ty.elem.code_mask();
-        let codes = (0..n).map(|_| self.rng.next() & mask).collect();
+        let codes = (0..n).map(|_| self.rng.next_u64() & mask).collect();
         let bytes = match Tensor::new(ty.elem, ty.shape.clone(), codes) {
             Ok(t) => t.to_bytes(&ty.layout),
             Err(_) => vec![0; ty.byte_size() as usize],

@@ -54,6 +54,18 @@ impl Layout {
         *self == Layout::default()
     }
 
+    /// Elements per bit-plane row for a tensor of `shape` (step 3 of the
+    /// module docs): the last tile dim when tiled, else the last dim; at
+    /// least 1, so a zero-sized or scalar tensor still has whole rows.
+    pub fn plane_row(&self, shape: &[u64]) -> u64 {
+        self.tile
+            .last()
+            .or(shape.last())
+            .copied()
+            .unwrap_or(1)
+            .max(1)
+    }
+
     /// Checks that this layout can hold `elem` values of the given shape.
     pub fn check_fits(&self, elem: ElemType, shape: &[u64]) -> Result<(), String> {
         if self.tile.len() > shape.len() {
@@ -86,7 +98,7 @@ impl Layout {
                     "interleave chunk {c} is not a multiple of the {p} {elem} elements per byte"
                 ));
             }
-            let n: u64 = shape.iter().product();
+            let n: u64 = shape.iter().fold(1u64, |a, &d| a.saturating_mul(d));
             if !n.is_multiple_of(c) {
                 return Err(format!(
                     "interleave chunk {c} does not divide the {n} elements of the tensor"
@@ -177,14 +189,7 @@ impl TensorType {
     pub fn byte_size(&self) -> u64 {
         let bits = self.elem.bits() as u64;
         if self.layout.bit_planes {
-            let row = self
-                .layout
-                .tile
-                .last()
-                .copied()
-                .or(self.shape.last().copied())
-                .unwrap_or(1)
-                .max(1);
+            let row = self.layout.plane_row(&self.shape);
             let rows = self.num_elements() / row;
             rows * bits * row.div_ceil(8)
         } else {

@@ -22,7 +22,7 @@
 
 use crate::diag::{Diagnostic, Span};
 use crate::function::{Function, Module, Op, Value, ValueDef};
-use crate::ops::{Granularity, OpKind};
+use crate::ops::{BinaryOp, Granularity, OpKind, UnaryOp};
 use crate::types::{PackOrder, TensorType};
 use lowbit_numerics::ElemType;
 use std::collections::{HashMap, HashSet};
@@ -520,8 +520,11 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
             beta,
             ..
         } => check_gemm(cx, ops, (*trans_a, *trans_b), (*alpha, *beta), res),
-        OpKind::Binary { .. } => {
+        OpKind::Binary { op, .. } => {
             let (a, b) = (ops[0], ops[1]);
+            if *op == BinaryOp::Pow {
+                cx.expect_float("base", a);
+            }
             if a.elem != b.elem {
                 cx.err(format!(
                     "operand element types differ: lhs {}, rhs {}",
@@ -545,7 +548,13 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
                 Some(_) => {}
             }
         }
-        OpKind::Relu => cx.expect_same_shape_and_elem(ops[0], res),
+        OpKind::Relu => {
+            // max(x, 0) needs a zero; b1 holds only -1 and +1.
+            if ops[0].elem == ElemType::Bipolar {
+                cx.err("operand must be a float or integer, got b1 (it has no zero)");
+            }
+            cx.expect_same_shape_and_elem(ops[0], res);
+        }
         OpKind::Gelu { .. } | OpKind::Silu => {
             cx.expect_float("operand", ops[0]);
             cx.expect_same_shape_and_elem(ops[0], res);
@@ -595,7 +604,382 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
         }
         OpKind::Transpose { perm } => check_transpose(cx, perm, ops[0], res),
         OpKind::Relayout => cx.expect_same_shape_and_elem(ops[0], res),
+        OpKind::Unary { op } => {
+            if *op != UnaryOp::Neg {
+                cx.expect_float("operand", ops[0]);
+            } else if ops[0].elem == ElemType::Bipolar {
+                cx.err("neg is not defined on b1");
+            }
+            cx.expect_same_shape_and_elem(ops[0], res);
+        }
+        OpKind::LogSoftmax { axis } => {
+            cx.expect_float("operand", ops[0]);
+            cx.expect_axis(*axis, ops[0].rank());
+            cx.expect_same_shape_and_elem(ops[0], res);
+        }
+        OpKind::Reduce { axes, .. } => check_reduce(cx, axes, ops[0], res),
+        OpKind::Concat { axis } => check_concat(cx, *axis, ops, res),
+        OpKind::Slice { starts, steps } => check_slice(cx, starts, steps, ops[0], res),
+        OpKind::Gather { axis } => check_gather(cx, *axis, ops[0], ops[1], res),
+        OpKind::Broadcast => {
+            expect_elem(cx, ops[0], res);
+            if broadcast_shapes(&ops[0].shape, &res.shape).as_deref() != Some(&res.shape[..]) {
+                cx.err(format!(
+                    "operand shape {:?} does not broadcast to the result shape {:?}",
+                    ops[0].shape, res.shape
+                ));
+            }
+        }
+        OpKind::Conv2d {
+            strides,
+            pads,
+            dilations,
+            group,
+            ..
+        } => check_conv2d(cx, ops, (*strides, *pads, *dilations, *group), res),
+        OpKind::QMatMul {
+            granularity,
+            dequant_type,
+            has_zero_point,
+            has_bias,
+            weight_lhs,
+            ..
+        } => check_qmatmul(
+            cx,
+            ops,
+            (granularity, *dequant_type),
+            (*has_zero_point, *has_bias, *weight_lhs),
+            res,
+        ),
+        OpKind::MatMulInt { .. } => check_matmul_int(cx, ops, res),
+        OpKind::RequantDyadic {
+            multiplier,
+            shift,
+            axis,
+            ..
+        } => {
+            let acc = ops[0];
+            check_dyadic_channels(cx, multiplier, shift, *axis, acc);
+            if !acc.elem.is_int() {
+                cx.err(format!(
+                    "accumulator must have an integer element type, got {}",
+                    acc.elem
+                ));
+            }
+            if !res.elem.is_int() {
+                cx.err(format!(
+                    "result must have an integer element type, got {}",
+                    res.elem
+                ));
+            }
+            if let Some(zp) = ops.get(1) {
+                check_scalar_zero_point(cx, "zero point", zp, res.elem, "result");
+            }
+            cx.expect_same_shape("accumulator", acc, res);
+        }
     }
+}
+
+fn expect_elem(cx: &mut OpCx, x: &TensorType, res: &TensorType) {
+    if res.elem != x.elem {
+        cx.err(format!(
+            "result element type {} differs from operand element type {}",
+            res.elem, x.elem
+        ));
+    }
+}
+
+fn check_reduce(cx: &mut OpCx, axes: &[u32], x: &TensorType, res: &TensorType) {
+    expect_elem(cx, x, res);
+    if axes.windows(2).any(|w| w[0] >= w[1]) {
+        cx.err(format!("axes {axes:?} must be sorted and distinct"));
+    }
+    let mut want = x.shape.clone();
+    for &a in axes {
+        match want.get_mut(a as usize) {
+            Some(d) => *d = 1,
+            None => {
+                cx.err(format!("axis {a} is out of range for rank {}", x.rank()));
+                return;
+            }
+        }
+    }
+    if res.shape != want {
+        cx.err(format!(
+            "result shape {:?} differs from the expected {want:?} (reduced dims are kept as 1)",
+            res.shape
+        ));
+    }
+}
+
+fn check_concat(cx: &mut OpCx, axis: i64, ops: &[&TensorType], res: &TensorType) {
+    let first = ops[0];
+    let Some(ax) = cx.expect_axis(axis, first.rank()) else {
+        return;
+    };
+    let mut want = first.shape.clone();
+    for (i, t) in ops.iter().enumerate().skip(1) {
+        if t.elem != first.elem {
+            cx.err(format!(
+                "operand #{i} element type {} differs from operand #0 element type {}",
+                t.elem, first.elem
+            ));
+        }
+        let same_rest = t.rank() == first.rank()
+            && (0..t.rank()).all(|d| d == ax || t.shape[d] == first.shape[d]);
+        if !same_rest {
+            cx.err(format!(
+                "operand #{i} shape {:?} differs from operand #0 shape {:?} outside axis {ax}",
+                t.shape, first.shape
+            ));
+            return;
+        }
+        want[ax] += t.shape[ax];
+    }
+    expect_elem(cx, first, res);
+    if res.shape != want {
+        cx.err(format!(
+            "result shape {:?} differs from the joined shape {want:?}",
+            res.shape
+        ));
+    }
+}
+
+fn check_slice(cx: &mut OpCx, starts: &[u64], steps: &[i64], x: &TensorType, res: &TensorType) {
+    expect_elem(cx, x, res);
+    let rank = x.rank();
+    if starts.len() != rank || steps.len() != rank || res.rank() != rank {
+        cx.err(format!(
+            "starts, steps and the result need one entry per dim of the rank-{rank} operand"
+        ));
+        return;
+    }
+    for d in 0..rank {
+        let (n, dim, start, step) = (res.shape[d], x.shape[d], starts[d], steps[d]);
+        if step == 0 {
+            cx.err(format!("step along dim {d} is 0"));
+            continue;
+        }
+        if n == 0 {
+            continue;
+        }
+        let last = start as i128 + (n as i128 - 1) * step as i128;
+        if start >= dim || last < 0 || last >= dim as i128 {
+            cx.err(format!(
+                "dim {d}: {n} elements from {start} in steps of {step} leave the operand dim of size {dim}"
+            ));
+        }
+    }
+}
+
+fn check_gather(cx: &mut OpCx, axis: i64, data: &TensorType, idx: &TensorType, res: &TensorType) {
+    expect_elem(cx, data, res);
+    if !idx.elem.is_int() {
+        cx.err(format!(
+            "indices must have an integer element type, got {}",
+            idx.elem
+        ));
+    }
+    let Some(ax) = cx.expect_axis(axis, data.rank()) else {
+        return;
+    };
+    let mut want = data.shape[..ax].to_vec();
+    want.extend(&idx.shape);
+    want.extend(&data.shape[ax + 1..]);
+    if res.shape != want {
+        cx.err(format!(
+            "result shape {:?} differs from the expected {want:?}",
+            res.shape
+        ));
+    }
+}
+
+type ConvAttrs = ([u64; 2], [u64; 4], [u64; 2], u64);
+
+fn check_conv2d(cx: &mut OpCx, ops: &[&TensorType], attrs: ConvAttrs, res: &TensorType) {
+    let (strides, pads, dilations, group) = attrs;
+    let (x, w) = (ops[0], ops[1]);
+    let integral = cx.check_product_classes(x, w, res);
+    if x.rank() != 4 || w.rank() != 4 {
+        cx.err(format!(
+            "input and weight must be 4-D, got shapes {:?} and {:?}",
+            x.shape, w.shape
+        ));
+        return;
+    }
+    if strides.contains(&0) || dilations.contains(&0) || group == 0 {
+        cx.err("strides, dilations and group must be positive");
+        return;
+    }
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (m, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
+    if c % group != 0 || m % group != 0 || cg.checked_mul(group) != Some(c) {
+        cx.err(format!(
+            "channels do not match: input has {c}, weight {m}x{cg} per group, group = {group}"
+        ));
+    }
+    if let Some(b) = ops.get(2) {
+        if b.shape != [m] {
+            cx.err(format!("bias shape {:?} differs from [{m}]", b.shape));
+        }
+        if integral.is_some_and(|i| i != b.elem.is_integral()) {
+            cx.err(format!(
+                "bias element type {} does not match the input class",
+                b.elem
+            ));
+        }
+    }
+    let out = |size: u64, k: u64, p0: u64, p1: u64, s: u64, d: u64| {
+        let span = d.checked_mul(k.max(1) - 1)?.checked_add(1)?;
+        size.checked_add(p0)?
+            .checked_add(p1)?
+            .checked_sub(span)
+            .map(|v| v / s + 1)
+    };
+    match (
+        out(h, kh, pads[0], pads[2], strides[0], dilations[0]),
+        out(wd, kw, pads[1], pads[3], strides[1], dilations[1]),
+    ) {
+        (Some(oh), Some(ow)) if kh > 0 && kw > 0 => {
+            if res.shape != [n, m, oh, ow] {
+                cx.err(format!(
+                    "result shape {:?} differs from the expected {:?}",
+                    res.shape,
+                    [n, m, oh, ow]
+                ));
+            }
+        }
+        _ => cx.err(format!(
+            "kernel {kh}x{kw} (dilated) is larger than the padded input {h}x{wd}"
+        )),
+    }
+}
+
+/// One multiplier and shift per channel of `axis` (one in all without it),
+/// each in the range the interpreter computes exactly.
+fn check_dyadic_channels(
+    cx: &mut OpCx,
+    multiplier: &[i64],
+    shift: &[u32],
+    axis: Option<u32>,
+    acc: &TensorType,
+) {
+    let want = match axis {
+        None => Some(1),
+        Some(a) if (a as usize) < acc.rank() => Some(acc.shape[a as usize]),
+        Some(a) => {
+            cx.err(format!(
+                "axis {a} is out of range for the rank-{} accumulator",
+                acc.rank()
+            ));
+            None
+        }
+    };
+    for (what, n) in [("multipliers", multiplier.len()), ("shifts", shift.len())] {
+        if want.is_some_and(|w| w != n as u64) {
+            cx.err(format!(
+                "{n} {what}, but the channel count is {}",
+                want.unwrap_or(0)
+            ));
+        }
+    }
+    if let Some(m) = multiplier.iter().find(|m| !(0..1i64 << 62).contains(*m)) {
+        cx.err(format!("multiplier {m} is outside [0, 2^62)"));
+    }
+    if let Some(s) = shift.iter().find(|s| **s > 126) {
+        cx.err(format!("shift {s} is larger than 126"));
+    }
+}
+
+/// A per-tensor zero point: shape `[]` or `[1]` and the given element type.
+fn check_scalar_zero_point(
+    cx: &mut OpCx,
+    label: &str,
+    zp: &TensorType,
+    want: ElemType,
+    owner: &str,
+) {
+    if zp.num_elements() != 1 || zp.rank() > 1 {
+        cx.err(format!(
+            "{label} must be per-tensor (shape [] or [1]), got {:?}",
+            zp.shape
+        ));
+    }
+    if zp.elem != want {
+        cx.err(format!(
+            "{label} element type {} differs from the {owner} element type {want}",
+            zp.elem
+        ));
+    }
+}
+
+fn check_qmatmul(
+    cx: &mut OpCx,
+    ops: &[&TensorType],
+    (granularity, dequant_type): (&Granularity, ElemType),
+    (has_zp, has_bias, weight_lhs): (bool, bool, bool),
+    res: &TensorType,
+) {
+    let (x, w, scale) = (ops[0], ops[1], ops[2]);
+    cx.expect_float("activation x", x);
+    if !dequant_type.is_float() {
+        cx.err(format!(
+            "dequant_type must be a float type, got {dequant_type}"
+        ));
+    }
+    cx.expect_float("result", res);
+    let zp = has_zp.then(|| (ops[3], w.elem, "weight"));
+    cx.check_scale("weight", granularity, w, scale, zp);
+    let deq = w.with_elem(dequant_type);
+    if weight_lhs {
+        check_matmul(cx, &deq, x, res);
+    } else {
+        check_matmul(cx, x, &deq, res);
+    }
+    if has_bias {
+        let bias = ops[ops.len() - 1];
+        if bias.elem != res.elem {
+            cx.err(format!(
+                "bias element type {} differs from the result element type {}",
+                bias.elem, res.elem
+            ));
+        }
+        if broadcast_shapes(&bias.shape, &res.shape).as_deref() != Some(&res.shape[..]) {
+            cx.err(format!(
+                "bias shape {:?} does not broadcast to the result shape {:?}",
+                bias.shape, res.shape
+            ));
+        }
+    }
+}
+
+fn check_matmul_int(cx: &mut OpCx, ops: &[&TensorType], res: &TensorType) {
+    let (a, b) = (ops[0], ops[1]);
+    for (what, t) in [("lhs", a), ("rhs", b)] {
+        if !t.elem.is_int() {
+            cx.err(format!(
+                "{what} must have an integer element type, got {}",
+                t.elem
+            ));
+        }
+    }
+    if !res.elem.is_int() {
+        cx.err(format!(
+            "result must have an integer element type, got {}",
+            res.elem
+        ));
+    }
+    match ops.len() {
+        2 => {}
+        4 => {
+            check_scalar_zero_point(cx, "lhs zero point", ops[2], a.elem, "lhs");
+            check_scalar_zero_point(cx, "rhs zero point", ops[3], b.elem, "rhs");
+        }
+        n => cx.err(format!(
+            "expects 2 operands, or 4 with both zero points, got {n}"
+        )),
+    }
+    check_matmul(cx, a, b, res);
 }
 
 fn check_constant(cx: &mut OpCx, bytes: &[u8], res: &TensorType) {
@@ -625,14 +1009,7 @@ fn has_nonzero_padding(ty: &TensorType, bytes: &[u8]) -> bool {
     };
     let bits = ty.elem.bits() as u64;
     if ty.layout.bit_planes {
-        let row = ty
-            .layout
-            .tile
-            .last()
-            .copied()
-            .or(ty.shape.last().copied())
-            .unwrap_or(1)
-            .max(1);
+        let row = ty.layout.plane_row(&ty.shape);
         let used = row % 8;
         if used == 0 {
             return false;
@@ -849,6 +1226,106 @@ mod tests {
 
     fn constant(t: &Tensor, ty: &TensorType) -> OpKind {
         OpKind::constant_of(t, ty)
+    }
+
+    #[test]
+    fn onnx_import_ops() {
+        use crate::ops::{ReduceOp, UnaryOp};
+        let f = one_op(
+            &[ty(&[2, 3], "f32"), ty(&[2, 1], "f32")],
+            OpKind::Concat { axis: 1 },
+            ty(&[2, 4], "f32"),
+        );
+        assert!(messages(&f).is_empty());
+        let f = one_op(
+            &[ty(&[2, 3], "f32"), ty(&[3, 1], "f32")],
+            OpKind::Concat { axis: 1 },
+            ty(&[2, 4], "f32"),
+        );
+        assert_only(
+            &f,
+            "'concat' op: operand #1 shape [3, 1] differs from operand #0 shape [2, 3] outside axis 1",
+        );
+        let slice = OpKind::Slice {
+            starts: vec![3],
+            steps: vec![-2],
+        };
+        assert!(messages(&one_op(&[ty(&[4], "i4")], slice.clone(), ty(&[2], "i4"))).is_empty());
+        assert_only(
+            &one_op(&[ty(&[4], "i4")], slice, ty(&[3], "i4")),
+            "'slice' op: dim 0: 3 elements from 3 in steps of -2 leave the operand dim of size 4",
+        );
+        let f = one_op(
+            &[ty(&[5, 4], "f16"), ty(&[2, 3], "i64")],
+            OpKind::Gather { axis: 0 },
+            ty(&[2, 3, 4], "f16"),
+        );
+        assert!(messages(&f).is_empty());
+        let f = one_op(
+            &[ty(&[5, 4], "f16"), ty(&[2], "f32")],
+            OpKind::Gather { axis: 0 },
+            ty(&[2, 4], "f16"),
+        );
+        assert_only(
+            &f,
+            "'gather' op: indices must have an integer element type, got f32",
+        );
+        assert_only(
+            &one_op(&[ty(&[3], "f32")], OpKind::Broadcast, ty(&[2, 4], "f32")),
+            "'broadcast' op: operand shape [3] does not broadcast to the result shape [2, 4]",
+        );
+        let red = OpKind::Reduce {
+            op: ReduceOp::Min,
+            axes: vec![0, 1],
+        };
+        assert!(messages(&one_op(
+            &[ty(&[2, 3], "f32")],
+            red.clone(),
+            ty(&[1, 1], "f32")
+        ))
+        .is_empty());
+        assert_only(
+            &one_op(&[ty(&[2, 3], "f32")], red, ty(&[], "f32")),
+            "'reduce_min' op: result shape [] differs from the expected [1, 1] (reduced dims are kept as 1)",
+        );
+        assert_only(
+            &one_op(
+                &[ty(&[2], "i8")],
+                OpKind::Unary { op: UnaryOp::Tanh },
+                ty(&[2], "i8"),
+            ),
+            "'tanh' op: operand must have a float element type, got i8",
+        );
+        assert_only(
+            &one_op(
+                &[ty(&[2], "i8"), ty(&[2], "i8")],
+                binary(BinaryOp::Pow),
+                ty(&[2], "i8"),
+            ),
+            "'pow' op: base must have a float element type, got i8",
+        );
+        let conv = |group| OpKind::Conv2d {
+            strides: [2, 2],
+            pads: [1, 1, 1, 1],
+            dilations: [1, 1],
+            group,
+            overflow: Overflow::Wrap,
+        };
+        let f = one_op(
+            &[ty(&[1, 4, 5, 5], "f32"), ty(&[6, 2, 3, 3], "f32")],
+            conv(2),
+            ty(&[1, 6, 3, 3], "f32"),
+        );
+        assert!(messages(&f).is_empty(), "{:?}", messages(&f));
+        let f = one_op(
+            &[ty(&[1, 4, 5, 5], "f32"), ty(&[6, 2, 3, 3], "f32")],
+            conv(1),
+            ty(&[1, 6, 3, 3], "f32"),
+        );
+        assert_only(
+            &f,
+            "'conv2d' op: channels do not match: input has 4, weight 6x2 per group, group = 1",
+        );
     }
 
     #[test]
@@ -1346,6 +1823,11 @@ mod tests {
         );
         let f = one_op(&[ty(&[4], "i8")], OpKind::Relu, ty(&[4], "i8"));
         assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&[ty(&[4], "b1")], OpKind::Relu, ty(&[4], "b1"));
+        assert_only(
+            &f,
+            "'relu' op: operand must be a float or integer, got b1 (it has no zero)",
+        );
         let f = one_op(
             &[ty(&[4, 5], "f32")],
             OpKind::Softmax { axis: 2 },
@@ -1709,6 +2191,135 @@ mod tests {
                 ),
                 (6, "'return' op: output 'y' is not a value of this function"),
             ]
+        );
+    }
+
+    #[test]
+    fn fused_quantized_ops() {
+        use crate::ops::{Activation, IntSchedule};
+        let qmm = |zp: bool, bias: bool, lhs: bool| OpKind::QMatMul {
+            granularity: Granularity::PerAxis { axis: 1 },
+            dequant_type: ElemType::F32,
+            has_zero_point: zp,
+            has_bias: bias,
+            weight_lhs: lhs,
+            activation: Activation::Relu,
+        };
+        let params = [
+            ty(&[2, 8], "f32"),
+            ty(&[8, 4], "i4"),
+            ty(&[4], "f32"),
+            ty(&[4], "i4"),
+            ty(&[4], "f32"),
+        ];
+        let f = one_op(&params, qmm(true, true, false), ty(&[2, 4], "f32"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&params[..3], qmm(false, false, false), ty(&[2, 5], "f32"));
+        assert_only(
+            &f,
+            "'qmatmul' op: result shape [2, 5] differs from the expected [2, 4]",
+        );
+        let bad_bias = [
+            params[0].clone(),
+            params[1].clone(),
+            params[2].clone(),
+            ty(&[3], "f32"),
+        ];
+        let f = one_op(&bad_bias, qmm(false, true, false), ty(&[2, 4], "f32"));
+        assert_only(
+            &f,
+            "'qmatmul' op: bias shape [3] does not broadcast to the result shape [2, 4]",
+        );
+        let f = one_op(&params[..3], qmm(false, false, true), ty(&[2, 4], "f32"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'qmatmul' op: inner dimensions differ: lhs k = 4, rhs k = 2",
+                "'qmatmul' op: result shape [2, 4] differs from the expected [8, 8]",
+            ]
+        );
+
+        let mmi = OpKind::MatMulInt {
+            overflow: Overflow::Wrap,
+            schedule: IntSchedule::BitSerial,
+        };
+        let ints = [
+            ty(&[2, 8], "u4"),
+            ty(&[8, 4], "i4"),
+            ty(&[], "u4"),
+            ty(&[1], "i4"),
+        ];
+        let f = one_op(&ints, mmi.clone(), ty(&[2, 4], "i32"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&ints[..3], mmi.clone(), ty(&[2, 4], "i32"));
+        assert_only(
+            &f,
+            "'matmul_int' op: expects 2 operands, or 4 with both zero points, got 3",
+        );
+        let bad_zp = [
+            ints[0].clone(),
+            ints[1].clone(),
+            ty(&[2], "u4"),
+            ty(&[], "u4"),
+        ];
+        let f = one_op(&bad_zp, mmi, ty(&[2, 4], "f32"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'matmul_int' op: result must have an integer element type, got f32",
+                "'matmul_int' op: lhs zero point must be per-tensor (shape [] or [1]), got [2]",
+                "'matmul_int' op: rhs zero point element type u4 differs from the rhs element type i4",
+                "'matmul_int' op: integral operands need an integer result, got f32",
+            ]
+        );
+
+        let rq = OpKind::RequantDyadic {
+            multiplier: vec![3],
+            shift: vec![4],
+            axis: None,
+            rounding: Rounding::NearestEven,
+            saturate: true,
+        };
+        let f = one_op(
+            &[ty(&[2, 4], "i32"), ty(&[], "i8")],
+            rq.clone(),
+            ty(&[2, 4], "i8"),
+        );
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&[ty(&[2, 4], "f32"), ty(&[], "u8")], rq, ty(&[2, 4], "i8"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'requant_dyadic' op: accumulator must have an integer element type, got f32",
+                "'requant_dyadic' op: zero point element type u8 differs from the result element type i8",
+            ]
+        );
+        let per_channel = |axis, m: Vec<i64>, s: Vec<u32>| OpKind::RequantDyadic {
+            multiplier: m,
+            shift: s,
+            axis: Some(axis),
+            rounding: Rounding::NearestEven,
+            saturate: true,
+        };
+        let rq = per_channel(1, vec![1, 2, 3, 4], vec![0, 1, 2, 3]);
+        let f = one_op(&[ty(&[2, 4], "i32")], rq, ty(&[2, 4], "i8"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let rq = per_channel(0, vec![1, 2, 3, -4], vec![0, 1, 200]);
+        let f = one_op(&[ty(&[2, 4], "i32")], rq, ty(&[2, 4], "i8"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'requant_dyadic' op: 4 multipliers, but the channel count is 2",
+                "'requant_dyadic' op: 3 shifts, but the channel count is 2",
+                "'requant_dyadic' op: multiplier -4 is outside [0, 2^62)",
+                "'requant_dyadic' op: shift 200 is larger than 126",
+            ]
+        );
+        let rq = per_channel(2, vec![1, 2], vec![0, 1]);
+        let f = one_op(&[ty(&[2, 4], "i32")], rq, ty(&[2, 4], "i8"));
+        assert_eq!(
+            messages(&f),
+            vec!["'requant_dyadic' op: axis 2 is out of range for the rank-2 accumulator"]
         );
     }
 

@@ -308,7 +308,7 @@ pub mod gguf {
     pub const Q8_0_BYTES: usize = 34;
 
     fn check_len(what: &str, n: usize) -> Result<(), FormatError> {
-        if n % BLOCK != 0 {
+        if !n.is_multiple_of(BLOCK) {
             return Err(FormatError(format!(
                 "{what}: {n} elements is not a multiple of the {BLOCK}-element block"
             )));

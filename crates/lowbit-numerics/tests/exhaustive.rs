@@ -226,7 +226,7 @@ impl Model {
             (dlo, dhi)
         };
         let gap = hi.0 - lo.0;
-        let even = |v: f64| ((v / gap).abs().round() as u64) % 2 == 0;
+        let even = |v: f64| ((v / gap).abs().round() as u64).is_multiple_of(2);
         let r = match mode {
             Rounding::TowardZero => small,
             Rounding::Up => hi,

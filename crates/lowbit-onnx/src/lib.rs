@@ -5,8 +5,7 @@
 //!   `onnx-ml.proto` of the `onnx` Python package with `protox` + `prost-build`.
 //! - [`tensor_io`]: reading and writing single tensors as ONNX `TensorProto`
 //!   (`.pb`) and NumPy (`.npy`) files.
-//!
-//! The model importer (ONNX graph to lowbit IR) is not written yet.
+//! - [`import`]: ONNX models (`ModelProto`) to lowbit IR.
 #![deny(missing_docs)]
 
 /// Generated protobuf bindings; see the header of `proto/onnx.rs`.
@@ -16,4 +15,7 @@ pub mod proto {
     pub mod onnx;
 }
 
+pub mod import;
 pub mod tensor_io;
+
+pub use import::{import_bytes, import_model, ImportError};

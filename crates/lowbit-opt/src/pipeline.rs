@@ -107,6 +107,35 @@ impl Parser<'_> {
         Ok((start, self.chars[start..self.pos].iter().collect()))
     }
 
+    /// Appends `,name` entries to a list value up to the next `name=value`
+    /// option or the closing brace.
+    fn continue_list(&mut self, value: &mut String) {
+        loop {
+            let save = self.pos;
+            self.skip_ws();
+            if self.peek() != Some(',') {
+                self.pos = save;
+                return;
+            }
+            self.pos += 1;
+            self.skip_ws();
+            let start = self.pos;
+            while self.peek().is_some_and(is_name_char) {
+                self.pos += 1;
+            }
+            let item: String = self.chars[start..self.pos].iter().collect();
+            let end = self.pos;
+            self.skip_ws();
+            if item.is_empty() || self.peek() == Some('=') {
+                self.pos = save;
+                return;
+            }
+            self.pos = end;
+            value.push(',');
+            value.push_str(&item);
+        }
+    }
+
     fn pass(&mut self) -> Result<Box<dyn Pass>, PipelineError> {
         let (start, name) = self.name("a pass name")?;
         let info = lookup(&name).ok_or_else(|| {
@@ -149,7 +178,13 @@ impl Parser<'_> {
                 {
                     self.pos += 1;
                 }
-                let value: String = self.chars[vstart..self.pos].iter().collect();
+                let mut value: String = self.chars[vstart..self.pos].iter().collect();
+                let is_list = info
+                    .option(&key)
+                    .is_some_and(|o| o.kind == crate::registry::OptionKind::List);
+                if is_list {
+                    self.continue_list(&mut value);
+                }
                 if value.is_empty() {
                     return Err(self.error(vstart, format!("missing value for option '{key}'")));
                 }
@@ -230,6 +265,11 @@ mod tests {
         assert_eq!(e.column, 5);
         let e = err("canonicalize{fold}");
         assert!(e.message.contains("expected '='"), "{}", e.message);
+        let p = parse_pipeline("egraph{rules=fuse-dequant, layout ,target=sm_80}").unwrap();
+        assert_eq!(
+            print_pipeline(&p),
+            "egraph{rules=fuse-dequant,layout target=sm_80 iter-limit=30 node-limit=200000 time-limit-ms=10000 allow-approx-dyadic=false}"
+        );
         let e = err("dce{x=1}");
         assert!(e.message.contains("has no options"), "{}", e.message);
     }

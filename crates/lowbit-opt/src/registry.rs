@@ -2,7 +2,7 @@
 //! options and statistics, and the typed option values passes are built from.
 
 use crate::pass::Pass;
-use crate::passes::{canonicalize, cse, dce};
+use crate::passes::{canonicalize, cse, dce, egraph};
 use std::fmt;
 
 /// The type of a pass option's value.
@@ -12,6 +12,12 @@ pub enum OptionKind {
     UInt,
     /// `true` or `false`.
     Bool,
+    /// A name (`x86-64-v3`).
+    Text,
+    /// A comma-separated list of names (`fuse-dequant,layout`); in a
+    /// pipeline, the entries after the first continue the list until the
+    /// next `name=value`.
+    List,
 }
 
 impl fmt::Display for OptionKind {
@@ -19,6 +25,8 @@ impl fmt::Display for OptionKind {
         f.write_str(match self {
             OptionKind::UInt => "uint",
             OptionKind::Bool => "bool",
+            OptionKind::Text => "name",
+            OptionKind::List => "list",
         })
     }
 }
@@ -79,7 +87,7 @@ impl PassInfo {
 
 /// Every built-in pass, in the order `--list-passes` shows them.
 pub fn registry() -> &'static [PassInfo] {
-    static REGISTRY: [PassInfo; 3] = [canonicalize::INFO, cse::INFO, dce::INFO];
+    static REGISTRY: [PassInfo; 4] = [canonicalize::INFO, cse::INFO, dce::INFO, egraph::INFO];
     &REGISTRY
 }
 
@@ -110,6 +118,7 @@ pub fn describe_registry() -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PassOptions {
     values: Vec<(&'static str, u64)>,
+    texts: Vec<(&'static str, String)>,
 }
 
 impl PassOptions {
@@ -117,6 +126,10 @@ impl PassOptions {
     pub fn defaults(info: &PassInfo) -> PassOptions {
         let mut o = PassOptions::default();
         for decl in info.options {
+            if matches!(decl.kind, OptionKind::Text | OptionKind::List) {
+                o.texts.push((decl.name, decl.default.to_string()));
+                continue;
+            }
             // Defaults are static text in this crate; the registry test
             // checks each one parses.
             if let Ok(v) = parse_value(decl, decl.default) {
@@ -140,6 +153,13 @@ impl PassOptions {
                 )
             }
         })?;
+        if matches!(decl.kind, OptionKind::Text | OptionKind::List) {
+            match self.texts.iter_mut().find(|(n, _)| *n == decl.name) {
+                Some(slot) => slot.1 = value.to_string(),
+                None => self.texts.push((decl.name, value.to_string())),
+            }
+            return Ok(());
+        }
         let v = parse_value(decl, value)?;
         match self.values.iter_mut().find(|(n, _)| *n == decl.name) {
             Some(slot) => slot.1 = v,
@@ -154,6 +174,24 @@ impl PassOptions {
             .iter()
             .find(|(n, _)| *n == name)
             .map_or(0, |(_, v)| *v)
+    }
+
+    /// A name or list option's text (empty when undeclared).
+    pub fn text(&self, name: &str) -> &str {
+        self.texts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// A list option's entries.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.text(name)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
     }
 
     /// A boolean option's value (false when undeclared).
@@ -172,6 +210,7 @@ fn parse_value(decl: &OptionInfo, text: &str) -> Result<u64, String> {
                 decl.name
             )),
         },
+        OptionKind::Text | OptionKind::List => Ok(0),
         OptionKind::UInt => {
             let (digits, unit) = [("KiB", 1u64 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
                 .iter()

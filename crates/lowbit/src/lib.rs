@@ -8,11 +8,14 @@
 //! * [`interp`] — the reference interpreter, which defines what every op
 //!   computes and is the oracle for passes and backends;
 //! * [`opt`] — the pass manager, textual pipelines and the built-in passes;
+//! * [`egraph`] — the equality-saturation optimizer (fused quantized ops,
+//!   schedule choice per target, explain);
 //! * [`onnx`] — ONNX `TensorProto` (`.pb`) and NumPy `.npy` tensor I/O.
 //!
 //! The most used types are re-exported at the top level.
 #![deny(missing_docs)]
 
+pub use lowbit_egraph as egraph;
 pub use lowbit_interp as interp;
 pub use lowbit_ir as ir;
 pub use lowbit_numerics as numerics;

@@ -3,6 +3,7 @@
 pub mod canonicalize;
 pub mod cse;
 pub mod dce;
+pub mod egraph;
 
 use lowbit_ir::{Function, Op, OpKind, Tensor, Value};
 use std::collections::HashSet;

@@ -1,0 +1,595 @@
+//! Cost models per target: estimated nanoseconds for one op, with the
+//! kernel it would run and the weight layout that kernel wants.
+//!
+//! Every estimate is a roofline: `max(bytes moved / bandwidth, work / rate)`
+//! (plus a kernel-launch overhead on GPUs), where the rate depends on the
+//! instruction class the schedule uses. x86-64 rates are per core at 3 GHz
+//! with 20 GB/s of DRAM bandwidth, by feature set: f32 FMA (SSE2 8, AVX2 32,
+//! AVX-512 64 flop/cycle), 8-bit multiply-accumulate (`vpmaddubsw` pairs:
+//! AVX2 32, AVX-512 64; `vpdpbusd`: AVX-VNNI 64, AVX-512 VNNI 128
+//! MAC/cycle), popcount (`popcnt` 32, `vpshufb` lookup AVX2 96 / AVX-512
+//! 128, VPOPCNTDQ 512 bit/cycle). NVIDIA rates are the dense tensor-core
+//! figures of the A100 (sm_80), L40S (sm_89) and H100 SXM (sm_90) data
+//! sheets, with operand tiles padded to the `mma` shape (f16 m16n8k16,
+//! s8 m16n8k32, s4 m16n8k64, b1 m16n8k256). These are estimates to rank
+//! schedules, not predictions of wall time; the figures are in one table
+//! here so they can be calibrated against measurements.
+
+use lowbit_ir::target::{Target, TargetKind, X86Features};
+use lowbit_ir::{ElemType, IntSchedule, OpKind, TensorType};
+
+/// The estimate for one op.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimate {
+    /// Estimated time in nanoseconds.
+    pub ns: f64,
+    /// The kernel (instruction class) the estimate assumes.
+    pub kernel: String,
+    /// The weight layout that kernel wants (packed once, at compile time).
+    pub layout: String,
+    /// A degradation worth reporting (a missing feature, padding).
+    pub note: Option<String>,
+}
+
+/// The schedule family of an op, as `explain` names it.
+pub fn family(kind: &OpKind) -> &'static str {
+    match kind {
+        OpKind::QMatMul { .. } => "dequant-fused",
+        OpKind::MatMulInt {
+            schedule: IntSchedule::BitSerial,
+            ..
+        } => "bit-serial",
+        OpKind::MatMulInt { .. } | OpKind::RequantDyadic { .. } => "dyadic",
+        _ => "float",
+    }
+}
+
+struct Cpu {
+    f: X86Features,
+    ghz: f64,
+    gbps: f64,
+}
+
+struct Gpu {
+    sm: u32,
+    gbps: f64,
+    fp32_tflops: f64,
+    f16_tc: f64,
+    int8_tc: f64,
+    int4_tc: Option<f64>,
+    b1_tc: Option<f64>,
+    launch_ns: f64,
+}
+
+fn gpu(sm: u32) -> Gpu {
+    match sm {
+        80 => Gpu {
+            sm,
+            gbps: 1555.0,
+            fp32_tflops: 19.5,
+            f16_tc: 312.0,
+            int8_tc: 624.0,
+            int4_tc: Some(1248.0),
+            b1_tc: Some(4992.0),
+            launch_ns: 2000.0,
+        },
+        89 => Gpu {
+            sm,
+            gbps: 864.0,
+            fp32_tflops: 91.6,
+            f16_tc: 362.0,
+            int8_tc: 733.0,
+            int4_tc: Some(733.0),
+            b1_tc: None,
+            launch_ns: 2000.0,
+        },
+        _ => Gpu {
+            sm,
+            gbps: 3350.0,
+            fp32_tflops: 67.0,
+            f16_tc: 989.0,
+            int8_tc: 1979.0,
+            int4_tc: None,
+            b1_tc: None,
+            launch_ns: 2000.0,
+        },
+    }
+}
+
+/// Matmul dimensions `(batch, m, k, n)` from the operand and result types.
+fn dims(a: &TensorType, res: &TensorType) -> (f64, f64, f64, f64) {
+    let r = res.rank();
+    let m = res.shape.get(r.wrapping_sub(2)).copied().unwrap_or(1) as f64;
+    let n = res.shape.last().copied().unwrap_or(1) as f64;
+    let k = a.shape.last().copied().unwrap_or(1) as f64;
+    let batch = res.num_elements() as f64 / (m * n).max(1.0);
+    (batch, m, k, n)
+}
+
+fn bits(e: ElemType) -> u32 {
+    e.bits()
+}
+
+fn bytes(ts: &[&TensorType]) -> f64 {
+    ts.iter().map(|t| t.byte_size() as f64).sum()
+}
+
+fn layout_name(t: &TensorType) -> String {
+    if t.layout.is_default() {
+        format!("{} row-major", t.elem)
+    } else {
+        format!("{} {}", t.elem, t.layout)
+    }
+}
+
+/// Estimates one op on a target. `operands` are the operand types.
+pub fn estimate(
+    target: &Target,
+    kind: &OpKind,
+    res: &TensorType,
+    operands: &[&TensorType],
+) -> Estimate {
+    match &target.kind {
+        TargetKind::X86_64(f) => cpu_estimate(
+            &Cpu {
+                f: *f,
+                ghz: 3.0,
+                gbps: 20.0,
+            },
+            kind,
+            res,
+            operands,
+        ),
+        TargetKind::Nvidia(sm) => gpu_estimate(&gpu(sm.sm), kind, res, operands),
+    }
+}
+
+fn est(ns: f64, kernel: String, layout: String, note: Option<String>) -> Estimate {
+    Estimate {
+        ns,
+        kernel,
+        layout,
+        note,
+    }
+}
+
+fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -> Estimate {
+    let f = &c.f;
+    let isa = if f.avx512 {
+        "avx512"
+    } else if f.avx2 {
+        "avx2"
+    } else {
+        "sse2"
+    };
+    let lanes = f.vector_bits() as f64 / 32.0;
+    let fma_fpc = if f.avx512 {
+        64.0
+    } else if f.avx2 && f.fma {
+        32.0
+    } else {
+        8.0
+    };
+    let mem = |ts: &[&TensorType]| (bytes(ts) + res.byte_size() as f64) / c.gbps;
+    let cycles = |work: f64, per_cycle: f64| work / (per_cycle * c.ghz);
+    let elementwise = |cost_per_elem: f64| {
+        let n = res.num_elements() as f64;
+        cycles(n * cost_per_elem, lanes).max(mem(ops))
+    };
+    match kind {
+        OpKind::Constant(_) | OpKind::Reshape => est(0.0, "none".into(), "-".into(), None),
+        OpKind::MatMul { .. } | OpKind::Gemm { .. } if ops.len() >= 2 => {
+            let (b, m, k, n) = dims(ops[0], res);
+            let integral = ops[0].elem.is_integral();
+            let rate = if integral { lanes } else { fma_fpc };
+            let ns = cycles(2.0 * b * m * n * k, rate).max(mem(ops));
+            let kernel = if integral {
+                format!("x86.{isa}.int-mul-add.{}x{}", ops[0].elem, ops[1].elem)
+            } else {
+                format!("x86.{isa}.fma.f64-exact")
+            };
+            est(ns, kernel, layout_name(ops[1]), None)
+        }
+        OpKind::QMatMul {
+            dequant_type,
+            weight_lhs,
+            ..
+        } => {
+            let (x, w) = (ops[0], ops[1]);
+            let (b, m, k, n) = if *weight_lhs {
+                dims(w, res)
+            } else {
+                dims(x, res)
+            };
+            // The weight is decoded once per tile of 8 activation rows, one
+            // vector of elements per cycle (shift/mask/convert on two ports).
+            let deq_rate = lanes;
+            let deq = cycles(w.num_elements() as f64 * (b * m / 8.0).ceil(), deq_rate);
+            let ns = (cycles(2.0 * b * m * n * k, fma_fpc) + deq).max(mem(ops));
+            est(
+                ns,
+                format!("x86.{isa}.dequant-fused.{}->{dequant_type}.fma", w.elem),
+                format!(
+                    "{} (packed as stored, decoded in registers)",
+                    layout_name(w)
+                ),
+                None,
+            )
+        }
+        OpKind::MatMulInt { schedule, .. } if ops.len() >= 2 => {
+            let (a, w) = (ops[0], ops[1]);
+            let (b, m, k, n) = dims(a, res);
+            let macs = b * m * n * k;
+            let (pa, pb) = (bits(a.elem), bits(w.elem));
+            match schedule {
+                IntSchedule::Direct => {
+                    let (rate, kernel) = if pa <= 8 && pb <= 8 {
+                        if f.avx512vnni {
+                            (128.0, "avx512vnni.vpdpbusd")
+                        } else if f.avxvnni {
+                            (64.0, "avxvnni.vpdpbusd")
+                        } else if f.avx512 {
+                            (64.0, "avx512bw.vpmaddubsw+vpmaddwd")
+                        } else if f.avx2 {
+                            (32.0, "avx2.vpmaddubsw+vpmaddwd")
+                        } else {
+                            (4.0, "sse2.pmaddwd")
+                        }
+                    } else {
+                        (lanes / 2.0, "vpmulld")
+                    };
+                    // Sub-byte weights are widened to bytes once per row tile.
+                    let widen = if pb < 8 {
+                        cycles(w.num_elements() as f64 * (b * m / 8.0).ceil(), lanes / 2.0)
+                    } else {
+                        0.0
+                    };
+                    let note = (!f.has_vnni() && pa <= 8 && pb <= 8)
+                        .then(|| "no VNNI: 8-bit dot products by vpmaddubsw/vpmaddwd pairs".into());
+                    est(
+                        (cycles(macs, rate) + widen).max(mem(ops)),
+                        format!("x86.{kernel}.{}x{}", a.elem, w.elem),
+                        format!("{} (4x16 VNNI interleave, pre-packed)", w.elem),
+                        note,
+                    )
+                }
+                IntSchedule::BitSerial => {
+                    let (rate, kernel, note) = if f.avx512vpopcntdq {
+                        (512.0, "avx512vpopcntdq.vpandq+vpopcntq", None)
+                    } else if f.avx512 {
+                        (
+                            128.0,
+                            "avx512bw.vpshufb-popcount",
+                            Some("no avx512vpopcntdq: popcount by vpshufb nibble lookup"),
+                        )
+                    } else if f.avx2 {
+                        (
+                            96.0,
+                            "avx2.vpshufb-popcount",
+                            Some("no avx512vpopcntdq: popcount by vpshufb nibble lookup"),
+                        )
+                    } else {
+                        (32.0, "popcnt", Some("no vector popcount: scalar popcnt"))
+                    };
+                    let planes = (pa * pb) as f64;
+                    let pack = cycles(b * m * k * pa as f64, lanes * 8.0);
+                    let moved =
+                        (b * m * k * pa as f64 + k * n * pb as f64) / 8.0 + res.byte_size() as f64;
+                    let ns = (cycles(planes * macs, rate) + pack).max(moved / c.gbps);
+                    est(
+                        ns,
+                        format!("x86.{kernel}.{pa}x{pb}-planes"),
+                        format!("{} bit-planes (pre-packed)", w.elem),
+                        note.map(String::from),
+                    )
+                }
+            }
+        }
+        OpKind::Dequantize { .. } | OpKind::Quantize { .. } | OpKind::Requantize { .. } => est(
+            elementwise(4.0),
+            format!("x86.{isa}.{}", kind.name()),
+            "-".into(),
+            None,
+        ),
+        OpKind::Gelu { .. }
+        | OpKind::Silu
+        | OpKind::Softmax { .. }
+        | OpKind::LayerNorm { .. }
+        | OpKind::RmsNorm { .. } => est(
+            elementwise(12.0),
+            format!("x86.{isa}.{}", kind.name()),
+            "-".into(),
+            None,
+        ),
+        OpKind::Transpose { .. } | OpKind::Relayout => est(
+            mem(ops) * 2.0,
+            format!("x86.{isa}.copy"),
+            layout_name(res),
+            None,
+        ),
+        _ => est(
+            elementwise(1.0),
+            format!("x86.{isa}.{}", kind.name()),
+            "-".into(),
+            None,
+        ),
+    }
+}
+
+fn pad(x: f64, to: f64) -> f64 {
+    (x / to).ceil() * to
+}
+
+fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -> Estimate {
+    let sm = format!("sm_{}", g.sm);
+    let mem = |ts: &[&TensorType]| (bytes(ts) + res.byte_size() as f64) / g.gbps;
+    // Tera-ops per second are ops per picosecond: ops / (T * 1e3) ns.
+    let at = |ops: f64, tops: f64| ops / (tops * 1e3);
+    let kernel_time = |work: f64| g.launch_ns + work;
+    let is16 = |e: ElemType| e == ElemType::F16 || e == ElemType::BF16;
+    let mma = |(b, m, k, n): (f64, f64, f64, f64), kk: f64| {
+        let padded = b * pad(m, 16.0) * pad(n, 8.0) * pad(k, kk);
+        let note =
+            (k % kk != 0.0).then(|| format!("k = {k} padded to {} for the mma tile", pad(k, kk)));
+        (2.0 * padded, note)
+    };
+    match kind {
+        OpKind::Constant(_) | OpKind::Reshape => est(0.0, "none".into(), "-".into(), None),
+        OpKind::MatMul { .. } | OpKind::Gemm { .. } if ops.len() >= 2 => {
+            let d = dims(ops[0], res);
+            let (b, m, k, n) = d;
+            let (work, kernel, note) = if is16(ops[0].elem) && is16(ops[1].elem) {
+                let (w, note) = mma(d, 16.0);
+                (at(w, g.f16_tc), format!("{sm}.mma.m16n8k16.f16"), note)
+            } else {
+                (
+                    at(2.0 * b * m * n * k, g.fp32_tflops),
+                    format!("{sm}.fma.f32"),
+                    Some(format!(
+                        "{} x {} operands: CUDA-core FMA (tensor cores would change the numerics)",
+                        ops[0].elem, ops[1].elem
+                    )),
+                )
+            };
+            est(
+                kernel_time(work.max(mem(ops))),
+                kernel,
+                layout_name(ops[1]),
+                note,
+            )
+        }
+        OpKind::QMatMul {
+            dequant_type,
+            weight_lhs,
+            ..
+        } => {
+            let (x, w) = (ops[0], ops[1]);
+            let d = if *weight_lhs {
+                dims(w, res)
+            } else {
+                dims(x, res)
+            };
+            let (b, m, k, n) = d;
+            let (work, kernel, note) = if is16(*dequant_type) && is16(x.elem) {
+                let (wk, note) = mma(d, 16.0);
+                (
+                    at(wk, g.f16_tc),
+                    format!("{sm}.dequant-fused.{}->{dequant_type}.mma.m16n8k16", w.elem),
+                    note,
+                )
+            } else {
+                (
+                    at(2.0 * b * m * n * k, g.fp32_tflops),
+                    format!("{sm}.dequant-fused.{}->{dequant_type}.fma", w.elem),
+                    Some(format!(
+                        "{} activations / {dequant_type} weights: CUDA-core FMA, not tensor cores",
+                        x.elem
+                    )),
+                )
+            };
+            let deq = at(
+                w.num_elements() as f64 * (b * m / 64.0).ceil() * 4.0,
+                g.fp32_tflops,
+            );
+            est(
+                kernel_time((work + deq).max(mem(ops))),
+                kernel,
+                format!("{} (ldmatrix tiles, decoded in registers)", layout_name(w)),
+                note,
+            )
+        }
+        OpKind::MatMulInt { schedule, .. } if ops.len() >= 2 => {
+            let (a, w) = (ops[0], ops[1]);
+            let d = dims(a, res);
+            let (b, m, k, n) = d;
+            let (pa, pb) = (bits(a.elem), bits(w.elem));
+            match schedule {
+                IntSchedule::Direct => {
+                    let (work, kernel, note) = match g.int4_tc {
+                        Some(r) if pa <= 4 && pb <= 4 => {
+                            let (wk, note) = mma(d, 64.0);
+                            (at(wk, r), format!("{sm}.mma.m16n8k64.s4"), note)
+                        }
+                        _ if pa <= 8 && pb <= 8 => {
+                            let (wk, note) = mma(d, 32.0);
+                            let note = if pa <= 4 && pb <= 4 {
+                                Some(format!("{sm} has no int4 tensor-core rate: widened to s8"))
+                            } else {
+                                note
+                            };
+                            (at(wk, g.int8_tc), format!("{sm}.mma.m16n8k32.s8"), note)
+                        }
+                        _ => (
+                            at(2.0 * b * m * n * k, g.fp32_tflops / 2.0),
+                            format!("{sm}.imad.s32"),
+                            Some(format!("{pa}x{pb}-bit operands: no tensor-core shape")),
+                        ),
+                    };
+                    est(
+                        kernel_time(work.max(mem(ops))),
+                        kernel,
+                        format!("{} (ldmatrix tiles, pre-packed)", w.elem),
+                        note,
+                    )
+                }
+                IntSchedule::BitSerial => {
+                    let planes = (pa * pb) as f64;
+                    let (work, kernel, note) = match g.b1_tc {
+                        Some(r) => {
+                            let (wk, note) = mma(d, 256.0);
+                            (
+                                at(planes * wk, r),
+                                format!("{sm}.mma.m16n8k256.b1.and.popc"),
+                                note,
+                            )
+                        }
+                        None => (
+                            at(planes * 2.0 * b * m * n * k / 32.0, g.fp32_tflops / 2.0),
+                            format!("{sm}.lop3+popc"),
+                            Some(format!(
+                                "{sm} has no b1 tensor-core mma: popcount on CUDA cores"
+                            )),
+                        ),
+                    };
+                    let moved =
+                        (b * m * k * pa as f64 + k * n * pb as f64) / 8.0 + res.byte_size() as f64;
+                    est(
+                        kernel_time(work.max(moved / g.gbps)),
+                        kernel,
+                        format!("{} bit-planes (pre-packed)", w.elem),
+                        note,
+                    )
+                }
+            }
+        }
+        OpKind::Transpose { .. } | OpKind::Relayout => est(
+            kernel_time(mem(ops) * 2.0),
+            format!("{sm}.copy"),
+            layout_name(res),
+            None,
+        ),
+        _ => est(
+            kernel_time(mem(ops)),
+            format!("{sm}.{}", kind.name()),
+            "-".into(),
+            None,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lowbit_ir::{Activation, Granularity, Overflow};
+
+    fn t(shape: &[u64], e: &str) -> TensorType {
+        TensorType::new(shape.to_vec(), e.parse().unwrap())
+    }
+
+    fn mmi(s: IntSchedule) -> OpKind {
+        OpKind::MatMulInt {
+            overflow: Overflow::Wrap,
+            schedule: s,
+        }
+    }
+
+    #[test]
+    fn vnni_and_popcount_change_the_ranking() {
+        let (a, w, r) = (
+            t(&[64, 4096], "u2"),
+            t(&[4096, 4096], "u2"),
+            t(&[64, 4096], "i32"),
+        );
+        let cost = |tgt: &str, s| estimate(&tgt.parse().unwrap(), &mmi(s), &r, &[&a, &w]).ns;
+        // Two-bit operands: 4 plane pairs at 512 bit/cycle beat VNNI's 128 MAC/cycle.
+        assert!(
+            cost("icelake-server", IntSchedule::BitSerial)
+                < cost("icelake-server", IntSchedule::Direct)
+        );
+        // Without VPOPCNTDQ the lookup popcount loses to VNNI.
+        assert!(
+            cost("cascadelake", IntSchedule::BitSerial) > cost("cascadelake", IntSchedule::Direct)
+        );
+        let e = estimate(
+            &"cascadelake".parse().unwrap(),
+            &mmi(IntSchedule::BitSerial),
+            &r,
+            &[&a, &w],
+        );
+        assert!(e.note.unwrap().contains("no avx512vpopcntdq"));
+    }
+
+    #[test]
+    fn fused_dequant_moves_fewer_bytes_than_materializing() {
+        let (x, w4, s) = (t(&[1, 4096], "f32"), t(&[4096, 4096], "i4"), t(&[], "f32"));
+        let w32 = t(&[4096, 4096], "f32");
+        let r = t(&[1, 4096], "f32");
+        let tgt: Target = "x86-64-v3".parse().unwrap();
+        let q = OpKind::QMatMul {
+            granularity: Granularity::PerTensor,
+            dequant_type: ElemType::F32,
+            has_zero_point: false,
+            has_bias: false,
+            weight_lhs: false,
+            activation: Activation::None,
+        };
+        let fused = estimate(&tgt, &q, &r, &[&x, &w4, &s]).ns;
+        let deq = estimate(
+            &tgt,
+            &OpKind::Dequantize {
+                granularity: Granularity::PerTensor,
+            },
+            &w32,
+            &[&w4, &s],
+        )
+        .ns;
+        let mm = estimate(
+            &tgt,
+            &OpKind::MatMul {
+                overflow: Overflow::Wrap,
+            },
+            &r,
+            &[&x, &w32],
+        )
+        .ns;
+        assert!(fused * 4.0 < deq + mm, "{fused} vs {deq} + {mm}");
+    }
+
+    #[test]
+    fn gpu_levels_differ_in_low_bit_support() {
+        let (a, w, r) = (
+            t(&[128, 4096], "i4"),
+            t(&[4096, 4096], "i4"),
+            t(&[128, 4096], "i32"),
+        );
+        let e80 = estimate(
+            &"sm_80".parse().unwrap(),
+            &mmi(IntSchedule::Direct),
+            &r,
+            &[&a, &w],
+        );
+        assert!(e80.kernel.contains("m16n8k64.s4"), "{}", e80.kernel);
+        let e90 = estimate(
+            &"sm_90".parse().unwrap(),
+            &mmi(IntSchedule::Direct),
+            &r,
+            &[&a, &w],
+        );
+        assert!(e90.kernel.contains("s8") && e90.note.unwrap().contains("no int4"));
+        let b90 = estimate(
+            &"sm_90".parse().unwrap(),
+            &mmi(IntSchedule::BitSerial),
+            &r,
+            &[&a, &w],
+        );
+        assert!(b90.note.unwrap().contains("no b1 tensor-core"));
+        let odd = t(&[128, 30], "i8");
+        let e = estimate(
+            &"sm_80".parse().unwrap(),
+            &mmi(IntSchedule::Direct),
+            &t(&[128, 16], "i32"),
+            &[&odd, &t(&[30, 16], "i8")],
+        );
+        assert!(e.note.unwrap().contains("k = 30 padded to 32"));
+    }
+}

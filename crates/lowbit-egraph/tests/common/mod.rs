@@ -1,0 +1,155 @@
+//! Helpers shared by the e-graph tests: parse, optimize, compare on the
+//! interpreter.
+#![allow(dead_code)]
+
+use lowbit_egraph::{optimize_function, Config, Optimized};
+use lowbit_ir::parser::parse_module;
+use lowbit_ir::printer;
+use lowbit_ir::target::Target;
+use lowbit_ir::{Function, Tensor, TensorType};
+
+/// Parses a module and returns its first function.
+pub fn parse(src: &str) -> Function {
+    match parse_module(src) {
+        Ok(mut m) => m.functions.remove(0),
+        Err(d) => panic!("{d:?}"),
+    }
+}
+
+/// Optimizes with the given rule sets and target.
+pub fn optimize(f: &Function, rules: &[&str], target: &str) -> Optimized {
+    let mut cfg = Config::new(target.parse::<Target>().unwrap());
+    cfg.rules = rules.iter().map(|s| s.to_string()).collect();
+    let o = optimize_function(f, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    let diags = lowbit_ir::verifier::verify_function(&o.function);
+    assert!(diags.is_empty(), "{diags:?}\n{}", text(&o.function));
+    o
+}
+
+/// The function as text.
+pub fn text(f: &Function) -> String {
+    let m = lowbit_ir::Module {
+        functions: vec![f.clone()],
+    };
+    printer::print_module(&m)
+}
+
+/// Op names, constants left out.
+pub fn op_names(f: &Function) -> Vec<&'static str> {
+    f.ops()
+        .iter()
+        .map(|&o| f.op(o).kind.name())
+        .filter(|n| *n != "constant")
+        .collect()
+}
+
+/// A small deterministic generator (xorshift).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A random tensor of a type: integers over their whole range, floats in
+/// [-4, 4] with a few special values.
+pub fn random_tensor(ty: &TensorType, rng: &mut Rng) -> Tensor {
+    let n = ty.num_elements() as usize;
+    if ty.elem.is_float() {
+        let vals: Vec<f64> = (0..n)
+            .map(|_| match rng.next() % 16 {
+                0 => 0.0,
+                1 => -0.0,
+                _ => ((rng.next() % 8001) as f64 - 4000.0) / 1000.0,
+            })
+            .collect();
+        Tensor::from_f64(ty.elem, ty.shape.clone(), &vals).unwrap()
+    } else {
+        let codes = (0..n).map(|_| rng.next() & ty.elem.code_mask()).collect();
+        Tensor::new(ty.elem, ty.shape.clone(), codes).unwrap()
+    }
+}
+
+/// Runs both functions on the same random inputs and asserts bit-exact
+/// equal outputs. Where the input function fails (an integer division by
+/// zero, say) the optimized one may do anything: it may have dropped the
+/// failing dead op.
+pub fn assert_same_on_interp(a: &Function, b: &Function, seed: u64, trials: usize) -> usize {
+    let mut rng = Rng(seed | 1);
+    let mut compared = 0;
+    for _ in 0..trials {
+        let inputs: Vec<(String, Tensor)> = a
+            .params
+            .iter()
+            .map(|(n, v)| (n.clone(), random_tensor(a.ty(*v), &mut rng)))
+            .collect();
+        let ra = lowbit_interp::run_function(a, &inputs);
+        let rb = lowbit_interp::run_function(b, &inputs);
+        match (ra, rb) {
+            (Ok(x), Ok(y)) => {
+                for ((na, ta), (_, tb)) in x.iter().zip(&y) {
+                    assert_eq!(
+                        ta.codes,
+                        tb.codes,
+                        "output {na} differs\n{}\n{}",
+                        text(a),
+                        text(b)
+                    );
+                }
+                compared += 1;
+            }
+            (Err(_), _) => {}
+            (Ok(_), Err(e)) => panic!(
+                "the optimized function failed: {e}\n{}\n{}",
+                text(a),
+                text(b)
+            ),
+        }
+    }
+    compared
+}
+
+/// Runs both functions on the same random inputs and asserts that every
+/// integer output differs by at most `units`; returns the number of runs
+/// compared and the largest difference seen.
+pub fn compare_within(
+    a: &Function,
+    b: &Function,
+    seed: u64,
+    trials: usize,
+    units: i128,
+) -> (usize, i128) {
+    let mut rng = Rng(seed | 1);
+    let (mut compared, mut worst) = (0, 0i128);
+    for _ in 0..trials {
+        let inputs: Vec<(String, Tensor)> = a
+            .params
+            .iter()
+            .map(|(n, v)| (n.clone(), random_tensor(a.ty(*v), &mut rng)))
+            .collect();
+        let Ok(x) = lowbit_interp::run_function(a, &inputs) else {
+            continue;
+        };
+        let y = lowbit_interp::run_function(b, &inputs)
+            .unwrap_or_else(|e| panic!("the optimized function failed: {e}\n{}", text(b)));
+        for ((na, ta), (_, tb)) in x.iter().zip(&y) {
+            let (va, vb) = (ta.to_i128().unwrap(), tb.to_i128().unwrap());
+            for (p, q) in va.iter().zip(&vb) {
+                let d = (p - q).abs();
+                worst = worst.max(d);
+                assert!(
+                    d <= units,
+                    "output {na}: {p} vs {q}\n{}\n{}",
+                    text(a),
+                    text(b)
+                );
+            }
+        }
+        compared += 1;
+    }
+    (compared, worst)
+}

@@ -1,0 +1,531 @@
+//! One start => goal test per rule (and per blocked condition): the
+//! optimized function has the expected ops and attributes, and equals the
+//! input on the interpreter, bit for bit.
+
+mod common;
+use common::*;
+use lowbit_ir::OpKind;
+
+/// A `rows x cols` dense literal.
+fn dense(cols: usize, vals: impl IntoIterator<Item = i64>) -> String {
+    let v: Vec<String> = vals.into_iter().map(|x| x.to_string()).collect();
+    let rows: Vec<String> = v
+        .chunks(cols)
+        .map(|r| format!("[{}]", r.join(", ")))
+        .collect();
+    format!("dense<[{}]>", rows.join(", "))
+}
+
+fn only(f: &lowbit_ir::Function, name: &str) -> OpKind {
+    let ops: Vec<_> = f
+        .ops()
+        .iter()
+        .filter(|&&o| f.op(o).kind.name() == name)
+        .collect();
+    assert_eq!(ops.len(), 1, "{}", text(f));
+    f.op(*ops[0]).kind.clone()
+}
+
+const MLP_HEAD: &str = "module {
+  func @main(%x: tensor<2x8xf32>) -> (y: tensor<2x4xf32>) {";
+
+fn weights_i4() -> String {
+    format!(
+        "%w = constant {} : tensor<8x4xi4>\n    %s = constant dense<[0.5, 0.25, 0.125, 1.5]> : tensor<4xf32>\n    %d = dequantize %w, %s {{axis = 1}} : (tensor<8x4xi4>, tensor<4xf32>) -> tensor<8x4xf32>",
+        dense(4, (0..32).map(|i| (i * 5 % 16) - 8))
+    )
+}
+
+#[test]
+fn fuse_dequant_rhs() {
+    let src = format!(
+        "{MLP_HEAD}\n    {}\n    %y = matmul %x, %d : (tensor<2x8xf32>, tensor<8x4xf32>) -> tensor<2x4xf32>\n    return %y\n  }}\n}}\n",
+        weights_i4()
+    );
+    let f = parse(&src);
+    let o = optimize(&f, &["fuse-dequant"], "x86-64-v3");
+    assert_eq!(op_names(&o.function), ["qmatmul"]);
+    let OpKind::QMatMul {
+        weight_lhs,
+        has_bias,
+        ..
+    } = only(&o.function, "qmatmul")
+    else {
+        unreachable!()
+    };
+    assert!(!weight_lhs && !has_bias);
+    assert_eq!(o.report.ops[0].schedule, "dequant-fused");
+    assert_same_on_interp(&f, &o.function, 1, 4);
+}
+
+#[test]
+fn fuse_dequant_lhs() {
+    let src = "module {
+  func @main(%x: tensor<4x3xf16>) -> (y: tensor<2x3xf16>) {
+    %w = constant dense<[[1, -2, 3, -4], [5, -6, 7, -8]]> : tensor<2x4xi8>
+    %s = constant dense<0.5> : tensor<f16>
+    %d = dequantize %w, %s : (tensor<2x4xi8>, tensor<f16>) -> tensor<2x4xf16>
+    %y = matmul %d, %x : (tensor<2x4xf16>, tensor<4x3xf16>) -> tensor<2x3xf16>
+    return %y
+  }
+}
+";
+    let f = parse(src);
+    let o = optimize(&f, &["fuse-dequant"], "sm_80");
+    let OpKind::QMatMul { weight_lhs, .. } = only(&o.function, "qmatmul") else {
+        unreachable!()
+    };
+    assert!(weight_lhs);
+    assert!(
+        o.report.ops[0].kernel.contains("mma.m16n8k16"),
+        "{:?}",
+        o.report.ops[0]
+    );
+    assert_same_on_interp(&f, &o.function, 2, 4);
+}
+
+#[test]
+fn fuse_bias_and_activation() {
+    for (act, want) in [
+        ("relu %a", "relu"),
+        ("gelu %a", "gelu"),
+        ("gelu %a {approximate = tanh}", "gelu_tanh"),
+        ("silu %a", "silu"),
+    ] {
+        let src = format!(
+            "{MLP_HEAD}\n    {}\n    %m = matmul %x, %d : (tensor<2x8xf32>, tensor<8x4xf32>) -> tensor<2x4xf32>\n    %b = constant dense<[0.5, -1.0, 2.0, 0.0]> : tensor<4xf32>\n    %a = add %m, %b : (tensor<2x4xf32>, tensor<4xf32>) -> tensor<2x4xf32>\n    %y = {act} : (tensor<2x4xf32>) -> tensor<2x4xf32>\n    return %y\n  }}\n}}\n",
+            weights_i4()
+        );
+        let f = parse(&src);
+        let o = optimize(&f, &["fuse-dequant"], "x86-64-v4");
+        assert_eq!(op_names(&o.function), ["qmatmul"], "{}", text(&o.function));
+        let OpKind::QMatMul {
+            has_bias,
+            activation,
+            ..
+        } = only(&o.function, "qmatmul")
+        else {
+            unreachable!()
+        };
+        assert!(has_bias);
+        assert_eq!(activation.name(), want);
+        assert_same_on_interp(&f, &o.function, 3, 4);
+    }
+}
+
+#[test]
+fn bias_is_not_fused_when_it_broadcasts_the_result_larger() {
+    let src = format!(
+        "{MLP_HEAD}\n    {}\n    %m = matmul %x, %d : (tensor<2x8xf32>, tensor<8x4xf32>) -> tensor<2x4xf32>\n    %b = constant dense<0.5> : tensor<3x2x4xf32>\n    %a = add %m, %b : (tensor<2x4xf32>, tensor<3x2x4xf32>) -> tensor<3x2x4xf32>\n    return %a\n  }}\n}}\n",
+        weights_i4()
+    )
+    .replace("(y: tensor<2x4xf32>)", "(y: tensor<3x2x4xf32>)");
+    let f = parse(&src);
+    let o = optimize(&f, &["fuse-dequant"], "x86-64-v3");
+    assert_eq!(op_names(&o.function), ["qmatmul", "add"]);
+    assert_same_on_interp(&f, &o.function, 4, 2);
+}
+
+fn qdq_src(scale: &str) -> String {
+    format!(
+        "module {{
+  func @main(%q: tensor<6xi8>) -> (r: tensor<6xi8>) {{
+    %s = constant dense<{scale}> : tensor<f32>
+    %z = constant dense<3> : tensor<i8>
+    %d = dequantize %q, %s, %z : (tensor<6xi8>, tensor<f32>, tensor<i8>) -> tensor<6xf16>
+    %r = quantize %d, %s, %z : (tensor<6xf16>, tensor<f32>, tensor<i8>) -> tensor<6xi8>
+    return %r
+  }}
+}}
+"
+    )
+}
+
+#[test]
+fn quantize_of_dequantize_is_removed_only_when_exact() {
+    let f = parse(&qdq_src("0.25"));
+    let o = optimize(&f, &["qdq-cleanup"], "x86-64-v3");
+    assert!(op_names(&o.function).is_empty(), "{}", text(&o.function));
+    assert_same_on_interp(&f, &o.function, 5, 8);
+    // 0.1 has a 52-bit odd factor: (q - z) * 0.1 rounds in f16.
+    let f = parse(&qdq_src("0.1"));
+    let o = optimize(&f, &["qdq-cleanup"], "x86-64-v3");
+    assert_eq!(op_names(&o.function), ["dequantize", "quantize"]);
+    let q = o.report.ops.iter().find(|r| r.op == "quantize").unwrap();
+    assert_eq!(q.schedule, "fallback");
+    let reason = q.reason.as_deref().unwrap();
+    assert!(reason.contains("significand bits of f16"), "{reason}");
+    assert_same_on_interp(&f, &o.function, 6, 8);
+}
+
+#[test]
+fn requantize_to_the_same_scale_is_removed() {
+    let src = "module {
+  func @main(%q: tensor<5xu8>) -> (r: tensor<5xu8>) {
+    %s = constant dense<0.75> : tensor<f32>
+    %z = constant dense<128> : tensor<u8>
+    %r = requantize %q, %s, %z, %s, %z : (tensor<5xu8>, tensor<f32>, tensor<u8>, tensor<f32>, tensor<u8>) -> tensor<5xu8>
+    return %r
+  }
+}
+";
+    let f = parse(src);
+    let o = optimize(&f, &["qdq-cleanup"], "x86-64-v3");
+    assert!(op_names(&o.function).is_empty());
+    assert_same_on_interp(&f, &o.function, 7, 8);
+}
+
+#[test]
+fn integer_casts() {
+    let src = "module {
+  func @main(%x: tensor<4xi4>, %y: tensor<4xi16>) -> (a: tensor<4xi16>, b: tensor<4xi16>, c: tensor<4xi16>) {
+    %0 = cast %x : (tensor<4xi4>) -> tensor<4xi8>
+    %1 = cast %0 : (tensor<4xi8>) -> tensor<4xi16>
+    %2 = cast %y : (tensor<4xi16>) -> tensor<4xi16>
+    %3 = cast %y : (tensor<4xi16>) -> tensor<4xi8>
+    %4 = cast %3 : (tensor<4xi8>) -> tensor<4xi16>
+    return %1, %2, %4
+  }
+}
+";
+    let f = parse(src);
+    let o = optimize(&f, &["qdq-cleanup"], "x86-64-v3");
+    // x -> i8 -> i16 collapses (i4 fits i8); y -> i16 disappears; y -> i8
+    // -> i16 stays (the first cast wraps).
+    assert_eq!(
+        op_names(&o.function),
+        ["cast", "cast", "cast"],
+        "{}",
+        text(&o.function)
+    );
+    let last = o.report.ops.iter().find(|r| r.name == "%2").unwrap();
+    assert!(
+        last.reason.as_deref().unwrap().contains("changes values"),
+        "{last:?}"
+    );
+    assert_same_on_interp(&f, &o.function, 8, 8);
+}
+
+fn int_only_src(sy: &str, k: u64, w_param: bool) -> String {
+    let w = if w_param {
+        String::new()
+    } else {
+        format!(
+            "%wq = constant {} : tensor<{k}x4xi4>\n    ",
+            dense(4, (0..k as i64 * 4).map(|i| (i * 7 % 16) - 8))
+        )
+    };
+    let wp = if w_param {
+        format!(", %wq: tensor<{k}x4xi4>")
+    } else {
+        String::new()
+    };
+    format!(
+        "module {{
+  func @main(%xq: tensor<2x{k}xi8>{wp}) -> (y: tensor<2x4xi8>) {{
+    {w}%sx = constant dense<0.5> : tensor<f32>
+    %zx = constant dense<-3> : tensor<i8>
+    %sw = constant dense<0.75> : tensor<f32>
+    %sy = constant dense<{sy}> : tensor<f32>
+    %zy = constant dense<5> : tensor<i8>
+    %x = dequantize %xq, %sx, %zx : (tensor<2x{k}xi8>, tensor<f32>, tensor<i8>) -> tensor<2x{k}xf32>
+    %w = dequantize %wq, %sw : (tensor<{k}x4xi4>, tensor<f32>) -> tensor<{k}x4xf32>
+    %m = matmul %x, %w : (tensor<2x{k}xf32>, tensor<{k}x4xf32>) -> tensor<2x4xf32>
+    %y = quantize %m, %sy, %zy : (tensor<2x4xf32>, tensor<f32>, tensor<i8>) -> tensor<2x4xi8>
+    return %y
+  }}
+}}
+"
+    )
+}
+
+#[test]
+fn integer_only_with_dyadic_scales() {
+    // sx * sw / sy = 0.375 / 3 = 1/8: multiplier 1, shift 3.
+    let f = parse(&int_only_src("3.0", 16, false));
+    let o = optimize(&f, &["integer-only"], "cascadelake");
+    assert_eq!(
+        op_names(&o.function),
+        ["matmul_int", "requant_dyadic"],
+        "{}",
+        text(&o.function)
+    );
+    let OpKind::RequantDyadic {
+        multiplier,
+        shift,
+        axis,
+        ..
+    } = only(&o.function, "requant_dyadic")
+    else {
+        unreachable!()
+    };
+    assert_eq!((multiplier, shift, axis), (vec![1], vec![3], None));
+    let mm = o.report.ops.iter().find(|r| r.op == "matmul_int").unwrap();
+    assert_eq!(mm.schedule, "dyadic");
+    assert!(mm.kernel.contains("avx512vnni"), "{mm:?}");
+    assert_same_on_interp(&f, &o.function, 9, 16);
+    // sy = 0.15 is not dyadic relative to 0.375: blocked, with the reason.
+    let f = parse(&int_only_src("0.15", 16, false));
+    let o = optimize(&f, &["integer-only"], "cascadelake");
+    assert_eq!(
+        op_names(&o.function),
+        ["dequantize", "dequantize", "matmul", "quantize"]
+    );
+    let q = o.report.ops.iter().find(|r| r.op == "quantize").unwrap();
+    assert_eq!(q.schedule, "fallback");
+    assert!(
+        q.reason.as_deref().unwrap().contains("is not dyadic"),
+        "{q:?}"
+    );
+    assert!(
+        q.reason
+            .as_deref()
+            .unwrap()
+            .contains("allow-approx-dyadic=true"),
+        "{q:?}"
+    );
+}
+
+/// The same graph with per-output-channel weight scales: `sw = [0.75, 1.5,
+/// 3.0, 0.375]`, so the ratios `0.5 · sw / 3` are 1/8, 1/4, 1/2 and 1/16.
+fn per_channel_src(sy: &str, saturate: bool) -> String {
+    let sat = if saturate { "" } else { " {saturate = false}" };
+    int_only_src(sy, 16, false)
+        .replace(
+            "%sw = constant dense<0.75> : tensor<f32>",
+            "%sw = constant dense<[0.75, 1.5, 3.0, 0.375]> : tensor<4xf32>",
+        )
+        .replace(
+            "%w = dequantize %wq, %sw : (tensor<16x4xi4>, tensor<f32>)",
+            "%w = dequantize %wq, %sw {axis = 1} : (tensor<16x4xi4>, tensor<4xf32>)",
+        )
+        .replace(
+            "%y = quantize %m, %sy, %zy :",
+            &format!("%y = quantize %m, %sy, %zy{sat} :"),
+        )
+}
+
+#[test]
+fn integer_only_with_per_channel_weight_scales() {
+    let f = parse(&per_channel_src("3.0", true));
+    let o = optimize(&f, &["integer-only"], "cascadelake");
+    assert_eq!(op_names(&o.function), ["matmul_int", "requant_dyadic"]);
+    let OpKind::RequantDyadic {
+        multiplier,
+        shift,
+        axis,
+        ..
+    } = only(&o.function, "requant_dyadic")
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (multiplier, shift, axis),
+        (vec![1, 1, 1, 1], vec![3, 2, 1, 4], Some(1))
+    );
+    assert_same_on_interp(&f, &o.function, 21, 16);
+}
+
+#[test]
+fn per_channel_scales_along_the_contraction_axis_are_blocked() {
+    let src = int_only_src("3.0", 4, false)
+        .replace(
+            "%sw = constant dense<0.75> : tensor<f32>",
+            "%sw = constant dense<[0.75, 1.5, 3.0, 0.375]> : tensor<4xf32>",
+        )
+        .replace(
+            "%w = dequantize %wq, %sw : (tensor<4x4xi4>, tensor<f32>)",
+            "%w = dequantize %wq, %sw {axis = 0} : (tensor<4x4xi4>, tensor<4xf32>)",
+        );
+    let f = parse(&src);
+    let o = optimize(&f, &["integer-only"], "cascadelake");
+    let q = o.report.ops.iter().find(|r| r.op == "quantize").unwrap();
+    assert_eq!(q.schedule, "fallback");
+    assert!(
+        q.reason
+            .as_deref()
+            .unwrap()
+            .contains("contraction or a batch axis"),
+        "{q:?}"
+    );
+}
+
+fn optimize_approx(f: &lowbit_ir::Function, target: &str) -> lowbit_egraph::Optimized {
+    let mut cfg = lowbit_egraph::Config::new(target.parse().unwrap());
+    cfg.rules = vec!["integer-only".into()];
+    cfg.options.allow_approx_dyadic = true;
+    let o = lowbit_egraph::optimize_function(f, &cfg).unwrap();
+    assert!(lowbit_ir::verifier::verify_function(&o.function).is_empty());
+    o
+}
+
+#[test]
+fn approximate_dyadic_only_when_asked_and_within_one_unit() {
+    // sx * sw / sy = 0.375 / 0.15 = 2.5 (not dyadic: 0.15 is not).
+    let f = parse(&int_only_src("0.15", 16, false));
+    let o = optimize_approx(&f, "cascadelake");
+    assert_eq!(op_names(&o.function), ["matmul_int", "requant_dyadic"]);
+    let OpKind::RequantDyadic {
+        multiplier, shift, ..
+    } = only(&o.function, "requant_dyadic")
+    else {
+        unreachable!()
+    };
+    // The constant is the f32 nearest 0.15.
+    let r = 0.375 / (0.15f32 as f64);
+    let got = multiplier[0] as f64 / 2f64.powi(shift[0] as i32);
+    assert!(((got - r) / r).abs() <= 2f64.powi(-31) * 1.0001, "{got}");
+    let rq = o
+        .report
+        .ops
+        .iter()
+        .find(|r| r.op == "requant_dyadic")
+        .unwrap();
+    assert_eq!(rq.schedule, "dyadic");
+    let reason = rq.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("approximate dyadic multiplier for 1 of 1"),
+        "{reason}"
+    );
+    assert!(reason.contains("at most 1 unit"), "{reason}");
+    let (compared, _) = compare_within(&f, &o.function, 31, 64, 1);
+    assert_eq!(compared, 64);
+}
+
+#[test]
+fn approximate_dyadic_per_channel_mixes_exact_and_approximate_channels() {
+    // sy = 0.6: ratios 0.5 * [0.75, 1.5, 3.0, 0.375] / 0.6 = 0.625, 1.25,
+    // 2.5, 0.3125: 0.6 = 3 * 0.2 is not a dyadic divisor of any of them.
+    let f = parse(&per_channel_src("0.6", true));
+    let o = optimize_approx(&f, "icelake-server");
+    let OpKind::RequantDyadic { multiplier, .. } = only(&o.function, "requant_dyadic") else {
+        unreachable!()
+    };
+    assert_eq!(multiplier.len(), 4);
+    let (compared, _) = compare_within(&f, &o.function, 32, 64, 1);
+    assert_eq!(compared, 64);
+    // A wrapping quantize is refused: one unit could become the whole range.
+    let f = parse(&per_channel_src("0.6", false));
+    let o = optimize_approx(&f, "icelake-server");
+    let q = o.report.ops.iter().find(|r| r.op == "quantize").unwrap();
+    assert_eq!(q.schedule, "fallback");
+    assert!(
+        q.reason.as_deref().unwrap().contains("non-saturating"),
+        "{q:?}"
+    );
+}
+
+#[test]
+fn integer_only_needs_a_proven_accumulator_range() {
+    // 2100000 * |x - zx| (<= 131) * |w| (<= 8) exceeds 2^31.
+    let f = parse(&int_only_src("3.0", 2_100_000, true));
+    let o = optimize(&f, &["integer-only"], "x86-64-v4");
+    let q = o.report.ops.iter().find(|r| r.op == "quantize").unwrap();
+    assert_eq!(q.schedule, "fallback");
+    assert!(
+        q.reason.as_deref().unwrap().contains("exceeds i32"),
+        "{q:?}"
+    );
+}
+
+fn low_bit_matmul() -> lowbit_ir::Function {
+    parse(
+        "module {
+  func @main(%a: tensor<64x512xu2>, %b: tensor<512x64xi2>) -> (c: tensor<64x64xi32>) {
+    %c = matmul %a, %b : (tensor<64x512xu2>, tensor<512x64xi2>) -> tensor<64x64xi32>
+    return %c
+  }
+}
+",
+    )
+}
+
+#[test]
+fn bit_serial_where_the_target_has_vector_popcount() {
+    let f = low_bit_matmul();
+    let o = optimize(&f, &["bit-serial"], "icelake-server");
+    let OpKind::MatMulInt { schedule, .. } = only(&o.function, "matmul_int") else {
+        unreachable!()
+    };
+    assert_eq!(schedule.name(), "bit_serial");
+    assert_eq!(o.report.ops[0].schedule, "bit-serial");
+    assert_same_on_interp(&f, &o.function, 10, 2);
+    // Without VPOPCNTDQ the direct VNNI schedule wins, and explain says why.
+    let o = optimize(&f, &["bit-serial"], "cascadelake");
+    let OpKind::MatMulInt { schedule, .. } = only(&o.function, "matmul_int") else {
+        unreachable!()
+    };
+    assert_eq!(schedule.name(), "direct");
+    let r = o.report.ops[0].reason.as_deref().unwrap();
+    assert!(
+        r.contains("bit-serial not taken") && r.contains("no avx512vpopcntdq"),
+        "{r}"
+    );
+    assert_same_on_interp(&f, &o.function, 11, 2);
+}
+
+#[test]
+fn bit_serial_is_blocked_for_wide_operands() {
+    let f = parse(
+        "module {
+  func @main(%a: tensor<2x3xi16>, %b: tensor<3x2xi16>) -> (c: tensor<2x2xi32>) {
+    %c = matmul %a, %b : (tensor<2x3xi16>, tensor<3x2xi16>) -> tensor<2x2xi32>
+    return %c
+  }
+}
+",
+    );
+    let o = optimize(&f, &["bit-serial"], "icelake-server");
+    let r = o.report.ops[0].reason.as_deref().unwrap();
+    assert!(r.contains("at most 8 bits"), "{r}");
+}
+
+#[test]
+fn transposed_weights_fold_into_the_constant() {
+    let src = format!(
+        "module {{
+  func @main(%x: tensor<2x8xf32>) -> (y: tensor<2x4xf32>) {{
+    %w = constant {} : tensor<4x8xi4>
+    %s = constant dense<[0.5, 0.25, 0.125, 1.5]> : tensor<4xf32>
+    %d = dequantize %w, %s {{axis = 0}} : (tensor<4x8xi4>, tensor<4xf32>) -> tensor<4x8xf32>
+    %t = transpose %d {{perm = [1, 0]}} : (tensor<4x8xf32>) -> tensor<8x4xf32>
+    %y = matmul %x, %t : (tensor<2x8xf32>, tensor<8x4xf32>) -> tensor<2x4xf32>
+    return %y
+  }}
+}}
+",
+        dense(8, (0..32).map(|i| (i * 3 % 16) - 8))
+    );
+    let f = parse(&src);
+    let o = optimize(&f, &["layout", "fuse-dequant"], "x86-64-v3");
+    assert_eq!(op_names(&o.function), ["qmatmul"], "{}", text(&o.function));
+    let OpKind::QMatMul { granularity, .. } = only(&o.function, "qmatmul") else {
+        unreachable!()
+    };
+    assert_eq!(granularity, lowbit_ir::Granularity::PerAxis { axis: 1 });
+    assert_same_on_interp(&f, &o.function, 12, 4);
+}
+
+#[test]
+fn output_is_deterministic() {
+    let f = parse(&int_only_src("3.0", 16, false));
+    let a = optimize(&f, &["integer-only", "bit-serial", "fuse-dequant"], "sm_80");
+    let b = optimize(&f, &["integer-only", "bit-serial", "fuse-dequant"], "sm_80");
+    assert_eq!(text(&a.function), text(&b.function));
+    assert_eq!(
+        lowbit_egraph::explain::render_json("sm_80", &[a.report]),
+        lowbit_egraph::explain::render_json("sm_80", &[b.report])
+    );
+}
+
+#[test]
+fn limits_are_reported() {
+    let f = parse(&int_only_src("3.0", 16, false));
+    let mut cfg = lowbit_egraph::Config::new("x86-64-v3".parse().unwrap());
+    cfg.iter_limit = 1;
+    let o = lowbit_egraph::optimize_function(&f, &cfg).unwrap();
+    assert_eq!(o.report.stop_reason, "iteration limit (1)");
+    cfg.rules = vec!["nope".into()];
+    let e = lowbit_egraph::optimize_function(&f, &cfg).unwrap_err();
+    assert!(e.0.contains("unknown rule set 'nope'"), "{e}");
+}

@@ -1,0 +1,335 @@
+//! Target descriptions: which machine a graph is optimized and compiled for.
+//!
+//! Plain data shared by the e-graph cost models and the backends: an x86-64
+//! CPU is described by its vector feature set (AVX2/FMA, AVX-512, VNNI,
+//! VPOPCNTDQ, BF16), an NVIDIA GPU by its SM level. Names follow LLVM's
+//! (`x86-64-v3`, `icelake-server`, `sm_80`), optionally with `+feature`
+//! suffixes (`x86-64-v3+avxvnni`). Throughput and bandwidth figures are not
+//! here: they belong to the cost model that uses them. [`Target::host`]
+//! reads the running CPU's features; it is the only function here that
+//! looks at the machine.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// x86-64 vector features that change which kernels are worth running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct X86Features {
+    /// AVX2 (256-bit integer and float vectors).
+    pub avx2: bool,
+    /// FMA3 fused multiply-add.
+    pub fma: bool,
+    /// AVX-512 F/BW/DQ/VL (512-bit vectors).
+    pub avx512: bool,
+    /// AVX-512 VNNI (`vpdpbusd` on 512-bit vectors).
+    pub avx512vnni: bool,
+    /// AVX-VNNI (`vpdpbusd` on 256-bit vectors, without AVX-512).
+    pub avxvnni: bool,
+    /// AVX-512 VPOPCNTDQ (vector popcount of 32/64-bit lanes).
+    pub avx512vpopcntdq: bool,
+    /// AVX-512 BF16 (`vdpbf16ps`).
+    pub avx512bf16: bool,
+}
+
+impl X86Features {
+    const NAMES: [&'static str; 7] = [
+        "avx2",
+        "fma",
+        "avx512",
+        "avx512vnni",
+        "avxvnni",
+        "avx512vpopcntdq",
+        "avx512bf16",
+    ];
+
+    fn flag_mut(&mut self, name: &str) -> Option<&mut bool> {
+        Some(match name {
+            "avx2" => &mut self.avx2,
+            "fma" => &mut self.fma,
+            "avx512" | "avx512f" => &mut self.avx512,
+            "avx512vnni" => &mut self.avx512vnni,
+            "avxvnni" => &mut self.avxvnni,
+            "avx512vpopcntdq" => &mut self.avx512vpopcntdq,
+            "avx512bf16" => &mut self.avx512bf16,
+            _ => return None,
+        })
+    }
+
+    fn flags(&self) -> [bool; 7] {
+        [
+            self.avx2,
+            self.fma,
+            self.avx512,
+            self.avx512vnni,
+            self.avxvnni,
+            self.avx512vpopcntdq,
+            self.avx512bf16,
+        ]
+    }
+
+    /// The enabled features' names, in a fixed order.
+    pub fn names(&self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .zip(self.flags())
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// Any VNNI flavour (512- or 256-bit).
+    pub fn has_vnni(&self) -> bool {
+        self.avx512vnni || self.avxvnni
+    }
+
+    /// Widest vector in bits (128 for baseline SSE2).
+    pub fn vector_bits(&self) -> u32 {
+        if self.avx512 {
+            512
+        } else if self.avx2 {
+            256
+        } else {
+            128
+        }
+    }
+}
+
+/// An NVIDIA GPU by SM level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NvidiaSm {
+    /// SM version: 80 (A100), 89 (L40/Ada), 90 (H100).
+    pub sm: u32,
+    /// The architecture-specific `sm_90a` variant (wgmma).
+    pub arch_specific: bool,
+}
+
+/// What a target is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    /// An x86-64 CPU with a feature set.
+    X86_64(X86Features),
+    /// An NVIDIA GPU (PTX).
+    Nvidia(NvidiaSm),
+}
+
+/// A named target.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// The name it was given by (`x86-64-v4+avx512vnni`, `sm_80`).
+    pub name: String,
+    /// Its description.
+    pub kind: TargetKind,
+}
+
+/// CPU model names and their feature sets.
+const CPU_MODELS: &[(&str, &[&str])] = &[
+    ("x86-64", &[]),
+    ("x86_64", &[]),
+    ("x86-64-v2", &[]),
+    ("x86-64-v3", &["avx2", "fma"]),
+    ("haswell", &["avx2", "fma"]),
+    ("alderlake", &["avx2", "fma", "avxvnni"]),
+    ("x86-64-v4", &["avx2", "fma", "avx512"]),
+    ("skylake-avx512", &["avx2", "fma", "avx512"]),
+    ("cascadelake", &["avx2", "fma", "avx512", "avx512vnni"]),
+    (
+        "icelake-server",
+        &["avx2", "fma", "avx512", "avx512vnni", "avx512vpopcntdq"],
+    ),
+    (
+        "sapphirerapids",
+        &[
+            "avx2",
+            "fma",
+            "avx512",
+            "avx512vnni",
+            "avx512vpopcntdq",
+            "avx512bf16",
+            "avxvnni",
+        ],
+    ),
+    (
+        "znver4",
+        &[
+            "avx2",
+            "fma",
+            "avx512",
+            "avx512vnni",
+            "avx512vpopcntdq",
+            "avx512bf16",
+        ],
+    ),
+];
+
+/// Every CPU model name [`Target::from_str`] accepts.
+pub fn cpu_model_names() -> Vec<&'static str> {
+    CPU_MODELS.iter().map(|(n, _)| *n).collect()
+}
+
+impl Target {
+    /// An x86-64 target with explicit features.
+    pub fn x86(name: impl Into<String>, features: X86Features) -> Target {
+        Target {
+            name: name.into(),
+            kind: TargetKind::X86_64(features),
+        }
+    }
+
+    /// The running machine (x86-64 features read with `cpuid`); on other
+    /// architectures, baseline x86-64 so that cost estimates stay defined.
+    pub fn host() -> Target {
+        #[allow(unused_mut)]
+        let mut f = X86Features::default();
+        #[cfg(target_arch = "x86_64")]
+        {
+            f.avx2 = std::arch::is_x86_feature_detected!("avx2");
+            f.fma = std::arch::is_x86_feature_detected!("fma");
+            f.avx512 = std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw");
+            f.avx512vnni = std::arch::is_x86_feature_detected!("avx512vnni");
+            f.avxvnni = std::arch::is_x86_feature_detected!("avxvnni");
+            f.avx512vpopcntdq = std::arch::is_x86_feature_detected!("avx512vpopcntdq");
+            f.avx512bf16 = std::arch::is_x86_feature_detected!("avx512bf16");
+        }
+        let mut name = String::from("x86-64");
+        for n in f.names() {
+            name.push('+');
+            name.push_str(n);
+        }
+        Target::x86(name, f)
+    }
+
+    /// The x86 features, if this is a CPU target.
+    pub fn x86_features(&self) -> Option<&X86Features> {
+        match &self.kind {
+            TargetKind::X86_64(f) => Some(f),
+            TargetKind::Nvidia(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl FromStr for Target {
+    type Err = String;
+
+    /// `MODEL[+feature...]` for x86-64 (`x86-64-v3+avxvnni`), or `sm_80`,
+    /// `sm_89`, `sm_90`, `sm_90a` for NVIDIA GPUs.
+    fn from_str(s: &str) -> Result<Target, String> {
+        if let Some(level) = s.strip_prefix("sm_") {
+            let (digits, arch_specific) = match level.strip_suffix('a') {
+                Some(d) => (d, true),
+                None => (level, false),
+            };
+            return match digits {
+                "80" | "89" | "90" if !arch_specific || digits == "90" => Ok(Target {
+                    name: s.to_string(),
+                    kind: TargetKind::Nvidia(NvidiaSm {
+                        sm: digits.parse().unwrap_or(80),
+                        arch_specific,
+                    }),
+                }),
+                _ => Err(format!(
+                    "unknown GPU target '{s}' (expected sm_80, sm_89, sm_90 or sm_90a)"
+                )),
+            };
+        }
+        let mut parts = s.split('+');
+        let model = parts.next().unwrap_or_default();
+        let base = CPU_MODELS
+            .iter()
+            .find(|(n, _)| *n == model)
+            .ok_or_else(|| {
+                format!(
+                    "unknown target '{model}' (expected one of {}, or sm_80/sm_89/sm_90/sm_90a)",
+                    cpu_model_names().join(", ")
+                )
+            })?;
+        let mut f = X86Features::default();
+        let names = base.1.iter().copied().chain(parts);
+        for feat in names {
+            match f.flag_mut(feat) {
+                Some(flag) => *flag = true,
+                None => {
+                    return Err(format!(
+                        "unknown x86 feature '{feat}' in target '{s}' (known: {})",
+                        X86Features::NAMES.join(", ")
+                    ))
+                }
+            }
+        }
+        // Features imply their prerequisites, so a hand-written list that
+        // forgets one still describes a real machine.
+        if f.avx512vnni || f.avx512vpopcntdq || f.avx512bf16 {
+            f.avx512 = true;
+        }
+        if f.avx512 || f.avxvnni {
+            f.avx2 = true;
+            f.fma = true;
+        }
+        Ok(Target::x86(s, f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_models_and_features() {
+        let t: Target = "x86-64-v3".parse().unwrap();
+        let f = t.x86_features().unwrap();
+        assert!(f.avx2 && f.fma && !f.avx512 && !f.has_vnni());
+        let t: Target = "x86-64-v3+avxvnni".parse().unwrap();
+        assert!(t.x86_features().unwrap().avxvnni);
+        let t: Target = "icelake-server".parse().unwrap();
+        let f = t.x86_features().unwrap();
+        assert!(f.avx512 && f.avx512vnni && f.avx512vpopcntdq && !f.avx512bf16);
+        assert_eq!(f.vector_bits(), 512);
+        let t: Target = "x86-64+avx512vpopcntdq".parse().unwrap();
+        let f = t.x86_features().unwrap();
+        assert!(f.avx512 && f.avx2, "prerequisites are implied: {f:?}");
+        assert_eq!(t.to_string(), "x86-64+avx512vpopcntdq");
+    }
+
+    #[test]
+    fn parses_gpu_levels() {
+        for (s, sm, a) in [
+            ("sm_80", 80, false),
+            ("sm_89", 89, false),
+            ("sm_90", 90, false),
+            ("sm_90a", 90, true),
+        ] {
+            let t: Target = s.parse().unwrap();
+            assert_eq!(
+                t.kind,
+                TargetKind::Nvidia(NvidiaSm {
+                    sm,
+                    arch_specific: a
+                })
+            );
+        }
+        assert!("sm_75".parse::<Target>().unwrap_err().contains("sm_80"));
+        assert!("sm_80a".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn rejects_unknown_names() {
+        let e = "pentium".parse::<Target>().unwrap_err();
+        assert!(e.contains("unknown target 'pentium'"), "{e}");
+        let e = "x86-64-v3+sse9".parse::<Target>().unwrap_err();
+        assert!(e.contains("unknown x86 feature 'sse9'"), "{e}");
+    }
+
+    #[test]
+    fn host_names_its_features() {
+        let t = Target::host();
+        let f = *t.x86_features().unwrap();
+        let back: Target = t.name.parse().unwrap();
+        assert_eq!(back.x86_features(), Some(&f));
+    }
+}

@@ -1,0 +1,1419 @@
+//! One function per ONNX operator: checks the node's inputs and
+//! attributes, computes the result types (static shapes) and emits lowbit
+//! ops. Errors are plain messages; the caller prefixes the node.
+//!
+//! Mapping notes (the ONNX spec is the reference for each):
+//! * `QuantizeLinear`/`DequantizeLinear` map to `quantize`/`dequantize`
+//!   with the granularity the scale's shape and `axis`/`block_size` give;
+//!   integer outputs always saturate, float outputs (float8/float4) follow
+//!   `saturate`. A `QuantizeLinear` on int32 input is cast to f64 first.
+//! * `Cast`: float → int truncates toward zero (then wraps, as C casts do on
+//!   the platforms onnxruntime runs on; out of range is undefined in the
+//!   spec); int → int wraps; to float8 the `saturate` attribute applies;
+//!   to float8e8m0 `round_mode` too; other float targets round to nearest
+//!   even and overflow to infinity. Casts to BOOL are refused (they need
+//!   `x != 0`, which lowbit has no op for).
+//! * `MatMulInteger`/`ConvInteger`/`QLinearMatMul`: operands minus their
+//!   zero points in i32, then an exact integer `matmul`/`conv2d`;
+//!   `QLinearMatMul` then `requantize`s with `a_scale · b_scale` (an f32
+//!   product, as onnxruntime computes it) and `y_scale`.
+//! * `DynamicQuantizeLinear` is expanded into `reduce_min`/`reduce_max`,
+//!   f32 arithmetic and `quantize`, exactly the spec's formula.
+//! * `MatMulNBits` (com.microsoft): the packed weight becomes a `u<bits>`
+//!   constant of shape `[K, N]` with `[ceil(K/block), N]` scales and zero
+//!   points, then `dequantize {axis = 0, block_size}` and `matmul`; the
+//!   weight stays packed.
+
+use super::{Importer, Val};
+use crate::proto::onnx::{AttributeProto, NodeProto};
+use crate::tensor_io::{elem_type_from_onnx, tensor_from_proto};
+use lowbit_ir::verifier::broadcast_shapes;
+use lowbit_ir::{
+    BinaryOp, ElemType, FloatFormat, Granularity, OpKind, Overflow, ReduceOp, Rounding, Tensor,
+    TensorType, UnaryOp,
+};
+
+type R<T> = Result<T, String>;
+
+fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
+    node.attribute
+        .iter()
+        .find(|a| a.name.as_deref() == Some(name))
+}
+
+fn attr_i(node: &NodeProto, name: &str) -> Option<i64> {
+    attr(node, name).and_then(|a| a.i)
+}
+
+fn attr_f(node: &NodeProto, name: &str) -> Option<f32> {
+    attr(node, name).and_then(|a| a.f)
+}
+
+fn attr_s(node: &NodeProto, name: &str) -> R<Option<String>> {
+    attr(node, name)
+        .and_then(|a| a.s.clone())
+        .map(|s| String::from_utf8(s).map_err(|_| format!("attribute '{name}' is not UTF-8")))
+        .transpose()
+}
+
+fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
+    attr(node, name).map(|a| a.ints.clone())
+}
+
+/// A normalized axis in `0..rank`.
+fn axis(a: i64, rank: usize, what: &str) -> R<usize> {
+    let r = rank as i64;
+    let n = if a < 0 { a + r } else { a };
+    if (0..r).contains(&n) {
+        Ok(n as usize)
+    } else {
+        Err(format!("{what} {a} is out of range for rank {rank}"))
+    }
+}
+
+fn fmt_shape(s: &[u64]) -> String {
+    let v: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// The values of a known integer tensor (shape inputs).
+fn const_ints(v: &Val, what: &str) -> R<Vec<i64>> {
+    let t = v.konst.as_ref().ok_or_else(|| {
+        format!("{what} must be a constant (an initializer or computed from constants): lowbit needs static shapes")
+    })?;
+    let ints = t
+        .to_i128()
+        .ok_or_else(|| format!("{what} must be an integer tensor, got {}", t.elem))?;
+    ints.into_iter()
+        .map(|i| i64::try_from(i).map_err(|_| format!("{what} value {i} does not fit in int64")))
+        .collect()
+}
+
+/// The element count of a shape, or an error when it overflows.
+fn checked_product(dims: &[u64]) -> R<u64> {
+    dims.iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("the element count of {} overflows", fmt_shape(dims)))
+}
+
+fn i64_tensor(values: &[i64]) -> Tensor {
+    Tensor {
+        elem: ElemType::I64,
+        shape: vec![values.len() as u64],
+        codes: values.iter().map(|&v| v as u64).collect(),
+    }
+}
+
+fn scalar(elem: ElemType, v: f64) -> Tensor {
+    Tensor {
+        elem,
+        shape: vec![],
+        codes: vec![elem.encode(v, Rounding::NearestEven, false)],
+    }
+}
+
+fn same_float_elem(a: &Val, b: &Val, what: &str) -> R<()> {
+    if a.ty.elem != b.ty.elem {
+        return Err(format!(
+            "{what}: element types differ ({} and {})",
+            a.ty.elem, b.ty.elem
+        ));
+    }
+    Ok(())
+}
+
+fn want_float(v: &Val, what: &str) -> R<()> {
+    if v.ty.elem.is_float() {
+        Ok(())
+    } else {
+        Err(format!("{what} must be a float tensor, got {}", v.ty.elem))
+    }
+}
+
+/// Lowers one node; returns its outputs in order.
+pub(crate) fn lower(
+    im: &mut Importer,
+    node: &NodeProto,
+    op_type: &str,
+    domain: &str,
+    version: i64,
+) -> R<Vec<Val>> {
+    let one = |v: Val| Ok(vec![v]);
+    if domain == "com.microsoft" {
+        return match op_type {
+            "MatMulNBits" => one(matmul_nbits(im, node)?),
+            _ => Err("unsupported operator".into()),
+        };
+    }
+    match op_type {
+        "Identity" => one(im.input(node, 0)?),
+        "Constant" => one(constant_node(im, node)?),
+        "Shape" => one(shape_node(im, node)?),
+        "Reshape" => one(reshape_node(im, node)?),
+        "Flatten" => {
+            let x = im.input(node, 0)?;
+            let a = attr_i(node, "axis").unwrap_or(1);
+            let r = x.ty.rank() as i64;
+            let a = if a < 0 { a + r } else { a };
+            if !(0..=r).contains(&a) {
+                return Err(format!("axis {a} is out of range for rank {r}"));
+            }
+            let outer = checked_product(&x.ty.shape[..a as usize])?;
+            let inner = checked_product(&x.ty.shape[a as usize..])?;
+            one(reshape_to(im, &x, vec![outer, inner])?)
+        }
+        "Squeeze" | "Unsqueeze" => one(squeeze_node(im, node, op_type == "Unsqueeze")?),
+        "Transpose" => {
+            let x = im.input(node, 0)?;
+            let rank = x.ty.rank();
+            let perm = attr_ints(node, "perm").unwrap_or_else(|| (0..rank as i64).rev().collect());
+            let mut seen = vec![false; rank];
+            let mut p = Vec::with_capacity(rank);
+            for &a in &perm {
+                let a = axis(a, rank, "perm entry")?;
+                if std::mem::replace(&mut seen[a], true) {
+                    return Err(format!("perm {perm:?} repeats axis {a}"));
+                }
+                p.push(a as u32);
+            }
+            if p.len() != rank {
+                return Err(format!("perm {perm:?} does not list all {rank} axes"));
+            }
+            let shape: Vec<u64> = p.iter().map(|&a| x.ty.shape[a as usize]).collect();
+            let ty = TensorType::new(shape, x.ty.elem);
+            one(im.emit(OpKind::Transpose { perm: p }, &[&x], ty)?)
+        }
+        "Concat" => {
+            let n = node.input.len();
+            let mut xs = Vec::with_capacity(n);
+            for i in 0..n {
+                xs.push(im.input(node, i)?);
+            }
+            let first = xs.first().ok_or("Concat needs at least one input")?;
+            let a = axis(
+                attr_i(node, "axis").ok_or("missing attribute 'axis'")?,
+                first.ty.rank(),
+                "axis",
+            )?;
+            let mut shape = first.ty.shape.clone();
+            for (i, x) in xs.iter().enumerate().skip(1) {
+                let ok = x.ty.elem == first.ty.elem
+                    && x.ty.rank() == first.ty.rank()
+                    && (0..x.ty.rank()).all(|d| d == a || x.ty.shape[d] == first.ty.shape[d]);
+                if !ok {
+                    return Err(format!(
+                        "shape mismatch: input #{i} ({}) cannot be joined to input #0 ({}) along axis {a}",
+                        x.ty, first.ty
+                    ));
+                }
+                shape[a] = shape[a]
+                    .checked_add(x.ty.shape[a])
+                    .ok_or("the joined dimension overflows")?;
+            }
+            if xs.len() == 1 {
+                return one(xs.remove(0));
+            }
+            let ty = TensorType::new(shape, first.ty.elem);
+            let refs: Vec<&Val> = xs.iter().collect();
+            one(im.emit(OpKind::Concat { axis: a as i64 }, &refs, ty)?)
+        }
+        "Slice" => one(slice_node(im, node)?),
+        "Gather" => {
+            let (data, idx) = (im.input(node, 0)?, im.input(node, 1)?);
+            let a = axis(attr_i(node, "axis").unwrap_or(0), data.ty.rank(), "axis")?;
+            if !idx.ty.elem.is_int() {
+                return Err(format!(
+                    "indices must be int32 or int64, got {}",
+                    idx.ty.elem
+                ));
+            }
+            let mut shape = data.ty.shape[..a].to_vec();
+            shape.extend(&idx.ty.shape);
+            shape.extend(&data.ty.shape[a + 1..]);
+            let ty = TensorType::new(shape, data.ty.elem);
+            one(im.emit(OpKind::Gather { axis: a as i64 }, &[&data, &idx], ty)?)
+        }
+        "Expand" => {
+            let x = im.input(node, 0)?;
+            let s = const_ints(&im.input(node, 1)?, "the shape input")?;
+            let s: Vec<u64> = s
+                .iter()
+                .map(|&d| {
+                    u64::try_from(d).map_err(|_| format!("negative dim {d} in the shape input"))
+                })
+                .collect::<R<_>>()?;
+            let out = broadcast_shapes(&x.ty.shape, &s).ok_or_else(|| {
+                format!(
+                    "shape mismatch: {} does not broadcast with {}",
+                    fmt_shape(&x.ty.shape),
+                    fmt_shape(&s)
+                )
+            })?;
+            if out == x.ty.shape {
+                return one(x);
+            }
+            let ty = TensorType::new(out, x.ty.elem);
+            one(im.emit(OpKind::Broadcast, &[&x], ty)?)
+        }
+        "Cast" => {
+            let x = im.input(node, 0)?;
+            let to = attr_i(node, "to").ok_or("missing attribute 'to'")?;
+            let elem = elem_type_from_onnx(to as i32)?;
+            one(cast(im, node, &x, elem)?)
+        }
+        "CastLike" => {
+            let x = im.input(node, 0)?;
+            let like = im.input(node, 1)?;
+            one(cast(im, node, &x, like.ty.elem)?)
+        }
+        "Add" | "Sub" | "Mul" | "Div" => {
+            let op = match op_type {
+                "Add" => BinaryOp::Add,
+                "Sub" => BinaryOp::Sub,
+                "Mul" => BinaryOp::Mul,
+                _ => BinaryOp::Div,
+            };
+            let (a, b) = (im.input(node, 0)?, im.input(node, 1)?);
+            one(binary(im, op, &a, &b)?)
+        }
+        "Pow" => {
+            let (a, b) = (im.input(node, 0)?, im.input(node, 1)?);
+            want_float(&a, "the base")?;
+            let b = if b.ty.elem == a.ty.elem {
+                b
+            } else {
+                let ty = b.ty.with_elem(a.ty.elem);
+                im.emit(
+                    OpKind::Cast {
+                        rounding: Rounding::NearestEven,
+                        saturate: false,
+                    },
+                    &[&b],
+                    ty,
+                )?
+            };
+            one(binary(im, BinaryOp::Pow, &a, &b)?)
+        }
+        "Sqrt" | "Neg" | "Sigmoid" | "Tanh" | "Erf" => {
+            let op = match op_type {
+                "Sqrt" => UnaryOp::Sqrt,
+                "Neg" => UnaryOp::Neg,
+                "Sigmoid" => UnaryOp::Sigmoid,
+                "Tanh" => UnaryOp::Tanh,
+                _ => UnaryOp::Erf,
+            };
+            let x = im.input(node, 0)?;
+            if op != UnaryOp::Neg {
+                want_float(&x, "the input")?;
+            }
+            let ty = x.ty.clone();
+            one(im.emit(OpKind::Unary { op }, &[&x], ty)?)
+        }
+        "Relu" => {
+            let x = im.input(node, 0)?;
+            let ty = x.ty.clone();
+            one(im.emit(OpKind::Relu, &[&x], ty)?)
+        }
+        "Gelu" => {
+            let x = im.input(node, 0)?;
+            want_float(&x, "the input")?;
+            let tanh = match attr_s(node, "approximate")?.as_deref() {
+                None | Some("none") => false,
+                Some("tanh") => true,
+                Some(o) => {
+                    return Err(format!(
+                        "attribute 'approximate' must be none or tanh, not '{o}'"
+                    ))
+                }
+            };
+            let ty = x.ty.clone();
+            one(im.emit(OpKind::Gelu { tanh }, &[&x], ty)?)
+        }
+        "Softmax" | "LogSoftmax" => {
+            let x = im.input(node, 0)?;
+            want_float(&x, "the input")?;
+            let a = axis(attr_i(node, "axis").unwrap_or(-1), x.ty.rank(), "axis")? as i64;
+            let kind = if op_type == "Softmax" {
+                OpKind::Softmax { axis: a }
+            } else {
+                OpKind::LogSoftmax { axis: a }
+            };
+            let ty = x.ty.clone();
+            one(im.emit(kind, &[&x], ty)?)
+        }
+        "LayerNormalization" | "RMSNormalization" => one(norm_node(im, node, op_type)?),
+        "MatMul" => {
+            let (a, b) = (im.input(node, 0)?, im.input(node, 1)?);
+            let elem = a.ty.elem;
+            one(matmul(im, &a, &b, elem)?)
+        }
+        "Gemm" => one(gemm_node(im, node)?),
+        "MatMulInteger" => {
+            let a = zero_pointed(im, node, 0, 2, ZpAxis::Rows)?;
+            let b = zero_pointed(im, node, 1, 3, ZpAxis::Cols)?;
+            one(matmul(im, &a, &b, ElemType::I32)?)
+        }
+        "QLinearMatMul" => one(qlinear_matmul(im, node)?),
+        "DynamicQuantizeLinear" => dynamic_quantize(im, node),
+        "QuantizeLinear" => one(quantize_node(im, node, version)?),
+        "DequantizeLinear" => one(dequantize_node(im, node, version)?),
+        "Conv" => {
+            let (x, w) = (im.input(node, 0)?, im.input(node, 1)?);
+            want_float(&x, "the input")?;
+            same_float_elem(&x, &w, "input and weight")?;
+            let b = im.opt_input(node, 2)?;
+            let elem = x.ty.elem;
+            one(conv(im, node, &x, &w, b.as_ref(), elem)?)
+        }
+        "ConvInteger" => {
+            let x = zero_pointed(im, node, 0, 2, ZpAxis::Tensor)?;
+            let w = zero_pointed(im, node, 1, 3, ZpAxis::OutChannels)?;
+            one(conv(im, node, &x, &w, None, ElemType::I32)?)
+        }
+        _ => Err("unsupported operator".into()),
+    }
+}
+
+fn binary(im: &mut Importer, op: BinaryOp, a: &Val, b: &Val) -> R<Val> {
+    if a.ty.elem != b.ty.elem {
+        return Err(format!(
+            "operand element types differ ({} and {})",
+            a.ty.elem, b.ty.elem
+        ));
+    }
+    let shape = broadcast_shapes(&a.ty.shape, &b.ty.shape).ok_or_else(|| {
+        format!(
+            "shape mismatch: {} and {} do not broadcast",
+            fmt_shape(&a.ty.shape),
+            fmt_shape(&b.ty.shape)
+        )
+    })?;
+    let ty = TensorType::new(shape, a.ty.elem);
+    im.emit(
+        OpKind::Binary {
+            op,
+            overflow: Overflow::Wrap,
+        },
+        &[a, b],
+        ty,
+    )
+}
+
+fn reshape_to(im: &mut Importer, x: &Val, shape: Vec<u64>) -> R<Val> {
+    if shape == x.ty.shape {
+        return Ok(x.clone());
+    }
+    let ty = TensorType::new(shape, x.ty.elem);
+    if ty.num_elements() != x.ty.num_elements() {
+        return Err(format!(
+            "shape mismatch: cannot reshape {} to {}",
+            x.ty,
+            fmt_shape(&ty.shape)
+        ));
+    }
+    if let Some(t) = &x.konst {
+        // Reshaping a constant is free: keep one constant (weights included).
+        let t = Tensor {
+            elem: t.elem,
+            shape: ty.shape.clone(),
+            codes: t.codes.clone(),
+        };
+        return Ok(im.constant(t));
+    }
+    im.emit(OpKind::Reshape, &[x], ty)
+}
+
+fn constant_node(im: &mut Importer, node: &NodeProto) -> R<Val> {
+    if let Some(t) = attr(node, "value").and_then(|a| a.t.as_ref()) {
+        let (_, t) = tensor_from_proto(t)?;
+        return Ok(im.constant(t));
+    }
+    if let Some(f) = attr_f(node, "value_float") {
+        return Ok(im.constant(scalar(ElemType::F32, f as f64)));
+    }
+    if let Some(a) = attr(node, "value_floats") {
+        let t = Tensor::from_f64(
+            ElemType::F32,
+            vec![a.floats.len() as u64],
+            &a.floats.iter().map(|&f| f as f64).collect::<Vec<_>>(),
+        )?;
+        return Ok(im.constant(t));
+    }
+    if let Some(i) = attr_i(node, "value_int") {
+        let mut t = i64_tensor(&[i]);
+        t.shape.clear();
+        return Ok(im.constant(t));
+    }
+    if let Some(v) = attr_ints(node, "value_ints") {
+        return Ok(im.constant(i64_tensor(&v)));
+    }
+    Err(
+        "only tensor, float(s) and int(s) values are supported (no sparse or string constants)"
+            .into(),
+    )
+}
+
+fn shape_node(im: &mut Importer, node: &NodeProto) -> R<Val> {
+    let x = im.input(node, 0)?;
+    let r = x.ty.rank() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let start = clamp(attr_i(node, "start").unwrap_or(0));
+    let end = clamp(attr_i(node, "end").unwrap_or(r));
+    let dims: Vec<i64> = x.ty.shape[start..end.max(start)]
+        .iter()
+        .map(|&d| d as i64)
+        .collect();
+    Ok(im.constant(i64_tensor(&dims)))
+}
+
+fn reshape_node(im: &mut Importer, node: &NodeProto) -> R<Val> {
+    let x = im.input(node, 0)?;
+    let want = const_ints(&im.input(node, 1)?, "the shape input")?;
+    let allowzero = attr_i(node, "allowzero").unwrap_or(0) != 0;
+    let mut shape = Vec::with_capacity(want.len());
+    let mut infer = None;
+    for (i, &d) in want.iter().enumerate() {
+        match d {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                shape.push(1);
+            }
+            0 if !allowzero => shape.push(*x.ty.shape.get(i).ok_or_else(|| {
+                format!(
+                    "shape entry {i} is 0 (copy) but the input has rank {}",
+                    x.ty.rank()
+                )
+            })?),
+            d if d >= 0 => shape.push(d as u64),
+            _ => return Err(format!("invalid shape {want:?}")),
+        }
+    }
+    if let Some(i) = infer {
+        let known = checked_product(&shape)?;
+        let total = x.ty.num_elements();
+        if known == 0 || total % known != 0 {
+            return Err(format!(
+                "shape mismatch: cannot reshape {} to {want:?}",
+                x.ty
+            ));
+        }
+        shape[i] = total / known;
+    }
+    reshape_to(im, &x, shape)
+}
+
+fn squeeze_node(im: &mut Importer, node: &NodeProto, unsqueeze: bool) -> R<Val> {
+    let x = im.input(node, 0)?;
+    // Opset 13 moved `axes` from an attribute to an input.
+    let axes = match im.opt_input(node, 1)? {
+        Some(a) => Some(const_ints(&a, "the axes input")?),
+        None => attr_ints(node, "axes"),
+    };
+    let shape = if unsqueeze {
+        let axes = axes.ok_or("missing the axes input")?;
+        let out_rank = x.ty.rank() + axes.len();
+        let mut norm: Vec<usize> = axes
+            .iter()
+            .map(|&a| axis(a, out_rank, "axis"))
+            .collect::<R<_>>()?;
+        norm.sort_unstable();
+        if norm.windows(2).any(|w| w[0] == w[1]) {
+            return Err(format!("axes {axes:?} repeat an axis"));
+        }
+        let mut src = x.ty.shape.iter();
+        (0..out_rank)
+            .map(|d| {
+                if norm.contains(&d) {
+                    1
+                } else {
+                    src.next().copied().unwrap_or(1)
+                }
+            })
+            .collect()
+    } else {
+        let rank = x.ty.rank();
+        let drop: Vec<usize> = match axes {
+            Some(axes) => {
+                let v: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| axis(a, rank, "axis"))
+                    .collect::<R<_>>()?;
+                if let Some(&d) = v.iter().find(|&&d| x.ty.shape[d] != 1) {
+                    return Err(format!("cannot squeeze axis {d} of size {}", x.ty.shape[d]));
+                }
+                v
+            }
+            None => (0..rank).filter(|&d| x.ty.shape[d] == 1).collect(),
+        };
+        (0..rank)
+            .filter(|d| !drop.contains(d))
+            .map(|d| x.ty.shape[d])
+            .collect()
+    };
+    reshape_to(im, &x, shape)
+}
+
+fn slice_node(im: &mut Importer, node: &NodeProto) -> R<Val> {
+    let x = im.input(node, 0)?;
+    let rank = x.ty.rank();
+    let starts = const_ints(&im.input(node, 1)?, "starts")?;
+    let ends = const_ints(&im.input(node, 2)?, "ends")?;
+    let axes = match im.opt_input(node, 3)? {
+        Some(a) => const_ints(&a, "axes")?,
+        None => (0..starts.len() as i64).collect(),
+    };
+    let steps = match im.opt_input(node, 4)? {
+        Some(s) => const_ints(&s, "steps")?,
+        None => vec![1; starts.len()],
+    };
+    if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
+        return Err("starts, ends, axes and steps must have the same length".into());
+    }
+    let mut out_starts: Vec<u64> = vec![0; rank];
+    let mut out_steps: Vec<i64> = vec![1; rank];
+    let mut shape = x.ty.shape.clone();
+    let mut seen = vec![false; rank];
+    for i in 0..starts.len() {
+        let a = axis(axes[i], rank, "axis")?;
+        if std::mem::replace(&mut seen[a], true) {
+            return Err(format!("axis {a} is sliced twice"));
+        }
+        let step = steps[i] as i128;
+        if step == 0 {
+            return Err("a step is 0".into());
+        }
+        let d = x.ty.shape[a] as i128;
+        let norm = |v: i64| {
+            let v = v as i128;
+            if v < 0 {
+                v + d
+            } else {
+                v
+            }
+        };
+        if d == 0 {
+            // Nothing to select (and no valid index to clamp to).
+            shape[a] = 0;
+            continue;
+        }
+        let (start, end) = if step > 0 {
+            (norm(starts[i]).clamp(0, d), norm(ends[i]).clamp(0, d))
+        } else {
+            (
+                norm(starts[i]).clamp(0, d - 1),
+                norm(ends[i]).clamp(-1, d - 1),
+            )
+        };
+        let count = if step > 0 {
+            ((end - start).max(0) + step - 1) / step
+        } else {
+            ((start - end).max(0) + (-step) - 1) / (-step)
+        };
+        shape[a] = count as u64;
+        if count > 0 {
+            out_starts[a] = start as u64;
+            out_steps[a] = step as i64;
+        }
+    }
+    if shape == x.ty.shape && out_steps.iter().all(|&s| s == 1) {
+        return Ok(x);
+    }
+    let ty = TensorType::new(shape, x.ty.elem);
+    im.emit(
+        OpKind::Slice {
+            starts: out_starts,
+            steps: out_steps,
+        },
+        &[&x],
+        ty,
+    )
+}
+
+fn is_float8(f: FloatFormat) -> bool {
+    [
+        FloatFormat::F8E4M3FN,
+        FloatFormat::F8E4M3FNUZ,
+        FloatFormat::F8E5M2,
+        FloatFormat::F8E5M2FNUZ,
+        FloatFormat::F8E8M0FNU,
+    ]
+    .contains(&f)
+}
+
+fn cast(im: &mut Importer, node: &NodeProto, x: &Val, to: ElemType) -> R<Val> {
+    if to == x.ty.elem {
+        return Ok(x.clone());
+    }
+    if to.bits() == 1 && to.is_int() && !(x.ty.elem.bits() == 1 && x.ty.elem.is_int()) {
+        return Err("casts to BOOL are not supported (they need x != 0)".into());
+    }
+    let (rounding, saturate) = match (x.ty.elem.is_float(), to.float()) {
+        // Truncation toward zero, as C's float-to-int conversion.
+        (true, None) => (Rounding::TowardZero, false),
+        (_, Some(f)) if is_float8(f) => {
+            let saturate = attr_i(node, "saturate").unwrap_or(1) != 0;
+            let rounding = if f == FloatFormat::F8E8M0FNU {
+                match attr_s(node, "round_mode")?.as_deref() {
+                    None | Some("up") => Rounding::Up,
+                    Some("down") => Rounding::Down,
+                    Some("nearest") => Rounding::NearestAway,
+                    Some(o) => return Err(format!("unknown round_mode '{o}'")),
+                }
+            } else {
+                Rounding::NearestEven
+            };
+            (rounding, saturate)
+        }
+        _ => (Rounding::NearestEven, false),
+    };
+    let ty = x.ty.with_elem(to);
+    im.emit(OpKind::Cast { rounding, saturate }, &[x], ty)
+}
+
+fn norm_node(im: &mut Importer, node: &NodeProto, op_type: &str) -> R<Val> {
+    let x = im.input(node, 0)?;
+    want_float(&x, "the input")?;
+    if node.output.iter().skip(1).any(|o| !o.is_empty()) {
+        return Err("only the first output (Y) is supported".into());
+    }
+    let a = axis(attr_i(node, "axis").unwrap_or(-1), x.ty.rank(), "axis")?;
+    let epsilon = attr_f(node, "epsilon").unwrap_or(1e-5) as f64;
+    let dims = x.ty.shape[a..].to_vec();
+    // Scale and bias may broadcast to the normalized dims; lowbit's ops take
+    // them at exactly those dims.
+    let fit = |im: &mut Importer, v: Val, what: &str| -> R<Val> {
+        want_float(&v, what)?;
+        let b = broadcast_shapes(&v.ty.shape, &dims);
+        if b.as_deref() != Some(&dims[..]) {
+            return Err(format!(
+                "shape mismatch: {what} {} does not broadcast to the normalized dims {}",
+                fmt_shape(&v.ty.shape),
+                fmt_shape(&dims)
+            ));
+        }
+        if v.ty.shape == dims {
+            return Ok(v);
+        }
+        let ty = TensorType::new(dims.clone(), v.ty.elem);
+        im.emit(OpKind::Broadcast, &[&v], ty)
+    };
+    let scale = im.input(node, 1)?;
+    let scale = fit(im, scale, "scale")?;
+    let ty = x.ty.clone();
+    if op_type == "RMSNormalization" {
+        return im.emit(
+            OpKind::RmsNorm {
+                axis: a as i64,
+                epsilon,
+            },
+            &[&x, &scale],
+            ty,
+        );
+    }
+    let bias = match im.opt_input(node, 2)? {
+        Some(b) => Some(fit(im, b, "bias")?),
+        None => None,
+    };
+    let mut ops = vec![&x, &scale];
+    if let Some(b) = &bias {
+        ops.push(b);
+    }
+    im.emit(
+        OpKind::LayerNorm {
+            axis: a as i64,
+            epsilon,
+        },
+        &ops,
+        ty,
+    )
+}
+
+/// `matmul` with ONNX's rank-1 rules (a vector operand gains a unit dim
+/// that the result then drops).
+fn matmul(im: &mut Importer, a: &Val, b: &Val, out: ElemType) -> R<Val> {
+    if a.ty.elem.is_float() != b.ty.elem.is_float() {
+        return Err(format!(
+            "operand element types differ ({} and {})",
+            a.ty.elem, b.ty.elem
+        ));
+    }
+    if a.ty.rank() == 0 || b.ty.rank() == 0 {
+        return Err("MatMul operands must not be scalars".into());
+    }
+    let a2 = if a.ty.rank() == 1 {
+        reshape_to(im, a, vec![1, a.ty.shape[0]])?
+    } else {
+        a.clone()
+    };
+    let b2 = if b.ty.rank() == 1 {
+        reshape_to(im, b, vec![b.ty.shape[0], 1])?
+    } else {
+        b.clone()
+    };
+    let (ra, rb) = (a2.ty.rank(), b2.ty.rank());
+    let (m, k) = (a2.ty.shape[ra - 2], a2.ty.shape[ra - 1]);
+    let (k2, n) = (b2.ty.shape[rb - 2], b2.ty.shape[rb - 1]);
+    if k != k2 {
+        return Err(format!(
+            "shape mismatch: inner dimensions differ ({} x {})",
+            a.ty, b.ty
+        ));
+    }
+    let mut shape =
+        broadcast_shapes(&a2.ty.shape[..ra - 2], &b2.ty.shape[..rb - 2]).ok_or_else(|| {
+            format!(
+                "shape mismatch: batch dims of {} and {} do not broadcast",
+                a.ty, b.ty
+            )
+        })?;
+    shape.extend([m, n]);
+    let ty = TensorType::new(shape.clone(), out);
+    let y = im.emit(
+        OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        &[&a2, &b2],
+        ty,
+    )?;
+    let mut want = shape;
+    if b.ty.rank() == 1 {
+        want.pop();
+    }
+    if a.ty.rank() == 1 {
+        let n = want.len();
+        want.remove(n - if b.ty.rank() == 1 { 1 } else { 2 });
+    }
+    reshape_to(im, &y, want)
+}
+
+fn gemm_node(im: &mut Importer, node: &NodeProto) -> R<Val> {
+    let (a, b) = (im.input(node, 0)?, im.input(node, 1)?);
+    want_float(&a, "A")?;
+    same_float_elem(&a, &b, "A and B")?;
+    if a.ty.rank() != 2 || b.ty.rank() != 2 {
+        return Err(format!(
+            "shape mismatch: A and B must be 2-D, got {} and {}",
+            a.ty, b.ty
+        ));
+    }
+    let trans_a = attr_i(node, "transA").unwrap_or(0) != 0;
+    let trans_b = attr_i(node, "transB").unwrap_or(0) != 0;
+    let alpha = attr_f(node, "alpha").unwrap_or(1.0) as f64;
+    let beta = attr_f(node, "beta").unwrap_or(1.0) as f64;
+    let (m, k) = if trans_a {
+        (a.ty.shape[1], a.ty.shape[0])
+    } else {
+        (a.ty.shape[0], a.ty.shape[1])
+    };
+    let (k2, n) = if trans_b {
+        (b.ty.shape[1], b.ty.shape[0])
+    } else {
+        (b.ty.shape[0], b.ty.shape[1])
+    };
+    if k != k2 {
+        return Err(format!(
+            "shape mismatch: inner dimensions differ ({k} and {k2})"
+        ));
+    }
+    let c = im.opt_input(node, 2)?;
+    let mut ops = vec![&a, &b];
+    if let Some(c) = &c {
+        same_float_elem(&a, c, "A and C")?;
+        if broadcast_shapes(&c.ty.shape, &[m, n]).as_deref() != Some(&[m, n][..]) {
+            return Err(format!(
+                "shape mismatch: C {} does not broadcast to [{m}, {n}]",
+                c.ty
+            ));
+        }
+        ops.push(c);
+    }
+    let ty = TensorType::new(vec![m, n], a.ty.elem);
+    im.emit(
+        OpKind::Gemm {
+            trans_a,
+            trans_b,
+            alpha,
+            beta,
+            overflow: Overflow::Wrap,
+        },
+        &ops,
+        ty,
+    )
+}
+
+/// Where an integer op's zero point applies.
+#[derive(Clone, Copy, PartialEq)]
+enum ZpAxis {
+    /// One per row of a matrix `A` (`[M]`, per the last-but-one dim).
+    Rows,
+    /// One per column of a matrix `B` (`[N]`, the last dim).
+    Cols,
+    /// One for the whole tensor.
+    Tensor,
+    /// One per output channel (dim 0 of a conv weight).
+    OutChannels,
+}
+
+/// Input `i` cast to i32 minus its zero point (input `zp`), or the input
+/// itself when it has no zero point.
+fn zero_pointed(im: &mut Importer, node: &NodeProto, i: usize, zp: usize, at: ZpAxis) -> R<Val> {
+    let x = im.input(node, i)?;
+    if !x.ty.elem.is_int() {
+        return Err(format!(
+            "input #{i} must be an integer tensor, got {}",
+            x.ty.elem
+        ));
+    }
+    let Some(z) = im.opt_input(node, zp)? else {
+        return Ok(x);
+    };
+    if z.ty.elem != x.ty.elem {
+        return Err(format!(
+            "zero point #{zp} has element type {}, input #{i} has {}",
+            z.ty.elem, x.ty.elem
+        ));
+    }
+    let to_i32 = |im: &mut Importer, v: &Val| {
+        let ty = v.ty.with_elem(ElemType::I32);
+        im.emit(
+            OpKind::Cast {
+                rounding: Rounding::NearestEven,
+                saturate: false,
+            },
+            &[v],
+            ty,
+        )
+    };
+    let xi = to_i32(im, &x)?;
+    let zi = to_i32(im, &z)?;
+    let n = z.ty.num_elements();
+    let zi = if n == 1 {
+        reshape_to(im, &zi, vec![])?
+    } else {
+        let rank = x.ty.rank();
+        let shape = match at {
+            ZpAxis::Rows if rank >= 2 && n == x.ty.shape[rank - 2] => vec![n, 1],
+            ZpAxis::Cols if rank >= 1 && n == x.ty.shape[rank - 1] => vec![n],
+            ZpAxis::OutChannels if rank == 4 && n == x.ty.shape[0] => vec![n, 1, 1, 1],
+            _ => {
+                return Err(format!(
+                    "zero point #{zp} of shape {} does not fit input #{i} ({})",
+                    fmt_shape(&z.ty.shape),
+                    x.ty
+                ))
+            }
+        };
+        reshape_to(im, &zi, shape)?
+    };
+    binary(im, BinaryOp::Sub, &xi, &zi)
+}
+
+fn qlinear_matmul(im: &mut Importer, node: &NodeProto) -> R<Val> {
+    let (a_scale, b_scale) = (im.input(node, 1)?, im.input(node, 4)?);
+    let (y_scale, y_zp) = (im.input(node, 6)?, im.input(node, 7)?);
+    // Reuse the MatMulInteger lowering through a node view with its inputs.
+    let view = NodeProto {
+        input: vec![
+            node.input[0].clone(),
+            node.input[3].clone(),
+            node.input[2].clone(),
+            node.input[5].clone(),
+        ],
+        ..NodeProto::default()
+    };
+    let a = zero_pointed(im, &view, 0, 2, ZpAxis::Rows)?;
+    let b = zero_pointed(im, &view, 1, 3, ZpAxis::Cols)?;
+    let acc = matmul(im, &a, &b, ElemType::I32)?;
+    want_float(&a_scale, "a_scale")?;
+    want_float(&b_scale, "b_scale")?;
+    want_float(&y_scale, "y_scale")?;
+    if a_scale.ty.num_elements() != 1 || y_scale.ty.num_elements() != 1 {
+        return Err("only per-tensor a_scale and y_scale are supported".into());
+    }
+    let a_s = reshape_to(im, &a_scale, vec![])?;
+    let b_s = if b_scale.ty.num_elements() == 1 {
+        reshape_to(im, &b_scale, vec![])?
+    } else {
+        b_scale.clone()
+    };
+    let b_s = if b_s.ty.elem == a_s.ty.elem {
+        b_s
+    } else {
+        return Err("a_scale and b_scale must have one element type".into());
+    };
+    let s_in = binary(im, BinaryOp::Mul, &a_s, &b_s)?;
+    let rank = acc.ty.rank();
+    let in_g = if s_in.ty.num_elements() == 1 && b_scale.ty.num_elements() == 1 {
+        Granularity::PerTensor
+    } else if s_in.ty.shape == [acc.ty.shape[rank - 1]] {
+        Granularity::PerAxis {
+            axis: (rank - 1) as u32,
+        }
+    } else {
+        return Err(format!(
+            "b_scale of shape {} must be per-tensor or one per column",
+            fmt_shape(&b_scale.ty.shape)
+        ));
+    };
+    if s_in.ty.num_elements() > 1 << 24 {
+        return Err(format!("b_scale {} is too large", s_in.ty));
+    }
+    let zeros = Tensor {
+        elem: ElemType::I32,
+        shape: s_in.ty.shape.clone(),
+        codes: vec![0; s_in.ty.num_elements() as usize],
+    };
+    let zp_in = im.constant(zeros);
+    let y_s = reshape_to(im, &y_scale, vec![])?;
+    let y_z = reshape_to(im, &y_zp, vec![])?;
+    let ty = acc.ty.with_elem(y_zp.ty.elem);
+    im.emit(
+        OpKind::Requantize {
+            in_granularity: in_g,
+            out_granularity: Granularity::PerTensor,
+            rounding: Rounding::NearestEven,
+            saturate: true,
+        },
+        &[&acc, &s_in, &zp_in, &y_s, &y_z],
+        ty,
+    )
+}
+
+fn dynamic_quantize(im: &mut Importer, node: &NodeProto) -> R<Vec<Val>> {
+    let x = im.input(node, 0)?;
+    if x.ty.elem != ElemType::F32 {
+        return Err(format!("the input must be float32, got {}", x.ty.elem));
+    }
+    if x.ty.num_elements() == 0 {
+        return Err("the input is empty".into());
+    }
+    let f32s = |shape: Vec<u64>| TensorType::new(shape, ElemType::F32);
+    let axes: Vec<u32> = (0..x.ty.rank() as u32).collect();
+    let kept = vec![1; x.ty.rank()];
+    let extreme = |im: &mut Importer, op| -> R<Val> {
+        let r = im.emit(
+            OpKind::Reduce {
+                op,
+                axes: axes.clone(),
+            },
+            &[&x],
+            f32s(kept.clone()),
+        )?;
+        reshape_to(im, &r, vec![])
+    };
+    let mn = extreme(im, ReduceOp::Min)?;
+    let mx = extreme(im, ReduceOp::Max)?;
+    // The range always includes 0 (spec: adjusted min/max).
+    let zero = im.constant(scalar(ElemType::F32, 0.0));
+    let mn = binary(im, BinaryOp::Min, &mn, &zero)?;
+    let mx = binary(im, BinaryOp::Max, &mx, &zero)?;
+    let range = binary(im, BinaryOp::Sub, &mx, &mn)?;
+    let qmax = im.constant(scalar(ElemType::F32, 255.0));
+    let scale = binary(im, BinaryOp::Div, &range, &qmax)?;
+    // zero point = saturate(round(qmin - min / scale)), qmin = 0.
+    let ratio = binary(im, BinaryOp::Div, &mn, &scale)?;
+    let izp = im.emit(OpKind::Unary { op: UnaryOp::Neg }, &[&ratio], f32s(vec![]))?;
+    let one = im.constant(scalar(ElemType::F32, 1.0));
+    let quant = || OpKind::Quantize {
+        granularity: Granularity::PerTensor,
+        rounding: Rounding::NearestEven,
+        saturate: true,
+    };
+    let zp = im.emit(
+        quant(),
+        &[&izp, &one],
+        TensorType::new(vec![], ElemType::U8),
+    )?;
+    let y = im.emit(quant(), &[&x, &scale, &zp], x.ty.with_elem(ElemType::U8))?;
+    Ok(vec![y, scale, zp])
+}
+
+/// The granularity a (de)quantization's scale shape and attributes give.
+fn granularity(
+    node: &NodeProto,
+    data: &TensorType,
+    scale: &TensorType,
+    version: i64,
+) -> R<Granularity> {
+    let block = if version >= 21 {
+        attr_i(node, "block_size").unwrap_or(0)
+    } else {
+        0
+    };
+    if block < 0 {
+        return Err(format!("block_size must be non-negative, got {block}"));
+    }
+    let rank = data.rank();
+    if block == 0 && scale.num_elements() == 1 && scale.rank() <= 1 {
+        return Ok(Granularity::PerTensor);
+    }
+    let a = axis(attr_i(node, "axis").unwrap_or(1), rank, "axis")?;
+    if block == 0 {
+        if scale.shape != [data.shape[a]] {
+            return Err(format!(
+                "shape mismatch: a per-axis scale along axis {a} of {} must have shape [{}], got {}",
+                fmt_shape(&data.shape),
+                data.shape[a],
+                fmt_shape(&scale.shape)
+            ));
+        }
+        return Ok(Granularity::PerAxis { axis: a as u32 });
+    }
+    let g = Granularity::Blocked {
+        blocks: vec![(a as u32, block as u64)],
+    };
+    let want = g.scale_shape(&data.shape)?;
+    if scale.shape != want {
+        return Err(format!(
+            "shape mismatch: a blocked scale (axis {a}, block_size {block}) for {} must have shape {}, got {}",
+            fmt_shape(&data.shape),
+            fmt_shape(&want),
+            fmt_shape(&scale.shape)
+        ));
+    }
+    Ok(g)
+}
+
+fn quantize_node(im: &mut Importer, node: &NodeProto, version: i64) -> R<Val> {
+    let x = im.input(node, 0)?;
+    let scale = im.input(node, 1)?;
+    want_float(&scale, "y_scale")?;
+    let zp = im.opt_input(node, 2)?;
+    let out = match (&zp, attr_i(node, "output_dtype").unwrap_or(0)) {
+        (Some(z), 0) => z.ty.elem,
+        (Some(z), dt) => {
+            let e = elem_type_from_onnx(dt as i32)?;
+            if e != z.ty.elem {
+                return Err(format!(
+                    "output_dtype {e} differs from the zero point's element type {}",
+                    z.ty.elem
+                ));
+            }
+            e
+        }
+        (None, 0) => ElemType::U8,
+        (None, dt) => elem_type_from_onnx(dt as i32)?,
+    };
+    let x = if x.ty.elem.is_float() {
+        x
+    } else if x.ty.elem == ElemType::I32 {
+        let ty = x.ty.with_elem(ElemType::Float(FloatFormat::F64));
+        im.emit(
+            OpKind::Cast {
+                rounding: Rounding::NearestEven,
+                saturate: false,
+            },
+            &[&x],
+            ty,
+        )?
+    } else {
+        return Err(format!("x must be float or int32, got {}", x.ty.elem));
+    };
+    let g = granularity(node, &x.ty, &scale.ty, version)?;
+    let saturate = out.is_integral() || attr_i(node, "saturate").unwrap_or(1) != 0;
+    let mut ops = vec![&x, &scale];
+    if let Some(z) = &zp {
+        ops.push(z);
+    }
+    let ty = x.ty.with_elem(out);
+    im.emit(
+        OpKind::Quantize {
+            granularity: g,
+            rounding: Rounding::NearestEven,
+            saturate,
+        },
+        &ops,
+        ty,
+    )
+}
+
+fn dequantize_node(im: &mut Importer, node: &NodeProto, version: i64) -> R<Val> {
+    let q = im.input(node, 0)?;
+    let scale = im.input(node, 1)?;
+    want_float(&scale, "x_scale")?;
+    let zp = im.opt_input(node, 2)?;
+    if let Some(z) = &zp {
+        if z.ty.elem != q.ty.elem {
+            return Err(format!(
+                "x_zero_point has element type {}, x has {}",
+                z.ty.elem, q.ty.elem
+            ));
+        }
+    }
+    let out = match attr_i(node, "output_dtype").unwrap_or(0) {
+        0 if scale.ty.elem == ElemType::Float(FloatFormat::F8E8M0FNU) => {
+            return Err("an E8M0 x_scale needs output_dtype".into())
+        }
+        0 => scale.ty.elem,
+        dt => elem_type_from_onnx(dt as i32)?,
+    };
+    if !out.is_float() {
+        return Err(format!("the output type must be float, got {out}"));
+    }
+    let g = granularity(node, &q.ty, &scale.ty, version)?;
+    let mut ops = vec![&q, &scale];
+    if let Some(z) = &zp {
+        ops.push(z);
+    }
+    let ty = q.ty.with_elem(out);
+    im.emit(OpKind::Dequantize { granularity: g }, &ops, ty)
+}
+
+fn conv(
+    im: &mut Importer,
+    node: &NodeProto,
+    x: &Val,
+    w: &Val,
+    b: Option<&Val>,
+    out: ElemType,
+) -> R<Val> {
+    if x.ty.rank() != 4 || w.ty.rank() != 4 {
+        return Err(format!(
+            "only 2-D convolutions (4-D input and weight) are supported, got {} and {}",
+            x.ty, w.ty
+        ));
+    }
+    let two = |name: &str, default: u64| -> R<[u64; 2]> {
+        match attr_ints(node, name) {
+            None => Ok([default; 2]),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x > 0) => Ok([v[0] as u64, v[1] as u64]),
+            Some(v) => Err(format!(
+                "attribute '{name}' must be two positive numbers, got {v:?}"
+            )),
+        }
+    };
+    let strides = two("strides", 1)?;
+    let dilations = two("dilations", 1)?;
+    let group = attr_i(node, "group").unwrap_or(1);
+    if group < 1 {
+        return Err(format!("group must be positive, got {group}"));
+    }
+    let (h, wd) = (x.ty.shape[2], x.ty.shape[3]);
+    let (kh, kw) = (w.ty.shape[2], w.ty.shape[3]);
+    if let Some(ks) = attr_ints(node, "kernel_shape") {
+        if ks != [kh as i64, kw as i64] {
+            return Err(format!(
+                "kernel_shape {ks:?} differs from the weight's {kh}x{kw}"
+            ));
+        }
+    }
+    let auto = attr_s(node, "auto_pad")?.unwrap_or_else(|| "NOTSET".into());
+    let pads = match auto.as_str() {
+        "NOTSET" => match attr_ints(node, "pads") {
+            None => [0; 4],
+            Some(p) if p.len() == 4 && p.iter().all(|&x| x >= 0) => {
+                [p[0] as u64, p[1] as u64, p[2] as u64, p[3] as u64]
+            }
+            Some(p) => {
+                return Err(format!(
+                    "attribute 'pads' must be four non-negative numbers, got {p:?}"
+                ))
+            }
+        },
+        "VALID" => [0; 4],
+        "SAME_UPPER" | "SAME_LOWER" => {
+            let total = |size: u64, k: u64, s: u64, d: u64| {
+                let out = size.div_ceil(s).max(1);
+                (out - 1)
+                    .checked_mul(s)
+                    .zip((k.max(1) - 1).checked_mul(d))
+                    .and_then(|(a, b)| a.checked_add(b)?.checked_add(1))
+                    .map(|need| need.saturating_sub(size))
+            };
+            let overflow = || "the padding overflows".to_string();
+            let th = total(h, kh, strides[0], dilations[0]).ok_or_else(overflow)?;
+            let tw = total(wd, kw, strides[1], dilations[1]).ok_or_else(overflow)?;
+            let split = |t: u64| {
+                if auto == "SAME_UPPER" {
+                    (t / 2, t - t / 2)
+                } else {
+                    (t - t / 2, t / 2)
+                }
+            };
+            let ((t, bo), (l, r)) = (split(th), split(tw));
+            [t, l, bo, r]
+        }
+        o => return Err(format!("unknown auto_pad '{o}'")),
+    };
+    let (n, c, m, cg) = (x.ty.shape[0], x.ty.shape[1], w.ty.shape[0], w.ty.shape[1]);
+    let g = group as u64;
+    if cg.checked_mul(g) != Some(c) || m % g != 0 {
+        return Err(format!(
+            "shape mismatch: input has {c} channels, weight {m}x{cg} with group {g}"
+        ));
+    }
+    let size = |len: u64, k: u64, p: u64, s: u64, d: u64| {
+        let span = d.checked_mul(k.max(1) - 1)?.checked_add(1)?;
+        len.checked_add(p)?.checked_sub(span).map(|v| v / s + 1)
+    };
+    let (Some(oh), Some(ow)) = (
+        pads[0]
+            .checked_add(pads[2])
+            .and_then(|p| size(h, kh, p, strides[0], dilations[0])),
+        pads[1]
+            .checked_add(pads[3])
+            .and_then(|p| size(wd, kw, p, strides[1], dilations[1])),
+    ) else {
+        return Err("shape mismatch: the kernel is larger than the padded input".into());
+    };
+    let mut ops = vec![x, w];
+    if let Some(b) = b {
+        if b.ty.shape != [m] || b.ty.elem != x.ty.elem {
+            return Err(format!(
+                "the bias must be {} of shape [{m}], got {}",
+                x.ty.elem, b.ty
+            ));
+        }
+        ops.push(b);
+    }
+    let ty = TensorType::new(vec![n, m, oh, ow], out);
+    im.emit(
+        OpKind::Conv2d {
+            strides,
+            pads,
+            dilations,
+            group: g,
+            overflow: Overflow::Wrap,
+        },
+        &ops,
+        ty,
+    )
+}
+
+/// onnxruntime's `MatMulNBits`: `Y = A · dequant(B)ᵀ (+ bias)`.
+fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
+    let a = im.input(node, 0)?;
+    want_float(&a, "A")?;
+    let need = |n: &str| attr_i(node, n).ok_or_else(|| format!("missing attribute '{n}'"));
+    let (k, n) = (need("K")?, need("N")?);
+    let bits = attr_i(node, "bits").unwrap_or(4);
+    let block = need("block_size")?;
+    if k <= 0 || n <= 0 || block < 16 || !(block as u64).is_power_of_two() {
+        return Err(format!(
+            "K = {k} and N = {n} must be positive and block_size = {block} a power of two of at least 16"
+        ));
+    }
+    if !matches!(bits, 2 | 4 | 8) {
+        return Err(format!("bits = {bits} is not supported (2, 4 or 8)"));
+    }
+    if im.opt_input(node, 4)?.is_some() {
+        return Err("g_idx (act-order) is not supported".into());
+    }
+    let (k, n, block, bits) = (k as usize, n as usize, block as usize, bits as u32);
+    let blocks = k.div_ceil(block);
+    let blob = block * bits as usize / 8;
+    let b = im.input(node, 1)?;
+    let bt = b.konst.clone().ok_or("B must be an initializer")?;
+    let expected = n.checked_mul(blocks).and_then(|v| v.checked_mul(blob));
+    if bt.elem != ElemType::U8 || expected != Some(bt.codes.len()) {
+        return Err(format!(
+            "B must be uint8 [{n}, {blocks}, {blob}], got {}",
+            b.ty
+        ));
+    }
+    let per_byte = 8 / bits as usize;
+    let mask = (1u64 << bits) - 1;
+    // Element (row r, k) sits in byte k / per_byte of row r, low bits first.
+    let code = |row: &[u64], i: usize| (row[i / per_byte] >> ((i % per_byte) as u32 * bits)) & mask;
+    let row_bytes = blocks * blob;
+    let qelem = ElemType::uint(bits as u8).map_err(|e| e.to_string())?;
+    let mut w = vec![0u64; k * n];
+    for r in 0..n {
+        let row = &bt.codes[r * row_bytes..(r + 1) * row_bytes];
+        for (i, slot) in (0..k).map(|i| i * n + r).enumerate() {
+            w[slot] = code(row, i);
+        }
+    }
+    let wq = im.constant(Tensor {
+        elem: qelem,
+        shape: vec![k as u64, n as u64],
+        codes: w,
+    });
+    let scales = im.input(node, 2)?;
+    let st = scales
+        .konst
+        .clone()
+        .ok_or("scales must be an initializer")?;
+    if !st.elem.is_float() || st.codes.len() != n * blocks {
+        return Err(format!(
+            "scales must be float with {n} x {blocks} elements, got {}",
+            scales.ty
+        ));
+    }
+    if st.elem != a.ty.elem {
+        return Err(format!(
+            "scales ({}) must have A's element type ({})",
+            st.elem, a.ty.elem
+        ));
+    }
+    let transpose = |codes: &[u64]| {
+        let mut t = vec![0u64; n * blocks];
+        for r in 0..n {
+            for j in 0..blocks {
+                t[j * n + r] = codes[r * blocks + j];
+            }
+        }
+        t
+    };
+    let s = im.constant(Tensor {
+        elem: st.elem,
+        shape: vec![blocks as u64, n as u64],
+        codes: transpose(&st.codes),
+    });
+    let zp_codes = match im.opt_input(node, 3)? {
+        None => vec![1u64 << (bits - 1); n * blocks],
+        Some(z) => {
+            let zt = z
+                .konst
+                .clone()
+                .ok_or("zero_points must be an initializer")?;
+            if zt.elem != ElemType::U8 {
+                return Err(format!(
+                    "only packed uint8 zero_points are supported, got {}",
+                    zt.elem
+                ));
+            }
+            let zrow = (blocks * bits as usize).div_ceil(8);
+            if zt.codes.len() != n * zrow {
+                return Err(format!(
+                    "zero_points must have {} bytes ({n} rows of {zrow}), got {}",
+                    n * zrow,
+                    zt.codes.len()
+                ));
+            }
+            let mut z = vec![0u64; n * blocks];
+            for r in 0..n {
+                let row = &zt.codes[r * zrow..(r + 1) * zrow];
+                for j in 0..blocks {
+                    z[r * blocks + j] = code(row, j);
+                }
+            }
+            z
+        }
+    };
+    let zp = im.constant(Tensor {
+        elem: qelem,
+        shape: vec![blocks as u64, n as u64],
+        codes: transpose(&zp_codes),
+    });
+    let dq_ty = TensorType::new(vec![k as u64, n as u64], a.ty.elem);
+    let g = Granularity::Blocked {
+        blocks: vec![(0, block as u64)],
+    };
+    let wf = im.emit(
+        OpKind::Dequantize { granularity: g },
+        &[&wq, &s, &zp],
+        dq_ty,
+    )?;
+    if a.ty.shape.last() != Some(&(k as u64)) {
+        return Err(format!(
+            "shape mismatch: A {} does not end in K = {k}",
+            a.ty
+        ));
+    }
+    let y = matmul(im, &a, &wf, a.ty.elem)?;
+    match im.opt_input(node, 5)? {
+        None => Ok(y),
+        Some(bias) => binary(im, BinaryOp::Add, &y, &bias),
+    }
+}

@@ -1,0 +1,471 @@
+//! ONNX model import: a `ModelProto` becomes a lowbit [`Module`] with one
+//! function, `@main`.
+//!
+//! * Graph inputs become parameters (named as in the graph; every dim must
+//!   be a concrete number), graph outputs the function's outputs, in order,
+//!   with the graph's names. Inputs that also have an initializer are
+//!   constants (ONNX's "default value" inputs).
+//! * Initializers and `Constant` nodes become `constant` ops **in their own
+//!   element type**: int4/uint4/int2/int8/float8/float4 weights stay
+//!   quantized, so `DequantizeLinear(weight) → MatMul` imports as
+//!   `dequantize(constant) → matmul` for the optimizer to fuse. Nothing is
+//!   dequantized at import.
+//! * Initializers with external data are read from files next to the model
+//!   (`location`, `offset`, `length`), confined to the model's directory.
+//! * Each node resolves to its operator version through the model's opset
+//!   imports ([`opset`]); an unknown op, domain or version is refused,
+//!   naming the node.
+//! * Shapes are static: every value's type is computed by per-op rules in
+//!   [`lower`]. Shape computations on constants (`Shape`, `Gather`,
+//!   `Concat`, arithmetic on small int64/int32 tensors) are evaluated at
+//!   import; the shape inputs of `Reshape`, `Slice`, `Expand`, `Squeeze`
+//!   and `Unsqueeze` must be constant.
+//!
+//! Every problem is an [`ImportError`] with one line naming the node (name,
+//! op type, domain, opset), initializer, input or file at fault. The result
+//! passes [`lowbit_ir::verifier::verify_module`]; a failure there is
+//! reported as an import error too, never a panic.
+//!
+//! Limits: one graph (no subgraphs, functions or training info); models
+//! must fit in one protobuf (2 GB) apart from external data; sparse
+//! initializers, STRING/COMPLEX tensors and sequence/map types are refused.
+
+mod lower;
+pub mod opset;
+
+use crate::proto::onnx::tensor_proto::DataLocation;
+use crate::proto::onnx::{type_proto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use crate::tensor_io::{elem_type_from_onnx, tensor_from_proto};
+use lowbit_ir::{Function, Module, OpKind, Tensor, TensorType, Value};
+use prost::Message;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Component, Path};
+use std::rc::Rc;
+
+/// Why a model could not be imported: one line naming what is at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportError {
+    message: String,
+}
+
+impl ImportError {
+    fn new(message: impl Into<String>) -> ImportError {
+        ImportError {
+            message: message.into(),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ImportError {}
+
+/// Imports the ONNX model at `path`; external data is read relative to its
+/// directory.
+pub fn import_model(path: &Path) -> Result<Module, ImportError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ImportError::new(format!("cannot read '{}': {e}", path.display())))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    import_bytes(&bytes, Some(dir))
+        .map_err(|e| ImportError::new(format!("{}: {}", path.display(), e.message)))
+}
+
+/// Imports a serialized `ModelProto`. `base_dir` is where external data
+/// files live; without it, a model with external data is refused.
+pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Module, ImportError> {
+    let model = ModelProto::decode(bytes).map_err(|e| {
+        ImportError::new(format!(
+            "not a valid ONNX model: the protobuf does not decode ({e})"
+        ))
+    })?;
+    import_proto(&model, base_dir)
+}
+
+/// Imports a decoded `ModelProto` (see [`import_bytes`]).
+pub fn import_proto(model: &ModelProto, base_dir: Option<&Path>) -> Result<Module, ImportError> {
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| ImportError::new("not a valid ONNX model: it has no graph"))?;
+    let mut opsets: HashMap<String, i64> = HashMap::new();
+    for o in &model.opset_import {
+        let domain = opset::normalize_domain(o.domain.as_deref().unwrap_or("")).to_string();
+        let version = o.version.unwrap_or(0);
+        opsets.insert(domain, version);
+    }
+    if !graph.sparse_initializer.is_empty() {
+        return Err(ImportError::new("sparse initializers are not supported"));
+    }
+    let mut im = Importer {
+        f: Function::new("main"),
+        env: HashMap::new(),
+        base_dir,
+        opsets,
+    };
+
+    let init_names: HashSet<&str> = graph
+        .initializer
+        .iter()
+        .filter_map(|t| t.name.as_deref())
+        .collect();
+    for input in &graph.input {
+        let name = input.name.clone().unwrap_or_default();
+        if init_names.contains(name.as_str()) {
+            continue;
+        }
+        let ty = input_type(input)?;
+        let v = im.f.add_param(name.clone(), ty.clone());
+        im.env.insert(name, Val { v, ty, konst: None });
+    }
+    for t in &graph.initializer {
+        let name = t.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            return Err(ImportError::new("an initializer has no name"));
+        }
+        let tensor = im.initializer(t, &name)?;
+        let val = im.constant(tensor);
+        im.env.insert(name, val);
+    }
+    for node in &graph.node {
+        im.node(node)?;
+    }
+    for out in &graph.output {
+        let name = out.name.clone().unwrap_or_default();
+        let val = im.env.get(&name).cloned().ok_or_else(|| {
+            ImportError::new(format!(
+                "graph output '{name}' is not produced by any node, initializer or input"
+            ))
+        })?;
+        check_declared(out, &val.ty)?;
+        im.f.outputs.push((name, val.v));
+    }
+    let mut f = im.f;
+    remove_unused(&mut f);
+    let module = Module { functions: vec![f] };
+    lowbit_ir::verifier::verify_module(&module).map_err(|d| {
+        let first = d.first().map(|d| d.message.clone()).unwrap_or_default();
+        ImportError::new(format!("the imported IR does not verify: {first}"))
+    })?;
+    Ok(module)
+}
+
+/// An imported value: its IR value, type, and its contents when known at
+/// import time (initializers, constants and folded shape computations).
+#[derive(Clone, Debug)]
+pub(crate) struct Val {
+    pub v: Value,
+    pub ty: TensorType,
+    pub konst: Option<Rc<Tensor>>,
+}
+
+pub(crate) struct Importer<'a> {
+    pub f: Function,
+    /// ONNX value name to imported value.
+    pub env: HashMap<String, Val>,
+    base_dir: Option<&'a Path>,
+    opsets: HashMap<String, i64>,
+}
+
+/// Results with at most this many elements are computed at import when all
+/// operands are known and the result is an integer tensor of 32 or 64 bits
+/// (shape arithmetic). Weights are never folded: they stay quantized.
+const FOLD_LIMIT: u64 = 4096;
+
+impl Importer<'_> {
+    /// Emits a `constant`.
+    pub fn constant(&mut self, t: Tensor) -> Val {
+        let ty = TensorType::new(t.shape.clone(), t.elem);
+        let v = self
+            .f
+            .push(OpKind::constant_of(&t, &ty), vec![], ty.clone());
+        Val {
+            v,
+            ty,
+            konst: Some(Rc::new(t)),
+        }
+    }
+
+    /// Emits an op (or, for shape arithmetic on known operands, its value).
+    pub fn emit(&mut self, kind: OpKind, operands: &[&Val], ty: TensorType) -> Result<Val, String> {
+        let foldable = ty.num_elements() <= FOLD_LIMIT
+            && ty.elem.is_int()
+            && ty.elem.bits() >= 32
+            && !operands.is_empty()
+            && operands.iter().all(|o| o.konst.is_some());
+        if foldable {
+            let ts: Vec<&Tensor> = operands.iter().filter_map(|o| o.konst.as_deref()).collect();
+            let mut out = lowbit_interp::eval_op(&kind, &ts, std::slice::from_ref(&ty))
+                .map_err(|e| e.to_string())?;
+            if let Some(t) = out.pop() {
+                return Ok(self.constant(t));
+            }
+        }
+        let v = self
+            .f
+            .push(kind, operands.iter().map(|o| o.v).collect(), ty.clone());
+        Ok(Val { v, ty, konst: None })
+    }
+
+    fn initializer(&self, t: &TensorProto, name: &str) -> Result<Tensor, ImportError> {
+        let external =
+            t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty();
+        let loaded;
+        let proto = if external {
+            loaded = self.load_external(t, name)?;
+            &loaded
+        } else {
+            t
+        };
+        tensor_from_proto(proto)
+            .map(|(_, t)| t)
+            .map_err(|m| ImportError::new(format!("initializer '{name}': {m}")))
+    }
+
+    /// A copy of `t` with its external data read into `raw_data`.
+    fn load_external(&self, t: &TensorProto, name: &str) -> Result<TensorProto, ImportError> {
+        let err = |m: String| ImportError::new(format!("initializer '{name}': {m}"));
+        let get = |key: &str| {
+            t.external_data
+                .iter()
+                .find(|kv| kv.key.as_deref() == Some(key))
+                .and_then(|kv| kv.value.clone())
+        };
+        let location =
+            get("location").ok_or_else(|| err("external data without a 'location'".into()))?;
+        let parse = |key: &str| -> Result<Option<u64>, ImportError> {
+            get(key)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| err(format!("external data '{key}' is not a number: '{v}'")))
+                })
+                .transpose()
+        };
+        let offset = parse("offset")?.unwrap_or(0);
+        let length = parse("length")?;
+        let rel = Path::new(&location);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+        {
+            return Err(err(format!(
+                "external data location '{location}' must be a relative path inside the model's directory"
+            )));
+        }
+        let dir = self.base_dir.ok_or_else(|| {
+            err(format!(
+                "its data is in the external file '{location}', but the model was not loaded from a file"
+            ))
+        })?;
+        let path = dir.join(rel);
+        let bytes = read_range(&path, offset, length)
+            .map_err(|m| err(format!("external data file '{}': {m}", path.display())))?;
+        let mut p = t.clone();
+        p.external_data.clear();
+        p.data_location = None;
+        p.raw_data = Some(bytes);
+        Ok(p)
+    }
+
+    fn node(&mut self, node: &NodeProto) -> Result<(), ImportError> {
+        let op_type = node.op_type.as_deref().unwrap_or("");
+        let domain = opset::normalize_domain(node.domain.as_deref().unwrap_or(""));
+        let version_of_domain = self.opsets.get(domain).copied();
+        let label = || {
+            let name = node.name.as_deref().unwrap_or("");
+            let shown_domain = if domain.is_empty() { "ai.onnx" } else { domain };
+            let opset = version_of_domain
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "none".into());
+            format!("node '{name}' ({op_type}, domain {shown_domain}, opset {opset})")
+        };
+        let version = opset::resolve(domain, op_type, version_of_domain)
+            .map_err(|m| ImportError::new(format!("{}: {m}", label())))?;
+        let outputs = lower::lower(self, node, op_type, domain, version)
+            .map_err(|m| ImportError::new(format!("{}: {m}", label())))?;
+        for (name, val) in node.output.iter().zip(outputs) {
+            if !name.is_empty() {
+                self.env.insert(name.clone(), val);
+            }
+        }
+        Ok(())
+    }
+
+    /// Input `i` of a node, `None` when absent or given as `""`.
+    pub fn opt_input(&self, node: &NodeProto, i: usize) -> Result<Option<Val>, String> {
+        match node.input.get(i).map(String::as_str) {
+            None | Some("") => Ok(None),
+            Some(name) => self.env.get(name).cloned().map(Some).ok_or_else(|| {
+                format!(
+                    "input '{name}' is not produced by any earlier node, initializer or graph input"
+                )
+            }),
+        }
+    }
+
+    /// A required input.
+    pub fn input(&self, node: &NodeProto, i: usize) -> Result<Val, String> {
+        self.opt_input(node, i)?
+            .ok_or_else(|| format!("missing required input #{i}"))
+    }
+}
+
+/// Reads `length` bytes (to the end of the file when `None`) from `offset`.
+fn read_range(path: &Path, offset: u64, length: Option<u64>) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let end = match length {
+        Some(l) => offset.checked_add(l),
+        None => Some(size),
+    };
+    match end {
+        Some(end) if offset <= size && end <= size => {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| e.to_string())?;
+            let n = usize::try_from(end - offset).map_err(|_| "too large".to_string())?;
+            let mut buf = vec![0u8; n];
+            file.read_exact(&mut buf).map_err(|e| e.to_string())?;
+            Ok(buf)
+        }
+        _ => Err(format!(
+            "offset {offset} and length {} run past its end ({size} bytes)",
+            length.map_or("(rest)".to_string(), |l| l.to_string())
+        )),
+    }
+}
+
+/// The static tensor type of a graph input.
+fn input_type(info: &ValueInfoProto) -> Result<TensorType, ImportError> {
+    let name = info.name.as_deref().unwrap_or("");
+    let err = |m: String| ImportError::new(format!("graph input '{name}': {m}"));
+    let (elem, shape) = tensor_type_of(info).map_err(err)?;
+    let Some(shape) = shape else {
+        return Err(err(
+            "has no shape; lowbit needs static shapes (give every dim a value, e.g. with onnxruntime.tools.make_dynamic_shape_fixed)".into(),
+        ));
+    };
+    let mut dims = Vec::with_capacity(shape.len());
+    for (i, d) in shape.into_iter().enumerate() {
+        match d {
+            Dim::Value(v) => dims.push(v),
+            Dim::Param(p) => {
+                return Err(err(format!(
+                    "dim {i} is symbolic ('{p}'); lowbit needs static shapes: fix it to a number, e.g. `python -m onnxruntime.tools.make_dynamic_shape_fixed --dim_param {p} --dim_value N in.onnx out.onnx`"
+                )))
+            }
+            Dim::Unknown => {
+                return Err(err(format!(
+                    "dim {i} has no value; lowbit needs static shapes"
+                )))
+            }
+        }
+    }
+    Ok(TensorType::new(dims, elem))
+}
+
+enum Dim {
+    Value(u64),
+    Param(String),
+    Unknown,
+}
+
+/// The element type and (if given) shape a value info declares.
+fn tensor_type_of(
+    info: &ValueInfoProto,
+) -> Result<(lowbit_ir::ElemType, Option<Vec<Dim>>), String> {
+    use crate::proto::onnx::tensor_shape_proto::dimension::Value as D;
+    let Some(type_proto::Value::TensorType(t)) =
+        info.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return Err("is not a tensor (sequences, maps and optionals are not supported)".into());
+    };
+    let elem = elem_type_from_onnx(t.elem_type.unwrap_or(0))?;
+    let shape = t.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(D::DimValue(v)) if *v >= 0 => Dim::Value(*v as u64),
+                Some(D::DimParam(p)) if !p.is_empty() => Dim::Param(p.clone()),
+                _ => Dim::Unknown,
+            })
+            .collect()
+    });
+    Ok((elem, shape))
+}
+
+/// Checks a graph output's declared type (where it declares one) against
+/// the imported one.
+fn check_declared(info: &ValueInfoProto, got: &TensorType) -> Result<(), ImportError> {
+    let name = info.name.as_deref().unwrap_or("");
+    if info.r#type.is_none() {
+        return Ok(());
+    }
+    let (elem, shape) = tensor_type_of(info)
+        .map_err(|m| ImportError::new(format!("graph output '{name}': {m}")))?;
+    let mismatch = |what: String| {
+        ImportError::new(format!(
+            "graph output '{name}': shape mismatch: the graph declares {what}, the nodes compute {got}"
+        ))
+    };
+    if elem != got.elem {
+        return Err(mismatch(format!("element type {elem}")));
+    }
+    if let Some(dims) = shape {
+        let consistent = dims.len() == got.shape.len()
+            && dims.iter().zip(&got.shape).all(|(d, &g)| match d {
+                Dim::Value(v) => *v == g,
+                _ => true,
+            });
+        if !consistent {
+            let shown: Vec<String> = dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Value(v) => v.to_string(),
+                    Dim::Param(p) => p.clone(),
+                    Dim::Unknown => "?".into(),
+                })
+                .collect();
+            return Err(mismatch(format!("shape [{}]", shown.join(", "))));
+        }
+    }
+    Ok(())
+}
+
+/// Drops ops whose results nothing uses (folded shape computations, unused
+/// initializers).
+fn remove_unused(f: &mut Function) {
+    loop {
+        let uses = f.use_counts();
+        let dead: HashSet<_> = f
+            .ops()
+            .iter()
+            .copied()
+            .filter(|&op| {
+                f.op(op)
+                    .results
+                    .iter()
+                    .all(|r| uses.get(r).copied().unwrap_or(0) == 0)
+            })
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        f.remove_ops(&dead);
+    }
+}

@@ -1,0 +1,526 @@
+//! The ONNX importer on models built here with the protobuf types: names,
+//! types, quantized weights staying quantized, external data, and one test
+//! per class of bad input (each must be one clear line, never a panic).
+//! Numerical agreement with onnxruntime is checked by lit-tests/onnx.
+
+use lowbit_interp::run_function;
+use lowbit_ir::{ElemType, Module, OpKind, Tensor};
+use lowbit_onnx::proto::onnx::tensor_proto::{DataLocation, DataType};
+use lowbit_onnx::proto::onnx::tensor_shape_proto::{dimension, Dimension};
+use lowbit_onnx::proto::onnx::{
+    attribute_proto::AttributeType, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
+};
+use lowbit_onnx::{import_bytes, import_model};
+use proptest::prelude::*;
+use prost::Message;
+use std::path::{Path, PathBuf};
+
+fn value_info(name: &str, dt: DataType, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension {
+            value: Some(if d >= 0 {
+                dimension::Value::DimValue(d)
+            } else {
+                dimension::Value::DimParam("batch".into())
+            }),
+            ..Dimension::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(dt as i32),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..TypeProto::default()
+        }),
+        ..ValueInfoProto::default()
+    }
+}
+
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..NodeProto::default()
+    }
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        i: Some(v),
+        r#type: Some(AttributeType::Int as i32),
+        ..AttributeProto::default()
+    }
+}
+
+fn f32_init(name: &str, dims: &[i64], vals: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float as i32),
+        float_data: vals.to_vec(),
+        ..TensorProto::default()
+    }
+}
+
+fn model(
+    nodes: Vec<NodeProto>,
+    inputs: Vec<ValueInfoProto>,
+    outputs: Vec<ValueInfoProto>,
+    inits: Vec<TensorProto>,
+    opset: i64,
+) -> ModelProto {
+    ModelProto {
+        ir_version: Some(10),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            name: Some("g".into()),
+            initializer: inits,
+            input: inputs,
+            output: outputs,
+            ..GraphProto::default()
+        }),
+        ..ModelProto::default()
+    }
+}
+
+/// `y = (x @ w) + b` with ONNX-style names.
+fn linear() -> ModelProto {
+    model(
+        vec![
+            node(
+                "MatMul",
+                "/fc/MatMul",
+                &["input:0", "onnx::MatMul_1"],
+                &["/fc/MatMul_output_0"],
+            ),
+            node(
+                "Add",
+                "/fc/Add",
+                &["/fc/MatMul_output_0", "fc.bias"],
+                &["logits"],
+            ),
+        ],
+        vec![value_info("input:0", DataType::Float, &[1, 2])],
+        vec![value_info("logits", DataType::Float, &[1, 3])],
+        vec![
+            f32_init("onnx::MatMul_1", &[2, 3], &[1., 2., 3., 4., 5., 6.]),
+            f32_init("fc.bias", &[3], &[0.5, -0.5, 0.0]),
+        ],
+        17,
+    )
+}
+
+fn import(m: &ModelProto) -> Result<Module, String> {
+    import_bytes(&m.encode_to_vec(), None).map_err(|e| e.to_string())
+}
+
+fn import_err(m: &ModelProto) -> String {
+    match import(m) {
+        Ok(m) => panic!(
+            "expected an error, imported:\n{}",
+            lowbit_ir::printer::print_module(&m)
+        ),
+        Err(e) => {
+            assert!(!e.contains('\n'), "not one line: {e}");
+            e
+        }
+    }
+}
+
+#[test]
+fn names_types_and_values_survive_import() {
+    let m = import(&linear()).unwrap();
+    let f = m.entry().unwrap();
+    assert_eq!(f.params[0].0, "input:0");
+    assert_eq!(f.outputs[0].0, "logits");
+    let text = lowbit_ir::printer::print_module(&m);
+    assert!(
+        text.contains("func @main(%\"input:0\": tensor<1x2xf32>) -> (logits: tensor<1x3xf32>)"),
+        "{text}"
+    );
+    // the printed IR parses back to the same module
+    assert_eq!(lowbit_ir::parser::parse_module(&text).unwrap(), m);
+    let x = Tensor::from_f64(ElemType::F32, vec![1, 2], &[1.0, -1.0]).unwrap();
+    let out = run_function(f, &[("input:0".into(), x)]).unwrap();
+    assert_eq!(
+        out[0].1.to_f64(),
+        [1.0 - 4.0 + 0.5, 2.0 - 5.0 - 0.5, 3.0 - 6.0]
+    );
+}
+
+fn int4_weight_model(opset: i64) -> ModelProto {
+    // int4 [4, 2] packed low nibble first: values 1, -2, 3, -4, 7, -8, 0, 5
+    let codes: [u8; 8] = [1, 0xE, 3, 0xC, 7, 0x8, 0, 5];
+    let raw: Vec<u8> = codes.chunks(2).map(|c| c[0] | (c[1] << 4)).collect();
+    let w = TensorProto {
+        name: Some("w".into()),
+        dims: vec![4, 2],
+        data_type: Some(DataType::Int4 as i32),
+        raw_data: Some(raw),
+        ..TensorProto::default()
+    };
+    let mut dq = node("DequantizeLinear", "dq", &["w", "s"], &["wd"]);
+    dq.attribute = vec![int_attr("axis", 0), int_attr("block_size", 3)];
+    model(
+        vec![dq, node("MatMul", "mm", &["x", "wd"], &["y"])],
+        vec![value_info("x", DataType::Float, &[1, 4])],
+        vec![value_info("y", DataType::Float, &[1, 2])],
+        vec![w, f32_init("s", &[2, 2], &[0.5, 1.0, 2.0, 4.0])],
+        opset,
+    )
+}
+
+#[test]
+fn quantized_weights_stay_quantized() {
+    let m = import(&int4_weight_model(21)).unwrap();
+    let f = m.entry().unwrap();
+    let kinds: Vec<&str> = f.ops().iter().map(|&o| f.op(o).kind.name()).collect();
+    assert_eq!(kinds, ["constant", "constant", "dequantize", "matmul"]);
+    let w = f.result(f.ops()[0]);
+    assert_eq!(f.ty(w).to_string(), "tensor<4x2xi4>");
+    // no float constant holds the weight's values
+    assert!(f
+        .ops()
+        .iter()
+        .all(|&o| !matches!(f.op(o).kind, OpKind::Constant(_))
+            || f.ty(f.result(o)).elem != ElemType::F32
+            || f.ty(f.result(o)).shape != [4, 2]));
+    // blocked along axis 0 in blocks of 3 (the last block has one row)
+    let x = Tensor::from_f64(ElemType::F32, vec![1, 4], &[1.0, 1.0, 1.0, 1.0]).unwrap();
+    let out = run_function(f, &[("x".into(), x)]).unwrap();
+    let col0 = (1.0 + 3.0 + 7.0) * 0.5 + 0.0 * 2.0;
+    let col1 = (-2.0 - 4.0 - 8.0) * 1.0 + 5.0 * 4.0;
+    assert_eq!(out[0].1.to_f64(), [col0, col1]);
+}
+
+#[test]
+fn blocked_quantization_needs_opset_21() {
+    // At opset 19 DequantizeLinear has no block_size: the 2-D scale is wrong.
+    let e = import_err(&int4_weight_model(19));
+    assert!(
+        e.contains("node 'dq' (DequantizeLinear, domain ai.onnx, opset 19)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_and_corrupt_protobufs_are_errors() {
+    let bytes = linear().encode_to_vec();
+    for n in 0..bytes.len() {
+        // Every prefix either imports (a prefix can be a valid message) or
+        // fails with one line.
+        if let Err(e) = import_bytes(&bytes[..n], None) {
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+    let e = import_bytes(&[0xFF, 0xFF, 0xFF], None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("not a valid ONNX model: the protobuf does not decode"),
+        "{e}"
+    );
+    let e = import_bytes(&[], None).unwrap_err().to_string();
+    assert_eq!(e, "not a valid ONNX model: it has no graph");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+    #[test]
+    fn flipped_bytes_never_panic(pos in 0usize..200, byte in any::<u8>()) {
+        let mut bytes = int4_weight_model(21).encode_to_vec();
+        let i = pos % bytes.len();
+        bytes[i] = byte;
+        let _ = import_bytes(&bytes, None);
+    }
+}
+
+#[test]
+fn unknown_op_names_node_domain_and_opset() {
+    let mut m = linear();
+    let g = m.graph.as_mut().unwrap();
+    g.node[1].op_type = Some("FancyAdd".into());
+    let e = import_err(&m);
+    assert_eq!(
+        e,
+        "node '/fc/Add' (FancyAdd, domain ai.onnx, opset 17): unsupported operator"
+    );
+    let mut m = linear();
+    m.graph.as_mut().unwrap().node[1].domain = Some("com.example".into());
+    let e = import_err(&m);
+    assert!(
+        e.contains("domain com.example, opset none): unsupported operator domain 'com.example'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unsupported_opsets_are_refused() {
+    let mut m = linear();
+    m.opset_import[0].version = Some(99);
+    assert_eq!(
+        import_err(&m),
+        "node '/fc/MatMul' (MatMul, domain ai.onnx, opset 99): opset 99 of the default domain is not supported (lowbit knows opsets 13 to 28)"
+    );
+    m.opset_import[0].version = Some(11);
+    assert!(import_err(&m).contains("opset 11 of the default domain is not supported"));
+}
+
+#[test]
+fn missing_initializer_and_dangling_input() {
+    let mut m = linear();
+    m.graph.as_mut().unwrap().initializer.remove(0);
+    assert_eq!(
+        import_err(&m),
+        "node '/fc/MatMul' (MatMul, domain ai.onnx, opset 17): input 'onnx::MatMul_1' is not produced by any earlier node, initializer or graph input"
+    );
+    let mut m = linear();
+    m.graph.as_mut().unwrap().output[0].name = Some("nowhere".into());
+    assert_eq!(
+        import_err(&m),
+        "graph output 'nowhere' is not produced by any node, initializer or input"
+    );
+}
+
+#[test]
+fn shape_mismatches_are_named() {
+    let mut m = linear();
+    m.graph.as_mut().unwrap().input[0] = value_info("input:0", DataType::Float, &[1, 5]);
+    let e = import_err(&m);
+    assert!(e.starts_with("node '/fc/MatMul' (MatMul, domain ai.onnx, opset 17): shape mismatch: inner dimensions differ"), "{e}");
+    let mut m = linear();
+    m.graph.as_mut().unwrap().output[0] = value_info("logits", DataType::Float, &[3, 1]);
+    assert_eq!(
+        import_err(&m),
+        "graph output 'logits': shape mismatch: the graph declares shape [3, 1], the nodes compute tensor<1x3xf32>"
+    );
+    let mut m = linear();
+    m.graph.as_mut().unwrap().input[0] = value_info("input:0", DataType::Float, &[-1, 2]);
+    let e = import_err(&m);
+    assert!(
+        e.starts_with(
+            "graph input 'input:0': dim 0 is symbolic ('batch'); lowbit needs static shapes"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("make_dynamic_shape_fixed"), "{e}");
+}
+
+#[test]
+fn reshape_needs_a_constant_shape() {
+    let m = model(
+        vec![node("Reshape", "rs", &["x", "s"], &["y"])],
+        vec![
+            value_info("x", DataType::Float, &[2, 3]),
+            value_info("s", DataType::Int64, &[2]),
+        ],
+        vec![value_info("y", DataType::Float, &[3, 2])],
+        vec![],
+        21,
+    );
+    assert_eq!(
+        import_err(&m),
+        "node 'rs' (Reshape, domain ai.onnx, opset 21): the shape input must be a constant (an initializer or computed from constants): lowbit needs static shapes"
+    );
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lowbit-onnx-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn external(t: &mut TensorProto, location: &str, offset: usize, len: usize) {
+    let kv = |k: &str, v: String| StringStringEntryProto {
+        key: Some(k.into()),
+        value: Some(v),
+    };
+    t.float_data.clear();
+    t.data_location = Some(DataLocation::External as i32);
+    t.external_data = vec![
+        kv("location", location.into()),
+        kv("offset", offset.to_string()),
+        kv("length", len.to_string()),
+    ];
+}
+
+#[test]
+fn external_data_is_read_next_to_the_model() {
+    let dir = temp_dir("ext");
+    let mut m = linear();
+    let w: Vec<u8> = [1f32, 2., 3., 4., 5., 6.]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let mut blob = vec![0xAAu8; 16];
+    blob.extend(&w);
+    std::fs::write(dir.join("weights.bin"), &blob).unwrap();
+    external(
+        &mut m.graph.as_mut().unwrap().initializer[0],
+        "weights.bin",
+        16,
+        24,
+    );
+    let path = dir.join("model.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let module = import_model(&path).unwrap();
+    let f = module.entry().unwrap();
+    let x = Tensor::from_f64(ElemType::F32, vec![1, 2], &[1.0, 0.0]).unwrap();
+    let out = run_function(f, &[("input:0".into(), x)]).unwrap();
+    assert_eq!(out[0].1.to_f64(), [1.5, 1.5, 3.0]);
+
+    // the same model from bytes alone has nowhere to look
+    let e = import_bytes(&m.encode_to_vec(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("external file 'weights.bin', but the model was not loaded from a file"),
+        "{e}"
+    );
+
+    std::fs::remove_file(dir.join("weights.bin")).unwrap();
+    let e = import_model(&path).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}: initializer 'onnx::MatMul_1': external data file '",
+            path.display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("weights.bin"), "{e}");
+
+    std::fs::write(dir.join("weights.bin"), &blob[..20]).unwrap();
+    let e = import_model(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("offset 16 and length 24 run past its end (20 bytes)"),
+        "{e}"
+    );
+
+    external(
+        &mut m.graph.as_mut().unwrap().initializer[0],
+        "../secret.bin",
+        0,
+        24,
+    );
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let e = import_model(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("must be a relative path inside the model's directory"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unreadable_model_file_is_named() {
+    let e = import_model(Path::new("/nonexistent/m.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("cannot read '/nonexistent/m.onnx'"), "{e}");
+}
+
+#[test]
+fn shape_arithmetic_folds_and_vectors_matmul() {
+    // Shape -> Gather -> Concat -> Reshape, and a rank-1 MatMul operand.
+    let i64_init = |name: &str, v: &[i64]| TensorProto {
+        name: Some(name.into()),
+        dims: vec![v.len() as i64],
+        data_type: Some(DataType::Int64 as i32),
+        int64_data: v.to_vec(),
+        ..TensorProto::default()
+    };
+    let mut gather = node("Gather", "g", &["shape", "idx"], &["d0"]);
+    gather.attribute = vec![int_attr("axis", 0)];
+    let mut concat = node("Concat", "c", &["d0", "minus1"], &["target"]);
+    concat.attribute = vec![int_attr("axis", 0)];
+    let m = model(
+        vec![
+            node("Shape", "sh", &["x"], &["shape"]),
+            gather,
+            concat,
+            node("Reshape", "rs", &["x", "target"], &["flat"]),
+            node("MatMul", "mv", &["flat", "v"], &["y"]),
+        ],
+        vec![value_info("x", DataType::Float, &[2, 3, 2])],
+        vec![value_info("y", DataType::Float, &[2])],
+        vec![
+            i64_init("idx", &[0]),
+            i64_init("minus1", &[-1]),
+            f32_init("v", &[6], &[1., 0., 0., 0., 0., 1.]),
+        ],
+        21,
+    );
+    let module = import(&m).unwrap();
+    let f = module.entry().unwrap();
+    let kinds: Vec<&str> = f.ops().iter().map(|&o| f.op(o).kind.name()).collect();
+    // the shape computation is gone; the vector became a [6, 1] constant
+    assert_eq!(kinds, ["reshape", "constant", "matmul", "reshape"]);
+    let x = Tensor::from_f64(
+        ElemType::F32,
+        vec![2, 3, 2],
+        &(0..12).map(f64::from).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let out = run_function(f, &[("x".into(), x)]).unwrap();
+    assert_eq!(out[0].1.shape, [2]);
+    assert_eq!(out[0].1.to_f64(), [0.0 + 5.0, 6.0 + 11.0]);
+}
+
+#[test]
+fn empty_initializers_with_huge_dims_do_not_overflow() {
+    // Found by the fuzzer: the element count of [2^40, 2^40, 0] overflowed
+    // before the 0 was seen.
+    for dims in [vec![1i64 << 40, 1 << 40, 0], vec![0, 1 << 40, 1 << 40]] {
+        let mut m = linear();
+        let g = m.graph.as_mut().unwrap();
+        g.initializer.push(TensorProto {
+            name: Some("empty".into()),
+            dims,
+            data_type: Some(DataType::Float as i32),
+            ..TensorProto::default()
+        });
+        g.node[1].input[1] = "empty".into();
+        let _ = import(&m);
+    }
+}
+
+#[test]
+fn slicing_an_empty_dim_backwards_is_empty() {
+    // Found by the fuzzer: clamping a negative-step start into an empty dim.
+    let i64_init = |name: &str, v: i64| TensorProto {
+        name: Some(name.into()),
+        dims: vec![1],
+        data_type: Some(DataType::Int64 as i32),
+        int64_data: vec![v],
+        ..TensorProto::default()
+    };
+    let m = model(
+        vec![node("Slice", "sl", &["x", "st", "en", "ax", "sp"], &["y"])],
+        vec![value_info("x", DataType::Float, &[0, 3])],
+        vec![value_info("y", DataType::Float, &[0, 3])],
+        vec![
+            i64_init("st", -1),
+            i64_init("en", -100),
+            i64_init("ax", 0),
+            i64_init("sp", -1),
+        ],
+        21,
+    );
+    let module = import(&m).unwrap();
+    let f = module.entry().unwrap();
+    assert_eq!(f.ty(f.outputs[0].1).to_string(), "tensor<0x3xf32>");
+}
