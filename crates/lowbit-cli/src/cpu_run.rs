@@ -1,7 +1,8 @@
 //! `lowbit run --backend cpu`: runs a function with its quantized matmuls
 //! on the JIT-compiled CPU kernels of `lowbit-llvm`.
 //!
-//! A `matmul x, w` maps onto a kernel when `x` is a 2-D `f32`/`f16`/`bf16`
+//! A `matmul x, w` (or the optimizer's fused `qmatmul x, wq, scale[, zp]
+//! [, bias]` with a ReLU or no activation) maps onto a kernel when `x` is a 2-D `f32`/`f16`/`bf16`
 //! tensor `[n, k]`, the result is `f32`, and `w` is
 //! `dequantize(q, scale[, zero_point])` to `f32` of constants, with `q` a
 //! 2-D `[k, m]` tensor of a type the kernels decode and scales per output
@@ -9,7 +10,8 @@
 //! block size a multiple of 32). The weights are packed once, before the
 //! run; the dequantized `f32` weights are never built.
 //!
-//! An integer `matmul x, w` to `i32` (wrapping) with a constant `w` maps
+//! An integer `matmul` or `matmul_int` (no zero points) to `i32`
+//! (wrapping) with a constant `w` maps
 //! onto the exact W8A8 kernel (`x` `u8`/`i8`, `w` `i8`) or the W1A1
 //! popcount kernel (`x` and `w` `b1`); its results are bit-identical.
 //!
@@ -20,11 +22,11 @@
 //! of the interpreter's, not bit-identical.
 
 use lowbit::interp::{eval_op, InterpError};
-use lowbit::ir::{Function, Granularity, Op, OpKind, Tensor, Value};
+use lowbit::ir::{Activation as IrActivation, Function, Granularity, Op, OpKind, Tensor, Value};
 use lowbit::numerics::{ElemType, Overflow};
 use lowbit_llvm::{
-    compile, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights, WeightGranularity,
-    WeightSpec,
+    compile, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights,
+    WeightGranularity, WeightSpec,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,7 +37,7 @@ pub struct CpuRun {
     pub outputs: Vec<(String, Tensor)>,
     /// `(op label, kernel)` for each matmul on a CPU kernel.
     pub on_cpu: Vec<(String, String)>,
-    /// `(op label, reason)` for each matmul left to the interpreter.
+    /// `(op label, reason)` for each matmul-like op left to the interpreter.
     pub not_mapped: Vec<(String, String)>,
     /// Op names run on the interpreter, with counts.
     pub on_interp: Vec<(String, usize)>,
@@ -75,6 +77,10 @@ impl CpuRun {
 struct Mapped {
     kernel: Arc<GemmKernel>,
     weights: PackedWeights,
+    /// The `qmatmul` bias operand, passed to the kernel's epilogue.
+    bias: Option<Value>,
+    /// A `qmatmul` activation the kernel lacks, run on the interpreter.
+    post: Option<IrActivation>,
 }
 
 fn label(f: &Function, op: Op) -> String {
@@ -120,20 +126,23 @@ fn transpose(t: &Tensor) -> Tensor {
     }
 }
 
-/// Maps an integer `matmul x, w` to `i32` with a constant `w` onto the
+/// Maps an integer `matmul x, w` or `matmul_int x, w` to `i32` (wrapping)
+/// with a constant `w` onto the
 /// W8A8 (`u8`/`i8` x `i8`) or W1A1 (`b1` x `b1`) kernel.
 fn map_int_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
     let (xt, rt) = (f.ty(x), f.ty(d.results[0]));
-    if rt.elem != ElemType::I32
-        || !matches!(
-            d.kind,
-            OpKind::MatMul {
-                overflow: Overflow::Wrap
-            }
-        )
-    {
+    let wraps = matches!(
+        d.kind,
+        OpKind::MatMul {
+            overflow: Overflow::Wrap
+        } | OpKind::MatMulInt {
+            overflow: Overflow::Wrap,
+            ..
+        }
+    );
+    if rt.elem != ElemType::I32 || !wraps {
         return Err(format!(
             "integer kernels write i32 and wrap on overflow, not {} ({})",
             rt.elem,
@@ -167,24 +176,78 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
     }
     let kernel = compile(&spec).map_err(|e| e.to_string())?;
     let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
-    Ok(Mapped { kernel, weights })
+    Ok(Mapped {
+        kernel,
+        weights,
+        bias: None,
+        post: None,
+    })
 }
 
-/// Tries to map `matmul x, w` (op `op`) onto a kernel.
+/// Tries to map `matmul x, w`, `matmul_int x, w` or `qmatmul x, wq, ...`
+/// (op `op`) onto a kernel.
 fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
-    let (xt, rt) = (f.ty(x), f.ty(d.results[0]));
-    if xt.elem.is_integral() {
-        return map_int_matmul(f, op);
-    }
-    if rt.elem != ElemType::F32 {
-        return Err(format!("the result is {}, the kernels write f32", rt.elem));
-    }
-    if xt.shape.len() != 2 || ![ElemType::F32, ElemType::F16, ElemType::BF16].contains(&xt.elem) {
-        return Err(format!(
-            "the activation must be a 2-D f32/f16/bf16 tensor, not {xt}"
-        ));
+    let xt = f.ty(x);
+    match &d.kind {
+        OpKind::MatMulInt { .. } if d.operands.len() > 2 => {
+            return Err("zero points are not supported by the integer kernels".into())
+        }
+        OpKind::MatMul { .. } | OpKind::MatMulInt { .. } if xt.elem.is_integral() => {
+            return map_int_matmul(f, op)
+        }
+        OpKind::QMatMul {
+            granularity,
+            dequant_type,
+            has_zero_point,
+            has_bias,
+            weight_lhs,
+            activation,
+        } => {
+            if *weight_lhs {
+                return Err("the weight is the left operand".into());
+            }
+            if *dequant_type != ElemType::F32 {
+                return Err(format!(
+                    "the weight is dequantized to {dequant_type}, not f32"
+                ));
+            }
+            // GELU and SiLU have no kernel epilogue yet: the kernel does
+            // the product and bias, the interpreter the activation (and
+            // the summary says so).
+            let (act, post) = match activation {
+                IrActivation::None => (Activation::None, None),
+                IrActivation::Relu => (Activation::Relu, None),
+                a => (Activation::None, Some(*a)),
+            };
+            let z = has_zero_point.then(|| d.operands[3]);
+            let bias = if *has_bias {
+                let b = d.operands[d.operands.len() - 1];
+                let bt = f.ty(b);
+                let m = f.ty(w).shape.get(1).copied().unwrap_or(0);
+                if bt.elem != ElemType::F32
+                    || bt.num_elements() != m
+                    || bt.shape.iter().rev().skip(1).any(|&d| d != 1)
+                {
+                    return Err(format!("the bias {bt} is not one f32 per output column"));
+                }
+                Some(b)
+            } else {
+                None
+            };
+            let epilogue = Epilogue {
+                bias: bias.is_some(),
+                activation: act,
+                requantize: false,
+            };
+            let mut mapped = map_dequantized(f, op, (w, d.operands[2], z), granularity, epilogue)?;
+            mapped.bias = bias;
+            mapped.post = post;
+            return Ok(mapped);
+        }
+        OpKind::MatMul { .. } => {}
+        other => return Err(format!("'{}' has no CPU kernel", other.name())),
     }
     let deq = f
         .def_op(w)
@@ -202,10 +265,38 @@ fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
             f.ty(w).elem
         ));
     }
-    let q = constant_of(f, dd.operands[0])?;
-    let s = constant_of(f, dd.operands[1])?;
-    let z = match dd.operands.get(2) {
-        Some(&zv) => Some(constant_of(f, zv)?),
+    map_dequantized(
+        f,
+        op,
+        (dd.operands[0], dd.operands[1], dd.operands.get(2).copied()),
+        granularity,
+        Epilogue::default(),
+    )
+}
+
+/// Maps op `op` with activation operand 0, f32 result, and a weight that
+/// is `dequantize(q, s[, z])` of constants, onto a dequant-fused kernel.
+fn map_dequantized(
+    f: &Function,
+    op: Op,
+    (qv, sv, zv): (Value, Value, Option<Value>),
+    granularity: &Granularity,
+    epilogue: Epilogue,
+) -> Result<Mapped, String> {
+    let d = f.op(op);
+    let (xt, rt) = (f.ty(d.operands[0]), f.ty(d.results[0]));
+    if rt.elem != ElemType::F32 {
+        return Err(format!("the result is {}, the kernels write f32", rt.elem));
+    }
+    if xt.shape.len() != 2 || ![ElemType::F32, ElemType::F16, ElemType::BF16].contains(&xt.elem) {
+        return Err(format!(
+            "the activation must be a 2-D f32/f16/bf16 tensor, not {xt}"
+        ));
+    }
+    let q = constant_of(f, qv)?;
+    let s = constant_of(f, sv)?;
+    let z = match zv {
+        Some(zv) => Some(constant_of(f, zv)?),
         None => None,
     };
     if q.shape.len() != 2 {
@@ -246,15 +337,20 @@ fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
             layout: None,
         },
         act: xt.elem,
-        epilogue: Epilogue::default(),
+        epilogue,
     };
     let kernel = compile(&spec).map_err(|e| e.to_string())?;
     let weights =
         PackedWeights::pack(&spec, &transpose(&q), &s, z.as_ref()).map_err(|e| e.to_string())?;
-    Ok(Mapped { kernel, weights })
+    Ok(Mapped {
+        kernel,
+        weights,
+        bias: None,
+        post: None,
+    })
 }
 
-fn run_mapped(m: &Mapped, x: &Tensor) -> Result<Tensor, String> {
+fn run_mapped(m: &Mapped, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, String> {
     let spec = m.kernel.spec();
     let n = x.shape[0] as usize;
     if spec.is_integer() {
@@ -299,8 +395,10 @@ fn run_mapped(m: &Mapped, x: &Tensor) -> Result<Tensor, String> {
             .collect();
         Activations::BF16(&bf16s)
     };
+    let bias: Option<Vec<f32>> =
+        bias.map(|b| b.codes.iter().map(|&c| f32::from_bits(c as u32)).collect());
     m.kernel
-        .run(acts, &m.weights, None, &mut y, n, 0)
+        .run(acts, &m.weights, bias.as_deref(), &mut y, n, 0)
         .map_err(|e| e.to_string())?;
     Tensor::new(
         ElemType::F32,
@@ -319,7 +417,10 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
     let mut mapped: HashMap<Op, Mapped> = HashMap::new();
     let mut not_mapped = Vec::new();
     for &op in f.ops() {
-        if matches!(f.op(op).kind, OpKind::MatMul { .. }) {
+        if matches!(
+            f.op(op).kind,
+            OpKind::MatMul { .. } | OpKind::MatMulInt { .. } | OpKind::QMatMul { .. }
+        ) {
             match map_matmul(f, op) {
                 Ok(m) => {
                     mapped.insert(op, m);
@@ -336,8 +437,9 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
         if !d.results.iter().any(|r| needed.contains(r)) {
             continue;
         }
-        if mapped.contains_key(&op) {
+        if let Some(m) = mapped.get(&op) {
             needed.insert(d.operands[0]);
+            needed.extend(m.bias);
         } else {
             needed.extend(d.operands.iter().copied());
         }
@@ -359,8 +461,27 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
         };
         let results = if let Some(m) = mapped.get(&op) {
             let x = operand(&d.operands[0])?;
-            on_cpu.push((label(f, op), m.kernel.spec().to_string()));
-            vec![run_mapped(m, x).map_err(|e| op_err(op, e))?]
+            let bias = m.bias.as_ref().map(operand).transpose()?;
+            let mut y = run_mapped(m, x, bias).map_err(|e| op_err(op, e))?;
+            let mut what = m.kernel.spec().to_string();
+            if let Some(a) = m.post {
+                let (kind, name) = match a {
+                    IrActivation::Gelu => (OpKind::Gelu { tanh: false }, "gelu"),
+                    IrActivation::GeluTanh => (OpKind::Gelu { tanh: true }, "gelu"),
+                    _ => (OpKind::Silu, "silu"),
+                };
+                y = eval_op(&kind, &[&y], &[f.ty(d.results[0]).clone()])
+                    .map_err(|e| op_err(op, e.to_string()))?
+                    .remove(0);
+                what.push_str(&format!(", then {name} on the interpreter"));
+                let name = format!("{name} (qmatmul epilogue)");
+                match on_interp.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, c)) => *c += 1,
+                    None => on_interp.push((name, 1)),
+                }
+            }
+            on_cpu.push((label(f, op), what));
+            vec![y]
         } else {
             let args: Vec<&Tensor> = d.operands.iter().map(operand).collect::<Result<_, _>>()?;
             let types: Vec<_> = d.results.iter().map(|r| f.ty(*r).clone()).collect();
