@@ -18,6 +18,8 @@ pub const HELP: &str = "\
 Compile a model ahead of time.
 
 Usage: lowbit compile MODEL -o OUT [OPTIONS]
+       lowbit compile gemm --m M --k K --n N|? --weight DTYPE ... -o OUT
+           (one CPU kernel as obj, asm or llvm; see 'lowbit compile gemm --help')
 
 MODEL is an ONNX model (.onnx) or lowbit IR text (.lbir; '-' reads standard
 input).
@@ -112,6 +114,11 @@ pub fn load_model(model: &str) -> Result<Module, Failure> {
 
 /// Runs `lowbit compile` with the arguments after the command name.
 pub fn main(argv: &[String]) -> Result<(), Failure> {
+    // `lowbit compile gemm ...` compiles one CPU kernel from a spec.
+    #[cfg(feature = "cpu")]
+    if argv.first().map(String::as_str) == Some("gemm") {
+        return crate::compile_gemm::main(argv);
+    }
     let a = args::parse(argv, SPECS).map_err(Failure::usage)?;
     if a.has("help") {
         return write_stdout(HELP);

@@ -6,8 +6,16 @@
 //! status 1 here, so no user input can make the driver panic.
 
 mod args;
+#[cfg(feature = "cpu")]
+mod bench_cmd;
 mod compile_cmd;
+#[cfg(feature = "cpu")]
+mod compile_gemm;
+#[cfg(feature = "cpu")]
+mod cpu_run;
 mod explain_cmd;
+#[cfg(feature = "cpu")]
+mod gemm_args;
 mod opt_cmd;
 mod output;
 mod run_cmd;
@@ -23,8 +31,10 @@ Usage: lowbit <COMMAND> [ARGS]
 Commands:
   opt      Run a pass pipeline over lowbit IR text (.lbir) and print the result
   run      Run a model (.onnx or .lbir) on inputs (.pb or .npy) and write its outputs
-  compile  Import a model (.onnx or .lbir) and emit it (this build: --emit ir)
+  compile  Import a model (.onnx or .lbir) and emit it (this build: --emit ir),
+           or 'compile gemm ...': one CPU kernel as object, assembly or LLVM IR
   explain  Show the schedule the optimizer picks per op, with costs and reasons
+  bench    Benchmark a kernel against this machine's measured roofline
 
 Options:
   -h, --help       Show this help ('lowbit <COMMAND> --help' for a command)
@@ -98,13 +108,19 @@ fn main() -> ExitCode {
         "run" => run_cmd::main(rest),
         "compile" => compile_cmd::main(rest),
         "explain" => explain_cmd::main(rest),
+        #[cfg(feature = "cpu")]
+        "bench" => bench_cmd::main(rest),
+        #[cfg(not(feature = "cpu"))]
+        "bench" => Err(Failure::msg(
+            "this lowbit was built without the cpu backend (feature 'cpu')",
+        )),
         other => Err(Failure::usage(format!("unknown command '{other}'"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             let name = match cmd {
-                "opt" | "run" | "compile" | "explain" => format!("lowbit {cmd}"),
+                "opt" | "run" | "compile" | "explain" | "bench" => format!("lowbit {cmd}"),
                 _ => "lowbit".to_string(),
             };
             match f {

@@ -1,7 +1,8 @@
 //! `lowbit run`: run a model's entry function on input tensor files and
 //! write (or print) its outputs. Models are lowbit IR text (`.lbir`) or ONNX
-//! (`.onnx`, imported by `lowbit_onnx::import`); only the reference
-//! interpreter exists in this build, other backends are refused with a
+//! (`.onnx`, imported by `lowbit_onnx::import`). They run on the reference
+//! interpreter, or with `--backend cpu` (feature `cpu`) with their quantized
+//! matmuls on JIT kernels (see `cpu_run`); other backends are refused with a
 //! message saying so.
 
 use crate::args::{self, Spec};
@@ -31,9 +32,11 @@ Options:
                           TensorProto (.pb) or a NumPy array (.npy). Repeat
                           for each input. '--input FILE' uses the tensor name
                           stored in a .pb file.
-  --backend BACKEND       interp | cpu | cranelift | gpu (default: the fastest
-                          available; this build has only 'interp', the
-                          bit-exact reference interpreter)
+  --backend BACKEND       interp | cpu | cranelift | gpu (default: interp,
+                          the bit-exact reference interpreter). 'cpu' runs
+                          matmuls of dequantized constant weights on JIT
+                          kernels and the other ops on the interpreter, and
+                          says so on standard error
   --output-dir DIR        Write every output as DIR/<output name>.pb (ONNX
                           TensorProto with the declared element type);
                           default '.'; created if missing
@@ -76,6 +79,9 @@ const SPECS: &[Spec] = &[
 
 /// Backends `--backend` may name, and which of them this build has.
 const BACKENDS: &[&str] = &["interp", "cpu", "cranelift", "gpu"];
+#[cfg(feature = "cpu")]
+const AVAILABLE: &[&str] = &["interp", "cpu"];
+#[cfg(not(feature = "cpu"))]
 const AVAILABLE: &[&str] = &["interp"];
 
 /// Runs `lowbit run` with the arguments after the command name.
@@ -110,10 +116,20 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         .ok_or_else(|| Failure::msg(format!("{shown}: the module has no functions")))?;
 
     let inputs = read_inputs(f, a.all("input"), shown)?;
-    let outputs = run_function(f, &inputs).map_err(|e| match &src {
+    let render = |e: lowbit::interp::InterpError| match &src {
         Some(src) => Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, src)),
         None => Failure::msg(format!("{shown}: {e}")),
-    })?;
+    };
+    let outputs = match a.last("backend") {
+        #[cfg(feature = "cpu")]
+        Some("cpu") => {
+            let r = crate::cpu_run::run(f, &inputs).map_err(render)?;
+            // Never silent: say which ops ran on kernels and which did not.
+            eprintln!("lowbit run: {}", r.summary());
+            r.outputs
+        }
+        _ => run_function(f, &inputs).map_err(render)?,
+    };
 
     if a.has("print") {
         let mut text = String::new();
@@ -295,11 +311,15 @@ mod tests {
     fn backends_are_checked() {
         assert!(check_backend(None).is_ok());
         assert!(check_backend(Some("interp")).is_ok());
-        match check_backend(Some("cpu")) {
+        #[cfg(feature = "cpu")]
+        assert!(check_backend(Some("cpu")).is_ok());
+        match check_backend(Some("gpu")) {
             Err(Failure::Message(m)) => {
-                assert_eq!(
-                    m,
-                    "backend 'cpu' is not available in this build (available: interp)"
+                assert!(
+                    m.starts_with(
+                        "backend 'gpu' is not available in this build (available: interp"
+                    ),
+                    "{m}"
                 )
             }
             other => panic!("{other:?}"),

@@ -1,0 +1,122 @@
+//! `lowbit compile gemm ...`: ahead-of-time output of one GEMM kernel
+//! (LLVM IR, assembly or an object file) for the host or a named target,
+//! from the spec options of `lowbit bench gemm`. `compile_cmd` hands the
+//! command here when MODEL is the word `gemm`.
+//!
+//! Limits: `--emit so|ptx|ir|mlir` are not implemented for kernels and say
+//! so.
+
+use crate::args::{self, Spec};
+use crate::gemm_args::{gemm_spec, GEMM_SPECS};
+use crate::output::write_atomic;
+use crate::Failure;
+use lowbit_llvm::aot::{emit, Emit};
+use lowbit_llvm::CpuTarget;
+use std::io::Write;
+use std::path::Path;
+
+/// `lowbit compile gemm --help`.
+pub const HELP: &str = "\
+Compile a kernel ahead of time.
+
+Usage: lowbit compile gemm --m M --k K --n N|? --weight DTYPE [--group G]
+           [--scale DTYPE] [--zero-point] --act DTYPE
+           -o OUT [--target x86_64|aarch64] [--cpu native|NAME]
+           [--emit obj|asm|llvm]
+
+Emits the GEMM kernel Y[n,m] = X[n,k] . W[m,k]^T (spec options as in
+'lowbit bench gemm'; --n ? makes n a run-time argument). The object exports
+the C function
+
+  void lowbit_gemm(const float *x, const uint8_t *w, const uint8_t *scales,
+                   const uint8_t *zero_points, const float *bias, float *y,
+                   int64_t n, int64_t row_begin, int64_t row_end);
+
+  -o OUT            output file ('-' for standard output; written atomically)
+  --target ARCH     x86_64 or aarch64 (default: the host)
+  --cpu NAME        an LLVM CPU name, or native (default: native on the
+                    host architecture, generic otherwise)
+  --emit KIND       obj (default), asm or llvm (optimized LLVM IR)
+
+--emit so|ptx|ir|mlir are not implemented for kernels yet.
+";
+
+fn specs() -> Vec<Spec> {
+    let mut v: Vec<Spec> = GEMM_SPECS
+        .iter()
+        .map(|s| Spec {
+            long: s.long,
+            short: s.short,
+            takes_value: s.takes_value,
+        })
+        .collect();
+    for (long, short, takes_value) in [
+        ("output", Some('o'), true),
+        ("target", None, true),
+        ("cpu", None, true),
+        ("emit", None, true),
+        ("help", Some('h'), false),
+    ] {
+        v.push(Spec {
+            long,
+            short,
+            takes_value,
+        });
+    }
+    v
+}
+
+/// Runs `lowbit compile gemm` (`argv` starts with `gemm`).
+pub fn main(argv: &[String]) -> Result<(), Failure> {
+    let specs = specs();
+    let a = args::parse(argv, &specs).map_err(Failure::usage)?;
+    if a.has("help") {
+        print!("{HELP}");
+        return Ok(());
+    }
+    if a.positional.first().map(String::as_str) != Some("gemm") {
+        return Err(Failure::usage("expected 'gemm' and a kernel spec"));
+    }
+    if let Some(extra) = a.positional.get(1) {
+        return Err(Failure::usage(format!("unexpected argument '{extra}'")));
+    }
+    let what = match a.last("emit").unwrap_or("obj") {
+        "obj" => Emit::Obj,
+        "asm" => Emit::Asm,
+        "llvm" => Emit::LlvmIr,
+        e @ ("so" | "ptx" | "ir" | "mlir") => {
+            return Err(Failure::msg(format!(
+                "--emit {e} is not implemented yet for the cpu backend (use obj, asm or llvm)"
+            )))
+        }
+        e => return Err(Failure::usage(format!("unknown --emit kind '{e}'"))),
+    };
+    let out = a
+        .last("output")
+        .ok_or_else(|| Failure::usage("missing -o OUT"))?;
+    let spec = gemm_spec(&a, true)?;
+    let host = CpuTarget::host().map_err(|e| Failure::msg(e.to_string()))?;
+    let host_arch = host.triple.split('-').next().unwrap_or("").to_string();
+    let arch = a.last("target").unwrap_or(&host_arch);
+    if arch == "nvptx" {
+        return Err(Failure::msg(
+            "--target nvptx is not part of the cpu backend (not implemented yet)",
+        ));
+    }
+    let default_cpu = if arch == host_arch {
+        "native"
+    } else {
+        "generic"
+    };
+    let target = CpuTarget::named(arch, a.last("cpu").unwrap_or(default_cpu))
+        .map_err(|e| Failure::msg(e.to_string()))?;
+    let bytes = emit(&spec, &target, what).map_err(|e| Failure::msg(e.to_string()))?;
+    if out == "-" {
+        let mut o = std::io::stdout().lock();
+        o.write_all(&bytes)
+            .and_then(|()| o.flush())
+            .map_err(|e| Failure::msg(format!("cannot write standard output: {e}")))
+    } else {
+        write_atomic(Path::new(out), &bytes).map_err(Failure::msg)
+    }
+}

@@ -1,0 +1,97 @@
+//! The GEMM-spec options shared by `lowbit bench gemm` and
+//! `lowbit compile gemm`: `--m --k --n --weight [--group] [--scale]
+//! [--zero-point] --act`.
+
+use crate::args::{Args, Spec};
+use crate::Failure;
+use lowbit_llvm::{Dim, Epilogue, GemmSpec, WeightGranularity, WeightSpec};
+
+/// Option table entries for a GEMM spec.
+pub const GEMM_SPECS: &[Spec] = &[
+    Spec {
+        long: "m",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "k",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "n",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "weight",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "group",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "scale",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "zero-point",
+        short: None,
+        takes_value: false,
+    },
+    Spec {
+        long: "act",
+        short: None,
+        takes_value: true,
+    },
+];
+
+fn required<'a>(a: &'a Args, name: &str) -> Result<&'a str, Failure> {
+    a.last(name)
+        .ok_or_else(|| Failure::usage(format!("missing --{name}")))
+}
+
+fn positive(a: &Args, name: &str) -> Result<usize, Failure> {
+    let v = required(a, name)?;
+    match v.parse::<usize>() {
+        Ok(x) if x > 0 => Ok(x),
+        _ => Err(Failure::usage(format!(
+            "--{name} expects a positive integer, got '{v}'"
+        ))),
+    }
+}
+
+fn elem(name: &str, v: &str) -> Result<lowbit::ElemType, Failure> {
+    v.parse()
+        .map_err(|e| Failure::usage(format!("--{name}: '{v}' is not an element type: {e}")))
+}
+
+/// Builds the spec; `n_dynamic` allows `--n ?` (a kernel for any n).
+pub fn gemm_spec(a: &Args, n_dynamic: bool) -> Result<GemmSpec, Failure> {
+    let n = match a.last("n") {
+        Some("?") if n_dynamic => Dim::Dynamic,
+        _ => Dim::Static(positive(a, "n")?),
+    };
+    let granularity = match a.last("group") {
+        None => WeightGranularity::PerChannel,
+        Some(_) => WeightGranularity::Group(positive(a, "group")?),
+    };
+    Ok(GemmSpec {
+        m: positive(a, "m")?,
+        k: positive(a, "k")?,
+        n,
+        weight: WeightSpec {
+            dtype: elem("weight", required(a, "weight")?)?,
+            granularity,
+            scale: elem("scale", a.last("scale").unwrap_or("f16"))?,
+            zero_point: a.has("zero-point"),
+            layout: None,
+        },
+        act: elem("act", required(a, "act")?)?,
+        epilogue: Epilogue::default(),
+    })
+}

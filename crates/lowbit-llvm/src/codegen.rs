@@ -1,0 +1,1288 @@
+//! Lowering a [`GemmSpec`] to LLVM IR.
+//!
+//! The module has one exported function (C ABI)
+//! `void lowbit_gemm(const float *x, const u8 *w, const u8 *scales,
+//! const u8 *zero_points, const float *bias, float *y, i64 n, i64 row_begin,
+//! i64 row_end)` computing rows `row_begin..row_end` of every output column:
+//! `y[c * m + r] = act(sum_j x[c * k_pad + j] * deq(w[r, j]) + bias[r])`.
+//! `x` is `f32 [n, k_pad]` with zeros after `k`.
+//!
+//! Work is cut into register tiles of `R` weight rows by `C` activation
+//! columns (4x1 for the decode case, 2x4 when `n >= 4`, 1x1 for the last
+//! rows), one
+//! internal function per tile shape. A tile walks the row's 32-element
+//! blocks: each block is loaded packed, unpacked to codes with shifts and
+//! masks (or bit-plane masks), converted to `<32 x float>`, shifted by the
+//! zero point, multiplied by its group's scale — which is exactly the
+//! interpreter's `dequantize` result, rounded once to f32 — and fused into
+//! `<32 x float>` accumulators with `llvm.fma`. The weights are never written
+//! back to memory as floats. LLVM splits the 32-lane vectors into the
+//! target's registers (2 zmm with AVX-512, 4 ymm with AVX2).
+//!
+//! With `n >= 4` the kernel walks k in passes (1024 elements on the float
+//! path, 4096 on W8A8) and runs the whole row/column nest per pass, so a
+//! tile's slices of activations and weights stay in L1 (decoding, `n < 4`,
+//! takes one pass: each weight row stays one sequential stream): the first pass stores each output
+//! (with the bias), later ones add to it, the last applies the activation.
+//!
+//! Accuracy (float paths): each output is the f32 sum of f32 products with
+//! 32 lane accumulators, a 5-level tree per pass and one addition per pass,
+//! so `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * (sum_j |x_j * w_j| + |bias|)`
+//! against the interpreter's f64 result (see `tests/`). The W8A8 path is
+//! exact (wrapping i32, like the interpreter).
+
+use crate::error::CpuError;
+use crate::spec::{Activation, BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
+use crate::target::CpuTarget;
+use inkwell::attributes::AttributeLoc;
+use inkwell::builder::Builder;
+use inkwell::context::Context;
+use inkwell::intrinsics::Intrinsic;
+use inkwell::module::{Linkage, Module};
+use inkwell::types::{FloatType, IntType, PointerType, VectorType};
+use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
+
+/// Name of the exported kernel entry point.
+pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
+
+/// Lanes of the IR vectors: one packed block.
+const LANES: u32 = BLOCK as u32;
+
+/// Blocks of 32 per pass of the float kernels (1024 elements: 4 KiB of
+/// activations per column, so a 2x4 tile's slices stay in L1).
+const FLOAT_K_CHUNK: u64 = 32;
+
+/// Blocks of k per pass of the W8A8 kernel (64 blocks = 4 KiB per row):
+/// a 4x4 tile's weight and activation slices then stay in L1, and all
+/// activation slices of a pass in L2.
+const INT_K_CHUNK: u64 = 64;
+
+struct Gen<'a, 'ctx> {
+    ctx: &'ctx Context,
+    module: &'a Module<'ctx>,
+    b: Builder<'ctx>,
+    spec: &'a GemmSpec,
+    kind: WeightKind,
+    target: &'a CpuTarget,
+    f32t: FloatType<'ctx>,
+    i8t: IntType<'ctx>,
+    i16t: IntType<'ctx>,
+    i32t: IntType<'ctx>,
+    i64t: IntType<'ctx>,
+    ptr: PointerType<'ctx>,
+    vf: VectorType<'ctx>,
+    fma: FunctionValue<'ctx>,
+    lut: Option<Lut<'ctx>>,
+}
+
+/// The table-lookup decoder for 4-bit codes on AVX-512: `vpermps` picks
+/// lane `i` of a 16-float table by the low 4 bits of index lane `i`, so a
+/// nibble becomes its dequantized float in one instruction.
+struct Lut<'ctx> {
+    /// `decode(code)` for codes 0..16.
+    table: VectorValue<'ctx>,
+    /// `llvm.x86.avx512.permvar.sf.512`.
+    permute: FunctionValue<'ctx>,
+}
+
+/// Tile-function parameters, in order.
+struct TileArgs<'ctx> {
+    x: PointerValue<'ctx>,
+    w: PointerValue<'ctx>,
+    s: PointerValue<'ctx>,
+    z: PointerValue<'ctx>,
+    bias: PointerValue<'ctx>,
+    y: PointerValue<'ctx>,
+}
+
+/// Builds the LLVM module for `spec` on `target` (the spec must have passed
+/// [`GemmSpec::check`]).
+pub fn build_module<'ctx>(
+    ctx: &'ctx Context,
+    spec: &GemmSpec,
+    target: &CpuTarget,
+) -> Result<Module<'ctx>, CpuError> {
+    let kind = spec
+        .weight_kind()
+        .ok_or_else(|| CpuError::Llvm(format!("no weight decoder for {}", spec.weight.dtype)))?;
+    let module = ctx.create_module("lowbit_gemm");
+    module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
+    let f32t = ctx.f32_type();
+    let vf = f32t.vec_type(LANES);
+    let fma = Intrinsic::find("llvm.fma")
+        .and_then(|i| i.get_declaration(&module, &[vf.into()]))
+        .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
+    let lut = if target.has("avx512f") && spec.weight.dtype.bits() == 4 {
+        let permute = Intrinsic::find("llvm.x86.avx512.permvar.sf.512")
+            .and_then(|i| i.get_declaration(&module, &[]))
+            .ok_or_else(|| {
+                CpuError::Llvm("llvm.x86.avx512.permvar.sf.512 is not available".into())
+            })?;
+        let vals: Vec<FloatValue> = (0..16u64)
+            .map(|c| f32t.const_float(spec.weight.dtype.decode(c)))
+            .collect();
+        Some(Lut {
+            table: VectorType::const_vector(&vals),
+            permute,
+        })
+    } else {
+        None
+    };
+    let g = Gen {
+        ctx,
+        lut,
+        module: &module,
+        b: ctx.create_builder(),
+        spec,
+        kind,
+        target,
+        f32t,
+        i8t: ctx.i8_type(),
+        i16t: ctx.i16_type(),
+        i32t: ctx.i32_type(),
+        i64t: ctx.i64_type(),
+        ptr: ctx.ptr_type(AddressSpace::default()),
+        vf,
+        fma,
+    };
+    g.emit_kernel()?;
+    module.verify().map_err(|e| {
+        let e = e.to_string();
+        let first = e.lines().next().unwrap_or("");
+        CpuError::Llvm(format!("generated IR does not verify: {first}"))
+    })?;
+    Ok(module)
+}
+
+impl<'a, 'ctx> Gen<'a, 'ctx> {
+    fn i64c(&self, v: u64) -> IntValue<'ctx> {
+        self.i64t.const_int(v, false)
+    }
+
+    fn set_attrs(&self, f: FunctionValue<'ctx>) {
+        let mut attrs = vec![
+            ("target-cpu", self.target.cpu.as_str()),
+            ("target-features", self.target.features.as_str()),
+        ];
+        if self.target.triple.starts_with("x86_64") {
+            // Without these, LLVM's Intel tuning keeps vectors at 256 bits
+            // even where AVX-512 exists; without AVX-512 they change nothing.
+            attrs.push(("prefer-vector-width", "512"));
+            attrs.push(("min-legal-vector-width", "512"));
+        }
+        for (k, v) in attrs {
+            if !v.is_empty() {
+                f.add_attribute(
+                    AttributeLoc::Function,
+                    self.ctx.create_string_attribute(k, v),
+                );
+            }
+        }
+        let nounwind = inkwell::attributes::Attribute::get_named_enum_kind_id("nounwind");
+        f.add_attribute(
+            AttributeLoc::Function,
+            self.ctx.create_enum_attribute(nounwind, 0),
+        );
+    }
+
+    /// `ptr + offset` bytes.
+    fn gep(
+        &self,
+        p: PointerValue<'ctx>,
+        offset: IntValue<'ctx>,
+    ) -> Result<PointerValue<'ctx>, CpuError> {
+        // SAFETY: offsets stay inside the buffers whose sizes the caller
+        // checked against the spec before calling the kernel.
+        Ok(unsafe { self.b.build_in_bounds_gep(self.i8t, p, &[offset], "p")? })
+    }
+
+    /// A load with an explicit alignment: packed weights and scales live
+    /// in byte buffers, so their loads must not assume the type's alignment.
+    fn load<T: inkwell::types::BasicType<'ctx>>(
+        &self,
+        ty: T,
+        p: PointerValue<'ctx>,
+        align: u32,
+    ) -> Result<inkwell::values::BasicValueEnum<'ctx>, CpuError> {
+        let v = self.b.build_load(ty, p, "ld")?;
+        if let Some(inst) = v.as_instruction_value() {
+            inst.set_alignment(align)
+                .map_err(|e| CpuError::Llvm(format!("load alignment: {e}")))?;
+        }
+        Ok(v)
+    }
+
+    fn splat_f(&self, v: FloatValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+        let one =
+            self.b
+                .build_insert_element(self.vf.get_poison(), v, self.i32t.const_zero(), "one")?;
+        let mask = self.i32t.vec_type(LANES).const_zero();
+        Ok(self
+            .b
+            .build_shuffle_vector(one, self.vf.get_poison(), mask, "splat")?)
+    }
+
+    fn splat_i(&self, ty: IntType<'ctx>, v: u64) -> VectorValue<'ctx> {
+        let c = ty.const_int(v, false);
+        VectorType::const_vector(&vec![c; LANES as usize])
+    }
+
+    fn shuffle_mask(&self, idx: impl Iterator<Item = u64>) -> VectorValue<'ctx> {
+        let v: Vec<IntValue> = idx.map(|i| self.i32t.const_int(i, false)).collect();
+        VectorType::const_vector(&v)
+    }
+
+    /// Concatenates two vectors of equal length.
+    fn concat(
+        &self,
+        a: VectorValue<'ctx>,
+        c: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let n = a.get_type().get_size() as u64;
+        Ok(self
+            .b
+            .build_shuffle_vector(a, c, self.shuffle_mask(0..2 * n), "cat")?)
+    }
+
+    /// Emits a counted loop `for (i = start; i < end; i += step) body(i)`
+    /// and returns the final counter value (valid after the loop).
+    fn emit_loop(
+        &self,
+        f: FunctionValue<'ctx>,
+        start: IntValue<'ctx>,
+        cond: impl Fn(IntValue<'ctx>) -> Result<IntValue<'ctx>, CpuError>,
+        step: u64,
+        body: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        self.emit_loop_by(f, start, cond, self.i64c(step), body)
+    }
+
+    /// [`Gen::emit_loop`] with a step computed at run time.
+    fn emit_loop_by(
+        &self,
+        f: FunctionValue<'ctx>,
+        start: IntValue<'ctx>,
+        cond: impl Fn(IntValue<'ctx>) -> Result<IntValue<'ctx>, CpuError>,
+        step: IntValue<'ctx>,
+        body: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        let pre = self
+            .b
+            .get_insert_block()
+            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
+        let head = self.ctx.append_basic_block(f, "head");
+        let bodyb = self.ctx.append_basic_block(f, "body");
+        let exit = self.ctx.append_basic_block(f, "exit");
+        self.b.build_unconditional_branch(head)?;
+        self.b.position_at_end(head);
+        let i = self.b.build_phi(self.i64t, "i")?;
+        i.add_incoming(&[(&start, pre)]);
+        let iv = i.as_basic_value().into_int_value();
+        let c = cond(iv)?;
+        self.b.build_conditional_branch(c, bodyb, exit)?;
+        self.b.position_at_end(bodyb);
+        body(iv)?;
+        let next = self.b.build_int_add(iv, step, "next")?;
+        let latch = self
+            .b
+            .get_insert_block()
+            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
+        self.b.build_unconditional_branch(head)?;
+        i.add_incoming(&[(&next, latch)]);
+        self.b.position_at_end(exit);
+        Ok(iv)
+    }
+
+    /// Loads one scale as f32.
+    fn load_scale(&self, p: PointerValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+        let s = self.spec.weight.scale;
+        Ok(if s == lowbit_numerics::ElemType::F32 {
+            self.load(self.f32t, p, 1)?.into_float_value()
+        } else if s == lowbit_numerics::ElemType::F16 {
+            let h = self.load(self.ctx.f16_type(), p, 1)?;
+            self.b
+                .build_float_ext(h.into_float_value(), self.f32t, "s")?
+        } else {
+            // bf16: the high half of an f32.
+            let h = self.load(self.i16t, p, 1)?.into_int_value();
+            let w = self.b.build_int_z_extend(h, self.i32t, "sw")?;
+            let w = self
+                .b
+                .build_left_shift(w, self.i32t.const_int(16, false), "sw")?;
+            self.b.build_bit_cast(w, self.f32t, "s")?.into_float_value()
+        })
+    }
+
+    /// Loads one zero-point code and returns its value as f32.
+    fn load_zero_point(&self, p: PointerValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+        let code = self.b.build_load(self.i8t, p, "zc")?.into_int_value();
+        Ok(match self.kind {
+            WeightKind::Int { bits, signed: true } => {
+                let sh = self.i8t.const_int(8 - bits as u64, false);
+                let v = self.b.build_left_shift(code, sh, "zs")?;
+                let v = self.b.build_right_shift(v, sh, true, "zs")?;
+                self.b.build_signed_int_to_float(v, self.f32t, "z")?
+            }
+            _ => self.b.build_unsigned_int_to_float(code, self.f32t, "z")?,
+        })
+    }
+
+    /// Unpacks the block at `p` into 32 codes, one per byte lane.
+    fn load_codes(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+        let v8 = |n: u32| self.i8t.vec_type(n);
+        Ok(match self.spec.block_format() {
+            BlockFormat::Bytes => self.load(v8(LANES), p, 1)?.into_vector_value(),
+            BlockFormat::Interleaved { bits } => {
+                let per = 8 / bits;
+                let n = LANES / per;
+                let raw = self.load(v8(n), p, 1)?.into_vector_value();
+                let mask = VectorType::const_vector(&vec![
+                    self.i8t
+                        .const_int((1u64 << bits) - 1, false);
+                    n as usize
+                ]);
+                let mut parts = Vec::new();
+                for i in 0..per {
+                    let sh =
+                        VectorType::const_vector(&vec![
+                            self.i8t.const_int((i * bits) as u64, false);
+                            n as usize
+                        ]);
+                    let v = self.b.build_right_shift(raw, sh, false, "nib")?;
+                    // The top part needs no mask: the shift cleared it.
+                    let v = if i + 1 == per {
+                        v
+                    } else {
+                        self.b.build_and(v, mask, "nib")?
+                    };
+                    parts.push(v);
+                }
+                while parts.len() > 1 {
+                    let mut next = Vec::new();
+                    for pair in parts.chunks(2) {
+                        next.push(self.concat(pair[0], pair[1])?);
+                    }
+                    parts = next;
+                }
+                parts[0]
+            }
+            BlockFormat::BitPlanes { bits } => {
+                let mut acc = v8(LANES).const_zero();
+                let bool_vec = self.ctx.bool_type().vec_type(LANES);
+                for k in 0..bits {
+                    let pk = self.gep(p, self.i64c(4 * k as u64))?;
+                    let plane = self.load(self.i32t, pk, 1)?.into_int_value();
+                    let m = self
+                        .b
+                        .build_bit_cast(plane, bool_vec, "m")?
+                        .into_vector_value();
+                    let v = self.b.build_int_z_extend(m, v8(LANES), "bit")?;
+                    let v = if k == 0 {
+                        v
+                    } else {
+                        self.b
+                            .build_left_shift(v, self.splat_i(self.i8t, k as u64), "bit")?
+                    };
+                    acc = self.b.build_or(acc, v, "codes")?;
+                }
+                acc
+            }
+        })
+    }
+
+    /// Converts 32 codes to their f32 values (before scale and zero point).
+    fn decode(&self, codes: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+        let vf = self.vf;
+        Ok(match self.kind {
+            WeightKind::Int { bits, signed } => {
+                if signed && bits < 8 {
+                    let sh = self.splat_i(self.i8t, 8 - bits as u64);
+                    let v = self.b.build_left_shift(codes, sh, "sx")?;
+                    let v = self.b.build_right_shift(v, sh, true, "sx")?;
+                    self.b.build_signed_int_to_float(v, vf, "wf")?
+                } else if signed {
+                    self.b.build_signed_int_to_float(codes, vf, "wf")?
+                } else {
+                    self.b.build_unsigned_int_to_float(codes, vf, "wf")?
+                }
+            }
+            WeightKind::Bipolar => {
+                // code 0 -> -1, code 1 -> +1
+                let v = self
+                    .b
+                    .build_left_shift(codes, self.splat_i(self.i8t, 1), "b")?;
+                let v = self.b.build_int_sub(v, self.splat_i(self.i8t, 1), "b")?;
+                self.b.build_signed_int_to_float(v, vf, "wf")?
+            }
+            WeightKind::F8E5M2 => {
+                // An E5M2 byte is the high byte of the f16 with the same value.
+                let v16 = self.i16t.vec_type(LANES);
+                let w = self.b.build_int_z_extend(codes, v16, "h")?;
+                let w = self
+                    .b
+                    .build_left_shift(w, self.splat_i(self.i16t, 8), "h")?;
+                let h = self
+                    .b
+                    .build_bit_cast(w, self.ctx.f16_type().vec_type(LANES), "h")?
+                    .into_vector_value();
+                self.b.build_float_ext(h, vf, "wf")?
+            }
+            WeightKind::F4E2M1FN => {
+                // As for E4M3 below: the f16 with the same sign, exponent
+                // and mantissa bits is 2^-14 of the E2M1 value, subnormals
+                // included; E2M1FN has no infinities or NaNs.
+                let v16 = self.i16t.vec_type(LANES);
+                let w = self.b.build_int_z_extend(codes, v16, "h")?;
+                let sign = self.b.build_and(w, self.splat_i(self.i16t, 0x8), "sgn")?;
+                let sign = self
+                    .b
+                    .build_left_shift(sign, self.splat_i(self.i16t, 12), "sgn")?;
+                let mag = self.b.build_and(w, self.splat_i(self.i16t, 0x7), "mag")?;
+                let em = self
+                    .b
+                    .build_left_shift(mag, self.splat_i(self.i16t, 9), "em")?;
+                let bits = self.b.build_or(sign, em, "hb")?;
+                let h = self
+                    .b
+                    .build_bit_cast(bits, self.ctx.f16_type().vec_type(LANES), "h")?
+                    .into_vector_value();
+                let f = self.b.build_float_ext(h, vf, "wf")?;
+                self.b
+                    .build_float_mul(f, self.splat_f(self.f32t.const_float(16384.0))?, "wf")?
+            }
+            WeightKind::F8E4M3FN => {
+                // Place sign, exponent and mantissa in an f16 (bias 15, so
+                // the value is 2^-8 of the E4M3 one, subnormals included),
+                // widen, rescale by 2^8 (exact); E4M3FN has no infinities and
+                // its only NaNs are S.1111.111.
+                let v16 = self.i16t.vec_type(LANES);
+                let w = self.b.build_int_z_extend(codes, v16, "h")?;
+                let sign = self.b.build_and(w, self.splat_i(self.i16t, 0x80), "sgn")?;
+                let sign = self
+                    .b
+                    .build_left_shift(sign, self.splat_i(self.i16t, 8), "sgn")?;
+                let mag = self.b.build_and(w, self.splat_i(self.i16t, 0x7f), "mag")?;
+                let em = self
+                    .b
+                    .build_left_shift(mag, self.splat_i(self.i16t, 7), "em")?;
+                let bits = self.b.build_or(sign, em, "hb")?;
+                let h = self
+                    .b
+                    .build_bit_cast(bits, self.ctx.f16_type().vec_type(LANES), "h")?
+                    .into_vector_value();
+                let f = self.b.build_float_ext(h, vf, "wf")?;
+                let f =
+                    self.b
+                        .build_float_mul(f, self.splat_f(self.f32t.const_float(256.0))?, "wf")?;
+                let is_nan = self.b.build_int_compare(
+                    IntPredicate::EQ,
+                    mag,
+                    self.splat_i(self.i16t, 0x7f),
+                    "nan",
+                )?;
+                let nan = self.splat_f(self.f32t.const_float(f64::NAN))?;
+                self.b
+                    .build_select(is_nan, nan, f, "wf")?
+                    .into_vector_value()
+            }
+        })
+    }
+
+    /// Dequantizes the interleaved 4-bit block at `p` through `lut` (this
+    /// row's group table): the low nibbles are elements 0..16, the high
+    /// ones 16..32.
+    fn lut_block(
+        &self,
+        l: &Lut<'ctx>,
+        lut: VectorValue<'ctx>,
+        p: PointerValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let raw = self.load(self.i8t.vec_type(16), p, 1)?.into_vector_value();
+        let v32 = self.i32t.vec_type(16);
+        let idx = self.b.build_int_z_extend(raw, v32, "idx")?;
+        let hi_idx = self.b.build_right_shift(
+            idx,
+            VectorType::const_vector(&[self.i32t.const_int(4, false); 16]),
+            false,
+            "hidx",
+        )?;
+        let pick = |i: VectorValue<'ctx>| -> Result<VectorValue<'ctx>, CpuError> {
+            self.b
+                .build_call(l.permute, &[lut.into(), i.into()], "w")?
+                .try_as_basic_value()
+                .basic()
+                .map(|v| v.into_vector_value())
+                .ok_or_else(|| CpuError::Llvm("vpermps returned no value".into()))
+        };
+        // The permute ignores all but the low 4 index bits: no mask needed.
+        let lo = pick(idx)?;
+        let hi = pick(hi_idx)?;
+        self.concat(lo, hi)
+    }
+
+    fn fma(
+        &self,
+        a: VectorValue<'ctx>,
+        b: VectorValue<'ctx>,
+        c: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let r = self
+            .b
+            .build_call(self.fma, &[a.into(), b.into(), c.into()], "acc")?;
+        r.try_as_basic_value()
+            .basic()
+            .map(|v| v.into_vector_value())
+            .ok_or_else(|| CpuError::Llvm("llvm.fma returned no value".into()))
+    }
+
+    /// Horizontal sum of a 32-lane vector as a tree of halves.
+    fn reduce(&self, mut v: VectorValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+        let mut w = LANES as u64;
+        while w > 1 {
+            w /= 2;
+            let lo = self
+                .b
+                .build_shuffle_vector(v, v, self.shuffle_mask(0..w), "lo")?;
+            let hi = self
+                .b
+                .build_shuffle_vector(v, v, self.shuffle_mask(w..2 * w), "hi")?;
+            v = self.b.build_float_add(lo, hi, "sum")?;
+        }
+        Ok(self
+            .b
+            .build_extract_element(v, self.i32t.const_zero(), "dot")?
+            .into_float_value())
+    }
+
+    /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last)`: the
+    /// groups `g0..g0 + chunk` of rows `r0..r0+R`, columns `c0..c0+C`. The
+    /// first chunk starts each output (with the bias), later ones add to
+    /// it, the last applies the activation.
+    fn emit_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+        let spec = self.spec;
+        let p = self.ptr.into();
+        let i = self.i64t.into();
+        let fty = self
+            .ctx
+            .void_type()
+            .fn_type(&[p, p, p, p, p, p, i, i, i, i, i], false);
+        let f =
+            self.module
+                .add_function(&format!("tile_{rows}x{cols}"), fty, Some(Linkage::Internal));
+        self.set_attrs(f);
+        // A tile call covers a whole row of k; inlining the tiles into the
+        // loop nest would only multiply the code (and the JIT time).
+        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
+        f.add_attribute(
+            AttributeLoc::Function,
+            self.ctx.create_enum_attribute(noinline, 0),
+        );
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let param = |n: u32| {
+            f.get_nth_param(n)
+                .ok_or_else(|| CpuError::Llvm("missing tile parameter".into()))
+        };
+        let a = TileArgs {
+            x: param(0)?.into_pointer_value(),
+            w: param(1)?.into_pointer_value(),
+            s: param(2)?.into_pointer_value(),
+            z: param(3)?.into_pointer_value(),
+            bias: param(4)?.into_pointer_value(),
+            y: param(5)?.into_pointer_value(),
+        };
+        let r0 = param(6)?.into_int_value();
+        let c0 = param(7)?.into_int_value();
+        let g0 = param(8)?.into_int_value();
+        let first = param(9)?.into_int_value();
+        let last = param(10)?.into_int_value();
+
+        let accs: Vec<PointerValue> = (0..rows * cols)
+            .map(|_| {
+                let p = self.b.build_alloca(self.vf, "acc")?;
+                self.b.build_store(p, self.vf.const_zero())?;
+                Ok(p)
+            })
+            .collect::<Result<_, CpuError>>()?;
+
+        let kb = (spec.k_pad() / BLOCK) as u64;
+        let bpg = spec.blocks_per_group() as u64;
+        let ngroups = spec.groups_per_row() as u64;
+        let row_bytes = spec.row_bytes() as u64;
+        let block_bytes = spec.block_format().block_bytes() as u64;
+        let sbytes = spec.scale_bytes() as u64;
+        let k_pad = spec.k_pad() as u64;
+
+        let rows_idx: Vec<IntValue> = (0..rows)
+            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
+            .collect::<Result<_, _>>()?;
+        // Byte offsets of each column's activation row.
+        let x_rows: Vec<PointerValue> = (0..cols)
+            .map(|c| {
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let off = self.b.build_int_mul(col, self.i64c(k_pad * 4), "xo")?;
+                self.gep(a.x, off)
+            })
+            .collect::<Result<_, _>>()?;
+        let w_rows: Vec<PointerValue> = rows_idx
+            .iter()
+            .map(|&r| {
+                let off = self.b.build_int_mul(r, self.i64c(row_bytes), "wo")?;
+                self.gep(a.w, off)
+            })
+            .collect::<Result<_, _>>()?;
+
+        // The last pass runs to the end (the only pass when decoding).
+        let g1 = self
+            .b
+            .build_int_add(g0, self.i64c(self.groups_per_chunk()), "g1")?;
+        let is_last = self
+            .b
+            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
+        let g1 = self
+            .b
+            .build_select(is_last, self.i64c(ngroups), g1, "g1")?
+            .into_int_value();
+        self.emit_loop(
+            f,
+            g0,
+            |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
+            1,
+            |g| {
+                let mut scales = Vec::new();
+                let mut zps = Vec::new();
+                for &r in &rows_idx {
+                    let idx = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
+                    let idx = self.b.build_int_add(idx, g, "si")?;
+                    let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
+                    scales.push(self.splat_f(self.load_scale(self.gep(a.s, so)?)?)?);
+                    if spec.weight.zero_point {
+                        zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
+                    }
+                }
+                // With a 16-entry table, each row's group gets its own table
+                // of dequantized values `(decode(c) - z) * s`: the same f32
+                // roundings as the arithmetic path, once per group.
+                let luts: Vec<VectorValue> = match &self.lut {
+                    None => Vec::new(),
+                    Some(l) => (0..rows as usize)
+                        .map(|r| {
+                            let half =
+                                |v: VectorValue<'ctx>| -> Result<VectorValue<'ctx>, CpuError> {
+                                    Ok(self.b.build_shuffle_vector(
+                                        v,
+                                        v,
+                                        self.shuffle_mask(0..16),
+                                        "h",
+                                    )?)
+                                };
+                            let mut t = l.table;
+                            if spec.weight.zero_point {
+                                t = self.b.build_float_sub(t, half(zps[r])?, "tz")?;
+                            }
+                            Ok(self.b.build_float_mul(t, half(scales[r])?, "lut")?)
+                        })
+                        .collect::<Result<_, CpuError>>()?,
+                };
+                let block = |blk: IntValue<'ctx>| -> Result<(), CpuError> {
+                    let xo = self
+                        .b
+                        .build_int_mul(blk, self.i64c(BLOCK as u64 * 4), "xo")?;
+                    let xs: Vec<VectorValue> = x_rows
+                        .iter()
+                        .map(|&xr| {
+                            let p = self.gep(xr, xo)?;
+                            Ok(self.load(self.vf, p, 4)?.into_vector_value())
+                        })
+                        .collect::<Result<_, CpuError>>()?;
+                    let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
+                    for r in 0..rows as usize {
+                        let p = self.gep(w_rows[r], wo)?;
+                        let ws = match &self.lut {
+                            Some(l) => self.lut_block(l, luts[r], p)?,
+                            None => {
+                                let mut wf = self.decode(self.load_codes(p)?)?;
+                                if spec.weight.zero_point {
+                                    wf = self.b.build_float_sub(wf, zps[r], "wz")?;
+                                }
+                                self.b.build_float_mul(wf, scales[r], "ws")?
+                            }
+                        };
+                        for (c, &xv) in xs.iter().enumerate() {
+                            let ap = accs[r * cols as usize + c];
+                            let acc = self.b.build_load(self.vf, ap, "a")?.into_vector_value();
+                            let acc = self.fma(ws, xv, acc)?;
+                            self.b.build_store(ap, acc)?;
+                        }
+                    }
+                    Ok(())
+                };
+                if bpg == 1 {
+                    // One block per group (groups of 32): no inner loop.
+                    return block(g);
+                }
+                let b_start = self.b.build_int_mul(g, self.i64c(bpg), "bs")?;
+                let b_end = self.b.build_int_add(b_start, self.i64c(bpg), "be")?;
+                let lt = self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, b_end, self.i64c(kb), "lt")?;
+                let b_end = self
+                    .b
+                    .build_select(lt, b_end, self.i64c(kb), "be")?
+                    .into_int_value();
+                self.emit_loop(
+                    f,
+                    b_start,
+                    |blk| {
+                        Ok(self
+                            .b
+                            .build_int_compare(IntPredicate::ULT, blk, b_end, "bc")?)
+                    },
+                    1,
+                    block,
+                )?;
+                Ok(())
+            },
+        )?;
+
+        let m = spec.m as u64;
+        for r in 0..rows as usize {
+            let bias = if spec.epilogue.bias {
+                let bo = self.b.build_int_mul(rows_idx[r], self.i64c(4), "bo")?;
+                Some(
+                    self.b
+                        .build_load(self.f32t, self.gep(a.bias, bo)?, "bias")?
+                        .into_float_value(),
+                )
+            } else {
+                None
+            };
+            for c in 0..cols as usize {
+                let acc = self
+                    .b
+                    .build_load(self.vf, accs[r * cols as usize + c], "a")?
+                    .into_vector_value();
+                let dot = self.reduce(acc)?;
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
+                let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
+                let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
+                let yp = self.gep(a.y, yo)?;
+                let started = match bias {
+                    Some(bv) => self.b.build_float_add(dot, bv, "yb")?,
+                    None => dot,
+                };
+                let old = self.load(self.f32t, yp, 4)?.into_float_value();
+                let added = self.b.build_float_add(old, dot, "ya")?;
+                let is_first =
+                    self.b
+                        .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
+                let mut v = self
+                    .b
+                    .build_select(is_first, started, added, "y")?
+                    .into_float_value();
+                if spec.epilogue.activation == Activation::Relu {
+                    // NaN stays NaN, like the interpreter's relu; only the
+                    // last chunk sees the whole sum.
+                    let keep = self.b.build_float_compare(
+                        FloatPredicate::UGT,
+                        v,
+                        self.f32t.const_zero(),
+                        "pos",
+                    )?;
+                    let is_last =
+                        self.b
+                            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
+                    let keep = self
+                        .b
+                        .build_or(keep, self.b.build_not(is_last, "nl")?, "keep")?;
+                    v = self
+                        .b
+                        .build_select(keep, v, self.f32t.const_zero(), "relu")?
+                        .into_float_value();
+                }
+                self.b.build_store(yp, v)?;
+            }
+        }
+        self.b.build_return(None)?;
+        Ok(f)
+    }
+
+    /// `acc + dot4(x, w)` per 32-bit lane: 4 unsigned bytes of `x` times 4
+    /// signed bytes of `w`, wrapping like `vpdpbusd` (which it is, with
+    /// AVX-512 VNNI).
+    fn dot_u8s8(
+        &self,
+        acc: VectorValue<'ctx>,
+        x: VectorValue<'ctx>,
+        w: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        if self.target.has("avx512vnni") {
+            let f = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
+                .and_then(|i| i.get_declaration(self.module, &[]))
+                .ok_or_else(|| CpuError::Llvm("vpdpbusd is not available".into()))?;
+            return self
+                .b
+                .build_call(f, &[acc.into(), x.into(), w.into()], "dp")?
+                .try_as_basic_value()
+                .basic()
+                .map(|v| v.into_vector_value())
+                .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()));
+        }
+        let v32 = self.i32t.vec_type(64);
+        let xz = self.b.build_int_z_extend(x, v32, "xz")?;
+        let wz = self.b.build_int_s_extend(w, v32, "wz")?;
+        let prod = self.b.build_int_mul(xz, wz, "prod")?;
+        let mut out = acc;
+        for j in 0..4u64 {
+            let part = self.b.build_shuffle_vector(
+                prod,
+                prod,
+                self.shuffle_mask((0..16).map(|l| 4 * l + j)),
+                "part",
+            )?;
+            out = self.b.build_int_add(out, part, "dp")?;
+        }
+        Ok(out)
+    }
+
+    /// `acc + popcount(x xor w)` per 32-bit lane: the number of positions
+    /// where two rows of `b1` codes disagree (`vpopcntd` with AVX-512
+    /// VPOPCNTDQ).
+    fn popcount_xor(
+        &self,
+        acc: VectorValue<'ctx>,
+        x: VectorValue<'ctx>,
+        w: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let v16 = self.i32t.vec_type(16);
+        let xi = self.b.build_bit_cast(x, v16, "xi")?.into_vector_value();
+        let wi = self.b.build_bit_cast(w, v16, "wi")?.into_vector_value();
+        let d = self.b.build_xor(xi, wi, "d")?;
+        let ctpop = Intrinsic::find("llvm.ctpop")
+            .and_then(|i| i.get_declaration(self.module, &[v16.into()]))
+            .ok_or_else(|| CpuError::Llvm("llvm.ctpop is not available".into()))?;
+        let p = self
+            .b
+            .build_call(ctpop, &[d.into()], "pop")?
+            .try_as_basic_value()
+            .basic()
+            .map(|v| v.into_vector_value())
+            .ok_or_else(|| CpuError::Llvm("llvm.ctpop returned no value".into()))?;
+        Ok(self.b.build_int_add(acc, p, "acc")?)
+    }
+
+    /// Emits `itile_RxC(x, w, _, rowsums, _, y, r0, c0)` of the W8A8 path:
+    /// `x` is `u8 [n, k_pad]` (i8 activations arrive offset by +128, and
+    /// `128 * rowsum` comes off at the end), `y` is `i32 [n, m]`.
+    fn emit_int_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+        let spec = self.spec;
+        let p = self.ptr.into();
+        let i = self.i64t.into();
+        let fty = self
+            .ctx
+            .void_type()
+            .fn_type(&[p, p, p, p, p, p, i, i, i, i, i], false);
+        let f = self.module.add_function(
+            &format!("itile_{rows}x{cols}"),
+            fty,
+            Some(Linkage::Internal),
+        );
+        self.set_attrs(f);
+        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
+        f.add_attribute(
+            AttributeLoc::Function,
+            self.ctx.create_enum_attribute(noinline, 0),
+        );
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let param = |n: u32| {
+            f.get_nth_param(n)
+                .ok_or_else(|| CpuError::Llvm("missing tile parameter".into()))
+        };
+        let x = param(0)?.into_pointer_value();
+        let w = param(1)?.into_pointer_value();
+        let requant_params = param(2)?.into_pointer_value();
+        let sums = param(3)?.into_pointer_value();
+        let y = param(5)?.into_pointer_value();
+        let r0 = param(6)?.into_int_value();
+        let c0 = param(7)?.into_int_value();
+        let kb0 = param(8)?.into_int_value();
+        let first = param(9)?.into_int_value();
+        let last = param(10)?.into_int_value();
+        let v16 = self.i32t.vec_type(16);
+        let accs: Vec<PointerValue> = (0..rows * cols)
+            .map(|_| {
+                let p = self.b.build_alloca(v16, "acc")?;
+                self.b.build_store(p, v16.const_zero())?;
+                Ok(p)
+            })
+            .collect::<Result<_, CpuError>>()?;
+        // Bytes per row of weights and of activations (bits on W1A1).
+        let k_pad = spec.row_bytes() as u64;
+        let kb = k_pad / INT_BLOCK as u64;
+        let rows_idx: Vec<IntValue> = (0..rows)
+            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
+            .collect::<Result<_, _>>()?;
+        let x_rows: Vec<PointerValue> = (0..cols)
+            .map(|c| {
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let off = self.b.build_int_mul(col, self.i64c(k_pad), "xo")?;
+                self.gep(x, off)
+            })
+            .collect::<Result<_, _>>()?;
+        let w_rows: Vec<PointerValue> = rows_idx
+            .iter()
+            .map(|&r| {
+                let off = self.b.build_int_mul(r, self.i64c(k_pad), "wo")?;
+                self.gep(w, off)
+            })
+            .collect::<Result<_, _>>()?;
+        // The last pass runs to the end (the only pass when decoding).
+        let kb1 = self.b.build_int_add(kb0, self.i64c(INT_K_CHUNK), "kb1")?;
+        let is_last = self
+            .b
+            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
+        let kb1 = self
+            .b
+            .build_select(is_last, self.i64c(kb), kb1, "kb1")?
+            .into_int_value();
+        self.emit_loop(
+            f,
+            kb0,
+            |b| Ok(self.b.build_int_compare(IntPredicate::ULT, b, kb1, "bc")?),
+            1,
+            |b| {
+                let off = self.b.build_int_mul(b, self.i64c(INT_BLOCK as u64), "o")?;
+                let v64 = self.i8t.vec_type(INT_BLOCK as u32);
+                let xs: Vec<VectorValue> = x_rows
+                    .iter()
+                    .map(|&xr| Ok(self.load(v64, self.gep(xr, off)?, 1)?.into_vector_value()))
+                    .collect::<Result<_, CpuError>>()?;
+                for r in 0..rows as usize {
+                    let wv = self
+                        .load(v64, self.gep(w_rows[r], off)?, 1)?
+                        .into_vector_value();
+                    for (c, &xv) in xs.iter().enumerate() {
+                        let ap = accs[r * cols as usize + c];
+                        let acc = self.b.build_load(v16, ap, "a")?.into_vector_value();
+                        let acc = if spec.is_binary() {
+                            self.popcount_xor(acc, xv, wv)?
+                        } else {
+                            self.dot_u8s8(acc, xv, wv)?
+                        };
+                        self.b.build_store(ap, acc)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        let m = spec.m as u64;
+        let offset_acts = spec.act == lowbit_numerics::ElemType::I8;
+        for r in 0..rows as usize {
+            let correction = if offset_acts {
+                let so = self.b.build_int_mul(rows_idx[r], self.i64c(4), "so")?;
+                let s = self
+                    .load(self.i32t, self.gep(sums, so)?, 4)?
+                    .into_int_value();
+                Some(
+                    self.b
+                        .build_left_shift(s, self.i32t.const_int(7, false), "corr")?,
+                )
+            } else {
+                None
+            };
+            for c in 0..cols as usize {
+                let mut v = self
+                    .b
+                    .build_load(v16, accs[r * cols as usize + c], "a")?
+                    .into_vector_value();
+                let mut width = 16u64;
+                while width > 1 {
+                    width /= 2;
+                    let lo =
+                        self.b
+                            .build_shuffle_vector(v, v, self.shuffle_mask(0..width), "lo")?;
+                    let hi = self.b.build_shuffle_vector(
+                        v,
+                        v,
+                        self.shuffle_mask(width..2 * width),
+                        "hi",
+                    )?;
+                    v = self.b.build_int_add(lo, hi, "sum")?;
+                }
+                let mut dot = self
+                    .b
+                    .build_extract_element(v, self.i32t.const_zero(), "dot")?
+                    .into_int_value();
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
+                let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
+                if spec.epilogue.requantize {
+                    // One pass covers all of k here (see `emit_kernel`).
+                    if let Some(cv) = correction {
+                        dot = self.b.build_int_sub(dot, cv, "dot")?;
+                    }
+                    let q = self.dyadic_requantize(dot, requant_params, rows_idx[r])?;
+                    self.b.build_store(self.gep(y, yi)?, q)?;
+                    continue;
+                }
+                let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
+                let yp = self.gep(y, yo)?;
+                // The first k chunk starts the sum (and takes the i8 offset
+                // correction off); later chunks add to it. Wrapping i32 adds
+                // are associative, so the chunked sum is the exact one.
+                // W1A1: the lanes counted disagreeing signs, and
+                // sum(x * w) = k - 2 * disagreements.
+                if spec.is_binary() {
+                    dot = self.b.build_int_mul(
+                        dot,
+                        self.i32t.const_int((-2i64) as u64, true),
+                        "dot",
+                    )?;
+                }
+                let start = match correction {
+                    Some(cv) => self.b.build_int_neg(cv, "start")?,
+                    None if spec.is_binary() => self.i32t.const_int(spec.k as u64, false),
+                    None => self.i32t.const_zero(),
+                };
+                let old = self.load(self.i32t, yp, 4)?.into_int_value();
+                let is_first =
+                    self.b
+                        .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
+                let base = self
+                    .b
+                    .build_select(is_first, start, old, "base")?
+                    .into_int_value();
+                dot = self.b.build_int_add(dot, base, "dot")?;
+                self.b.build_store(yp, dot)?;
+            }
+        }
+        self.b.build_return(None)?;
+        Ok(f)
+    }
+
+    /// `clamp(round_half_even(acc * M / 2^shift) + zp, -128, 127)` as `i8`,
+    /// with `(M, shift, zp)` the `i32` triple of row `r` in `params`; exact
+    /// integer arithmetic in i64 (the caller keeps shift in 0..=62).
+    fn dyadic_requantize(
+        &self,
+        acc: IntValue<'ctx>,
+        params: PointerValue<'ctx>,
+        r: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        let i64t = self.i64t;
+        let field = |i: u64| -> Result<IntValue<'ctx>, CpuError> {
+            let idx = self.b.build_int_mul(r, self.i64c(3), "pi")?;
+            let idx = self.b.build_int_add(idx, self.i64c(i), "pi")?;
+            let off = self.b.build_int_mul(idx, self.i64c(4), "po")?;
+            let v = self
+                .load(self.i32t, self.gep(params, off)?, 4)?
+                .into_int_value();
+            Ok(self.b.build_int_s_extend(v, i64t, "p")?)
+        };
+        let (mult, shift, zp) = (field(0)?, field(1)?, field(2)?);
+        let t = self.b.build_int_s_extend(acc, i64t, "t")?;
+        let t = self.b.build_int_mul(t, mult, "t")?;
+        let q = self.b.build_right_shift(t, shift, true, "q")?;
+        let back = self.b.build_left_shift(q, shift, "back")?;
+        let rem = self.b.build_int_sub(t, back, "rem")?;
+        // half = 2^(shift-1); with shift = 0 the remainder is 0 and any
+        // half > 0 rounds nothing.
+        let zero_shift = self
+            .b
+            .build_int_compare(IntPredicate::EQ, shift, self.i64c(0), "s0")?;
+        let sm1 = self.b.build_int_sub(shift, self.i64c(1), "sm1")?;
+        let sm1 = self
+            .b
+            .build_select(zero_shift, self.i64c(0), sm1, "sm1")?
+            .into_int_value();
+        let half = self.b.build_left_shift(self.i64c(1), sm1, "half")?;
+        let above = self
+            .b
+            .build_int_compare(IntPredicate::UGT, rem, half, "above")?;
+        let tie = self
+            .b
+            .build_int_compare(IntPredicate::EQ, rem, half, "tie")?;
+        let odd = self.b.build_and(q, self.i64c(1), "odd")?;
+        let odd = self
+            .b
+            .build_int_compare(IntPredicate::NE, odd, self.i64c(0), "odd")?;
+        let tie_up = self.b.build_and(tie, odd, "tieup")?;
+        let up = self.b.build_or(above, tie_up, "up")?;
+        let nonzero = self.b.build_not(zero_shift, "nz")?;
+        let up = self.b.build_and(up, nonzero, "up")?;
+        let up = self.b.build_int_z_extend(up, i64t, "up")?;
+        let q = self.b.build_int_add(q, up, "q")?;
+        let q = self.b.build_int_add(q, zp, "q")?;
+        let lo = self.i64c((-128i64) as u64);
+        let hi = self.i64c(127);
+        let below = self.b.build_int_compare(IntPredicate::SLT, q, lo, "lo")?;
+        let q = self.b.build_select(below, lo, q, "q")?.into_int_value();
+        let over = self.b.build_int_compare(IntPredicate::SGT, q, hi, "hi")?;
+        let q = self.b.build_select(over, hi, q, "q")?.into_int_value();
+        Ok(self.b.build_int_truncate(q, self.i8t, "y8")?)
+    }
+
+    /// Scale groups per k pass of the float kernels (at least one group;
+    /// per-channel scales make the whole row one pass).
+    fn groups_per_chunk(&self) -> u64 {
+        (FLOAT_K_CHUNK / self.spec.blocks_per_group() as u64).max(1)
+    }
+
+    fn emit_kernel(&self) -> Result<(), CpuError> {
+        let (wide, wide_rows, t4x1, t1x1) = if self.spec.is_integer() {
+            (
+                self.emit_int_tile(4, 4)?,
+                4,
+                self.emit_int_tile(4, 1)?,
+                self.emit_int_tile(1, 1)?,
+            )
+        } else {
+            (
+                self.emit_tile(2, 4)?,
+                2,
+                self.emit_tile(4, 1)?,
+                self.emit_tile(1, 1)?,
+            )
+        };
+        let p = self.ptr.into();
+        let i = self.i64t.into();
+        let fty = self
+            .ctx
+            .void_type()
+            .fn_type(&[p, p, p, p, p, p, i, i, i], false);
+        let f = self.module.add_function(KERNEL_SYMBOL, fty, None);
+        self.set_attrs(f);
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let params: Vec<_> = f.get_param_iter().collect();
+        let ptrs: Vec<PointerValue> = params[..6].iter().map(|v| v.into_pointer_value()).collect();
+        let n = params[6].into_int_value();
+        let row_begin = params[7].into_int_value();
+        let row_end = params[8].into_int_value();
+        // The nest over rows and columns runs once per k chunk (so a tile's
+        // activation and weight slices stay in L1), with the chunk's first
+        // group (float path) or block (W8A8), and whether it is the first
+        // and the last chunk.
+        type Chunk<'c> = (IntValue<'c>, IntValue<'c>, IntValue<'c>);
+        let nest = |chunk: Chunk<'ctx>| {
+            let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
+                let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
+                    ptrs.iter().map(|&p| p.into()).collect();
+                args.push(r.into());
+                args.push(c.into());
+                args.push(chunk.0.into());
+                args.push(chunk.1.into());
+                args.push(chunk.2.into());
+                self.b.build_call(tile, &args, "")?;
+                Ok::<(), CpuError>(())
+            };
+            // `lhs + add <= bound`, without overflow for the i64 ranges we use.
+            let fits = |lhs: IntValue<'ctx>, add: u64, bound: IntValue<'ctx>| {
+                let e = self.b.build_int_add(lhs, self.i64c(add), "e")?;
+                Ok::<_, CpuError>(
+                    self.b
+                        .build_int_compare(IntPredicate::SLE, e, bound, "fits")?,
+                )
+            };
+            // Columns of one row block: 4 at a time, then one at a time.
+            // Columns of one block of `narrow_rows` rows: 4 at a time with the
+            // `wide` tile (if any, covering the rows in tiles of `wide_rows`),
+            // then one at a time.
+            let columns = |r: IntValue<'ctx>,
+                           wide: Option<(FunctionValue<'ctx>, u64)>,
+                           narrow: FunctionValue<'ctx>,
+                           narrow_rows: u64| {
+                let c = match wide {
+                    None => self.i64c(0),
+                    Some((wide, wide_rows)) => self.emit_loop(
+                        f,
+                        self.i64c(0),
+                        |c| fits(c, 4, n),
+                        4,
+                        |c| {
+                            let mut rr = r;
+                            for _ in 0..(narrow_rows / wide_rows) {
+                                call(wide, rr, c)?;
+                                rr = self.b.build_int_add(rr, self.i64c(wide_rows), "rr")?;
+                            }
+                            Ok(())
+                        },
+                    )?,
+                };
+                self.emit_loop(
+                    f,
+                    c,
+                    |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
+                    1,
+                    |c| call(narrow, r, c),
+                )?;
+                Ok::<(), CpuError>(())
+            };
+            let r = self.emit_loop(
+                f,
+                row_begin,
+                |r| fits(r, 4, row_end),
+                4,
+                |r| columns(r, Some((wide, wide_rows)), t4x1, 4),
+            )?;
+            self.emit_loop(
+                f,
+                r,
+                |r| {
+                    Ok(self
+                        .b
+                        .build_int_compare(IntPredicate::SLT, r, row_end, "rc")?)
+                },
+                1,
+                // At most 3 tail rows: one column at a time is fast enough.
+                |r| columns(r, None, t1x1, 1),
+            )?;
+            Ok::<(), CpuError>(())
+        };
+        let (units, chunk) = if self.spec.is_integer() {
+            ((self.spec.row_bytes() / INT_BLOCK) as u64, INT_K_CHUNK)
+        } else {
+            (self.spec.groups_per_row() as u64, self.groups_per_chunk())
+        };
+        // Decoding (n < 4) reuses no activations across weight rows: one
+        // pass keeps each weight row a single sequential stream.
+        // The requantize epilogue needs the whole sum at once: one pass.
+        let few = if self.spec.epilogue.requantize {
+            self.ctx.bool_type().const_int(1, false)
+        } else {
+            self.b
+                .build_int_compare(IntPredicate::SLT, n, self.i64c(4), "few")?
+        };
+        let step = self
+            .b
+            .build_select(few, self.i64c(units), self.i64c(chunk), "step")?
+            .into_int_value();
+        self.emit_loop_by(
+            f,
+            self.i64c(0),
+            |k| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, k, self.i64c(units), "kc")?)
+            },
+            step,
+            |k| {
+                let first = self
+                    .b
+                    .build_int_compare(IntPredicate::EQ, k, self.i64c(0), "first")?;
+                let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
+                let end = self.b.build_int_add(k, step, "end")?;
+                let last =
+                    self.b
+                        .build_int_compare(IntPredicate::UGE, end, self.i64c(units), "last")?;
+                let last = self.b.build_int_z_extend(last, self.i64t, "last")?;
+                nest((k, first, last))
+            },
+        )?;
+        self.b.build_return(None)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,665 @@
+//! The library JIT: compile a [`GemmSpec`] on first use (LLVM to an
+//! object for the host CPU, linked in memory by ORC LLJIT), keep it in an
+//! in-memory cache — and on disk when `LOWBIT_CACHE_DIR` is set — keyed by
+//! spec, target and compiler version, and run it on the caller's buffers.
+//!
+//! [`GemmKernel::run`] checks every buffer size against the spec before the
+//! machine code sees a pointer, and splits the output rows over threads
+//! (scoped, one per requested thread, the caller's thread included), which
+//! take 4-row-aligned chunks from a shared counter.
+//!
+//! Limits: neither cache evicts (kernels are small).
+
+use crate::codegen::{build_module, KERNEL_SYMBOL};
+use crate::disk_cache;
+use crate::error::CpuError;
+use crate::objjit::{self, LoadedObject};
+use crate::pack::PackedWeights;
+use crate::spec::{Dim, GemmSpec};
+use crate::target::CpuTarget;
+use half::{bf16, f16};
+use inkwell::context::Context;
+use inkwell::module::Module;
+use inkwell::passes::PassBuilderOptions;
+use inkwell::targets::{FileType, RelocMode};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+type KernelFn = unsafe extern "C" fn(
+    *const f32,
+    *const u8,
+    *const u8,
+    *const u8,
+    *const f32,
+    *mut f32,
+    i64,
+    i64,
+    i64,
+);
+
+/// The compiler identity that goes into cache keys: a kernel built by
+/// another lowbit or LLVM version is never reused.
+pub fn compiler_version() -> String {
+    let (a, b, c) = inkwell::support::get_llvm_version();
+    format!("lowbit {} llvm {a}.{b}.{c}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Activations in one of the supported element types.
+#[derive(Clone, Copy, Debug)]
+pub enum Activations<'a> {
+    /// `f32`.
+    F32(&'a [f32]),
+    /// `f16`.
+    F16(&'a [f16]),
+    /// `bf16`.
+    BF16(&'a [bf16]),
+    /// `u8` (W8A8 kernels).
+    U8(&'a [u8]),
+    /// `i8` (W8A8 kernels).
+    I8(&'a [i8]),
+    /// `b1` codes, one per element: 0 is -1, 1 is +1 (W1A1 kernels).
+    B1(&'a [u8]),
+}
+
+impl Activations<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Activations::F32(x) => x.len(),
+            Activations::F16(x) => x.len(),
+            Activations::BF16(x) => x.len(),
+            Activations::U8(x) => x.len(),
+            Activations::I8(x) => x.len(),
+            Activations::B1(x) => x.len(),
+        }
+    }
+
+    fn elem(&self) -> lowbit_numerics::ElemType {
+        match self {
+            Activations::F32(_) => lowbit_numerics::ElemType::F32,
+            Activations::F16(_) => lowbit_numerics::ElemType::F16,
+            Activations::BF16(_) => lowbit_numerics::ElemType::BF16,
+            Activations::U8(_) => lowbit_numerics::ElemType::U8,
+            Activations::I8(_) => lowbit_numerics::ElemType::I8,
+            Activations::B1(_) => lowbit_numerics::ElemType::Bipolar,
+        }
+    }
+
+    fn get(&self, i: usize) -> f32 {
+        match self {
+            Activations::F32(x) => x[i],
+            Activations::F16(x) => x[i].to_f32(),
+            Activations::BF16(x) => x[i].to_f32(),
+            Activations::U8(x) => f32::from(x[i]),
+            Activations::I8(x) => f32::from(x[i]),
+            Activations::B1(x) => {
+                if x[i] & 1 == 1 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for Activations<'a> {
+    fn from(x: &'a [f32]) -> Self {
+        Activations::F32(x)
+    }
+}
+
+/// JIT-loaded machine code (unmapped on drop).
+pub(crate) type JitCode = LoadedObject;
+
+/// Builds a module with `build`, optimizes it for `target` and compiles it
+/// to a relocatable object (the bytes `lowbit compile --emit obj` writes).
+pub(crate) fn compile_object(
+    target: &CpuTarget,
+    build: impl for<'c> FnOnce(&'c Context) -> Result<Module<'c>, CpuError>,
+) -> Result<Vec<u8>, CpuError> {
+    let ctx = Context::create();
+    let module = build(&ctx)?;
+    optimize(&module, target)?;
+    let machine = target.machine(RelocMode::PIC)?;
+    let buf = machine
+        .write_to_memory_buffer(&module, FileType::Object)
+        .map_err(|e| CpuError::Llvm(format!("code generation: {e}")))?;
+    Ok(buf.as_slice().to_vec())
+}
+
+/// [`compile_object`] for the host, then loaded into this process; returns
+/// the code and the addresses of `symbols`.
+pub(crate) fn jit(
+    target: &CpuTarget,
+    symbols: &[&str],
+    build: impl for<'c> FnOnce(&'c Context) -> Result<Module<'c>, CpuError>,
+) -> Result<(JitCode, Vec<usize>), CpuError> {
+    let object = compile_object(target, build)?;
+    objjit::load(&object, symbols)
+}
+
+/// Where a kernel's machine code came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelOrigin {
+    /// Compiled in this call.
+    Compiled,
+    /// Loaded from the on-disk cache.
+    DiskCache,
+    /// The disk cache entry was invalid (why): recompiled and rewritten.
+    Rebuilt(String),
+}
+
+/// Dyadic requantization parameters (per output row `m`) for
+/// [`GemmKernel::run_requant`].
+#[derive(Clone, Debug)]
+pub struct Requant<'a> {
+    /// Integer multipliers `M`.
+    pub multipliers: &'a [i32],
+    /// Right shifts, 0 to 62.
+    pub shifts: &'a [u32],
+    /// Output zero point.
+    pub zero_point: i8,
+}
+
+/// A compiled GEMM kernel.
+pub struct GemmKernel {
+    spec: GemmSpec,
+    target: CpuTarget,
+    func: KernelFn,
+    compile_time: Duration,
+    origin: KernelOrigin,
+    _code: JitCode,
+}
+
+impl std::fmt::Debug for GemmKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GemmKernel")
+            .field("spec", &self.spec)
+            .field("target", &self.target.describe())
+            .field("compile_time", &self.compile_time)
+            .finish()
+    }
+}
+
+/// The mid-level passes kernels need. The IR is vectorized and tiled by
+/// construction, so only the cleanups matter: promote the accumulators to
+/// registers (sroa), fold the unpacking (instcombine), hoist per-row and
+/// per-group values (licm, gvn). This takes a few ms where `default<O3>`
+/// took 40-50 ms, with the same inner loops.
+const PIPELINE: &str =
+    "function(sroa,early-cse,instcombine<no-verify-fixpoint>,simplifycfg,loop-mssa(licm),gvn,simplifycfg)";
+
+/// Runs the kernel pass pipeline for `target` over `module`.
+pub(crate) fn optimize(module: &Module, target: &CpuTarget) -> Result<(), CpuError> {
+    let machine = target.machine(RelocMode::PIC)?;
+    module
+        .run_passes(PIPELINE, &machine, PassBuilderOptions::create())
+        .map_err(|e| CpuError::Llvm(format!("optimization failed: {e}")))
+}
+
+type CacheKey = (GemmSpec, CpuTarget, String);
+
+fn cache() -> &'static Mutex<HashMap<CacheKey, Arc<GemmKernel>>> {
+    static CACHE: OnceLock<Mutex<HashMap<CacheKey, Arc<GemmKernel>>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The kernel for `spec` on the host CPU: compiled on first use (or loaded
+/// from the on-disk cache when `LOWBIT_CACHE_DIR` is set), then taken from
+/// the in-memory cache.
+pub fn compile(spec: &GemmSpec) -> Result<Arc<GemmKernel>, CpuError> {
+    let target = CpuTarget::host()?;
+    let key = (spec.clone(), target.clone(), compiler_version());
+    let mut map = cache()
+        .lock()
+        .map_err(|_| CpuError::Llvm("kernel cache lock poisoned".into()))?;
+    if let Some(k) = map.get(&key) {
+        return Ok(k.clone());
+    }
+    let dir = disk_cache::default_dir();
+    let k = Arc::new(GemmKernel::compile_with_disk_cache(
+        spec,
+        &target,
+        dir.as_deref(),
+    )?);
+    map.insert(key, k.clone());
+    Ok(k)
+}
+
+/// Number of kernels in the in-memory cache.
+pub fn cached_kernels() -> usize {
+    cache().lock().map(|m| m.len()).unwrap_or(0)
+}
+
+impl GemmKernel {
+    /// Compiles `spec` for `target` (which must be the host, or a CPU whose
+    /// features the host has: the code runs in this process) without
+    /// consulting any cache.
+    pub fn compile_uncached(spec: &GemmSpec, target: &CpuTarget) -> Result<GemmKernel, CpuError> {
+        GemmKernel::compile_with_disk_cache(spec, target, None)
+    }
+
+    /// Like [`GemmKernel::compile_uncached`], but first looks for the
+    /// kernel in the on-disk cache `dir` (see [`crate::disk_cache`]); a
+    /// missing or invalid entry is compiled and written back.
+    pub fn compile_with_disk_cache(
+        spec: &GemmSpec,
+        target: &CpuTarget,
+        dir: Option<&Path>,
+    ) -> Result<GemmKernel, CpuError> {
+        spec.check(&target.describe())?;
+        let start = Instant::now();
+        let key = format!(
+            "{spec:?}|{}|{}|{}|{}",
+            target.triple,
+            target.cpu,
+            target.features,
+            compiler_version()
+        );
+        let mut origin = KernelOrigin::Compiled;
+        if let Some(dir) = dir {
+            match disk_cache::load(dir, &key) {
+                disk_cache::Lookup::Hit(obj) => match objjit::load(&obj, &[KERNEL_SYMBOL]) {
+                    Ok((code, addrs)) => {
+                        return Ok(GemmKernel::new(
+                            spec,
+                            target,
+                            code,
+                            addrs[0],
+                            start.elapsed(),
+                            KernelOrigin::DiskCache,
+                        ))
+                    }
+                    Err(e) => origin = KernelOrigin::Rebuilt(format!("cached object: {e}")),
+                },
+                disk_cache::Lookup::Miss => {}
+                disk_cache::Lookup::Invalid(why) => origin = KernelOrigin::Rebuilt(why),
+            }
+        }
+        let object = compile_object(target, |ctx| build_module(ctx, spec, target))?;
+        if let Some(dir) = dir {
+            // A cache that cannot be written only costs a recompilation.
+            let _ = disk_cache::store(dir, &key, &object);
+        }
+        let (code, addrs) = objjit::load(&object, &[KERNEL_SYMBOL])?;
+        Ok(GemmKernel::new(
+            spec,
+            target,
+            code,
+            addrs[0],
+            start.elapsed(),
+            origin,
+        ))
+    }
+
+    fn new(
+        spec: &GemmSpec,
+        target: &CpuTarget,
+        code: JitCode,
+        addr: usize,
+        compile_time: Duration,
+        origin: KernelOrigin,
+    ) -> GemmKernel {
+        // SAFETY: the symbol is the function `codegen` emitted with exactly
+        // this signature and the C calling convention.
+        let func: KernelFn = unsafe { std::mem::transmute::<usize, KernelFn>(addr) };
+        GemmKernel {
+            spec: spec.clone(),
+            target: target.clone(),
+            func,
+            compile_time,
+            origin,
+            _code: code,
+        }
+    }
+
+    /// Where the machine code came from (compiled, or the disk cache).
+    pub fn origin(&self) -> &KernelOrigin {
+        &self.origin
+    }
+
+    /// The spec this kernel computes.
+    pub fn spec(&self) -> &GemmSpec {
+        &self.spec
+    }
+
+    /// The target it was compiled for.
+    pub fn target(&self) -> &CpuTarget {
+        &self.target
+    }
+
+    /// Wall time of IR generation, optimization and machine-code emission.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
+    /// Checks what every call shares: weights for this spec, `n` against a
+    /// static `n`, the activation type and the `x`/`y` sizes.
+    fn check_call(
+        &self,
+        x: &Activations,
+        weights: &PackedWeights,
+        y_len: usize,
+        n: usize,
+    ) -> Result<(), CpuError> {
+        let spec = &self.spec;
+        let w = weights.spec();
+        if (w.m, w.k, &w.weight, w.is_integer())
+            != (spec.m, spec.k, &spec.weight, spec.is_integer())
+        {
+            return Err(CpuError::SpecMismatch(format!(
+                "weights packed for {w}, kernel is {spec}"
+            )));
+        }
+        if let Dim::Static(sn) = spec.n {
+            if sn != n {
+                return Err(CpuError::BufferSize {
+                    buffer: "n (activation rows)",
+                    expected: sn,
+                    got: n,
+                });
+            }
+        }
+        if x.elem() != spec.act {
+            return Err(CpuError::SpecMismatch(format!(
+                "activations are {}, the kernel takes {}",
+                x.elem(),
+                spec.act
+            )));
+        }
+        size("x", n.checked_mul(spec.k), x.len())?;
+        size("y", n.checked_mul(spec.m), y_len)
+    }
+
+    /// Computes `y[n, m] = act(x[n, k] · Wᵀ + bias)` (float specs).
+    /// `threads` = 0 uses every available core. Every size is checked first.
+    pub fn run<'a>(
+        &self,
+        x: impl Into<Activations<'a>>,
+        weights: &PackedWeights,
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        let x = x.into();
+        let spec = &self.spec;
+        if spec.is_integer() {
+            return Err(CpuError::SpecMismatch(
+                "a W8A8 kernel writes i32 results: use run_int".into(),
+            ));
+        }
+        self.check_call(&x, weights, y.len(), n)?;
+        match (spec.epilogue.bias, bias) {
+            (true, Some(b)) => size("bias", Some(spec.m), b.len())?,
+            (false, None) => {}
+            (true, None) => return Err(CpuError::SpecMismatch("the kernel needs a bias".into())),
+            (false, Some(_)) => {
+                return Err(CpuError::SpecMismatch(
+                    "bias given but the kernel has no bias epilogue".into(),
+                ))
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let k_pad = spec.k_pad();
+        let padded: Vec<f32>;
+        let xp: *const f32 = match x {
+            Activations::F32(v) if k_pad == spec.k => v.as_ptr(),
+            _ => {
+                let mut p = vec![0f32; n * k_pad];
+                for (c, row) in p.chunks_mut(k_pad).enumerate() {
+                    for (j, d) in row[..spec.k].iter_mut().enumerate() {
+                        *d = x.get(c * spec.k + j);
+                    }
+                }
+                padded = p;
+                padded.as_ptr()
+            }
+        };
+        let bias_p = bias.map_or(std::ptr::null(), |b| b.as_ptr());
+        self.launch(
+            [
+                xp as usize,
+                weights.codes().as_ptr() as usize,
+                weights.scales().as_ptr() as usize,
+                weights.zero_points().as_ptr() as usize,
+                bias_p as usize,
+                y.as_mut_ptr() as usize,
+            ],
+            n,
+            threads,
+        );
+        Ok(())
+    }
+
+    /// Computes the exact `i32` product `y[n, m] = x[n, k] · Wᵀ` of a W8A8
+    /// spec ([`GemmSpec::int8`]), wrapping on overflow like the
+    /// interpreter's `matmul` to `i32`, or of a W1A1 spec
+    /// ([`GemmSpec::binary`]).
+    pub fn run_int(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        y: &mut [i32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        if self.spec.epilogue.requantize {
+            return Err(CpuError::SpecMismatch(
+                "this kernel requantizes to i8: use run_requant".into(),
+            ));
+        }
+        self.run_integer(
+            x,
+            weights,
+            (y.as_mut_ptr() as usize, y.len()),
+            0,
+            n,
+            threads,
+        )
+    }
+
+    /// Computes `y[n, m] = clamp(round_half_even(acc * M[m] / 2^shift[m]) +
+    /// zp, -128, 127)` as `i8`, `acc` being the exact `i32` product of
+    /// [`GemmKernel::run_int`], for a W8A8 spec with
+    /// `epilogue.requantize`. The arithmetic is exact in 64-bit integers.
+    /// It equals the interpreter's `requantize` with input scale
+    /// `M * 2^-shift`, output scale 1 and nearest-even rounding whenever
+    /// `|acc * M| < 2^53` (beyond that the interpreter's f64 product
+    /// rounds).
+    pub fn run_requant(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        rq: &Requant,
+        y: &mut [i8],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        let m = self.spec.m;
+        if !self.spec.epilogue.requantize {
+            return Err(CpuError::SpecMismatch(
+                "this kernel has no requantize epilogue: use run_int".into(),
+            ));
+        }
+        size("multipliers", Some(m), rq.multipliers.len())?;
+        size("shifts", Some(m), rq.shifts.len())?;
+        let mut params = Vec::with_capacity(3 * m);
+        for (r, (&mult, &shift)) in rq.multipliers.iter().zip(rq.shifts).enumerate() {
+            if shift > 62 {
+                return Err(CpuError::BadWeights(format!(
+                    "requantize shift {shift} of row {r} is out of 0..=62"
+                )));
+            }
+            params.extend_from_slice(&[mult, shift as i32, i32::from(rq.zero_point)]);
+        }
+        self.run_integer(
+            x,
+            weights,
+            (y.as_mut_ptr() as usize, y.len()),
+            params.as_ptr() as usize,
+            n,
+            threads,
+        )
+    }
+
+    /// The integer paths' shared body: `y` is `(address, elements)`,
+    /// `params` the requantize triples (or 0).
+    fn run_integer(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        y: (usize, usize),
+        params: usize,
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        let spec = &self.spec;
+        if !spec.is_integer() {
+            return Err(CpuError::SpecMismatch(
+                "run_int and run_requant are for W8A8 and W1A1 kernels; this one takes float activations".into(),
+            ));
+        }
+        self.check_call(&x, weights, y.1, n)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if let Activations::B1(v) = x {
+            // Pack each row's codes into LSB-first bits, padded with 0.
+            let row = spec.row_bytes();
+            let mut p = vec![0u8; n * row];
+            for (c, dst) in p.chunks_mut(row).enumerate() {
+                for (j, &b) in v[c * spec.k..(c + 1) * spec.k].iter().enumerate() {
+                    dst[j / 8] |= (b & 1) << (j % 8);
+                }
+            }
+            self.launch(
+                [
+                    p.as_ptr() as usize,
+                    weights.codes().as_ptr() as usize,
+                    0,
+                    0,
+                    0,
+                    y.0,
+                ],
+                n,
+                threads,
+            );
+            return Ok(());
+        }
+        let k_pad = spec.k_pad();
+        // The kernel multiplies unsigned activation bytes: i8 activations
+        // are offset by +128 (flipping the sign bit) and the kernel takes
+        // 128 * sum(w) back off.
+        let padded: Vec<u8>;
+        let xp: *const u8 = match x {
+            Activations::U8(v) if k_pad == spec.k => v.as_ptr(),
+            _ => {
+                let mut p = vec![0u8; n * k_pad];
+                for (c, row) in p.chunks_mut(k_pad).enumerate() {
+                    let src = c * spec.k..(c + 1) * spec.k;
+                    match x {
+                        Activations::U8(v) => row[..spec.k].copy_from_slice(&v[src]),
+                        Activations::I8(v) => {
+                            for (d, &s) in row[..spec.k].iter_mut().zip(&v[src]) {
+                                *d = (s as u8) ^ 0x80;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                padded = p;
+                padded.as_ptr()
+            }
+        };
+        self.launch(
+            [
+                xp as usize,
+                weights.codes().as_ptr() as usize,
+                params,
+                weights.row_sums().as_ptr() as usize,
+                0,
+                y.0,
+            ],
+            n,
+            threads,
+        );
+        Ok(())
+    }
+
+    /// Runs the kernel over all rows on `threads` threads. `addrs` are the
+    /// kernel's six buffer arguments, already checked against the spec.
+    fn launch(&self, addrs: [usize; 6], n: usize, threads: usize) {
+        let spec = &self.spec;
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |t| t.get())
+        } else {
+            threads
+        };
+        // Rows are handed out in chunks (whole 4-row tiles) from a shared
+        // counter, about 8 per thread: on a shared machine a descheduled
+        // thread then delays only its current chunk, not half the matrix.
+        let chunk = (spec.m.div_ceil(threads * 8).div_ceil(4) * 4).max(4);
+        let func = self.func;
+        let call = move |r0: usize, r1: usize| {
+            // SAFETY: the caller checked every buffer against the spec (x
+            // padded to k_pad, y = n*m, weights at packing); rows r0..r1 lie
+            // in 0..m, and threads write disjoint rows of y.
+            unsafe {
+                func(
+                    addrs[0] as *const f32,
+                    addrs[1] as *const u8,
+                    addrs[2] as *const u8,
+                    addrs[3] as *const u8,
+                    addrs[4] as *const f32,
+                    addrs[5] as *mut f32,
+                    n as i64,
+                    r0 as i64,
+                    r1 as i64,
+                )
+            }
+        };
+        let chunks = spec.m.div_ceil(chunk);
+        let threads = threads.min(chunks);
+        if threads <= 1 {
+            call(0, spec.m);
+            return;
+        }
+        let next = AtomicUsize::new(0);
+        let work = || loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            if c >= chunks {
+                break;
+            }
+            call(c * chunk, ((c + 1) * chunk).min(spec.m));
+        };
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(work);
+            }
+            work();
+        });
+    }
+}
+
+/// A buffer-size check: `expected` is `None` when the size overflows.
+fn size(buffer: &'static str, expected: Option<usize>, got: usize) -> Result<(), CpuError> {
+    match expected {
+        Some(e) if e == got => Ok(()),
+        Some(e) => Err(CpuError::BufferSize {
+            buffer,
+            expected: e,
+            got,
+        }),
+        None => Err(CpuError::BufferSize {
+            buffer,
+            expected: usize::MAX,
+            got,
+        }),
+    }
+}

@@ -1,0 +1,40 @@
+//! lowbit's CPU backend: quantized GEMM/GEMV kernels lowered to LLVM IR with
+//! inkwell (LLVM 22), JIT-compiled in process or emitted ahead of time.
+//!
+//! * [`GemmSpec`] — what to compute: `Y[n, m] = act(X[n, k] · Wᵀ + bias)`
+//!   with `W` quantized (1- to 8-bit integers, `b1`, `f8E4M3FN`, `f8E5M2`,
+//!   `f4E2M1FN`; per-channel or 32-multiple groups; f32/f16/bf16 scales;
+//!   optional zero points) and f32/f16/bf16 activations, dequantized in
+//!   registers; or the exact integer paths: W8A8 ([`GemmSpec::int8`],
+//!   `vpdpbusd`, optional dyadic requantization to `i8`) and W1A1
+//!   ([`GemmSpec::binary`], xor + popcount). Specs the kernels cannot run
+//!   give [`CpuError::Unsupported`].
+//! * [`PackedWeights`] — weights pre-packed into the layout the kernel reads
+//!   ([`GemmSpec::packed_layout`], a lowbit-ir `Layout`).
+//! * [`compile`] / [`GemmKernel::run`] — the library JIT with its in-memory
+//!   and on-disk caches ([`disk_cache`]); buffer sizes are checked before
+//!   any machine code runs.
+//! * [`aot::emit`] — LLVM IR, assembly or object output for a target.
+//! * [`probe`] — small JIT-compiled probes of the machine's memory read
+//!   bandwidth and FMA peak, for roofline figures.
+//!
+//! Float results are within the bound stated in [`codegen`] of the
+//! reference interpreter's.
+#![deny(missing_docs)]
+
+pub mod aot;
+pub mod codegen;
+pub mod disk_cache;
+pub mod error;
+pub mod jit;
+mod objjit;
+pub mod pack;
+pub mod probe;
+pub mod spec;
+pub mod target;
+
+pub use error::CpuError;
+pub use jit::{compile, compiler_version, Activations, GemmKernel, KernelOrigin, Requant};
+pub use pack::PackedWeights;
+pub use spec::{Activation, Dim, Epilogue, GemmSpec, WeightGranularity, WeightSpec};
+pub use target::CpuTarget;

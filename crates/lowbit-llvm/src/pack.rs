@@ -1,0 +1,221 @@
+//! Weight pre-packing: logical quantized weights (the operands of the IR's
+//! `dequantize`) into the bytes a kernel reads.
+//!
+//! Codes go through lowbit-ir's own [`Tensor::to_bytes`] with the spec's
+//! [`GemmSpec::packed_layout`] on the padded shape `[m, k_pad]`, so the
+//! packed form is exactly what the IR type `GemmSpec::packed_weight_type`
+//! says. Scales are stored row-major in their own element type
+//! (little-endian), zero points one code per byte.
+
+use crate::error::CpuError;
+use crate::spec::GemmSpec;
+use lowbit_ir::{Tensor, TensorType};
+
+/// Weights packed for one kernel spec. The byte buffers' sizes are checked
+/// against the spec when built, so the kernel never reads past them.
+#[derive(Clone, Debug)]
+pub struct PackedWeights {
+    spec: GemmSpec,
+    codes: Vec<u8>,
+    scales: Vec<u8>,
+    zero_points: Vec<u8>,
+    /// Integer path: the sum of each row's weights, for the `+128` offset
+    /// of `i8` activations.
+    row_sums: Vec<i32>,
+}
+
+fn want(
+    what: &str,
+    t: &Tensor,
+    elem: lowbit_numerics::ElemType,
+    shape: &[u64],
+) -> Result<(), CpuError> {
+    if t.elem != elem || t.shape != shape {
+        return Err(CpuError::BadWeights(format!(
+            "{what} must be {}, got {}",
+            TensorType::new(shape.to_vec(), elem),
+            t.ty()
+        )));
+    }
+    if t.codes.len() as u64 != shape.iter().product::<u64>() {
+        return Err(CpuError::BadWeights(format!(
+            "{what} has {} elements for shape {shape:?}",
+            t.codes.len()
+        )));
+    }
+    Ok(())
+}
+
+impl PackedWeights {
+    /// Packs `weights` (`[m, k]` codes of the spec's weight type), `scales`
+    /// (shape [`GemmSpec::scale_shape`], the spec's scale type) and the
+    /// optional `zero_points` (the scales' shape, the weight type).
+    pub fn pack(
+        spec: &GemmSpec,
+        weights: &Tensor,
+        scales: &Tensor,
+        zero_points: Option<&Tensor>,
+    ) -> Result<PackedWeights, CpuError> {
+        spec.check("(packing)")?;
+        let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
+        want("weights", weights, spec.weight.dtype, &[m as u64, k as u64])?;
+        if spec.is_integer() {
+            return Err(CpuError::BadWeights(
+                "W8A8 specs take no scales: use PackedWeights::pack_int".into(),
+            ));
+        }
+        let sshape = spec.scale_shape();
+        want("scales", scales, spec.weight.scale, &sshape)?;
+        match (spec.weight.zero_point, zero_points) {
+            (true, Some(z)) => want("zero points", z, spec.weight.dtype, &sshape)?,
+            (false, None) => {}
+            (true, None) => return Err(CpuError::BadWeights("the spec needs zero points".into())),
+            (false, Some(_)) => {
+                return Err(CpuError::BadWeights(
+                    "zero points given but the spec has none".into(),
+                ))
+            }
+        }
+        // Padding codes are 0: finite in every supported format, and they
+        // meet zero activations.
+        let mut padded = vec![0u64; m * k_pad];
+        for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
+            dst[..k].copy_from_slice(src);
+        }
+        let ty = spec.packed_weight_type();
+        let codes = Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
+            .map_err(CpuError::BadWeights)?
+            .to_bytes(&ty.layout);
+        let sb = spec.scale_bytes();
+        let scales: Vec<u8> = scales
+            .codes
+            .iter()
+            .flat_map(|&c| c.to_le_bytes().into_iter().take(sb))
+            .collect();
+        let zero_points = zero_points
+            .map(|z| z.codes.iter().map(|&c| c as u8).collect())
+            .unwrap_or_default();
+        PackedWeights::from_raw(spec, codes, scales, zero_points)
+    }
+
+    /// Packs `i8` weights `[m, k]` for a W8A8 spec ([`GemmSpec::int8`]), or
+    /// `b1` weights for a W1A1 spec ([`GemmSpec::binary`]).
+    pub fn pack_int(spec: &GemmSpec, weights: &Tensor) -> Result<PackedWeights, CpuError> {
+        spec.check("(packing)")?;
+        if !spec.is_integer() {
+            return Err(CpuError::BadWeights(
+                "pack_int is for W8A8 specs; float specs use PackedWeights::pack".into(),
+            ));
+        }
+        let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
+        want("weights", weights, spec.weight.dtype, &[m as u64, k as u64])?;
+        if spec.is_binary() {
+            // Dense LSB-first bits, rows padded with code 0 (the padding of
+            // x is 0 too, so it never counts as a disagreement).
+            let mut padded = vec![0u64; m * k_pad];
+            for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
+                dst[..k].copy_from_slice(src);
+            }
+            let ty = spec.packed_weight_type();
+            let codes = Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
+                .map_err(CpuError::BadWeights)?
+                .to_bytes(&ty.layout);
+            return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
+        }
+        let mut codes = vec![0u8; m * k_pad];
+        for (dst, src) in codes.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
+            for (d, &c) in dst.iter_mut().zip(src) {
+                *d = c as u8;
+            }
+        }
+        PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new())
+    }
+
+    /// Wraps already packed bytes (for benchmarks and loaders), checking
+    /// every size against the spec.
+    pub fn from_raw(
+        spec: &GemmSpec,
+        codes: Vec<u8>,
+        scales: Vec<u8>,
+        zero_points: Vec<u8>,
+    ) -> Result<PackedWeights, CpuError> {
+        spec.check("(packing)")?;
+        let nscales = if spec.is_integer() {
+            0
+        } else {
+            spec.m * spec.groups_per_row()
+        };
+        let checks = [
+            (
+                "weight codes (bytes)",
+                spec.m * spec.row_bytes(),
+                codes.len(),
+            ),
+            ("scales (bytes)", nscales * spec.scale_bytes(), scales.len()),
+            (
+                "zero points (bytes)",
+                if spec.weight.zero_point { nscales } else { 0 },
+                zero_points.len(),
+            ),
+        ];
+        for (buffer, expected, got) in checks {
+            if expected != got {
+                return Err(CpuError::BufferSize {
+                    buffer,
+                    expected,
+                    got,
+                });
+            }
+        }
+        let row_sums = if spec.is_integer() && !spec.is_binary() {
+            codes
+                .chunks(spec.row_bytes())
+                .map(|row| row.iter().map(|&b| i32::from(b as i8)).sum())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(PackedWeights {
+            spec: spec.clone(),
+            codes,
+            scales,
+            zero_points,
+            row_sums,
+        })
+    }
+
+    /// The spec these weights were packed for.
+    pub fn spec(&self) -> &GemmSpec {
+        &self.spec
+    }
+
+    /// The IR type of the packed codes.
+    pub fn ir_type(&self) -> TensorType {
+        self.spec.packed_weight_type()
+    }
+
+    /// Packed codes.
+    pub fn codes(&self) -> &[u8] {
+        &self.codes
+    }
+
+    /// Scales, row-major, little-endian in the spec's scale type.
+    pub fn scales(&self) -> &[u8] {
+        &self.scales
+    }
+
+    /// Zero-point codes, one byte each (empty without zero points).
+    pub fn zero_points(&self) -> &[u8] {
+        &self.zero_points
+    }
+
+    /// Integer path: each row's weight sum (empty otherwise).
+    pub fn row_sums(&self) -> &[i32] {
+        &self.row_sums
+    }
+
+    /// Total bytes (what a kernel call streams from memory).
+    pub fn byte_len(&self) -> usize {
+        self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * self.row_sums.len()
+    }
+}

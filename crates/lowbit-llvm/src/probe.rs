@@ -1,0 +1,450 @@
+//! Machine probes for roofline figures, JIT-compiled for the host like the
+//! kernels so they use the same vector ISA:
+//! * [`read_bandwidth_gbps`] — streaming read of a buffer larger than the
+//!   last-level cache with `threads` threads (4 independent 64-byte loads
+//!   per step, summed so nothing is optimized away);
+//! * [`fma_peak_gflops`] — 12 independent chains of 16-lane f32 FMAs per
+//!   thread, register-resident;
+//! * [`vnni_peak_gops`] — the same with 512-bit `vpdpbusd` (int8 dot
+//!   products), where the host has AVX-512 VNNI;
+//! * [`popcount_peak_gops`] — the same with the W1A1 step (xor, `vpopcntd`,
+//!   add), where the host has AVX-512 VPOPCNTDQ.
+//!
+//! Each reports the best of `reps` runs, as hardware probes usually do; on a
+//! shared machine the figure is what was available at that moment.
+
+use crate::error::CpuError;
+use crate::jit::{jit, JitCode};
+use crate::target::CpuTarget;
+use inkwell::attributes::AttributeLoc;
+use inkwell::context::Context;
+use inkwell::intrinsics::Intrinsic;
+use inkwell::module::Module;
+use inkwell::values::{BasicValue as _, FunctionValue, VectorValue};
+use inkwell::{AddressSpace, IntPredicate};
+use std::time::Instant;
+
+type ReadFn = unsafe extern "C" fn(*const f32, i64) -> f32;
+type FmaFn = unsafe extern "C" fn(i64) -> f32;
+
+/// Bytes one read-probe step consumes.
+const READ_STEP: u64 = 256;
+/// Independent FMA chains in the peak probe.
+const CHAINS: usize = 12;
+/// Lanes per FMA.
+const FMA_LANES: u32 = 16;
+
+struct Probes {
+    read: ReadFn,
+    fma: FmaFn,
+    _code: JitCode,
+}
+
+fn set_attrs(ctx: &Context, f: FunctionValue, t: &CpuTarget) {
+    for (k, v) in [
+        ("target-cpu", t.cpu.as_str()),
+        ("target-features", t.features.as_str()),
+    ] {
+        if !v.is_empty() {
+            f.add_attribute(AttributeLoc::Function, ctx.create_string_attribute(k, v));
+        }
+    }
+    if t.triple.starts_with("x86_64") {
+        for (k, v) in [
+            ("prefer-vector-width", "512"),
+            ("min-legal-vector-width", "512"),
+        ] {
+            f.add_attribute(AttributeLoc::Function, ctx.create_string_attribute(k, v));
+        }
+    }
+}
+
+fn build<'c>(ctx: &'c Context, t: &CpuTarget) -> Result<Module<'c>, CpuError> {
+    let m = ctx.create_module("lowbit_probes");
+    let b = ctx.create_builder();
+    let f32t = ctx.f32_type();
+    let i64t = ctx.i64_type();
+    let vf = f32t.vec_type(FMA_LANES);
+    let ptr = ctx.ptr_type(AddressSpace::default());
+
+    // float lowbit_read(const float *p, i64 bytes)
+    let f = m.add_function(
+        "lowbit_read",
+        f32t.fn_type(&[ptr.into(), i64t.into()], false),
+        None,
+    );
+    set_attrs(ctx, f, t);
+    let (entry, head, body, exit) = (
+        ctx.append_basic_block(f, "entry"),
+        ctx.append_basic_block(f, "head"),
+        ctx.append_basic_block(f, "body"),
+        ctx.append_basic_block(f, "exit"),
+    );
+    let p = f
+        .get_nth_param(0)
+        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))?
+        .into_pointer_value();
+    let bytes = f
+        .get_nth_param(1)
+        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))?
+        .into_int_value();
+    b.position_at_end(entry);
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(head);
+    let off = b.build_phi(i64t, "off")?;
+    let accs: Vec<_> = (0..4)
+        .map(|_| b.build_phi(vf, "acc"))
+        .collect::<Result<_, _>>()?;
+    off.add_incoming(&[(&i64t.const_zero(), entry)]);
+    for a in &accs {
+        a.add_incoming(&[(&vf.const_zero(), entry)]);
+    }
+    let offv = off.as_basic_value().into_int_value();
+    let next = b.build_int_add(offv, i64t.const_int(READ_STEP, false), "next")?;
+    let more = b.build_int_compare(IntPredicate::SLE, next, bytes, "more")?;
+    b.build_conditional_branch(more, body, exit)?;
+    b.position_at_end(body);
+    let mut news = Vec::new();
+    for (i, a) in accs.iter().enumerate() {
+        let o = b.build_int_add(offv, i64t.const_int(64 * i as u64, false), "o")?;
+        // SAFETY: the caller passes a buffer of at least `bytes` bytes.
+        let q = unsafe { b.build_in_bounds_gep(ctx.i8_type(), p, &[o], "q")? };
+        let l = b.build_load(vf, q, "l")?;
+        if let Some(inst) = l.as_instruction_value() {
+            inst.set_alignment(64)
+                .map_err(|e| CpuError::Llvm(e.to_string()))?;
+        }
+        let s = b.build_float_add(
+            a.as_basic_value().into_vector_value(),
+            l.into_vector_value(),
+            "s",
+        )?;
+        news.push(s);
+    }
+    off.add_incoming(&[(&next, body)]);
+    for (a, s) in accs.iter().zip(&news) {
+        a.add_incoming(&[(s, body)]);
+    }
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(exit);
+    let mut s: VectorValue = accs[0].as_basic_value().into_vector_value();
+    for a in &accs[1..] {
+        s = b.build_float_add(s, a.as_basic_value().into_vector_value(), "s")?;
+    }
+    let r = b.build_extract_element(s, ctx.i32_type().const_zero(), "r")?;
+    b.build_return(Some(&r))?;
+
+    // float lowbit_fma(i64 iters)
+    let fma = Intrinsic::find("llvm.fma")
+        .and_then(|i| i.get_declaration(&m, &[vf.into()]))
+        .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
+    let f = m.add_function("lowbit_fma", f32t.fn_type(&[i64t.into()], false), None);
+    set_attrs(ctx, f, t);
+    let (entry, head, body, exit) = (
+        ctx.append_basic_block(f, "entry"),
+        ctx.append_basic_block(f, "head"),
+        ctx.append_basic_block(f, "body"),
+        ctx.append_basic_block(f, "exit"),
+    );
+    let iters = f
+        .get_nth_param(0)
+        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))?
+        .into_int_value();
+    b.position_at_end(entry);
+    let splat = |x: f64| {
+        inkwell::types::VectorType::const_vector(&vec![f32t.const_float(x); FMA_LANES as usize])
+    };
+    let mul = splat(0.999_999);
+    let add = splat(1e-7);
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(head);
+    let i = b.build_phi(i64t, "i")?;
+    i.add_incoming(&[(&i64t.const_zero(), entry)]);
+    let chains: Vec<_> = (0..CHAINS)
+        .map(|_| b.build_phi(vf, "c"))
+        .collect::<Result<_, _>>()?;
+    for (n, c) in chains.iter().enumerate() {
+        c.add_incoming(&[(&splat(1.0 + n as f64), entry)]);
+    }
+    let iv = i.as_basic_value().into_int_value();
+    let more = b.build_int_compare(IntPredicate::SLT, iv, iters, "more")?;
+    b.build_conditional_branch(more, body, exit)?;
+    b.position_at_end(body);
+    for c in &chains {
+        let v = b
+            .build_call(
+                fma,
+                &[c.as_basic_value().into(), mul.into(), add.into()],
+                "f",
+            )?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| CpuError::Llvm("llvm.fma returned no value".into()))?;
+        c.add_incoming(&[(&v, body)]);
+    }
+    let next = b.build_int_add(iv, i64t.const_int(1, false), "next")?;
+    i.add_incoming(&[(&next, body)]);
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(exit);
+    let mut s = chains[0].as_basic_value().into_vector_value();
+    for c in &chains[1..] {
+        s = b.build_float_add(s, c.as_basic_value().into_vector_value(), "s")?;
+    }
+    let r = b.build_extract_element(s, ctx.i32_type().const_zero(), "r")?;
+    b.build_return(Some(&r))?;
+    m.verify()
+        .map_err(|e| CpuError::Llvm(format!("probe IR does not verify: {e}")))?;
+    Ok(m)
+}
+
+fn probes() -> Result<Probes, CpuError> {
+    let t = CpuTarget::host()?;
+    let (code, addrs) = jit(&t, &["lowbit_read", "lowbit_fma"], |ctx| build(ctx, &t))?;
+    // SAFETY: the symbols were emitted above with exactly these signatures.
+    let (read, fma) = unsafe {
+        (
+            std::mem::transmute::<usize, ReadFn>(addrs[0]),
+            std::mem::transmute::<usize, FmaFn>(addrs[1]),
+        )
+    };
+    Ok(Probes {
+        read,
+        fma,
+        _code: code,
+    })
+}
+
+/// Size of the last-level cache in bytes, from Linux sysfs (the largest
+/// cache of CPU 0); `None` when unknown.
+pub fn llc_bytes() -> Option<u64> {
+    let mut best = None;
+    for i in 0..8 {
+        let p = format!("/sys/devices/system/cpu/cpu0/cache/index{i}/size");
+        let Ok(s) = std::fs::read_to_string(p) else {
+            continue;
+        };
+        let s = s.trim();
+        let (num, mul) = match s.chars().last() {
+            Some('K') => (&s[..s.len() - 1], 1u64 << 10),
+            Some('M') => (&s[..s.len() - 1], 1 << 20),
+            Some('G') => (&s[..s.len() - 1], 1 << 30),
+            _ => (s, 1),
+        };
+        if let Ok(v) = num.parse::<u64>() {
+            best = best.max(Some(v * mul));
+        }
+    }
+    best
+}
+
+/// DRAM read bandwidth in GB/s (1e9 bytes/s) with `threads` threads over a
+/// buffer of `bytes` (rounded down to whole steps per thread); best of `reps`.
+pub fn read_bandwidth_gbps(threads: usize, bytes: usize, reps: usize) -> Result<f64, CpuError> {
+    let p = probes()?;
+    let threads = threads.max(1);
+    let per = (bytes / threads) as u64 / READ_STEP * READ_STEP;
+    if per == 0 {
+        return Err(CpuError::Llvm("read probe buffer too small".into()));
+    }
+    // 64-byte aligned, touched (so pages are mapped) with ones.
+    let floats = per as usize / 4 * threads + 16;
+    let buf = vec![1.0f32; floats];
+    let base = buf.as_ptr() as usize;
+    let base = base.div_ceil(64) * 64;
+    let read = p.read;
+    let mut best = 0f64;
+    let mut sink = 0f32;
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        let sums: Vec<f32> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|t| {
+                    let addr = base + t * per as usize;
+                    // SAFETY: [addr, addr + per) lies inside `buf` (it has
+                    // 64 spare bytes for the alignment), which outlives the scope.
+                    s.spawn(move || unsafe { read(addr as *const f32, per as i64) })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0.0)).collect()
+        });
+        let secs = start.elapsed().as_secs_f64();
+        sink += sums.iter().sum::<f32>();
+        best = best.max((per * threads as u64) as f64 / secs / 1e9);
+    }
+    std::hint::black_box(sink);
+    Ok(best)
+}
+
+/// f32 FMA peak in GFLOP/s (2 flops per lane per FMA) with `threads`
+/// threads; best of `reps`.
+pub fn fma_peak_gflops(threads: usize, reps: usize) -> Result<f64, CpuError> {
+    let p = probes()?;
+    let threads = threads.max(1);
+    let iters: i64 = 20_000_000;
+    let fma = p.fma;
+    let mut best = 0f64;
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                // SAFETY: the probe takes a count only.
+                s.spawn(move || std::hint::black_box(unsafe { fma(iters) }));
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let flops = iters as f64 * (CHAINS as f64) * f64::from(FMA_LANES) * 2.0 * threads as f64;
+        best = best.max(flops / secs / 1e9);
+    }
+    Ok(best)
+}
+
+type VnniFn = unsafe extern "C" fn(i64) -> i32;
+
+/// Which integer peak a probe measures.
+#[derive(Clone, Copy)]
+enum IntPeak {
+    /// `acc += vpdpbusd(a, b)`.
+    Vnni,
+    /// `acc += popcount(acc xor c)`: the W1A1 inner step.
+    Popcount,
+}
+
+/// `i32 lowbit_vnni(i64 iters)` (or `lowbit_popcount`): `CHAINS`
+/// independent chains of the step.
+fn build_int_chains<'c>(
+    ctx: &'c Context,
+    t: &CpuTarget,
+    kind: IntPeak,
+) -> Result<Module<'c>, CpuError> {
+    let m = ctx.create_module("lowbit_vnni_probe");
+    let b = ctx.create_builder();
+    let i64t = ctx.i64_type();
+    let i32t = ctx.i32_type();
+    let v16 = i32t.vec_type(16);
+    let (name, intrinsic, types): (_, _, Vec<inkwell::types::BasicTypeEnum>) = match kind {
+        IntPeak::Vnni => ("lowbit_vnni", "llvm.x86.avx512.vpdpbusd.512", vec![]),
+        IntPeak::Popcount => ("lowbit_popcount", "llvm.ctpop", vec![v16.into()]),
+    };
+    let dp = Intrinsic::find(intrinsic)
+        .and_then(|i| i.get_declaration(&m, &types))
+        .ok_or_else(|| CpuError::Llvm(format!("{intrinsic} is not available")))?;
+    let f = m.add_function(name, i32t.fn_type(&[i64t.into()], false), None);
+    set_attrs(ctx, f, t);
+    let (entry, head, body, exit) = (
+        ctx.append_basic_block(f, "entry"),
+        ctx.append_basic_block(f, "head"),
+        ctx.append_basic_block(f, "body"),
+        ctx.append_basic_block(f, "exit"),
+    );
+    let iters = f
+        .get_nth_param(0)
+        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))?
+        .into_int_value();
+    b.position_at_end(entry);
+    let bytes = |x: u64| {
+        inkwell::types::VectorType::const_vector(&vec![ctx.i8_type().const_int(x, false); 64])
+    };
+    let (xa, xb) = (bytes(3), bytes(5));
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(head);
+    let i = b.build_phi(i64t, "i")?;
+    i.add_incoming(&[(&i64t.const_zero(), entry)]);
+    let chains: Vec<_> = (0..CHAINS)
+        .map(|_| b.build_phi(v16, "c"))
+        .collect::<Result<_, _>>()?;
+    for (n, c) in chains.iter().enumerate() {
+        let init = inkwell::types::VectorType::const_vector(&[i32t.const_int(n as u64, false); 16]);
+        c.add_incoming(&[(&init, entry)]);
+    }
+    let iv = i.as_basic_value().into_int_value();
+    let more = b.build_int_compare(IntPredicate::SLT, iv, iters, "more")?;
+    b.build_conditional_branch(more, body, exit)?;
+    b.position_at_end(body);
+    let mask = inkwell::types::VectorType::const_vector(&[i32t.const_int(0x5a5a_5a5a, false); 16]);
+    for c in &chains {
+        let acc = c.as_basic_value().into_vector_value();
+        let v = match kind {
+            IntPeak::Vnni => b
+                .build_call(dp, &[acc.into(), xa.into(), xb.into()], "d")?
+                .try_as_basic_value()
+                .basic()
+                .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()))?,
+            IntPeak::Popcount => {
+                let d = b.build_xor(acc, mask, "x")?;
+                let p = b
+                    .build_call(dp, &[d.into()], "p")?
+                    .try_as_basic_value()
+                    .basic()
+                    .ok_or_else(|| CpuError::Llvm("ctpop returned no value".into()))?;
+                b.build_int_add(acc, p.into_vector_value(), "a")?.into()
+            }
+        };
+        c.add_incoming(&[(&v, body)]);
+    }
+    let next = b.build_int_add(iv, i64t.const_int(1, false), "next")?;
+    i.add_incoming(&[(&next, body)]);
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(exit);
+    let mut s = chains[0].as_basic_value().into_vector_value();
+    for c in &chains[1..] {
+        s = b.build_int_add(s, c.as_basic_value().into_vector_value(), "s")?;
+    }
+    let r = b.build_extract_element(s, i32t.const_zero(), "r")?;
+    b.build_return(Some(&r))?;
+    m.verify()
+        .map_err(|e| CpuError::Llvm(format!("probe IR does not verify: {e}")))?;
+    Ok(m)
+}
+
+/// int8 dot-product peak in GOP/s (a multiply and an add per byte pair)
+/// with `threads` threads, `vpdpbusd` on 512-bit registers; best of
+/// `reps`. `None` when the host has no AVX-512 VNNI.
+pub fn vnni_peak_gops(threads: usize, reps: usize) -> Result<Option<f64>, CpuError> {
+    let t = CpuTarget::host()?;
+    if !t.has("avx512vnni") {
+        return Ok(None);
+    }
+    int_peak(&t, IntPeak::Vnni, threads, reps).map(Some)
+}
+
+/// Binary-op peak in GOP/s of the W1A1 step (xor, popcount, add on 512
+/// bits: one multiply and one add per bit pair) with `threads` threads;
+/// best of `reps`. `None` when the host has no AVX-512 VPOPCNTDQ.
+pub fn popcount_peak_gops(threads: usize, reps: usize) -> Result<Option<f64>, CpuError> {
+    let t = CpuTarget::host()?;
+    if !t.has("avx512vpopcntdq") {
+        return Ok(None);
+    }
+    int_peak(&t, IntPeak::Popcount, threads, reps).map(Some)
+}
+
+fn int_peak(t: &CpuTarget, kind: IntPeak, threads: usize, reps: usize) -> Result<f64, CpuError> {
+    let name = match kind {
+        IntPeak::Vnni => "lowbit_vnni",
+        IntPeak::Popcount => "lowbit_popcount",
+    };
+    let (_code, addrs) = jit(t, &[name], |ctx| build_int_chains(ctx, t, kind))?;
+    // SAFETY: the symbol was emitted above with exactly this signature.
+    let probe = unsafe { std::mem::transmute::<usize, VnniFn>(addrs[0]) };
+    let threads = threads.max(1);
+    let iters: i64 = 20_000_000;
+    // vpdpbusd: 64 byte pairs x 2 ops; popcount step: 512 bit pairs x 2.
+    let per_step = match kind {
+        IntPeak::Vnni => 128.0,
+        IntPeak::Popcount => 1024.0,
+    };
+    let mut best = 0f64;
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                // SAFETY: the probe takes a count only.
+                s.spawn(move || std::hint::black_box(unsafe { probe(iters) }));
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let ops = iters as f64 * CHAINS as f64 * per_step * threads as f64;
+        best = best.max(ops / secs / 1e9);
+    }
+    Ok(best)
+}

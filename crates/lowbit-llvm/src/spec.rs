@@ -1,0 +1,528 @@
+//! GEMM kernel specifications and the packed weight layout each one uses.
+//!
+//! A [`GemmSpec`] describes `Y[n, m] = act(X[n, k] · W[m, k]ᵀ + bias[m])`
+//! with `W` quantized: integer codes of 1 to 8 bits (or `b1`, `f8E4M3FN`,
+//! `f8E5M2`, `f4E2M1FN`), one scale per output row (`PerChannel`) or per `group`
+//! consecutive elements of a row (`Group`), optional zero points of the
+//! weight's element type. [`GemmSpec::check`] decides whether the CPU backend
+//! can run a spec and returns [`CpuError::Unsupported`] otherwise.
+//!
+//! The packed layout is expressed with lowbit-ir's [`Layout`] on the logical
+//! weight shape `[m, k_pad]` (`k_pad` = `k` rounded up to 32; the padding
+//! holds code 0 and meets zero activations, so it adds nothing):
+//! * 8-bit codes: dense bytes;
+//! * 4- and 2-bit codes: `interleave = 32`, so each 32-element block is one
+//!   16- (8-) byte load whose nibbles (crumbs) unpack with shifts and masks
+//!   into elements `j, j + 16` (`j, j + 8, ..`) — the q4_0 order;
+//! * other widths (1, 3, 5, 6, 7 bits): `tile = 1x32, bitplanes`: each
+//!   32-element block is stored as `bits` 32-bit planes.
+//!
+//! Limits: activations `f32`, `f16` or `bf16` (converted to `f32` once per
+//! call); scales `f32`, `f16` or `bf16`; groups a multiple of 32; epilogue
+//! bias and ReLU. The integer paths — W8A8 (`u8`/`i8` activations, `i8`
+//! weights, rows padded to 64 bytes) and W1A1 (`b1` both, rows padded to
+//! 512 bits) — produce exact `i32` sums (W8A8 optionally requantized to
+//! `i8`) and take no scales, zero points, bias or activation.
+
+use crate::error::CpuError;
+use lowbit_ir::{Granularity, Layout, TensorType};
+use lowbit_numerics::{ElemType, FloatFormat};
+use std::fmt;
+
+/// Elements per packed block: the unit the kernels unpack at once.
+pub const BLOCK: usize = 32;
+
+/// Elements per block of the integer (W8A8) kernels: one 64-byte vector,
+/// 4 bytes per 32-bit lane as `vpdpbusd` takes them.
+pub const INT_BLOCK: usize = 64;
+
+/// Which weights share a scale (and zero point).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightGranularity {
+    /// One scale per output row `m` (scale shape `[m]`).
+    PerChannel,
+    /// One scale per `group` consecutive elements along `k` (scale shape
+    /// `[m, ceil(k / group)]`); the last group of a row may be partial.
+    Group(usize),
+}
+
+/// The number of columns `n` of the activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// Known when the kernel is compiled.
+    Static(usize),
+    /// Given at each call.
+    Dynamic,
+}
+
+/// The activation function applied in the epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Activation {
+    /// Identity.
+    #[default]
+    None,
+    /// `max(x, 0)` (NaN stays NaN, as in the interpreter).
+    Relu,
+}
+
+/// What happens to each output after the dot product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Epilogue {
+    /// Add `bias[m]` (f32).
+    pub bias: bool,
+    /// Then apply this activation.
+    pub activation: Activation,
+    /// W8A8 only: requantize each `i32` sum to `i8` with a dyadic scale,
+    /// `clamp(round_half_even(acc * M[m] / 2^shift[m]) + zp, -128, 127)`
+    /// (integer multiply and shift; see `GemmKernel::run_requant`).
+    pub requantize: bool,
+}
+
+/// The quantized weight operand.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct WeightSpec {
+    /// Element type of the codes.
+    pub dtype: ElemType,
+    /// Scale granularity.
+    pub granularity: WeightGranularity,
+    /// Element type of the scales.
+    pub scale: ElemType,
+    /// Whether zero points (of `dtype`, one per scale) are given.
+    pub zero_point: bool,
+    /// The packed layout the caller asks for; `None` lets the kernel choose
+    /// (see the module docs). A layout other than the kernel's is unsupported.
+    pub layout: Option<Layout>,
+}
+
+/// A GEMM kernel specification (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GemmSpec {
+    /// Output features: rows of `W`, columns of `Y`.
+    pub m: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// Activation rows (tokens).
+    pub n: Dim,
+    /// The weight operand.
+    pub weight: WeightSpec,
+    /// Element type of the activation `X` (the output is `f32`).
+    pub act: ElemType,
+    /// Bias and activation.
+    pub epilogue: Epilogue,
+}
+
+/// How a packed 32-element weight block is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BlockFormat {
+    /// One byte per element.
+    Bytes,
+    /// `per_byte` elements per byte, interleaved over the block.
+    Interleaved {
+        /// Bits per element (2 or 4).
+        bits: u32,
+    },
+    /// `bits` 32-bit planes.
+    BitPlanes {
+        /// Bits per element.
+        bits: u32,
+    },
+}
+
+impl BlockFormat {
+    /// Bytes of one packed block.
+    pub(crate) fn block_bytes(self) -> usize {
+        match self {
+            BlockFormat::Bytes => BLOCK,
+            BlockFormat::Interleaved { bits } => BLOCK * bits as usize / 8,
+            BlockFormat::BitPlanes { bits } => 4 * bits as usize,
+        }
+    }
+}
+
+/// A weight element type the kernels decode in registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WeightKind {
+    /// Integer of `bits` (1..=8).
+    Int {
+        /// Width.
+        bits: u32,
+        /// Two's complement.
+        signed: bool,
+    },
+    /// `b1`: code 0 is -1, code 1 is +1.
+    Bipolar,
+    /// `f8E4M3FN`.
+    F8E4M3FN,
+    /// `f8E5M2`.
+    F8E5M2,
+    /// `f4E2M1FN` (no infinities, no NaN).
+    F4E2M1FN,
+}
+
+impl fmt::Display for GemmSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = match self.n {
+            Dim::Static(n) => n.to_string(),
+            Dim::Dynamic => "?".into(),
+        };
+        if self.is_integer() {
+            return write!(
+                f,
+                "gemm m={} k={} n={n} weight={} act={} -> i32 (exact{})",
+                self.m,
+                self.k,
+                self.weight.dtype,
+                self.act,
+                if self.is_binary() { ", popcount" } else { "" }
+            )
+            .and_then(|()| {
+                if self.epilogue.requantize {
+                    f.write_str(" -> i8 (dyadic requantize)")
+                } else {
+                    Ok(())
+                }
+            });
+        }
+        let g = match self.weight.granularity {
+            WeightGranularity::PerChannel => "per-channel".to_string(),
+            WeightGranularity::Group(g) => format!("group {g}"),
+        };
+        write!(
+            f,
+            "gemm m={} k={} n={n} weight={} ({g}, {} scales{}) act={}",
+            self.m,
+            self.k,
+            self.weight.dtype,
+            self.weight.scale,
+            if self.weight.zero_point {
+                ", zero points"
+            } else {
+                ""
+            },
+            self.act
+        )?;
+        if self.epilogue.bias {
+            f.write_str(" +bias")?;
+        }
+        if self.epilogue.activation == Activation::Relu {
+            f.write_str(" relu")?;
+        }
+        Ok(())
+    }
+}
+
+impl GemmSpec {
+    /// A spec with per-group f16 scales, no zero points, f32 activations,
+    /// no epilogue and the kernel's own layout.
+    pub fn new(m: usize, k: usize, n: Dim, weight: ElemType, group: usize) -> GemmSpec {
+        GemmSpec {
+            m,
+            k,
+            n,
+            weight: WeightSpec {
+                dtype: weight,
+                granularity: WeightGranularity::Group(group),
+                scale: ElemType::F16,
+                zero_point: false,
+                layout: None,
+            },
+            act: ElemType::F32,
+            epilogue: Epilogue::default(),
+        }
+    }
+
+    /// Whether this is the integer path: integer activations, exact `i32`
+    /// results (see [`GemmSpec::int8`]).
+    pub fn is_integer(&self) -> bool {
+        self.act.is_integral()
+    }
+
+    /// A W8A8 spec: `i8` weights, `u8` or `i8` activations, and the exact
+    /// `i32` product `Y[n, m] = sum_k X[n, k] * W[m, k]` (wrapping like the
+    /// interpreter's `matmul` to `i32`). Scales and zero points are not
+    /// applied on this path: dequantize or requantize `Y` in the graph.
+    pub fn int8(m: usize, k: usize, n: Dim, act: ElemType) -> GemmSpec {
+        GemmSpec {
+            m,
+            k,
+            n,
+            weight: WeightSpec {
+                dtype: ElemType::I8,
+                granularity: WeightGranularity::PerChannel,
+                scale: ElemType::F32,
+                zero_point: false,
+                layout: None,
+            },
+            act,
+            epilogue: Epilogue::default(),
+        }
+    }
+
+    /// Whether this is the bit-serial path: `b1` weights and activations.
+    pub fn is_binary(&self) -> bool {
+        self.act == ElemType::Bipolar
+    }
+
+    /// A W1A1 spec: `b1` (±1) weights and activations, and the exact `i32`
+    /// product `Y[n, m] = sum_k X[n, k] * W[m, k]` computed as
+    /// `k - 2 * popcount(x xor w)` over packed bits.
+    pub fn binary(m: usize, k: usize, n: Dim) -> GemmSpec {
+        GemmSpec {
+            weight: WeightSpec {
+                dtype: ElemType::Bipolar,
+                ..GemmSpec::int8(m, k, n, ElemType::Bipolar).weight
+            },
+            ..GemmSpec::int8(m, k, n, ElemType::Bipolar)
+        }
+    }
+
+    /// Elements per packed block on this spec's path.
+    pub(crate) fn block(&self) -> usize {
+        if self.is_binary() {
+            8 * INT_BLOCK
+        } else if self.is_integer() {
+            INT_BLOCK
+        } else {
+            BLOCK
+        }
+    }
+
+    /// `k` rounded up to whole blocks.
+    pub fn k_pad(&self) -> usize {
+        self.k.div_ceil(self.block()) * self.block()
+    }
+
+    /// Number of scales per row.
+    pub fn groups_per_row(&self) -> usize {
+        match self.weight.granularity {
+            WeightGranularity::PerChannel => 1,
+            WeightGranularity::Group(g) => self.k.div_ceil(g),
+        }
+    }
+
+    /// Blocks per scale group (the last group of a row may have fewer).
+    pub(crate) fn blocks_per_group(&self) -> usize {
+        match self.weight.granularity {
+            WeightGranularity::PerChannel => self.k_pad() / BLOCK,
+            WeightGranularity::Group(g) => g / BLOCK,
+        }
+    }
+
+    /// The lowbit-ir granularity of the scales, on the logical `[m, k]`
+    /// weight (the form the `dequantize` op takes).
+    pub fn ir_granularity(&self) -> Granularity {
+        match self.weight.granularity {
+            WeightGranularity::PerChannel => Granularity::PerAxis { axis: 0 },
+            WeightGranularity::Group(g) => Granularity::Blocked {
+                blocks: vec![(1, g as u64)],
+            },
+        }
+    }
+
+    /// Shape of the scale (and zero-point) tensor on the logical weight.
+    pub fn scale_shape(&self) -> Vec<u64> {
+        match self.weight.granularity {
+            WeightGranularity::PerChannel => vec![self.m as u64],
+            WeightGranularity::Group(_) => vec![self.m as u64, self.groups_per_row() as u64],
+        }
+    }
+
+    pub(crate) fn weight_kind(&self) -> Option<WeightKind> {
+        match self.weight.dtype {
+            ElemType::Int { bits, signed } if (1..=8).contains(&bits) => Some(WeightKind::Int {
+                bits: bits as u32,
+                signed,
+            }),
+            ElemType::Bipolar => Some(WeightKind::Bipolar),
+            ElemType::Float(f) if f == FloatFormat::F8E4M3FN => Some(WeightKind::F8E4M3FN),
+            ElemType::Float(f) if f == FloatFormat::F8E5M2 => Some(WeightKind::F8E5M2),
+            ElemType::Float(f) if f == FloatFormat::F4E2M1FN => Some(WeightKind::F4E2M1FN),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn block_format(&self) -> BlockFormat {
+        match self.weight.dtype.bits() {
+            8 => BlockFormat::Bytes,
+            b @ (2 | 4) => BlockFormat::Interleaved { bits: b },
+            b => BlockFormat::BitPlanes { bits: b },
+        }
+    }
+
+    /// The layout the kernel packs weights into (see the module docs).
+    pub fn packed_layout(&self) -> Layout {
+        if self.is_binary() {
+            return Layout::default();
+        }
+        match self.block_format() {
+            BlockFormat::Bytes => Layout::default(),
+            BlockFormat::Interleaved { .. } => Layout {
+                interleave: Some(BLOCK as u64),
+                ..Layout::default()
+            },
+            BlockFormat::BitPlanes { .. } => Layout {
+                tile: vec![1, BLOCK as u64],
+                bit_planes: true,
+                ..Layout::default()
+            },
+        }
+    }
+
+    /// The IR type of the packed weight: `[m, k_pad]` codes in
+    /// [`GemmSpec::packed_layout`].
+    pub fn packed_weight_type(&self) -> TensorType {
+        TensorType::new(vec![self.m as u64, self.k_pad() as u64], self.weight.dtype)
+            .with_layout(self.packed_layout())
+    }
+
+    /// Bytes of packed weight codes per row.
+    pub(crate) fn row_bytes(&self) -> usize {
+        if self.is_binary() {
+            return self.k_pad() / 8;
+        }
+        if self.is_integer() {
+            return self.k_pad();
+        }
+        self.k_pad() / BLOCK * self.block_format().block_bytes()
+    }
+
+    /// Bytes of one scale.
+    pub(crate) fn scale_bytes(&self) -> usize {
+        self.weight.scale.bits() as usize / 8
+    }
+
+    /// Total bytes the kernel reads for the weights: codes, scales, zero points.
+    pub fn weight_bytes(&self) -> usize {
+        if self.is_binary() {
+            return self.m * self.row_bytes();
+        }
+        if self.is_integer() {
+            // Codes and one i32 weight sum per row.
+            return self.m * (self.row_bytes() + 4);
+        }
+        let scales = self.m * self.groups_per_row();
+        self.m * self.row_bytes()
+            + scales * self.scale_bytes()
+            + if self.weight.zero_point { scales } else { 0 }
+    }
+
+    fn unsupported(&self, target: &str, reason: impl Into<String>) -> CpuError {
+        CpuError::Unsupported {
+            op: "gemm".into(),
+            dtype: self.weight.dtype.to_string(),
+            layout: match (&self.weight.layout, self.weight_kind()) {
+                (Some(l), _) => l.to_string(),
+                (None, Some(_)) => self.packed_layout().to_string(),
+                (None, None) => Layout::default().to_string(),
+            },
+            target: target.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn check_integer(&self, target: &str) -> Result<(), CpuError> {
+        let u = |r: String| Err(self.unsupported(target, r));
+        if self.is_binary() {
+            if self.weight.dtype != ElemType::Bipolar {
+                return u(format!(
+                    "b1 activations need b1 weights (W1A1), not {}",
+                    self.weight.dtype
+                ));
+            }
+            if self.weight.zero_point || self.epilogue != Epilogue::default() {
+                return u("the W1A1 kernel has no zero points or epilogue".into());
+            }
+            if let Some(l) = &self.weight.layout {
+                if !l.is_default() {
+                    return u(format!("the W1A1 kernel reads dense bit rows, not {l}"));
+                }
+            }
+            return Ok(());
+        }
+        if ![ElemType::U8, ElemType::I8].contains(&self.act) {
+            return u(format!(
+                "integer activations must be u8 or i8, not {}",
+                self.act
+            ));
+        }
+        if self.weight.dtype != ElemType::I8 {
+            return u(format!(
+                "integer activations need i8 weights (W8A8), not {}",
+                self.weight.dtype
+            ));
+        }
+        if self.weight.zero_point {
+            return u("the W8A8 kernel takes symmetric weights (no zero points)".into());
+        }
+        if self.epilogue.bias || self.epilogue.activation != Activation::None {
+            return u("the W8A8 kernel has no bias or activation epilogue yet".into());
+        }
+        if let Some(l) = &self.weight.layout {
+            if !l.is_default() {
+                return u(format!("the W8A8 kernel reads dense rows, not {l}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the CPU kernels can run this spec on `target` (a display
+    /// name used in the error).
+    pub fn check(&self, target: &str) -> Result<(), CpuError> {
+        let u = |r: String| Err(self.unsupported(target, r));
+        if self.m == 0 || self.k == 0 {
+            return u(format!("empty weight {}x{}", self.m, self.k));
+        }
+        if matches!(self.n, Dim::Static(0)) {
+            return u("n = 0".into());
+        }
+        // Offsets are computed in i64; keep every buffer well inside it.
+        let limit = 1usize << 40;
+        if self.m.checked_mul(self.k_pad()).is_none_or(|e| e > limit) {
+            return u(format!("weight {}x{} is too large", self.m, self.k));
+        }
+        if self.is_integer() {
+            return self.check_integer(target);
+        }
+        let Some(kind) = self.weight_kind() else {
+            return u(
+                "weights must be 1- to 8-bit integers, b1, f8E4M3FN, f8E5M2 or f4E2M1FN".into(),
+            );
+        };
+        if self.epilogue.requantize {
+            return u("the dyadic requantize epilogue needs integer activations (W8A8)".into());
+        }
+        if let WeightGranularity::Group(g) = self.weight.granularity {
+            if g == 0 || g % BLOCK != 0 {
+                return u(format!("group {g} is not a positive multiple of {BLOCK}"));
+            }
+        }
+        if ![ElemType::F32, ElemType::F16, ElemType::BF16].contains(&self.weight.scale) {
+            return u(format!(
+                "scales must be f32, f16 or bf16, not {}",
+                self.weight.scale
+            ));
+        }
+        if self.weight.zero_point && !matches!(kind, WeightKind::Int { .. }) {
+            return u(format!(
+                "zero points are only supported for integer weights, not {}",
+                self.weight.dtype
+            ));
+        }
+        if ![ElemType::F32, ElemType::F16, ElemType::BF16].contains(&self.act) {
+            return u(format!(
+                "activations must be f32, f16 or bf16, not {}",
+                self.act
+            ));
+        }
+        if let Some(l) = &self.weight.layout {
+            if *l != self.packed_layout() {
+                return u(format!(
+                    "the {} kernel packs weights as {}, not {l}",
+                    self.weight.dtype,
+                    self.packed_layout()
+                ));
+            }
+        }
+        Ok(())
+    }
+}

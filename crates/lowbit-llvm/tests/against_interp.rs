@@ -1,0 +1,663 @@
+//! Every GEMM kernel against the reference interpreter: random specs and
+//! shapes with ragged edges (m not a multiple of the 4-row tile, n not a
+//! multiple of 4 columns, k not a multiple of the 32-element block or of the
+//! group), each compared with `dequantize` + `transpose` + `matmul` (+ `add`,
+//! `relu`) evaluated by `lowbit_interp::eval_op`, within the bound the
+//! codegen module declares.
+
+use lowbit_interp::eval_op;
+use lowbit_ir::{BinaryOp, OpKind, Overflow, Tensor, TensorType};
+use lowbit_llvm::{
+    compile, Activation, Activations, CpuTarget, Dim, Epilogue, GemmKernel, GemmSpec,
+    PackedWeights, WeightGranularity, WeightSpec,
+};
+use lowbit_numerics::{ElemType, Rounding};
+
+/// xorshift64*: deterministic, no dependencies.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+fn t(s: &str) -> ElemType {
+    s.parse().unwrap()
+}
+
+/// A random code of `elem` that decodes to a finite value.
+fn finite_code(rng: &mut Rng, elem: ElemType) -> u64 {
+    loop {
+        let c = rng.next() & elem.code_mask();
+        if elem.decode(c).is_finite() {
+            return c;
+        }
+    }
+}
+
+struct Case {
+    spec: GemmSpec,
+    n: usize,
+    wq: Tensor,
+    scales: Tensor,
+    zps: Option<Tensor>,
+    x: Tensor,
+    bias: Option<Vec<f32>>,
+}
+
+fn make_case(rng: &mut Rng, spec: GemmSpec, n: usize) -> Case {
+    let (m, k) = (spec.m, spec.k);
+    let wt = spec.weight.dtype;
+    let wq = Tensor::new(
+        wt,
+        vec![m as u64, k as u64],
+        (0..m * k).map(|_| finite_code(rng, wt)).collect(),
+    )
+    .unwrap();
+    let sshape = spec.scale_shape();
+    let ns: u64 = sshape.iter().product();
+    let svals: Vec<f64> = (0..ns)
+        .map(|_| {
+            let v = 0.01 + 0.2 * rng.unit();
+            if rng.below(5) == 0 {
+                -v
+            } else {
+                v
+            }
+        })
+        .collect();
+    let scales = Tensor::from_f64(spec.weight.scale, sshape.clone(), &svals).unwrap();
+    let zps = spec.weight.zero_point.then(|| {
+        Tensor::new(
+            wt,
+            sshape.clone(),
+            (0..ns).map(|_| rng.next() & wt.code_mask()).collect(),
+        )
+        .unwrap()
+    });
+    let xvals: Vec<f64> = (0..n * k).map(|_| rng.unit() * 2.0 - 1.0).collect();
+    let x = Tensor::from_f64(spec.act, vec![n as u64, k as u64], &xvals).unwrap();
+    let bias = spec
+        .epilogue
+        .bias
+        .then(|| (0..m).map(|_| (rng.unit() - 0.5) as f32).collect());
+    Case {
+        spec,
+        n,
+        wq,
+        scales,
+        zps,
+        x,
+        bias,
+    }
+}
+
+/// The interpreter's answer and, per output, `sum_j |x_j w_j| + |bias|`.
+fn reference(c: &Case) -> (Vec<f64>, Vec<f64>) {
+    let (m, k, n) = (c.spec.m as u64, c.spec.k as u64, c.n as u64);
+    let mut ops: Vec<&Tensor> = vec![&c.wq, &c.scales];
+    if let Some(z) = &c.zps {
+        ops.push(z);
+    }
+    let deq = OpKind::Dequantize {
+        granularity: c.spec.ir_granularity(),
+    };
+    let wd = eval_op(&deq, &ops, &[TensorType::new(vec![m, k], ElemType::F32)])
+        .unwrap()
+        .remove(0);
+    let wt = eval_op(
+        &OpKind::Transpose { perm: vec![1, 0] },
+        &[&wd],
+        &[TensorType::new(vec![k, m], ElemType::F32)],
+    )
+    .unwrap()
+    .remove(0);
+    let out_ty = TensorType::new(vec![n, m], ElemType::F32);
+    let mut y = eval_op(
+        &OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        &[&c.x, &wt],
+        std::slice::from_ref(&out_ty),
+    )
+    .unwrap()
+    .remove(0);
+    let bias_t = c.bias.as_ref().map(|b| {
+        let v: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
+        Tensor::from_f64(ElemType::F32, vec![m], &v).unwrap()
+    });
+    if let Some(b) = &bias_t {
+        y = eval_op(
+            &OpKind::Binary {
+                op: BinaryOp::Add,
+                overflow: Overflow::Wrap,
+            },
+            &[&y, b],
+            std::slice::from_ref(&out_ty),
+        )
+        .unwrap()
+        .remove(0);
+    }
+    if c.spec.epilogue.activation == Activation::Relu {
+        y = eval_op(&OpKind::Relu, &[&y], std::slice::from_ref(&out_ty))
+            .unwrap()
+            .remove(0);
+    }
+    let xs = c.x.to_f64();
+    let ws = wd.to_f64();
+    let mut mags = vec![0f64; (n * m) as usize];
+    for col in 0..n as usize {
+        for r in 0..m as usize {
+            let mut s: f64 = (0..k as usize)
+                .map(|j| (xs[col * k as usize + j] * ws[r * k as usize + j]).abs())
+                .sum();
+            if let Some(b) = &c.bias {
+                s += f64::from(b[r]).abs();
+            }
+            mags[col * m as usize + r] = s;
+        }
+    }
+    (y.to_f64(), mags)
+}
+
+fn run_kernel(kernel: &GemmKernel, c: &Case, threads: usize) -> Vec<f32> {
+    let packed = PackedWeights::pack(&c.spec, &c.wq, &c.scales, c.zps.as_ref()).unwrap();
+    let mut y = vec![f32::NAN; c.n * c.spec.m];
+    let f32s: Vec<f32> = c.x.to_f64().iter().map(|&v| v as f32).collect();
+    let f16s: Vec<half::f16> =
+        c.x.codes
+            .iter()
+            .map(|&b| half::f16::from_bits(b as u16))
+            .collect();
+    let bf16s: Vec<half::bf16> =
+        c.x.codes
+            .iter()
+            .map(|&b| half::bf16::from_bits(b as u16))
+            .collect();
+    let x = if c.spec.act == ElemType::F32 {
+        Activations::F32(&f32s)
+    } else if c.spec.act == ElemType::F16 {
+        Activations::F16(&f16s)
+    } else {
+        Activations::BF16(&bf16s)
+    };
+    kernel
+        .run(x, &packed, c.bias.as_deref(), &mut y, c.n, threads)
+        .unwrap();
+    y
+}
+
+fn check(c: &Case, got: &[f32]) {
+    let (want, mags) = reference(c);
+    let u = 2f64.powi(-24);
+    let factor = (c.spec.k_pad() / 32 + 8) as f64;
+    for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+        let tol = factor * u * mags[i];
+        let ok = (g.is_nan() && w.is_nan())
+            || (w.is_infinite() && f64::from(g) == w)
+            || (f64::from(g) - w).abs() <= tol;
+        assert!(
+            ok,
+            "{}: output {i} (col {}, row {}): got {g}, interpreter {w}, bound {tol}",
+            c.spec,
+            i / c.spec.m,
+            i % c.spec.m
+        );
+    }
+}
+
+const WEIGHTS: &[&str] = &[
+    "i4", "u4", "i8", "u8", "i2", "u2", "i3", "u3", "i5", "u6", "i7", "u1", "b1", "f8E4M3FN",
+    "f8E5M2", "f4E2M1FN",
+];
+
+#[test]
+fn random_specs_match_the_interpreter() {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for case_no in 0..40 {
+        let dtype = t(WEIGHTS[case_no % WEIGHTS.len()]);
+        let is_int = matches!(dtype, ElemType::Int { .. });
+        let granularity = if rng.below(4) == 0 {
+            WeightGranularity::PerChannel
+        } else {
+            WeightGranularity::Group(rng.pick(&[32, 64, 128]))
+        };
+        let spec = GemmSpec {
+            m: 1 + rng.below(13) as usize,
+            k: 1 + rng.below(300) as usize,
+            n: if rng.below(2) == 0 {
+                Dim::Dynamic
+            } else {
+                Dim::Static(0)
+            },
+            weight: WeightSpec {
+                dtype,
+                granularity,
+                scale: rng.pick(&[ElemType::F32, ElemType::F16, ElemType::BF16]),
+                zero_point: is_int && rng.below(2) == 0,
+                layout: None,
+            },
+            act: rng.pick(&[ElemType::F32, ElemType::F32, ElemType::F16, ElemType::BF16]),
+            epilogue: Epilogue {
+                bias: rng.below(2) == 0,
+                activation: if rng.below(3) == 0 {
+                    Activation::Relu
+                } else {
+                    Activation::None
+                },
+                requantize: false,
+            },
+        };
+        let n = 1 + rng.below(10) as usize;
+        let spec = GemmSpec {
+            n: if spec.n == Dim::Dynamic {
+                Dim::Dynamic
+            } else {
+                Dim::Static(n)
+            },
+            ..spec
+        };
+        let c = make_case(&mut rng, spec, n);
+        let kernel = compile(&c.spec).unwrap_or_else(|e| panic!("{}: {e}", c.spec));
+        let y1 = run_kernel(&kernel, &c, 1);
+        check(&c, &y1);
+        // Row splitting over threads does not change any result.
+        let y2 = run_kernel(&kernel, &c, 2);
+        assert_eq!(
+            y1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            y2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{}",
+            c.spec
+        );
+    }
+}
+
+/// Every weight type with the shapes the tiles split unevenly: m = 4t+3,
+/// n = 4c+3, k one short of a block and one past a group.
+/// Run on the host's best ISA (the cached JIT) and, on x86-64, also with
+/// code for an AVX2-only CPU, which takes the arithmetic 4-bit decoder
+/// instead of the AVX-512 table lookup.
+#[test]
+fn ragged_edges_every_weight_type() {
+    let mut rng = Rng(42);
+    let host = CpuTarget::host().unwrap();
+    let mut targets = vec![None];
+    if host.triple.starts_with("x86_64") {
+        targets.push(Some(CpuTarget::named("x86_64", "haswell").unwrap()));
+    }
+    for target in &targets {
+        for (i, w) in WEIGHTS.iter().enumerate() {
+            let dtype = t(w);
+            let k = if i % 2 == 0 { 31 } else { 129 };
+            let mut spec = GemmSpec::new(7, k, Dim::Dynamic, dtype, 64);
+            spec.weight.zero_point = matches!(dtype, ElemType::Int { .. });
+            spec.epilogue.bias = true;
+            let c = make_case(&mut rng, spec, 7);
+            let got = match target {
+                None => run_kernel(&compile(&c.spec).unwrap(), &c, 2),
+                Some(t) => run_kernel(&GemmKernel::compile_uncached(&c.spec, t).unwrap(), &c, 2),
+            };
+            check(&c, &got);
+        }
+    }
+}
+
+/// Integer codes times integer-valued activations with power-of-two scales
+/// are exact in f32, so the kernel must reproduce the interpreter exactly.
+#[test]
+fn exact_when_every_product_is_representable() {
+    let mut rng = Rng(7);
+    for w in ["i4", "u8", "i3", "b1"] {
+        let mut spec = GemmSpec::new(9, 100, Dim::Dynamic, t(w), 32);
+        spec.weight.scale = ElemType::F32;
+        spec.weight.zero_point = w != "b1";
+        let mut c = make_case(&mut rng, spec, 5);
+        let s: Vec<f64> = (0..c.scales.len())
+            .map(|i| [0.5, 0.25, 2.0][i % 3])
+            .collect();
+        c.scales = Tensor::from_f64(ElemType::F32, c.scales.shape.clone(), &s).unwrap();
+        let xv: Vec<f64> = (0..c.x.len()).map(|_| rng.below(9) as f64 - 4.0).collect();
+        c.x = Tensor::from_f64(ElemType::F32, c.x.shape.clone(), &xv).unwrap();
+        let kernel = compile(&c.spec).unwrap();
+        let got = run_kernel(&kernel, &c, 2);
+        let (want, _) = reference(&c);
+        let got: Vec<f64> = got.iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(got, want, "{w}");
+    }
+}
+
+#[test]
+fn nan_and_infinite_weights_propagate_like_the_interpreter() {
+    let mut rng = Rng(9);
+    for w in ["f8E4M3FN", "f8E5M2"] {
+        let spec = GemmSpec::new(4, 40, Dim::Dynamic, t(w), 32);
+        let mut c = make_case(&mut rng, spec, 2);
+        // Row 1 gets a NaN; row 2 an infinity (E5M2 only) or the largest value.
+        let nan = c.wq.elem.float().unwrap().nan_code().unwrap();
+        c.wq.codes[40 + 3] = nan;
+        c.wq.codes[80 + 5] =
+            c.wq.elem
+                .encode(f64::INFINITY, Rounding::NearestEven, false);
+        let kernel = compile(&c.spec).unwrap();
+        check(&c, &run_kernel(&kernel, &c, 1));
+    }
+}
+
+/// The interpreter's `matmul(x, transpose(w))` to `i32` (wrapping).
+fn int_reference(x: &Tensor, w: &Tensor) -> Vec<i64> {
+    let (n, k) = (x.shape[0], x.shape[1]);
+    let m = w.shape[0];
+    let wt = eval_op(
+        &OpKind::Transpose { perm: vec![1, 0] },
+        &[w],
+        &[TensorType::new(vec![k, m], w.elem)],
+    )
+    .unwrap()
+    .remove(0);
+    let y = eval_op(
+        &OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        &[x, &wt],
+        &[TensorType::new(vec![n, m], ElemType::I32)],
+    )
+    .unwrap()
+    .remove(0);
+    y.to_i128().unwrap().into_iter().map(|v| v as i64).collect()
+}
+
+fn run_int_case(kernel: &GemmKernel, x: &Tensor, w: &Tensor, threads: usize) -> Vec<i64> {
+    let spec = kernel.spec();
+    let packed = PackedWeights::pack_int(spec, w).unwrap();
+    let n = x.shape[0] as usize;
+    let mut y = vec![0i32; n * spec.m];
+    let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+    let i: Vec<i8> = x.codes.iter().map(|&c| c as u8 as i8).collect();
+    let acts = if spec.act == ElemType::U8 {
+        Activations::U8(&u)
+    } else {
+        Activations::I8(&i)
+    };
+    kernel.run_int(acts, &packed, &mut y, n, threads).unwrap();
+    y.into_iter().map(i64::from).collect()
+}
+
+/// W8A8 (VNNI on the host when it has it, and the portable dot product of
+/// an AVX2-only CPU): bit-exact against the interpreter on ragged shapes.
+#[test]
+fn w8a8_is_bit_exact() {
+    let mut rng = Rng(77);
+    let host = CpuTarget::host().unwrap();
+    for case_no in 0..16 {
+        let act = if case_no % 2 == 0 {
+            ElemType::U8
+        } else {
+            ElemType::I8
+        };
+        let (m, k, n) = (
+            1 + rng.below(11) as usize,
+            1 + rng.below(300) as usize,
+            1 + rng.below(9) as usize,
+        );
+        let spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
+        let w = Tensor::new(
+            ElemType::I8,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            act,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let want = int_reference(&x, &w);
+        let kernel = compile(&spec).unwrap();
+        assert_eq!(run_int_case(&kernel, &x, &w, 2), want, "{spec}");
+        if host.triple.starts_with("x86_64") && case_no < 6 {
+            let t = CpuTarget::named("x86_64", "haswell").unwrap();
+            let portable = GemmKernel::compile_uncached(&spec, &t).unwrap();
+            assert_eq!(run_int_case(&portable, &x, &w, 1), want, "{spec} (avx2)");
+        }
+    }
+}
+
+/// Sums beyond i32 wrap exactly as the interpreter's `overflow = wrap`.
+#[test]
+fn w8a8_wraps_like_the_interpreter() {
+    let (m, k, n) = (3, 70_000, 2);
+    let spec = GemmSpec::int8(m, k, Dim::Static(n), ElemType::U8);
+    let w = Tensor::new(ElemType::I8, vec![m as u64, k as u64], vec![0x80; m * k]).unwrap();
+    let x = Tensor::new(ElemType::U8, vec![n as u64, k as u64], vec![255; n * k]).unwrap();
+    let want = int_reference(&x, &w);
+    assert_ne!(
+        want[0],
+        -(255 * 128 * k as i64),
+        "the sum must overflow i32"
+    );
+    assert_eq!(run_int_case(&compile(&spec).unwrap(), &x, &w, 2), want);
+}
+
+/// k spanning several of the kernel's k chunks (4 KiB each), with the i8
+/// offset correction, which must come off exactly once.
+#[test]
+fn w8a8_across_k_chunks() {
+    let mut rng = Rng(2024);
+    let (m, k) = (5, 64 * 64 * 2 + 37);
+    for (act, n) in [(ElemType::I8, 6), (ElemType::U8, 6), (ElemType::I8, 1)] {
+        let spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
+        let w = Tensor::new(
+            ElemType::I8,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            act,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let want = int_reference(&x, &w);
+        assert_eq!(
+            run_int_case(&compile(&spec).unwrap(), &x, &w, 2),
+            want,
+            "{act}"
+        );
+    }
+}
+
+/// k spanning several of the float kernels' k passes (1024 elements):
+/// the bias joins once, ReLU applies to the whole sum only, for groups of
+/// 32 and 128 and per-channel scales (one pass).
+#[test]
+fn float_kernels_across_k_chunks() {
+    let mut rng = Rng(99);
+    for (w, gran) in [
+        ("i4", WeightGranularity::Group(32)),
+        ("u8", WeightGranularity::Group(128)),
+        ("f8E4M3FN", WeightGranularity::PerChannel),
+        ("i3", WeightGranularity::Group(64)),
+    ] {
+        let mut spec = GemmSpec::new(6, 2500, Dim::Dynamic, t(w), 32);
+        spec.weight.granularity = gran;
+        spec.weight.zero_point = w == "u8";
+        spec.epilogue = Epilogue {
+            bias: true,
+            activation: Activation::Relu,
+            requantize: false,
+        };
+        // n >= 4 walks k in passes; n < 4 (decoding) takes one pass.
+        for n in [5, 2] {
+            let c = make_case(&mut rng, spec.clone(), n);
+            check(&c, &run_kernel(&compile(&c.spec).unwrap(), &c, 2));
+        }
+    }
+}
+
+fn run_binary_case(kernel: &GemmKernel, x: &Tensor, w: &Tensor) -> Vec<i64> {
+    let spec = kernel.spec();
+    let packed = PackedWeights::pack_int(spec, w).unwrap();
+    let n = x.shape[0] as usize;
+    let mut y = vec![0i32; n * spec.m];
+    let codes: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+    kernel
+        .run_int(Activations::B1(&codes), &packed, &mut y, n, 2)
+        .unwrap();
+    y.into_iter().map(i64::from).collect()
+}
+
+/// W1A1 by popcount (VPOPCNTDQ on the host when it has it, and the
+/// portable popcount of an AVX2-only CPU): bit-exact against the
+/// interpreter's b1 matmul, on ragged shapes and across k passes.
+#[test]
+fn w1a1_popcount_is_bit_exact() {
+    let mut rng = Rng(5150);
+    let host = CpuTarget::host().unwrap();
+    let shapes = [
+        (1, 1, 1),
+        (7, 513, 5),
+        (4, 1000, 9),
+        (3, 70_000, 2),
+        (9, 64, 4),
+    ];
+    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+        let spec = GemmSpec::binary(m, k, Dim::Dynamic);
+        let w = Tensor::new(
+            ElemType::Bipolar,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & 1).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            ElemType::Bipolar,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 1).collect(),
+        )
+        .unwrap();
+        let want = int_reference(&x, &w);
+        assert_eq!(
+            run_binary_case(&compile(&spec).unwrap(), &x, &w),
+            want,
+            "{spec}"
+        );
+        if host.triple.starts_with("x86_64") && i < 3 {
+            let t = CpuTarget::named("x86_64", "haswell").unwrap();
+            let k2 = GemmKernel::compile_uncached(&spec, &t).unwrap();
+            assert_eq!(run_binary_case(&k2, &x, &w), want, "{spec} (avx2)");
+        }
+    }
+}
+
+/// The dyadic requantize epilogue against the interpreter's `requantize`
+/// (input scale M * 2^-shift per output column, output scale 1, nearest
+/// even, saturating), with ties, shift 0 and clamping among the rows.
+#[test]
+fn w8a8_dyadic_requantize_matches_the_interpreter() {
+    use lowbit_ir::Granularity;
+    use lowbit_llvm::Requant;
+    use lowbit_numerics::Rounding;
+    let mut rng = Rng(31337);
+    let f64t = ElemType::Float(lowbit_numerics::FloatFormat::F64);
+    for act in [ElemType::U8, ElemType::I8] {
+        let (m, k, n) = (9, 300, 5);
+        let mut spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
+        spec.epilogue.requantize = true;
+        // Row 0 of w picks x[c][0] alone; x[0][0] = 5 and x[1][0] = 7
+        // halve to the ties 2.5 and 3.5 (nearest even: 2 and 4).
+        let mut wc: Vec<u64> = (0..m * k).map(|_| rng.next() & 0xff).collect();
+        wc[..k].fill(0);
+        wc[0] = 1;
+        let w = Tensor::new(ElemType::I8, vec![m as u64, k as u64], wc).unwrap();
+        let mut xc: Vec<u64> = (0..n * k).map(|_| rng.next() & 0xff).collect();
+        (xc[0], xc[k]) = (5, 7);
+        let x = Tensor::new(act, vec![n as u64, k as u64], xc).unwrap();
+        let mut mults: Vec<i32> = (0..m).map(|_| 1 + rng.below(1 << 20) as i32).collect();
+        let mut shifts: Vec<u32> = (0..m).map(|_| 10 + rng.below(25) as u32).collect();
+        (mults[0], shifts[0]) = (1, 1); // acc / 2: ties on odd sums
+        (mults[1], shifts[1]) = (3, 0); // no shift: saturates
+        (mults[2], shifts[2]) = (-(1 << 19), 20); // negative scale
+        let zp = -3i8;
+
+        let wt = eval_op(
+            &OpKind::Transpose { perm: vec![1, 0] },
+            &[&w],
+            &[TensorType::new(vec![k as u64, m as u64], ElemType::I8)],
+        )
+        .unwrap()
+        .remove(0);
+        let acc = eval_op(
+            &OpKind::MatMul {
+                overflow: Overflow::Wrap,
+            },
+            &[&x, &wt],
+            &[TensorType::new(vec![n as u64, m as u64], ElemType::I32)],
+        )
+        .unwrap()
+        .remove(0);
+        let s_in: Vec<f64> = mults
+            .iter()
+            .zip(&shifts)
+            .map(|(&mu, &s)| f64::from(mu) * 2f64.powi(-(s as i32)))
+            .collect();
+        let s_in = Tensor::from_f64(f64t, vec![m as u64], &s_in).unwrap();
+        let zp_in = Tensor::new(ElemType::I32, vec![m as u64], vec![0; m]).unwrap();
+        let s_out = Tensor::from_f64(f64t, vec![], &[1.0]).unwrap();
+        let zp_out = Tensor::from_f64(ElemType::I8, vec![], &[f64::from(zp)]).unwrap();
+        let want = eval_op(
+            &OpKind::Requantize {
+                in_granularity: Granularity::PerAxis { axis: 1 },
+                out_granularity: Granularity::PerTensor,
+                rounding: Rounding::NearestEven,
+                saturate: true,
+            },
+            &[&acc, &s_in, &zp_in, &s_out, &zp_out],
+            &[TensorType::new(vec![n as u64, m as u64], ElemType::I8)],
+        )
+        .unwrap()
+        .remove(0)
+        .to_i128()
+        .unwrap();
+
+        let kernel = compile(&spec).unwrap();
+        let packed = PackedWeights::pack_int(&spec, &w).unwrap();
+        let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+        let i: Vec<i8> = u.iter().map(|&b| b as i8).collect();
+        let acts = if act == ElemType::U8 {
+            Activations::U8(&u)
+        } else {
+            Activations::I8(&i)
+        };
+        let rq = Requant {
+            multipliers: &mults,
+            shifts: &shifts,
+            zero_point: zp,
+        };
+        let mut y = vec![0i8; n * m];
+        kernel
+            .run_requant(acts, &packed, &rq, &mut y, n, 2)
+            .unwrap();
+        let got: Vec<i128> = y.iter().map(|&v| i128::from(v)).collect();
+        assert_eq!(got, want, "{spec}");
+        assert!(
+            got.contains(&127) || got.contains(&-128),
+            "no row saturated"
+        );
+        // The two ties, with zero point -3.
+        assert_eq!((got[0], got[m]), (2 - 3, 4 - 3));
+    }
+}
