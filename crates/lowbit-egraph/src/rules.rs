@@ -14,8 +14,9 @@
 //!
 //! Rule sets (the `rules=` option of the `egraph` pass):
 //! * `fuse-dequant`: `matmul(x, dequantize(w, s[, z]))` ⇒ `qmatmul` (and the
-//!   weight-on-the-left form), then a following `add` (bias) and
-//!   `relu`/`gelu`/`silu` fold into its epilogue.
+//!   weight-on-the-left form), then a following `add` (bias),
+//!   `relu`/`gelu`/`silu` and `quantize` (the requantize epilogue, exact by
+//!   construction: it is defined as that `quantize`) fold into it.
 //! * `qdq-cleanup`: `quantize(dequantize(q, s, z), s, z)` ⇒ `q` where every
 //!   dequantized value is exact; `requantize(q, s, z, s, z)` ⇒ `q`; integer
 //!   `cast` to the same type ⇒ operand; integer cast chains whose first cast
@@ -46,7 +47,7 @@ use crate::lang::{Head, Node};
 use crate::numeric::{approx_dyadic, exact_multiples, Dyadic};
 use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use lowbit_ir::{
-    Activation, ElemType, Granularity, IntSchedule, OpKind, Overflow, Tensor, TensorType,
+    Activation, ElemType, Granularity, IntSchedule, OpKind, Overflow, QRequant, Tensor, TensorType,
 };
 
 /// What a rule did to one match.
@@ -238,6 +239,7 @@ fn fuse_dequant(eg: &mut LbGraph, class: Id, weight_lhs: bool) -> Vec<Outcome> {
                 has_bias: false,
                 weight_lhs,
                 activation: Activation::None,
+                requant: None,
             };
             let mut operands = vec![act];
             operands.extend(&dch);
@@ -265,6 +267,7 @@ fn fuse_bias(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
             let OpKind::QMatMul {
                 has_bias: false,
                 activation: Activation::None,
+                requant: None,
                 ..
             } = q.kind
             else {
@@ -298,7 +301,12 @@ fn fuse_activation(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
             }
             for (q, qch) in ops_named(eg, ch[0], "qmatmul") {
                 let mut kind = q.kind.clone();
-                let OpKind::QMatMul { activation, .. } = &mut kind else {
+                let OpKind::QMatMul {
+                    activation,
+                    requant: None,
+                    ..
+                } = &mut kind
+                else {
                     continue;
                 };
                 if *activation != Activation::None {
@@ -307,6 +315,44 @@ fn fuse_activation(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
                 *activation = act;
                 out.push(Outcome::Equal(add_op(eg, kind, a.ty.clone(), qch.clone())));
             }
+        }
+    }
+    out
+}
+
+/// `quantize(qmatmul(...), sy[, zy])` ⇒ `qmatmul` with a requantize
+/// epilogue. The epilogue is defined as exactly that `quantize` (same
+/// granularity, rounding, saturation, float type of the product), so the
+/// rewrite is exact by construction, whatever the scales.
+fn fuse_requant(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for (q, ch) in ops_named(eg, class, "quantize") {
+        let OpKind::Quantize {
+            granularity,
+            rounding,
+            saturate,
+        } = &q.kind
+        else {
+            continue;
+        };
+        for (mm, mch) in ops_named(eg, ch[0], "qmatmul") {
+            let mut kind = mm.kind.clone();
+            let OpKind::QMatMul { requant, .. } = &mut kind else {
+                continue;
+            };
+            if requant.is_some() {
+                continue;
+            }
+            *requant = Some(QRequant {
+                float_type: mm.ty.elem,
+                granularity: granularity.clone(),
+                rounding: *rounding,
+                saturate: *saturate,
+                has_zero_point: ch.len() == 3,
+            });
+            let mut operands = mch.clone();
+            operands.extend(&ch[1..]);
+            out.push(Outcome::Equal(add_op(eg, kind, q.ty.clone(), operands)));
         }
     }
     out
@@ -1024,6 +1070,7 @@ pub fn rule_sets() -> Vec<(&'static str, Vec<Rule>)> {
                     &["relu", "gelu", "silu"],
                     fuse_activation,
                 ),
+                r("fuse-requant", DequantFused, &["quantize"], fuse_requant),
             ],
         ),
         (

@@ -141,16 +141,27 @@ fn quantized_matmul(seed: u64) -> Function {
         2 => y = f.push(OpKind::Silu, vec![y], out_ty.clone()),
         _ => {}
     }
-    if integer_x && pick(3) != 0 {
+    // Float activations are quantized too (the requantize epilogue), with
+    // per-tensor or per-column output scales.
+    if pick(3) != 0 {
+        let per_col = !integer_x && pick(2) == 0;
+        let (og, oshape) = if per_col {
+            (Granularity::PerAxis { axis: 1 }, vec![n])
+        } else {
+            (Granularity::PerTensor, vec![])
+        };
+        let count = oshape.iter().product::<u64>() as usize;
+        let syv: Vec<f64> = (0..count).map(|_| scales[pick(7)] * 4.0).collect();
         let sy = konst(
             &mut f,
-            &Tensor::from_f64(el("f32"), vec![], &[scales[pick(7)] * 4.0]).unwrap(),
+            &Tensor::from_f64(el("f32"), oshape.clone(), &syv).unwrap(),
         );
-        let zy = konst(&mut f, &Tensor::from_f64(el("i8"), vec![], &[3.0]).unwrap());
+        let zyv: Vec<f64> = (0..count).map(|i| 3.0 - i as f64).collect();
+        let zy = konst(&mut f, &Tensor::from_f64(el("i8"), oshape, &zyv).unwrap());
         let rounding = [Rounding::NearestEven, Rounding::NearestAway, Rounding::Down][pick(3)];
         y = f.push(
             OpKind::Quantize {
-                granularity: Granularity::PerTensor,
+                granularity: og,
                 rounding,
                 saturate: pick(4) != 0,
             },
@@ -185,12 +196,13 @@ proptest! {
 }
 
 /// The generator is not vacuous: over a fixed set of seeds every schedule
-/// family is extracted at least once and the integer-only rule is both
-/// applied and blocked.
+/// family is extracted at least once, the integer-only rule is both
+/// applied and blocked, and the requantize epilogue is extracted.
 #[test]
 fn quantized_graphs_exercise_every_family() {
     let mut seen = std::collections::BTreeSet::new();
     let mut blocked_dyadic = false;
+    let mut requant = 0;
     let mut compared = 0;
     for seed in 0..200 {
         let f = quantized_matmul(seed);
@@ -199,9 +211,18 @@ fn quantized_graphs_exercise_every_family() {
             for op in &o.report.ops {
                 seen.insert(op.schedule.clone());
                 blocked_dyadic |= op.reason.as_deref().is_some_and(|r| r.contains("dyadic:"));
+                requant += op.kernel.contains("+requant.") as usize;
             }
             if seed % 20 == 0 {
                 compared += assert_same_on_interp(&f, &o.function, seed, 2);
+            }
+            // Without dequant fusion a blocked integer-only rewrite leaves
+            // the quantize as written: the fallback family.
+            if seed % 4 == 0 {
+                let o = optimize(&f, &ALL[1..], t);
+                for op in &o.report.ops {
+                    seen.insert(op.schedule.clone());
+                }
             }
         }
     }
@@ -209,6 +230,7 @@ fn quantized_graphs_exercise_every_family() {
         assert!(seen.contains(fam), "{fam} never chosen: {seen:?}");
     }
     assert!(blocked_dyadic);
+    assert!(requant >= 40, "requant epilogue extracted {requant} times");
     assert!(compared >= 30, "only {compared} runs compared");
 }
 

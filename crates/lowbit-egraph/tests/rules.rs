@@ -529,3 +529,74 @@ fn limits_are_reported() {
     let e = lowbit_egraph::optimize_function(&f, &cfg).unwrap_err();
     assert!(e.0.contains("unknown rule set 'nope'"), "{e}");
 }
+
+/// `quantize(relu(qmatmul(..) + b), sy, zy)` ⇒ one `qmatmul` with bias,
+/// activation and a requantize epilogue carrying the quantize's
+/// attributes; per-column output scales, a zero point, rounding down and
+/// wrapping all survive, bit for bit.
+#[test]
+fn fuse_requant_epilogue() {
+    let src = format!(
+        "module {{\n  func @main(%x: tensor<2x8xf32>) -> (y: tensor<2x4xi8>) {{\n    {}\n    %m = matmul %x, %d : (tensor<2x8xf32>, tensor<8x4xf32>) -> tensor<2x4xf32>\n    %b = constant dense<[0.5, -1.0, 2.0, 0.0]> : tensor<4xf32>\n    %a = add %m, %b : (tensor<2x4xf32>, tensor<4xf32>) -> tensor<2x4xf32>\n    %r = relu %a : (tensor<2x4xf32>) -> tensor<2x4xf32>\n    %sy = constant dense<[0.01, 0.02, 0.03, 0.1]> : tensor<4xf32>\n    %zy = constant dense<[1, -2, 3, 0]> : tensor<4xi8>\n    %y = quantize %r, %sy, %zy {{axis = 1, rounding = down, saturate = false}} : (tensor<2x4xf32>, tensor<4xf32>, tensor<4xi8>) -> tensor<2x4xi8>\n    return %y\n  }}\n}}\n",
+        weights_i4()
+    );
+    let f = parse(&src);
+    for target in ["x86-64-v3", "icelake-server", "sm_80"] {
+        let o = optimize(&f, &["fuse-dequant"], target);
+        assert_eq!(op_names(&o.function), ["qmatmul"], "{}", text(&o.function));
+        let OpKind::QMatMul {
+            has_bias,
+            activation,
+            requant: Some(rq),
+            ..
+        } = only(&o.function, "qmatmul")
+        else {
+            panic!("no requant epilogue: {}", text(&o.function))
+        };
+        assert!(has_bias);
+        assert_eq!(activation.name(), "relu");
+        assert_eq!(rq.granularity, lowbit_ir::Granularity::PerAxis { axis: 1 });
+        assert_eq!(rq.rounding, lowbit_ir::Rounding::Down);
+        assert!(!rq.saturate && rq.has_zero_point);
+        assert_eq!(rq.float_type.to_string(), "f32");
+        let op = &o.report.ops[0];
+        assert_eq!(op.schedule, "dequant-fused");
+        assert!(op.kernel.ends_with("+requant.f32->i8"), "{op:?}");
+        // The unfused quantize is an alternative in the same class.
+        assert!(op.alternatives.iter().any(|a| a.op == "quantize"), "{op:?}");
+        let printed = text(&o.function);
+        assert!(
+            printed.contains("requant_type = f32") && printed.contains("out_axis = 1"),
+            "{printed}"
+        );
+        assert_same_on_interp(&f, &o.function, 31, 16);
+    }
+}
+
+/// Where integer-only is blocked (a non-dyadic scale ratio), the quantize
+/// still fuses as a float requantize epilogue, and explain keeps the
+/// integer-only reason.
+#[test]
+fn requant_epilogue_when_integer_only_is_blocked() {
+    let f = parse(&int_only_src("0.15", 16, false));
+    let o = optimize(&f, &["fuse-dequant", "integer-only"], "cascadelake");
+    assert_eq!(
+        op_names(&o.function),
+        ["dequantize", "qmatmul"],
+        "{}",
+        text(&o.function)
+    );
+    let q = o.report.ops.iter().find(|r| r.op == "qmatmul").unwrap();
+    assert_eq!(q.schedule, "dequant-fused");
+    assert!(q.kernel.contains("+requant.f32->i8"), "{q:?}");
+    assert!(
+        q.reason.as_deref().unwrap().contains("is not dyadic"),
+        "{q:?}"
+    );
+    assert_same_on_interp(&f, &o.function, 32, 16);
+    // With a dyadic ratio the integer path wins on a VNNI target.
+    let f = parse(&int_only_src("3.0", 16, false));
+    let o = optimize(&f, &["fuse-dequant", "integer-only"], "cascadelake");
+    assert_eq!(op_names(&o.function), ["matmul_int", "requant_dyadic"]);
+    assert_same_on_interp(&f, &o.function, 33, 16);
+}

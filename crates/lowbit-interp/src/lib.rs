@@ -116,7 +116,11 @@
 //!   exactly `act(matmul(x, dequantize(wq, scale, zp)) + bias)` with the
 //!   dequantized weight rounded to `dequant_type` and the product, the bias
 //!   sum and the activation each rounded to the result type, as the
-//!   unfused ops do (`weight_lhs` swaps the matmul operands). Backends may
+//!   unfused ops do (`weight_lhs` swaps the matmul operands). With a
+//!   requantize epilogue (`requant_type`, trailing `out_scale[, out_zp]`)
+//!   that float result is typed `requant_type` and the op returns exactly
+//!   `quantize(y, out_scale[, out_zp])` with the op's `rounding`,
+//!   `saturate` and output granularity. Backends may
 //!   skip the intermediate roundings; their kernels are checked against
 //!   this definition within their own declared bound.
 //! * `matmul_int a, b[, za, zb] {overflow, schedule}`: integer operands;
@@ -349,6 +353,7 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
             has_bias,
             weight_lhs,
             activation,
+            requant,
         } => fused::qmatmul(
             fused::QMatMulAttrs {
                 granularity,
@@ -357,6 +362,7 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
                 has_bias: *has_bias,
                 weight_lhs: *weight_lhs,
                 activation: *activation,
+                requant: requant.as_ref(),
             },
             ops,
             rt,
