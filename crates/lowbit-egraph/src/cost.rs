@@ -184,7 +184,9 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
         cycles(n * cost_per_elem, lanes).max(mem(ops))
     };
     match kind {
-        OpKind::Constant(_) | OpKind::Reshape => est(0.0, "none".into(), "-".into(), None),
+        OpKind::Constant(_) | OpKind::Reshape | OpKind::MarkOutliers { .. } => {
+            est(0.0, "none".into(), "-".into(), None)
+        }
         OpKind::MatMul { .. } | OpKind::Gemm { .. } if ops.len() >= 2 => {
             let (b, m, k, n) = dims(ops[0], res);
             let integral = ops[0].elem.is_integral();
@@ -351,7 +353,9 @@ fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
         (2.0 * padded, note)
     };
     match kind {
-        OpKind::Constant(_) | OpKind::Reshape => est(0.0, "none".into(), "-".into(), None),
+        OpKind::Constant(_) | OpKind::Reshape | OpKind::MarkOutliers { .. } => {
+            est(0.0, "none".into(), "-".into(), None)
+        }
         OpKind::MatMul { .. } | OpKind::Gemm { .. } if ops.len() >= 2 => {
             let d = dims(ops[0], res);
             let (b, m, k, n) = d;

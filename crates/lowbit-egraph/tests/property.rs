@@ -16,6 +16,7 @@ const ALL: &[&str] = &[
     "integer-only",
     "bit-serial",
     "layout",
+    "mixed-decomposition",
 ];
 const TARGETS: &[&str] = &[
     "x86-64-v3",
@@ -393,4 +394,106 @@ fn approximate_dyadic_is_within_one_unit_on_random_graphs() {
         "only {per_channel} per-channel requantizations"
     );
     assert!(compared >= 600, "only {compared} runs compared");
+}
+
+/// `matmul(mark_outliers(x, O), dequantize(w, s[, z]))` with random sizes,
+/// outlier sets, float types, weight types, per-tensor or per-column scales
+/// and zero points. Returns the function, the dequantized weight (f64,
+/// row-major) and `(k, n)`.
+fn mixed_graph(seed: u64) -> (Function, Vec<f64>, (usize, usize)) {
+    let mut r = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+    let mut pick = |n: u64| (r.next() % n) as usize;
+    let (m, k, n) = (
+        1 + pick(4) as u64,
+        64 + pick(256) as u64,
+        32 + pick(64) as u64,
+    );
+    let ft = el(["f16", "f32", "bf16"][pick(3)]);
+    let mut f = Function::new("main");
+    let x = f.add_param("x", TensorType::new(vec![m, k], ft));
+    let mut cols: Vec<u64> = (0..1 + pick(6)).map(|_| pick(k) as u64).collect();
+    cols.sort();
+    cols.dedup();
+    let xm = f.push(
+        OpKind::MarkOutliers { columns: cols },
+        vec![x],
+        TensorType::new(vec![m, k], ft),
+    );
+    let wel = el(["i8", "i4", "u4"][pick(3)]);
+    let (lo, hi) = wel.int_range().unwrap();
+    let wq: Vec<f64> = (0..k * n)
+        .map(|_| (lo + pick((hi - lo + 1) as u64) as i128) as f64)
+        .collect();
+    let w = konst(&mut f, &Tensor::from_f64(wel, vec![k, n], &wq).unwrap());
+    let per_col = pick(2) == 0;
+    let (g, sshape) = if per_col {
+        (Granularity::PerAxis { axis: 1 }, vec![n])
+    } else {
+        (Granularity::PerTensor, vec![])
+    };
+    let cnt = sshape.iter().product::<u64>() as usize;
+    let sv: Vec<f64> = (0..cnt)
+        .map(|_| [0.5, 0.013, 0.25, 0.1, 0.0625][pick(5)])
+        .collect();
+    let st = Tensor::from_f64(ft, sshape.clone(), &sv).unwrap();
+    let s = konst(&mut f, &st);
+    let mut dops = vec![w, s];
+    let zp = pick(2) == 0;
+    let zv: Vec<f64> = (0..cnt).map(|i| (i % 3) as f64).collect();
+    if zp {
+        dops.push(konst(&mut f, &Tensor::from_f64(wel, sshape, &zv).unwrap()));
+    }
+    let d = f.push(
+        OpKind::Dequantize { granularity: g },
+        dops,
+        TensorType::new(vec![k, n], ft),
+    );
+    let y = f.push(
+        OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        vec![xm, d],
+        TensorType::new(vec![m, n], ft),
+    );
+    f.outputs.push(("y".into(), y));
+    // The dequantized weight as the reference computes it (rounded to ft).
+    let sv = st.to_f64();
+    let wd: Vec<f64> = (0..(k * n) as usize)
+        .map(|i| {
+            let c = i % n as usize;
+            let si = if per_col { c } else { 0 };
+            let z = if zp { zv[si] } else { 0.0 };
+            let v = (wq[i] - z) * sv[si];
+            Tensor::from_f64(ft, vec![], &[v]).unwrap().to_f64()[0]
+        })
+        .collect();
+    (f, wd, (k as usize, n as usize))
+}
+
+/// The mixed decomposition stays within its declared bound on random
+/// marked graphs, and is extracted on the x86 targets (so the check is not
+/// vacuous).
+#[test]
+fn mixed_decomposition_is_within_its_bound() {
+    let (mut decomposed, mut compared) = (0, 0);
+    let mut differed = false;
+    for seed in 0..40 {
+        let (f, wd, kn) = mixed_graph(seed);
+        assert!(
+            lowbit_ir::verifier::verify_function(&f).is_empty(),
+            "{}",
+            text(&f)
+        );
+        let t = ["x86-64-v4", "icelake-server", "x86-64-v3"][seed as usize % 3];
+        let o = optimize(&f, ALL, t);
+        if o.report.ops.iter().any(|op| op.schedule == "mixed") {
+            decomposed += 1;
+        }
+        let (c, worst) = mixed_bound_holds(&f, &o.function, &wd, kn, seed, 2);
+        compared += c;
+        differed |= worst > 0.0;
+    }
+    assert!(decomposed >= 30, "only {decomposed} decomposed");
+    assert!(compared >= 80, "only {compared} compared");
+    assert!(differed, "the decomposition never rounded differently");
 }

@@ -128,6 +128,8 @@
 //!   operand's type), then wrap/saturate. `schedule = bit_serial` computes
 //!   the same sum from AND-popcounts of bit-planes (two's-complement sign
 //!   plane weighted `−2^(p−1)`) minus the zero-point corrections.
+//! * `mark_outliers x {columns}`: the identity (the mark is for the
+//!   optimizer's mixed decomposition).
 //! * `requant_dyadic acc[, zp] {multiplier, shift, rounding, saturate}`:
 //!   `round(acc · multiplier / 2^shift) + zp` exactly on integers, with the
 //!   op's rounding mode (default nearest-even, as `quantize`), then clamp
@@ -322,6 +324,7 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
         OpKind::Reshape => movement::reshape(ops[0], rt),
         OpKind::Transpose { perm } => movement::transpose(perm, ops[0], rt),
         OpKind::Relayout => movement::relayout(ops[0], rt),
+        OpKind::MarkOutliers { .. } => movement::relayout(ops[0], rt),
         OpKind::Unary { op } => elementwise::unary(*op, ops[0], rt),
         OpKind::LogSoftmax { axis } => norm::log_softmax(*axis, ops[0], rt),
         OpKind::Reduce { op, axes } => indexing::reduce(*op, axes, ops[0], rt),

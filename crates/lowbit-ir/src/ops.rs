@@ -18,6 +18,9 @@
 //!   `out_zero_point`).
 //! * `matmul_int a, b[, a_zero_point, b_zero_point]` (both or neither).
 //! * `requant_dyadic acc[, zero_point]`.
+//! * `mark_outliers x {columns = [..]}`: the identity, marking columns
+//!   (indices of the last axis) of an activation as outlier features that a
+//!   mixed decomposition (LLM.int8()) keeps out of the quantized kernel.
 //! * everything else takes its data operands only.
 
 use crate::types::TensorType;
@@ -528,6 +531,14 @@ pub enum OpKind {
         /// How it is computed (the result does not depend on it).
         schedule: IntSchedule,
     },
+    /// The identity on values; marks `columns` (indices of the last axis,
+    /// strictly increasing) as outlier features (LLM.int8()). The e-graph
+    /// optimizer's mixed decomposition computes their products in float and
+    /// the rest through the quantized kernel; nothing else reads the mark.
+    MarkOutliers {
+        /// The outlier columns.
+        columns: Vec<u64>,
+    },
     /// Dyadic requantization (HAWQ-V3):
     /// `round(acc · multiplier / 2^shift) + zp`, computed exactly on
     /// integers, then clamped or wrapped. With
@@ -585,6 +596,7 @@ pub const OP_NAMES: &[&str] = &[
     "slice",
     "gather",
     "broadcast",
+    "mark_outliers",
     "conv2d",
     "qmatmul",
     "matmul_int",
@@ -630,6 +642,7 @@ impl OpKind {
             OpKind::Slice { .. } => "slice",
             OpKind::Gather { .. } => "gather",
             OpKind::Broadcast => "broadcast",
+            OpKind::MarkOutliers { .. } => "mark_outliers",
             OpKind::Conv2d { .. } => "conv2d",
             OpKind::QMatMul { .. } => "qmatmul",
             OpKind::MatMulInt { .. } => "matmul_int",
@@ -876,6 +889,10 @@ impl OpKind {
                     out.push(("saturate", Attr::Bool(false)));
                 }
             }
+            OpKind::MarkOutliers { columns } => out.push((
+                "columns",
+                Attr::Ints(columns.iter().map(|&c| c as i64).collect()),
+            )),
             OpKind::Constant(_)
             | OpKind::Relu
             | OpKind::Silu
@@ -977,6 +994,19 @@ impl OpKind {
                 }
             }
             "relayout" => OpKind::Relayout,
+            "mark_outliers" => {
+                let columns = a
+                    .int_or_ints("columns")?
+                    .ok_or("mark_outliers needs a 'columns' attribute")?;
+                if let Some(c) = columns.iter().find(|c| **c < 0) {
+                    return Err(format!(
+                        "attribute 'columns' must list non-negative integers, not {c}"
+                    ));
+                }
+                OpKind::MarkOutliers {
+                    columns: columns.into_iter().map(|c| c as u64).collect(),
+                }
+            }
             "log_softmax" => OpKind::LogSoftmax {
                 axis: a.opt_int("axis")?.unwrap_or(-1),
             },
@@ -1310,6 +1340,9 @@ mod tests {
                 steps: vec![1, -2],
             },
             OpKind::Broadcast,
+            OpKind::MarkOutliers {
+                columns: vec![1, 5],
+            },
             OpKind::Conv2d {
                 strides: [2, 1],
                 pads: [1, 1, 0, 0],

@@ -630,6 +630,20 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
                 ));
             }
         }
+        OpKind::MarkOutliers { columns } => {
+            cx.expect_same_shape_and_elem(ops[0], res);
+            let dim = ops[0].shape.last().copied().unwrap_or(0);
+            if columns.is_empty() {
+                cx.err("columns must name at least one column");
+            } else if columns.windows(2).any(|w| w[0] >= w[1]) {
+                cx.err(format!("columns {columns:?} must be strictly increasing"));
+            } else if let Some(c) = columns.iter().find(|&&c| c >= dim) {
+                cx.err(format!(
+                    "column {c} is out of range for the last dimension {dim} of shape {:?}",
+                    ops[0].shape
+                ));
+            }
+        }
         OpKind::Conv2d {
             strides,
             pads,
@@ -2263,6 +2277,27 @@ mod tests {
                 "'qmatmul' op: inner dimensions differ: lhs k = 4, rhs k = 2",
                 "'qmatmul' op: result shape [2, 4] differs from the expected [8, 8]",
             ]
+        );
+
+        let mark = |c: &[u64]| OpKind::MarkOutliers {
+            columns: c.to_vec(),
+        };
+        let x = ty(&[2, 8], "f16");
+        assert_eq!(
+            messages(&one_op(std::slice::from_ref(&x), mark(&[0, 7]), x.clone())),
+            Vec::<String>::new()
+        );
+        assert_only(
+            &one_op(std::slice::from_ref(&x), mark(&[3, 3]), x.clone()),
+            "'mark_outliers' op: columns [3, 3] must be strictly increasing",
+        );
+        assert_only(
+            &one_op(std::slice::from_ref(&x), mark(&[2, 8]), x.clone()),
+            "'mark_outliers' op: column 8 is out of range for the last dimension 8 of shape [2, 8]",
+        );
+        assert_only(
+            &one_op(std::slice::from_ref(&x), mark(&[]), x.clone()),
+            "'mark_outliers' op: columns must name at least one column",
         );
 
         // A requantize epilogue: out_scale (per result column) and
