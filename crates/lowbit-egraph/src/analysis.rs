@@ -121,6 +121,8 @@ pub enum Family {
     BitSerial,
     /// Transposes and relayouts folded into constants.
     Layout,
+    /// Outlier columns in float, the rest quantized (LLM.int8()).
+    Mixed,
 }
 
 impl Family {
@@ -132,6 +134,7 @@ impl Family {
             Family::Dyadic => "dyadic",
             Family::BitSerial => "bit-serial",
             Family::Layout => "layout",
+            Family::Mixed => "mixed",
         }
     }
 }
@@ -235,9 +238,11 @@ fn op_range(kind: &OpKind, ty: &TensorType, ch: &[&Facts]) -> Option<Range> {
             }
         }
         OpKind::Relu => ch[0].range.map(|r| Range::new(r.lo.max(0), r.hi.max(0))),
-        OpKind::Cast { .. } | OpKind::Transpose { .. } | OpKind::Reshape | OpKind::Relayout => {
-            ch[0].range
-        }
+        OpKind::Cast { .. }
+        | OpKind::Transpose { .. }
+        | OpKind::Reshape
+        | OpKind::Relayout
+        | OpKind::MarkOutliers { .. } => ch[0].range,
         OpKind::RequantDyadic {
             multiplier,
             shift,

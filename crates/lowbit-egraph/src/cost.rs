@@ -144,6 +144,13 @@ pub fn estimate(
     }
 }
 
+/// The kernel-name suffix of a `qmatmul` requantize epilogue.
+fn epilogue(requant: Option<&lowbit_ir::QRequant>, res: &TensorType) -> String {
+    requant.map_or(String::new(), |r| {
+        format!("+requant.{}->{}", r.float_type, res.elem)
+    })
+}
+
 fn est(ns: f64, kernel: String, layout: String, note: Option<String>) -> Estimate {
     Estimate {
         ns,
@@ -177,7 +184,9 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
         cycles(n * cost_per_elem, lanes).max(mem(ops))
     };
     match kind {
-        OpKind::Constant(_) | OpKind::Reshape => est(0.0, "none".into(), "-".into(), None),
+        OpKind::Constant(_) | OpKind::Reshape | OpKind::MarkOutliers { .. } => {
+            est(0.0, "none".into(), "-".into(), None)
+        }
         OpKind::MatMul { .. } | OpKind::Gemm { .. } if ops.len() >= 2 => {
             let (b, m, k, n) = dims(ops[0], res);
             let integral = ops[0].elem.is_integral();
@@ -193,6 +202,7 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
         OpKind::QMatMul {
             dequant_type,
             weight_lhs,
+            requant,
             ..
         } => {
             let (x, w) = (ops[0], ops[1]);
@@ -205,10 +215,19 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
             // vector of elements per cycle (shift/mask/convert on two ports).
             let deq_rate = lanes;
             let deq = cycles(w.num_elements() as f64 * (b * m / 8.0).ceil(), deq_rate);
-            let ns = (cycles(2.0 * b * m * n * k, fma_fpc) + deq).max(mem(ops));
+            // The requantize epilogue works on the accumulator tile in
+            // registers: divide, round, add, clamp, narrow.
+            let epi = requant
+                .as_ref()
+                .map_or(0.0, |_| cycles(res.num_elements() as f64 * 4.0, lanes));
+            let ns = (cycles(2.0 * b * m * n * k, fma_fpc) + deq + epi).max(mem(ops));
             est(
                 ns,
-                format!("x86.{isa}.dequant-fused.{}->{dequant_type}.fma", w.elem),
+                format!(
+                    "x86.{isa}.dequant-fused.{}->{dequant_type}.fma{}",
+                    w.elem,
+                    epilogue(requant.as_ref(), res)
+                ),
                 format!(
                     "{} (packed as stored, decoded in registers)",
                     layout_name(w)
@@ -334,7 +353,9 @@ fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
         (2.0 * padded, note)
     };
     match kind {
-        OpKind::Constant(_) | OpKind::Reshape => est(0.0, "none".into(), "-".into(), None),
+        OpKind::Constant(_) | OpKind::Reshape | OpKind::MarkOutliers { .. } => {
+            est(0.0, "none".into(), "-".into(), None)
+        }
         OpKind::MatMul { .. } | OpKind::Gemm { .. } if ops.len() >= 2 => {
             let d = dims(ops[0], res);
             let (b, m, k, n) = d;
@@ -361,9 +382,11 @@ fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
         OpKind::QMatMul {
             dequant_type,
             weight_lhs,
+            requant,
             ..
         } => {
             let (x, w) = (ops[0], ops[1]);
+            let rq = epilogue(requant.as_ref(), res);
             let d = if *weight_lhs {
                 dims(w, res)
             } else {
@@ -374,13 +397,16 @@ fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                 let (wk, note) = mma(d, 16.0);
                 (
                     at(wk, g.f16_tc),
-                    format!("{sm}.dequant-fused.{}->{dequant_type}.mma.m16n8k16", w.elem),
+                    format!(
+                        "{sm}.dequant-fused.{}->{dequant_type}.mma.m16n8k16{rq}",
+                        w.elem
+                    ),
                     note,
                 )
             } else {
                 (
                     at(2.0 * b * m * n * k, g.fp32_tflops),
-                    format!("{sm}.dequant-fused.{}->{dequant_type}.fma", w.elem),
+                    format!("{sm}.dequant-fused.{}->{dequant_type}.fma{rq}", w.elem),
                     Some(format!(
                         "{} activations / {dequant_type} weights: CUDA-core FMA, not tensor cores",
                         x.elem
@@ -391,6 +417,10 @@ fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                 w.num_elements() as f64 * (b * m / 64.0).ceil() * 4.0,
                 g.fp32_tflops,
             );
+            let deq = deq
+                + requant
+                    .as_ref()
+                    .map_or(0.0, |_| at(res.num_elements() as f64 * 4.0, g.fp32_tflops));
             est(
                 kernel_time((work + deq).max(mem(ops))),
                 kernel,
@@ -532,6 +562,7 @@ mod tests {
             has_bias: false,
             weight_lhs: false,
             activation: Activation::None,
+            requant: None,
         };
         let fused = estimate(&tgt, &q, &r, &[&x, &w4, &s]).ns;
         let deq = estimate(

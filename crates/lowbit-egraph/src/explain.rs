@@ -5,6 +5,9 @@
 //! Schedule families (INTERFACES.md): `dequant-fused` (`qmatmul`),
 //! `bit-serial` (`matmul_int {schedule = bit_serial}`), `dyadic`
 //! (`matmul_int` direct, `requant_dyadic`), `float` (the op as written), and
+//! `mixed` (the root of an LLM.int8()-style decomposition: the `add` of
+//! the quantized and the float part, or the `qmatmul` that took the float
+//! part as its bias; the reason states the bound), and
 //! `fallback`: an op kept as written because a rewrite that would have
 //! replaced it was blocked (the reason says which and why). The reason also
 //! names every alternative that lost because the target lacks a feature or
@@ -12,7 +15,7 @@
 //! chosen kernel. Costs are estimated nanoseconds (see [`crate::cost`]);
 //! they are printed with one decimal so that output is byte-stable.
 
-use crate::analysis::LbGraph;
+use crate::analysis::{Family, LbGraph};
 use crate::cost::family;
 use crate::lang::Node;
 use egg::{Id, Language, RecExpr};
@@ -139,6 +142,13 @@ pub(crate) fn report_ops(
         let mut schedule = family(&head.kind).to_string();
         if schedule == "float" && blocked {
             schedule = "fallback".into();
+        }
+        // A decomposed matmul's class holds the original matmul and the
+        // decomposition's root (the `add`, or the `qmatmul` that took the
+        // float part as its bias): any op but the matmul is the latter.
+        let mixed = class_notes().any(|n| n.family == Family::Mixed && !n.blocked);
+        if mixed && head.kind.name() != "matmul" {
+            schedule = "mixed".into();
         }
         let kernel = chosen.as_ref().map_or("-".into(), |e| e.kernel.clone());
         let mut reasons: Vec<String> = notes.into_iter().collect();

@@ -9,7 +9,8 @@
 //!
 //! Guarantees: every rule is bit-exact with respect to the reference
 //! interpreter (the property tests check this on random graphs), except
-//! those enabled by [`Config::options`], which hold a stated bound; and the
+//! those enabled by [`Config::options`] or by an explicit mark in the graph
+//! (`mark_outliers`), which hold a stated bound; and the
 //! output is deterministic — the same function, rules and target give the
 //! same program and report byte for byte — unless the time limit stops the
 //! run early, which the report says (`stop_reason`). Limits: functions are

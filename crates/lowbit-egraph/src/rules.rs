@@ -8,14 +8,17 @@
 //! Every rule claims bit-exact equality with the reference interpreter;
 //! rules whose exactness depends on values (integer-only, QDQ clean-up)
 //! prove it from the constants and ranges, and do not fire otherwise. The
-//! one exception is opt-in: with `allow-approx-dyadic` the integer-only
+//! two exceptions are opt-in: with `allow-approx-dyadic` the integer-only
 //! rule may approximate a scale ratio, within a proven bound of one unit
-//! of the quantized output ([`Outcome::Approximate`]; `explain` says so).
+//! of the quantized output, and the mixed decomposition fires only where
+//! the graph itself marks outlier columns, within the bound proven on
+//! [`mixed_decompose`] ([`Outcome::Approximate`]; `explain` says so).
 //!
 //! Rule sets (the `rules=` option of the `egraph` pass):
 //! * `fuse-dequant`: `matmul(x, dequantize(w, s[, z]))` ⇒ `qmatmul` (and the
-//!   weight-on-the-left form), then a following `add` (bias) and
-//!   `relu`/`gelu`/`silu` fold into its epilogue.
+//!   weight-on-the-left form), then a following `add` (bias),
+//!   `relu`/`gelu`/`silu` and `quantize` (the requantize epilogue, exact by
+//!   construction: it is defined as that `quantize`) fold into it.
 //! * `qdq-cleanup`: `quantize(dequantize(q, s, z), s, z)` ⇒ `q` where every
 //!   dequantized value is exact; `requantize(q, s, z, s, z)` ⇒ `q`; integer
 //!   `cast` to the same type ⇒ operand; integer cast chains whose first cast
@@ -37,16 +40,25 @@
 //!   `allow-approx-dyadic` option, within one unit of the output (the
 //!   proof is on [`integer_only`]); `explain` names every approximation.
 //!
+//! * `mixed-decomposition`: where the graph marks outlier activation
+//!   columns (`mark_outliers`), `matmul(x, dequantize(w))` ⇒ a `qmatmul`
+//!   over the regular columns plus a float `matmul` over the outlier
+//!   columns (LLM.int8()); approximate within the bound proven on
+//!   [`mixed_decompose`], named in `explain`. The mark also blocks plain
+//!   dequant fusion of that matmul (its outliers must stay out of the
+//!   quantized kernel).
+//!
 //! Limits: blocked scales and per-axis output scales block the
-//! integer-only rewrite; outlier decomposition (LLM.int8()) is not
-//! implemented.
+//! integer-only rewrite; the mixed decomposition takes 2-D weights on the
+//! right with per-tensor or per-column scales, and keeps the outlier part
+//! in the weight's dequantized type (it does not quantize activations).
 
 use crate::analysis::{dot_range, Facts, Family, LbAnalysis, LbGraph, Note, Range};
 use crate::lang::{Head, Node};
 use crate::numeric::{approx_dyadic, exact_multiples, Dyadic};
 use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use lowbit_ir::{
-    Activation, ElemType, Granularity, IntSchedule, OpKind, Overflow, Tensor, TensorType,
+    Activation, ElemType, Granularity, IntSchedule, OpKind, Overflow, QRequant, Tensor, TensorType,
 };
 
 /// What a rule did to one match.
@@ -227,6 +239,14 @@ fn fuse_dequant(eg: &mut LbGraph, class: Id, weight_lhs: bool) -> Vec<Outcome> {
         } else {
             (ch[0], ch[1])
         };
+        if let Some((m, _)) = ops_named(eg, act, "mark_outliers").first() {
+            if let OpKind::MarkOutliers { columns } = &m.kind {
+                out.push(Outcome::Blocked(format!(
+                    "the activation marks outlier columns {columns:?}: they stay out of the quantized kernel (see mixed decomposition)"
+                )));
+                continue;
+            }
+        }
         for (dq, dch) in ops_named(eg, wclass, "dequantize") {
             let OpKind::Dequantize { granularity } = &dq.kind else {
                 continue;
@@ -238,6 +258,7 @@ fn fuse_dequant(eg: &mut LbGraph, class: Id, weight_lhs: bool) -> Vec<Outcome> {
                 has_bias: false,
                 weight_lhs,
                 activation: Activation::None,
+                requant: None,
             };
             let mut operands = vec![act];
             operands.extend(&dch);
@@ -265,6 +286,7 @@ fn fuse_bias(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
             let OpKind::QMatMul {
                 has_bias: false,
                 activation: Activation::None,
+                requant: None,
                 ..
             } = q.kind
             else {
@@ -298,7 +320,12 @@ fn fuse_activation(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
             }
             for (q, qch) in ops_named(eg, ch[0], "qmatmul") {
                 let mut kind = q.kind.clone();
-                let OpKind::QMatMul { activation, .. } = &mut kind else {
+                let OpKind::QMatMul {
+                    activation,
+                    requant: None,
+                    ..
+                } = &mut kind
+                else {
                     continue;
                 };
                 if *activation != Activation::None {
@@ -307,6 +334,44 @@ fn fuse_activation(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
                 *activation = act;
                 out.push(Outcome::Equal(add_op(eg, kind, a.ty.clone(), qch.clone())));
             }
+        }
+    }
+    out
+}
+
+/// `quantize(qmatmul(...), sy[, zy])` ⇒ `qmatmul` with a requantize
+/// epilogue. The epilogue is defined as exactly that `quantize` (same
+/// granularity, rounding, saturation, float type of the product), so the
+/// rewrite is exact by construction, whatever the scales.
+fn fuse_requant(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for (q, ch) in ops_named(eg, class, "quantize") {
+        let OpKind::Quantize {
+            granularity,
+            rounding,
+            saturate,
+        } = &q.kind
+        else {
+            continue;
+        };
+        for (mm, mch) in ops_named(eg, ch[0], "qmatmul") {
+            let mut kind = mm.kind.clone();
+            let OpKind::QMatMul { requant, .. } = &mut kind else {
+                continue;
+            };
+            if requant.is_some() {
+                continue;
+            }
+            *requant = Some(QRequant {
+                float_type: mm.ty.elem,
+                granularity: granularity.clone(),
+                rounding: *rounding,
+                saturate: *saturate,
+                has_zero_point: ch.len() == 3,
+            });
+            let mut operands = mch.clone();
+            operands.extend(&ch[1..]);
+            out.push(Outcome::Equal(add_op(eg, kind, q.ty.clone(), operands)));
         }
     }
     out
@@ -990,6 +1055,174 @@ fn transpose_through_dequantize(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
     out
 }
 
+// ---------------------------------------------------------------- mixed
+
+/// `matmul(mark_outliers(x, O), dequantize(wq, s[, z]))` ⇒
+/// `qmatmul(gather(x, R), gather(wq, R), s[, z]) + matmul(gather(x, O), W_O)`
+/// where `R` is the complement of `O` along the contraction axis and `W_O`
+/// the outlier rows of the weight, dequantized once (a float constant when
+/// the weight, scale and zero point are constants; the `dequantize` op
+/// otherwise).
+///
+/// Not bit-exact: the reference sums all `k` products in f64 and rounds
+/// once to the result type `T`; the decomposition rounds each part to `T`
+/// and their sum again. With `u` the unit roundoff of `T`, `η` half its
+/// smallest subnormal and `A = Σ_k |x_k·w_k|`, each of the three roundings
+/// and the reference's own is at most `u·A + η` (the f64 sums add at most
+/// `2k·2^-53·A`, below `u·A/256` for `k ≤ 2^20`), so
+/// `|y − y_ref| ≤ 5u·A + 4η` while `A·(1 + 5u)` stays below `T`'s largest
+/// finite value. The rule fires only where the graph marks outliers.
+fn mixed_decompose(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    // Applied once: a second application would add fresh constants (they
+    // are interned by buffer), and the e-graph would never saturate.
+    if !ops_named(eg, class, "add").is_empty() {
+        return out;
+    }
+    for (mm, ch) in ops_named(eg, class, "matmul") {
+        if !mm.ty.elem.is_float() {
+            continue;
+        }
+        for (mark, mch) in ops_named(eg, ch[0], "mark_outliers") {
+            let OpKind::MarkOutliers { columns } = &mark.kind else {
+                continue;
+            };
+            for (dq, dch) in ops_named(eg, ch[1], "dequantize") {
+                match plan_mixed(eg, &mm, mch[0], columns, &dq, &dch) {
+                    Ok((y, bound)) => out.push(Outcome::Approximate(y, bound)),
+                    Err(e) => out.push(Outcome::Blocked(format!("no mixed decomposition: {e}"))),
+                }
+            }
+        }
+    }
+    out
+}
+
+fn index_const(eg: &mut LbGraph, idx: &[u64]) -> Result<Id, String> {
+    let vals: Vec<f64> = idx.iter().map(|&i| i as f64).collect();
+    let t = Tensor::from_f64(ElemType::I64, vec![idx.len() as u64], &vals)?;
+    Ok(add_const(eg, &t, t.ty()))
+}
+
+/// `gather(data, idx) {axis}`, folded when `data` is a constant.
+fn gather_rows(eg: &mut LbGraph, data: Id, idx: &[u64], axis: usize) -> Result<Id, String> {
+    let dt = ty(eg, data).ok_or("untyped operand")?;
+    let mut shape = dt.shape.clone();
+    shape[axis] = idx.len() as u64;
+    let rt = TensorType::new(shape, dt.elem);
+    let kind = OpKind::Gather { axis: axis as i64 };
+    let ids = index_const(eg, idx)?;
+    if let Some(v) = constant_value(eg, data) {
+        if v.codes.len() * 8 <= MAX_FOLD_BYTES {
+            let iv = constant_value(eg, ids).ok_or("index constant")?;
+            let mut r = lowbit_interp::eval_op(&kind, &[&v, &iv], std::slice::from_ref(&rt))
+                .map_err(|e| e.to_string())?;
+            return Ok(add_const(eg, &r.remove(0), rt));
+        }
+    }
+    Ok(add_op(eg, kind, rt, vec![data, ids]))
+}
+
+fn plan_mixed(
+    eg: &mut LbGraph,
+    mm: &Head,
+    x: Id,
+    outliers: &[u64],
+    dq: &Head,
+    dch: &[Id],
+) -> Result<(Id, String), String> {
+    let OpKind::Dequantize { granularity } = &dq.kind else {
+        return Err("the weight is not dequantized".into());
+    };
+    let xt = ty(eg, x).ok_or("untyped activation")?;
+    let wt = ty(eg, dch[0]).ok_or("untyped weight")?;
+    if wt.rank() != 2 || xt.rank() < 2 {
+        return Err(format!(
+            "the weight has rank {} (2-D weights only)",
+            wt.rank()
+        ));
+    }
+    // A scale that varies along the contraction axis would have to be
+    // split too; per-tensor and per-output-column scales carry over as is.
+    match granularity {
+        Granularity::PerTensor | Granularity::PerAxis { axis: 1 } => {}
+        _ => {
+            return Err(
+                "the weight scale varies along the contraction axis (per-row or blocked)".into(),
+            )
+        }
+    }
+    let k = wt.shape[0];
+    if outliers.iter().any(|&c| c >= k) || outliers.len() as u64 >= k {
+        return Err(format!(
+            "outlier columns {outliers:?} leave no regular column of {k}"
+        ));
+    }
+    let regular: Vec<u64> = (0..k).filter(|c| !outliers.contains(c)).collect();
+    let xr_ = xt.rank() - 1;
+    let x_r = gather_rows(eg, x, &regular, xr_)?;
+    let x_o = gather_rows(eg, x, outliers, xr_)?;
+    let w_r = gather_rows(eg, dch[0], &regular, 0)?;
+    let w_o = gather_rows(eg, dch[0], outliers, 0)?;
+    let kind = OpKind::QMatMul {
+        granularity: granularity.clone(),
+        dequant_type: dq.ty.elem,
+        has_zero_point: dch.len() == 3,
+        has_bias: false,
+        weight_lhs: false,
+        activation: Activation::None,
+        requant: None,
+    };
+    let mut qops = vec![x_r, w_r];
+    qops.extend(&dch[1..]);
+    let y_r = add_op(eg, kind, mm.ty.clone(), qops);
+    let wo_ty = TensorType::new(vec![outliers.len() as u64, wt.shape[1]], dq.ty.elem);
+    let deq = OpKind::Dequantize {
+        granularity: granularity.clone(),
+    };
+    let mut dops = vec![w_o];
+    dops.extend(&dch[1..]);
+    // The outlier rows are kept in float: dequantized once, at compile time
+    // when everything is constant.
+    let consts: Option<Vec<_>> = dops.iter().map(|d| constant_value(eg, *d)).collect();
+    let w_of = match consts {
+        Some(vals) => {
+            let refs: Vec<&Tensor> = vals.iter().map(|v| v.as_ref()).collect();
+            let mut r = lowbit_interp::eval_op(&deq, &refs, std::slice::from_ref(&wo_ty))
+                .map_err(|e| e.to_string())?;
+            add_const(eg, &r.remove(0), wo_ty)
+        }
+        None => add_op(eg, deq, wo_ty, dops),
+    };
+    let y_o = add_op(
+        eg,
+        OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        mm.ty.clone(),
+        vec![x_o, w_of],
+    );
+    let y = add_op(
+        eg,
+        OpKind::Binary {
+            op: lowbit_ir::BinaryOp::Add,
+            overflow: Overflow::Wrap,
+        },
+        mm.ty.clone(),
+        vec![y_r, y_o],
+    );
+    let bound = format!(
+        "LLM.int8()-style mixed decomposition: {} outlier column(s) {outliers:?} in {} (weight rows dequantized once), {} regular column(s) through qmatmul on {} weights; each part is rounded to {} before the sum, so the result differs from the reference by at most 5u*sum|x*w| + 4*eta (u, eta: unit roundoff and half the smallest subnormal of {})",
+        outliers.len(),
+        dq.ty.elem,
+        regular.len(),
+        wt.elem,
+        mm.ty.elem,
+        mm.ty.elem
+    );
+    Ok((y, bound))
+}
+
 // ---------------------------------------------------------------- registry
 
 /// Every rule, grouped by rule set name.
@@ -1024,6 +1257,7 @@ pub fn rule_sets() -> Vec<(&'static str, Vec<Rule>)> {
                     &["relu", "gelu", "silu"],
                     fuse_activation,
                 ),
+                r("fuse-requant", DequantFused, &["quantize"], fuse_requant),
             ],
         ),
         (
@@ -1065,6 +1299,10 @@ pub fn rule_sets() -> Vec<(&'static str, Vec<Rule>)> {
                 ),
                 r("bit-serial-matmul", BitSerial, &["matmul_int"], bit_serial),
             ],
+        ),
+        (
+            "mixed-decomposition",
+            vec![r("mixed-decompose", Mixed, &["matmul"], mixed_decompose)],
         ),
         (
             "layout",

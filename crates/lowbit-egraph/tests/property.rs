@@ -16,6 +16,7 @@ const ALL: &[&str] = &[
     "integer-only",
     "bit-serial",
     "layout",
+    "mixed-decomposition",
 ];
 const TARGETS: &[&str] = &[
     "x86-64-v3",
@@ -141,16 +142,27 @@ fn quantized_matmul(seed: u64) -> Function {
         2 => y = f.push(OpKind::Silu, vec![y], out_ty.clone()),
         _ => {}
     }
-    if integer_x && pick(3) != 0 {
+    // Float activations are quantized too (the requantize epilogue), with
+    // per-tensor or per-column output scales.
+    if pick(3) != 0 {
+        let per_col = !integer_x && pick(2) == 0;
+        let (og, oshape) = if per_col {
+            (Granularity::PerAxis { axis: 1 }, vec![n])
+        } else {
+            (Granularity::PerTensor, vec![])
+        };
+        let count = oshape.iter().product::<u64>() as usize;
+        let syv: Vec<f64> = (0..count).map(|_| scales[pick(7)] * 4.0).collect();
         let sy = konst(
             &mut f,
-            &Tensor::from_f64(el("f32"), vec![], &[scales[pick(7)] * 4.0]).unwrap(),
+            &Tensor::from_f64(el("f32"), oshape.clone(), &syv).unwrap(),
         );
-        let zy = konst(&mut f, &Tensor::from_f64(el("i8"), vec![], &[3.0]).unwrap());
+        let zyv: Vec<f64> = (0..count).map(|i| 3.0 - i as f64).collect();
+        let zy = konst(&mut f, &Tensor::from_f64(el("i8"), oshape, &zyv).unwrap());
         let rounding = [Rounding::NearestEven, Rounding::NearestAway, Rounding::Down][pick(3)];
         y = f.push(
             OpKind::Quantize {
-                granularity: Granularity::PerTensor,
+                granularity: og,
                 rounding,
                 saturate: pick(4) != 0,
             },
@@ -185,12 +197,13 @@ proptest! {
 }
 
 /// The generator is not vacuous: over a fixed set of seeds every schedule
-/// family is extracted at least once and the integer-only rule is both
-/// applied and blocked.
+/// family is extracted at least once, the integer-only rule is both
+/// applied and blocked, and the requantize epilogue is extracted.
 #[test]
 fn quantized_graphs_exercise_every_family() {
     let mut seen = std::collections::BTreeSet::new();
     let mut blocked_dyadic = false;
+    let mut requant = 0;
     let mut compared = 0;
     for seed in 0..200 {
         let f = quantized_matmul(seed);
@@ -199,9 +212,18 @@ fn quantized_graphs_exercise_every_family() {
             for op in &o.report.ops {
                 seen.insert(op.schedule.clone());
                 blocked_dyadic |= op.reason.as_deref().is_some_and(|r| r.contains("dyadic:"));
+                requant += op.kernel.contains("+requant.") as usize;
             }
             if seed % 20 == 0 {
                 compared += assert_same_on_interp(&f, &o.function, seed, 2);
+            }
+            // Without dequant fusion a blocked integer-only rewrite leaves
+            // the quantize as written: the fallback family.
+            if seed % 4 == 0 {
+                let o = optimize(&f, &ALL[1..], t);
+                for op in &o.report.ops {
+                    seen.insert(op.schedule.clone());
+                }
             }
         }
     }
@@ -209,6 +231,7 @@ fn quantized_graphs_exercise_every_family() {
         assert!(seen.contains(fam), "{fam} never chosen: {seen:?}");
     }
     assert!(blocked_dyadic);
+    assert!(requant >= 40, "requant epilogue extracted {requant} times");
     assert!(compared >= 30, "only {compared} runs compared");
 }
 
@@ -371,4 +394,106 @@ fn approximate_dyadic_is_within_one_unit_on_random_graphs() {
         "only {per_channel} per-channel requantizations"
     );
     assert!(compared >= 600, "only {compared} runs compared");
+}
+
+/// `matmul(mark_outliers(x, O), dequantize(w, s[, z]))` with random sizes,
+/// outlier sets, float types, weight types, per-tensor or per-column scales
+/// and zero points. Returns the function, the dequantized weight (f64,
+/// row-major) and `(k, n)`.
+fn mixed_graph(seed: u64) -> (Function, Vec<f64>, (usize, usize)) {
+    let mut r = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+    let mut pick = |n: u64| (r.next() % n) as usize;
+    let (m, k, n) = (
+        1 + pick(4) as u64,
+        64 + pick(256) as u64,
+        32 + pick(64) as u64,
+    );
+    let ft = el(["f16", "f32", "bf16"][pick(3)]);
+    let mut f = Function::new("main");
+    let x = f.add_param("x", TensorType::new(vec![m, k], ft));
+    let mut cols: Vec<u64> = (0..1 + pick(6)).map(|_| pick(k) as u64).collect();
+    cols.sort();
+    cols.dedup();
+    let xm = f.push(
+        OpKind::MarkOutliers { columns: cols },
+        vec![x],
+        TensorType::new(vec![m, k], ft),
+    );
+    let wel = el(["i8", "i4", "u4"][pick(3)]);
+    let (lo, hi) = wel.int_range().unwrap();
+    let wq: Vec<f64> = (0..k * n)
+        .map(|_| (lo + pick((hi - lo + 1) as u64) as i128) as f64)
+        .collect();
+    let w = konst(&mut f, &Tensor::from_f64(wel, vec![k, n], &wq).unwrap());
+    let per_col = pick(2) == 0;
+    let (g, sshape) = if per_col {
+        (Granularity::PerAxis { axis: 1 }, vec![n])
+    } else {
+        (Granularity::PerTensor, vec![])
+    };
+    let cnt = sshape.iter().product::<u64>() as usize;
+    let sv: Vec<f64> = (0..cnt)
+        .map(|_| [0.5, 0.013, 0.25, 0.1, 0.0625][pick(5)])
+        .collect();
+    let st = Tensor::from_f64(ft, sshape.clone(), &sv).unwrap();
+    let s = konst(&mut f, &st);
+    let mut dops = vec![w, s];
+    let zp = pick(2) == 0;
+    let zv: Vec<f64> = (0..cnt).map(|i| (i % 3) as f64).collect();
+    if zp {
+        dops.push(konst(&mut f, &Tensor::from_f64(wel, sshape, &zv).unwrap()));
+    }
+    let d = f.push(
+        OpKind::Dequantize { granularity: g },
+        dops,
+        TensorType::new(vec![k, n], ft),
+    );
+    let y = f.push(
+        OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        vec![xm, d],
+        TensorType::new(vec![m, n], ft),
+    );
+    f.outputs.push(("y".into(), y));
+    // The dequantized weight as the reference computes it (rounded to ft).
+    let sv = st.to_f64();
+    let wd: Vec<f64> = (0..(k * n) as usize)
+        .map(|i| {
+            let c = i % n as usize;
+            let si = if per_col { c } else { 0 };
+            let z = if zp { zv[si] } else { 0.0 };
+            let v = (wq[i] - z) * sv[si];
+            Tensor::from_f64(ft, vec![], &[v]).unwrap().to_f64()[0]
+        })
+        .collect();
+    (f, wd, (k as usize, n as usize))
+}
+
+/// The mixed decomposition stays within its declared bound on random
+/// marked graphs, and is extracted on the x86 targets (so the check is not
+/// vacuous).
+#[test]
+fn mixed_decomposition_is_within_its_bound() {
+    let (mut decomposed, mut compared) = (0, 0);
+    let mut differed = false;
+    for seed in 0..40 {
+        let (f, wd, kn) = mixed_graph(seed);
+        assert!(
+            lowbit_ir::verifier::verify_function(&f).is_empty(),
+            "{}",
+            text(&f)
+        );
+        let t = ["x86-64-v4", "icelake-server", "x86-64-v3"][seed as usize % 3];
+        let o = optimize(&f, ALL, t);
+        if o.report.ops.iter().any(|op| op.schedule == "mixed") {
+            decomposed += 1;
+        }
+        let (c, worst) = mixed_bound_holds(&f, &o.function, &wd, kn, seed, 2);
+        compared += c;
+        differed |= worst > 0.0;
+    }
+    assert!(decomposed >= 30, "only {decomposed} decomposed");
+    assert!(compared >= 80, "only {compared} compared");
+    assert!(differed, "the decomposition never rounded differently");
 }

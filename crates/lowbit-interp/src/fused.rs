@@ -2,7 +2,8 @@
 //!
 //! `qmatmul` is defined as the composition of the ops it replaces, rounded
 //! at the same points (dequantized weight to `dequant_type`, product, bias
-//! sum and activation to the result type), so fusing is bit-exact by
+//! sum and activation to the result type, or to `requant_type` followed by
+//! the requantize epilogue's `quantize`), so fusing is bit-exact by
 //! construction. `matmul_int` sums `(a − za)(b − zb)` exactly in `i128`
 //! (an accumulator that would exceed `i128`, possible only with 64-bit
 //! operands, is an error); its `bit_serial` schedule really computes the
@@ -13,11 +14,11 @@
 use crate::elementwise::{binary, float_unary, gelu_erf, gelu_tanh, relu, silu};
 use crate::linalg::matmul;
 use crate::num::{int_to_int_code, ints, want_shape};
-use crate::quant::dequantize;
+use crate::quant::{dequantize, quantize};
 use crate::shape::{broadcast, broadcast_strides, count, fmt_shape, walk};
 use crate::tensor;
 use lowbit_ir::{
-    Activation, BinaryOp, ElemType, Granularity, IntSchedule, Overflow, Rounding, Tensor,
+    Activation, BinaryOp, ElemType, Granularity, IntSchedule, Overflow, QRequant, Rounding, Tensor,
     TensorType,
 };
 use lowbit_numerics::round::round_shift_right;
@@ -30,21 +31,37 @@ pub(crate) struct QMatMulAttrs<'a> {
     pub has_bias: bool,
     pub weight_lhs: bool,
     pub activation: Activation,
+    pub requant: Option<&'a QRequant>,
 }
 
-/// `qmatmul x, wq, scale[, zp][, bias]`.
+/// `qmatmul x, wq, scale[, zp][, bias][, out_scale[, out_zp]]`.
 pub(crate) fn qmatmul(
     at: QMatMulAttrs,
     ops: &[&Tensor],
     rt: &TensorType,
 ) -> Result<Tensor, String> {
-    let want = 3 + at.has_zero_point as usize + at.has_bias as usize;
+    let n = 3 + at.has_zero_point as usize + at.has_bias as usize;
+    let want = n + at.requant.map_or(0, |r| 1 + r.has_zero_point as usize);
     if ops.len() != want {
         return Err(format!(
-            "expected {want} operands for these zero_point/bias attributes, got {}",
+            "expected {want} operands for these zero_point/bias/requant attributes, got {}",
             ops.len()
         ));
     }
+    let Some(rq) = at.requant else {
+        return qmatmul_float(&at, ops, rt);
+    };
+    // Exactly `quantize(qmatmul(...) : requant_type, out_scale[, out_zp])`.
+    let ft = TensorType::new(rt.shape.clone(), rq.float_type);
+    let y = qmatmul_float(&at, &ops[..n], &ft)?;
+    let mut qops = vec![&y];
+    qops.extend(&ops[n..]);
+    quantize(&rq.granularity, rq.rounding, rq.saturate, &qops, rt)
+        .map_err(|e| format!("requant epilogue: {e}"))
+}
+
+/// The float part of `qmatmul`: `act(matmul(x, dequantize(wq)) + bias)`.
+fn qmatmul_float(at: &QMatMulAttrs, ops: &[&Tensor], rt: &TensorType) -> Result<Tensor, String> {
     let (x, w) = (ops[0], ops[1]);
     let mut deq_ops = vec![w, ops[2]];
     if at.has_zero_point {
@@ -58,7 +75,7 @@ pub(crate) fn qmatmul(
         matmul(Overflow::Wrap, x, &wd, rt)?
     };
     if at.has_bias {
-        let bias = ops[ops.len() - 1];
+        let bias = ops[3 + at.has_zero_point as usize];
         y = binary(BinaryOp::Add, Overflow::Wrap, &y, bias, rt)
             .map_err(|e| format!("bias: {e}"))?;
     }

@@ -116,7 +116,11 @@
 //!   exactly `act(matmul(x, dequantize(wq, scale, zp)) + bias)` with the
 //!   dequantized weight rounded to `dequant_type` and the product, the bias
 //!   sum and the activation each rounded to the result type, as the
-//!   unfused ops do (`weight_lhs` swaps the matmul operands). Backends may
+//!   unfused ops do (`weight_lhs` swaps the matmul operands). With a
+//!   requantize epilogue (`requant_type`, trailing `out_scale[, out_zp]`)
+//!   that float result is typed `requant_type` and the op returns exactly
+//!   `quantize(y, out_scale[, out_zp])` with the op's `rounding`,
+//!   `saturate` and output granularity. Backends may
 //!   skip the intermediate roundings; their kernels are checked against
 //!   this definition within their own declared bound.
 //! * `matmul_int a, b[, za, zb] {overflow, schedule}`: integer operands;
@@ -124,6 +128,8 @@
 //!   operand's type), then wrap/saturate. `schedule = bit_serial` computes
 //!   the same sum from AND-popcounts of bit-planes (two's-complement sign
 //!   plane weighted `−2^(p−1)`) minus the zero-point corrections.
+//! * `mark_outliers x {columns}`: the identity (the mark is for the
+//!   optimizer's mixed decomposition).
 //! * `requant_dyadic acc[, zp] {multiplier, shift, rounding, saturate}`:
 //!   `round(acc · multiplier / 2^shift) + zp` exactly on integers, with the
 //!   op's rounding mode (default nearest-even, as `quantize`), then clamp
@@ -318,6 +324,7 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
         OpKind::Reshape => movement::reshape(ops[0], rt),
         OpKind::Transpose { perm } => movement::transpose(perm, ops[0], rt),
         OpKind::Relayout => movement::relayout(ops[0], rt),
+        OpKind::MarkOutliers { .. } => movement::relayout(ops[0], rt),
         OpKind::Unary { op } => elementwise::unary(*op, ops[0], rt),
         OpKind::LogSoftmax { axis } => norm::log_softmax(*axis, ops[0], rt),
         OpKind::Reduce { op, axes } => indexing::reduce(*op, axes, ops[0], rt),
@@ -349,6 +356,7 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
             has_bias,
             weight_lhs,
             activation,
+            requant,
         } => fused::qmatmul(
             fused::QMatMulAttrs {
                 granularity,
@@ -357,6 +365,7 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
                 has_bias: *has_bias,
                 weight_lhs: *weight_lhs,
                 activation: *activation,
+                requant: requant.as_ref(),
             },
             ops,
             rt,

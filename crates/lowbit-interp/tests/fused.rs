@@ -3,7 +3,9 @@
 
 mod common;
 use common::*;
-use lowbit_ir::{Activation, BinaryOp, Granularity, IntSchedule, OpKind, Overflow, Rounding};
+use lowbit_ir::{
+    Activation, BinaryOp, Granularity, IntSchedule, OpKind, Overflow, QRequant, Rounding,
+};
 use proptest::prelude::*;
 
 fn qmm(g: Granularity, zp: bool, bias: bool, lhs: bool, act: Activation) -> OpKind {
@@ -14,6 +16,7 @@ fn qmm(g: Granularity, zp: bool, bias: bool, lhs: bool, act: Activation) -> OpKi
         has_bias: bias,
         weight_lhs: lhs,
         activation: act,
+        requant: None,
     }
 }
 
@@ -130,6 +133,67 @@ fn qmatmul_operand_count_follows_the_attributes() {
         ty("f32", &[1, 1]),
         "expected 4 operands, got 3",
     );
+}
+
+/// `qmatmul` with a requantize epilogue equals `quantize` of the float
+/// `qmatmul`, for every rounding, saturating or wrapping, per-tensor or
+/// per-column output scales, with and without an output zero point.
+#[test]
+fn qmatmul_requant_epilogue_equals_quantize_of_the_float_result() {
+    let x = t("f32", &[2, 3], &[0.3, -1.7, 2.25, 1.1, 0.0, -0.6]);
+    let w = t("i4", &[3, 2], &[-8., 7., 3., -1., 0., 5.]);
+    let s = t("f32", &[2], &[0.1, 0.37]);
+    let z = t("i4", &[2], &[1., -2.]);
+    let b = t("f32", &[2], &[-0.5, 0.25]);
+    let g = Granularity::PerAxis { axis: 1 };
+    let float = ok(
+        qmm(g.clone(), true, true, false, Activation::Silu),
+        &[&x, &w, &s, &z, &b],
+        ty("f32", &[2, 2]),
+    );
+    let mut distinct = std::collections::BTreeSet::new();
+    for rounding in [Rounding::NearestEven, Rounding::Down, Rounding::Up] {
+        for saturate in [true, false] {
+            for (og, sy, zy) in [
+                (Granularity::PerTensor, t("f32", &[], &[0.01]), None),
+                (
+                    Granularity::PerAxis { axis: 1 },
+                    t("f32", &[2], &[0.02, 0.003]),
+                    Some(t("i8", &[2], &[3., -100.])),
+                ),
+            ] {
+                let rq = QRequant {
+                    float_type: el("f32"),
+                    granularity: og.clone(),
+                    rounding,
+                    saturate,
+                    has_zero_point: zy.is_some(),
+                };
+                let mut kind = qmm(g.clone(), true, true, false, Activation::Silu);
+                if let OpKind::QMatMul { requant, .. } = &mut kind {
+                    *requant = Some(rq);
+                }
+                let mut ops = vec![&x, &w, &s, &z, &b, &sy];
+                ops.extend(zy.as_ref());
+                let got = ok(kind, &ops, ty("i8", &[2, 2]));
+                let mut qops = vec![&float, &sy];
+                qops.extend(zy.as_ref());
+                let want = ok(
+                    OpKind::Quantize {
+                        granularity: og,
+                        rounding,
+                        saturate,
+                    },
+                    &qops,
+                    ty("i8", &[2, 2]),
+                );
+                assert_eq!(got.codes, want.codes, "{rounding:?} {saturate}");
+                distinct.insert(got.codes);
+            }
+        }
+    }
+    // The cases are not all the same output (the comparison is not vacuous).
+    assert!(distinct.len() >= 4, "{distinct:?}");
 }
 
 #[test]

@@ -35,7 +35,8 @@ pub use function::{Op, Value};
 pub use lowbit_numerics::{ElemType, FloatFormat, FloatKind, Overflow, Rounding};
 
 pub use ops::{
-    Activation, Attr, BinaryOp, ConstData, Granularity, IntSchedule, OpKind, ReduceOp, UnaryOp,
+    Activation, Attr, BinaryOp, ConstData, Granularity, IntSchedule, OpKind, QRequant, ReduceOp,
+    UnaryOp,
 };
 pub use tensor::Tensor;
 pub use types::{Layout, PackOrder, TensorType};

@@ -12,10 +12,15 @@
 //! * `gemm a, b[, c]`; `layer_norm x, gamma[, beta]`; `rms_norm x, gamma`.
 //! * `conv2d x, w[, bias]`; `gather data, indices`; `concat x0, x1, ...`
 //!   (one or more).
-//! * `qmatmul x, wq, scale[, zero_point][, bias]` (the optional operands are
-//!   announced by the `zero_point`/`bias` attributes).
+//! * `qmatmul x, wq, scale[, zero_point][, bias][, out_scale[, out_zero_point]]`
+//!   (the optional operands are announced by the `zero_point`/`bias`
+//!   attributes and, for a requantize epilogue, `requant_type` and
+//!   `out_zero_point`).
 //! * `matmul_int a, b[, a_zero_point, b_zero_point]` (both or neither).
 //! * `requant_dyadic acc[, zero_point]`.
+//! * `mark_outliers x {columns = [..]}`: the identity, marking columns
+//!   (indices of the last axis) of an activation as outlier features that a
+//!   mixed decomposition (LLM.int8()) keeps out of the quantized kernel.
 //! * everything else takes its data operands only.
 
 use crate::types::TensorType;
@@ -292,6 +297,23 @@ impl Activation {
     }
 }
 
+/// The requantize epilogue of `qmatmul`: the float result (rounded to
+/// `float_type`, after bias and activation) is quantized exactly as
+/// `quantize y, out_scale[, out_zero_point]` with these attributes would.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QRequant {
+    /// The float type of the product before quantization.
+    pub float_type: ElemType,
+    /// Granularity of the output scale (over the result shape).
+    pub granularity: Granularity,
+    /// Rounding of `y / out_scale`.
+    pub rounding: Rounding,
+    /// Clamp (true) or wrap out-of-range values.
+    pub saturate: bool,
+    /// An output zero point follows the output scale.
+    pub has_zero_point: bool,
+}
+
 /// How `matmul_int` computes its (identical) result; a hint for backends,
 /// chosen by the e-graph optimizer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -498,6 +520,8 @@ pub enum OpKind {
         weight_lhs: bool,
         /// The epilogue activation.
         activation: Activation,
+        /// A requantize epilogue: the result is then the quantized type.
+        requant: Option<QRequant>,
     },
     /// Integer matrix product with zero points:
     /// `Σ_k (a - za)(b - zb)` exactly, then wrap/saturate.
@@ -506,6 +530,14 @@ pub enum OpKind {
         overflow: Overflow,
         /// How it is computed (the result does not depend on it).
         schedule: IntSchedule,
+    },
+    /// The identity on values; marks `columns` (indices of the last axis,
+    /// strictly increasing) as outlier features (LLM.int8()). The e-graph
+    /// optimizer's mixed decomposition computes their products in float and
+    /// the rest through the quantized kernel; nothing else reads the mark.
+    MarkOutliers {
+        /// The outlier columns.
+        columns: Vec<u64>,
     },
     /// Dyadic requantization (HAWQ-V3):
     /// `round(acc · multiplier / 2^shift) + zp`, computed exactly on
@@ -564,6 +596,7 @@ pub const OP_NAMES: &[&str] = &[
     "slice",
     "gather",
     "broadcast",
+    "mark_outliers",
     "conv2d",
     "qmatmul",
     "matmul_int",
@@ -609,6 +642,7 @@ impl OpKind {
             OpKind::Slice { .. } => "slice",
             OpKind::Gather { .. } => "gather",
             OpKind::Broadcast => "broadcast",
+            OpKind::MarkOutliers { .. } => "mark_outliers",
             OpKind::Conv2d { .. } => "conv2d",
             OpKind::QMatMul { .. } => "qmatmul",
             OpKind::MatMulInt { .. } => "matmul_int",
@@ -630,9 +664,13 @@ impl OpKind {
             OpKind::QMatMul {
                 has_zero_point,
                 has_bias,
+                requant,
                 ..
             } => {
-                let n = 3 + *has_zero_point as usize + *has_bias as usize;
+                let rq = requant
+                    .as_ref()
+                    .map_or(0, |r| 1 + r.has_zero_point as usize);
+                let n = 3 + *has_zero_point as usize + *has_bias as usize + rq;
                 (n, n)
             }
             OpKind::MatMulInt { .. } => (2, 4),
@@ -791,6 +829,7 @@ impl OpKind {
                 has_bias,
                 weight_lhs,
                 activation,
+                requant,
             } => {
                 granularity.push_attrs(&mut out);
                 out.push(("dequant_type", Attr::Ident(dequant_type.to_string())));
@@ -805,6 +844,19 @@ impl OpKind {
                 }
                 if *activation != Activation::None {
                     out.push(("activation", Attr::Ident(activation.name().into())));
+                }
+                if let Some(rq) = requant {
+                    out.push(("requant_type", Attr::Ident(rq.float_type.to_string())));
+                    let mut a = Vec::new();
+                    rq.granularity.push_attrs(&mut a);
+                    out.extend(a.into_iter().map(|(k, v)| (prefixed("out_", k), v)));
+                    if rq.has_zero_point {
+                        out.push(("out_zero_point", Attr::Bool(true)));
+                    }
+                    rounding(&mut out, rq.rounding);
+                    if !rq.saturate {
+                        out.push(("saturate", Attr::Bool(false)));
+                    }
                 }
             }
             OpKind::MatMulInt {
@@ -837,6 +889,10 @@ impl OpKind {
                     out.push(("saturate", Attr::Bool(false)));
                 }
             }
+            OpKind::MarkOutliers { columns } => out.push((
+                "columns",
+                Attr::Ints(columns.iter().map(|&c| c as i64).collect()),
+            )),
             OpKind::Constant(_)
             | OpKind::Relu
             | OpKind::Silu
@@ -938,6 +994,19 @@ impl OpKind {
                 }
             }
             "relayout" => OpKind::Relayout,
+            "mark_outliers" => {
+                let columns = a
+                    .int_or_ints("columns")?
+                    .ok_or("mark_outliers needs a 'columns' attribute")?;
+                if let Some(c) = columns.iter().find(|c| **c < 0) {
+                    return Err(format!(
+                        "attribute 'columns' must list non-negative integers, not {c}"
+                    ));
+                }
+                OpKind::MarkOutliers {
+                    columns: columns.into_iter().map(|c| c as u64).collect(),
+                }
+            }
             "log_softmax" => OpKind::LogSoftmax {
                 axis: a.opt_int("axis")?.unwrap_or(-1),
             },
@@ -1020,6 +1089,30 @@ impl OpKind {
                 activation: match a.opt_ident("activation")? {
                     None => Activation::None,
                     Some(s) => Activation::parse(&s)?,
+                },
+                // Without `requant_type` the epilogue's attributes stay
+                // unread, so `finish` reports them as unknown.
+                requant: match a.opt_ident("requant_type")? {
+                    None => None,
+                    Some(t) => {
+                        let float_type = t
+                            .parse::<ElemType>()
+                            .map_err(|e| format!("attribute 'requant_type': {e}"))?;
+                        let has_zero_point = a.opt_bool("out_zero_point")?.unwrap_or(false);
+                        let mut out = a.with_prefix("out_");
+                        let granularity = Granularity::from_attrs(&mut out)
+                            .map_err(|e| format!("output scale: {e}"))?;
+                        if let Some((k, _)) = out.attrs.first() {
+                            return Err(format!("op 'qmatmul' has no attribute 'out_{k}'"));
+                        }
+                        Some(QRequant {
+                            float_type,
+                            granularity,
+                            rounding: a.rounding()?,
+                            saturate: a.opt_bool("saturate")?.unwrap_or(true),
+                            has_zero_point,
+                        })
+                    }
                 },
             },
             "matmul_int" => OpKind::MatMulInt {
@@ -1247,6 +1340,9 @@ mod tests {
                 steps: vec![1, -2],
             },
             OpKind::Broadcast,
+            OpKind::MarkOutliers {
+                columns: vec![1, 5],
+            },
             OpKind::Conv2d {
                 strides: [2, 1],
                 pads: [1, 1, 0, 0],
@@ -1270,6 +1366,37 @@ mod tests {
                 has_bias: true,
                 weight_lhs: false,
                 activation: Activation::GeluTanh,
+                requant: None,
+            },
+            OpKind::QMatMul {
+                granularity: Granularity::PerAxis { axis: 1 },
+                dequant_type: ElemType::F32,
+                has_zero_point: false,
+                has_bias: true,
+                weight_lhs: true,
+                activation: Activation::Relu,
+                requant: Some(QRequant {
+                    float_type: ElemType::F16,
+                    granularity: Granularity::PerAxis { axis: 0 },
+                    rounding: Rounding::Down,
+                    saturate: false,
+                    has_zero_point: true,
+                }),
+            },
+            OpKind::QMatMul {
+                granularity: Granularity::PerTensor,
+                dequant_type: ElemType::F32,
+                has_zero_point: true,
+                has_bias: false,
+                weight_lhs: false,
+                activation: Activation::None,
+                requant: Some(QRequant {
+                    float_type: ElemType::F32,
+                    granularity: Granularity::PerTensor,
+                    rounding: Rounding::NearestEven,
+                    saturate: true,
+                    has_zero_point: false,
+                }),
             },
             OpKind::MatMulInt {
                 overflow: Overflow::Saturate,
@@ -1311,6 +1438,24 @@ mod tests {
         assert!(e.contains("needs an axis"), "{e}");
         let e = OpKind::from_parts("qmatmul", vec![]).unwrap_err();
         assert!(e.contains("needs a 'dequant_type'"), "{e}");
+        let dq = || ("dequant_type".to_string(), Attr::Ident("f32".into()));
+        // Epilogue attributes without `requant_type` are unknown.
+        let e = OpKind::from_parts(
+            "qmatmul",
+            vec![dq(), ("saturate".into(), Attr::Bool(false))],
+        )
+        .unwrap_err();
+        assert!(e.contains("no attribute 'saturate'"), "{e}");
+        let e = OpKind::from_parts(
+            "qmatmul",
+            vec![
+                dq(),
+                ("requant_type".into(), Attr::Ident("f32".into())),
+                ("out_bogus".into(), Attr::Int(1)),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.contains("no attribute 'out_bogus'"), "{e}");
         let e = OpKind::from_parts(
             "requant_dyadic",
             vec![

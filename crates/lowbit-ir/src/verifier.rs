@@ -22,7 +22,7 @@
 
 use crate::diag::{Diagnostic, Span};
 use crate::function::{Function, Module, Op, Value, ValueDef};
-use crate::ops::{BinaryOp, Granularity, OpKind, UnaryOp};
+use crate::ops::{BinaryOp, Granularity, OpKind, QRequant, UnaryOp};
 use crate::types::{PackOrder, TensorType};
 use lowbit_numerics::ElemType;
 use std::collections::{HashMap, HashSet};
@@ -630,6 +630,20 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
                 ));
             }
         }
+        OpKind::MarkOutliers { columns } => {
+            cx.expect_same_shape_and_elem(ops[0], res);
+            let dim = ops[0].shape.last().copied().unwrap_or(0);
+            if columns.is_empty() {
+                cx.err("columns must name at least one column");
+            } else if columns.windows(2).any(|w| w[0] >= w[1]) {
+                cx.err(format!("columns {columns:?} must be strictly increasing"));
+            } else if let Some(c) = columns.iter().find(|&&c| c >= dim) {
+                cx.err(format!(
+                    "column {c} is out of range for the last dimension {dim} of shape {:?}",
+                    ops[0].shape
+                ));
+            }
+        }
         OpKind::Conv2d {
             strides,
             pads,
@@ -643,12 +657,14 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
             has_zero_point,
             has_bias,
             weight_lhs,
+            requant,
             ..
         } => check_qmatmul(
             cx,
             ops,
             (granularity, *dequant_type),
             (*has_zero_point, *has_bias, *weight_lhs),
+            requant.as_ref(),
             res,
         ),
         OpKind::MatMulInt { .. } => check_matmul_int(cx, ops, res),
@@ -918,7 +934,8 @@ fn check_qmatmul(
     ops: &[&TensorType],
     (granularity, dequant_type): (&Granularity, ElemType),
     (has_zp, has_bias, weight_lhs): (bool, bool, bool),
-    res: &TensorType,
+    requant: Option<&QRequant>,
+    quantized: &TensorType,
 ) {
     let (x, w, scale) = (ops[0], ops[1], ops[2]);
     cx.expect_float("activation x", x);
@@ -927,6 +944,28 @@ fn check_qmatmul(
             "dequant_type must be a float type, got {dequant_type}"
         ));
     }
+    // With a requantize epilogue the product, bias and activation are
+    // typed as the float `requant_type`, and the result is what
+    // `quantize` of that makes.
+    let float_res;
+    let res = match requant {
+        None => quantized,
+        Some(rq) => {
+            if !rq.float_type.is_float() {
+                cx.err(format!(
+                    "requant_type must be a float type, got {}",
+                    rq.float_type
+                ));
+            }
+            float_res = quantized.with_elem(rq.float_type);
+            let n = 3 + has_zp as usize + has_bias as usize;
+            let zp = rq
+                .has_zero_point
+                .then(|| (ops[n + 1], quantized.elem, "result"));
+            cx.check_scale("output", &rq.granularity, &float_res, ops[n], zp);
+            &float_res
+        }
+    };
     cx.expect_float("result", res);
     let zp = has_zp.then(|| (ops[3], w.elem, "weight"));
     cx.check_scale("weight", granularity, w, scale, zp);
@@ -937,7 +976,7 @@ fn check_qmatmul(
         check_matmul(cx, x, &deq, res);
     }
     if has_bias {
-        let bias = ops[ops.len() - 1];
+        let bias = ops[3 + has_zp as usize];
         if bias.elem != res.elem {
             cx.err(format!(
                 "bias element type {} differs from the result element type {}",
@@ -2204,6 +2243,7 @@ mod tests {
             has_bias: bias,
             weight_lhs: lhs,
             activation: Activation::Relu,
+            requant: None,
         };
         let params = [
             ty(&[2, 8], "f32"),
@@ -2238,6 +2278,69 @@ mod tests {
                 "'qmatmul' op: result shape [2, 4] differs from the expected [8, 8]",
             ]
         );
+
+        let mark = |c: &[u64]| OpKind::MarkOutliers {
+            columns: c.to_vec(),
+        };
+        let x = ty(&[2, 8], "f16");
+        assert_eq!(
+            messages(&one_op(std::slice::from_ref(&x), mark(&[0, 7]), x.clone())),
+            Vec::<String>::new()
+        );
+        assert_only(
+            &one_op(std::slice::from_ref(&x), mark(&[3, 3]), x.clone()),
+            "'mark_outliers' op: columns [3, 3] must be strictly increasing",
+        );
+        assert_only(
+            &one_op(std::slice::from_ref(&x), mark(&[2, 8]), x.clone()),
+            "'mark_outliers' op: column 8 is out of range for the last dimension 8 of shape [2, 8]",
+        );
+        assert_only(
+            &one_op(std::slice::from_ref(&x), mark(&[]), x.clone()),
+            "'mark_outliers' op: columns must name at least one column",
+        );
+
+        // A requantize epilogue: out_scale (per result column) and
+        // out_zero_point follow the bias; the result is quantized.
+        let rq = |zp: bool, float_type: &str| {
+            let mut k = qmm(true, true, false);
+            if let OpKind::QMatMul { requant, .. } = &mut k {
+                *requant = Some(QRequant {
+                    float_type: float_type.parse().unwrap(),
+                    granularity: Granularity::PerAxis { axis: 1 },
+                    rounding: lowbit_numerics::Rounding::NearestEven,
+                    saturate: true,
+                    has_zero_point: zp,
+                });
+            }
+            k
+        };
+        let mut rparams = params.to_vec();
+        rparams.extend([ty(&[4], "f32"), ty(&[4], "i8")]);
+        let f = one_op(&rparams, rq(true, "f32"), ty(&[2, 4], "i8"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&rparams[..6], rq(false, "f32"), ty(&[2, 4], "u4"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&rparams, rq(true, "f32"), ty(&[2, 4], "u8"));
+        assert_only(
+            &f,
+            "'qmatmul' op: output zero point element type i8 differs from the result element type u8",
+        );
+        let f = one_op(&rparams, rq(true, "i32"), ty(&[2, 4], "i8"));
+        assert!(messages(&f)
+            .iter()
+            .any(|m| m.contains("requant_type must be a float type, got i32")));
+        let mut bad_scale = rparams.clone();
+        bad_scale[5] = ty(&[2], "f32");
+        bad_scale[6] = ty(&[2], "i8");
+        let f = one_op(&bad_scale, rq(true, "f32"), ty(&[2, 4], "i8"));
+        assert!(
+            messages(&f)[0].contains("'qmatmul' op: output scale shape [2] does not match"),
+            "{:?}",
+            messages(&f)
+        );
+        let f = one_op(&rparams[..6], rq(true, "f32"), ty(&[2, 4], "i8"));
+        assert_only(&f, "'qmatmul' op: expects 7 operands, got 6");
 
         let mmi = OpKind::MatMulInt {
             overflow: Overflow::Wrap,

@@ -153,3 +153,64 @@ pub fn compare_within(
     }
     (compared, worst)
 }
+
+/// Unit roundoff and half the smallest subnormal of a float type (f16,
+/// bf16, f32).
+pub fn roundoff(elem: lowbit_ir::ElemType) -> (f64, f64) {
+    match elem.to_string().as_str() {
+        "f16" => (2f64.powi(-11), 2f64.powi(-25)),
+        "bf16" => (2f64.powi(-8), 2f64.powi(-134)),
+        "f32" => (2f64.powi(-24), 2f64.powi(-150)),
+        other => panic!("no roundoff for {other}"),
+    }
+}
+
+/// For a function of one float input `x` (`[.., m, k]`) whose output is
+/// `x @ W` with `W` (`k x n`, row-major f64 values) dequantized: runs both
+/// functions on random inputs and asserts every output element of `b`
+/// is within `5u·Σ_k|x_k·w_k| + 4η` of `a`'s (the mixed decomposition's
+/// declared bound). Returns the runs compared and the largest error seen
+/// as a fraction of the bound.
+pub fn mixed_bound_holds(
+    a: &Function,
+    b: &Function,
+    w: &[f64],
+    (k, n): (usize, usize),
+    seed: u64,
+    trials: usize,
+) -> (usize, f64) {
+    let mut rng = Rng(seed | 1);
+    let (mut compared, mut worst) = (0, 0f64);
+    for _ in 0..trials {
+        let inputs: Vec<(String, Tensor)> = a
+            .params
+            .iter()
+            .map(|(nm, v)| (nm.clone(), random_tensor(a.ty(*v), &mut rng)))
+            .collect();
+        let x = inputs[0].1.to_f64();
+        let ya = lowbit_interp::run_function(a, &inputs).unwrap();
+        let yb = lowbit_interp::run_function(b, &inputs).unwrap();
+        let (ta, tb) = (&ya[0].1, &yb[0].1);
+        let (u, eta) = roundoff(ta.elem);
+        let (va, vb) = (ta.to_f64(), tb.to_f64());
+        for (i, (p, q)) in va.iter().zip(&vb).enumerate() {
+            let (row, col) = (i / n, i % n);
+            let mag: f64 = (0..k)
+                .map(|kk| (x[row * k + kk] * w[kk * n + col]).abs())
+                .sum();
+            let bound = 5.0 * u * mag + 4.0 * eta;
+            let d = (p - q).abs();
+            assert!(
+                d <= bound,
+                "element {i}: {p} vs {q}, |d| = {d:e} > {bound:e}\n{}\n{}",
+                text(a),
+                text(b)
+            );
+            if bound > 0.0 {
+                worst = worst.max(d / bound);
+            }
+        }
+        compared += 1;
+    }
+    (compared, worst)
+}

@@ -27,7 +27,7 @@ pub const INFO: PassInfo = PassInfo {
         OptionInfo {
             name: "rules",
             kind: OptionKind::List,
-            default: "fuse-dequant,qdq-cleanup,integer-only,bit-serial,layout",
+            default: "fuse-dequant,qdq-cleanup,integer-only,bit-serial,mixed-decomposition,layout",
             description: "Rule sets to run",
         },
         OptionInfo {
