@@ -204,7 +204,11 @@ fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
             has_bias,
             weight_lhs,
             activation,
+            requant,
         } => {
+            if requant.is_some() {
+                return Err("the requantize epilogue of 'qmatmul' has no CPU kernel yet".into());
+            }
             if *weight_lhs {
                 return Err("the weight is the left operand".into());
             }
