@@ -382,13 +382,12 @@ fn fast_path_is_bit_exact_with_the_reference() {
                 let slow = quantize_reference(&f, &xs, shape, *axis).unwrap();
                 assert_eq!(fast.scales, slow.scales, "{f} {mode} {shape:?}");
                 assert_eq!(fast.tensor_scale.to_bits(), slow.tensor_scale.to_bits());
-                for j in 0..n {
+                for (j, x) in xs.iter().enumerate() {
                     assert_eq!(
                         fast.codes[j],
                         slow.codes[j],
-                        "{f} {mode} {shape:?} element {j}: x = {:e} ({:#x})",
-                        xs[j],
-                        xs[j].to_bits()
+                        "{f} {mode} {shape:?} element {j}: x = {x:e} ({:#x})",
+                        x.to_bits()
                     );
                 }
                 let (a, b) = (
