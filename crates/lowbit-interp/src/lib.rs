@@ -268,7 +268,14 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
             granularity,
             rounding,
             saturate,
-        } => quant::quantize(granularity, *rounding, *saturate, ops, rt),
+            stochastic,
+        } => quant::quantize(
+            granularity,
+            quant::OpRounding::new(*rounding, *stochastic),
+            *saturate,
+            ops,
+            rt,
+        ),
         OpKind::Dequantize { granularity } => quant::dequantize(granularity, ops, rt),
         OpKind::Requantize {
             in_granularity,
@@ -283,7 +290,16 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
             ops,
             rt,
         ),
-        OpKind::Cast { rounding, saturate } => quant::cast(*rounding, *saturate, ops[0], rt),
+        OpKind::Cast {
+            rounding,
+            saturate,
+            stochastic,
+        } => quant::cast(
+            quant::OpRounding::new(*rounding, *stochastic),
+            *saturate,
+            ops[0],
+            rt,
+        ),
         OpKind::MatMul { overflow } => linalg::matmul(*overflow, ops[0], ops[1], rt),
         OpKind::Gemm {
             trans_a,
