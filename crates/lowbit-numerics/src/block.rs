@@ -659,30 +659,106 @@ fn scale_one(plan: &FastPlan, mode: Rounding, x: f32, scale: f64, f: &mut f32, c
 
 /// Scales one run of elements into `f32` (floats) or codes (integers).
 /// `scale` is 0 for blocks that get zero codes (non-finite or zero scale).
-#[inline(always)]
 fn scale_run(plan: &FastPlan, mode: Rounding, xs: &[f32], scale: f64, f: &mut [f32], c: &mut [u8]) {
     if scale <= 0.0 {
         f.fill(0.0);
         c.fill(0);
         return;
     }
-    match (&plan.codec, plan.pow2) {
-        (Some(_), true) => {
+    use crate::convert::{level, Level};
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() checked the features at run time.
+        Level::Avx512 => unsafe { scale_mv::avx512(plan, mode, xs, scale, f, c) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() checked the features at run time.
+        Level::Avx2 => unsafe { scale_mv::avx2(plan, mode, xs, scale, f, c) },
+        _ => scale_mv::portable(plan, mode, xs, scale, f, c),
+    }
+}
+
+// The same loops compiled per instruction set (rounding to integers and
+// f64 <-> f32 conversions only vectorize with SSE4.1 and up).
+mod scale_mv {
+    use super::*;
+    #[cfg(target_arch = "x86_64")]
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/CD.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512cd,avx2,fma")]
+    pub unsafe fn avx512(
+        p: &FastPlan,
+        m: Rounding,
+        xs: &[f32],
+        s: f64,
+        f: &mut [f32],
+        c: &mut [u8],
+    ) {
+        scale_loop(p, m, xs, s, f, c)
+    }
+    #[cfg(target_arch = "x86_64")]
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(p: &FastPlan, m: Rounding, xs: &[f32], s: f64, f: &mut [f32], c: &mut [u8]) {
+        scale_loop(p, m, xs, s, f, c)
+    }
+    pub fn portable(p: &FastPlan, m: Rounding, xs: &[f32], s: f64, f: &mut [f32], c: &mut [u8]) {
+        scale_loop(p, m, xs, s, f, c)
+    }
+}
+
+#[inline(always)]
+fn scale_loop(
+    plan: &FastPlan,
+    mode: Rounding,
+    xs: &[f32],
+    scale: f64,
+    f: &mut [f32],
+    c: &mut [u8],
+) {
+    if plan.codec.is_some() {
+        if plan.pow2 {
+            // Exact: the reciprocal of a power of two is one, and the
+            // product cannot leave the f64 normal range.
             let inv = 1.0 / scale;
             for (x, o) in xs.iter().zip(f.iter_mut()) {
                 *o = round_to_odd_f32(*x as f64 * inv);
             }
-        }
-        (Some(_), false) => {
+        } else {
             for (x, o) in xs.iter().zip(f.iter_mut()) {
                 *o = round_to_odd_f32(*x as f64 / scale);
             }
         }
-        (None, _) => {
+        return;
+    }
+    let (hi, mask) = (plan.int_hi, plan.int_mask);
+    // The reference computes (x / scale) * 2^frac: for power-of-two scales
+    // multiplying by the exact reciprocal is the same value.
+    let (mul, div) = if plan.pow2 {
+        (plan.int_mul / scale, 1.0)
+    } else {
+        (plan.int_mul, scale)
+    };
+    macro_rules! run {
+        ($round:expr) => {
             for (x, o) in xs.iter().zip(c.iter_mut()) {
-                *o = plan.int_code(*x as f64 / scale * plan.int_mul, mode);
+                let v = if plan.pow2 {
+                    *x as f64 * mul
+                } else {
+                    *x as f64 / div * mul
+                };
+                // |r| <= hi < 2^8 after the clamp: i32 holds it.
+                let r: f64 = $round(v);
+                *o = (r.clamp(-hi, hi) as i32 as u64 & mask) as u8;
             }
-        }
+        };
+    }
+    match mode {
+        Rounding::NearestEven => run!(f64::round_ties_even),
+        Rounding::NearestAway => run!(f64::round),
+        Rounding::TowardZero => run!(f64::trunc),
+        Rounding::Up => run!(f64::ceil),
+        Rounding::Down => run!(f64::floor),
     }
 }
 
