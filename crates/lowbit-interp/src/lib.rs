@@ -34,6 +34,11 @@
 //!   rounding first: sign binarization).
 //! * **Integer → float** (`cast`) rounds the exact integer once with the
 //!   op's rounding, even for 64-bit values.
+//! * **Stochastic rounding** (`quantize` and `cast` with `rounding =
+//!   stochastic, seed = N, random_bits = B`): wherever the rules above
+//!   round, element `i` of the result (row-major index) rounds with
+//!   `StochasticRounding::new(N, B).random(i)` from `lowbit-numerics`, so a
+//!   result depends only on the operands, the seed and the index.
 //!
 //! # Ops
 //!
