@@ -5,7 +5,9 @@
 //! (add `-- encode/f8E4M3FN` etc. to filter).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use lowbit_numerics::block::{dequantize, quantize, BlockFormat};
+use lowbit_numerics::block::{
+    dequantize, dequantize_reference, quantize, quantize_reference, BlockFormat,
+};
 use lowbit_numerics::convert::{simd_level, Codec};
 use lowbit_numerics::pack::{merge_bitplanes, plane_words, split_bitplanes};
 use lowbit_numerics::{ElemType, EncodeOptions, Rounding};
@@ -118,7 +120,7 @@ fn blocks(c: &mut Criterion) {
     let xs = input();
     let mut g = c.benchmark_group("block");
     g.throughput(Throughput::Elements(N as u64));
-    for name in ["mxfp8_e4m3", "mxfp4", "nvfp4"] {
+    for name in ["mxfp8_e4m3", "mxfp6_e2m3", "mxfp4", "mxint8", "nvfp4"] {
         let Ok(f) = name.parse::<BlockFormat>() else {
             continue;
         };
@@ -129,6 +131,15 @@ fn blocks(c: &mut Criterion) {
             g.bench_function(format!("dequantize/{name}"), |b| {
                 b.iter(|| dequantize(black_box(&q)))
             });
+            // The element-by-element oracle, for comparison within one run.
+            if name != "mxfp6_e2m3" && name != "mxint8" {
+                g.bench_function(format!("quantize_reference/{name}"), |b| {
+                    b.iter(|| quantize_reference(&f, black_box(&xs), &[N / 256, 256], 1))
+                });
+                g.bench_function(format!("dequantize_reference/{name}"), |b| {
+                    b.iter(|| dequantize_reference(black_box(&q)))
+                });
+            }
         }
     }
     let codes: Vec<u8> = (0..N).map(|i| (i * 7 % 16) as u8).collect();

@@ -182,6 +182,11 @@ impl Applier<Node, LbAnalysis> for Rule {
 }
 
 /// The op nodes of a class whose op is `name`, with their heads.
+///
+/// Stochastically rounded ops are left out, so no rule matches them, as a
+/// root or as an inner op: every rule reasons about a deterministic
+/// rounding mode, and their results depend on each element's index, which
+/// a rewrite could move.
 fn ops_named(eg: &LbGraph, class: Id, name: &str) -> Vec<(Head, Vec<Id>)> {
     eg[class]
         .nodes
@@ -189,7 +194,8 @@ fn ops_named(eg: &LbGraph, class: Id, name: &str) -> Vec<(Head, Vec<Id>)> {
         .filter_map(|n| match n {
             Node::Op(h, ch) => {
                 let head = eg.analysis.heads.get(*h);
-                (head.kind.name() == name).then(|| (head.clone(), ch.clone()))
+                (head.kind.name() == name && !head.kind.is_stochastic())
+                    .then(|| (head.clone(), ch.clone()))
             }
             _ => None,
         })

@@ -159,6 +159,29 @@ fn quantize_of_dequantize_is_removed_only_when_exact() {
 }
 
 #[test]
+fn stochastic_ops_are_opaque_to_rewrites() {
+    // The exact pair above with stochastic rounding: no rule may touch it.
+    let src = qdq_src("0.25").replace(
+        "%r = quantize %d, %s, %z :",
+        "%r = quantize %d, %s, %z {rounding = stochastic, seed = 3, random_bits = 8} :",
+    );
+    let f = parse(&src);
+    let o = optimize(&f, &["qdq-cleanup", "integer-only"], "x86-64-v3");
+    assert_eq!(
+        op_names(&o.function),
+        ["dequantize", "quantize"],
+        "{}",
+        text(&o.function)
+    );
+    assert!(o
+        .function
+        .ops()
+        .iter()
+        .any(|&op| o.function.op(op).kind.is_stochastic()));
+    assert_same_on_interp(&f, &o.function, 5, 8);
+}
+
+#[test]
 fn requantize_to_the_same_scale_is_removed() {
     let src = "module {
   func @main(%q: tensor<5xu8>) -> (r: tensor<5xu8>) {

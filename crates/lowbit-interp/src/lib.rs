@@ -34,6 +34,11 @@
 //!   rounding first: sign binarization).
 //! * **Integer → float** (`cast`) rounds the exact integer once with the
 //!   op's rounding, even for 64-bit values.
+//! * **Stochastic rounding** (`quantize` and `cast` with `rounding =
+//!   stochastic, seed = N, random_bits = B`): wherever the rules above
+//!   round, element `i` of the result (row-major index) rounds with
+//!   `StochasticRounding::new(N, B).random(i)` from `lowbit-numerics`, so a
+//!   result depends only on the operands, the seed and the index.
 //!
 //! # Ops
 //!
@@ -274,7 +279,14 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
             granularity,
             rounding,
             saturate,
-        } => quant::quantize(granularity, *rounding, *saturate, ops, rt),
+            stochastic,
+        } => quant::quantize(
+            granularity,
+            quant::OpRounding::new(*rounding, *stochastic),
+            *saturate,
+            ops,
+            rt,
+        ),
         OpKind::Dequantize { granularity } => quant::dequantize(granularity, ops, rt),
         OpKind::Requantize {
             in_granularity,
@@ -289,7 +301,16 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
             ops,
             rt,
         ),
-        OpKind::Cast { rounding, saturate } => quant::cast(*rounding, *saturate, ops[0], rt),
+        OpKind::Cast {
+            rounding,
+            saturate,
+            stochastic,
+        } => quant::cast(
+            quant::OpRounding::new(*rounding, *stochastic),
+            *saturate,
+            ops[0],
+            rt,
+        ),
         OpKind::MatMul { overflow } => linalg::matmul(*overflow, ops[0], ops[1], rt),
         OpKind::Gemm {
             trans_a,

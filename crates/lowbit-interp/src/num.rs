@@ -6,7 +6,8 @@
 
 use crate::shape::fmt_shape;
 use lowbit_ir::{ElemType, FloatFormat, Overflow, Rounding, Tensor, TensorType};
-use lowbit_numerics::round::{round_f64_to_i128, round_shift_right};
+use lowbit_numerics::round::{round_f64_to_i128_spec, round_shift_right_spec};
+use lowbit_numerics::RoundSpec;
 
 /// Decodes every element to `f64` (exact for floats).
 pub(crate) fn floats(t: &Tensor) -> Vec<f64> {
@@ -31,7 +32,14 @@ const WRAPS_TO_ZERO: f64 = (1u128 << 117) as f64;
 
 /// The code of `round(v) + zp` in an integral type (see the crate docs:
 /// NaN counts as 0; `b1` takes the sign of `v + zp` without rounding).
-pub(crate) fn int_code(v: f64, zp: i128, elem: ElemType, mode: Rounding, ov: Overflow) -> u64 {
+pub(crate) fn int_code(
+    v: f64,
+    zp: i128,
+    elem: ElemType,
+    mode: impl Into<RoundSpec>,
+    ov: Overflow,
+) -> u64 {
+    let mode = mode.into();
     if elem == ElemType::Bipolar {
         let s = if zp != 0 { v + zp as f64 } else { v };
         return (s.is_nan() || s >= 0.0) as u64;
@@ -46,7 +54,7 @@ pub(crate) fn int_code(v: f64, zp: i128, elem: ElemType, mode: Rounding, ov: Ove
             Overflow::Wrap => 0,
         }
     } else {
-        round_f64_to_i128(v, mode)
+        round_f64_to_i128_spec(v, mode)
     };
     elem.encode_int(r.saturating_add(zp), ov)
 }
@@ -59,14 +67,28 @@ pub(crate) fn int_to_int_code(v: i128, elem: ElemType, ov: Overflow) -> u64 {
     elem.encode_int(v, ov)
 }
 
+/// Encodes `x` into a float format with a rounding mode or stochastic bits.
+pub(crate) fn encode_float_spec(f: FloatFormat, x: f64, mode: RoundSpec, saturate: bool) -> u64 {
+    match mode {
+        RoundSpec::Mode(m) => f.encode(x, m, saturate),
+        RoundSpec::Stochastic { random, bits } => f.encode_stochastic(x, random, bits, saturate),
+    }
+}
+
 /// Rounds an exact integer once into a float format. Integers of up to 53
 /// bits are exact in `f64`; wider ones are first rounded to the target's
 /// precision at their binade (an exact `f64` afterwards), so no second
 /// rounding happens.
-pub(crate) fn int_to_float_code(v: i128, f: FloatFormat, mode: Rounding, saturate: bool) -> u64 {
+pub(crate) fn int_to_float_code(
+    v: i128,
+    f: FloatFormat,
+    mode: impl Into<RoundSpec>,
+    saturate: bool,
+) -> u64 {
+    let mode = mode.into();
     let mag = v.unsigned_abs();
     if mag < (1u128 << 53) {
-        return f.encode(v as f64, mode, saturate);
+        return encode_float_spec(f, v as f64, mode, saturate);
     }
     let e = 127 - mag.leading_zeros() as i32; // floor(log2 |v|)
     let m = f.man_bits() as i32;
@@ -77,10 +99,12 @@ pub(crate) fn int_to_float_code(v: i128, f: FloatFormat, mode: Rounding, saturat
     };
     // The quantum of |v|'s binade in the target (subnormal binades share emin).
     let q = (e.max(emin) - m).max(0);
-    let n = round_shift_right(mag, q as u32, v < 0, mode);
+    let n = round_shift_right_spec(mag, q as u32, v < 0, mode);
     // n < 2^54 and q < 128: n * 2^q is an exact f64.
     let x = n as f64 * 2f64.powi(q);
-    f.encode(if v < 0 { -x } else { x }, mode, saturate)
+    // x is a value of the format or beyond its range, so this only
+    // decides overflow; the one rounding happened above.
+    encode_float_spec(f, if v < 0 { -x } else { x }, mode, saturate)
 }
 
 /// Fails unless `t` has a float element type.

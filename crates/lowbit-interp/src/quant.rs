@@ -2,11 +2,40 @@
 //! every granularity (per tensor, per axis, blocked with ragged last blocks).
 
 use crate::num::{
-    floats, int_code, int_to_float_code, int_to_int_code, ints, want_float, want_shape,
+    encode_float_spec, floats, int_code, int_to_float_code, int_to_int_code, ints, want_float,
+    want_shape,
 };
 use crate::shape::fmt_shape;
 use crate::tensor;
 use lowbit_ir::{ElemType, Granularity, Overflow, Rounding, Tensor, TensorType};
+use lowbit_numerics::{RoundSpec, StochasticRounding};
+
+/// How an op rounds: one mode for every element, or a seeded stochastic
+/// stream where element `i` of the result (row-major) uses the random bits
+/// for index `i`, so results are reproducible from the seed alone.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum OpRounding {
+    Mode(Rounding),
+    Stochastic(StochasticRounding),
+}
+
+impl OpRounding {
+    /// From an op's `rounding` and `stochastic` attributes.
+    pub(crate) fn new(mode: Rounding, stochastic: Option<StochasticRounding>) -> OpRounding {
+        stochastic.map_or(OpRounding::Mode(mode), OpRounding::Stochastic)
+    }
+
+    /// The rounding decision for result element `i`.
+    fn at(self, i: usize) -> RoundSpec {
+        match self {
+            OpRounding::Mode(m) => RoundSpec::Mode(m),
+            OpRounding::Stochastic(s) => RoundSpec::Stochastic {
+                random: s.random(i as u64),
+                bits: s.bits(),
+            },
+        }
+    }
+}
 
 fn overflow(saturate: bool) -> Overflow {
     if saturate {
@@ -110,7 +139,7 @@ fn quantize_values(
     map: &ScaleMap,
     scale: &Tensor,
     zp: Option<&Tensor>,
-    rounding: Rounding,
+    rounding: OpRounding,
     saturate: bool,
     rt: &TensorType,
 ) -> Result<Tensor, String> {
@@ -126,19 +155,19 @@ fn quantize_values(
     }
     let s = floats(scale);
     let mut codes = vec![0u64; values.len()];
-    if elem.is_integral() {
-        let z = zp.map(ints);
-        let ov = overflow(saturate);
-        map.for_each(shape, |i, si| {
-            let zi = z.as_ref().map_or(0, |z| z[si]);
-            codes[i] = int_code(values[i] / s[si], zi, elem, rounding, ov);
-        });
-    } else {
+    if let ElemType::Float(f) = elem {
         let z = zp.map(floats);
         map.for_each(shape, |i, si| {
             let v = values[i] / s[si];
             let v = z.as_ref().map_or(v, |z| v + z[si]);
-            codes[i] = elem.encode(v, rounding, saturate);
+            codes[i] = encode_float_spec(f, v, rounding.at(i), saturate);
+        });
+    } else {
+        let z = zp.map(ints);
+        let ov = overflow(saturate);
+        map.for_each(shape, |i, si| {
+            let zi = z.as_ref().map_or(0, |z| z[si]);
+            codes[i] = int_code(values[i] / s[si], zi, elem, rounding.at(i), ov);
         });
     }
     Ok(tensor(elem, shape, codes))
@@ -147,7 +176,7 @@ fn quantize_values(
 /// `quantize x, scale[, zp]`.
 pub(crate) fn quantize(
     g: &Granularity,
-    rounding: Rounding,
+    rounding: OpRounding,
     saturate: bool,
     ops: &[&Tensor],
     rt: &TensorType,
@@ -256,7 +285,7 @@ pub(crate) fn requantize(
         &map_out,
         s_out,
         Some(zp_out),
-        rounding,
+        OpRounding::Mode(rounding),
         saturate,
         rt,
     )
@@ -264,7 +293,7 @@ pub(crate) fn requantize(
 
 /// `cast x`.
 pub(crate) fn cast(
-    rounding: Rounding,
+    rounding: OpRounding,
     saturate: bool,
     x: &Tensor,
     rt: &TensorType,
@@ -272,10 +301,12 @@ pub(crate) fn cast(
     want_shape(rt, &x.shape)?;
     let elem = rt.elem;
     let ov = overflow(saturate);
+    let at = |i: usize| rounding.at(i);
     let codes: Vec<u64> = match (x.elem.is_integral(), elem) {
         (true, ElemType::Float(f)) => ints(x)
             .into_iter()
-            .map(|v| int_to_float_code(v, f, rounding, saturate))
+            .enumerate()
+            .map(|(i, v)| int_to_float_code(v, f, at(i), saturate))
             .collect(),
         (true, _) => ints(x)
             .into_iter()
@@ -283,11 +314,13 @@ pub(crate) fn cast(
             .collect(),
         (false, ElemType::Float(f)) => floats(x)
             .into_iter()
-            .map(|v| f.encode(v, rounding, saturate))
+            .enumerate()
+            .map(|(i, v)| encode_float_spec(f, v, at(i), saturate))
             .collect(),
         (false, _) => floats(x)
             .into_iter()
-            .map(|v| int_code(v, 0, elem, rounding, ov))
+            .enumerate()
+            .map(|(i, v)| int_code(v, 0, elem, at(i), ov))
             .collect(),
     };
     Ok(tensor(elem, &x.shape, codes))

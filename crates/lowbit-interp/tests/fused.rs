@@ -312,6 +312,7 @@ fn requant_dyadic_matches_quantize_of_the_exact_value() {
         OpKind::Cast {
             rounding: Rounding::NearestEven,
             saturate: false,
+            stochastic: None,
         },
         &[&acc],
         ty("f32", &[80]),
@@ -321,6 +322,7 @@ fn requant_dyadic_matches_quantize_of_the_exact_value() {
             granularity: Granularity::PerTensor,
             rounding: Rounding::NearestEven,
             saturate: true,
+            stochastic: None,
         },
         &[&as_float, &t("f32", &[], &[8.0])],
         ty("i8", &[80]),

@@ -11,6 +11,7 @@ fn q(g: Granularity, r: Rounding, saturate: bool) -> OpKind {
         granularity: g,
         rounding: r,
         saturate,
+        stochastic: None,
     }
 }
 fn dq(g: Granularity) -> OpKind {
@@ -20,6 +21,7 @@ fn cast(r: Rounding, saturate: bool) -> OpKind {
     OpKind::Cast {
         rounding: r,
         saturate,
+        stochastic: None,
     }
 }
 const PT: Granularity = Granularity::PerTensor;
@@ -407,4 +409,116 @@ proptest! {
             prop_assert!((got - xv[i]).abs() <= scales[i % c] / 2.0 * (1.0 + 1e-12));
         }
     }
+}
+
+fn stochastic(seed: u64, bits: u32) -> Option<lowbit_numerics::StochasticRounding> {
+    lowbit_numerics::StochasticRounding::new(seed, bits).ok()
+}
+
+fn sq(g: Granularity, seed: u64, bits: u32) -> OpKind {
+    OpKind::Quantize {
+        granularity: g,
+        rounding: NE,
+        saturate: true,
+        stochastic: stochastic(seed, bits),
+    }
+}
+
+fn scast(seed: u64, bits: u32, saturate: bool) -> OpKind {
+    OpKind::Cast {
+        rounding: NE,
+        saturate,
+        stochastic: stochastic(seed, bits),
+    }
+}
+
+#[test]
+fn stochastic_quantize_is_seeded_per_element_and_unbiased() {
+    let n = 4096;
+    // x / s = 2.25 + k for k in 0..4: each element rounds to one of its two
+    // neighbours, up with probability 1/4 (exact in 8 random bits).
+    let xs: Vec<f64> = (0..n).map(|i| (2.25 + (i % 4) as f64) * 0.5).collect();
+    let x = t("f32", &[64, 64], &xs);
+    let s = t("f32", &[], &[0.5]);
+    let r = ok(sq(PT, 11, 8), &[&x, &s], ty("i8", &[64, 64]));
+    let again = ok(sq(PT, 11, 8), &[&x, &s], ty("i8", &[64, 64]));
+    assert_eq!(r.codes, again.codes, "same seed, same codes");
+    let other = ok(sq(PT, 12, 8), &[&x, &s], ty("i8", &[64, 64]));
+    assert_ne!(r.codes, other.codes, "another seed draws other bits");
+    // Element i uses the stream's bits for index i (the numerics encoder).
+    let sr = stochastic(11, 8).unwrap();
+    let i8t = el("i8");
+    for (i, (&c, &v)) in r.codes.iter().zip(&xs).enumerate() {
+        assert_eq!(c, sr.encode(&i8t, v / 0.5, i as u64, true), "element {i}");
+    }
+    let got = ints(&r);
+    let ups = got
+        .iter()
+        .enumerate()
+        .filter(|&(i, &q)| q as f64 > 2.25 + (i % 4) as f64)
+        .count();
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, &q)| (q - 2 - (i % 4) as i128) as u32 <= 1),
+        "every element rounds to a neighbour"
+    );
+    // Binomial(4096, 1/4): mean 1024, sd 27.7; 5 sd either side.
+    assert!((885..=1163).contains(&ups), "{ups} of {n} rounded up");
+    // A zero point is added after the stochastic rounding.
+    let z = t("i8", &[], &[-3.]);
+    let rz = ok(sq(PT, 11, 8), &[&x, &s, &z], ty("i8", &[64, 64]));
+    let shifted: Vec<i128> = got.iter().map(|v| v - 3).collect();
+    assert_eq!(ints(&rz), shifted);
+}
+
+#[test]
+fn stochastic_quantize_to_a_float_format() {
+    let xs: Vec<f64> = (0..256).map(|i| 0.3 + i as f64 / 64.0).collect();
+    let x = t("f32", &[256], &xs);
+    let s = t("f32", &[], &[0.25]);
+    let r = ok(sq(PT, 99, 16), &[&x, &s], ty("f8E4M3FN", &[256]));
+    let sr = stochastic(99, 16).unwrap();
+    let e4m3 = el("f8E4M3FN");
+    for (i, &c) in r.codes.iter().enumerate() {
+        let v = xs[i] as f32 as f64 / 0.25;
+        assert_eq!(c, sr.encode(&e4m3, v, i as u64, true));
+        let lo = e4m3.encode(v, Rounding::Down, true);
+        let hi = e4m3.encode(v, Rounding::Up, true);
+        assert!(c == lo || c == hi, "{v}: {c:#x} not in [{lo:#x}, {hi:#x}]");
+    }
+    let nearest = ok(q(PT, NE, true), &[&x, &s], ty("f8E4M3FN", &[256]));
+    assert_ne!(r.codes, nearest.codes);
+}
+
+#[test]
+fn stochastic_casts() {
+    // float -> int: NaN still gives 0, saturation still clamps.
+    let x = t("f32", &[6], &[f64::NAN, 0.5, -0.5, 300.0, -1.75, 7.0]);
+    let r = ok(scast(5, 32, true), &[&x], ty("i8", &[6]));
+    let got = ints(&r);
+    assert_eq!(got[0], 0);
+    assert!(got[1] == 0 || got[1] == 1);
+    assert!(got[2] == 0 || got[2] == -1);
+    assert_eq!(got[3], 127);
+    assert!(got[4] == -1 || got[4] == -2);
+    assert_eq!(got[5], 7, "exact values are kept");
+    assert_eq!(ok(scast(5, 32, true), &[&x], ty("i8", &[6])).codes, r.codes);
+    // int -> float: 17 lies between the f8E4M3FN values 16 and 18.
+    let ints_in = t("i32", &[512], &[17.0; 512]);
+    let r = ok(scast(1, 8, false), &[&ints_in], ty("f8E4M3FN", &[512]));
+    let v = vals(&r);
+    assert!(v.iter().all(|&y| y == 16.0 || y == 18.0), "{v:?}");
+    let ups = v.iter().filter(|&&y| y == 18.0).count();
+    assert!((180..=332).contains(&ups), "{ups} of 512 rounded up");
+    // float -> float.
+    let f = t("f32", &[3], &[1.0 / 3.0, 2.0, -1.0 / 3.0]);
+    let r = ok(scast(3, 24, false), &[&f], ty("f16", &[3]));
+    let sr = stochastic(3, 24).unwrap();
+    let f16 = el("f16");
+    for (i, &c) in r.codes.iter().enumerate() {
+        let want = sr.encode(&f16, (vals(&f)[i] as f32) as f64, i as u64, false);
+        assert_eq!(c, want);
+    }
+    assert_eq!(vals(&r)[1], 2.0);
 }

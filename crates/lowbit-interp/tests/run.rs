@@ -82,6 +82,7 @@ fn a_quantized_linear_layer_end_to_end() {
             granularity: Granularity::PerTensor,
             rounding: Rounding::NearestEven,
             saturate: true,
+            stochastic: None,
         },
         vec![y, sv],
         ty("u8", &[1, 2]),

@@ -24,7 +24,7 @@
 //! * everything else takes its data operands only.
 
 use crate::types::TensorType;
-use lowbit_numerics::{ElemType, Overflow, Rounding};
+use lowbit_numerics::{ElemType, Overflow, Rounding, StochasticRounding};
 use std::fmt;
 use std::sync::Arc;
 
@@ -364,6 +364,10 @@ pub enum OpKind {
         rounding: Rounding,
         /// Clamp (true) or wrap/overflow to inf/NaN (false) out-of-range values.
         saturate: bool,
+        /// Stochastic rounding instead of `rounding` (which is then
+        /// `nearest_even` and unused): element `i` of the result (row-major)
+        /// rounds with the stream's random bits for index `i`.
+        stochastic: Option<StochasticRounding>,
     },
     /// `x = (q - zero_point) * scale`.
     Dequantize {
@@ -387,6 +391,8 @@ pub enum OpKind {
         rounding: Rounding,
         /// Clamp out-of-range values (integers wrap otherwise).
         saturate: bool,
+        /// Stochastic rounding instead of `rounding`, as on `quantize`.
+        stochastic: Option<StochasticRounding>,
     },
     /// Batched, broadcasting matrix product `[.., m, k] x [.., k, n]`.
     MatMul {
@@ -679,6 +685,23 @@ impl OpKind {
         }
     }
 
+    /// Whether the op rounds stochastically (`rounding = stochastic`).
+    /// Its result is still a function of its operands, the seed and each
+    /// element's row-major index, but rewrites that assume a deterministic
+    /// rounding mode, or that move elements, must leave it alone.
+    pub fn is_stochastic(&self) -> bool {
+        matches!(
+            self,
+            OpKind::Quantize {
+                stochastic: Some(_),
+                ..
+            } | OpKind::Cast {
+                stochastic: Some(_),
+                ..
+            }
+        )
+    }
+
     /// Whether the op has no side effects and its result depends only on its
     /// operands (all ops today; kept explicit for passes).
     pub fn is_pure(&self) -> bool {
@@ -693,6 +716,21 @@ impl OpKind {
                 out.push(("rounding", Attr::Ident(r.name().into())));
             }
         };
+        // A stochastic op's `rounding` field is unused (the verifier
+        // requires nearest_even), so it is not printed.
+        let stochastic =
+            |out: &mut Vec<(&'static str, Attr)>, r: Rounding, s: &Option<StochasticRounding>| {
+                match s {
+                    // Seeds above i64::MAX print as their two's complement
+                    // value and parse back to the same bits.
+                    Some(s) => {
+                        out.push(("rounding", Attr::Ident("stochastic".into())));
+                        out.push(("seed", Attr::Int(s.seed() as i64)));
+                        out.push(("random_bits", Attr::Int(s.bits() as i64)));
+                    }
+                    None => rounding(out, r),
+                }
+            };
         let overflow = |out: &mut Vec<(&'static str, Attr)>, o: Overflow| {
             if o != Overflow::Wrap {
                 out.push(("overflow", Attr::Ident(o.name().into())));
@@ -703,9 +741,10 @@ impl OpKind {
                 granularity,
                 rounding: r,
                 saturate,
+                stochastic: st,
             } => {
                 granularity.push_attrs(&mut out);
-                rounding(&mut out, *r);
+                stochastic(&mut out, *r, st);
                 if !saturate {
                     out.push(("saturate", Attr::Bool(false)));
                 }
@@ -731,8 +770,9 @@ impl OpKind {
             OpKind::Cast {
                 rounding: r,
                 saturate,
+                stochastic: st,
             } => {
-                rounding(&mut out, *r);
+                stochastic(&mut out, *r, st);
                 if *saturate {
                     out.push(("saturate", Attr::Bool(true)));
                 }
@@ -913,11 +953,16 @@ impl OpKind {
             return Ok(OpKind::Unary { op });
         }
         let kind = match name {
-            "quantize" => OpKind::Quantize {
-                granularity: Granularity::from_attrs(&mut a)?,
-                rounding: a.rounding()?,
-                saturate: a.opt_bool("saturate")?.unwrap_or(true),
-            },
+            "quantize" => {
+                let granularity = Granularity::from_attrs(&mut a)?;
+                let (rounding, stochastic) = a.rounding_or_stochastic()?;
+                OpKind::Quantize {
+                    granularity,
+                    rounding,
+                    saturate: a.opt_bool("saturate")?.unwrap_or(true),
+                    stochastic,
+                }
+            }
             "dequantize" => OpKind::Dequantize {
                 granularity: Granularity::from_attrs(&mut a)?,
             },
@@ -931,10 +976,14 @@ impl OpKind {
                     saturate: a.opt_bool("saturate")?.unwrap_or(true),
                 }
             }
-            "cast" => OpKind::Cast {
-                rounding: a.rounding()?,
-                saturate: a.opt_bool("saturate")?.unwrap_or(false),
-            },
+            "cast" => {
+                let (rounding, stochastic) = a.rounding_or_stochastic()?;
+                OpKind::Cast {
+                    rounding,
+                    saturate: a.opt_bool("saturate")?.unwrap_or(false),
+                    stochastic,
+                }
+            }
             "matmul" => OpKind::MatMul {
                 overflow: a.overflow()?,
             },
@@ -1274,6 +1323,50 @@ impl AttrReader {
             .transpose()
             .map(|r| r.unwrap_or_default())
     }
+    /// `rounding = <mode>`, or `rounding = stochastic, seed = N,
+    /// random_bits = B` (both required; `seed` is the stream's 64 bits,
+    /// negative values standing for seeds of 2^63 and above).
+    fn rounding_or_stochastic(&mut self) -> Result<(Rounding, Option<StochasticRounding>), String> {
+        let seed = self.opt_int("seed")?;
+        let bits = self.opt_int("random_bits")?;
+        match self.opt_ident("rounding")? {
+            Some(s) if s == "stochastic" => {
+                let seed = seed.ok_or(
+                    "'rounding = stochastic' needs a 'seed' attribute (an integer)".to_string(),
+                )?;
+                let bits = bits.ok_or(
+                    "'rounding = stochastic' needs a 'random_bits' attribute (1 to 64)".to_string(),
+                )?;
+                let bits = u32::try_from(bits)
+                    .ok()
+                    .filter(|b| (1..=64).contains(b))
+                    .ok_or_else(|| {
+                        format!("attribute 'random_bits' must be 1 to 64, not {bits}")
+                    })?;
+                let st = StochasticRounding::new(seed as u64, bits).map_err(|e| e.to_string())?;
+                Ok((Rounding::NearestEven, Some(st)))
+            }
+            other => {
+                if seed.is_some() || bits.is_some() {
+                    let k = if seed.is_some() {
+                        "seed"
+                    } else {
+                        "random_bits"
+                    };
+                    return Err(format!(
+                        "attribute '{k}' is only allowed with 'rounding = stochastic'"
+                    ));
+                }
+                let r = other
+                    .map(|s| {
+                        s.parse::<Rounding>()
+                            .map_err(|e| format!("{e}, or stochastic with seed and random_bits"))
+                    })
+                    .transpose()?;
+                Ok((r.unwrap_or_default(), None))
+            }
+        }
+    }
     fn overflow(&mut self) -> Result<Overflow, String> {
         self.opt_ident("overflow")?
             .map(|s| s.parse())
@@ -1301,6 +1394,19 @@ mod tests {
                 },
                 rounding: Rounding::NearestAway,
                 saturate: false,
+                stochastic: None,
+            },
+            OpKind::Quantize {
+                granularity: Granularity::PerAxis { axis: 1 },
+                rounding: Rounding::NearestEven,
+                saturate: true,
+                stochastic: StochasticRounding::new(42, 12).ok(),
+            },
+            OpKind::Cast {
+                rounding: Rounding::NearestEven,
+                saturate: true,
+                // A seed above i64::MAX prints as a negative integer.
+                stochastic: StochasticRounding::new(u64::MAX - 5, 64).ok(),
             },
             OpKind::Requantize {
                 in_granularity: Granularity::PerAxis { axis: 0 },
@@ -1425,6 +1531,77 @@ mod tests {
                 .collect();
             assert_eq!(OpKind::from_parts(op.name(), attrs).unwrap(), op);
         }
+    }
+
+    #[test]
+    fn stochastic_rounding_attributes() {
+        let parts = |kv: &[(&str, Attr)]| -> Vec<(String, Attr)> {
+            kv.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        };
+        let st = |s: &str| ("rounding", Attr::Ident(s.into()));
+        let op = OpKind::from_parts(
+            "cast",
+            parts(&[
+                st("stochastic"),
+                ("seed", Attr::Int(7)),
+                ("random_bits", Attr::Int(5)),
+            ]),
+        )
+        .unwrap();
+        assert!(op.is_stochastic());
+        let want = vec![
+            ("rounding", Attr::Ident("stochastic".into())),
+            ("seed", Attr::Int(7)),
+            ("random_bits", Attr::Int(5)),
+        ];
+        assert_eq!(op.attrs(), want);
+        let e = OpKind::from_parts(
+            "quantize",
+            parts(&[st("stochastic"), ("seed", Attr::Int(1))]),
+        )
+        .unwrap_err();
+        assert!(e.contains("needs a 'random_bits'"), "{e}");
+        let e = OpKind::from_parts(
+            "quantize",
+            parts(&[st("stochastic"), ("random_bits", Attr::Int(8))]),
+        )
+        .unwrap_err();
+        assert!(e.contains("needs a 'seed'"), "{e}");
+        for bad in [0, 65, -1] {
+            let e = OpKind::from_parts(
+                "cast",
+                parts(&[
+                    st("stochastic"),
+                    ("seed", Attr::Int(1)),
+                    ("random_bits", Attr::Int(bad)),
+                ]),
+            )
+            .unwrap_err();
+            assert!(e.contains("'random_bits' must be 1 to 64"), "{e}");
+        }
+        let e = OpKind::from_parts("cast", parts(&[st("up"), ("seed", Attr::Int(1))])).unwrap_err();
+        assert!(
+            e.contains("'seed' is only allowed with 'rounding = stochastic'"),
+            "{e}"
+        );
+        let e =
+            OpKind::from_parts("quantize", parts(&[("random_bits", Attr::Int(3))])).unwrap_err();
+        assert!(e.contains("'random_bits' is only allowed"), "{e}");
+        let e = OpKind::from_parts(
+            "cast",
+            parts(&[
+                st("stochastic"),
+                ("seed", Attr::Float(1.5)),
+                ("random_bits", Attr::Int(3)),
+            ]),
+        )
+        .unwrap_err();
+        assert!(e.contains("'seed' must be an integer"), "{e}");
+        // Requantize has no stochastic mode.
+        let e = OpKind::from_parts("requantize", parts(&[st("stochastic")])).unwrap_err();
+        assert!(e.contains("unknown rounding mode 'stochastic'"), "{e}");
+        let det = OpKind::from_parts("cast", parts(&[st("down")])).unwrap();
+        assert!(!det.is_stochastic());
     }
 
     #[test]

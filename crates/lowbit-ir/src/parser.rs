@@ -1942,7 +1942,7 @@ module {
         );
         assert_error(
             &body("  %0 = cast %x {rounding = sideways} : (tensor<4xf32>) -> tensor<4xi4>"),
-            "2:3: unknown rounding mode 'sideways' (expected one of nearest_even, nearest_away, toward_zero, up, down)",
+            "2:3: unknown rounding mode 'sideways' (expected one of nearest_even, nearest_away, toward_zero, up, down), or stochastic with seed and random_bits",
         );
         assert_error(
             &body("  %0, %1 = constant dense<1> : tensor<f32>"),

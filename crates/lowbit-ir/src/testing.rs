@@ -370,6 +370,7 @@ impl<'r> FnGen<'r> {
             granularity,
             rounding: self.rounding(),
             saturate: self.rng.chance(3, 4),
+            stochastic: None,
         };
         self.emit(kind, operands, xty.with_elem(target));
     }
@@ -401,6 +402,7 @@ impl<'r> FnGen<'r> {
         let kind = OpKind::Cast {
             rounding: self.rounding(),
             saturate: self.rng.chance(1, 2),
+            stochastic: None,
         };
         self.emit(kind, vec![x], ty.with_elem(to));
     }

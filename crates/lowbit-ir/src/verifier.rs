@@ -24,7 +24,7 @@ use crate::diag::{Diagnostic, Span};
 use crate::function::{Function, Module, Op, Value, ValueDef};
 use crate::ops::{BinaryOp, Granularity, OpKind, QRequant, UnaryOp};
 use crate::types::{PackOrder, TensorType};
-use lowbit_numerics::ElemType;
+use lowbit_numerics::{ElemType, Rounding};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 
@@ -472,11 +472,43 @@ fn describe(g: &Granularity) -> String {
     }
 }
 
+/// A stochastic op keeps its unused `rounding` field at the default (so
+/// equal ops compare equal), and has something to round: a float operand
+/// or a float result (integer-to-integer casts are exact).
+fn check_stochastic(
+    cx: &mut OpCx,
+    rounding: Rounding,
+    stochastic: bool,
+    x: &TensorType,
+    res: &TensorType,
+) {
+    if !stochastic {
+        return;
+    }
+    if rounding != Rounding::NearestEven {
+        cx.err(format_args!(
+            "rounding = stochastic replaces the rounding mode, but the op also carries rounding = {rounding}"
+        ));
+    }
+    if !x.elem.is_float() && !res.elem.is_float() {
+        cx.err(format_args!(
+            "stochastic rounding of {} to {} has nothing to round (both are integral)",
+            x.elem, res.elem
+        ));
+    }
+}
+
 fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType) {
     match kind {
         OpKind::Constant(data) => check_constant(cx, data.bytes(), res),
-        OpKind::Quantize { granularity, .. } => {
+        OpKind::Quantize {
+            granularity,
+            rounding,
+            stochastic,
+            ..
+        } => {
             let x = ops[0];
+            check_stochastic(cx, *rounding, stochastic.is_some(), x, res);
             cx.expect_float("input", x);
             let zp = ops.get(2).map(|z| (*z, res.elem, "result"));
             cx.check_scale("", granularity, x, ops[1], zp);
@@ -511,7 +543,14 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
             );
             cx.expect_same_shape("input", q, res);
         }
-        OpKind::Cast { .. } => cx.expect_same_shape("operand", ops[0], res),
+        OpKind::Cast {
+            rounding,
+            stochastic,
+            ..
+        } => {
+            check_stochastic(cx, *rounding, stochastic.is_some(), ops[0], res);
+            cx.expect_same_shape("operand", ops[0], res)
+        }
         OpKind::MatMul { .. } => check_matmul(cx, ops[0], ops[1], res),
         OpKind::Gemm {
             trans_a,
@@ -1230,6 +1269,7 @@ mod tests {
             granularity,
             rounding: Rounding::NearestEven,
             saturate: true,
+            stochastic: None,
         }
     }
 
@@ -1426,6 +1466,7 @@ mod tests {
             OpKind::Cast {
                 rounding: Rounding::NearestEven,
                 saturate: true,
+                stochastic: None,
             },
             vec![r],
             ty(&[2, 8], "f8E4M3FN"),
@@ -1840,6 +1881,7 @@ mod tests {
         let cast = OpKind::Cast {
             rounding: Rounding::NearestEven,
             saturate: false,
+            stochastic: None,
         };
         let f = one_op(&[ty(&[2, 3], "f32")], cast, ty(&[3, 2], "i8"));
         assert_only(
@@ -2423,6 +2465,53 @@ mod tests {
         assert_eq!(
             messages(&f),
             vec!["'requant_dyadic' op: axis 2 is out of range for the rank-2 accumulator"]
+        );
+    }
+
+    #[test]
+    fn stochastic_rounding_is_checked() {
+        let sr = lowbit_numerics::StochasticRounding::new(5, 8).ok();
+        let cast = |rounding| OpKind::Cast {
+            rounding,
+            saturate: true,
+            stochastic: sr,
+        };
+        let ok = one_op(
+            &[ty(&[3], "f32")],
+            cast(Rounding::NearestEven),
+            ty(&[3], "f8E4M3FN"),
+        );
+        assert_eq!(messages(&ok), Vec::<String>::new());
+        let ok = one_op(
+            &[ty(&[3], "i32")],
+            cast(Rounding::NearestEven),
+            ty(&[3], "f16"),
+        );
+        assert_eq!(messages(&ok), Vec::<String>::new());
+        let f = one_op(&[ty(&[3], "f32")], cast(Rounding::Up), ty(&[3], "i8"));
+        assert_only(
+            &f,
+            "'cast' op: rounding = stochastic replaces the rounding mode, but the op also carries rounding = up",
+        );
+        let f = one_op(
+            &[ty(&[3], "i32")],
+            cast(Rounding::NearestEven),
+            ty(&[3], "i8"),
+        );
+        assert_only(
+            &f,
+            "'cast' op: stochastic rounding of i32 to i8 has nothing to round (both are integral)",
+        );
+        let q = OpKind::Quantize {
+            granularity: Granularity::PerTensor,
+            rounding: Rounding::TowardZero,
+            saturate: true,
+            stochastic: sr,
+        };
+        let f = one_op(&[ty(&[3], "f32"), ty(&[], "f32")], q, ty(&[3], "i8"));
+        assert_only(
+            &f,
+            "'quantize' op: rounding = stochastic replaces the rounding mode, but the op also carries rounding = toward_zero",
         );
     }
 

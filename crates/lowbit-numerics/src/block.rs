@@ -24,9 +24,23 @@
 //! into the element type, and one into `f32` on dequantization.
 //! A block holding a NaN or an infinity gets the scale type's NaN and zero
 //! element codes, so it dequantizes to NaN (the MX spec's NaN scale).
+//!
+//! Speed: [`quantize`] computes each block's scale, divides the block by it
+//! in `f64` exactly as the reference does, narrows the quotient to `f32`
+//! with round-to-odd (which keeps every later rounding into a format of at
+//! most 22 significand bits exact: the quotient can neither land on nor
+//! cross one of the element type's rounding boundaries), then encodes whole
+//! runs of blocks with the vectorized [`Codec`]. Integer elements are
+//! rounded in `f64` in the same loop. [`dequantize`] reads a 256-entry `f64`
+//! table of element values and multiplies by the block and tensor scales in
+//! the reference's order. Both are bit-identical to the element-by-element
+//! [`quantize_reference`] / [`dequantize_reference`] (tested on random,
+//! boundary and special data); element types whose values leave the `f32`
+//! range by far (custom biases) use the reference path.
 
+use crate::convert::Codec;
 use crate::format::{ElemType, FloatFormat, FormatError};
-use crate::round::{Overflow, Rounding};
+use crate::round::{EncodeOptions, Overflow, Rounding};
 use std::fmt;
 use std::str::FromStr;
 
@@ -386,8 +400,10 @@ fn geometry(
     })
 }
 
-/// Quantizes `data` (row-major, of `shape`) in blocks along `axis`.
-pub fn quantize(
+/// The element-by-element reference of [`quantize`]: every element goes
+/// through the scalar `f64` encoder. Slow; kept as the oracle the fast path
+/// is tested against.
+pub fn quantize_reference(
     fmt: &BlockFormat,
     data: &[f32],
     shape: &[usize],
@@ -464,8 +480,9 @@ pub fn quantize(
     })
 }
 
-/// Dequantizes a block-quantized tensor back to `f32` (row-major).
-pub fn dequantize(q: &BlockQuantized) -> Result<Vec<f32>, FormatError> {
+/// The element-by-element reference of [`dequantize`] (scalar decoder per
+/// element); the oracle the fast path is tested against.
+pub fn dequantize_reference(q: &BlockQuantized) -> Result<Vec<f32>, FormatError> {
     let fmt = &q.format;
     let g = geometry(fmt, q.codes.len(), &q.shape, q.axis)?;
     if q.scales.len() != g.outer * g.blocks * g.inner {
@@ -488,6 +505,420 @@ pub fn dequantize(q: &BlockQuantized) -> Result<Vec<f32>, FormatError> {
                 let j = (o * g.len + a) * g.inner + i;
                 let v = fmt.decode_elem(q.codes[j]) * s * q.tensor_scale as f64;
                 out[j] = v as f32;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Elements per bulk `Codec::encode` call on contiguous blocks (whole blocks
+/// are gathered up to about this many, so the scratch stays in L1).
+const CHUNK: usize = 4096;
+
+/// Narrows `y` to `f32` rounding to odd: truncate toward zero, and set the
+/// last bit when anything was cut off. A later rounding of the result to a
+/// format with at least two fewer significand bits (and a range well inside
+/// `f32`'s) equals rounding `y` itself, in every rounding mode.
+#[inline(always)]
+fn round_to_odd_f32(y: f64) -> f32 {
+    let t = y as f32;
+    let back = t as f64;
+    let mut b = t.to_bits();
+    // Nearest rounding went away from zero: step back toward zero (the bit
+    // pattern is sign-magnitude, so one less is one ulp smaller).
+    b -= (back.abs() > y.abs()) as u32;
+    b |= (back != y) as u32;
+    f32::from_bits(b)
+}
+
+/// Largest `|x|` as `f32` bits (sign cleared); values at or above
+/// `0x7f80_0000` mean the block holds an infinity or a NaN.
+#[inline(always)]
+fn abs_bits_max(xs: &[f32]) -> u32 {
+    xs.iter()
+        .fold(0u32, |m, x| m.max(x.to_bits() & 0x7fff_ffff))
+}
+
+/// What the fast path needs to encode and decode elements.
+struct FastPlan {
+    /// Float elements: the bulk encoder; `None` for integer elements.
+    codec: Option<Codec>,
+    /// Integer elements: `2^int_frac_bits` and the symmetric clamp.
+    int_mul: f64,
+    int_hi: f64,
+    int_mask: u64,
+    /// SharedExponent scales are powers of two: multiply by the exact
+    /// reciprocal instead of dividing.
+    pow2: bool,
+}
+
+impl FastPlan {
+    fn new(fmt: &BlockFormat) -> Option<FastPlan> {
+        let pow2_scales = fmt.rule == ScaleRule::SharedExponent;
+        match fmt.elem {
+            ElemType::Float(f) => {
+                // Round-to-odd through f32 needs the element grid well inside
+                // f32's normal range (two spare bits at the bottom, no
+                // overflow of the quotient's f32 image before saturation).
+                if f.min_positive() < 2f64.powi(-120) || f.max_finite() > 2f64.powi(120) {
+                    return None;
+                }
+                let codec = Codec::new(fmt.elem, EncodeOptions::new(fmt.rounding, true));
+                // NaN blocks and zero scales write code 0, which must be +0.
+                if f.encode(0.0, fmt.rounding, true) != 0 {
+                    return None;
+                }
+                Some(FastPlan {
+                    codec: Some(codec),
+                    int_mul: 1.0,
+                    int_hi: 0.0,
+                    int_mask: 0,
+                    pow2: pow2_scales,
+                })
+            }
+            _ => Some(FastPlan {
+                codec: None,
+                int_mul: pow2(fmt.int_frac_bits as i32),
+                int_hi: fmt.elem.int_range().map_or(0, |r| r.1) as f64,
+                int_mask: fmt.elem.code_mask(),
+                pow2: pow2_scales,
+            }),
+        }
+    }
+
+    /// Rounds `v` (already in integer units) the way `round_f64_to_i128`
+    /// does, then clamps symmetrically; exact for every finite `v`.
+    #[inline(always)]
+    fn int_code(&self, v: f64, mode: Rounding) -> u8 {
+        let r = match mode {
+            Rounding::NearestEven => v.round_ties_even(),
+            Rounding::NearestAway => v.round(),
+            Rounding::TowardZero => v.trunc(),
+            Rounding::Up => v.ceil(),
+            Rounding::Down => v.floor(),
+        };
+        (r.clamp(-self.int_hi, self.int_hi) as i64 as u64 & self.int_mask) as u8
+    }
+}
+
+/// One block's scale code and the `f64` scale the reference divides by.
+fn block_scale(fmt: &BlockFormat, amax: f64, elem_max: f64, tensor_scale: f32) -> (u8, f64) {
+    match fmt.rule {
+        ScaleRule::SharedExponent => {
+            let (lo, hi) = (fmt.scale.emin(), fmt.scale.emax());
+            let e = if amax == 0.0 {
+                lo
+            } else {
+                (floor_log2(amax) - fmt.elem_emax()).clamp(lo, hi)
+            };
+            ((e - lo) as u8, pow2(e))
+        }
+        ScaleRule::Float { .. } => {
+            let want = amax / elem_max / tensor_scale as f64;
+            let c = fmt.scale.encode(want, Rounding::NearestEven, true);
+            (c as u8, fmt.scale.decode(c) * tensor_scale as f64)
+        }
+    }
+}
+
+fn tensor_scale_of(fmt: &BlockFormat, data: &[f32], elem_max: f64) -> f32 {
+    match fmt.rule {
+        ScaleRule::Float { tensor_scale: true } => {
+            let amax = data
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold(0f32, |a, v| a.max(v.abs()));
+            let t = (amax as f64 / (elem_max * fmt.scale.max_finite())) as f32;
+            if t > 0.0 && t.is_finite() {
+                t
+            } else {
+                1.0
+            }
+        }
+        _ => 1.0,
+    }
+}
+
+/// One element of a strided block: its scaled `f32` (floats) or code
+/// (integers), as [`scale_run`] computes them.
+#[inline(always)]
+fn scale_one(plan: &FastPlan, mode: Rounding, x: f32, scale: f64, f: &mut f32, c: &mut u8) {
+    if scale <= 0.0 {
+        *f = 0.0;
+        *c = 0;
+    } else if plan.codec.is_some() {
+        *f = if plan.pow2 {
+            round_to_odd_f32(x as f64 * (1.0 / scale))
+        } else {
+            round_to_odd_f32(x as f64 / scale)
+        };
+    } else {
+        *c = plan.int_code(x as f64 / scale * plan.int_mul, mode);
+    }
+}
+
+/// Scales one run of elements into `f32` (floats) or codes (integers).
+/// `scale` is 0 for blocks that get zero codes (non-finite or zero scale).
+fn scale_run(plan: &FastPlan, mode: Rounding, xs: &[f32], scale: f64, f: &mut [f32], c: &mut [u8]) {
+    if scale <= 0.0 {
+        f.fill(0.0);
+        c.fill(0);
+        return;
+    }
+    use crate::convert::{level, Level};
+    match level() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() checked the features at run time.
+        Level::Avx512 => unsafe { scale_mv::avx512(plan, mode, xs, scale, f, c) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: level() checked the features at run time.
+        Level::Avx2 => unsafe { scale_mv::avx2(plan, mode, xs, scale, f, c) },
+        _ => scale_mv::portable(plan, mode, xs, scale, f, c),
+    }
+}
+
+// The same loops compiled per instruction set (rounding to integers and
+// f64 <-> f32 conversions only vectorize with SSE4.1 and up).
+mod scale_mv {
+    use super::*;
+    #[cfg(target_arch = "x86_64")]
+    /// # Safety
+    /// The CPU must support AVX-512 F/BW/VL/CD.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512cd,avx2,fma")]
+    pub unsafe fn avx512(
+        p: &FastPlan,
+        m: Rounding,
+        xs: &[f32],
+        s: f64,
+        f: &mut [f32],
+        c: &mut [u8],
+    ) {
+        scale_loop(p, m, xs, s, f, c)
+    }
+    #[cfg(target_arch = "x86_64")]
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(p: &FastPlan, m: Rounding, xs: &[f32], s: f64, f: &mut [f32], c: &mut [u8]) {
+        scale_loop(p, m, xs, s, f, c)
+    }
+    pub fn portable(p: &FastPlan, m: Rounding, xs: &[f32], s: f64, f: &mut [f32], c: &mut [u8]) {
+        scale_loop(p, m, xs, s, f, c)
+    }
+}
+
+#[inline(always)]
+fn scale_loop(
+    plan: &FastPlan,
+    mode: Rounding,
+    xs: &[f32],
+    scale: f64,
+    f: &mut [f32],
+    c: &mut [u8],
+) {
+    if plan.codec.is_some() {
+        if plan.pow2 {
+            // Exact: the reciprocal of a power of two is one, and the
+            // product cannot leave the f64 normal range.
+            let inv = 1.0 / scale;
+            for (x, o) in xs.iter().zip(f.iter_mut()) {
+                *o = round_to_odd_f32(*x as f64 * inv);
+            }
+        } else {
+            for (x, o) in xs.iter().zip(f.iter_mut()) {
+                *o = round_to_odd_f32(*x as f64 / scale);
+            }
+        }
+        return;
+    }
+    let (hi, mask) = (plan.int_hi, plan.int_mask);
+    // The reference computes (x / scale) * 2^frac: for power-of-two scales
+    // multiplying by the exact reciprocal is the same value.
+    let (mul, div) = if plan.pow2 {
+        (plan.int_mul / scale, 1.0)
+    } else {
+        (plan.int_mul, scale)
+    };
+    macro_rules! run {
+        ($round:expr) => {
+            for (x, o) in xs.iter().zip(c.iter_mut()) {
+                let v = if plan.pow2 {
+                    *x as f64 * mul
+                } else {
+                    *x as f64 / div * mul
+                };
+                // |r| <= hi < 2^8 after the clamp: i32 holds it.
+                let r: f64 = $round(v);
+                *o = (r.clamp(-hi, hi) as i32 as u64 & mask) as u8;
+            }
+        };
+    }
+    match mode {
+        Rounding::NearestEven => run!(f64::round_ties_even),
+        Rounding::NearestAway => run!(f64::round),
+        Rounding::TowardZero => run!(f64::trunc),
+        Rounding::Up => run!(f64::ceil),
+        Rounding::Down => run!(f64::floor),
+    }
+}
+
+/// Quantizes `data` (row-major, of `shape`) in blocks along `axis`.
+pub fn quantize(
+    fmt: &BlockFormat,
+    data: &[f32],
+    shape: &[usize],
+    axis: usize,
+) -> Result<BlockQuantized, FormatError> {
+    let g = geometry(fmt, data.len(), shape, axis)?;
+    let Some(plan) = FastPlan::new(fmt) else {
+        return quantize_reference(fmt, data, shape, axis);
+    };
+    let mut codes = vec![0u8; data.len()];
+    let mut scales = vec![0u8; g.outer * g.blocks * g.inner];
+    let elem_max = fmt.elem_max();
+    let tensor_scale = tensor_scale_of(fmt, data, elem_max);
+    let nan_scale = fmt.scale.nan_code().unwrap_or(0) as u8;
+    let mode = fmt.rounding;
+    // A block's scale code and the divisor for its elements (0: zero codes).
+    let scale_of = |bits: u32| -> (u8, f64) {
+        if bits >= 0x7f80_0000 {
+            return (nan_scale, 0.0);
+        }
+        block_scale(fmt, f32::from_bits(bits) as f64, elem_max, tensor_scale)
+    };
+    if g.inner == 1 {
+        // Blocks are consecutive runs of the flat array (row by row, the
+        // last block of a row possibly short): scale runs of whole blocks
+        // into a scratch buffer and bulk-encode each run.
+        let cap = CHUNK.max(fmt.block);
+        let mut buf = vec![0f32; cap.min(data.len())];
+        let (mut run_start, mut pos) = (0usize, 0usize);
+        let mut s_at = 0usize;
+        for o in 0..g.outer {
+            for k in 0..g.blocks {
+                let start = o * g.len + k * fmt.block;
+                let end = o * g.len + ((k + 1) * fmt.block).min(g.len);
+                if pos + (end - start) > buf.len() {
+                    flush(&plan, &buf[..pos], &mut codes[run_start..start])?;
+                    run_start = start;
+                    pos = 0;
+                }
+                let xs = &data[start..end];
+                let (sc, scale) = scale_of(abs_bits_max(xs));
+                scales[s_at] = sc;
+                s_at += 1;
+                let n = end - start;
+                scale_run(
+                    &plan,
+                    mode,
+                    xs,
+                    scale,
+                    &mut buf[pos..pos + n],
+                    &mut codes[start..end],
+                );
+                pos += n;
+            }
+        }
+        flush(&plan, &buf[..pos], &mut codes[run_start..run_start + pos])?;
+    } else {
+        // Blocks are strided: walk a block's rows, each a contiguous run of
+        // `inner` elements with one scale per position.
+        let mut amax = vec![0u32; g.inner];
+        let mut blk_scale = vec![0f64; g.inner];
+        let mut row = vec![0f32; g.inner];
+        for o in 0..g.outer {
+            for k in 0..g.blocks {
+                let start = k * fmt.block;
+                let end = (start + fmt.block).min(g.len);
+                amax.fill(0);
+                for a in start..end {
+                    let at = (o * g.len + a) * g.inner;
+                    for (m, x) in amax.iter_mut().zip(&data[at..at + g.inner]) {
+                        *m = (*m).max(x.to_bits() & 0x7fff_ffff);
+                    }
+                }
+                let s0 = (o * g.blocks + k) * g.inner;
+                for i in 0..g.inner {
+                    let (sc, scale) = scale_of(amax[i]);
+                    scales[s0 + i] = sc;
+                    blk_scale[i] = scale;
+                }
+                for a in start..end {
+                    let at = (o * g.len + a) * g.inner;
+                    let xs = &data[at..at + g.inner];
+                    let cs = &mut codes[at..at + g.inner];
+                    for (((x, s), f), c) in xs
+                        .iter()
+                        .zip(&blk_scale)
+                        .zip(row.iter_mut())
+                        .zip(cs.iter_mut())
+                    {
+                        scale_one(&plan, mode, *x, *s, f, c);
+                    }
+                    flush(&plan, &row, cs)?;
+                }
+            }
+        }
+    }
+    Ok(BlockQuantized {
+        format: *fmt,
+        shape: shape.to_vec(),
+        axis,
+        codes,
+        scales,
+        tensor_scale,
+    })
+}
+
+/// Encodes a run of scaled float elements (integers were written already).
+fn flush(plan: &FastPlan, buf: &[f32], out: &mut [u8]) -> Result<(), FormatError> {
+    match &plan.codec {
+        Some(c) => c.encode(buf, out),
+        None => Ok(()),
+    }
+}
+
+/// Dequantizes a block-quantized tensor back to `f32` (row-major).
+pub fn dequantize(q: &BlockQuantized) -> Result<Vec<f32>, FormatError> {
+    let fmt = &q.format;
+    let g = geometry(fmt, q.codes.len(), &q.shape, q.axis)?;
+    if q.scales.len() != g.outer * g.blocks * g.inner {
+        return dequantize_reference(q);
+    }
+    let mut lut = [0f64; 256];
+    for (c, v) in lut.iter_mut().enumerate() {
+        *v = fmt.decode_elem(c as u8);
+    }
+    let mut slut = [0f64; 256];
+    for (c, v) in slut.iter_mut().enumerate() {
+        *v = fmt.scale.decode(c as u64);
+    }
+    let t = q.tensor_scale as f64;
+    let mut out = vec![0f32; q.codes.len()];
+    // Same products in the same order as the reference: (elem * s) * t.
+    if g.inner == 1 {
+        let mut s_at = 0;
+        for o in 0..g.outer {
+            for k in 0..g.blocks {
+                let start = o * g.len + k * fmt.block;
+                let end = o * g.len + ((k + 1) * fmt.block).min(g.len);
+                let s = slut[q.scales[s_at] as usize];
+                s_at += 1;
+                for (o, &c) in out[start..end].iter_mut().zip(&q.codes[start..end]) {
+                    *o = (lut[c as usize] * s * t) as f32;
+                }
+            }
+        }
+    } else {
+        for o in 0..g.outer {
+            for a in 0..g.len {
+                let at = (o * g.len + a) * g.inner;
+                let s0 = (o * g.blocks + a / fmt.block) * g.inner;
+                let ss = &q.scales[s0..s0 + g.inner];
+                let cs = &q.codes[at..at + g.inner];
+                for ((o, &c), &sc) in out[at..at + g.inner].iter_mut().zip(cs).zip(ss) {
+                    *o = (lut[c as usize] * slut[sc as usize] * t) as f32;
+                }
             }
         }
     }

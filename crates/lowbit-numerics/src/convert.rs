@@ -133,13 +133,13 @@ pub fn simd_level() -> &'static str {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
+pub(crate) enum Level {
     Avx512,
     Avx2,
     Portable,
 }
 
-fn level() -> Level {
+pub(crate) fn level() -> Level {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")

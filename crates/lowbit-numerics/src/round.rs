@@ -126,6 +126,12 @@ pub enum RoundSpec {
     },
 }
 
+impl From<Rounding> for RoundSpec {
+    fn from(mode: Rounding) -> RoundSpec {
+        RoundSpec::Mode(mode)
+    }
+}
+
 /// Every option of a conversion to a float format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct EncodeOptions {

@@ -255,3 +255,162 @@ fn bad_formats_and_shapes_are_errors() {
     assert_eq!(q.scales, [127]);
     assert_eq!(dequantize(&q).unwrap()[..4], [1.0, -0.5, 0.25, 1.75]);
 }
+
+/// Inputs that stress the fast path: random magnitudes, element-grid points
+/// and midpoints scaled by each block's power of two and nudged by one `f32`
+/// ulp either way, f32 subnormals, zeros, and NaN/infinite/zero blocks.
+fn hard_data(n: usize, seed: u64, grid: &[f64]) -> Vec<f32> {
+    let mut xs = data(n, seed);
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    for (i, x) in xs.iter_mut().enumerate() {
+        let r = next();
+        let blk = i / 16;
+        let e = (blk % 13) as i32 * 7 - 40;
+        let g = grid[(r >> 8) as usize % grid.len()] * 2f64.powi(e);
+        let v = match r % 11 {
+            0..=2 => g as f32,
+            3 => f32::from_bits((g as f32).to_bits().wrapping_add(1)),
+            4 => f32::from_bits((g as f32).to_bits().saturating_sub(1)),
+            5 => f32::from_bits((r >> 40) as u32 & 0x807f_ffff), // subnormal
+            6 => 0.0,
+            7 => -0.0,
+            _ => *x,
+        };
+        *x = if r & (1 << 20) != 0 { -v } else { v };
+        match (blk % 29, i % 16) {
+            (5, 3) => *x = f32::NAN,
+            (7, 9) => *x = f32::INFINITY,
+            (11, 0) => *x = f32::NEG_INFINITY,
+            (13, _) => *x = 0.0,
+            (17, 1) => *x = f32::MAX,
+            (19, _) => *x = f32::from_bits(1 + (i as u32 % 3)),
+            _ => {}
+        }
+    }
+    xs
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+#[test]
+fn fast_path_is_bit_exact_with_the_reference() {
+    use lowbit_numerics::block::{dequantize_reference, quantize_reference};
+    let e8m0 = ElemType::Float(FloatFormat::F8E8M0FNU);
+    let mut formats: Vec<BlockFormat> = [
+        "mxfp8_e4m3",
+        "mxfp8_e5m2",
+        "mxfp6_e2m3",
+        "mxfp6_e3m2",
+        "mxfp4",
+        "mxint8",
+        "nvfp4",
+    ]
+    .iter()
+    .map(|n| n.parse().unwrap())
+    .collect();
+    formats.push(
+        BlockFormat::new("i4".parse().unwrap(), 8, e8m0, ScaleRule::SharedExponent, 2).unwrap(),
+    );
+    formats.push(
+        BlockFormat::new(
+            ElemType::Float(FloatFormat::F8E4M3FN),
+            16,
+            ElemType::F16,
+            ScaleRule::Float {
+                tensor_scale: false,
+            },
+            0,
+        )
+        .unwrap(),
+    );
+    formats.push(
+        BlockFormat::new(
+            "i8".parse().unwrap(),
+            32,
+            ElemType::Float(FloatFormat::F8E4M3FN),
+            ScaleRule::Float { tensor_scale: true },
+            3,
+        )
+        .unwrap(),
+    );
+    // Outside the fast path's range: falls back to the reference.
+    formats.push(
+        BlockFormat::new(
+            "fE5M2B130".parse().unwrap(),
+            32,
+            e8m0,
+            ScaleRule::SharedExponent,
+            0,
+        )
+        .unwrap(),
+    );
+    let shapes: [(&[usize], usize); 5] = [
+        (&[32 * 40 + 7], 0),
+        (&[3, 45], 1),
+        (&[45, 3], 0),
+        (&[2, 37, 5], 1),
+        (&[4, 16 * 20], 1),
+    ];
+    let mut checked = 0;
+    for base in formats {
+        let grid: Vec<f64> = match base.elem() {
+            ElemType::Float(f) => {
+                let vals: Vec<f64> = (0..1u64 << f.bits())
+                    .map(|c| f.decode(c))
+                    .filter(|v| v.is_finite() && *v >= 0.0)
+                    .collect();
+                let mut g = vals.clone();
+                g.extend(vals.windows(2).map(|w| (w[0] + w[1]) / 2.0));
+                g
+            }
+            _ => (0..512).map(|k| k as f64 / 2.0 / 64.0).collect(),
+        };
+        for mode in Rounding::ALL {
+            let f = base.with_rounding(mode);
+            for (si, (shape, axis)) in shapes.iter().enumerate() {
+                let n: usize = shape.iter().product();
+                let xs = hard_data(n, 7 + si as u64, &grid);
+                let fast = quantize(&f, &xs, shape, *axis).unwrap();
+                let slow = quantize_reference(&f, &xs, shape, *axis).unwrap();
+                assert_eq!(fast.scales, slow.scales, "{f} {mode} {shape:?}");
+                assert_eq!(fast.tensor_scale.to_bits(), slow.tensor_scale.to_bits());
+                for (j, x) in xs.iter().enumerate() {
+                    assert_eq!(
+                        fast.codes[j],
+                        slow.codes[j],
+                        "{f} {mode} {shape:?} element {j}: x = {x:e} ({:#x})",
+                        x.to_bits()
+                    );
+                }
+                let (a, b) = (
+                    dequantize(&fast).unwrap(),
+                    dequantize_reference(&slow).unwrap(),
+                );
+                assert!(same_bits(&a, &b), "{f} {mode} {shape:?} dequantize");
+                // Arbitrary codes and scales (all 256 byte values) decode alike.
+                let mut q = fast.clone();
+                for (j, c) in q.codes.iter_mut().enumerate() {
+                    *c = (j * 37 + si) as u8;
+                }
+                for (j, c) in q.scales.iter_mut().enumerate() {
+                    *c = (j * 11 + 100) as u8;
+                }
+                let (a, b) = (dequantize(&q).unwrap(), dequantize_reference(&q).unwrap());
+                assert!(
+                    same_bits(&a, &b),
+                    "{f} {mode} {shape:?} dequantize arbitrary codes"
+                );
+                checked += n;
+            }
+        }
+    }
+    assert!(checked > 100_000);
+}

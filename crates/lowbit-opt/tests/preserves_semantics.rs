@@ -102,6 +102,7 @@ fn build(elem: ElemType, steps: &[Step]) -> Function {
                 let kind = OpKind::Cast {
                     rounding: Rounding::NearestEven,
                     saturate: *saturate,
+                    stochastic: None,
                 };
                 f.push(kind, vec![a], t4.clone())
             }

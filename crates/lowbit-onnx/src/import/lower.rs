@@ -287,6 +287,7 @@ pub(crate) fn lower(
                     OpKind::Cast {
                         rounding: Rounding::NearestEven,
                         saturate: false,
+                        stochastic: None,
                     },
                     &[&b],
                     ty,
@@ -667,7 +668,15 @@ fn cast(im: &mut Importer, node: &NodeProto, x: &Val, to: ElemType) -> R<Val> {
         _ => (Rounding::NearestEven, false),
     };
     let ty = x.ty.with_elem(to);
-    im.emit(OpKind::Cast { rounding, saturate }, &[x], ty)
+    im.emit(
+        OpKind::Cast {
+            rounding,
+            saturate,
+            stochastic: None,
+        },
+        &[x],
+        ty,
+    )
 }
 
 fn norm_node(im: &mut Importer, node: &NodeProto, op_type: &str) -> R<Val> {
@@ -879,6 +888,7 @@ fn zero_pointed(im: &mut Importer, node: &NodeProto, i: usize, zp: usize, at: Zp
             OpKind::Cast {
                 rounding: Rounding::NearestEven,
                 saturate: false,
+                stochastic: None,
             },
             &[v],
             ty,
@@ -1018,6 +1028,7 @@ fn dynamic_quantize(im: &mut Importer, node: &NodeProto) -> R<Vec<Val>> {
         granularity: Granularity::PerTensor,
         rounding: Rounding::NearestEven,
         saturate: true,
+        stochastic: None,
     };
     let zp = im.emit(
         quant(),
@@ -1102,6 +1113,7 @@ fn quantize_node(im: &mut Importer, node: &NodeProto, version: i64) -> R<Val> {
             OpKind::Cast {
                 rounding: Rounding::NearestEven,
                 saturate: false,
+                stochastic: None,
             },
             &[&x],
             ty,
@@ -1121,6 +1133,7 @@ fn quantize_node(im: &mut Importer, node: &NodeProto, version: i64) -> R<Val> {
             granularity: g,
             rounding: Rounding::NearestEven,
             saturate,
+            stochastic: None,
         },
         &ops,
         ty,

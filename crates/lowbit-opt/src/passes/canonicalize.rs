@@ -554,6 +554,7 @@ mod tests {
             OpKind::Cast {
                 rounding: Rounding::NearestEven,
                 saturate: true,
+                stochastic: None,
             },
             vec![x],
             i4.clone(),
@@ -563,6 +564,7 @@ mod tests {
             OpKind::Cast {
                 rounding: Rounding::NearestEven,
                 saturate: false,
+                stochastic: None,
             },
             vec![h],
             ty(&[2], "f16"),
@@ -588,6 +590,7 @@ mod tests {
                 granularity: Default::default(),
                 rounding: Rounding::NearestEven,
                 saturate: true,
+                stochastic: None,
             },
             vec![x, s],
             ty(&[4], "i8"),
