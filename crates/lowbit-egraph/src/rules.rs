@@ -352,10 +352,13 @@ fn fuse_activation(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
 fn fuse_requant(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
     let mut out = Vec::new();
     for (q, ch) in ops_named(eg, class, "quantize") {
+        // A stochastic quantize is never matched (`ops_named` skips it, and
+        // the epilogue has no stochastic mode).
         let OpKind::Quantize {
             granularity,
             rounding,
             saturate,
+            stochastic: None,
         } = &q.kind
         else {
             continue;

@@ -56,8 +56,14 @@ pub(crate) fn qmatmul(
     let y = qmatmul_float(&at, &ops[..n], &ft)?;
     let mut qops = vec![&y];
     qops.extend(&ops[n..]);
-    quantize(&rq.granularity, rq.rounding, rq.saturate, &qops, rt)
-        .map_err(|e| format!("requant epilogue: {e}"))
+    quantize(
+        &rq.granularity,
+        crate::quant::OpRounding::Mode(rq.rounding),
+        rq.saturate,
+        &qops,
+        rt,
+    )
+    .map_err(|e| format!("requant epilogue: {e}"))
 }
 
 /// The float part of `qmatmul`: `act(matmul(x, dequantize(wq)) + bias)`.

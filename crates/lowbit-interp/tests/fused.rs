@@ -183,6 +183,7 @@ fn qmatmul_requant_epilogue_equals_quantize_of_the_float_result() {
                         granularity: og,
                         rounding,
                         saturate,
+                        stochastic: None,
                     },
                     &qops,
                     ty("i8", &[2, 2]),
