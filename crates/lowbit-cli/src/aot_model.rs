@@ -416,3 +416,16 @@ pub fn link_shared(a: &Artifacts, out: &Path, header: &Path) -> Result<(), Strin
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::c_ident;
+
+    #[test]
+    fn c_identifiers_are_valid() {
+        assert_eq!(c_ident("mlp"), "mlp");
+        assert_eq!(c_ident("my-model.v2"), "my_model_v2");
+        assert_eq!(c_ident("9lives"), "_9lives");
+        assert_eq!(c_ident(""), "_");
+    }
+}

@@ -166,7 +166,13 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         .map_err(|e| Failure::msg(format!("{model}: {e}")))?;
     #[cfg(feature = "cpu")]
     if emit == "so" {
-        return emit_so(&module, out, a.last("cpu"));
+        return emit_so(&module, out, a.last("target"), a.last("cpu"));
+    }
+    #[cfg(feature = "cpu")]
+    if emit == "obj" {
+        return Err(Failure::msg(
+            "--emit obj is not available for whole models yet: use --emit so (or 'lowbit compile gemm --emit obj' for one kernel)",
+        ));
     }
     if emit != "ir" {
         return Err(Failure::msg(format!(
@@ -182,11 +188,23 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
 
 /// `--emit so`: the library `out` and its header beside it.
 #[cfg(feature = "cpu")]
-fn emit_so(module: &Module, out: &str, cpu: Option<&str>) -> Result<(), Failure> {
+fn emit_so(
+    module: &Module,
+    out: &str,
+    arch: Option<&str>,
+    cpu: Option<&str>,
+) -> Result<(), Failure> {
     if out == "-" {
         return Err(Failure::usage(
             "--emit so writes a library and its header: give a file for -o",
         ));
+    }
+    let host = lowbit_llvm::CpuTarget::host().map_err(|e| Failure::msg(e.to_string()))?;
+    let host_arch = host.triple.split('-').next().unwrap_or("").to_string();
+    if let Some(t) = arch.filter(|t| *t != host_arch) {
+        return Err(Failure::msg(format!(
+            "--emit so links with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
+        )));
     }
     let path = Path::new(out);
     let stem = path
@@ -198,16 +216,8 @@ fn emit_so(module: &Module, out: &str, cpu: Option<&str>) -> Result<(), Failure>
         .filter(|s| !s.is_empty())
         .unwrap_or(stem);
     let target = match cpu {
-        None | Some("native") => lowbit_llvm::CpuTarget::host(),
-        Some(c) => lowbit_llvm::CpuTarget::named(
-            lowbit_llvm::CpuTarget::host()
-                .map_err(|e| Failure::msg(e.to_string()))?
-                .triple
-                .split('-')
-                .next()
-                .unwrap_or(""),
-            c,
-        ),
+        None | Some("native") => Ok(host),
+        Some(c) => lowbit_llvm::CpuTarget::named(&host_arch, c),
     }
     .map_err(|e| Failure::msg(e.to_string()))?;
     let art = crate::aot_model::compile_model(module, name, &target).map_err(Failure::msg)?;
