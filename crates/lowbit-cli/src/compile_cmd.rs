@@ -1,7 +1,8 @@
-//! `lowbit compile`: import a model and emit it. This build has no code
-//! generator yet, so only `--emit ir` (the imported, optionally optimized,
-//! lowbit IR text) is available; every other emit kind is refused with a
-//! message saying so, after the model has been imported and checked.
+//! `lowbit compile`: import a model and emit it: `--emit ir` (the
+//! imported, optionally optimized, lowbit IR text) or, with the CPU
+//! backend, `--emit so` (a shared library and its C header, see
+//! `aot_model`). Every other emit kind is refused with a message saying
+//! so, after the model has been imported and checked.
 
 use crate::args::{self, Spec};
 use crate::output::write_atomic;
@@ -27,8 +28,15 @@ input).
 Options:
   -o, --output OUT        Where to write the result ('-' for standard output)
   --emit KIND             obj | so | asm | llvm | ptx | ir | mlir (default so).
-                          This build has no code generator: only 'ir' (the
-                          imported lowbit IR text) is available
+                          Available: 'ir' (the imported lowbit IR text) and
+                          'so' (CPU backend): a shared library OUT with the
+                          C entry point int lowbit_<name>_run(const float
+                          *in0, ..., float *out0, ...) (0 on success), its
+                          header next to it (OUT with extension .h), the
+                          weights pre-packed inside. <name> is OUT's file
+                          stem without a 'lib' prefix. Needs a C compiler
+                          and linker: 'cc' or $CC. Models whose ops do not
+                          all map onto CPU kernels are refused
   --passes PIPELINE       Run a pass pipeline before emitting (as lowbit opt)
   --target TARGET         x86_64 | aarch64 | nvptx
   --cpu CPU               native | a CPU name
@@ -156,6 +164,16 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     let stderr = std::io::stderr();
     pm.run(&mut module, &mut stderr.lock())
         .map_err(|e| Failure::msg(format!("{model}: {e}")))?;
+    #[cfg(feature = "cpu")]
+    if emit == "so" {
+        return emit_so(&module, out, a.last("target"), a.last("cpu"));
+    }
+    #[cfg(feature = "cpu")]
+    if emit == "obj" {
+        return Err(Failure::msg(
+            "--emit obj is not available for whole models yet: use --emit so (or 'lowbit compile gemm --emit obj' for one kernel)",
+        ));
+    }
     if emit != "ir" {
         return Err(Failure::msg(format!(
             "--emit {emit} is not available in this build: there is no code generator yet (use --emit ir)"
@@ -166,4 +184,42 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         "-" => write_stdout(&text),
         path => write_atomic(Path::new(path), text.as_bytes()).map_err(Failure::msg),
     }
+}
+
+/// `--emit so`: the library `out` and its header beside it.
+#[cfg(feature = "cpu")]
+fn emit_so(
+    module: &Module,
+    out: &str,
+    arch: Option<&str>,
+    cpu: Option<&str>,
+) -> Result<(), Failure> {
+    if out == "-" {
+        return Err(Failure::usage(
+            "--emit so writes a library and its header: give a file for -o",
+        ));
+    }
+    let host = lowbit_llvm::CpuTarget::host().map_err(|e| Failure::msg(e.to_string()))?;
+    let host_arch = host.triple.split('-').next().unwrap_or("").to_string();
+    if let Some(t) = arch.filter(|t| *t != host_arch) {
+        return Err(Failure::msg(format!(
+            "--emit so links with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
+        )));
+    }
+    let path = Path::new(out);
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| Failure::usage(format!("-o '{out}' has no file name")))?;
+    let name = stem
+        .strip_prefix("lib")
+        .filter(|s| !s.is_empty())
+        .unwrap_or(stem);
+    let target = match cpu {
+        None | Some("native") => Ok(host),
+        Some(c) => lowbit_llvm::CpuTarget::named(&host_arch, c),
+    }
+    .map_err(|e| Failure::msg(e.to_string()))?;
+    let art = crate::aot_model::compile_model(module, name, &target).map_err(Failure::msg)?;
+    crate::aot_model::link_shared(&art, path, &path.with_extension("h")).map_err(Failure::msg)
 }

@@ -73,14 +73,36 @@ impl CpuRun {
     }
 }
 
-/// A matmul mapped onto a kernel, with its packed weights.
+/// A matmul that maps onto a kernel: its spec and packed weights (shared
+/// by the JIT run and the ahead-of-time compiler, `aot_model`).
+pub struct Plan {
+    /// The kernel's spec.
+    pub spec: GemmSpec,
+    /// The weights, packed for `spec`.
+    pub weights: PackedWeights,
+    /// The `qmatmul` bias operand, passed to the kernel's epilogue.
+    pub bias: Option<Value>,
+    /// A `qmatmul` activation the kernel lacks, run on the interpreter.
+    pub post: Option<IrActivation>,
+}
+
+/// A matmul mapped onto a JIT-compiled kernel, with its packed weights.
 struct Mapped {
     kernel: Arc<GemmKernel>,
     weights: PackedWeights,
-    /// The `qmatmul` bias operand, passed to the kernel's epilogue.
     bias: Option<Value>,
-    /// A `qmatmul` activation the kernel lacks, run on the interpreter.
     post: Option<IrActivation>,
+}
+
+/// Maps `op` onto a JIT-compiled kernel.
+fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
+    let p = plan_matmul(f, op)?;
+    Ok(Mapped {
+        kernel: compile(&p.spec).map_err(|e| e.to_string())?,
+        weights: p.weights,
+        bias: p.bias,
+        post: p.post,
+    })
 }
 
 fn label(f: &Function, op: Op) -> String {
@@ -129,7 +151,7 @@ fn transpose(t: &Tensor) -> Tensor {
 /// Maps an integer `matmul x, w` or `matmul_int x, w` to `i32` (wrapping)
 /// with a constant `w` onto the
 /// W8A8 (`u8`/`i8` x `i8`) or W1A1 (`b1` x `b1`) kernel.
-fn map_int_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
+fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
     let (xt, rt) = (f.ty(x), f.ty(d.results[0]));
@@ -174,10 +196,9 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
             xt.elem, spec.weight.dtype, q.elem
         ));
     }
-    let kernel = compile(&spec).map_err(|e| e.to_string())?;
     let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
-    Ok(Mapped {
-        kernel,
+    Ok(Plan {
+        spec,
         weights,
         bias: None,
         post: None,
@@ -185,8 +206,8 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
 }
 
 /// Tries to map `matmul x, w`, `matmul_int x, w` or `qmatmul x, wq, ...`
-/// (op `op`) onto a kernel.
-fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
+/// (op `op`) onto a kernel spec; the error says why it does not map.
+pub fn plan_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
     let xt = f.ty(x);
@@ -286,7 +307,7 @@ fn map_dequantized(
     (qv, sv, zv): (Value, Value, Option<Value>),
     granularity: &Granularity,
     epilogue: Epilogue,
-) -> Result<Mapped, String> {
+) -> Result<Plan, String> {
     let d = f.op(op);
     let (xt, rt) = (f.ty(d.operands[0]), f.ty(d.results[0]));
     if rt.elem != ElemType::F32 {
@@ -343,11 +364,10 @@ fn map_dequantized(
         act: xt.elem,
         epilogue,
     };
-    let kernel = compile(&spec).map_err(|e| e.to_string())?;
     let weights =
         PackedWeights::pack(&spec, &transpose(&q), &s, z.as_ref()).map_err(|e| e.to_string())?;
-    Ok(Mapped {
-        kernel,
+    Ok(Plan {
+        spec,
         weights,
         bias: None,
         post: None,

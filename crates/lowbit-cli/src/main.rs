@@ -5,6 +5,8 @@
 //! values ([`Failure`]) turned into one message on standard error and exit
 //! status 1 here, so no user input can make the driver panic.
 
+#[cfg(feature = "cpu")]
+mod aot_model;
 mod args;
 #[cfg(feature = "cpu")]
 mod bench_cmd;

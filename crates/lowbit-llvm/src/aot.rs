@@ -41,3 +41,61 @@ pub fn emit(spec: &GemmSpec, target: &CpuTarget, what: Emit) -> Result<Vec<u8>, 
         .map_err(|e| CpuError::Llvm(format!("code generation for {}: {e}", target.describe())))?;
     Ok(buf.as_slice().to_vec())
 }
+
+/// One kernel of a whole-model object: `spec` exported under `symbol`.
+pub struct ModelKernel<'a> {
+    /// The kernel's spec (checked here against the target).
+    pub spec: &'a GemmSpec,
+    /// The exported name of its entry point (signature of
+    /// [`crate::codegen::KERNEL_SYMBOL`]).
+    pub symbol: String,
+}
+
+/// Builds one relocatable object holding several kernels under their own
+/// names and read-only data (pre-packed weights, scales, biases) as
+/// 64-byte-aligned constant globals named by the first tuple field. Every
+/// symbol gets hidden visibility: the object is meant to be linked into a
+/// shared library whose driver (the only exported function) calls them.
+pub fn emit_model_object(
+    kernels: &[ModelKernel],
+    data: &[(String, Vec<u8>)],
+    target: &CpuTarget,
+) -> Result<Vec<u8>, CpuError> {
+    use inkwell::module::Linkage;
+    use inkwell::GlobalVisibility;
+    let ctx = Context::create();
+    let module = ctx.create_module("lowbit_model");
+    module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
+    for k in kernels {
+        k.spec.check(&target.describe())?;
+        let km = build_module(&ctx, k.spec, target)?;
+        let f = km
+            .get_function(crate::codegen::KERNEL_SYMBOL)
+            .ok_or_else(|| CpuError::Llvm("kernel module lacks its entry point".into()))?;
+        f.as_global_value().set_name(&k.symbol);
+        f.as_global_value().set_visibility(GlobalVisibility::Hidden);
+        // Internal tile functions of different kernels share names; the
+        // linker renames those local symbols apart.
+        module
+            .link_in_module(km)
+            .map_err(|e| CpuError::Llvm(format!("linking kernel {}: {e}", k.symbol)))?;
+    }
+    let i8t = ctx.i8_type();
+    for (name, bytes) in data {
+        let init = ctx.const_string(bytes, false);
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| CpuError::Llvm(format!("constant {name} is over 4 GiB")))?;
+        let g = module.add_global(i8t.array_type(len), None, name);
+        g.set_initializer(&init);
+        g.set_constant(true);
+        g.set_linkage(Linkage::External);
+        g.set_visibility(GlobalVisibility::Hidden);
+        g.set_alignment(64);
+    }
+    optimize(&module, target)?;
+    let machine = target.machine(RelocMode::PIC)?;
+    let buf = machine
+        .write_to_memory_buffer(&module, FileType::Object)
+        .map_err(|e| CpuError::Llvm(format!("code generation for {}: {e}", target.describe())))?;
+    Ok(buf.as_slice().to_vec())
+}
