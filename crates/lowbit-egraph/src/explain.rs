@@ -18,7 +18,7 @@
 use crate::analysis::{Family, LbGraph};
 use crate::cost::family;
 use crate::lang::Node;
-use egg::{Id, Language, RecExpr};
+use egg::{Id, RecExpr};
 use lowbit_ir::target::Target;
 use lowbit_ir::OpKind;
 use std::collections::BTreeSet;
@@ -83,7 +83,7 @@ pub(crate) fn report_ops(
     target: &Target,
     best: &RecExpr<Node>,
     classes: &[Id],
-    cost_of: &dyn Fn(Id) -> f64,
+    cost_of: &mut dyn FnMut(Id, &Node) -> f64,
 ) -> Vec<OpReport> {
     let mut out = Vec::new();
     let mut op_index = 0usize;
@@ -107,7 +107,7 @@ pub(crate) fn report_ops(
             let Some(e) = crate::node_estimate(eg, target, m) else {
                 continue;
             };
-            let total = m.fold(e.ns, |s, c| s + cost_of(c));
+            let total = cost_of(class, m);
             let alt = Alternative {
                 op: eg.analysis.heads.get(*mh).kind.name().to_string(),
                 schedule: family(&eg.analysis.heads.get(*mh).kind).to_string(),
