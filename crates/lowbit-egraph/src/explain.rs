@@ -33,7 +33,11 @@ pub struct Alternative {
     pub schedule: String,
     /// Its kernel.
     pub kernel: String,
-    /// Estimated cost (ns) of the whole term rooted at it.
+    /// Estimated cost (ns) of the whole term rooted at it as a DAG: its
+    /// own estimate plus each class its operands reach under the chosen
+    /// extraction, counted once. The choice minimizes the function's cost,
+    /// so an alternative cheaper alone can lose to one whose operands are
+    /// computed anyway for other users.
     pub cost: f64,
 }
 
@@ -50,7 +54,7 @@ pub struct OpReport {
     pub kernel: String,
     /// The weight layout the kernel uses.
     pub layout: String,
-    /// Every alternative in the op's e-class, cheapest first.
+    /// Every alternative in the op's e-class, cheapest (alone) first.
     pub alternatives: Vec<Alternative>,
     /// Why a better schedule was not taken, if one was not.
     pub reason: Option<String>,

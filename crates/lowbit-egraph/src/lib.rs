@@ -98,14 +98,18 @@ pub(crate) fn node_estimate(eg: &LbGraph, target: &Target, n: &Node) -> Option<c
 /// as the graph is deep). Then a local search on the DAG cost: for every
 /// class the extraction reaches (in post-order), each other e-node of the
 /// class is tried in its place (operand classes not yet reached take their
-/// tree choice) and kept when the whole function's DAG cost drops; sweeps
-/// repeat until none does. So a node whose operand is computed anyway for
-/// another user, or is used twice by the node itself, wins over a node that
-/// is cheaper only as a tree. The search starts from the tree choice and
-/// only accepts strict decreases, so the result never costs more than tree
-/// extraction; it changes one class at a time, so an improvement that needs
-/// two classes to change together is missed. Every order is fixed and ties
-/// keep the earlier choice, so the result is deterministic.
+/// tree choice); when that brings classes into the extraction, every other
+/// reached class with an e-node using one of them is offered that e-node
+/// too (kept when it lowers the cost), and the switches are kept together
+/// when the whole function's DAG cost drops. Sweeps repeat until none does.
+/// So two matmuls of one dequantized weight can both take the unfused form
+/// and share one `dequantize`, though either alone is cheaper fused, and a
+/// node that uses one operand twice is charged for it once. The search
+/// starts from the tree choice and only accepts strict decreases, so the
+/// result never costs more than tree extraction; it is a heuristic (exact
+/// DAG extraction is NP-hard): improvements that need unrelated classes to
+/// change together are missed. Every order is fixed and ties keep the
+/// earlier choice, so the result is deterministic.
 pub(crate) struct Best {
     /// Dense index of every canonical class id.
     index: std::collections::HashMap<Id, u32>,
@@ -208,7 +212,13 @@ impl Best {
     /// current choices of the other classes, and (when `order` is given)
     /// the classes it reaches in post-order; `None` when the choices make
     /// it cyclic or reach a class without a term.
-    fn dag_cost(&self, c: u32, j: u32, w: &mut Walk, mut order: Option<&mut Vec<u32>>) -> Option<f64> {
+    fn dag_cost(
+        &self,
+        c: u32,
+        j: u32,
+        w: &mut Walk,
+        mut order: Option<&mut Vec<u32>>,
+    ) -> Option<f64> {
         w.generation += 1;
         let g = w.generation;
         w.stack.clear();
@@ -244,15 +254,33 @@ impl Best {
 
     /// The local search described on [`Best`].
     fn improve_dag(&mut self, root: u32) {
-        let mut w = Walk::new(self.nodes.len());
-        let Some(rj) = self.pick[root as usize] else {
-            return;
-        };
+        let n = self.nodes.len();
+        let mut parents: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n];
+        for (p, ks) in self.kids.iter().enumerate() {
+            for (j, ks) in ks.iter().enumerate() {
+                for &k in ks {
+                    parents[k as usize].push((p as u32, j as u32));
+                }
+            }
+        }
+        let mut w = Walk::new(n);
         let mut order = Vec::new();
-        let Some(mut current) = self.dag_cost(root, rj, &mut w, Some(&mut order)) else {
+        let Some(mut current) = self.root_cost(root, &mut w, Some(&mut order)) else {
             return;
         };
+        // `reached[c]`: c is in the accepted extraction; `fresh[c] == stamp`:
+        // c is in the tentative one.
+        let mut reached = vec![false; n];
+        let mut fresh = vec![0u32; n];
+        let mut stamp = 0u32;
+        let mut tentative = Vec::new();
+        let mut changed: Vec<(u32, Option<u32>)> = Vec::new();
+        let better = |t: f64, than: f64| t < than - 1e-9 * than.abs();
         for _ in 0..MAX_SWEEPS {
+            reached.iter_mut().for_each(|r| *r = false);
+            for &c in &order {
+                reached[c as usize] = true;
+            }
             let mut improved = false;
             for &c in &order {
                 let Some(old) = self.pick[c as usize] else {
@@ -266,17 +294,55 @@ impl Best {
                     {
                         continue;
                     }
-                    let keep = self.pick[c as usize];
+                    changed.clear();
+                    changed.push((c, self.pick[c as usize]));
                     self.pick[c as usize] = Some(j);
-                    let rj = self.pick[root as usize].unwrap_or(j);
-                    match self.dag_cost(root, rj, &mut w, None) {
-                        // A relative margin so that rounding noise in the
-                        // sums cannot make the search flip back and forth.
-                        Some(t) if t < current - 1e-9 * current.abs() => {
-                            current = t;
-                            improved = true;
+                    tentative.clear();
+                    let Some(mut t) = self.root_cost(root, &mut w, Some(&mut tentative)) else {
+                        self.pick[c as usize] = Some(old);
+                        continue;
+                    };
+                    // The switch may bring in classes that other users
+                    // could share: let each of those users switch too when
+                    // that lowers the cost, and judge the switches together.
+                    stamp += 1;
+                    for &k in &tentative {
+                        fresh[k as usize] = stamp;
+                    }
+                    for &k in &tentative {
+                        if reached[k as usize] {
+                            continue;
                         }
-                        _ => self.pick[c as usize] = keep,
+                        for &(p, jp) in &parents[k as usize] {
+                            if p == c
+                                || fresh[p as usize] != stamp
+                                || self.pick[p as usize] == Some(jp)
+                            {
+                                continue;
+                            }
+                            let before = self.pick[p as usize];
+                            self.pick[p as usize] = Some(jp);
+                            match self.root_cost(root, &mut w, None) {
+                                Some(t2) if better(t2, t) => {
+                                    t = t2;
+                                    changed.push((p, before));
+                                }
+                                _ => self.pick[p as usize] = before,
+                            }
+                        }
+                    }
+                    // A relative margin so that rounding noise in the sums
+                    // cannot make the search flip back and forth.
+                    if better(t, current) {
+                        current = t;
+                        improved = true;
+                        for &k in &tentative {
+                            reached[k as usize] = true;
+                        }
+                        break;
+                    }
+                    for &(p, before) in changed.iter().rev() {
+                        self.pick[p as usize] = before;
                     }
                 }
             }
@@ -284,11 +350,15 @@ impl Best {
                 break;
             }
             order.clear();
-            let rj = self.pick[root as usize].unwrap_or(0);
-            if self.dag_cost(root, rj, &mut w, Some(&mut order)).is_none() {
+            if self.root_cost(root, &mut w, Some(&mut order)).is_none() {
                 break;
             }
         }
+    }
+
+    fn root_cost(&self, root: u32, w: &mut Walk, order: Option<&mut Vec<u32>>) -> Option<f64> {
+        let j = self.pick[root as usize]?;
+        self.dag_cost(root, j, w, order)
     }
 
     fn class(&self, eg: &LbGraph, id: Id) -> Option<u32> {
@@ -322,7 +392,9 @@ impl Best {
         self.dag_cost(c, j, w, None).unwrap_or_else(|| {
             self.kids[c as usize][j as usize]
                 .iter()
-                .fold(self.own[c as usize][j as usize], |s, &k| s + self.tree[k as usize])
+                .fold(self.own[c as usize][j as usize], |s, &k| {
+                    s + self.tree[k as usize]
+                })
         })
     }
 
