@@ -18,7 +18,7 @@
 use crate::analysis::{Family, LbGraph};
 use crate::cost::family;
 use crate::lang::Node;
-use egg::{Id, Language, RecExpr};
+use egg::{Id, RecExpr};
 use lowbit_ir::target::Target;
 use lowbit_ir::OpKind;
 use std::collections::BTreeSet;
@@ -33,7 +33,11 @@ pub struct Alternative {
     pub schedule: String,
     /// Its kernel.
     pub kernel: String,
-    /// Estimated cost (ns) of the whole term rooted at it.
+    /// Estimated cost (ns) of the whole term rooted at it as a DAG: its
+    /// own estimate plus each class its operands reach under the chosen
+    /// extraction, counted once. The choice minimizes the function's cost,
+    /// so an alternative cheaper alone can lose to one whose operands are
+    /// computed anyway for other users.
     pub cost: f64,
 }
 
@@ -50,7 +54,7 @@ pub struct OpReport {
     pub kernel: String,
     /// The weight layout the kernel uses.
     pub layout: String,
-    /// Every alternative in the op's e-class, cheapest first.
+    /// Every alternative in the op's e-class, cheapest (alone) first.
     pub alternatives: Vec<Alternative>,
     /// Why a better schedule was not taken, if one was not.
     pub reason: Option<String>,
@@ -83,7 +87,7 @@ pub(crate) fn report_ops(
     target: &Target,
     best: &RecExpr<Node>,
     classes: &[Id],
-    cost_of: &dyn Fn(Id) -> f64,
+    cost_of: &mut dyn FnMut(Id, &Node) -> f64,
 ) -> Vec<OpReport> {
     let mut out = Vec::new();
     let mut op_index = 0usize;
@@ -107,7 +111,7 @@ pub(crate) fn report_ops(
             let Some(e) = crate::node_estimate(eg, target, m) else {
                 continue;
             };
-            let total = m.fold(e.ns, |s, c| s + cost_of(c));
+            let total = cost_of(class, m);
             let alt = Alternative {
                 op: eg.analysis.heads.get(*mh).kind.name().to_string(),
                 schedule: family(&eg.analysis.heads.get(*mh).kind).to_string(),

@@ -85,57 +85,119 @@ pub(crate) fn node_estimate(eg: &LbGraph, target: &Target, n: &Node) -> Option<c
     Some(cost::estimate(target, &head.kind, &head.ty, &tys))
 }
 
-/// The cheapest term of every e-class: cost (the sum of its ops' estimated
-/// nanoseconds, as a tree) and the e-node at its root.
+/// The extraction: one e-node per e-class, chosen to minimize the cost of
+/// the whole extracted function as a DAG (the sum of the estimated
+/// nanoseconds of its ops, each e-class used by several parents counted
+/// once).
 ///
-/// Classes are visited in id order, which is creation order, so children
-/// mostly come before their users and a couple of passes reach the fixed
-/// point (egg's extractor visits classes in hash order, which needs about
-/// as many passes as the graph is deep). Ties keep the first e-node in the
-/// class, so the choice is deterministic.
+/// Two phases. First the cheapest term of every class as a tree (its own
+/// estimate plus its operands' tree costs), iterated to a fixed point;
+/// classes are visited in id order, which is creation order, so children
+/// mostly come before their users and a couple of passes suffice (egg's
+/// extractor visits classes in hash order, which needs about as many passes
+/// as the graph is deep). Then a local search on the DAG cost: for every
+/// class the extraction reaches (in post-order), each other e-node of the
+/// class is tried in its place (operand classes not yet reached take their
+/// tree choice); when that brings classes into the extraction, every other
+/// reached class with an e-node using one of them is offered that e-node
+/// too (kept when it lowers the cost), and the switches are kept together
+/// when the whole function's DAG cost drops. Sweeps repeat until none does.
+/// So two matmuls of one dequantized weight can both take the unfused form
+/// and share one `dequantize`, though either alone is cheaper fused, and a
+/// node that uses one operand twice is charged for it once. The search
+/// starts from the tree choice and only accepts strict decreases, so the
+/// result never costs more than tree extraction; it is a heuristic (exact
+/// DAG extraction is NP-hard): improvements that need unrelated classes to
+/// change together are missed. Every order is fixed and ties keep the
+/// earlier choice, so the result is deterministic.
 pub(crate) struct Best {
-    costs: std::collections::HashMap<Id, (f64, Node)>,
+    /// Dense index of every canonical class id.
+    index: std::collections::HashMap<Id, u32>,
+    nodes: Vec<Vec<Node>>,
+    own: Vec<Vec<f64>>,
+    kids: Vec<Vec<Vec<u32>>>,
+    /// Tree cost of each class's cheapest term (infinite when none).
+    tree: Vec<f64>,
+    /// The chosen e-node of each class.
+    pick: Vec<Option<u32>>,
+}
+
+/// Scratch space of DAG-cost walks: generation stamps, so that a walk does
+/// not clear per-class arrays.
+pub(crate) struct Walk {
+    generation: u32,
+    entered: Vec<u32>,
+    done: Vec<u32>,
+    stack: Vec<(u32, u32, usize)>,
+}
+
+/// Sweeps of the local search; each accepted change strictly lowers the
+/// cost, and in practice one or two sweeps find them all.
+const MAX_SWEEPS: usize = 16;
+
+impl Walk {
+    fn new(n: usize) -> Walk {
+        Walk {
+            generation: 0,
+            entered: vec![0; n],
+            done: vec![0; n],
+            stack: Vec::new(),
+        }
+    }
 }
 
 impl Best {
-    fn new(eg: &LbGraph, target: &Target) -> Best {
+    fn new(eg: &LbGraph, target: &Target, root: Id) -> Best {
         let mut ids: Vec<Id> = eg.classes().map(|c| c.id).collect();
         ids.sort();
-        let own: Vec<Vec<(Node, f64)>> = ids
+        let index: std::collections::HashMap<Id, u32> = ids
             .iter()
-            .map(|&id| {
-                eg[id]
-                    .nodes
-                    .iter()
-                    .map(|n| {
-                        let ns = node_estimate(eg, target, n).map_or(0.0, |e| e.ns);
-                        (n.clone(), ns)
-                    })
-                    .collect()
-            })
+            .enumerate()
+            .map(|(i, &id)| (id, i as u32))
             .collect();
-        let mut costs: std::collections::HashMap<Id, (f64, Node)> = Default::default();
+        let mut nodes = Vec::with_capacity(ids.len());
+        let mut own = Vec::with_capacity(ids.len());
+        let mut kids = Vec::with_capacity(ids.len());
+        for &id in &ids {
+            let ns: Vec<Node> = eg[id].nodes.clone();
+            own.push(
+                ns.iter()
+                    .map(|n| node_estimate(eg, target, n).map_or(0.0, |e| e.ns))
+                    .collect::<Vec<f64>>(),
+            );
+            kids.push(
+                ns.iter()
+                    .map(|n| n.children().iter().map(|c| index[&eg.find(*c)]).collect())
+                    .collect::<Vec<Vec<u32>>>(),
+            );
+            nodes.push(ns);
+        }
+        let mut best = Best {
+            index,
+            nodes,
+            own,
+            kids,
+            tree: vec![f64::INFINITY; ids.len()],
+            pick: vec![None; ids.len()],
+        };
+        best.tree_fixpoint();
+        if let Some(&r) = best.index.get(&eg.find(root)) {
+            best.improve_dag(r);
+        }
+        best
+    }
+
+    fn tree_fixpoint(&mut self) {
         loop {
             let mut changed = false;
-            for (id, nodes) in ids.iter().zip(&own) {
-                for (n, ns) in nodes {
-                    let mut total = *ns;
-                    let mut known = true;
-                    for c in n.children() {
-                        match costs.get(&eg.find(*c)) {
-                            Some((x, _)) => total += x,
-                            None => {
-                                known = false;
-                                break;
-                            }
-                        }
-                    }
-                    if !known {
-                        continue;
-                    }
-                    let better = costs.get(id).is_none_or(|(old, _)| total < *old);
-                    if better {
-                        costs.insert(*id, (total, n.clone()));
+            for c in 0..self.nodes.len() {
+                for (j, ks) in self.kids[c].iter().enumerate() {
+                    let total = ks
+                        .iter()
+                        .fold(self.own[c][j], |s, &k| s + self.tree[k as usize]);
+                    if total < self.tree[c] {
+                        self.tree[c] = total;
+                        self.pick[c] = Some(j as u32);
                         changed = true;
                     }
                 }
@@ -144,16 +206,207 @@ impl Best {
                 break;
             }
         }
-        Best { costs }
     }
 
-    /// The cost of a class's best term (infinite when it has none).
+    /// The DAG cost of the term rooted at e-node `j` of class `c` under the
+    /// current choices of the other classes, and (when `order` is given)
+    /// the classes it reaches in post-order; `None` when the choices make
+    /// it cyclic or reach a class without a term.
+    fn dag_cost(
+        &self,
+        c: u32,
+        j: u32,
+        w: &mut Walk,
+        mut order: Option<&mut Vec<u32>>,
+    ) -> Option<f64> {
+        w.generation += 1;
+        let g = w.generation;
+        w.stack.clear();
+        w.entered[c as usize] = g;
+        w.stack.push((c, j, 0));
+        let mut total = self.own[c as usize][j as usize];
+        while let Some(top) = w.stack.last_mut() {
+            let (x, xj, pos) = *top;
+            let ks = &self.kids[x as usize][xj as usize];
+            if pos < ks.len() {
+                top.2 += 1;
+                let k = ks[pos];
+                if w.entered[k as usize] == g {
+                    if w.done[k as usize] != g {
+                        return None;
+                    }
+                    continue;
+                }
+                let kj = self.pick[k as usize]?;
+                w.entered[k as usize] = g;
+                total += self.own[k as usize][kj as usize];
+                w.stack.push((k, kj, 0));
+                continue;
+            }
+            w.done[x as usize] = g;
+            if let Some(o) = order.as_deref_mut() {
+                o.push(x);
+            }
+            w.stack.pop();
+        }
+        Some(total)
+    }
+
+    /// The local search described on [`Best`].
+    fn improve_dag(&mut self, root: u32) {
+        let n = self.nodes.len();
+        let mut parents: Vec<Vec<(u32, u32)>> = vec![Vec::new(); n];
+        for (p, ks) in self.kids.iter().enumerate() {
+            for (j, ks) in ks.iter().enumerate() {
+                for &k in ks {
+                    parents[k as usize].push((p as u32, j as u32));
+                }
+            }
+        }
+        let mut w = Walk::new(n);
+        let mut order = Vec::new();
+        let Some(mut current) = self.root_cost(root, &mut w, Some(&mut order)) else {
+            return;
+        };
+        // `reached[c]`: c is in the accepted extraction; `fresh[c] == stamp`:
+        // c is in the tentative one.
+        let mut reached = vec![false; n];
+        let mut fresh = vec![0u32; n];
+        let mut stamp = 0u32;
+        let mut tentative = Vec::new();
+        let mut changed: Vec<(u32, Option<u32>)> = Vec::new();
+        let better = |t: f64, than: f64| t < than - 1e-9 * than.abs();
+        for _ in 0..MAX_SWEEPS {
+            reached.iter_mut().for_each(|r| *r = false);
+            for &c in &order {
+                reached[c as usize] = true;
+            }
+            let mut improved = false;
+            for &c in &order {
+                let Some(old) = self.pick[c as usize] else {
+                    continue;
+                };
+                for j in 0..self.nodes[c as usize].len() as u32 {
+                    if j == old
+                        || self.kids[c as usize][j as usize]
+                            .iter()
+                            .any(|&k| self.tree[k as usize].is_infinite())
+                    {
+                        continue;
+                    }
+                    changed.clear();
+                    changed.push((c, self.pick[c as usize]));
+                    self.pick[c as usize] = Some(j);
+                    tentative.clear();
+                    let Some(mut t) = self.root_cost(root, &mut w, Some(&mut tentative)) else {
+                        self.pick[c as usize] = Some(old);
+                        continue;
+                    };
+                    // The switch may bring in classes that other users
+                    // could share: let each of those users switch too when
+                    // that lowers the cost, and judge the switches together.
+                    stamp += 1;
+                    for &k in &tentative {
+                        fresh[k as usize] = stamp;
+                    }
+                    for &k in &tentative {
+                        if reached[k as usize] {
+                            continue;
+                        }
+                        for &(p, jp) in &parents[k as usize] {
+                            if p == c
+                                || fresh[p as usize] != stamp
+                                || self.pick[p as usize] == Some(jp)
+                            {
+                                continue;
+                            }
+                            let before = self.pick[p as usize];
+                            self.pick[p as usize] = Some(jp);
+                            match self.root_cost(root, &mut w, None) {
+                                Some(t2) if better(t2, t) => {
+                                    t = t2;
+                                    changed.push((p, before));
+                                }
+                                _ => self.pick[p as usize] = before,
+                            }
+                        }
+                    }
+                    // A relative margin so that rounding noise in the sums
+                    // cannot make the search flip back and forth.
+                    if better(t, current) {
+                        current = t;
+                        improved = true;
+                        for &k in &tentative {
+                            reached[k as usize] = true;
+                        }
+                        break;
+                    }
+                    for &(p, before) in changed.iter().rev() {
+                        self.pick[p as usize] = before;
+                    }
+                }
+            }
+            if !improved {
+                break;
+            }
+            order.clear();
+            if self.root_cost(root, &mut w, Some(&mut order)).is_none() {
+                break;
+            }
+        }
+    }
+
+    fn root_cost(&self, root: u32, w: &mut Walk, order: Option<&mut Vec<u32>>) -> Option<f64> {
+        let j = self.pick[root as usize]?;
+        self.dag_cost(root, j, w, order)
+    }
+
+    fn class(&self, eg: &LbGraph, id: Id) -> Option<u32> {
+        self.index.get(&eg.find(id)).copied()
+    }
+
+    /// The DAG cost of the extracted term of a class (infinite when it has
+    /// none).
     pub(crate) fn cost(&self, eg: &LbGraph, id: Id) -> f64 {
-        self.costs.get(&eg.find(id)).map_or(f64::INFINITY, |c| c.0)
+        self.class(eg, id)
+            .and_then(|c| {
+                let j = self.pick[c as usize]?;
+                self.dag_cost(c, j, &mut Walk::new(self.nodes.len()), None)
+            })
+            .unwrap_or(f64::INFINITY)
+    }
+
+    /// The cost of the term rooted at e-node `n` of its class `id`: its
+    /// own estimate plus every class its operands reach under the chosen
+    /// extraction, each counted once; where those choices would make the
+    /// term cyclic, the tree cost (its estimate plus its operands' tree
+    /// costs).
+    pub(crate) fn node_cost(&self, eg: &LbGraph, id: Id, n: &Node, w: &mut Walk) -> f64 {
+        let Some(c) = self.class(eg, id) else {
+            return f64::INFINITY;
+        };
+        let Some(j) = self.nodes[c as usize].iter().position(|m| m == n) else {
+            return f64::INFINITY;
+        };
+        let j = j as u32;
+        self.dag_cost(c, j, w, None).unwrap_or_else(|| {
+            self.kids[c as usize][j as usize]
+                .iter()
+                .fold(self.own[c as usize][j as usize], |s, &k| {
+                    s + self.tree[k as usize]
+                })
+        })
+    }
+
+    /// Scratch space for [`Best::node_cost`].
+    pub(crate) fn walk(&self) -> Walk {
+        Walk::new(self.nodes.len())
     }
 
     fn node(&self, eg: &LbGraph, id: Id) -> Option<&Node> {
-        self.costs.get(&eg.find(id)).map(|c| &c.1)
+        let c = self.class(eg, id)?;
+        let j = self.pick[c as usize]?;
+        Some(&self.nodes[c as usize][j as usize])
     }
 }
 
@@ -234,11 +487,12 @@ pub fn optimize_function(f: &Function, cfg: &Config) -> Result<Optimized, Egraph
         .run(&rewrites);
     let eg = &runner.egraph;
     let root = runner.roots[0];
-    let chooser = Best::new(eg, &cfg.target);
+    let chooser = Best::new(eg, &cfg.target, root);
     let (best, classes) = extract_dag(eg, &chooser, root)?;
     let function = lang::recexpr_to_function(&best, &eg.analysis.heads, f).map_err(EgraphError)?;
-    let cost_of = |c: Id| chooser.cost(eg, c);
-    let ops = explain::report_ops(eg, &cfg.target, &best, &classes, &cost_of);
+    let mut walk = chooser.walk();
+    let mut cost_of = |c: Id, n: &Node| chooser.node_cost(eg, c, n, &mut walk);
+    let ops = explain::report_ops(eg, &cfg.target, &best, &classes, &mut cost_of);
     let report = Report {
         target: cfg.target.name.clone(),
         function: f.name.clone(),
