@@ -32,11 +32,13 @@ Options:
                           TensorProto (.pb) or a NumPy array (.npy). Repeat
                           for each input. '--input FILE' uses the tensor name
                           stored in a .pb file.
-  --backend BACKEND       interp | cpu | cranelift | gpu (default: interp,
-                          the bit-exact reference interpreter). 'cpu' runs
-                          matmuls of dequantized constant weights on JIT
-                          kernels and the other ops on the interpreter, and
-                          says so on standard error
+  --backend BACKEND       interp | cpu | cranelift | gpu (default: the
+                          fastest in this build: cpu when built with the CPU
+                          backend, else interp). 'interp' is the bit-exact
+                          reference interpreter; 'cpu' runs matmuls of
+                          dequantized constant weights on JIT kernels and the
+                          other ops on the interpreter, and says so on
+                          standard error
   --output-dir DIR        Write every output as DIR/<output name>.pb (ONNX
                           TensorProto with the declared element type);
                           default '.'; created if missing
@@ -83,6 +85,12 @@ const BACKENDS: &[&str] = &["interp", "cpu", "cranelift", "gpu"];
 const AVAILABLE: &[&str] = &["interp", "cpu"];
 #[cfg(not(feature = "cpu"))]
 const AVAILABLE: &[&str] = &["interp"];
+/// The fastest backend of this build, used when `--backend` is not given
+/// (INTERFACES.md: "defaults to the fastest one available").
+#[cfg(feature = "cpu")]
+const DEFAULT_BACKEND: &str = "cpu";
+#[cfg(not(feature = "cpu"))]
+const DEFAULT_BACKEND: &str = "interp";
 
 /// Runs `lowbit run` with the arguments after the command name.
 pub fn main(argv: &[String]) -> Result<(), Failure> {
@@ -120,9 +128,9 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         Some(src) => Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, src)),
         None => Failure::msg(format!("{shown}: {e}")),
     };
-    let outputs = match a.last("backend") {
+    let outputs = match a.last("backend").unwrap_or(DEFAULT_BACKEND) {
         #[cfg(feature = "cpu")]
-        Some("cpu") => {
+        "cpu" => {
             let r = crate::cpu_run::run(f, &inputs).map_err(render)?;
             // Never silent: say which ops ran on kernels and which did not.
             eprintln!("lowbit run: {}", r.summary());
