@@ -194,7 +194,10 @@ def pack_nibbles(codes, per_row_bytes):
     return np.stack(rows)
 
 
-def matmulnbits(with_zp=True, k=40, seed=7):
+def matmulnbits(with_zp=True, k=40, seed=7, zp_kind="packed", g_idx=None):
+    """MatMulNBits; zp_kind "packed" (uint8 nibbles) or "float" (the scales'
+    type, integral or fractional values); g_idx "identity" (i / block_size)
+    or "shuffled" (act-order: each row of K in a random group)."""
     r = rng(seed)
     n, block = 8, 16
     blocks = (k + block - 1) // block
@@ -204,11 +207,25 @@ def matmulnbits(with_zp=True, k=40, seed=7):
     b = pack_nibbles(q, blocks * block // 2).reshape(n, blocks, block // 2)
     inputs = ["a", "b", "scales"]
     inits = [init("b", b), init("scales", scales.reshape(-1))]
-    if with_zp:
+    if with_zp and zp_kind == "packed":
         zp = r.integers(0, 16, (n, blocks))
         zp[0, 0], zp[-1, -1] = 0, 15
         inputs.append("zp")
         inits.append(init("zp", pack_nibbles(zp, (blocks + 1) // 2).reshape(-1)))
+    elif with_zp:
+        zp = r.integers(0, 16, (n, blocks)).astype(np.float32)
+        if zp_kind == "float_frac":
+            zp += r.random((n, blocks)).astype(np.float32)
+        inputs.append("zp")
+        inits.append(init("zp", zp.reshape(-1)))
+    if g_idx is not None:
+        g = np.arange(k, dtype=np.int32) // block
+        if g_idx == "shuffled":
+            g = r.integers(0, blocks, k).astype(np.int32)
+        if not with_zp:
+            inputs.append("")
+        inputs.append("g_idx")
+        inits.append(init("g_idx", g))
     node = helper.make_node("MatMulNBits", inputs, ["y"], name="mmnb", domain="com.microsoft",
                             K=k, N=n, bits=4, block_size=block)
     m = model([node], [vi("a", F, [1, 3, k])], [vi("y", F, [1, 3, n])], inits, ms=True)
@@ -393,6 +410,50 @@ def cast_edges():
     return m, {"x": x, "xs": xs, "ints": ints}, None
 
 
+def cast_bool():
+    """Cast/CastLike to BOOL: nonzero (NaN and ±inf included) is true, ±0 false."""
+    x = np.array([0.0, -0.0, 1e-45, -1e-45, 0.3, -0.3, 2.0, np.inf, -np.inf, np.nan,
+                  -np.nan, 65504.0], dtype=np.float32)
+    ints = np.array([0, 1, -1, 2147483647, -2147483648, 7], dtype=np.int32)
+    i8 = np.array([0, -128, 127, -1, 1, 0], dtype=np.int8)
+    u8 = np.array([0, 255, 1, 128, 0, 2], dtype=np.uint8)
+    B = TensorProto.BOOL
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xb"], name="c_fb", to=B),
+        helper.make_node("Cast", ["x"], ["h"], name="c_h", to=TensorProto.FLOAT16),
+        helper.make_node("Cast", ["h"], ["hb"], name="c_hb", to=B),
+        helper.make_node("Cast", ["ints"], ["ib"], name="c_ib", to=B),
+        helper.make_node("Cast", ["i8"], ["i8b"], name="c_i8b", to=B),
+        helper.make_node("CastLike", ["u8", "xb"], ["u8b"], name="c_u8b"),
+        helper.make_node("Cast", ["xb"], ["back"], name="c_back", to=F),
+    ]
+    m = model(nodes, [vi("x", F, [12]), vi("ints", TensorProto.INT32, [6]),
+                      vi("i8", TensorProto.INT8, [6]), vi("u8", TensorProto.UINT8, [6])],
+              [vi("xb", B, [12]), vi("hb", B, [12]), vi("ib", B, [6]), vi("i8b", B, [6]),
+               vi("u8b", B, [6]), vi("back", F, [12])], [])
+    return m, {"x": x, "ints": ints, "i8": i8, "u8": u8}, None
+
+
+def layernorm_stats():
+    """LayerNormalization with its Mean and InvStdDev outputs (axis 1 and -1,
+    one with InvStdDev alone)."""
+    r = rng(17)
+    x = (r.standard_normal((2, 3, 8)) * 3 + 1).astype(np.float32)
+    gamma = r.standard_normal((3, 8)).astype(np.float32)
+    beta = r.standard_normal((8,)).astype(np.float32)
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "g", "b2"], ["y1", "m1", "s1"], name="ln1",
+                         axis=1, epsilon=1e-3),
+        helper.make_node("LayerNormalization", ["x", "b"], ["y2", "", "s2"], name="ln2",
+                         axis=-1),
+    ]
+    inits = [init("g", gamma), init("b", beta), init("b2", np.tile(beta, (3, 1)))]
+    m = model(nodes, [vi("x", F, [2, 3, 8])],
+              [vi("y1", F, [2, 3, 8]), vi("m1", F, [2, 1, 1]), vi("s1", F, [2, 1, 1]),
+               vi("y2", F, [2, 3, 8]), vi("s2", F, [2, 3, 1])], inits)
+    return m, {"x": x}, None
+
+
 def misc_ops():
     """Element-wise and shape ops on one input."""
     r = rng(11)
@@ -474,12 +535,19 @@ MODELS = {
     "mxfp4": mxfp4,
     "matmulnbits": matmulnbits,
     "matmulnbits_no_zp": lambda: matmulnbits(with_zp=False, k=32, seed=12),
+    "matmulnbits_float_zp": lambda: matmulnbits(zp_kind="float", seed=13),
+    "matmulnbits_float_zp_frac": lambda: matmulnbits(zp_kind="float_frac", seed=14),
+    "matmulnbits_g_idx": lambda: matmulnbits(zp_kind="float", seed=15, g_idx="identity"),
+    "matmulnbits_g_idx_shuffled": lambda: matmulnbits(zp_kind="float_frac", seed=16,
+                                                      g_idx="shuffled"),
     "attention": attention,
     "dynamic_quant": dynamic_quant,
     "qlinear": qlinear,
     "quant_edges": quant_edges,
     "cast_edges": cast_edges,
+    "cast_bool": cast_bool,
     "misc_ops": misc_ops,
+    "layernorm_stats": layernorm_stats,
     "quant_int2_fp4": quant_int2_fp4,
 }
 

@@ -524,3 +524,197 @@ fn slicing_an_empty_dim_backwards_is_empty() {
     let f = module.entry().unwrap();
     assert_eq!(f.ty(f.outputs[0].1).to_string(), "tensor<0x3xf32>");
 }
+
+fn cast_to_bool_model(dt: DataType, n: i64) -> ModelProto {
+    let mut c = node("Cast", "to_bool", &["x"], &["y"]);
+    c.attribute
+        .push(int_attr("to", DataType::Bool as i32 as i64));
+    model(
+        vec![c],
+        vec![value_info("x", dt, &[n])],
+        vec![value_info("y", DataType::Bool, &[n])],
+        vec![],
+        21,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Any f32 bit pattern (NaNs, infinities, subnormals, ±0): true iff
+    /// the value is not ±0.
+    #[test]
+    fn cast_f32_to_bool_is_nonzero(bits in prop::collection::vec(any::<u32>(), 1..16), zero in any::<bool>()) {
+        let mut bits = bits;
+        if zero {
+            bits[0] &= 0x8000_0000;
+        }
+        let m = import(&cast_to_bool_model(DataType::Float, bits.len() as i64)).unwrap();
+        let x = Tensor { elem: ElemType::F32, shape: vec![bits.len() as u64], codes: bits.iter().map(|&b| b as u64).collect() };
+        let out = run_function(m.entry().unwrap(), &[("x".into(), x)]).unwrap();
+        let want: Vec<u64> = bits.iter().map(|&b| (f32::from_bits(b) != 0.0 || f32::from_bits(b).is_nan()) as u64).collect();
+        prop_assert_eq!(&out[0].1.codes, &want);
+    }
+
+    /// Every int8 and int64 edge: true iff nonzero (the minimum included).
+    #[test]
+    fn cast_ints_to_bool_is_nonzero(v in prop::collection::vec(any::<i64>(), 1..16)) {
+        let mut v = v;
+        v[0] = [i64::MIN, 0, -1, 1][v.len() % 4];
+        for (dt, elem, bits) in [(DataType::Int64, ElemType::I64, 64), (DataType::Int8, ElemType::I8, 8)] {
+            let m = import(&cast_to_bool_model(dt, v.len() as i64)).unwrap();
+            let vals: Vec<i64> = v.iter().map(|&x| if bits == 8 { x as i8 as i64 } else { x }).collect();
+            let codes = vals.iter().map(|&x| elem.encode_int(x as i128, lowbit_ir::Overflow::Wrap)).collect();
+            let x = Tensor { elem, shape: vec![v.len() as u64], codes };
+            let out = run_function(m.entry().unwrap(), &[("x".into(), x)]).unwrap();
+            let want: Vec<u64> = vals.iter().map(|&x| (x != 0) as u64).collect();
+            prop_assert_eq!(&out[0].1.codes, &want);
+        }
+    }
+}
+
+fn u8_init(name: &str, dims: &[i64], vals: &[u8]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Uint8 as i32),
+        raw_data: Some(vals.to_vec()),
+        ..TensorProto::default()
+    }
+}
+
+/// `MatMulNBits` with K = 32, N = 2, block 16 and the given zero points
+/// and g_idx initializers.
+fn nbits_model(zp: Option<TensorProto>, g_idx: Option<TensorProto>) -> ModelProto {
+    let mut inputs = vec!["a", "b", "s"];
+    let mut inits = vec![
+        u8_init("b", &[2, 2, 8], &[0x21; 32]),
+        f32_init("s", &[4], &[0.5, 0.25, 1.0, 2.0]),
+    ];
+    match &zp {
+        Some(z) => inputs.push(z.name()),
+        None => inputs.push(""),
+    }
+    if let Some(g) = &g_idx {
+        inputs.push(g.name());
+    }
+    let mut n = node("MatMulNBits", "mmnb", &inputs, &["y"]);
+    n.domain = Some("com.microsoft".into());
+    for (k, v) in [("K", 32), ("N", 2), ("bits", 4), ("block_size", 16)] {
+        n.attribute.push(int_attr(k, v));
+    }
+    inits.extend(zp);
+    inits.extend(g_idx);
+    let mut m = model(
+        vec![n],
+        vec![value_info("a", DataType::Float, &[1, 32])],
+        vec![value_info("y", DataType::Float, &[1, 2])],
+        inits,
+        21,
+    );
+    m.opset_import.push(OperatorSetIdProto {
+        domain: Some("com.microsoft".into()),
+        version: Some(1),
+    });
+    m
+}
+
+fn i32_init(name: &str, vals: &[i32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: vec![vals.len() as i64],
+        data_type: Some(DataType::Int32 as i32),
+        int32_data: vals.to_vec(),
+        ..TensorProto::default()
+    }
+}
+
+#[test]
+fn matmulnbits_float_zero_points_and_g_idx() {
+    let ones = Tensor::from_f64(ElemType::F32, vec![1, 32], &[1.0; 32]).unwrap();
+    let run = |m: &ModelProto| {
+        let m = import(m).unwrap();
+        run_function(m.entry().unwrap(), &[("a".into(), ones.clone())]).unwrap()[0]
+            .1
+            .to_f64()
+    };
+    // Codes alternate 1, 2 (byte 0x21), so each block of 16 sums to 24.
+    let zp = f32_init("zp", &[4], &[1.0, 2.0, 0.5, 15.0]);
+    let y = run(&nbits_model(Some(zp), None));
+    assert_eq!(
+        y,
+        [
+            (24.0 - 16.0) * 0.5 + (24.0 - 32.0) * 0.25,
+            (24.0 - 8.0) + (24.0 - 240.0) * 2.0
+        ]
+    );
+    // g_idx equal to i / 16 is the plain layout; swapping the groups swaps
+    // which scales and zero points each half of K uses.
+    let zp = f32_init("zp", &[4], &[1.0, 2.0, 3.0, 4.0]);
+    let ident: Vec<i32> = (0..32).map(|i| i / 16).collect();
+    let swapped: Vec<i32> = (0..32).map(|i| 1 - i / 16).collect();
+    let plain = run(&nbits_model(Some(zp.clone()), None));
+    assert_eq!(
+        run(&nbits_model(Some(zp.clone()), Some(i32_init("g", &ident)))),
+        plain
+    );
+    let y = run(&nbits_model(Some(zp), Some(i32_init("g", &swapped))));
+    assert_eq!(
+        y,
+        [
+            (24.0 - 32.0) * 0.25 + (24.0 - 16.0) * 0.5,
+            (24.0 - 64.0) * 2.0 + (24.0 - 48.0)
+        ]
+    );
+}
+
+#[test]
+fn matmulnbits_bad_zero_points_and_g_idx_are_named() {
+    let bad = |zp, g| import_err(&nbits_model(zp, g));
+    let e = bad(Some(f32_init("zp", &[3], &[1.0, 2.0, 3.0])), None);
+    assert!(e.starts_with("node 'mmnb' (MatMulNBits, domain com.microsoft, opset 1): float zero_points must have 4 elements"), "{e}");
+    let mut g: Vec<i32> = vec![0; 32];
+    g[5] = 2;
+    let e = bad(None, Some(i32_init("g", &g)));
+    assert!(
+        e.contains("node 'mmnb'") && e.contains("g_idx[5] = 2 is not a group index in [0, 2)"),
+        "{e}"
+    );
+    let e = bad(None, Some(i32_init("g", &[0; 31])));
+    assert!(
+        e.contains("node 'mmnb'") && e.contains("g_idx must be int32 or int64 [32]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn norm_extra_outputs() {
+    let ln = |op: &str, outs: &[&str], stash: Option<i64>| {
+        let mut n = node(op, "norm", &["x", "g"], outs);
+        n.attribute.extend(stash.map(|s| int_attr("stash_type", s)));
+        let mut outputs = vec![value_info("y", DataType::Float, &[2, 2])];
+        if outs.len() > 2 {
+            outputs.push(value_info("inv", DataType::Float, &[2, 1]));
+        }
+        model(
+            vec![n],
+            vec![value_info("x", DataType::Float, &[2, 2])],
+            outputs,
+            vec![f32_init("g", &[2], &[1.0, 1.0])],
+            23,
+        )
+    };
+    let m = import(&ln("LayerNormalization", &["y", "", "inv"], None)).unwrap();
+    let x = Tensor::from_f64(ElemType::F32, vec![2, 2], &[1.0, 3.0, -2.0, 2.0]).unwrap();
+    let out = run_function(m.entry().unwrap(), &[("x".into(), x)]).unwrap();
+    let inv = &out[1].1;
+    assert_eq!(inv.shape, [2, 1]);
+    let want = [1.0 / (1.0f64 + 1e-5).sqrt(), 1.0 / (4.0f64 + 1e-5).sqrt()];
+    assert_eq!(inv.to_f64(), want.map(|v| v as f32 as f64));
+    let e = import_err(&ln("RMSNormalization", &["y", "inv"], None));
+    assert!(e.starts_with("node 'norm' (RMSNormalization, domain ai.onnx, opset 23): RMSNormalization has only one output"), "{e}");
+    let e = import_err(&ln("LayerNormalization", &["y", "", "inv"], Some(7)));
+    assert!(
+        e.contains("node 'norm'") && e.contains("stash_type 7 is not a float type"),
+        "{e}"
+    );
+}

@@ -11,18 +11,24 @@
 //!   the platforms onnxruntime runs on; out of range is undefined in the
 //!   spec); int → int wraps; to float8 the `saturate` attribute applies;
 //!   to float8e8m0 `round_mode` too; other float targets round to nearest
-//!   even and overflow to infinity. Casts to BOOL are refused (they need
-//!   `x != 0`, which lowbit has no op for).
+//!   even and overflow to infinity. To BOOL (`u1`): `x != 0` with NaN
+//!   true, built from saturating casts (see `cast_to_bool`).
 //! * `MatMulInteger`/`ConvInteger`/`QLinearMatMul`: operands minus their
 //!   zero points in i32, then an exact integer `matmul`/`conv2d`;
 //!   `QLinearMatMul` then `requantize`s with `a_scale · b_scale` (an f32
 //!   product, as onnxruntime computes it) and `y_scale`.
+//! * `LayerNormalization`'s optional `Mean`/`InvStdDev` outputs are
+//!   computed beside the fused `layer_norm` (see `norm_stats`), in f64 and
+//!   rounded to `stash_type`.
 //! * `DynamicQuantizeLinear` is expanded into `reduce_min`/`reduce_max`,
 //!   f32 arithmetic and `quantize`, exactly the spec's formula.
 //! * `MatMulNBits` (com.microsoft): the packed weight becomes a `u<bits>`
 //!   constant of shape `[K, N]` with `[ceil(K/block), N]` scales and zero
 //!   points, then `dequantize {axis = 0, block_size}` and `matmul`; the
-//!   weight stays packed.
+//!   weight stays packed. Float zero points that are integers in range
+//!   become `u<bits>` codes; fractional ones make the codes `cast` to the
+//!   scales' type first. A non-trivial `g_idx` expands scales and zero
+//!   points to one row per row of K (`block_size` 1).
 
 use super::{Importer, Val};
 use crate::proto::onnx::{AttributeProto, NodeProto};
@@ -34,6 +40,12 @@ use lowbit_ir::{
 };
 
 type R<T> = Result<T, String>;
+
+/// ONNX's BOOL.
+const U1: ElemType = ElemType::Int {
+    bits: 1,
+    signed: false,
+};
 
 fn attr<'n>(node: &'n NodeProto, name: &str) -> Option<&'n AttributeProto> {
     node.attribute
@@ -342,7 +354,7 @@ pub(crate) fn lower(
             let ty = x.ty.clone();
             one(im.emit(kind, &[&x], ty)?)
         }
-        "LayerNormalization" | "RMSNormalization" => one(norm_node(im, node, op_type)?),
+        "LayerNormalization" | "RMSNormalization" => norm_node(im, node, op_type),
         "MatMul" => {
             let (a, b) = (im.input(node, 0)?, im.input(node, 1)?);
             let elem = a.ty.elem;
@@ -645,8 +657,11 @@ fn cast(im: &mut Importer, node: &NodeProto, x: &Val, to: ElemType) -> R<Val> {
     if to == x.ty.elem {
         return Ok(x.clone());
     }
-    if to.bits() == 1 && to.is_int() && !(x.ty.elem.bits() == 1 && x.ty.elem.is_int()) {
-        return Err("casts to BOOL are not supported (they need x != 0)".into());
+    if to == U1 {
+        return cast_to_bool(im, x);
+    }
+    if to.bits() == 1 && to.is_int() {
+        return Err(format!("cannot cast {} to {to}", x.ty.elem));
     }
     let (rounding, saturate) = match (x.ty.elem.is_float(), to.float()) {
         // Truncation toward zero, as C's float-to-int conversion.
@@ -679,11 +694,73 @@ fn cast(im: &mut Importer, node: &NodeProto, x: &Val, to: ElemType) -> R<Val> {
     )
 }
 
-fn norm_node(im: &mut Importer, node: &NodeProto, op_type: &str) -> R<Val> {
+/// ONNX's cast to BOOL: `x != 0`, with NaN true. lowbit has no comparison
+/// op, so it is built from casts that clamp into `u1`: `cast(x, up,
+/// saturate)` is 1 exactly for `x > 0` (NaN counts as 0), the same on `-x`
+/// for `x < 0`, and `1 - cast(x·0 + 1)` is 1 exactly for NaN and ±∞.
+/// Floats are first widened to f64 (exact) so `x·0 + 1` is representable
+/// in every source format (f8E8M0FNU has no zero). Integers skip the
+/// negation (it overflows at the minimum): `x < 0` is the `b1` sign bit.
+fn cast_to_bool(im: &mut Importer, x: &Val) -> R<Val> {
+    let u1 = x.ty.with_elem(U1);
+    let clamp = |im: &mut Importer, v: &Val, rounding: Rounding| {
+        im.emit(
+            OpKind::Cast {
+                rounding,
+                saturate: true,
+                stochastic: None,
+            },
+            &[v],
+            u1.clone(),
+        )
+    };
+    let one = im.constant(scalar(U1, 1.0));
+    let positive = clamp(im, x, Rounding::Up)?;
+    let other = if x.ty.elem.is_float() {
+        let xf = if x.ty.elem == ElemType::Float(FloatFormat::F64) {
+            x.clone()
+        } else {
+            clamp_free_cast(im, x, ElemType::Float(FloatFormat::F64))?
+        };
+        let neg_ty = xf.ty.clone();
+        let neg = im.emit(OpKind::Unary { op: UnaryOp::Neg }, &[&xf], neg_ty)?;
+        let negative = clamp(im, &neg, Rounding::Up)?;
+        let zero = im.constant(scalar(ElemType::Float(FloatFormat::F64), 0.0));
+        let fone = im.constant(scalar(ElemType::Float(FloatFormat::F64), 1.0));
+        let z = binary(im, BinaryOp::Mul, &xf, &zero)?;
+        let z = binary(im, BinaryOp::Add, &z, &fone)?;
+        let finite = clamp(im, &z, Rounding::TowardZero)?;
+        let not_finite = binary(im, BinaryOp::Sub, &one, &finite)?;
+        binary(im, BinaryOp::Max, &negative, &not_finite)?
+    } else {
+        let sign = clamp_free_cast(im, x, ElemType::Bipolar)?;
+        // b1 → u1 under saturation: -1 clamps to 0, +1 stays 1.
+        let non_negative = clamp(im, &sign, Rounding::NearestEven)?;
+        binary(im, BinaryOp::Sub, &one, &non_negative)?
+    };
+    binary(im, BinaryOp::Max, &positive, &other)
+}
+
+/// A value-preserving (exact or sign-only) cast without saturation.
+fn clamp_free_cast(im: &mut Importer, x: &Val, to: ElemType) -> R<Val> {
+    let ty = x.ty.with_elem(to);
+    im.emit(
+        OpKind::Cast {
+            rounding: Rounding::NearestEven,
+            saturate: false,
+            stochastic: None,
+        },
+        &[x],
+        ty,
+    )
+}
+
+fn norm_node(im: &mut Importer, node: &NodeProto, op_type: &str) -> R<Vec<Val>> {
     let x = im.input(node, 0)?;
     want_float(&x, "the input")?;
-    if node.output.iter().skip(1).any(|o| !o.is_empty()) {
-        return Err("only the first output (Y) is supported".into());
+    let stats = node.output.iter().skip(1).any(|o| !o.is_empty());
+    if op_type == "RMSNormalization" && stats {
+        return Err("RMSNormalization has only one output (Y)".into());
     }
     let a = axis(attr_i(node, "axis").unwrap_or(-1), x.ty.rank(), "axis")?;
     let epsilon = attr_f(node, "epsilon").unwrap_or(1e-5) as f64;
@@ -710,14 +787,14 @@ fn norm_node(im: &mut Importer, node: &NodeProto, op_type: &str) -> R<Val> {
     let scale = fit(im, scale, "scale")?;
     let ty = x.ty.clone();
     if op_type == "RMSNormalization" {
-        return im.emit(
+        return Ok(vec![im.emit(
             OpKind::RmsNorm {
                 axis: a as i64,
                 epsilon,
             },
             &[&x, &scale],
             ty,
-        );
+        )?]);
     }
     let bias = match im.opt_input(node, 2)? {
         Some(b) => Some(fit(im, b, "bias")?),
@@ -727,14 +804,79 @@ fn norm_node(im: &mut Importer, node: &NodeProto, op_type: &str) -> R<Val> {
     if let Some(b) = &bias {
         ops.push(b);
     }
-    im.emit(
+    let y = im.emit(
         OpKind::LayerNorm {
             axis: a as i64,
             epsilon,
         },
         &ops,
         ty,
-    )
+    )?;
+    if !stats {
+        return Ok(vec![y]);
+    }
+    let stash = attr_i(node, "stash_type").unwrap_or(1);
+    let stash = elem_type_from_onnx(stash as i32)
+        .ok()
+        .filter(|e| e.is_float())
+        .ok_or_else(|| format!("stash_type {stash} is not a float type"))?;
+    let (mean, inv_std) = norm_stats(im, &x, a, epsilon, stash)?;
+    Ok(vec![y, mean, inv_std])
+}
+
+/// LayerNormalization's `Mean` and `InvStdDev` outputs: the mean and
+/// `1 / sqrt(variance + epsilon)` over dims `axis..`, shaped like `x` with
+/// those dims 1. lowbit has no sum reduction, so sums are `matmul`s with a
+/// ones column, all in f64 (`matmul` sums in f64 and rounds once); the
+/// variance is two-pass (`mean((x - mean)²)`), then rounded to `stash`.
+fn norm_stats(
+    im: &mut Importer,
+    x: &Val,
+    a: usize,
+    epsilon: f64,
+    stash: ElemType,
+) -> R<(Val, Val)> {
+    let f64e = ElemType::Float(FloatFormat::F64);
+    let outer = checked_product(&x.ty.shape[..a])?;
+    let inner = checked_product(&x.ty.shape[a..])?;
+    let xf = if x.ty.elem == f64e {
+        x.clone()
+    } else {
+        clamp_free_cast(im, x, f64e)?
+    };
+    let x2 = reshape_to(im, &xf, vec![outer, inner])?;
+    let len = usize::try_from(inner).map_err(|_| "the normalized dims are too large")?;
+    let ones = im.constant(Tensor {
+        elem: f64e,
+        shape: vec![inner, 1],
+        codes: vec![1f64.to_bits(); len],
+    });
+    let count = im.constant(scalar(f64e, inner as f64));
+    let mean_of = |im: &mut Importer, v: &Val| -> R<Val> {
+        let sum = matmul(im, v, &ones, f64e)?;
+        binary(im, BinaryOp::Div, &sum, &count)
+    };
+    let mean = mean_of(im, &x2)?;
+    let d = binary(im, BinaryOp::Sub, &x2, &mean)?;
+    let d2 = binary(im, BinaryOp::Mul, &d, &d)?;
+    let var = mean_of(im, &d2)?;
+    let eps = im.constant(scalar(f64e, epsilon));
+    let var = binary(im, BinaryOp::Add, &var, &eps)?;
+    let sd_ty = var.ty.clone();
+    let sd = im.emit(OpKind::Unary { op: UnaryOp::Sqrt }, &[&var], sd_ty)?;
+    let fone = im.constant(scalar(f64e, 1.0));
+    let inv = binary(im, BinaryOp::Div, &fone, &sd)?;
+    let mut shape = x.ty.shape[..a].to_vec();
+    shape.resize(x.ty.rank(), 1);
+    let finish = |im: &mut Importer, v: Val| -> R<Val> {
+        let v = reshape_to(im, &v, shape.clone())?;
+        if stash == f64e {
+            Ok(v)
+        } else {
+            clamp_free_cast(im, &v, stash)
+        }
+    };
+    Ok((finish(im, mean)?, finish(im, inv)?))
 }
 
 /// `matmul` with ONNX's rank-1 rules (a vector operand gains a unit dim
@@ -1293,6 +1435,39 @@ fn conv(
     )
 }
 
+/// `MatMulNBits`'s optional `g_idx` (act-order: the quantization group of
+/// each row of K). `None` when absent or equal to `i / block_size`; else
+/// the groups, which the caller expands to one scale row per row of K.
+fn g_idx(
+    im: &mut Importer,
+    node: &NodeProto,
+    k: usize,
+    block: usize,
+    blocks: usize,
+) -> R<Option<Vec<usize>>> {
+    let Some(g) = im.opt_input(node, 4)? else {
+        return Ok(None);
+    };
+    let gt = g.konst.clone().ok_or("g_idx must be an initializer")?;
+    if !matches!(gt.elem, ElemType::I32 | ElemType::I64) || gt.codes.len() != k {
+        return Err(format!("g_idx must be int32 or int64 [{k}], got {}", g.ty));
+    }
+    let mut groups = Vec::with_capacity(k);
+    for (i, &c) in gt.codes.iter().enumerate() {
+        let v = gt.elem.decode_int(c).unwrap_or(-1);
+        match usize::try_from(v) {
+            Ok(v) if v < blocks => groups.push(v),
+            _ => {
+                return Err(format!(
+                    "g_idx[{i}] = {v} is not a group index in [0, {blocks})"
+                ))
+            }
+        }
+    }
+    let identity = groups.iter().enumerate().all(|(i, &g)| g == i / block);
+    Ok((!identity).then_some(groups))
+}
+
 /// onnxruntime's `MatMulNBits`: `Y = A · dequant(B)ᵀ (+ bias)`.
 fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
     let a = im.input(node, 0)?;
@@ -1309,11 +1484,9 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
     if !matches!(bits, 2 | 4 | 8) {
         return Err(format!("bits = {bits} is not supported (2, 4 or 8)"));
     }
-    if im.opt_input(node, 4)?.is_some() {
-        return Err("g_idx (act-order) is not supported".into());
-    }
     let (k, n, block, bits) = (k as usize, n as usize, block as usize, bits as u32);
     let blocks = k.div_ceil(block);
+    let groups = g_idx(im, node, k, block, blocks)?;
     let blob = block * bits as usize / 8;
     let b = im.input(node, 1)?;
     let bt = b.konst.clone().ok_or("B must be an initializer")?;
@@ -1359,20 +1532,26 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
             st.elem, a.ty.elem
         ));
     }
-    let transpose = |codes: &[u64]| {
-        let mut t = vec![0u64; n * blocks];
+    // Scales and zero points are [N, blocks] row-major; lowbit wants them
+    // [blocks, N] (or, with a non-trivial g_idx, one row per row of K).
+    let rows = if groups.is_some() { k } else { blocks };
+    let arrange = |codes: &[u64]| {
+        let mut t = vec![0u64; n * rows];
         for r in 0..n {
-            for j in 0..blocks {
-                t[j * n + r] = codes[r * blocks + j];
+            for j in 0..rows {
+                let g = groups.as_ref().map_or(j, |g| g[j]);
+                t[j * n + r] = codes[r * blocks + g];
             }
         }
         t
     };
+    let sshape = vec![rows as u64, n as u64];
     let s = im.constant(Tensor {
         elem: st.elem,
-        shape: vec![blocks as u64, n as u64],
-        codes: transpose(&st.codes),
+        shape: sshape.clone(),
+        codes: arrange(&st.codes),
     });
+    let mut wq = wq;
     let zp_codes = match im.opt_input(node, 3)? {
         None => vec![1u64 << (bits - 1); n * blocks],
         Some(z) => {
@@ -1380,38 +1559,74 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
                 .konst
                 .clone()
                 .ok_or("zero_points must be an initializer")?;
-            if zt.elem != ElemType::U8 {
-                return Err(format!(
-                    "only packed uint8 zero_points are supported, got {}",
-                    zt.elem
-                ));
-            }
-            let zrow = (blocks * bits as usize).div_ceil(8);
-            if zt.codes.len() != n * zrow {
-                return Err(format!(
-                    "zero_points must have {} bytes ({n} rows of {zrow}), got {}",
-                    n * zrow,
-                    zt.codes.len()
-                ));
-            }
-            let mut z = vec![0u64; n * blocks];
-            for r in 0..n {
-                let row = &zt.codes[r * zrow..(r + 1) * zrow];
-                for j in 0..blocks {
-                    z[r * blocks + j] = code(row, j);
+            if zt.elem == st.elem {
+                if zt.codes.len() != n * blocks {
+                    return Err(format!(
+                        "float zero_points must have {} elements ({n} x {blocks}), got {}",
+                        n * blocks,
+                        zt.codes.len()
+                    ));
                 }
+                let max = ((1u64 << bits) - 1) as f64;
+                let vals: Vec<f64> = zt.codes.iter().map(|&c| zt.elem.decode(c)).collect();
+                if vals
+                    .iter()
+                    .all(|&v| v.fract() == 0.0 && (0.0..=max).contains(&v))
+                {
+                    // Integral zero points in range: exactly the packed form.
+                    vals.iter().map(|&v| v as u64).collect()
+                } else {
+                    // `(q - zp) · s` with a fractional zp: the codes are cast
+                    // (exactly) to the scales' float type so `dequantize`
+                    // can subtract a float zero point; the weight constant
+                    // itself stays packed.
+                    let fty = TensorType::new(vec![k as u64, n as u64], st.elem);
+                    wq = im.emit(
+                        OpKind::Cast {
+                            rounding: Rounding::NearestEven,
+                            saturate: false,
+                            stochastic: None,
+                        },
+                        &[&wq],
+                        fty,
+                    )?;
+                    zt.codes.clone()
+                }
+            } else {
+                if zt.elem != ElemType::U8 {
+                    return Err(format!(
+                        "zero_points must be packed uint8 or the scales' type ({}), got {}",
+                        st.elem, zt.elem
+                    ));
+                }
+                let zrow = (blocks * bits as usize).div_ceil(8);
+                if zt.codes.len() != n * zrow {
+                    return Err(format!(
+                        "zero_points must have {} bytes ({n} rows of {zrow}), got {}",
+                        n * zrow,
+                        zt.codes.len()
+                    ));
+                }
+                let mut z = vec![0u64; n * blocks];
+                for r in 0..n {
+                    let row = &zt.codes[r * zrow..(r + 1) * zrow];
+                    for j in 0..blocks {
+                        z[r * blocks + j] = code(row, j);
+                    }
+                }
+                z
             }
-            z
         }
     };
     let zp = im.constant(Tensor {
-        elem: qelem,
-        shape: vec![blocks as u64, n as u64],
-        codes: transpose(&zp_codes),
+        elem: wq.ty.elem,
+        shape: sshape,
+        codes: arrange(&zp_codes),
     });
     let dq_ty = TensorType::new(vec![k as u64, n as u64], a.ty.elem);
+    let block_rows = if groups.is_some() { 1 } else { block as u64 };
     let g = Granularity::Blocked {
-        blocks: vec![(0, block as u64)],
+        blocks: vec![(0, block_rows)],
     };
     let wf = im.emit(
         OpKind::Dequantize { granularity: g },
