@@ -453,6 +453,55 @@ fn mxfp4_and_nvfp4_match_the_interpreter() {
     }
 }
 
+/// Power-of-two scales (one per row, E8M0's subnormal 2^-127 included;
+/// E4M3 ones times a power-of-two tensor scale) with integer activations
+/// make every product and sum exact: the kernels must equal the
+/// interpreter bit for bit.
+#[test]
+fn microscaled_fp4_exact_with_power_of_two_scales() {
+    let mut rng = Rng(11);
+    for nv in [false, true] {
+        let (group, scale) = if nv {
+            (16, t("f8E4M3FN"))
+        } else {
+            (32, t("f8E8M0FNU"))
+        };
+        let mut spec = GemmSpec::new(6, 75, Dim::Dynamic, t("f4E2M1FN"), group);
+        spec.weight.scale = ElemType::F32;
+        let mut c = make_case(&mut rng, spec, 5);
+        c.spec.weight.scale = scale;
+        let gpr = c.spec.groups_per_row();
+        let row_vals = [2f64.powi(-127), 0.5, 1.0, 2.0, 0.125, 4.0];
+        let vals: Vec<f64> = (0..c.scales.len())
+            .map(|i| {
+                let v = row_vals[i / gpr];
+                // E4M3 cannot hold 2^-127: its smallest power of two is 2^-9.
+                if nv {
+                    v.max(2f64.powi(-9))
+                } else {
+                    v
+                }
+            })
+            .collect();
+        c.scales = Tensor::from_f64(scale, c.scales.shape.clone(), &vals).unwrap();
+        if nv {
+            c.spec.weight.tensor_scale = Some(TensorScale::new(0.25));
+        }
+        let xv: Vec<f64> = (0..c.x.len()).map(|_| rng.below(9) as f64 - 4.0).collect();
+        c.x = Tensor::from_f64(ElemType::F32, c.x.shape.clone(), &xv).unwrap();
+        let got = run_kernel(&compile(&c.spec).unwrap(), &c, 2);
+        let (want, _) = reference(&c);
+        let got: Vec<f64> = got.iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(got, want, "{}", c.spec);
+        if !nv {
+            assert!(
+                (0..5).any(|col| got[col * 6] != 0.0),
+                "the 2^-127 row is all zero: nothing tested"
+            );
+        }
+    }
+}
+
 /// The interpreter's `matmul(x, transpose(w))` to `i32` (wrapping).
 fn int_reference(x: &Tensor, w: &Tensor) -> Vec<i64> {
     let (n, k) = (x.shape[0], x.shape[1]);
