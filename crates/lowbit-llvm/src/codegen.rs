@@ -32,7 +32,7 @@
 //! (NVFP4) is folded into each group scale as `round_f32(s * t)`, two more
 //! roundings of each weight against the graph `mul(dequantize(w, s), t)`,
 //! so the factor grows by 2. Scales are decoded in registers too: E8M0 by
-//! placing the code in the f32 exponent field, E4M3 through f16 as the
+//! placing the code in an f64 exponent field (narrowed exactly to f32), E4M3 through f16 as the
 //! weights. With groups of 16 each block takes two scales, one per lane
 //! half. The W8A8 path is
 //! exact (wrapping i32, like the interpreter).
@@ -312,33 +312,23 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             self.b
                 .build_float_ext(h.into_float_value(), self.f32t, "s")?
         } else if s == ElemType::Float(FloatFormat::F8E8M0FNU) {
-            // 2^(e - 127): the code is the f32 exponent field; e = 0 is the
-            // subnormal 2^-127 and 0xFF is NaN (f32 exponent 255 with a
-            // nonzero mantissa).
+            // 2^(e - 127) as an f64 (exponent field e + 896: normal for
+            // every code, 2^-127 included), narrowed exactly to f32; code
+            // 0xFF is NaN. One select, no branch.
             let e = self.load(self.i8t, p, 1)?.into_int_value();
-            let e = self.b.build_int_z_extend(e, self.i32t, "e")?;
-            let bits = self
+            let e = self.b.build_int_z_extend(e, self.i64t, "e")?;
+            let biased = self.b.build_int_add(e, self.i64c(1023 - 127), "eb")?;
+            let bits = self.b.build_left_shift(biased, self.i64c(52), "eb")?;
+            let d = self
                 .b
-                .build_left_shift(e, self.i32t.const_int(23, false), "eb")?;
-            let is_zero =
-                self.b
-                    .build_int_compare(IntPredicate::EQ, e, self.i32t.const_zero(), "e0")?;
-            let is_nan = self.b.build_int_compare(
-                IntPredicate::EQ,
-                e,
-                self.i32t.const_int(0xff, false),
-                "enan",
-            )?;
-            let bits = self
+                .build_bit_cast(bits, self.ctx.f64_type(), "sd")?
+                .into_float_value();
+            let v = self.b.build_float_trunc(d, self.f32t, "s")?;
+            let is_nan = self
                 .b
-                .build_select(is_zero, self.i32t.const_int(0x0040_0000, false), bits, "eb")?
-                .into_int_value();
-            let bits = self
-                .b
-                .build_select(is_nan, self.i32t.const_int(0x7fc0_0000, false), bits, "eb")?
-                .into_int_value();
+                .build_int_compare(IntPredicate::EQ, e, self.i64c(0xff), "enan")?;
             self.b
-                .build_bit_cast(bits, self.f32t, "s")?
+                .build_select(is_nan, self.f32t.const_float(f64::NAN), v, "s")?
                 .into_float_value()
         } else if s == ElemType::Float(FloatFormat::F8E4M3FN) {
             // As the E4M3 weight decoder: the f16 with the same fields is
