@@ -22,15 +22,20 @@ pub const HELP: &str = "\
 Benchmark a kernel against this machine's measured roofline.
 
 Usage: lowbit bench gemm --m M --k K --n N --weight DTYPE [--group G]
-           [--scale DTYPE] [--zero-point] --act DTYPE [--threads T]
+           [--scale DTYPE] [--zero-point] [--tensor-scale T]
+           --act DTYPE [--threads T]
            [--backend cpu] [--json]
 
 Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
-  --weight DTYPE   weight codes: i1..i8, u1..u8, b1, f8E4M3FN, f8E5M2
-  --group G        one scale per G elements along k (a multiple of 32);
-                   without it, one scale per output row
-  --scale DTYPE    scale type: f16 (default), f32, bf16
+  --weight DTYPE   weight codes: i1..i8, u1..u8, b1, f8E4M3FN, f8E5M2,
+                   f4E2M1FN
+  --group G        one scale per G elements along k (16 or a multiple of
+                   32); without it, one scale per output row
+  --scale DTYPE    scale type: f16 (default), f32, bf16, f8E8M0FNU (MXFP4:
+                   --weight f4E2M1FN --group 32), f8E4M3FN (NVFP4: --group 16)
   --zero-point     integer weights get one zero point per scale
+  --tensor-scale T an f32 scale multiplying every weight (NVFP4's second
+                   level), folded into each group scale
   --act DTYPE      activation type: f32, f16, bf16; u8 or i8 with --weight
                    i8 runs the W8A8 kernel (exact i32 results, VNNI where
                    present; scales are not applied on this path); b1 with

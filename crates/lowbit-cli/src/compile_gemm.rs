@@ -20,7 +20,7 @@ pub const HELP: &str = "\
 Compile a kernel ahead of time.
 
 Usage: lowbit compile gemm --m M --k K --n N|? --weight DTYPE [--group G]
-           [--scale DTYPE] [--zero-point] --act DTYPE
+           [--scale DTYPE] [--zero-point] [--tensor-scale T] --act DTYPE
            -o OUT [--target x86_64|aarch64] [--cpu native|NAME]
            [--emit obj|asm|llvm]
 

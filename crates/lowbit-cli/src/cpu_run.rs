@@ -360,6 +360,7 @@ fn map_dequantized(
             scale: s.elem,
             zero_point: z.is_some(),
             layout: None,
+            tensor_scale: None,
         },
         act: xt.elem,
         epilogue,

@@ -1,10 +1,10 @@
 //! The GEMM-spec options shared by `lowbit bench gemm` and
 //! `lowbit compile gemm`: `--m --k --n --weight [--group] [--scale]
-//! [--zero-point] --act`.
+//! [--zero-point] [--tensor-scale T] --act`.
 
 use crate::args::{Args, Spec};
 use crate::Failure;
-use lowbit_llvm::{Dim, Epilogue, GemmSpec, WeightGranularity, WeightSpec};
+use lowbit_llvm::{Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec};
 
 /// Option table entries for a GEMM spec.
 pub const GEMM_SPECS: &[Spec] = &[
@@ -44,6 +44,11 @@ pub const GEMM_SPECS: &[Spec] = &[
         takes_value: false,
     },
     Spec {
+        long: "tensor-scale",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
         long: "act",
         short: None,
         takes_value: true,
@@ -80,6 +85,17 @@ pub fn gemm_spec(a: &Args, n_dynamic: bool) -> Result<GemmSpec, Failure> {
         None => WeightGranularity::PerChannel,
         Some(_) => WeightGranularity::Group(positive(a, "group")?),
     };
+    let tensor_scale = match a.last("tensor-scale") {
+        None => None,
+        Some(v) => match v.parse::<f32>() {
+            Ok(t) if t.is_finite() => Some(TensorScale::new(t)),
+            _ => {
+                return Err(Failure::usage(format!(
+                    "--tensor-scale expects a finite number, got '{v}'"
+                )))
+            }
+        },
+    };
     Ok(GemmSpec {
         m: positive(a, "m")?,
         k: positive(a, "k")?,
@@ -90,6 +106,7 @@ pub fn gemm_spec(a: &Args, n_dynamic: bool) -> Result<GemmSpec, Failure> {
             scale: elem("scale", a.last("scale").unwrap_or("f16"))?,
             zero_point: a.has("zero-point"),
             layout: None,
+            tensor_scale,
         },
         act: elem("act", required(a, "act")?)?,
         epilogue: Epilogue::default(),

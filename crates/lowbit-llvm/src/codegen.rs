@@ -28,7 +28,13 @@
 //! Accuracy (float paths): each output is the f32 sum of f32 products with
 //! 32 lane accumulators, a 5-level tree per pass and one addition per pass,
 //! so `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * (sum_j |x_j * w_j| + |bias|)`
-//! against the interpreter's f64 result (see `tests/`). The W8A8 path is
+//! against the interpreter's f64 result (see `tests/`); a tensor scale `t`
+//! (NVFP4) is folded into each group scale as `round_f32(s * t)`, two more
+//! roundings of each weight against the graph `mul(dequantize(w, s), t)`,
+//! so the factor grows by 2. Scales are decoded in registers too: E8M0 by
+//! placing the code in an f64 exponent field (narrowed exactly to f32), E4M3 through f16 as the
+//! weights. With groups of 16 each block takes two scales, one per lane
+//! half. The W8A8 path is
 //! exact (wrapping i32, like the interpreter).
 
 use crate::error::CpuError;
@@ -294,15 +300,71 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(iv)
     }
 
-    /// Loads one scale as f32.
+    /// Loads one scale as f32, times the tensor scale if there is one
+    /// (`round_f32(s * t)`: one multiply per group, not per element).
     fn load_scale(&self, p: PointerValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+        use lowbit_numerics::{ElemType, FloatFormat};
         let s = self.spec.weight.scale;
-        Ok(if s == lowbit_numerics::ElemType::F32 {
+        let v = if s == ElemType::F32 {
             self.load(self.f32t, p, 1)?.into_float_value()
-        } else if s == lowbit_numerics::ElemType::F16 {
+        } else if s == ElemType::F16 {
             let h = self.load(self.ctx.f16_type(), p, 1)?;
             self.b
                 .build_float_ext(h.into_float_value(), self.f32t, "s")?
+        } else if s == ElemType::Float(FloatFormat::F8E8M0FNU) {
+            // 2^(e - 127) as an f64 (exponent field e + 896: normal for
+            // every code, 2^-127 included), narrowed exactly to f32; code
+            // 0xFF is NaN. One select, no branch.
+            let e = self.load(self.i8t, p, 1)?.into_int_value();
+            let e = self.b.build_int_z_extend(e, self.i64t, "e")?;
+            let biased = self.b.build_int_add(e, self.i64c(1023 - 127), "eb")?;
+            let bits = self.b.build_left_shift(biased, self.i64c(52), "eb")?;
+            let d = self
+                .b
+                .build_bit_cast(bits, self.ctx.f64_type(), "sd")?
+                .into_float_value();
+            let v = self.b.build_float_trunc(d, self.f32t, "s")?;
+            let is_nan = self
+                .b
+                .build_int_compare(IntPredicate::EQ, e, self.i64c(0xff), "enan")?;
+            self.b
+                .build_select(is_nan, self.f32t.const_float(f64::NAN), v, "s")?
+                .into_float_value()
+        } else if s == ElemType::Float(FloatFormat::F8E4M3FN) {
+            // As the E4M3 weight decoder: the f16 with the same fields is
+            // 2^-8 of the value; S.1111.111 is NaN.
+            let c = self.load(self.i8t, p, 1)?.into_int_value();
+            let w = self.b.build_int_z_extend(c, self.i16t, "h")?;
+            let sign = self
+                .b
+                .build_and(w, self.i16t.const_int(0x80, false), "sgn")?;
+            let sign = self
+                .b
+                .build_left_shift(sign, self.i16t.const_int(8, false), "sgn")?;
+            let mag = self
+                .b
+                .build_and(w, self.i16t.const_int(0x7f, false), "mag")?;
+            let em = self
+                .b
+                .build_left_shift(mag, self.i16t.const_int(7, false), "em")?;
+            let hb = self.b.build_or(sign, em, "hb")?;
+            let h = self
+                .b
+                .build_bit_cast(hb, self.ctx.f16_type(), "h")?
+                .into_float_value();
+            let f = self.b.build_float_ext(h, self.f32t, "s")?;
+            let f = self
+                .b
+                .build_float_mul(f, self.f32t.const_float(256.0), "s")?;
+            let is_nan = self.b.build_int_compare(
+                IntPredicate::EQ,
+                mag,
+                self.i16t.const_int(0x7f, false),
+                "nan",
+            )?;
+            self.b
+                .build_select(is_nan, self.f32t.const_float(f64::NAN), f, "s")?
+                .into_float_value()
         } else {
             // bf16: the high half of an f32.
             let h = self.load(self.i16t, p, 1)?.into_int_value();
@@ -311,6 +373,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .b
                 .build_left_shift(w, self.i32t.const_int(16, false), "sw")?;
             self.b.build_bit_cast(w, self.f32t, "s")?.into_float_value()
+        };
+        Ok(match self.spec.weight.tensor_scale {
+            None => v,
+            Some(t) => {
+                self.b
+                    .build_float_mul(v, self.f32t.const_float(f64::from(t.value())), "st")?
+            }
         })
     }
 
@@ -489,13 +558,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         })
     }
 
-    /// Dequantizes the interleaved 4-bit block at `p` through `lut` (this
-    /// row's group table): the low nibbles are elements 0..16, the high
-    /// ones 16..32.
+    /// Dequantizes the interleaved 4-bit block at `p` through this row's
+    /// group tables: the low nibbles are elements 0..16 (first table), the
+    /// high ones 16..32 (second table; the same one unless groups are 16).
     fn lut_block(
         &self,
         l: &Lut<'ctx>,
-        lut: VectorValue<'ctx>,
+        (lut_lo, lut_hi): (VectorValue<'ctx>, VectorValue<'ctx>),
         p: PointerValue<'ctx>,
     ) -> Result<VectorValue<'ctx>, CpuError> {
         let raw = self.load(self.i8t.vec_type(16), p, 1)?.into_vector_value();
@@ -507,17 +576,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             false,
             "hidx",
         )?;
-        let pick = |i: VectorValue<'ctx>| -> Result<VectorValue<'ctx>, CpuError> {
-            self.b
-                .build_call(l.permute, &[lut.into(), i.into()], "w")?
-                .try_as_basic_value()
-                .basic()
-                .map(|v| v.into_vector_value())
-                .ok_or_else(|| CpuError::Llvm("vpermps returned no value".into()))
-        };
+        let pick =
+            |lut: VectorValue<'ctx>, i: VectorValue<'ctx>| -> Result<VectorValue<'ctx>, CpuError> {
+                self.b
+                    .build_call(l.permute, &[lut.into(), i.into()], "w")?
+                    .try_as_basic_value()
+                    .basic()
+                    .map(|v| v.into_vector_value())
+                    .ok_or_else(|| CpuError::Llvm("vpermps returned no value".into()))
+            };
         // The permute ignores all but the low 4 index bits: no mask needed.
-        let lo = pick(idx)?;
-        let hi = pick(hi_idx)?;
+        let lo = pick(lut_lo, idx)?;
+        let hi = pick(lut_hi, hi_idx)?;
         self.concat(lo, hi)
     }
 
@@ -609,6 +679,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let kb = (spec.k_pad() / BLOCK) as u64;
         let bpg = spec.blocks_per_group() as u64;
         let ngroups = spec.groups_per_row() as u64;
+        let spb = spec.scales_per_block();
+        let steps = spec.k_steps() as u64;
         let row_bytes = spec.row_bytes() as u64;
         let block_bytes = spec.block_format().block_bytes() as u64;
         let sbytes = spec.scale_bytes() as u64;
@@ -642,7 +714,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
         let g1 = self
             .b
-            .build_select(is_last, self.i64c(ngroups), g1, "g1")?
+            .build_select(is_last, self.i64c(steps), g1, "g1")?
             .into_int_value();
         self.emit_loop(
             f,
@@ -650,38 +722,87 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
             1,
             |g| {
+                // One scale (and zero point) per lane half when a block
+                // holds two groups of 16; a missing last group (k_pad past
+                // it) gets scale 0, which its zero-code padding meets.
                 let mut scales = Vec::new();
                 let mut zps = Vec::new();
+                let halves = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| {
+                    let l = self.splat_f(lo)?;
+                    let h = self.splat_f(hi)?;
+                    Ok::<_, CpuError>(self.b.build_shuffle_vector(
+                        l,
+                        h,
+                        self.shuffle_mask((0..16).chain(LANES as u64..LANES as u64 + 16)),
+                        "sv",
+                    )?)
+                };
                 for &r in &rows_idx {
-                    let idx = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
-                    let idx = self.b.build_int_add(idx, g, "si")?;
-                    let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
-                    scales.push(self.splat_f(self.load_scale(self.gep(a.s, so)?)?)?);
+                    let row0 = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
+                    if spb == 1 {
+                        let idx = self.b.build_int_add(row0, g, "si")?;
+                        let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
+                        scales.push(self.splat_f(self.load_scale(self.gep(a.s, so)?)?)?);
+                        if spec.weight.zero_point {
+                            zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
+                        }
+                        continue;
+                    }
+                    let g2 = self.b.build_int_mul(g, self.i64c(2), "g2")?;
+                    let i0 = self.b.build_int_add(row0, g2, "si")?;
+                    let g2n = self.b.build_int_add(g2, self.i64c(1), "g2n")?;
+                    let has_hi = self.b.build_int_compare(
+                        IntPredicate::ULT,
+                        g2n,
+                        self.i64c(ngroups),
+                        "hashi",
+                    )?;
+                    let i1 = self.b.build_int_add(i0, self.i64c(1), "si")?;
+                    let i1 = self.b.build_select(has_hi, i1, i0, "si")?.into_int_value();
+                    let sp = |i: IntValue<'ctx>| {
+                        let so = self.b.build_int_mul(i, self.i64c(sbytes), "so")?;
+                        self.gep(a.s, so)
+                    };
+                    let s0 = self.load_scale(sp(i0)?)?;
+                    let s1 = self.load_scale(sp(i1)?)?;
+                    let s1 = self
+                        .b
+                        .build_select(has_hi, s1, self.f32t.const_zero(), "s1")?
+                        .into_float_value();
+                    scales.push(halves(s0, s1)?);
                     if spec.weight.zero_point {
-                        zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
+                        let z0 = self.load_zero_point(self.gep(a.z, i0)?)?;
+                        let z1 = self.load_zero_point(self.gep(a.z, i1)?)?;
+                        zps.push(halves(z0, z1)?);
                     }
                 }
                 // With a 16-entry table, each row's group gets its own table
                 // of dequantized values `(decode(c) - z) * s`: the same f32
                 // roundings as the arithmetic path, once per group.
-                let luts: Vec<VectorValue> = match &self.lut {
+                let luts: Vec<(VectorValue, VectorValue)> = match &self.lut {
                     None => Vec::new(),
                     Some(l) => (0..rows as usize)
                         .map(|r| {
-                            let half =
-                                |v: VectorValue<'ctx>| -> Result<VectorValue<'ctx>, CpuError> {
-                                    Ok(self.b.build_shuffle_vector(
-                                        v,
-                                        v,
-                                        self.shuffle_mask(0..16),
-                                        "h",
-                                    )?)
-                                };
-                            let mut t = l.table;
-                            if spec.weight.zero_point {
-                                t = self.b.build_float_sub(t, half(zps[r])?, "tz")?;
-                            }
-                            Ok(self.b.build_float_mul(t, half(scales[r])?, "lut")?)
+                            let half = |v: VectorValue<'ctx>,
+                                        from: u64|
+                             -> Result<VectorValue<'ctx>, CpuError> {
+                                Ok(self.b.build_shuffle_vector(
+                                    v,
+                                    v,
+                                    self.shuffle_mask(from..from + 16),
+                                    "h",
+                                )?)
+                            };
+                            let table = |from: u64| -> Result<VectorValue<'ctx>, CpuError> {
+                                let mut t = l.table;
+                                if spec.weight.zero_point {
+                                    t = self.b.build_float_sub(t, half(zps[r], from)?, "tz")?;
+                                }
+                                Ok(self.b.build_float_mul(t, half(scales[r], from)?, "lut")?)
+                            };
+                            let lo = table(0)?;
+                            let hi = if spb == 1 { lo } else { table(16)? };
+                            Ok((lo, hi))
                         })
                         .collect::<Result<_, CpuError>>()?,
                 };
@@ -1245,7 +1366,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let (units, chunk) = if self.spec.is_integer() {
             ((self.spec.row_bytes() / INT_BLOCK) as u64, INT_K_CHUNK)
         } else {
-            (self.spec.groups_per_row() as u64, self.groups_per_chunk())
+            (self.spec.k_steps() as u64, self.groups_per_chunk())
         };
         // Decoding (n < 4) reuses no activations across weight rows: one
         // pass keeps each weight row a single sequential stream.

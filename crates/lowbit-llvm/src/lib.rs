@@ -36,5 +36,5 @@ pub mod target;
 pub use error::CpuError;
 pub use jit::{compile, compiler_version, Activations, GemmKernel, KernelOrigin, Requant};
 pub use pack::PackedWeights;
-pub use spec::{Activation, Dim, Epilogue, GemmSpec, WeightGranularity, WeightSpec};
+pub use spec::{Activation, Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec};
 pub use target::CpuTarget;

@@ -17,8 +17,14 @@
 //! * other widths (1, 3, 5, 6, 7 bits): `tile = 1x32, bitplanes`: each
 //!   32-element block is stored as `bits` 32-bit planes.
 //!
+//! Microscaling: `f4E2M1FN` weights take `f8E8M0FNU` scales per 32-block
+//! (MXFP4; code 0xFF is NaN) or `f8E4M3FN` scales per 16-block with an
+//! optional f32 tensor scale (NVFP4, [`WeightSpec::tensor_scale`]); a group
+//! of 16 puts two scales in one 32-element block (low and high half).
+//!
 //! Limits: activations `f32`, `f16` or `bf16` (converted to `f32` once per
-//! call); scales `f32`, `f16` or `bf16`; groups a multiple of 32; epilogue
+//! call); scales `f32`, `f16`, `bf16`, `f8E8M0FNU` or `f8E4M3FN`; groups 16
+//! or a multiple of 32; epilogue
 //! bias and ReLU. The integer paths — W8A8 (`u8`/`i8` activations, `i8`
 //! weights, rows padded to 64 bytes) and W1A1 (`b1` both, rows padded to
 //! 512 bits) — produce exact `i32` sums (W8A8 optionally requantized to
@@ -92,6 +98,26 @@ pub struct WeightSpec {
     /// The packed layout the caller asks for; `None` lets the kernel choose
     /// (see the module docs). A layout other than the kernel's is unsupported.
     pub layout: Option<Layout>,
+    /// A second, per-tensor f32 scale (NVFP4's): the IR graph
+    /// `mul(dequantize(w, s), t)` with `t` a scalar f32 constant.
+    pub tensor_scale: Option<TensorScale>,
+}
+
+/// An f32 per-tensor scale, kept as its bit pattern so that specs stay
+/// hashable (the kernel caches are keyed by spec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TensorScale(pub u32);
+
+impl TensorScale {
+    /// The scale `v`.
+    pub fn new(v: f32) -> TensorScale {
+        TensorScale(v.to_bits())
+    }
+
+    /// Its value.
+    pub fn value(self) -> f32 {
+        f32::from_bits(self.0)
+    }
 }
 
 /// A GEMM kernel specification (see the module docs).
@@ -201,6 +227,9 @@ impl fmt::Display for GemmSpec {
             },
             self.act
         )?;
+        if let Some(t) = self.weight.tensor_scale {
+            write!(f, " *{}", t.value())?;
+        }
         if self.epilogue.bias {
             f.write_str(" +bias")?;
         }
@@ -225,6 +254,7 @@ impl GemmSpec {
                 scale: ElemType::F16,
                 zero_point: false,
                 layout: None,
+                tensor_scale: None,
             },
             act: ElemType::F32,
             epilogue: Epilogue::default(),
@@ -252,6 +282,7 @@ impl GemmSpec {
                 scale: ElemType::F32,
                 zero_point: false,
                 layout: None,
+                tensor_scale: None,
             },
             act,
             epilogue: Epilogue::default(),
@@ -304,7 +335,27 @@ impl GemmSpec {
     pub(crate) fn blocks_per_group(&self) -> usize {
         match self.weight.granularity {
             WeightGranularity::PerChannel => self.k_pad() / BLOCK,
-            WeightGranularity::Group(g) => g / BLOCK,
+            // A group of 16 is half a block: one block per loop step, with
+            // two scales (see `scales_per_block`).
+            WeightGranularity::Group(g) => (g / BLOCK).max(1),
+        }
+    }
+
+    /// Scales per 32-element block: 2 for groups of 16, else 1.
+    pub(crate) fn scales_per_block(&self) -> usize {
+        match self.weight.granularity {
+            WeightGranularity::Group(g) if g < BLOCK => BLOCK / g,
+            _ => 1,
+        }
+    }
+
+    /// Steps of the float kernels' k loop per row: scale groups, or blocks
+    /// when a block holds two groups.
+    pub(crate) fn k_steps(&self) -> usize {
+        if self.scales_per_block() > 1 {
+            self.k_pad() / BLOCK
+        } else {
+            self.groups_per_row()
         }
     }
 
@@ -492,13 +543,23 @@ impl GemmSpec {
             return u("the dyadic requantize epilogue needs integer activations (W8A8)".into());
         }
         if let WeightGranularity::Group(g) = self.weight.granularity {
-            if g == 0 || g % BLOCK != 0 {
-                return u(format!("group {g} is not a positive multiple of {BLOCK}"));
+            if g != 16 && (g == 0 || g % BLOCK != 0) {
+                return u(format!(
+                    "group {g} is neither 16 nor a positive multiple of {BLOCK}"
+                ));
             }
         }
-        if ![ElemType::F32, ElemType::F16, ElemType::BF16].contains(&self.weight.scale) {
+        if ![
+            ElemType::F32,
+            ElemType::F16,
+            ElemType::BF16,
+            ElemType::Float(FloatFormat::F8E8M0FNU),
+            ElemType::Float(FloatFormat::F8E4M3FN),
+        ]
+        .contains(&self.weight.scale)
+        {
             return u(format!(
-                "scales must be f32, f16 or bf16, not {}",
+                "scales must be f32, f16, bf16, f8E8M0FNU or f8E4M3FN, not {}",
                 self.weight.scale
             ));
         }

@@ -9,7 +9,7 @@ use lowbit_interp::eval_op;
 use lowbit_ir::{BinaryOp, OpKind, Overflow, Tensor, TensorType};
 use lowbit_llvm::{
     compile, Activation, Activations, CpuTarget, Dim, Epilogue, GemmKernel, GemmSpec,
-    PackedWeights, WeightGranularity, WeightSpec,
+    PackedWeights, TensorScale, WeightGranularity, WeightSpec,
 };
 use lowbit_numerics::{ElemType, Rounding};
 
@@ -115,9 +115,24 @@ fn reference(c: &Case) -> (Vec<f64>, Vec<f64>) {
     let deq = OpKind::Dequantize {
         granularity: c.spec.ir_granularity(),
     };
-    let wd = eval_op(&deq, &ops, &[TensorType::new(vec![m, k], ElemType::F32)])
+    let w_ty = TensorType::new(vec![m, k], ElemType::F32);
+    let mut wd = eval_op(&deq, &ops, std::slice::from_ref(&w_ty))
         .unwrap()
         .remove(0);
+    // NVFP4's second level: `mul` by a scalar f32 constant.
+    if let Some(ts) = c.spec.weight.tensor_scale {
+        let t = Tensor::from_f64(ElemType::F32, vec![], &[f64::from(ts.value())]).unwrap();
+        wd = eval_op(
+            &OpKind::Binary {
+                op: BinaryOp::Mul,
+                overflow: Overflow::Wrap,
+            },
+            &[&wd, &t],
+            std::slice::from_ref(&w_ty),
+        )
+        .unwrap()
+        .remove(0);
+    }
     let wt = eval_op(
         &OpKind::Transpose { perm: vec![1, 0] },
         &[&wd],
@@ -203,7 +218,14 @@ fn run_kernel(kernel: &GemmKernel, c: &Case, threads: usize) -> Vec<f32> {
 fn check(c: &Case, got: &[f32]) {
     let (want, mags) = reference(c);
     let u = 2f64.powi(-24);
-    let factor = (c.spec.k_pad() / 32 + 8) as f64;
+    // A tensor scale is folded into each group scale: one more rounding
+    // of the weight, and one of the scale (see codegen's module docs).
+    let extra = if c.spec.weight.tensor_scale.is_some() {
+        2
+    } else {
+        0
+    };
+    let factor = (c.spec.k_pad() / 32 + 8 + extra) as f64;
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         let tol = factor * u * mags[i];
         let ok = (g.is_nan() && w.is_nan())
@@ -249,6 +271,7 @@ fn random_specs_match_the_interpreter() {
                 scale: rng.pick(&[ElemType::F32, ElemType::F16, ElemType::BF16]),
                 zero_point: is_int && rng.below(2) == 0,
                 layout: None,
+                tensor_scale: None,
             },
             act: rng.pick(&[ElemType::F32, ElemType::F32, ElemType::F16, ElemType::BF16]),
             epilogue: Epilogue {
@@ -353,6 +376,129 @@ fn nan_and_infinite_weights_propagate_like_the_interpreter() {
                 .encode(f64::INFINITY, Rounding::NearestEven, false);
         let kernel = compile(&c.spec).unwrap();
         check(&c, &run_kernel(&kernel, &c, 1));
+    }
+}
+
+/// MXFP4 (`f4E2M1FN` with `f8E8M0FNU` scales per 32) and NVFP4 (`f8E4M3FN`
+/// scales per 16 and an f32 tensor scale) on random ragged shapes, on the
+/// host (AVX-512 table lookup where present) and an AVX2-only target
+/// (arithmetic decoder). MX cases put the NaN code 0xFF in one group of
+/// one row (that row must be NaN, as in the interpreter) and the subnormal
+/// scale 2^-127 (code 0) in another.
+#[test]
+fn mxfp4_and_nvfp4_match_the_interpreter() {
+    let mut rng = Rng(0x4d58_4650_3400_0001);
+    let host = CpuTarget::host().unwrap();
+    let mut targets = vec![None];
+    if host.triple.starts_with("x86_64") {
+        targets.push(Some(CpuTarget::named("x86_64", "haswell").unwrap()));
+    }
+    let e8m0 = t("f8E8M0FNU");
+    let e4m3 = t("f8E4M3FN");
+    for case_no in 0..24 {
+        let nv = case_no % 2 == 1;
+        let k = rng.pick(&[1, 15, 16, 17, 31, 33, 48, 100, 257, 1100]);
+        let n = 1 + rng.below(9) as usize;
+        let mut spec = GemmSpec::new(
+            1 + rng.below(11) as usize,
+            k,
+            if rng.below(2) == 0 {
+                Dim::Dynamic
+            } else {
+                Dim::Static(n)
+            },
+            t("f4E2M1FN"),
+            if nv { 16 } else { 32 },
+        );
+        spec.weight.scale = ElemType::F32;
+        spec.act = rng.pick(&[ElemType::F32, ElemType::F16, ElemType::BF16]);
+        spec.epilogue.bias = rng.below(2) == 0;
+        let mut c = make_case(&mut rng, spec, n);
+        let ns = c.scales.len();
+        let gpr = c.spec.groups_per_row();
+        let codes: Vec<u64> = if nv {
+            c.spec.weight.scale = e4m3;
+            c.spec.weight.tensor_scale = Some(TensorScale::new(
+                (0.5 + rng.unit()) as f32 / 448.0 * if rng.below(4) == 0 { -1.0 } else { 1.0 },
+            ));
+            (0..ns).map(|_| finite_code(&mut rng, e4m3)).collect()
+        } else {
+            c.spec.weight.scale = e8m0;
+            let mut codes: Vec<u64> = (0..ns).map(|_| 120 + rng.below(15)).collect();
+            let last_row = (c.spec.m - 1) * gpr;
+            codes[last_row + rng.below(gpr as u64) as usize] = 0xff;
+            if gpr >= 2 && c.spec.m >= 2 {
+                codes[0] = 0;
+            }
+            codes
+        };
+        c.scales = Tensor::new(c.spec.weight.scale, c.scales.shape.clone(), codes).unwrap();
+        for target in &targets {
+            let kernel = match target {
+                None => compile(&c.spec),
+                Some(t) => GemmKernel::compile_uncached(&c.spec, t).map(std::sync::Arc::new),
+            }
+            .unwrap_or_else(|e| panic!("{}: {e}", c.spec));
+            let y = run_kernel(&kernel, &c, 2);
+            check(&c, &y);
+            if !nv {
+                let m = c.spec.m;
+                assert!(
+                    (0..c.n).all(|col| y[col * m + m - 1].is_nan()),
+                    "{}: the NaN scale did not reach its row",
+                    c.spec
+                );
+            }
+        }
+    }
+}
+
+/// Power-of-two scales (one per row, E8M0's subnormal 2^-127 included;
+/// E4M3 ones times a power-of-two tensor scale) with integer activations
+/// make every product and sum exact: the kernels must equal the
+/// interpreter bit for bit.
+#[test]
+fn microscaled_fp4_exact_with_power_of_two_scales() {
+    let mut rng = Rng(11);
+    for nv in [false, true] {
+        let (group, scale) = if nv {
+            (16, t("f8E4M3FN"))
+        } else {
+            (32, t("f8E8M0FNU"))
+        };
+        let mut spec = GemmSpec::new(6, 75, Dim::Dynamic, t("f4E2M1FN"), group);
+        spec.weight.scale = ElemType::F32;
+        let mut c = make_case(&mut rng, spec, 5);
+        c.spec.weight.scale = scale;
+        let gpr = c.spec.groups_per_row();
+        let row_vals = [2f64.powi(-127), 0.5, 1.0, 2.0, 0.125, 4.0];
+        let vals: Vec<f64> = (0..c.scales.len())
+            .map(|i| {
+                let v = row_vals[i / gpr];
+                // E4M3 cannot hold 2^-127: its smallest power of two is 2^-9.
+                if nv {
+                    v.max(2f64.powi(-9))
+                } else {
+                    v
+                }
+            })
+            .collect();
+        c.scales = Tensor::from_f64(scale, c.scales.shape.clone(), &vals).unwrap();
+        if nv {
+            c.spec.weight.tensor_scale = Some(TensorScale::new(0.25));
+        }
+        let xv: Vec<f64> = (0..c.x.len()).map(|_| rng.below(9) as f64 - 4.0).collect();
+        c.x = Tensor::from_f64(ElemType::F32, c.x.shape.clone(), &xv).unwrap();
+        let got = run_kernel(&compile(&c.spec).unwrap(), &c, 2);
+        let (want, _) = reference(&c);
+        let got: Vec<f64> = got.iter().map(|&v| f64::from(v)).collect();
+        assert_eq!(got, want, "{}", c.spec);
+        if !nv {
+            assert!(
+                (0..5).any(|col| got[col * 6] != 0.0),
+                "the 2^-127 row is all zero: nothing tested"
+            );
+        }
     }
 }
 

@@ -40,7 +40,7 @@ fn unsupported_specs_name_op_dtype_layout_and_target() {
         GemmSpec::new(8, 64, Dim::Dynamic, t("i16"), 32),
         GemmSpec::new(8, 64, Dim::Dynamic, t("f6E3M2FN"), 32),
         GemmSpec::new(8, 64, Dim::Dynamic, t("f8E4M3FNUZ"), 32),
-        GemmSpec::new(8, 64, Dim::Dynamic, t("i4"), 16),
+        GemmSpec::new(8, 64, Dim::Dynamic, t("i4"), 48),
         GemmSpec::new(8, 64, Dim::Dynamic, t("i4"), 0),
         GemmSpec::new(0, 64, Dim::Dynamic, t("i4"), 32),
         GemmSpec::new(8, 64, Dim::Static(0), t("i4"), 32),
@@ -52,7 +52,7 @@ fn unsupported_specs_name_op_dtype_layout_and_target() {
     s.act = ElemType::I8;
     cases.push(s);
     let mut s = GemmSpec::new(8, 64, Dim::Dynamic, t("i4"), 32);
-    s.weight.scale = t("f8E8M0FNU");
+    s.weight.scale = t("f8E5M2");
     cases.push(s);
     let mut s = GemmSpec::new(8, 64, Dim::Dynamic, t("i4"), 32);
     s.weight.layout = Some(lowbit_ir::Layout {
