@@ -5,7 +5,7 @@
 //! (plus a kernel-launch overhead on GPUs), where the rate depends on the
 //! instruction class the schedule uses. x86-64 rates are per core at 3 GHz
 //! with 20 GB/s of DRAM bandwidth, by feature set: f32 FMA (SSE2 8, AVX2 32,
-//! AVX-512 64 flop/cycle), 8-bit multiply-accumulate (`vpmaddubsw` pairs:
+//! AVX-512 64 flop/cycle), 8-bit multiply-accumulate (widened, `vpmaddwd` pairs:
 //! AVX2 32, AVX-512 64; `vpdpbusd`: AVX-512 VNNI 128 MAC/cycle; AVX-VNNI
 //! alone counts as no VNNI because the CPU backend has no 256-bit kernel), popcount (`popcnt` 32, `vpshufb` lookup AVX2 96 / AVX-512
 //! 128, VPOPCNTDQ 512 bit/cycle). NVIDIA rates are the dense tensor-core
@@ -245,16 +245,13 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                     let (rate, kernel) = if pa <= 8 && pb <= 8 {
                         // The path the CPU backend takes on these
                         // features (one table for both, in lowbit-ir).
-                        match (f.int8_dot(), f.vector_isa()) {
-                            (Int8Dot::Avx512Vnni, _) => (128.0, "avx512vnni.vpdpbusd"),
-                            (Int8Dot::Widen, VectorIsa::Avx512) => {
-                                (64.0, "avx512bw.vpmaddubsw+vpmaddwd")
-                            }
-                            (Int8Dot::Widen, VectorIsa::Avx2Fma) => {
-                                (32.0, "avx2.vpmaddubsw+vpmaddwd")
-                            }
-                            (Int8Dot::Widen, VectorIsa::Portable) => (4.0, "sse2.pmaddwd"),
-                        }
+                        let rate = match (f.int8_dot(), f.vector_isa()) {
+                            (Int8Dot::Avx512Vnni, _) => 128.0,
+                            (Int8Dot::Widen, VectorIsa::Avx512) => 64.0,
+                            (Int8Dot::Widen, VectorIsa::Avx2Fma) => 32.0,
+                            (Int8Dot::Widen, VectorIsa::Portable) => 4.0,
+                        };
+                        (rate, f.int8_dot_kernel())
                     } else {
                         (lanes / 2.0, "vpmulld")
                     };
@@ -266,9 +263,9 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                     };
                     let note = (f.int8_dot() == Int8Dot::Widen && pa <= 8 && pb <= 8).then(|| {
                         if f.avxvnni {
-                            "AVX-VNNI only: the cpu backend's vpdpbusd kernel needs AVX-512 VNNI; 8-bit dot products by vpmaddubsw/vpmaddwd pairs".into()
+                            "AVX-VNNI only: the cpu backend's vpdpbusd kernel needs AVX-512 VNNI; bytes widened and multiplied in pairs by vpmaddwd".into()
                         } else {
-                            "no VNNI: 8-bit dot products by vpmaddubsw/vpmaddwd pairs".into()
+                            "no VNNI: bytes widened and multiplied in pairs by vpmaddwd".into()
                         }
                     });
                     est(
@@ -279,23 +276,21 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                     )
                 }
                 IntSchedule::BitSerial => {
-                    let (rate, kernel, note) = if f.popcount() == Popcount::Vpopcntdq {
-                        (512.0, "avx512vpopcntdq.vpandq+vpopcntq", None)
-                    } else if f.avx512 {
-                        (
+                    let (rate, note) = match (f.popcount(), f.vector_isa()) {
+                        (Popcount::Vpopcntdq, _) => (512.0, None),
+                        (Popcount::Lookup, VectorIsa::Avx512) => (
                             128.0,
-                            "avx512bw.vpshufb-popcount",
                             Some("no avx512vpopcntdq: popcount by vpshufb nibble lookup"),
-                        )
-                    } else if f.avx2 {
-                        (
+                        ),
+                        (Popcount::Lookup, VectorIsa::Avx2Fma) => (
                             96.0,
-                            "avx2.vpshufb-popcount",
                             Some("no avx512vpopcntdq: popcount by vpshufb nibble lookup"),
-                        )
-                    } else {
-                        (32.0, "popcnt", Some("no vector popcount: scalar popcnt"))
+                        ),
+                        (Popcount::Lookup, VectorIsa::Portable) => {
+                            (32.0, Some("no vector popcount: scalar popcnt"))
+                        }
                     };
+                    let kernel = f.popcount_kernel();
                     let planes = (pa * pb) as f64;
                     let pack = cycles(b * m * k * pa as f64, lanes * 8.0);
                     let moved =

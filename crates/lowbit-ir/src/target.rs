@@ -166,6 +166,31 @@ impl X86Features {
         }
     }
 
+    /// The W8A8 kernel's instruction class as kernel names spell it, one
+    /// table for the cost models and the CPU backend: `vpdpbusd` with
+    /// AVX-512 VNNI, otherwise bytes widened to 32 bits and multiplied in
+    /// pairs by `vpmaddwd` (what LLVM makes of the backend's widening path).
+    pub fn int8_dot_kernel(&self) -> &'static str {
+        match (self.int8_dot(), self.vector_isa()) {
+            (Int8Dot::Avx512Vnni, _) => "avx512vnni.vpdpbusd",
+            (Int8Dot::Widen, VectorIsa::Avx512) => "avx512bw.vpmovsxbd+vpmaddwd",
+            (Int8Dot::Widen, VectorIsa::Avx2Fma) => "avx2.vpmovsxbd+vpmaddwd",
+            (Int8Dot::Widen, VectorIsa::Portable) => "sse2.pmaddwd",
+        }
+    }
+
+    /// The popcount kernel's instruction class as kernel names spell it:
+    /// `vpopcntq` with VPOPCNTDQ, otherwise a `vpshufb` nibble lookup on
+    /// the vector width there is, or scalar `popcnt`.
+    pub fn popcount_kernel(&self) -> &'static str {
+        match (self.popcount(), self.vector_isa()) {
+            (Popcount::Vpopcntdq, _) => "avx512vpopcntdq.vpandq+vpopcntq",
+            (Popcount::Lookup, VectorIsa::Avx512) => "avx512bw.vpshufb-popcount",
+            (Popcount::Lookup, VectorIsa::Avx2Fma) => "avx2.vpshufb-popcount",
+            (Popcount::Lookup, VectorIsa::Portable) => "popcnt",
+        }
+    }
+
     /// The LLVM feature string (`+avx2,+fma,...`) that enables exactly
     /// these features (AVX-512 means F, BW, DQ, VL and CD).
     pub fn llvm_features(&self) -> String {

@@ -42,6 +42,14 @@ fn check(ir: &Target, cpu: &CpuTarget) {
     );
     assert_eq!(vnni_cost.contains("vpdpbusd"), vnni, "{name}: {vnni_cost}");
 
+    // The instruction the shared kernel name promises is in the assembly.
+    let promised = if vnni { "vpdpbusd" } else { "vpmaddwd" };
+    assert!(vnni_cost.contains(promised), "{name}: {vnni_cost}");
+    assert!(
+        vnni_asm.contains(promised),
+        "{name}: W8A8 asm lacks {promised}"
+    );
+
     let pop_asm = asm(&GemmSpec::binary(16, 1024, Dim::Static(4)), cpu);
     let pop_cost = cost_kernel(ir, "b1", "b1", IntSchedule::BitSerial);
     let pop = paths.popcount == Popcount::Vpopcntdq;
@@ -51,6 +59,14 @@ fn check(ir: &Target, cpu: &CpuTarget) {
         "{name}: W1A1 asm vs path"
     );
     assert_eq!(pop_cost.contains("vpopcntdq"), pop, "{name}: {pop_cost}");
+
+    if !pop {
+        assert!(pop_cost.contains("vpshufb"), "{name}: {pop_cost}");
+        assert!(
+            pop_asm.contains("vpshufb"),
+            "{name}: W1A1 asm lacks vpshufb"
+        );
+    }
 
     // Float kernels: 512-bit registers exactly when the path is AVX-512.
     let f_asm = asm(
