@@ -5,9 +5,9 @@
 //! (plus a kernel-launch overhead on GPUs), where the rate depends on the
 //! instruction class the schedule uses. x86-64 rates are per core at 3 GHz
 //! with 20 GB/s of DRAM bandwidth, by feature set: f32 FMA (SSE2 8, AVX2 32,
-//! AVX-512 64 flop/cycle), 8-bit multiply-accumulate (`vpmaddubsw` pairs:
-//! AVX2 32, AVX-512 64; `vpdpbusd`: AVX-VNNI 64, AVX-512 VNNI 128
-//! MAC/cycle), popcount (`popcnt` 32, `vpshufb` lookup AVX2 96 / AVX-512
+//! AVX-512 64 flop/cycle), 8-bit multiply-accumulate (widened, `vpmaddwd` pairs:
+//! AVX2 32, AVX-512 64; `vpdpbusd`: AVX-512 VNNI 128 MAC/cycle; AVX-VNNI
+//! alone counts as no VNNI because the CPU backend has no 256-bit kernel), popcount (`popcnt` 32, `vpshufb` lookup AVX2 96 / AVX-512
 //! 128, VPOPCNTDQ 512 bit/cycle). NVIDIA rates are the dense tensor-core
 //! figures of the A100 (sm_80), L40S (sm_89) and H100 SXM (sm_90) data
 //! sheets, with operand tiles padded to the `mma` shape (f16 m16n8k16,
@@ -15,7 +15,7 @@
 //! schedules, not predictions of wall time; the figures are in one table
 //! here so they can be calibrated against measurements.
 
-use lowbit_ir::target::{Target, TargetKind, X86Features};
+use lowbit_ir::target::{Int8Dot, Popcount, Target, TargetKind, VectorIsa, X86Features};
 use lowbit_ir::{ElemType, IntSchedule, OpKind, TensorType};
 
 /// The estimate for one op.
@@ -243,17 +243,15 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
             match schedule {
                 IntSchedule::Direct => {
                     let (rate, kernel) = if pa <= 8 && pb <= 8 {
-                        if f.avx512vnni {
-                            (128.0, "avx512vnni.vpdpbusd")
-                        } else if f.avxvnni {
-                            (64.0, "avxvnni.vpdpbusd")
-                        } else if f.avx512 {
-                            (64.0, "avx512bw.vpmaddubsw+vpmaddwd")
-                        } else if f.avx2 {
-                            (32.0, "avx2.vpmaddubsw+vpmaddwd")
-                        } else {
-                            (4.0, "sse2.pmaddwd")
-                        }
+                        // The path the CPU backend takes on these
+                        // features (one table for both, in lowbit-ir).
+                        let rate = match (f.int8_dot(), f.vector_isa()) {
+                            (Int8Dot::Avx512Vnni, _) => 128.0,
+                            (Int8Dot::Widen, VectorIsa::Avx512) => 64.0,
+                            (Int8Dot::Widen, VectorIsa::Avx2Fma) => 32.0,
+                            (Int8Dot::Widen, VectorIsa::Portable) => 4.0,
+                        };
+                        (rate, f.int8_dot_kernel())
                     } else {
                         (lanes / 2.0, "vpmulld")
                     };
@@ -263,8 +261,13 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                     } else {
                         0.0
                     };
-                    let note = (!f.has_vnni() && pa <= 8 && pb <= 8)
-                        .then(|| "no VNNI: 8-bit dot products by vpmaddubsw/vpmaddwd pairs".into());
+                    let note = (f.int8_dot() == Int8Dot::Widen && pa <= 8 && pb <= 8).then(|| {
+                        if f.avxvnni {
+                            "AVX-VNNI only: the cpu backend's vpdpbusd kernel needs AVX-512 VNNI; bytes widened and multiplied in pairs by vpmaddwd".into()
+                        } else {
+                            "no VNNI: bytes widened and multiplied in pairs by vpmaddwd".into()
+                        }
+                    });
                     est(
                         (cycles(macs, rate) + widen).max(mem(ops)),
                         format!("x86.{kernel}.{}x{}", a.elem, w.elem),
@@ -273,23 +276,21 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                     )
                 }
                 IntSchedule::BitSerial => {
-                    let (rate, kernel, note) = if f.avx512vpopcntdq {
-                        (512.0, "avx512vpopcntdq.vpandq+vpopcntq", None)
-                    } else if f.avx512 {
-                        (
+                    let (rate, note) = match (f.popcount(), f.vector_isa()) {
+                        (Popcount::Vpopcntdq, _) => (512.0, None),
+                        (Popcount::Lookup, VectorIsa::Avx512) => (
                             128.0,
-                            "avx512bw.vpshufb-popcount",
                             Some("no avx512vpopcntdq: popcount by vpshufb nibble lookup"),
-                        )
-                    } else if f.avx2 {
-                        (
+                        ),
+                        (Popcount::Lookup, VectorIsa::Avx2Fma) => (
                             96.0,
-                            "avx2.vpshufb-popcount",
                             Some("no avx512vpopcntdq: popcount by vpshufb nibble lookup"),
-                        )
-                    } else {
-                        (32.0, "popcnt", Some("no vector popcount: scalar popcnt"))
+                        ),
+                        (Popcount::Lookup, VectorIsa::Portable) => {
+                            (32.0, Some("no vector popcount: scalar popcnt"))
+                        }
                     };
+                    let kernel = f.popcount_kernel();
                     let planes = (pa * pb) as f64;
                     let pack = cycles(b * m * k * pa as f64, lanes * 8.0);
                     let moved =

@@ -94,6 +94,138 @@ impl X86Features {
     }
 }
 
+/// The vector width CPU kernels are written for, chosen from the features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VectorIsa {
+    /// 512-bit AVX-512 (F/BW/DQ/VL).
+    Avx512,
+    /// 256-bit AVX2 with FMA3.
+    Avx2Fma,
+    /// Whatever the baseline has (SSE2 on x86-64): portable vector code.
+    Portable,
+}
+
+impl VectorIsa {
+    /// Short name used in kernel names (`avx512`, `avx2`, `sse2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            VectorIsa::Avx512 => "avx512",
+            VectorIsa::Avx2Fma => "avx2",
+            VectorIsa::Portable => "sse2",
+        }
+    }
+}
+
+/// How the CPU backend's W8A8 kernel forms 4-byte dot products.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Int8Dot {
+    /// `vpdpbusd` on 512-bit vectors (AVX-512 VNNI).
+    Avx512Vnni,
+    /// Bytes widened to 32 bits and multiplied exactly; used also with
+    /// AVX-VNNI alone, because the backend has no 256-bit `vpdpbusd` path.
+    Widen,
+}
+
+/// How the CPU backend's W1A1 kernel counts bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Popcount {
+    /// `vpopcntd` on 512-bit vectors (AVX-512 VPOPCNTDQ).
+    Vpopcntdq,
+    /// A vector population count LLVM expands from shuffles/lookups.
+    Lookup,
+}
+
+impl X86Features {
+    /// The vector path CPU kernels take on these features. AVX2 without
+    /// FMA is treated as portable because every float kernel relies on FMA.
+    pub fn vector_isa(&self) -> VectorIsa {
+        if self.avx512 {
+            VectorIsa::Avx512
+        } else if self.avx2 && self.fma {
+            VectorIsa::Avx2Fma
+        } else {
+            VectorIsa::Portable
+        }
+    }
+
+    /// The W8A8 dot-product path the CPU backend takes on these features.
+    pub fn int8_dot(&self) -> Int8Dot {
+        if self.avx512vnni {
+            Int8Dot::Avx512Vnni
+        } else {
+            Int8Dot::Widen
+        }
+    }
+
+    /// The W1A1 popcount path the CPU backend takes on these features.
+    pub fn popcount(&self) -> Popcount {
+        if self.avx512vpopcntdq {
+            Popcount::Vpopcntdq
+        } else {
+            Popcount::Lookup
+        }
+    }
+
+    /// The W8A8 kernel's instruction class as kernel names spell it, one
+    /// table for the cost models and the CPU backend: `vpdpbusd` with
+    /// AVX-512 VNNI, otherwise bytes widened to 32 bits and multiplied in
+    /// pairs by `vpmaddwd` (what LLVM makes of the backend's widening path).
+    pub fn int8_dot_kernel(&self) -> &'static str {
+        match (self.int8_dot(), self.vector_isa()) {
+            (Int8Dot::Avx512Vnni, _) => "avx512vnni.vpdpbusd",
+            (Int8Dot::Widen, VectorIsa::Avx512) => "avx512bw.vpmovsxbd+vpmaddwd",
+            (Int8Dot::Widen, VectorIsa::Avx2Fma) => "avx2.vpmovsxbd+vpmaddwd",
+            (Int8Dot::Widen, VectorIsa::Portable) => "sse2.pmaddwd",
+        }
+    }
+
+    /// The popcount kernel's instruction class as kernel names spell it:
+    /// `vpopcntq` with VPOPCNTDQ, otherwise a `vpshufb` nibble lookup on
+    /// the vector width there is, or scalar `popcnt`.
+    pub fn popcount_kernel(&self) -> &'static str {
+        match (self.popcount(), self.vector_isa()) {
+            (Popcount::Vpopcntdq, _) => "avx512vpopcntdq.vpandq+vpopcntq",
+            (Popcount::Lookup, VectorIsa::Avx512) => "avx512bw.vpshufb-popcount",
+            (Popcount::Lookup, VectorIsa::Avx2Fma) => "avx2.vpshufb-popcount",
+            (Popcount::Lookup, VectorIsa::Portable) => "popcnt",
+        }
+    }
+
+    /// The LLVM feature string (`+avx2,+fma,...`) that enables exactly
+    /// these features (AVX-512 means F, BW, DQ, VL and CD).
+    pub fn llvm_features(&self) -> String {
+        let mut out: Vec<&str> = Vec::new();
+        if self.avx2 {
+            out.push("+avx2");
+        }
+        if self.fma {
+            out.push("+fma");
+        }
+        if self.avx512 {
+            out.extend([
+                "+avx512f",
+                "+avx512bw",
+                "+avx512dq",
+                "+avx512vl",
+                "+avx512cd",
+            ]);
+        }
+        if self.avx512vnni {
+            out.push("+avx512vnni");
+        }
+        if self.avxvnni {
+            out.push("+avxvnni");
+        }
+        if self.avx512vpopcntdq {
+            out.push("+avx512vpopcntdq");
+        }
+        if self.avx512bf16 {
+            out.push("+avx512bf16");
+        }
+        out.join(",")
+    }
+}
+
 /// An NVIDIA GPU by SM level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NvidiaSm {
@@ -197,6 +329,15 @@ impl Target {
             name.push_str(n);
         }
         Target::x86(name, f)
+    }
+
+    /// The CPU model part of an x86 target's name (`x86-64-v3` of
+    /// `x86-64-v3+avxvnni`), spelled as LLVM spells it (`x86_64` is
+    /// `x86-64`); `None` for GPU targets.
+    pub fn cpu_model(&self) -> Option<&str> {
+        self.x86_features()?;
+        let model = self.name.split('+').next().unwrap_or_default();
+        Some(if model == "x86_64" { "x86-64" } else { model })
     }
 
     /// The x86 features, if this is a CPU target.
@@ -323,6 +464,32 @@ mod tests {
         assert!(e.contains("unknown target 'pentium'"), "{e}");
         let e = "x86-64-v3+sse9".parse::<Target>().unwrap_err();
         assert!(e.contains("unknown x86 feature 'sse9'"), "{e}");
+    }
+
+    #[test]
+    fn kernel_paths_follow_features() {
+        let v3: Target = "x86-64-v3".parse().unwrap();
+        let f = v3.x86_features().unwrap();
+        assert_eq!(f.vector_isa(), VectorIsa::Avx2Fma);
+        assert_eq!(f.int8_dot(), Int8Dot::Widen);
+        assert_eq!(f.popcount(), Popcount::Lookup);
+        assert_eq!(f.llvm_features(), "+avx2,+fma");
+        assert_eq!(v3.cpu_model(), Some("x86-64-v3"));
+        let icx: Target = "icelake-server".parse().unwrap();
+        let f = icx.x86_features().unwrap();
+        assert_eq!(f.vector_isa(), VectorIsa::Avx512);
+        assert_eq!(f.int8_dot(), Int8Dot::Avx512Vnni);
+        assert_eq!(f.popcount(), Popcount::Vpopcntdq);
+        assert!(f.llvm_features().contains("+avx512vnni"));
+        let adl: Target = "alderlake".parse().unwrap();
+        assert_eq!(adl.x86_features().unwrap().int8_dot(), Int8Dot::Widen);
+        let base: Target = "x86_64+avx2".parse().unwrap();
+        assert_eq!(base.cpu_model(), Some("x86-64"));
+        assert_eq!(
+            base.x86_features().unwrap().vector_isa(),
+            VectorIsa::Portable
+        );
+        assert_eq!("sm_80".parse::<Target>().unwrap().cpu_model(), None);
     }
 
     #[test]

@@ -48,6 +48,7 @@ use inkwell::module::{Linkage, Module};
 use inkwell::types::{FloatType, IntType, PointerType, VectorType};
 use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
+use lowbit_ir::target::{Int8Dot, VectorIsa};
 
 /// Name of the exported kernel entry point.
 pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
@@ -119,7 +120,8 @@ pub fn build_module<'ctx>(
     let fma = Intrinsic::find("llvm.fma")
         .and_then(|i| i.get_declaration(&module, &[vf.into()]))
         .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
-    let lut = if target.has("avx512f") && spec.weight.dtype.bits() == 4 {
+    let lut = if target.kernel_paths().vector == VectorIsa::Avx512 && spec.weight.dtype.bits() == 4
+    {
         let permute = Intrinsic::find("llvm.x86.avx512.permvar.sf.512")
             .and_then(|i| i.get_declaration(&module, &[]))
             .ok_or_else(|| {
@@ -939,7 +941,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         x: VectorValue<'ctx>,
         w: VectorValue<'ctx>,
     ) -> Result<VectorValue<'ctx>, CpuError> {
-        if self.target.has("avx512vnni") {
+        if self.target.kernel_paths().int8_dot == Int8Dot::Avx512Vnni {
             let f = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
                 .and_then(|i| i.get_declaration(self.module, &[]))
                 .ok_or_else(|| CpuError::Llvm("vpdpbusd is not available".into()))?;

@@ -37,4 +37,4 @@ pub use error::CpuError;
 pub use jit::{compile, compiler_version, Activations, GemmKernel, KernelOrigin, Requant};
 pub use pack::PackedWeights;
 pub use spec::{Activation, Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec};
-pub use target::CpuTarget;
+pub use target::{CpuTarget, KernelPaths};

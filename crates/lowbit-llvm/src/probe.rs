@@ -401,7 +401,7 @@ fn build_int_chains<'c>(
 /// `reps`. `None` when the host has no AVX-512 VNNI.
 pub fn vnni_peak_gops(threads: usize, reps: usize) -> Result<Option<f64>, CpuError> {
     let t = CpuTarget::host()?;
-    if !t.has("avx512vnni") {
+    if t.kernel_paths().int8_dot != lowbit_ir::target::Int8Dot::Avx512Vnni {
         return Ok(None);
     }
     int_peak(&t, IntPeak::Vnni, threads, reps).map(Some)
@@ -412,7 +412,7 @@ pub fn vnni_peak_gops(threads: usize, reps: usize) -> Result<Option<f64>, CpuErr
 /// best of `reps`. `None` when the host has no AVX-512 VPOPCNTDQ.
 pub fn popcount_peak_gops(threads: usize, reps: usize) -> Result<Option<f64>, CpuError> {
     let t = CpuTarget::host()?;
-    if !t.has("avx512vpopcntdq") {
+    if t.kernel_paths().popcount != lowbit_ir::target::Popcount::Vpopcntdq {
         return Ok(None);
     }
     int_peak(&t, IntPeak::Popcount, threads, reps).map(Some)

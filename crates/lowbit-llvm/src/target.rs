@@ -4,12 +4,21 @@
 //! Kernels carry the CPU name and features as function attributes, so the
 //! JIT and the AOT paths generate the same instructions (AVX-512 where the
 //! CPU has it, AVX2+FMA, or baseline SSE2/NEON).
+//!
+//! On x86-64 the kernel choices (vector width, `vpdpbusd`, `vpopcntd`) come
+//! from a [`lowbit_ir::target::X86Features`], the same description the
+//! e-graph cost models read: `--cpu native` is [`IrTarget::host`], and a
+//! named CPU (`icelake-server`, `x86-64-v3+avxvnni`) is parsed by
+//! [`IrTarget`]'s parser. An x86 CPU name that parser does not know keeps
+//! LLVM's own notion of the CPU for scheduling, but its kernels take the
+//! portable path, since no feature set is known for it.
 
 use crate::error::CpuError;
 use inkwell::targets::{
     CodeModel, InitializationConfig, RelocMode, Target, TargetMachine, TargetTriple,
 };
 use inkwell::OptimizationLevel;
+use lowbit_ir::target::{Int8Dot, Popcount, Target as IrTarget, VectorIsa, X86Features};
 use std::sync::OnceLock;
 
 /// A code-generation target.
@@ -21,6 +30,21 @@ pub struct CpuTarget {
     pub cpu: String,
     /// LLVM feature string (`+avx512f,+fma,...`).
     pub features: String,
+    /// On x86-64, the feature set kernel choices are made from; `None` on
+    /// other architectures.
+    pub x86: Option<X86Features>,
+}
+
+/// The code paths the CPU backend takes on a target, for messages, tests
+/// and `explain`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelPaths {
+    /// Float kernels' vector width (AVX-512, AVX2+FMA or portable).
+    pub vector: VectorIsa,
+    /// How the W8A8 kernel forms 8-bit dot products.
+    pub int8_dot: Int8Dot,
+    /// How the W1A1 kernel counts bits.
+    pub popcount: Popcount,
 }
 
 fn init_targets() -> Result<(), CpuError> {
@@ -36,17 +60,52 @@ fn init_targets() -> Result<(), CpuError> {
 }
 
 impl CpuTarget {
-    /// The machine this process runs on.
+    /// The machine this process runs on. LLVM's host CPU name and feature
+    /// string tune scheduling; kernel choices follow [`IrTarget::host`].
     pub fn host() -> Result<CpuTarget, CpuError> {
         init_targets()?;
+        let triple = TargetMachine::get_default_triple()
+            .as_str()
+            .to_string_lossy()
+            .into_owned();
+        let x86 = triple
+            .starts_with("x86_64")
+            .then(|| IrTarget::host().x86_features().copied())
+            .flatten();
         Ok(CpuTarget {
-            triple: TargetMachine::get_default_triple()
-                .as_str()
-                .to_string_lossy()
-                .into_owned(),
+            triple,
             cpu: TargetMachine::get_host_cpu_name().to_string(),
             features: TargetMachine::get_host_cpu_features().to_string(),
+            x86,
         })
+    }
+
+    /// The x86-64 code-generation target for an IR target description:
+    /// its CPU model as LLVM's CPU name and exactly its features as the
+    /// feature string. GPU targets are refused.
+    pub fn from_target(t: &IrTarget) -> Result<CpuTarget, CpuError> {
+        let (Some(f), Some(model)) = (t.x86_features(), t.cpu_model()) else {
+            return Err(CpuError::Llvm(format!(
+                "target '{t}' is a GPU, not a CPU the cpu backend compiles for"
+            )));
+        };
+        Ok(CpuTarget {
+            triple: "x86_64-unknown-linux-gnu".to_string(),
+            cpu: model.to_string(),
+            features: f.llvm_features(),
+            x86: Some(*f),
+        })
+    }
+
+    /// The paths the kernels take: on x86-64 from the feature set, elsewhere
+    /// the portable ones.
+    pub fn kernel_paths(&self) -> KernelPaths {
+        let f = self.x86.unwrap_or_default();
+        KernelPaths {
+            vector: f.vector_isa(),
+            int8_dot: f.int8_dot(),
+            popcount: f.popcount(),
+        }
     }
 
     /// A named target: `arch` is `x86_64` or `aarch64` (or a full triple),
@@ -73,10 +132,20 @@ impl CpuTarget {
             }
             return Ok(CpuTarget { triple, ..host });
         }
+        let x86 = triple.starts_with("x86_64");
+        if x86 {
+            if let Ok(t) = cpu.parse::<IrTarget>() {
+                return Ok(CpuTarget {
+                    triple,
+                    ..CpuTarget::from_target(&t)?
+                });
+            }
+        }
         Ok(CpuTarget {
             triple,
             cpu: cpu.to_string(),
             features: String::new(),
+            x86: x86.then(X86Features::default),
         })
     }
 
@@ -90,18 +159,15 @@ impl CpuTarget {
 
     /// A short description for messages: CPU name and widest vector ISA.
     pub fn describe(&self) -> String {
-        let isa = if self.has("avx512f") {
-            if self.has("avx512vnni") {
-                "avx512+vnni"
-            } else {
-                "avx512"
-            }
-        } else if self.has("avx2") {
-            "avx2"
-        } else if self.triple.starts_with("aarch64") {
-            "neon"
-        } else {
-            "baseline"
+        let isa = match self.x86 {
+            None if self.triple.starts_with("aarch64") => "neon",
+            None => "baseline",
+            Some(f) => match (f.vector_isa(), f.int8_dot()) {
+                (VectorIsa::Avx512, Int8Dot::Avx512Vnni) => "avx512+vnni",
+                (VectorIsa::Avx512, _) => "avx512",
+                (VectorIsa::Avx2Fma, _) => "avx2",
+                (VectorIsa::Portable, _) => "baseline",
+            },
         };
         format!("{} {} ({isa})", self.triple, self.cpu)
     }

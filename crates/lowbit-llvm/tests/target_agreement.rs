@@ -1,0 +1,121 @@
+//! One feature set, two readers: for the host and for named x86-64 targets,
+//! the e-graph cost model's kernel choice and the CPU backend's kernel path
+//! (what it reports and what the emitted assembly contains) must agree.
+
+use lowbit_egraph::cost::estimate;
+use lowbit_ir::target::{Int8Dot, Popcount, Target, VectorIsa};
+use lowbit_ir::{IntSchedule, OpKind, Overflow, TensorType};
+use lowbit_llvm::aot::{emit, Emit};
+use lowbit_llvm::{CpuTarget, Dim, GemmSpec};
+use lowbit_numerics::ElemType;
+
+fn ty(shape: &[u64], e: &str) -> TensorType {
+    TensorType::new(shape.to_vec(), e.parse().unwrap())
+}
+
+fn asm(spec: &GemmSpec, t: &CpuTarget) -> String {
+    String::from_utf8(emit(spec, t, Emit::Asm).unwrap()).unwrap()
+}
+
+/// The cost model's kernel name for an integer matmul with `schedule`.
+fn cost_kernel(t: &Target, a: &str, w: &str, schedule: IntSchedule) -> String {
+    let (a, w, r) = (ty(&[16, 256], a), ty(&[256, 16], w), ty(&[16, 16], "i32"));
+    let op = OpKind::MatMulInt {
+        overflow: Overflow::Wrap,
+        schedule,
+    };
+    estimate(t, &op, &r, &[&a, &w]).kernel
+}
+
+fn check(ir: &Target, cpu: &CpuTarget) {
+    let name = &ir.name;
+    assert_eq!(cpu.x86.as_ref(), ir.x86_features(), "{name}: feature sets");
+    let paths = cpu.kernel_paths();
+
+    let vnni_asm = asm(&GemmSpec::int8(16, 256, Dim::Static(4), ElemType::U8), cpu);
+    let vnni_cost = cost_kernel(ir, "u8", "i8", IntSchedule::Direct);
+    let vnni = paths.int8_dot == Int8Dot::Avx512Vnni;
+    assert_eq!(
+        vnni_asm.contains("vpdpbusd"),
+        vnni,
+        "{name}: W8A8 asm vs path"
+    );
+    assert_eq!(vnni_cost.contains("vpdpbusd"), vnni, "{name}: {vnni_cost}");
+
+    // The instruction the shared kernel name promises is in the assembly.
+    let promised = if vnni { "vpdpbusd" } else { "vpmaddwd" };
+    assert!(vnni_cost.contains(promised), "{name}: {vnni_cost}");
+    assert!(
+        vnni_asm.contains(promised),
+        "{name}: W8A8 asm lacks {promised}"
+    );
+
+    let pop_asm = asm(&GemmSpec::binary(16, 1024, Dim::Static(4)), cpu);
+    let pop_cost = cost_kernel(ir, "b1", "b1", IntSchedule::BitSerial);
+    let pop = paths.popcount == Popcount::Vpopcntdq;
+    assert_eq!(
+        pop_asm.contains("vpopcntd"),
+        pop,
+        "{name}: W1A1 asm vs path"
+    );
+    assert_eq!(pop_cost.contains("vpopcntdq"), pop, "{name}: {pop_cost}");
+
+    if !pop {
+        assert!(pop_cost.contains("vpshufb"), "{name}: {pop_cost}");
+        assert!(
+            pop_asm.contains("vpshufb"),
+            "{name}: W1A1 asm lacks vpshufb"
+        );
+    }
+
+    // Float kernels: 512-bit registers exactly when the path is AVX-512.
+    let f_asm = asm(
+        &GemmSpec::new(16, 256, Dim::Static(4), "i4".parse().unwrap(), 32),
+        cpu,
+    );
+    let avx512 = paths.vector == VectorIsa::Avx512;
+    assert_eq!(f_asm.contains("%zmm"), avx512, "{name}: float asm vs path");
+    assert_eq!(
+        ir.x86_features()
+            .map(|f| f.vector_isa() == VectorIsa::Avx512),
+        Some(avx512)
+    );
+}
+
+#[test]
+fn named_targets_agree_with_the_cost_model() {
+    for name in [
+        "x86-64-v3",
+        "icelake-server",
+        "cascadelake",
+        "skylake-avx512",
+        "alderlake",
+        "x86-64-v3+avx512vnni",
+    ] {
+        let ir: Target = name.parse().unwrap();
+        check(&ir, &CpuTarget::from_target(&ir).unwrap());
+        // `--cpu NAME` on the command line is the same target.
+        let named = CpuTarget::named("x86_64", name).unwrap();
+        assert_eq!(named, CpuTarget::from_target(&ir).unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn native_is_the_host_target() {
+    let host = CpuTarget::host().unwrap();
+    if !host.triple.starts_with("x86_64") {
+        return;
+    }
+    let native = CpuTarget::named("x86_64", "native").unwrap();
+    assert_eq!(native.x86.as_ref(), Target::host().x86_features());
+    check(&Target::host(), &native);
+}
+
+#[test]
+fn gpu_targets_are_refused_and_unknown_cpus_take_the_portable_path() {
+    let e = CpuTarget::from_target(&"sm_80".parse().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("GPU"), "{e}");
+    let t = CpuTarget::named("x86_64", "znver5").unwrap();
+    assert_eq!(t.kernel_paths().vector, VectorIsa::Portable);
+    assert_eq!(t.cpu, "znver5");
+}
