@@ -6,8 +6,15 @@ use crate::shape::{fmt_shape, norm_axis};
 use crate::tensor;
 use lowbit_ir::{Tensor, TensorType};
 
-/// `softmax {axis}` with the max subtracted first.
-pub(crate) fn softmax(axis: i64, x: &Tensor, rt: &TensorType) -> Result<Tensor, String> {
+/// Walks every slice along `axis` of a float tensor: `f` gets the slice's
+/// values, its maximum, and whether it holds a NaN, and returns the slice's
+/// results in the same order; they are rounded once to the result type.
+fn map_slices(
+    axis: i64,
+    x: &Tensor,
+    rt: &TensorType,
+    mut f: impl FnMut(&[f64], f64, bool) -> Vec<f64>,
+) -> Result<Tensor, String> {
     want_float("the operand", x.elem)?;
     want_float("the result", rt.elem)?;
     want_shape(rt, &x.shape)?;
@@ -17,68 +24,46 @@ pub(crate) fn softmax(axis: i64, x: &Tensor, rt: &TensorType) -> Result<Tensor, 
     let outer: usize = x.shape[..ax].iter().map(|&d| d as usize).product();
     let v = floats(x);
     let mut codes = vec![0u64; v.len()];
-    let mut e = vec![0.0f64; len];
+    let mut slice = vec![0.0f64; len];
     for o in 0..outer {
         for i in 0..inner {
             let at = |j: usize| (o * len + j) * inner + i;
-            let mut max = f64::NEG_INFINITY;
-            let mut nan = false;
-            for j in 0..len {
-                let xv = v[at(j)];
-                nan |= xv.is_nan();
-                if xv > max {
-                    max = xv;
-                }
+            for (j, sj) in slice.iter_mut().enumerate() {
+                *sj = v[at(j)];
             }
-            let mut sum = 0.0;
-            for (j, ej) in e.iter_mut().enumerate() {
-                *ej = if nan {
-                    f64::NAN
-                } else {
-                    (v[at(j)] - max).exp()
-                };
-                sum += *ej;
-            }
-            for (j, ej) in e.iter().enumerate() {
-                codes[at(j)] = encode_arith(rt.elem, ej / sum);
+            let nan = slice.iter().any(|x| x.is_nan());
+            let max = slice
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+            for (j, y) in f(&slice, max, nan).into_iter().enumerate() {
+                codes[at(j)] = encode_arith(rt.elem, y);
             }
         }
     }
     Ok(tensor(rt.elem, &x.shape, codes))
 }
 
+/// `softmax {axis}` with the max subtracted first.
+pub(crate) fn softmax(axis: i64, x: &Tensor, rt: &TensorType) -> Result<Tensor, String> {
+    map_slices(axis, x, rt, |s, max, nan| {
+        if nan {
+            return vec![f64::NAN; s.len()];
+        }
+        let e: Vec<f64> = s.iter().map(|&x| (x - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.into_iter().map(|ej| ej / sum).collect()
+    })
+}
+
 /// `log_softmax {axis}`: `x - m - log(Σ exp(x - m))` per slice, `m` the max.
 pub(crate) fn log_softmax(axis: i64, x: &Tensor, rt: &TensorType) -> Result<Tensor, String> {
-    want_float("the operand", x.elem)?;
-    want_float("the result", rt.elem)?;
-    want_shape(rt, &x.shape)?;
-    let ax = norm_axis(axis, x.shape.len())?;
-    let len = x.shape[ax] as usize;
-    let inner: usize = x.shape[ax + 1..].iter().map(|&d| d as usize).product();
-    let outer: usize = x.shape[..ax].iter().map(|&d| d as usize).product();
-    let v = floats(x);
-    let mut codes = vec![0u64; v.len()];
-    for o in 0..outer {
-        for i in 0..inner {
-            let at = |j: usize| (o * len + j) * inner + i;
-            let mut max = f64::NEG_INFINITY;
-            let mut nan = false;
-            for j in 0..len {
-                let xv = v[at(j)];
-                nan |= xv.is_nan();
-                if xv > max {
-                    max = xv;
-                }
-            }
-            let sum: f64 = (0..len).map(|j| (v[at(j)] - max).exp()).sum();
-            let lse = sum.ln();
-            for j in 0..len {
-                let y = if nan { f64::NAN } else { v[at(j)] - max - lse };
-                codes[at(j)] = encode_arith(rt.elem, y);
-            }
+    map_slices(axis, x, rt, |s, max, nan| {
+        if nan {
+            return vec![f64::NAN; s.len()];
         }
-    }
-    Ok(tensor(rt.elem, &x.shape, codes))
+        let lse = s.iter().map(|&x| (x - max).exp()).sum::<f64>().ln();
+        s.iter().map(|&x| x - max - lse).collect()
+    })
 }
 
 /// A checked normalization: `outer` slices of `n` elements each.

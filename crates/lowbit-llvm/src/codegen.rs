@@ -500,52 +500,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.b.build_float_ext(h, vf, "wf")?
             }
             WeightKind::F4E2M1FN => {
-                // As for E4M3 below: the f16 with the same sign, exponent
-                // and mantissa bits is 2^-14 of the E2M1 value, subnormals
-                // included; E2M1FN has no infinities or NaNs.
-                let v16 = self.i16t.vec_type(LANES);
-                let w = self.b.build_int_z_extend(codes, v16, "h")?;
-                let sign = self.b.build_and(w, self.splat_i(self.i16t, 0x8), "sgn")?;
-                let sign = self
-                    .b
-                    .build_left_shift(sign, self.splat_i(self.i16t, 12), "sgn")?;
-                let mag = self.b.build_and(w, self.splat_i(self.i16t, 0x7), "mag")?;
-                let em = self
-                    .b
-                    .build_left_shift(mag, self.splat_i(self.i16t, 9), "em")?;
-                let bits = self.b.build_or(sign, em, "hb")?;
-                let h = self
-                    .b
-                    .build_bit_cast(bits, self.ctx.f16_type().vec_type(LANES), "h")?
-                    .into_vector_value();
-                let f = self.b.build_float_ext(h, vf, "wf")?;
-                self.b
-                    .build_float_mul(f, self.splat_f(self.f32t.const_float(16384.0))?, "wf")?
+                // The f16 with the same sign, exponent and mantissa bits is
+                // 2^-14 of the E2M1 value, subnormals included; E2M1FN has
+                // no infinities or NaNs.
+                let (f, _) = self.minifloat_via_f16(codes, vf, 0x8, 12, 9, 16384.0)?;
+                f
             }
             WeightKind::F8E4M3FN => {
-                // Place sign, exponent and mantissa in an f16 (bias 15, so
-                // the value is 2^-8 of the E4M3 one, subnormals included),
-                // widen, rescale by 2^8 (exact); E4M3FN has no infinities and
-                // its only NaNs are S.1111.111.
-                let v16 = self.i16t.vec_type(LANES);
-                let w = self.b.build_int_z_extend(codes, v16, "h")?;
-                let sign = self.b.build_and(w, self.splat_i(self.i16t, 0x80), "sgn")?;
-                let sign = self
-                    .b
-                    .build_left_shift(sign, self.splat_i(self.i16t, 8), "sgn")?;
-                let mag = self.b.build_and(w, self.splat_i(self.i16t, 0x7f), "mag")?;
-                let em = self
-                    .b
-                    .build_left_shift(mag, self.splat_i(self.i16t, 7), "em")?;
-                let bits = self.b.build_or(sign, em, "hb")?;
-                let h = self
-                    .b
-                    .build_bit_cast(bits, self.ctx.f16_type().vec_type(LANES), "h")?
-                    .into_vector_value();
-                let f = self.b.build_float_ext(h, vf, "wf")?;
-                let f =
-                    self.b
-                        .build_float_mul(f, self.splat_f(self.f32t.const_float(256.0))?, "wf")?;
+                // Via f16 (bias 15, so 2^-8 of the E4M3 value, subnormals
+                // included), rescaled by 2^8 (exact); E4M3FN has no
+                // infinities and its only NaNs are S.1111.111.
+                let (f, mag) = self.minifloat_via_f16(codes, vf, 0x80, 8, 7, 256.0)?;
                 let is_nan = self.b.build_int_compare(
                     IntPredicate::EQ,
                     mag,
@@ -558,6 +523,47 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .into_vector_value()
             }
         })
+    }
+
+    /// Decodes sub-f16 float codes by placing their sign, exponent and
+    /// mantissa bits into an f16 (`sign_mask` is the code's sign bit,
+    /// moved left by `sign_shift`; the rest moved left by `em_shift`),
+    /// widening to f32 and multiplying by `rescale`, the power of two that
+    /// corrects the bias difference (exact). Returns the values and the
+    /// codes' magnitude bits (for NaN checks).
+    fn minifloat_via_f16(
+        &self,
+        codes: VectorValue<'ctx>,
+        vf: VectorType<'ctx>,
+        sign_mask: u64,
+        sign_shift: u64,
+        em_shift: u64,
+        rescale: f64,
+    ) -> Result<(VectorValue<'ctx>, VectorValue<'ctx>), CpuError> {
+        let v16 = self.i16t.vec_type(LANES);
+        let w = self.b.build_int_z_extend(codes, v16, "h")?;
+        let sign = self
+            .b
+            .build_and(w, self.splat_i(self.i16t, sign_mask), "sgn")?;
+        let sign = self
+            .b
+            .build_left_shift(sign, self.splat_i(self.i16t, sign_shift), "sgn")?;
+        let mag = self
+            .b
+            .build_and(w, self.splat_i(self.i16t, sign_mask - 1), "mag")?;
+        let em = self
+            .b
+            .build_left_shift(mag, self.splat_i(self.i16t, em_shift), "em")?;
+        let bits = self.b.build_or(sign, em, "hb")?;
+        let h = self
+            .b
+            .build_bit_cast(bits, self.ctx.f16_type().vec_type(LANES), "h")?
+            .into_vector_value();
+        let f = self.b.build_float_ext(h, vf, "wf")?;
+        let f = self
+            .b
+            .build_float_mul(f, self.splat_f(self.f32t.const_float(rescale))?, "wf")?;
+        Ok((f, mag))
     }
 
     /// Dequantizes the interleaved 4-bit block at `p` through this row's
