@@ -17,10 +17,11 @@ use crate::error::CpuError;
 use crate::jit::{jit, JitCode};
 use crate::target::CpuTarget;
 use inkwell::attributes::AttributeLoc;
+use inkwell::basic_block::BasicBlock;
 use inkwell::context::Context;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Module;
-use inkwell::values::{BasicValue as _, FunctionValue, VectorValue};
+use inkwell::values::{BasicValue as _, BasicValueEnum, FunctionValue, VectorValue};
 use inkwell::{AddressSpace, IntPredicate};
 use std::time::Instant;
 
@@ -59,6 +60,30 @@ fn set_attrs(ctx: &Context, f: FunctionValue, t: &CpuTarget) {
     }
 }
 
+/// The four blocks of a counted-loop probe function.
+fn loop_blocks<'c>(
+    ctx: &'c Context,
+    f: FunctionValue<'c>,
+) -> (
+    BasicBlock<'c>,
+    BasicBlock<'c>,
+    BasicBlock<'c>,
+    BasicBlock<'c>,
+) {
+    (
+        ctx.append_basic_block(f, "entry"),
+        ctx.append_basic_block(f, "head"),
+        ctx.append_basic_block(f, "body"),
+        ctx.append_basic_block(f, "exit"),
+    )
+}
+
+/// Parameter `i` of a probe function.
+fn param(f: FunctionValue<'_>, i: u32) -> Result<BasicValueEnum<'_>, CpuError> {
+    f.get_nth_param(i)
+        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))
+}
+
 fn build<'c>(ctx: &'c Context, t: &CpuTarget) -> Result<Module<'c>, CpuError> {
     let m = ctx.create_module("lowbit_probes");
     let b = ctx.create_builder();
@@ -74,20 +99,9 @@ fn build<'c>(ctx: &'c Context, t: &CpuTarget) -> Result<Module<'c>, CpuError> {
         None,
     );
     set_attrs(ctx, f, t);
-    let (entry, head, body, exit) = (
-        ctx.append_basic_block(f, "entry"),
-        ctx.append_basic_block(f, "head"),
-        ctx.append_basic_block(f, "body"),
-        ctx.append_basic_block(f, "exit"),
-    );
-    let p = f
-        .get_nth_param(0)
-        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))?
-        .into_pointer_value();
-    let bytes = f
-        .get_nth_param(1)
-        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))?
-        .into_int_value();
+    let (entry, head, body, exit) = loop_blocks(ctx, f);
+    let p = param(f, 0)?.into_pointer_value();
+    let bytes = param(f, 1)?.into_int_value();
     b.position_at_end(entry);
     b.build_unconditional_branch(head)?;
     b.position_at_end(head);
@@ -140,16 +154,8 @@ fn build<'c>(ctx: &'c Context, t: &CpuTarget) -> Result<Module<'c>, CpuError> {
         .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
     let f = m.add_function("lowbit_fma", f32t.fn_type(&[i64t.into()], false), None);
     set_attrs(ctx, f, t);
-    let (entry, head, body, exit) = (
-        ctx.append_basic_block(f, "entry"),
-        ctx.append_basic_block(f, "head"),
-        ctx.append_basic_block(f, "body"),
-        ctx.append_basic_block(f, "exit"),
-    );
-    let iters = f
-        .get_nth_param(0)
-        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))?
-        .into_int_value();
+    let (entry, head, body, exit) = loop_blocks(ctx, f);
+    let iters = param(f, 0)?.into_int_value();
     b.position_at_end(entry);
     let splat = |x: f64| {
         inkwell::types::VectorType::const_vector(&vec![f32t.const_float(x); FMA_LANES as usize])
@@ -330,16 +336,8 @@ fn build_int_chains<'c>(
         .ok_or_else(|| CpuError::Llvm(format!("{intrinsic} is not available")))?;
     let f = m.add_function(name, i32t.fn_type(&[i64t.into()], false), None);
     set_attrs(ctx, f, t);
-    let (entry, head, body, exit) = (
-        ctx.append_basic_block(f, "entry"),
-        ctx.append_basic_block(f, "head"),
-        ctx.append_basic_block(f, "body"),
-        ctx.append_basic_block(f, "exit"),
-    );
-    let iters = f
-        .get_nth_param(0)
-        .ok_or_else(|| CpuError::Llvm("probe parameter".into()))?
-        .into_int_value();
+    let (entry, head, body, exit) = loop_blocks(ctx, f);
+    let iters = param(f, 0)?.into_int_value();
     b.position_at_end(entry);
     let bytes = |x: u64| {
         inkwell::types::VectorType::const_vector(&vec![ctx.i8_type().const_int(x, false); 64])
