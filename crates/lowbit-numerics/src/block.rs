@@ -413,21 +413,7 @@ pub fn quantize_reference(
     let mut codes = vec![0u8; data.len()];
     let mut scales = vec![0u8; g.outer * g.blocks * g.inner];
     let elem_max = fmt.elem_max();
-    let tensor_scale = match fmt.rule {
-        ScaleRule::Float { tensor_scale: true } => {
-            let amax = data
-                .iter()
-                .filter(|v| v.is_finite())
-                .fold(0f32, |a, v| a.max(v.abs()));
-            let t = (amax as f64 / (elem_max * fmt.scale.max_finite())) as f32;
-            if t > 0.0 && t.is_finite() {
-                t
-            } else {
-                1.0
-            }
-        }
-        _ => 1.0,
-    };
+    let tensor_scale = tensor_scale_of(fmt, data, elem_max);
     let nan_scale = fmt.scale.nan_code().unwrap_or(0) as u8;
     let mut idx = Vec::with_capacity(fmt.block);
     for o in 0..g.outer {
