@@ -35,10 +35,19 @@
 //! placing the code in an f64 exponent field (narrowed exactly to f32), E4M3 through f16 as the
 //! weights. With groups of 16 each block takes two scales, one per lane
 //! half. The W8A8 path is
-//! exact (wrapping i32, like the interpreter).
+//! exact (wrapping i32, like the interpreter), its epilogue too: an `i32`
+//! bias added with wrapping, ReLU, then the dyadic requantization.
+//!
+//! Epilogue activations of the float paths (GELU, tanh GELU, SiLU) are
+//! evaluated in registers by [`activation`], within one f32 ulp of the
+//! interpreter's result of the same pre-activation value (tanh GELU: plus
+//! `|x| · 2^-50`); with them the bound above is multiplied by 1.2 (their
+//! largest slope) before that term is added.
+
+mod activation;
 
 use crate::error::CpuError;
-use crate::spec::{Activation, BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
+use crate::spec::{BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
 use crate::target::CpuTarget;
 use inkwell::attributes::AttributeLoc;
 use inkwell::builder::Builder;
@@ -47,7 +56,7 @@ use inkwell::intrinsics::Intrinsic;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::{FloatType, IntType, PointerType, VectorType};
 use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
-use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
+use inkwell::{AddressSpace, IntPredicate};
 use lowbit_ir::target::{Int8Dot, VectorIsa};
 
 /// Name of the exported kernel entry point.
@@ -876,6 +885,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         )?;
 
         let m = spec.m as u64;
+        // Each output's address and value before the activation.
+        let mut outs = Vec::with_capacity((rows * cols) as usize);
         for r in 0..rows as usize {
             let bias = if spec.epilogue.bias {
                 let bo = self.b.build_int_mul(rows_idx[r], self.i64c(4), "bo")?;
@@ -907,33 +918,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let is_first =
                     self.b
                         .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
-                let mut v = self
+                let v = self
                     .b
                     .build_select(is_first, started, added, "y")?
                     .into_float_value();
-                if spec.epilogue.activation == Activation::Relu {
-                    // NaN stays NaN, like the interpreter's relu; only the
-                    // last chunk sees the whole sum.
-                    let keep = self.b.build_float_compare(
-                        FloatPredicate::UGT,
-                        v,
-                        self.f32t.const_zero(),
-                        "pos",
-                    )?;
-                    let is_last =
-                        self.b
-                            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
-                    let keep = self
-                        .b
-                        .build_or(keep, self.b.build_not(is_last, "nl")?, "keep")?;
-                    v = self
-                        .b
-                        .build_select(keep, v, self.f32t.const_zero(), "relu")?
-                        .into_float_value();
-                }
-                self.b.build_store(yp, v)?;
+                outs.push((yp, v));
             }
         }
+        self.float_epilogue(f, &outs, last)?;
         self.b.build_return(None)?;
         Ok(f)
     }
@@ -1034,6 +1026,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let w = param(1)?.into_pointer_value();
         let requant_params = param(2)?.into_pointer_value();
         let sums = param(3)?.into_pointer_value();
+        let bias = param(4)?.into_pointer_value();
         let y = param(5)?.into_pointer_value();
         let r0 = param(6)?.into_int_value();
         let c0 = param(7)?.into_int_value();
@@ -1153,6 +1146,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     if let Some(cv) = correction {
                         dot = self.b.build_int_sub(dot, cv, "dot")?;
                     }
+                    let dot = self.int_relu(self.int_bias(dot, bias, rows_idx[r])?, None)?;
                     let q = self.dyadic_requantize(dot, requant_params, rows_idx[r])?;
                     self.b.build_store(self.gep(y, yi)?, q)?;
                     continue;
@@ -1176,6 +1170,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     None if spec.is_binary() => self.i32t.const_int(spec.k as u64, false),
                     None => self.i32t.const_zero(),
                 };
+                // The bias joins the first pass's start (wrapping adds
+                // commute), the ReLU the last pass.
+                let start = self.int_bias(start, bias, rows_idx[r])?;
                 let old = self.load(self.i32t, yp, 4)?.into_int_value();
                 let is_first =
                     self.b
@@ -1185,11 +1182,56 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .build_select(is_first, start, old, "base")?
                     .into_int_value();
                 dot = self.b.build_int_add(dot, base, "dot")?;
+                let dot = self.int_relu(dot, Some(last))?;
                 self.b.build_store(yp, dot)?;
             }
         }
         self.b.build_return(None)?;
         Ok(f)
+    }
+
+    /// W8A8 epilogue, first step: `v + bias[r]` (wrapping; `bias` is an
+    /// `i32 [m]` buffer) when the spec has a bias, else `v`.
+    fn int_bias(
+        &self,
+        v: IntValue<'ctx>,
+        bias: PointerValue<'ctx>,
+        r: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        if !self.spec.epilogue.bias {
+            return Ok(v);
+        }
+        let bo = self.b.build_int_mul(r, self.i64c(4), "bo")?;
+        let bv = self
+            .load(self.i32t, self.gep(bias, bo)?, 4)?
+            .into_int_value();
+        Ok(self.b.build_int_add(v, bv, "vb")?)
+    }
+
+    /// W8A8 epilogue, second step: `max(v, 0)` when the spec has a ReLU —
+    /// only where `last` (an `i64` flag) is nonzero, when given.
+    fn int_relu(
+        &self,
+        v: IntValue<'ctx>,
+        last: Option<IntValue<'ctx>>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        if self.spec.epilogue.activation != crate::spec::Activation::Relu {
+            return Ok(v);
+        }
+        let zero = self.i32t.const_zero();
+        let pos = self
+            .b
+            .build_int_compare(IntPredicate::SGT, v, zero, "pos")?;
+        let keep = match last {
+            None => pos,
+            Some(l) => {
+                let not_last = self
+                    .b
+                    .build_int_compare(IntPredicate::EQ, l, self.i64c(0), "nl")?;
+                self.b.build_or(pos, not_last, "keep")?
+            }
+        };
+        Ok(self.b.build_select(keep, v, zero, "relu")?.into_int_value())
     }
 
     /// `clamp(round_half_even(acc * M / 2^shift) + zp, -128, 127)` as `i8`,

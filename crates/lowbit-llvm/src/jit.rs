@@ -449,6 +449,23 @@ impl GemmKernel {
         n: usize,
         threads: usize,
     ) -> Result<(), CpuError> {
+        self.run_int_bias(x, weights, None, y, n, threads)
+    }
+
+    /// [`GemmKernel::run_int`] with the W8A8 epilogue: `act(acc +
+    /// bias[m])`, the `i32` bias added with wrapping and the ReLU (if the
+    /// spec has one) as `max(v, 0)` — the interpreter's `relu(add(
+    /// matmul_int(x, w), bias))` on `i32`. `bias` must be given exactly
+    /// when `spec.epilogue.bias`.
+    pub fn run_int_bias(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        bias: Option<&[i32]>,
+        y: &mut [i32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
         if self.spec.epilogue.requantize {
             return Err(CpuError::SpecMismatch(
                 "this kernel requantizes to i8: use run_requant".into(),
@@ -457,6 +474,7 @@ impl GemmKernel {
         self.run_integer(
             x,
             weights,
+            bias,
             (y.as_mut_ptr() as usize, y.len()),
             0,
             n,
@@ -476,6 +494,23 @@ impl GemmKernel {
         &self,
         x: Activations,
         weights: &PackedWeights,
+        rq: &Requant,
+        y: &mut [i8],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        self.run_requant_bias(x, weights, None, rq, y, n, threads)
+    }
+
+    /// [`GemmKernel::run_requant`] of `act(acc + bias[m])` (see
+    /// [`GemmKernel::run_int_bias`]): the interpreter's
+    /// `requant_dyadic(relu(add(matmul_int(x, w), bias)))`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_requant_bias(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        bias: Option<&[i32]>,
         rq: &Requant,
         y: &mut [i8],
         n: usize,
@@ -501,6 +536,7 @@ impl GemmKernel {
         self.run_integer(
             x,
             weights,
+            bias,
             (y.as_mut_ptr() as usize, y.len()),
             params.as_ptr() as usize,
             n,
@@ -510,10 +546,12 @@ impl GemmKernel {
 
     /// The integer paths' shared body: `y` is `(address, elements)`,
     /// `params` the requantize triples (or 0).
+    #[allow(clippy::too_many_arguments)]
     fn run_integer(
         &self,
         x: Activations,
         weights: &PackedWeights,
+        bias: Option<&[i32]>,
         y: (usize, usize),
         params: usize,
         n: usize,
@@ -526,6 +564,17 @@ impl GemmKernel {
             ));
         }
         self.check_call(&x, weights, y.1, n)?;
+        match (spec.epilogue.bias, bias) {
+            (true, Some(b)) => size("bias", Some(spec.m), b.len())?,
+            (false, None) => {}
+            (true, None) => return Err(CpuError::SpecMismatch("the kernel needs a bias".into())),
+            (false, Some(_)) => {
+                return Err(CpuError::SpecMismatch(
+                    "bias given but the kernel has no bias epilogue".into(),
+                ))
+            }
+        }
+        let bias_p = bias.map_or(0, |b| b.as_ptr() as usize);
         if n == 0 {
             return Ok(());
         }
@@ -583,7 +632,7 @@ impl GemmKernel {
                 weights.codes().as_ptr() as usize,
                 params,
                 weights.row_sums().as_ptr() as usize,
-                0,
+                bias_p,
                 y.0,
             ],
             n,

@@ -25,10 +25,12 @@
 //! Limits: activations `f32`, `f16` or `bf16` (converted to `f32` once per
 //! call); scales `f32`, `f16`, `bf16`, `f8E8M0FNU` or `f8E4M3FN`; groups 16
 //! or a multiple of 32; epilogue
-//! bias and ReLU. The integer paths — W8A8 (`u8`/`i8` activations, `i8`
+//! bias and ReLU, GELU (erf and tanh forms) or SiLU. The integer paths —
+//! W8A8 (`u8`/`i8` activations, `i8`
 //! weights, rows padded to 64 bytes) and W1A1 (`b1` both, rows padded to
-//! 512 bits) — produce exact `i32` sums (W8A8 optionally requantized to
-//! `i8`) and take no scales, zero points, bias or activation.
+//! 512 bits) — produce exact `i32` sums and take no scales or zero points;
+//! W8A8 takes an `i32` bias, ReLU and a dyadic requantization to `i8`
+//! (in that order), W1A1 no epilogue.
 
 use crate::error::CpuError;
 use lowbit_ir::{Granularity, Layout, TensorType};
@@ -69,16 +71,39 @@ pub enum Activation {
     None,
     /// `max(x, 0)` (NaN stays NaN, as in the interpreter).
     Relu,
+    /// `0.5 x (1 + erf(x / √2))` (float paths; see `codegen` for the bound).
+    Gelu,
+    /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))` (float paths).
+    GeluTanh,
+    /// `x / (1 + exp(-x))` (float paths).
+    Silu,
+}
+
+impl Activation {
+    /// The name used in kernel descriptions (`relu`, `gelu`, `gelu_tanh`,
+    /// `silu`; empty for none).
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "",
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
+            Activation::Silu => "silu",
+        }
+    }
 }
 
 /// What happens to each output after the dot product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Epilogue {
-    /// Add `bias[m]` (f32).
+    /// Add `bias[m]`: `f32` on the float paths; `i32` on W8A8, added to the
+    /// exact sum with wrapping (the IR's `add` to `i32` before
+    /// `requant_dyadic`).
     pub bias: bool,
-    /// Then apply this activation.
+    /// Then apply this activation (W8A8: ReLU only, `max(acc, 0)` on `i32`).
     pub activation: Activation,
-    /// W8A8 only: requantize each `i32` sum to `i8` with a dyadic scale,
+    /// W8A8 only: requantize each `i32` value (after bias and ReLU) to
+    /// `i8` with a dyadic scale,
     /// `clamp(round_half_even(acc * M[m] / 2^shift[m]) + zp, -128, 127)`
     /// (integer multiply and shift; see `GemmKernel::run_requant`).
     pub requantize: bool,
@@ -202,6 +227,12 @@ impl fmt::Display for GemmSpec {
                 if self.is_binary() { ", popcount" } else { "" }
             )
             .and_then(|()| {
+                if self.epilogue.bias {
+                    f.write_str(" +bias(i32)")?;
+                }
+                if self.epilogue.activation != Activation::None {
+                    write!(f, " {}", self.epilogue.activation.name())?;
+                }
                 if self.epilogue.requantize {
                     f.write_str(" -> i8 (dyadic requantize)")
                 } else {
@@ -233,8 +264,8 @@ impl fmt::Display for GemmSpec {
         if self.epilogue.bias {
             f.write_str(" +bias")?;
         }
-        if self.epilogue.activation == Activation::Relu {
-            f.write_str(" relu")?;
+        if self.epilogue.activation != Activation::None {
+            write!(f, " {}", self.epilogue.activation.name())?;
         }
         Ok(())
     }
@@ -505,8 +536,14 @@ impl GemmSpec {
         if self.weight.zero_point {
             return u("the W8A8 kernel takes symmetric weights (no zero points)".into());
         }
-        if self.epilogue.bias || self.epilogue.activation != Activation::None {
-            return u("the W8A8 kernel has no bias or activation epilogue yet".into());
+        if !matches!(
+            self.epilogue.activation,
+            Activation::None | Activation::Relu
+        ) {
+            return u(format!(
+                "the W8A8 kernel's epilogue takes ReLU on the i32 sum, not {}",
+                self.epilogue.activation.name()
+            ));
         }
         if let Some(l) = &self.weight.layout {
             if !l.is_default() {
