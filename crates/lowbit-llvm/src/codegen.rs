@@ -39,7 +39,7 @@
 //! bias added with wrapping, ReLU, then the dyadic requantization.
 //!
 //! Epilogue activations of the float paths (GELU, tanh GELU, SiLU) are
-//! evaluated in registers by [`activation`], within one f32 ulp of the
+//! evaluated in registers (see `codegen/activation.rs`), within one f32 ulp of the
 //! interpreter's result of the same pre-activation value (tanh GELU: plus
 //! `|x| · 2^-50`); with them the bound above is multiplied by 1.2 (their
 //! largest slope) before that term is added.
