@@ -137,9 +137,9 @@ impl Gen<'_> {
                         "only the f32-activation float kernels are compiled ahead of time yet".into(),
                     ));
                 }
-                if p.post.is_some() {
+                if f.ty(d.operands[0]).rank() != 2 {
                     return Err(unsupported(
-                        "its activation has no kernel epilogue (only none or relu)".into(),
+                        "only 2-D activations are compiled ahead of time yet".into(),
                     ));
                 }
                 let bias = match p.bias {
