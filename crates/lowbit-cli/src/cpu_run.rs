@@ -41,8 +41,8 @@ use lowbit::ir::{
 };
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::{
-    compile, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights,
-    Requant, TensorScale, WeightGranularity, WeightSpec,
+    compile, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights, Requant,
+    TensorScale, WeightGranularity, WeightSpec,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -413,9 +413,9 @@ pub fn plan_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     } = dd.kind
     {
         let defs: Vec<Option<Op>> = dd.operands.iter().map(|&v| f.def_op(v)).collect();
-        let which = defs.iter().position(|o| {
-            o.is_some_and(|o| matches!(f.op(o).kind, OpKind::Dequantize { .. }))
-        });
+        let which = defs
+            .iter()
+            .position(|o| o.is_some_and(|o| matches!(f.op(o).kind, OpKind::Dequantize { .. })));
         let (Some(i), Some(&Some(inner))) = (which, which.map(|i| &defs[i])) else {
             return Err("the weight is a 'mul', but of no 'dequantize'".into());
         };
@@ -450,10 +450,7 @@ pub fn plan_matmul(f: &Function, op: Op) -> Result<Plan, String> {
 /// with leading 1s).
 fn check_bias(f: &Function, b: Value, m: u64, elem: ElemType) -> Result<(), String> {
     let bt = f.ty(b);
-    if bt.elem != elem
-        || bt.num_elements() != m
-        || bt.shape.iter().rev().skip(1).any(|&d| d != 1)
-    {
+    if bt.elem != elem || bt.num_elements() != m || bt.shape.iter().rev().skip(1).any(|&d| d != 1) {
         return Err(format!("the bias {bt} is not one {elem} per output column"));
     }
     Ok(())
@@ -559,7 +556,10 @@ fn chain_of(f: &Function, end: Op, uses: &HashMap<Value, usize>) -> Option<(Op, 
         fused.push(cur);
         let is_mm = |v: &Value| {
             f.def_op(*v).is_some_and(|o| {
-                matches!(f.op(o).kind, OpKind::MatMul { .. } | OpKind::MatMulInt { .. })
+                matches!(
+                    f.op(o).kind,
+                    OpKind::MatMul { .. } | OpKind::MatMulInt { .. }
+                )
             })
         };
         let next = if stage == 1 {
@@ -663,7 +663,8 @@ fn plan_chain(f: &Function, base: Op, fused: &[Op]) -> Result<Plan, (bool, Strin
                 };
                 let widen = |v: &[i64]| if per_col { v.to_vec() } else { vec![v[0]; m] };
                 let mults: Vec<i64> = widen(multiplier);
-                let shifts: Vec<i64> = widen(&shift.iter().map(|&s| i64::from(s)).collect::<Vec<_>>());
+                let shifts: Vec<i64> =
+                    widen(&shift.iter().map(|&s| i64::from(s)).collect::<Vec<_>>());
                 if mults.len() != m || mults.iter().any(|&v| !(0..1 << 31).contains(&v)) {
                     return Err(fail(
                         "the kernel's multipliers are i32: each must be below 2^31".into(),
@@ -950,3 +951,7 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
         on_interp,
     })
 }
+
+#[cfg(test)]
+#[path = "cpu_run_tests.rs"]
+mod tests;
