@@ -11,10 +11,11 @@
 use crate::args::{self, Spec};
 use crate::gemm_args::{gemm_spec, GEMM_SPECS};
 use crate::Failure;
+use lowbit_llvm::bench::{random_weights, rotation_bytes, BenchActivations, Rotation};
 use lowbit_llvm::probe::{
     fma_peak_gflops, llc_bytes, popcount_peak_gops, read_bandwidth_gbps, vnni_peak_gops,
 };
-use lowbit_llvm::{compile, Activations, GemmSpec, PackedWeights};
+use lowbit_llvm::{compile, GemmSpec, PackedWeights};
 use std::time::{Duration, Instant};
 
 /// `lowbit bench --help`.
@@ -221,12 +222,6 @@ impl Report {
     }
 }
 
-/// Bytes of the rotated weight copies (at least 1.25 x LLC).
-fn rotation_bytes() -> usize {
-    let llc = llc_bytes().unwrap_or(64 << 20);
-    ((llc as f64 * 1.25) as usize).max(256 << 20)
-}
-
 /// Refuses a benchmark whose working set (two weight copies or the
 /// rotation, plus activations and outputs) would not fit in 80% of the
 /// available memory, instead of aborting on allocation.
@@ -255,46 +250,6 @@ fn available_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// xorshift64*: benchmark data only needs to be arbitrary, not random.
-fn fill(buf: &mut [u8], mut s: u64) {
-    for chunk in buf.chunks_mut(8) {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        let v = s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-}
-
-/// Random packed weights with sane scales (0.01 .. 0.05) and in-range zero points.
-fn random_weights(spec: &GemmSpec) -> Result<PackedWeights, lowbit_llvm::CpuError> {
-    if spec.is_integer() {
-        let mut codes = vec![0u8; spec.packed_weight_type().byte_size() as usize];
-        fill(&mut codes, 0x9e37_79b9_7f4a_7c15);
-        return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
-    }
-    let groups = spec.m * spec.groups_per_row();
-    let mut codes = vec![0u8; spec.packed_weight_type().byte_size() as usize];
-    fill(&mut codes, 0x9e37_79b9_7f4a_7c15);
-    let scale = spec.weight.scale;
-    let sb = (scale.bits() / 8) as usize;
-    let mut scales = Vec::with_capacity(groups * sb);
-    for i in 0..groups {
-        let v = 0.01 + 0.04 * ((i * 7919) % 1000) as f64 / 1000.0;
-        let c = scale.encode(v, lowbit::numerics::Rounding::NearestEven, true);
-        scales.extend_from_slice(&c.to_le_bytes()[..sb]);
-    }
-    let mask = spec.weight.dtype.code_mask() as u8;
-    let zps = if spec.weight.zero_point {
-        let mut z = vec![0u8; groups];
-        fill(&mut z, 0x1234_5678);
-        z.iter().map(|b| b & mask).collect()
-    } else {
-        Vec::new()
-    };
-    PackedWeights::from_raw(spec, codes, scales, zps)
-}
-
 fn bench(
     spec: &GemmSpec,
     n: usize,
@@ -318,39 +273,10 @@ fn bench(
         None => (fma_peak_gflops(threads, 5)?, "f32 FMA peak"),
     };
 
-    let first = random_weights(spec)?;
-    let weight_bytes = first.byte_len();
-    let copies = big.div_ceil(weight_bytes).max(2);
-    let mut all = vec![first];
-    for _ in 1..copies {
-        all.push(all[0].clone());
-    }
-    let mut xb = vec![0u8; n * spec.k * 4];
-    fill(&mut xb, 77);
-    let x: Vec<f32> = xb
-        .chunks(4)
-        .map(|c| {
-            (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect();
-    let xh: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
-    let xb16: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
-    let act = if spec.act == lowbit::ElemType::F16 {
-        Activations::F16(&xh)
-    } else if spec.act == lowbit::ElemType::BF16 {
-        Activations::BF16(&xb16)
-    } else {
-        Activations::F32(&x)
-    };
-    let xu: Vec<u8> = xb.iter().take(n * spec.k).copied().collect();
-    let xbits: Vec<u8> = xu.iter().map(|b| b & 1).collect();
-    let xi: Vec<i8> = xu.iter().map(|&b| b as i8).collect();
-    let act = match spec.act {
-        a if a == lowbit::ElemType::U8 => Activations::U8(&xu),
-        a if a == lowbit::ElemType::I8 => Activations::I8(&xi),
-        lowbit::ElemType::Bipolar => Activations::B1(&xbits),
-        _ => act,
-    };
+    let mut rotation = Rotation::new(random_weights(spec)?, big);
+    let (weight_bytes, copies) = (rotation.copy_bytes(), rotation.len());
+    let xs = BenchActivations::new(n, spec.k);
+    let act = xs.get(spec.act);
     let mut y = vec![0f32; n * spec.m];
     let mut yi = vec![0i32; n * spec.m];
     let mut call = |w: &PackedWeights| {
@@ -360,19 +286,17 @@ fn bench(
             kernel.run(act, w, None, &mut y, n, threads)
         }
     };
-    for w in all.iter().take(3) {
-        call(w)?;
+    for _ in 0..3 {
+        call(rotation.next_copy())?;
     }
     let mut times = Vec::new();
     let start = Instant::now();
-    let mut i = 0;
     while times.len() < min_samples || (start.elapsed().as_secs_f64() < 1.0 && times.len() < 10_000)
     {
-        let w = &all[i % copies];
+        let w = rotation.next_copy();
         let t = Instant::now();
         call(w)?;
         times.push(t.elapsed().as_secs_f64());
-        i += 1;
     }
     std::hint::black_box((&y, &yi));
     times.sort_by(f64::total_cmp);

@@ -15,6 +15,8 @@
 //!   and on-disk caches ([`disk_cache`]); buffer sizes are checked before
 //!   any machine code runs.
 //! * [`aot::emit`] — LLVM IR, assembly or object output for a target.
+//! * [`bench`] — benchmark inputs: arbitrary weights rotated over more
+//!   memory than the last-level cache (`lowbit bench`, `benches/gemm.rs`).
 //! * [`probe`] — small JIT-compiled probes of the machine's memory read
 //!   bandwidth and FMA peak, for roofline figures.
 //!
@@ -23,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod aot;
+pub mod bench;
 pub mod codegen;
 pub mod disk_cache;
 pub mod error;
