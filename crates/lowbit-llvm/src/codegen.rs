@@ -39,12 +39,12 @@
 //! bias added with wrapping, ReLU, then the dyadic requantization.
 //!
 //! Epilogue activations of the float paths (GELU, tanh GELU, SiLU) are
-//! evaluated in registers (see `codegen/activation.rs`), within one f32 ulp of the
+//! evaluated in registers (see `codegen/epilogue.rs`), within one f32 ulp of the
 //! interpreter's result of the same pre-activation value (tanh GELU: plus
 //! `|x| · 2^-50`); with them the bound above is multiplied by 1.2 (their
 //! largest slope) before that term is added.
 
-mod activation;
+mod epilogue;
 
 use crate::error::CpuError;
 use crate::spec::{BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
@@ -1188,50 +1188,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         }
         self.b.build_return(None)?;
         Ok(f)
-    }
-
-    /// W8A8 epilogue, first step: `v + bias[r]` (wrapping; `bias` is an
-    /// `i32 [m]` buffer) when the spec has a bias, else `v`.
-    fn int_bias(
-        &self,
-        v: IntValue<'ctx>,
-        bias: PointerValue<'ctx>,
-        r: IntValue<'ctx>,
-    ) -> Result<IntValue<'ctx>, CpuError> {
-        if !self.spec.epilogue.bias {
-            return Ok(v);
-        }
-        let bo = self.b.build_int_mul(r, self.i64c(4), "bo")?;
-        let bv = self
-            .load(self.i32t, self.gep(bias, bo)?, 4)?
-            .into_int_value();
-        Ok(self.b.build_int_add(v, bv, "vb")?)
-    }
-
-    /// W8A8 epilogue, second step: `max(v, 0)` when the spec has a ReLU —
-    /// only where `last` (an `i64` flag) is nonzero, when given.
-    fn int_relu(
-        &self,
-        v: IntValue<'ctx>,
-        last: Option<IntValue<'ctx>>,
-    ) -> Result<IntValue<'ctx>, CpuError> {
-        if self.spec.epilogue.activation != crate::spec::Activation::Relu {
-            return Ok(v);
-        }
-        let zero = self.i32t.const_zero();
-        let pos = self
-            .b
-            .build_int_compare(IntPredicate::SGT, v, zero, "pos")?;
-        let keep = match last {
-            None => pos,
-            Some(l) => {
-                let not_last = self
-                    .b
-                    .build_int_compare(IntPredicate::EQ, l, self.i64c(0), "nl")?;
-                self.b.build_or(pos, not_last, "keep")?
-            }
-        };
-        Ok(self.b.build_select(keep, v, zero, "relu")?.into_int_value())
     }
 
     /// `clamp(round_half_even(acc * M / 2^shift) + zp, -128, 127)` as `i8`,

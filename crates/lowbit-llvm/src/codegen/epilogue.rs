@@ -1,5 +1,6 @@
-//! The float kernels' epilogue activations, computed in registers: ReLU,
-//! GELU (erf and tanh forms) and SiLU.
+//! The kernels' epilogues: the float kernels' activations, computed in
+//! registers (ReLU, GELU in erf and tanh forms, SiLU), and the W8A8
+//! kernel's `i32` bias and ReLU (before its dyadic requantization).
 //!
 //! A tile's outputs (up to 8) are gathered into one vector, widened to
 //! `f64`, and the activation is evaluated with arithmetic written from the
@@ -132,6 +133,50 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_unconditional_branch(done)?;
         self.b.position_at_end(done);
         Ok(())
+    }
+
+    /// W8A8 epilogue, first step: `v + bias[r]` (wrapping; `bias` is an
+    /// `i32 [m]` buffer) when the spec has a bias, else `v`.
+    pub(super) fn int_bias(
+        &self,
+        v: IntValue<'ctx>,
+        bias: PointerValue<'ctx>,
+        r: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        if !self.spec.epilogue.bias {
+            return Ok(v);
+        }
+        let bo = self.b.build_int_mul(r, self.i64c(4), "bo")?;
+        let bv = self
+            .load(self.i32t, self.gep(bias, bo)?, 4)?
+            .into_int_value();
+        Ok(self.b.build_int_add(v, bv, "vb")?)
+    }
+
+    /// W8A8 epilogue, second step: `max(v, 0)` when the spec has a ReLU —
+    /// only where `last` (an `i64` flag) is nonzero, when given.
+    pub(super) fn int_relu(
+        &self,
+        v: IntValue<'ctx>,
+        last: Option<IntValue<'ctx>>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        if self.spec.epilogue.activation != Activation::Relu {
+            return Ok(v);
+        }
+        let zero = self.i32t.const_zero();
+        let pos = self
+            .b
+            .build_int_compare(IntPredicate::SGT, v, zero, "pos")?;
+        let keep = match last {
+            None => pos,
+            Some(l) => {
+                let not_last = self
+                    .b
+                    .build_int_compare(IntPredicate::EQ, l, self.i64c(0), "nl")?;
+                self.b.build_or(pos, not_last, "keep")?
+            }
+        };
+        Ok(self.b.build_select(keep, v, zero, "relu")?.into_int_value())
     }
 
     /// The constant `v` in every lane of `like`'s type.
