@@ -1,6 +1,6 @@
 //! The kernels' epilogues against the reference interpreter: the float
 //! activations (GELU, tanh GELU, SiLU) within the bound declared in
-//! `codegen::activation`, on values from the subnormals to `f32::MAX`,
+//! `codegen/epilogue.rs`, on values from the subnormals to `f32::MAX`,
 //! NaN and ±inf, and inside random GEMMs whose k spans several passes; the
 //! W8A8 `i32` bias, ReLU and dyadic requantization bit-exact against
 //! `requant_dyadic(relu(add(matmul_int(x, w), bias)))`.
@@ -42,7 +42,7 @@ fn ulp(v: f32) -> f64 {
     f64::from(f32::from_bits(a.to_bits() + 1)) - f64::from(a)
 }
 
-/// The declared bound of `codegen::activation` for activation `a` of the
+/// The declared bound of `codegen/epilogue.rs` for activation `a` of the
 /// pre-activation value `x`, around the interpreter's result `want`.
 fn act_bound(a: Activation, x: f64, want: f32) -> f64 {
     let extra = if a == Activation::GeluTanh {
