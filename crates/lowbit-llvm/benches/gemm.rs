@@ -1,8 +1,8 @@
 //! Criterion benches of the CPU GEMM kernels, sized so that a whole run
 //! takes about a minute: q4_0-like (i4, groups of 32, f16 scales) and
 //! q8_0-like (i8, same) decoding (n = 1) and a small batch (n = 8) at
-//! 4096 x 4096, the q4_0 batch again with a bias + GELU epilogue (its cost
-//! over the plain kernel), and W8A8 (u8 x i8 -> i32) at n = 512 on
+//! 4096 x 4096, the q4_0 decode and batch again with a bias + GELU
+//! epilogue (its cost over the plain kernel), and W8A8 (u8 x i8 -> i32) at n = 512 on
 //! 1024 x 1024. Weights rotate over copies larger than the last-level
 //! cache (`lowbit_llvm::bench`, as `lowbit bench gemm`), so decoding reads
 //! them from DRAM. Throughput is reported in weight bytes per call for the
@@ -71,6 +71,16 @@ fn gemm(c: &mut Criterion) {
         c,
         "decode q4_0-like 4096x4096 n=1",
         q_like("i4", 1),
+        1,
+        false,
+    );
+    let mut gelu1 = q_like("i4", 1);
+    gelu1.epilogue.bias = true;
+    gelu1.epilogue.activation = Activation::Gelu;
+    bench_spec(
+        c,
+        "decode q4_0-like 4096x4096 n=1 +bias gelu",
+        gelu1,
         1,
         false,
     );

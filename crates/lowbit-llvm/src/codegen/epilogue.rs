@@ -45,6 +45,7 @@
 use super::Gen;
 use crate::error::CpuError;
 use crate::spec::Activation;
+use inkwell::intrinsics::Intrinsic;
 use inkwell::types::VectorType;
 use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::{FloatPredicate, IntPredicate};
@@ -218,10 +219,28 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn horner(&self, t: VectorValue<'ctx>, coeffs: &[f64]) -> Result<VectorValue<'ctx>, CpuError> {
         let mut p = self.splat_d(t, 0.0);
         for &c in coeffs.iter().rev() {
-            p = self.b.build_float_mul(p, t, "hp")?;
-            p = self.b.build_float_add(p, self.splat_d(t, c), "hp")?;
+            p = self.fma_d(p, t, self.splat_d(t, c))?;
         }
         Ok(p)
+    }
+
+    /// `a * b + c` rounded once (`llvm.fma` on the vector type): one
+    /// instruction of latency per step of the serial recurrences.
+    fn fma_d(
+        &self,
+        a: VectorValue<'ctx>,
+        b: VectorValue<'ctx>,
+        c: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let f = Intrinsic::find("llvm.fma")
+            .and_then(|i| i.get_declaration(self.module, &[a.get_type().into()]))
+            .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
+        self.b
+            .build_call(f, &[a.into(), b.into(), c.into()], "fma")?
+            .try_as_basic_value()
+            .basic()
+            .map(|v| v.into_vector_value())
+            .ok_or_else(|| CpuError::Llvm("llvm.fma returned no value".into()))
     }
 
     /// `e^y` for `y <= 0` (or NaN), see the module docs.
@@ -318,10 +337,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let (mut b2, mut b1) = (self.splat_d(x, 0.0), one);
         for j in 1..=ERFC_DEPTH {
             let cj = self.splat_d(x, j as f64 / 2.0);
-            let na = b.build_float_mul(a, a1, "ra")?;
-            let na = b.build_float_add(na, b.build_float_mul(cj, a2, "ra")?, "ra")?;
-            let nb = b.build_float_mul(a, b1, "rb")?;
-            let nb = b.build_float_add(nb, b.build_float_mul(cj, b2, "rb")?, "rb")?;
+            // (j/2) A_{j-2} is ready a step early: one fma of latency
+            // per level.
+            let na = self.fma_d(a, a1, b.build_float_mul(cj, a2, "ra")?)?;
+            let nb = self.fma_d(a, b1, b.build_float_mul(cj, b2, "rb")?)?;
             (a2, a1, b2, b1) = (a1, na, b1, nb);
         }
         let q = b.build_float_div(b1, a1, "q")?;
