@@ -2,8 +2,8 @@
 //! takes about a minute: q4_0-like (i4, groups of 32, f16 scales) and
 //! q8_0-like (i8, same) decoding (n = 1) and a small batch (n = 8) at
 //! 4096 x 4096, the q4_0 decode and batch again with a bias + GELU
-//! epilogue (its cost over the plain kernel), and W8A8 (u8 x i8 -> i32) at n = 512 on
-//! 1024 x 1024. Weights rotate over copies larger than the last-level
+//! epilogue (its cost over the plain kernel), and W8A8 (u8 x i8 -> i32)
+//! at n = 512 on 1024 x 1024. Weights rotate over copies larger than the last-level
 //! cache (`lowbit_llvm::bench`, as `lowbit bench gemm`), so decoding reads
 //! them from DRAM. Throughput is reported in weight bytes per call for the
 //! memory-bound shapes and in multiply-adds for W8A8.
