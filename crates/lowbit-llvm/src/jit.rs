@@ -470,8 +470,9 @@ impl GemmKernel {
     /// `epilogue.requantize`. The arithmetic is exact in 64-bit integers.
     /// It equals the interpreter's `requantize` with input scale
     /// `M * 2^-shift`, output scale 1 and nearest-even rounding whenever
-    /// `|acc * M| < 2^53` (beyond that the interpreter's f64 product
-    /// rounds).
+    /// the interpreter's quotient `acc * M * 2^-shift` is exact in its
+    /// quotient format: `|acc * M| < 2^53` with `f64` scales, `< 2^24`
+    /// with `f32` ones (beyond that the quotient rounds first).
     pub fn run_requant(
         &self,
         x: Activations,
