@@ -56,8 +56,9 @@
 //!   onnxruntime, by design: a NaN input gives the zero point here (NaN
 //!   counts as 0) but the type's minimum there; onnxruntime ignores a
 //!   float8 zero point (the importer drops it, see `lowbit-onnx`); and its
-//!   non-saturating `f8E4M3FN` conversion maps the tie 480 to 448 where
-//!   lowbit (and `ml_dtypes`) give NaN.
+//!   non-saturating `f8E4M3FN` conversion turns some overflowing values
+//!   (480 to 495) into 448 where lowbit, `ml_dtypes` and the ONNX
+//!   reference give NaN (464 ties to 448 and 465 is NaN everywhere).
 //! * **Integer → float** (`cast`) rounds the exact integer once with the
 //!   op's rounding, even for 64-bit values.
 //! * **Stochastic rounding** (`quantize` and `cast` with `rounding =
