@@ -62,6 +62,10 @@ pub enum Activations<'a> {
     I8(&'a [i8]),
     /// `b1` codes, one per element: 0 is -1, 1 is +1 (W1A1 kernels).
     B1(&'a [u8]),
+    /// Integer codes of `elem` (1 to 8 bits), one per byte, the code in
+    /// the low bits (two's complement for signed types; higher bits are
+    /// ignored, as the IR masks codes): bit-serial kernels.
+    Codes(lowbit_numerics::ElemType, &'a [u8]),
 }
 
 impl Activations<'_> {
@@ -73,6 +77,7 @@ impl Activations<'_> {
             Activations::U8(x) => x.len(),
             Activations::I8(x) => x.len(),
             Activations::B1(x) => x.len(),
+            Activations::Codes(_, x) => x.len(),
         }
     }
 
@@ -84,6 +89,7 @@ impl Activations<'_> {
             Activations::U8(_) => lowbit_numerics::ElemType::U8,
             Activations::I8(_) => lowbit_numerics::ElemType::I8,
             Activations::B1(_) => lowbit_numerics::ElemType::Bipolar,
+            Activations::Codes(e, _) => *e,
         }
     }
 
@@ -101,6 +107,19 @@ impl Activations<'_> {
                     -1.0
                 }
             }
+            Activations::Codes(e, x) => e.decode_int(u64::from(x[i])).map_or(0.0, |v| v as f32),
+        }
+    }
+
+    /// Bit-serial path: element `i` as its code byte (the planes are its
+    /// low bits).
+    fn code(&self, i: usize) -> u8 {
+        match self {
+            Activations::U8(x) | Activations::B1(x) | Activations::Codes(_, x) => x[i],
+            Activations::I8(x) => x[i] as u8,
+            // Float activations never reach the integer paths (the element
+            // type is checked against the spec first).
+            Activations::F32(_) | Activations::F16(_) | Activations::BF16(_) => 0,
         }
     }
 }
@@ -439,8 +458,9 @@ impl GemmKernel {
 
     /// Computes the exact `i32` product `y[n, m] = x[n, k] · Wᵀ` of a W8A8
     /// spec ([`GemmSpec::int8`]), wrapping on overflow like the
-    /// interpreter's `matmul` to `i32`, or of a W1A1 spec
-    /// ([`GemmSpec::binary`]).
+    /// interpreter's `matmul` to `i32`, of a W1A1 spec
+    /// ([`GemmSpec::binary`]), or of a bit-serial spec without zero points
+    /// ([`GemmSpec::bit_serial`]; activations as `Codes`, or `U8`/`I8`).
     pub fn run_int(
         &self,
         x: Activations,
@@ -462,6 +482,76 @@ impl GemmKernel {
             n,
             threads,
         )
+    }
+
+    /// Computes `y[n, m] = Σ_k (x[n, k] - za) · (W[m, k] - zw)` exactly,
+    /// wrapping to `i32`, for a bit-serial spec with zero points
+    /// (`weight.zero_point`); `zero_points` is `(za, zw)`, the IR's
+    /// `matmul_int x, w, za, zw` operands as values.
+    pub fn run_int_zero_points(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        zero_points: (i32, i32),
+        y: &mut [i32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        if !self.spec.is_bit_serial() || !self.spec.weight.zero_point {
+            return Err(CpuError::SpecMismatch(format!(
+                "zero points are taken by bit-serial kernels with zero points, not {}",
+                self.spec
+            )));
+        }
+        self.check_call(&x, weights, y.len(), n)?;
+        self.run_bit_serial(
+            x,
+            weights,
+            y.as_mut_ptr() as usize,
+            zero_points,
+            n,
+            threads,
+        );
+        Ok(())
+    }
+
+    /// The bit-serial path after the checks: packs the activations into
+    /// bit-planes with their column sums, then runs the kernel.
+    fn run_bit_serial(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        y: usize,
+        (za, zw): (i32, i32),
+        n: usize,
+        threads: usize,
+    ) {
+        let spec = &self.spec;
+        let (k, bits) = (spec.k, spec.act_planes());
+        let row = spec.k_pad() / 8 * bits;
+        let mut planes = vec![0u8; n * row];
+        let mut sums = vec![0i32; n];
+        let mut codes = vec![0u8; k];
+        for (c, (dst, sum)) in planes.chunks_mut(row).zip(&mut sums).enumerate() {
+            for (j, b) in codes.iter_mut().enumerate() {
+                *b = x.code(c * k + j);
+            }
+            crate::pack::pack_planes(&codes, bits, dst);
+            *sum = crate::pack::plane_row_sum(dst, spec.act);
+        }
+        let zps = [za, zw];
+        self.launch(
+            [
+                planes.as_ptr() as usize,
+                weights.codes().as_ptr() as usize,
+                sums.as_ptr() as usize,
+                weights.row_sums().as_ptr() as usize,
+                zps.as_ptr() as usize,
+                y,
+            ],
+            n,
+            threads,
+        );
     }
 
     /// Computes `y[n, m] = clamp(round_half_even(acc * M[m] / 2^shift[m]) +
@@ -527,6 +617,15 @@ impl GemmKernel {
         }
         self.check_call(&x, weights, y.1, n)?;
         if n == 0 {
+            return Ok(());
+        }
+        if spec.is_bit_serial() {
+            if spec.weight.zero_point {
+                return Err(CpuError::SpecMismatch(
+                    "this bit-serial kernel subtracts zero points: use run_int_zero_points".into(),
+                ));
+            }
+            self.run_bit_serial(x, weights, y.0, (0, 0), n, threads);
             return Ok(());
         }
         if let Activations::B1(v) = x {
