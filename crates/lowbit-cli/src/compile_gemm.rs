@@ -21,7 +21,7 @@ Compile a kernel ahead of time.
 
 Usage: lowbit compile gemm --m M --k K --n N|? --weight DTYPE [--group G]
            [--scale DTYPE] [--zero-point] [--tensor-scale T] --act DTYPE
-           -o OUT [--target x86_64|aarch64] [--cpu native|NAME]
+           [--schedule direct|bit-serial] -o OUT [--target x86_64|aarch64] [--cpu native|NAME]
            [--emit obj|asm|llvm]
 
 Emits the GEMM kernel Y[n,m] = X[n,k] . W[m,k]^T (spec options as in

@@ -511,8 +511,7 @@ impl GemmKernel {
             zero_points,
             n,
             threads,
-        );
-        Ok(())
+        )
     }
 
     /// The bit-serial path after the checks: packs the activations into
@@ -525,20 +524,8 @@ impl GemmKernel {
         (za, zw): (i32, i32),
         n: usize,
         threads: usize,
-    ) {
-        let spec = &self.spec;
-        let (k, bits) = (spec.k, spec.act_planes());
-        let row = spec.k_pad() / 8 * bits;
-        let mut planes = vec![0u8; n * row];
-        let mut sums = vec![0i32; n];
-        let mut codes = vec![0u8; k];
-        for (c, (dst, sum)) in planes.chunks_mut(row).zip(&mut sums).enumerate() {
-            for (j, b) in codes.iter_mut().enumerate() {
-                *b = x.code(c * k + j);
-            }
-            crate::pack::pack_planes(&codes, bits, dst);
-            *sum = crate::pack::plane_row_sum(dst, spec.act);
-        }
+    ) -> Result<(), CpuError> {
+        let (planes, sums) = bit_plane_activations(&self.spec, &x, n)?;
         let zps = [za, zw];
         self.launch(
             [
@@ -552,6 +539,7 @@ impl GemmKernel {
             n,
             threads,
         );
+        Ok(())
     }
 
     /// Computes `y[n, m] = clamp(round_half_even(acc * M[m] / 2^shift[m]) +
@@ -625,8 +613,7 @@ impl GemmKernel {
                     "this bit-serial kernel subtracts zero points: use run_int_zero_points".into(),
                 ));
             }
-            self.run_bit_serial(x, weights, y.0, (0, 0), n, threads);
-            return Ok(());
+            return self.run_bit_serial(x, weights, y.0, (0, 0), n, threads);
         }
         if let Activations::B1(v) = x {
             // Pack each row's codes into LSB-first bits, padded with 0.
@@ -744,6 +731,38 @@ impl GemmKernel {
             work();
         });
     }
+}
+
+/// The activation operand of a bit-serial kernel call: `x` (`n` rows of
+/// `spec.k` codes, already checked against the spec) packed into bit-planes
+/// like the weights (`[n, k_pad / 512, planes, 64 bytes]`), and each row's
+/// value sum (wrapping `i32`) for the `b1` and zero-point corrections.
+/// Public so that benchmarks can time this per-call step on its own.
+pub fn bit_plane_activations(
+    spec: &GemmSpec,
+    x: &Activations,
+    n: usize,
+) -> Result<(Vec<u8>, Vec<i32>), CpuError> {
+    if !spec.is_bit_serial() || x.elem() != spec.act {
+        return Err(CpuError::SpecMismatch(format!(
+            "{} activations are not the bit-serial operand of {spec}",
+            x.elem()
+        )));
+    }
+    size("x", n.checked_mul(spec.k), x.len())?;
+    let (k, bits) = (spec.k, spec.act_planes());
+    let row = spec.k_pad() / 8 * bits;
+    let mut planes = vec![0u8; n * row];
+    let mut sums = vec![0i32; n];
+    let mut codes = vec![0u8; k];
+    for (c, (dst, sum)) in planes.chunks_mut(row).zip(&mut sums).enumerate() {
+        for (j, b) in codes.iter_mut().enumerate() {
+            *b = x.code(c * k + j);
+        }
+        crate::pack::pack_planes(&codes, bits, dst);
+        *sum = crate::pack::plane_row_sum(dst, spec.act);
+    }
+    Ok((planes, sums))
 }
 
 /// A buffer-size check: `expected` is `None` when the size overflows.

@@ -604,7 +604,8 @@ impl GemmSpec {
         }
         if self.weight.dtype != ElemType::I8 {
             return u(format!(
-                "integer activations need i8 weights (W8A8) or the bit-serial schedule, not {}",
+                "integer activations need i8 weights (W8A8), not {}; other widths \
+                 take the bit-serial schedule",
                 self.weight.dtype
             ));
         }
