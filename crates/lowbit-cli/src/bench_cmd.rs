@@ -11,10 +11,10 @@
 use crate::args::{self, Spec};
 use crate::gemm_args::{gemm_spec, GEMM_SPECS};
 use crate::Failure;
+use lowbit_llvm::jit::bit_plane_activations;
 use lowbit_llvm::probe::{
     fma_peak_gflops, llc_bytes, popcount_peak_gops, read_bandwidth_gbps, vnni_peak_gops,
 };
-use lowbit_llvm::jit::bit_plane_activations;
 use lowbit_llvm::{compile, Activations, GemmSpec, PackedWeights};
 use std::time::{Duration, Instant};
 

@@ -432,7 +432,9 @@ fn run_mapped(m: &Mapped, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, S
             Activations::U8(&bytes)
         };
         match m.zero_points {
-            Some(z) => m.kernel.run_int_zero_points(acts, &m.weights, z, &mut y, n, 0),
+            Some(z) => m
+                .kernel
+                .run_int_zero_points(acts, &m.weights, z, &mut y, n, 0),
             None => m.kernel.run_int(acts, &m.weights, &mut y, n, 0),
         }
         .map_err(|e| e.to_string())?;

@@ -504,14 +504,7 @@ impl GemmKernel {
             )));
         }
         self.check_call(&x, weights, y.len(), n)?;
-        self.run_bit_serial(
-            x,
-            weights,
-            y.as_mut_ptr() as usize,
-            zero_points,
-            n,
-            threads,
-        )
+        self.run_bit_serial(x, weights, y.as_mut_ptr() as usize, zero_points, n, threads)
     }
 
     /// The bit-serial path after the checks: packs the activations into

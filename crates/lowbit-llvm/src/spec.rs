@@ -541,7 +541,8 @@ impl GemmSpec {
 
     fn check_bit_serial(&self, target: &str) -> Result<(), CpuError> {
         let u = |r: String| Err(self.unsupported(target, r));
-        let narrow_int = |t: ElemType| matches!(t, ElemType::Int { bits, .. } if (1..=8).contains(&bits));
+        let narrow_int =
+            |t: ElemType| matches!(t, ElemType::Int { bits, .. } if (1..=8).contains(&bits));
         if !narrow_int(self.act) {
             return u(format!(
                 "bit-serial activations must be 1- to 8-bit integers, not {}",
@@ -555,9 +556,7 @@ impl GemmSpec {
             ));
         }
         if self.weight.zero_point && self.weight.dtype == ElemType::Bipolar {
-            return u(
-                "b1 weights take no zero points (matmul_int needs integer operands)".into(),
-            );
+            return u("b1 weights take no zero points (matmul_int needs integer operands)".into());
         }
         if self.epilogue != Epilogue::default() {
             return u("the bit-serial kernel has no epilogue (exact i32 results)".into());

@@ -81,7 +81,14 @@ fn run(kernel: &GemmKernel, x: &Tensor, w: &Tensor, zps: Option<(u64, u64)>) -> 
         Some((za, zw)) => {
             let val = |e: ElemType, c: u64| e.decode_int(c).unwrap() as i32;
             kernel
-                .run_int_zero_points(acts, &packed, (val(x.elem, za), val(w.elem, zw)), &mut y, n, 2)
+                .run_int_zero_points(
+                    acts,
+                    &packed,
+                    (val(x.elem, za), val(w.elem, zw)),
+                    &mut y,
+                    n,
+                    2,
+                )
                 .unwrap()
         }
     }
@@ -112,7 +119,11 @@ fn check(weight: &str, act: &str, zero_points: bool, seed: u64) {
         let mut spec = GemmSpec::bit_serial(m, k, Dim::Dynamic, we, ae);
         spec.weight.zero_point = zero_points;
         let kernel = compile(&spec).unwrap_or_else(|e| panic!("{spec}: {e}"));
-        assert_eq!(run(&kernel, &x, &w, zps), want, "{spec} (m, k, n) = ({m}, {k}, {n})");
+        assert_eq!(
+            run(&kernel, &x, &w, zps),
+            want,
+            "{spec} (m, k, n) = ({m}, {k}, {n})"
+        );
         if host.triple.starts_with("x86_64") && i < 4 {
             let hsw = CpuTarget::named("x86_64", "haswell").unwrap();
             let portable = GemmKernel::compile_uncached(&spec, &hsw).unwrap();
@@ -217,10 +228,18 @@ fn packed_weights_are_the_ir_bitplane_type() {
     let w = random(&mut rng, t("i3"), [3, 600]);
     let packed = PackedWeights::pack_int(&spec, &w).unwrap();
     let ty = packed.ir_type();
-    assert_eq!(ty.to_string(), "tensor<3x1024xi3, #layout<tile=1x512, bitplanes>>");
+    assert_eq!(
+        ty.to_string(),
+        "tensor<3x1024xi3, #layout<tile=1x512, bitplanes>>"
+    );
     let back = Tensor::from_bytes(&ty, packed.codes()).unwrap();
     for r in 0..3 {
-        assert_eq!(back.codes[r * 1024..r * 1024 + 600], w.codes[r * 600..(r + 1) * 600]);
-        assert!(back.codes[r * 1024 + 600..(r + 1) * 1024].iter().all(|&c| c == 0));
+        assert_eq!(
+            back.codes[r * 1024..r * 1024 + 600],
+            w.codes[r * 600..(r + 1) * 600]
+        );
+        assert!(back.codes[r * 1024 + 600..(r + 1) * 1024]
+            .iter()
+            .all(|&c| c == 0));
     }
 }

@@ -16,7 +16,14 @@
 //! `<8 x i64>` accumulator per row, column and plane pair when
 //! `R·C·x·y <= 24` (so the plane weights are applied once per tile, after
 //! the k loop); wider pairs (e.g. W8A8) shift each popcount by `i + j`
-//! and add or subtract it into one accumulator per row and column.
+//! and add or subtract it into one accumulator per row and column. W2A2
+//! takes 2x2 tiles, W1A8 2x1, W4A4 1x1.
+//!
+//! k runs in passes of whole plane blocks (one pass when `n < 4`); within
+//! a pass the operand a tile loads more planes of per block stays in L1
+//! (outer loop) and the other streams (inner loop): rows outer when
+//! `R·x >= C·y` (W2A2), columns outer otherwise (W1A8, where the weights'
+//! single plane streams past 8 activation planes).
 //!
 //! Corrections, applied once per output (first k pass): `b1` weights are
 //! `2b - 1`, so `Σ a·w = 2·Σ a·b - Σ a`; per-tensor zero points give
@@ -51,10 +58,13 @@ const PLANE_BYTES: u64 = (PLANE_BLOCK / 8) as u64;
 /// shift-and-add form (32 zmm registers: the rest hold the loaded planes).
 const ACC_BUDGET: usize = 24;
 
-/// Activation bytes per column per k pass: with `n = 512` columns the
-/// pass's activations (512 KiB) stay in L2 while the weight tile's slice
-/// stays in L1.
-const PASS_BYTES: u64 = 1024;
+/// Activation bytes per column per k pass (`4096 / 64 / y` plane blocks:
+/// 32 for W2A2, 8 for W1A8): long enough that the per-pass tile epilogue
+/// (plane weights, reduction, `y` update) costs little, short enough that
+/// a thread's slice of the streamed operand stays in L2 (2 MiB at
+/// n = 512). On the shared 2-core machine 2 to 16 KiB measured alike
+/// within its noise; 1 KiB (2 blocks of W1A8) was visibly slower.
+const PASS_BYTES: u64 = 4096;
 
 /// The register tile `(rows, cols)` and whether it keeps one accumulator
 /// per plane pair, for `x`-bit weights and `y`-bit activations.
@@ -270,11 +280,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 .b
                                 .build_load(v8, acc_at(r, c, i, j), "a")?
                                 .into_vector_value();
-                            let s = self.b.build_left_shift(
-                                a,
-                                self.splat_i64((i + j) as u64),
-                                "s",
-                            )?;
+                            let s =
+                                self.b
+                                    .build_left_shift(a, self.splat_i64((i + j) as u64), "s")?;
                             t = if neg(i, j) {
                                 self.b.build_int_sub(t, s, "t")?
                             } else {
@@ -293,7 +301,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 // Corrections that belong to the whole sum, taken once.
                 let mut corr = i32t.const_zero();
                 if bipolar {
-                    dot = self.b.build_left_shift(dot, i32t.const_int(1, false), "d2")?;
+                    dot = self
+                        .b
+                        .build_left_shift(dot, i32t.const_int(1, false), "d2")?;
                     if let Some(cs) = colsum {
                         corr = self.b.build_int_sub(corr, cs, "corr")?;
                     }
@@ -328,10 +338,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// and columns in tiles of `C`, then single columns, then single rows.
     pub(super) fn emit_bit_serial_kernel(&self) -> Result<(), CpuError> {
         let spec = self.spec;
-        let (rt, ct, _) = tile_shape(spec.weight_planes(), spec.act_planes());
-        let wide = self.emit_bs_tile(rt, ct)?;
-        let narrow = self.emit_bs_tile(rt, 1)?;
-        let single = self.emit_bs_tile(1, 1)?;
+        let (xp, yp) = (spec.weight_planes(), spec.act_planes());
+        let (rt, ct, _) = tile_shape(xp, yp);
+        // RxC, Rx1, 1xC, 1x1 (the same function where shapes coincide).
+        let tiles = [
+            self.emit_bs_tile(rt, ct)?,
+            self.emit_bs_tile(rt, 1)?,
+            self.emit_bs_tile(1, ct)?,
+            self.emit_bs_tile(1, 1)?,
+        ];
+        // Stream the operand that a tile loads fewer planes of per block.
+        let rows_inner = (rt as usize * xp) < (ct as usize * yp);
         let p = self.ptr.into();
         let i = self.i64t.into();
         let fty = self
@@ -375,16 +392,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             step,
             |kb0| {
                 let end = self.b.build_int_add(kb0, step, "end")?;
-                let past = self
-                    .b
-                    .build_int_compare(IntPredicate::UGT, end, self.i64c(units), "past")?;
+                let past =
+                    self.b
+                        .build_int_compare(IntPredicate::UGT, end, self.i64c(units), "past")?;
                 let kb1 = self
                     .b
                     .build_select(past, self.i64c(units), end, "kb1")?
                     .into_int_value();
-                let first = self
-                    .b
-                    .build_int_compare(IntPredicate::EQ, kb0, self.i64c(0), "first")?;
+                let first =
+                    self.b
+                        .build_int_compare(IntPredicate::EQ, kb0, self.i64c(0), "first")?;
                 let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
                 let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
                     let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
@@ -393,46 +410,65 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         args.push(v.into());
                     }
                     self.b.build_call(tile, &args, "")?;
-                    Ok::<(), CpuError>(())
+                    Ok(())
                 };
-                let columns = |r: IntValue<'ctx>,
-                               wide: FunctionValue<'ctx>,
-                               wide_cols: u64,
-                               narrow: FunctionValue<'ctx>| {
-                    let c = self.emit_loop(
-                        f,
-                        self.i64c(0),
-                        |c| fits(c, wide_cols, n),
-                        wide_cols,
-                        |c| call(wide, r, c),
-                    )?;
+                type Body<'b, 'c> = &'b dyn Fn(IntValue<'c>) -> Result<(), CpuError>;
+                // `lo..hi` in steps of `step` with `wide`, the rest one at
+                // a time with `single`.
+                let sweep = |lo: IntValue<'ctx>,
+                             hi: IntValue<'ctx>,
+                             step: u64,
+                             wide: Body<'_, 'ctx>,
+                             single: Body<'_, 'ctx>| {
+                    let i = self.emit_loop(f, lo, |i| fits(i, step, hi), step, wide)?;
                     self.emit_loop(
                         f,
-                        c,
-                        |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
+                        i,
+                        |i| Ok(self.b.build_int_compare(IntPredicate::SLT, i, hi, "tc")?),
                         1,
-                        |c| call(narrow, r, c),
+                        single,
                     )?;
                     Ok::<(), CpuError>(())
                 };
-                let r = self.emit_loop(
-                    f,
-                    row_begin,
-                    |r| fits(r, rt as u64, row_end),
-                    rt as u64,
-                    |r| columns(r, wide, ct as u64, narrow),
-                )?;
-                self.emit_loop(
-                    f,
-                    r,
-                    |r| {
-                        Ok(self
-                            .b
-                            .build_int_compare(IntPredicate::SLT, r, row_end, "rc")?)
-                    },
-                    1,
-                    |r| columns(r, single, 1, single),
-                )?;
+                let (r64, c64, zero) = (rt as u64, ct as u64, self.i64c(0));
+                if rows_inner {
+                    // Columns outer: a column tile's activation planes stay
+                    // in L1 while the rows' weight planes (the operand
+                    // with fewer planes per tile) stream from L2.
+                    sweep(
+                        zero,
+                        n,
+                        c64,
+                        &|c| {
+                            sweep(row_begin, row_end, r64, &|r| call(tiles[0], r, c), &|r| {
+                                call(tiles[2], r, c)
+                            })
+                        },
+                        &|c| {
+                            sweep(row_begin, row_end, r64, &|r| call(tiles[1], r, c), &|r| {
+                                call(tiles[3], r, c)
+                            })
+                        },
+                    )?;
+                } else {
+                    // Rows outer: the row tile's weight planes stay in L1
+                    // while the columns' activation planes stream.
+                    sweep(
+                        row_begin,
+                        row_end,
+                        r64,
+                        &|r| {
+                            sweep(zero, n, c64, &|c| call(tiles[0], r, c), &|c| {
+                                call(tiles[1], r, c)
+                            })
+                        },
+                        &|r| {
+                            sweep(zero, n, c64, &|c| call(tiles[2], r, c), &|c| {
+                                call(tiles[3], r, c)
+                            })
+                        },
+                    )?;
+                }
                 Ok(())
             },
         )?;
