@@ -412,7 +412,7 @@ fn bench(
         let mut t = Vec::new();
         for _ in 0..5 {
             let s = Instant::now();
-            std::hint::black_box(bit_plane_activations(spec, &act, n)?);
+            std::hint::black_box(bit_plane_activations(spec, &act, n, threads)?);
             t.push(s.elapsed().as_secs_f64());
         }
         t.sort_by(f64::total_cmp);

@@ -518,7 +518,7 @@ impl GemmKernel {
         n: usize,
         threads: usize,
     ) -> Result<(), CpuError> {
-        let (planes, sums) = bit_plane_activations(&self.spec, &x, n)?;
+        let (planes, sums) = bit_plane_activations(&self.spec, &x, n, threads)?;
         let zps = [za, zw];
         self.launch(
             [
@@ -729,12 +729,14 @@ impl GemmKernel {
 /// The activation operand of a bit-serial kernel call: `x` (`n` rows of
 /// `spec.k` codes, already checked against the spec) packed into bit-planes
 /// like the weights (`[n, k_pad / 512, planes, 64 bytes]`), and each row's
-/// value sum (wrapping `i32`) for the `b1` and zero-point corrections.
-/// Public so that benchmarks can time this per-call step on its own.
+/// value sum (wrapping `i32`) for the `b1` and zero-point corrections;
+/// rows are split over `threads` threads (0: all cores). Public so that
+/// benchmarks can time this per-call step on its own.
 pub fn bit_plane_activations(
     spec: &GemmSpec,
     x: &Activations,
     n: usize,
+    threads: usize,
 ) -> Result<(Vec<u8>, Vec<i32>), CpuError> {
     if !spec.is_bit_serial() || x.elem() != spec.act {
         return Err(CpuError::SpecMismatch(format!(
@@ -747,14 +749,36 @@ pub fn bit_plane_activations(
     let row = spec.k_pad() / 8 * bits;
     let mut planes = vec![0u8; n * row];
     let mut sums = vec![0i32; n];
-    let mut codes = vec![0u8; k];
-    for (c, (dst, sum)) in planes.chunks_mut(row).zip(&mut sums).enumerate() {
-        for (j, b) in codes.iter_mut().enumerate() {
-            *b = x.code(c * k + j);
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |t| t.get())
+    } else {
+        threads
+    };
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let pack = |c0: usize, dsts: &mut [u8], sums: &mut [i32]| {
+        let mut codes = vec![0u8; k];
+        for (i, (dst, sum)) in dsts.chunks_mut(row).zip(sums).enumerate() {
+            let base = (c0 + i) * k;
+            for (j, b) in codes.iter_mut().enumerate() {
+                *b = x.code(base + j);
+            }
+            crate::pack::pack_planes(&codes, bits, dst);
+            *sum = crate::pack::plane_row_sum(dst, spec.act);
         }
-        crate::pack::pack_planes(&codes, bits, dst);
-        *sum = crate::pack::plane_row_sum(dst, spec.act);
-    }
+    };
+    // The caller's thread packs the first group (the only one when
+    // decoding: no thread is spawned), spawned threads the others.
+    std::thread::scope(|s| {
+        let mut groups = planes.chunks_mut(per * row).zip(sums.chunks_mut(per));
+        let first = groups.next();
+        for (g, (dsts, sums)) in groups.enumerate() {
+            let pack = &pack;
+            s.spawn(move || pack((g + 1) * per, dsts, sums));
+        }
+        if let Some((dsts, sums)) = first {
+            pack(0, dsts, sums);
+        }
+    });
     Ok((planes, sums))
 }
 
