@@ -111,15 +111,22 @@ impl Activations<'_> {
         }
     }
 
-    /// Bit-serial path: element `i` as its code byte (the planes are its
-    /// low bits).
-    fn code(&self, i: usize) -> u8 {
+    /// Bit-serial path: elements `start..start + out.len()` as code bytes
+    /// (the planes are their low bits).
+    fn codes_into(&self, start: usize, out: &mut [u8]) {
+        let r = start..start + out.len();
         match self {
-            Activations::U8(x) | Activations::B1(x) | Activations::Codes(_, x) => x[i],
-            Activations::I8(x) => x[i] as u8,
+            Activations::U8(x) | Activations::B1(x) | Activations::Codes(_, x) => {
+                out.copy_from_slice(&x[r])
+            }
+            Activations::I8(x) => {
+                for (o, &v) in out.iter_mut().zip(&x[r]) {
+                    *o = v as u8;
+                }
+            }
             // Float activations never reach the integer paths (the element
             // type is checked against the spec first).
-            Activations::F32(_) | Activations::F16(_) | Activations::BF16(_) => 0,
+            Activations::F32(_) | Activations::F16(_) | Activations::BF16(_) => out.fill(0),
         }
     }
 }
@@ -758,10 +765,7 @@ pub fn bit_plane_activations(
     let pack = |c0: usize, dsts: &mut [u8], sums: &mut [i32]| {
         let mut codes = vec![0u8; k];
         for (i, (dst, sum)) in dsts.chunks_mut(row).zip(sums).enumerate() {
-            let base = (c0 + i) * k;
-            for (j, b) in codes.iter_mut().enumerate() {
-                *b = x.code(base + j);
-            }
+            x.codes_into((c0 + i) * k, &mut codes);
             crate::pack::pack_planes(&codes, bits, dst);
             *sum = crate::pack::plane_row_sum(dst, spec.act);
         }

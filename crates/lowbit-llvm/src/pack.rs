@@ -9,7 +9,7 @@
 //!
 //! Bit-serial specs store each 512-element block of a row as its bit-planes
 //! (64 bytes each, LSB-first); [`pack_planes`] writes that layout fast (8
-//! elements per multiply) for weights at pack time and for activations at
+//! elements per 8x8 bit transpose) for weights at pack time and for activations at
 //! each call, and equals `Tensor::to_bytes` with the spec's layout.
 
 use crate::error::CpuError;
@@ -246,7 +246,7 @@ impl PackedWeights {
 }
 
 /// Packs one row of codes (the low `bits` bits of each byte; `row.len()`
-/// elements) into `dst`: per 512-element block, `bits` planes of 64 bytes,
+/// elements) into `dst` (8 elements per 8x8 bit transpose): per 512-element block, `bits` planes of 64 bytes,
 /// element `e` of the block at bit `e % 8` of byte `e / 8` of each plane.
 /// `dst` covers whole blocks; elements past the row are code 0.
 pub(crate) fn pack_planes(row: &[u8], bits: usize, dst: &mut [u8]) {
@@ -258,13 +258,17 @@ pub(crate) fn pack_planes(row: &[u8], bits: usize, dst: &mut [u8]) {
         for (byte, eight) in src.chunks(8).enumerate() {
             let mut w = [0u8; 8];
             w[..eight.len()].copy_from_slice(eight);
-            let v = u64::from_le_bytes(w);
+            // Byte i holds element i; transposing the 8x8 bit matrix puts
+            // bit p of every element into byte p (three swap steps).
+            let mut v = u64::from_le_bytes(w);
+            let t = (v ^ (v >> 7)) & 0x00aa_00aa_00aa_00aa;
+            v ^= t ^ (t << 7);
+            let t = (v ^ (v >> 14)) & 0x0000_cccc_0000_cccc;
+            v ^= t ^ (t << 14);
+            let t = (v ^ (v >> 28)) & 0x0000_0000_f0f0_f0f0;
+            v ^= t ^ (t << 28);
             for plane in 0..bits {
-                // Bit `plane` of each of the 8 bytes, gathered into the top
-                // byte by one multiply (the partial products never collide).
-                let lsbs = (v >> plane) & 0x0101_0101_0101_0101;
-                out[plane * (PLANE_BLOCK / 8) + byte] =
-                    (lsbs.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8;
+                out[plane * (PLANE_BLOCK / 8) + byte] = (v >> (8 * plane)) as u8;
             }
         }
     }
