@@ -219,6 +219,8 @@ impl fmt::Display for GemmSpec {
                 self.act,
                 if self.is_binary() {
                     ", popcount"
+                } else if self.is_bit_serial() && self.weight.zero_point {
+                    ", bit-serial, zero points"
                 } else if self.is_bit_serial() {
                     ", bit-serial"
                 } else {
