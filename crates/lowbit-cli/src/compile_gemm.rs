@@ -38,6 +38,11 @@ the C function
                     host architecture, generic otherwise)
   --emit KIND       obj (default), asm or llvm (optimized LLVM IR)
 
+Integer kernels write int32_t y. Bit-serial kernels (--schedule
+bit-serial) take x as bit-planes ([n, k_pad/512, planes, 64 bytes]), the
+activation row sums in 'scales', the weight row sums in 'zero_points' and
+the zero points (int32_t za, zw) in 'bias' (lowbit_llvm::codegen::bitserial).
+
 --emit so|ptx|ir|mlir are not implemented for kernels yet.
 ";
 

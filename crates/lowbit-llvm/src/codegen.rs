@@ -38,7 +38,8 @@
 //! exact (wrapping i32, like the interpreter).
 //!
 //! Bit-serial specs (WxAy over bit-planes) are emitted by the child module
-//! `bitserial`, with the same entry-point signature.
+//! [`bitserial`], with the same entry-point signature (its docs say what
+//! each argument holds there).
 
 use crate::error::CpuError;
 use crate::spec::{Activation, BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
@@ -53,7 +54,7 @@ use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerVa
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
 use lowbit_ir::target::{Int8Dot, VectorIsa};
 
-mod bitserial;
+pub mod bitserial;
 
 /// Name of the exported kernel entry point.
 pub const KERNEL_SYMBOL: &str = "lowbit_gemm";

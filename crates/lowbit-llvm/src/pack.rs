@@ -8,7 +8,7 @@
 //! (little-endian), zero points one code per byte.
 //!
 //! Bit-serial specs store each 512-element block of a row as its bit-planes
-//! (64 bytes each, LSB-first); [`pack_planes`] writes that layout fast (8
+//! (64 bytes each, LSB-first); `pack_planes` writes that layout fast (8
 //! elements per 8x8 bit transpose) for weights at pack time and for activations at
 //! each call, and equals `Tensor::to_bytes` with the spec's layout.
 
