@@ -62,9 +62,9 @@ pub enum Activations<'a> {
     I8(&'a [i8]),
     /// `b1` codes, one per element: 0 is -1, 1 is +1 (W1A1 kernels).
     B1(&'a [u8]),
-    /// Integer codes of `elem` (1 to 8 bits), one per byte, the code in
-    /// the low bits (two's complement for signed types; higher bits are
-    /// ignored, as the IR masks codes): bit-serial kernels.
+    /// Integer codes of `elem` (1 to 8 bits, or `b1` for W1A1), one per
+    /// byte, the code in the low bits (two's complement for signed types;
+    /// higher bits are ignored, as the IR masks codes): bit-serial kernels.
     Codes(lowbit_numerics::ElemType, &'a [u8]),
 }
 
@@ -615,7 +615,7 @@ impl GemmKernel {
             }
             return self.run_bit_serial(x, weights, y.0, (0, 0), n, threads);
         }
-        if let Activations::B1(v) = x {
+        if let Activations::B1(v) | Activations::Codes(lowbit_numerics::ElemType::Bipolar, v) = x {
             // Pack each row's codes into LSB-first bits, padded with 0.
             let row = spec.row_bytes();
             let mut p = vec![0u8; n * row];

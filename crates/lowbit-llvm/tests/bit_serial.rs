@@ -172,6 +172,23 @@ fn w4a4_with_zero_points_is_bit_exact() {
     check("i4", "i4", true, 12);
 }
 
+/// `b1 x b1` asked for on the bit-serial schedule is the W1A1 xor kernel.
+#[test]
+fn w1a1_under_the_bit_serial_schedule_is_bit_exact() {
+    let mut rng = Rng(15);
+    for (m, k, n) in [(7, 513, 5), (3, 2000, 1), (9, 64, 4)] {
+        let spec = GemmSpec::bit_serial(m, k, Dim::Dynamic, ElemType::Bipolar, ElemType::Bipolar);
+        assert!(spec.is_binary() && !spec.is_bit_serial(), "{spec}");
+        let w = random(&mut rng, ElemType::Bipolar, [m, k]);
+        let x = random(&mut rng, ElemType::Bipolar, [n, k]);
+        assert_eq!(
+            run(&compile(&spec).unwrap(), &x, &w, None),
+            reference(&x, &w, None),
+            "{spec}"
+        );
+    }
+}
+
 /// Pairs too wide for per-pair accumulators take the shift-and-add form.
 #[test]
 fn wide_pairs_shift_and_add_bit_exact() {
