@@ -276,8 +276,9 @@ pub(crate) fn pack_planes(row: &[u8], bits: usize, dst: &mut [u8]) {
 
 /// The sum (wrapping `i32`) of the values of a row packed by
 /// [`pack_planes`]: each plane's popcount times its weight (`-2^(bits-1)`
-/// for the sign plane of a signed type; `b1` counts `2·ones - len`, but
-/// `len` is not known here, so `b1` rows sum their codes).
+/// for the sign plane of a signed type). A `b1` row counts its 1 codes
+/// (its ±1 sum would need the unpadded length; the kernels never use it:
+/// `b1` weights take no zero points).
 pub(crate) fn plane_row_sum(row: &[u8], elem: lowbit_numerics::ElemType) -> i32 {
     let bits = elem.bits() as usize;
     let signed = matches!(elem, lowbit_numerics::ElemType::Int { signed: true, .. });
