@@ -10,10 +10,12 @@
 //! block size a multiple of 32). The weights are packed once, before the
 //! run; the dequantized `f32` weights are never built.
 //!
-//! An integer `matmul` or `matmul_int` (no zero points) to `i32`
-//! (wrapping) with a constant `w` maps
-//! onto the exact W8A8 kernel (`x` `u8`/`i8`, `w` `i8`) or the W1A1
-//! popcount kernel (`x` and `w` `b1`); its results are bit-identical.
+//! An integer `matmul` or `matmul_int` to `i32` (wrapping) with a constant
+//! `w` maps onto the exact W8A8 kernel (`x` `u8`/`i8`, `w` `i8`, direct
+//! schedule, no zero points), the W1A1 popcount kernel (`x` and `w` `b1`),
+//! or the bit-serial kernel (`matmul_int {schedule = bit_serial}`, and any
+//! other 1- to 8-bit integer or `b1` weight with 1- to 8-bit integer
+//! activations; constant zero points); its results are bit-identical.
 //!
 //! Every other op runs on the reference interpreter, and the run says so:
 //! [`CpuRun::summary`] lists what ran where and why each unmatched matmul
@@ -22,7 +24,9 @@
 //! of the interpreter's, not bit-identical.
 
 use lowbit::interp::{eval_op, InterpError};
-use lowbit::ir::{Activation as IrActivation, Function, Granularity, Op, OpKind, Tensor, Value};
+use lowbit::ir::{
+    Activation as IrActivation, Function, Granularity, IntSchedule, Op, OpKind, Tensor, Value,
+};
 use lowbit::numerics::{ElemType, Overflow};
 use lowbit_llvm::{
     compile, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights,
@@ -84,6 +88,8 @@ pub struct Plan {
     pub bias: Option<Value>,
     /// A `qmatmul` activation the kernel lacks, run on the interpreter.
     pub post: Option<IrActivation>,
+    /// Bit-serial `matmul_int` zero points `(za, zw)` (constants).
+    pub zero_points: Option<(i32, i32)>,
 }
 
 /// A matmul mapped onto a JIT-compiled kernel, with its packed weights.
@@ -92,6 +98,7 @@ struct Mapped {
     weights: PackedWeights,
     bias: Option<Value>,
     post: Option<IrActivation>,
+    zero_points: Option<(i32, i32)>,
 }
 
 /// Maps `op` onto a JIT-compiled kernel.
@@ -102,6 +109,7 @@ fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
         weights: p.weights,
         bias: p.bias,
         post: p.post,
+        zero_points: p.zero_points,
     })
 }
 
@@ -148,9 +156,33 @@ fn transpose(t: &Tensor) -> Tensor {
     }
 }
 
-/// Maps an integer `matmul x, w` or `matmul_int x, w` to `i32` (wrapping)
-/// with a constant `w` onto the
-/// W8A8 (`u8`/`i8` x `i8`) or W1A1 (`b1` x `b1`) kernel.
+/// The integer kernel for `x [n, k]` times constant `w [k, m]`: W1A1 for
+/// `b1 x b1`; W8A8 for `u8`/`i8 x i8` on the direct schedule without zero
+/// points; otherwise bit-serial (which checks the element types).
+fn int_spec(kind: &OpKind, (x, w): (ElemType, ElemType), zps: bool, mkn: [usize; 3]) -> GemmSpec {
+    let [m, k, n] = mkn;
+    let n = Dim::Static(n);
+    let serial = matches!(
+        kind,
+        OpKind::MatMulInt {
+            schedule: IntSchedule::BitSerial,
+            ..
+        }
+    );
+    if x == ElemType::Bipolar {
+        GemmSpec::binary(m, k, n)
+    } else if !serial && !zps && w == ElemType::I8 && [ElemType::U8, ElemType::I8].contains(&x) {
+        GemmSpec::int8(m, k, n, x)
+    } else {
+        let mut s = GemmSpec::bit_serial(m, k, n, w, x);
+        s.weight.zero_point = zps;
+        s
+    }
+}
+
+/// Maps an integer `matmul x, w` or `matmul_int x, w[, za, zw]` to `i32`
+/// (wrapping) with a constant `w` (and constant zero points) onto the
+/// W8A8, W1A1 or bit-serial kernel ([`int_spec`]).
 fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
@@ -183,25 +215,36 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     if q.shape.len() != 2 {
         return Err(format!("the weight has rank {}, not 2", q.shape.len()));
     }
-    let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
-    let n = Dim::Static(xt.shape[0] as usize);
-    let spec = if xt.elem == ElemType::Bipolar {
-        GemmSpec::binary(m, k, n)
-    } else {
-        GemmSpec::int8(m, k, n, xt.elem)
+    let zero_points = match d.operands.get(2..4) {
+        Some(&[za, zw]) => {
+            let value = |v: Value, what: &str| -> Result<i32, String> {
+                let t = match f.def_op(v).map(|o| &f.op(o).kind) {
+                    Some(OpKind::Constant(_)) => constant_of(f, v)?,
+                    _ => return Err(format!("the {what} zero point is not a constant")),
+                };
+                t.to_i128()
+                    .and_then(|v| v.first().copied())
+                    .and_then(|v| i32::try_from(v).ok())
+                    .ok_or_else(|| format!("the {what} zero point {} is not one integer", t.ty()))
+            };
+            Some((value(za, "activation")?, value(zw, "weight")?))
+        }
+        _ => None,
     };
-    if q.elem != spec.weight.dtype {
-        return Err(format!(
-            "{} activations need {} weights, not {}",
-            xt.elem, spec.weight.dtype, q.elem
-        ));
+    let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
+    let dims = [m, k, xt.shape[0] as usize];
+    let spec = int_spec(&d.kind, (xt.elem, q.elem), zero_points.is_some(), dims);
+    if spec.is_binary() && q.elem != ElemType::Bipolar {
+        return Err(format!("b1 activations need b1 weights, not {}", q.elem));
     }
+    spec.check("cpu").map_err(|e| e.to_string())?;
     let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
     Ok(Plan {
         spec,
         weights,
         bias: None,
         post: None,
+        zero_points,
     })
 }
 
@@ -212,9 +255,6 @@ pub fn plan_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let (x, w) = (d.operands[0], d.operands[1]);
     let xt = f.ty(x);
     match &d.kind {
-        OpKind::MatMulInt { .. } if d.operands.len() > 2 => {
-            return Err("zero points are not supported by the integer kernels".into())
-        }
         OpKind::MatMul { .. } | OpKind::MatMulInt { .. } if xt.elem.is_integral() => {
             return map_int_matmul(f, op)
         }
@@ -364,6 +404,7 @@ fn map_dequantized(
         },
         act: xt.elem,
         epilogue,
+        schedule: IntSchedule::Direct,
     };
     let weights =
         PackedWeights::pack(&spec, &transpose(&q), &s, z.as_ref()).map_err(|e| e.to_string())?;
@@ -372,6 +413,7 @@ fn map_dequantized(
         weights,
         bias: None,
         post: None,
+        zero_points: None,
     })
 }
 
@@ -384,14 +426,20 @@ fn run_mapped(m: &Mapped, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, S
         let signed: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
         let acts = if spec.is_binary() {
             Activations::B1(&bytes)
+        } else if spec.is_bit_serial() {
+            Activations::Codes(x.elem, &bytes)
         } else if x.elem == ElemType::I8 {
             Activations::I8(&signed)
         } else {
             Activations::U8(&bytes)
         };
-        m.kernel
-            .run_int(acts, &m.weights, &mut y, n, 0)
-            .map_err(|e| e.to_string())?;
+        match m.zero_points {
+            Some(z) => m
+                .kernel
+                .run_int_zero_points(acts, &m.weights, z, &mut y, n, 0),
+            None => m.kernel.run_int(acts, &m.weights, &mut y, n, 0),
+        }
+        .map_err(|e| e.to_string())?;
         return Tensor::new(
             ElemType::I32,
             vec![n as u64, spec.m as u64],

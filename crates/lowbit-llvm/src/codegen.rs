@@ -36,6 +36,10 @@
 //! weights. With groups of 16 each block takes two scales, one per lane
 //! half. The W8A8 path is
 //! exact (wrapping i32, like the interpreter).
+//!
+//! Bit-serial specs (WxAy over bit-planes) are emitted by the child module
+//! [`bitserial`], with the same entry-point signature (its docs say what
+//! each argument holds there).
 
 use crate::error::CpuError;
 use crate::spec::{Activation, BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
@@ -49,6 +53,8 @@ use inkwell::types::{FloatType, IntType, PointerType, VectorType};
 use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
 use lowbit_ir::target::{Int8Dot, VectorIsa};
+
+pub mod bitserial;
 
 /// Name of the exported kernel entry point.
 pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
@@ -154,7 +160,11 @@ pub fn build_module<'ctx>(
         vf,
         fma,
     };
-    g.emit_kernel()?;
+    if spec.is_bit_serial() {
+        g.emit_bit_serial_kernel()?;
+    } else {
+        g.emit_kernel()?;
+    }
     module.verify().map_err(|e| {
         let e = e.to_string();
         let first = e.lines().next().unwrap_or("");
