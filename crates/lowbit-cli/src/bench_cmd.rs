@@ -12,6 +12,7 @@ use crate::args::{self, Spec};
 use crate::gemm_args::{gemm_spec, GEMM_SPECS};
 use crate::Failure;
 use lowbit_llvm::bench::{random_weights, rotation_bytes, BenchActivations, Rotation};
+use lowbit_llvm::jit::bit_plane_activations;
 use lowbit_llvm::probe::{
     fma_peak_gflops, llc_bytes, popcount_peak_gops, read_bandwidth_gbps, vnni_peak_gops,
 };
@@ -24,7 +25,7 @@ Benchmark a kernel against this machine's measured roofline.
 
 Usage: lowbit bench gemm --m M --k K --n N --weight DTYPE [--group G]
            [--scale DTYPE] [--zero-point] [--tensor-scale T]
-           --act DTYPE [--threads T]
+           --act DTYPE [--schedule direct|bit-serial] [--threads T]
            [--backend cpu] [--json]
 
 Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
@@ -41,6 +42,11 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
                    i8 runs the W8A8 kernel (exact i32 results, VNNI where
                    present; scales are not applied on this path); b1 with
                    --weight b1 runs the W1A1 popcount kernel (exact i32)
+  --schedule S     integer weights and activations: direct (default, W8A8)
+                   or bit-serial: i1..i8/u1..u8 (or b1) weights times
+                   i1..i8/u1..u8 activations by AND-popcounts of bit-planes
+                   (exact i32; --zero-point gives both operands a
+                   per-tensor zero point)
   --threads T      threads (default: all cores); the probes use T too
   --backend cpu    the only backend built in
   --samples S      at least S timed calls (default 20; at least 1 s total)
@@ -50,8 +56,10 @@ The weight working set rotates over copies exceeding the last-level cache.
 Prints the median seconds, GFLOP/s (2*m*k*n; integer ops for W8A8),
 weight GB/s (packed codes, scales and zero points per call), and their
 fractions of the measured DRAM read bandwidth and compute peak (f32 FMA,
-int8 VNNI for W8A8, or the xor+popcount step for W1A1, 2 binary ops per
-bit pair). JSON keys: seconds_median, gflops,
+int8 VNNI for W8A8, or the xor+popcount step for W1A1 and bit-serial, 2
+binary ops per bit pair: 2*m*k*n*x*y for x-bit weights and y-bit
+activations; bit-serial also prints the per-call activation packing time,
+which the median includes). JSON keys: seconds_median, gflops,
 weight_gbps, bandwidth_fraction, compute_fraction, machine {mem_gbps,
 peak_gops}, plus compile_ms, samples, threads, copies, weight_bytes, spec,
 target.
@@ -156,6 +164,8 @@ struct Report {
     min: f64,
     samples: usize,
     flops: f64,
+    /// Bit-serial: median seconds of packing the activations (per call).
+    act_pack: Option<f64>,
 }
 
 impl Report {
@@ -176,7 +186,7 @@ impl Report {
              machine: DRAM read {:.1} GB/s, {} {:.1} GOP/s (probes, {threads} threads, best of 5)\n\
              median: {:.6} s (min {:.6} s, {} samples)\n\
              GOP/s: {:.1} ({:.3} of peak)\n\
-             weight GB/s: {:.1} ({:.3} of DRAM bandwidth)\n",
+             weight GB/s: {:.1} ({:.3} of DRAM bandwidth)\n{}",
             self.target,
             self.compile.as_secs_f64() * 1e3,
             self.weight_bytes as f64 / 1e6,
@@ -193,6 +203,13 @@ impl Report {
             self.gflops() / self.peak_gflops,
             self.weight_gbps(),
             self.weight_gbps() / self.mem_gbps,
+            match self.act_pack {
+                Some(t) => format!(
+                    "activation bit-planes: {t:.6} s per call ({:.3} of the median)\n",
+                    t / self.median
+                ),
+                None => String::new(),
+            },
         )
     }
 
@@ -203,7 +220,7 @@ impl Report {
              \"bandwidth_fraction\": {:.4}, \"compute_fraction\": {:.4}, \
              \"machine\": {{\"mem_gbps\": {:.3}, \"peak_gops\": {:.3}, \"peak_kind\": \"{}\"}}, \
              \"compile_ms\": {:.3}, \"samples\": {}, \"threads\": {threads}, \"copies\": {}, \
-             \"weight_bytes\": {}, \"spec\": \"{}\", \"target\": \"{}\"}}",
+             \"weight_bytes\": {}, \"spec\": \"{}\", \"target\": \"{}\"{}}}",
             self.median,
             self.gflops(),
             self.weight_gbps(),
@@ -218,6 +235,10 @@ impl Report {
             self.weight_bytes,
             esc(&spec.to_string()),
             esc(&self.target),
+            match self.act_pack {
+                Some(t) => format!(", \"act_pack_seconds\": {t:e}"),
+                None => String::new(),
+            },
         )
     }
 }
@@ -261,7 +282,7 @@ fn bench(
     let big = rotation_bytes();
     let mem_gbps = read_bandwidth_gbps(threads, big, 5)?;
     // The integer path is measured against the int8 dot-product peak.
-    let special = if spec.is_binary() {
+    let special = if spec.is_binary() || spec.is_bit_serial() {
         popcount_peak_gops(threads, 5)?.map(|p| (p, "popcount peak"))
     } else if spec.is_integer() {
         vnni_peak_gops(threads, 5)?.map(|p| (p, "int8 VNNI peak"))
@@ -276,11 +297,20 @@ fn bench(
     let mut rotation = Rotation::new(random_weights(spec)?, big);
     let (weight_bytes, copies) = (rotation.copy_bytes(), rotation.len());
     let xs = BenchActivations::new(n, spec.k);
-    let act = xs.get(spec.act);
+    let act = if spec.is_bit_serial() {
+        xs.codes(spec.act)
+    } else {
+        xs.get(spec.act)
+    };
+    // Bit-serial zero points: arbitrary small values (the kernel's cost
+    // does not depend on them).
+    let zps = spec.weight.zero_point.then_some((3, 1));
     let mut y = vec![0f32; n * spec.m];
     let mut yi = vec![0i32; n * spec.m];
     let mut call = |w: &PackedWeights| {
-        if spec.is_integer() {
+        if let Some(z) = zps {
+            kernel.run_int_zero_points(act, w, z, &mut yi, n, threads)
+        } else if spec.is_integer() {
             kernel.run_int(act, w, &mut yi, n, threads)
         } else {
             kernel.run(act, w, None, &mut y, n, threads)
@@ -301,6 +331,24 @@ fn bench(
     std::hint::black_box((&y, &yi));
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    let act_pack = if spec.is_bit_serial() {
+        let mut t = Vec::new();
+        for _ in 0..5 {
+            let s = Instant::now();
+            std::hint::black_box(bit_plane_activations(spec, &act, n, threads)?);
+            t.push(s.elapsed().as_secs_f64());
+        }
+        t.sort_by(f64::total_cmp);
+        Some(t[t.len() / 2])
+    } else {
+        None
+    };
+    // Bit-serial: one and-popcount pair of ops per bit pair per plane pair.
+    let planes = if spec.is_bit_serial() {
+        (spec.weight.dtype.bits() * spec.act.bits()) as f64
+    } else {
+        1.0
+    };
     Ok(Report {
         target: kernel.target().describe(),
         compile: kernel.compile_time(),
@@ -313,6 +361,7 @@ fn bench(
         median,
         min: times[0],
         samples: times.len(),
-        flops: 2.0 * (spec.m * spec.k * n) as f64,
+        flops: 2.0 * (spec.m * spec.k * n) as f64 * planes,
+        act_pack,
     })
 }

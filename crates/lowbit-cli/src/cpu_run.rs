@@ -23,7 +23,10 @@
 //!   the kernel, a following wrapping `add` of a constant `i32 [m]` bias, a
 //!   `relu`, and a `requant_dyadic` to `i8` (saturating, nearest-even,
 //!   per-tensor or per output column, multipliers below 2^31, shifts up to
-//!   62); or `b1` × `b1` (the W1A1 popcount kernel). These are bit-exact.
+//!   62); `b1` × `b1` (the W1A1 popcount kernel); or, for
+//!   `matmul_int {schedule = bit_serial}` and any other 1- to 8-bit integer
+//!   or `b1` weight with 1- to 8-bit integer activations, the bit-serial
+//!   kernel (constant zero points, no epilogue). These are bit-exact.
 //!
 //! The weights are packed once, before the run; the dequantized `f32`
 //! weights are never built. [`CpuRun::summary`] lists what ran where and
@@ -36,8 +39,8 @@
 
 use lowbit::interp::{eval_op, InterpError};
 use lowbit::ir::{
-    Activation as IrActivation, BinaryOp, Function, Granularity, Op, OpKind, QRequant, Tensor,
-    TensorType, Value,
+    Activation as IrActivation, BinaryOp, Function, Granularity, IntSchedule, Op, OpKind, QRequant,
+    Tensor, TensorType, Value,
 };
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::{
@@ -114,6 +117,8 @@ pub struct Plan {
     /// The ops fused after the matmul, innermost first (empty for a
     /// matmul alone); the plan computes the last one's result.
     pub fused: Vec<Op>,
+    /// Bit-serial `matmul_int` zero points `(za, zw)` (constants).
+    pub zero_points: Option<(i32, i32)>,
 }
 
 /// Dyadic requantization parameters, one per output column.
@@ -201,23 +206,62 @@ fn plain(spec: GemmSpec, weights: PackedWeights, op: Op, x: Value) -> Plan {
         requant: None,
         quantize: None,
         fused: Vec::new(),
+        zero_points: None,
     }
 }
 
 /// The single element of a constant scalar (any shape of one element).
 fn scalar_of(f: &Function, v: Value, what: &str) -> Result<Tensor, String> {
-    let t = constant_of(f, v).map_err(|e| format!("the {what}: {e}"))?;
+    if !f
+        .def_op(v)
+        .is_some_and(|o| matches!(f.op(o).kind, OpKind::Constant(_)))
+    {
+        return Err(format!("the {what} is not a constant"));
+    }
+    let t = constant_of(f, v)?;
     if t.codes.len() != 1 {
         return Err(format!("the {what} is not a single element"));
     }
     Ok(t)
 }
 
+/// The integer kernel for `x [n, k]` times constant `w [k, m]`: W1A1 for
+/// `b1 x b1`; W8A8 for `u8`/`i8 x i8` on the direct schedule without zero
+/// points; otherwise bit-serial (which checks the element types).
+fn int_spec(kind: &OpKind, (x, w): (ElemType, ElemType), zps: bool, mkn: [usize; 3]) -> GemmSpec {
+    let [m, k, n] = mkn;
+    let n = Dim::Static(n);
+    if x == ElemType::Bipolar {
+        GemmSpec::binary(m, k, n)
+    } else if !is_bit_serial(kind) && !zps && w == ElemType::I8 && is_byte(x) {
+        GemmSpec::int8(m, k, n, x)
+    } else {
+        let mut s = GemmSpec::bit_serial(m, k, n, w, x);
+        s.weight.zero_point = zps;
+        s
+    }
+}
+
+fn is_bit_serial(kind: &OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::MatMulInt {
+            schedule: IntSchedule::BitSerial,
+            ..
+        }
+    )
+}
+
+fn is_byte(e: ElemType) -> bool {
+    [ElemType::U8, ElemType::I8].contains(&e)
+}
+
 /// Maps an integer `matmul x, w` or `matmul_int x, w[, zx, zw]` to `i32`
-/// (wrapping) with a constant `w` onto the W8A8 (`u8`/`i8` x `i8`) or
-/// W1A1 (`b1` x `b1`) kernel. An activation zero point `zx` becomes the
-/// bias `−zx · Σ_k w[k, r]` (exact modulo 2^32, as the wrapping result);
-/// the weight zero point must be 0.
+/// (wrapping) with a constant `w` (and constant zero points) onto the
+/// W8A8, W1A1 or bit-serial kernel ([`int_spec`]). On the W8A8 shapes
+/// (`u8`/`i8 x i8`, direct schedule) a zero weight zero point and an
+/// activation zero point `zx` stay on W8A8: `zx` becomes the bias
+/// `−zx · Σ_k w[k, r]` (exact modulo 2^32, as the wrapping result).
 fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
@@ -248,37 +292,46 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     if q.shape.len() != 2 {
         return Err(format!("the weight has rank {}, not 2", q.shape.len()));
     }
-    let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
-    let n = Dim::Static(n);
-    let spec = if xt.elem == ElemType::Bipolar {
-        GemmSpec::binary(m, k, n)
-    } else {
-        GemmSpec::int8(m, k, n, xt.elem)
+    let zero_points = match d.operands.get(2..4) {
+        Some(&[za, zw]) => {
+            let value = |v: Value, what: &str| -> Result<i32, String> {
+                let t = scalar_of(f, v, &format!("{what} zero point"))?;
+                t.to_i128()
+                    .and_then(|v| v.first().copied())
+                    .and_then(|v| i32::try_from(v).ok())
+                    .ok_or_else(|| format!("the {what} zero point {} is not one integer", t.ty()))
+            };
+            Some((value(za, "activation")?, value(zw, "weight")?))
+        }
+        _ => None,
     };
-    if q.elem != spec.weight.dtype {
-        return Err(format!(
-            "{} activations need {} weights, not {}",
-            xt.elem, spec.weight.dtype, q.elem
-        ));
+    let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
+    // W8A8 shapes with only an activation zero point: fold it into the bias.
+    let fold = match zero_points {
+        Some((za, 0)) if !is_bit_serial(&d.kind) && q.elem == ElemType::I8 && is_byte(xt.elem) => {
+            Some(za)
+        }
+        _ => None,
+    };
+    let spec = int_spec(
+        &d.kind,
+        (xt.elem, q.elem),
+        zero_points.is_some() && fold.is_none(),
+        [m, k, n],
+    );
+    if spec.is_binary() && q.elem != ElemType::Bipolar {
+        return Err(format!("b1 activations need b1 weights, not {}", q.elem));
     }
-    let mut int_bias = None;
-    if d.operands.len() == 4 {
-        if spec.is_binary() {
-            return Err("the W1A1 kernel takes no zero points".into());
-        }
-        let zx = scalar_of(f, d.operands[2], "activation zero point")?;
-        let zw = scalar_of(f, d.operands[3], "weight zero point")?;
-        let zw = zw.to_i128().unwrap_or_default();
-        if zw.first() != Some(&0) {
-            return Err(format!(
-                "the weight zero point is {zw:?}; the W8A8 kernel takes symmetric weights"
-            ));
-        }
-        let zx = zx.to_i128().and_then(|v| v.first().copied()).unwrap_or(0);
-        if zx != 0 {
+    spec.check("cpu").map_err(|e| e.to_string())?;
+    let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
+    let mut p = plain(spec, weights, op, x);
+    match fold {
+        Some(0) => {}
+        Some(zx) => {
             let wv = q
                 .to_i128()
-                .ok_or("the weight codes are not integers".to_string())?;
+                .ok_or_else(|| "the weight codes are not integers".to_string())?;
+            let zx = i128::from(zx);
             let bias = (0..m)
                 .map(|r| {
                     let col: i128 = (0..k).map(|j| wv[j * m + r]).sum();
@@ -287,14 +340,10 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
                     (-(zx * col)) as i32
                 })
                 .collect();
-            int_bias = Some(bias);
+            p.spec.epilogue.bias = true;
+            p.int_bias = Some(bias);
         }
-    }
-    let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
-    let mut p = plain(spec, weights, op, x);
-    if int_bias.is_some() {
-        p.spec.epilogue.bias = true;
-        p.int_bias = int_bias;
+        None => p.zero_points = zero_points,
     }
     Ok(p)
 }
@@ -520,6 +569,7 @@ fn map_dequantized(
         },
         act: xt.elem,
         epilogue,
+        schedule: IntSchedule::Direct,
     };
     let weights =
         PackedWeights::pack(&spec, &transpose(&q), &s, z.as_ref()).map_err(|e| e.to_string())?;
@@ -712,6 +762,8 @@ fn run_mapped(
         let signed: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
         let acts = if spec.is_binary() {
             Activations::B1(&bytes)
+        } else if spec.is_bit_serial() {
+            Activations::Codes(x.elem, &bytes)
         } else if x.elem == ElemType::I8 {
             Activations::I8(&signed)
         } else {
@@ -735,9 +787,13 @@ fn run_mapped(
             );
         }
         let mut y = vec![0i32; n * spec.m];
-        m.kernel
-            .run_int_bias(acts, m.weights(), bias, &mut y, n, 0)
-            .map_err(|e| e.to_string())?;
+        match m.plan.zero_points {
+            Some(z) => m
+                .kernel
+                .run_int_zero_points(acts, m.weights(), z, &mut y, n, 0),
+            None => m.kernel.run_int_bias(acts, m.weights(), bias, &mut y, n, 0),
+        }
+        .map_err(|e| e.to_string())?;
         return Tensor::new(
             ElemType::I32,
             shape.to_vec(),

@@ -143,6 +143,11 @@ impl BenchActivations {
         }
     }
 
+    /// The bytes as codes of the integer type `elem` (bit-serial kernels).
+    pub fn codes(&self, elem: ElemType) -> Activations<'_> {
+        Activations::Codes(elem, &self.u8s)
+    }
+
     /// The activations of type `act` (f32 for a type the kernels lack).
     pub fn get(&self, act: ElemType) -> Activations<'_> {
         match act {

@@ -43,6 +43,10 @@
 //! interpreter's result of the same pre-activation value (tanh GELU: plus
 //! `|x| · 2^-50`); with them the bound above is multiplied by 1.2 (their
 //! largest slope) before that term is added.
+//!
+//! Bit-serial specs (WxAy over bit-planes) are emitted by the child module
+//! [`bitserial`], with the same entry-point signature (its docs say what
+//! each argument holds there).
 
 mod epilogue;
 
@@ -58,6 +62,8 @@ use inkwell::types::{FloatType, IntType, PointerType, VectorType};
 use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::{AddressSpace, IntPredicate};
 use lowbit_ir::target::{Int8Dot, VectorIsa};
+
+pub mod bitserial;
 
 /// Name of the exported kernel entry point.
 pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
@@ -163,7 +169,11 @@ pub fn build_module<'ctx>(
         vf,
         fma,
     };
-    g.emit_kernel()?;
+    if spec.is_bit_serial() {
+        g.emit_bit_serial_kernel()?;
+    } else {
+        g.emit_kernel()?;
+    }
     module.verify().map_err(|e| {
         let e = e.to_string();
         let first = e.lines().next().unwrap_or("");

@@ -62,6 +62,10 @@ pub enum Activations<'a> {
     I8(&'a [i8]),
     /// `b1` codes, one per element: 0 is -1, 1 is +1 (W1A1 kernels).
     B1(&'a [u8]),
+    /// Integer codes of `elem` (1 to 8 bits, or `b1` for W1A1), one per
+    /// byte, the code in the low bits (two's complement for signed types;
+    /// higher bits are ignored, as the IR masks codes): bit-serial kernels.
+    Codes(lowbit_numerics::ElemType, &'a [u8]),
 }
 
 impl Activations<'_> {
@@ -73,6 +77,7 @@ impl Activations<'_> {
             Activations::U8(x) => x.len(),
             Activations::I8(x) => x.len(),
             Activations::B1(x) => x.len(),
+            Activations::Codes(_, x) => x.len(),
         }
     }
 
@@ -84,6 +89,7 @@ impl Activations<'_> {
             Activations::U8(_) => lowbit_numerics::ElemType::U8,
             Activations::I8(_) => lowbit_numerics::ElemType::I8,
             Activations::B1(_) => lowbit_numerics::ElemType::Bipolar,
+            Activations::Codes(e, _) => *e,
         }
     }
 
@@ -101,6 +107,26 @@ impl Activations<'_> {
                     -1.0
                 }
             }
+            Activations::Codes(e, x) => e.decode_int(u64::from(x[i])).map_or(0.0, |v| v as f32),
+        }
+    }
+
+    /// Bit-serial path: elements `start..start + out.len()` as code bytes
+    /// (the planes are their low bits).
+    fn codes_into(&self, start: usize, out: &mut [u8]) {
+        let r = start..start + out.len();
+        match self {
+            Activations::U8(x) | Activations::B1(x) | Activations::Codes(_, x) => {
+                out.copy_from_slice(&x[r])
+            }
+            Activations::I8(x) => {
+                for (o, &v) in out.iter_mut().zip(&x[r]) {
+                    *o = v as u8;
+                }
+            }
+            // Float activations never reach the integer paths (the element
+            // type is checked against the spec first).
+            Activations::F32(_) | Activations::F16(_) | Activations::BF16(_) => out.fill(0),
         }
     }
 }
@@ -439,8 +465,9 @@ impl GemmKernel {
 
     /// Computes the exact `i32` product `y[n, m] = x[n, k] · Wᵀ` of a W8A8
     /// spec ([`GemmSpec::int8`]), wrapping on overflow like the
-    /// interpreter's `matmul` to `i32`, or of a W1A1 spec
-    /// ([`GemmSpec::binary`]).
+    /// interpreter's `matmul` to `i32`, of a W1A1 spec
+    /// ([`GemmSpec::binary`]), or of a bit-serial spec without zero points
+    /// ([`GemmSpec::bit_serial`]; activations as `Codes`, or `U8`/`I8`).
     pub fn run_int(
         &self,
         x: Activations,
@@ -482,14 +509,66 @@ impl GemmKernel {
         )
     }
 
+    /// Computes `y[n, m] = Σ_k (x[n, k] - za) · (W[m, k] - zw)` exactly,
+    /// wrapping to `i32`, for a bit-serial spec with zero points
+    /// (`weight.zero_point`); `zero_points` is `(za, zw)`, the IR's
+    /// `matmul_int x, w, za, zw` operands as values.
+    pub fn run_int_zero_points(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        zero_points: (i32, i32),
+        y: &mut [i32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        if !self.spec.is_bit_serial() || !self.spec.weight.zero_point {
+            return Err(CpuError::SpecMismatch(format!(
+                "zero points are taken by bit-serial kernels with zero points, not {}",
+                self.spec
+            )));
+        }
+        self.check_call(&x, weights, y.len(), n)?;
+        self.run_bit_serial(x, weights, y.as_mut_ptr() as usize, zero_points, n, threads)
+    }
+
+    /// The bit-serial path after the checks: packs the activations into
+    /// bit-planes with their column sums, then runs the kernel.
+    fn run_bit_serial(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        y: usize,
+        (za, zw): (i32, i32),
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        let (planes, sums) = bit_plane_activations(&self.spec, &x, n, threads)?;
+        let zps = [za, zw];
+        self.launch(
+            [
+                planes.as_ptr() as usize,
+                weights.codes().as_ptr() as usize,
+                sums.as_ptr() as usize,
+                weights.row_sums().as_ptr() as usize,
+                zps.as_ptr() as usize,
+                y,
+            ],
+            n,
+            threads,
+        );
+        Ok(())
+    }
+
     /// Computes `y[n, m] = clamp(round_half_even(acc * M[m] / 2^shift[m]) +
     /// zp, -128, 127)` as `i8`, `acc` being the exact `i32` product of
     /// [`GemmKernel::run_int`], for a W8A8 spec with
     /// `epilogue.requantize`. The arithmetic is exact in 64-bit integers.
     /// It equals the interpreter's `requantize` with input scale
     /// `M * 2^-shift`, output scale 1 and nearest-even rounding whenever
-    /// `|acc * M| < 2^53` (beyond that the interpreter's f64 product
-    /// rounds).
+    /// the interpreter's quotient `acc * M * 2^-shift` is exact in its
+    /// quotient format: `|acc * M| < 2^53` with `f64` scales, `< 2^24`
+    /// with `f32` ones (beyond that the quotient rounds first).
     pub fn run_requant(
         &self,
         x: Activations,
@@ -578,7 +657,15 @@ impl GemmKernel {
         if n == 0 {
             return Ok(());
         }
-        if let Activations::B1(v) = x {
+        if spec.is_bit_serial() {
+            if spec.weight.zero_point {
+                return Err(CpuError::SpecMismatch(
+                    "this bit-serial kernel subtracts zero points: use run_int_zero_points".into(),
+                ));
+            }
+            return self.run_bit_serial(x, weights, y.0, (0, 0), n, threads);
+        }
+        if let Activations::B1(v) | Activations::Codes(lowbit_numerics::ElemType::Bipolar, v) = x {
             // Pack each row's codes into LSB-first bits, padded with 0.
             let row = spec.row_bytes();
             let mut p = vec![0u8; n * row];
@@ -694,6 +781,59 @@ impl GemmKernel {
             work();
         });
     }
+}
+
+/// The activation operand of a bit-serial kernel call: `x` (`n` rows of
+/// `spec.k` codes, already checked against the spec) packed into bit-planes
+/// like the weights (`[n, k_pad / 512, planes, 64 bytes]`), and each row's
+/// value sum (wrapping `i32`) for the `b1` and zero-point corrections;
+/// rows are split over `threads` threads (0: all cores). Public so that
+/// benchmarks can time this per-call step on its own.
+pub fn bit_plane_activations(
+    spec: &GemmSpec,
+    x: &Activations,
+    n: usize,
+    threads: usize,
+) -> Result<(Vec<u8>, Vec<i32>), CpuError> {
+    if !spec.is_bit_serial() || x.elem() != spec.act {
+        return Err(CpuError::SpecMismatch(format!(
+            "{} activations are not the bit-serial operand of {spec}",
+            x.elem()
+        )));
+    }
+    size("x", n.checked_mul(spec.k), x.len())?;
+    let (k, bits) = (spec.k, spec.act_planes());
+    let row = spec.k_pad() / 8 * bits;
+    let mut planes = vec![0u8; n * row];
+    let mut sums = vec![0i32; n];
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |t| t.get())
+    } else {
+        threads
+    };
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let pack = |c0: usize, dsts: &mut [u8], sums: &mut [i32]| {
+        let mut codes = vec![0u8; k];
+        for (i, (dst, sum)) in dsts.chunks_mut(row).zip(sums).enumerate() {
+            x.codes_into((c0 + i) * k, &mut codes);
+            crate::pack::pack_planes(&codes, bits, dst);
+            *sum = crate::pack::plane_row_sum(dst, spec.act);
+        }
+    };
+    // The caller's thread packs the first group (the only one when
+    // decoding: no thread is spawned), spawned threads the others.
+    std::thread::scope(|s| {
+        let mut groups = planes.chunks_mut(per * row).zip(sums.chunks_mut(per));
+        let first = groups.next();
+        for (g, (dsts, sums)) in groups.enumerate() {
+            let pack = &pack;
+            s.spawn(move || pack((g + 1) * per, dsts, sums));
+        }
+        if let Some((dsts, sums)) = first {
+            pack(0, dsts, sums);
+        }
+    });
+    Ok((planes, sums))
 }
 
 /// A buffer-size check: `expected` is `None` when the size overflows.

@@ -31,14 +31,27 @@
 //! 512 bits) — produce exact `i32` sums and take no scales or zero points;
 //! W8A8 takes an `i32` bias, ReLU and a dyadic requantization to `i8`
 //! (in that order), W1A1 no epilogue.
+//!
+//! The bit-serial path ([`GemmSpec::bit_serial`], `schedule = BitSerial`,
+//! the IR's `matmul_int {schedule = bit_serial}`): `x`-bit integer (or `b1`)
+//! weights times `y`-bit integer activations, `x, y` in 1..=8, signed or
+//! unsigned, as `Σ_ij ±2^(i+j) popcount(A_j and W_i)` over bit-planes. The
+//! weights are stored `tile = 1x512, bitplanes` (each 512-element block of
+//! a row as `x` planes of 64 bytes), rows padded with code 0 to 512
+//! elements; activations are packed the same way at each call. Optional
+//! per-tensor zero points of both operands (the IR's `matmul_int a, b, za,
+//! zb`) are given at run time. Results are exact, wrapping to `i32`.
 
 use crate::error::CpuError;
-use lowbit_ir::{Granularity, Layout, TensorType};
+use lowbit_ir::{Granularity, IntSchedule, Layout, TensorType};
 use lowbit_numerics::{ElemType, FloatFormat};
 use std::fmt;
 
 /// Elements per packed block: the unit the kernels unpack at once.
 pub const BLOCK: usize = 32;
+
+/// Elements per block of the bit-serial kernels: one 512-bit plane word.
+pub const PLANE_BLOCK: usize = 512;
 
 /// Elements per block of the integer (W8A8) kernels: one 64-byte vector,
 /// 4 bytes per 32-bit lane as `vpdpbusd` takes them.
@@ -160,6 +173,11 @@ pub struct GemmSpec {
     pub act: ElemType,
     /// Bias and activation.
     pub epilogue: Epilogue,
+    /// Integer paths: multiply whole integers (`Direct`, W8A8) or sum
+    /// AND-popcounts of bit-planes (`BitSerial`); float specs must leave it
+    /// `Direct`. `b1 x b1` (W1A1) is bit-serial by construction under
+    /// either.
+    pub schedule: IntSchedule,
 }
 
 /// How a packed 32-element weight block is stored.
@@ -224,7 +242,15 @@ impl fmt::Display for GemmSpec {
                 self.k,
                 self.weight.dtype,
                 self.act,
-                if self.is_binary() { ", popcount" } else { "" }
+                if self.is_binary() {
+                    ", popcount"
+                } else if self.is_bit_serial() && self.weight.zero_point {
+                    ", bit-serial, zero points"
+                } else if self.is_bit_serial() {
+                    ", bit-serial"
+                } else {
+                    ""
+                }
             )
             .and_then(|()| {
                 if self.epilogue.bias {
@@ -289,6 +315,7 @@ impl GemmSpec {
             },
             act: ElemType::F32,
             epilogue: Epilogue::default(),
+            schedule: IntSchedule::Direct,
         }
     }
 
@@ -317,6 +344,7 @@ impl GemmSpec {
             },
             act,
             epilogue: Epilogue::default(),
+            schedule: IntSchedule::Direct,
         }
     }
 
@@ -338,9 +366,40 @@ impl GemmSpec {
         }
     }
 
+    /// A bit-serial spec: `weight` (`i1`..`i8`, `u1`..`u8` or `b1`) times
+    /// `act` (`i1`..`i8`, `u1`..`u8`), the exact `i32` product
+    /// `Y[n, m] = sum_k (X[n, k] - za) * (W[m, k] - zw)` (wrapping), without
+    /// zero points unless `weight.zero_point` is set (then both `za` and
+    /// `zw` are given at each call; not for `b1` weights).
+    pub fn bit_serial(m: usize, k: usize, n: Dim, weight: ElemType, act: ElemType) -> GemmSpec {
+        let mut s = GemmSpec::int8(m, k, n, act);
+        s.weight.dtype = weight;
+        s.schedule = IntSchedule::BitSerial;
+        s
+    }
+
+    /// Whether this is the general bit-serial path (WxAy over bit-planes,
+    /// see [`GemmSpec::bit_serial`]); W1A1 ([`GemmSpec::is_binary`]) has
+    /// its own xor kernel.
+    pub fn is_bit_serial(&self) -> bool {
+        self.is_integer() && !self.is_binary() && self.schedule == IntSchedule::BitSerial
+    }
+
+    /// Bit-planes of the weight (bit-serial path).
+    pub(crate) fn weight_planes(&self) -> usize {
+        self.weight.dtype.bits() as usize
+    }
+
+    /// Bit-planes of the activation (bit-serial path).
+    pub(crate) fn act_planes(&self) -> usize {
+        self.act.bits() as usize
+    }
+
     /// Elements per packed block on this spec's path.
     pub(crate) fn block(&self) -> usize {
-        if self.is_binary() {
+        if self.is_bit_serial() {
+            PLANE_BLOCK
+        } else if self.is_binary() {
             8 * INT_BLOCK
         } else if self.is_integer() {
             INT_BLOCK
@@ -436,6 +495,13 @@ impl GemmSpec {
         if self.is_binary() {
             return Layout::default();
         }
+        if self.is_bit_serial() {
+            return Layout {
+                tile: vec![1, PLANE_BLOCK as u64],
+                bit_planes: true,
+                ..Layout::default()
+            };
+        }
         match self.block_format() {
             BlockFormat::Bytes => Layout::default(),
             BlockFormat::Interleaved { .. } => Layout {
@@ -459,6 +525,9 @@ impl GemmSpec {
 
     /// Bytes of packed weight codes per row.
     pub(crate) fn row_bytes(&self) -> usize {
+        if self.is_bit_serial() {
+            return self.k_pad() / 8 * self.weight_planes();
+        }
         if self.is_binary() {
             return self.k_pad() / 8;
         }
@@ -479,7 +548,8 @@ impl GemmSpec {
             return self.m * self.row_bytes();
         }
         if self.is_integer() {
-            // Codes and one i32 weight sum per row.
+            // Codes and one i32 weight sum per row (bit-serial: for the
+            // zero-point correction).
             return self.m * (self.row_bytes() + 4);
         }
         let scales = self.m * self.groups_per_row();
@@ -502,8 +572,44 @@ impl GemmSpec {
         }
     }
 
+    fn check_bit_serial(&self, target: &str) -> Result<(), CpuError> {
+        let u = |r: String| Err(self.unsupported(target, r));
+        let narrow_int =
+            |t: ElemType| matches!(t, ElemType::Int { bits, .. } if (1..=8).contains(&bits));
+        if !narrow_int(self.act) {
+            return u(format!(
+                "bit-serial activations must be 1- to 8-bit integers, not {}",
+                self.act
+            ));
+        }
+        if !narrow_int(self.weight.dtype) && self.weight.dtype != ElemType::Bipolar {
+            return u(format!(
+                "bit-serial weights must be 1- to 8-bit integers or b1, not {}",
+                self.weight.dtype
+            ));
+        }
+        if self.weight.zero_point && self.weight.dtype == ElemType::Bipolar {
+            return u("b1 weights take no zero points (matmul_int needs integer operands)".into());
+        }
+        if self.epilogue != Epilogue::default() {
+            return u("the bit-serial kernel has no epilogue (exact i32 results)".into());
+        }
+        if let Some(l) = &self.weight.layout {
+            if *l != self.packed_layout() {
+                return u(format!(
+                    "the bit-serial kernel reads {}, not {l}",
+                    self.packed_layout()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_integer(&self, target: &str) -> Result<(), CpuError> {
         let u = |r: String| Err(self.unsupported(target, r));
+        if self.is_bit_serial() {
+            return self.check_bit_serial(target);
+        }
         if self.is_binary() {
             if self.weight.dtype != ElemType::Bipolar {
                 return u(format!(
@@ -523,13 +629,15 @@ impl GemmSpec {
         }
         if ![ElemType::U8, ElemType::I8].contains(&self.act) {
             return u(format!(
-                "integer activations must be u8 or i8, not {}",
+                "the direct integer kernel (W8A8) takes u8 or i8 activations, not {}; \
+                 other widths take the bit-serial schedule",
                 self.act
             ));
         }
         if self.weight.dtype != ElemType::I8 {
             return u(format!(
-                "integer activations need i8 weights (W8A8), not {}",
+                "integer activations need i8 weights (W8A8), not {}; other widths \
+                 take the bit-serial schedule",
                 self.weight.dtype
             ));
         }
@@ -570,6 +678,12 @@ impl GemmSpec {
         }
         if self.is_integer() {
             return self.check_integer(target);
+        }
+        if self.schedule == IntSchedule::BitSerial {
+            return u(format!(
+                "the bit-serial schedule needs integer activations, not {}",
+                self.act
+            ));
         }
         let Some(kind) = self.weight_kind() else {
             return u(

@@ -143,6 +143,7 @@ fn activations_match_the_interpreter_on_probe_values() {
                 activation: act,
                 requantize: false,
             },
+            schedule: IntSchedule::Direct,
         };
         let wq = Tensor::new(
             ElemType::I8,
@@ -296,6 +297,7 @@ fn activations_in_random_gemms_match_the_interpreter() {
                 activation: act,
                 requantize: false,
             },
+            schedule: IntSchedule::Direct,
         };
         let wq = Tensor::new(
             dtype,

@@ -68,6 +68,28 @@ fn check(ir: &Target, cpu: &CpuTarget) {
         );
     }
 
+    // The bit-serial WxAy kernel is the one the shared name describes:
+    // vpandq + vpopcntq with VPOPCNTDQ, the vpshufb lookup without.
+    let bs_asm = asm(
+        &GemmSpec::bit_serial(
+            16,
+            1024,
+            Dim::Static(4),
+            "i2".parse().unwrap(),
+            "u2".parse().unwrap(),
+        ),
+        cpu,
+    );
+    if pop {
+        assert!(pop_cost.contains("vpandq+vpopcntq"), "{name}: {pop_cost}");
+        for ins in ["vpandq", "vpopcntq"] {
+            assert!(bs_asm.contains(ins), "{name}: W2A2 asm lacks {ins}");
+        }
+    } else {
+        assert!(!bs_asm.contains("vpopcntq"), "{name}: W2A2 asm vs path");
+        assert!(bs_asm.contains("vpshufb"), "{name}: W2A2 asm lacks vpshufb");
+    }
+
     // Float kernels: 512-bit registers exactly when the path is AVX-512.
     let f_asm = asm(
         &GemmSpec::new(16, 256, Dim::Static(4), "i4".parse().unwrap(), 32),

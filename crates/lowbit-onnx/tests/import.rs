@@ -718,3 +718,111 @@ fn norm_extra_outputs() {
         "{e}"
     );
 }
+
+/// Runs a one-input model on the interpreter and returns its outputs.
+fn run_one(m: &ModelProto, x: Tensor) -> Vec<Tensor> {
+    let m = import(m).unwrap();
+    run_function(m.entry().unwrap(), &[("x".into(), x)])
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
+}
+
+fn f32_tensor(vals: &[f32]) -> Tensor {
+    let v: Vec<f64> = vals.iter().map(|&v| v as f64).collect();
+    Tensor::from_f64(ElemType::F32, vec![vals.len() as u64], &v).unwrap()
+}
+
+/// `DynamicQuantizeLinear` as onnxruntime computes it: the f32 scale
+/// `(max − min) / 255`, the zero point `round(−min / scale)` and the codes
+/// `round(x / scale) + zp`, every quotient an f32 division (here computed
+/// with Rust's own f32 arithmetic), and scale 1 for an all-zero input.
+#[test]
+fn dynamic_quantize_linear_divides_in_f32() {
+    let m = model(
+        vec![node(
+            "DynamicQuantizeLinear",
+            "dql",
+            &["x"],
+            &["y", "s", "z"],
+        )],
+        vec![value_info("x", DataType::Float, &[6])],
+        vec![
+            value_info("y", DataType::Uint8, &[6]),
+            value_info("s", DataType::Float, &[]),
+            value_info("z", DataType::Uint8, &[]),
+        ],
+        vec![],
+        21,
+    );
+    let (lo, hi) = (-3.7183f32, 5.1234f32);
+    let s = (hi - lo) / 255.0;
+    let zp = (-(lo / s)).round_ties_even().clamp(0.0, 255.0);
+    // Values whose f32 quotient is a tie, and whose f64 quotient is not
+    // (so an f64 division would round them the other way).
+    let ties: Vec<f32> = [17.5f64, 100.5, 180.5, 3.5]
+        .iter()
+        .map(|k| ((k - zp as f64) * s as f64) as f32)
+        .collect();
+    let f64_codes_differ = ties
+        .iter()
+        .filter(|&&x| (x as f64 / s as f64).round_ties_even() != (x / s).round_ties_even() as f64)
+        .count();
+    assert!(f64_codes_differ > 0, "no discriminating tie among {ties:?}");
+    let xs = [lo, hi, ties[0], ties[1], ties[2], ties[3]];
+    let out = run_one(&m, f32_tensor(&xs));
+    assert_eq!(out[1].to_f64(), [s as f64]);
+    assert_eq!(out[2].to_i128().unwrap(), [zp as i128]);
+    let want: Vec<i128> = xs
+        .iter()
+        .map(|&x| ((x / s).round_ties_even() + zp).clamp(0.0, 255.0) as i128)
+        .collect();
+    assert_eq!(out[0].to_i128().unwrap(), want);
+    // All zeros: scale 1 (onnxruntime), zero point 0, codes 0.
+    let out = run_one(&m, f32_tensor(&[0.0; 6]));
+    assert_eq!(out[1].to_f64(), [1.0]);
+    assert_eq!(out[2].to_i128().unwrap(), [0]);
+    assert_eq!(out[0].to_i128().unwrap(), [0; 6]);
+}
+
+/// A float8 `y_zero_point` only names the output type: onnxruntime ignores
+/// its value, and so does the importer (a misshapen one is still an error).
+#[test]
+fn quantize_linear_float8_zero_point_value_is_ignored() {
+    let zp = |dims: &[i64], n: usize| TensorProto {
+        name: Some("z".into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float8e4m3fn as i32),
+        // E4M3FN code 0x40 is 2.0.
+        int32_data: vec![0x40; n],
+        ..TensorProto::default()
+    };
+    let m = |z: TensorProto| {
+        model(
+            vec![node("QuantizeLinear", "q", &["x", "s", "z"], &["y"])],
+            vec![value_info("x", DataType::Float, &[4])],
+            vec![value_info("y", DataType::Float8e4m3fn, &[4])],
+            vec![f32_init("s", &[], &[0.1]), z],
+            21,
+        )
+    };
+    // 0.10625f32 / 0.1f32 is 1.0625 in f32: the E4M3 tie between 1 and
+    // 1.125 goes to 1 (the exact quotient would give 1.125).
+    let out = run_one(&m(zp(&[], 1)), f32_tensor(&[0.0, 1.0, 0.10625, -0.3]));
+    let want: Vec<f64> = [0.0f32, 1.0, 0.10625, -0.3]
+        .iter()
+        .map(|&x| {
+            let q = x / 0.1f32;
+            let e = ElemType::Float(lowbit_numerics::FloatFormat::F8E4M3FN);
+            e.decode(e.encode(q as f64, lowbit_numerics::Rounding::NearestEven, true))
+        })
+        .collect();
+    assert_eq!(want[2], 1.0);
+    assert_eq!(out[0].to_f64(), want);
+    let e = import_err(&m(zp(&[2], 2)));
+    assert!(
+        e.contains("node 'q'") && e.contains("y_zero_point has shape [2] but y_scale has []"),
+        "{e}"
+    );
+}

@@ -191,7 +191,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         VectorType::const_vector(&vec![t.const_float(v); like.get_type().get_size() as usize])
     }
 
-    fn splat_i64(&self, like: VectorValue<'ctx>, v: i64) -> VectorValue<'ctx> {
+    fn splat_i64_like(&self, like: VectorValue<'ctx>, v: i64) -> VectorValue<'ctx> {
         VectorType::const_vector(&vec![
             self.i64t.const_int(v as u64, true);
             like.get_type().get_size() as usize
@@ -268,11 +268,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let p = self.horner(r, &coeffs)?;
         let vi = self.i64t.vec_type(y.get_type().get_size());
         let ni = b.build_float_to_signed_int(n, vi, "ni")?;
-        let n1 = b.build_right_shift(ni, self.splat_i64(y, 1), true, "n1")?;
+        let n1 = b.build_right_shift(ni, self.splat_i64_like(y, 1), true, "n1")?;
         let n2 = b.build_int_sub(ni, n1, "n2")?;
         let pow2 = |k: VectorValue<'ctx>| -> Result<VectorValue<'ctx>, CpuError> {
-            let e = b.build_int_add(k, self.splat_i64(y, 1023), "eb")?;
-            let e = b.build_left_shift(e, self.splat_i64(y, 52), "eb")?;
+            let e = b.build_int_add(k, self.splat_i64_like(y, 1023), "eb")?;
+            let e = b.build_left_shift(e, self.splat_i64_like(y, 52), "eb")?;
             Ok(b.build_bit_cast(e, y.get_type(), "p2")?.into_vector_value())
         };
         let e = b.build_float_mul(p, pow2(n1)?, "e")?;

@@ -6,7 +6,13 @@
 //! * `QuantizeLinear`/`DequantizeLinear` map to `quantize`/`dequantize`
 //!   with the granularity the scale's shape and `axis`/`block_size` give;
 //!   integer outputs always saturate, float outputs (float8/float4) follow
-//!   `saturate`. A `QuantizeLinear` on int32 input is cast to f64 first.
+//!   `saturate`. The IR's quotient `x / y_scale` is rounded to f32 for
+//!   f32/f16/bf16 operands, which is onnxruntime's f32 division (see
+//!   `lowbit-interp`), so codes match it at ties for any scale. A float
+//!   (float8/float4) `y_zero_point` only sets the output type: its value is
+//!   dropped, as onnxruntime and the ONNX reference implementation ignore
+//!   it. A `QuantizeLinear` on int32 input (opsets 10–19; onnxruntime has
+//!   no kernel for it) is cast to f64 first, so it divides in f64.
 //! * `Cast`: float → int truncates toward zero (then wraps, as C casts do on
 //!   the platforms onnxruntime runs on; out of range is undefined in the
 //!   spec); int → int wraps; to float8 the `saturate` attribute applies;
@@ -21,7 +27,13 @@
 //!   computed beside the fused `layer_norm` (see `norm_stats`), in f64 and
 //!   rounded to `stash_type`.
 //! * `DynamicQuantizeLinear` is expanded into `reduce_min`/`reduce_max`,
-//!   f32 arithmetic and `quantize`, exactly the spec's formula.
+//!   f32 arithmetic and `quantize`, as onnxruntime computes it: `y_scale =
+//!   (max(x, 0) − min(x, 0)) / 255` in f32, except that a zero range (all
+//!   zeros) gives scale 1 where the spec's formula would divide by zero;
+//!   `y_zero_point = saturate(round(−min / y_scale))` with an f32 quotient;
+//!   `y` quantizes with the f32 quotient `x / y_scale`. Bit-exact against
+//!   onnxruntime except for NaN inputs (its min/max skip NaN; here NaN
+//!   propagates into the scale).
 //! * `MatMulNBits` (com.microsoft): the packed weight becomes a `u<bits>`
 //!   constant of shape `[K, N]` with `[ceil(K/block), N]` scales and zero
 //!   points, then `dequantize {axis = 0, block_size}` and `matmul`; the
@@ -1162,10 +1174,27 @@ fn dynamic_quantize(im: &mut Importer, node: &NodeProto) -> R<Vec<Val>> {
     let range = binary(im, BinaryOp::Sub, &mx, &mn)?;
     let qmax = im.constant(scalar(ElemType::F32, 255.0));
     let scale = binary(im, BinaryOp::Div, &range, &qmax)?;
+    // onnxruntime uses scale 1 for an all-zero input. range ≥ 0 (or NaN),
+    // so rounding it up into u1 with saturation gives 1 exactly when it is
+    // non-zero (NaN counts as 0, and NaN + 1 stays NaN below); adding
+    // 1 − that indicator changes only the zero scale (x + 0 = x).
+    let u1 = TensorType::new(vec![], U1);
+    let nonzero = im.emit(
+        OpKind::Cast {
+            rounding: Rounding::Up,
+            saturate: true,
+            stochastic: None,
+        },
+        &[&range],
+        u1,
+    )?;
+    let nonzero = clamp_free_cast(im, &nonzero, ElemType::F32)?;
+    let one = im.constant(scalar(ElemType::F32, 1.0));
+    let is_zero = binary(im, BinaryOp::Sub, &one, &nonzero)?;
+    let scale = binary(im, BinaryOp::Add, &scale, &is_zero)?;
     // zero point = saturate(round(qmin - min / scale)), qmin = 0.
     let ratio = binary(im, BinaryOp::Div, &mn, &scale)?;
     let izp = im.emit(OpKind::Unary { op: UnaryOp::Neg }, &[&ratio], f32s(vec![]))?;
-    let one = im.constant(scalar(ElemType::F32, 1.0));
     let quant = || OpKind::Quantize {
         granularity: Granularity::PerTensor,
         rounding: Rounding::NearestEven,
@@ -1266,8 +1295,18 @@ fn quantize_node(im: &mut Importer, node: &NodeProto, version: i64) -> R<Val> {
     let g = granularity(node, &x.ty, &scale.ty, version)?;
     let saturate = out.is_integral() || attr_i(node, "saturate").unwrap_or(1) != 0;
     let mut ops = vec![&x, &scale];
-    if let Some(z) = &zp {
-        ops.push(z);
+    match &zp {
+        Some(z) if out.is_integral() => ops.push(z),
+        // A float zero point's value is ignored (see the module docs), but
+        // its shape must still be the scale's.
+        Some(z) if z.ty.shape != scale.ty.shape => {
+            return Err(format!(
+                "y_zero_point has shape {} but y_scale has {}",
+                fmt_shape(&z.ty.shape),
+                fmt_shape(&scale.ty.shape)
+            ))
+        }
+        _ => {}
     }
     let ty = x.ty.with_elem(out);
     im.emit(
