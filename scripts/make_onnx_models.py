@@ -232,6 +232,31 @@ def matmulnbits(with_zp=True, k=40, seed=7, zp_kind="packed", g_idx=None):
     return m, {"a": r.standard_normal((1, 3, k)).astype(np.float32)}, None
 
 
+def cast_weight():
+    """int8 weights dequantized by hand, without DequantizeLinear. "w":
+    Cast to float, Mul by a per-column scale, MatMul (lowbit imports it as a
+    dequantize, so it stays quantized). "w2": Cast, Sub a fractional float
+    zero point, Mul, MatMul (the weight becomes float at import; lowbit
+    explain says so)."""
+    r = rng(21)
+    nodes = [
+        helper.make_node("Cast", ["w"], ["wf"], name="w_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["wf", "ws"], ["wd"], name="w_scale"),
+        helper.make_node("MatMul", ["x", "wd"], ["h"], name="mm"),
+        helper.make_node("Cast", ["w2"], ["w2f"], name="w2_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["w2f", "w2z"], ["w2c"], name="w2_zero"),
+        helper.make_node("Mul", ["w2c", "w2s"], ["w2d"], name="w2_scale"),
+        helper.make_node("MatMul", ["h", "w2d"], ["y"], name="mm2"),
+    ]
+    inits = [init("w", r.integers(-128, 128, (16, 8)).astype(np.int8)),
+             init("ws", (r.random(8) * 0.02 + 0.005).astype(np.float32)),
+             init("w2", r.integers(0, 256, (8, 4)).astype(np.uint8)),
+             init("w2z", np.float32(127.5)),
+             init("w2s", np.float32(0.01))]
+    m = model(nodes, [vi("x", F, [3, 16])], [vi("y", F, [3, 4])], inits)
+    return m, {"x": r.standard_normal((3, 16)).astype(np.float32)}, None
+
+
 def attention():
     """A quantized single-head-pair attention block with residual and LayerNorm."""
     r = rng(8)
@@ -540,6 +565,7 @@ MODELS = {
     "matmulnbits_g_idx": lambda: matmulnbits(zp_kind="float", seed=15, g_idx="identity"),
     "matmulnbits_g_idx_shuffled": lambda: matmulnbits(zp_kind="float_frac", seed=16,
                                                       g_idx="shuffled"),
+    "cast_weight": cast_weight,
     "attention": attention,
     "dynamic_quant": dynamic_quant,
     "qlinear": qlinear,

@@ -667,6 +667,89 @@ fn matmulnbits_float_zero_points_and_g_idx() {
     );
 }
 
+/// Where the importer made quantized data float: (op name, note node,
+/// note op type), in op order.
+fn notes_of(m: &Module) -> Vec<(String, String, String)> {
+    let f = m.entry().unwrap();
+    f.notes_in_order()
+        .into_iter()
+        .map(|(op, n)| {
+            (
+                f.op(op).kind.name().to_string(),
+                n.node.clone(),
+                n.op_type.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn float_codes_are_noted_and_only_then() {
+    // Integral float zero points become u4 codes: nothing is made float.
+    let zp = f32_init("zp", &[4], &[1.0, 2.0, 3.0, 15.0]);
+    assert_eq!(notes_of(&import(&nbits_model(Some(zp), None)).unwrap()), []);
+    let m = import(&nbits_model(None, None)).unwrap();
+    assert_eq!(notes_of(&m), []);
+    // A fractional one makes the codes float: the cast, the dequantize and
+    // the matmul say so, naming the node and the first offending value.
+    let zp = f32_init("zp", &[4], &[1.0, 2.0, 0.5, 15.0]);
+    let m = import(&nbits_model(Some(zp), None)).unwrap();
+    let mmnb = |op: &str| {
+        (
+            op.to_string(),
+            "mmnb".to_string(),
+            "MatMulNBits".to_string(),
+        )
+    };
+    assert_eq!(
+        notes_of(&m),
+        [mmnb("cast"), mmnb("dequantize"), mmnb("matmul")]
+    );
+    let f = m.entry().unwrap();
+    let why = &f.notes_in_order()[0].1.why;
+    assert!(
+        why.contains(
+            "zero_points 'zp' are not integers in [0, 15] (e.g. 0.5 for column 1, block 0)"
+        ),
+        "{why}"
+    );
+    // The note survives printing and parsing back.
+    let text = lowbit_ir::printer::print_module(&m);
+    let back = lowbit_ir::parser::parse_module(&text).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(notes_of(&back), notes_of(&m));
+}
+
+#[test]
+fn cast_of_a_low_bit_constant_to_float_is_noted() {
+    let cast_model = |dt: DataType, raw: Vec<u8>| {
+        let w = TensorProto {
+            name: Some("w".into()),
+            dims: vec![2, 2],
+            data_type: Some(dt as i32),
+            raw_data: Some(raw),
+            ..TensorProto::default()
+        };
+        let mut c = node("Cast", "deq", &["w"], &["wf"]);
+        c.attribute.push(int_attr("to", DataType::Float as i64));
+        let mm = node("MatMul", "mm", &["a", "wf"], &["y"]);
+        model(
+            vec![c, mm],
+            vec![value_info("a", DataType::Float, &[1, 2])],
+            vec![value_info("y", DataType::Float, &[1, 2])],
+            vec![w],
+            21,
+        )
+    };
+    let m = import(&cast_model(DataType::Int8, vec![1, 2, 3, 0xFF])).unwrap();
+    assert_eq!(notes_of(&m), [("cast".into(), "deq".into(), "Cast".into())]);
+    let n = m.entry().unwrap().notes_in_order()[0].1.clone();
+    assert_eq!(n.what, "the i8 constant 'w' [2, 2]");
+    // Wide integers (shape arithmetic, indices) are not quantized data.
+    let m = import(&cast_model(DataType::Int32, vec![0; 16])).unwrap();
+    assert_eq!(notes_of(&m), []);
+}
+
 #[test]
 fn matmulnbits_bad_zero_points_and_g_idx_are_named() {
     let bad = |zp, g| import_err(&nbits_model(zp, g));

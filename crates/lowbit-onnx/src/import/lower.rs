@@ -22,12 +22,17 @@
 //!   rounded to `stash_type`.
 //! * `DynamicQuantizeLinear` is expanded into `reduce_min`/`reduce_max`,
 //!   f32 arithmetic and `quantize`, exactly the spec's formula.
+//! * `Mul(Cast(q), scale)` with `q` a low-bit constant (a weight
+//!   dequantized by hand) becomes `dequantize q, scale` when the scale is
+//!   per-tensor or per-axis (bit-exact); any other `Cast` of a low-bit
+//!   constant to float is kept and noted for `lowbit explain`.
 //! * `MatMulNBits` (com.microsoft): the packed weight becomes a `u<bits>`
 //!   constant of shape `[K, N]` with `[ceil(K/block), N]` scales and zero
 //!   points, then `dequantize {axis = 0, block_size}` and `matmul`; the
 //!   weight stays packed. Float zero points that are integers in range
 //!   become `u<bits>` codes; fractional ones make the codes `cast` to the
-//!   scales' type first. A non-trivial `g_idx` expands scales and zero
+//!   scales' type first (noted on the cast, dequantize and matmul: no
+//!   low-bit kernel applies). A non-trivial `g_idx` expands scales and zero
 //!   points to one row per row of K (`block_size` 1).
 
 use super::{Importer, Val};
@@ -271,12 +276,16 @@ pub(crate) fn lower(
             let x = im.input(node, 0)?;
             let to = attr_i(node, "to").ok_or("missing attribute 'to'")?;
             let elem = elem_type_from_onnx(to as i32)?;
-            one(cast(im, node, &x, elem)?)
+            let y = cast(im, node, &x, elem)?;
+            note_low_bit_cast(im, node, &x, &y);
+            one(y)
         }
         "CastLike" => {
             let x = im.input(node, 0)?;
             let like = im.input(node, 1)?;
-            one(cast(im, node, &x, like.ty.elem)?)
+            let y = cast(im, node, &x, like.ty.elem)?;
+            note_low_bit_cast(im, node, &x, &y);
+            one(y)
         }
         "Add" | "Sub" | "Mul" | "Div" => {
             let op = match op_type {
@@ -286,6 +295,11 @@ pub(crate) fn lower(
                 _ => BinaryOp::Div,
             };
             let (a, b) = (im.input(node, 0)?, im.input(node, 1)?);
+            if op == BinaryOp::Mul {
+                if let Some(d) = scaled_cast(im, &a, &b)?.or(scaled_cast(im, &b, &a)?) {
+                    return one(d);
+                }
+            }
             one(binary(im, op, &a, &b)?)
         }
         "Pow" => {
@@ -692,6 +706,65 @@ fn cast(im: &mut Importer, node: &NodeProto, x: &Val, to: ElemType) -> R<Val> {
         &[x],
         ty,
     )
+}
+
+/// A `Cast` of a low-bit constant (2 to 8 bits: a quantized weight or
+/// zero point) to float makes quantized data float outside any
+/// `dequantize`: the model spells out its dequantization in float
+/// arithmetic. Noted so `lowbit explain` says so; a `Mul` by a scale
+/// after it becomes a `dequantize` ([`scaled_cast`]), which leaves the
+/// cast (and its note) unused and dropped.
+fn note_low_bit_cast(im: &mut Importer, node: &NodeProto, x: &Val, y: &Val) {
+    let bits = x.ty.elem.bits();
+    if x.konst.is_none() || !(2..=8).contains(&bits) || !y.ty.elem.is_float() || x.v == y.v {
+        return;
+    }
+    im.low_bit_casts.insert(y.v, x.clone());
+    let name = node.input.first().map_or("", String::as_str);
+    im.note(
+        y,
+        node,
+        format!("the {} constant '{name}' {}", x.ty.elem, fmt_shape(&x.ty.shape)),
+        format!(
+            "a Cast to {}, not DequantizeLinear: the model dequantizes in float arithmetic, which is imported as written, so no low-bit kernel sees this data",
+            y.ty.elem
+        ),
+    );
+}
+
+/// `Mul(Cast(q), scale)` with `q` a low-bit constant and `scale` a float
+/// constant of the cast's type that is one value or one per index of a
+/// single axis: `dequantize q, scale` with that granularity, so the weight
+/// stays quantized. Bit-exact: the code is exact in the float type and
+/// `dequantize` rounds the exact product once, as the float `Mul` does.
+/// `None` when the pattern does not apply.
+fn scaled_cast(im: &mut Importer, c: &Val, s: &Val) -> R<Option<Val>> {
+    let Some(q) = im.low_bit_casts.get(&c.v).cloned() else {
+        return Ok(None);
+    };
+    if s.konst.is_none() || s.ty.elem != c.ty.elem || s.ty.rank() > c.ty.rank() {
+        return Ok(None);
+    }
+    // The scale's dims, aligned to the right of the weight's.
+    let lead = c.ty.rank() - s.ty.rank();
+    let big: Vec<usize> = (0..s.ty.rank())
+        .filter(|&i| s.ty.shape[i] != 1)
+        .map(|i| i + lead)
+        .collect();
+    let g = match big[..] {
+        [] => Granularity::PerTensor,
+        [a] if s.ty.shape[a - lead] == c.ty.shape[a] && c.ty.shape[a] > 1 => {
+            Granularity::PerAxis { axis: a as u32 }
+        }
+        _ => return Ok(None),
+    };
+    let scale = match g {
+        Granularity::PerTensor => reshape_to(im, s, vec![])?,
+        _ => reshape_to(im, s, vec![s.ty.num_elements()])?,
+    };
+    let ty = q.ty.with_elem(c.ty.elem);
+    im.emit(OpKind::Dequantize { granularity: g }, &[&q, &scale], ty)
+        .map(Some)
 }
 
 /// ONNX's cast to BOOL: `x != 0`, with NaN true. lowbit has no comparison
@@ -1552,6 +1625,8 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
         codes: arrange(&st.codes),
     });
     let mut wq = wq;
+    // Set when the codes had to be cast to float: (what, why).
+    let mut float_note: Option<(String, String)> = None;
     let zp_codes = match im.opt_input(node, 3)? {
         None => vec![1u64 << (bits - 1); n * blocks],
         Some(z) => {
@@ -1579,7 +1654,8 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
                     // `(q - zp) · s` with a fractional zp: the codes are cast
                     // (exactly) to the scales' float type so `dequantize`
                     // can subtract a float zero point; the weight constant
-                    // itself stays packed.
+                    // itself stays packed, but every kernel downstream
+                    // reads float codes. Noted for `lowbit explain`.
                     let fty = TensorType::new(vec![k as u64, n as u64], st.elem);
                     wq = im.emit(
                         OpKind::Cast {
@@ -1590,6 +1666,24 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
                         &[&wq],
                         fty,
                     )?;
+                    let (i, bad) = vals
+                        .iter()
+                        .enumerate()
+                        .find(|(_, v)| v.fract() != 0.0 || !(0.0..=max).contains(*v))
+                        .map_or((0, 0.0), |(i, v)| (i, *v as f32));
+                    float_note = Some((
+                        format!(
+                            "the u{bits} weight codes of '{}' ([K, N] = [{k}, {n}])",
+                            node.input.get(1).map_or("", String::as_str)
+                        ),
+                        format!(
+                            "zero_points '{}' are not integers in [0, {max}] (e.g. {bad} for column {}, block {}); dequantize takes zero points in the codes' type, so the codes are cast to {} first and no low-bit kernel applies",
+                            node.input.get(3).map_or("", String::as_str),
+                            i / blocks,
+                            i % blocks,
+                            st.elem
+                        ),
+                    ));
                     zt.codes.clone()
                 }
             } else {
@@ -1640,6 +1734,24 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
         ));
     }
     let y = matmul(im, &a, &wf, a.ty.elem)?;
+    if let Some((what, why)) = float_note {
+        im.note(&wq, node, what.clone(), why.clone());
+        im.note(&wf, node, what.clone(), why.clone());
+        // The matmul itself (under the reshape a rank-1 A adds).
+        let mm = match im.f.def_op(y.v) {
+            Some(op) if matches!(im.f.op(op).kind, OpKind::Reshape) => im.f.op(op).operands[0],
+            _ => y.v,
+        };
+        im.f.note_value(
+            mm,
+            lowbit_ir::OpNote {
+                node: node.name.clone().unwrap_or_default(),
+                op_type: "MatMulNBits".into(),
+                what,
+                why,
+            },
+        );
+    }
     match im.opt_input(node, 5)? {
         None => Ok(y),
         Some(bias) => binary(im, BinaryOp::Add, &y, &bias),
