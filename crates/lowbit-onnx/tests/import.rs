@@ -750,6 +750,71 @@ fn cast_of_a_low_bit_constant_to_float_is_noted() {
     assert_eq!(notes_of(&m), []);
 }
 
+/// `QLinearMatMul` of a u8 `[2, 3]` input and a u8 `[3, 2]` weight with
+/// the given a_scale, a_zero_point and b_scale initializers.
+fn qlinear_model(a_s: TensorProto, a_z: TensorProto, b_s: TensorProto) -> ModelProto {
+    let inputs = ["a", "as", "az", "b", "bs", "bz", "ys", "yz"];
+    let inits = vec![
+        a_s,
+        a_z,
+        u8_init("b", &[3, 2], &[1, 2, 3, 4, 5, 6]),
+        b_s,
+        u8_init("bz", &[], &[1]),
+        f32_init("ys", &[], &[0.5]),
+        u8_init("yz", &[], &[10]),
+    ];
+    model(
+        vec![node("QLinearMatMul", "qlmm", &inputs, &["y"])],
+        vec![value_info("a", DataType::Uint8, &[2, 3])],
+        vec![value_info("y", DataType::Uint8, &[2, 2])],
+        inits,
+        21,
+    )
+}
+
+#[test]
+fn qlinear_matmul_per_row_a_and_per_column_b() {
+    // Row r of a is 1s minus its zero point; b minus 1 is [[0, 1], [2, 3],
+    // [4, 5]] with column sums 6 and 9.
+    let m = qlinear_model(
+        f32_init("as", &[2], &[1.0, 0.25]),
+        u8_init("az", &[2], &[0, 3]),
+        f32_init("bs", &[1, 2], &[0.5, 1.0]),
+    );
+    let a = Tensor {
+        elem: ElemType::U8,
+        shape: vec![2, 3],
+        codes: vec![1, 1, 1, 5, 5, 5],
+    };
+    let m = import(&m).unwrap();
+    let y = run_function(m.entry().unwrap(), &[("a".into(), a)]).unwrap()[0]
+        .1
+        .to_f64();
+    // y = round(acc · a_s[r] · b_s[c] / 0.5) + 10; row 1 is (5 - 3) = 2
+    // times row 0's product. Row 1, column 1: 2·9·0.25·1/0.5 = 9.
+    assert_eq!(y, [6.0 + 10.0, 18.0 + 10.0, 3.0 + 10.0, 9.0 + 10.0]);
+    // Shapes that are neither one value nor one per row/column are named.
+    let e = import_err(&qlinear_model(
+        f32_init("as", &[3], &[1.0, 1.0, 1.0]),
+        u8_init("az", &[], &[0]),
+        f32_init("bs", &[], &[1.0]),
+    ));
+    assert!(
+        e.contains("node 'qlmm'")
+            && e.contains("a_scale of shape [3] must be one value or one per row of a"),
+        "{e}"
+    );
+    let e = import_err(&qlinear_model(
+        f32_init("as", &[], &[1.0]),
+        u8_init("az", &[], &[0]),
+        f32_init("bs", &[2, 1], &[1.0, 1.0]),
+    ));
+    assert!(
+        e.contains("b_scale of shape [2, 1] must be one value or one per column of b"),
+        "{e}"
+    );
+}
+
 #[test]
 fn matmulnbits_bad_zero_points_and_g_idx_are_named() {
     let bad = |zp, g| import_err(&nbits_model(zp, g));

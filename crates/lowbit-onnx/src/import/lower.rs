@@ -15,8 +15,10 @@
 //!   true, built from saturating casts (see `cast_to_bool`).
 //! * `MatMulInteger`/`ConvInteger`/`QLinearMatMul`: operands minus their
 //!   zero points in i32, then an exact integer `matmul`/`conv2d`;
-//!   `QLinearMatMul` then `requantize`s with `a_scale · b_scale` (an f32
-//!   product, as onnxruntime computes it) and `y_scale`.
+//!   `QLinearMatMul` then rescales in f32 exactly as onnxruntime does
+//!   (`f32(acc) · f32(f32(a_scale · b_scale) / y_scale)`, rounded half to
+//!   even, plus `y_zero_point`, saturated), with `a`'s scale and zero point
+//!   per tensor or per row and `b`'s per tensor or per column.
 //! * `LayerNormalization`'s optional `Mean`/`InvStdDev` outputs are
 //!   computed beside the fused `layer_norm` (see `norm_stats`), in f64 and
 //!   rounded to `stash_type`.
@@ -1133,73 +1135,140 @@ fn zero_pointed(im: &mut Importer, node: &NodeProto, i: usize, zp: usize, at: Zp
     binary(im, BinaryOp::Sub, &xi, &zi)
 }
 
-fn qlinear_matmul(im: &mut Importer, node: &NodeProto) -> R<Val> {
-    let (a_scale, b_scale) = (im.input(node, 1)?, im.input(node, 4)?);
-    let (y_scale, y_zp) = (im.input(node, 6)?, im.input(node, 7)?);
-    // Reuse the MatMulInteger lowering through a node view with its inputs.
-    let view = NodeProto {
-        input: vec![
-            node.input[0].clone(),
-            node.input[3].clone(),
-            node.input[2].clone(),
-            node.input[5].clone(),
-        ],
-        ..NodeProto::default()
-    };
-    let a = zero_pointed(im, &view, 0, 2, ZpAxis::Rows)?;
-    let b = zero_pointed(im, &view, 1, 3, ZpAxis::Cols)?;
-    let acc = matmul(im, &a, &b, ElemType::I32)?;
-    want_float(&a_scale, "a_scale")?;
-    want_float(&b_scale, "b_scale")?;
-    want_float(&y_scale, "y_scale")?;
-    if a_scale.ty.num_elements() != 1 || y_scale.ty.num_elements() != 1 {
-        return Err("only per-tensor a_scale and y_scale are supported".into());
+/// A `QLinearMatMul` scale or zero point of `a` (`rows`) or `b`, shaped to
+/// broadcast against the matrix `x` and the `[.., M, N]` product: one
+/// value becomes a scalar; a 1-D tensor of one per row of `a` becomes `[M,
+/// 1]`, one per column of `b` stays `[N]`; the spec's N-D forms (`[.., M,
+/// 1]` for `a`, `[.., 1, N]` for `b`, batch dims 1 or equal) are kept.
+fn row_col_param(im: &mut Importer, p: &Val, x: &Val, rows: bool, what: &str) -> R<Val> {
+    if p.ty.num_elements() == 1 {
+        return reshape_to(im, p, vec![]);
     }
-    let a_s = reshape_to(im, &a_scale, vec![])?;
-    let b_s = if b_scale.ty.num_elements() == 1 {
-        reshape_to(im, &b_scale, vec![])?
+    let r = x.ty.rank();
+    let (want, per) = if rows {
+        ("one per row of a", "row")
     } else {
-        b_scale.clone()
+        ("one per column of b", "column")
     };
-    let b_s = if b_s.ty.elem == a_s.ty.elem {
-        b_s
-    } else {
-        return Err("a_scale and b_scale must have one element type".into());
+    let bad = || {
+        format!(
+            "{what} of shape {} must be one value or {want} ({}): per-{per} quantization of {} takes [{}] or the {}-D form",
+            fmt_shape(&p.ty.shape),
+            if rows { "[M] or [.., M, 1]" } else { "[N] or [.., 1, N]" },
+            x.ty,
+            if r >= 2 { x.ty.shape[if rows { r - 2 } else { r - 1 }] } else { 0 },
+            r
+        )
     };
-    let s_in = binary(im, BinaryOp::Mul, &a_s, &b_s)?;
-    let rank = acc.ty.rank();
-    let in_g = if s_in.ty.num_elements() == 1 && b_scale.ty.num_elements() == 1 {
-        Granularity::PerTensor
-    } else if s_in.ty.shape == [acc.ty.shape[rank - 1]] {
-        Granularity::PerAxis {
-            axis: (rank - 1) as u32,
+    if r < 2 {
+        return Err(bad());
+    }
+    let (m, n) = (x.ty.shape[r - 2], x.ty.shape[r - 1]);
+    let len = if rows { m } else { n };
+    if p.ty.shape == [len] {
+        return if rows {
+            reshape_to(im, p, vec![len, 1])
+        } else {
+            Ok(p.clone())
+        };
+    }
+    let ps = &p.ty.shape;
+    let fits = ps.len() == r
+        && if rows {
+            ps[r - 2] == m && ps[r - 1] == 1
+        } else {
+            ps[r - 2] == 1 && ps[r - 1] == n
         }
+        && ps[..r - 2]
+            .iter()
+            .zip(&x.ty.shape[..r - 2])
+            .all(|(&a, &b)| a == 1 || a == b);
+    if fits {
+        Ok(p.clone())
     } else {
-        return Err(format!(
-            "b_scale of shape {} must be per-tensor or one per column",
-            fmt_shape(&b_scale.ty.shape)
-        ));
-    };
-    if s_in.ty.num_elements() > 1 << 24 {
-        return Err(format!("b_scale {} is too large", s_in.ty));
+        Err(bad())
     }
-    let zeros = Tensor {
-        elem: ElemType::I32,
-        shape: s_in.ty.shape.clone(),
-        codes: vec![0; s_in.ty.num_elements() as usize],
+}
+
+/// `x` minus its zero point, in i32.
+fn minus_zero_point(im: &mut Importer, x: &Val, zp: Option<Val>, rows: bool, what: &str) -> R<Val> {
+    if !x.ty.elem.is_int() {
+        return Err(format!(
+            "{what} must be an integer tensor, got {}",
+            x.ty.elem
+        ));
+    }
+    let xi = clamp_free_cast(im, x, ElemType::I32)?;
+    let Some(z) = zp else {
+        return Ok(xi);
     };
-    let zp_in = im.constant(zeros);
+    if z.ty.elem != x.ty.elem {
+        return Err(format!(
+            "the zero point of {what} has element type {}, {what} has {}",
+            z.ty.elem, x.ty.elem
+        ));
+    }
+    let z = row_col_param(im, &z, x, rows, &format!("the zero point of {what}"))?;
+    let zi = clamp_free_cast(im, &z, ElemType::I32)?;
+    binary(im, BinaryOp::Sub, &xi, &zi)
+}
+
+/// ONNX `QLinearMatMul` with onnxruntime's arithmetic: the exact i32
+/// product of the zero-point-centered operands, then per output element
+/// `saturate(round_half_even(f32(acc) ·f32 S) + y_zero_point)` with `S =
+/// f32(f32(a_scale · b_scale) / y_scale)`, every step an f32 op as
+/// onnxruntime's CPU kernel does it. `a`'s scale and zero point may be per
+/// row and `b`'s per column (see [`row_col_param`]); onnxruntime itself
+/// accepts per-column `b` only.
+fn qlinear_matmul(im: &mut Importer, node: &NodeProto) -> R<Val> {
+    let (a, a_scale) = (im.input(node, 0)?, im.input(node, 1)?);
+    let (b, b_scale) = (im.input(node, 3)?, im.input(node, 4)?);
+    let (y_scale, y_zp) = (im.input(node, 6)?, im.input(node, 7)?);
+    let (a_zp, b_zp) = (im.opt_input(node, 2)?, im.opt_input(node, 5)?);
+    for (v, what) in [
+        (&a_scale, "a_scale"),
+        (&b_scale, "b_scale"),
+        (&y_scale, "y_scale"),
+    ] {
+        if v.ty.elem != ElemType::F32 {
+            return Err(format!("{what} must be float32, got {}", v.ty.elem));
+        }
+    }
+    if y_scale.ty.num_elements() != 1 || y_zp.ty.num_elements() != 1 {
+        return Err(format!(
+            "y_scale and y_zero_point must be one value each (per-tensor), got {} and {}",
+            fmt_shape(&y_scale.ty.shape),
+            fmt_shape(&y_zp.ty.shape)
+        ));
+    }
+    let ai = minus_zero_point(im, &a, a_zp, true, "a")?;
+    let bi = minus_zero_point(im, &b, b_zp, false, "b")?;
+    let acc = matmul(im, &ai, &bi, ElemType::I32)?;
+    let a_s = row_col_param(im, &a_scale, &a, true, "a_scale")?;
+    let b_s = row_col_param(im, &b_scale, &b, false, "b_scale")?;
+    let ab = binary(im, BinaryOp::Mul, &a_s, &b_s)?;
     let y_s = reshape_to(im, &y_scale, vec![])?;
+    let s = binary(im, BinaryOp::Div, &ab, &y_s)?;
+    let accf = clamp_free_cast(im, &acc, ElemType::F32)?;
+    let x = binary(im, BinaryOp::Mul, &accf, &s)?;
+    if x.ty.shape != acc.ty.shape {
+        return Err(format!(
+            "shape mismatch: the scales ({}) do not broadcast to the product {}",
+            fmt_shape(&s.ty.shape),
+            acc.ty
+        ));
+    }
+    let one = im.constant(scalar(ElemType::F32, 1.0));
     let y_z = reshape_to(im, &y_zp, vec![])?;
     let ty = acc.ty.with_elem(y_zp.ty.elem);
     im.emit(
-        OpKind::Requantize {
-            in_granularity: in_g,
-            out_granularity: Granularity::PerTensor,
+        OpKind::Quantize {
+            granularity: Granularity::PerTensor,
             rounding: Rounding::NearestEven,
             saturate: true,
+            stochastic: None,
         },
-        &[&acc, &s_in, &zp_in, &y_s, &y_z],
+        &[&x, &one, &y_z],
         ty,
     )
 }
