@@ -1,7 +1,7 @@
 //! `lowbit compile`: import a model and emit it: `--emit ir` (the
 //! imported, optionally optimized, lowbit IR text) or, with the CPU
-//! backend, `--emit so` (a shared library and its C header, see
-//! `aot_model`). Every other emit kind is refused with a message saying
+//! backend, `--emit so` (a shared library and its C header) or `--emit
+//! obj` (one relocatable object and its header), see `aot_model`. Every other emit kind is refused with a message saying
 //! so, after the model has been imported and checked.
 
 use crate::args::{self, Spec};
@@ -28,12 +28,14 @@ input).
 Options:
   -o, --output OUT        Where to write the result ('-' for standard output)
   --emit KIND             obj | so | asm | llvm | ptx | ir | mlir (default so).
-                          Available: 'ir' (the imported lowbit IR text) and
+                          Available: 'ir' (the imported lowbit IR text),
                           'so' (CPU backend): a shared library OUT with the
                           C entry point int lowbit_<name>_run(const float
                           *in0, ..., float *out0, ...) (0 on success), its
                           header next to it (OUT with extension .h), the
-                          weights pre-packed inside. <name> is OUT's file
+                          weights pre-packed inside, and 'obj': the same as
+                          one relocatable object OUT (link it into a
+                          program: cc main.c OUT). <name> is OUT's file
                           stem without a 'lib' prefix. Needs a C compiler
                           and linker: 'cc' or $CC. Models whose ops do not
                           all map onto CPU kernels are refused
@@ -165,14 +167,14 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     pm.run(&mut module, &mut stderr.lock())
         .map_err(|e| Failure::msg(format!("{model}: {e}")))?;
     #[cfg(feature = "cpu")]
-    if emit == "so" {
-        return emit_so(&module, out, a.last("target"), a.last("cpu"));
+    if emit == "so" || emit == "obj" {
+        return emit_native(&module, out, emit, a.last("target"), a.last("cpu"));
     }
     #[cfg(feature = "cpu")]
-    if emit == "obj" {
-        return Err(Failure::msg(
-            "--emit obj is not available for whole models yet: use --emit so (or 'lowbit compile gemm --emit obj' for one kernel)",
-        ));
+    if emit == "asm" || emit == "llvm" {
+        return Err(Failure::msg(format!(
+            "--emit {emit} is not available for whole models yet (the driver is C): use --emit obj or so (or 'lowbit compile gemm --emit {emit}' for one kernel)"
+        )));
     }
     if emit != "ir" {
         return Err(Failure::msg(format!(
@@ -186,24 +188,31 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     }
 }
 
-/// `--emit so`: the library `out` and its header beside it.
+/// `--emit so` (the library `out`) or `--emit obj` (one relocatable
+/// object `out`), and the header beside it.
 #[cfg(feature = "cpu")]
-fn emit_so(
+fn emit_native(
     module: &Module,
     out: &str,
+    emit: &str,
     arch: Option<&str>,
     cpu: Option<&str>,
 ) -> Result<(), Failure> {
     if out == "-" {
-        return Err(Failure::usage(
-            "--emit so writes a library and its header: give a file for -o",
-        ));
+        let what = if emit == "so" {
+            "a library"
+        } else {
+            "an object"
+        };
+        return Err(Failure::usage(format!(
+            "--emit {emit} writes {what} and its header: give a file for -o"
+        )));
     }
     let host = lowbit_llvm::CpuTarget::host().map_err(|e| Failure::msg(e.to_string()))?;
     let host_arch = host.triple.split('-').next().unwrap_or("").to_string();
     if let Some(t) = arch.filter(|t| *t != host_arch) {
         return Err(Failure::msg(format!(
-            "--emit so links with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
+            "--emit {emit} builds the driver with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
         )));
     }
     let path = Path::new(out);
@@ -221,5 +230,10 @@ fn emit_so(
     }
     .map_err(|e| Failure::msg(e.to_string()))?;
     let art = crate::aot_model::compile_model(module, name, &target).map_err(Failure::msg)?;
-    crate::aot_model::link_shared(&art, path, &path.with_extension("h")).map_err(Failure::msg)
+    let header = path.with_extension("h");
+    if emit == "so" {
+        crate::aot_model::link_shared(&art, path, &header).map_err(Failure::msg)
+    } else {
+        crate::aot_model::link_object(&art, path, &header).map_err(Failure::msg)
+    }
 }
