@@ -237,7 +237,8 @@ def cast_weight():
     Cast to float, Mul by a per-column scale, MatMul (lowbit imports it as a
     dequantize, so it stays quantized). "w2": Cast, Sub a fractional float
     zero point, Mul, MatMul (the weight becomes float at import; lowbit
-    explain says so)."""
+    explain says so). "w3": Cast, Sub Cast(per-column uint8 zero points),
+    Mul by one scale (a dequantize with zero points again)."""
     r = rng(21)
     nodes = [
         helper.make_node("Cast", ["w"], ["wf"], name="w_to_float", to=TensorProto.FLOAT),
@@ -247,13 +248,21 @@ def cast_weight():
         helper.make_node("Sub", ["w2f", "w2z"], ["w2c"], name="w2_zero"),
         helper.make_node("Mul", ["w2c", "w2s"], ["w2d"], name="w2_scale"),
         helper.make_node("MatMul", ["h", "w2d"], ["y"], name="mm2"),
+        helper.make_node("Cast", ["w3"], ["w3f"], name="w3_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["w3z"], ["w3zf"], name="w3z_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["w3f", "w3zf"], ["w3c"], name="w3_zero"),
+        helper.make_node("Mul", ["w3s", "w3c"], ["w3d"], name="w3_scale"),
+        helper.make_node("MatMul", ["x", "w3d"], ["y3"], name="mm3"),
     ]
     inits = [init("w", r.integers(-128, 128, (16, 8)).astype(np.int8)),
              init("ws", (r.random(8) * 0.02 + 0.005).astype(np.float32)),
              init("w2", r.integers(0, 256, (8, 4)).astype(np.uint8)),
              init("w2z", np.float32(127.5)),
-             init("w2s", np.float32(0.01))]
-    m = model(nodes, [vi("x", F, [3, 16])], [vi("y", F, [3, 4])], inits)
+             init("w2s", np.float32(0.01)),
+             init("w3", r.integers(0, 256, (16, 5)).astype(np.uint8)),
+             init("w3z", r.integers(100, 156, 5).astype(np.uint8)),
+             init("w3s", np.float32(0.0125))]
+    m = model(nodes, [vi("x", F, [3, 16])], [vi("y", F, [3, 4]), vi("y3", F, [3, 5])], inits)
     return m, {"x": r.standard_normal((3, 16)).astype(np.float32)}, None
 
 

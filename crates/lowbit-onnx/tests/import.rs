@@ -750,6 +750,74 @@ fn cast_of_a_low_bit_constant_to_float_is_noted() {
     assert_eq!(notes_of(&m), []);
 }
 
+/// `MatMul(a, (Cast(w) - zp) * s)` with an int8 `w` [2, 2] = [[1, 2], [3,
+/// -1]] and float constants `zp` and `s` of the given shapes.
+fn hand_dequant_model(zp: TensorProto, s: TensorProto) -> ModelProto {
+    let w = TensorProto {
+        name: Some("w".into()),
+        dims: vec![2, 2],
+        data_type: Some(DataType::Int8 as i32),
+        raw_data: Some(vec![1, 2, 3, 0xFF]),
+        ..TensorProto::default()
+    };
+    let mut c = node("Cast", "deq", &["w"], &["wf"]);
+    c.attribute.push(int_attr("to", DataType::Float as i64));
+    let nodes = vec![
+        c,
+        node("Sub", "center", &["wf", "zp"], &["wc"]),
+        node("Mul", "scale", &["wc", "s"], &["wd"]),
+        node("MatMul", "mm", &["a", "wd"], &["y"]),
+    ];
+    model(
+        nodes,
+        vec![value_info("a", DataType::Float, &[1, 2])],
+        vec![value_info("y", DataType::Float, &[1, 2])],
+        vec![w, zp, s],
+        21,
+    )
+}
+
+#[test]
+fn hand_written_dequantization_with_zero_points_stays_quantized() {
+    let a = Tensor::from_f64(ElemType::F32, vec![1, 2], &[1.0, 2.0]).unwrap();
+    let run = |m: &Module| {
+        run_function(m.entry().unwrap(), &[("a".into(), a.clone())]).unwrap()[0]
+            .1
+            .to_f64()
+    };
+    let ops = |m: &Module| -> Vec<&'static str> {
+        let f = m.entry().unwrap();
+        f.ops().iter().map(|&o| f.op(o).kind.name()).collect()
+    };
+    // Integer zero point 1 (scalar), per-row scales [0.5, 2]: the weight
+    // (w - 1) * s by rows is [[0, 0.5], [4, -4]]; y = a . that.
+    let m = import(&hand_dequant_model(
+        f32_init("zp", &[], &[1.0]),
+        f32_init("s", &[2, 1], &[0.5, 2.0]),
+    ))
+    .unwrap();
+    assert_eq!(
+        ops(&m),
+        ["constant", "constant", "constant", "dequantize", "matmul"]
+    );
+    assert_eq!(notes_of(&m), []);
+    assert_eq!(run(&m), [8.0, -7.5]);
+    // A zero point outside int8 (200) or fractional keeps the float
+    // arithmetic, noted; the result is the same arithmetic either way.
+    for z in [200.0, 0.5] {
+        let m = import(&hand_dequant_model(
+            f32_init("zp", &[], &[z]),
+            f32_init("s", &[], &[1.0]),
+        ))
+        .unwrap();
+        assert!(ops(&m).contains(&"cast"), "{z}: {:?}", ops(&m));
+        assert_eq!(notes_of(&m), [("cast".into(), "deq".into(), "Cast".into())]);
+        let z = f64::from(z);
+        let want = [1.0 - z + 2.0 * (3.0 - z), 2.0 - z + 2.0 * (-1.0 - z)];
+        assert_eq!(run(&m), want);
+    }
+}
+
 /// `QLinearMatMul` of a u8 `[2, 3]` input and a u8 `[3, 2]` weight with
 /// the given a_scale, a_zero_point and b_scale initializers.
 fn qlinear_model(a_s: TensorProto, a_z: TensorProto, b_s: TensorProto) -> ModelProto {

@@ -24,10 +24,12 @@
 //!   rounded to `stash_type`.
 //! * `DynamicQuantizeLinear` is expanded into `reduce_min`/`reduce_max`,
 //!   f32 arithmetic and `quantize`, exactly the spec's formula.
-//! * `Mul(Cast(q), scale)` with `q` a low-bit constant (a weight
-//!   dequantized by hand) becomes `dequantize q, scale` when the scale is
-//!   per-tensor or per-axis (bit-exact); any other `Cast` of a low-bit
-//!   constant to float is kept and noted for `lowbit explain`.
+//! * `Mul(Cast(q), scale)` and `Mul(Cast(q) - zp, scale)` with `q` a
+//!   low-bit constant (a weight dequantized by hand) become `dequantize q,
+//!   scale[, zp]` when the scale and zero point are per-tensor or per-axis
+//!   constants and the zero point is integer-valued in `q`'s range
+//!   (bit-exact); any other `Cast` of a low-bit constant to float is kept
+//!   and noted for `lowbit explain`.
 //! * `MatMulNBits` (com.microsoft): the packed weight becomes a `u<bits>`
 //!   constant of shape `[K, N]` with `[ceil(K/block), N]` scales and zero
 //!   points, then `dequantize {axis = 0, block_size}` and `matmul`; the
@@ -45,6 +47,7 @@ use lowbit_ir::{
     BinaryOp, ElemType, FloatFormat, Granularity, OpKind, Overflow, ReduceOp, Rounding, Tensor,
     TensorType, UnaryOp,
 };
+use std::rc::Rc;
 
 type R<T> = Result<T, String>;
 
@@ -302,7 +305,11 @@ pub(crate) fn lower(
                     return one(d);
                 }
             }
-            one(binary(im, op, &a, &b)?)
+            let y = binary(im, op, &a, &b)?;
+            if op == BinaryOp::Sub {
+                centered_cast(im, &a, &b, &y);
+            }
+            one(y)
         }
         "Pow" => {
             let (a, b) = (im.input(node, 0)?, im.input(node, 1)?);
@@ -721,7 +728,13 @@ fn note_low_bit_cast(im: &mut Importer, node: &NodeProto, x: &Val, y: &Val) {
     if x.konst.is_none() || !(2..=8).contains(&bits) || !y.ty.elem.is_float() || x.v == y.v {
         return;
     }
-    im.low_bit_casts.insert(y.v, x.clone());
+    im.low_bit_casts.insert(
+        y.v,
+        HandDequant {
+            q: x.clone(),
+            zp: None,
+        },
+    );
     let name = node.input.first().map_or("", String::as_str);
     im.note(
         y,
@@ -734,38 +747,148 @@ fn note_low_bit_cast(im: &mut Importer, node: &NodeProto, x: &Val, y: &Val) {
     );
 }
 
-/// `Mul(Cast(q), scale)` with `q` a low-bit constant and `scale` a float
-/// constant of the cast's type that is one value or one per index of a
-/// single axis: `dequantize q, scale` with that granularity, so the weight
-/// stays quantized. Bit-exact: the code is exact in the float type and
-/// `dequantize` rounds the exact product once, as the float `Mul` does.
-/// `None` when the pattern does not apply.
+/// A low-bit constant made float by hand: `Cast(q)` (no zero point) or
+/// `Cast(q) - zp` with `zp` an integer-valued constant in `q`'s range,
+/// held as a tensor of `q`'s element type shaped as the model gave it
+/// (broadcasting to `q`).
+#[derive(Clone, Debug)]
+pub(crate) struct HandDequant {
+    pub q: Val,
+    pub zp: Option<Tensor>,
+}
+
+/// Records `y = Sub(c, z)` as a centered hand dequantization when `c` is
+/// `Cast(q)` of an integer constant and `z` a constant of integer values in
+/// `q`'s range (a float constant, or `Cast` of a constant of `q`'s type);
+/// the float `sub` stays as emitted for any other user.
+fn centered_cast(im: &mut Importer, c: &Val, z: &Val, y: &Val) {
+    let Some(HandDequant { q, zp: None }) = im.low_bit_casts.get(&c.v).cloned() else {
+        return;
+    };
+    if !q.ty.elem.is_int() || y.ty.shape != c.ty.shape {
+        return;
+    }
+    let zt = match im.low_bit_casts.get(&z.v) {
+        Some(HandDequant { q: zq, zp: None }) if zq.ty.elem == q.ty.elem => zq.konst.clone(),
+        Some(_) => None,
+        None => z.konst.clone().and_then(|t| {
+            let elem = q.ty.elem;
+            let codes = t
+                .codes
+                .iter()
+                .map(|&code| {
+                    // In range exactly when the saturated code reads back.
+                    let v = t.elem.decode(code);
+                    let c = elem.encode(v, Rounding::NearestEven, true);
+                    (t.elem.is_float() && v.fract() == 0.0 && elem.decode(c) == v).then_some(c)
+                })
+                .collect::<Option<Vec<u64>>>()?;
+            Some(Rc::new(Tensor {
+                elem,
+                shape: t.shape.clone(),
+                codes,
+            }))
+        }),
+    };
+    if let Some(zt) = zt {
+        im.low_bit_casts.insert(
+            y.v,
+            HandDequant {
+                q,
+                zp: Some((*zt).clone()),
+            },
+        );
+    }
+}
+
+/// The axis along which a constant of `shape` varies when broadcast to
+/// `full` (aligned to the right): `Ok(None)` for one value, `Ok(Some(a))`
+/// for one per index of axis `a`, `Err(())` otherwise.
+fn broadcast_axis(shape: &[u64], full: &[u64]) -> Result<Option<usize>, ()> {
+    if shape.len() > full.len() {
+        return Err(());
+    }
+    let lead = full.len() - shape.len();
+    let big: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] != 1).collect();
+    match big[..] {
+        [] => Ok(None),
+        [i] if shape[i] == full[i + lead] => Ok(Some(i + lead)),
+        _ => Err(()),
+    }
+}
+
+/// A constant tensor laid out for a granularity: a scalar (`axis` None) or
+/// one value per index of `axis`, replicated from a scalar if need be.
+fn laid_out(t: &Tensor, axis: Option<usize>, full: &[u64]) -> Tensor {
+    match axis {
+        None => Tensor {
+            elem: t.elem,
+            shape: vec![],
+            codes: t.codes[..1].to_vec(),
+        },
+        Some(a) => {
+            let n = full[a] as usize;
+            let codes = if t.codes.len() == n {
+                t.codes.clone()
+            } else {
+                vec![t.codes[0]; n]
+            };
+            Tensor {
+                elem: t.elem,
+                shape: vec![n as u64],
+                codes,
+            }
+        }
+    }
+}
+
+/// `Mul(Cast(q), scale)` or `Mul(Cast(q) - zp, scale)` (see
+/// [`HandDequant`]) with `scale` a float constant of the cast's type, the
+/// scale and zero point each one value or one per index of the same single
+/// axis: `dequantize q, scale[, zp]` with that granularity, so the weight
+/// stays quantized. Bit-exact: the code minus its zero point is exact in
+/// the float type and `dequantize` rounds the exact product once, as the
+/// float `Mul` does. `None` when the pattern does not apply.
 fn scaled_cast(im: &mut Importer, c: &Val, s: &Val) -> R<Option<Val>> {
-    let Some(q) = im.low_bit_casts.get(&c.v).cloned() else {
+    let Some(HandDequant { q, zp }) = im.low_bit_casts.get(&c.v).cloned() else {
         return Ok(None);
     };
-    if s.konst.is_none() || s.ty.elem != c.ty.elem || s.ty.rank() > c.ty.rank() {
+    let Some(st) = s.konst.clone() else {
+        return Ok(None);
+    };
+    if s.ty.elem != c.ty.elem || st.codes.is_empty() {
         return Ok(None);
     }
-    // The scale's dims, aligned to the right of the weight's.
-    let lead = c.ty.rank() - s.ty.rank();
-    let big: Vec<usize> = (0..s.ty.rank())
-        .filter(|&i| s.ty.shape[i] != 1)
-        .map(|i| i + lead)
-        .collect();
-    let g = match big[..] {
-        [] => Granularity::PerTensor,
-        [a] if s.ty.shape[a - lead] == c.ty.shape[a] && c.ty.shape[a] > 1 => {
-            Granularity::PerAxis { axis: a as u32 }
-        }
-        _ => return Ok(None),
+    let full = &c.ty.shape;
+    let Ok(s_axis) = broadcast_axis(&s.ty.shape, full) else {
+        return Ok(None);
     };
-    let scale = match g {
-        Granularity::PerTensor => reshape_to(im, s, vec![])?,
-        _ => reshape_to(im, s, vec![s.ty.num_elements()])?,
+    let z_axis = match &zp {
+        None => None,
+        Some(z) => match broadcast_axis(&z.shape, full) {
+            Ok(a) => a,
+            Err(()) => return Ok(None),
+        },
     };
+    let axis = match (s_axis, z_axis) {
+        (Some(a), Some(b)) if a != b => return Ok(None),
+        (a, b) => a.or(b),
+    };
+    if zp.as_ref().is_some_and(|z| z.codes.is_empty()) {
+        return Ok(None);
+    }
+    let g = match axis {
+        None => Granularity::PerTensor,
+        Some(a) => Granularity::PerAxis { axis: a as u32 },
+    };
+    let scale = im.constant(laid_out(&st, axis, full));
+    let mut ops = vec![q.clone(), scale];
+    if let Some(z) = &zp {
+        ops.push(im.constant(laid_out(z, axis, full)));
+    }
+    let refs: Vec<&Val> = ops.iter().collect();
     let ty = q.ty.with_elem(c.ty.elem);
-    im.emit(OpKind::Dequantize { granularity: g }, &[&q, &scale], ty)
+    im.emit(OpKind::Dequantize { granularity: g }, &refs, ty)
         .map(Some)
 }
 

@@ -185,9 +185,10 @@ pub(crate) struct Importer<'a> {
     pub env: HashMap<String, Val>,
     base_dir: Option<&'a Path>,
     opsets: HashMap<String, i64>,
-    /// Results of `Cast`s of low-bit constants to float, with the constant:
-    /// a `Mul` by a scale then makes them a `dequantize` instead.
-    pub low_bit_casts: HashMap<Value, Val>,
+    /// Low-bit constants made float by hand (`Cast(q)`, `Cast(q) - zp`),
+    /// by the float value: a `Mul` by a scale then makes them a
+    /// `dequantize` instead.
+    pub low_bit_casts: HashMap<Value, lower::HandDequant>,
 }
 
 /// Results with at most this many elements are computed at import when all
