@@ -1,6 +1,6 @@
-//! `lowbit compile MODEL --emit so|obj`: a whole model compiled ahead of
-//! time into a shared library (or one relocatable object to link into a
-//! program) with a C entry point
+//! `lowbit compile MODEL --emit so|obj|asm`: a whole model compiled ahead
+//! of time into a shared library (or one relocatable object to link into
+//! a program, or that object as one assembly file) with a C entry point
 //! `int lowbit_<name>_run(const float *in0, ..., float *out0, ...)` and a
 //! header declaring it.
 //!
@@ -23,7 +23,7 @@ use crate::cpu_run::plan_matmul;
 use lowbit::interp::eval_op;
 use lowbit::ir::{BinaryOp, Function, Module, Op, OpKind, Tensor, Value};
 use lowbit::numerics::ElemType;
-use lowbit_llvm::aot::{emit_model_object, ModelKernel};
+use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
 use lowbit_llvm::{CpuTarget, GemmSpec};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -32,7 +32,8 @@ use std::process::Command;
 
 /// What `--emit so`/`obj` builds before linking.
 pub struct Artifacts {
-    /// The object: kernels and constant data.
+    /// The kernels and constant data: an object file, or assembly text
+    /// when compiled for `--emit asm`.
     pub object: Vec<u8>,
     /// The generated C driver (defines the entry point).
     pub driver: String,
@@ -258,9 +259,15 @@ impl Gen<'_> {
     }
 }
 
-/// Compiles the module's first function into an object, driver and header
-/// with entry point `lowbit_<name>_run`.
-pub fn compile_model(module: &Module, name: &str, target: &CpuTarget) -> Result<Artifacts, String> {
+/// Compiles the module's first function into an object (or, with `what`
+/// = [`Emit::Asm`], assembly), driver and header with entry point
+/// `lowbit_<name>_run`.
+pub fn compile_model(
+    module: &Module,
+    name: &str,
+    target: &CpuTarget,
+    what: Emit,
+) -> Result<Artifacts, String> {
     let f = module
         .functions
         .first()
@@ -367,7 +374,7 @@ pub fn compile_model(module: &Module, name: &str, target: &CpuTarget) -> Result<
             symbol: s.clone(),
         })
         .collect();
-    let object = emit_model_object(&kernels, &g.data, target).map_err(|e| e.to_string())?;
+    let object = emit_model(&kernels, &g.data, target, what).map_err(|e| e.to_string())?;
     Ok(Artifacts {
         object,
         driver,
@@ -475,6 +482,33 @@ pub fn link_object(a: &Artifacts, out: &Path, header: &Path) -> Result<(), Strin
             std::fs::read(&merged).map_err(|e| format!("cannot read {}: {e}", merged.display()))?;
         crate::output::write_atomic(header, a.header.as_bytes())?;
         crate::output::write_atomic(out, &bytes)
+    })
+}
+
+/// Writes one assembly file `out`: the driver compiled to assembly by the
+/// system C compiler (`cc -S`), then the kernels' and weights' assembly
+/// (`a.object` compiled with [`Emit::Asm`]); the header goes to `header`.
+/// `cc -c out` assembles it into the object `--emit obj` writes.
+pub fn write_assembly(a: &Artifacts, out: &Path, header: &Path) -> Result<(), String> {
+    in_build_dir(a, |dir| {
+        let drv_s = dir.join("driver.s");
+        run_cc(
+            "asm",
+            &[
+                "-S".as_ref(),
+                "-fPIC".as_ref(),
+                "-O2".as_ref(),
+                "-o".as_ref(),
+                drv_s.as_os_str(),
+                dir.join("driver.c").as_os_str(),
+            ],
+        )?;
+        let mut text =
+            std::fs::read(&drv_s).map_err(|e| format!("cannot read {}: {e}", drv_s.display()))?;
+        text.extend_from_slice(b"\n# lowbit: kernels and packed weights\n");
+        text.extend_from_slice(&a.object);
+        crate::output::write_atomic(header, a.header.as_bytes())?;
+        crate::output::write_atomic(out, &text)
     })
 }
 

@@ -1,7 +1,8 @@
 //! `lowbit compile`: import a model and emit it: `--emit ir` (the
 //! imported, optionally optimized, lowbit IR text) or, with the CPU
-//! backend, `--emit so` (a shared library and its C header) or `--emit
-//! obj` (one relocatable object and its header), see `aot_model`. Every other emit kind is refused with a message saying
+//! backend, `--emit so` (a shared library and its C header), `--emit
+//! obj` (one relocatable object and its header) or `--emit asm` (that
+//! object as assembly), see `aot_model`. Every other emit kind is refused with a message saying
 //! so, after the model has been imported and checked.
 
 use crate::args::{self, Spec};
@@ -33,15 +34,20 @@ Options:
                           C entry point int lowbit_<name>_run(const float
                           *in0, ..., float *out0, ...) (0 on success), its
                           header next to it (OUT with extension .h), the
-                          weights pre-packed inside, and 'obj': the same as
+                          weights pre-packed inside; 'obj': the same as
                           one relocatable object OUT (link it into a
-                          program: cc main.c OUT). <name> is OUT's file
-                          stem without a 'lib' prefix. Needs a C compiler
-                          and linker: 'cc' or $CC. Models whose ops do not
-                          all map onto CPU kernels are refused
+                          program: cc main.c OUT); 'asm': that object as
+                          one assembly file (cc -c OUT assembles it).
+                          <name> is OUT's file stem without a 'lib'
+                          prefix. Needs a C compiler and linker: 'cc' or
+                          $CC. Models whose ops do not all map onto CPU
+                          kernels are refused
   --passes PIPELINE       Run a pass pipeline before emitting (as lowbit opt)
   --target TARGET         x86_64 | aarch64 | nvptx
-  --cpu CPU               native | a CPU name
+  --cpu CPU               native | a CPU name LLVM knows (kernel features
+                          for x86-64-v3, haswell, skylake-avx512, znver4,
+                          ...; model+feature adds features); an unknown
+                          name is refused
   --sm SM                 80 | 89 | 90a
   --print-ir-after-all, --print-ir-after=PASS, --print-ir-before=PASS
                           Dump the IR around passes to standard error
@@ -167,14 +173,14 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     pm.run(&mut module, &mut stderr.lock())
         .map_err(|e| Failure::msg(format!("{model}: {e}")))?;
     #[cfg(feature = "cpu")]
-    if emit == "so" || emit == "obj" {
+    if emit == "so" || emit == "obj" || emit == "asm" {
         return emit_native(&module, out, emit, a.last("target"), a.last("cpu"));
     }
     #[cfg(feature = "cpu")]
-    if emit == "asm" || emit == "llvm" {
-        return Err(Failure::msg(format!(
-            "--emit {emit} is not available for whole models yet (the driver is C): use --emit obj or so (or 'lowbit compile gemm --emit {emit}' for one kernel)"
-        )));
+    if emit == "llvm" {
+        return Err(Failure::msg(
+            "--emit llvm is not available for whole models yet (the driver is C): use --emit asm, obj or so (or 'lowbit compile gemm --emit llvm' for one kernel)",
+        ));
     }
     if emit != "ir" {
         return Err(Failure::msg(format!(
@@ -188,8 +194,9 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     }
 }
 
-/// `--emit so` (the library `out`) or `--emit obj` (one relocatable
-/// object `out`), and the header beside it.
+/// `--emit so` (the library `out`), `--emit obj` (one relocatable object
+/// `out`) or `--emit asm` (one assembly file `out`), and the header beside
+/// it.
 #[cfg(feature = "cpu")]
 fn emit_native(
     module: &Module,
@@ -199,10 +206,10 @@ fn emit_native(
     cpu: Option<&str>,
 ) -> Result<(), Failure> {
     if out == "-" {
-        let what = if emit == "so" {
-            "a library"
-        } else {
-            "an object"
+        let what = match emit {
+            "so" => "a library",
+            "obj" => "an object",
+            _ => "assembly",
         };
         return Err(Failure::usage(format!(
             "--emit {emit} writes {what} and its header: give a file for -o"
@@ -229,11 +236,17 @@ fn emit_native(
         Some(c) => lowbit_llvm::CpuTarget::named(&host_arch, c),
     }
     .map_err(|e| Failure::msg(e.to_string()))?;
-    let art = crate::aot_model::compile_model(module, name, &target).map_err(Failure::msg)?;
-    let header = path.with_extension("h");
-    if emit == "so" {
-        crate::aot_model::link_shared(&art, path, &header).map_err(Failure::msg)
+    let kind = if emit == "asm" {
+        lowbit_llvm::aot::Emit::Asm
     } else {
-        crate::aot_model::link_object(&art, path, &header).map_err(Failure::msg)
+        lowbit_llvm::aot::Emit::Obj
+    };
+    let art = crate::aot_model::compile_model(module, name, &target, kind).map_err(Failure::msg)?;
+    let header = path.with_extension("h");
+    match emit {
+        "so" => crate::aot_model::link_shared(&art, path, &header),
+        "obj" => crate::aot_model::link_object(&art, path, &header),
+        _ => crate::aot_model::write_assembly(&art, path, &header),
     }
+    .map_err(Failure::msg)
 }
