@@ -2244,7 +2244,7 @@ module {
     fn never_panics_on_truncations_of_valid_text() {
         let src = "module {\n  func @main(%x: tensor<2x4xi4, #layout<msb, tile=1x2>>) -> (y: tensor<2xf16>) {\n    \
                    %0 = constant dense<[1.5, -inf]> : tensor<2xf16>\n    %1 = constant dense_resource<r0> : tensor<2xf16>\n    \
-                   %2 = add %0, %1 {overflow = wrap} : (tensor<2xf16>, tensor<2xf16>) -> tensor<2xf16>\n    return %2\n  }\n}\n\
+                   %2 = add %0, %1 {overflow = wrap} : (tensor<2xf16>, tensor<2xf16>) -> tensor<2xf16> note {node = \"n\\22\", op_type = \"Add\", what = \"w\", why = \"y\"}\n    return %2\n  }\n}\n\
                    {-#\n  resources: {\n    r0: \"0x0000003C\"\n  }\n#-}\n";
         assert!(parse_module(src).is_ok());
         for (i, _) in src.char_indices().skip(1) {
