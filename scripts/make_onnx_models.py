@@ -233,6 +233,40 @@ def matmulnbits(with_zp=True, k=40, seed=7, zp_kind="packed", g_idx=None):
     return m, {"a": r.standard_normal((1, 3, k)).astype(np.float32)}, None
 
 
+def cast_weight():
+    """int8 weights dequantized by hand, without DequantizeLinear. "w":
+    Cast to float, Mul by a per-column scale, MatMul (lowbit imports it as a
+    dequantize, so it stays quantized). "w2": Cast, Sub a fractional float
+    zero point, Mul, MatMul (the weight becomes float at import; lowbit
+    explain says so). "w3": Cast, Sub Cast(per-column uint8 zero points),
+    Mul by one scale (a dequantize with zero points again)."""
+    r = rng(21)
+    nodes = [
+        helper.make_node("Cast", ["w"], ["wf"], name="w_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["wf", "ws"], ["wd"], name="w_scale"),
+        helper.make_node("MatMul", ["x", "wd"], ["h"], name="mm"),
+        helper.make_node("Cast", ["w2"], ["w2f"], name="w2_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["w2f", "w2z"], ["w2c"], name="w2_zero"),
+        helper.make_node("Mul", ["w2c", "w2s"], ["w2d"], name="w2_scale"),
+        helper.make_node("MatMul", ["h", "w2d"], ["y"], name="mm2"),
+        helper.make_node("Cast", ["w3"], ["w3f"], name="w3_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["w3z"], ["w3zf"], name="w3z_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["w3f", "w3zf"], ["w3c"], name="w3_zero"),
+        helper.make_node("Mul", ["w3s", "w3c"], ["w3d"], name="w3_scale"),
+        helper.make_node("MatMul", ["x", "w3d"], ["y3"], name="mm3"),
+    ]
+    inits = [init("w", r.integers(-128, 128, (16, 8)).astype(np.int8)),
+             init("ws", (r.random(8) * 0.02 + 0.005).astype(np.float32)),
+             init("w2", r.integers(0, 256, (8, 4)).astype(np.uint8)),
+             init("w2z", np.float32(127.5)),
+             init("w2s", np.float32(0.01)),
+             init("w3", r.integers(0, 256, (16, 5)).astype(np.uint8)),
+             init("w3z", r.integers(100, 156, 5).astype(np.uint8)),
+             init("w3s", np.float32(0.0125))]
+    m = model(nodes, [vi("x", F, [3, 16])], [vi("y", F, [3, 4]), vi("y3", F, [3, 5])], inits)
+    return m, {"x": r.standard_normal((3, 16)).astype(np.float32)}, None
+
+
 def attention():
     """A quantized single-head-pair attention block with residual and LayerNorm."""
     r = rng(8)
@@ -326,6 +360,68 @@ def qlinear():
     return m, {"a": r.integers(0, 256, (4, 6)).astype(np.uint8),
                "img": r.standard_normal((1, 2, 5, 5)).astype(np.float32),
                "qimg": r.integers(0, 256, (1, 2, 4, 4)).astype(np.uint8)}, None
+
+
+def qlinear_ref(a, a_s, a_z, b, b_s, b_z, y_s, y_z):
+    """QLinearMatMul as onnxruntime's CPU kernel computes it, with every
+    scale and zero point already shaped to broadcast (a's [.., M, 1], b's
+    [.., 1, N]): the exact int32 product, S = f32(f32(a_s * b_s) / y_s),
+    then saturate(round_half_even(f32(acc) * S) + y_z), each step in f32."""
+    acc = np.matmul(a.astype(np.int64) - np.asarray(a_z, np.int64),
+                    b.astype(np.int64) - np.asarray(b_z, np.int64)).astype(np.int32)
+    s = (np.float32(a_s) * np.float32(b_s)).astype(np.float32) / np.float32(y_s)
+    x = acc.astype(np.float32) * s.astype(np.float32)
+    info = np.iinfo(y_z.dtype)
+    return np.clip(np.rint(x).astype(np.float64) + int(y_z), info.min, info.max).astype(y_z.dtype)
+
+
+def qlinear_per_row():
+    """QLinearMatMul with per-row a scales and zero points (the spec's [M]
+    and [.., M, 1] forms) and per-column b ([N] and [1, N]). onnxruntime
+    refuses per-row a, so the reference is qlinear_ref; it is first checked
+    against onnxruntime, bit for bit, on the per-column model it can run."""
+    r = rng(31)
+    m, k, n = 5, 7, 4
+    a_s = (r.random(m) * 0.03 + 0.02).astype(np.float32)
+    a_z = r.integers(100, 156, m).astype(np.uint8)
+    b = r.integers(0, 256, (k, n)).astype(np.uint8)
+    b_s = (r.random(n) * 0.02 + 0.01).astype(np.float32)
+    b_z = r.integers(100, 156, n).astype(np.uint8)
+    y_s, y_z = np.float32(0.1), np.uint8(128)
+    a2_s = (r.random((2, 3, 1)) * 0.03 + 0.02).astype(np.float32)
+    a2_z = r.integers(-20, 20, (2, 3, 1)).astype(np.int8)
+    b2 = r.integers(-128, 128, (k, n)).astype(np.int8)
+    b2_s = (r.random((1, n)) * 0.02 + 0.01).astype(np.float32)
+    b2_z = r.integers(-10, 10, (1, n)).astype(np.int8)
+    y2_s, y2_z = np.float32(0.15), np.int8(-3)
+    a = r.integers(0, 256, (m, k)).astype(np.uint8)
+    a2 = r.integers(-128, 128, (2, 3, k)).astype(np.int8)
+
+    def qlmm(name, ins, out):
+        return helper.make_node("QLinearMatMul", ins, [out], name=name)
+
+    # The reference function against onnxruntime, where it runs (a per
+    # tensor): any difference in the f32 steps would show here.
+    a_s0, a_z0 = np.float32(0.03), np.uint8(120)
+    check = model([qlmm("check", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], "y")],
+                  [vi("a", TensorProto.UINT8, [m, k])], [vi("y", TensorProto.UINT8, [m, n])],
+                  [init("as", a_s0), init("az", a_z0), init("b", b), init("bs", b_s),
+                   init("bz", b_z), init("ys", y_s), init("yz", y_z)])
+    got = run_ort(check, {"a": a})["y"]
+    want = qlinear_ref(a, a_s0, a_z0, b, b_s, b_z, y_s, y_z)
+    assert np.array_equal(got, want), (got, want)
+
+    nodes = [qlmm("qlmm_rows", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], "y"),
+             qlmm("qlmm_batched", ["a2", "a2s", "a2z", "b2", "b2s", "b2z", "y2s", "y2z"], "y2")]
+    inits = [init("as", a_s), init("az", a_z), init("b", b), init("bs", b_s), init("bz", b_z),
+             init("ys", y_s), init("yz", y_z), init("a2s", a2_s), init("a2z", a2_z),
+             init("b2", b2), init("b2s", b2_s), init("b2z", b2_z), init("y2s", y2_s),
+             init("y2z", y2_z)]
+    mdl = model(nodes, [vi("a", TensorProto.UINT8, [m, k]), vi("a2", TensorProto.INT8, [2, 3, k])],
+                [vi("y", TensorProto.UINT8, [m, n]), vi("y2", TensorProto.INT8, [2, 3, n])], inits)
+    ref = {"y": qlinear_ref(a, a_s.reshape(m, 1), a_z.reshape(m, 1), b, b_s, b_z, y_s, y_z),
+           "y2": qlinear_ref(a2, a2_s, a2_z, b2, b2_s, b2_z, y2_s, y2_z)}
+    return mdl, {"a": a, "a2": a2}, ref
 
 
 def quant_edges():
@@ -661,9 +757,11 @@ MODELS = {
     "matmulnbits_g_idx": lambda: matmulnbits(zp_kind="float", seed=15, g_idx="identity"),
     "matmulnbits_g_idx_shuffled": lambda: matmulnbits(zp_kind="float_frac", seed=16,
                                                       g_idx="shuffled"),
+    "cast_weight": cast_weight,
     "attention": attention,
     "dynamic_quant": dynamic_quant,
     "qlinear": qlinear,
+    "qlinear_per_row": qlinear_per_row,
     "quant_edges": quant_edges,
     "cast_edges": cast_edges,
     "cast_bool": cast_bool,

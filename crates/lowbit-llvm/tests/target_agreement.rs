@@ -141,3 +141,37 @@ fn gpu_targets_are_refused_and_unknown_cpus_take_the_portable_path() {
     assert_eq!(t.kernel_paths().vector, VectorIsa::Portable);
     assert_eq!(t.cpu, "znver5");
 }
+
+#[test]
+fn cpu_names_llvm_does_not_know_are_refused() {
+    for (arch, cpu) in [("x86_64", "no-such-cpu"), ("aarch64", "no-such-cpu")] {
+        let e = CpuTarget::named(arch, cpu).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "unknown CPU '{cpu}' for {arch}-unknown-linux-gnu: LLVM does not know it"
+            )),
+            "{e}"
+        );
+    }
+    let e = CpuTarget::named("x86_64", "no-such-cpu")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lowbit knows the kernel features of x86-64"),
+        "{e}"
+    );
+    // lowbit's own `model+feature` syntax reports the feature at fault.
+    let e = CpuTarget::named("x86_64", "x86-64-v3+avx9")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown x86 feature 'avx9'"), "{e}");
+    // Names LLVM knows pass, whether or not lowbit knows their features.
+    for (arch, cpu) in [
+        ("x86_64", "tigerlake"),
+        ("aarch64", "neoverse-v1"),
+        ("aarch64", "generic"),
+    ] {
+        let t = CpuTarget::named(arch, cpu).unwrap();
+        assert_eq!(t.cpu, cpu);
+    }
+}
