@@ -38,9 +38,9 @@
 //! probe values from subnormals to `f32::MAX`) every GELU and SiLU output
 //! equals the interpreter's bit for bit, and 94 % of the tanh form's.
 //! Special values follow the interpreter: NaN
-//! stays NaN; SiLU and tanh GELU give `+inf` at `+inf` and NaN at `-inf`
-//! (`-inf · 0`); the erf GELU gives NaN at both infinities (the
-//! interpreter's `hi + lo` split of `x/√2` is `inf − inf` there).
+//! stays NaN; both GELU forms give `+inf` at `+inf` and NaN at `-inf`
+//! (`-inf · 0`), as the ONNX formula, onnxruntime and the interpreter do;
+//! SiLU gives `+inf` and NaN likewise.
 //!
 //! The activation runs only on the last k pass (the others store partial
 //! sums), behind one branch.
@@ -357,13 +357,22 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let tail = self.fsel(nonneg, b.build_float_sub(two, erfc, "t2")?, erfc)?;
         let half_x = b.build_float_mul(x, self.splat_d(x, 0.5), "hx")?;
         let y = b.build_float_mul(half_x, tail, "gelu")?;
-        // ±inf: NaN, as the interpreter (see the module docs).
-        let inf = b.build_float_compare(
+        // +inf gives +inf and -inf gives NaN (`-inf · 0`), as the spec's
+        // formula evaluated in IEEE arithmetic, onnxruntime and the
+        // interpreter do.
+        let pinf = b.build_float_compare(
             FloatPredicate::OEQ,
-            ax,
+            x,
             self.splat_d(x, f64::INFINITY),
-            "inf",
+            "pinf",
         )?;
-        self.fsel(inf, self.splat_d(x, f64::NAN), y)
+        let ninf = b.build_float_compare(
+            FloatPredicate::OEQ,
+            x,
+            self.splat_d(x, f64::NEG_INFINITY),
+            "ninf",
+        )?;
+        let y = self.fsel(pinf, x, y)?;
+        self.fsel(ninf, self.splat_d(x, f64::NAN), y)
     }
 }
