@@ -56,6 +56,10 @@ pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
 /// Lanes of the IR vectors: one packed block.
 const LANES: u32 = BLOCK as u32;
 
+/// Scales decoded per vector by the float tiles (into a per-tile stack
+/// buffer, so the k loop only broadcasts an f32 from it).
+const SCALE_RUN: u32 = 16;
+
 /// Blocks of 32 per pass of the float kernels (1024 elements: 4 KiB of
 /// activations per column, so a 2x4 tile's slices stay in L1).
 const FLOAT_K_CHUNK: u64 = 32;
@@ -302,85 +306,104 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(iv)
     }
 
-    /// Loads one scale as f32, times the tensor scale if there is one
-    /// (`round_f32(s * t)`: one multiply per group, not per element).
-    fn load_scale(&self, p: PointerValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+    /// `n` lanes of the constant `v` of type `ty`.
+    fn splat_n(&self, ty: IntType<'ctx>, n: u32, v: u64) -> VectorValue<'ctx> {
+        VectorType::const_vector(&vec![ty.const_int(v, false); n as usize])
+    }
+
+    /// Decodes the [`SCALE_RUN`] scales at `p` (the spec's scale type) to
+    /// f32 in one vector, times the tensor scale if there is one
+    /// (`round_f32(s * t)`). Each lane is the scalar decode of its code, so
+    /// converting scales 16 at a time changes no value.
+    fn load_scales(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
         use lowbit_numerics::{ElemType, FloatFormat};
+        let n = SCALE_RUN;
         let s = self.spec.weight.scale;
+        let vf = self.f32t.vec_type(n);
+        let nan = VectorType::const_vector(&vec![self.f32t.const_float(f64::NAN); n as usize]);
         let v = if s == ElemType::F32 {
-            self.load(self.f32t, p, 1)?.into_float_value()
+            self.load(vf, p, 1)?.into_vector_value()
         } else if s == ElemType::F16 {
-            let h = self.load(self.ctx.f16_type(), p, 1)?;
-            self.b
-                .build_float_ext(h.into_float_value(), self.f32t, "s")?
+            let h = self.load(self.ctx.f16_type().vec_type(n), p, 1)?;
+            self.b.build_float_ext(h.into_vector_value(), vf, "s")?
         } else if s == ElemType::Float(FloatFormat::F8E8M0FNU) {
             // 2^(e - 127) as an f64 (exponent field e + 896: normal for
             // every code, 2^-127 included), narrowed exactly to f32; code
-            // 0xFF is NaN. One select, no branch.
-            let e = self.load(self.i8t, p, 1)?.into_int_value();
-            let e = self.b.build_int_z_extend(e, self.i64t, "e")?;
-            let biased = self.b.build_int_add(e, self.i64c(1023 - 127), "eb")?;
-            let bits = self.b.build_left_shift(biased, self.i64c(52), "eb")?;
+            // 0xFF is NaN.
+            let e = self.load(self.i8t.vec_type(n), p, 1)?.into_vector_value();
+            let e = self.b.build_int_z_extend(e, self.i64t.vec_type(n), "e")?;
+            let biased = self
+                .b
+                .build_int_add(e, self.splat_n(self.i64t, n, 1023 - 127), "eb")?;
+            let bits = self
+                .b
+                .build_left_shift(biased, self.splat_n(self.i64t, n, 52), "eb")?;
             let d = self
                 .b
-                .build_bit_cast(bits, self.ctx.f64_type(), "sd")?
-                .into_float_value();
-            let v = self.b.build_float_trunc(d, self.f32t, "s")?;
-            let is_nan = self
-                .b
-                .build_int_compare(IntPredicate::EQ, e, self.i64c(0xff), "enan")?;
+                .build_bit_cast(bits, self.ctx.f64_type().vec_type(n), "sd")?
+                .into_vector_value();
+            let v = self.b.build_float_trunc(d, vf, "s")?;
+            let is_nan = self.b.build_int_compare(
+                IntPredicate::EQ,
+                e,
+                self.splat_n(self.i64t, n, 0xff),
+                "enan",
+            )?;
             self.b
-                .build_select(is_nan, self.f32t.const_float(f64::NAN), v, "s")?
-                .into_float_value()
+                .build_select(is_nan, nan, v, "s")?
+                .into_vector_value()
         } else if s == ElemType::Float(FloatFormat::F8E4M3FN) {
             // As the E4M3 weight decoder: the f16 with the same fields is
             // 2^-8 of the value; S.1111.111 is NaN.
-            let c = self.load(self.i8t, p, 1)?.into_int_value();
-            let w = self.b.build_int_z_extend(c, self.i16t, "h")?;
+            let c = self.load(self.i8t.vec_type(n), p, 1)?.into_vector_value();
+            let v16 = self.i16t.vec_type(n);
+            let w = self.b.build_int_z_extend(c, v16, "h")?;
             let sign = self
                 .b
-                .build_and(w, self.i16t.const_int(0x80, false), "sgn")?;
+                .build_and(w, self.splat_n(self.i16t, n, 0x80), "sgn")?;
             let sign = self
                 .b
-                .build_left_shift(sign, self.i16t.const_int(8, false), "sgn")?;
+                .build_left_shift(sign, self.splat_n(self.i16t, n, 8), "sgn")?;
             let mag = self
                 .b
-                .build_and(w, self.i16t.const_int(0x7f, false), "mag")?;
+                .build_and(w, self.splat_n(self.i16t, n, 0x7f), "mag")?;
             let em = self
                 .b
-                .build_left_shift(mag, self.i16t.const_int(7, false), "em")?;
+                .build_left_shift(mag, self.splat_n(self.i16t, n, 7), "em")?;
             let hb = self.b.build_or(sign, em, "hb")?;
             let h = self
                 .b
-                .build_bit_cast(hb, self.ctx.f16_type(), "h")?
-                .into_float_value();
-            let f = self.b.build_float_ext(h, self.f32t, "s")?;
-            let f = self
-                .b
-                .build_float_mul(f, self.f32t.const_float(256.0), "s")?;
+                .build_bit_cast(hb, self.ctx.f16_type().vec_type(n), "h")?
+                .into_vector_value();
+            let f = self.b.build_float_ext(h, vf, "s")?;
+            let k256 = VectorType::const_vector(&vec![self.f32t.const_float(256.0); n as usize]);
+            let f = self.b.build_float_mul(f, k256, "s")?;
             let is_nan = self.b.build_int_compare(
                 IntPredicate::EQ,
                 mag,
-                self.i16t.const_int(0x7f, false),
+                self.splat_n(self.i16t, n, 0x7f),
                 "nan",
             )?;
             self.b
-                .build_select(is_nan, self.f32t.const_float(f64::NAN), f, "s")?
-                .into_float_value()
+                .build_select(is_nan, nan, f, "s")?
+                .into_vector_value()
         } else {
             // bf16: the high half of an f32.
-            let h = self.load(self.i16t, p, 1)?.into_int_value();
-            let w = self.b.build_int_z_extend(h, self.i32t, "sw")?;
+            let h = self.load(self.i16t.vec_type(n), p, 1)?.into_vector_value();
+            let w = self.b.build_int_z_extend(h, self.i32t.vec_type(n), "sw")?;
             let w = self
                 .b
-                .build_left_shift(w, self.i32t.const_int(16, false), "sw")?;
-            self.b.build_bit_cast(w, self.f32t, "s")?.into_float_value()
+                .build_left_shift(w, self.splat_n(self.i32t, n, 16), "sw")?;
+            self.b.build_bit_cast(w, vf, "s")?.into_vector_value()
         };
         Ok(match self.spec.weight.tensor_scale {
             None => v,
             Some(t) => {
-                self.b
-                    .build_float_mul(v, self.f32t.const_float(f64::from(t.value())), "st")?
+                let tv = VectorType::const_vector(&vec![
+                    self.f32t.const_float(f64::from(t.value()));
+                    n as usize
+                ]);
+                self.b.build_float_mul(v, tv, "st")?
             }
         })
     }
@@ -713,6 +736,25 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             })
             .collect::<Result<_, _>>()?;
 
+        // Decoded scales of the current run, per row, and the bytes of a
+        // row's last (partial) run.
+        let sbuf = self.b.build_array_alloca(
+            self.f32t,
+            self.i64c(rows as u64 * SCALE_RUN as u64),
+            "sbuf",
+        )?;
+        let tbuf = self.b.build_array_alloca(
+            self.i8t,
+            self.i64c(SCALE_RUN as u64 * sbytes),
+            "tbuf",
+        )?;
+        // Whole-vector stores into the buffers: align them for it.
+        for buf in [sbuf, tbuf] {
+            if let Some(inst) = buf.as_instruction() {
+                inst.set_alignment(64)
+                    .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
+            }
+        }
         // The last pass runs to the end (the only pass when decoding).
         let g1 = self
             .b
@@ -730,9 +772,90 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
             1,
             |g| {
+                // Every SCALE_RUN scale indices (and at the pass start),
+                // each row's next run of scales is decoded in one vector
+                // into `sbuf`; a run past the row's last group is padded
+                // with scale 0, which the zero-code padding meets.
+                let sidx = self.b.build_int_mul(g, self.i64c(spb as u64), "sidx")?;
+                let run = SCALE_RUN as u64;
+                let within = self.b.build_and(sidx, self.i64c(run - 1), "within")?;
+                let at_start = self.b.build_int_compare(IntPredicate::EQ, g, g0, "gs")?;
+                let aligned = self.b.build_int_compare(
+                    IntPredicate::EQ,
+                    within,
+                    self.i64c(0),
+                    "al",
+                )?;
+                let refill = self.b.build_or(at_start, aligned, "refill")?;
+                let fill_b = self.ctx.append_basic_block(f, "sfill");
+                let full_b = self.ctx.append_basic_block(f, "sfull");
+                let tail_b = self.ctx.append_basic_block(f, "stail");
+                let cont_b = self.ctx.append_basic_block(f, "scont");
+                self.b.build_conditional_branch(refill, fill_b, cont_b)?;
+                self.b.position_at_end(fill_b);
+                let base = self.b.build_int_sub(sidx, within, "base")?;
+                let base_end = self.b.build_int_add(base, self.i64c(run), "bend")?;
+                let full = self.b.build_int_compare(
+                    IntPredicate::ULE,
+                    base_end,
+                    self.i64c(ngroups),
+                    "full",
+                )?;
+                self.b.build_conditional_branch(full, full_b, tail_b)?;
+                let row_scales = |r: usize| {
+                    let row0 = self.b.build_int_mul(rows_idx[r], self.i64c(ngroups), "si")?;
+                    let idx = self.b.build_int_add(row0, base, "si")?;
+                    let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
+                    self.gep(a.s, so)
+                };
+                let sbuf_row = |r: usize| {
+                    self.gep(sbuf, self.i64c(r as u64 * run * 4))
+                };
+                self.b.position_at_end(full_b);
+                for r in 0..rows as usize {
+                    let v = self.load_scales(row_scales(r)?)?;
+                    self.b.build_store(sbuf_row(r)?, v)?;
+                }
+                self.b.build_unconditional_branch(cont_b)?;
+                // The row's last run: copy what is left into a zeroed
+                // buffer (reading past it would leave the scale array),
+                // decode, and zero the lanes past the last group.
+                self.b.position_at_end(tail_b);
+                let count = self.b.build_int_sub(self.i64c(ngroups), base, "cnt")?;
+                let nbytes = self.b.build_int_mul(count, self.i64c(sbytes), "nb")?;
+                let lane_idx = self.shuffle_mask(0..run);
+                let count32 = self.b.build_int_truncate(count, self.i32t, "cnt")?;
+                let count_v = self.b.build_insert_element(
+                    self.i32t.vec_type(SCALE_RUN).get_poison(),
+                    count32,
+                    self.i32t.const_zero(),
+                    "cv",
+                )?;
+                let count_v = self.b.build_shuffle_vector(
+                    count_v,
+                    self.i32t.vec_type(SCALE_RUN).get_poison(),
+                    self.i32t.vec_type(SCALE_RUN).const_zero(),
+                    "cv",
+                )?;
+                let live = self.b.build_int_compare(IntPredicate::ULT, lane_idx, count_v, "live")?;
+                let zeros = self.f32t.vec_type(SCALE_RUN).const_zero();
+                for r in 0..rows as usize {
+                    self.b.build_memset(
+                        tbuf,
+                        1,
+                        self.i8t.const_zero(),
+                        self.i64c(run * sbytes),
+                    )?;
+                    self.b.build_memcpy(tbuf, 1, row_scales(r)?, 1, nbytes)?;
+                    let v = self.load_scales(tbuf)?;
+                    let v = self.b.build_select(live, v, zeros, "s")?.into_vector_value();
+                    self.b.build_store(sbuf_row(r)?, v)?;
+                }
+                self.b.build_unconditional_branch(cont_b)?;
+                self.b.position_at_end(cont_b);
+
                 // One scale (and zero point) per lane half when a block
-                // holds two groups of 16; a missing last group (k_pad past
-                // it) gets scale 0, which its zero-code padding meets.
+                // holds two groups of 16.
                 let mut scales = Vec::new();
                 let mut zps = Vec::new();
                 let halves = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| {
@@ -745,40 +868,41 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         "sv",
                     )?)
                 };
-                for &r in &rows_idx {
+                let buffered = |r: usize, plus: u64| {
+                    let i = self.b.build_int_add(
+                        within,
+                        self.i64c(r as u64 * run + plus),
+                        "bi",
+                    )?;
+                    let o = self.b.build_int_mul(i, self.i64c(4), "bo")?;
+                    Ok::<_, CpuError>(
+                        self.load(self.f32t, self.gep(sbuf, o)?, 4)?
+                            .into_float_value(),
+                    )
+                };
+                for (ri, &r) in rows_idx.iter().enumerate() {
                     let row0 = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
                     if spb == 1 {
-                        let idx = self.b.build_int_add(row0, g, "si")?;
-                        let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
-                        scales.push(self.splat_f(self.load_scale(self.gep(a.s, so)?)?)?);
+                        scales.push(self.splat_f(buffered(ri, 0)?)?);
                         if spec.weight.zero_point {
+                            let idx = self.b.build_int_add(row0, g, "si")?;
                             zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
                         }
                         continue;
                     }
-                    let g2 = self.b.build_int_mul(g, self.i64c(2), "g2")?;
-                    let i0 = self.b.build_int_add(row0, g2, "si")?;
-                    let g2n = self.b.build_int_add(g2, self.i64c(1), "g2n")?;
-                    let has_hi = self.b.build_int_compare(
-                        IntPredicate::ULT,
-                        g2n,
-                        self.i64c(ngroups),
-                        "hashi",
-                    )?;
-                    let i1 = self.b.build_int_add(i0, self.i64c(1), "si")?;
-                    let i1 = self.b.build_select(has_hi, i1, i0, "si")?.into_int_value();
-                    let sp = |i: IntValue<'ctx>| {
-                        let so = self.b.build_int_mul(i, self.i64c(sbytes), "so")?;
-                        self.gep(a.s, so)
-                    };
-                    let s0 = self.load_scale(sp(i0)?)?;
-                    let s1 = self.load_scale(sp(i1)?)?;
-                    let s1 = self
-                        .b
-                        .build_select(has_hi, s1, self.f32t.const_zero(), "s1")?
-                        .into_float_value();
-                    scales.push(halves(s0, s1)?);
+                    scales.push(halves(buffered(ri, 0)?, buffered(ri, 1)?)?);
                     if spec.weight.zero_point {
+                        let g2 = self.b.build_int_mul(g, self.i64c(2), "g2")?;
+                        let i0 = self.b.build_int_add(row0, g2, "si")?;
+                        let g2n = self.b.build_int_add(g2, self.i64c(1), "g2n")?;
+                        let has_hi = self.b.build_int_compare(
+                            IntPredicate::ULT,
+                            g2n,
+                            self.i64c(ngroups),
+                            "hashi",
+                        )?;
+                        let i1 = self.b.build_int_add(i0, self.i64c(1), "si")?;
+                        let i1 = self.b.build_select(has_hi, i1, i0, "si")?.into_int_value();
                         let z0 = self.load_zero_point(self.gep(a.z, i0)?)?;
                         let z1 = self.load_zero_point(self.gep(a.z, i1)?)?;
                         zps.push(halves(z0, z1)?);
