@@ -5,8 +5,9 @@
 //!
 //! [`GemmKernel::run`] checks every buffer size against the spec before the
 //! machine code sees a pointer, and splits the output rows over threads
-//! (scoped, one per requested thread, the caller's thread included), which
-//! take 4-row-aligned chunks from a shared counter.
+//! (the persistent workers of `pool.rs`, one per requested thread, the
+//! caller's thread included), which take 4-row-aligned chunks from a
+//! shared counter.
 //!
 //! Limits: neither cache evicts (kernels are small).
 
@@ -638,12 +639,7 @@ impl GemmKernel {
             }
             call(c * chunk, ((c + 1) * chunk).min(spec.m));
         };
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(work);
-            }
-            work();
-        });
+        crate::pool::run_on(threads, &work);
     }
 }
 
