@@ -8,8 +8,9 @@
 //! `x` is `f32 [n, k_pad]` with zeros after `k`.
 //!
 //! Work is cut into register tiles of `R` weight rows by `C` activation
-//! columns (4x1 for the decode case, 4x4 when `n >= 4`, 1x1 for the last
-//! rows), one internal function per tile shape. A tile walks the row's
+//! columns (8x1, then 4x1, for the decode case, 4x4 when `n >= 4`, 1x1 for
+//! the last rows; without AVX-512 no 8x1 and 2x4 instead of 4x4), one
+//! internal function per tile shape. A tile walks the row's
 //! 32-element blocks: each block is loaded packed, unpacked to codes with
 //! shifts and masks (or bit-plane masks), converted to `<32 x float>`,
 //! shifted by the zero point, multiplied by its group's scale — which is
@@ -23,15 +24,16 @@
 //! per-tile stack buffer, so the k loop only broadcasts an f32 from it.
 //!
 //! The float tiles take all of k in one pass, so each weight row is one
-//! sequential stream (prefetched `PREFETCH_AHEAD` bytes ahead); the 4x4
-//! tile's 16 accumulators (16 lanes each: both halves of a block go into
-//! one) fit in the AVX-512 registers with the decoded weights, and its
-//! activations come from L2. The W8A8 path walks k in passes of 4096
+//! sequential stream (prefetched `PREFETCH_AHEAD` bytes ahead). Every
+//! accumulator has 16 lanes (both halves of a block go into one), so the
+//! 4x4 tile's 16 accumulators fit in the AVX-512 registers with the
+//! decoded weights (its activations come from L2), and the 8x1 tile's 8
+//! with the 8 rows' tables. The W8A8 path walks k in passes of 4096
 //! elements: the first pass stores each output, later ones add to it.
 //!
 //! Accuracy (float paths): each output is the f32 sum of f32 products in
-//! 32 lane accumulators (16 in the 4x4 tile), each lane summing at most
-//! `k_pad/16` products in order, then a tree of at most 5 levels, so
+//! 16 lane accumulators, each lane summing `k_pad/16` products in order,
+//! then a tree of 4 levels, so
 //! `|y - y_ref| <= (k_pad/16 + 8) * 2^-24 * (sum_j |x_j * w_j| + |bias|)`
 //! against the interpreter's f64 result (see `tests/`); a tensor scale `t`
 //! (NVFP4) is folded into each group scale as `round_f32(s * t)`, two more
@@ -700,19 +702,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// first chunk starts each output (with the bias), later ones add to
     /// it, the last applies the activation.
     ///
-    /// With `narrow_acc` each accumulator has 16 lanes (both halves of a
-    /// block go into it), so a wide tile's accumulators fit in registers.
-    fn emit_tile(
-        &self,
-        rows: u32,
-        cols: u32,
-        narrow_acc: bool,
-    ) -> Result<FunctionValue<'ctx>, CpuError> {
-        let acc_t = if narrow_acc {
-            self.f32t.vec_type(LANES / 2)
-        } else {
-            self.vf
-        };
+    /// Each accumulator has 16 lanes (both halves of a block go into it), so
+    /// the 4x4 and 8x1 tiles' accumulators fit in registers; every tile
+    /// shape sums in the same order, so results do not depend on how the
+    /// rows were split into tiles (or over threads).
+    fn emit_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+        let acc_t = self.f32t.vec_type(LANES / 2);
         let spec = self.spec;
         let p = self.ptr.into();
         let i = self.i64t.into();
@@ -1004,12 +999,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         for (c, &xv) in xs.iter().enumerate() {
                             let ap = accs[r * cols as usize + c];
                             let acc = self.b.build_load(acc_t, ap, "a")?.into_vector_value();
-                            let acc = if narrow_acc {
-                                let acc = self.fma(self.half(ws, 0)?, self.half(xv, 0)?, acc)?;
-                                self.fma(self.half(ws, 16)?, self.half(xv, 16)?, acc)?
-                            } else {
-                                self.fma(ws, xv, acc)?
-                            };
+                            let acc = self.fma(self.half(ws, 0)?, self.half(xv, 0)?, acc)?;
+                            let acc = self.fma(self.half(ws, 16)?, self.half(xv, 16)?, acc)?;
                             self.b.build_store(ap, acc)?;
                         }
                     }
@@ -1433,17 +1424,33 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn emit_kernel(&self) -> Result<(), CpuError> {
         // Wide tiles as (tile, rows, columns), widest first: each takes
         // the columns it can of a 4-row block, the 4x1 tile the rest.
-        let (wides, t4x1, t1x1) = if self.spec.is_integer() {
+        // The float path first walks blocks of 8 rows with an 8x1
+        // decoding tile (one activation load feeds 8 weight rows). The 8x1
+        // and 4x4 tiles' accumulators take 8 and 16 zmm registers; with
+        // narrower registers (AVX2's 16 ymm, NEON) they would spill, so
+        // there the wide tile is 2x4 and decoding starts at 4x1.
+        let wide512 = self.target.kernel_paths().vector == VectorIsa::Avx512;
+        let (wides, t8x1, t4x1, t1x1) = if self.spec.is_integer() {
             (
                 vec![(self.emit_int_tile(4, 4)?, 4u64, 4u64)],
+                None,
                 self.emit_int_tile(4, 1)?,
                 self.emit_int_tile(1, 1)?,
             )
         } else {
             (
-                vec![(self.emit_tile(4, 4, true)?, 4, 4)],
-                self.emit_tile(4, 1, false)?,
-                self.emit_tile(1, 1, false)?,
+                if wide512 {
+                    vec![(self.emit_tile(4, 4)?, 4, 4)]
+                } else {
+                    vec![(self.emit_tile(2, 4)?, 2, 4)]
+                },
+                if wide512 {
+                    Some(self.emit_tile(8, 1)?)
+                } else {
+                    None
+                },
+                self.emit_tile(4, 1)?,
+                self.emit_tile(1, 1)?,
             )
         };
         let p = self.ptr.into();
@@ -1521,9 +1528,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 )?;
                 Ok::<(), CpuError>(())
             };
+            let r = match t8x1 {
+                None => row_begin,
+                Some(t8x1) => self.emit_loop(
+                    f,
+                    row_begin,
+                    |r| fits(r, 8, row_end),
+                    8,
+                    |r| columns(r, &wides, t8x1, 8),
+                )?,
+            };
             let r = self.emit_loop(
                 f,
-                row_begin,
+                r,
                 |r| fits(r, 4, row_end),
                 4,
                 |r| columns(r, &wides, t4x1, 4),

@@ -225,7 +225,7 @@ fn check(c: &Case, got: &[f32]) {
     } else {
         0
     };
-    // The 4x4 tile (n >= 4) sums k_pad/16 products per accumulator lane.
+    // The float tiles sum k_pad/16 products per accumulator lane.
     let factor = (c.spec.k_pad() / 16 + 8 + extra) as f64;
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         let tol = factor * u * mags[i];
