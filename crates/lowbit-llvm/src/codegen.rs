@@ -892,6 +892,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 // One scale (and zero point) per lane half when a block
                 // holds two groups of 16.
                 let mut scales = Vec::new();
+                // Each row's (low-half, high-half) scale, for the tables.
+                let mut scale_pairs = Vec::new();
                 let mut zps = Vec::new();
                 let halves = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| {
                     let l = self.splat_f(lo)?;
@@ -916,14 +918,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 for (ri, &r) in rows_idx.iter().enumerate() {
                     let row0 = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
                     if spb == 1 {
-                        scales.push(self.splat_f(buffered(ri, 0)?)?);
+                        let s0 = buffered(ri, 0)?;
+                        scale_pairs.push((s0, s0));
+                        scales.push(self.splat_f(s0)?);
                         if spec.weight.zero_point {
                             let idx = self.b.build_int_add(row0, g, "si")?;
                             zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
                         }
                         continue;
                     }
-                    scales.push(halves(buffered(ri, 0)?, buffered(ri, 1)?)?);
+                    let (s0, s1) = (buffered(ri, 0)?, buffered(ri, 1)?);
+                    scale_pairs.push((s0, s1));
+                    scales.push(halves(s0, s1)?);
                     if spec.weight.zero_point {
                         let g2 = self.b.build_int_mul(g, self.i64c(2), "g2")?;
                         let i0 = self.b.build_int_add(row0, g2, "si")?;
@@ -963,7 +969,48 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                                 if spec.weight.zero_point {
                                     t = self.b.build_float_sub(t, half(zps[r], from)?, "tz")?;
                                 }
-                                Ok(self.b.build_float_mul(t, half(scales[r], from)?, "lut")?)
+                                // The scale splatted straight to 16 lanes
+                                // (taking half of the 32-lane one lets
+                                // LLVM move the multiply after the permute,
+                                // one more permute per half block).
+                                let sc = if from == 0 {
+                                    scale_pairs[r].0
+                                } else {
+                                    scale_pairs[r].1
+                                };
+                                let v16 = self.f32t.vec_type(16);
+                                let one = self.b.build_insert_element(
+                                    v16.get_poison(),
+                                    sc,
+                                    self.i32t.const_zero(),
+                                    "one",
+                                )?;
+                                let sv = self.b.build_shuffle_vector(
+                                    one,
+                                    v16.get_poison(),
+                                    self.i32t.vec_type(16).const_zero(),
+                                    "splat",
+                                )?;
+                                let t = self.b.build_float_mul(t, sv, "lut")?;
+                                if spb == 1 {
+                                    return Ok(t);
+                                }
+                                // A table used once: without a fence the x86
+                                // combiner moves the multiply after the
+                                // permute (a second permute per half block).
+                                let fence = Intrinsic::find("llvm.arithmetic.fence")
+                                    .and_then(|i| i.get_declaration(self.module, &[v16.into()]))
+                                    .ok_or_else(|| {
+                                        CpuError::Llvm(
+                                            "llvm.arithmetic.fence is not available".into(),
+                                        )
+                                    })?;
+                                self.b
+                                    .build_call(fence, &[t.into()], "lutf")?
+                                    .try_as_basic_value()
+                                    .basic()
+                                    .map(|v| v.into_vector_value())
+                                    .ok_or_else(|| CpuError::Llvm("fence returned no value".into()))
                             };
                             let lo = table(0)?;
                             let hi = if spb == 1 { lo } else { table(16)? };
