@@ -677,9 +677,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last)`: the
-    /// groups `g0..g0 + chunk` of rows `r0..r0+R`, columns `c0..c0+C`. The
-    /// first chunk starts each output (with the bias), later ones add to
-    /// it, the last applies the activation.
+    /// groups from `g0` (0: the kernel makes one pass over k) to the end of
+    /// rows `r0..r0+R`, columns `c0..c0+C`. A `first` pass starts each
+    /// output (with the bias), any other adds to it; the `last` one applies
+    /// the activation ([`Gen::float_epilogue`]).
     ///
     /// Each accumulator has 16 lanes (both halves of a block go into it), so
     /// the 4x4 and 8x1 tiles' accumulators fit in registers; every tile
