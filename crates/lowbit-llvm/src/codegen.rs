@@ -8,9 +8,12 @@
 //! `x` is `f32 [n, k_pad]` with zeros after `k`.
 //!
 //! Work is cut into register tiles of `R` weight rows by `C` activation
-//! columns (8x1, then 4x1, for the decode case, 4x4 when `n >= 4`, 1x1 for
-//! the last rows; without AVX-512 no 8x1 and 2x4 instead of 4x4), one
-//! internal function per tile shape. A tile walks the row's
+//! columns (8x1, then 4x1, for the decode case; 4x8, then 4x4, when
+//! `n >= 4`; 1x1 for the last rows; without AVX-512 no 8x1 or 4x8, and 2x4
+//! instead of 4x4), one internal function per tile shape. The 4x8 tile runs
+//! its columns in two halves per chunk of 16 blocks and keeps the first
+//! half's decoded weights in an L1 buffer for the second, so each weight is
+//! decoded once for 8 columns. A tile walks the row's
 //! 32-element blocks: each block is loaded packed, unpacked to codes with
 //! shifts and masks (or bit-plane masks), converted to `<32 x float>`,
 //! shifted by the zero point, multiplied by its group's scale — which is
@@ -64,6 +67,10 @@ pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
 
 /// Lanes of the IR vectors: one packed block.
 const LANES: u32 = BLOCK as u32;
+
+/// Blocks per chunk of a split tile (4 rows x 16 decoded blocks: 8 KiB of
+/// stack, in L1 when the second half of the columns reads it).
+const SPLIT_BLOCKS: u64 = 16;
 
 /// Scales decoded per vector by the float tiles (into a per-tile stack
 /// buffer, so the k loop only broadcasts an f32 from it).
@@ -627,6 +634,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.concat(lo, hi)
     }
 
+    /// Whether a tile of `cols` columns runs them in two halves per chunk
+    /// of blocks, decoding each weight once (8 columns: 4x8 accumulators
+    /// do not fit in the registers at once). Chunks hold whole groups, so
+    /// groups must be at most `SPLIT_BLOCKS` blocks and divide it.
+    fn split_cols(&self, cols: u32) -> bool {
+        cols > 4 && (SPLIT_BLOCKS as usize).is_multiple_of(self.spec.blocks_per_group())
+    }
+
     /// `a * b + c` per lane, rounded once (`llvm.fma` on `a`'s vector type).
     fn fma(
         &self,
@@ -782,282 +797,427 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         }
         // One pass covers all of k (see `emit_kernel`).
         let g1 = self.i64c(steps);
-        self.emit_loop(
-            f,
-            g0,
-            |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
-            1,
-            |g| {
-                // Every SCALE_RUN scale indices (and at the pass start),
-                // each row's next run of scales is decoded in one vector
-                // into `sbuf`; a run past the row's last group is padded
-                // with scale 0, which the zero-code padding meets.
-                let sidx = self.b.build_int_mul(g, self.i64c(spb as u64), "sidx")?;
-                let run = SCALE_RUN as u64;
-                let within = self.b.build_and(sidx, self.i64c(run - 1), "within")?;
-                let at_start = self.b.build_int_compare(IntPredicate::EQ, g, g0, "gs")?;
-                let aligned =
-                    self.b
-                        .build_int_compare(IntPredicate::EQ, within, self.i64c(0), "al")?;
-                let refill = self.b.build_or(at_start, aligned, "refill")?;
-                let fill_b = self.ctx.append_basic_block(f, "sfill");
-                let full_b = self.ctx.append_basic_block(f, "sfull");
-                let tail_b = self.ctx.append_basic_block(f, "stail");
-                let cont_b = self.ctx.append_basic_block(f, "scont");
-                self.b.build_conditional_branch(refill, fill_b, cont_b)?;
-                self.b.position_at_end(fill_b);
-                let base = self.b.build_int_sub(sidx, within, "base")?;
-                let base_end = self.b.build_int_add(base, self.i64c(run), "bend")?;
-                let full = self.b.build_int_compare(
-                    IntPredicate::ULE,
-                    base_end,
-                    self.i64c(ngroups),
-                    "full",
-                )?;
-                self.b.build_conditional_branch(full, full_b, tail_b)?;
-                let row_scales = |r: usize| {
-                    let row0 = self
-                        .b
-                        .build_int_mul(rows_idx[r], self.i64c(ngroups), "si")?;
-                    let idx = self.b.build_int_add(row0, base, "si")?;
-                    let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
-                    self.gep(a.s, so)
-                };
-                let sbuf_row = |r: usize| self.gep(sbuf, self.i64c(r as u64 * run * 4));
-                self.b.position_at_end(full_b);
-                for r in 0..rows as usize {
-                    let v = self.load_scales(row_scales(r)?)?;
-                    self.b.build_store(sbuf_row(r)?, v)?;
+        // A split tile (see `split_cols`) runs its columns in two halves
+        // per chunk of SPLIT_BLOCKS blocks: the first half decodes each
+        // block and also keeps it in `dbuf` (8 KiB, L1), the second half
+        // reads it back, so each weight is decoded once for 8 columns.
+        let split = self.split_cols(cols);
+        let half_cols = if split {
+            cols as usize / 2
+        } else {
+            cols as usize
+        };
+        let dbuf = if split {
+            let d = self.b.build_array_alloca(
+                self.vf,
+                self.i64c(rows as u64 * SPLIT_BLOCKS),
+                "dbuf",
+            )?;
+            if let Some(inst) = d.as_instruction() {
+                inst.set_alignment(64)
+                    .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
+            }
+            Some(d)
+        } else {
+            None
+        };
+        // `dbuf` slot of row `r` and block `blk` of the chunk from `base`.
+        let dslot = |r: usize, blk: IntValue<'ctx>, base: IntValue<'ctx>| {
+            let i = self.b.build_int_sub(blk, base, "di")?;
+            let i = self
+                .b
+                .build_int_add(i, self.i64c(r as u64 * SPLIT_BLOCKS), "di")?;
+            let o = self.b.build_int_mul(i, self.i64c(BLOCK as u64 * 4), "do")?;
+            let d = dbuf.ok_or_else(|| CpuError::Llvm("no decode buffer".into()))?;
+            self.gep(d, o)
+        };
+        // Split: each half's accumulators live in registers during its
+        // loop (`local`, promoted by mem2reg); between the halves they go
+        // through `accs` with volatile accesses, which LLVM leaves in
+        // memory; otherwise all 32 stay live in both loops and spill.
+        let local: Vec<PointerValue> = if split {
+            (0..rows * cols)
+                .map(|_| Ok(self.b.build_alloca(acc_t, "lacc")?))
+                .collect::<Result<_, CpuError>>()?
+        } else {
+            Vec::new()
+        };
+        let acc_ptrs: &[PointerValue] = if split { &local } else { &accs };
+        // Moves the accumulators of columns `cols_of` from `accs` into
+        // `local`, or back (`into_accs`).
+        let swap_accs = |cols_of: std::ops::Range<usize>, into_accs: bool| {
+            for r in 0..rows as usize {
+                for c in cols_of.clone() {
+                    let i = r * cols as usize + c;
+                    let (from, to) = if into_accs {
+                        (local[i], accs[i])
+                    } else {
+                        (accs[i], local[i])
+                    };
+                    let v = self.b.build_load(acc_t, from, "va")?;
+                    if !into_accs {
+                        if let Some(ins) = v.as_instruction_value() {
+                            ins.set_volatile(true)
+                                .map_err(|e| CpuError::Llvm(format!("volatile: {e}")))?;
+                        }
+                    }
+                    let st = self.b.build_store(to, v)?;
+                    if into_accs {
+                        st.set_volatile(true)
+                            .map_err(|e| CpuError::Llvm(format!("volatile: {e}")))?;
+                    }
                 }
-                self.b.build_unconditional_branch(cont_b)?;
-                // The row's last run: copy what is left into a zeroed
-                // buffer (reading past it would leave the scale array),
-                // decode, and zero the lanes past the last group.
-                self.b.position_at_end(tail_b);
-                let count = self.b.build_int_sub(self.i64c(ngroups), base, "cnt")?;
-                let nbytes = self.b.build_int_mul(count, self.i64c(sbytes), "nb")?;
-                let lane_idx = self.shuffle_mask(0..run);
-                let count32 = self.b.build_int_truncate(count, self.i32t, "cnt")?;
-                let count_v = self.b.build_insert_element(
-                    self.i32t.vec_type(SCALE_RUN).get_poison(),
-                    count32,
-                    self.i32t.const_zero(),
-                    "cv",
-                )?;
-                let count_v = self.b.build_shuffle_vector(
-                    count_v,
-                    self.i32t.vec_type(SCALE_RUN).get_poison(),
-                    self.i32t.vec_type(SCALE_RUN).const_zero(),
-                    "cv",
-                )?;
-                let live =
-                    self.b
-                        .build_int_compare(IntPredicate::ULT, lane_idx, count_v, "live")?;
-                let zeros = self.f32t.vec_type(SCALE_RUN).const_zero();
-                for r in 0..rows as usize {
-                    self.b
-                        .build_memset(tbuf, 1, self.i8t.const_zero(), self.i64c(run * sbytes))?;
-                    self.b.build_memcpy(tbuf, 1, row_scales(r)?, 1, nbytes)?;
-                    let v = self.load_scales(tbuf)?;
-                    let v = self
-                        .b
-                        .build_select(live, v, zeros, "s")?
-                        .into_vector_value();
-                    self.b.build_store(sbuf_row(r)?, v)?;
-                }
-                self.b.build_unconditional_branch(cont_b)?;
-                self.b.position_at_end(cont_b);
+            }
+            Ok::<(), CpuError>(())
+        };
+        // The FMAs of row `r`'s decoded block `ws` with the activations
+        // `xs` of columns `cols_of`.
+        let fmas = |r: usize,
+                    ws: VectorValue<'ctx>,
+                    xs: &[VectorValue<'ctx>],
+                    cols_of: std::ops::Range<usize>|
+         -> Result<(), CpuError> {
+            for (c, &xv) in cols_of.zip(xs) {
+                let ap = acc_ptrs[r * cols as usize + c];
+                let acc = self.b.build_load(acc_t, ap, "a")?.into_vector_value();
+                let acc = self.fma(self.half(ws, 0)?, self.half(xv, 0)?, acc)?;
+                let acc = self.fma(self.half(ws, 16)?, self.half(xv, 16)?, acc)?;
+                self.b.build_store(ap, acc)?;
+            }
+            Ok(())
+        };
+        let load_xs = |blk: IntValue<'ctx>, cols_of: std::ops::Range<usize>| {
+            let xo = self
+                .b
+                .build_int_mul(blk, self.i64c(BLOCK as u64 * 4), "xo")?;
+            x_rows[cols_of]
+                .iter()
+                .map(|&xr| {
+                    let p = self.gep(xr, xo)?;
+                    Ok(self.load(self.vf, p, 4)?.into_vector_value())
+                })
+                .collect::<Result<Vec<VectorValue>, CpuError>>()
+        };
+        // One group step: scales, tables, and its blocks for the first
+        // `half_cols` columns (all of them unless split; split, each decoded
+        // block is also stored in `dbuf`, relative to block `dbase`).
+        let group_body = |g: IntValue<'ctx>, dbase: Option<IntValue<'ctx>>| {
+            // Every SCALE_RUN scale indices (and at the pass start),
+            // each row's next run of scales is decoded in one vector
+            // into `sbuf`; a run past the row's last group is padded
+            // with scale 0, which the zero-code padding meets.
+            let sidx = self.b.build_int_mul(g, self.i64c(spb as u64), "sidx")?;
+            let run = SCALE_RUN as u64;
+            let within = self.b.build_and(sidx, self.i64c(run - 1), "within")?;
+            let at_start = self.b.build_int_compare(IntPredicate::EQ, g, g0, "gs")?;
+            let aligned = self
+                .b
+                .build_int_compare(IntPredicate::EQ, within, self.i64c(0), "al")?;
+            let refill = self.b.build_or(at_start, aligned, "refill")?;
+            let fill_b = self.ctx.append_basic_block(f, "sfill");
+            let full_b = self.ctx.append_basic_block(f, "sfull");
+            let tail_b = self.ctx.append_basic_block(f, "stail");
+            let cont_b = self.ctx.append_basic_block(f, "scont");
+            self.b.build_conditional_branch(refill, fill_b, cont_b)?;
+            self.b.position_at_end(fill_b);
+            let base = self.b.build_int_sub(sidx, within, "base")?;
+            let base_end = self.b.build_int_add(base, self.i64c(run), "bend")?;
+            let full = self.b.build_int_compare(
+                IntPredicate::ULE,
+                base_end,
+                self.i64c(ngroups),
+                "full",
+            )?;
+            self.b.build_conditional_branch(full, full_b, tail_b)?;
+            let row_scales = |r: usize| {
+                let row0 = self
+                    .b
+                    .build_int_mul(rows_idx[r], self.i64c(ngroups), "si")?;
+                let idx = self.b.build_int_add(row0, base, "si")?;
+                let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
+                self.gep(a.s, so)
+            };
+            let sbuf_row = |r: usize| self.gep(sbuf, self.i64c(r as u64 * run * 4));
+            self.b.position_at_end(full_b);
+            for r in 0..rows as usize {
+                let v = self.load_scales(row_scales(r)?)?;
+                self.b.build_store(sbuf_row(r)?, v)?;
+            }
+            self.b.build_unconditional_branch(cont_b)?;
+            // The row's last run: copy what is left into a zeroed
+            // buffer (reading past it would leave the scale array),
+            // decode, and zero the lanes past the last group.
+            self.b.position_at_end(tail_b);
+            let count = self.b.build_int_sub(self.i64c(ngroups), base, "cnt")?;
+            let nbytes = self.b.build_int_mul(count, self.i64c(sbytes), "nb")?;
+            let lane_idx = self.shuffle_mask(0..run);
+            let count32 = self.b.build_int_truncate(count, self.i32t, "cnt")?;
+            let count_v = self.b.build_insert_element(
+                self.i32t.vec_type(SCALE_RUN).get_poison(),
+                count32,
+                self.i32t.const_zero(),
+                "cv",
+            )?;
+            let count_v = self.b.build_shuffle_vector(
+                count_v,
+                self.i32t.vec_type(SCALE_RUN).get_poison(),
+                self.i32t.vec_type(SCALE_RUN).const_zero(),
+                "cv",
+            )?;
+            let live = self
+                .b
+                .build_int_compare(IntPredicate::ULT, lane_idx, count_v, "live")?;
+            let zeros = self.f32t.vec_type(SCALE_RUN).const_zero();
+            for r in 0..rows as usize {
+                self.b
+                    .build_memset(tbuf, 1, self.i8t.const_zero(), self.i64c(run * sbytes))?;
+                self.b.build_memcpy(tbuf, 1, row_scales(r)?, 1, nbytes)?;
+                let v = self.load_scales(tbuf)?;
+                let v = self
+                    .b
+                    .build_select(live, v, zeros, "s")?
+                    .into_vector_value();
+                self.b.build_store(sbuf_row(r)?, v)?;
+            }
+            self.b.build_unconditional_branch(cont_b)?;
+            self.b.position_at_end(cont_b);
 
-                // One scale (and zero point) per lane half when a block
-                // holds two groups of 16.
-                let mut scales = Vec::new();
-                // Each row's (low-half, high-half) scale, for the tables.
-                let mut scale_pairs = Vec::new();
-                let mut zps = Vec::new();
-                let halves = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| {
-                    let l = self.splat_f(lo)?;
-                    let h = self.splat_f(hi)?;
-                    Ok::<_, CpuError>(self.b.build_shuffle_vector(
-                        l,
-                        h,
-                        self.shuffle_mask((0..16).chain(LANES as u64..LANES as u64 + 16)),
-                        "sv",
-                    )?)
-                };
-                let buffered = |r: usize, plus: u64| {
-                    let i = self
-                        .b
-                        .build_int_add(within, self.i64c(r as u64 * run + plus), "bi")?;
-                    let o = self.b.build_int_mul(i, self.i64c(4), "bo")?;
-                    Ok::<_, CpuError>(
-                        self.load(self.f32t, self.gep(sbuf, o)?, 4)?
-                            .into_float_value(),
-                    )
-                };
-                for (ri, &r) in rows_idx.iter().enumerate() {
-                    let row0 = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
-                    if spb == 1 {
-                        let s0 = buffered(ri, 0)?;
-                        scale_pairs.push((s0, s0));
-                        scales.push(self.splat_f(s0)?);
-                        if spec.weight.zero_point {
-                            let idx = self.b.build_int_add(row0, g, "si")?;
-                            zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
-                        }
-                        continue;
-                    }
-                    let (s0, s1) = (buffered(ri, 0)?, buffered(ri, 1)?);
-                    scale_pairs.push((s0, s1));
-                    scales.push(halves(s0, s1)?);
+            // One scale (and zero point) per lane half when a block
+            // holds two groups of 16.
+            let mut scales = Vec::new();
+            // Each row's (low-half, high-half) scale, for the tables.
+            let mut scale_pairs = Vec::new();
+            let mut zps = Vec::new();
+            let halves = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| {
+                let l = self.splat_f(lo)?;
+                let h = self.splat_f(hi)?;
+                Ok::<_, CpuError>(self.b.build_shuffle_vector(
+                    l,
+                    h,
+                    self.shuffle_mask((0..16).chain(LANES as u64..LANES as u64 + 16)),
+                    "sv",
+                )?)
+            };
+            let buffered = |r: usize, plus: u64| {
+                let i = self
+                    .b
+                    .build_int_add(within, self.i64c(r as u64 * run + plus), "bi")?;
+                let o = self.b.build_int_mul(i, self.i64c(4), "bo")?;
+                Ok::<_, CpuError>(
+                    self.load(self.f32t, self.gep(sbuf, o)?, 4)?
+                        .into_float_value(),
+                )
+            };
+            for (ri, &r) in rows_idx.iter().enumerate() {
+                let row0 = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
+                if spb == 1 {
+                    let s0 = buffered(ri, 0)?;
+                    scale_pairs.push((s0, s0));
+                    scales.push(self.splat_f(s0)?);
                     if spec.weight.zero_point {
-                        let g2 = self.b.build_int_mul(g, self.i64c(2), "g2")?;
-                        let i0 = self.b.build_int_add(row0, g2, "si")?;
-                        let g2n = self.b.build_int_add(g2, self.i64c(1), "g2n")?;
-                        let has_hi = self.b.build_int_compare(
-                            IntPredicate::ULT,
-                            g2n,
-                            self.i64c(ngroups),
-                            "hashi",
-                        )?;
-                        let i1 = self.b.build_int_add(i0, self.i64c(1), "si")?;
-                        let i1 = self.b.build_select(has_hi, i1, i0, "si")?.into_int_value();
-                        let z0 = self.load_zero_point(self.gep(a.z, i0)?)?;
-                        let z1 = self.load_zero_point(self.gep(a.z, i1)?)?;
-                        zps.push(halves(z0, z1)?);
+                        let idx = self.b.build_int_add(row0, g, "si")?;
+                        zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
                     }
+                    continue;
                 }
-                // With a 16-entry table, each row's group gets its own table
-                // of dequantized values `(decode(c) - z) * s`: the same f32
-                // roundings as the arithmetic path, once per group.
-                let luts: Vec<(VectorValue, VectorValue)> = match &self.lut {
-                    None => Vec::new(),
-                    Some(l) => (0..rows as usize)
-                        .map(|r| {
-                            let half = |v: VectorValue<'ctx>,
-                                        from: u64|
-                             -> Result<VectorValue<'ctx>, CpuError> {
-                                Ok(self.b.build_shuffle_vector(
-                                    v,
-                                    v,
-                                    self.shuffle_mask(from..from + 16),
-                                    "h",
-                                )?)
-                            };
-                            let table = |from: u64| -> Result<VectorValue<'ctx>, CpuError> {
-                                let mut t = l.table;
-                                if spec.weight.zero_point {
-                                    t = self.b.build_float_sub(t, half(zps[r], from)?, "tz")?;
-                                }
-                                // The scale splatted straight to 16 lanes
-                                // (taking half of the 32-lane one lets
-                                // LLVM move the multiply after the permute,
-                                // one more permute per half block).
-                                let sc = if from == 0 {
-                                    scale_pairs[r].0
-                                } else {
-                                    scale_pairs[r].1
-                                };
-                                let v16 = self.f32t.vec_type(16);
-                                let one = self.b.build_insert_element(
-                                    v16.get_poison(),
-                                    sc,
-                                    self.i32t.const_zero(),
-                                    "one",
-                                )?;
-                                let sv = self.b.build_shuffle_vector(
-                                    one,
-                                    v16.get_poison(),
-                                    self.i32t.vec_type(16).const_zero(),
-                                    "splat",
-                                )?;
-                                let t = self.b.build_float_mul(t, sv, "lut")?;
-                                if spb == 1 {
-                                    return Ok(t);
-                                }
-                                // A table used once: without a fence the x86
-                                // combiner moves the multiply after the
-                                // permute (a second permute per half block).
-                                let fence = Intrinsic::find("llvm.arithmetic.fence")
-                                    .and_then(|i| i.get_declaration(self.module, &[v16.into()]))
-                                    .ok_or_else(|| {
-                                        CpuError::Llvm(
-                                            "llvm.arithmetic.fence is not available".into(),
-                                        )
-                                    })?;
-                                self.b
-                                    .build_call(fence, &[t.into()], "lutf")?
-                                    .try_as_basic_value()
-                                    .basic()
-                                    .map(|v| v.into_vector_value())
-                                    .ok_or_else(|| CpuError::Llvm("fence returned no value".into()))
-                            };
-                            let lo = table(0)?;
-                            let hi = if spb == 1 { lo } else { table(16)? };
-                            Ok((lo, hi))
-                        })
-                        .collect::<Result<_, CpuError>>()?,
-                };
-                let block = |blk: IntValue<'ctx>| -> Result<(), CpuError> {
-                    let xo = self
-                        .b
-                        .build_int_mul(blk, self.i64c(BLOCK as u64 * 4), "xo")?;
-                    let xs: Vec<VectorValue> = x_rows
-                        .iter()
-                        .map(|&xr| {
-                            let p = self.gep(xr, xo)?;
-                            Ok(self.load(self.vf, p, 4)?.into_vector_value())
-                        })
-                        .collect::<Result<_, CpuError>>()?;
-                    let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
-                    for r in 0..rows as usize {
-                        let p = self.gep(w_rows[r], wo)?;
-                        let ws = match &self.lut {
-                            Some(l) => self.lut_block(l, luts[r], p)?,
-                            None => {
-                                let mut wf = self.decode(self.load_codes(p)?)?;
-                                if spec.weight.zero_point {
-                                    wf = self.b.build_float_sub(wf, zps[r], "wz")?;
-                                }
-                                self.b.build_float_mul(wf, scales[r], "ws")?
-                            }
+                let (s0, s1) = (buffered(ri, 0)?, buffered(ri, 1)?);
+                scale_pairs.push((s0, s1));
+                scales.push(halves(s0, s1)?);
+                if spec.weight.zero_point {
+                    let g2 = self.b.build_int_mul(g, self.i64c(2), "g2")?;
+                    let i0 = self.b.build_int_add(row0, g2, "si")?;
+                    let g2n = self.b.build_int_add(g2, self.i64c(1), "g2n")?;
+                    let has_hi = self.b.build_int_compare(
+                        IntPredicate::ULT,
+                        g2n,
+                        self.i64c(ngroups),
+                        "hashi",
+                    )?;
+                    let i1 = self.b.build_int_add(i0, self.i64c(1), "si")?;
+                    let i1 = self.b.build_select(has_hi, i1, i0, "si")?.into_int_value();
+                    let z0 = self.load_zero_point(self.gep(a.z, i0)?)?;
+                    let z1 = self.load_zero_point(self.gep(a.z, i1)?)?;
+                    zps.push(halves(z0, z1)?);
+                }
+            }
+            // With a 16-entry table, each row's group gets its own table
+            // of dequantized values `(decode(c) - z) * s`: the same f32
+            // roundings as the arithmetic path, once per group.
+            let luts: Vec<(VectorValue, VectorValue)> = match &self.lut {
+                None => Vec::new(),
+                Some(l) => (0..rows as usize)
+                    .map(|r| {
+                        let half = |v: VectorValue<'ctx>,
+                                    from: u64|
+                         -> Result<VectorValue<'ctx>, CpuError> {
+                            Ok(self.b.build_shuffle_vector(
+                                v,
+                                v,
+                                self.shuffle_mask(from..from + 16),
+                                "h",
+                            )?)
                         };
-                        for (c, &xv) in xs.iter().enumerate() {
-                            let ap = accs[r * cols as usize + c];
-                            let acc = self.b.build_load(acc_t, ap, "a")?.into_vector_value();
-                            let acc = self.fma(self.half(ws, 0)?, self.half(xv, 0)?, acc)?;
-                            let acc = self.fma(self.half(ws, 16)?, self.half(xv, 16)?, acc)?;
-                            self.b.build_store(ap, acc)?;
+                        let table = |from: u64| -> Result<VectorValue<'ctx>, CpuError> {
+                            let mut t = l.table;
+                            if spec.weight.zero_point {
+                                t = self.b.build_float_sub(t, half(zps[r], from)?, "tz")?;
+                            }
+                            // The scale splatted straight to 16 lanes
+                            // (taking half of the 32-lane one lets
+                            // LLVM move the multiply after the permute,
+                            // one more permute per half block).
+                            let sc = if from == 0 {
+                                scale_pairs[r].0
+                            } else {
+                                scale_pairs[r].1
+                            };
+                            let v16 = self.f32t.vec_type(16);
+                            let one = self.b.build_insert_element(
+                                v16.get_poison(),
+                                sc,
+                                self.i32t.const_zero(),
+                                "one",
+                            )?;
+                            let sv = self.b.build_shuffle_vector(
+                                one,
+                                v16.get_poison(),
+                                self.i32t.vec_type(16).const_zero(),
+                                "splat",
+                            )?;
+                            let t = self.b.build_float_mul(t, sv, "lut")?;
+                            if spb == 1 {
+                                return Ok(t);
+                            }
+                            // A table used once: without a fence the x86
+                            // combiner moves the multiply after the
+                            // permute (a second permute per half block).
+                            let fence = Intrinsic::find("llvm.arithmetic.fence")
+                                .and_then(|i| i.get_declaration(self.module, &[v16.into()]))
+                                .ok_or_else(|| {
+                                    CpuError::Llvm("llvm.arithmetic.fence is not available".into())
+                                })?;
+                            self.b
+                                .build_call(fence, &[t.into()], "lutf")?
+                                .try_as_basic_value()
+                                .basic()
+                                .map(|v| v.into_vector_value())
+                                .ok_or_else(|| CpuError::Llvm("fence returned no value".into()))
+                        };
+                        let lo = table(0)?;
+                        let hi = if spb == 1 { lo } else { table(16)? };
+                        Ok((lo, hi))
+                    })
+                    .collect::<Result<_, CpuError>>()?,
+            };
+            let block = |blk: IntValue<'ctx>| -> Result<(), CpuError> {
+                let xs = load_xs(blk, 0..half_cols)?;
+                let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
+                for r in 0..rows as usize {
+                    let p = self.gep(w_rows[r], wo)?;
+                    let ws = match &self.lut {
+                        Some(l) => self.lut_block(l, luts[r], p)?,
+                        None => {
+                            let mut wf = self.decode(self.load_codes(p)?)?;
+                            if spec.weight.zero_point {
+                                wf = self.b.build_float_sub(wf, zps[r], "wz")?;
+                            }
+                            self.b.build_float_mul(wf, scales[r], "ws")?
                         }
+                    };
+                    if let Some(base) = dbase {
+                        self.b.build_store(dslot(r, blk, base)?, ws)?;
                     }
-                    Ok(())
-                };
-                if bpg == 1 {
-                    // One block per group (groups of 32): no inner loop.
-                    return block(g);
+                    fmas(r, ws, &xs, 0..half_cols)?;
                 }
-                let b_start = self.b.build_int_mul(g, self.i64c(bpg), "bs")?;
-                let b_end = self.b.build_int_add(b_start, self.i64c(bpg), "be")?;
-                let lt = self
-                    .b
-                    .build_int_compare(IntPredicate::ULT, b_end, self.i64c(kb), "lt")?;
-                let b_end = self
-                    .b
-                    .build_select(lt, b_end, self.i64c(kb), "be")?
-                    .into_int_value();
-                self.emit_loop(
-                    f,
-                    b_start,
-                    |blk| {
-                        Ok(self
-                            .b
-                            .build_int_compare(IntPredicate::ULT, blk, b_end, "bc")?)
-                    },
-                    1,
-                    block,
-                )?;
                 Ok(())
-            },
-        )?;
+            };
+            if bpg == 1 {
+                // One block per group (groups of 32): no inner loop.
+                return block(g);
+            }
+            let b_start = self.b.build_int_mul(g, self.i64c(bpg), "bs")?;
+            let b_end = self.b.build_int_add(b_start, self.i64c(bpg), "be")?;
+            let lt = self
+                .b
+                .build_int_compare(IntPredicate::ULT, b_end, self.i64c(kb), "lt")?;
+            let b_end = self
+                .b
+                .build_select(lt, b_end, self.i64c(kb), "be")?
+                .into_int_value();
+            self.emit_loop(
+                f,
+                b_start,
+                |blk| {
+                    Ok(self
+                        .b
+                        .build_int_compare(IntPredicate::ULT, blk, b_end, "bc")?)
+                },
+                1,
+                block,
+            )?;
+            Ok(())
+        };
+        if !split {
+            self.emit_loop(
+                f,
+                g0,
+                |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
+                1,
+                |g| group_body(g, None),
+            )?;
+        } else {
+            let chunk = SPLIT_BLOCKS / bpg;
+            self.emit_loop(
+                f,
+                g0,
+                |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
+                chunk,
+                |gc| {
+                    let ge = self.b.build_int_add(gc, self.i64c(chunk), "ge")?;
+                    let lt = self.b.build_int_compare(IntPredicate::ULT, ge, g1, "lt")?;
+                    let ge = self.b.build_select(lt, ge, g1, "ge")?.into_int_value();
+                    let base = self.b.build_int_mul(gc, self.i64c(bpg), "db")?;
+                    swap_accs(0..half_cols, false)?;
+                    self.emit_loop(
+                        f,
+                        gc,
+                        |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, ge, "gc")?),
+                        1,
+                        |g| group_body(g, Some(base)),
+                    )?;
+                    swap_accs(0..half_cols, true)?;
+                    // The second half of the columns over the same blocks.
+                    swap_accs(half_cols..cols as usize, false)?;
+                    let be = self.b.build_int_mul(ge, self.i64c(bpg), "be")?;
+                    let lt =
+                        self.b
+                            .build_int_compare(IntPredicate::ULT, be, self.i64c(kb), "lt")?;
+                    let be = self
+                        .b
+                        .build_select(lt, be, self.i64c(kb), "be")?
+                        .into_int_value();
+                    self.emit_loop(
+                        f,
+                        base,
+                        |blk| Ok(self.b.build_int_compare(IntPredicate::ULT, blk, be, "bc")?),
+                        1,
+                        |blk| {
+                            let xs = load_xs(blk, half_cols..cols as usize)?;
+                            for r in 0..rows as usize {
+                                let ws = self
+                                    .b
+                                    .build_load(self.vf, dslot(r, blk, base)?, "dw")?
+                                    .into_vector_value();
+                                fmas(r, ws, &xs, half_cols..cols as usize)?;
+                            }
+                            Ok(())
+                        },
+                    )?;
+                    swap_accs(half_cols..cols as usize, true)?;
+                    Ok(())
+                },
+            )?;
+        }
 
         let m = spec.m as u64;
         for r in 0..rows as usize {
@@ -1464,7 +1624,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             )
         } else {
             (
-                if wide512 {
+                if wide512 && self.split_cols(8) {
+                    vec![(self.emit_tile(4, 8)?, 4, 8), (self.emit_tile(4, 4)?, 4, 4)]
+                } else if wide512 {
                     vec![(self.emit_tile(4, 4)?, 4, 4)]
                 } else {
                     vec![(self.emit_tile(2, 4)?, 2, 4)]
