@@ -59,10 +59,12 @@ fractions of the measured DRAM read bandwidth and compute peak (f32 FMA,
 int8 VNNI for W8A8, or the xor+popcount step for W1A1 and bit-serial, 2
 binary ops per bit pair: 2*m*k*n*x*y for x-bit weights and y-bit
 activations; bit-serial also prints the per-call activation packing time,
-which the median includes). JSON keys: seconds_median, gflops,
+which the median includes), and the fraction of the attainable roofline:
+the longer of weight bytes / bandwidth and operations / peak, over the
+median time. JSON keys: seconds_median, gflops,
 weight_gbps, bandwidth_fraction, compute_fraction, machine {mem_gbps,
-peak_gops}, plus compile_ms, samples, threads, copies, weight_bytes, spec,
-target.
+peak_gops}, plus roofline_fraction, bound (memory or compute),
+compile_ms, samples, threads, copies, weight_bytes, spec, target.
 ";
 
 fn specs() -> Vec<Spec> {
@@ -175,6 +177,27 @@ impl Report {
     fn weight_gbps(&self) -> f64 {
         self.weight_bytes as f64 / self.median / 1e9
     }
+    /// The attainable time on this machine's measured roofline: the
+    /// weight bytes at the DRAM probe's bandwidth or the operations at the
+    /// compute probe's peak, whichever is longer.
+    fn roofline_seconds(&self) -> f64 {
+        let mem = self.weight_bytes as f64 / (self.mem_gbps * 1e9);
+        let compute = self.flops / (self.peak_gflops * 1e9);
+        mem.max(compute)
+    }
+    /// Fraction of the attainable roofline reached by the median call.
+    fn roofline_fraction(&self) -> f64 {
+        self.roofline_seconds() / self.median
+    }
+    /// Which roof bounds this kernel here.
+    fn bound(&self) -> &'static str {
+        let mem = self.weight_bytes as f64 / (self.mem_gbps * 1e9);
+        if mem >= self.flops / (self.peak_gflops * 1e9) {
+            "memory"
+        } else {
+            "compute"
+        }
+    }
 
     fn text(&self, spec: &GemmSpec, threads: usize) -> String {
         let bits = self.weight_bytes as f64 * 8.0 / (spec.m * spec.k) as f64;
@@ -186,7 +209,8 @@ impl Report {
              machine: DRAM read {:.1} GB/s, {} {:.1} GOP/s (probes, {threads} threads, best of 5)\n\
              median: {:.6} s (min {:.6} s, {} samples)\n\
              GOP/s: {:.1} ({:.3} of peak)\n\
-             weight GB/s: {:.1} ({:.3} of DRAM bandwidth)\n{}",
+             weight GB/s: {:.1} ({:.3} of DRAM bandwidth)\n\
+             roofline: {:.3} of attainable ({:.6} s, {}-bound)\n{}",
             self.target,
             self.compile.as_secs_f64() * 1e3,
             self.weight_bytes as f64 / 1e6,
@@ -203,6 +227,9 @@ impl Report {
             self.gflops() / self.peak_gflops,
             self.weight_gbps(),
             self.weight_gbps() / self.mem_gbps,
+            self.roofline_fraction(),
+            self.roofline_seconds(),
+            self.bound(),
             match self.act_pack {
                 Some(t) => format!(
                     "activation bit-planes: {t:.6} s per call ({:.3} of the median)\n",
@@ -218,6 +245,7 @@ impl Report {
         format!(
             "{{\"seconds_median\": {:e}, \"gflops\": {:.3}, \"weight_gbps\": {:.3}, \
              \"bandwidth_fraction\": {:.4}, \"compute_fraction\": {:.4}, \
+             \"roofline_fraction\": {:.4}, \"bound\": \"{}\", \
              \"machine\": {{\"mem_gbps\": {:.3}, \"peak_gops\": {:.3}, \"peak_kind\": \"{}\"}}, \
              \"compile_ms\": {:.3}, \"samples\": {}, \"threads\": {threads}, \"copies\": {}, \
              \"weight_bytes\": {}, \"spec\": \"{}\", \"target\": \"{}\"{}}}",
@@ -226,6 +254,8 @@ impl Report {
             self.weight_gbps(),
             self.weight_gbps() / self.mem_gbps,
             self.gflops() / self.peak_gflops,
+            self.roofline_fraction(),
+            self.bound(),
             self.mem_gbps,
             self.peak_gflops,
             self.peak_kind,
@@ -364,4 +394,62 @@ fn bench(
         flops: 2.0 * (spec.m * spec.k * n) as f64 * planes,
         act_pack,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(weight_bytes: usize, flops: f64, median: f64) -> Report {
+        Report {
+            target: "t".into(),
+            compile: Duration::from_millis(1),
+            llc: 1 << 20,
+            copies: 2,
+            weight_bytes,
+            mem_gbps: 20.0,
+            peak_gflops: 400.0,
+            peak_kind: "f32 FMA peak",
+            median,
+            min: median,
+            samples: 20,
+            flops,
+            act_pack: None,
+        }
+    }
+
+    /// The attainable time is the longer roof: 33 MB at 20 GB/s (1.65 ms)
+    /// against 0.117 GFLOP at 400 GFLOP/s for n = 1, 0.94 GFLOP (2.35 ms)
+    /// for n = 8.
+    #[test]
+    fn roofline_fraction_uses_the_binding_roof() {
+        let n1 = report(33_000_000, 2.0 * 4096.0 * 14336.0, 0.0033);
+        assert_eq!(n1.bound(), "memory");
+        assert!((n1.roofline_fraction() - 0.5).abs() < 1e-9);
+        let n8 = report(33_000_000, 16.0 * 4096.0 * 14336.0, 0.0047);
+        assert_eq!(n8.bound(), "compute");
+        let want = 16.0 * 4096.0 * 14336.0 / 400e9 / 0.0047;
+        assert!((n8.roofline_fraction() - want).abs() < 1e-9);
+    }
+
+    /// The JSON keeps every INTERFACES.md key and adds the roofline ones.
+    #[test]
+    fn json_keeps_the_interface_keys() {
+        let i4: lowbit::ElemType = "i4".parse().unwrap();
+        let spec = GemmSpec::new(8, 64, lowbit_llvm::Dim::Static(1), i4, 32);
+        let j = report(1000, 1024.0, 1e-6).json(&spec, 2);
+        for key in [
+            "\"seconds_median\"",
+            "\"gflops\"",
+            "\"weight_gbps\"",
+            "\"bandwidth_fraction\"",
+            "\"compute_fraction\"",
+            "\"machine\": {\"mem_gbps\"",
+            "\"peak_gops\"",
+            "\"roofline_fraction\"",
+            "\"bound\": \"memory\"",
+        ] {
+            assert!(j.contains(key), "{key} missing from {j}");
+        }
+    }
 }

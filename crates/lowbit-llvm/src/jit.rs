@@ -5,8 +5,9 @@
 //!
 //! [`GemmKernel::run`] checks every buffer size against the spec before the
 //! machine code sees a pointer, and splits the output rows over threads
-//! (scoped, one per requested thread, the caller's thread included), which
-//! take 4-row-aligned chunks from a shared counter.
+//! (the persistent workers of `pool.rs`, one per requested thread, the
+//! caller's thread included), which take 8-row-aligned chunks from a
+//! shared counter.
 //!
 //! Limits: neither cache evicts (kernels are small).
 
@@ -737,10 +738,10 @@ impl GemmKernel {
         } else {
             threads
         };
-        // Rows are handed out in chunks (whole 4-row tiles) from a shared
+        // Rows are handed out in chunks (whole 8-row tiles) from a shared
         // counter, about 8 per thread: on a shared machine a descheduled
         // thread then delays only its current chunk, not half the matrix.
-        let chunk = (spec.m.div_ceil(threads * 8).div_ceil(4) * 4).max(4);
+        let chunk = (spec.m.div_ceil(threads * 8).div_ceil(8) * 8).max(8);
         let func = self.func;
         let call = move |r0: usize, r1: usize| {
             // SAFETY: the caller checked every buffer against the spec (x
@@ -774,12 +775,7 @@ impl GemmKernel {
             }
             call(c * chunk, ((c + 1) * chunk).min(spec.m));
         };
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(work);
-            }
-            work();
-        });
+        crate::pool::run_on(threads, &work);
     }
 }
 

@@ -33,6 +33,7 @@ pub mod error;
 pub mod jit;
 mod objjit;
 pub mod pack;
+mod pool;
 pub mod probe;
 pub mod spec;
 pub mod target;
