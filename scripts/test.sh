@@ -37,7 +37,12 @@ fi
 # 2. doc tests (nextest does not run them)
 step doc-tests cargo test --workspace --doc
 
-# 3. lit tests (prefer Debian's LLVM lit; fall back to the venv's lit package)
+# 3. the examples that check themselves: the library JIT (exits non-zero if
+#    the kernel leaves its declared error bound or the cache misses) and the
+#    numerics round trip
+step examples bash -c 'cargo run -q -p lowbit-llvm --example jit_gemm && cargo run -q -p lowbit-numerics --example numerics_roundtrip >/dev/null'
+
+# 4. lit tests (prefer Debian's LLVM lit; fall back to the venv's lit package)
 LIT=""
 for cand in /usr/lib/llvm-22/bin/lit /usr/bin/lit-22 "$ROOT/.venv/bin/lit"; do
     if [[ -x "$cand" ]] && "$cand" --version >/dev/null 2>&1; then

@@ -3,7 +3,9 @@
 //! run on your own buffers, and get the cached kernel the second time
 //! (from memory; from disk in a later process when `LOWBIT_CACHE_DIR` is set).
 //!
-//! Run with `cargo run --release -p lowbit-llvm --example jit_gemm`.
+//! Run with `cargo run --release -p lowbit-llvm --example jit_gemm`; it
+//! exits non-zero if the kernel's result leaves the declared error bound
+//! (scripts/test.sh runs it).
 
 use lowbit_ir::Tensor;
 use lowbit_llvm::{compile, Dim, GemmSpec, PackedWeights};
@@ -45,32 +47,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut y = vec![0f32; n * m];
     kernel.run(x.as_slice(), &packed, None, &mut y, n, 2)?;
 
-    // A plain f64 reference, to show what the kernel computes.
+    // A plain f64 reference, to show what the kernel computes, and the
+    // crate's declared bound for f32 kernels: |y - y_ref| <= (k_pad/16 + 8)
+    // * 2^-24 * sum |x * w| (see `lowbit_llvm::codegen`'s docs).
+    let k_pad = k.div_ceil(32) * 32;
     let mut worst = 0f64;
     for c in 0..n {
         for r in 0..m {
-            let mut acc = 0f64;
+            let (mut acc, mut mag) = (0f64, 0f64);
             for j in 0..k {
                 let q = i4.decode(w.codes[r * k + j]);
                 let s = ElemType::F16.decode(scales.codes[r * groups + j / 32]);
                 acc += f64::from(x[c * k + j]) * q * s;
+                mag += (f64::from(x[c * k + j]) * q * s).abs();
             }
-            worst = worst.max((acc - f64::from(y[c * m + r])).abs());
+            let err = (acc - f64::from(y[c * m + r])).abs();
+            let bound = (k_pad as f64 / 16.0 + 8.0) * f64::powi(2.0, -24) * mag;
+            if err > bound {
+                return Err(format!(
+                    "y[{c}][{r}] = {} is {err:e} from {acc} (bound {bound:e})",
+                    y[c * m + r]
+                )
+                .into());
+            }
+            worst = worst.max(err);
         }
     }
     println!(
-        "y[0][0..4] = {:?}; max |error| vs f64 = {worst:.3e}",
+        "y[0][0..4] = {:?}; max |error| vs f64 = {worst:.3e} (within the declared bound)",
         &y[..4]
     );
 
     // A buffer of the wrong size is an error, not memory corruption.
-    let err = kernel
-        .run(&x[..10], &packed, None, &mut y, n, 2)
-        .unwrap_err();
+    let Err(err) = kernel.run(&x[..10], &packed, None, &mut y, n, 2) else {
+        return Err("a 10-element x was accepted for n = 3".into());
+    };
     println!("wrong x size -> {err}");
 
     // The second request for the same spec is served from the cache.
     let again = compile(&spec)?;
-    println!("cache hit: {}", Arc::ptr_eq(&kernel, &again));
+    let hit = Arc::ptr_eq(&kernel, &again);
+    println!("cache hit: {hit}");
+    if !hit {
+        return Err("the second compile of the same spec missed the cache".into());
+    }
     Ok(())
 }
