@@ -708,31 +708,24 @@ impl<'a> Parser<'a> {
         }
         loop {
             let t = self.next()?;
-            if let Tok::Str(quoted) = t.tok {
-                self.expect(":", "after a quoted output name")?;
-                let name = unescape(quoted).map_err(|m| err(t.pos, m))?;
-                let ty = self.tensor_type()?;
-                if outs.iter().any(|(n, _)| *n == name) {
-                    return Err(err(t.pos, format!("duplicate output name '{name}'")));
+            let (name, ty) = match t.tok {
+                Tok::Str(quoted) => {
+                    self.expect(":", "after a quoted output name")?;
+                    let name = unescape(quoted).map_err(|m| err(t.pos, m))?;
+                    (name, self.tensor_type()?)
                 }
-                outs.push((name, ty));
-                if !self.eat(",")? {
-                    self.expect(")", "after the output types")?;
-                    return Ok(outs);
+                // `tensor: tensor<..>` names an output "tensor"; `tensor<..>` is unnamed.
+                Tok::Ident(word) => {
+                    if self.eat(":")? {
+                        (word.to_string(), self.tensor_type()?)
+                    } else if word == "tensor" {
+                        (format!("output{}", outs.len()), self.tensor_type_body()?)
+                    } else {
+                        let n = self.peek()?;
+                        return expected(n, format!("':' after output name '{word}'"));
+                    }
                 }
-                continue;
-            }
-            let Tok::Ident(word) = t.tok else {
-                return expected(t, "an output name or type");
-            };
-            // `tensor: tensor<..>` names an output "tensor"; `tensor<..>` is unnamed.
-            let (name, ty) = if self.eat(":")? {
-                (word.to_string(), self.tensor_type()?)
-            } else if word == "tensor" {
-                (format!("output{}", outs.len()), self.tensor_type_body()?)
-            } else {
-                let n = self.peek()?;
-                return expected(n, format!("':' after output name '{word}'"));
+                _ => return expected(t, "an output name or type"),
             };
             if outs.iter().any(|(n, _)| *n == name) {
                 return Err(err(t.pos, format!("duplicate output name '{name}'")));
