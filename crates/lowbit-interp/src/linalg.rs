@@ -322,6 +322,17 @@ fn transposed<T: Copy>(v: Vec<T>, rows: usize, cols: usize) -> Vec<T> {
     out
 }
 
+/// A 2-D tensor stored `cols x rows` (row-major), transposed into a new
+/// `rows x cols` tensor: `gemm`'s `op(a)` and `op(b)` under `trans_a` and
+/// `trans_b`.
+fn transposed_tensor(t: &Tensor, rows: usize, cols: usize) -> Tensor {
+    Tensor {
+        elem: t.elem,
+        shape: vec![rows as u64, cols as u64],
+        codes: transposed(t.codes.clone(), cols, rows),
+    }
+}
+
 /// `gemm a, b[, c]`.
 pub(crate) fn gemm(at: GemmAttrs, ops: &[&Tensor], rt: &TensorType) -> Result<Tensor, String> {
     let (a, b, c) = (ops[0], ops[1], ops.get(2).copied());
@@ -402,30 +413,9 @@ pub(crate) fn gemm(at: GemmAttrs, ops: &[&Tensor], rt: &TensorType) -> Result<Te
             ));
         }
         // Materialize op(a), op(b) as plain tensors so one code path decodes them.
-        let (ta, tb);
-        let (a, b) = {
-            let a = if at.trans_a {
-                ta = Tensor {
-                    elem: a.elem,
-                    shape: vec![m as u64, k as u64],
-                    codes: transposed(a.codes.clone(), k, m),
-                };
-                &ta
-            } else {
-                a
-            };
-            let b = if at.trans_b {
-                tb = Tensor {
-                    elem: b.elem,
-                    shape: vec![k as u64, n as u64],
-                    codes: transposed(b.codes.clone(), n, k),
-                };
-                &tb
-            } else {
-                b
-            };
-            (a, b)
-        };
+        let ta = at.trans_a.then(|| transposed_tensor(a, m, k));
+        let tb = at.trans_b.then(|| transposed_tensor(b, k, n));
+        let (a, b) = (ta.as_ref().unwrap_or(a), tb.as_ref().unwrap_or(b));
         let cv = c.map(ints);
         let cmax = cv
             .as_ref()
