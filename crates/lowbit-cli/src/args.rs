@@ -38,6 +38,17 @@ impl Args {
     pub fn last(&self, long: &str) -> Option<&str> {
         self.all(long).last().map(String::as_str)
     }
+
+    /// The one positional argument a command takes (its input file), or
+    /// the usage error: `missing` when there is none, `unexpected argument
+    /// '...'` naming the first extra one.
+    pub fn one_positional(&self, missing: &str) -> Result<&str, String> {
+        match self.positional.as_slice() {
+            [p] => Ok(p.as_str()),
+            [] => Err(missing.to_string()),
+            [_, extra, ..] => Err(format!("unexpected argument '{extra}'")),
+        }
+    }
 }
 
 /// Parses `argv` (without the program and command names) against `specs`.
@@ -152,5 +163,21 @@ mod tests {
         let e = parse(&argv(&["--verify-each=1"]), SPECS).unwrap_err();
         assert!(e.contains("takes no value"), "{e}");
         assert!(parse(&argv(&["-x"]), SPECS).is_err());
+    }
+
+    #[test]
+    fn one_positional_names_what_is_missing_or_extra() {
+        let one = |s: &[&str]| {
+            parse(&argv(s), SPECS)
+                .unwrap()
+                .one_positional("missing MODEL")
+                .map(str::to_string)
+        };
+        assert_eq!(one(&["-", "--verify-each"]), Ok("-".to_string()));
+        assert_eq!(one(&["--verify-each"]), Err("missing MODEL".to_string()));
+        assert_eq!(
+            one(&["a.lbir", "b.lbir", "c.lbir"]),
+            Err("unexpected argument 'b.lbir'".to_string())
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 use crate::args::{self, Spec};
 use crate::output::write_atomic;
-use crate::{read_source, write_stdout, Failure};
+use crate::{read_source, source_name, write_stdout, Failure};
 use lowbit::ir::diag::render_with_source;
 use lowbit::ir::printer::print_module;
 use lowbit::ir::{parser::parse_module, verifier::verify_module, Module};
@@ -115,17 +115,25 @@ const TARGETS: &[&str] = &["x86_64", "aarch64", "nvptx"];
 
 /// Loads a model: ONNX by extension, lowbit IR text otherwise.
 pub fn load_model(model: &str) -> Result<Module, Failure> {
+    load_model_and_source(model).map(|(m, _)| m)
+}
+
+/// [`load_model`], also returning the IR text it parsed (`None` for ONNX)
+/// so that later errors, such as the interpreter's, can be rendered
+/// against the source. Parse and verifier errors are rendered here.
+pub fn load_model_and_source(model: &str) -> Result<(Module, Option<String>), Failure> {
     let is_onnx = Path::new(model)
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
     if is_onnx {
-        return import_model(Path::new(model)).map_err(|e| Failure::msg(e.to_string()));
+        let m = import_model(Path::new(model)).map_err(|e| Failure::msg(e.to_string()))?;
+        return Ok((m, None));
     }
     let src = read_source(model)?;
-    let shown = if model == "-" { "<stdin>" } else { model };
-    parse_module(&src)
+    let m = parse_module(&src)
         .and_then(|m| verify_module(&m).map(|()| m))
-        .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))
+        .map_err(|d| Failure::rendered(render_with_source(&d, source_name(model), &src)))?;
+    Ok((m, Some(src)))
 }
 
 /// Runs `lowbit compile` with the arguments after the command name.
@@ -139,11 +147,7 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     if a.has("help") {
         return write_stdout(HELP);
     }
-    let model = match a.positional.as_slice() {
-        [m] => m.as_str(),
-        [] => return Err(Failure::usage("missing MODEL")),
-        [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
-    };
+    let model = a.one_positional("missing MODEL").map_err(Failure::usage)?;
     let out = a
         .last("output")
         .ok_or_else(|| Failure::usage("missing -o OUT"))?;

@@ -3,7 +3,7 @@
 //! for any fallback (text, or one JSON document with `--json`).
 
 use crate::args::{self, Spec};
-use crate::{write_stdout, Failure};
+use crate::{source_name, write_stdout, Failure};
 use lowbit::egraph::explain::{render_json, render_text};
 use lowbit::egraph::{optimize_function, rules::rule_set_names, Config};
 use lowbit::ir::target::{cpu_model_names, Target};
@@ -77,11 +77,9 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     if a.has("help") {
         return write_stdout(HELP);
     }
-    let file = match a.positional.as_slice() {
-        [f] => f.as_str(),
-        [] => return Err(Failure::usage("missing model file")),
-        [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
-    };
+    let file = a
+        .one_positional("missing model file")
+        .map_err(Failure::usage)?;
     let target = match a.last("target") {
         Some(t) => t.parse::<Target>().map_err(|e| {
             Failure::msg(format!(
@@ -106,7 +104,7 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
             )));
         }
     }
-    let shown = if file == "-" { "<stdin>" } else { file };
+    let shown = source_name(file);
     // ONNX models are imported, anything else is read as lowbit IR text.
     let module = crate::compile_cmd::load_model(file)?;
     let mut reports = Vec::new();

@@ -82,6 +82,16 @@ pub fn write_stdout(text: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::msg(format!("cannot write standard output: {e}")))
 }
 
+/// The name diagnostics show for a source path: `<stdin>` for `-`, the
+/// path itself otherwise.
+pub fn source_name(path: &str) -> &str {
+    if path == "-" {
+        "<stdin>"
+    } else {
+        path
+    }
+}
+
 /// Reads a source file, or standard input for `-`.
 pub fn read_source(path: &str) -> Result<String, Failure> {
     if path == "-" {

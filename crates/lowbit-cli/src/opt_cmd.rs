@@ -2,7 +2,7 @@
 
 use crate::args::{self, Spec};
 use crate::output::write_atomic;
-use crate::{read_source, write_stdout, Failure};
+use crate::{read_source, source_name, write_stdout, Failure};
 use lowbit::ir::diag::{check_expected_diagnostics, render_with_source};
 use lowbit::ir::{
     parser::parse_module,
@@ -145,15 +145,9 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     if a.has("list-passes") {
         return write_stdout(&describe_registry());
     }
-    let file = match a.positional.as_slice() {
-        [f] => f.as_str(),
-        [] => {
-            return Err(Failure::usage(
-                "missing input file (use '-' for standard input)",
-            ))
-        }
-        [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
-    };
+    let file = a
+        .one_positional("missing input file (use '-' for standard input)")
+        .map_err(Failure::usage)?;
     let mut pm = PassManager::parse(a.last("passes").unwrap_or(""))
         .map_err(|e| Failure::msg(e.to_string()))?;
     pm.instrumentation = instrumentation(&a)?;
@@ -162,7 +156,7 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     }
 
     let src = read_source(file)?;
-    let shown = if file == "-" { "<stdin>" } else { file };
+    let shown = source_name(file);
     let parsed = parse_module(&src).and_then(|m| verify_module(&m).map(|()| m));
     if a.has("verify-diagnostics") {
         let diags = parsed.as_ref().err().cloned().unwrap_or_default();

@@ -6,13 +6,12 @@
 //! message saying so.
 
 use crate::args::{self, Spec};
-use crate::{read_source, write_stdout, Failure};
+use crate::{source_name, write_stdout, Failure};
 use lowbit::interp::run_function;
 use lowbit::ir::diag::render_with_source;
 use lowbit::ir::printer::format_value;
-use lowbit::ir::{parser::parse_module, verifier::verify_module, Function, Tensor, TensorType};
+use lowbit::ir::{Function, Tensor, TensorType};
 use lowbit::numerics::ElemType;
-use lowbit::onnx::import_model;
 use lowbit::onnx::tensor_io::{read_tensor, write_pb};
 use std::path::{Path, PathBuf};
 
@@ -100,27 +99,10 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     if a.has("help") {
         return write_stdout(HELP);
     }
-    let model = match a.positional.as_slice() {
-        [m] => m.as_str(),
-        [] => return Err(Failure::usage("missing MODEL")),
-        [_, extra, ..] => return Err(Failure::usage(format!("unexpected argument '{extra}'"))),
-    };
+    let model = a.one_positional("missing MODEL").map_err(Failure::usage)?;
     check_backend(a.last("backend"))?;
-    let is_onnx = Path::new(model)
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
-    let (module, src) = if is_onnx {
-        let m = import_model(Path::new(model)).map_err(|e| Failure::msg(e.to_string()))?;
-        (m, None)
-    } else {
-        let src = read_source(model)?;
-        let shown = if model == "-" { "<stdin>" } else { model };
-        let m = parse_module(&src)
-            .and_then(|m| verify_module(&m).map(|()| m))
-            .map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))?;
-        (m, Some(src))
-    };
-    let shown = if model == "-" { "<stdin>" } else { model };
+    let (module, src) = crate::compile_cmd::load_model_and_source(model)?;
+    let shown = source_name(model);
     let f = module
         .entry()
         .ok_or_else(|| Failure::msg(format!("{shown}: the module has no functions")))?;

@@ -106,6 +106,28 @@ fn dims(a: &TensorType, res: &TensorType) -> (f64, f64, f64, f64) {
     (batch, m, k, n)
 }
 
+/// [`dims`] of a `qmatmul`: the contraction runs over whichever operand
+/// is on the left (the weight when `weight_lhs`). Both cost models read it
+/// this way.
+fn qmatmul_dims(
+    weight_lhs: bool,
+    x: &TensorType,
+    w: &TensorType,
+    res: &TensorType,
+) -> (f64, f64, f64, f64) {
+    if weight_lhs {
+        dims(w, res)
+    } else {
+        dims(x, res)
+    }
+}
+
+/// Bytes a bit-serial matmul moves: both operands as `pa`/`pb` bit-planes
+/// plus the result. The same on every target; only the bandwidth differs.
+fn bit_plane_bytes((b, m, k, n): (f64, f64, f64, f64), pa: u32, pb: u32, res: &TensorType) -> f64 {
+    (b * m * k * pa as f64 + k * n * pb as f64) / 8.0 + res.byte_size() as f64
+}
+
 fn bits(e: ElemType) -> u32 {
     e.bits()
 }
@@ -206,11 +228,7 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
             ..
         } => {
             let (x, w) = (ops[0], ops[1]);
-            let (b, m, k, n) = if *weight_lhs {
-                dims(w, res)
-            } else {
-                dims(x, res)
-            };
+            let (b, m, k, n) = qmatmul_dims(*weight_lhs, x, w, res);
             // The weight is decoded once per tile of 8 activation rows, one
             // vector of elements per cycle (shift/mask/convert on two ports).
             let deq_rate = lanes;
@@ -293,8 +311,7 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                     let kernel = f.popcount_kernel();
                     let planes = (pa * pb) as f64;
                     let pack = cycles(b * m * k * pa as f64, lanes * 8.0);
-                    let moved =
-                        (b * m * k * pa as f64 + k * n * pb as f64) / 8.0 + res.byte_size() as f64;
+                    let moved = bit_plane_bytes((b, m, k, n), pa, pb, res);
                     let ns = (cycles(planes * macs, rate) + pack).max(moved / c.gbps);
                     est(
                         ns,
@@ -388,11 +405,7 @@ fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
         } => {
             let (x, w) = (ops[0], ops[1]);
             let rq = epilogue(requant.as_ref(), res);
-            let d = if *weight_lhs {
-                dims(w, res)
-            } else {
-                dims(x, res)
-            };
+            let d = qmatmul_dims(*weight_lhs, x, w, res);
             let (b, m, k, n) = d;
             let (work, kernel, note) = if is16(*dequant_type) && is16(x.elem) {
                 let (wk, note) = mma(d, 16.0);
@@ -482,8 +495,7 @@ fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                             )),
                         ),
                     };
-                    let moved =
-                        (b * m * k * pa as f64 + k * n * pb as f64) / 8.0 + res.byte_size() as f64;
+                    let moved = bit_plane_bytes((b, m, k, n), pa, pb, res);
                     est(
                         kernel_time(work.max(moved / g.gbps)),
                         kernel,

@@ -35,6 +35,18 @@ fn konst(f: &mut Function, t: &Tensor) -> lowbit_ir::Value {
     f.push(OpKind::constant_of(t, &ty), vec![], ty)
 }
 
+/// A scalar constant of element type `elem` holding `v` (a scale or a
+/// zero point in the generated graphs).
+fn scalar(f: &mut Function, elem: ElemType, v: f64) -> lowbit_ir::Value {
+    konst(f, &Tensor::from_f64(elem, vec![], &[v]).unwrap())
+}
+
+/// Whether an integer type has negative values (zero points are drawn on
+/// the side of zero the type can hold).
+fn signed(t: ElemType) -> bool {
+    t.int_range().unwrap().0 < 0
+}
+
 /// A quantized matmul graph: `[quantize](act(matmul(x, [transpose]
 /// dequantize(w, s[, z])) [+ b]))`, with `x` either a float parameter or a
 /// dequantized integer parameter. Scales are drawn from dyadic and
@@ -52,17 +64,11 @@ fn quantized_matmul(seed: u64) -> Function {
     let x = if integer_x {
         let xt = ["i8", "u8", "i4"][pick(3)];
         let xq = f.add_param("xq", TensorType::new(vec![m, k], el(xt)));
-        let sx = Tensor::from_f64(el("f32"), vec![], &[scales[pick(7)]]).unwrap();
-        let sx = konst(&mut f, &sx);
+        let sx = scalar(&mut f, el("f32"), scales[pick(7)]);
         let mut ops = vec![xq, sx];
         if pick(2) == 0 {
-            let z = Tensor::from_f64(
-                el(xt),
-                vec![],
-                &[if xt.starts_with('u') { 7.0 } else { -2.0 }],
-            )
-            .unwrap();
-            ops.push(konst(&mut f, &z));
+            let z = if xt.starts_with('u') { 7.0 } else { -2.0 };
+            ops.push(scalar(&mut f, el(xt), z));
         }
         let g = Granularity::PerTensor;
         f.push(
@@ -263,23 +269,8 @@ fn integer_only_graph(seed: u64) -> Function {
     let mut f = Function::new("main");
     let xt = el(["i8", "u8", "i4"][pick(3)]);
     let xq = f.add_param("xq", TensorType::new(vec![m, k], xt));
-    let sx = konst(
-        &mut f,
-        &Tensor::from_f64(el("f32"), vec![], &[scales[pick(7)]]).unwrap(),
-    );
-    let zx = konst(
-        &mut f,
-        &Tensor::from_f64(
-            xt,
-            vec![],
-            &[if xt.int_range().unwrap().0 < 0 {
-                -1.0
-            } else {
-                3.0
-            }],
-        )
-        .unwrap(),
-    );
+    let sx = scalar(&mut f, el("f32"), scales[pick(7)]);
+    let zx = scalar(&mut f, xt, if signed(xt) { -1.0 } else { 3.0 });
     let x = f.push(
         OpKind::Dequantize {
             granularity: Granularity::PerTensor,
@@ -312,23 +303,8 @@ fn integer_only_graph(seed: u64) -> Function {
         TensorType::new(vec![m, n], el("f32")),
     );
     let yt = el(["i8", "u8", "i16"][pick(3)]);
-    let sy = konst(
-        &mut f,
-        &Tensor::from_f64(el("f32"), vec![], &[out_scales[pick(7)]]).unwrap(),
-    );
-    let zy = konst(
-        &mut f,
-        &Tensor::from_f64(
-            yt,
-            vec![],
-            &[if yt.int_range().unwrap().0 < 0 {
-                2.0
-            } else {
-                100.0
-            }],
-        )
-        .unwrap(),
-    );
+    let sy = scalar(&mut f, el("f32"), out_scales[pick(7)]);
+    let zy = scalar(&mut f, yt, if signed(yt) { 2.0 } else { 100.0 });
     let rounding = [
         Rounding::NearestEven,
         Rounding::NearestAway,

@@ -12,10 +12,10 @@
 //! `acc · m / 2^shift` exactly on integers.
 
 use crate::elementwise::{binary, float_unary, gelu_erf, gelu_tanh, relu, silu};
-use crate::linalg::matmul;
+use crate::linalg::{matmul, BatchedDims};
 use crate::num::{int_to_int_code, ints, want_shape};
 use crate::quant::{dequantize, quantize};
-use crate::shape::{broadcast, broadcast_strides, count, fmt_shape, walk};
+use crate::shape::{count, fmt_shape, walk};
 use crate::tensor;
 use lowbit_ir::{
     Activation, BinaryOp, ElemType, Granularity, IntSchedule, Overflow, QRequant, Rounding, Tensor,
@@ -146,31 +146,11 @@ pub(crate) fn matmul_int(
         za: zero_point(ops.get(2), a, "lhs")?,
         zb: zero_point(ops.get(3), b, "rhs")?,
     };
-    let (ra, rb) = (a.shape.len(), b.shape.len());
-    if ra < 2 || rb < 2 {
-        return Err(format!(
-            "operands must have rank 2 or more, got shapes {} and {}",
-            fmt_shape(&a.shape),
-            fmt_shape(&b.shape)
-        ));
-    }
-    let (m, k) = (a.shape[ra - 2] as usize, a.shape[ra - 1] as usize);
-    let (k2, n) = (b.shape[rb - 2] as usize, b.shape[rb - 1] as usize);
-    if k != k2 {
-        return Err(format!(
-            "contraction dims differ: {} x {}",
-            fmt_shape(&a.shape),
-            fmt_shape(&b.shape)
-        ));
-    }
-    let batch = broadcast(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
-    let mut out_shape = batch.clone();
-    out_shape.extend([m as u64, n as u64]);
-    want_shape(rt, &out_shape)?;
-    let total = count(&out_shape)?;
-    let scaled = |s: Vec<usize>, f: usize| s.into_iter().map(|x| x * f).collect::<Vec<_>>();
-    let sa = scaled(broadcast_strides(&a.shape[..ra - 2], &batch), m * k);
-    let sb = scaled(broadcast_strides(&b.shape[..rb - 2], &batch), k * n);
+    let geo = BatchedDims::check(a, b, rt, "")?;
+    let total = count(&geo.out_shape)?;
+    let (m, k, n) = (geo.m, geo.k, geo.n);
+    let (sa, sb) = geo.offsets(a, b);
+    let (batch, out_shape) = (geo.batch, geo.out_shape);
     let mut codes = vec![0u64; total];
     let mn = m * n;
     let dims = (m, k, n);

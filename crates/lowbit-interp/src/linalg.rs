@@ -190,6 +190,75 @@ fn int_operands(a: &Tensor, b: &Tensor, k: usize, extra: u128) -> IntOperands {
     }
 }
 
+/// The shape side of a batched matmul `[.., m, k] x [.., k, n]`, shared by
+/// `matmul` and `matmul_int` (`fused.rs`): the leading dims broadcast, the
+/// result is `[batch.., m, n]`.
+pub(crate) struct BatchedDims {
+    pub batch: Vec<u64>,
+    pub out_shape: Vec<u64>,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl BatchedDims {
+    /// Checks ranks, the contraction dim, batch broadcasting and the
+    /// declared result shape, in that order. `rank_hint` follows "rank 2 or
+    /// more" in the rank error (each op words it its own way).
+    pub(crate) fn check(
+        a: &Tensor,
+        b: &Tensor,
+        rt: &TensorType,
+        rank_hint: &str,
+    ) -> Result<BatchedDims, String> {
+        let (ra, rb) = (a.shape.len(), b.shape.len());
+        if ra < 2 || rb < 2 {
+            return Err(format!(
+                "operands must have rank 2 or more{rank_hint}, got shapes {} and {}",
+                fmt_shape(&a.shape),
+                fmt_shape(&b.shape)
+            ));
+        }
+        let (m, k) = (a.shape[ra - 2], a.shape[ra - 1]);
+        let (k2, n) = (b.shape[rb - 2], b.shape[rb - 1]);
+        if k != k2 {
+            return Err(format!(
+                "contraction dims differ: {} x {}",
+                fmt_shape(&a.shape),
+                fmt_shape(&b.shape)
+            ));
+        }
+        let batch = broadcast(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
+        let mut out_shape = batch.clone();
+        out_shape.extend([m, n]);
+        want_shape(rt, &out_shape)?;
+        Ok(BatchedDims {
+            batch,
+            out_shape,
+            m: m as usize,
+            k: k as usize,
+            n: n as usize,
+        })
+    }
+
+    /// Element offsets of each batch's `a` and `b` matrix, for [`walk`]
+    /// over `self.batch` (broadcast batch dims repeat an offset).
+    pub(crate) fn offsets(&self, a: &Tensor, b: &Tensor) -> (Vec<usize>, Vec<usize>) {
+        let scaled = |s: Vec<usize>, f: usize| s.into_iter().map(|x| x * f).collect::<Vec<_>>();
+        let (ra, rb) = (a.shape.len(), b.shape.len());
+        (
+            scaled(
+                broadcast_strides(&a.shape[..ra - 2], &self.batch),
+                self.m * self.k,
+            ),
+            scaled(
+                broadcast_strides(&b.shape[..rb - 2], &self.batch),
+                self.k * self.n,
+            ),
+        )
+    }
+}
+
 /// `matmul a, b`.
 pub(crate) fn matmul(
     ov: Overflow,
@@ -197,34 +266,13 @@ pub(crate) fn matmul(
     b: &Tensor,
     rt: &TensorType,
 ) -> Result<Tensor, String> {
-    let (ra, rb) = (a.shape.len(), b.shape.len());
-    if ra < 2 || rb < 2 {
-        return Err(format!(
-            "operands must have rank 2 or more (reshape vectors), got shapes {} and {}",
-            fmt_shape(&a.shape),
-            fmt_shape(&b.shape)
-        ));
-    }
-    let (m, k) = (a.shape[ra - 2], a.shape[ra - 1]);
-    let (k2, n) = (b.shape[rb - 2], b.shape[rb - 1]);
-    if k != k2 {
-        return Err(format!(
-            "contraction dims differ: {} x {}",
-            fmt_shape(&a.shape),
-            fmt_shape(&b.shape)
-        ));
-    }
-    let batch = broadcast(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
-    let mut out_shape = batch.clone();
-    out_shape.extend([m, n]);
-    want_shape(rt, &out_shape)?;
+    let dims = BatchedDims::check(a, b, rt, " (reshape vectors)")?;
     let float = float_product(a.elem, b.elem, rt.elem)?;
-    let total = count(&out_shape)?;
-    let (m, k, n) = (m as usize, k as usize, n as usize);
+    let total = count(&dims.out_shape)?;
+    let (m, k, n) = (dims.m, dims.k, dims.n);
     let mn = m * n;
-    let scaled = |s: Vec<usize>, f: usize| s.into_iter().map(|x| x * f).collect::<Vec<_>>();
-    let sa = scaled(broadcast_strides(&a.shape[..ra - 2], &batch), m * k);
-    let sb = scaled(broadcast_strides(&b.shape[..rb - 2], &batch), k * n);
+    let (sa, sb) = dims.offsets(a, b);
+    let (batch, out_shape) = (dims.batch, dims.out_shape);
     let mut codes = vec![0u64; total];
     let elem = rt.elem;
     if float {
@@ -272,6 +320,17 @@ fn transposed<T: Copy>(v: Vec<T>, rows: usize, cols: usize) -> Vec<T> {
         }
     }
     out
+}
+
+/// A 2-D tensor stored `cols x rows` (row-major), transposed into a new
+/// `rows x cols` tensor: `gemm`'s `op(a)` and `op(b)` under `trans_a` and
+/// `trans_b`.
+fn transposed_tensor(t: &Tensor, rows: usize, cols: usize) -> Tensor {
+    Tensor {
+        elem: t.elem,
+        shape: vec![rows as u64, cols as u64],
+        codes: transposed(t.codes.clone(), cols, rows),
+    }
 }
 
 /// `gemm a, b[, c]`.
@@ -354,30 +413,9 @@ pub(crate) fn gemm(at: GemmAttrs, ops: &[&Tensor], rt: &TensorType) -> Result<Te
             ));
         }
         // Materialize op(a), op(b) as plain tensors so one code path decodes them.
-        let (ta, tb);
-        let (a, b) = {
-            let a = if at.trans_a {
-                ta = Tensor {
-                    elem: a.elem,
-                    shape: vec![m as u64, k as u64],
-                    codes: transposed(a.codes.clone(), k, m),
-                };
-                &ta
-            } else {
-                a
-            };
-            let b = if at.trans_b {
-                tb = Tensor {
-                    elem: b.elem,
-                    shape: vec![k as u64, n as u64],
-                    codes: transposed(b.codes.clone(), n, k),
-                };
-                &tb
-            } else {
-                b
-            };
-            (a, b)
-        };
+        let ta = at.trans_a.then(|| transposed_tensor(a, m, k));
+        let tb = at.trans_b.then(|| transposed_tensor(b, k, n));
+        let (a, b) = (ta.as_ref().unwrap_or(a), tb.as_ref().unwrap_or(b));
         let cv = c.map(ints);
         let cmax = cv
             .as_ref()

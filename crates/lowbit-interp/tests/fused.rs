@@ -74,14 +74,30 @@ fn unfused(
     ok(k, &[&y], ty("f32", out))
 }
 
+/// The `2x3 · 3x2` qmatmul both equivalence tests below use: f32
+/// activations, i4 weights with per-column scales and zero points, an f32
+/// bias, and the per-column granularity that goes with them.
+fn small_qmatmul() -> (
+    lowbit_ir::Tensor,
+    lowbit_ir::Tensor,
+    lowbit_ir::Tensor,
+    lowbit_ir::Tensor,
+    lowbit_ir::Tensor,
+    Granularity,
+) {
+    (
+        t("f32", &[2, 3], &[0.3, -1.7, 2.25, 1.1, 0.0, -0.6]),
+        t("i4", &[3, 2], &[-8., 7., 3., -1., 0., 5.]),
+        t("f32", &[2], &[0.1, 0.37]),
+        t("i4", &[2], &[1., -2.]),
+        t("f32", &[2], &[-0.5, 0.25]),
+        Granularity::PerAxis { axis: 1 },
+    )
+}
+
 #[test]
 fn qmatmul_equals_the_unfused_chain() {
-    let x = t("f32", &[2, 3], &[0.3, -1.7, 2.25, 1.1, 0.0, -0.6]);
-    let w = t("i4", &[3, 2], &[-8., 7., 3., -1., 0., 5.]);
-    let s = t("f32", &[2], &[0.1, 0.37]);
-    let z = t("i4", &[2], &[1., -2.]);
-    let b = t("f32", &[2], &[-0.5, 0.25]);
-    let g = Granularity::PerAxis { axis: 1 };
+    let (x, w, s, z, b, g) = small_qmatmul();
     for act in [
         Activation::None,
         Activation::Relu,
@@ -140,12 +156,7 @@ fn qmatmul_operand_count_follows_the_attributes() {
 /// per-column output scales, with and without an output zero point.
 #[test]
 fn qmatmul_requant_epilogue_equals_quantize_of_the_float_result() {
-    let x = t("f32", &[2, 3], &[0.3, -1.7, 2.25, 1.1, 0.0, -0.6]);
-    let w = t("i4", &[3, 2], &[-8., 7., 3., -1., 0., 5.]);
-    let s = t("f32", &[2], &[0.1, 0.37]);
-    let z = t("i4", &[2], &[1., -2.]);
-    let b = t("f32", &[2], &[-0.5, 0.25]);
-    let g = Granularity::PerAxis { axis: 1 };
+    let (x, w, s, z, b, g) = small_qmatmul();
     let float = ok(
         qmm(g.clone(), true, true, false, Activation::Silu),
         &[&x, &w, &s, &z, &b],

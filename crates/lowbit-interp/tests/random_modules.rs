@@ -83,6 +83,18 @@ fn check(seed: u64, size: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Fails the test with the count and the first ten failures, if any: the
+/// sweeps collect every failure first so one report shows how widespread
+/// a problem is.
+fn assert_no_failures(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures[..failures.len().min(10)].join("\n")
+    );
+}
+
 #[test]
 fn random_modules_run_without_panics() {
     let mut failures = Vec::new();
@@ -93,17 +105,7 @@ fn random_modules_run_without_panics() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_no_failures(&failures);
 }
 
 /// Element types swapped in by [`mutate`]: the widest and narrowest of each
@@ -244,15 +246,5 @@ fn ill_typed_ops_never_panic() {
         }
     }
     assert!(evaluated > 10_000, "only {evaluated} ops evaluated");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_no_failures(&failures);
 }

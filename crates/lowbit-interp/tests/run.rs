@@ -13,16 +13,18 @@ fn add() -> OpKind {
     }
 }
 
+/// Appends a constant holding `c`, typed as the tensor itself is.
+fn konst(f: &mut Function, c: &Tensor) -> lowbit_ir::Value {
+    let ty = c.ty();
+    f.push(OpKind::constant_of(c, &ty), vec![], ty)
+}
+
 /// y = relu(x + c), z = x (an output may be a parameter)
 fn simple() -> Function {
     let mut f = Function::new("main");
     let x = f.add_param("x", ty("f32", &[2]));
     let c = t("f32", &[2], &[1., -5.]);
-    let cv = f.push(
-        OpKind::constant_of(&c, &ty("f32", &[2])),
-        vec![],
-        ty("f32", &[2]),
-    );
+    let cv = konst(&mut f, &c);
     let s = f.push(add(), vec![x, cv], ty("f32", &[2]));
     let y = f.push(OpKind::Relu, vec![s], ty("f32", &[2]));
     f.outputs.push(("y".into(), y));
@@ -51,17 +53,9 @@ fn a_quantized_linear_layer_end_to_end() {
     let mut f = Function::new("main");
     let x = f.add_param("x", ty("f32", &[1, 2]));
     let wq = t("i4", &[2, 2], &[1., -2., 3., 7.]);
-    let w = f.push(
-        OpKind::constant_of(&wq, &ty("i4", &[2, 2])),
-        vec![],
-        ty("i4", &[2, 2]),
-    );
+    let w = konst(&mut f, &wq);
     let s = t("f32", &[2], &[0.5, 0.25]);
-    let sv = f.push(
-        OpKind::constant_of(&s, &ty("f32", &[2])),
-        vec![],
-        ty("f32", &[2]),
-    );
+    let sv = konst(&mut f, &s);
     let dw = f.push(
         OpKind::Dequantize {
             granularity: Granularity::PerAxis { axis: 1 },
@@ -119,11 +113,7 @@ fn a_quantized_linear_layer_end_to_end() {
 fn functions_without_parameters_run() {
     let mut f = Function::new("consts");
     let a = t("i3", &[3], &[3., -4., 1.]);
-    let av = f.push(
-        OpKind::constant_of(&a, &ty("i3", &[3])),
-        vec![],
-        ty("i3", &[3]),
-    );
+    let av = konst(&mut f, &a);
     let s = f.push(
         OpKind::Binary {
             op: BinaryOp::Mul,

@@ -118,6 +118,17 @@ fn describe(t: Tok) -> String {
     }
 }
 
+/// The parser's one shape of syntax error: `expected WHAT, found TOKEN`,
+/// pointing at the token that was found instead. Every "expected ..."
+/// message of the parser goes through here so that they all read alike
+/// (lit tests and the CLI contract pin their exact text).
+fn expected<T>(t: Token, what: impl std::fmt::Display) -> PResult<T> {
+    Err(err(
+        t.pos,
+        format!("expected {what}, found {}", describe(t.tok)),
+    ))
+}
+
 fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_'
 }
@@ -480,10 +491,17 @@ impl<'a> Parser<'a> {
         if t.tok == Tok::Punct(p) {
             return Ok(t);
         }
-        Err(err(
-            t.pos,
-            format!("expected '{p}' {context}, found {}", describe(t.tok)),
-        ))
+        expected(t, format!("'{p}' {context}"))
+    }
+
+    /// Reads a bare word (a name or keyword), or fails with
+    /// `expected WHAT, found ...`; returns the word and its token.
+    fn ident(&mut self, what: &str) -> PResult<(&'a str, Token<'a>)> {
+        let t = self.next()?;
+        match t.tok {
+            Tok::Ident(word) => Ok((word, t)),
+            _ => expected(t, what),
+        }
     }
 
     fn module(&mut self) -> PResult<Module> {
@@ -507,15 +525,7 @@ impl<'a> Parser<'a> {
                     self.next()?;
                     break;
                 }
-                _ if wrapped => {
-                    return Err(err(
-                        t.pos,
-                        format!(
-                            "expected 'func' or '}}' in module, found {}",
-                            describe(t.tok)
-                        ),
-                    ))
-                }
+                _ if wrapped => return expected(t, "'func' or '}' in module"),
                 _ => break,
             }
         }
@@ -531,10 +541,7 @@ impl<'a> Parser<'a> {
             } else {
                 "'module', 'func', a resource section or end of input"
             };
-            return Err(err(
-                t.pos,
-                format!("expected {what}, found {}", describe(t.tok)),
-            ));
+            return expected(t, what);
         }
         self.resolve_resources(&mut m, &resources)?;
         Ok(m)
@@ -544,25 +551,13 @@ impl<'a> Parser<'a> {
         self.next()?;
         let t = self.next()?;
         if t.tok != Tok::Ident("resources") {
-            return Err(err(
-                t.pos,
-                format!(
-                    "expected 'resources' after '{{-#', found {}",
-                    describe(t.tok)
-                ),
-            ));
+            return expected(t, "'resources' after '{-#'");
         }
         self.expect(":", "after 'resources'")?;
         self.expect("{", "to open the resource list")?;
         let mut out: HashMap<&'a str, Arc<[u8]>> = HashMap::new();
         while !self.eat("}")? {
-            let k = self.next()?;
-            let Tok::Ident(name) = k.tok else {
-                return Err(err(
-                    k.pos,
-                    format!("expected a resource name, found {}", describe(k.tok)),
-                ));
-            };
+            let (name, k) = self.ident("a resource name")?;
             self.expect(":", &format!("after resource name '{name}'"))?;
             let s = self.next()?;
             if s.tok == Tok::Ident("__elided__") {
@@ -574,13 +569,10 @@ impl<'a> Parser<'a> {
                 ));
             }
             let Tok::Str(body) = s.tok else {
-                return Err(err(
-                    s.pos,
-                    format!(
-                        "expected a hex string like \"0x0A1B\" for resource '{name}', found {}",
-                        describe(s.tok)
-                    ),
-                ));
+                return expected(
+                    s,
+                    format!("a hex string like \"0x0A1B\" for resource '{name}'"),
+                );
             };
             let bytes = decode_hex(body, s.pos)?;
             if out.insert(name, bytes.into()).is_some() {
@@ -627,13 +619,7 @@ impl<'a> Parser<'a> {
         let kw = self.next()?;
         let t = self.next()?;
         let Tok::Symbol(name) = t.tok else {
-            return Err(err(
-                t.pos,
-                format!(
-                    "expected a function name like '@main' after 'func', found {}",
-                    describe(t.tok)
-                ),
-            ));
+            return expected(t, "a function name like '@main' after 'func'");
         };
         let mut f = Function::new(name);
         f.span = Some(kw.pos.span());
@@ -643,13 +629,7 @@ impl<'a> Parser<'a> {
             loop {
                 let t = self.next()?;
                 let Tok::Value(pname) = t.tok else {
-                    return Err(err(
-                        t.pos,
-                        format!(
-                            "expected a parameter like '%x: tensor<4xf32>', found {}",
-                            describe(t.tok)
-                        ),
-                    ));
+                    return expected(t, "a parameter like '%x: tensor<4xf32>'");
                 };
                 self.expect(":", &format!("after parameter '%{pname}'"))?;
                 let ty = self.tensor_type()?;
@@ -676,12 +656,7 @@ impl<'a> Parser<'a> {
             match t.tok {
                 Tok::Ident("return") => break,
                 Tok::Value(_) | Tok::Ident(_) => self.op(&mut f, &mut scope, index)?,
-                _ => {
-                    return Err(err(
-                        t.pos,
-                        format!("expected an op or 'return', found {}", describe(t.tok)),
-                    ))
-                }
+                _ => return expected(t, "an op or 'return'"),
             }
         }
         let ret = self.next()?;
@@ -733,40 +708,24 @@ impl<'a> Parser<'a> {
         }
         loop {
             let t = self.next()?;
-            if let Tok::Str(quoted) = t.tok {
-                self.expect(":", "after a quoted output name")?;
-                let name = unescape(quoted).map_err(|m| err(t.pos, m))?;
-                let ty = self.tensor_type()?;
-                if outs.iter().any(|(n, _)| *n == name) {
-                    return Err(err(t.pos, format!("duplicate output name '{name}'")));
+            let (name, ty) = match t.tok {
+                Tok::Str(quoted) => {
+                    self.expect(":", "after a quoted output name")?;
+                    let name = unescape(quoted).map_err(|m| err(t.pos, m))?;
+                    (name, self.tensor_type()?)
                 }
-                outs.push((name, ty));
-                if !self.eat(",")? {
-                    self.expect(")", "after the output types")?;
-                    return Ok(outs);
+                // `tensor: tensor<..>` names an output "tensor"; `tensor<..>` is unnamed.
+                Tok::Ident(word) => {
+                    if self.eat(":")? {
+                        (word.to_string(), self.tensor_type()?)
+                    } else if word == "tensor" {
+                        (format!("output{}", outs.len()), self.tensor_type_body()?)
+                    } else {
+                        let n = self.peek()?;
+                        return expected(n, format!("':' after output name '{word}'"));
+                    }
                 }
-                continue;
-            }
-            let Tok::Ident(word) = t.tok else {
-                return Err(err(
-                    t.pos,
-                    format!("expected an output name or type, found {}", describe(t.tok)),
-                ));
-            };
-            // `tensor: tensor<..>` names an output "tensor"; `tensor<..>` is unnamed.
-            let (name, ty) = if self.eat(":")? {
-                (word.to_string(), self.tensor_type()?)
-            } else if word == "tensor" {
-                (format!("output{}", outs.len()), self.tensor_type_body()?)
-            } else {
-                let n = self.peek()?;
-                return Err(err(
-                    n.pos,
-                    format!(
-                        "expected ':' after output name '{word}', found {}",
-                        describe(n.tok)
-                    ),
-                ));
+                _ => return expected(t, "an output name or type"),
             };
             if outs.iter().any(|(n, _)| *n == name) {
                 return Err(err(t.pos, format!("duplicate output name '{name}'")));
@@ -782,13 +741,7 @@ impl<'a> Parser<'a> {
     fn tensor_type(&mut self) -> PResult<TensorType> {
         let t = self.next()?;
         if t.tok != Tok::Ident("tensor") {
-            return Err(err(
-                t.pos,
-                format!(
-                    "expected a tensor type like 'tensor<4xf32>', found {}",
-                    describe(t.tok)
-                ),
-            ));
+            return expected(t, "a tensor type like 'tensor<4xf32>'");
         }
         self.tensor_type_body()
     }
@@ -805,13 +758,7 @@ impl<'a> Parser<'a> {
         if self.eat(",")? {
             let t = self.next()?;
             if t.tok != Tok::Hash("layout") {
-                return Err(err(
-                    t.pos,
-                    format!(
-                        "expected '#layout<...>' after ',' in tensor type, found {}",
-                        describe(t.tok)
-                    ),
-                ));
+                return expected(t, "'#layout<...>' after ',' in tensor type");
             }
             layout = self.layout()?;
         }
@@ -843,16 +790,8 @@ impl<'a> Parser<'a> {
             return Ok(l);
         }
         loop {
-            let t = self.next()?;
-            let Tok::Ident(key) = t.tok else {
-                return Err(err(
-                    t.pos,
-                    format!(
-                        "expected a layout attribute (msb, lsb, tile=AxB, interleave=N or bitplanes), found {}",
-                        describe(t.tok)
-                    ),
-                ));
-            };
+            let (key, t) =
+                self.ident("a layout attribute (msb, lsb, tile=AxB, interleave=N or bitplanes)")?;
             let slot = if key == "lsb" { "msb" } else { key };
             if seen.contains(&slot) {
                 return Err(err(t.pos, format!("duplicate layout attribute '{key}'")));
@@ -875,13 +814,7 @@ impl<'a> Parser<'a> {
                         _ => None,
                     };
                     let Some(c) = c else {
-                        return Err(err(
-                            v.pos,
-                            format!(
-                                "expected a non-negative integer after 'interleave=', found {}",
-                                describe(v.tok)
-                            ),
-                        ));
+                        return expected(v, "a non-negative integer after 'interleave='");
                     };
                     l.interleave = Some(c);
                 }
@@ -922,13 +855,7 @@ impl<'a> Parser<'a> {
             loop {
                 let t = self.next()?;
                 if !matches!(t.tok, Tok::Value(_)) {
-                    return Err(err(
-                        t.pos,
-                        format!(
-                            "expected a result name like '%0', found {}",
-                            describe(t.tok)
-                        ),
-                    ));
+                    return expected(t, "a result name like '%0'");
                 }
                 results.push(t);
                 if !self.eat(",")? {
@@ -937,13 +864,7 @@ impl<'a> Parser<'a> {
             }
             self.expect("=", "after the op's results")?;
         }
-        let t = self.next()?;
-        let Tok::Ident(name) = t.tok else {
-            return Err(err(
-                t.pos,
-                format!("expected an op name, found {}", describe(t.tok)),
-            ));
-        };
+        let (name, _) = self.ident("an op name")?;
         if !OP_NAMES.contains(&name) {
             return Err(err(first.pos, format!("unknown op '{name}'")));
         }
@@ -965,10 +886,7 @@ impl<'a> Parser<'a> {
                 }
                 let n = self.peek()?;
                 if !matches!(n.tok, Tok::Value(_)) {
-                    return Err(err(
-                        n.pos,
-                        format!("expected an operand after ',', found {}", describe(n.tok)),
-                    ));
+                    return expected(n, "an operand after ','");
                 }
             }
             context = "after operands";
@@ -1049,13 +967,7 @@ impl<'a> Parser<'a> {
                 _ => None,
             };
             let Some(i) = slot else {
-                return Err(err(
-                    k.pos,
-                    format!(
-                        "expected a note key (node, op_type, what or why), found {}",
-                        describe(k.tok)
-                    ),
-                ));
+                return expected(k, "a note key (node, op_type, what or why)");
             };
             if vals[i].is_some() {
                 return Err(err(k.pos, format!("duplicate note key '{}'", keys[i])));
@@ -1063,14 +975,7 @@ impl<'a> Parser<'a> {
             self.expect("=", &format!("after note key '{}'", keys[i]))?;
             let v = self.next()?;
             let Tok::Str(body) = v.tok else {
-                return Err(err(
-                    v.pos,
-                    format!(
-                        "expected a string for note key '{}', found {}",
-                        keys[i],
-                        describe(v.tok)
-                    ),
-                ));
+                return expected(v, format!("a string for note key '{}'", keys[i]));
             };
             vals[i] = Some(unescape(body).map_err(|m| err(v.pos, m))?);
             if !self.eat(",")? {
@@ -1106,13 +1011,7 @@ impl<'a> Parser<'a> {
             return Ok(out);
         }
         loop {
-            let k = self.next()?;
-            let Tok::Ident(key) = k.tok else {
-                return Err(err(
-                    k.pos,
-                    format!("expected an attribute name, found {}", describe(k.tok)),
-                ));
-            };
+            let (key, k) = self.ident("an attribute name")?;
             if out.iter().any(|(n, _)| *n == key) {
                 return Err(err(k.pos, format!("duplicate attribute '{key}'")));
             }
@@ -1141,13 +1040,7 @@ impl<'a> Parser<'a> {
                     loop {
                         let t = self.next()?;
                         let Tok::Int(s) = t.tok else {
-                            return Err(err(
-                                t.pos,
-                                format!(
-                                    "expected an integer in the attribute list, found {}",
-                                    describe(t.tok)
-                                ),
-                            ));
+                            return expected(t, "an integer in the attribute list");
                         };
                         v.push(parse_i64(s, t.pos)?);
                         if !self.eat(",")? {
@@ -1159,13 +1052,10 @@ impl<'a> Parser<'a> {
                 Attr::Ints(v)
             }
             _ => {
-                return Err(err(
-                    t.pos,
-                    format!(
-                        "expected an attribute value (number, true, false, name or [integers]), found {}",
-                        describe(t.tok)
-                    ),
-                ))
+                return expected(
+                    t,
+                    "an attribute value (number, true, false, name or [integers])",
+                )
             }
         })
     }
@@ -1203,25 +1093,11 @@ impl<'a> Parser<'a> {
             }
             Tok::Ident("dense_resource") => {
                 self.expect("<", "after 'dense_resource'")?;
-                let t = self.next()?;
-                let Tok::Ident(name) = t.tok else {
-                    return Err(err(
-                        t.pos,
-                        format!("expected a resource name, found {}", describe(t.tok)),
-                    ));
-                };
+                let (name, t) = self.ident("a resource name")?;
                 self.expect(">", "to close 'dense_resource<'")?;
                 Payload::Resource(name, t.pos)
             }
-            _ => {
-                return Err(err(
-                    kw.pos,
-                    format!(
-                        "expected 'dense<...>' or 'dense_resource<...>' after 'constant', found {}",
-                        describe(kw.tok)
-                    ),
-                ))
-            }
+            _ => return expected(kw, "'dense<...>' or 'dense_resource<...>' after 'constant'"),
         };
         self.expect(":", "after the constant's payload")?;
         let ty_pos = self.peek()?.pos;
@@ -1292,13 +1168,10 @@ impl<'a> Parser<'a> {
             }
             Tok::Int(s) => Ok(Lit::Scalar(s, true, t.pos)),
             Tok::Float(s) | Tok::Ident(s @ ("inf" | "nan")) => Ok(Lit::Scalar(s, false, t.pos)),
-            _ => Err(err(
-                t.pos,
-                format!(
-                    "expected a value, a '[' list or a \"0x...\" string in 'dense<...>', found {}",
-                    describe(t.tok)
-                ),
-            )),
+            _ => expected(
+                t,
+                "a value, a '[' list or a \"0x...\" string in 'dense<...>'",
+            ),
         }
     }
 }
@@ -1354,10 +1227,7 @@ fn describe_value(t: Tok) -> String {
 
 fn lookup(scope: &Scope, t: Token) -> PResult<Value> {
     let Tok::Value(name) = t.tok else {
-        return Err(err(
-            t.pos,
-            format!("expected a value like '%x', found {}", describe(t.tok)),
-        ));
+        return expected(t, "a value like '%x'");
     };
     scope
         .get(&value_name(name, t.pos)?)
@@ -1402,13 +1272,11 @@ fn parse_f64(s: &str, pos: Pos) -> PResult<f64> {
 
 fn decode_hex(s: &str, pos: Pos) -> PResult<Vec<u8>> {
     let Some(digits) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) else {
-        return Err(err(
+        let found = Token {
+            tok: Tok::Str(s),
             pos,
-            format!(
-                "expected a hex string like \"0x0A1B\", found {}",
-                describe(Tok::Str(s))
-            ),
-        ));
+        };
+        return expected(found, "a hex string like \"0x0A1B\"");
     };
     let digits = digits.as_bytes();
     if digits.len() % 2 != 0 {

@@ -429,22 +429,7 @@ pub fn quantize_reference(
                     continue;
                 }
                 let amax = idx.iter().fold(0f64, |a, &j| a.max(data[j].abs() as f64));
-                let (scode, scale) = match fmt.rule {
-                    ScaleRule::SharedExponent => {
-                        let (lo, hi) = (fmt.scale.emin(), fmt.scale.emax());
-                        let e = if amax == 0.0 {
-                            lo
-                        } else {
-                            (floor_log2(amax) - fmt.elem_emax()).clamp(lo, hi)
-                        };
-                        ((e - lo) as u8, pow2(e))
-                    }
-                    ScaleRule::Float { .. } => {
-                        let want = amax / elem_max / tensor_scale as f64;
-                        let c = fmt.scale.encode(want, Rounding::NearestEven, true);
-                        (c as u8, fmt.scale.decode(c) * tensor_scale as f64)
-                    }
-                };
+                let (scode, scale) = block_scale(fmt, amax, elem_max, tensor_scale);
                 scales[s_at] = scode;
                 for &j in &idx {
                     codes[j] = if scale > 0.0 {
@@ -587,7 +572,11 @@ impl FastPlan {
     }
 }
 
-/// One block's scale code and the `f64` scale the reference divides by.
+/// One block's scale code and the `f64` scale its elements are divided
+/// by, from the block's largest magnitude `amax` (finite blocks only).
+/// The one statement of the scale rules, shared by [`quantize`] and
+/// [`quantize_reference`]; the tests pin it against known spec values,
+/// so the reference stays an independent oracle for the element path.
 fn block_scale(fmt: &BlockFormat, amax: f64, elem_max: f64, tensor_scale: f32) -> (u8, f64) {
     match fmt.rule {
         ScaleRule::SharedExponent => {

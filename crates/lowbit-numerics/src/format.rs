@@ -339,15 +339,7 @@ impl FloatFormat {
     /// the low `bits` bits of `random` below the kept bits and truncating.
     /// `bits` must be 1..=64 (it is clamped into that range).
     pub fn encode_stochastic(&self, x: f64, random: u64, bits: u32, saturate: bool) -> u64 {
-        self.encode_spec(
-            x,
-            RoundSpec::Stochastic {
-                random,
-                bits: bits.clamp(1, 64),
-            },
-            saturate,
-            false,
-        )
+        self.encode_spec(x, RoundSpec::stochastic(random, bits), saturate, false)
     }
 
     /// The code an overflow produces when the rounded result is not clamped.
@@ -681,15 +673,7 @@ impl ElemType {
     /// [`FloatFormat::encode_stochastic`]; integers round up with
     /// probability equal to the fraction's top `bits` bits).
     pub fn encode_stochastic(&self, x: f64, random: u64, bits: u32, saturate: bool) -> u64 {
-        self.encode_spec(
-            x,
-            RoundSpec::Stochastic {
-                random,
-                bits: bits.clamp(1, 64),
-            },
-            saturate,
-            false,
-        )
+        self.encode_spec(x, RoundSpec::stochastic(random, bits), saturate, false)
     }
 
     pub(crate) fn encode_spec(&self, x: f64, spec: RoundSpec, saturate: bool, flush: bool) -> u64 {

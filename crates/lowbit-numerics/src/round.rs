@@ -126,6 +126,17 @@ pub enum RoundSpec {
     },
 }
 
+impl RoundSpec {
+    /// Stochastic rounding with `bits` clamped into 1..=64, as the
+    /// `encode_stochastic` entry points of every format promise.
+    pub fn stochastic(random: u64, bits: u32) -> RoundSpec {
+        RoundSpec::Stochastic {
+            random,
+            bits: bits.clamp(1, 64),
+        }
+    }
+}
+
 impl From<Rounding> for RoundSpec {
     fn from(mode: Rounding) -> RoundSpec {
         RoundSpec::Mode(mode)

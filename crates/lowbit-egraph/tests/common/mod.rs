@@ -74,6 +74,15 @@ pub fn random_tensor(ty: &TensorType, rng: &mut Rng) -> Tensor {
     }
 }
 
+/// One random tensor for every parameter of `f`, by name: the inputs
+/// each comparison below feeds to both functions.
+fn random_inputs(f: &Function, rng: &mut Rng) -> Vec<(String, Tensor)> {
+    f.params
+        .iter()
+        .map(|(n, v)| (n.clone(), random_tensor(f.ty(*v), rng)))
+        .collect()
+}
+
 /// Runs both functions on the same random inputs and asserts bit-exact
 /// equal outputs. Where the input function fails (an integer division by
 /// zero, say) the optimized one may do anything: it may have dropped the
@@ -82,11 +91,7 @@ pub fn assert_same_on_interp(a: &Function, b: &Function, seed: u64, trials: usiz
     let mut rng = Rng(seed | 1);
     let mut compared = 0;
     for _ in 0..trials {
-        let inputs: Vec<(String, Tensor)> = a
-            .params
-            .iter()
-            .map(|(n, v)| (n.clone(), random_tensor(a.ty(*v), &mut rng)))
-            .collect();
+        let inputs = random_inputs(a, &mut rng);
         let ra = lowbit_interp::run_function(a, &inputs);
         let rb = lowbit_interp::run_function(b, &inputs);
         match (ra, rb) {
@@ -126,11 +131,7 @@ pub fn compare_within(
     let mut rng = Rng(seed | 1);
     let (mut compared, mut worst) = (0, 0i128);
     for _ in 0..trials {
-        let inputs: Vec<(String, Tensor)> = a
-            .params
-            .iter()
-            .map(|(n, v)| (n.clone(), random_tensor(a.ty(*v), &mut rng)))
-            .collect();
+        let inputs = random_inputs(a, &mut rng);
         let Ok(x) = lowbit_interp::run_function(a, &inputs) else {
             continue;
         };
@@ -182,11 +183,7 @@ pub fn mixed_bound_holds(
     let mut rng = Rng(seed | 1);
     let (mut compared, mut worst) = (0, 0f64);
     for _ in 0..trials {
-        let inputs: Vec<(String, Tensor)> = a
-            .params
-            .iter()
-            .map(|(nm, v)| (nm.clone(), random_tensor(a.ty(*v), &mut rng)))
-            .collect();
+        let inputs = random_inputs(a, &mut rng);
         let x = inputs[0].1.to_f64();
         let ya = lowbit_interp::run_function(a, &inputs).unwrap();
         let yb = lowbit_interp::run_function(b, &inputs).unwrap();

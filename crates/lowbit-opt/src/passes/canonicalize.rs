@@ -30,7 +30,7 @@
 //! Not rewritten: `dequantize (quantize x)` (quantization loses
 //! information), anything whose broadcast changes the result shape.
 
-use super::{constant_value, erase_dead_ops};
+use super::{constant_value, erase_dead_ops, substitute_operands, substitute_outputs};
 use crate::pass::{Pass, PassError, Statistics};
 use crate::registry::{OptionInfo, OptionKind, PassInfo, PassOptions, StatisticInfo};
 use lowbit_interp::eval_op;
@@ -146,15 +146,7 @@ impl Canonicalizer {
         let mut subst: HashMap<Value, Value> = HashMap::new();
         let mut changed = false;
         for op in f.ops().to_vec() {
-            let operands: Vec<Value> = f
-                .op(op)
-                .operands
-                .iter()
-                .map(|v| *subst.get(v).unwrap_or(v))
-                .collect();
-            if operands != f.op(op).operands {
-                f.op_mut(op).operands = operands;
-            }
+            substitute_operands(f, op, &subst);
             if self.fold && self.try_fold(f, op) {
                 self.stats.add("num-folded", 1);
                 changed = true;
@@ -171,11 +163,7 @@ impl Canonicalizer {
             }
             changed = true;
         }
-        for (_, v) in &mut f.outputs {
-            if let Some(n) = subst.get(v) {
-                *v = *n;
-            }
-        }
+        substitute_outputs(f, &subst);
         changed
     }
 

@@ -7,6 +7,7 @@
 //! op always dominates the later one. Ops whose attributes hold a NaN never
 //! compare equal and are left alone.
 
+use super::{substitute_operands, substitute_outputs};
 use crate::pass::{Pass, PassError, Statistics};
 use crate::registry::{PassInfo, PassOptions, StatisticInfo};
 use lowbit_ir::{Function, Op, OpKind, TensorType, Value};
@@ -74,13 +75,7 @@ impl Pass for CommonSubexprElimination {
         let mut seen: HashMap<u64, Vec<Op>> = HashMap::new();
         let mut dead: HashSet<Op> = HashSet::new();
         for op in f.ops().to_vec() {
-            let operands: Vec<Value> = f
-                .op(op)
-                .operands
-                .iter()
-                .map(|v| *subst.get(v).unwrap_or(v))
-                .collect();
-            f.op_mut(op).operands = operands.clone();
+            let operands = substitute_operands(f, op, &subst);
             let bucket = seen.entry(op_hash(f, op, &operands)).or_default();
             let twin = bucket.iter().copied().find(|&o| {
                 f.op(o).kind == f.op(op).kind
@@ -97,11 +92,7 @@ impl Pass for CommonSubexprElimination {
                 None => bucket.push(op),
             }
         }
-        for (_, v) in &mut f.outputs {
-            if let Some(n) = subst.get(v) {
-                *v = *n;
-            }
-        }
+        substitute_outputs(f, &subst);
         f.remove_ops(&dead);
         self.stats.add("num-cse", dead.len() as u64);
         Ok(!dead.is_empty())
@@ -121,20 +112,23 @@ mod tests {
         }
     }
 
+    /// Appends a constant of the given bytes and type; the tests build
+    /// byte-identical constants that CSE must merge only when the types
+    /// agree too.
+    fn constant(f: &mut Function, bytes: Vec<u8>, shape: &[u64], elem: &str) -> Value {
+        f.push(
+            OpKind::Constant(ConstData::new(bytes)),
+            vec![],
+            ty(shape, elem),
+        )
+    }
+
     #[test]
     fn merges_duplicates_transitively() {
         let mut f = Function::new("main");
         let x = f.add_param("x", ty(&[4], "i8"));
-        let c1 = f.push(
-            OpKind::Constant(ConstData::new(vec![1, 2, 3, 4])),
-            vec![],
-            ty(&[4], "i8"),
-        );
-        let c2 = f.push(
-            OpKind::Constant(ConstData::new(vec![1, 2, 3, 4])),
-            vec![],
-            ty(&[4], "i8"),
-        );
+        let c1 = constant(&mut f, vec![1, 2, 3, 4], &[4], "i8");
+        let c2 = constant(&mut f, vec![1, 2, 3, 4], &[4], "i8");
         let a1 = f.push(add(), vec![x, c1], ty(&[4], "i8"));
         let a2 = f.push(add(), vec![x, c2], ty(&[4], "i8"));
         let s = f.push(add(), vec![a1, a2], ty(&[4], "i8"));
@@ -153,21 +147,9 @@ mod tests {
     fn keeps_ops_that_differ() {
         let mut f = Function::new("main");
         let x = f.add_param("x", ty(&[4], "i8"));
-        let c1 = f.push(
-            OpKind::Constant(ConstData::new(vec![1, 2, 3, 4])),
-            vec![],
-            ty(&[4], "i8"),
-        );
-        let c2 = f.push(
-            OpKind::Constant(ConstData::new(vec![1, 2, 3, 4])),
-            vec![],
-            ty(&[4], "u8"),
-        );
-        let c3 = f.push(
-            OpKind::Constant(ConstData::new(vec![1, 2, 3, 5])),
-            vec![],
-            ty(&[4], "i8"),
-        );
+        let c1 = constant(&mut f, vec![1, 2, 3, 4], &[4], "i8");
+        let c2 = constant(&mut f, vec![1, 2, 3, 4], &[4], "u8");
+        let c3 = constant(&mut f, vec![1, 2, 3, 5], &[4], "i8");
         let r1 = f.push(OpKind::Reshape, vec![x], ty(&[2, 2], "i8"));
         let r2 = f.push(OpKind::Reshape, vec![x], ty(&[4, 1], "i8"));
         let s1 = f.push(add(), vec![x, c1], ty(&[4], "i8"));

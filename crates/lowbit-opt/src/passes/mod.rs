@@ -6,7 +6,7 @@ pub mod dce;
 pub mod egraph;
 
 use lowbit_ir::{Function, Op, OpKind, Tensor, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// The value of `v` if an op in `f` defines it as a constant whose payload
 /// decodes for its type.
@@ -15,6 +15,35 @@ pub(crate) fn constant_value(f: &Function, v: Value) -> Option<Tensor> {
     match &f.op(op).kind {
         OpKind::Constant(c) => Tensor::from_bytes(f.ty(v), c.bytes()).ok(),
         _ => None,
+    }
+}
+
+/// Rewrites `op`'s operands through `subst` (a value that a walk has
+/// replaced by another) and returns the rewritten list. Canonicalize and
+/// CSE apply their replacements this way as the walk reaches each op, so
+/// chains of replacements collapse in one pass.
+pub(crate) fn substitute_operands(
+    f: &mut Function,
+    op: Op,
+    subst: &HashMap<Value, Value>,
+) -> Vec<Value> {
+    let operands: Vec<Value> = f
+        .op(op)
+        .operands
+        .iter()
+        .map(|v| *subst.get(v).unwrap_or(v))
+        .collect();
+    f.op_mut(op).operands = operands.clone();
+    operands
+}
+
+/// Rewrites the function's outputs through `subst` (see
+/// [`substitute_operands`]), after a walk has replaced values.
+pub(crate) fn substitute_outputs(f: &mut Function, subst: &HashMap<Value, Value>) {
+    for (_, v) in &mut f.outputs {
+        if let Some(n) = subst.get(v) {
+            *v = *n;
+        }
     }
 }
 
