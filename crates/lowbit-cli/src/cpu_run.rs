@@ -12,7 +12,7 @@
 //!
 //! An integer `matmul` or `matmul_int` (no zero points) to `i32`
 //! (wrapping) with a constant `w` maps
-//! onto the exact W8A8 kernel (`x` `u8`/`i8`, `w` `i8`) or the W1A1
+//! onto the exact W8A8/W4A8 kernel (`x` `u8`/`i8`, `w` `i8`/`i4`/`u4`) or the W1A1
 //! popcount kernel (`x` and `w` `b1`); its results are bit-identical.
 //!
 //! Every other op runs on the reference interpreter, and the run says so:
@@ -186,16 +186,15 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
     let n = Dim::Static(xt.shape[0] as usize);
     let spec = if xt.elem == ElemType::Bipolar {
+        if q.elem != ElemType::Bipolar {
+            return Err(format!("b1 activations need b1 weights, not {}", q.elem));
+        }
         GemmSpec::binary(m, k, n)
     } else {
-        GemmSpec::int8(m, k, n, xt.elem)
+        GemmSpec::int(m, k, n, q.elem, xt.elem)
     };
-    if q.elem != spec.weight.dtype {
-        return Err(format!(
-            "{} activations need {} weights, not {}",
-            xt.elem, spec.weight.dtype, q.elem
-        ));
-    }
+    // The kernel's own check names what is unsupported (e.g. u8 weights).
+    spec.check("cpu").map_err(|e| e.to_string())?;
     let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
     Ok(Plan {
         spec,

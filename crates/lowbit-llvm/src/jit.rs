@@ -489,14 +489,20 @@ impl GemmKernel {
         }
         size("multipliers", Some(m), rq.multipliers.len())?;
         size("shifts", Some(m), rq.shifts.len())?;
-        let mut params = Vec::with_capacity(3 * m);
+        // Three arrays of m_pad i32 (multipliers, shifts, zero points; 0
+        // for padding rows), so the kernel loads one panel's 16 rows of
+        // each as a vector.
+        let m_pad = self.spec.m_pad();
+        let mut params = vec![0i32; 3 * m_pad];
         for (r, (&mult, &shift)) in rq.multipliers.iter().zip(rq.shifts).enumerate() {
             if shift > 62 {
                 return Err(CpuError::BadWeights(format!(
                     "requantize shift {shift} of row {r} is out of 0..=62"
                 )));
             }
-            params.extend_from_slice(&[mult, shift as i32, i32::from(rq.zero_point)]);
+            params[r] = mult;
+            params[m_pad + r] = shift as i32;
+            params[2 * m_pad + r] = i32::from(rq.zero_point);
         }
         self.run_integer(
             x,
@@ -582,7 +588,7 @@ impl GemmKernel {
                 xp as usize,
                 weights.codes().as_ptr() as usize,
                 params,
-                weights.row_sums().as_ptr() as usize,
+                weights.padded_row_sums().as_ptr() as usize,
                 0,
                 y.0,
             ],

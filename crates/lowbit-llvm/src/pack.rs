@@ -6,6 +6,11 @@
 //! packed form is exactly what the IR type `GemmSpec::packed_weight_type`
 //! says. Scales are stored row-major in their own element type
 //! (little-endian), zero points one code per byte.
+//!
+//! W8A8/W4A8 weights (`i8`, `i4`, `u4`) go the same way into the panel
+//! layouts of [`GemmSpec::packed_layout`] on `[m_pad, k_pad]`; each padded
+//! row's weight sum is kept too (the kernel takes `128 * sum` back off when
+//! `i8` activations are offset to `u8`).
 
 use crate::error::CpuError;
 use crate::spec::GemmSpec;
@@ -20,7 +25,8 @@ pub struct PackedWeights {
     scales: Vec<u8>,
     zero_points: Vec<u8>,
     /// Integer path: the sum of each row's weights, for the `+128` offset
-    /// of `i8` activations.
+    /// of `i8` activations; `m_pad` entries (0 for padding rows), so the
+    /// kernel reads whole panels.
     row_sums: Vec<i32>,
 }
 
@@ -98,8 +104,9 @@ impl PackedWeights {
         PackedWeights::from_raw(spec, codes, scales, zero_points)
     }
 
-    /// Packs `i8` weights `[m, k]` for a W8A8 spec ([`GemmSpec::int8`]), or
-    /// `b1` weights for a W1A1 spec ([`GemmSpec::binary`]).
+    /// Packs `i8`/`i4`/`u4` weights `[m, k]` for a W8A8/W4A8 spec
+    /// ([`GemmSpec::int`]), or `b1` weights for a W1A1 spec
+    /// ([`GemmSpec::binary`]).
     pub fn pack_int(spec: &GemmSpec, weights: &Tensor) -> Result<PackedWeights, CpuError> {
         spec.check("(packing)")?;
         if !spec.is_integer() {
@@ -122,12 +129,15 @@ impl PackedWeights {
                 .to_bytes(&ty.layout);
             return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
         }
-        let mut codes = vec![0u8; m * k_pad];
-        for (dst, src) in codes.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
-            for (d, &c) in dst.iter_mut().zip(src) {
-                *d = c as u8;
-            }
+        // Padding rows and columns hold code 0 (value 0 in i8, i4 and u4).
+        let mut padded = vec![0u64; spec.m_pad() * k_pad];
+        for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
+            dst[..k].copy_from_slice(src);
         }
+        let ty = spec.packed_weight_type();
+        let codes = Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
+            .map_err(CpuError::BadWeights)?
+            .to_bytes(&ty.layout);
         PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new())
     }
 
@@ -148,7 +158,7 @@ impl PackedWeights {
         let checks = [
             (
                 "weight codes (bytes)",
-                spec.m * spec.row_bytes(),
+                spec.m_pad() * spec.row_bytes(),
                 codes.len(),
             ),
             ("scales (bytes)", nscales * spec.scale_bytes(), scales.len()),
@@ -167,11 +177,8 @@ impl PackedWeights {
                 });
             }
         }
-        let row_sums = if spec.is_integer() && !spec.is_binary() {
-            codes
-                .chunks(spec.row_bytes())
-                .map(|row| row.iter().map(|&b| i32::from(b as i8)).sum())
-                .collect()
+        let row_sums = if spec.is_vnni() {
+            panel_row_sums(spec, &codes)
         } else {
             Vec::new()
         };
@@ -211,6 +218,12 @@ impl PackedWeights {
 
     /// Integer path: each row's weight sum (empty otherwise).
     pub fn row_sums(&self) -> &[i32] {
+        &self.row_sums[..self.row_sums.len().min(self.spec.m)]
+    }
+
+    /// [`PackedWeights::row_sums`] with the padding rows' zeros (`m_pad`
+    /// entries): what the kernel reads.
+    pub(crate) fn padded_row_sums(&self) -> &[i32] {
         &self.row_sums
     }
 
@@ -218,4 +231,35 @@ impl PackedWeights {
     pub fn byte_len(&self) -> usize {
         self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * self.row_sums.len()
     }
+}
+
+/// The wrapping `i32` sum of each padded row of W8A8/W4A8 codes packed in
+/// [`GemmSpec::packed_layout`]: each 64-byte tile holds 4 bytes of each of
+/// the panel's 16 rows (one `i8`, or two nibbles, per byte).
+fn panel_row_sums(spec: &GemmSpec, codes: &[u8]) -> Vec<i32> {
+    use crate::spec::INT_PANEL;
+    let dtype = spec.weight.dtype;
+    let byte_sum = |b: u8| -> i32 {
+        if dtype == lowbit_numerics::ElemType::I8 {
+            i32::from(b as i8)
+        } else if dtype == crate::spec::I4 {
+            // Sign-extend each nibble: shift it to the top, then back.
+            i32::from(((b << 4) as i8) >> 4) + i32::from((b as i8) >> 4)
+        } else {
+            i32::from(b & 15) + i32::from(b >> 4)
+        }
+    };
+    let panel_bytes = INT_PANEL * spec.row_bytes();
+    let mut sums = vec![0i32; spec.m_pad()];
+    for (p, panel) in codes.chunks(panel_bytes).enumerate() {
+        for tile in panel.chunks(4 * INT_PANEL) {
+            for (i, row) in tile.chunks(4).enumerate() {
+                let s = &mut sums[p * INT_PANEL + i];
+                for &b in row {
+                    *s = s.wrapping_add(byte_sum(b));
+                }
+            }
+        }
+    }
+    sums
 }

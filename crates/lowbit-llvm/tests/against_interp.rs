@@ -582,6 +582,72 @@ fn w8a8_is_bit_exact() {
     }
 }
 
+/// W8A8 and W4A8 (`i8`, `i4`, `u4` weights x `u8`, `i8` activations) on
+/// the panel tiles: ragged m (partial 16-row panels, split between two
+/// threads at rows that are not panel bounds), ragged n (6-column tiles and
+/// tail columns) and ragged k across several k passes (512 or 1024
+/// elements), against the interpreter bit for bit; the first cases also on
+/// an AVX2-only CPU (no VNNI, no GFNI).
+#[test]
+fn w8a8_w4a8_panels_are_bit_exact() {
+    let mut rng = Rng(4242);
+    let host = CpuTarget::host().unwrap();
+    let types = [t("i8"), t("i4"), t("u4")];
+    for case_no in 0..24 {
+        let wt = types[case_no % 3];
+        let act = if (case_no / 3) % 2 == 0 {
+            ElemType::U8
+        } else {
+            ElemType::I8
+        };
+        let (m, k, n) = (
+            1 + rng.below(90) as usize,
+            1 + rng.below(2600) as usize,
+            1 + rng.below(15) as usize,
+        );
+        let spec = GemmSpec::int(m, k, Dim::Dynamic, wt, act);
+        let mask = wt.code_mask();
+        let w = Tensor::new(
+            wt,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & mask).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            act,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let want = int_reference(&x, &w);
+        let kernel = compile(&spec).unwrap();
+        assert_eq!(run_int_case(&kernel, &x, &w, 2), want, "{spec}");
+        assert_eq!(run_int_case(&kernel, &x, &w, 1), want, "{spec} (1 thread)");
+        if host.triple.starts_with("x86_64") && case_no < 6 {
+            let t = CpuTarget::named("x86_64", "haswell").unwrap();
+            let portable = GemmKernel::compile_uncached(&spec, &t).unwrap();
+            assert_eq!(run_int_case(&portable, &x, &w, 1), want, "{spec} (avx2)");
+        }
+    }
+}
+
+/// The W4A8 sums wrap like the interpreter's too, across k passes.
+#[test]
+fn w4a8_wraps_like_the_interpreter() {
+    // |sum| = 255 * 8 * k (i4) or 255 * 15 * k (u4) > 2^31; n = 5 walks
+    // k in passes.
+    let (m, k, n) = (3, 1_100_000, 5);
+    for (wt, code) in [(t("i4"), 8u64), (t("u4"), 15)] {
+        let spec = GemmSpec::int(m, k, Dim::Static(n), wt, ElemType::U8);
+        let w = Tensor::new(wt, vec![m as u64, k as u64], vec![code; m * k]).unwrap();
+        let x = Tensor::new(ElemType::U8, vec![n as u64, k as u64], vec![255; n * k]).unwrap();
+        let want = int_reference(&x, &w);
+        let exact = 255 * k as i64 * if wt == t("i4") { -8 } else { 15 };
+        assert_ne!(want[0], exact, "the sum must overflow i32");
+        assert_eq!(run_int_case(&compile(&spec).unwrap(), &x, &w, 2), want);
+    }
+}
+
 /// Sums beyond i32 wrap exactly as the interpreter's `overflow = wrap`.
 #[test]
 fn w8a8_wraps_like_the_interpreter() {
@@ -719,16 +785,24 @@ fn w8a8_dyadic_requantize_matches_the_interpreter() {
     use lowbit_numerics::Rounding;
     let mut rng = Rng(31337);
     let f64t = ElemType::Float(lowbit_numerics::FloatFormat::F64);
-    for act in [ElemType::U8, ElemType::I8] {
-        let (m, k, n) = (9, 300, 5);
-        let mut spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
+    // Two weight panels (the second partial) and a 6-column tile plus a
+    // tail column for the 4-bit weights.
+    for (act, wt, (m, k, n)) in [
+        (ElemType::U8, ElemType::I8, (9, 300, 5)),
+        (ElemType::I8, ElemType::I8, (9, 300, 5)),
+        (ElemType::U8, t("i4"), (19, 301, 7)),
+        (ElemType::I8, t("u4"), (19, 77, 7)),
+        (ElemType::I8, t("i4"), (35, 130, 13)),
+    ] {
+        let mut spec = GemmSpec::int(m, k, Dim::Dynamic, wt, act);
         spec.epilogue.requantize = true;
         // Row 0 of w picks x[c][0] alone; x[0][0] = 5 and x[1][0] = 7
         // halve to the ties 2.5 and 3.5 (nearest even: 2 and 4).
-        let mut wc: Vec<u64> = (0..m * k).map(|_| rng.next() & 0xff).collect();
+        let mask = wt.code_mask();
+        let mut wc: Vec<u64> = (0..m * k).map(|_| rng.next() & mask).collect();
         wc[..k].fill(0);
         wc[0] = 1;
-        let w = Tensor::new(ElemType::I8, vec![m as u64, k as u64], wc).unwrap();
+        let w = Tensor::new(wt, vec![m as u64, k as u64], wc).unwrap();
         let mut xc: Vec<u64> = (0..n * k).map(|_| rng.next() & 0xff).collect();
         (xc[0], xc[k]) = (5, 7);
         let x = Tensor::new(act, vec![n as u64, k as u64], xc).unwrap();
@@ -739,10 +813,10 @@ fn w8a8_dyadic_requantize_matches_the_interpreter() {
         (mults[2], shifts[2]) = (-(1 << 19), 20); // negative scale
         let zp = -3i8;
 
-        let wt = eval_op(
+        let w_t = eval_op(
             &OpKind::Transpose { perm: vec![1, 0] },
             &[&w],
-            &[TensorType::new(vec![k as u64, m as u64], ElemType::I8)],
+            &[TensorType::new(vec![k as u64, m as u64], wt)],
         )
         .unwrap()
         .remove(0);
@@ -750,7 +824,7 @@ fn w8a8_dyadic_requantize_matches_the_interpreter() {
             &OpKind::MatMul {
                 overflow: Overflow::Wrap,
             },
-            &[&x, &wt],
+            &[&x, &w_t],
             &[TensorType::new(vec![n as u64, m as u64], ElemType::I32)],
         )
         .unwrap()
