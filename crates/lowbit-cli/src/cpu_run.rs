@@ -194,7 +194,7 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
         GemmSpec::int(m, k, n, q.elem, xt.elem)
     };
     // The kernel's own check names what is unsupported (e.g. u8 weights).
-    spec.check("cpu").map_err(|e| e.to_string())?;
+    spec.check("host").map_err(|e| e.to_string())?;
     let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
     Ok(Plan {
         spec,
