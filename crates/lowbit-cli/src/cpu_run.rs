@@ -10,8 +10,8 @@
 //! block size a multiple of 32). The weights are packed once, before the
 //! run; the dequantized `f32` weights are never built.
 //!
-//! An integer `matmul` or `matmul_int` (no zero points) to `i32`
-//! (wrapping) with a constant `w` maps
+//! An integer `matmul` or `matmul_int` (with constant per-tensor zero
+//! points or none) to `i32` (wrapping) with a constant `w` maps
 //! onto the exact W8A8/W4A8 kernel (`x` `u8`/`i8`, `w` `i8`/`i4`/`u4`) or the W1A1
 //! popcount kernel (`x` and `w` `b1`); its results are bit-identical.
 //!
@@ -185,23 +185,76 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     }
     let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
     let n = Dim::Static(xt.shape[0] as usize);
-    let spec = if xt.elem == ElemType::Bipolar {
+    // matmul_int's per-tensor zero points: constants, folded into the
+    // packed weights (w - zw) and the kernel's row offsets (zx).
+    let zero = |i: usize, what: &str| -> Result<i64, String> {
+        let Some(&v) = d.operands.get(i) else {
+            return Ok(0);
+        };
+        let t = constant_of(f, v).map_err(|e| format!("the {what} zero point: {e}"))?;
+        match t.to_i128().as_deref() {
+            Some(&[z]) => i64::try_from(z).map_err(|_| format!("{what} zero point {z}")),
+            _ => Err(format!(
+                "the {what} zero point must be one integer, not {}",
+                t.ty()
+            )),
+        }
+    };
+    let (zx, zw) = (zero(2, "activation")?, zero(3, "weight")?);
+    let (spec, q) = if xt.elem == ElemType::Bipolar {
         if q.elem != ElemType::Bipolar {
             return Err(format!("b1 activations need b1 weights, not {}", q.elem));
         }
-        GemmSpec::binary(m, k, n)
+        if (zx, zw) != (0, 0) {
+            return Err("the W1A1 kernel takes no zero points".into());
+        }
+        (GemmSpec::binary(m, k, n), q)
     } else {
-        GemmSpec::int(m, k, n, q.elem, xt.elem)
+        let q = center(&q, zw)?;
+        (GemmSpec::int(m, k, n, q.elem, xt.elem), q)
     };
     // The kernel's own check names what is unsupported (e.g. u8 weights).
     spec.check("host").map_err(|e| e.to_string())?;
-    let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
+    let weights =
+        PackedWeights::pack_int_centered(&spec, &transpose(&q), zx).map_err(|e| e.to_string())?;
     Ok(Plan {
         spec,
         weights,
         bias: None,
         post: None,
     })
+}
+
+/// The integer weights `w - zw`: unchanged when `zw` is 0, else in the
+/// narrowest kernel weight type that holds them (`i4`, then `i8`).
+fn center(w: &Tensor, zw: i64) -> Result<Tensor, String> {
+    if zw == 0 {
+        return Ok(w.clone());
+    }
+    let vals: Vec<i128> = w
+        .to_i128()
+        .ok_or_else(|| format!("{} weights are not integers", w.elem))?
+        .into_iter()
+        .map(|v| v - i128::from(zw))
+        .collect();
+    let (lo, hi) = vals
+        .iter()
+        .fold((0i128, 0i128), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let bits = if (-8..=7).contains(&lo) && (-8..=7).contains(&hi) {
+        4
+    } else if (-128..=127).contains(&lo) && (-128..=127).contains(&hi) {
+        8
+    } else {
+        return Err(format!(
+            "the centered weights w - {zw} span {lo}..={hi}, beyond i8"
+        ));
+    };
+    let mask = (1i128 << bits) - 1;
+    Tensor::new(
+        ElemType::Int { bits, signed: true },
+        w.shape.clone(),
+        vals.iter().map(|&v| (v & mask) as u64).collect(),
+    )
 }
 
 /// Tries to map `matmul x, w`, `matmul_int x, w` or `qmatmul x, wq, ...`
@@ -211,9 +264,6 @@ pub fn plan_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let (x, w) = (d.operands[0], d.operands[1]);
     let xt = f.ty(x);
     match &d.kind {
-        OpKind::MatMulInt { .. } if d.operands.len() > 2 => {
-            return Err("zero points are not supported by the integer kernels".into())
-        }
         OpKind::MatMul { .. } | OpKind::MatMulInt { .. } if xt.elem.is_integral() => {
             return map_int_matmul(f, op)
         }

@@ -588,7 +588,7 @@ impl GemmKernel {
                 xp as usize,
                 weights.codes().as_ptr() as usize,
                 params,
-                weights.padded_row_sums().as_ptr() as usize,
+                weights.row_offsets().as_ptr() as usize,
                 0,
                 y.0,
             ],

@@ -8,9 +8,11 @@
 //! (little-endian), zero points one code per byte.
 //!
 //! W8A8/W4A8 weights (`i8`, `i4`, `u4`) go the same way into the panel
-//! layouts of [`GemmSpec::packed_layout`] on `[m_pad, k_pad]`; each padded
-//! row's weight sum is kept too (the kernel takes `128 * sum` back off when
-//! `i8` activations are offset to `u8`).
+//! layouts of [`GemmSpec::packed_layout`] on `[m_pad, k_pad]`. Each padded
+//! row also gets the `i32` the kernel adds to its outputs:
+//! `-(o + zx) * sum(w)`, with `o = 128` when `i8` activations are offset
+//! to `u8` (else 0) and `zx` an activation zero point (`matmul_int`'s,
+//! see [`PackedWeights::pack_int_centered`]); wrapping, like the sums.
 
 use crate::error::CpuError;
 use crate::spec::GemmSpec;
@@ -24,10 +26,12 @@ pub struct PackedWeights {
     codes: Vec<u8>,
     scales: Vec<u8>,
     zero_points: Vec<u8>,
-    /// Integer path: the sum of each row's weights, for the `+128` offset
-    /// of `i8` activations; `m_pad` entries (0 for padding rows), so the
-    /// kernel reads whole panels.
+    /// Integer path: the sum of each row's weights; `m_pad` entries (0 for
+    /// padding rows).
     row_sums: Vec<i32>,
+    /// Integer path: what the kernel adds to each row's outputs (see the
+    /// module docs); `m_pad` entries, so the kernel reads whole panels.
+    row_offsets: Vec<i32>,
 }
 
 fn want(
@@ -108,7 +112,25 @@ impl PackedWeights {
     /// ([`GemmSpec::int`]), or `b1` weights for a W1A1 spec
     /// ([`GemmSpec::binary`]).
     pub fn pack_int(spec: &GemmSpec, weights: &Tensor) -> Result<PackedWeights, CpuError> {
+        PackedWeights::pack_int_centered(spec, weights, 0)
+    }
+
+    /// [`PackedWeights::pack_int`] for `matmul_int x, w, zx, zw` with
+    /// per-tensor zero points: `weights` are the centered codes `w - zw`
+    /// (the caller picks a weight type they fit), and the kernel takes
+    /// `zx * sum(w - zw)` off each row, so it computes
+    /// `sum((x - zx) * (w - zw))`, wrapping like the interpreter.
+    pub fn pack_int_centered(
+        spec: &GemmSpec,
+        weights: &Tensor,
+        act_zero_point: i64,
+    ) -> Result<PackedWeights, CpuError> {
         spec.check("(packing)")?;
+        if act_zero_point != 0 && !spec.is_vnni() {
+            return Err(CpuError::BadWeights(
+                "only the W8A8/W4A8 kernels take an activation zero point".into(),
+            ));
+        }
         if !spec.is_integer() {
             return Err(CpuError::BadWeights(
                 "pack_int is for W8A8 specs; float specs use PackedWeights::pack".into(),
@@ -138,7 +160,9 @@ impl PackedWeights {
         let codes = Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
             .map_err(CpuError::BadWeights)?
             .to_bytes(&ty.layout);
-        PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new())
+        let mut p = PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new())?;
+        p.row_offsets = row_offsets(spec, &p.row_sums, act_zero_point);
+        Ok(p)
     }
 
     /// Wraps already packed bytes (for benchmarks and loaders), checking
@@ -187,6 +211,7 @@ impl PackedWeights {
             codes,
             scales,
             zero_points,
+            row_offsets: row_offsets(spec, &row_sums, 0),
             row_sums,
         })
     }
@@ -221,15 +246,14 @@ impl PackedWeights {
         &self.row_sums[..self.row_sums.len().min(self.spec.m)]
     }
 
-    /// [`PackedWeights::row_sums`] with the padding rows' zeros (`m_pad`
-    /// entries): what the kernel reads.
-    pub(crate) fn padded_row_sums(&self) -> &[i32] {
-        &self.row_sums
+    /// What the kernel adds to each (padded) row's outputs.
+    pub(crate) fn row_offsets(&self) -> &[i32] {
+        &self.row_offsets
     }
 
     /// Total bytes (what a kernel call streams from memory).
     pub fn byte_len(&self) -> usize {
-        self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * self.row_sums.len()
+        self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * self.row_offsets.len()
     }
 }
 
@@ -262,4 +286,18 @@ fn panel_row_sums(spec: &GemmSpec, codes: &[u8]) -> Vec<i32> {
         }
     }
     sums
+}
+
+/// `-(o + zx) * sum` per row, wrapping (see the module docs).
+fn row_offsets(spec: &GemmSpec, sums: &[i32], act_zero_point: i64) -> Vec<i32> {
+    let o = if spec.act == lowbit_numerics::ElemType::I8 {
+        128
+    } else {
+        0
+    };
+    // Wrapping in i32 is exact modulo 2^32, like the sums themselves.
+    let f = (o + act_zero_point) as i32;
+    sums.iter()
+        .map(|&s| s.wrapping_mul(f).wrapping_neg())
+        .collect()
 }

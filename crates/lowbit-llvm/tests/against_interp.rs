@@ -631,6 +631,80 @@ fn w8a8_w4a8_panels_are_bit_exact() {
     }
 }
 
+/// `matmul_int x, w, zx, zw` (per-tensor zero points) on the kernels:
+/// `w - zw` packed as `i4`, `zx` folded into the row offsets, for `u8` and
+/// `i8` activations, against the interpreter's `matmul_int`.
+#[test]
+fn matmul_int_zero_points_fold_into_the_packing() {
+    use lowbit_ir::IntSchedule;
+    let mut rng = Rng(777);
+    for (act, zx, (m, k, n)) in [
+        (ElemType::U8, 200i64, (21, 333, 8)),
+        (ElemType::I8, -77, (5, 1500, 7)),
+    ] {
+        let (wt, zw) = (t("u4"), 8u64);
+        let w = Tensor::new(
+            wt,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & 15).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            act,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let w_t = eval_op(
+            &OpKind::Transpose { perm: vec![1, 0] },
+            &[&w],
+            &[TensorType::new(vec![k as u64, m as u64], wt)],
+        )
+        .unwrap()
+        .remove(0);
+        let zx_t = Tensor::new(act, vec![], vec![(zx as u64) & 0xff]).unwrap();
+        let zw_t = Tensor::new(wt, vec![], vec![zw]).unwrap();
+        let want: Vec<i64> = eval_op(
+            &OpKind::MatMulInt {
+                overflow: Overflow::Wrap,
+                schedule: IntSchedule::Direct,
+            },
+            &[&x, &w_t, &zx_t, &zw_t],
+            &[TensorType::new(vec![n as u64, m as u64], ElemType::I32)],
+        )
+        .unwrap()
+        .remove(0)
+        .to_i128()
+        .unwrap()
+        .into_iter()
+        .map(|v| v as i64)
+        .collect();
+        // u4 - 8 spans -8..=7: i4 codes.
+        let centered = Tensor::new(
+            t("i4"),
+            w.shape.clone(),
+            w.codes.iter().map(|&c| c.wrapping_sub(zw) & 15).collect(),
+        )
+        .unwrap();
+        let spec = GemmSpec::int(m, k, Dim::Dynamic, t("i4"), act);
+        let packed = PackedWeights::pack_int_centered(&spec, &centered, zx).unwrap();
+        let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+        let i: Vec<i8> = u.iter().map(|&b| b as i8).collect();
+        let acts = if act == ElemType::U8 {
+            Activations::U8(&u)
+        } else {
+            Activations::I8(&i)
+        };
+        let mut y = vec![0i32; n * m];
+        compile(&spec)
+            .unwrap()
+            .run_int(acts, &packed, &mut y, n, 2)
+            .unwrap();
+        let got: Vec<i64> = y.into_iter().map(i64::from).collect();
+        assert_eq!(got, want, "{spec} zx={zx}");
+    }
+}
+
 /// The W4A8 sums wrap like the interpreter's too, across k passes.
 #[test]
 fn w4a8_wraps_like_the_interpreter() {

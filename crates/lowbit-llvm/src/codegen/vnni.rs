@@ -18,7 +18,8 @@
 //! replicates its sign bit), else with shifts; `u4` low nibbles with a
 //! mask, high ones with `vgf2p8affineqb` or a shift and mask; they enter `vpdpbusd` as s8 weights, so no correction is
 //! needed. `i8` activations are offset to `u8` by the caller (+128) and
-//! `128 * rowsum(w)` comes off in the epilogue: all sums wrap in `i32`,
+//! `128 * rowsum(w)` comes off in the epilogue (as an activation zero
+//! point's share does, both packed as one `i32` per row): all sums wrap in `i32`,
 //! which is associative, so the result is the interpreter's bit for bit.
 //!
 //! Passes: with `n >= 4` and no requantize, k is walked in passes of
@@ -46,7 +47,6 @@ use inkwell::types::{BasicType, IntType, VectorType};
 use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 use lowbit_ir::target::Int8Dot;
-use lowbit_numerics::ElemType;
 
 /// `(panels, columns)` of the wide tile for `i8` weights: 24 accumulators,
 /// 4 weight vectors and a broadcast in the 32 zmm registers, 10 loads per
@@ -509,7 +509,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// What happens to one accumulator (16 rows `r..r + 16` of column
-    /// `col`) after a pass: the `i8`-activation offset correction, then
+    /// `col`) after a pass: the row offset (the `i8`-activation and zero
+    /// point corrections), then
     /// either the dyadic requantize to `i8` (one pass) or the `i32` sum,
     /// started on the first pass and added to on later ones. Only rows in
     /// `lo..hi` are written.
@@ -543,36 +544,24 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .into_int_value())
         };
         let lanes = (clamp(call.lo)?, clamp(call.hi)?);
-        // i8 activations were offset by +128: take 128 * rowsum(w) off.
-        let correction = if self.spec.act == ElemType::I8 {
-            let so = self.b.build_int_mul(r, self.i64c(4), "so")?;
-            let s = self.load(v16, self.gep(sums, so)?, 4)?.into_vector_value();
-            Some(
-                self.b
-                    .build_left_shift(s, self.splat_n(self.i32t, 7, PANEL), "corr")?,
-            )
-        } else {
-            None
-        };
+        // The row offsets (`pack.rs`): -128 * rowsum(w) when i8
+        // activations were offset by +128, minus an activation zero point's
+        // share.
+        let so = self.b.build_int_mul(r, self.i64c(4), "so")?;
+        let offset = self.load(v16, self.gep(sums, so)?, 4)?.into_vector_value();
         let yi = self
             .b
             .build_int_mul(col, self.i64c(self.spec.m as u64), "yi")?;
         let yi = self.b.build_int_add(yi, r, "yi")?;
         if self.spec.epilogue.requantize {
-            let acc = match correction {
-                Some(cv) => self.b.build_int_sub(acc, cv, "acc")?,
-                None => acc,
-            };
+            let acc = self.b.build_int_add(acc, offset, "acc")?;
             let q = self.dyadic_requantize(acc, params, r)?;
             return self.store_lanes(f, scratch, self.gep(y, yi)?, q, lanes);
         }
         let yp = self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)?;
-        // The first pass starts the sum (with the correction), later ones
-        // add to it: wrapping i32 adds are associative, so it is exact.
-        let start = match correction {
-            Some(cv) => self.b.build_int_neg(cv, "start")?,
-            None => v16.const_zero(),
-        };
+        // The first pass starts the sum (with the offset), later ones add
+        // to it: wrapping i32 adds are associative, so it is exact.
+        let start = offset;
         let is_first =
             self.b
                 .build_int_compare(IntPredicate::NE, call.first, self.i64c(0), "isfirst")?;
