@@ -150,7 +150,8 @@ fn transpose(t: &Tensor) -> Tensor {
 
 /// Maps an integer `matmul x, w` or `matmul_int x, w` to `i32` (wrapping)
 /// with a constant `w` onto the
-/// W8A8 (`u8`/`i8` x `i8`) or W1A1 (`b1` x `b1`) kernel.
+/// W8A8/W4A8 (`u8`/`i8` x `i8`/`i4`/`u4`, per-tensor zero points folded in)
+/// or W1A1 (`b1` x `b1`) kernel.
 fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
