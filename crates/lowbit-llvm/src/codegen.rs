@@ -1161,7 +1161,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let row_end = params[8].into_int_value();
         // The nest over rows and columns runs once per k chunk (so a tile's
         // activation and weight slices stay in L1), with the chunk's first
-        // group (float path) or block (W8A8), and whether it is the first
+        // group (float path) or block (W1A1), and whether it is the first
         // and the last chunk.
         type Chunk<'c> = (IntValue<'c>, IntValue<'c>, IntValue<'c>);
         let nest = |chunk: Chunk<'ctx>| {

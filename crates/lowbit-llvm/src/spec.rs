@@ -105,7 +105,7 @@ pub struct Epilogue {
     pub bias: bool,
     /// Then apply this activation.
     pub activation: Activation,
-    /// W8A8 only: requantize each `i32` sum to `i8` with a dyadic scale,
+    /// W8A8/W4A8 only: requantize each `i32` sum to `i8` with a dyadic scale,
     /// `clamp(round_half_even(acc * M[m] / 2^shift[m]) + zp, -128, 127)`
     /// (integer multiply and shift; see `GemmKernel::run_requant`).
     pub requantize: bool,
@@ -623,7 +623,9 @@ impl GemmSpec {
             );
         };
         if self.epilogue.requantize {
-            return u("the dyadic requantize epilogue needs integer activations (W8A8)".into());
+            return u(
+                "the dyadic requantize epilogue needs integer activations (W8A8/W4A8)".into(),
+            );
         }
         if let WeightGranularity::Group(g) = self.weight.granularity {
             if g != 16 && (g == 0 || g % BLOCK != 0) {

@@ -14,20 +14,21 @@
 //! vector ports, so each decoded vector serves more columns).
 //!
 //! `i4` nibbles become signed bytes with one `vgf2p8affineqb` each where
-//! the CPU has GFNI (a GF(2) bit matrix that copies the nibble and
-//! replicates its sign bit), else with shifts; `u4` low nibbles with a
-//! mask, high ones with `vgf2p8affineqb` or a shift and mask; they enter `vpdpbusd` as s8 weights, so no correction is
-//! needed. `i8` activations are offset to `u8` by the caller (+128) and
-//! `128 * rowsum(w)` comes off in the epilogue (as an activation zero
-//! point's share does, both packed as one `i32` per row): all sums wrap in `i32`,
-//! which is associative, so the result is the interpreter's bit for bit.
+//! the target's feature string has GFNI (a GF(2) bit matrix that copies
+//! the nibble and replicates its sign bit), else with shifts; `u4` low
+//! nibbles with a mask, high ones with `vgf2p8affineqb` or a shift and a
+//! mask. They enter `vpdpbusd` as s8 weights, so no correction is needed.
+//! `i8` activations are offset to `u8` by the caller (+128) and
+//! `128 * rowsum(w)` comes off in the epilogue, as does an activation zero
+//! point's share (both packed as one `i32` per row, `pack.rs`): all sums
+//! wrap in `i32`, which is associative, so the result is the
+//! interpreter's bit for bit.
 //!
 //! Passes: with `n >= 4` and no requantize, k is walked in passes of
 //! 512 (`i8`) or 2048 (`i4`/`u4`) elements and the whole panel/column nest
 //! runs per pass: a wide tile's weight slice (32 KiB) stays in L1 over all
-//! column tiles and the pass's activations in L2. The first
-//! pass stores, later ones add. Decoding (`n < 4`) and requantizing take
-//! one pass.
+//! column tiles and the pass's activations in L2. The first pass stores,
+//! later ones add. Decoding (`n < 4`) and requantizing take one pass.
 //!
 //! Rows: a call computes rows `row_begin..row_end` (any bounds); panels
 //! overlapping them are computed whole and only the rows inside are
@@ -35,7 +36,9 @@
 //! rows even when they share a panel.
 //!
 //! Limits: without AVX-512 VNNI `vpdpbusd` is emulated by widening to
-//! 32-bit lanes (exact, slower); no scales, zero points, bias or activation.
+//! 32-bit lanes (exact, slower); no scales, bias or activation (weight
+//! zero points are folded into the packed codes by the caller,
+//! activation zero points into the row offsets).
 
 use super::{Gen, KERNEL_SYMBOL};
 use crate::error::CpuError;
