@@ -87,7 +87,8 @@ def w8a8_qdq():
     w1 = r.integers(-127, 128, (16, 32)).astype(np.int8)
     s1 = (r.random(32) * 0.01 + 0.001).astype(np.float32)
     w2 = r.integers(-127, 128, (32, 8)).astype(np.int8)
-    # Power-of-two activation scales: x / scale is exact in float32 and float64 alike.
+    # Arbitrary activation scales: lowbit's quantize divides in f32 as
+    # onnxruntime does, so the codes agree at ties too.
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"], name="q_x"),
         helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], name="dq_x"),
@@ -101,9 +102,9 @@ def w8a8_qdq():
         helper.make_node("MatMul", ["hd", "w2d"], ["y"], name="mm2"),
     ]
     inits = [
-        init("xs", np.float32(1 / 32)), init("xz", np.uint8(128)),
+        init("xs", np.float32(0.0371)), init("xz", np.uint8(128)),
         init("w1", w1), init("s1", s1), init("b1", r.standard_normal(32).astype(np.float32)),
-        init("hs", np.float32(1 / 16)), init("hz", np.uint8(0)),
+        init("hs", np.float32(0.0573)), init("hz", np.uint8(0)),
         init("w2", w2), init("s2", np.float32(0.004)),
     ]
     m = model(nodes, [vi("x", F, [4, 16])], [vi("y", F, [4, 8])], inits)
@@ -232,6 +233,40 @@ def matmulnbits(with_zp=True, k=40, seed=7, zp_kind="packed", g_idx=None):
     return m, {"a": r.standard_normal((1, 3, k)).astype(np.float32)}, None
 
 
+def cast_weight():
+    """int8 weights dequantized by hand, without DequantizeLinear. "w":
+    Cast to float, Mul by a per-column scale, MatMul (lowbit imports it as a
+    dequantize, so it stays quantized). "w2": Cast, Sub a fractional float
+    zero point, Mul, MatMul (the weight becomes float at import; lowbit
+    explain says so). "w3": Cast, Sub Cast(per-column uint8 zero points),
+    Mul by one scale (a dequantize with zero points again)."""
+    r = rng(21)
+    nodes = [
+        helper.make_node("Cast", ["w"], ["wf"], name="w_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["wf", "ws"], ["wd"], name="w_scale"),
+        helper.make_node("MatMul", ["x", "wd"], ["h"], name="mm"),
+        helper.make_node("Cast", ["w2"], ["w2f"], name="w2_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["w2f", "w2z"], ["w2c"], name="w2_zero"),
+        helper.make_node("Mul", ["w2c", "w2s"], ["w2d"], name="w2_scale"),
+        helper.make_node("MatMul", ["h", "w2d"], ["y"], name="mm2"),
+        helper.make_node("Cast", ["w3"], ["w3f"], name="w3_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["w3z"], ["w3zf"], name="w3z_to_float", to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["w3f", "w3zf"], ["w3c"], name="w3_zero"),
+        helper.make_node("Mul", ["w3s", "w3c"], ["w3d"], name="w3_scale"),
+        helper.make_node("MatMul", ["x", "w3d"], ["y3"], name="mm3"),
+    ]
+    inits = [init("w", r.integers(-128, 128, (16, 8)).astype(np.int8)),
+             init("ws", (r.random(8) * 0.02 + 0.005).astype(np.float32)),
+             init("w2", r.integers(0, 256, (8, 4)).astype(np.uint8)),
+             init("w2z", np.float32(127.5)),
+             init("w2s", np.float32(0.01)),
+             init("w3", r.integers(0, 256, (16, 5)).astype(np.uint8)),
+             init("w3z", r.integers(100, 156, 5).astype(np.uint8)),
+             init("w3s", np.float32(0.0125))]
+    m = model(nodes, [vi("x", F, [3, 16])], [vi("y", F, [3, 4]), vi("y3", F, [3, 5])], inits)
+    return m, {"x": r.standard_normal((3, 16)).astype(np.float32)}, None
+
+
 def attention():
     """A quantized single-head-pair attention block with residual and LayerNorm."""
     r = rng(8)
@@ -327,6 +362,68 @@ def qlinear():
                "qimg": r.integers(0, 256, (1, 2, 4, 4)).astype(np.uint8)}, None
 
 
+def qlinear_ref(a, a_s, a_z, b, b_s, b_z, y_s, y_z):
+    """QLinearMatMul as onnxruntime's CPU kernel computes it, with every
+    scale and zero point already shaped to broadcast (a's [.., M, 1], b's
+    [.., 1, N]): the exact int32 product, S = f32(f32(a_s * b_s) / y_s),
+    then saturate(round_half_even(f32(acc) * S) + y_z), each step in f32."""
+    acc = np.matmul(a.astype(np.int64) - np.asarray(a_z, np.int64),
+                    b.astype(np.int64) - np.asarray(b_z, np.int64)).astype(np.int32)
+    s = (np.float32(a_s) * np.float32(b_s)).astype(np.float32) / np.float32(y_s)
+    x = acc.astype(np.float32) * s.astype(np.float32)
+    info = np.iinfo(y_z.dtype)
+    return np.clip(np.rint(x).astype(np.float64) + int(y_z), info.min, info.max).astype(y_z.dtype)
+
+
+def qlinear_per_row():
+    """QLinearMatMul with per-row a scales and zero points (the spec's [M]
+    and [.., M, 1] forms) and per-column b ([N] and [1, N]). onnxruntime
+    refuses per-row a, so the reference is qlinear_ref; it is first checked
+    against onnxruntime, bit for bit, on the per-column model it can run."""
+    r = rng(31)
+    m, k, n = 5, 7, 4
+    a_s = (r.random(m) * 0.03 + 0.02).astype(np.float32)
+    a_z = r.integers(100, 156, m).astype(np.uint8)
+    b = r.integers(0, 256, (k, n)).astype(np.uint8)
+    b_s = (r.random(n) * 0.02 + 0.01).astype(np.float32)
+    b_z = r.integers(100, 156, n).astype(np.uint8)
+    y_s, y_z = np.float32(0.1), np.uint8(128)
+    a2_s = (r.random((2, 3, 1)) * 0.03 + 0.02).astype(np.float32)
+    a2_z = r.integers(-20, 20, (2, 3, 1)).astype(np.int8)
+    b2 = r.integers(-128, 128, (k, n)).astype(np.int8)
+    b2_s = (r.random((1, n)) * 0.02 + 0.01).astype(np.float32)
+    b2_z = r.integers(-10, 10, (1, n)).astype(np.int8)
+    y2_s, y2_z = np.float32(0.15), np.int8(-3)
+    a = r.integers(0, 256, (m, k)).astype(np.uint8)
+    a2 = r.integers(-128, 128, (2, 3, k)).astype(np.int8)
+
+    def qlmm(name, ins, out):
+        return helper.make_node("QLinearMatMul", ins, [out], name=name)
+
+    # The reference function against onnxruntime, where it runs (a per
+    # tensor): any difference in the f32 steps would show here.
+    a_s0, a_z0 = np.float32(0.03), np.uint8(120)
+    check = model([qlmm("check", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], "y")],
+                  [vi("a", TensorProto.UINT8, [m, k])], [vi("y", TensorProto.UINT8, [m, n])],
+                  [init("as", a_s0), init("az", a_z0), init("b", b), init("bs", b_s),
+                   init("bz", b_z), init("ys", y_s), init("yz", y_z)])
+    got = run_ort(check, {"a": a})["y"]
+    want = qlinear_ref(a, a_s0, a_z0, b, b_s, b_z, y_s, y_z)
+    assert np.array_equal(got, want), (got, want)
+
+    nodes = [qlmm("qlmm_rows", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], "y"),
+             qlmm("qlmm_batched", ["a2", "a2s", "a2z", "b2", "b2s", "b2z", "y2s", "y2z"], "y2")]
+    inits = [init("as", a_s), init("az", a_z), init("b", b), init("bs", b_s), init("bz", b_z),
+             init("ys", y_s), init("yz", y_z), init("a2s", a2_s), init("a2z", a2_z),
+             init("b2", b2), init("b2s", b2_s), init("b2z", b2_z), init("y2s", y2_s),
+             init("y2z", y2_z)]
+    mdl = model(nodes, [vi("a", TensorProto.UINT8, [m, k]), vi("a2", TensorProto.INT8, [2, 3, k])],
+                [vi("y", TensorProto.UINT8, [m, n]), vi("y2", TensorProto.INT8, [2, 3, n])], inits)
+    ref = {"y": qlinear_ref(a, a_s.reshape(m, 1), a_z.reshape(m, 1), b, b_s, b_z, y_s, y_z),
+           "y2": qlinear_ref(a2, a2_s, a2_z, b2, b2_s, b2_z, y2_s, y2_z)}
+    return mdl, {"a": a, "a2": a2}, ref
+
+
 def quant_edges():
     """QuantizeLinear/DequantizeLinear at ties, saturation, NaN/Inf, -0."""
     x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 1000, -1000, -0.0, 0.49999997,
@@ -371,6 +468,126 @@ def quant_edges():
             vi("q_f5_f", F, [2, 8]), vi("dq_f8", F, [2, 8])]
     m = model(nodes, [vi("x", F, [2, 8])], outs, inits)
     return m, {"x": x}, None
+
+
+def ties_for(r, scale, lo, hi, zp):
+    """f32 values whose f32 quotient by `scale` (broadcast) is often exactly a
+    half-integer code: (k + 0.5) * scale rounded to f32, for codes k + zp in
+    [lo, hi). Their float64 quotients are usually a hair off the tie, which
+    is where a float64 division would pick the other code."""
+    k = r.integers(lo, hi, np.shape(scale)) - zp
+    return ((k + 0.5) * np.asarray(scale, np.float64)).astype(np.float32)
+
+
+def quant_random():
+    """QuantizeLinear with random, non-power-of-two scales: per tensor, per
+    axis and blocked (ragged last block), to int8/uint8/int16/int4/uint4,
+    float8 E4M3FN/E5M2, and from float16; half of each input sits on f32
+    ties. Bit-exact against onnxruntime (its f32 division)."""
+    r = rng(21)
+    R, C, B = 6, 20, 8  # blocks of 8 along axis 1: 8 + 8 + 4
+    nb = -(-C // B)
+    st = np.float32(r.random() * 0.05 + 0.003)
+    sa = (r.random(C) * 0.05 + 0.003).astype(np.float32)
+    sb = (r.random((R, nb)) * 0.05 + 0.003).astype(np.float32)
+    za = r.integers(0, 256, C).astype(np.uint8)
+    zb = r.integers(-30000, 30000, (R, nb)).astype(np.int16)
+    z4 = r.integers(-8, 8, C)
+    zu4 = r.integers(0, 16, (R, nb))
+    sbf = np.repeat(sb, B, axis=1)[:, :C]
+    zbf = np.repeat(zb, B, axis=1)[:, :C].astype(np.int64)
+
+    def mixed(scale_full, lo, hi, zp, spread):
+        t = ties_for(r, np.broadcast_to(scale_full, (R, C)), lo, hi, zp)
+        noise = (r.standard_normal((R, C)) * spread * scale_full).astype(np.float32)
+        return np.where(r.random((R, C)) < 0.5, t, noise).astype(np.float32)
+
+    x_t = mixed(st, -128, 127, 0, 60)
+    x_a = mixed(sa, 0, 255, za.astype(np.int64), 60)
+    x_b = mixed(sbf, -32768, 32767, zbf, 20000)
+    x_4 = mixed(sa, -8, 7, z4, 5)
+    x_u4 = mixed(sbf, 0, 15, np.repeat(zu4, B, axis=1)[:, :C], 5)
+    # float8: f32 values whose f32 quotient by st is an E4M3 (resp. E5M2)
+    # midpoint, and random ones.
+    def fp8_mids(mt):
+        v = np.arange(256, dtype=np.uint8).view(mt).astype(np.float64)
+        v = np.unique(v[np.isfinite(v)])
+        mids = (v[:-1] + v[1:]) / 2
+        pick = r.choice(mids, (R, C))
+        t = (pick * np.float64(st)).astype(np.float32)
+        noise = (r.standard_normal((R, C)) * 100 * st).astype(np.float32)
+        return np.where(r.random((R, C)) < 0.5, t, noise).astype(np.float32)
+    x_f8 = fp8_mids(ml_dtypes.float8_e4m3fn)
+    x_f5 = fp8_mids(ml_dtypes.float8_e5m2)
+    # float16 data and scale: onnxruntime widens to f32 and divides there.
+    sh = np.float16(0.007866)
+    x_h = np.where(r.random((R, C)) < 0.5,
+                   ((r.integers(-20000, 20000, (R, C)) + 0.5) * np.float64(sh)).astype(np.float16),
+                   (r.standard_normal((R, C)) * 3000 * sh).astype(np.float16)).astype(np.float16)
+    x_h[0, 0] = np.float16(86.9)  # 86.9 / 0.007866 is 11044.5 in f32, 11044.5005 in f64
+
+    I4, U4 = TensorProto.INT4, TensorProto.UINT4
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x_t", "st", "zt"], ["q_t"], name="q_tensor"),
+        helper.make_node("QuantizeLinear", ["x_a", "sa", "za"], ["q_a"], name="q_axis", axis=1),
+        helper.make_node("QuantizeLinear", ["x_b", "sb", "zb"], ["q_b"], name="q_block",
+                         axis=1, block_size=B),
+        helper.make_node("QuantizeLinear", ["x_4", "sa", "z4"], ["q_4"], name="q_int4", axis=1),
+        helper.make_node("QuantizeLinear", ["x_u4", "sb", "zu4"], ["q_u4"], name="q_uint4",
+                         axis=1, block_size=B),
+        helper.make_node("QuantizeLinear", ["x_f8", "st", "zf8"], ["q_f8"], name="q_f8"),
+        helper.make_node("QuantizeLinear", ["x_f5", "st", "zf5"], ["q_f5"], name="q_f5"),
+        helper.make_node("QuantizeLinear", ["x_h", "sh", "zh"], ["q_h"], name="q_f16"),
+        # onnxruntime cannot return int4 or E5M2 tensors: compare them as
+        # floats (exact: scale 1, no zero point).
+        helper.make_node("DequantizeLinear", ["q_4", "one"], ["d_4"], name="dq_int4"),
+        helper.make_node("DequantizeLinear", ["q_u4", "one"], ["d_u4"], name="dq_uint4"),
+        helper.make_node("Cast", ["q_f5"], ["c_f5"], name="cast_f5", to=F),
+    ]
+    inits = [
+        init("st", st), init("zt", np.int8(0)),
+        init("sa", sa), init("za", za), init("sb", sb), init("zb", zb),
+        init("z4", z4, I4), init("zu4", zu4, U4),
+        init("zf8", np.zeros(()), TensorProto.FLOAT8E4M3FN),
+        init("zf5", np.zeros(()), TensorProto.FLOAT8E5M2),
+        init("sh", sh), init("zh", np.int16(0)), init("one", np.float32(1.0)),
+    ]
+    H = TensorProto.FLOAT16
+    ins = {"x_t": x_t, "x_a": x_a, "x_b": x_b, "x_4": x_4, "x_u4": x_u4, "x_f8": x_f8,
+           "x_f5": x_f5, "x_h": x_h}
+    m = model(nodes, [vi(k, H if k == "x_h" else F, [R, C]) for k in ins],
+              [vi("q_t", TensorProto.INT8, [R, C]), vi("q_a", TensorProto.UINT8, [R, C]),
+               vi("q_b", TensorProto.INT16, [R, C]), vi("d_4", F, [R, C]),
+               vi("d_u4", F, [R, C]), vi("q_f8", TensorProto.FLOAT8E4M3FN, [R, C]),
+               vi("c_f5", F, [R, C]), vi("q_h", TensorProto.INT16, [R, C])], inits)
+    return m, ins, None
+
+
+def dynamic_quant_ties():
+    """DynamicQuantizeLinear on random data with values on f32 ties of the
+    computed scale, on positive-only and negative-only data, and on an
+    all-zero input (onnxruntime's scale is then 1)."""
+    r = rng(22)
+    n = 64
+    lo, hi = np.float32(-3.7183), np.float32(5.1234)
+    s = np.float32((hi - lo) / np.float32(255))  # onnxruntime's f32 scale
+    zp = np.rint(-(lo / s))
+    # Codes 1..253 keep the ties inside [lo, hi], so the scale stays s.
+    x1 = ties_for(r, np.full(n, s), 1, 254, zp)
+    x1[: n // 4] = np.clip(r.standard_normal(n // 4) * 2, lo, hi).astype(np.float32)
+    x1[0], x1[1] = lo, hi
+    x2 = np.abs(r.standard_normal(n) * 3).astype(np.float32)
+    x3 = -np.abs(r.standard_normal(n) * 0.1).astype(np.float32)
+    x4 = np.zeros(n, np.float32)
+    nodes, outs = [], []
+    ins = {"x1": x1, "x2": x2, "x3": x3, "x4": x4}
+    for k in ins:
+        nodes.append(helper.make_node("DynamicQuantizeLinear", [k], [f"{k}q", f"{k}s", f"{k}z"],
+                                      name=f"dql_{k}"))
+        outs += [vi(f"{k}q", TensorProto.UINT8, [n]), vi(f"{k}s", F, []),
+                 vi(f"{k}z", TensorProto.UINT8, [])]
+    m = model(nodes, [vi(k, F, [n]) for k in ins], outs, [])
+    return m, ins, None
 
 
 def cast_edges():
@@ -540,15 +757,19 @@ MODELS = {
     "matmulnbits_g_idx": lambda: matmulnbits(zp_kind="float", seed=15, g_idx="identity"),
     "matmulnbits_g_idx_shuffled": lambda: matmulnbits(zp_kind="float_frac", seed=16,
                                                       g_idx="shuffled"),
+    "cast_weight": cast_weight,
     "attention": attention,
     "dynamic_quant": dynamic_quant,
     "qlinear": qlinear,
+    "qlinear_per_row": qlinear_per_row,
     "quant_edges": quant_edges,
     "cast_edges": cast_edges,
     "cast_bool": cast_bool,
     "misc_ops": misc_ops,
     "layernorm_stats": layernorm_stats,
     "quant_int2_fp4": quant_int2_fp4,
+    "quant_random": quant_random,
+    "dynamic_quant_ties": dynamic_quant_ties,
 }
 
 

@@ -11,10 +11,12 @@
 use crate::args::{self, Spec};
 use crate::gemm_args::{gemm_spec, GEMM_SPECS};
 use crate::Failure;
+use lowbit_llvm::bench::{random_weights, rotation_bytes, BenchActivations, Rotation};
+use lowbit_llvm::jit::bit_plane_activations;
 use lowbit_llvm::probe::{
     fma_peak_gflops, llc_bytes, popcount_peak_gops, read_bandwidth_gbps, vnni_peak_gops,
 };
-use lowbit_llvm::{compile, Activations, GemmSpec, PackedWeights};
+use lowbit_llvm::{compile, GemmSpec, PackedWeights};
 use std::time::{Duration, Instant};
 
 /// `lowbit bench --help`.
@@ -23,7 +25,7 @@ Benchmark a kernel against this machine's measured roofline.
 
 Usage: lowbit bench gemm --m M --k K --n N --weight DTYPE [--group G]
            [--scale DTYPE] [--zero-point] [--tensor-scale T]
-           --act DTYPE [--threads T]
+           --act DTYPE [--schedule direct|bit-serial] [--threads T]
            [--backend cpu] [--json]
 
 Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
@@ -41,6 +43,11 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
                    W4A8 kernel (exact i32 results, VNNI where present; no
                    scales on this path); b1 with --weight b1 runs the W1A1
                    popcount kernel (exact i32)
+  --schedule S     integer weights and activations: direct (default,
+                   W8A8/W4A8) or bit-serial: i1..i8/u1..u8 (or b1) weights
+                   times i1..i8/u1..u8 activations by AND-popcounts of
+                   bit-planes (exact i32; --zero-point gives both operands
+                   a per-tensor zero point)
   --threads T      threads (default: all cores); the probes use T too
   --backend cpu    the only backend built in
   --samples S      at least S timed calls (default 20; at least 1 s total)
@@ -50,11 +57,15 @@ The weight working set rotates over copies exceeding the last-level cache.
 Prints the median seconds, GFLOP/s (2*m*k*n; integer ops for W8A8/W4A8),
 weight GB/s (packed codes, scales and zero points per call), and their
 fractions of the measured DRAM read bandwidth and compute peak (f32 FMA,
-int8 VNNI for W8A8/W4A8, or the xor+popcount step for W1A1, 2 binary ops per
-bit pair). JSON keys: seconds_median, gflops,
+int8 VNNI for W8A8/W4A8, or the xor+popcount step for W1A1 and bit-serial,
+2 binary ops per bit pair: 2*m*k*n*x*y for x-bit weights and y-bit
+activations; bit-serial also prints the per-call activation packing time,
+which the median includes), and the fraction of the attainable roofline:
+the longer of weight bytes / bandwidth and operations / peak, over the
+median time. JSON keys: seconds_median, gflops,
 weight_gbps, bandwidth_fraction, compute_fraction, machine {mem_gbps,
-peak_gops}, plus compile_ms, samples, threads, copies, weight_bytes, spec,
-target.
+peak_gops}, plus roofline_fraction, bound (memory or compute),
+compile_ms, samples, threads, copies, weight_bytes, spec, target.
 ";
 
 fn specs() -> Vec<Spec> {
@@ -156,6 +167,8 @@ struct Report {
     min: f64,
     samples: usize,
     flops: f64,
+    /// Bit-serial: median seconds of packing the activations (per call).
+    act_pack: Option<f64>,
 }
 
 impl Report {
@@ -164,6 +177,27 @@ impl Report {
     }
     fn weight_gbps(&self) -> f64 {
         self.weight_bytes as f64 / self.median / 1e9
+    }
+    /// The attainable time on this machine's measured roofline: the
+    /// weight bytes at the DRAM probe's bandwidth or the operations at the
+    /// compute probe's peak, whichever is longer.
+    fn roofline_seconds(&self) -> f64 {
+        let mem = self.weight_bytes as f64 / (self.mem_gbps * 1e9);
+        let compute = self.flops / (self.peak_gflops * 1e9);
+        mem.max(compute)
+    }
+    /// Fraction of the attainable roofline reached by the median call.
+    fn roofline_fraction(&self) -> f64 {
+        self.roofline_seconds() / self.median
+    }
+    /// Which roof bounds this kernel here.
+    fn bound(&self) -> &'static str {
+        let mem = self.weight_bytes as f64 / (self.mem_gbps * 1e9);
+        if mem >= self.flops / (self.peak_gflops * 1e9) {
+            "memory"
+        } else {
+            "compute"
+        }
     }
 
     fn text(&self, spec: &GemmSpec, threads: usize) -> String {
@@ -176,7 +210,8 @@ impl Report {
              machine: DRAM read {:.1} GB/s, {} {:.1} GOP/s (probes, {threads} threads, best of 5)\n\
              median: {:.6} s (min {:.6} s, {} samples)\n\
              GOP/s: {:.1} ({:.3} of peak)\n\
-             weight GB/s: {:.1} ({:.3} of DRAM bandwidth)\n",
+             weight GB/s: {:.1} ({:.3} of DRAM bandwidth)\n\
+             roofline: {:.3} of attainable ({:.6} s, {}-bound)\n{}",
             self.target,
             self.compile.as_secs_f64() * 1e3,
             self.weight_bytes as f64 / 1e6,
@@ -193,6 +228,16 @@ impl Report {
             self.gflops() / self.peak_gflops,
             self.weight_gbps(),
             self.weight_gbps() / self.mem_gbps,
+            self.roofline_fraction(),
+            self.roofline_seconds(),
+            self.bound(),
+            match self.act_pack {
+                Some(t) => format!(
+                    "activation bit-planes: {t:.6} s per call ({:.3} of the median)\n",
+                    t / self.median
+                ),
+                None => String::new(),
+            },
         )
     }
 
@@ -201,14 +246,17 @@ impl Report {
         format!(
             "{{\"seconds_median\": {:e}, \"gflops\": {:.3}, \"weight_gbps\": {:.3}, \
              \"bandwidth_fraction\": {:.4}, \"compute_fraction\": {:.4}, \
+             \"roofline_fraction\": {:.4}, \"bound\": \"{}\", \
              \"machine\": {{\"mem_gbps\": {:.3}, \"peak_gops\": {:.3}, \"peak_kind\": \"{}\"}}, \
              \"compile_ms\": {:.3}, \"samples\": {}, \"threads\": {threads}, \"copies\": {}, \
-             \"weight_bytes\": {}, \"spec\": \"{}\", \"target\": \"{}\"}}",
+             \"weight_bytes\": {}, \"spec\": \"{}\", \"target\": \"{}\"{}}}",
             self.median,
             self.gflops(),
             self.weight_gbps(),
             self.weight_gbps() / self.mem_gbps,
             self.gflops() / self.peak_gflops,
+            self.roofline_fraction(),
+            self.bound(),
             self.mem_gbps,
             self.peak_gflops,
             self.peak_kind,
@@ -218,14 +266,12 @@ impl Report {
             self.weight_bytes,
             esc(&spec.to_string()),
             esc(&self.target),
+            match self.act_pack {
+                Some(t) => format!(", \"act_pack_seconds\": {t:e}"),
+                None => String::new(),
+            },
         )
     }
-}
-
-/// Bytes of the rotated weight copies (at least 1.25 x LLC).
-fn rotation_bytes() -> usize {
-    let llc = llc_bytes().unwrap_or(64 << 20);
-    ((llc as f64 * 1.25) as usize).max(256 << 20)
 }
 
 /// Refuses a benchmark whose working set (two weight copies or the
@@ -256,46 +302,6 @@ fn available_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// xorshift64*: benchmark data only needs to be arbitrary, not random.
-fn fill(buf: &mut [u8], mut s: u64) {
-    for chunk in buf.chunks_mut(8) {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        let v = s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-}
-
-/// Random packed weights with sane scales (0.01 .. 0.05) and in-range zero points.
-fn random_weights(spec: &GemmSpec) -> Result<PackedWeights, lowbit_llvm::CpuError> {
-    if spec.is_integer() {
-        let mut codes = vec![0u8; spec.packed_weight_type().byte_size() as usize];
-        fill(&mut codes, 0x9e37_79b9_7f4a_7c15);
-        return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
-    }
-    let groups = spec.m * spec.groups_per_row();
-    let mut codes = vec![0u8; spec.packed_weight_type().byte_size() as usize];
-    fill(&mut codes, 0x9e37_79b9_7f4a_7c15);
-    let scale = spec.weight.scale;
-    let sb = (scale.bits() / 8) as usize;
-    let mut scales = Vec::with_capacity(groups * sb);
-    for i in 0..groups {
-        let v = 0.01 + 0.04 * ((i * 7919) % 1000) as f64 / 1000.0;
-        let c = scale.encode(v, lowbit::numerics::Rounding::NearestEven, true);
-        scales.extend_from_slice(&c.to_le_bytes()[..sb]);
-    }
-    let mask = spec.weight.dtype.code_mask() as u8;
-    let zps = if spec.weight.zero_point {
-        let mut z = vec![0u8; groups];
-        fill(&mut z, 0x1234_5678);
-        z.iter().map(|b| b & mask).collect()
-    } else {
-        Vec::new()
-    };
-    PackedWeights::from_raw(spec, codes, scales, zps)
-}
-
 fn bench(
     spec: &GemmSpec,
     n: usize,
@@ -307,7 +313,7 @@ fn bench(
     let big = rotation_bytes();
     let mem_gbps = read_bandwidth_gbps(threads, big, 5)?;
     // The integer path is measured against the int8 dot-product peak.
-    let special = if spec.is_binary() {
+    let special = if spec.is_binary() || spec.is_bit_serial() {
         popcount_peak_gops(threads, 5)?.map(|p| (p, "popcount peak"))
     } else if spec.is_integer() {
         vnni_peak_gops(threads, 5)?.map(|p| (p, "int8 VNNI peak"))
@@ -319,65 +325,61 @@ fn bench(
         None => (fma_peak_gflops(threads, 5)?, "f32 FMA peak"),
     };
 
-    let first = random_weights(spec)?;
-    let weight_bytes = first.byte_len();
-    let copies = big.div_ceil(weight_bytes).max(2);
-    let mut all = vec![first];
-    for _ in 1..copies {
-        all.push(all[0].clone());
-    }
-    let mut xb = vec![0u8; n * spec.k * 4];
-    fill(&mut xb, 77);
-    let x: Vec<f32> = xb
-        .chunks(4)
-        .map(|c| {
-            (u32::from_le_bytes([c[0], c[1], c[2], c[3]]) >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        })
-        .collect();
-    let xh: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
-    let xb16: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
-    let act = if spec.act == lowbit::ElemType::F16 {
-        Activations::F16(&xh)
-    } else if spec.act == lowbit::ElemType::BF16 {
-        Activations::BF16(&xb16)
+    let mut rotation = Rotation::new(random_weights(spec)?, big);
+    let (weight_bytes, copies) = (rotation.copy_bytes(), rotation.len());
+    let xs = BenchActivations::new(n, spec.k);
+    let act = if spec.is_bit_serial() {
+        xs.codes(spec.act)
     } else {
-        Activations::F32(&x)
+        xs.get(spec.act)
     };
-    let xu: Vec<u8> = xb.iter().take(n * spec.k).copied().collect();
-    let xbits: Vec<u8> = xu.iter().map(|b| b & 1).collect();
-    let xi: Vec<i8> = xu.iter().map(|&b| b as i8).collect();
-    let act = match spec.act {
-        a if a == lowbit::ElemType::U8 => Activations::U8(&xu),
-        a if a == lowbit::ElemType::I8 => Activations::I8(&xi),
-        lowbit::ElemType::Bipolar => Activations::B1(&xbits),
-        _ => act,
-    };
+    // Bit-serial zero points: arbitrary small values (the kernel's cost
+    // does not depend on them).
+    let zps = spec.weight.zero_point.then_some((3, 1));
     let mut y = vec![0f32; n * spec.m];
     let mut yi = vec![0i32; n * spec.m];
     let mut call = |w: &PackedWeights| {
-        if spec.is_integer() {
+        if let Some(z) = zps {
+            kernel.run_int_zero_points(act, w, z, &mut yi, n, threads)
+        } else if spec.is_integer() {
             kernel.run_int(act, w, &mut yi, n, threads)
         } else {
             kernel.run(act, w, None, &mut y, n, threads)
         }
     };
-    for w in all.iter().take(3) {
-        call(w)?;
+    for _ in 0..3 {
+        call(rotation.next_copy())?;
     }
     let mut times = Vec::new();
     let start = Instant::now();
-    let mut i = 0;
     while times.len() < min_samples || (start.elapsed().as_secs_f64() < 1.0 && times.len() < 10_000)
     {
-        let w = &all[i % copies];
+        let w = rotation.next_copy();
         let t = Instant::now();
         call(w)?;
         times.push(t.elapsed().as_secs_f64());
-        i += 1;
     }
     std::hint::black_box((&y, &yi));
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    let act_pack = if spec.is_bit_serial() {
+        let mut t = Vec::new();
+        for _ in 0..5 {
+            let s = Instant::now();
+            std::hint::black_box(bit_plane_activations(spec, &act, n, threads)?);
+            t.push(s.elapsed().as_secs_f64());
+        }
+        t.sort_by(f64::total_cmp);
+        Some(t[t.len() / 2])
+    } else {
+        None
+    };
+    // Bit-serial: one and-popcount pair of ops per bit pair per plane pair.
+    let planes = if spec.is_bit_serial() {
+        (spec.weight.dtype.bits() * spec.act.bits()) as f64
+    } else {
+        1.0
+    };
     Ok(Report {
         target: kernel.target().describe(),
         compile: kernel.compile_time(),
@@ -390,6 +392,65 @@ fn bench(
         median,
         min: times[0],
         samples: times.len(),
-        flops: 2.0 * (spec.m * spec.k * n) as f64,
+        flops: 2.0 * (spec.m * spec.k * n) as f64 * planes,
+        act_pack,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(weight_bytes: usize, flops: f64, median: f64) -> Report {
+        Report {
+            target: "t".into(),
+            compile: Duration::from_millis(1),
+            llc: 1 << 20,
+            copies: 2,
+            weight_bytes,
+            mem_gbps: 20.0,
+            peak_gflops: 400.0,
+            peak_kind: "f32 FMA peak",
+            median,
+            min: median,
+            samples: 20,
+            flops,
+            act_pack: None,
+        }
+    }
+
+    /// The attainable time is the longer roof: 33 MB at 20 GB/s (1.65 ms)
+    /// against 0.117 GFLOP at 400 GFLOP/s for n = 1, 0.94 GFLOP (2.35 ms)
+    /// for n = 8.
+    #[test]
+    fn roofline_fraction_uses_the_binding_roof() {
+        let n1 = report(33_000_000, 2.0 * 4096.0 * 14336.0, 0.0033);
+        assert_eq!(n1.bound(), "memory");
+        assert!((n1.roofline_fraction() - 0.5).abs() < 1e-9);
+        let n8 = report(33_000_000, 16.0 * 4096.0 * 14336.0, 0.0047);
+        assert_eq!(n8.bound(), "compute");
+        let want = 16.0 * 4096.0 * 14336.0 / 400e9 / 0.0047;
+        assert!((n8.roofline_fraction() - want).abs() < 1e-9);
+    }
+
+    /// The JSON keeps every INTERFACES.md key and adds the roofline ones.
+    #[test]
+    fn json_keeps_the_interface_keys() {
+        let i4: lowbit::ElemType = "i4".parse().unwrap();
+        let spec = GemmSpec::new(8, 64, lowbit_llvm::Dim::Static(1), i4, 32);
+        let j = report(1000, 1024.0, 1e-6).json(&spec, 2);
+        for key in [
+            "\"seconds_median\"",
+            "\"gflops\"",
+            "\"weight_gbps\"",
+            "\"bandwidth_fraction\"",
+            "\"compute_fraction\"",
+            "\"machine\": {\"mem_gbps\"",
+            "\"peak_gops\"",
+            "\"roofline_fraction\"",
+            "\"bound\": \"memory\"",
+        ] {
+            assert!(j.contains(key), "{key} missing from {j}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! `lowbit compile`: import a model and emit it: `--emit ir` (the
 //! imported, optionally optimized, lowbit IR text) or, with the CPU
-//! backend, `--emit so` (a shared library and its C header, see
-//! `aot_model`). Every other emit kind is refused with a message saying
+//! backend, `--emit so` (a shared library and its C header), `--emit
+//! obj` (one relocatable object and its header) or `--emit asm` (that
+//! object as assembly), see `aot_model`. Every other emit kind is refused with a message saying
 //! so, after the model has been imported and checked.
 
 use crate::args::{self, Spec};
@@ -28,18 +29,25 @@ input).
 Options:
   -o, --output OUT        Where to write the result ('-' for standard output)
   --emit KIND             obj | so | asm | llvm | ptx | ir | mlir (default so).
-                          Available: 'ir' (the imported lowbit IR text) and
+                          Available: 'ir' (the imported lowbit IR text),
                           'so' (CPU backend): a shared library OUT with the
                           C entry point int lowbit_<name>_run(const float
                           *in0, ..., float *out0, ...) (0 on success), its
                           header next to it (OUT with extension .h), the
-                          weights pre-packed inside. <name> is OUT's file
-                          stem without a 'lib' prefix. Needs a C compiler
-                          and linker: 'cc' or $CC. Models whose ops do not
-                          all map onto CPU kernels are refused
+                          weights pre-packed inside; 'obj': the same as
+                          one relocatable object OUT (link it into a
+                          program: cc main.c OUT); 'asm': that object as
+                          one assembly file (cc -c OUT assembles it).
+                          <name> is OUT's file stem without a 'lib'
+                          prefix. Needs a C compiler and linker: 'cc' or
+                          $CC. Models whose ops do not all map onto CPU
+                          kernels are refused
   --passes PIPELINE       Run a pass pipeline before emitting (as lowbit opt)
   --target TARGET         x86_64 | aarch64 | nvptx
-  --cpu CPU               native | a CPU name
+  --cpu CPU               native | a CPU name LLVM knows (kernel features
+                          for x86-64-v3, haswell, skylake-avx512, znver4,
+                          ...; model+feature adds features); an unknown
+                          name is refused
   --sm SM                 80 | 89 | 90a
   --print-ir-after-all, --print-ir-after=PASS, --print-ir-before=PASS
                           Dump the IR around passes to standard error
@@ -165,13 +173,13 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     pm.run(&mut module, &mut stderr.lock())
         .map_err(|e| Failure::msg(format!("{model}: {e}")))?;
     #[cfg(feature = "cpu")]
-    if emit == "so" {
-        return emit_so(&module, out, a.last("target"), a.last("cpu"));
+    if emit == "so" || emit == "obj" || emit == "asm" {
+        return emit_native(&module, out, emit, a.last("target"), a.last("cpu"));
     }
     #[cfg(feature = "cpu")]
-    if emit == "obj" {
+    if emit == "llvm" {
         return Err(Failure::msg(
-            "--emit obj is not available for whole models yet: use --emit so (or 'lowbit compile gemm --emit obj' for one kernel)",
+            "--emit llvm is not available for whole models yet (the driver is C): use --emit asm, obj or so (or 'lowbit compile gemm --emit llvm' for one kernel)",
         ));
     }
     if emit != "ir" {
@@ -186,24 +194,32 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     }
 }
 
-/// `--emit so`: the library `out` and its header beside it.
+/// `--emit so` (the library `out`), `--emit obj` (one relocatable object
+/// `out`) or `--emit asm` (one assembly file `out`), and the header beside
+/// it.
 #[cfg(feature = "cpu")]
-fn emit_so(
+fn emit_native(
     module: &Module,
     out: &str,
+    emit: &str,
     arch: Option<&str>,
     cpu: Option<&str>,
 ) -> Result<(), Failure> {
     if out == "-" {
-        return Err(Failure::usage(
-            "--emit so writes a library and its header: give a file for -o",
-        ));
+        let what = match emit {
+            "so" => "a library",
+            "obj" => "an object",
+            _ => "assembly",
+        };
+        return Err(Failure::usage(format!(
+            "--emit {emit} writes {what} and its header: give a file for -o"
+        )));
     }
     let host = lowbit_llvm::CpuTarget::host().map_err(|e| Failure::msg(e.to_string()))?;
     let host_arch = host.triple.split('-').next().unwrap_or("").to_string();
     if let Some(t) = arch.filter(|t| *t != host_arch) {
         return Err(Failure::msg(format!(
-            "--emit so links with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
+            "--emit {emit} builds the driver with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
         )));
     }
     let path = Path::new(out);
@@ -220,6 +236,17 @@ fn emit_so(
         Some(c) => lowbit_llvm::CpuTarget::named(&host_arch, c),
     }
     .map_err(|e| Failure::msg(e.to_string()))?;
-    let art = crate::aot_model::compile_model(module, name, &target).map_err(Failure::msg)?;
-    crate::aot_model::link_shared(&art, path, &path.with_extension("h")).map_err(Failure::msg)
+    let kind = if emit == "asm" {
+        lowbit_llvm::aot::Emit::Asm
+    } else {
+        lowbit_llvm::aot::Emit::Obj
+    };
+    let art = crate::aot_model::compile_model(module, name, &target, kind).map_err(Failure::msg)?;
+    let header = path.with_extension("h");
+    match emit {
+        "so" => crate::aot_model::link_shared(&art, path, &header),
+        "obj" => crate::aot_model::link_object(&art, path, &header),
+        _ => crate::aot_model::write_assembly(&art, path, &header),
+    }
+    .map_err(Failure::msg)
 }

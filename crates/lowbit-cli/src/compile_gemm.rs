@@ -21,7 +21,7 @@ Compile a kernel ahead of time.
 
 Usage: lowbit compile gemm --m M --k K --n N|? --weight DTYPE [--group G]
            [--scale DTYPE] [--zero-point] [--tensor-scale T] --act DTYPE
-           -o OUT [--target x86_64|aarch64] [--cpu native|NAME]
+           [--schedule direct|bit-serial] -o OUT [--target x86_64|aarch64] [--cpu native|NAME]
            [--emit obj|asm|llvm]
 
 Emits the GEMM kernel Y[n,m] = X[n,k] . W[m,k]^T (spec options as in
@@ -37,6 +37,11 @@ the C function
   --cpu NAME        an LLVM CPU name, or native (default: native on the
                     host architecture, generic otherwise)
   --emit KIND       obj (default), asm or llvm (optimized LLVM IR)
+
+Integer kernels write int32_t y. Bit-serial kernels (--schedule
+bit-serial) take x as bit-planes ([n, k_pad/512, planes, 64 bytes]), the
+activation row sums in 'scales', the weight row sums in 'zero_points' and
+the zero points (int32_t za, zw) in 'bias' (lowbit_llvm::codegen::bitserial).
 
 --emit so|ptx|ir|mlir are not implemented for kernels yet.
 ";

@@ -1,32 +1,53 @@
 //! `lowbit run --backend cpu`: runs a function with its quantized matmuls
 //! on the JIT-compiled CPU kernels of `lowbit-llvm`.
 //!
-//! A `matmul x, w` (or the optimizer's fused `qmatmul x, wq, scale[, zp]
-//! [, bias]` with a ReLU or no activation) maps onto a kernel when `x` is a 2-D `f32`/`f16`/`bf16`
-//! tensor `[n, k]`, the result is `f32`, and `w` is
-//! `dequantize(q, scale[, zero_point])` to `f32` of constants, with `q` a
-//! 2-D `[k, m]` tensor of a type the kernels decode and scales per output
-//! column (`axis = 1`), per tensor, or in blocks along `k` (`axis = 0`,
-//! block size a multiple of 32). The weights are packed once, before the
-//! run; the dequantized `f32` weights are never built.
+//! What maps onto a kernel (everything else runs on the interpreter):
+//! * a float `matmul x, w` with `w = dequantize(q, scale[, zero_point])` to
+//!   `f32` of constants, or `w = mul(dequantize(q, s), t)` with `t` a scalar
+//!   `f32` constant (NVFP4's tensor scale), and the optimizer's fused
+//!   `qmatmul x, q, scale[, zp][, bias]` with any activation (ReLU, GELU,
+//!   tanh GELU, SiLU run in the kernel's epilogue). `x` is `f32`/`f16`/
+//!   `bf16` of shape `[.., n, k]` (leading dims flattened into the kernel's
+//!   `n`), the product `f32`, `q` a 2-D `[k, m]` tensor of a type the
+//!   kernels decode, scales per output column (`axis = 1`), per tensor, or
+//!   in blocks along `k` (`axis = 0`, block size 16 or a multiple of 32).
+//!   In the unfused graph a following `add` of an `f32 [m]` bias and a
+//!   `relu`/`gelu`/`silu` fold into the kernel too, when each intermediate
+//!   value has no other use. A `qmatmul` requantize epilogue (to `f32`,
+//!   then `quantize`) runs the kernel and then the `quantize` on the
+//!   interpreter, and the summary says so;
+//! * an integer `matmul` or `matmul_int` to `i32` (wrapping) with a
+//!   constant `i8`, `i4` or `u4` weight and `u8`/`i8` activations (the
+//!   exact W8A8/W4A8 kernel; `matmul_int`'s constant per-tensor zero points
+//!   are folded into the packed weights as `w − zw`, when that fits `i4` or
+//!   `i8`, and into the kernel's per-row offsets as `−zx·Σ(w − zw)`), with,
+//!   folded into the kernel, a following wrapping `add` of a constant
+//!   `i32 [m]` bias, a
+//!   `relu`, and a `requant_dyadic` to `i8` (saturating, nearest-even,
+//!   per-tensor or per output column, multipliers below 2^31, shifts up to
+//!   62); `b1` × `b1` (the W1A1 popcount kernel); or, for
+//!   `matmul_int {schedule = bit_serial}` and any other 1- to 8-bit integer
+//!   or `b1` weight with 1- to 8-bit integer activations, the bit-serial
+//!   kernel (constant zero points, no epilogue). These are bit-exact.
 //!
-//! An integer `matmul` or `matmul_int` (with constant per-tensor zero
-//! points or none) to `i32` (wrapping) with a constant `w` maps
-//! onto the exact W8A8/W4A8 kernel (`x` `u8`/`i8`, `w` `i8`/`i4`/`u4`) or the W1A1
-//! popcount kernel (`x` and `w` `b1`); its results are bit-identical.
-//!
-//! Every other op runs on the reference interpreter, and the run says so:
-//! [`CpuRun::summary`] lists what ran where and why each unmatched matmul
-//! did not map, and `lowbit run` prints it on standard error. Results of
-//! kernel matmuls are within the bound documented in `lowbit_llvm::codegen`
-//! of the interpreter's, not bit-identical.
+//! The weights are packed once, before the run; the dequantized `f32`
+//! weights are never built. [`CpuRun::summary`] lists what ran where and
+//! why each unmatched matmul (or `requant_dyadic` after a mapped matmul)
+//! did not map; `lowbit run` prints it on standard error. Float results are
+//! within the bounds documented in `lowbit_llvm::codegen` of the
+//! interpreter's, not bit-identical (so a `qmatmul` requantize epilogue may
+//! differ by one unit where the float result lies within that bound of a
+//! rounding boundary).
 
 use lowbit::interp::{eval_op, InterpError};
-use lowbit::ir::{Activation as IrActivation, Function, Granularity, Op, OpKind, Tensor, Value};
-use lowbit::numerics::{ElemType, Overflow};
+use lowbit::ir::{
+    Activation as IrActivation, BinaryOp, Function, Granularity, IntSchedule, Op, OpKind, QRequant,
+    Tensor, TensorType, Value,
+};
+use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::{
-    compile, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights,
-    WeightGranularity, WeightSpec,
+    compile, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights, Requant,
+    TensorScale, WeightGranularity, WeightSpec,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -73,35 +94,54 @@ impl CpuRun {
     }
 }
 
-/// A matmul that maps onto a kernel: its spec and packed weights (shared
-/// by the JIT run and the ahead-of-time compiler, `aot_model`).
+/// A matmul (with the ops fused after it) that maps onto a kernel: its
+/// spec, packed weights and epilogue operands (shared by the JIT run and
+/// the ahead-of-time compiler, `aot_model`).
 pub struct Plan {
     /// The kernel's spec.
     pub spec: GemmSpec,
     /// The weights, packed for `spec`.
     pub weights: PackedWeights,
-    /// The `qmatmul` bias operand, passed to the kernel's epilogue.
+    /// The matmul op.
+    pub op: Op,
+    /// The activation operand.
+    pub x: Value,
+    /// The run-time `f32` bias operand of a float kernel's epilogue.
     pub bias: Option<Value>,
-    /// A `qmatmul` activation the kernel lacks, run on the interpreter.
-    pub post: Option<IrActivation>,
+    /// The constant `i32` bias of the W8A8/W4A8 epilogue (the graph's
+    /// bias; an activation zero point is in the packed row offsets).
+    pub int_bias: Option<Vec<i32>>,
+    /// The W8A8 dyadic requantization (per output column).
+    pub requant: Option<DyadicParams>,
+    /// A `qmatmul` requantize epilogue, run on the interpreter after the
+    /// kernel: the `quantize` op and its scale (and zero point) operands.
+    pub quantize: Option<(OpKind, Vec<Value>)>,
+    /// The ops fused after the matmul, innermost first (empty for a
+    /// matmul alone); the plan computes the last one's result.
+    pub fused: Vec<Op>,
+    /// Bit-serial `matmul_int` zero points `(za, zw)` (constants; the
+    /// W8A8/W4A8 kernel has them in its packed weights and row offsets).
+    pub zero_points: Option<(i32, i32)>,
 }
 
-/// A matmul mapped onto a JIT-compiled kernel, with its packed weights.
+/// Dyadic requantization parameters, one per output column.
+pub struct DyadicParams {
+    multipliers: Vec<i32>,
+    shifts: Vec<u32>,
+    zero_point: i8,
+}
+
+/// A plan with its JIT-compiled kernel.
 struct Mapped {
     kernel: Arc<GemmKernel>,
-    weights: PackedWeights,
-    bias: Option<Value>,
-    post: Option<IrActivation>,
+    plan: Plan,
 }
 
-/// Maps `op` onto a JIT-compiled kernel.
-fn map_matmul(f: &Function, op: Op) -> Result<Mapped, String> {
-    let p = plan_matmul(f, op)?;
+/// Compiles a plan's kernel.
+fn jit(p: Plan) -> Result<Mapped, String> {
     Ok(Mapped {
         kernel: compile(&p.spec).map_err(|e| e.to_string())?,
-        weights: p.weights,
-        bias: p.bias,
-        post: p.post,
+        plan: p,
     })
 }
 
@@ -148,10 +188,79 @@ fn transpose(t: &Tensor) -> Tensor {
     }
 }
 
-/// Maps an integer `matmul x, w` or `matmul_int x, w` to `i32` (wrapping)
-/// with a constant `w` onto the
-/// W8A8/W4A8 (`u8`/`i8` x `i8`/`i4`/`u4`, per-tensor zero points folded in)
-/// or W1A1 (`b1` x `b1`) kernel.
+/// Rows `n` of an activation `[.., n, k]`: the product of all but the
+/// last dimension (leading dimensions are flattened into the kernel's `n`).
+fn rows_of(t: &TensorType) -> Result<usize, String> {
+    if t.shape.len() < 2 {
+        return Err(format!("the activation must have rank 2 or more, not {t}"));
+    }
+    Ok(t.shape[..t.shape.len() - 1].iter().product::<u64>() as usize)
+}
+
+/// A plan for `spec` with nothing fused.
+fn plain(spec: GemmSpec, weights: PackedWeights, op: Op, x: Value) -> Plan {
+    Plan {
+        spec,
+        weights,
+        op,
+        x,
+        bias: None,
+        int_bias: None,
+        requant: None,
+        quantize: None,
+        fused: Vec::new(),
+        zero_points: None,
+    }
+}
+
+/// The single element of a constant scalar (any shape of one element).
+fn scalar_of(f: &Function, v: Value, what: &str) -> Result<Tensor, String> {
+    if !f
+        .def_op(v)
+        .is_some_and(|o| matches!(f.op(o).kind, OpKind::Constant(_)))
+    {
+        return Err(format!("the {what} is not a constant"));
+    }
+    let t = constant_of(f, v)?;
+    if t.codes.len() != 1 {
+        return Err(format!("the {what} is not a single element"));
+    }
+    Ok(t)
+}
+
+fn is_bit_serial(kind: &OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::MatMulInt {
+            schedule: IntSchedule::BitSerial,
+            ..
+        }
+    )
+}
+
+/// `i4` and `u4`: the 4-bit weights of the W4A8 kernel.
+const I4: ElemType = ElemType::Int {
+    bits: 4,
+    signed: true,
+};
+const U4: ElemType = ElemType::Int {
+    bits: 4,
+    signed: false,
+};
+
+fn is_byte(e: ElemType) -> bool {
+    [ElemType::U8, ElemType::I8].contains(&e)
+}
+
+/// Maps an integer `matmul x, w` or `matmul_int x, w[, zx, zw]` to `i32`
+/// (wrapping) with a constant `w` (and constant per-tensor zero points):
+/// `b1 x b1` onto the W1A1 kernel; `u8`/`i8` activations on the direct
+/// schedule onto the W8A8/W4A8 kernel when the centered weights `w - zw`
+/// are `i8`, `i4` or `u4` (or fit `i4`/`i8`, see [`center`]), with `zx`
+/// folded into the kernel's per-row offsets (`−zx · Σ_k (w - zw)[k, r]`,
+/// exact modulo 2^32 like the wrapping result); everything else (other
+/// widths, `schedule = bit_serial`) onto the bit-serial kernel, which
+/// takes both zero points at run time.
 fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
@@ -177,53 +286,63 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
                 .join(", ")
         ));
     }
-    if xt.shape.len() != 2 {
-        return Err(format!("the activation must be 2-D, not {xt}"));
-    }
+    let n = rows_of(xt)?;
     let q = constant_of(f, w)?;
     if q.shape.len() != 2 {
         return Err(format!("the weight has rank {}, not 2", q.shape.len()));
     }
-    let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
-    let n = Dim::Static(xt.shape[0] as usize);
-    // matmul_int's per-tensor zero points: constants, folded into the
-    // packed weights (w - zw) and the kernel's row offsets (zx).
-    let zero = |i: usize, what: &str| -> Result<i64, String> {
-        let Some(&v) = d.operands.get(i) else {
-            return Ok(0);
-        };
-        let t = constant_of(f, v).map_err(|e| format!("the {what} zero point: {e}"))?;
-        match t.to_i128().as_deref() {
-            Some(&[z]) => i64::try_from(z).map_err(|_| format!("{what} zero point {z}")),
-            _ => Err(format!(
-                "the {what} zero point must be one integer, not {}",
-                t.ty()
-            )),
+    let zero_points = match d.operands.get(2..4) {
+        Some(&[za, zw]) => {
+            let value = |v: Value, what: &str| -> Result<i32, String> {
+                let t = scalar_of(f, v, &format!("{what} zero point"))?;
+                t.to_i128()
+                    .and_then(|v| v.first().copied())
+                    .and_then(|v| i32::try_from(v).ok())
+                    .ok_or_else(|| format!("the {what} zero point {} is not one integer", t.ty()))
+            };
+            Some((value(za, "activation")?, value(zw, "weight")?))
         }
+        _ => None,
     };
-    let (zx, zw) = (zero(2, "activation")?, zero(3, "weight")?);
-    let (spec, q) = if xt.elem == ElemType::Bipolar {
+    let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
+    let n = Dim::Static(n);
+    if xt.elem == ElemType::Bipolar {
+        // b1 x b1 is the W1A1 kernel on either schedule.
         if q.elem != ElemType::Bipolar {
             return Err(format!("b1 activations need b1 weights, not {}", q.elem));
         }
-        if (zx, zw) != (0, 0) {
+        if zero_points.is_some_and(|z| z != (0, 0)) {
             return Err("the W1A1 kernel takes no zero points".into());
         }
-        (GemmSpec::binary(m, k, n), q)
-    } else {
-        let q = center(&q, zw)?;
-        (GemmSpec::int(m, k, n, q.elem, xt.elem), q)
-    };
-    // The kernel's own check names what is unsupported (e.g. u8 weights).
-    spec.check("host").map_err(|e| e.to_string())?;
-    let weights =
-        PackedWeights::pack_int_centered(&spec, &transpose(&q), zx).map_err(|e| e.to_string())?;
-    Ok(Plan {
-        spec,
-        weights,
-        bias: None,
-        post: None,
-    })
+        let spec = GemmSpec::binary(m, k, n);
+        spec.check("cpu").map_err(|e| e.to_string())?;
+        let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
+        return Ok(plain(spec, weights, op, x));
+    }
+    let (zx, zw) = zero_points.unwrap_or((0, 0));
+    if !is_bit_serial(&d.kind) && is_byte(xt.elem) {
+        // The weights w - zw packed as they are (zw = 0) or in the
+        // narrowest type holding them; zx goes into the row offsets.
+        let vnni_types = [ElemType::I8, I4, U4];
+        if let Some(c) = center(&q, i64::from(zw))
+            .ok()
+            .filter(|c| vnni_types.contains(&c.elem))
+        {
+            let spec = GemmSpec::int(m, k, n, c.elem, xt.elem);
+            spec.check("cpu").map_err(|e| e.to_string())?;
+            let weights = PackedWeights::pack_int_centered(&spec, &transpose(&c), i64::from(zx))
+                .map_err(|e| e.to_string())?;
+            return Ok(plain(spec, weights, op, x));
+        }
+    }
+    // The bit-serial kernel checks the element types itself.
+    let mut spec = GemmSpec::bit_serial(m, k, n, q.elem, xt.elem);
+    spec.weight.zero_point = zero_points.is_some();
+    spec.check("cpu").map_err(|e| e.to_string())?;
+    let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
+    let mut p = plain(spec, weights, op, x);
+    p.zero_points = zero_points;
+    Ok(p)
 }
 
 /// The integer weights `w - zw`: unchanged when `zw` is 0, else in the
@@ -277,9 +396,6 @@ pub fn plan_matmul(f: &Function, op: Op) -> Result<Plan, String> {
             activation,
             requant,
         } => {
-            if requant.is_some() {
-                return Err("the requantize epilogue of 'qmatmul' has no CPU kernel yet".into());
-            }
             if *weight_lhs {
                 return Err("the weight is the left operand".into());
             }
@@ -288,86 +404,154 @@ pub fn plan_matmul(f: &Function, op: Op) -> Result<Plan, String> {
                     "the weight is dequantized to {dequant_type}, not f32"
                 ));
             }
-            // GELU and SiLU have no kernel epilogue yet: the kernel does
-            // the product and bias, the interpreter the activation (and
-            // the summary says so).
-            let (act, post) = match activation {
-                IrActivation::None => (Activation::None, None),
-                IrActivation::Relu => (Activation::Relu, None),
-                a => (Activation::None, Some(*a)),
+            let act = match activation {
+                IrActivation::None => Activation::None,
+                IrActivation::Relu => Activation::Relu,
+                IrActivation::Gelu => Activation::Gelu,
+                IrActivation::GeluTanh => Activation::GeluTanh,
+                IrActivation::Silu => Activation::Silu,
             };
             let z = has_zero_point.then(|| d.operands[3]);
+            let nfloat = 3 + *has_zero_point as usize + *has_bias as usize;
             let bias = if *has_bias {
-                let b = d.operands[d.operands.len() - 1];
-                let bt = f.ty(b);
+                let b = d.operands[nfloat - 1];
                 let m = f.ty(w).shape.get(1).copied().unwrap_or(0);
-                if bt.elem != ElemType::F32
-                    || bt.num_elements() != m
-                    || bt.shape.iter().rev().skip(1).any(|&d| d != 1)
-                {
-                    return Err(format!("the bias {bt} is not one f32 per output column"));
-                }
+                check_bias(f, b, m, ElemType::F32)?;
                 Some(b)
             } else {
                 None
+            };
+            let quantize = match requant {
+                None => {
+                    if f.ty(d.results[0]).elem != ElemType::F32 {
+                        return Err(format!(
+                            "the result is {}, the kernels write f32",
+                            f.ty(d.results[0]).elem
+                        ));
+                    }
+                    None
+                }
+                Some(QRequant {
+                    float_type,
+                    granularity,
+                    rounding,
+                    saturate,
+                    ..
+                }) => {
+                    if *float_type != ElemType::F32 {
+                        return Err(format!(
+                            "the requantize epilogue quantizes a {float_type} product; the kernels write f32"
+                        ));
+                    }
+                    Some((
+                        OpKind::Quantize {
+                            granularity: granularity.clone(),
+                            rounding: *rounding,
+                            saturate: *saturate,
+                            stochastic: None,
+                        },
+                        d.operands[nfloat..].to_vec(),
+                    ))
+                }
             };
             let epilogue = Epilogue {
                 bias: bias.is_some(),
                 activation: act,
                 requantize: false,
             };
-            let mut mapped = map_dequantized(f, op, (w, d.operands[2], z), granularity, epilogue)?;
-            mapped.bias = bias;
-            mapped.post = post;
-            return Ok(mapped);
+            let mut p = map_dequantized(f, op, (w, d.operands[2], z), granularity, epilogue, None)?;
+            p.bias = bias;
+            p.quantize = quantize;
+            return Ok(p);
         }
         OpKind::MatMul { .. } => {}
         other => return Err(format!("'{}' has no CPU kernel", other.name())),
     }
-    let deq = f
-        .def_op(w)
-        .ok_or("the weight is a function input, not a dequantized constant")?;
-    let dd = f.op(deq);
-    let OpKind::Dequantize { granularity } = &dd.kind else {
+    if f.ty(d.results[0]).elem != ElemType::F32 {
         return Err(format!(
-            "the weight comes from '{}', not from 'dequantize'",
-            dd.kind.name()
+            "the result is {}, the kernels write f32",
+            f.ty(d.results[0]).elem
         ));
-    };
+    }
     if f.ty(w).elem != ElemType::F32 {
         return Err(format!(
             "the weight is dequantized to {}, not f32",
             f.ty(w).elem
         ));
     }
+    let deq = f
+        .def_op(w)
+        .ok_or("the weight is a function input, not a dequantized constant")?;
+    let mut dd = f.op(deq);
+    let mut tensor_scale = None;
+    // NVFP4's two-level scale: `mul(dequantize(q, s), t)`, `t` a scalar f32
+    // constant.
+    if let OpKind::Binary {
+        op: BinaryOp::Mul, ..
+    } = dd.kind
+    {
+        let defs: Vec<Option<Op>> = dd.operands.iter().map(|&v| f.def_op(v)).collect();
+        let which = defs
+            .iter()
+            .position(|o| o.is_some_and(|o| matches!(f.op(o).kind, OpKind::Dequantize { .. })));
+        let (Some(i), Some(&Some(inner))) = (which, which.map(|i| &defs[i])) else {
+            return Err("the weight is a 'mul', but of no 'dequantize'".into());
+        };
+        let t = scalar_of(f, dd.operands[1 - i], "tensor scale of the weight's 'mul'")?;
+        if t.elem != ElemType::F32 || f.ty(dd.operands[i]).shape != f.ty(w).shape {
+            return Err(format!(
+                "the weight's 'mul' is not by a scalar f32 constant (a {} {})",
+                f.ty(dd.operands[1 - i]),
+                t.elem
+            ));
+        }
+        tensor_scale = Some(TensorScale(t.codes[0] as u32));
+        dd = f.op(inner);
+    }
+    let OpKind::Dequantize { granularity } = &dd.kind else {
+        return Err(format!(
+            "the weight comes from '{}', not from 'dequantize'",
+            dd.kind.name()
+        ));
+    };
     map_dequantized(
         f,
         op,
         (dd.operands[0], dd.operands[1], dd.operands.get(2).copied()),
         granularity,
         Epilogue::default(),
+        tensor_scale,
     )
 }
 
-/// Maps op `op` with activation operand 0, f32 result, and a weight that
-/// is `dequantize(q, s[, z])` of constants, onto a dequant-fused kernel.
+/// Checks that `b` holds one `elem` per output column: shape `[m]` (or
+/// with leading 1s).
+fn check_bias(f: &Function, b: Value, m: u64, elem: ElemType) -> Result<(), String> {
+    let bt = f.ty(b);
+    if bt.elem != elem || bt.num_elements() != m || bt.shape.iter().rev().skip(1).any(|&d| d != 1) {
+        return Err(format!("the bias {bt} is not one {elem} per output column"));
+    }
+    Ok(())
+}
+
+/// Maps matmul `op` (activation operand 0) with a weight `dequantize(q, s[, z])` of
+/// constants (times a tensor scale) onto a dequant-fused kernel.
 fn map_dequantized(
     f: &Function,
     op: Op,
     (qv, sv, zv): (Value, Value, Option<Value>),
     granularity: &Granularity,
     epilogue: Epilogue,
+    tensor_scale: Option<TensorScale>,
 ) -> Result<Plan, String> {
-    let d = f.op(op);
-    let (xt, rt) = (f.ty(d.operands[0]), f.ty(d.results[0]));
-    if rt.elem != ElemType::F32 {
-        return Err(format!("the result is {}, the kernels write f32", rt.elem));
-    }
-    if xt.shape.len() != 2 || ![ElemType::F32, ElemType::F16, ElemType::BF16].contains(&xt.elem) {
+    let x = f.op(op).operands[0];
+    let xt = f.ty(x);
+    if ![ElemType::F32, ElemType::F16, ElemType::BF16].contains(&xt.elem) {
         return Err(format!(
-            "the activation must be a 2-D f32/f16/bf16 tensor, not {xt}"
+            "the activation must be an f32/f16/bf16 tensor, not {xt}"
         ));
     }
+    let n = rows_of(xt)?;
     let q = constant_of(f, qv)?;
     let s = constant_of(f, sv)?;
     let z = match zv {
@@ -403,48 +587,245 @@ fn map_dequantized(
     let spec = GemmSpec {
         m,
         k,
-        n: Dim::Static(xt.shape[0] as usize),
+        n: Dim::Static(n),
         weight: WeightSpec {
             dtype: q.elem,
             granularity: gran,
             scale: s.elem,
             zero_point: z.is_some(),
             layout: None,
-            tensor_scale: None,
+            tensor_scale,
         },
         act: xt.elem,
         epilogue,
+        schedule: IntSchedule::Direct,
     };
     let weights =
         PackedWeights::pack(&spec, &transpose(&q), &s, z.as_ref()).map_err(|e| e.to_string())?;
-    Ok(Plan {
-        spec,
-        weights,
-        bias: None,
-        post: None,
-    })
+    Ok(plain(spec, weights, op, x))
 }
 
-fn run_mapped(m: &Mapped, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, String> {
+/// Ops that may follow a matmul into one kernel, outermost first
+/// (`requant_dyadic`, then an activation, then `add`).
+fn chain_stage(k: &OpKind) -> Option<u8> {
+    match k {
+        OpKind::RequantDyadic { .. } => Some(3),
+        OpKind::Relu | OpKind::Gelu { .. } | OpKind::Silu => Some(2),
+        OpKind::Binary {
+            op: BinaryOp::Add, ..
+        } => Some(1),
+        _ => None,
+    }
+}
+
+/// The matmul and the ops after it, innermost first, of a chain ending at
+/// `end` (`[add] [relu|gelu|silu] [requant_dyadic]` over a `matmul` or
+/// `matmul_int`), each intermediate value used only by the next op.
+fn chain_of(f: &Function, end: Op, uses: &HashMap<Value, usize>) -> Option<(Op, Vec<Op>)> {
+    let mut fused = Vec::new();
+    let mut cur = end;
+    let mut below = 4u8;
+    loop {
+        let d = f.op(cur);
+        let stage = chain_stage(&d.kind)?;
+        if stage >= below {
+            return None;
+        }
+        below = stage;
+        fused.push(cur);
+        let is_mm = |v: &Value| {
+            f.def_op(*v).is_some_and(|o| {
+                matches!(
+                    f.op(o).kind,
+                    OpKind::MatMul { .. } | OpKind::MatMulInt { .. }
+                )
+            })
+        };
+        let next = if stage == 1 {
+            *d.operands.iter().find(|v| is_mm(v))?
+        } else {
+            d.operands[0]
+        };
+        if uses.get(&next) != Some(&1) {
+            return None;
+        }
+        let op = f.def_op(next)?;
+        if is_mm(&next) {
+            fused.reverse();
+            return Some((op, fused));
+        }
+        cur = op;
+    }
+}
+
+/// Plans the matmul `base` with the ops `fused` after it folded into the
+/// kernel's epilogue. The error says whether the matmul alone failed
+/// (`true`) or one of the fused ops did not fit (`false`).
+fn plan_chain(f: &Function, base: Op, fused: &[Op]) -> Result<Plan, (bool, String)> {
+    let mut p = plan_matmul(f, base).map_err(|e| (true, e))?;
+    let fail = |e: String| (false, e);
+    let m = p.spec.m;
+    let mut prev = f.op(base).results[0];
+    for &op in fused {
+        let d = f.op(op);
+        let rt = f.ty(d.results[0]);
+        let what = d.kind.name();
+        match &d.kind {
+            OpKind::Binary {
+                op: BinaryOp::Add,
+                overflow,
+            } => {
+                if rt != f.ty(prev) {
+                    return Err(fail(format!(
+                        "the '{what}' result {rt} is not the matmul's {}",
+                        f.ty(prev)
+                    )));
+                }
+                let b = if d.operands[0] == prev {
+                    d.operands[1]
+                } else {
+                    d.operands[0]
+                };
+                if p.spec.is_integer() {
+                    if *overflow != Overflow::Wrap {
+                        return Err(fail("the i32 bias add saturates; the kernel wraps".into()));
+                    }
+                    check_bias(f, b, m as u64, ElemType::I32).map_err(fail)?;
+                    let t = constant_of(f, b).map_err(|e| fail(format!("the i32 bias: {e}")))?;
+                    let old = p.int_bias.take().unwrap_or_else(|| vec![0; m]);
+                    p.int_bias = Some(
+                        old.iter()
+                            .zip(&t.codes)
+                            .map(|(&a, &c)| a.wrapping_add(c as u32 as i32))
+                            .collect(),
+                    );
+                } else {
+                    check_bias(f, b, m as u64, ElemType::F32).map_err(fail)?;
+                    p.bias = Some(b);
+                }
+                p.spec.epilogue.bias = true;
+            }
+            OpKind::Relu | OpKind::Gelu { .. } | OpKind::Silu => {
+                if rt != f.ty(prev) {
+                    return Err(fail(format!("'{what}' changes the type to {rt}")));
+                }
+                p.spec.epilogue.activation = match d.kind {
+                    OpKind::Relu => Activation::Relu,
+                    OpKind::Gelu { tanh: false } => Activation::Gelu,
+                    OpKind::Gelu { tanh: true } => Activation::GeluTanh,
+                    _ => Activation::Silu,
+                };
+            }
+            OpKind::RequantDyadic {
+                multiplier,
+                shift,
+                axis,
+                rounding,
+                saturate,
+            } => {
+                if rt.elem != ElemType::I8 || !*saturate || *rounding != Rounding::NearestEven {
+                    return Err(fail(format!(
+                        "the kernel requantizes to i8 with saturation and nearest-even rounding, not to {} ({}, {rounding:?})",
+                        rt.elem,
+                        if *saturate { "saturating" } else { "wrapping" }
+                    )));
+                }
+                let rank = f.ty(prev).rank() as u32;
+                let per_col = match axis {
+                    None => false,
+                    Some(a) if *a + 1 == rank => true,
+                    Some(a) => {
+                        return Err(fail(format!(
+                            "the multipliers run along axis {a}, not the output columns"
+                        )))
+                    }
+                };
+                let widen = |v: &[i64]| if per_col { v.to_vec() } else { vec![v[0]; m] };
+                let mults: Vec<i64> = widen(multiplier);
+                let shifts: Vec<i64> =
+                    widen(&shift.iter().map(|&s| i64::from(s)).collect::<Vec<_>>());
+                if mults.len() != m || mults.iter().any(|&v| !(0..1 << 31).contains(&v)) {
+                    return Err(fail(
+                        "the kernel's multipliers are i32: each must be below 2^31".into(),
+                    ));
+                }
+                if shifts.iter().any(|&s| s > 62) {
+                    return Err(fail("the kernel's shifts go up to 62".into()));
+                }
+                let zero_point = match d.operands.get(1) {
+                    None => 0,
+                    Some(&z) => {
+                        let t = scalar_of(f, z, "output zero point").map_err(fail)?;
+                        t.codes[0] as u8 as i8
+                    }
+                };
+                p.requant = Some(DyadicParams {
+                    multipliers: mults.iter().map(|&v| v as i32).collect(),
+                    shifts: shifts.iter().map(|&s| s as u32).collect(),
+                    zero_point,
+                });
+                p.spec.epilogue.requantize = true;
+            }
+            _ => return Err(fail(format!("'{what}' does not fuse into a kernel"))),
+        }
+        prev = d.results[0];
+    }
+    p.spec.check("the host").map_err(|e| fail(e.to_string()))?;
+    p.fused = fused.to_vec();
+    Ok(p)
+}
+
+/// Runs a mapped plan on activation `x`; the result has `shape` and the
+/// kernel's element type (`f32`, `i32`, or `i8` when requantized).
+fn run_mapped(
+    m: &Mapped,
+    x: &Tensor,
+    bias: Option<&Tensor>,
+    shape: &[u64],
+) -> Result<Tensor, String> {
     let spec = m.kernel.spec();
-    let n = x.shape[0] as usize;
+    // Leading dimensions flattened: `x` is `[n, k]` row-major.
+    let n = x.codes.len() / spec.k;
     if spec.is_integer() {
-        let mut y = vec![0i32; n * spec.m];
         let bytes: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
         let signed: Vec<i8> = bytes.iter().map(|&b| b as i8).collect();
         let acts = if spec.is_binary() {
             Activations::B1(&bytes)
+        } else if spec.is_bit_serial() {
+            Activations::Codes(x.elem, &bytes)
         } else if x.elem == ElemType::I8 {
             Activations::I8(&signed)
         } else {
             Activations::U8(&bytes)
         };
-        m.kernel
-            .run_int(acts, &m.weights, &mut y, n, 0)
-            .map_err(|e| e.to_string())?;
+        let bias = m.plan.int_bias.as_deref();
+        if let Some(rq) = &m.plan.requant {
+            let mut y = vec![0i8; n * spec.m];
+            let r = Requant {
+                multipliers: &rq.multipliers,
+                shifts: &rq.shifts,
+                zero_point: rq.zero_point,
+            };
+            m.kernel
+                .run_requant_bias(acts, m.weights(), bias, &r, &mut y, n, 0)
+                .map_err(|e| e.to_string())?;
+            return Tensor::new(
+                ElemType::I8,
+                shape.to_vec(),
+                y.iter().map(|&v| u64::from(v as u8)).collect(),
+            );
+        }
+        let mut y = vec![0i32; n * spec.m];
+        match m.plan.zero_points {
+            Some(z) => m
+                .kernel
+                .run_int_zero_points(acts, m.weights(), z, &mut y, n, 0),
+            None => m.kernel.run_int_bias(acts, m.weights(), bias, &mut y, n, 0),
+        }
+        .map_err(|e| e.to_string())?;
         return Tensor::new(
             ElemType::I32,
-            vec![n as u64, spec.m as u64],
+            shape.to_vec(),
             y.iter().map(|&v| u64::from(v as u32)).collect(),
         );
     }
@@ -473,13 +854,82 @@ fn run_mapped(m: &Mapped, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, S
     let bias: Option<Vec<f32>> =
         bias.map(|b| b.codes.iter().map(|&c| f32::from_bits(c as u32)).collect());
     m.kernel
-        .run(acts, &m.weights, bias.as_deref(), &mut y, n, 0)
+        .run(acts, m.weights(), bias.as_deref(), &mut y, n, 0)
         .map_err(|e| e.to_string())?;
     Tensor::new(
         ElemType::F32,
-        vec![n as u64, spec.m as u64],
+        shape.to_vec(),
         y.iter().map(|v| u64::from(v.to_bits())).collect(),
     )
+}
+
+impl Mapped {
+    fn weights(&self) -> &PackedWeights {
+        &self.plan.weights
+    }
+}
+
+/// Counts one run of `name` on the interpreter.
+fn count(on_interp: &mut Vec<(String, usize)>, name: &str) {
+    match on_interp.iter_mut().find(|(n, _)| n == name) {
+        Some((_, c)) => *c += 1,
+        None => on_interp.push((name.to_string(), 1)),
+    }
+}
+
+/// Maps the function's matmuls (with what fuses after them) onto kernels:
+/// chains first, outermost end first, each tried at full length and then
+/// shorter; then the remaining matmuls alone.
+fn map_all(f: &Function, not_mapped: &mut Vec<(String, String)>) -> HashMap<Op, Mapped> {
+    let uses = f.use_counts();
+    let mut mapped: HashMap<Op, Mapped> = HashMap::new();
+    let mut done: HashSet<Op> = HashSet::new();
+    for &op in f.ops().iter().rev() {
+        if done.contains(&op) {
+            continue;
+        }
+        let Some((base, fused)) = chain_of(f, op, &uses) else {
+            continue;
+        };
+        done.extend(&fused);
+        for len in (1..=fused.len()).rev() {
+            let end = fused[len - 1];
+            match plan_chain(f, base, &fused[..len]) {
+                Ok(p) => match jit(p) {
+                    Ok(m) => {
+                        mapped.insert(end, m);
+                        done.insert(base);
+                        break;
+                    }
+                    Err(why) => not_mapped.push((label(f, end), why)),
+                },
+                // The matmul alone does not map: its own entry says why.
+                Err((true, _)) => break,
+                Err((false, why)) => {
+                    if len == fused.len() || !matches!(f.op(end).kind, OpKind::Binary { .. }) {
+                        not_mapped.push((label(f, end), why));
+                    }
+                }
+            }
+        }
+    }
+    for &op in f.ops() {
+        if done.contains(&op)
+            || !matches!(
+                f.op(op).kind,
+                OpKind::MatMul { .. } | OpKind::MatMulInt { .. } | OpKind::QMatMul { .. }
+            )
+        {
+            continue;
+        }
+        match plan_matmul(f, op).and_then(jit) {
+            Ok(m) => {
+                mapped.insert(op, m);
+            }
+            Err(why) => not_mapped.push((label(f, op), why)),
+        }
+    }
+    mapped
 }
 
 /// Runs `f` on `inputs` (already checked against its parameters).
@@ -489,23 +939,11 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
         span: f.op_spans.get(&op).copied(),
         message,
     };
-    let mut mapped: HashMap<Op, Mapped> = HashMap::new();
     let mut not_mapped = Vec::new();
-    for &op in f.ops() {
-        if matches!(
-            f.op(op).kind,
-            OpKind::MatMul { .. } | OpKind::MatMulInt { .. } | OpKind::QMatMul { .. }
-        ) {
-            match map_matmul(f, op) {
-                Ok(m) => {
-                    mapped.insert(op, m);
-                }
-                Err(why) => not_mapped.push((label(f, op), why)),
-            }
-        }
-    }
-    // Values the run needs: walk back from the outputs; a mapped matmul
-    // needs only its activation (its weight is packed already).
+    let mapped = map_all(f, &mut not_mapped);
+    // Values the run needs: walk back from the outputs; a mapped op needs
+    // only its activation, bias and requantize operands (the weight is
+    // packed already, the fused ops are computed by the kernel).
     let mut needed: HashSet<Value> = f.outputs.iter().map(|(_, v)| *v).collect();
     for &op in f.ops().iter().rev() {
         let d = f.op(op);
@@ -513,8 +951,11 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
             continue;
         }
         if let Some(m) = mapped.get(&op) {
-            needed.insert(d.operands[0]);
-            needed.extend(m.bias);
+            needed.insert(m.plan.x);
+            needed.extend(m.plan.bias);
+            if let Some((_, ops)) = &m.plan.quantize {
+                needed.extend(ops);
+            }
         } else {
             needed.extend(d.operands.iter().copied());
         }
@@ -535,37 +976,33 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
                 .ok_or_else(|| op_err(op, "operand not computed".into()))
         };
         let results = if let Some(m) = mapped.get(&op) {
-            let x = operand(&d.operands[0])?;
-            let bias = m.bias.as_ref().map(operand).transpose()?;
-            let mut y = run_mapped(m, x, bias).map_err(|e| op_err(op, e))?;
+            let x = operand(&m.plan.x)?;
+            let bias = m.plan.bias.as_ref().map(operand).transpose()?;
+            let rt = f.ty(d.results[0]);
+            let mut y = run_mapped(m, x, bias, &rt.shape).map_err(|e| op_err(op, e))?;
             let mut what = m.kernel.spec().to_string();
-            if let Some(a) = m.post {
-                let (kind, name) = match a {
-                    IrActivation::Gelu => (OpKind::Gelu { tanh: false }, "gelu"),
-                    IrActivation::GeluTanh => (OpKind::Gelu { tanh: true }, "gelu"),
-                    _ => (OpKind::Silu, "silu"),
-                };
-                y = eval_op(&kind, &[&y], &[f.ty(d.results[0]).clone()])
-                    .map_err(|e| op_err(op, e.to_string()))?
-                    .remove(0);
-                what.push_str(&format!(", then {name} on the interpreter"));
-                let name = format!("{name} (qmatmul epilogue)");
-                match on_interp.iter_mut().find(|(n, _)| *n == name) {
-                    Some((_, c)) => *c += 1,
-                    None => on_interp.push((name, 1)),
-                }
+            if !m.plan.fused.is_empty() {
+                let names: Vec<String> = m.plan.fused.iter().map(|&o| label(f, o)).collect();
+                what.push_str(&format!(" (fused: {})", names.join(", ")));
             }
-            on_cpu.push((label(f, op), what));
+            if let Some((kind, ops)) = &m.plan.quantize {
+                let mut args = vec![&y];
+                for v in ops {
+                    args.push(operand(v)?);
+                }
+                y = eval_op(kind, &args, std::slice::from_ref(rt))
+                    .map_err(|e| op_err(op, format!("requantize epilogue: {e}")))?
+                    .remove(0);
+                what.push_str(", then quantize on the interpreter");
+                count(&mut on_interp, "quantize (qmatmul requantize epilogue)");
+            }
+            on_cpu.push((label(f, m.plan.op), what));
             vec![y]
         } else {
             let args: Vec<&Tensor> = d.operands.iter().map(operand).collect::<Result<_, _>>()?;
             let types: Vec<_> = d.results.iter().map(|r| f.ty(*r).clone()).collect();
-            let name = d.kind.name();
             if !matches!(d.kind, OpKind::Constant(_)) {
-                match on_interp.iter_mut().find(|(n, _)| n == name) {
-                    Some((_, c)) => *c += 1,
-                    None => on_interp.push((name.to_string(), 1)),
-                }
+                count(&mut on_interp, d.kind.name());
             }
             eval_op(&d.kind, &args, &types).map_err(|e| match e {
                 InterpError::Op { op: o, message, .. } => InterpError::Op {
@@ -599,3 +1036,7 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
         on_interp,
     })
 }
+
+#[cfg(test)]
+#[path = "cpu_run_tests.rs"]
+mod tests;

@@ -20,6 +20,11 @@ For each op of the optimized program: the schedule family chosen
 layout, the estimated cost of every alternative considered (nanoseconds),
 and the reason for any fallback (a rewrite blocked by a range or scale that
 could not be proven, a feature the target lacks, a shape that does not fit).
+Where the ONNX importer had to make quantized data float (MatMulNBits with
+fractional float zero points, a Cast of a low-bit constant to float), an
+\"import note\" line names the node and the cause, and the ops involved are
+`fallback` with that reason (JSON: \"dequantized\": [{\"node\", \"op_type\",
+\"what\", \"why\"}] on each op and function).
 
 Options:
   --target TARGET   x86-64 CPU model with optional +features

@@ -1,9 +1,10 @@
 //! The GEMM-spec options shared by `lowbit bench gemm` and
 //! `lowbit compile gemm`: `--m --k --n --weight [--group] [--scale]
-//! [--zero-point] [--tensor-scale T] --act`.
+//! [--zero-point] [--tensor-scale T] --act [--schedule direct|bit-serial]`.
 
 use crate::args::{Args, Spec};
 use crate::Failure;
+use lowbit::ir::IntSchedule;
 use lowbit_llvm::{Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec};
 
 /// Option table entries for a GEMM spec.
@@ -53,6 +54,11 @@ pub const GEMM_SPECS: &[Spec] = &[
         short: None,
         takes_value: true,
     },
+    Spec {
+        long: "schedule",
+        short: None,
+        takes_value: true,
+    },
 ];
 
 fn required<'a>(a: &'a Args, name: &str) -> Result<&'a str, Failure> {
@@ -96,6 +102,18 @@ pub fn gemm_spec(a: &Args, n_dynamic: bool) -> Result<GemmSpec, Failure> {
             }
         },
     };
+    // Integer weights times integer activations: `direct` multiplies
+    // whole integers (W8A8), `bit-serial` sums AND-popcounts of bit-planes
+    // (WxAy); b1 x b1 is bit-serial either way.
+    let schedule = match a.last("schedule") {
+        None | Some("direct") => IntSchedule::Direct,
+        Some("bit-serial") => IntSchedule::BitSerial,
+        Some(v) => {
+            return Err(Failure::usage(format!(
+                "--schedule expects direct or bit-serial, got '{v}'"
+            )))
+        }
+    };
     Ok(GemmSpec {
         m: positive(a, "m")?,
         k: positive(a, "k")?,
@@ -110,5 +128,6 @@ pub fn gemm_spec(a: &Args, n_dynamic: bool) -> Result<GemmSpec, Failure> {
         },
         act: elem("act", required(a, "act")?)?,
         epilogue: Epilogue::default(),
+        schedule,
     })
 }

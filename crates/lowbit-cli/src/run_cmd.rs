@@ -36,9 +36,11 @@ Options:
                           fastest in this build: cpu when built with the CPU
                           backend, else interp). 'interp' is the bit-exact
                           reference interpreter; 'cpu' runs matmuls of
-                          dequantized constant weights on JIT kernels and the
-                          other ops on the interpreter, and says so on
-                          standard error
+                          dequantized constant weights (with a following
+                          bias add and relu/gelu/silu) and integer matmuls
+                          with constant weights (with an i32 bias, relu and
+                          requant_dyadic) on JIT kernels and the other ops
+                          on the interpreter, and says so on standard error
   --output-dir DIR        Write every output as DIR/<output name>.pb (ONNX
                           TensorProto with the declared element type);
                           default '.'; created if missing

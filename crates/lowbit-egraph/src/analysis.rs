@@ -16,7 +16,7 @@
 
 use crate::lang::{Heads, Node};
 use egg::{Analysis, DidMerge, EGraph, Id};
-use lowbit_ir::{BinaryOp, ElemType, OpKind, Tensor, TensorType};
+use lowbit_ir::{BinaryOp, ElemType, OpKind, OpNote, Tensor, TensorType};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -171,6 +171,9 @@ pub struct LbAnalysis {
     /// Blocked (and approximate) rewrites, by e-class (canonicalize ids
     /// with `find` first).
     pub notes: BTreeMap<Id, BTreeSet<Note>>,
+    /// Importer notes of the source ops (quantized data made float at
+    /// import), by e-class (canonicalize ids with `find` first).
+    pub import_notes: BTreeMap<Id, BTreeSet<OpNote>>,
     /// Options of the rules.
     pub options: RuleOptions,
 }

@@ -12,7 +12,11 @@
 //! replaced it was blocked (the reason says which and why). The reason also
 //! names every alternative that lost because the target lacks a feature or
 //! a shape does not fit the instruction, and any such degradation of the
-//! chosen kernel. Costs are estimated nanoseconds (see [`crate::cost`]);
+//! chosen kernel. An op whose e-class carries an importer note (quantized
+//! data the ONNX importer had to make float, [`lowbit_ir::OpNote`]) is
+//! `fallback`, its reason naming the source node and the cause; the
+//! function's report lists every such note. Costs are estimated
+//! nanoseconds (see [`crate::cost`]);
 //! they are printed with one decimal so that output is byte-stable.
 
 use crate::analysis::{Family, LbGraph};
@@ -20,7 +24,7 @@ use crate::cost::family;
 use crate::lang::Node;
 use egg::{Id, RecExpr};
 use lowbit_ir::target::Target;
-use lowbit_ir::OpKind;
+use lowbit_ir::{OpKind, OpNote};
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
@@ -58,6 +62,10 @@ pub struct OpReport {
     pub alternatives: Vec<Alternative>,
     /// Why a better schedule was not taken, if one was not.
     pub reason: Option<String>,
+    /// The importer's notes on the op's e-class: quantized data it made
+    /// float outside a fusable `dequantize` (the op is then reported as
+    /// `fallback` and the reason names the node and the cause).
+    pub dequantized: Vec<OpNote>,
 }
 
 /// The report of one function.
@@ -69,6 +77,9 @@ pub struct Report {
     pub function: String,
     /// Per op of the extracted function (constants omitted), in op order.
     pub ops: Vec<OpReport>,
+    /// Every importer note of the source function, in op order, once:
+    /// where quantized data became float at import and why.
+    pub dequantized: Vec<OpNote>,
     /// Why saturation stopped.
     pub stop_reason: String,
     /// Iterations run.
@@ -154,8 +165,23 @@ pub(crate) fn report_ops(
         if mixed && head.kind.name() != "matmul" {
             schedule = "mixed".into();
         }
+        // Quantized data made float at import: no quantized schedule can
+        // apply to it, whatever the op now is.
+        let dequantized: Vec<OpNote> = eg
+            .analysis
+            .import_notes
+            .iter()
+            .filter(|(id, _)| eg.find(**id) == class)
+            .flat_map(|(_, ns)| ns.iter().cloned())
+            .collect::<BTreeSet<OpNote>>()
+            .into_iter()
+            .collect();
+        if !dequantized.is_empty() {
+            schedule = "fallback".into();
+        }
         let kernel = chosen.as_ref().map_or("-".into(), |e| e.kernel.clone());
-        let mut reasons: Vec<String> = notes.into_iter().collect();
+        let mut reasons: Vec<String> = dequantized.iter().map(|n| n.to_string()).collect();
+        reasons.extend(notes);
         if let Some(note) = chosen.as_ref().and_then(|e| e.note.clone()) {
             reasons.push(format!("chosen kernel: {note}"));
         }
@@ -174,6 +200,7 @@ pub(crate) fn report_ops(
             layout: chosen.map_or("-".into(), |e| e.layout),
             alternatives: alternatives.into_iter().map(|(a, _)| a).collect(),
             reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+            dequantized,
         });
     }
     out
@@ -206,6 +233,9 @@ pub fn render_text(reports: &[Report]) -> String {
             r.classes,
             fmt_ns(r.total_cost)
         );
+        for n in &r.dequantized {
+            let _ = writeln!(s, "  import note: {n}");
+        }
         for op in &r.ops {
             let _ = writeln!(
                 s,
@@ -243,6 +273,23 @@ fn json_str(s: &str) -> String {
     o
 }
 
+/// `[{"node", "op_type", "what", "why"}, ...]`.
+fn json_notes(notes: &[OpNote]) -> String {
+    let items: Vec<String> = notes
+        .iter()
+        .map(|n| {
+            format!(
+                "{{\"node\": {}, \"op_type\": {}, \"what\": {}, \"why\": {}}}",
+                json_str(&n.node),
+                json_str(&n.op_type),
+                json_str(&n.what),
+                json_str(&n.why)
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
 fn json_num(x: f64) -> String {
     if x.is_finite() {
         format!("{x:.1}")
@@ -253,9 +300,11 @@ fn json_num(x: f64) -> String {
 
 /// The JSON document of INTERFACES.md: `{"target", "ops": [{"name", "op",
 /// "schedule", "kernel", "layout", "alternatives": [{"schedule", "cost"}],
-/// "reason"}]}`, extended with each op's `function`, each alternative's
-/// `op` and `kernel`, and a `functions` list with the run statistics. Costs are
-/// estimated nanoseconds.
+/// "reason"}]}`, extended with each op's `function` and `dequantized`
+/// (importer notes: `[{"node", "op_type", "what", "why"}]`), each
+/// alternative's `op` and `kernel`, and a `functions` list with the run
+/// statistics and the function's `dequantized` notes. Costs are estimated
+/// nanoseconds.
 pub fn render_json(target: &str, reports: &[Report]) -> String {
     let mut s = format!("{{\"target\": {}, \"ops\": [", json_str(target));
     let mut first = true;
@@ -280,7 +329,7 @@ pub fn render_json(target: &str, reports: &[Report]) -> String {
                 .collect();
             let _ = write!(
                 s,
-                "{{\"function\": {}, \"name\": {}, \"op\": {}, \"schedule\": {}, \"kernel\": {}, \"layout\": {}, \"alternatives\": [{}], \"reason\": {}}}",
+                "{{\"function\": {}, \"name\": {}, \"op\": {}, \"schedule\": {}, \"kernel\": {}, \"layout\": {}, \"alternatives\": [{}], \"reason\": {}, \"dequantized\": {}}}",
                 json_str(&r.function),
                 json_str(&op.name),
                 json_str(&op.op),
@@ -288,7 +337,8 @@ pub fn render_json(target: &str, reports: &[Report]) -> String {
                 json_str(&op.kernel),
                 json_str(&op.layout),
                 alts.join(", "),
-                op.reason.as_deref().map_or("null".into(), json_str)
+                op.reason.as_deref().map_or("null".into(), json_str),
+                json_notes(&op.dequantized)
             );
         }
     }
@@ -297,13 +347,14 @@ pub fn render_json(target: &str, reports: &[Report]) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{{\"name\": {}, \"stop_reason\": {}, \"iterations\": {}, \"nodes\": {}, \"classes\": {}, \"cost\": {}}}",
+                "{{\"name\": {}, \"stop_reason\": {}, \"iterations\": {}, \"nodes\": {}, \"classes\": {}, \"cost\": {}, \"dequantized\": {}}}",
                 json_str(&r.function),
                 json_str(&r.stop_reason),
                 r.iterations,
                 r.nodes,
                 r.classes,
-                json_num(r.total_cost)
+                json_num(r.total_cost),
+                json_notes(&r.dequantized)
             )
         })
         .collect();

@@ -11,7 +11,7 @@
 //! result (true of the whole IR today).
 
 use egg::{Id, RecExpr};
-use lowbit_ir::{Function, OpKind, TensorType, Value};
+use lowbit_ir::{Function, Op, OpKind, TensorType, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
@@ -135,6 +135,15 @@ impl Heads {
 /// Builds the term of a function: one node per reachable op, the root last.
 /// Ops whose results no output uses are dropped (they have no effect).
 pub fn function_to_recexpr(f: &Function, heads: &mut Heads) -> Result<RecExpr<Node>, String> {
+    function_to_recexpr_indexed(f, heads).map(|(e, _)| e)
+}
+
+/// A function's term with the term node of every op.
+pub type IndexedTerm = (RecExpr<Node>, Vec<(Op, Id)>);
+
+/// [`function_to_recexpr`], with the term node of every op.
+pub fn function_to_recexpr_indexed(f: &Function, heads: &mut Heads) -> Result<IndexedTerm, String> {
+    let mut at = Vec::with_capacity(f.ops().len());
     let mut expr = RecExpr::default();
     let mut ids: HashMap<Value, Id> = HashMap::new();
     for (i, (_, v)) in f.params.iter().enumerate() {
@@ -157,7 +166,9 @@ pub fn function_to_recexpr(f: &Function, heads: &mut Heads) -> Result<RecExpr<No
             children.push(*id);
         }
         let h = heads.intern(d.kind.clone(), f.ty(r).clone());
-        ids.insert(r, expr.add(Node::Op(h, children)));
+        let id = expr.add(Node::Op(h, children));
+        at.push((op, id));
+        ids.insert(r, id);
     }
     let mut outs = Vec::with_capacity(f.outputs.len());
     for (name, v) in &f.outputs {
@@ -167,7 +178,7 @@ pub fn function_to_recexpr(f: &Function, heads: &mut Heads) -> Result<RecExpr<No
         );
     }
     expr.add(Node::Root(outs));
-    Ok(expr)
+    Ok((expr, at))
 }
 
 /// Rebuilds a function from a term whose last node is the root, with the
@@ -178,6 +189,16 @@ pub fn recexpr_to_function(
     heads: &Heads,
     template: &Function,
 ) -> Result<Function, String> {
+    recexpr_to_function_mapped(expr, heads, template).map(|(f, _)| f)
+}
+
+/// [`recexpr_to_function`], with the value of every term node (`None` for
+/// the root).
+pub fn recexpr_to_function_mapped(
+    expr: &RecExpr<Node>,
+    heads: &Heads,
+    template: &Function,
+) -> Result<(Function, Vec<Option<Value>>), String> {
     let mut f = Function::new(template.name.clone());
     let params: Vec<Value> = template
         .params
@@ -228,7 +249,7 @@ pub fn recexpr_to_function(
         let v = vals[usize::from(id)].ok_or("output is not a value")?;
         f.outputs.push((name.clone(), v));
     }
-    Ok(f)
+    Ok((f, vals))
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use analysis::{LbAnalysis, LbGraph};
 use egg::{Id, Language, RecExpr, Runner, SimpleScheduler, StopReason};
 use lang::Node;
 use lowbit_ir::target::Target;
-use lowbit_ir::{Function, TensorType};
+use lowbit_ir::{Function, OpNote, TensorType};
 use std::time::Duration;
 
 pub use explain::{Alternative, OpReport, Report};
@@ -476,27 +476,70 @@ pub fn optimize_function(f: &Function, cfg: &Config) -> Result<Optimized, Egraph
     let rules = rules::select(&cfg.rules).map_err(EgraphError)?;
     let params: Vec<TensorType> = f.params.iter().map(|(_, v)| f.ty(*v).clone()).collect();
     let mut analysis = LbAnalysis::new(params, cfg.options);
-    let expr = lang::function_to_recexpr(f, &mut analysis.heads).map_err(EgraphError)?;
+    let (expr, op_nodes) =
+        lang::function_to_recexpr_indexed(f, &mut analysis.heads).map_err(EgraphError)?;
+    // The term goes in node by node (as `add_expr` does) so that each op's
+    // class is known: importer notes are attached to it.
+    let mut eg = LbGraph::new(analysis);
+    let mut ids: Vec<Id> = Vec::with_capacity(expr.as_ref().len());
+    for n in expr.as_ref() {
+        let id = eg.add(n.clone().map_children(|c| ids[usize::from(c)]));
+        ids.push(id);
+    }
+    for (op, at) in &op_nodes {
+        if let Some(note) = f.op_notes.get(op) {
+            let class = ids[usize::from(*at)];
+            eg.analysis
+                .import_notes
+                .entry(class)
+                .or_default()
+                .insert(note.clone());
+        }
+    }
+    let root = *ids
+        .last()
+        .ok_or_else(|| EgraphError("the function has no term".into()))?;
     let rewrites: Vec<_> = rules.iter().map(|r| r.rewrite()).collect();
-    let runner: Runner<Node, LbAnalysis> = Runner::new(analysis)
+    let mut runner: Runner<Node, LbAnalysis> = Runner::new(LbAnalysis::default())
         .with_scheduler(SimpleScheduler)
         .with_iter_limit(cfg.iter_limit)
         .with_node_limit(cfg.node_limit)
         .with_time_limit(cfg.time_limit)
-        .with_expr(&expr)
-        .run(&rewrites);
+        .with_egraph(eg);
+    runner.roots.push(root);
+    let runner = runner.run(&rewrites);
     let eg = &runner.egraph;
     let root = runner.roots[0];
     let chooser = Best::new(eg, &cfg.target, root);
     let (best, classes) = extract_dag(eg, &chooser, root)?;
-    let function = lang::recexpr_to_function(&best, &eg.analysis.heads, f).map_err(EgraphError)?;
+    let (mut function, vals) =
+        lang::recexpr_to_function_mapped(&best, &eg.analysis.heads, f).map_err(EgraphError)?;
+    // Importer notes follow their class to the op extracted for it.
+    for (class, v) in classes.iter().zip(&vals) {
+        let notes = eg
+            .analysis
+            .import_notes
+            .iter()
+            .filter(|(id, _)| eg.find(**id) == eg.find(*class))
+            .flat_map(|(_, ns)| ns.iter());
+        if let (Some(note), Some(v)) = (notes.min(), v) {
+            function.note_value(*v, note.clone());
+        }
+    }
     let mut walk = chooser.walk();
     let mut cost_of = |c: Id, n: &Node| chooser.node_cost(eg, c, n, &mut walk);
     let ops = explain::report_ops(eg, &cfg.target, &best, &classes, &mut cost_of);
+    let mut dequantized: Vec<OpNote> = Vec::new();
+    for (_, n) in f.notes_in_order() {
+        if !dequantized.contains(n) {
+            dequantized.push(n.clone());
+        }
+    }
     let report = Report {
         target: cfg.target.name.clone(),
         function: f.name.clone(),
         ops,
+        dequantized,
         stop_reason: stop_reason(&runner.stop_reason),
         iterations: runner.iterations.len(),
         nodes: eg.total_number_of_nodes(),

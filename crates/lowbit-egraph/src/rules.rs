@@ -57,8 +57,10 @@ use crate::analysis::{dot_range, Facts, Family, LbAnalysis, LbGraph, Note, Range
 use crate::lang::{Head, Node};
 use crate::numeric::{approx_dyadic, exact_multiples, Dyadic};
 use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
+use lowbit_interp::quotient_format;
 use lowbit_ir::{
-    Activation, ElemType, Granularity, IntSchedule, OpKind, Overflow, QRequant, Tensor, TensorType,
+    Activation, ElemType, FloatFormat, Granularity, IntSchedule, OpKind, Overflow, QRequant,
+    Tensor, TensorType,
 };
 
 /// What a rule did to one match.
@@ -398,6 +400,17 @@ fn centered_max(eg: &LbGraph, q: Id, z: Option<Id>) -> Option<u128> {
     Some(r.sub(&zr)?.max_abs())
 }
 
+/// Checks that every entry of a constant scale is positive and finite.
+fn nonzero_finite_scales(eg: &LbGraph, scale: Id) -> Result<(), String> {
+    let Some(v) = &facts(eg, scale).value else {
+        return Err("the scale is not a constant".into());
+    };
+    match v.to_f64().into_iter().find(|&x| Dyadic::of(x).is_none()) {
+        Some(x) => Err(format!("scale {x} is not positive and finite")),
+        None => Ok(()),
+    }
+}
+
 /// Checks that every entry of a constant scale is positive, finite, and
 /// has exact multiples up to `dmax` in `elem`.
 fn scales_exact(eg: &LbGraph, scale: Id, elem: ElemType, dmax: u128) -> Result<(), String> {
@@ -428,6 +441,12 @@ fn quantize_of_dequantize(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
             if !matches {
                 continue;
             }
+            // Every (q − z)·s is exact in the dequantized type D, so the
+            // quotient's exact value is the integer q − z. That integer has
+            // fewer significand bits than D (the product's odd factor is at
+            // least q − z's), and the quotient format holds every value of
+            // D, so rounding the quotient to it changes nothing: the
+            // quantize returns q.
             let res = centered_max(eg, dch[0], dch.get(2).copied())
                 .ok_or_else(|| "the quantized value has no integer range".to_string())
                 .and_then(|dmax| scales_exact(eg, ch[1], d.ty.elem, dmax));
@@ -460,15 +479,19 @@ fn requantize_identity(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
         if !matches {
             continue;
         }
+        // requantize keeps (q − z)·s exact and rounds the quotient by s
+        // once to the quotient format: with a non-zero finite scale that
+        // quotient is exactly q − z, which survives the rounding when every
+        // integer up to |q − z| is a value of the quotient format (2^24 for
+        // f32 scales: an i32 q can round).
         let res = centered_max(eg, ch[0], Some(ch[2]))
             .ok_or_else(|| "no integer range".to_string())
             .and_then(|dmax| {
-                scales_exact(
-                    eg,
-                    ch[1],
-                    ElemType::Float(lowbit_ir::FloatFormat::F64),
-                    dmax,
-                )
+                nonzero_finite_scales(eg, ch[1])?;
+                let t = ty(eg, ch[1]).ok_or("the scale has no type")?.elem;
+                let qf = ElemType::Float(quotient_format(&[r.ty.elem, t]));
+                exact_multiples(qf, &Dyadic { odd: 1, exp: 0 }, dmax)
+                    .map_err(|e| format!("the quotient q − z: {e}"))
             });
         out.push(match res {
             Ok(()) => Outcome::Equal(ch[0]),
@@ -652,8 +675,12 @@ struct DyadicPlan {
 }
 
 /// Largest magnitude of the quantized output window (range plus zero
-/// point) below which an approximate multiplier is within one unit.
-const APPROX_WINDOW: i128 = 1 << 28;
+/// point) below which an approximate multiplier is within one unit, for a
+/// reference quotient with `p` significand bits (see [`integer_only`]):
+/// `2^28` for an `f64` quotient, `2^(p − 2)` (`2^22` for `f32`) below.
+fn approx_window(p: u32) -> i128 {
+    1 << p.saturating_sub(2).min(28)
+}
 
 #[allow(clippy::too_many_arguments)]
 fn plan_integer_only(
@@ -721,6 +748,8 @@ fn plan_integer_only(
     let sy_f = sy_v.to_f64().first().copied().unwrap_or(f64::NAN);
     let sy = Dyadic::of(sy_f)
         .ok_or_else(|| format!("the output scale {sy_f} is not positive and finite"))?;
+    // The reference divides the matmul result by sy in this format.
+    let quotient = quotient_format(&[mm.ty.elem, sy_v.elem]);
     let approx_allowed = eg.analysis.options.allow_approx_dyadic;
     let (mut multipliers, mut shifts) = (Vec::new(), Vec::new());
     let mut approximated = 0usize;
@@ -735,7 +764,7 @@ fn plan_integer_only(
                 mm.ty.elem
             )
         })?;
-        let exact = exact_dyadic(&prod, &sy, acc, sy_f);
+        let exact = exact_dyadic(&prod, &sy, acc, sy_f, quotient);
         match (exact, approx_allowed) {
             (Ok((m, s)), _) => {
                 multipliers.push(m);
@@ -776,10 +805,13 @@ fn plan_integer_only(
         if !saturate {
             return Err("an approximate multiplier can move a value across the wrap-around of a non-saturating quantize".into());
         }
-        if window >= APPROX_WINDOW {
+        let p = quotient.man_bits() as u32 + 1;
+        let limit = approx_window(p);
+        if window >= limit {
             return Err(format!(
-                "{} outputs are too wide for the one-unit bound of an approximate multiplier (needs |range| + |zero point| < 2^28)",
-                q.ty.elem
+                "{} outputs are too wide for the one-unit bound of an approximate multiplier with a {quotient} reference quotient (needs |range| + |zero point| < 2^{})",
+                q.ty.elem,
+                limit.trailing_zeros()
             ));
         }
         Some(format!(
@@ -798,21 +830,25 @@ fn plan_integer_only(
 }
 
 /// The exact multiplier and shift of `prod / sy`, when the ratio is dyadic
-/// and the reference's f64 quotient `acc · prod / sy` cannot round.
-fn exact_dyadic(prod: &Dyadic, sy: &Dyadic, acc: Range, sy_f: f64) -> Result<(i64, u32), String> {
+/// and the reference's quotient `acc · prod / sy`, rounded to the
+/// `quotient` format, cannot round.
+fn exact_dyadic(
+    prod: &Dyadic,
+    sy: &Dyadic,
+    acc: Range,
+    sy_f: f64,
+    quotient: FloatFormat,
+) -> Result<(i64, u32), String> {
     let ratio = prod.div(sy).ok_or_else(|| format!(
         "scale ratio sx*sw/sy = {:e} is not dyadic (the odd factor of sy does not divide that of sx*sw): an integer-only form would be approximate",
         prod.value() / sy_f
     ))?;
-    if acc
-        .max_abs()
-        .checked_mul(ratio.odd)
-        .is_none_or(|v| v >= 1 << 53)
-    {
-        return Err(
-            "the rescaled accumulator exceeds 53 bits: the reference quotient would round".into(),
-        );
-    }
+    // Every acc · ratio must be a value of the quotient format. (With an
+    // f32 matmul result this already follows from its exactness, as
+    // ratio.odd divides prod.odd; an f64 one needs it.)
+    exact_multiples(ElemType::Float(quotient), &ratio, acc.max_abs()).map_err(|e| {
+        format!("the rescaled accumulator is not exact in the {quotient} quotient ({e}): the reference quotient would round")
+    })?;
     let (mult, shift) = if ratio.exp >= 0 {
         (
             ratio.odd.checked_shl(ratio.exp as u32).unwrap_or(u128::MAX),
@@ -831,18 +867,21 @@ fn exact_dyadic(prod: &Dyadic, sy: &Dyadic, acc: Range, sy_f: f64) -> Result<(i6
 /// `requant_dyadic(matmul_int(xq, wq, zx, zw), zy)`.
 ///
 /// Exact mode: every float step of the unfused graph is exact (see
-/// [`crate::numeric`]) and the ratio `sx·sw/sy` of every channel is
-/// dyadic, so the result is bit-exact. Approximate mode (the
-/// `allow-approx-dyadic` option): a non-dyadic ratio `r` gets a HAWQ-V3
-/// multiplier with `m/2^s = r(1 + e2)`, `|e2| ≤ 2^-31`, while the
-/// reference computes `acc·r(1 + e1)` (`|e1| ≤ 2^-53`, the f64 division)
-/// before the same rounding. Where `|acc·r| ≤ 2T` (`T` = output range plus
-/// zero point, `< 2^28`) the two pre-rounding values differ by less than
-/// `2T · 2^-30 < 1`, and any monotone rounding to integers maps values
-/// less than 1 apart at most 1 apart; beyond `2T` both saturate to the
-/// same end. Clamping keeps the difference, so the outputs differ by at
-/// most one unit. A non-saturating quantize is refused (a wrap could turn
-/// one unit into the whole range).
+/// [`crate::numeric`]), including the quantize's quotient in its quotient
+/// format (`f32` for `f32` operands: `acc · ratio` must fit 24 bits), and
+/// the ratio `sx·sw/sy` of every channel is dyadic, so the result is
+/// bit-exact. Approximate mode (the `allow-approx-dyadic` option): a
+/// non-dyadic ratio `r` gets a HAWQ-V3 multiplier with `m/2^s = r(1 +
+/// e2)`, `|e2| ≤ 2^-31`, while the reference computes `acc·r(1 + e1)`
+/// (`|e1| ≤ 2^-p`, the division rounded to the `p`-bit quotient format:
+/// 24 for `f32`, 53 for `f64`) before the same rounding. Where `|acc·r| ≤
+/// 2T` (`T` = output range plus zero point, below `2^(p−2)` and `2^28`)
+/// the two pre-rounding values differ by at most `2T·2^-p + 2T·2^-31 <
+/// 1/2 + 1/4 < 1`, and any monotone rounding to integers maps values less
+/// than 1 apart at most 1 apart; beyond `2T` both saturate to the same
+/// end. Clamping keeps the difference, so the outputs differ by at most
+/// one unit. A non-saturating quantize is refused (a wrap could turn one
+/// unit into the whole range).
 fn integer_only(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
     let mut out = Vec::new();
     for (q, ch) in ops_named(eg, class, "quantize") {

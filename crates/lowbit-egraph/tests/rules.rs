@@ -198,6 +198,53 @@ fn requantize_to_the_same_scale_is_removed() {
     assert_same_on_interp(&f, &o.function, 7, 8);
 }
 
+/// requantize divides in f32 for f32 scales, so `(q − z)·s / s` is `q − z`
+/// rounded to f32: the identity holds only while |q − z| ≤ 2^24.
+#[test]
+fn requantize_identity_needs_q_exact_in_the_quotient_format() {
+    let src = |scale_ty: &str| {
+        format!(
+            "module {{
+  func @main(%q: tensor<5xi32>) -> (r: tensor<5xi32>) {{
+    %s = constant dense<0.75> : tensor<{scale_ty}>
+    %z = constant dense<7> : tensor<i32>
+    %r = requantize %q, %s, %z, %s, %z : (tensor<5xi32>, tensor<{scale_ty}>, tensor<i32>, tensor<{scale_ty}>, tensor<i32>) -> tensor<5xi32>
+    return %r
+  }}
+}}
+"
+        )
+    };
+    let f = parse(&src("f32"));
+    let o = optimize(&f, &["qdq-cleanup"], "x86-64-v3");
+    assert_eq!(
+        op_names(&o.function),
+        ["requantize"],
+        "{}",
+        text(&o.function)
+    );
+    let r = o.report.ops.iter().find(|r| r.op == "requantize").unwrap();
+    let reason = r.reason.as_deref().unwrap();
+    assert!(reason.contains("significand bits of f32"), "{reason}");
+    // Random i32 inputs do round: the rule was right to refuse.
+    let q = lowbit_ir::Tensor::from_f64(
+        lowbit_ir::ElemType::I32,
+        vec![5],
+        &[123_456_789.0, -2e9, 1.0, 16_777_217.0, 0.0],
+    )
+    .unwrap();
+    let got = lowbit_interp::run_function(&f, &[("q".to_string(), q.clone())])
+        .unwrap()
+        .remove(0)
+        .1;
+    assert_ne!(got.to_i128(), q.to_i128());
+    // With f64 scales the quotient is f64 and every i32 is exact.
+    let f = parse(&src("f64"));
+    let o = optimize(&f, &["qdq-cleanup"], "x86-64-v3");
+    assert!(op_names(&o.function).is_empty(), "{}", text(&o.function));
+    assert_same_on_interp(&f, &o.function, 7, 8);
+}
+
 #[test]
 fn integer_casts() {
     let src = "module {
@@ -412,6 +459,41 @@ fn approximate_dyadic_only_when_asked_and_within_one_unit() {
     );
     assert!(reason.contains("at most 1 unit"), "{reason}");
     let (compared, _) = compare_within(&f, &o.function, 31, 64, 1);
+    assert_eq!(compared, 64);
+}
+
+/// The approximate multiplier's one-unit bound needs the output window
+/// below 2^22 when the reference quotient is f32 (2^28 when it is f64).
+#[test]
+fn approximate_dyadic_window_depends_on_the_quotient_format() {
+    let wide = |sy_ty: &str| {
+        int_only_src("0.15", 16, false)
+            .replace("(y: tensor<2x4xi8>)", "(y: tensor<2x4xi24>)")
+            .replace("%zy = constant dense<5> : tensor<i8>", "%zy = constant dense<5> : tensor<i24>")
+            .replace("%sy = constant dense<0.15> : tensor<f32>", &format!("%sy = constant dense<0.15> : tensor<{sy_ty}>"))
+            .replace(
+                "%y = quantize %m, %sy, %zy : (tensor<2x4xf32>, tensor<f32>, tensor<i8>) -> tensor<2x4xi8>",
+                &format!("%y = quantize %m, %sy, %zy : (tensor<2x4xf32>, tensor<{sy_ty}>, tensor<i24>) -> tensor<2x4xi24>"),
+            )
+    };
+    let f = parse(&wide("f32"));
+    let o = optimize_approx(&f, "cascadelake");
+    assert_eq!(
+        op_names(&o.function),
+        ["dequantize", "dequantize", "matmul", "quantize"],
+        "{}",
+        text(&o.function)
+    );
+    let q = o.report.ops.iter().find(|r| r.op == "quantize").unwrap();
+    let reason = q.reason.as_deref().unwrap();
+    assert!(
+        reason.contains("f32 reference quotient") && reason.contains("< 2^22"),
+        "{reason}"
+    );
+    let f = parse(&wide("f64"));
+    let o = optimize_approx(&f, "cascadelake");
+    assert_eq!(op_names(&o.function), ["matmul_int", "requant_dyadic"]);
+    let (compared, _) = compare_within(&f, &o.function, 33, 64, 1);
     assert_eq!(compared, 64);
 }
 

@@ -169,8 +169,14 @@ const FRAC_1_SQRT_2_LO: f64 = -4.833646656726457e-17;
 /// `z` is carried as `hi + lo` (the product's exact rounding error via a
 /// fused multiply-add, plus the constant's own error) and the first-order
 /// term `lo · 2/√π · e^{−hi²}` is added back.
+///
+/// At `+inf` the split would compute `inf − inf`; the spec's formula gives
+/// `+inf` there (and NaN at `−inf`, `−inf · 0`, which the split yields too).
 pub(crate) fn gelu_erf(x: f64) -> f64 {
     use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI};
+    if x == f64::INFINITY {
+        return x;
+    }
     let hi = x * FRAC_1_SQRT_2;
     let lo = x.mul_add(FRAC_1_SQRT_2, -hi) + x * FRAC_1_SQRT_2_LO;
     let tail = erfc(-hi) + lo * FRAC_2_SQRT_PI * (-(hi * hi)).exp();

@@ -32,6 +32,33 @@
 //!   2⁶⁴) wrap to 0 (so the result is the zero point); under saturate they
 //!   clamp. For a `b1` result the value is +1 when `v + zp ≥ 0` or NaN (no
 //!   rounding first: sign binarization).
+//! * **The quantization quotient** (`quantize`, `requantize`, and the
+//!   requantize epilogue of `qmatmul`): `x / scale` is *not* computed in
+//!   `f64` but in the operands' own precision, at least `f32`, as
+//!   onnxruntime (and any `f32` kernel) does. The quotient format is `f32`
+//!   when every value of each float operand's format is an `f32` value
+//!   (`f32`, `tf32`, `f16`, `bf16`, all fp8/fp6/fp4 formats, `f8E8M0FNU`;
+//!   for `requantize` the two scales and a float `q`; a float zero point
+//!   counts for float results), and `f64` otherwise (an `f64` operand, or a
+//!   custom format with more precision or range than `f32`); see
+//!   [`quotient_format`]. The quotient is the exact quotient rounded
+//!   **once**, nearest-even, to that format (IEEE division: a zero scale
+//!   gives ±∞ or NaN), and the op's rounding then applies to that rounded
+//!   quotient. So near a tie the result is the code an `f32` division
+//!   gives: `0.35f32 / 0.1f32` is `3.5` in `f32` and quantizes to 4, while
+//!   the `f64` quotient `3.4999999` would give 3. Checked against
+//!   onnxruntime 1.31 (`QuantizeLinear` to int4/uint4/int8/uint8/int16/
+//!   uint16 per tensor, per axis and blocked, with `f32` and `f16` inputs,
+//!   and to the four fp8 formats; `DynamicQuantizeLinear`): its MLAS
+//!   kernels divide in `f32` (not multiply by a reciprocal, and `f16` inputs
+//!   are widened to `f32`, not divided in `f16`), which this rule matches
+//!   bit for bit on random, non-power-of-two scales. Known differences from
+//!   onnxruntime, by design: a NaN input gives the zero point here (NaN
+//!   counts as 0) but the type's minimum there; onnxruntime ignores a
+//!   float8 zero point (the importer drops it, see `lowbit-onnx`); and its
+//!   non-saturating `f8E4M3FN` conversion turns some overflowing values
+//!   (480 to 495) into 448 where lowbit, `ml_dtypes` and the ONNX
+//!   reference give NaN (464 ties to 448 and 465 is NaN everywhere).
 //! * **Integer → float** (`cast`) rounds the exact integer once with the
 //!   op's rounding, even for 64-bit values.
 //! * **Stochastic rounding** (`quantize` and `cast` with `rounding =
@@ -52,19 +79,28 @@
 //!   `Granularity::scale_shape(x.shape)` (per tensor: `[]` or `[1]`). The
 //!   element at index `i` uses scale `s` and zero point `z` at
 //!   `i`'s scale index (blocked: `i[d] / block[d]` along blocked dims; a
-//!   ragged last block simply has fewer elements). `v = x / s` in `f64`
-//!   (IEEE: `s = 0` gives ±∞ or NaN). Integral result: `round(v) + z` then
-//!   clamp (`saturate = true`, the default) or wrap. Float result:
-//!   `encode(v + z, rounding, saturate)` (`v` alone when there is no `zp`),
-//!   so without saturation out-of-range values become ∞/NaN per format.
+//!   ragged last block simply has fewer elements). `v = x / s` rounded
+//!   once to the quotient format (`f32` unless an operand is wider; see
+//!   *the quantization quotient* above; IEEE: `s = 0` gives ±∞ or NaN).
+//!   Integral result: `round(v) + z` then clamp (`saturate = true`, the
+//!   default) or wrap. Float result: `encode(v ⊕ z, rounding, saturate)`
+//!   where `v ⊕ z` is the sum rounded nearest-even to the quotient format,
+//!   as a kernel computing in that format adds it (`v` alone when there is
+//!   no `zp`; with `z = 0` it is `v`, except that `−0 ⊕ 0 = +0`); so
+//!   without saturation out-of-range values become ∞/NaN per format.
 //! * `dequantize q, scale[, zp]`: float result
 //!   `(q − z) · s`: integral `q − z` exactly in `i128`, then converted to
 //!   `f64` (exact up to 53 bits), times `s`; float `q`: `(q − z) · s` in `f64`.
 //!   Rounded nearest-even to the result type.
 //! * `requantize q, s_in, zp_in, s_out, zp_out`: `v = (q − zp_in) · s_in`
-//!   as in `dequantize` (not rounded), then `quantize v, s_out, zp_out` with
-//!   the op's rounding and saturation. `in_*`/`out_*` granularities index
-//!   the input/output scales by `q`'s shape.
+//!   kept exact (integral `q − zp_in` in `i128`; for float `q` the
+//!   difference in `f64`), then `v / s_out` is rounded once to the quotient
+//!   format (`f32` when both scales, and a float `q`, are within `f32`) and
+//!   quantized as `quantize` does with the op's rounding and saturation.
+//!   With an exact `f32` dequantized value it therefore equals
+//!   `quantize(dequantize(q, s_in, zp_in) : f32, s_out, zp_out)`.
+//!   `in_*`/`out_*` granularities index the input/output scales by `q`'s
+//!   shape.
 //! * `cast` (same shape): int → int exact then wrap (default) or clamp
 //!   (`saturate`); float → int as above; int/float → float
 //!   `encode(x, rounding, saturate)`; `b1` → int is ±1.
@@ -152,6 +188,8 @@ mod num;
 mod quant;
 mod shape;
 pub mod special;
+
+pub use quant::quotient_format;
 
 use lowbit_ir::{Diagnostic, ElemType, Function, OpKind, Span, Tensor, TensorType, Value};
 use std::collections::{HashMap, HashSet};

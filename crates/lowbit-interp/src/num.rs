@@ -6,7 +6,7 @@
 
 use crate::shape::fmt_shape;
 use lowbit_ir::{ElemType, FloatFormat, Overflow, Rounding, Tensor, TensorType};
-use lowbit_numerics::round::{round_f64_to_i128_spec, round_shift_right_spec};
+use lowbit_numerics::round::{decompose, round_f64_to_i128_spec, round_shift_right_spec};
 use lowbit_numerics::RoundSpec;
 
 /// Decodes every element to `f64` (exact for floats).
@@ -107,6 +107,127 @@ pub(crate) fn int_to_float_code(
     encode_float_spec(f, if v < 0 { -x } else { x }, mode, saturate)
 }
 
+/// A real number kept exactly: `±n · 2^e` with `1 ≤ n < 2^127`, or an
+/// `f64` for the values that need no more (zero, infinities, NaN).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum ExactReal {
+    /// `(-1)^neg · n · 2^e`.
+    Parts {
+        /// The sign.
+        neg: bool,
+        /// The integer magnitude, at least 1 and below 2^127.
+        n: u128,
+        /// The power of two.
+        e: i32,
+    },
+    /// A zero, infinite or NaN value (any `f64`, in fact).
+    Float(f64),
+}
+
+impl ExactReal {
+    /// `d · s` exactly, for `|d| < 2^64` (the difference of two codes of
+    /// one integral type always is).
+    pub(crate) fn int_times(d: i128, s: f64) -> ExactReal {
+        if d == 0 || !s.is_finite() || s == 0.0 || d.unsigned_abs() >= 1 << 64 {
+            // Zero, infinite or NaN products are exact in f64 (the last
+            // case cannot happen for codes; it stays an f64 product).
+            return ExactReal::Float(d as f64 * s);
+        }
+        let (m, e) = decompose(s);
+        ExactReal::Parts {
+            neg: (d < 0) != (s < 0.0),
+            // < 2^64 · 2^53.
+            n: d.unsigned_abs() * m as u128,
+            e,
+        }
+    }
+
+    /// `d · s` exactly for `f64` values.
+    pub(crate) fn float_times(d: f64, s: f64) -> ExactReal {
+        if !d.is_finite() || d == 0.0 || !s.is_finite() || s == 0.0 {
+            return ExactReal::Float(d * s);
+        }
+        let ((md, ed), (ms, es)) = (decompose(d), decompose(s));
+        ExactReal::Parts {
+            neg: (d < 0.0) != (s < 0.0),
+            // < 2^106.
+            n: md as u128 * ms as u128,
+            e: ed + es,
+        }
+    }
+
+    /// `self / den` rounded once, nearest-even, to `t` (a format whose
+    /// values are all `f64`s, e.g. `f32` or `f64`), as an `f64`. IEEE
+    /// special cases: a zero divisor gives a signed infinity, an infinite
+    /// one a signed zero, NaN gives NaN.
+    pub(crate) fn divide(self, den: f64, t: FloatFormat) -> f64 {
+        let (neg, n, e) = match self {
+            ExactReal::Float(v) => return to_format(t, v / den),
+            ExactReal::Parts { neg, n, e } => (neg, n, e),
+        };
+        let neg = neg != den.is_sign_negative();
+        let signed = |m: f64| if neg { -m } else { m };
+        if den.is_nan() {
+            return f64::NAN;
+        }
+        if den == 0.0 {
+            return signed(f64::INFINITY);
+        }
+        if den.is_infinite() {
+            return signed(0.0);
+        }
+        let (md, ed) = decompose(den);
+        // Scale the numerator to 127 bits: the integer quotient then has at
+        // least 127 − 53 = 74 bits, far more than `t`'s 53 + 2.
+        let l = n.leading_zeros() - 1;
+        let num = n << l;
+        let (q, rem) = (num / md as u128, num % md as u128);
+        // A non-zero remainder is a sticky bit below the quotient's last
+        // bit; at least 20 bits are shifted out below, so bit 0 serves.
+        let q = q | (rem != 0) as u128;
+        let qe = e - l as i32 - ed; // value = q · 2^qe (up to the sticky bit)
+        let lead = qe + 127 - q.leading_zeros() as i32; // floor(log2 value)
+        let man = t.man_bits() as i32;
+        // The unit of the result's binade (subnormal binades share emin).
+        let unit = lead.max(t.emin()) - man;
+        let shift = (unit - qe) as u32;
+        let r = round_shift_right_spec(q, shift, neg, RoundSpec::Mode(Rounding::NearestEven));
+        // r ≤ 2^(man + 1) ≤ 2^53: exact as an f64, and r · 2^unit is a
+        // value of `t` unless it overflows, which `to_format` turns into ∞.
+        signed(to_format(t, ldexp(r as f64, unit)))
+    }
+}
+
+/// `x · 2^k` for a normal `x`: exact whenever the result is an `f64` (the
+/// steps before the last keep a normal value; the last rounds at most once).
+fn ldexp(mut x: f64, mut k: i32) -> f64 {
+    // 2^±1000 are normal f64s; one step per 1000 binades.
+    while k > 1000 {
+        x *= f64::from_bits((1023 + 1000) << 52);
+        k -= 1000;
+        if x.is_infinite() {
+            return x;
+        }
+    }
+    while k < -1000 {
+        x *= f64::from_bits((1023 - 1000) << 52);
+        k += 1000;
+    }
+    x * f64::from_bits(((1023 + k) as u64) << 52)
+}
+
+/// Rounds an `f64` nearest-even to `t` (`f32` or `f64` in practice) and
+/// decodes it back: `x` itself when `t` is `f64`.
+pub(crate) fn to_format(t: FloatFormat, x: f64) -> f64 {
+    if t == FloatFormat::F64 {
+        x
+    } else if t == FloatFormat::F32 {
+        x as f32 as f64
+    } else {
+        t.decode(t.encode(x, Rounding::NearestEven, false))
+    }
+}
+
 /// Fails unless `t` has a float element type.
 pub(crate) fn want_float(what: &str, elem: ElemType) -> Result<(), String> {
     if elem.is_float() {
@@ -172,5 +293,90 @@ mod tests {
             false,
         );
         assert_eq!(inf, 0x7c00);
+    }
+
+    /// A small deterministic generator (xorshift), so the checks below
+    /// cover many operand pairs without a dev-dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// A finite f64 with a random sign, significand and an exponent in
+        /// `-e..e`.
+        fn f64(&mut self, e: i32) -> f64 {
+            let m = 1.0 + (self.next() >> 12) as f64 / (1u64 << 52) as f64;
+            let k = (self.next() % (2 * e as u64)) as i32 - e;
+            let v = m * 2f64.powi(k);
+            if self.next() & 1 == 1 {
+                -v
+            } else {
+                v
+            }
+        }
+    }
+
+    fn same(a: f64, b: f64) -> bool {
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    }
+
+    #[test]
+    fn exact_division_is_ieee_division_in_f64_and_f32() {
+        let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+        for i in 0..200_000 {
+            // Wide exponents reach the subnormal and overflow ranges.
+            let (a, b) = (r.f64(if i % 2 == 0 { 60 } else { 1100 }), r.f64(60));
+            let got = ExactReal::float_times(a, 1.0).divide(b, FloatFormat::F64);
+            assert!(same(got, a / b), "{a:e} / {b:e}: {got:e} vs {:e}", a / b);
+            let (a32, b32) = (r.f64(140) as f32, r.f64(140) as f32);
+            let want = a32 / b32;
+            let got = ExactReal::float_times(a32 as f64, 1.0).divide(b32 as f64, FloatFormat::F32);
+            assert!(
+                same(got, want as f64),
+                "{a32:e} / {b32:e}: {got:e} vs {want:e}"
+            );
+        }
+        // Specials follow IEEE.
+        let one = ExactReal::float_times(-1.5, 2.0);
+        assert!(same(one.divide(0.0, FloatFormat::F32), f64::NEG_INFINITY));
+        assert!(same(one.divide(-0.0, FloatFormat::F32), f64::INFINITY));
+        assert!(same(one.divide(f64::INFINITY, FloatFormat::F32), -0.0));
+        assert!(one.divide(f64::NAN, FloatFormat::F64).is_nan());
+        assert!(same(
+            ExactReal::float_times(3e38, 1.0).divide(0.5, FloatFormat::F32),
+            f64::INFINITY
+        ));
+        let zero = ExactReal::int_times(0, -2.0);
+        assert!(same(zero.divide(3.0, FloatFormat::F32), -0.0));
+        assert!(zero.divide(0.0, FloatFormat::F32).is_nan());
+    }
+
+    #[test]
+    fn exact_products_round_once() {
+        // d / 3 with d = 3 (2^60 + 2^36) + 1 lies 1/3 above the f32
+        // midpoint 2^60 + 2^36, so it rounds up to 2^60 + 2^37. Rounding d
+        // to f64 first (it has 62 bits) lands exactly on the midpoint, which
+        // then ties to even, 2^60.
+        let d: i128 = 3 * ((1 << 60) + (1 << 36)) + 1;
+        let got = ExactReal::int_times(d, 1.0).divide(3.0, FloatFormat::F32);
+        assert_eq!(got, 2f64.powi(60) + 2f64.powi(37));
+        assert_eq!((d as f64 / 3.0) as f32 as f64, 2f64.powi(60));
+        // A power-of-two scale: the quotient is d · 2^k rounded once, which
+        // int_to_float_code (tested above) computes independently.
+        let mut r = Rng(77);
+        for _ in 0..20_000 {
+            let d = (r.next() as i64 as i128) >> (r.next() % 64);
+            let k = (r.next() % 200) as i32 - 100;
+            let s = 2f64.powi(k);
+            for t in [FloatFormat::F32, FloatFormat::F64] {
+                let got = ExactReal::int_times(d, s).divide(1.0, t);
+                let code = int_to_float_code(d, t, Rounding::NearestEven, false);
+                let want = t.decode(code) * s;
+                assert!(same(got, to_format(t, want)), "{d} * 2^{k} in {t}");
+            }
+        }
     }
 }

@@ -1,13 +1,20 @@
 //! `quantize`, `dequantize`, `requantize` and `cast`, with scale lookup for
 //! every granularity (per tensor, per axis, blocked with ragged last blocks).
+//!
+//! The quantization quotient `x / scale` is rounded once to the quotient
+//! format ([`quotient_format`]: `f32` for operands within `f32`, else `f64`)
+//! before the op's own rounding, as onnxruntime's `f32` kernels compute it
+//! (see the crate docs for the rule and the evidence). `requantize` keeps
+//! `(q − zp_in) · s_in` exact up to that one rounding. `dequantize` is
+//! unchanged: the exact product rounded once to the result type.
 
 use crate::num::{
-    encode_float_spec, floats, int_code, int_to_float_code, int_to_int_code, ints, want_float,
-    want_shape,
+    encode_float_spec, floats, int_code, int_to_float_code, int_to_int_code, ints, to_format,
+    want_float, want_shape, ExactReal,
 };
 use crate::shape::fmt_shape;
 use crate::tensor;
-use lowbit_ir::{ElemType, Granularity, Overflow, Rounding, Tensor, TensorType};
+use lowbit_ir::{ElemType, FloatFormat, Granularity, Overflow, Rounding, Tensor, TensorType};
 use lowbit_numerics::{RoundSpec, StochasticRounding};
 
 /// How an op rounds: one mode for every element, or a seeded stochastic
@@ -130,36 +137,60 @@ impl ScaleMap {
     }
 }
 
-/// Quantizes real values (`x`, or the dequantized value in `requantize`)
-/// with the scale and zero point at each element's `map` index.
+/// The float format `quantize` and `requantize` divide in: `f32` when every
+/// value of each float operand format (`x`, the scales, a float zero point)
+/// is an `f32` value, `f64` otherwise. Non-float operands (an integral
+/// `q` or zero point) do not count. See the crate docs.
+pub fn quotient_format(operands: &[ElemType]) -> FloatFormat {
+    let within_f32 = |e: &ElemType| match e.float() {
+        None => true,
+        Some(f) => {
+            let t = FloatFormat::F32;
+            // Every value of `f` is an f32 value when it has no more
+            // significand bits, no larger binade and no finer smallest
+            // step (`emin - man_bits`, the unit of the lowest binade).
+            f.man_bits() <= t.man_bits()
+                && f.emax() <= t.emax()
+                && f.emin() - f.man_bits() as i32 >= t.emin() - t.man_bits() as i32
+        }
+    };
+    if operands.iter().all(within_f32) {
+        FloatFormat::F32
+    } else {
+        FloatFormat::F64
+    }
+}
+
+/// `x / s` rounded nearest-even to `t`. For `t = f32` both operands are
+/// `f32` values (that is how `t` was chosen), and the `f64` quotient
+/// rounded to `f32` is the correctly rounded `f32` quotient: `f64` has more
+/// than `2·24 + 2` bits, so the double rounding is innocuous for division.
+fn divide(t: FloatFormat, x: f64, s: f64) -> f64 {
+    to_format(t, x / s)
+}
+
+/// Quantizes each element's quotient (`x / s` already rounded to the
+/// quotient format `t`) with the zero point at its `map` index.
 #[allow(clippy::too_many_arguments)]
-fn quantize_values(
-    values: &[f64],
+fn encode_quotients(
+    quotients: &[f64],
     shape: &[u64],
     map: &ScaleMap,
-    scale: &Tensor,
     zp: Option<&Tensor>,
     rounding: OpRounding,
     saturate: bool,
     rt: &TensorType,
+    t: FloatFormat,
 ) -> Result<Tensor, String> {
-    want_shape(rt, shape)?;
     let elem = rt.elem;
-    if let Some(z) = zp {
-        if z.elem != elem {
-            return Err(format!(
-                "zero point has element type {} but the result has {elem}",
-                z.elem
-            ));
-        }
-    }
-    let s = floats(scale);
-    let mut codes = vec![0u64; values.len()];
+    let mut codes = vec![0u64; quotients.len()];
     if let ElemType::Float(f) = elem {
         let z = zp.map(floats);
         map.for_each(shape, |i, si| {
-            let v = values[i] / s[si];
-            let v = z.as_ref().map_or(v, |z| v + z[si]);
+            let v = quotients[i];
+            // `v + z` in the quotient format, as a kernel computing in
+            // that format does (`t` holds every zero point value).
+            let v = z.as_ref().map_or(v, |z| to_format(t, v + z[si]));
             codes[i] = encode_float_spec(f, v, rounding.at(i), saturate);
         });
     } else {
@@ -167,10 +198,21 @@ fn quantize_values(
         let ov = overflow(saturate);
         map.for_each(shape, |i, si| {
             let zi = z.as_ref().map_or(0, |z| z[si]);
-            codes[i] = int_code(values[i] / s[si], zi, elem, rounding.at(i), ov);
+            codes[i] = int_code(quotients[i], zi, elem, rounding.at(i), ov);
         });
     }
     Ok(tensor(elem, shape, codes))
+}
+
+/// Checks that the zero point has the result's element type.
+fn want_zp_elem(zp: Option<&Tensor>, elem: ElemType) -> Result<(), String> {
+    match zp {
+        Some(z) if z.elem != elem => Err(format!(
+            "zero point has element type {} but the result has {elem}",
+            z.elem
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `quantize x, scale[, zp]`.
@@ -185,16 +227,25 @@ pub(crate) fn quantize(
     want_float("the quantized operand", x.elem)?;
     want_float("the scale", scale.elem)?;
     let map = ScaleMap::new(g, &x.shape, scale, zp, ("the scale", "the zero point"))?;
-    quantize_values(
-        &floats(x),
-        &x.shape,
-        &map,
-        scale,
-        zp,
-        rounding,
-        saturate,
-        rt,
-    )
+    want_shape(rt, &x.shape)?;
+    want_zp_elem(zp, rt.elem)?;
+    // An integral zero point does not count (`quotient_format` skips it).
+    let t = quotient_format(&[x.elem, scale.elem, zp.map_or(x.elem, |z| z.elem)]);
+    let (xv, s) = (floats(x), floats(scale));
+    let mut quot = vec![0.0f64; xv.len()];
+    map.for_each(&x.shape, |i, si| quot[i] = divide(t, xv[i], s[si]));
+    encode_quotients(&quot, &x.shape, &map, zp, rounding, saturate, rt, t)
+}
+
+/// Checks the zero point's element type against the quantized operand's.
+fn want_in_zp(q: &Tensor, zp: Option<&Tensor>) -> Result<(), String> {
+    match zp {
+        Some(z) if z.elem != q.elem => Err(format!(
+            "zero point has element type {} but the quantized operand has {}",
+            z.elem, q.elem
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `(q - zp) * scale` for every element, unrounded.
@@ -205,14 +256,7 @@ fn dequantize_values(
     map: &ScaleMap,
 ) -> Result<Vec<f64>, String> {
     want_float("the scale", scale.elem)?;
-    if let Some(z) = zp {
-        if z.elem != q.elem {
-            return Err(format!(
-                "zero point has element type {} but the quantized operand has {}",
-                z.elem, q.elem
-            ));
-        }
-    }
+    want_in_zp(q, zp)?;
     let s = floats(scale);
     let mut out = vec![0.0f64; q.codes.len()];
     if q.elem.is_integral() {
@@ -251,7 +295,36 @@ pub(crate) fn dequantize(
     Ok(tensor(rt.elem, &q.shape, codes))
 }
 
-/// `requantize q, s_in, zp_in, s_out, zp_out`.
+/// The exact product `(q - zp_in) · s_in` of every element of `q` (see
+/// [`ExactReal`]), with `q − zp_in` exact in `i128` for integral `q` and
+/// an `f64` difference for float `q`.
+fn dequantize_exact(
+    q: &Tensor,
+    scale: &Tensor,
+    zp: &Tensor,
+    map: &ScaleMap,
+) -> Result<Vec<ExactReal>, String> {
+    want_float("the input scale", scale.elem)?;
+    want_in_zp(q, Some(zp))?;
+    let s = floats(scale);
+    let mut out = vec![ExactReal::Float(0.0); q.codes.len()];
+    if q.elem.is_integral() {
+        let (qv, z) = (ints(q), ints(zp));
+        map.for_each(&q.shape, |i, si| {
+            out[i] = ExactReal::int_times(qv[i] - z[si], s[si]);
+        });
+    } else {
+        let (qv, z) = (floats(q), floats(zp));
+        map.for_each(&q.shape, |i, si| {
+            out[i] = ExactReal::float_times(qv[i] - z[si], s[si]);
+        });
+    }
+    Ok(out)
+}
+
+/// `requantize q, s_in, zp_in, s_out, zp_out`: the exact `v = (q − zp_in) ·
+/// s_in` divided by `s_out` with one rounding to the quotient format, then
+/// quantized as `quantize` does.
 pub(crate) fn requantize(
     gin: &Granularity,
     gout: &Granularity,
@@ -270,7 +343,7 @@ pub(crate) fn requantize(
         Some(zp_in),
         ("the input scale", "the input zero point"),
     )?;
-    let v = dequantize_values(q, s_in, Some(zp_in), &map_in)?;
+    let v = dequantize_exact(q, s_in, zp_in, &map_in)?;
     want_float("the output scale", s_out.elem)?;
     let map_out = ScaleMap::new(
         gout,
@@ -279,15 +352,21 @@ pub(crate) fn requantize(
         Some(zp_out),
         ("the output scale", "the output zero point"),
     )?;
-    quantize_values(
-        &v,
+    want_shape(rt, &q.shape)?;
+    want_zp_elem(Some(zp_out), rt.elem)?;
+    let t = quotient_format(&[q.elem, s_in.elem, s_out.elem, zp_out.elem]);
+    let s = floats(s_out);
+    let mut quot = vec![0.0f64; v.len()];
+    map_out.for_each(&q.shape, |i, si| quot[i] = v[i].divide(s[si], t));
+    encode_quotients(
+        &quot,
         &q.shape,
         &map_out,
-        s_out,
         Some(zp_out),
         OpRounding::Mode(rounding),
         saturate,
         rt,
+        t,
     )
 }
 

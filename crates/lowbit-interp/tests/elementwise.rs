@@ -355,3 +355,17 @@ fn gelu_tanh_and_silu_match_reference() {
         "'silu' op: the operand must have a float element type, got i8",
     );
 }
+
+/// The infinities follow the ONNX formula evaluated in IEEE arithmetic (and
+/// onnxruntime): `gelu(+inf) = +inf`, `gelu(-inf) = -inf · 0 = NaN`, in both
+/// forms.
+#[test]
+fn gelu_at_the_infinities_follows_the_onnx_formula() {
+    for tanh in [false, true] {
+        let x = t("f32", &[3], &[f64::INFINITY, f64::NEG_INFINITY, -50.0]);
+        let r = vals(&ok(OpKind::Gelu { tanh }, &[&x], ty("f32", &[3])));
+        assert_eq!(r[0], f64::INFINITY, "tanh = {tanh}");
+        assert!(r[1].is_nan(), "tanh = {tanh}: {}", r[1]);
+        assert_eq!(r[2], 0.0, "tanh = {tanh}");
+    }
+}

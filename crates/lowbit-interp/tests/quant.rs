@@ -289,6 +289,170 @@ fn requantize_rescales_exactly_once() {
     );
 }
 
+/// An `f32` operand from its bit pattern (exact in the test tensor).
+fn f32b(bits: u32) -> f64 {
+    f32::from_bits(bits) as f64
+}
+
+#[test]
+fn quantize_divides_in_f32_for_f32_operands() {
+    // 0.35f32 / 0.1f32 is 3.5 exactly in f32 (onnxruntime's quotient) but
+    // 3.49999989 in f64; 0.45000002f32 / 0.1f32 is 4.5 in f32 and
+    // 4.50000011 in f64. Nearest-even then gives 4 and 4 from f32, 3 and 5
+    // from f64.
+    let xs = [f32b(0x3eb3_3333), f32b(0x3ee6_6667)];
+    assert_eq!(xs[0], 0.35f32 as f64);
+    let s = 0.1f32 as f64;
+    let z = t("i8", &[], &[0.]);
+    let r = ok(
+        q(PT, NE, true),
+        &[&t("f32", &[2], &xs), &t("f32", &[], &[s]), &z],
+        ty("i8", &[2]),
+    );
+    assert_eq!(ints(&r), [4, 4]);
+    // f16 operands divide in f32 as well (not in f16): 86.9 / 0.007866
+    // (f16 codes 0x556e, 0x2007) is 11044.5 in f32 (ties to 11044) and
+    // 11044.50048 in f64 (11045).
+    let xh = codes("f16", &[1], &[0x556e]);
+    let sh = codes("f16", &[], &[0x2007]);
+    let r = ok(q(PT, NE, true), &[&xh, &sh], ty("i16", &[1]));
+    assert_eq!(ints(&r), [11044]);
+    let r = ok(
+        q(PT, NE, true),
+        &[&xh, &t("f64", &[], &vals(&sh))],
+        ty("i16", &[1]),
+    );
+    assert_eq!(ints(&r), [11045]);
+    // An f64 operand makes the quotient f64: the same values give 3 and 5.
+    let r = ok(
+        q(PT, NE, true),
+        &[&t("f64", &[2], &xs), &t("f32", &[], &[s]), &z],
+        ty("i8", &[2]),
+    );
+    assert_eq!(ints(&r), [3, 5]);
+    let r = ok(
+        q(PT, NE, true),
+        &[&t("f32", &[2], &xs), &t("f64", &[], &[s]), &z],
+        ty("i8", &[2]),
+    );
+    assert_eq!(ints(&r), [3, 5]);
+    // So does a format with more precision than f32 (25 significand bits).
+    let r = ok(
+        q(PT, NE, true),
+        &[&t("fE8M24", &[2], &xs), &t("f32", &[], &[s]), &z],
+        ty("i8", &[2]),
+    );
+    assert_eq!(ints(&r), [3, 5]);
+    // Per-axis and blocked scales take the same f32 quotient per element.
+    let x = t("f32", &[2, 2], &[xs[0], xs[1], xs[1], xs[0]]);
+    let sa = t("f32", &[2], &[s, s]);
+    let r = ok(
+        q(Granularity::PerAxis { axis: 1 }, NE, true),
+        &[&x, &sa],
+        ty("u4", &[2, 2]),
+    );
+    assert_eq!(ints(&r), [4, 4, 4, 4]);
+    let r = ok(
+        q(
+            Granularity::Blocked {
+                blocks: vec![(0, 1)],
+            },
+            NE,
+            true,
+        ),
+        &[&x, &t("f32", &[2, 2], &[s; 4])],
+        ty("i16", &[2, 2]),
+    );
+    assert_eq!(ints(&r), [4, 4, 4, 4]);
+    // Directed modes see the f32 quotient 3.5 too.
+    let r = ok(
+        q(PT, Rounding::TowardZero, true),
+        &[&t("f32", &[1], &xs[..1]), &t("f32", &[], &[s])],
+        ty("i8", &[1]),
+    );
+    assert_eq!(ints(&r), [3]);
+    let r = ok(
+        q(PT, Rounding::NearestAway, true),
+        &[&t("f32", &[1], &xs[..1]), &t("f32", &[], &[s])],
+        ty("i8", &[1]),
+    );
+    assert_eq!(ints(&r), [4]);
+}
+
+#[test]
+fn quantize_to_fp8_rounds_the_f32_quotient() {
+    // 0.10625f32 / 0.1f32 is 1.0625 in f32, the midpoint of the E4M3
+    // values 1 and 1.125, so it ties to even (1); the exact quotient
+    // 1.06250001 is above it (1.125).
+    let x = t("f32", &[2], &[f32b(0x3dd9_999a), -f32b(0x3dd9_999a)]);
+    assert_eq!(vals(&x)[0], 0.10625f32 as f64);
+    let s = t("f32", &[], &[0.1f32 as f64]);
+    let r = ok(q(PT, NE, true), &[&x, &s], ty("f8E4M3FN", &[2]));
+    assert_eq!(vals(&r), [1.0, -1.0]);
+    let s64 = t("f64", &[], &[0.1f32 as f64]);
+    let r = ok(q(PT, NE, true), &[&x, &s64], ty("f8E4M3FN", &[2]));
+    assert_eq!(vals(&r), [1.125, -1.125]);
+    // A float zero point is added to the f32 quotient in f32: 1.0625 + 0
+    // is still the tie.
+    let z = t("f8E4M3FN", &[], &[0.]);
+    let r = ok(q(PT, NE, true), &[&x, &s, &z], ty("f8E4M3FN", &[2]));
+    assert_eq!(vals(&r), [1.0, -1.0]);
+}
+
+#[test]
+fn requantize_rounds_the_exact_rescaled_value_once_to_f32() {
+    let op = OpKind::Requantize {
+        in_granularity: PT,
+        out_granularity: PT,
+        rounding: NE,
+        saturate: true,
+    };
+    let z32 = t("i32", &[], &[0.]);
+    let z8 = t("i8", &[], &[0.]);
+    // v = 1 · 0.35f32 exactly; v / 0.1f32 is 3.5 in f32: 4, as quantize.
+    let r = ok(
+        op.clone(),
+        &[
+            &t("i32", &[1], &[1.]),
+            &t("f32", &[], &[0.35f32 as f64]),
+            &z32,
+            &t("f32", &[], &[0.1f32 as f64]),
+            &z8,
+        ],
+        ty("i8", &[1]),
+    );
+    assert_eq!(ints(&r), [4]);
+    // With f64 scales the quotient is f64: 3.4999999 gives 3.
+    let r = ok(
+        op.clone(),
+        &[
+            &t("i32", &[1], &[1.]),
+            &t("f64", &[], &[0.35f32 as f64]),
+            &z32,
+            &t("f32", &[], &[0.1f32 as f64]),
+            &z8,
+        ],
+        ty("i8", &[1]),
+    );
+    assert_eq!(ints(&r), [3]);
+    // A 62-bit q: (3 (2^60 + 2^36) + 1) / 3 is 1/3 above the f32 midpoint
+    // 2^60 + 2^36 and rounds up once to 2^60 + 2^37; no f64 step happens.
+    let d: i64 = 3 * ((1 << 60) + (1 << 36)) + 1;
+    let qv = codes("i64", &[1], &[d as u64]);
+    let r = ok(
+        op,
+        &[
+            &qv,
+            &t("f32", &[], &[1.]),
+            &t("i64", &[], &[0.]),
+            &t("f32", &[], &[3.]),
+            &t("i64", &[], &[0.]),
+        ],
+        ty("i64", &[1]),
+    );
+    assert_eq!(ints(&r), [(1i128 << 60) + (1 << 37)]);
+}
+
 #[test]
 fn cast_float_to_int_nan_is_zero_and_overflow_wraps_or_clamps() {
     let x = t(
@@ -390,6 +554,35 @@ proptest! {
         for (got, want) in vals(&d).iter().zip(&xs) {
             prop_assert!((got - want).abs() <= scale / 2.0 * (1.0 + 1e-12), "{got} vs {want} at scale {scale}");
         }
+    }
+
+    #[test]
+    fn requantize_is_quantize_of_an_exact_f32_dequantize(
+        qs in prop::collection::vec(-2048i64..2048, 1..30),
+        m_in in 1u32..4096,
+        e_in in -20i32..4,
+        s_out_bits in 0x3c00_0000u32..0x4100_0000,
+        zp in -100i64..100,
+    ) {
+        // s_in has 12 significand bits and |q| < 2^11: every (q - 0) · s_in
+        // is an f32, so dequantizing to f32 is exact and requantize must
+        // equal quantize of it, f32 quotient and all.
+        let n = qs.len() as u64;
+        let qv = t("i16", &[n], &qs.iter().map(|&v| v as f64).collect::<Vec<_>>());
+        let s_in = t("f32", &[], &[m_in as f64 * 2f64.powi(e_in)]);
+        let s_out = t("f32", &[], &[f32::from_bits(s_out_bits) as f64]);
+        let z_in = t("i16", &[], &[0.]);
+        let z = t("i8", &[], &[zp as f64]);
+        let rq = OpKind::Requantize {
+            in_granularity: PT,
+            out_granularity: PT,
+            rounding: NE,
+            saturate: true,
+        };
+        let got = ok(rq, &[&qv, &s_in, &z_in, &s_out, &z], ty("i8", &[n]));
+        let d = ok(dq(PT), &[&qv, &s_in, &z_in], ty("f32", &[n]));
+        let want = ok(q(PT, NE, true), &[&d, &s_out, &z], ty("i8", &[n]));
+        prop_assert_eq!(ints(&got), ints(&want));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! A function owns two arenas (values and ops) and an op order. Ops removed
 //! by a pass leave their arena slot behind but disappear from the order; the
 //! printer renumbers densely, so the text never shows the holes. Equality of
-//! functions is structural: same signature and the same ops, in order, on
-//! corresponding values (arena numbering and source positions are ignored).
+//! functions is structural: same signature and the same ops (with their
+//! importer notes), in order, on corresponding values (arena numbering and
+//! source positions are ignored).
 
 use crate::diag::Span;
 use crate::entity::Arena;
@@ -50,6 +51,34 @@ pub struct OpData {
     pub results: Vec<Value>,
 }
 
+/// A note an importer attaches to an op it emitted where quantized data
+/// becomes float outside a `dequantize` the optimizer can fuse (and to the
+/// op that then consumes the float data in place of a quantized weight):
+/// the source node and why, so that `lowbit explain` can say so. It prints
+/// after the op's types as `note {node = "...", op_type = "...", what =
+/// "...", why = "..."}` and parses back.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpNote {
+    /// The source node's name (empty when it has none).
+    pub node: String,
+    /// The source node's op type (`MatMulNBits`, `Cast`, ...).
+    pub op_type: String,
+    /// What became float (`the u4 weight codes [40, 8] of input 'b'`).
+    pub what: String,
+    /// Why the importer could not keep it quantized.
+    pub why: String,
+}
+
+impl std::fmt::Display for OpNote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node '{}' ({}): {} dequantized to float at import: {}",
+            self.node, self.op_type, self.what, self.why
+        )
+    }
+}
+
 /// A function: named parameters, a list of ops, named outputs.
 #[derive(Clone, Debug, Default)]
 pub struct Function {
@@ -68,6 +97,9 @@ pub struct Function {
     pub span: Option<Span>,
     /// Source position of the `return`.
     pub return_span: Option<Span>,
+    /// Importer notes on ops (see [`OpNote`]); printed and parsed with the
+    /// op, dropped with it.
+    pub op_notes: HashMap<Op, OpNote>,
 }
 
 impl Function {
@@ -149,6 +181,23 @@ impl Function {
     pub fn remove_ops(&mut self, dead: &std::collections::HashSet<Op>) {
         self.order.retain(|o| !dead.contains(o));
         self.op_spans.retain(|o, _| !dead.contains(o));
+        self.op_notes.retain(|o, _| !dead.contains(o));
+    }
+
+    /// Attaches a note to the op defining `v` (nothing when `v` is a
+    /// parameter).
+    pub fn note_value(&mut self, v: Value, note: OpNote) {
+        if let Some(op) = self.def_op(v) {
+            self.op_notes.insert(op, note);
+        }
+    }
+
+    /// The notes of the function's ops, in op order.
+    pub fn notes_in_order(&self) -> Vec<(Op, &OpNote)> {
+        self.order
+            .iter()
+            .filter_map(|o| self.op_notes.get(o).map(|n| (*o, n)))
+            .collect()
     }
 
     /// Replaces every use of `old` (operands and outputs) with `new`.
@@ -254,6 +303,7 @@ impl Function {
         for (&oa, &ob) in self.order.iter().zip(&other.order) {
             let (a, b) = (&self.ops[oa], &other.ops[ob]);
             if a.kind != b.kind
+                || self.op_notes.get(&oa) != other.op_notes.get(&ob)
                 || a.operands.len() != b.operands.len()
                 || a.results.len() != b.results.len()
             {

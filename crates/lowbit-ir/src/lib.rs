@@ -30,7 +30,7 @@ pub mod verifier;
 
 pub use diag::{Diagnostic, Severity, Span};
 pub use entity::{Arena, EntityId};
-pub use function::{Function, Module, OpData, ValueData, ValueDef};
+pub use function::{Function, Module, OpData, OpNote, ValueData, ValueDef};
 pub use function::{Op, Value};
 pub use lowbit_numerics::{ElemType, FloatFormat, FloatKind, Overflow, Rounding};
 

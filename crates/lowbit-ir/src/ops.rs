@@ -306,7 +306,8 @@ pub struct QRequant {
     pub float_type: ElemType,
     /// Granularity of the output scale (over the result shape).
     pub granularity: Granularity,
-    /// Rounding of `y / out_scale`.
+    /// Rounding of `y / out_scale` (the quotient rounded to the quotient
+    /// format first, exactly as `Quantize` does).
     pub rounding: Rounding,
     /// Clamp (true) or wrap out-of-range values.
     pub saturate: bool,
@@ -357,10 +358,21 @@ pub enum OpKind {
     /// A constant tensor.
     Constant(ConstData),
     /// `q = clamp(round(x / scale) + zero_point)`; float to any type.
+    ///
+    /// The quotient `x / scale` is computed in the operands' precision, at
+    /// least `f32`: rounded once (nearest-even) to `f32` when every value
+    /// of `x`'s and the scale's formats (and of a float zero point's) is an
+    /// `f32` value (f16, bf16, tf32, fp8, fp6, fp4, e8m0, f32), to `f64`
+    /// otherwise. `rounding` then rounds that quotient; a float result adds
+    /// a float zero point in the quotient format before encoding. This is
+    /// what onnxruntime's `QuantizeLinear` computes (`f32` division, also
+    /// for `f16` inputs), so near a tie the code matches it, not the exact
+    /// quotient. The interpreter crate documents the details.
     Quantize {
         /// Scale granularity.
         granularity: Granularity,
-        /// Rounding of `x / scale`.
+        /// Rounding of the quotient `x / scale` (itself already rounded to
+        /// the quotient format, see above).
         rounding: Rounding,
         /// Clamp (true) or wrap/overflow to inf/NaN (false) out-of-range values.
         saturate: bool,
@@ -374,7 +386,11 @@ pub enum OpKind {
         /// Scale granularity.
         granularity: Granularity,
     },
-    /// `quantize(dequantize(q, in), out)` computed exactly once.
+    /// `quantize(dequantize(q, in), out)` with the dequantized value kept
+    /// exact: `(q − in_zp) · in_scale / out_scale` is rounded once to the
+    /// quotient format (`f32` when both scales are within `f32`, else
+    /// `f64`, as for `Quantize`), then rounded to an integer, offset by
+    /// `out_zp` and clamped or wrapped.
     Requantize {
         /// Granularity of the input scale.
         in_granularity: Granularity,

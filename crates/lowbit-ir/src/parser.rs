@@ -8,6 +8,8 @@
 //! outputs   := type | '(' ((name ':')? type),* ')'        // unnamed: output0, output1, ...
 //! op        := (%r,+ '=')? name %a,* ('{' (key '=' attr),* '}')? ':' '(' type,* ')' '->' (type | '(' type,* ')')
 //!            | %r '=' 'constant' payload ':' type
+//!              (each optionally followed by: 'note' '{' (key '=' "string"),* '}'
+//!               with the keys node, op_type, what, why; see OpNote)
 //! payload   := 'dense' '<' (value | list | "0xHEX") '>' | 'dense_resource' '<' name '>'
 //! type      := 'tensor' '<' (dim 'x')* elem (',' '#layout' '<' layout,* '>')? '>'
 //! layout    := 'msb' | 'lsb' | 'tile' '=' dim('x'dim)* | 'interleave' '=' int | 'bitplanes'
@@ -31,7 +33,7 @@
 //! printer writes.
 
 use crate::diag::{Diagnostic, Span};
-use crate::function::{Function, Module, Op, Value};
+use crate::function::{Function, Module, Op, OpNote, Value};
 use crate::ops::{Attr, ConstData, OpKind, OP_NAMES};
 use crate::tensor::Tensor;
 use crate::types::{Layout, PackOrder, TensorType};
@@ -946,7 +948,11 @@ impl<'a> Parser<'a> {
             return Err(err(first.pos, format!("unknown op '{name}'")));
         }
         if name == "constant" {
-            return self.constant(f, scope, &results, first, func);
+            self.constant(f, scope, &results, first, func)?;
+            if let Some(&op) = f.ops().last() {
+                self.op_note(f, op)?;
+            }
+            return Ok(());
         }
         let mut operands = Vec::new();
         let mut context = "after the op name";
@@ -1022,6 +1028,74 @@ impl<'a> Parser<'a> {
         let op = f.append_op(kind, operands.iter().map(|o| o.1).collect(), out_tys);
         f.op_spans.insert(op, first.pos.span());
         define(f, scope, &results, op);
+        self.op_note(f, op)
+    }
+
+    /// An optional `note {node = "..", op_type = "..", what = "..", why =
+    /// ".."}` after an op (see [`OpNote`]): all four keys, in any order.
+    fn op_note(&mut self, f: &mut Function, op: Op) -> PResult<()> {
+        let t = self.peek()?;
+        if t.tok != Tok::Ident("note") {
+            return Ok(());
+        }
+        self.next()?;
+        self.expect("{", "after 'note'")?;
+        let keys = ["node", "op_type", "what", "why"];
+        let mut vals: [Option<String>; 4] = Default::default();
+        loop {
+            let k = self.next()?;
+            let slot = match k.tok {
+                Tok::Ident(key) => keys.iter().position(|&n| n == key),
+                _ => None,
+            };
+            let Some(i) = slot else {
+                return Err(err(
+                    k.pos,
+                    format!(
+                        "expected a note key (node, op_type, what or why), found {}",
+                        describe(k.tok)
+                    ),
+                ));
+            };
+            if vals[i].is_some() {
+                return Err(err(k.pos, format!("duplicate note key '{}'", keys[i])));
+            }
+            self.expect("=", &format!("after note key '{}'", keys[i]))?;
+            let v = self.next()?;
+            let Tok::Str(body) = v.tok else {
+                return Err(err(
+                    v.pos,
+                    format!(
+                        "expected a string for note key '{}', found {}",
+                        keys[i],
+                        describe(v.tok)
+                    ),
+                ));
+            };
+            vals[i] = Some(unescape(body).map_err(|m| err(v.pos, m))?);
+            if !self.eat(",")? {
+                self.expect("}", "to close the note")?;
+                break;
+            }
+        }
+        let [Some(node), Some(op_type), Some(what), Some(why)] = vals else {
+            let missing: Vec<&str> = keys
+                .iter()
+                .zip(&vals)
+                .filter(|(_, v)| v.is_none())
+                .map(|(k, _)| *k)
+                .collect();
+            return Err(err(t.pos, format!("the note lacks {}", missing.join(", "))));
+        };
+        f.op_notes.insert(
+            op,
+            OpNote {
+                node,
+                op_type,
+                what,
+                why,
+            },
+        );
         Ok(())
     }
 
@@ -1563,6 +1637,40 @@ module {
             c,
             &OpKind::Constant(ConstData::new(vec![0x00, 0x3C, 0x00, 0xBC]))
         );
+    }
+
+    #[test]
+    fn op_notes_round_trip_and_errors() {
+        let src = "module {
+  func @main(%x: tensor<2xf32>) -> (y: tensor<2xf32>) {
+    %0 = constant dense<[1, 2]> : tensor<2xu4> note {node = \"c\", op_type = \"Cast\", what = \"w\", why = \"x\"}
+    %1 = cast %0 : (tensor<2xu4>) -> tensor<2xf32> note {node = \"mm \\\"a\\\"\", op_type = \"MatMulNBits\", what = \"the codes\", why = \"a\\0Ab\"}
+    %2 = add %x, %1 : (tensor<2xf32>, tensor<2xf32>) -> tensor<2xf32>
+    return %2
+  }
+}
+";
+        let m = parse_ok(src);
+        assert_eq!(print_module(&m), src);
+        let f = &m.functions[0];
+        let notes = f.notes_in_order();
+        assert_eq!(notes.len(), 2);
+        assert_eq!(notes[1].1.node, "mm \"a\"");
+        assert_eq!(notes[1].1.why, "a\nb");
+        let mut g = f.clone();
+        g.op_notes.clear();
+        assert!(!f.structurally_eq(&g), "notes take part in equality");
+        let op = "%0 = relu %x : (tensor<4xf32>) -> tensor<4xf32> note";
+        for (tail, want) in [
+            (" {node = \"a\"}", "the note lacks op_type, what, why"),
+            (" {node = 1}", "expected a string for note key 'node'"),
+            (" {nodes = \"a\"}", "expected a note key"),
+            (" {node = \"a\", node = \"b\"}", "duplicate note key 'node'"),
+            (" node", "expected '{' after 'note'"),
+        ] {
+            let e = first_error(&body(&format!("{op}{tail}")));
+            assert!(e.contains(want), "{tail}: {e}");
+        }
     }
 
     #[test]
@@ -2136,7 +2244,7 @@ module {
     fn never_panics_on_truncations_of_valid_text() {
         let src = "module {\n  func @main(%x: tensor<2x4xi4, #layout<msb, tile=1x2>>) -> (y: tensor<2xf16>) {\n    \
                    %0 = constant dense<[1.5, -inf]> : tensor<2xf16>\n    %1 = constant dense_resource<r0> : tensor<2xf16>\n    \
-                   %2 = add %0, %1 {overflow = wrap} : (tensor<2xf16>, tensor<2xf16>) -> tensor<2xf16>\n    return %2\n  }\n}\n\
+                   %2 = add %0, %1 {overflow = wrap} : (tensor<2xf16>, tensor<2xf16>) -> tensor<2xf16> note {node = \"n\\22\", op_type = \"Add\", what = \"w\", why = \"y\"}\n    return %2\n  }\n}\n\
                    {-#\n  resources: {\n    r0: \"0x0000003C\"\n  }\n#-}\n";
         assert!(parse_module(src).is_ok());
         for (i, _) in src.char_indices().skip(1) {

@@ -24,7 +24,7 @@
 //! [`INLINE_HEX_LIMIT`] bytes, and as a named entry of the trailing
 //! resource section beyond that.
 
-use crate::function::{Function, Module, Value};
+use crate::function::{Function, Module, Op, Value};
 use crate::ops::OpKind;
 use crate::tensor::Tensor;
 use crate::types::TensorType;
@@ -113,9 +113,14 @@ pub fn quote_name(name: &str) -> std::borrow::Cow<'_, str> {
     if plain {
         return name.into();
     }
-    let mut s = String::with_capacity(name.len() + 2);
+    quote_string(name).into()
+}
+
+/// A string in double quotes with [`quote_name`]'s escapes.
+pub fn quote_string(text: &str) -> String {
+    let mut s = String::with_capacity(text.len() + 2);
     s.push('"');
-    for c in name.chars() {
+    for c in text.chars() {
         match c {
             '"' => s.push_str("\\\""),
             '\\' => s.push_str("\\\\"),
@@ -126,7 +131,7 @@ pub fn quote_name(name: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     s.push('"');
-    s.into()
+    s
 }
 
 /// Uppercase hex of bytes.
@@ -188,7 +193,8 @@ impl Printer {
             if let OpKind::Constant(c) = &d.kind {
                 let ty = f.ty(d.results[0]);
                 let payload = self.constant_payload(ty, c.bytes());
-                let _ = writeln!(self.out, " {payload} : {ty}");
+                let _ = write!(self.out, " {payload} : {ty}");
+                self.note(f, op);
                 continue;
             }
             let operands: Vec<String> = d.operands.iter().map(name_of).collect();
@@ -207,7 +213,8 @@ impl Printer {
             } else {
                 format!("({})", out_tys.join(", "))
             };
-            let _ = writeln!(self.out, " : ({}) -> {outs}", in_tys.join(", "));
+            let _ = write!(self.out, " : ({}) -> {outs}", in_tys.join(", "));
+            self.note(f, op);
         }
         let rets: Vec<String> = f
             .outputs
@@ -221,6 +228,21 @@ impl Printer {
             .collect();
         let _ = writeln!(self.out, "    return {}", rets.join(", "));
         self.out.push_str("  }\n");
+    }
+
+    /// The op's importer note, if any, then the end of the line.
+    fn note(&mut self, f: &Function, op: Op) {
+        if let Some(n) = f.op_notes.get(&op) {
+            let _ = write!(
+                self.out,
+                " note {{node = {}, op_type = {}, what = {}, why = {}}}",
+                quote_string(&n.node),
+                quote_string(&n.op_type),
+                quote_string(&n.what),
+                quote_string(&n.why)
+            );
+        }
+        self.out.push('\n');
     }
 
     fn constant_payload(&mut self, ty: &TensorType, bytes: &[u8]) -> String {

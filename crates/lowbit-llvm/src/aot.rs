@@ -61,6 +61,16 @@ pub fn emit_model_object(
     data: &[(String, Vec<u8>)],
     target: &CpuTarget,
 ) -> Result<Vec<u8>, CpuError> {
+    emit_model(kernels, data, target, Emit::Obj)
+}
+
+/// [`emit_model_object`]'s module as an object, assembly text or LLVM IR.
+pub fn emit_model(
+    kernels: &[ModelKernel],
+    data: &[(String, Vec<u8>)],
+    target: &CpuTarget,
+    what: Emit,
+) -> Result<Vec<u8>, CpuError> {
     use inkwell::module::Linkage;
     use inkwell::GlobalVisibility;
     let ctx = Context::create();
@@ -93,9 +103,14 @@ pub fn emit_model_object(
         g.set_alignment(64);
     }
     optimize(&module, target)?;
+    let file_type = match what {
+        Emit::LlvmIr => return Ok(module.print_to_string().to_bytes().to_vec()),
+        Emit::Asm => FileType::Assembly,
+        Emit::Obj => FileType::Object,
+    };
     let machine = target.machine(RelocMode::PIC)?;
     let buf = machine
-        .write_to_memory_buffer(&module, FileType::Object)
+        .write_to_memory_buffer(&module, file_type)
         .map_err(|e| CpuError::Llvm(format!("code generation for {}: {e}", target.describe())))?;
     Ok(buf.as_slice().to_vec())
 }

@@ -8,38 +8,64 @@
 //! `x` is `f32 [n, k_pad]` with zeros after `k`.
 //!
 //! Work is cut into register tiles of `R` weight rows by `C` activation
-//! columns (4x1 for the decode case, 2x4 when `n >= 4`, 1x1 for the last
-//! rows), one
-//! internal function per tile shape. A tile walks the row's 32-element
-//! blocks: each block is loaded packed, unpacked to codes with shifts and
-//! masks (or bit-plane masks), converted to `<32 x float>`, shifted by the
-//! zero point, multiplied by its group's scale — which is exactly the
-//! interpreter's `dequantize` result, rounded once to f32 — and fused into
-//! `<32 x float>` accumulators with `llvm.fma`. The weights are never written
-//! back to memory as floats. LLVM splits the 32-lane vectors into the
-//! target's registers (2 zmm with AVX-512, 4 ymm with AVX2).
+//! columns (8x1, then 4x1, for the decode case; 4x8, then 4x4, when
+//! `n >= 4`; 1x1 for the last rows; without AVX-512 no 8x1 or 4x8, and 2x4
+//! instead of 4x4), one internal function per tile shape. The 4x8 tile runs
+//! its columns in two halves per chunk of 16 blocks and keeps the first
+//! half's decoded weights in an L1 buffer for the second, so each weight is
+//! decoded once for 8 columns. A tile walks the row's
+//! 32-element blocks: each block is loaded packed, unpacked to codes with
+//! shifts and masks (or bit-plane masks), converted to `<32 x float>`,
+//! shifted by the zero point, multiplied by its group's scale — which is
+//! exactly the interpreter's `dequantize` result, rounded once to f32 — and
+//! fused into the accumulators with `llvm.fma`. The weights are never
+//! written back to memory as floats. LLVM splits the 32-lane vectors into
+//! the target's registers (2 zmm with AVX-512, 4 ymm with AVX2). With
+//! AVX-512, 4-bit codes are instead looked up (`vpermd`) in a 16-entry
+//! table of the group's dequantized values, built once per row and group
+//! with one broadcast multiply. Scales are decoded 16 at a time into a
+//! per-tile stack buffer, so the k loop only broadcasts an f32 from it.
 //!
-//! With `n >= 4` the kernel walks k in passes (1024 elements on the float
-//! path, 32768 bits on W1A1) and runs the whole row/column nest per pass, so a
-//! tile's slices of activations and weights stay in L1 (decoding, `n < 4`,
-//! takes one pass: each weight row stays one sequential stream): the first pass stores each output
-//! (with the bias), later ones add to it, the last applies the activation.
+//! The float tiles take all of k in one pass, so each weight row is one
+//! sequential stream for the hardware prefetchers (software prefetching
+//! 512 B ahead made no difference we could measure on the shared machine,
+//! so there is none). Every
+//! accumulator has 16 lanes (both halves of a block go into one), so the
+//! 4x4 tile's 16 accumulators fit in the AVX-512 registers with the
+//! decoded weights (its activations come from L2), and the 8x1 tile's 8
+//! with the 8 rows' tables. The W1A1 path walks k in passes of 32768 bits
+//! when `n >= 4`: the first pass stores each output, later ones add to it.
 //!
-//! Accuracy (float paths): each output is the f32 sum of f32 products with
-//! 32 lane accumulators, a 5-level tree per pass and one addition per pass,
-//! so `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * (sum_j |x_j * w_j| + |bias|)`
+//! Accuracy (float paths): each output is the f32 sum of f32 products in
+//! 16 lane accumulators, each lane summing `k_pad/16` products in order,
+//! then a tree of 4 levels, so
+//! `|y - y_ref| <= (k_pad/16 + 8) * 2^-24 * (sum_j |x_j * w_j| + |bias|)`
 //! against the interpreter's f64 result (see `tests/`); a tensor scale `t`
 //! (NVFP4) is folded into each group scale as `round_f32(s * t)`, two more
 //! roundings of each weight against the graph `mul(dequantize(w, s), t)`,
 //! so the factor grows by 2. Scales are decoded in registers too: E8M0 by
-//! placing the code in an f64 exponent field (narrowed exactly to f32), E4M3 through f16 as the
-//! weights. With groups of 16 each block takes two scales, one per lane
-//! half. The W8A8/W4A8 path (`codegen/vnni.rs`: `vpdpbusd` outer-product
-//! tiles over 16-row weight panels) and the W1A1 path are exact (wrapping
-//! i32, like the interpreter).
+//! placing the code in an f64 exponent field (narrowed exactly to f32),
+//! E4M3 through f16 as the weights. With groups of 16 each block takes two
+//! scales, one per lane half. The W8A8/W4A8 path (`codegen/vnni.rs`:
+//! `vpdpbusd` outer-product tiles over 16-row weight panels) and the W1A1
+//! path are exact (wrapping i32, like the interpreter); so is the
+//! W8A8/W4A8 epilogue: an `i32` bias added with wrapping, ReLU, then the
+//! dyadic requantization.
+//!
+//! Epilogue activations of the float paths (GELU, tanh GELU, SiLU) are
+//! evaluated in registers (see `codegen/epilogue.rs`), within one f32 ulp of the
+//! interpreter's result of the same pre-activation value (tanh GELU: plus
+//! `|x| · 2^-50`); with them the bound above is multiplied by 1.2 (their
+//! largest slope) before that term is added.
+//!
+//! Bit-serial specs (WxAy over bit-planes) are emitted by the child module
+//! [`bitserial`], with the same entry-point signature (its docs say what
+//! each argument holds there).
+
+mod epilogue;
 
 use crate::error::CpuError;
-use crate::spec::{Activation, BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
+use crate::spec::{BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
 use crate::target::CpuTarget;
 use inkwell::attributes::AttributeLoc;
 use inkwell::builder::Builder;
@@ -48,8 +74,10 @@ use inkwell::intrinsics::Intrinsic;
 use inkwell::module::{Linkage, Module};
 use inkwell::types::{FloatType, IntType, PointerType, VectorType};
 use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
-use inkwell::{AddressSpace, FloatPredicate, IntPredicate};
+use inkwell::{AddressSpace, IntPredicate};
 use lowbit_ir::target::VectorIsa;
+
+pub mod bitserial;
 
 /// Name of the exported kernel entry point.
 pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
@@ -57,9 +85,13 @@ pub const KERNEL_SYMBOL: &str = "lowbit_gemm";
 /// Lanes of the IR vectors: one packed block.
 const LANES: u32 = BLOCK as u32;
 
-/// Blocks of 32 per pass of the float kernels (1024 elements: 4 KiB of
-/// activations per column, so a 2x4 tile's slices stay in L1).
-const FLOAT_K_CHUNK: u64 = 32;
+/// Blocks per chunk of a split tile (4 rows x 16 decoded blocks: 8 KiB of
+/// stack, in L1 when the second half of the columns reads it).
+const SPLIT_BLOCKS: u64 = 16;
+
+/// Scales decoded per vector by the float tiles (into a per-tile stack
+/// buffer, so the k loop only broadcasts an f32 from it).
+const SCALE_RUN: u32 = 16;
 
 /// Blocks of k per pass of the W1A1 kernel (64 blocks of 512 bits = 4 KiB
 /// per row): a 4x4 tile's weight and activation slices then stay in L1,
@@ -157,7 +189,11 @@ pub fn build_module<'ctx>(
         vf,
         fma,
     };
-    g.emit_kernel()?;
+    if spec.is_bit_serial() {
+        g.emit_bit_serial_kernel()?;
+    } else {
+        g.emit_kernel()?;
+    }
     module.verify().map_err(|e| {
         let e = e.to_string();
         let first = e.lines().next().unwrap_or("");
@@ -305,85 +341,104 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(iv)
     }
 
-    /// Loads one scale as f32, times the tensor scale if there is one
-    /// (`round_f32(s * t)`: one multiply per group, not per element).
-    fn load_scale(&self, p: PointerValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+    /// `n` lanes of the constant `v` of type `ty`.
+    fn splat_n(&self, ty: IntType<'ctx>, n: u32, v: u64) -> VectorValue<'ctx> {
+        VectorType::const_vector(&vec![ty.const_int(v, false); n as usize])
+    }
+
+    /// Decodes the [`SCALE_RUN`] scales at `p` (the spec's scale type) to
+    /// f32 in one vector, times the tensor scale if there is one
+    /// (`round_f32(s * t)`). Each lane is the scalar decode of its code, so
+    /// converting scales 16 at a time changes no value.
+    fn load_scales(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
         use lowbit_numerics::{ElemType, FloatFormat};
+        let n = SCALE_RUN;
         let s = self.spec.weight.scale;
+        let vf = self.f32t.vec_type(n);
+        let nan = VectorType::const_vector(&vec![self.f32t.const_float(f64::NAN); n as usize]);
         let v = if s == ElemType::F32 {
-            self.load(self.f32t, p, 1)?.into_float_value()
+            self.load(vf, p, 1)?.into_vector_value()
         } else if s == ElemType::F16 {
-            let h = self.load(self.ctx.f16_type(), p, 1)?;
-            self.b
-                .build_float_ext(h.into_float_value(), self.f32t, "s")?
+            let h = self.load(self.ctx.f16_type().vec_type(n), p, 1)?;
+            self.b.build_float_ext(h.into_vector_value(), vf, "s")?
         } else if s == ElemType::Float(FloatFormat::F8E8M0FNU) {
             // 2^(e - 127) as an f64 (exponent field e + 896: normal for
             // every code, 2^-127 included), narrowed exactly to f32; code
-            // 0xFF is NaN. One select, no branch.
-            let e = self.load(self.i8t, p, 1)?.into_int_value();
-            let e = self.b.build_int_z_extend(e, self.i64t, "e")?;
-            let biased = self.b.build_int_add(e, self.i64c(1023 - 127), "eb")?;
-            let bits = self.b.build_left_shift(biased, self.i64c(52), "eb")?;
+            // 0xFF is NaN.
+            let e = self.load(self.i8t.vec_type(n), p, 1)?.into_vector_value();
+            let e = self.b.build_int_z_extend(e, self.i64t.vec_type(n), "e")?;
+            let biased = self
+                .b
+                .build_int_add(e, self.splat_n(self.i64t, n, 1023 - 127), "eb")?;
+            let bits = self
+                .b
+                .build_left_shift(biased, self.splat_n(self.i64t, n, 52), "eb")?;
             let d = self
                 .b
-                .build_bit_cast(bits, self.ctx.f64_type(), "sd")?
-                .into_float_value();
-            let v = self.b.build_float_trunc(d, self.f32t, "s")?;
-            let is_nan = self
-                .b
-                .build_int_compare(IntPredicate::EQ, e, self.i64c(0xff), "enan")?;
+                .build_bit_cast(bits, self.ctx.f64_type().vec_type(n), "sd")?
+                .into_vector_value();
+            let v = self.b.build_float_trunc(d, vf, "s")?;
+            let is_nan = self.b.build_int_compare(
+                IntPredicate::EQ,
+                e,
+                self.splat_n(self.i64t, n, 0xff),
+                "enan",
+            )?;
             self.b
-                .build_select(is_nan, self.f32t.const_float(f64::NAN), v, "s")?
-                .into_float_value()
+                .build_select(is_nan, nan, v, "s")?
+                .into_vector_value()
         } else if s == ElemType::Float(FloatFormat::F8E4M3FN) {
             // As the E4M3 weight decoder: the f16 with the same fields is
             // 2^-8 of the value; S.1111.111 is NaN.
-            let c = self.load(self.i8t, p, 1)?.into_int_value();
-            let w = self.b.build_int_z_extend(c, self.i16t, "h")?;
+            let c = self.load(self.i8t.vec_type(n), p, 1)?.into_vector_value();
+            let v16 = self.i16t.vec_type(n);
+            let w = self.b.build_int_z_extend(c, v16, "h")?;
             let sign = self
                 .b
-                .build_and(w, self.i16t.const_int(0x80, false), "sgn")?;
+                .build_and(w, self.splat_n(self.i16t, n, 0x80), "sgn")?;
             let sign = self
                 .b
-                .build_left_shift(sign, self.i16t.const_int(8, false), "sgn")?;
+                .build_left_shift(sign, self.splat_n(self.i16t, n, 8), "sgn")?;
             let mag = self
                 .b
-                .build_and(w, self.i16t.const_int(0x7f, false), "mag")?;
+                .build_and(w, self.splat_n(self.i16t, n, 0x7f), "mag")?;
             let em = self
                 .b
-                .build_left_shift(mag, self.i16t.const_int(7, false), "em")?;
+                .build_left_shift(mag, self.splat_n(self.i16t, n, 7), "em")?;
             let hb = self.b.build_or(sign, em, "hb")?;
             let h = self
                 .b
-                .build_bit_cast(hb, self.ctx.f16_type(), "h")?
-                .into_float_value();
-            let f = self.b.build_float_ext(h, self.f32t, "s")?;
-            let f = self
-                .b
-                .build_float_mul(f, self.f32t.const_float(256.0), "s")?;
+                .build_bit_cast(hb, self.ctx.f16_type().vec_type(n), "h")?
+                .into_vector_value();
+            let f = self.b.build_float_ext(h, vf, "s")?;
+            let k256 = VectorType::const_vector(&vec![self.f32t.const_float(256.0); n as usize]);
+            let f = self.b.build_float_mul(f, k256, "s")?;
             let is_nan = self.b.build_int_compare(
                 IntPredicate::EQ,
                 mag,
-                self.i16t.const_int(0x7f, false),
+                self.splat_n(self.i16t, n, 0x7f),
                 "nan",
             )?;
             self.b
-                .build_select(is_nan, self.f32t.const_float(f64::NAN), f, "s")?
-                .into_float_value()
+                .build_select(is_nan, nan, f, "s")?
+                .into_vector_value()
         } else {
             // bf16: the high half of an f32.
-            let h = self.load(self.i16t, p, 1)?.into_int_value();
-            let w = self.b.build_int_z_extend(h, self.i32t, "sw")?;
+            let h = self.load(self.i16t.vec_type(n), p, 1)?.into_vector_value();
+            let w = self.b.build_int_z_extend(h, self.i32t.vec_type(n), "sw")?;
             let w = self
                 .b
-                .build_left_shift(w, self.i32t.const_int(16, false), "sw")?;
-            self.b.build_bit_cast(w, self.f32t, "s")?.into_float_value()
+                .build_left_shift(w, self.splat_n(self.i32t, n, 16), "sw")?;
+            self.b.build_bit_cast(w, vf, "s")?.into_vector_value()
         };
         Ok(match self.spec.weight.tensor_scale {
             None => v,
             Some(t) => {
-                self.b
-                    .build_float_mul(v, self.f32t.const_float(f64::from(t.value())), "st")?
+                let tv = VectorType::const_vector(&vec![
+                    self.f32t.const_float(f64::from(t.value()));
+                    n as usize
+                ]);
+                self.b.build_float_mul(v, tv, "st")?
             }
         })
     }
@@ -602,24 +657,47 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.concat(lo, hi)
     }
 
+    /// Whether a tile of `cols` columns runs them in two halves per chunk
+    /// of blocks, decoding each weight once (8 columns: 4x8 accumulators
+    /// do not fit in the registers at once). Chunks hold whole groups, so
+    /// groups must be at most `SPLIT_BLOCKS` blocks and divide it.
+    fn split_cols(&self, cols: u32) -> bool {
+        cols > 4 && (SPLIT_BLOCKS as usize).is_multiple_of(self.spec.blocks_per_group())
+    }
+
+    /// `a * b + c` per lane, rounded once (`llvm.fma` on `a`'s vector type).
     fn fma(
         &self,
         a: VectorValue<'ctx>,
         b: VectorValue<'ctx>,
         c: VectorValue<'ctx>,
     ) -> Result<VectorValue<'ctx>, CpuError> {
+        let f = if a.get_type() == self.vf {
+            self.fma
+        } else {
+            Intrinsic::find("llvm.fma")
+                .and_then(|i| i.get_declaration(self.module, &[a.get_type().into()]))
+                .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?
+        };
         let r = self
             .b
-            .build_call(self.fma, &[a.into(), b.into(), c.into()], "acc")?;
+            .build_call(f, &[a.into(), b.into(), c.into()], "acc")?;
         r.try_as_basic_value()
             .basic()
             .map(|v| v.into_vector_value())
             .ok_or_else(|| CpuError::Llvm("llvm.fma returned no value".into()))
     }
 
-    /// Horizontal sum of a 32-lane vector as a tree of halves.
+    /// Lanes `from..from + 16` of a 32-lane vector.
+    fn half(&self, v: VectorValue<'ctx>, from: u64) -> Result<VectorValue<'ctx>, CpuError> {
+        Ok(self
+            .b
+            .build_shuffle_vector(v, v, self.shuffle_mask(from..from + 16), "h")?)
+    }
+
+    /// Horizontal sum of a vector (32 or 16 lanes) as a tree of halves.
     fn reduce(&self, mut v: VectorValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
-        let mut w = LANES as u64;
+        let mut w = v.get_type().get_size() as u64;
         while w > 1 {
             w /= 2;
             let lo = self
@@ -637,10 +715,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last)`: the
-    /// groups `g0..g0 + chunk` of rows `r0..r0+R`, columns `c0..c0+C`. The
-    /// first chunk starts each output (with the bias), later ones add to
-    /// it, the last applies the activation.
+    /// groups from `g0` (0: the kernel makes one pass over k) to the end of
+    /// rows `r0..r0+R`, columns `c0..c0+C`. A `first` pass starts each
+    /// output (with the bias), any other adds to it; the `last` one applies
+    /// the activation ([`Gen::float_epilogue`]).
+    ///
+    /// Each accumulator has 16 lanes (both halves of a block go into it), so
+    /// the 4x4 and 8x1 tiles' accumulators fit in registers; every tile
+    /// shape sums in the same order, so results do not depend on how the
+    /// rows were split into tiles (or over threads).
     fn emit_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+        let acc_t = self.f32t.vec_type(LANES / 2);
         let spec = self.spec;
         let p = self.ptr.into();
         let i = self.i64t.into();
@@ -681,8 +766,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 
         let accs: Vec<PointerValue> = (0..rows * cols)
             .map(|_| {
-                let p = self.b.build_alloca(self.vf, "acc")?;
-                self.b.build_store(p, self.vf.const_zero())?;
+                let p = self.b.build_alloca(acc_t, "acc")?;
+                self.b.build_store(p, acc_t.const_zero())?;
                 Ok(p)
             })
             .collect::<Result<_, CpuError>>()?;
@@ -716,49 +801,252 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             })
             .collect::<Result<_, _>>()?;
 
-        // The last pass runs to the end (the only pass when decoding).
-        let g1 = self
-            .b
-            .build_int_add(g0, self.i64c(self.groups_per_chunk()), "g1")?;
-        let is_last = self
-            .b
-            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
-        let g1 = self
-            .b
-            .build_select(is_last, self.i64c(steps), g1, "g1")?
-            .into_int_value();
-        self.emit_loop(
-            f,
-            g0,
-            |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
-            1,
-            |g| {
-                // One scale (and zero point) per lane half when a block
-                // holds two groups of 16; a missing last group (k_pad past
-                // it) gets scale 0, which its zero-code padding meets.
-                let mut scales = Vec::new();
-                let mut zps = Vec::new();
-                let halves = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| {
-                    let l = self.splat_f(lo)?;
-                    let h = self.splat_f(hi)?;
-                    Ok::<_, CpuError>(self.b.build_shuffle_vector(
-                        l,
-                        h,
-                        self.shuffle_mask((0..16).chain(LANES as u64..LANES as u64 + 16)),
-                        "sv",
-                    )?)
-                };
-                for &r in &rows_idx {
-                    let row0 = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
-                    if spb == 1 {
-                        let idx = self.b.build_int_add(row0, g, "si")?;
-                        let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
-                        scales.push(self.splat_f(self.load_scale(self.gep(a.s, so)?)?)?);
-                        if spec.weight.zero_point {
-                            zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
+        // Decoded scales of the current run, per row, and the bytes of a
+        // row's last (partial) run.
+        let sbuf = self.b.build_array_alloca(
+            self.f32t,
+            self.i64c(rows as u64 * SCALE_RUN as u64),
+            "sbuf",
+        )?;
+        let tbuf =
+            self.b
+                .build_array_alloca(self.i8t, self.i64c(SCALE_RUN as u64 * sbytes), "tbuf")?;
+        // Whole-vector stores into the buffers: align them for it.
+        for buf in [sbuf, tbuf] {
+            if let Some(inst) = buf.as_instruction() {
+                inst.set_alignment(64)
+                    .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
+            }
+        }
+        // One pass covers all of k (see `emit_kernel`).
+        let g1 = self.i64c(steps);
+        // A split tile (see `split_cols`) runs its columns in two halves
+        // per chunk of SPLIT_BLOCKS blocks: the first half decodes each
+        // block and also keeps it in `dbuf` (8 KiB, L1), the second half
+        // reads it back, so each weight is decoded once for 8 columns.
+        let split = self.split_cols(cols);
+        let half_cols = if split {
+            cols as usize / 2
+        } else {
+            cols as usize
+        };
+        let dbuf = if split {
+            let d = self.b.build_array_alloca(
+                self.vf,
+                self.i64c(rows as u64 * SPLIT_BLOCKS),
+                "dbuf",
+            )?;
+            if let Some(inst) = d.as_instruction() {
+                inst.set_alignment(64)
+                    .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
+            }
+            Some(d)
+        } else {
+            None
+        };
+        // `dbuf` slot of row `r` and block `blk` of the chunk from `base`.
+        let dslot = |r: usize, blk: IntValue<'ctx>, base: IntValue<'ctx>| {
+            let i = self.b.build_int_sub(blk, base, "di")?;
+            let i = self
+                .b
+                .build_int_add(i, self.i64c(r as u64 * SPLIT_BLOCKS), "di")?;
+            let o = self.b.build_int_mul(i, self.i64c(BLOCK as u64 * 4), "do")?;
+            let d = dbuf.ok_or_else(|| CpuError::Llvm("no decode buffer".into()))?;
+            self.gep(d, o)
+        };
+        // Split: each half's accumulators live in registers during its
+        // loop (`local`, promoted by mem2reg); between the halves they go
+        // through `accs` with volatile accesses, which LLVM leaves in
+        // memory; otherwise all 32 stay live in both loops and spill.
+        let local: Vec<PointerValue> = if split {
+            (0..rows * cols)
+                .map(|_| Ok(self.b.build_alloca(acc_t, "lacc")?))
+                .collect::<Result<_, CpuError>>()?
+        } else {
+            Vec::new()
+        };
+        let acc_ptrs: &[PointerValue] = if split { &local } else { &accs };
+        // Moves the accumulators of columns `cols_of` from `accs` into
+        // `local`, or back (`into_accs`).
+        let swap_accs = |cols_of: std::ops::Range<usize>, into_accs: bool| {
+            for r in 0..rows as usize {
+                for c in cols_of.clone() {
+                    let i = r * cols as usize + c;
+                    let (from, to) = if into_accs {
+                        (local[i], accs[i])
+                    } else {
+                        (accs[i], local[i])
+                    };
+                    let v = self.b.build_load(acc_t, from, "va")?;
+                    if !into_accs {
+                        if let Some(ins) = v.as_instruction_value() {
+                            ins.set_volatile(true)
+                                .map_err(|e| CpuError::Llvm(format!("volatile: {e}")))?;
                         }
-                        continue;
                     }
+                    let st = self.b.build_store(to, v)?;
+                    if into_accs {
+                        st.set_volatile(true)
+                            .map_err(|e| CpuError::Llvm(format!("volatile: {e}")))?;
+                    }
+                }
+            }
+            Ok::<(), CpuError>(())
+        };
+        // The FMAs of row `r`'s decoded block `ws` with the activations
+        // `xs` of columns `cols_of`.
+        let fmas = |r: usize,
+                    ws: VectorValue<'ctx>,
+                    xs: &[VectorValue<'ctx>],
+                    cols_of: std::ops::Range<usize>|
+         -> Result<(), CpuError> {
+            for (c, &xv) in cols_of.zip(xs) {
+                let ap = acc_ptrs[r * cols as usize + c];
+                let acc = self.b.build_load(acc_t, ap, "a")?.into_vector_value();
+                let acc = self.fma(self.half(ws, 0)?, self.half(xv, 0)?, acc)?;
+                let acc = self.fma(self.half(ws, 16)?, self.half(xv, 16)?, acc)?;
+                self.b.build_store(ap, acc)?;
+            }
+            Ok(())
+        };
+        let load_xs = |blk: IntValue<'ctx>, cols_of: std::ops::Range<usize>| {
+            let xo = self
+                .b
+                .build_int_mul(blk, self.i64c(BLOCK as u64 * 4), "xo")?;
+            x_rows[cols_of]
+                .iter()
+                .map(|&xr| {
+                    let p = self.gep(xr, xo)?;
+                    Ok(self.load(self.vf, p, 4)?.into_vector_value())
+                })
+                .collect::<Result<Vec<VectorValue>, CpuError>>()
+        };
+        // One group step: scales, tables, and its blocks for the first
+        // `half_cols` columns (all of them unless split; split, each decoded
+        // block is also stored in `dbuf`, relative to block `dbase`).
+        let group_body = |g: IntValue<'ctx>, dbase: Option<IntValue<'ctx>>| {
+            // Every SCALE_RUN scale indices (and at the pass start),
+            // each row's next run of scales is decoded in one vector
+            // into `sbuf`; a run past the row's last group is padded
+            // with scale 0, which the zero-code padding meets.
+            let sidx = self.b.build_int_mul(g, self.i64c(spb as u64), "sidx")?;
+            let run = SCALE_RUN as u64;
+            let within = self.b.build_and(sidx, self.i64c(run - 1), "within")?;
+            let at_start = self.b.build_int_compare(IntPredicate::EQ, g, g0, "gs")?;
+            let aligned = self
+                .b
+                .build_int_compare(IntPredicate::EQ, within, self.i64c(0), "al")?;
+            let refill = self.b.build_or(at_start, aligned, "refill")?;
+            let fill_b = self.ctx.append_basic_block(f, "sfill");
+            let full_b = self.ctx.append_basic_block(f, "sfull");
+            let tail_b = self.ctx.append_basic_block(f, "stail");
+            let cont_b = self.ctx.append_basic_block(f, "scont");
+            self.b.build_conditional_branch(refill, fill_b, cont_b)?;
+            self.b.position_at_end(fill_b);
+            let base = self.b.build_int_sub(sidx, within, "base")?;
+            let base_end = self.b.build_int_add(base, self.i64c(run), "bend")?;
+            let full = self.b.build_int_compare(
+                IntPredicate::ULE,
+                base_end,
+                self.i64c(ngroups),
+                "full",
+            )?;
+            self.b.build_conditional_branch(full, full_b, tail_b)?;
+            let row_scales = |r: usize| {
+                let row0 = self
+                    .b
+                    .build_int_mul(rows_idx[r], self.i64c(ngroups), "si")?;
+                let idx = self.b.build_int_add(row0, base, "si")?;
+                let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
+                self.gep(a.s, so)
+            };
+            let sbuf_row = |r: usize| self.gep(sbuf, self.i64c(r as u64 * run * 4));
+            self.b.position_at_end(full_b);
+            for r in 0..rows as usize {
+                let v = self.load_scales(row_scales(r)?)?;
+                self.b.build_store(sbuf_row(r)?, v)?;
+            }
+            self.b.build_unconditional_branch(cont_b)?;
+            // The row's last run: copy what is left into a zeroed
+            // buffer (reading past it would leave the scale array),
+            // decode, and zero the lanes past the last group.
+            self.b.position_at_end(tail_b);
+            let count = self.b.build_int_sub(self.i64c(ngroups), base, "cnt")?;
+            let nbytes = self.b.build_int_mul(count, self.i64c(sbytes), "nb")?;
+            let lane_idx = self.shuffle_mask(0..run);
+            let count32 = self.b.build_int_truncate(count, self.i32t, "cnt")?;
+            let count_v = self.b.build_insert_element(
+                self.i32t.vec_type(SCALE_RUN).get_poison(),
+                count32,
+                self.i32t.const_zero(),
+                "cv",
+            )?;
+            let count_v = self.b.build_shuffle_vector(
+                count_v,
+                self.i32t.vec_type(SCALE_RUN).get_poison(),
+                self.i32t.vec_type(SCALE_RUN).const_zero(),
+                "cv",
+            )?;
+            let live = self
+                .b
+                .build_int_compare(IntPredicate::ULT, lane_idx, count_v, "live")?;
+            let zeros = self.f32t.vec_type(SCALE_RUN).const_zero();
+            for r in 0..rows as usize {
+                self.b
+                    .build_memset(tbuf, 1, self.i8t.const_zero(), self.i64c(run * sbytes))?;
+                self.b.build_memcpy(tbuf, 1, row_scales(r)?, 1, nbytes)?;
+                let v = self.load_scales(tbuf)?;
+                let v = self
+                    .b
+                    .build_select(live, v, zeros, "s")?
+                    .into_vector_value();
+                self.b.build_store(sbuf_row(r)?, v)?;
+            }
+            self.b.build_unconditional_branch(cont_b)?;
+            self.b.position_at_end(cont_b);
+
+            // One scale (and zero point) per lane half when a block
+            // holds two groups of 16.
+            let mut scales = Vec::new();
+            // Each row's (low-half, high-half) scale, for the tables.
+            let mut scale_pairs = Vec::new();
+            let mut zps = Vec::new();
+            let halves = |lo: FloatValue<'ctx>, hi: FloatValue<'ctx>| {
+                let l = self.splat_f(lo)?;
+                let h = self.splat_f(hi)?;
+                Ok::<_, CpuError>(self.b.build_shuffle_vector(
+                    l,
+                    h,
+                    self.shuffle_mask((0..16).chain(LANES as u64..LANES as u64 + 16)),
+                    "sv",
+                )?)
+            };
+            let buffered = |r: usize, plus: u64| {
+                let i = self
+                    .b
+                    .build_int_add(within, self.i64c(r as u64 * run + plus), "bi")?;
+                let o = self.b.build_int_mul(i, self.i64c(4), "bo")?;
+                Ok::<_, CpuError>(
+                    self.load(self.f32t, self.gep(sbuf, o)?, 4)?
+                        .into_float_value(),
+                )
+            };
+            for (ri, &r) in rows_idx.iter().enumerate() {
+                let row0 = self.b.build_int_mul(r, self.i64c(ngroups), "si")?;
+                if spb == 1 {
+                    let s0 = buffered(ri, 0)?;
+                    scale_pairs.push((s0, s0));
+                    scales.push(self.splat_f(s0)?);
+                    if spec.weight.zero_point {
+                        let idx = self.b.build_int_add(row0, g, "si")?;
+                        zps.push(self.splat_f(self.load_zero_point(self.gep(a.z, idx)?)?)?);
+                    }
+                    continue;
+                }
+                let (s0, s1) = (buffered(ri, 0)?, buffered(ri, 1)?);
+                scale_pairs.push((s0, s1));
+                scales.push(halves(s0, s1)?);
+                if spec.weight.zero_point {
                     let g2 = self.b.build_int_mul(g, self.i64c(2), "g2")?;
                     let i0 = self.b.build_int_add(row0, g2, "si")?;
                     let g2n = self.b.build_int_add(g2, self.i64c(1), "g2n")?;
@@ -770,115 +1058,193 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     )?;
                     let i1 = self.b.build_int_add(i0, self.i64c(1), "si")?;
                     let i1 = self.b.build_select(has_hi, i1, i0, "si")?.into_int_value();
-                    let sp = |i: IntValue<'ctx>| {
-                        let so = self.b.build_int_mul(i, self.i64c(sbytes), "so")?;
-                        self.gep(a.s, so)
-                    };
-                    let s0 = self.load_scale(sp(i0)?)?;
-                    let s1 = self.load_scale(sp(i1)?)?;
-                    let s1 = self
-                        .b
-                        .build_select(has_hi, s1, self.f32t.const_zero(), "s1")?
-                        .into_float_value();
-                    scales.push(halves(s0, s1)?);
-                    if spec.weight.zero_point {
-                        let z0 = self.load_zero_point(self.gep(a.z, i0)?)?;
-                        let z1 = self.load_zero_point(self.gep(a.z, i1)?)?;
-                        zps.push(halves(z0, z1)?);
-                    }
+                    let z0 = self.load_zero_point(self.gep(a.z, i0)?)?;
+                    let z1 = self.load_zero_point(self.gep(a.z, i1)?)?;
+                    zps.push(halves(z0, z1)?);
                 }
-                // With a 16-entry table, each row's group gets its own table
-                // of dequantized values `(decode(c) - z) * s`: the same f32
-                // roundings as the arithmetic path, once per group.
-                let luts: Vec<(VectorValue, VectorValue)> = match &self.lut {
-                    None => Vec::new(),
-                    Some(l) => (0..rows as usize)
-                        .map(|r| {
-                            let half = |v: VectorValue<'ctx>,
-                                        from: u64|
-                             -> Result<VectorValue<'ctx>, CpuError> {
-                                Ok(self.b.build_shuffle_vector(
-                                    v,
-                                    v,
-                                    self.shuffle_mask(from..from + 16),
-                                    "h",
-                                )?)
-                            };
-                            let table = |from: u64| -> Result<VectorValue<'ctx>, CpuError> {
-                                let mut t = l.table;
-                                if spec.weight.zero_point {
-                                    t = self.b.build_float_sub(t, half(zps[r], from)?, "tz")?;
-                                }
-                                Ok(self.b.build_float_mul(t, half(scales[r], from)?, "lut")?)
-                            };
-                            let lo = table(0)?;
-                            let hi = if spb == 1 { lo } else { table(16)? };
-                            Ok((lo, hi))
-                        })
-                        .collect::<Result<_, CpuError>>()?,
-                };
-                let block = |blk: IntValue<'ctx>| -> Result<(), CpuError> {
-                    let xo = self
-                        .b
-                        .build_int_mul(blk, self.i64c(BLOCK as u64 * 4), "xo")?;
-                    let xs: Vec<VectorValue> = x_rows
-                        .iter()
-                        .map(|&xr| {
-                            let p = self.gep(xr, xo)?;
-                            Ok(self.load(self.vf, p, 4)?.into_vector_value())
-                        })
-                        .collect::<Result<_, CpuError>>()?;
-                    let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
-                    for r in 0..rows as usize {
-                        let p = self.gep(w_rows[r], wo)?;
-                        let ws = match &self.lut {
-                            Some(l) => self.lut_block(l, luts[r], p)?,
-                            None => {
-                                let mut wf = self.decode(self.load_codes(p)?)?;
-                                if spec.weight.zero_point {
-                                    wf = self.b.build_float_sub(wf, zps[r], "wz")?;
-                                }
-                                self.b.build_float_mul(wf, scales[r], "ws")?
-                            }
+            }
+            // With a 16-entry table, each row's group gets its own table
+            // of dequantized values `(decode(c) - z) * s`: the same f32
+            // roundings as the arithmetic path, once per group.
+            let luts: Vec<(VectorValue, VectorValue)> = match &self.lut {
+                None => Vec::new(),
+                Some(l) => (0..rows as usize)
+                    .map(|r| {
+                        let half = |v: VectorValue<'ctx>,
+                                    from: u64|
+                         -> Result<VectorValue<'ctx>, CpuError> {
+                            Ok(self.b.build_shuffle_vector(
+                                v,
+                                v,
+                                self.shuffle_mask(from..from + 16),
+                                "h",
+                            )?)
                         };
-                        for (c, &xv) in xs.iter().enumerate() {
-                            let ap = accs[r * cols as usize + c];
-                            let acc = self.b.build_load(self.vf, ap, "a")?.into_vector_value();
-                            let acc = self.fma(ws, xv, acc)?;
-                            self.b.build_store(ap, acc)?;
+                        let table = |from: u64| -> Result<VectorValue<'ctx>, CpuError> {
+                            let mut t = l.table;
+                            if spec.weight.zero_point {
+                                t = self.b.build_float_sub(t, half(zps[r], from)?, "tz")?;
+                            }
+                            // The scale splatted straight to 16 lanes
+                            // (taking half of the 32-lane one lets
+                            // LLVM move the multiply after the permute,
+                            // one more permute per half block).
+                            let sc = if from == 0 {
+                                scale_pairs[r].0
+                            } else {
+                                scale_pairs[r].1
+                            };
+                            let v16 = self.f32t.vec_type(16);
+                            let one = self.b.build_insert_element(
+                                v16.get_poison(),
+                                sc,
+                                self.i32t.const_zero(),
+                                "one",
+                            )?;
+                            let sv = self.b.build_shuffle_vector(
+                                one,
+                                v16.get_poison(),
+                                self.i32t.vec_type(16).const_zero(),
+                                "splat",
+                            )?;
+                            let t = self.b.build_float_mul(t, sv, "lut")?;
+                            if spb == 1 {
+                                return Ok(t);
+                            }
+                            // A table used once: without a fence the x86
+                            // combiner moves the multiply after the
+                            // permute (a second permute per half block).
+                            let fence = Intrinsic::find("llvm.arithmetic.fence")
+                                .and_then(|i| i.get_declaration(self.module, &[v16.into()]))
+                                .ok_or_else(|| {
+                                    CpuError::Llvm("llvm.arithmetic.fence is not available".into())
+                                })?;
+                            self.b
+                                .build_call(fence, &[t.into()], "lutf")?
+                                .try_as_basic_value()
+                                .basic()
+                                .map(|v| v.into_vector_value())
+                                .ok_or_else(|| CpuError::Llvm("fence returned no value".into()))
+                        };
+                        let lo = table(0)?;
+                        let hi = if spb == 1 { lo } else { table(16)? };
+                        Ok((lo, hi))
+                    })
+                    .collect::<Result<_, CpuError>>()?,
+            };
+            let block = |blk: IntValue<'ctx>| -> Result<(), CpuError> {
+                let xs = load_xs(blk, 0..half_cols)?;
+                let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
+                for r in 0..rows as usize {
+                    let p = self.gep(w_rows[r], wo)?;
+                    let ws = match &self.lut {
+                        Some(l) => self.lut_block(l, luts[r], p)?,
+                        None => {
+                            let mut wf = self.decode(self.load_codes(p)?)?;
+                            if spec.weight.zero_point {
+                                wf = self.b.build_float_sub(wf, zps[r], "wz")?;
+                            }
+                            self.b.build_float_mul(wf, scales[r], "ws")?
                         }
+                    };
+                    if let Some(base) = dbase {
+                        self.b.build_store(dslot(r, blk, base)?, ws)?;
                     }
-                    Ok(())
-                };
-                if bpg == 1 {
-                    // One block per group (groups of 32): no inner loop.
-                    return block(g);
+                    fmas(r, ws, &xs, 0..half_cols)?;
                 }
-                let b_start = self.b.build_int_mul(g, self.i64c(bpg), "bs")?;
-                let b_end = self.b.build_int_add(b_start, self.i64c(bpg), "be")?;
-                let lt = self
-                    .b
-                    .build_int_compare(IntPredicate::ULT, b_end, self.i64c(kb), "lt")?;
-                let b_end = self
-                    .b
-                    .build_select(lt, b_end, self.i64c(kb), "be")?
-                    .into_int_value();
-                self.emit_loop(
-                    f,
-                    b_start,
-                    |blk| {
-                        Ok(self
-                            .b
-                            .build_int_compare(IntPredicate::ULT, blk, b_end, "bc")?)
-                    },
-                    1,
-                    block,
-                )?;
                 Ok(())
-            },
-        )?;
+            };
+            if bpg == 1 {
+                // One block per group (groups of 32): no inner loop.
+                return block(g);
+            }
+            let b_start = self.b.build_int_mul(g, self.i64c(bpg), "bs")?;
+            let b_end = self.b.build_int_add(b_start, self.i64c(bpg), "be")?;
+            let lt = self
+                .b
+                .build_int_compare(IntPredicate::ULT, b_end, self.i64c(kb), "lt")?;
+            let b_end = self
+                .b
+                .build_select(lt, b_end, self.i64c(kb), "be")?
+                .into_int_value();
+            self.emit_loop(
+                f,
+                b_start,
+                |blk| {
+                    Ok(self
+                        .b
+                        .build_int_compare(IntPredicate::ULT, blk, b_end, "bc")?)
+                },
+                1,
+                block,
+            )?;
+            Ok(())
+        };
+        if !split {
+            self.emit_loop(
+                f,
+                g0,
+                |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
+                1,
+                |g| group_body(g, None),
+            )?;
+        } else {
+            let chunk = SPLIT_BLOCKS / bpg;
+            self.emit_loop(
+                f,
+                g0,
+                |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
+                chunk,
+                |gc| {
+                    let ge = self.b.build_int_add(gc, self.i64c(chunk), "ge")?;
+                    let lt = self.b.build_int_compare(IntPredicate::ULT, ge, g1, "lt")?;
+                    let ge = self.b.build_select(lt, ge, g1, "ge")?.into_int_value();
+                    let base = self.b.build_int_mul(gc, self.i64c(bpg), "db")?;
+                    swap_accs(0..half_cols, false)?;
+                    self.emit_loop(
+                        f,
+                        gc,
+                        |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, ge, "gc")?),
+                        1,
+                        |g| group_body(g, Some(base)),
+                    )?;
+                    swap_accs(0..half_cols, true)?;
+                    // The second half of the columns over the same blocks.
+                    swap_accs(half_cols..cols as usize, false)?;
+                    let be = self.b.build_int_mul(ge, self.i64c(bpg), "be")?;
+                    let lt =
+                        self.b
+                            .build_int_compare(IntPredicate::ULT, be, self.i64c(kb), "lt")?;
+                    let be = self
+                        .b
+                        .build_select(lt, be, self.i64c(kb), "be")?
+                        .into_int_value();
+                    self.emit_loop(
+                        f,
+                        base,
+                        |blk| Ok(self.b.build_int_compare(IntPredicate::ULT, blk, be, "bc")?),
+                        1,
+                        |blk| {
+                            let xs = load_xs(blk, half_cols..cols as usize)?;
+                            for r in 0..rows as usize {
+                                let ws = self
+                                    .b
+                                    .build_load(self.vf, dslot(r, blk, base)?, "dw")?
+                                    .into_vector_value();
+                                fmas(r, ws, &xs, half_cols..cols as usize)?;
+                            }
+                            Ok(())
+                        },
+                    )?;
+                    swap_accs(half_cols..cols as usize, true)?;
+                    Ok(())
+                },
+            )?;
+        }
 
         let m = spec.m as u64;
+        // Each output's address and value before the activation.
+        let mut outs = Vec::with_capacity((rows * cols) as usize);
         for r in 0..rows as usize {
             let bias = if spec.epilogue.bias {
                 let bo = self.b.build_int_mul(rows_idx[r], self.i64c(4), "bo")?;
@@ -893,7 +1259,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             for c in 0..cols as usize {
                 let acc = self
                     .b
-                    .build_load(self.vf, accs[r * cols as usize + c], "a")?
+                    .build_load(acc_t, accs[r * cols as usize + c], "a")?
                     .into_vector_value();
                 let dot = self.reduce(acc)?;
                 let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
@@ -910,33 +1276,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let is_first =
                     self.b
                         .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
-                let mut v = self
+                let v = self
                     .b
                     .build_select(is_first, started, added, "y")?
                     .into_float_value();
-                if spec.epilogue.activation == Activation::Relu {
-                    // NaN stays NaN, like the interpreter's relu; only the
-                    // last chunk sees the whole sum.
-                    let keep = self.b.build_float_compare(
-                        FloatPredicate::UGT,
-                        v,
-                        self.f32t.const_zero(),
-                        "pos",
-                    )?;
-                    let is_last =
-                        self.b
-                            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
-                    let keep = self
-                        .b
-                        .build_or(keep, self.b.build_not(is_last, "nl")?, "keep")?;
-                    v = self
-                        .b
-                        .build_select(keep, v, self.f32t.const_zero(), "relu")?
-                        .into_float_value();
-                }
-                self.b.build_store(yp, v)?;
+                outs.push((yp, v));
             }
         }
+        self.float_epilogue(f, &outs, last)?;
         self.b.build_return(None)?;
         Ok(f)
     }
@@ -1119,27 +1466,39 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(f)
     }
 
-    /// Scale groups per k pass of the float kernels (at least one group;
-    /// per-channel scales make the whole row one pass).
-    fn groups_per_chunk(&self) -> u64 {
-        (FLOAT_K_CHUNK / self.spec.blocks_per_group() as u64).max(1)
-    }
-
     fn emit_kernel(&self) -> Result<(), CpuError> {
         if self.spec.is_vnni() {
             return self.emit_vnni_kernel();
         }
-        let (wide, wide_rows, t4x1, t1x1) = if self.spec.is_integer() {
+        // Wide tiles as (tile, rows, columns), widest first: each takes
+        // the columns it can of a 4-row block, the 4x1 tile the rest.
+        // The float path first walks blocks of 8 rows with an 8x1
+        // decoding tile (one activation load feeds 8 weight rows). The 8x1
+        // and 4x4 tiles' accumulators take 8 and 16 zmm registers; with
+        // narrower registers (AVX2's 16 ymm, NEON) they would spill, so
+        // there the wide tile is 2x4 and decoding starts at 4x1.
+        let wide512 = self.target.kernel_paths().vector == VectorIsa::Avx512;
+        let (wides, t8x1, t4x1, t1x1) = if self.spec.is_integer() {
             (
-                self.emit_int_tile(4, 4)?,
-                4,
+                vec![(self.emit_int_tile(4, 4)?, 4u64, 4u64)],
+                None,
                 self.emit_int_tile(4, 1)?,
                 self.emit_int_tile(1, 1)?,
             )
         } else {
             (
-                self.emit_tile(2, 4)?,
-                2,
+                if wide512 && self.split_cols(8) {
+                    vec![(self.emit_tile(4, 8)?, 4, 8), (self.emit_tile(4, 4)?, 4, 4)]
+                } else if wide512 {
+                    vec![(self.emit_tile(4, 4)?, 4, 4)]
+                } else {
+                    vec![(self.emit_tile(2, 4)?, 2, 4)]
+                },
+                if wide512 {
+                    Some(self.emit_tile(8, 1)?)
+                } else {
+                    None
+                },
                 self.emit_tile(4, 1)?,
                 self.emit_tile(1, 1)?,
             )
@@ -1159,10 +1518,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let n = params[6].into_int_value();
         let row_begin = params[7].into_int_value();
         let row_end = params[8].into_int_value();
-        // The nest over rows and columns runs once per k chunk (so a tile's
-        // activation and weight slices stay in L1), with the chunk's first
-        // group (float path) or block (W1A1), and whether it is the first
-        // and the last chunk.
+        // The nest over rows and columns runs once per k chunk (W1A1 with
+        // n >= 4: so a tile's activation and weight slices stay in L1; the
+        // float path has one chunk), with the chunk's first group (float
+        // path) or block (W1A1), and whether it is the first and the last
+        // chunk.
         type Chunk<'c> = (IntValue<'c>, IntValue<'c>, IntValue<'c>);
         let nest = |chunk: Chunk<'ctx>| {
             let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
@@ -1184,21 +1544,21 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         .build_int_compare(IntPredicate::SLE, e, bound, "fits")?,
                 )
             };
-            // Columns of one row block: 4 at a time, then one at a time.
-            // Columns of one block of `narrow_rows` rows: 4 at a time with the
-            // `wide` tile (if any, covering the rows in tiles of `wide_rows`),
-            // then one at a time.
+            // Columns of one block of `narrow_rows` rows: as many as fit
+            // with each `wide` tile in turn (covering the rows in tiles of
+            // its height), then one at a time.
+            type Wide<'c> = (FunctionValue<'c>, u64, u64);
             let columns = |r: IntValue<'ctx>,
-                           wide: Option<(FunctionValue<'ctx>, u64)>,
+                           wides: &[Wide<'ctx>],
                            narrow: FunctionValue<'ctx>,
                            narrow_rows: u64| {
-                let c = match wide {
-                    None => self.i64c(0),
-                    Some((wide, wide_rows)) => self.emit_loop(
+                let mut c = self.i64c(0);
+                for &(wide, wide_rows, wide_cols) in wides {
+                    c = self.emit_loop(
                         f,
-                        self.i64c(0),
-                        |c| fits(c, 4, n),
-                        4,
+                        c,
+                        |c| fits(c, wide_cols, n),
+                        wide_cols,
                         |c| {
                             let mut rr = r;
                             for _ in 0..(narrow_rows / wide_rows) {
@@ -1207,8 +1567,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             }
                             Ok(())
                         },
-                    )?,
-                };
+                    )?;
+                }
                 self.emit_loop(
                     f,
                     c,
@@ -1218,12 +1578,22 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 )?;
                 Ok::<(), CpuError>(())
             };
+            let r = match t8x1 {
+                None => row_begin,
+                Some(t8x1) => self.emit_loop(
+                    f,
+                    row_begin,
+                    |r| fits(r, 8, row_end),
+                    8,
+                    |r| columns(r, &wides, t8x1, 8),
+                )?,
+            };
             let r = self.emit_loop(
                 f,
-                row_begin,
+                r,
                 |r| fits(r, 4, row_end),
                 4,
-                |r| columns(r, Some((wide, wide_rows)), t4x1, 4),
+                |r| columns(r, &wides, t4x1, 4),
             )?;
             self.emit_loop(
                 f,
@@ -1235,14 +1605,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 },
                 1,
                 // At most 3 tail rows: one column at a time is fast enough.
-                |r| columns(r, None, t1x1, 1),
+                |r| columns(r, &[], t1x1, 1),
             )?;
             Ok::<(), CpuError>(())
         };
+        // The float tiles take all of k in one pass: each weight row stays
+        // one sequential stream (measured faster than 1024- or 4096-element
+        // passes at n = 8, where the 4x4 tile reads the activations from L2).
         let (units, chunk) = if self.spec.is_integer() {
             ((self.spec.row_bytes() / INT_BLOCK) as u64, INT_K_CHUNK)
         } else {
-            (self.spec.k_steps() as u64, self.groups_per_chunk())
+            let steps = self.spec.k_steps() as u64;
+            (steps, steps)
         };
         // Decoding (n < 4) reuses no activations across weight rows: one
         // pass keeps each weight row a single sequential stream.

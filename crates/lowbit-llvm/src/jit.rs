@@ -5,8 +5,9 @@
 //!
 //! [`GemmKernel::run`] checks every buffer size against the spec before the
 //! machine code sees a pointer, and splits the output rows over threads
-//! (scoped, one per requested thread, the caller's thread included), which
-//! take 4-row-aligned chunks from a shared counter.
+//! (the persistent workers of `pool.rs`, one per requested thread, the
+//! caller's thread included), which take 8-row-aligned chunks from a
+//! shared counter.
 //!
 //! Limits: neither cache evicts (kernels are small).
 
@@ -62,6 +63,10 @@ pub enum Activations<'a> {
     I8(&'a [i8]),
     /// `b1` codes, one per element: 0 is -1, 1 is +1 (W1A1 kernels).
     B1(&'a [u8]),
+    /// Integer codes of `elem` (1 to 8 bits, or `b1` for W1A1), one per
+    /// byte, the code in the low bits (two's complement for signed types;
+    /// higher bits are ignored, as the IR masks codes): bit-serial kernels.
+    Codes(lowbit_numerics::ElemType, &'a [u8]),
 }
 
 impl Activations<'_> {
@@ -73,6 +78,7 @@ impl Activations<'_> {
             Activations::U8(x) => x.len(),
             Activations::I8(x) => x.len(),
             Activations::B1(x) => x.len(),
+            Activations::Codes(_, x) => x.len(),
         }
     }
 
@@ -84,6 +90,7 @@ impl Activations<'_> {
             Activations::U8(_) => lowbit_numerics::ElemType::U8,
             Activations::I8(_) => lowbit_numerics::ElemType::I8,
             Activations::B1(_) => lowbit_numerics::ElemType::Bipolar,
+            Activations::Codes(e, _) => *e,
         }
     }
 
@@ -101,6 +108,26 @@ impl Activations<'_> {
                     -1.0
                 }
             }
+            Activations::Codes(e, x) => e.decode_int(u64::from(x[i])).map_or(0.0, |v| v as f32),
+        }
+    }
+
+    /// Bit-serial path: elements `start..start + out.len()` as code bytes
+    /// (the planes are their low bits).
+    fn codes_into(&self, start: usize, out: &mut [u8]) {
+        let r = start..start + out.len();
+        match self {
+            Activations::U8(x) | Activations::B1(x) | Activations::Codes(_, x) => {
+                out.copy_from_slice(&x[r])
+            }
+            Activations::I8(x) => {
+                for (o, &v) in out.iter_mut().zip(&x[r]) {
+                    *o = v as u8;
+                }
+            }
+            // Float activations never reach the integer paths (the element
+            // type is checked against the spec first).
+            Activations::F32(_) | Activations::F16(_) | Activations::BF16(_) => out.fill(0),
         }
     }
 }
@@ -439,12 +466,30 @@ impl GemmKernel {
 
     /// Computes the exact `i32` product `y[n, m] = x[n, k] · Wᵀ` of a W8A8
     /// spec ([`GemmSpec::int8`]), wrapping on overflow like the
-    /// interpreter's `matmul` to `i32`, or of a W1A1 spec
-    /// ([`GemmSpec::binary`]).
+    /// interpreter's `matmul` to `i32`, of a W1A1 spec
+    /// ([`GemmSpec::binary`]), or of a bit-serial spec without zero points
+    /// ([`GemmSpec::bit_serial`]; activations as `Codes`, or `U8`/`I8`).
     pub fn run_int(
         &self,
         x: Activations,
         weights: &PackedWeights,
+        y: &mut [i32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        self.run_int_bias(x, weights, None, y, n, threads)
+    }
+
+    /// [`GemmKernel::run_int`] with the W8A8/W4A8 epilogue: `act(acc +
+    /// bias[m])`, the `i32` bias added with wrapping and the ReLU (if the
+    /// spec has one) as `max(v, 0)` — the interpreter's `relu(add(
+    /// matmul_int(x, w), bias))` on `i32`. `bias` must be given exactly
+    /// when `spec.epilogue.bias`.
+    pub fn run_int_bias(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        bias: Option<&[i32]>,
         y: &mut [i32],
         n: usize,
         threads: usize,
@@ -457,11 +502,63 @@ impl GemmKernel {
         self.run_integer(
             x,
             weights,
+            bias,
             (y.as_mut_ptr() as usize, y.len()),
             0,
             n,
             threads,
         )
+    }
+
+    /// Computes `y[n, m] = Σ_k (x[n, k] - za) · (W[m, k] - zw)` exactly,
+    /// wrapping to `i32`, for a bit-serial spec with zero points
+    /// (`weight.zero_point`); `zero_points` is `(za, zw)`, the IR's
+    /// `matmul_int x, w, za, zw` operands as values.
+    pub fn run_int_zero_points(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        zero_points: (i32, i32),
+        y: &mut [i32],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        if !self.spec.is_bit_serial() || !self.spec.weight.zero_point {
+            return Err(CpuError::SpecMismatch(format!(
+                "zero points are taken by bit-serial kernels with zero points, not {}",
+                self.spec
+            )));
+        }
+        self.check_call(&x, weights, y.len(), n)?;
+        self.run_bit_serial(x, weights, y.as_mut_ptr() as usize, zero_points, n, threads)
+    }
+
+    /// The bit-serial path after the checks: packs the activations into
+    /// bit-planes with their column sums, then runs the kernel.
+    fn run_bit_serial(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        y: usize,
+        (za, zw): (i32, i32),
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        let (planes, sums) = bit_plane_activations(&self.spec, &x, n, threads)?;
+        let zps = [za, zw];
+        self.launch(
+            [
+                planes.as_ptr() as usize,
+                weights.codes().as_ptr() as usize,
+                sums.as_ptr() as usize,
+                weights.row_sums().as_ptr() as usize,
+                zps.as_ptr() as usize,
+                y,
+            ],
+            n,
+            threads,
+        );
+        Ok(())
     }
 
     /// Computes `y[n, m] = clamp(round_half_even(acc * M[m] / 2^shift[m]) +
@@ -470,12 +567,30 @@ impl GemmKernel {
     /// `epilogue.requantize`. The arithmetic is exact in 64-bit integers.
     /// It equals the interpreter's `requantize` with input scale
     /// `M * 2^-shift`, output scale 1 and nearest-even rounding whenever
-    /// `|acc * M| < 2^53` (beyond that the interpreter's f64 product
-    /// rounds).
+    /// the interpreter's quotient `acc * M * 2^-shift` is exact in its
+    /// quotient format: `|acc * M| < 2^53` with `f64` scales, `< 2^24`
+    /// with `f32` ones (beyond that the quotient rounds first).
     pub fn run_requant(
         &self,
         x: Activations,
         weights: &PackedWeights,
+        rq: &Requant,
+        y: &mut [i8],
+        n: usize,
+        threads: usize,
+    ) -> Result<(), CpuError> {
+        self.run_requant_bias(x, weights, None, rq, y, n, threads)
+    }
+
+    /// [`GemmKernel::run_requant`] of `act(acc + bias[m])` (see
+    /// [`GemmKernel::run_int_bias`]): the interpreter's
+    /// `requant_dyadic(relu(add(matmul_int(x, w), bias)))`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_requant_bias(
+        &self,
+        x: Activations,
+        weights: &PackedWeights,
+        bias: Option<&[i32]>,
         rq: &Requant,
         y: &mut [i8],
         n: usize,
@@ -507,6 +622,7 @@ impl GemmKernel {
         self.run_integer(
             x,
             weights,
+            bias,
             (y.as_mut_ptr() as usize, y.len()),
             params.as_ptr() as usize,
             n,
@@ -515,11 +631,13 @@ impl GemmKernel {
     }
 
     /// The integer paths' shared body: `y` is `(address, elements)`,
-    /// `params` the requantize triples (or 0).
+    /// `params` the three requantize arrays (or 0).
+    #[allow(clippy::too_many_arguments)]
     fn run_integer(
         &self,
         x: Activations,
         weights: &PackedWeights,
+        bias: Option<&[i32]>,
         y: (usize, usize),
         params: usize,
         n: usize,
@@ -532,10 +650,29 @@ impl GemmKernel {
             ));
         }
         self.check_call(&x, weights, y.1, n)?;
+        match (spec.epilogue.bias, bias) {
+            (true, Some(b)) => size("bias", Some(spec.m), b.len())?,
+            (false, None) => {}
+            (true, None) => return Err(CpuError::SpecMismatch("the kernel needs a bias".into())),
+            (false, Some(_)) => {
+                return Err(CpuError::SpecMismatch(
+                    "bias given but the kernel has no bias epilogue".into(),
+                ))
+            }
+        }
+        let bias_p = bias.map_or(0, |b| b.as_ptr() as usize);
         if n == 0 {
             return Ok(());
         }
-        if let Activations::B1(v) = x {
+        if spec.is_bit_serial() {
+            if spec.weight.zero_point {
+                return Err(CpuError::SpecMismatch(
+                    "this bit-serial kernel subtracts zero points: use run_int_zero_points".into(),
+                ));
+            }
+            return self.run_bit_serial(x, weights, y.0, (0, 0), n, threads);
+        }
+        if let Activations::B1(v) | Activations::Codes(lowbit_numerics::ElemType::Bipolar, v) = x {
             // Pack each row's codes into LSB-first bits, padded with 0.
             let row = spec.row_bytes();
             let mut p = vec![0u8; n * row];
@@ -589,7 +726,7 @@ impl GemmKernel {
                 weights.codes().as_ptr() as usize,
                 params,
                 weights.row_offsets().as_ptr() as usize,
-                0,
+                bias_p,
                 y.0,
             ],
             n,
@@ -607,10 +744,10 @@ impl GemmKernel {
         } else {
             threads
         };
-        // Rows are handed out in chunks (whole 4-row tiles) from a shared
+        // Rows are handed out in chunks (whole 8-row tiles) from a shared
         // counter, about 8 per thread: on a shared machine a descheduled
         // thread then delays only its current chunk, not half the matrix.
-        let chunk = (spec.m.div_ceil(threads * 8).div_ceil(4) * 4).max(4);
+        let chunk = (spec.m.div_ceil(threads * 8).div_ceil(8) * 8).max(8);
         let func = self.func;
         let call = move |r0: usize, r1: usize| {
             // SAFETY: the caller checked every buffer against the spec (x
@@ -644,13 +781,61 @@ impl GemmKernel {
             }
             call(c * chunk, ((c + 1) * chunk).min(spec.m));
         };
-        std::thread::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(work);
-            }
-            work();
-        });
+        crate::pool::run_on(threads, &work);
     }
+}
+
+/// The activation operand of a bit-serial kernel call: `x` (`n` rows of
+/// `spec.k` codes, already checked against the spec) packed into bit-planes
+/// like the weights (`[n, k_pad / 512, planes, 64 bytes]`), and each row's
+/// value sum (wrapping `i32`) for the `b1` and zero-point corrections;
+/// rows are split over `threads` threads (0: all cores). Public so that
+/// benchmarks can time this per-call step on its own.
+pub fn bit_plane_activations(
+    spec: &GemmSpec,
+    x: &Activations,
+    n: usize,
+    threads: usize,
+) -> Result<(Vec<u8>, Vec<i32>), CpuError> {
+    if !spec.is_bit_serial() || x.elem() != spec.act {
+        return Err(CpuError::SpecMismatch(format!(
+            "{} activations are not the bit-serial operand of {spec}",
+            x.elem()
+        )));
+    }
+    size("x", n.checked_mul(spec.k), x.len())?;
+    let (k, bits) = (spec.k, spec.act_planes());
+    let row = spec.k_pad() / 8 * bits;
+    let mut planes = vec![0u8; n * row];
+    let mut sums = vec![0i32; n];
+    let threads = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |t| t.get())
+    } else {
+        threads
+    };
+    let per = n.div_ceil(threads.max(1)).max(1);
+    let pack = |c0: usize, dsts: &mut [u8], sums: &mut [i32]| {
+        let mut codes = vec![0u8; k];
+        for (i, (dst, sum)) in dsts.chunks_mut(row).zip(sums).enumerate() {
+            x.codes_into((c0 + i) * k, &mut codes);
+            crate::pack::pack_planes(&codes, bits, dst);
+            *sum = crate::pack::plane_row_sum(dst, spec.act);
+        }
+    };
+    // The caller's thread packs the first group (the only one when
+    // decoding: no thread is spawned), spawned threads the others.
+    std::thread::scope(|s| {
+        let mut groups = planes.chunks_mut(per * row).zip(sums.chunks_mut(per));
+        let first = groups.next();
+        for (g, (dsts, sums)) in groups.enumerate() {
+            let pack = &pack;
+            s.spawn(move || pack((g + 1) * per, dsts, sums));
+        }
+        if let Some((dsts, sums)) = first {
+            pack(0, dsts, sums);
+        }
+    });
+    Ok((planes, sums))
 }
 
 /// A buffer-size check: `expected` is `None` when the size overflows.

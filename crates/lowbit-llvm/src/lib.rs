@@ -6,8 +6,9 @@
 //!   `f4E2M1FN`; per-channel or 32-multiple groups; f32/f16/bf16 scales;
 //!   optional zero points) and f32/f16/bf16 activations, dequantized in
 //!   registers; or the exact integer paths: W8A8 ([`GemmSpec::int8`],
-//!   `vpdpbusd`, optional dyadic requantization to `i8`) and W1A1
-//!   ([`GemmSpec::binary`], xor + popcount). Specs the kernels cannot run
+//!   `vpdpbusd`, optional dyadic requantization to `i8`), W1A1
+//!   ([`GemmSpec::binary`], xor + popcount) and bit-serial WxAy
+//!   ([`GemmSpec::bit_serial`], and + popcount over bit-planes). Specs the kernels cannot run
 //!   give [`CpuError::Unsupported`].
 //! * [`PackedWeights`] — weights pre-packed into the layout the kernel reads
 //!   ([`GemmSpec::packed_layout`], a lowbit-ir `Layout`).
@@ -15,6 +16,8 @@
 //!   and on-disk caches ([`disk_cache`]); buffer sizes are checked before
 //!   any machine code runs.
 //! * [`aot::emit`] — LLVM IR, assembly or object output for a target.
+//! * [`bench`] — benchmark inputs: arbitrary weights rotated over more
+//!   memory than the last-level cache (`lowbit bench`, `benches/gemm.rs`).
 //! * [`probe`] — small JIT-compiled probes of the machine's memory read
 //!   bandwidth and FMA peak, for roofline figures.
 //!
@@ -23,12 +26,14 @@
 #![deny(missing_docs)]
 
 pub mod aot;
+pub mod bench;
 pub mod codegen;
 pub mod disk_cache;
 pub mod error;
 pub mod jit;
 mod objjit;
 pub mod pack;
+mod pool;
 pub mod probe;
 pub mod spec;
 pub mod target;
@@ -36,5 +41,7 @@ pub mod target;
 pub use error::CpuError;
 pub use jit::{compile, compiler_version, Activations, GemmKernel, KernelOrigin, Requant};
 pub use pack::PackedWeights;
-pub use spec::{Activation, Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec};
+pub use spec::{
+    Activation, Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec, PLANE_BLOCK,
+};
 pub use target::{CpuTarget, KernelPaths};

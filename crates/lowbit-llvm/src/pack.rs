@@ -13,9 +13,14 @@
 //! `-(o + zx) * sum(w)`, with `o = 128` when `i8` activations are offset
 //! to `u8` (else 0) and `zx` an activation zero point (`matmul_int`'s,
 //! see [`PackedWeights::pack_int_centered`]); wrapping, like the sums.
+//!
+//! Bit-serial specs store each 512-element block of a row as its bit-planes
+//! (64 bytes each, LSB-first); `pack_planes` writes that layout fast (8
+//! elements per 8x8 bit transpose) for weights at pack time and for activations at
+//! each call, and equals `Tensor::to_bytes` with the spec's layout.
 
 use crate::error::CpuError;
-use crate::spec::GemmSpec;
+use crate::spec::{GemmSpec, PLANE_BLOCK};
 use lowbit_ir::{Tensor, TensorType};
 
 /// Weights packed for one kernel spec. The byte buffers' sizes are checked
@@ -26,8 +31,9 @@ pub struct PackedWeights {
     codes: Vec<u8>,
     scales: Vec<u8>,
     zero_points: Vec<u8>,
-    /// Integer path: the sum of each row's weights; `m_pad` entries (0 for
-    /// padding rows).
+    /// Integer path: the sum of each row's weights (wrapping): W8A8/W4A8
+    /// for the row offsets, `m_pad` entries (0 for padding rows);
+    /// bit-serial for the zero-point correction.
     row_sums: Vec<i32>,
     /// Integer path: what the kernel adds to each row's outputs (see the
     /// module docs); `m_pad` entries, so the kernel reads whole panels.
@@ -138,6 +144,20 @@ impl PackedWeights {
         }
         let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
         want("weights", weights, spec.weight.dtype, &[m as u64, k as u64])?;
+        if spec.is_bit_serial() {
+            let bits = spec.weight_planes();
+            let row = spec.row_bytes();
+            let mut codes = vec![0u8; m * row];
+            let mut bytes = vec![0u8; k];
+            for (dst, src) in codes.chunks_mut(row).zip(weights.codes.chunks(k)) {
+                for (b, &c) in bytes.iter_mut().zip(src) {
+                    *b = c as u8;
+                }
+                pack_planes(&bytes, bits, dst);
+            }
+            debug_assert_eq!(k_pad % PLANE_BLOCK, 0);
+            return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
+        }
         if spec.is_binary() {
             // Dense LSB-first bits, rows padded with code 0 (the padding of
             // x is 0 too, so it never counts as a disagreement).
@@ -203,6 +223,11 @@ impl PackedWeights {
         }
         let row_sums = if spec.is_vnni() {
             panel_row_sums(spec, &codes)
+        } else if spec.is_bit_serial() {
+            codes
+                .chunks(spec.row_bytes())
+                .map(|row| plane_row_sum(row, spec.weight.dtype))
+                .collect()
         } else {
             Vec::new()
         };
@@ -211,7 +236,11 @@ impl PackedWeights {
             codes,
             scales,
             zero_points,
-            row_offsets: row_offsets(spec, &row_sums, 0),
+            row_offsets: if spec.is_vnni() {
+                row_offsets(spec, &row_sums, 0)
+            } else {
+                Vec::new()
+            },
             row_sums,
         })
     }
@@ -253,7 +282,10 @@ impl PackedWeights {
 
     /// Total bytes (what a kernel call streams from memory).
     pub fn byte_len(&self) -> usize {
-        self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * self.row_offsets.len()
+        // The integer kernels read one i32 per row: the offset (W8A8/W4A8)
+        // or the weight sum (bit-serial).
+        let per_row = self.row_offsets.len().max(self.row_sums.len());
+        self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * per_row
     }
 }
 
@@ -300,4 +332,98 @@ fn row_offsets(spec: &GemmSpec, sums: &[i32], act_zero_point: i64) -> Vec<i32> {
     sums.iter()
         .map(|&s| s.wrapping_mul(f).wrapping_neg())
         .collect()
+}
+
+/// Packs one row of codes (the low `bits` bits of each byte; `row.len()`
+/// elements) into `dst` (8 elements per 8x8 bit transpose): per 512-element block, `bits` planes of 64 bytes,
+/// element `e` of the block at bit `e % 8` of byte `e / 8` of each plane.
+/// `dst` covers whole blocks; elements past the row are code 0.
+pub(crate) fn pack_planes(row: &[u8], bits: usize, dst: &mut [u8]) {
+    let block_bytes = PLANE_BLOCK / 8 * bits;
+    dst.fill(0);
+    for (b, out) in dst.chunks_mut(block_bytes).enumerate() {
+        let start = (b * PLANE_BLOCK).min(row.len());
+        let src = &row[start..(start + PLANE_BLOCK).min(row.len())];
+        for (byte, eight) in src.chunks(8).enumerate() {
+            let mut w = [0u8; 8];
+            w[..eight.len()].copy_from_slice(eight);
+            // Byte i holds element i; transposing the 8x8 bit matrix puts
+            // bit p of every element into byte p (three swap steps).
+            let mut v = u64::from_le_bytes(w);
+            let t = (v ^ (v >> 7)) & 0x00aa_00aa_00aa_00aa;
+            v ^= t ^ (t << 7);
+            let t = (v ^ (v >> 14)) & 0x0000_cccc_0000_cccc;
+            v ^= t ^ (t << 14);
+            let t = (v ^ (v >> 28)) & 0x0000_0000_f0f0_f0f0;
+            v ^= t ^ (t << 28);
+            for plane in 0..bits {
+                out[plane * (PLANE_BLOCK / 8) + byte] = (v >> (8 * plane)) as u8;
+            }
+        }
+    }
+}
+
+/// The sum (wrapping `i32`) of the values of a row packed by
+/// [`pack_planes`]: each plane's popcount times its weight (`-2^(bits-1)`
+/// for the sign plane of a signed type). A `b1` row counts its 1 codes
+/// (its ±1 sum would need the unpadded length; the kernels never use it:
+/// `b1` weights take no zero points).
+pub(crate) fn plane_row_sum(row: &[u8], elem: lowbit_numerics::ElemType) -> i32 {
+    let bits = elem.bits() as usize;
+    let signed = matches!(elem, lowbit_numerics::ElemType::Int { signed: true, .. });
+    let plane_bytes = PLANE_BLOCK / 8;
+    let mut sum = 0i32;
+    for block in row.chunks(plane_bytes * bits) {
+        for (p, plane) in block.chunks(plane_bytes).enumerate() {
+            let ones = plane.iter().map(|b| b.count_ones() as i32).sum::<i32>();
+            let w = if signed && p + 1 == bits {
+                (-1i32).wrapping_shl(p as u32)
+            } else {
+                1i32 << p
+            };
+            sum = sum.wrapping_add(ones.wrapping_mul(w));
+        }
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lowbit_ir::{Layout, Tensor};
+    use lowbit_numerics::ElemType;
+
+    /// The fast plane packer writes exactly the IR layout
+    /// `tile = 1x512, bitplanes` of the padded row, and the plane sums are
+    /// the value sums.
+    #[test]
+    fn pack_planes_is_the_ir_bitplane_layout() {
+        let mut s = 0x1234_5678_9abc_def1u64;
+        for (elem, k) in [("i3", 700usize), ("u8", 1030), ("i2", 512), ("u1", 5)] {
+            let elem: ElemType = elem.parse().unwrap();
+            let bits = elem.bits() as usize;
+            let k_pad = k.div_ceil(PLANE_BLOCK) * PLANE_BLOCK;
+            let codes: Vec<u8> = (0..k)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    (s & elem.code_mask()) as u8
+                })
+                .collect();
+            let mut dst = vec![0u8; k_pad / 8 * bits];
+            pack_planes(&codes, bits, &mut dst);
+            let mut padded: Vec<u64> = codes.iter().map(|&c| u64::from(c)).collect();
+            padded.resize(k_pad, 0);
+            let layout = Layout {
+                tile: vec![1, PLANE_BLOCK as u64],
+                bit_planes: true,
+                ..Layout::default()
+            };
+            let t = Tensor::new(elem, vec![1, k_pad as u64], padded).unwrap();
+            assert_eq!(dst, t.to_bytes(&layout), "{elem} k={k}");
+            let want: i64 = t.to_i128().unwrap().iter().map(|&v| v as i64).sum();
+            assert_eq!(i64::from(plane_row_sum(&dst, elem)), want, "{elem} k={k}");
+        }
+    }
 }

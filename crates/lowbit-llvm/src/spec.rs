@@ -25,10 +25,11 @@
 //! Limits: activations `f32`, `f16` or `bf16` (converted to `f32` once per
 //! call); scales `f32`, `f16`, `bf16`, `f8E8M0FNU` or `f8E4M3FN`; groups 16
 //! or a multiple of 32; epilogue
-//! bias and ReLU. The integer paths — W8A8/W4A8 (`u8`/`i8` activations,
-//! `i8`, `i4` or `u4` weights) and W1A1 (`b1` both, rows padded to 512
-//! bits) — produce exact `i32` sums (W8A8/W4A8 optionally requantized to
-//! `i8`) and take no scales, zero points, bias or activation.
+//! bias and ReLU, GELU (erf and tanh forms) or SiLU. The integer paths —
+//! W8A8/W4A8 (`u8`/`i8` activations, `i8`, `i4` or `u4` weights) and W1A1
+//! (`b1` both, rows padded to 512 bits) — produce exact `i32` sums and take
+//! no scales or weight zero points; W8A8/W4A8 take an `i32` bias, ReLU and
+//! a dyadic requantization to `i8` (in that order), W1A1 no epilogue.
 //!
 //! W8A8/W4A8 weights are packed for `vpdpbusd` (see `codegen/vnni.rs`):
 //! the logical `[m, k]` weight is padded to `[m_pad, k_pad]` (`m` to a
@@ -40,14 +41,27 @@
 //! nibble and `j + 4` in its high nibble, so a mask (or sign-extending
 //! shift) of the low nibbles gives the first k-group and a shift of the
 //! high nibbles the second, both as the signed bytes `vpdpbusd` takes.
+//!
+//! The bit-serial path ([`GemmSpec::bit_serial`], `schedule = BitSerial`,
+//! the IR's `matmul_int {schedule = bit_serial}`): `x`-bit integer (or `b1`)
+//! weights times `y`-bit integer activations, `x, y` in 1..=8, signed or
+//! unsigned, as `Σ_ij ±2^(i+j) popcount(A_j and W_i)` over bit-planes. The
+//! weights are stored `tile = 1x512, bitplanes` (each 512-element block of
+//! a row as `x` planes of 64 bytes), rows padded with code 0 to 512
+//! elements; activations are packed the same way at each call. Optional
+//! per-tensor zero points of both operands (the IR's `matmul_int a, b, za,
+//! zb`) are given at run time. Results are exact, wrapping to `i32`.
 
 use crate::error::CpuError;
-use lowbit_ir::{Granularity, Layout, TensorType};
+use lowbit_ir::{Granularity, IntSchedule, Layout, TensorType};
 use lowbit_numerics::{ElemType, FloatFormat};
 use std::fmt;
 
 /// Elements per packed block: the unit the kernels unpack at once.
 pub const BLOCK: usize = 32;
+
+/// Elements per block of the bit-serial kernels: one 512-bit plane word.
+pub const PLANE_BLOCK: usize = 512;
 
 /// Elements of `k` per block of the integer (W8A8/W4A8) kernels: `k` is
 /// padded to whole blocks (one 64-byte activation vector).
@@ -96,16 +110,40 @@ pub enum Activation {
     None,
     /// `max(x, 0)` (NaN stays NaN, as in the interpreter).
     Relu,
+    /// `0.5 x (1 + erf(x / √2))` (float paths; see `codegen` for the bound).
+    Gelu,
+    /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))` (float paths).
+    GeluTanh,
+    /// `x / (1 + exp(-x))` (float paths).
+    Silu,
+}
+
+impl Activation {
+    /// The name used in kernel descriptions (`relu`, `gelu`, `gelu_tanh`,
+    /// `silu`; empty for none).
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::None => "",
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
+            Activation::Silu => "silu",
+        }
+    }
 }
 
 /// What happens to each output after the dot product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Epilogue {
-    /// Add `bias[m]` (f32).
+    /// Add `bias[m]`: `f32` on the float paths; `i32` on W8A8/W4A8, added
+    /// to the exact sum with wrapping (the IR's `add` to `i32` before
+    /// `requant_dyadic`).
     pub bias: bool,
-    /// Then apply this activation.
+    /// Then apply this activation (W8A8/W4A8: ReLU only, `max(acc, 0)` on
+    /// `i32`).
     pub activation: Activation,
-    /// W8A8/W4A8 only: requantize each `i32` sum to `i8` with a dyadic scale,
+    /// W8A8/W4A8 only: requantize each `i32` value (after bias and ReLU)
+    /// to `i8` with a dyadic scale,
     /// `clamp(round_half_even(acc * M[m] / 2^shift[m]) + zp, -128, 127)`
     /// (integer multiply and shift; see `GemmKernel::run_requant`).
     pub requantize: bool,
@@ -162,6 +200,11 @@ pub struct GemmSpec {
     pub act: ElemType,
     /// Bias and activation.
     pub epilogue: Epilogue,
+    /// Integer paths: multiply whole integers (`Direct`, W8A8/W4A8) or sum
+    /// AND-popcounts of bit-planes (`BitSerial`); float specs must leave it
+    /// `Direct`. `b1 x b1` (W1A1) is bit-serial by construction under
+    /// either.
+    pub schedule: IntSchedule,
 }
 
 /// How a packed 32-element weight block is stored.
@@ -226,9 +269,23 @@ impl fmt::Display for GemmSpec {
                 self.k,
                 self.weight.dtype,
                 self.act,
-                if self.is_binary() { ", popcount" } else { "" }
+                if self.is_binary() {
+                    ", popcount"
+                } else if self.is_bit_serial() && self.weight.zero_point {
+                    ", bit-serial, zero points"
+                } else if self.is_bit_serial() {
+                    ", bit-serial"
+                } else {
+                    ""
+                }
             )
             .and_then(|()| {
+                if self.epilogue.bias {
+                    f.write_str(" +bias(i32)")?;
+                }
+                if self.epilogue.activation != Activation::None {
+                    write!(f, " {}", self.epilogue.activation.name())?;
+                }
                 if self.epilogue.requantize {
                     f.write_str(" -> i8 (dyadic requantize)")
                 } else {
@@ -260,8 +317,8 @@ impl fmt::Display for GemmSpec {
         if self.epilogue.bias {
             f.write_str(" +bias")?;
         }
-        if self.epilogue.activation == Activation::Relu {
-            f.write_str(" relu")?;
+        if self.epilogue.activation != Activation::None {
+            write!(f, " {}", self.epilogue.activation.name())?;
         }
         Ok(())
     }
@@ -285,6 +342,7 @@ impl GemmSpec {
             },
             act: ElemType::F32,
             epilogue: Epilogue::default(),
+            schedule: IntSchedule::Direct,
         }
     }
 
@@ -319,6 +377,7 @@ impl GemmSpec {
             },
             act,
             epilogue: Epilogue::default(),
+            schedule: IntSchedule::Direct,
         }
     }
 
@@ -341,9 +400,9 @@ impl GemmSpec {
     }
 
     /// Whether this is the `vpdpbusd` path (W8A8/W4A8): integer
-    /// activations that are not `b1`.
+    /// activations that are not `b1`, on the direct schedule.
     pub fn is_vnni(&self) -> bool {
-        self.is_integer() && !self.is_binary()
+        self.is_integer() && !self.is_binary() && self.schedule == IntSchedule::Direct
     }
 
     /// Rows of the packed weight: `m`, rounded up to whole panels of
@@ -356,9 +415,40 @@ impl GemmSpec {
         }
     }
 
+    /// A bit-serial spec: `weight` (`i1`..`i8`, `u1`..`u8` or `b1`) times
+    /// `act` (`i1`..`i8`, `u1`..`u8`), the exact `i32` product
+    /// `Y[n, m] = sum_k (X[n, k] - za) * (W[m, k] - zw)` (wrapping), without
+    /// zero points unless `weight.zero_point` is set (then both `za` and
+    /// `zw` are given at each call; not for `b1` weights).
+    pub fn bit_serial(m: usize, k: usize, n: Dim, weight: ElemType, act: ElemType) -> GemmSpec {
+        let mut s = GemmSpec::int8(m, k, n, act);
+        s.weight.dtype = weight;
+        s.schedule = IntSchedule::BitSerial;
+        s
+    }
+
+    /// Whether this is the general bit-serial path (WxAy over bit-planes,
+    /// see [`GemmSpec::bit_serial`]); W1A1 ([`GemmSpec::is_binary`]) has
+    /// its own xor kernel.
+    pub fn is_bit_serial(&self) -> bool {
+        self.is_integer() && !self.is_binary() && self.schedule == IntSchedule::BitSerial
+    }
+
+    /// Bit-planes of the weight (bit-serial path).
+    pub(crate) fn weight_planes(&self) -> usize {
+        self.weight.dtype.bits() as usize
+    }
+
+    /// Bit-planes of the activation (bit-serial path).
+    pub(crate) fn act_planes(&self) -> usize {
+        self.act.bits() as usize
+    }
+
     /// Elements per packed block on this spec's path.
     pub(crate) fn block(&self) -> usize {
-        if self.is_binary() {
+        if self.is_bit_serial() {
+            PLANE_BLOCK
+        } else if self.is_binary() {
             8 * INT_BLOCK
         } else if self.is_integer() {
             INT_BLOCK
@@ -454,6 +544,13 @@ impl GemmSpec {
         if self.is_binary() {
             return Layout::default();
         }
+        if self.is_bit_serial() {
+            return Layout {
+                tile: vec![1, PLANE_BLOCK as u64],
+                bit_planes: true,
+                ..Layout::default()
+            };
+        }
         if self.is_vnni() {
             // One 64-byte vector per tile: 16 rows x 4 bytes (see the
             // module docs).
@@ -496,6 +593,9 @@ impl GemmSpec {
 
     /// Bytes of packed weight codes per row.
     pub(crate) fn row_bytes(&self) -> usize {
+        if self.is_bit_serial() {
+            return self.k_pad() / 8 * self.weight_planes();
+        }
         if self.is_binary() {
             return self.k_pad() / 8;
         }
@@ -516,7 +616,8 @@ impl GemmSpec {
             return self.m * self.row_bytes();
         }
         if self.is_integer() {
-            // Codes and one i32 weight sum per (padded) row.
+            // Codes and one i32 weight sum per (padded) row (bit-serial:
+            // for the zero-point correction).
             return self.m_pad() * (self.row_bytes() + 4);
         }
         let scales = self.m * self.groups_per_row();
@@ -539,8 +640,44 @@ impl GemmSpec {
         }
     }
 
+    fn check_bit_serial(&self, target: &str) -> Result<(), CpuError> {
+        let u = |r: String| Err(self.unsupported(target, r));
+        let narrow_int =
+            |t: ElemType| matches!(t, ElemType::Int { bits, .. } if (1..=8).contains(&bits));
+        if !narrow_int(self.act) {
+            return u(format!(
+                "bit-serial activations must be 1- to 8-bit integers, not {}",
+                self.act
+            ));
+        }
+        if !narrow_int(self.weight.dtype) && self.weight.dtype != ElemType::Bipolar {
+            return u(format!(
+                "bit-serial weights must be 1- to 8-bit integers or b1, not {}",
+                self.weight.dtype
+            ));
+        }
+        if self.weight.zero_point && self.weight.dtype == ElemType::Bipolar {
+            return u("b1 weights take no zero points (matmul_int needs integer operands)".into());
+        }
+        if self.epilogue != Epilogue::default() {
+            return u("the bit-serial kernel has no epilogue (exact i32 results)".into());
+        }
+        if let Some(l) = &self.weight.layout {
+            if *l != self.packed_layout() {
+                return u(format!(
+                    "the bit-serial kernel reads {}, not {l}",
+                    self.packed_layout()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn check_integer(&self, target: &str) -> Result<(), CpuError> {
         let u = |r: String| Err(self.unsupported(target, r));
+        if self.is_bit_serial() {
+            return self.check_bit_serial(target);
+        }
         if self.is_binary() {
             if self.weight.dtype != ElemType::Bipolar {
                 return u(format!(
@@ -560,13 +697,15 @@ impl GemmSpec {
         }
         if ![ElemType::U8, ElemType::I8].contains(&self.act) {
             return u(format!(
-                "integer activations must be u8 or i8, not {}",
+                "the direct integer kernel (W8A8/W4A8) takes u8 or i8 activations, not {}; \
+                 other widths take the bit-serial schedule",
                 self.act
             ));
         }
         if ![ElemType::I8, I4, U4].contains(&self.weight.dtype) {
             return u(format!(
-                "integer activations need i8, i4 or u4 weights (W8A8/W4A8), not {}",
+                "integer activations need i8, i4 or u4 weights (W8A8/W4A8), not {}; \
+                 other widths take the bit-serial schedule",
                 self.weight.dtype
             ));
         }
@@ -579,8 +718,14 @@ impl GemmSpec {
                     .into(),
             );
         }
-        if self.epilogue.bias || self.epilogue.activation != Activation::None {
-            return u("the W8A8/W4A8 kernel has no bias or activation epilogue yet".into());
+        if !matches!(
+            self.epilogue.activation,
+            Activation::None | Activation::Relu
+        ) {
+            return u(format!(
+                "the W8A8/W4A8 kernel's epilogue takes ReLU on the i32 sum, not {}",
+                self.epilogue.activation.name()
+            ));
         }
         if let Some(l) = &self.weight.layout {
             if *l != self.packed_layout() {
@@ -616,6 +761,12 @@ impl GemmSpec {
         }
         if self.is_integer() {
             return self.check_integer(target);
+        }
+        if self.schedule == IntSchedule::BitSerial {
+            return u(format!(
+                "the bit-serial schedule needs integer activations, not {}",
+                self.act
+            ));
         }
         let Some(kind) = self.weight_kind() else {
             return u(

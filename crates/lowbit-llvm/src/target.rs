@@ -11,7 +11,8 @@
 //! named CPU (`icelake-server`, `x86-64-v3+avxvnni`) is parsed by
 //! [`IrTarget`]'s parser. An x86 CPU name that parser does not know keeps
 //! LLVM's own notion of the CPU for scheduling, but its kernels take the
-//! portable path, since no feature set is known for it.
+//! portable path, since no feature set is known for it; a name LLVM does
+//! not know either is refused (see `llvm_knows_cpu`).
 
 use crate::error::CpuError;
 use inkwell::targets::{
@@ -33,6 +34,97 @@ pub struct CpuTarget {
     /// On x86-64, the feature set kernel choices are made from; `None` on
     /// other architectures.
     pub x86: Option<X86Features>,
+}
+
+/// What LLVM prints on standard error when a target machine is made for a
+/// CPU name it does not know (it then carries on with a generic CPU).
+const UNKNOWN_CPU_MESSAGE: &str = "is not a recognized processor for this target";
+
+/// Whether LLVM knows `cpu` on `triple`. LLVM's C API cannot ask this; an
+/// unknown name only makes LLVM print [`UNKNOWN_CPU_MESSAGE`] on standard
+/// error when a target machine is created. So one is created with file
+/// descriptor 2 pointed at a temporary file, restored right after, and the
+/// file is searched for the message. Other threads' writes to standard
+/// error during those microseconds land in the file too, which is why this
+/// runs only for names lowbit does not know itself (command-line
+/// `--cpu`). On non-Unix systems every name is accepted.
+fn llvm_knows_cpu(triple: &str, cpu: &str) -> Result<bool, CpuError> {
+    #[cfg(unix)]
+    {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        extern "C" {
+            fn dup(fd: i32) -> i32;
+            fn dup2(from: i32, to: i32) -> i32;
+            fn close(fd: i32) -> i32;
+        }
+        init_targets()?;
+        let tt = TargetTriple::create(triple);
+        let target = Target::from_triple(&tt)
+            .map_err(|e| CpuError::Llvm(format!("target '{triple}': {e}")))?;
+        let path = std::env::temp_dir().join(format!(
+            "lowbit-cpu-probe-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let io = |e: std::io::Error| CpuError::Io(format!("{}: {e}", path.display()));
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io)?;
+        let _ = std::fs::remove_file(&path);
+        // One probe at a time: two interleaved redirections could restore
+        // descriptor 2 to the other probe's file.
+        static PROBE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = PROBE.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = std::io::stderr().flush();
+        // SAFETY: plain POSIX calls on descriptors this function owns
+        // (`saved`, `file`) and on 2, which is restored before returning.
+        let saved = unsafe { dup(2) };
+        if saved < 0 {
+            return Ok(true);
+        }
+        if unsafe { dup2(file.as_raw_fd(), 2) } < 0 {
+            unsafe { close(saved) };
+            return Ok(true);
+        }
+        let machine = target.create_target_machine(
+            &tt,
+            cpu,
+            "",
+            OptimizationLevel::Default,
+            RelocMode::PIC,
+            CodeModel::Default,
+        );
+        unsafe {
+            dup2(saved, 2);
+            close(saved);
+        }
+        drop(machine);
+        let mut text = String::new();
+        use std::io::Seek;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(io)?;
+        file.read_to_string(&mut text).map_err(io)?;
+        // Whatever else landed there goes back to standard error.
+        let rest: String = text
+            .lines()
+            .filter(|l| !l.contains(UNKNOWN_CPU_MESSAGE))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if !rest.is_empty() {
+            let _ = std::io::stderr().write_all(rest.as_bytes());
+        }
+        Ok(!text.contains(UNKNOWN_CPU_MESSAGE))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (triple, cpu);
+        Ok(true)
+    }
 }
 
 /// The code paths the CPU backend takes on a target, for messages, tests
@@ -134,12 +226,30 @@ impl CpuTarget {
         }
         let x86 = triple.starts_with("x86_64");
         if x86 {
-            if let Ok(t) = cpu.parse::<IrTarget>() {
-                return Ok(CpuTarget {
-                    triple,
-                    ..CpuTarget::from_target(&t)?
-                });
+            match cpu.parse::<IrTarget>() {
+                Ok(t) => {
+                    return Ok(CpuTarget {
+                        triple,
+                        ..CpuTarget::from_target(&t)?
+                    })
+                }
+                // `model+feature` is lowbit's syntax, never an LLVM name.
+                Err(e) if cpu.contains('+') => return Err(CpuError::Llvm(e)),
+                Err(_) => {}
             }
+        }
+        if !llvm_knows_cpu(&triple, cpu)? {
+            let hint = if x86 {
+                format!(
+                    "; lowbit knows the kernel features of {} (add features with '+', e.g. x86-64-v3+avxvnni), or use native",
+                    lowbit_ir::target::cpu_model_names().join(", ")
+                )
+            } else {
+                String::new()
+            };
+            return Err(CpuError::Llvm(format!(
+                "unknown CPU '{cpu}' for {triple}: LLVM does not know it{hint}"
+            )));
         }
         Ok(CpuTarget {
             triple,

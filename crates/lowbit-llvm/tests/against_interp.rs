@@ -225,7 +225,8 @@ fn check(c: &Case, got: &[f32]) {
     } else {
         0
     };
-    let factor = (c.spec.k_pad() / 32 + 8 + extra) as f64;
+    // The float tiles sum k_pad/16 products per accumulator lane.
+    let factor = (c.spec.k_pad() / 16 + 8 + extra) as f64;
     for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
         let tol = factor * u * mags[i];
         let ok = (g.is_nan() && w.is_nan())
@@ -283,6 +284,7 @@ fn random_specs_match_the_interpreter() {
                 },
                 requantize: false,
             },
+            schedule: Default::default(),
         };
         let n = 1 + rng.below(10) as usize;
         let spec = GemmSpec {
@@ -767,11 +769,12 @@ fn w8a8_across_k_chunks() {
     }
 }
 
-/// k spanning several of the float kernels' k passes (1024 elements):
-/// the bias joins once, ReLU applies to the whole sum only, for groups of
-/// 32 and 128 and per-channel scales (one pass).
+/// Long k (the float tiles take it in one pass): the bias joins once and
+/// ReLU applies to the whole sum, for groups of 32 and 128 and per-channel
+/// scales, through the 4x4 tile with a 1-column tail (n = 5) and the 4x1
+/// decoding tile (n = 2).
 #[test]
-fn float_kernels_across_k_chunks() {
+fn float_kernels_long_k_bias_and_relu() {
     let mut rng = Rng(99);
     for (w, gran) in [
         ("i4", WeightGranularity::Group(32)),
@@ -787,10 +790,62 @@ fn float_kernels_across_k_chunks() {
             activation: Activation::Relu,
             requantize: false,
         };
-        // n >= 4 walks k in passes; n < 4 (decoding) takes one pass.
         for n in [5, 2] {
             let c = make_case(&mut rng, spec.clone(), n);
             check(&c, &run_kernel(&compile(&c.spec).unwrap(), &c, 2));
+        }
+    }
+}
+
+/// The float tiles decode scales 16 at a time: group counts around
+/// multiples of 16 (a full last run, one scale past it, a short one; two
+/// scales per block with groups of 16), every scale type, ragged m, and n
+/// covering the 4x4 tile, its 1-column tail and the decoding tile.
+#[test]
+fn scale_runs_and_tiles_match_the_interpreter() {
+    let mut rng = Rng(0x5ca1_e516);
+    let e8m0 = t("f8E8M0FNU");
+    let e4m3 = t("f8E4M3FN");
+    let cases: &[(&str, usize, ElemType, usize)] = &[
+        ("i4", 32, ElemType::F16, 512),
+        ("i4", 32, ElemType::F16, 513),
+        ("i8", 32, ElemType::F32, 539),
+        ("u4", 64, ElemType::BF16, 1056),
+        ("i4", 32, ElemType::F16, 1057),
+        ("f4E2M1FN", 32, e8m0, 545),
+        ("f4E2M1FN", 16, e4m3, 257),
+        ("f4E2M1FN", 16, e4m3, 511),
+        ("f8E4M3FN", 32, ElemType::F32, 1000),
+    ];
+    for (i, &(w, group, scale, k)) in cases.iter().enumerate() {
+        let dtype = t(w);
+        for n in [1, 4, 5, 8, 9] {
+            let m = [5, 9, 13][(i + n) % 3];
+            let mut spec = GemmSpec::new(m, k, Dim::Dynamic, dtype, group);
+            spec.weight.scale = ElemType::F32;
+            spec.weight.zero_point = matches!(dtype, ElemType::Int { signed: false, .. });
+            spec.epilogue.bias = n % 2 == 1;
+            let mut c = make_case(&mut rng, spec, n);
+            if scale != ElemType::F32 {
+                c.spec.weight.scale = scale;
+                if scale == e4m3 {
+                    c.spec.weight.tensor_scale = Some(TensorScale::new(0.0125));
+                }
+                let ns = c.scales.len();
+                let codes: Vec<u64> = if scale == e8m0 {
+                    (0..ns).map(|_| 120 + rng.below(15)).collect()
+                } else {
+                    (0..ns)
+                        .map(|_| {
+                            let v = 0.01 + 0.05 * rng.unit();
+                            scale.encode(v, Rounding::NearestEven, true)
+                        })
+                        .collect()
+                };
+                c.scales = Tensor::new(scale, c.scales.shape.clone(), codes).unwrap();
+            }
+            let kernel = compile(&c.spec).unwrap_or_else(|e| panic!("{}: {e}", c.spec));
+            check(&c, &run_kernel(&kernel, &c, 2));
         }
     }
 }

@@ -311,8 +311,9 @@ fn w8a8_specs_and_calls_are_checked() {
     let mut s = GemmSpec::int8(8, 64, Dim::Dynamic, ElemType::U8);
     s.weight.zero_point = true;
     bad.push(s);
+    // The W8A8 epilogue is i32 bias and ReLU only.
     let mut s = GemmSpec::int8(8, 64, Dim::Dynamic, ElemType::U8);
-    s.epilogue.bias = true;
+    s.epilogue.activation = lowbit_llvm::Activation::Silu;
     bad.push(s);
     for spec in bad {
         match compile(&spec) {

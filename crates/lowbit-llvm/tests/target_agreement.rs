@@ -68,6 +68,28 @@ fn check(ir: &Target, cpu: &CpuTarget) {
         );
     }
 
+    // The bit-serial WxAy kernel is the one the shared name describes:
+    // vpandq + vpopcntq with VPOPCNTDQ, the vpshufb lookup without.
+    let bs_asm = asm(
+        &GemmSpec::bit_serial(
+            16,
+            1024,
+            Dim::Static(4),
+            "i2".parse().unwrap(),
+            "u2".parse().unwrap(),
+        ),
+        cpu,
+    );
+    if pop {
+        assert!(pop_cost.contains("vpandq+vpopcntq"), "{name}: {pop_cost}");
+        for ins in ["vpandq", "vpopcntq"] {
+            assert!(bs_asm.contains(ins), "{name}: W2A2 asm lacks {ins}");
+        }
+    } else {
+        assert!(!bs_asm.contains("vpopcntq"), "{name}: W2A2 asm vs path");
+        assert!(bs_asm.contains("vpshufb"), "{name}: W2A2 asm lacks vpshufb");
+    }
+
     // Float kernels: 512-bit registers exactly when the path is AVX-512.
     let f_asm = asm(
         &GemmSpec::new(16, 256, Dim::Static(4), "i4".parse().unwrap(), 32),
@@ -118,4 +140,38 @@ fn gpu_targets_are_refused_and_unknown_cpus_take_the_portable_path() {
     let t = CpuTarget::named("x86_64", "znver5").unwrap();
     assert_eq!(t.kernel_paths().vector, VectorIsa::Portable);
     assert_eq!(t.cpu, "znver5");
+}
+
+#[test]
+fn cpu_names_llvm_does_not_know_are_refused() {
+    for (arch, cpu) in [("x86_64", "no-such-cpu"), ("aarch64", "no-such-cpu")] {
+        let e = CpuTarget::named(arch, cpu).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "unknown CPU '{cpu}' for {arch}-unknown-linux-gnu: LLVM does not know it"
+            )),
+            "{e}"
+        );
+    }
+    let e = CpuTarget::named("x86_64", "no-such-cpu")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lowbit knows the kernel features of x86-64"),
+        "{e}"
+    );
+    // lowbit's own `model+feature` syntax reports the feature at fault.
+    let e = CpuTarget::named("x86_64", "x86-64-v3+avx9")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown x86 feature 'avx9'"), "{e}");
+    // Names LLVM knows pass, whether or not lowbit knows their features.
+    for (arch, cpu) in [
+        ("x86_64", "tigerlake"),
+        ("aarch64", "neoverse-v1"),
+        ("aarch64", "generic"),
+    ] {
+        let t = CpuTarget::named(arch, cpu).unwrap();
+        assert_eq!(t.cpu, cpu);
+    }
 }

@@ -667,6 +667,222 @@ fn matmulnbits_float_zero_points_and_g_idx() {
     );
 }
 
+/// Where the importer made quantized data float: (op name, note node,
+/// note op type), in op order.
+fn notes_of(m: &Module) -> Vec<(String, String, String)> {
+    let f = m.entry().unwrap();
+    f.notes_in_order()
+        .into_iter()
+        .map(|(op, n)| {
+            (
+                f.op(op).kind.name().to_string(),
+                n.node.clone(),
+                n.op_type.clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn float_codes_are_noted_and_only_then() {
+    // Integral float zero points become u4 codes: nothing is made float.
+    let zp = f32_init("zp", &[4], &[1.0, 2.0, 3.0, 15.0]);
+    assert_eq!(notes_of(&import(&nbits_model(Some(zp), None)).unwrap()), []);
+    let m = import(&nbits_model(None, None)).unwrap();
+    assert_eq!(notes_of(&m), []);
+    // A fractional one makes the codes float: the cast, the dequantize and
+    // the matmul say so, naming the node and the first offending value.
+    let zp = f32_init("zp", &[4], &[1.0, 2.0, 0.5, 15.0]);
+    let m = import(&nbits_model(Some(zp), None)).unwrap();
+    let mmnb = |op: &str| {
+        (
+            op.to_string(),
+            "mmnb".to_string(),
+            "MatMulNBits".to_string(),
+        )
+    };
+    assert_eq!(
+        notes_of(&m),
+        [mmnb("cast"), mmnb("dequantize"), mmnb("matmul")]
+    );
+    let f = m.entry().unwrap();
+    let why = &f.notes_in_order()[0].1.why;
+    assert!(
+        why.contains(
+            "zero_points 'zp' are not integers in [0, 15] (e.g. 0.5 for column 1, block 0)"
+        ),
+        "{why}"
+    );
+    // The note survives printing and parsing back.
+    let text = lowbit_ir::printer::print_module(&m);
+    let back = lowbit_ir::parser::parse_module(&text).unwrap();
+    assert_eq!(back, m);
+    assert_eq!(notes_of(&back), notes_of(&m));
+}
+
+#[test]
+fn cast_of_a_low_bit_constant_to_float_is_noted() {
+    let cast_model = |dt: DataType, raw: Vec<u8>| {
+        let w = TensorProto {
+            name: Some("w".into()),
+            dims: vec![2, 2],
+            data_type: Some(dt as i32),
+            raw_data: Some(raw),
+            ..TensorProto::default()
+        };
+        let mut c = node("Cast", "deq", &["w"], &["wf"]);
+        c.attribute.push(int_attr("to", DataType::Float as i64));
+        let mm = node("MatMul", "mm", &["a", "wf"], &["y"]);
+        model(
+            vec![c, mm],
+            vec![value_info("a", DataType::Float, &[1, 2])],
+            vec![value_info("y", DataType::Float, &[1, 2])],
+            vec![w],
+            21,
+        )
+    };
+    let m = import(&cast_model(DataType::Int8, vec![1, 2, 3, 0xFF])).unwrap();
+    assert_eq!(notes_of(&m), [("cast".into(), "deq".into(), "Cast".into())]);
+    let n = m.entry().unwrap().notes_in_order()[0].1.clone();
+    assert_eq!(n.what, "the i8 constant 'w' [2, 2]");
+    // Wide integers (shape arithmetic, indices) are not quantized data.
+    let m = import(&cast_model(DataType::Int32, vec![0; 16])).unwrap();
+    assert_eq!(notes_of(&m), []);
+}
+
+/// `MatMul(a, (Cast(w) - zp) * s)` with an int8 `w` [2, 2] = [[1, 2], [3,
+/// -1]] and float constants `zp` and `s` of the given shapes.
+fn hand_dequant_model(zp: TensorProto, s: TensorProto) -> ModelProto {
+    let w = TensorProto {
+        name: Some("w".into()),
+        dims: vec![2, 2],
+        data_type: Some(DataType::Int8 as i32),
+        raw_data: Some(vec![1, 2, 3, 0xFF]),
+        ..TensorProto::default()
+    };
+    let mut c = node("Cast", "deq", &["w"], &["wf"]);
+    c.attribute.push(int_attr("to", DataType::Float as i64));
+    let nodes = vec![
+        c,
+        node("Sub", "center", &["wf", "zp"], &["wc"]),
+        node("Mul", "scale", &["wc", "s"], &["wd"]),
+        node("MatMul", "mm", &["a", "wd"], &["y"]),
+    ];
+    model(
+        nodes,
+        vec![value_info("a", DataType::Float, &[1, 2])],
+        vec![value_info("y", DataType::Float, &[1, 2])],
+        vec![w, zp, s],
+        21,
+    )
+}
+
+#[test]
+fn hand_written_dequantization_with_zero_points_stays_quantized() {
+    let a = Tensor::from_f64(ElemType::F32, vec![1, 2], &[1.0, 2.0]).unwrap();
+    let run = |m: &Module| {
+        run_function(m.entry().unwrap(), &[("a".into(), a.clone())]).unwrap()[0]
+            .1
+            .to_f64()
+    };
+    let ops = |m: &Module| -> Vec<&'static str> {
+        let f = m.entry().unwrap();
+        f.ops().iter().map(|&o| f.op(o).kind.name()).collect()
+    };
+    // Integer zero point 1 (scalar), per-row scales [0.5, 2]: the weight
+    // (w - 1) * s by rows is [[0, 0.5], [4, -4]]; y = a . that.
+    let m = import(&hand_dequant_model(
+        f32_init("zp", &[], &[1.0]),
+        f32_init("s", &[2, 1], &[0.5, 2.0]),
+    ))
+    .unwrap();
+    assert_eq!(
+        ops(&m),
+        ["constant", "constant", "constant", "dequantize", "matmul"]
+    );
+    assert_eq!(notes_of(&m), []);
+    assert_eq!(run(&m), [8.0, -7.5]);
+    // A zero point outside int8 (200) or fractional keeps the float
+    // arithmetic, noted; the result is the same arithmetic either way.
+    for z in [200.0, 0.5] {
+        let m = import(&hand_dequant_model(
+            f32_init("zp", &[], &[z]),
+            f32_init("s", &[], &[1.0]),
+        ))
+        .unwrap();
+        assert!(ops(&m).contains(&"cast"), "{z}: {:?}", ops(&m));
+        assert_eq!(notes_of(&m), [("cast".into(), "deq".into(), "Cast".into())]);
+        let z = f64::from(z);
+        let want = [1.0 - z + 2.0 * (3.0 - z), 2.0 - z + 2.0 * (-1.0 - z)];
+        assert_eq!(run(&m), want);
+    }
+}
+
+/// `QLinearMatMul` of a u8 `[2, 3]` input and a u8 `[3, 2]` weight with
+/// the given a_scale, a_zero_point and b_scale initializers.
+fn qlinear_model(a_s: TensorProto, a_z: TensorProto, b_s: TensorProto) -> ModelProto {
+    let inputs = ["a", "as", "az", "b", "bs", "bz", "ys", "yz"];
+    let inits = vec![
+        a_s,
+        a_z,
+        u8_init("b", &[3, 2], &[1, 2, 3, 4, 5, 6]),
+        b_s,
+        u8_init("bz", &[], &[1]),
+        f32_init("ys", &[], &[0.5]),
+        u8_init("yz", &[], &[10]),
+    ];
+    model(
+        vec![node("QLinearMatMul", "qlmm", &inputs, &["y"])],
+        vec![value_info("a", DataType::Uint8, &[2, 3])],
+        vec![value_info("y", DataType::Uint8, &[2, 2])],
+        inits,
+        21,
+    )
+}
+
+#[test]
+fn qlinear_matmul_per_row_a_and_per_column_b() {
+    // Row r of a is 1s minus its zero point; b minus 1 is [[0, 1], [2, 3],
+    // [4, 5]] with column sums 6 and 9.
+    let m = qlinear_model(
+        f32_init("as", &[2], &[1.0, 0.25]),
+        u8_init("az", &[2], &[0, 3]),
+        f32_init("bs", &[1, 2], &[0.5, 1.0]),
+    );
+    let a = Tensor {
+        elem: ElemType::U8,
+        shape: vec![2, 3],
+        codes: vec![1, 1, 1, 5, 5, 5],
+    };
+    let m = import(&m).unwrap();
+    let y = run_function(m.entry().unwrap(), &[("a".into(), a)]).unwrap()[0]
+        .1
+        .to_f64();
+    // y = round(acc · a_s[r] · b_s[c] / 0.5) + 10; row 1 is (5 - 3) = 2
+    // times row 0's product. Row 1, column 1: 2·9·0.25·1/0.5 = 9.
+    assert_eq!(y, [6.0 + 10.0, 18.0 + 10.0, 3.0 + 10.0, 9.0 + 10.0]);
+    // Shapes that are neither one value nor one per row/column are named.
+    let e = import_err(&qlinear_model(
+        f32_init("as", &[3], &[1.0, 1.0, 1.0]),
+        u8_init("az", &[], &[0]),
+        f32_init("bs", &[], &[1.0]),
+    ));
+    assert!(
+        e.contains("node 'qlmm'")
+            && e.contains("a_scale of shape [3] must be one value or one per row of a"),
+        "{e}"
+    );
+    let e = import_err(&qlinear_model(
+        f32_init("as", &[], &[1.0]),
+        u8_init("az", &[], &[0]),
+        f32_init("bs", &[2, 1], &[1.0, 1.0]),
+    ));
+    assert!(
+        e.contains("b_scale of shape [2, 1] must be one value or one per column of b"),
+        "{e}"
+    );
+}
+
 #[test]
 fn matmulnbits_bad_zero_points_and_g_idx_are_named() {
     let bad = |zp, g| import_err(&nbits_model(zp, g));
@@ -715,6 +931,114 @@ fn norm_extra_outputs() {
     let e = import_err(&ln("LayerNormalization", &["y", "", "inv"], Some(7)));
     assert!(
         e.contains("node 'norm'") && e.contains("stash_type 7 is not a float type"),
+        "{e}"
+    );
+}
+
+/// Runs a one-input model on the interpreter and returns its outputs.
+fn run_one(m: &ModelProto, x: Tensor) -> Vec<Tensor> {
+    let m = import(m).unwrap();
+    run_function(m.entry().unwrap(), &[("x".into(), x)])
+        .unwrap()
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect()
+}
+
+fn f32_tensor(vals: &[f32]) -> Tensor {
+    let v: Vec<f64> = vals.iter().map(|&v| v as f64).collect();
+    Tensor::from_f64(ElemType::F32, vec![vals.len() as u64], &v).unwrap()
+}
+
+/// `DynamicQuantizeLinear` as onnxruntime computes it: the f32 scale
+/// `(max − min) / 255`, the zero point `round(−min / scale)` and the codes
+/// `round(x / scale) + zp`, every quotient an f32 division (here computed
+/// with Rust's own f32 arithmetic), and scale 1 for an all-zero input.
+#[test]
+fn dynamic_quantize_linear_divides_in_f32() {
+    let m = model(
+        vec![node(
+            "DynamicQuantizeLinear",
+            "dql",
+            &["x"],
+            &["y", "s", "z"],
+        )],
+        vec![value_info("x", DataType::Float, &[6])],
+        vec![
+            value_info("y", DataType::Uint8, &[6]),
+            value_info("s", DataType::Float, &[]),
+            value_info("z", DataType::Uint8, &[]),
+        ],
+        vec![],
+        21,
+    );
+    let (lo, hi) = (-3.7183f32, 5.1234f32);
+    let s = (hi - lo) / 255.0;
+    let zp = (-(lo / s)).round_ties_even().clamp(0.0, 255.0);
+    // Values whose f32 quotient is a tie, and whose f64 quotient is not
+    // (so an f64 division would round them the other way).
+    let ties: Vec<f32> = [17.5f64, 100.5, 180.5, 3.5]
+        .iter()
+        .map(|k| ((k - zp as f64) * s as f64) as f32)
+        .collect();
+    let f64_codes_differ = ties
+        .iter()
+        .filter(|&&x| (x as f64 / s as f64).round_ties_even() != (x / s).round_ties_even() as f64)
+        .count();
+    assert!(f64_codes_differ > 0, "no discriminating tie among {ties:?}");
+    let xs = [lo, hi, ties[0], ties[1], ties[2], ties[3]];
+    let out = run_one(&m, f32_tensor(&xs));
+    assert_eq!(out[1].to_f64(), [s as f64]);
+    assert_eq!(out[2].to_i128().unwrap(), [zp as i128]);
+    let want: Vec<i128> = xs
+        .iter()
+        .map(|&x| ((x / s).round_ties_even() + zp).clamp(0.0, 255.0) as i128)
+        .collect();
+    assert_eq!(out[0].to_i128().unwrap(), want);
+    // All zeros: scale 1 (onnxruntime), zero point 0, codes 0.
+    let out = run_one(&m, f32_tensor(&[0.0; 6]));
+    assert_eq!(out[1].to_f64(), [1.0]);
+    assert_eq!(out[2].to_i128().unwrap(), [0]);
+    assert_eq!(out[0].to_i128().unwrap(), [0; 6]);
+}
+
+/// A float8 `y_zero_point` only names the output type: onnxruntime ignores
+/// its value, and so does the importer (a misshapen one is still an error).
+#[test]
+fn quantize_linear_float8_zero_point_value_is_ignored() {
+    let zp = |dims: &[i64], n: usize| TensorProto {
+        name: Some("z".into()),
+        dims: dims.to_vec(),
+        data_type: Some(DataType::Float8e4m3fn as i32),
+        // E4M3FN code 0x40 is 2.0.
+        int32_data: vec![0x40; n],
+        ..TensorProto::default()
+    };
+    let m = |z: TensorProto| {
+        model(
+            vec![node("QuantizeLinear", "q", &["x", "s", "z"], &["y"])],
+            vec![value_info("x", DataType::Float, &[4])],
+            vec![value_info("y", DataType::Float8e4m3fn, &[4])],
+            vec![f32_init("s", &[], &[0.1]), z],
+            21,
+        )
+    };
+    // 0.10625f32 / 0.1f32 is 1.0625 in f32: the E4M3 tie between 1 and
+    // 1.125 goes to 1 (the exact quotient would give 1.125).
+    let out = run_one(&m(zp(&[], 1)), f32_tensor(&[0.0, 1.0, 0.10625, -0.3]));
+    let want: Vec<f64> = [0.0f32, 1.0, 0.10625, -0.3]
+        .iter()
+        .map(|&x| {
+            let q = x / 0.1f32;
+            let e = ElemType::Float(lowbit_numerics::FloatFormat::F8E4M3FN);
+            e.decode(e.encode(q as f64, lowbit_numerics::Rounding::NearestEven, true))
+        })
+        .collect();
+    assert_eq!(want[2], 1.0);
+    assert_eq!(out[0].to_f64(), want);
+    let e = import_err(&m(zp(&[2], 2)));
+    assert!(
+        e.contains("node 'q'") && e.contains("y_zero_point has shape [2] but y_scale has []"),
         "{e}"
     );
 }

@@ -35,9 +35,15 @@
 //! stored (a partial panel stores lane by lane), so threads write disjoint
 //! rows even when they share a panel.
 //!
+//! Epilogue (`int_epilogue`): the row offset, then an optional `i32` bias
+//! (`i32 [m]`, added with wrapping: into the first pass's start value, or
+//! before the requantize), an optional ReLU (on the last pass, before the
+//! `i32` store or the requantize), and the optional dyadic requantize to
+//! `i8`, all 16 rows of a panel at once.
+//!
 //! Limits: without AVX-512 VNNI `vpdpbusd` is emulated by widening to
-//! 32-bit lanes (exact, slower); no scales, bias or activation (weight
-//! zero points are folded into the packed codes by the caller,
+//! 32-bit lanes (exact, slower); no scales and no activation but ReLU
+//! (weight zero points are folded into the packed codes by the caller,
 //! activation zero points into the row offsets).
 
 use super::{Gen, KERNEL_SYMBOL};
@@ -46,7 +52,7 @@ use crate::spec::{INT_BLOCK, INT_PANEL};
 use inkwell::attributes::AttributeLoc;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::Linkage;
-use inkwell::types::{BasicType, IntType, VectorType};
+use inkwell::types::{BasicType, VectorType};
 use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 use lowbit_ir::target::Int8Dot;
@@ -97,10 +103,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         } else {
             32
         }
-    }
-
-    fn splat_n(&self, ty: IntType<'ctx>, v: u64, lanes: u32) -> VectorValue<'ctx> {
-        VectorType::const_vector(&vec![ty.const_int(v, false); lanes as usize])
     }
 
     /// The exported entry point of the W8A8/W4A8 kernel (see the module
@@ -443,7 +445,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .map(|v| v.into_vector_value())
                 .ok_or_else(|| CpuError::Llvm("vgf2p8affineqb returned no value".into()));
         }
-        let four = self.splat_n(self.i8t, 4, 64);
+        let four = self.splat_n(self.i8t, 64, 4);
         Ok(match (high, signed) {
             (false, true) => {
                 let up = self.b.build_left_shift(raw, four, "nup")?;
@@ -452,7 +454,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             (true, true) => self.b.build_right_shift(raw, four, true, "nhi")?,
             (false, false) => self
                 .b
-                .build_and(raw, self.splat_n(self.i8t, 15, 64), "nlo")?,
+                .build_and(raw, self.splat_n(self.i8t, 64, 15), "nlo")?,
             (true, false) => self.b.build_right_shift(raw, four, false, "nhi")?,
         })
     }
@@ -513,9 +515,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 
     /// What happens to one accumulator (16 rows `r..r + 16` of column
     /// `col`) after a pass: the row offset (the `i8`-activation and zero
-    /// point corrections), then
-    /// either the dyadic requantize to `i8` (one pass) or the `i32` sum,
-    /// started on the first pass and added to on later ones. Only rows in
+    /// point corrections) and the bias, then either ReLU and the dyadic
+    /// requantize to `i8` (one pass) or the `i32` sum, started on the first
+    /// pass and added to on later ones, with ReLU on the last. Only rows in
     /// `lo..hi` are written.
     fn int_epilogue(
         &self,
@@ -526,7 +528,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         r: IntValue<'ctx>,
         col: IntValue<'ctx>,
     ) -> Result<(), CpuError> {
-        let (params, sums, y) = (call.ptrs[2], call.ptrs[3], call.ptrs[5]);
+        let (params, sums, bias, y) = (call.ptrs[2], call.ptrs[3], call.ptrs[4], call.ptrs[5]);
         let v16 = self.i32t.vec_type(PANEL);
         // The lanes to write: max(lo - r, 0) .. min(hi - r, 16).
         let clamp = |v: IntValue<'ctx>| -> Result<IntValue<'ctx>, CpuError> {
@@ -557,14 +559,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .build_int_mul(col, self.i64c(self.spec.m as u64), "yi")?;
         let yi = self.b.build_int_add(yi, r, "yi")?;
         if self.spec.epilogue.requantize {
+            // One pass covers all of k here (see `emit_vnni_kernel`).
             let acc = self.b.build_int_add(acc, offset, "acc")?;
+            let acc = self.int_relu(self.int_bias(acc, bias, r)?, None)?;
             let q = self.dyadic_requantize(acc, params, r)?;
             return self.store_lanes(f, scratch, self.gep(y, yi)?, q, lanes);
         }
         let yp = self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)?;
-        // The first pass starts the sum (with the offset), later ones add
-        // to it: wrapping i32 adds are associative, so it is exact.
-        let start = offset;
+        // The first pass starts the sum (with the offset and the bias),
+        // later ones add to it: wrapping i32 adds are associative and
+        // commute, so it is exact. The ReLU waits for the last pass.
+        let start = self.int_bias(offset, bias, r)?;
         let is_first =
             self.b
                 .build_int_compare(IntPredicate::NE, call.first, self.i64c(0), "isfirst")?;
@@ -588,6 +593,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let sum = self
             .b
             .build_int_add(acc, base.as_basic_value().into_vector_value(), "sum")?;
+        let sum = self.int_relu(sum, Some(call.last))?;
         self.store_lanes(f, scratch, yp, sum, lanes)
     }
 
@@ -712,7 +718,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let v16 = self.i32t.vec_type(PANEL);
         let w64 = self.i64t.vec_type(PANEL);
         let m_pad = self.spec.m_pad() as u64;
-        let c64 = |v: i64| self.splat_n(self.i64t, v as u64, PANEL);
+        let c64 = |v: i64| self.splat_n(self.i64t, PANEL, v as u64);
         let field = |i: u64| -> Result<VectorValue<'ctx>, CpuError> {
             let idx = self.b.build_int_add(r, self.i64c(i * m_pad), "pi")?;
             let off = self.b.build_int_mul(idx, self.i64c(4), "po")?;

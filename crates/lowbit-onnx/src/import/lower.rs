@@ -6,7 +6,13 @@
 //! * `QuantizeLinear`/`DequantizeLinear` map to `quantize`/`dequantize`
 //!   with the granularity the scale's shape and `axis`/`block_size` give;
 //!   integer outputs always saturate, float outputs (float8/float4) follow
-//!   `saturate`. A `QuantizeLinear` on int32 input is cast to f64 first.
+//!   `saturate`. The IR's quotient `x / y_scale` is rounded to f32 for
+//!   f32/f16/bf16 operands, which is onnxruntime's f32 division (see
+//!   `lowbit-interp`), so codes match it at ties for any scale. A float
+//!   (float8/float4) `y_zero_point` only sets the output type: its value is
+//!   dropped, as onnxruntime and the ONNX reference implementation ignore
+//!   it. A `QuantizeLinear` on int32 input (opsets 10–19; onnxruntime has
+//!   no kernel for it) is cast to f64 first, so it divides in f64.
 //! * `Cast`: float → int truncates toward zero (then wraps, as C casts do on
 //!   the platforms onnxruntime runs on; out of range is undefined in the
 //!   spec); int → int wraps; to float8 the `saturate` attribute applies;
@@ -15,19 +21,34 @@
 //!   true, built from saturating casts (see `cast_to_bool`).
 //! * `MatMulInteger`/`ConvInteger`/`QLinearMatMul`: operands minus their
 //!   zero points in i32, then an exact integer `matmul`/`conv2d`;
-//!   `QLinearMatMul` then `requantize`s with `a_scale · b_scale` (an f32
-//!   product, as onnxruntime computes it) and `y_scale`.
+//!   `QLinearMatMul` then rescales in f32 exactly as onnxruntime does
+//!   (`f32(acc) · f32(f32(a_scale · b_scale) / y_scale)`, rounded half to
+//!   even, plus `y_zero_point`, saturated), with `a`'s scale and zero point
+//!   per tensor or per row and `b`'s per tensor or per column.
 //! * `LayerNormalization`'s optional `Mean`/`InvStdDev` outputs are
 //!   computed beside the fused `layer_norm` (see `norm_stats`), in f64 and
 //!   rounded to `stash_type`.
 //! * `DynamicQuantizeLinear` is expanded into `reduce_min`/`reduce_max`,
-//!   f32 arithmetic and `quantize`, exactly the spec's formula.
+//!   f32 arithmetic and `quantize`, as onnxruntime computes it: `y_scale =
+//!   (max(x, 0) − min(x, 0)) / 255` in f32, except that a zero range (all
+//!   zeros) gives scale 1 where the spec's formula would divide by zero;
+//!   `y_zero_point = saturate(round(−min / y_scale))` with an f32 quotient;
+//!   `y` quantizes with the f32 quotient `x / y_scale`. Bit-exact against
+//!   onnxruntime except for NaN inputs (its min/max skip NaN; here NaN
+//!   propagates into the scale).
+//! * `Mul(Cast(q), scale)` and `Mul(Cast(q) - zp, scale)` with `q` a
+//!   low-bit constant (a weight dequantized by hand) become `dequantize q,
+//!   scale[, zp]` when the scale and zero point are per-tensor or per-axis
+//!   constants and the zero point is integer-valued in `q`'s range
+//!   (bit-exact); any other `Cast` of a low-bit constant to float is kept
+//!   and noted for `lowbit explain`.
 //! * `MatMulNBits` (com.microsoft): the packed weight becomes a `u<bits>`
 //!   constant of shape `[K, N]` with `[ceil(K/block), N]` scales and zero
 //!   points, then `dequantize {axis = 0, block_size}` and `matmul`; the
 //!   weight stays packed. Float zero points that are integers in range
 //!   become `u<bits>` codes; fractional ones make the codes `cast` to the
-//!   scales' type first. A non-trivial `g_idx` expands scales and zero
+//!   scales' type first (noted on the cast, dequantize and matmul: no
+//!   low-bit kernel applies). A non-trivial `g_idx` expands scales and zero
 //!   points to one row per row of K (`block_size` 1).
 
 use super::{Importer, Val};
@@ -38,6 +59,7 @@ use lowbit_ir::{
     BinaryOp, ElemType, FloatFormat, Granularity, OpKind, Overflow, ReduceOp, Rounding, Tensor,
     TensorType, UnaryOp,
 };
+use std::rc::Rc;
 
 type R<T> = Result<T, String>;
 
@@ -271,12 +293,16 @@ pub(crate) fn lower(
             let x = im.input(node, 0)?;
             let to = attr_i(node, "to").ok_or("missing attribute 'to'")?;
             let elem = elem_type_from_onnx(to as i32)?;
-            one(cast(im, node, &x, elem)?)
+            let y = cast(im, node, &x, elem)?;
+            note_low_bit_cast(im, node, &x, &y);
+            one(y)
         }
         "CastLike" => {
             let x = im.input(node, 0)?;
             let like = im.input(node, 1)?;
-            one(cast(im, node, &x, like.ty.elem)?)
+            let y = cast(im, node, &x, like.ty.elem)?;
+            note_low_bit_cast(im, node, &x, &y);
+            one(y)
         }
         "Add" | "Sub" | "Mul" | "Div" => {
             let op = match op_type {
@@ -286,7 +312,16 @@ pub(crate) fn lower(
                 _ => BinaryOp::Div,
             };
             let (a, b) = (im.input(node, 0)?, im.input(node, 1)?);
-            one(binary(im, op, &a, &b)?)
+            if op == BinaryOp::Mul {
+                if let Some(d) = scaled_cast(im, &a, &b)?.or(scaled_cast(im, &b, &a)?) {
+                    return one(d);
+                }
+            }
+            let y = binary(im, op, &a, &b)?;
+            if op == BinaryOp::Sub {
+                centered_cast(im, &a, &b, &y);
+            }
+            one(y)
         }
         "Pow" => {
             let (a, b) = (im.input(node, 0)?, im.input(node, 1)?);
@@ -694,6 +729,181 @@ fn cast(im: &mut Importer, node: &NodeProto, x: &Val, to: ElemType) -> R<Val> {
     )
 }
 
+/// A `Cast` of a low-bit constant (2 to 8 bits: a quantized weight or
+/// zero point) to float makes quantized data float outside any
+/// `dequantize`: the model spells out its dequantization in float
+/// arithmetic. Noted so `lowbit explain` says so; a `Mul` by a scale
+/// after it becomes a `dequantize` ([`scaled_cast`]), which leaves the
+/// cast (and its note) unused and dropped.
+fn note_low_bit_cast(im: &mut Importer, node: &NodeProto, x: &Val, y: &Val) {
+    let bits = x.ty.elem.bits();
+    if x.konst.is_none() || !(2..=8).contains(&bits) || !y.ty.elem.is_float() || x.v == y.v {
+        return;
+    }
+    im.low_bit_casts.insert(
+        y.v,
+        HandDequant {
+            q: x.clone(),
+            zp: None,
+        },
+    );
+    let name = node.input.first().map_or("", String::as_str);
+    im.note(
+        y,
+        node,
+        format!("the {} constant '{name}' {}", x.ty.elem, fmt_shape(&x.ty.shape)),
+        format!(
+            "a Cast to {}, not DequantizeLinear: the model dequantizes in float arithmetic, which is imported as written, so no low-bit kernel sees this data",
+            y.ty.elem
+        ),
+    );
+}
+
+/// A low-bit constant made float by hand: `Cast(q)` (no zero point) or
+/// `Cast(q) - zp` with `zp` an integer-valued constant in `q`'s range,
+/// held as a tensor of `q`'s element type shaped as the model gave it
+/// (broadcasting to `q`).
+#[derive(Clone, Debug)]
+pub(crate) struct HandDequant {
+    pub q: Val,
+    pub zp: Option<Tensor>,
+}
+
+/// Records `y = Sub(c, z)` as a centered hand dequantization when `c` is
+/// `Cast(q)` of an integer constant and `z` a constant of integer values in
+/// `q`'s range (a float constant, or `Cast` of a constant of `q`'s type);
+/// the float `sub` stays as emitted for any other user.
+fn centered_cast(im: &mut Importer, c: &Val, z: &Val, y: &Val) {
+    let Some(HandDequant { q, zp: None }) = im.low_bit_casts.get(&c.v).cloned() else {
+        return;
+    };
+    if !q.ty.elem.is_int() || y.ty.shape != c.ty.shape {
+        return;
+    }
+    let zt = match im.low_bit_casts.get(&z.v) {
+        Some(HandDequant { q: zq, zp: None }) if zq.ty.elem == q.ty.elem => zq.konst.clone(),
+        Some(_) => None,
+        None => z.konst.clone().and_then(|t| {
+            let elem = q.ty.elem;
+            let codes = t
+                .codes
+                .iter()
+                .map(|&code| {
+                    // In range exactly when the saturated code reads back.
+                    let v = t.elem.decode(code);
+                    let c = elem.encode(v, Rounding::NearestEven, true);
+                    (t.elem.is_float() && v.fract() == 0.0 && elem.decode(c) == v).then_some(c)
+                })
+                .collect::<Option<Vec<u64>>>()?;
+            Some(Rc::new(Tensor {
+                elem,
+                shape: t.shape.clone(),
+                codes,
+            }))
+        }),
+    };
+    if let Some(zt) = zt {
+        im.low_bit_casts.insert(
+            y.v,
+            HandDequant {
+                q,
+                zp: Some((*zt).clone()),
+            },
+        );
+    }
+}
+
+/// The axis along which a constant of `shape` varies when broadcast to
+/// `full` (aligned to the right): `Ok(None)` for one value, `Ok(Some(a))`
+/// for one per index of axis `a`, `Err(())` otherwise.
+fn broadcast_axis(shape: &[u64], full: &[u64]) -> Result<Option<usize>, ()> {
+    if shape.len() > full.len() {
+        return Err(());
+    }
+    let lead = full.len() - shape.len();
+    let big: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] != 1).collect();
+    match big[..] {
+        [] => Ok(None),
+        [i] if shape[i] == full[i + lead] => Ok(Some(i + lead)),
+        _ => Err(()),
+    }
+}
+
+/// A constant tensor laid out for a granularity: a scalar (`axis` None) or
+/// one value per index of `axis`, replicated from a scalar if need be.
+fn laid_out(t: &Tensor, axis: Option<usize>, full: &[u64]) -> Tensor {
+    match axis {
+        None => Tensor {
+            elem: t.elem,
+            shape: vec![],
+            codes: t.codes[..1].to_vec(),
+        },
+        Some(a) => {
+            let n = full[a] as usize;
+            let codes = if t.codes.len() == n {
+                t.codes.clone()
+            } else {
+                vec![t.codes[0]; n]
+            };
+            Tensor {
+                elem: t.elem,
+                shape: vec![n as u64],
+                codes,
+            }
+        }
+    }
+}
+
+/// `Mul(Cast(q), scale)` or `Mul(Cast(q) - zp, scale)` (see
+/// [`HandDequant`]) with `scale` a float constant of the cast's type, the
+/// scale and zero point each one value or one per index of the same single
+/// axis: `dequantize q, scale[, zp]` with that granularity, so the weight
+/// stays quantized. Bit-exact: the code minus its zero point is exact in
+/// the float type and `dequantize` rounds the exact product once, as the
+/// float `Mul` does. `None` when the pattern does not apply.
+fn scaled_cast(im: &mut Importer, c: &Val, s: &Val) -> R<Option<Val>> {
+    let Some(HandDequant { q, zp }) = im.low_bit_casts.get(&c.v).cloned() else {
+        return Ok(None);
+    };
+    let Some(st) = s.konst.clone() else {
+        return Ok(None);
+    };
+    if s.ty.elem != c.ty.elem || st.codes.is_empty() {
+        return Ok(None);
+    }
+    let full = &c.ty.shape;
+    let Ok(s_axis) = broadcast_axis(&s.ty.shape, full) else {
+        return Ok(None);
+    };
+    let z_axis = match &zp {
+        None => None,
+        Some(z) => match broadcast_axis(&z.shape, full) {
+            Ok(a) => a,
+            Err(()) => return Ok(None),
+        },
+    };
+    let axis = match (s_axis, z_axis) {
+        (Some(a), Some(b)) if a != b => return Ok(None),
+        (a, b) => a.or(b),
+    };
+    if zp.as_ref().is_some_and(|z| z.codes.is_empty()) {
+        return Ok(None);
+    }
+    let g = match axis {
+        None => Granularity::PerTensor,
+        Some(a) => Granularity::PerAxis { axis: a as u32 },
+    };
+    let scale = im.constant(laid_out(&st, axis, full));
+    let mut ops = vec![q.clone(), scale];
+    if let Some(z) = &zp {
+        ops.push(im.constant(laid_out(z, axis, full)));
+    }
+    let refs: Vec<&Val> = ops.iter().collect();
+    let ty = q.ty.with_elem(c.ty.elem);
+    im.emit(OpKind::Dequantize { granularity: g }, &refs, ty)
+        .map(Some)
+}
+
 /// ONNX's cast to BOOL: `x != 0`, with NaN true. lowbit has no comparison
 /// op, so it is built from casts that clamp into `u1`: `cast(x, up,
 /// saturate)` is 1 exactly for `x > 0` (NaN counts as 0), the same on `-x`
@@ -1060,73 +1270,140 @@ fn zero_pointed(im: &mut Importer, node: &NodeProto, i: usize, zp: usize, at: Zp
     binary(im, BinaryOp::Sub, &xi, &zi)
 }
 
-fn qlinear_matmul(im: &mut Importer, node: &NodeProto) -> R<Val> {
-    let (a_scale, b_scale) = (im.input(node, 1)?, im.input(node, 4)?);
-    let (y_scale, y_zp) = (im.input(node, 6)?, im.input(node, 7)?);
-    // Reuse the MatMulInteger lowering through a node view with its inputs.
-    let view = NodeProto {
-        input: vec![
-            node.input[0].clone(),
-            node.input[3].clone(),
-            node.input[2].clone(),
-            node.input[5].clone(),
-        ],
-        ..NodeProto::default()
-    };
-    let a = zero_pointed(im, &view, 0, 2, ZpAxis::Rows)?;
-    let b = zero_pointed(im, &view, 1, 3, ZpAxis::Cols)?;
-    let acc = matmul(im, &a, &b, ElemType::I32)?;
-    want_float(&a_scale, "a_scale")?;
-    want_float(&b_scale, "b_scale")?;
-    want_float(&y_scale, "y_scale")?;
-    if a_scale.ty.num_elements() != 1 || y_scale.ty.num_elements() != 1 {
-        return Err("only per-tensor a_scale and y_scale are supported".into());
+/// A `QLinearMatMul` scale or zero point of `a` (`rows`) or `b`, shaped to
+/// broadcast against the matrix `x` and the `[.., M, N]` product: one
+/// value becomes a scalar; a 1-D tensor of one per row of `a` becomes `[M,
+/// 1]`, one per column of `b` stays `[N]`; the spec's N-D forms (`[.., M,
+/// 1]` for `a`, `[.., 1, N]` for `b`, batch dims 1 or equal) are kept.
+fn row_col_param(im: &mut Importer, p: &Val, x: &Val, rows: bool, what: &str) -> R<Val> {
+    if p.ty.num_elements() == 1 {
+        return reshape_to(im, p, vec![]);
     }
-    let a_s = reshape_to(im, &a_scale, vec![])?;
-    let b_s = if b_scale.ty.num_elements() == 1 {
-        reshape_to(im, &b_scale, vec![])?
+    let r = x.ty.rank();
+    let (want, per) = if rows {
+        ("one per row of a", "row")
     } else {
-        b_scale.clone()
+        ("one per column of b", "column")
     };
-    let b_s = if b_s.ty.elem == a_s.ty.elem {
-        b_s
-    } else {
-        return Err("a_scale and b_scale must have one element type".into());
+    let bad = || {
+        format!(
+            "{what} of shape {} must be one value or {want} ({}): per-{per} quantization of {} takes [{}] or the {}-D form",
+            fmt_shape(&p.ty.shape),
+            if rows { "[M] or [.., M, 1]" } else { "[N] or [.., 1, N]" },
+            x.ty,
+            if r >= 2 { x.ty.shape[if rows { r - 2 } else { r - 1 }] } else { 0 },
+            r
+        )
     };
-    let s_in = binary(im, BinaryOp::Mul, &a_s, &b_s)?;
-    let rank = acc.ty.rank();
-    let in_g = if s_in.ty.num_elements() == 1 && b_scale.ty.num_elements() == 1 {
-        Granularity::PerTensor
-    } else if s_in.ty.shape == [acc.ty.shape[rank - 1]] {
-        Granularity::PerAxis {
-            axis: (rank - 1) as u32,
+    if r < 2 {
+        return Err(bad());
+    }
+    let (m, n) = (x.ty.shape[r - 2], x.ty.shape[r - 1]);
+    let len = if rows { m } else { n };
+    if p.ty.shape == [len] {
+        return if rows {
+            reshape_to(im, p, vec![len, 1])
+        } else {
+            Ok(p.clone())
+        };
+    }
+    let ps = &p.ty.shape;
+    let fits = ps.len() == r
+        && if rows {
+            ps[r - 2] == m && ps[r - 1] == 1
+        } else {
+            ps[r - 2] == 1 && ps[r - 1] == n
         }
+        && ps[..r - 2]
+            .iter()
+            .zip(&x.ty.shape[..r - 2])
+            .all(|(&a, &b)| a == 1 || a == b);
+    if fits {
+        Ok(p.clone())
     } else {
-        return Err(format!(
-            "b_scale of shape {} must be per-tensor or one per column",
-            fmt_shape(&b_scale.ty.shape)
-        ));
-    };
-    if s_in.ty.num_elements() > 1 << 24 {
-        return Err(format!("b_scale {} is too large", s_in.ty));
+        Err(bad())
     }
-    let zeros = Tensor {
-        elem: ElemType::I32,
-        shape: s_in.ty.shape.clone(),
-        codes: vec![0; s_in.ty.num_elements() as usize],
+}
+
+/// `x` minus its zero point, in i32.
+fn minus_zero_point(im: &mut Importer, x: &Val, zp: Option<Val>, rows: bool, what: &str) -> R<Val> {
+    if !x.ty.elem.is_int() {
+        return Err(format!(
+            "{what} must be an integer tensor, got {}",
+            x.ty.elem
+        ));
+    }
+    let xi = clamp_free_cast(im, x, ElemType::I32)?;
+    let Some(z) = zp else {
+        return Ok(xi);
     };
-    let zp_in = im.constant(zeros);
+    if z.ty.elem != x.ty.elem {
+        return Err(format!(
+            "the zero point of {what} has element type {}, {what} has {}",
+            z.ty.elem, x.ty.elem
+        ));
+    }
+    let z = row_col_param(im, &z, x, rows, &format!("the zero point of {what}"))?;
+    let zi = clamp_free_cast(im, &z, ElemType::I32)?;
+    binary(im, BinaryOp::Sub, &xi, &zi)
+}
+
+/// ONNX `QLinearMatMul` with onnxruntime's arithmetic: the exact i32
+/// product of the zero-point-centered operands, then per output element
+/// `saturate(round_half_even(f32(acc) ·f32 S) + y_zero_point)` with `S =
+/// f32(f32(a_scale · b_scale) / y_scale)`, every step an f32 op as
+/// onnxruntime's CPU kernel does it. `a`'s scale and zero point may be per
+/// row and `b`'s per column (see [`row_col_param`]); onnxruntime itself
+/// accepts per-column `b` only.
+fn qlinear_matmul(im: &mut Importer, node: &NodeProto) -> R<Val> {
+    let (a, a_scale) = (im.input(node, 0)?, im.input(node, 1)?);
+    let (b, b_scale) = (im.input(node, 3)?, im.input(node, 4)?);
+    let (y_scale, y_zp) = (im.input(node, 6)?, im.input(node, 7)?);
+    let (a_zp, b_zp) = (im.opt_input(node, 2)?, im.opt_input(node, 5)?);
+    for (v, what) in [
+        (&a_scale, "a_scale"),
+        (&b_scale, "b_scale"),
+        (&y_scale, "y_scale"),
+    ] {
+        if v.ty.elem != ElemType::F32 {
+            return Err(format!("{what} must be float32, got {}", v.ty.elem));
+        }
+    }
+    if y_scale.ty.num_elements() != 1 || y_zp.ty.num_elements() != 1 {
+        return Err(format!(
+            "y_scale and y_zero_point must be one value each (per-tensor), got {} and {}",
+            fmt_shape(&y_scale.ty.shape),
+            fmt_shape(&y_zp.ty.shape)
+        ));
+    }
+    let ai = minus_zero_point(im, &a, a_zp, true, "a")?;
+    let bi = minus_zero_point(im, &b, b_zp, false, "b")?;
+    let acc = matmul(im, &ai, &bi, ElemType::I32)?;
+    let a_s = row_col_param(im, &a_scale, &a, true, "a_scale")?;
+    let b_s = row_col_param(im, &b_scale, &b, false, "b_scale")?;
+    let ab = binary(im, BinaryOp::Mul, &a_s, &b_s)?;
     let y_s = reshape_to(im, &y_scale, vec![])?;
+    let s = binary(im, BinaryOp::Div, &ab, &y_s)?;
+    let accf = clamp_free_cast(im, &acc, ElemType::F32)?;
+    let x = binary(im, BinaryOp::Mul, &accf, &s)?;
+    if x.ty.shape != acc.ty.shape {
+        return Err(format!(
+            "shape mismatch: the scales ({}) do not broadcast to the product {}",
+            fmt_shape(&s.ty.shape),
+            acc.ty
+        ));
+    }
+    let one = im.constant(scalar(ElemType::F32, 1.0));
     let y_z = reshape_to(im, &y_zp, vec![])?;
     let ty = acc.ty.with_elem(y_zp.ty.elem);
     im.emit(
-        OpKind::Requantize {
-            in_granularity: in_g,
-            out_granularity: Granularity::PerTensor,
+        OpKind::Quantize {
+            granularity: Granularity::PerTensor,
             rounding: Rounding::NearestEven,
             saturate: true,
+            stochastic: None,
         },
-        &[&acc, &s_in, &zp_in, &y_s, &y_z],
+        &[&x, &one, &y_z],
         ty,
     )
 }
@@ -1162,10 +1439,27 @@ fn dynamic_quantize(im: &mut Importer, node: &NodeProto) -> R<Vec<Val>> {
     let range = binary(im, BinaryOp::Sub, &mx, &mn)?;
     let qmax = im.constant(scalar(ElemType::F32, 255.0));
     let scale = binary(im, BinaryOp::Div, &range, &qmax)?;
+    // onnxruntime uses scale 1 for an all-zero input. range ≥ 0 (or NaN),
+    // so rounding it up into u1 with saturation gives 1 exactly when it is
+    // non-zero (NaN counts as 0, and NaN + 1 stays NaN below); adding
+    // 1 − that indicator changes only the zero scale (x + 0 = x).
+    let u1 = TensorType::new(vec![], U1);
+    let nonzero = im.emit(
+        OpKind::Cast {
+            rounding: Rounding::Up,
+            saturate: true,
+            stochastic: None,
+        },
+        &[&range],
+        u1,
+    )?;
+    let nonzero = clamp_free_cast(im, &nonzero, ElemType::F32)?;
+    let one = im.constant(scalar(ElemType::F32, 1.0));
+    let is_zero = binary(im, BinaryOp::Sub, &one, &nonzero)?;
+    let scale = binary(im, BinaryOp::Add, &scale, &is_zero)?;
     // zero point = saturate(round(qmin - min / scale)), qmin = 0.
     let ratio = binary(im, BinaryOp::Div, &mn, &scale)?;
     let izp = im.emit(OpKind::Unary { op: UnaryOp::Neg }, &[&ratio], f32s(vec![]))?;
-    let one = im.constant(scalar(ElemType::F32, 1.0));
     let quant = || OpKind::Quantize {
         granularity: Granularity::PerTensor,
         rounding: Rounding::NearestEven,
@@ -1266,8 +1560,18 @@ fn quantize_node(im: &mut Importer, node: &NodeProto, version: i64) -> R<Val> {
     let g = granularity(node, &x.ty, &scale.ty, version)?;
     let saturate = out.is_integral() || attr_i(node, "saturate").unwrap_or(1) != 0;
     let mut ops = vec![&x, &scale];
-    if let Some(z) = &zp {
-        ops.push(z);
+    match &zp {
+        Some(z) if out.is_integral() => ops.push(z),
+        // A float zero point's value is ignored (see the module docs), but
+        // its shape must still be the scale's.
+        Some(z) if z.ty.shape != scale.ty.shape => {
+            return Err(format!(
+                "y_zero_point has shape {} but y_scale has {}",
+                fmt_shape(&z.ty.shape),
+                fmt_shape(&scale.ty.shape)
+            ))
+        }
+        _ => {}
     }
     let ty = x.ty.with_elem(out);
     im.emit(
@@ -1552,6 +1856,8 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
         codes: arrange(&st.codes),
     });
     let mut wq = wq;
+    // Set when the codes had to be cast to float: (what, why).
+    let mut float_note: Option<(String, String)> = None;
     let zp_codes = match im.opt_input(node, 3)? {
         None => vec![1u64 << (bits - 1); n * blocks],
         Some(z) => {
@@ -1579,7 +1885,8 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
                     // `(q - zp) · s` with a fractional zp: the codes are cast
                     // (exactly) to the scales' float type so `dequantize`
                     // can subtract a float zero point; the weight constant
-                    // itself stays packed.
+                    // itself stays packed, but every kernel downstream
+                    // reads float codes. Noted for `lowbit explain`.
                     let fty = TensorType::new(vec![k as u64, n as u64], st.elem);
                     wq = im.emit(
                         OpKind::Cast {
@@ -1590,6 +1897,24 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
                         &[&wq],
                         fty,
                     )?;
+                    let (i, bad) = vals
+                        .iter()
+                        .enumerate()
+                        .find(|(_, v)| v.fract() != 0.0 || !(0.0..=max).contains(*v))
+                        .map_or((0, 0.0), |(i, v)| (i, *v as f32));
+                    float_note = Some((
+                        format!(
+                            "the u{bits} weight codes of '{}' ([K, N] = [{k}, {n}])",
+                            node.input.get(1).map_or("", String::as_str)
+                        ),
+                        format!(
+                            "zero_points '{}' are not integers in [0, {max}] (e.g. {bad} for column {}, block {}); dequantize takes zero points in the codes' type, so the codes are cast to {} first and no low-bit kernel applies",
+                            node.input.get(3).map_or("", String::as_str),
+                            i / blocks,
+                            i % blocks,
+                            st.elem
+                        ),
+                    ));
                     zt.codes.clone()
                 }
             } else {
@@ -1640,6 +1965,24 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
         ));
     }
     let y = matmul(im, &a, &wf, a.ty.elem)?;
+    if let Some((what, why)) = float_note {
+        im.note(&wq, node, what.clone(), why.clone());
+        im.note(&wf, node, what.clone(), why.clone());
+        // The matmul itself (under the reshape a rank-1 A adds).
+        let mm = match im.f.def_op(y.v) {
+            Some(op) if matches!(im.f.op(op).kind, OpKind::Reshape) => im.f.op(op).operands[0],
+            _ => y.v,
+        };
+        im.f.note_value(
+            mm,
+            lowbit_ir::OpNote {
+                node: node.name.clone().unwrap_or_default(),
+                op_type: "MatMulNBits".into(),
+                what,
+                why,
+            },
+        );
+    }
     match im.opt_input(node, 5)? {
         None => Ok(y),
         Some(bias) => binary(im, BinaryOp::Add, &y, &bias),

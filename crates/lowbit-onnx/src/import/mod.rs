@@ -9,7 +9,12 @@
 //!   element type**: int4/uint4/int2/int8/float8/float4 weights stay
 //!   quantized, so `DequantizeLinear(weight) → MatMul` imports as
 //!   `dequantize(constant) → matmul` for the optimizer to fuse. Nothing is
-//!   dequantized at import.
+//!   dequantized at import. Where quantized data must become float outside
+//!   such a `dequantize` (MatMulNBits with fractional float zero points, an
+//!   ONNX `Cast` of a low-bit constant to float not followed by a `Mul` by a
+//!   per-tensor or per-axis scale, which imports as a `dequantize`), the ops doing it and the
+//!   matmul consuming it carry an [`lowbit_ir::OpNote`] naming the node and
+//!   the cause, which `lowbit explain` reports.
 //! * Initializers with external data are read from files next to the model
 //!   (`location`, `offset`, `length`), confined to the model's directory.
 //! * Each node resolves to its operator version through the model's opset
@@ -116,6 +121,7 @@ pub fn import_proto(model: &ModelProto, base_dir: Option<&Path>) -> Result<Modul
         env: HashMap::new(),
         base_dir,
         opsets,
+        low_bit_casts: HashMap::new(),
     };
 
     let init_names: HashSet<&str> = graph
@@ -179,6 +185,10 @@ pub(crate) struct Importer<'a> {
     pub env: HashMap<String, Val>,
     base_dir: Option<&'a Path>,
     opsets: HashMap<String, i64>,
+    /// Low-bit constants made float by hand (`Cast(q)`, `Cast(q) - zp`),
+    /// by the float value: a `Mul` by a scale then makes them a
+    /// `dequantize` instead.
+    pub low_bit_casts: HashMap<Value, lower::HandDequant>,
 }
 
 /// Results with at most this many elements are computed at import when all
@@ -304,6 +314,19 @@ impl Importer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Records at the op defining `v` that node `node` turned quantized
+    /// data into float outside a fusable `dequantize` (see
+    /// [`lowbit_ir::OpNote`]); `lowbit explain` reports it.
+    pub fn note(&mut self, v: &Val, node: &NodeProto, what: String, why: String) {
+        let note = lowbit_ir::OpNote {
+            node: node.name.clone().unwrap_or_default(),
+            op_type: node.op_type.clone().unwrap_or_default(),
+            what,
+            why,
+        };
+        self.f.note_value(v.v, note);
     }
 
     /// Input `i` of a node, `None` when absent or given as `""`.
