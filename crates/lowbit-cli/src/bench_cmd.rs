@@ -39,25 +39,26 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
   --tensor-scale T an f32 scale multiplying every weight (NVFP4's second
                    level), folded into each group scale
   --act DTYPE      activation type: f32, f16, bf16; u8 or i8 with --weight
-                   i8 runs the W8A8 kernel (exact i32 results, VNNI where
-                   present; scales are not applied on this path); b1 with
-                   --weight b1 runs the W1A1 popcount kernel (exact i32)
-  --schedule S     integer weights and activations: direct (default, W8A8)
-                   or bit-serial: i1..i8/u1..u8 (or b1) weights times
-                   i1..i8/u1..u8 activations by AND-popcounts of bit-planes
-                   (exact i32; --zero-point gives both operands a
-                   per-tensor zero point)
+                   i8 runs the W8A8 kernel, with --weight i4 or u4 the
+                   W4A8 kernel (exact i32 results, VNNI where present; no
+                   scales on this path); b1 with --weight b1 runs the W1A1
+                   popcount kernel (exact i32)
+  --schedule S     integer weights and activations: direct (default,
+                   W8A8/W4A8) or bit-serial: i1..i8/u1..u8 (or b1) weights
+                   times i1..i8/u1..u8 activations by AND-popcounts of
+                   bit-planes (exact i32; --zero-point gives both operands
+                   a per-tensor zero point)
   --threads T      threads (default: all cores); the probes use T too
   --backend cpu    the only backend built in
   --samples S      at least S timed calls (default 20; at least 1 s total)
   --json           one JSON document instead of text
 
 The weight working set rotates over copies exceeding the last-level cache.
-Prints the median seconds, GFLOP/s (2*m*k*n; integer ops for W8A8),
+Prints the median seconds, GFLOP/s (2*m*k*n; integer ops for W8A8/W4A8),
 weight GB/s (packed codes, scales and zero points per call), and their
 fractions of the measured DRAM read bandwidth and compute peak (f32 FMA,
-int8 VNNI for W8A8, or the xor+popcount step for W1A1 and bit-serial, 2
-binary ops per bit pair: 2*m*k*n*x*y for x-bit weights and y-bit
+int8 VNNI for W8A8/W4A8, or the xor+popcount step for W1A1 and bit-serial,
+2 binary ops per bit pair: 2*m*k*n*x*y for x-bit weights and y-bit
 activations; bit-serial also prints the per-call activation packing time,
 which the median includes), and the fraction of the attainable roofline:
 the longer of weight bytes / bandwidth and operations / peak, over the

@@ -17,10 +17,12 @@
 //!   then `quantize`) runs the kernel and then the `quantize` on the
 //!   interpreter, and the summary says so;
 //! * an integer `matmul` or `matmul_int` to `i32` (wrapping) with a
-//!   constant `i8` weight and `u8`/`i8` activations (the exact W8A8 kernel;
-//!   `matmul_int` zero points: a constant activation zero point, folded into
-//!   the bias as `−zx·Σw`, and a zero weight zero point), with, folded into
-//!   the kernel, a following wrapping `add` of a constant `i32 [m]` bias, a
+//!   constant `i8`, `i4` or `u4` weight and `u8`/`i8` activations (the
+//!   exact W8A8/W4A8 kernel; `matmul_int`'s constant per-tensor zero points
+//!   are folded into the packed weights as `w − zw`, when that fits `i4` or
+//!   `i8`, and into the kernel's per-row offsets as `−zx·Σ(w − zw)`), with,
+//!   folded into the kernel, a following wrapping `add` of a constant
+//!   `i32 [m]` bias, a
 //!   `relu`, and a `requant_dyadic` to `i8` (saturating, nearest-even,
 //!   per-tensor or per output column, multipliers below 2^31, shifts up to
 //!   62); `b1` × `b1` (the W1A1 popcount kernel); or, for
@@ -106,8 +108,8 @@ pub struct Plan {
     pub x: Value,
     /// The run-time `f32` bias operand of a float kernel's epilogue.
     pub bias: Option<Value>,
-    /// The constant `i32` bias of the W8A8 epilogue (the graph's bias
-    /// minus `zx · Σw` for an activation zero point).
+    /// The constant `i32` bias of the W8A8/W4A8 epilogue (the graph's
+    /// bias; an activation zero point is in the packed row offsets).
     pub int_bias: Option<Vec<i32>>,
     /// The W8A8 dyadic requantization (per output column).
     pub requant: Option<DyadicParams>,
@@ -117,7 +119,8 @@ pub struct Plan {
     /// The ops fused after the matmul, innermost first (empty for a
     /// matmul alone); the plan computes the last one's result.
     pub fused: Vec<Op>,
-    /// Bit-serial `matmul_int` zero points `(za, zw)` (constants).
+    /// Bit-serial `matmul_int` zero points `(za, zw)` (constants; the
+    /// W8A8/W4A8 kernel has them in its packed weights and row offsets).
     pub zero_points: Option<(i32, i32)>,
 }
 
@@ -225,23 +228,6 @@ fn scalar_of(f: &Function, v: Value, what: &str) -> Result<Tensor, String> {
     Ok(t)
 }
 
-/// The integer kernel for `x [n, k]` times constant `w [k, m]`: W1A1 for
-/// `b1 x b1`; W8A8 for `u8`/`i8 x i8` on the direct schedule without zero
-/// points; otherwise bit-serial (which checks the element types).
-fn int_spec(kind: &OpKind, (x, w): (ElemType, ElemType), zps: bool, mkn: [usize; 3]) -> GemmSpec {
-    let [m, k, n] = mkn;
-    let n = Dim::Static(n);
-    if x == ElemType::Bipolar {
-        GemmSpec::binary(m, k, n)
-    } else if !is_bit_serial(kind) && !zps && w == ElemType::I8 && is_byte(x) {
-        GemmSpec::int8(m, k, n, x)
-    } else {
-        let mut s = GemmSpec::bit_serial(m, k, n, w, x);
-        s.weight.zero_point = zps;
-        s
-    }
-}
-
 fn is_bit_serial(kind: &OpKind) -> bool {
     matches!(
         kind,
@@ -252,16 +238,29 @@ fn is_bit_serial(kind: &OpKind) -> bool {
     )
 }
 
+/// `i4` and `u4`: the 4-bit weights of the W4A8 kernel.
+const I4: ElemType = ElemType::Int {
+    bits: 4,
+    signed: true,
+};
+const U4: ElemType = ElemType::Int {
+    bits: 4,
+    signed: false,
+};
+
 fn is_byte(e: ElemType) -> bool {
     [ElemType::U8, ElemType::I8].contains(&e)
 }
 
 /// Maps an integer `matmul x, w` or `matmul_int x, w[, zx, zw]` to `i32`
-/// (wrapping) with a constant `w` (and constant zero points) onto the
-/// W8A8, W1A1 or bit-serial kernel ([`int_spec`]). On the W8A8 shapes
-/// (`u8`/`i8 x i8`, direct schedule) a zero weight zero point and an
-/// activation zero point `zx` stay on W8A8: `zx` becomes the bias
-/// `−zx · Σ_k w[k, r]` (exact modulo 2^32, as the wrapping result).
+/// (wrapping) with a constant `w` (and constant per-tensor zero points):
+/// `b1 x b1` onto the W1A1 kernel; `u8`/`i8` activations on the direct
+/// schedule onto the W8A8/W4A8 kernel when the centered weights `w - zw`
+/// are `i8`, `i4` or `u4` (or fit `i4`/`i8`, see [`center`]), with `zx`
+/// folded into the kernel's per-row offsets (`−zx · Σ_k (w - zw)[k, r]`,
+/// exact modulo 2^32 like the wrapping result); everything else (other
+/// widths, `schedule = bit_serial`) onto the bit-serial kernel, which
+/// takes both zero points at run time.
 fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
     let d = f.op(op);
     let (x, w) = (d.operands[0], d.operands[1]);
@@ -306,46 +305,76 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
         _ => None,
     };
     let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
-    // W8A8 shapes with only an activation zero point: fold it into the bias.
-    let fold = match zero_points {
-        Some((za, 0)) if !is_bit_serial(&d.kind) && q.elem == ElemType::I8 && is_byte(xt.elem) => {
-            Some(za)
+    let n = Dim::Static(n);
+    if xt.elem == ElemType::Bipolar {
+        // b1 x b1 is the W1A1 kernel on either schedule.
+        if q.elem != ElemType::Bipolar {
+            return Err(format!("b1 activations need b1 weights, not {}", q.elem));
         }
-        _ => None,
-    };
-    let spec = int_spec(
-        &d.kind,
-        (xt.elem, q.elem),
-        zero_points.is_some() && fold.is_none(),
-        [m, k, n],
-    );
-    if spec.is_binary() && q.elem != ElemType::Bipolar {
-        return Err(format!("b1 activations need b1 weights, not {}", q.elem));
+        if zero_points.is_some_and(|z| z != (0, 0)) {
+            return Err("the W1A1 kernel takes no zero points".into());
+        }
+        let spec = GemmSpec::binary(m, k, n);
+        spec.check("cpu").map_err(|e| e.to_string())?;
+        let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
+        return Ok(plain(spec, weights, op, x));
     }
+    let (zx, zw) = zero_points.unwrap_or((0, 0));
+    if !is_bit_serial(&d.kind) && is_byte(xt.elem) {
+        // The weights w - zw packed as they are (zw = 0) or in the
+        // narrowest type holding them; zx goes into the row offsets.
+        let vnni_types = [ElemType::I8, I4, U4];
+        if let Some(c) = center(&q, i64::from(zw))
+            .ok()
+            .filter(|c| vnni_types.contains(&c.elem))
+        {
+            let spec = GemmSpec::int(m, k, n, c.elem, xt.elem);
+            spec.check("cpu").map_err(|e| e.to_string())?;
+            let weights = PackedWeights::pack_int_centered(&spec, &transpose(&c), i64::from(zx))
+                .map_err(|e| e.to_string())?;
+            return Ok(plain(spec, weights, op, x));
+        }
+    }
+    // The bit-serial kernel checks the element types itself.
+    let mut spec = GemmSpec::bit_serial(m, k, n, q.elem, xt.elem);
+    spec.weight.zero_point = zero_points.is_some();
     spec.check("cpu").map_err(|e| e.to_string())?;
     let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
     let mut p = plain(spec, weights, op, x);
-    match fold {
-        Some(0) => {}
-        Some(zx) => {
-            let wv = q
-                .to_i128()
-                .ok_or_else(|| "the weight codes are not integers".to_string())?;
-            let zx = i128::from(zx);
-            let bias = (0..m)
-                .map(|r| {
-                    let col: i128 = (0..k).map(|j| wv[j * m + r]).sum();
-                    // Wrapping to i32 like the result: the sum is exact
-                    // modulo 2^32.
-                    (-(zx * col)) as i32
-                })
-                .collect();
-            p.spec.epilogue.bias = true;
-            p.int_bias = Some(bias);
-        }
-        None => p.zero_points = zero_points,
-    }
+    p.zero_points = zero_points;
     Ok(p)
+}
+
+/// The integer weights `w - zw`: unchanged when `zw` is 0, else in the
+/// narrowest kernel weight type that holds them (`i4`, then `i8`).
+fn center(w: &Tensor, zw: i64) -> Result<Tensor, String> {
+    if zw == 0 {
+        return Ok(w.clone());
+    }
+    let vals: Vec<i128> = w
+        .to_i128()
+        .ok_or_else(|| format!("{} weights are not integers", w.elem))?
+        .into_iter()
+        .map(|v| v - i128::from(zw))
+        .collect();
+    let (lo, hi) = vals
+        .iter()
+        .fold((0i128, 0i128), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let bits = if (-8..=7).contains(&lo) && (-8..=7).contains(&hi) {
+        4
+    } else if (-128..=127).contains(&lo) && (-128..=127).contains(&hi) {
+        8
+    } else {
+        return Err(format!(
+            "the centered weights w - {zw} span {lo}..={hi}, beyond i8"
+        ));
+    };
+    let mask = (1i128 << bits) - 1;
+    Tensor::new(
+        ElemType::Int { bits, signed: true },
+        w.shape.clone(),
+        vals.iter().map(|&v| (v & mask) as u64).collect(),
+    )
 }
 
 /// Tries to map `matmul x, w`, `matmul_int x, w` or `qmatmul x, wq, ...`

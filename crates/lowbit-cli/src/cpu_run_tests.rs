@@ -272,11 +272,12 @@ struct IntChain {
     requant: Option<bool>,
 }
 
-/// Builds `requant_dyadic(relu(add(matmul_int(x, w, zx, 0), b)))` (each
-/// step optional) over `x` of `x_shape`.
+/// Builds `requant_dyadic(relu(add(matmul_int(x, w, zx, zw), b)))` (each
+/// step optional) over `x` of `x_shape`, `w` of type `weight.0` and
+/// `zw = weight.1` (with `c.zero_point`).
 fn int_graph(
     rng: &mut Rng,
-    act: &str,
+    (act, weight): (&str, (&str, u64)),
     x_shape: &[u64],
     m: u64,
     c: IntChain,
@@ -284,12 +285,15 @@ fn int_graph(
 ) -> (Function, Vec<(String, Tensor)>) {
     let k = *x_shape.last().unwrap();
     let ae: ElemType = act.parse().unwrap();
+    let we: ElemType = weight.0.parse().unwrap();
     let mut f = Function::new("main");
     let x = f.add_param("x", TensorType::new(x_shape.to_vec(), ae));
     let w = Tensor::new(
-        ElemType::I8,
+        we,
         vec![k, m],
-        (0..k * m).map(|_| rng.next_u64() & 0xff).collect(),
+        (0..k * m)
+            .map(|_| rng.next_u64() & we.code_mask())
+            .collect(),
     )
     .unwrap();
     let wv = konst(&mut f, &w);
@@ -299,7 +303,7 @@ fn int_graph(
     let mut ops = vec![x, wv];
     if c.zero_point {
         let zx = Tensor::new(ae, vec![], vec![rng.next_u64() & 0xff]).unwrap();
-        let zw = Tensor::new(ElemType::I8, vec![], vec![0]).unwrap();
+        let zw = Tensor::new(we, vec![], vec![weight.1]).unwrap();
         ops.push(konst(&mut f, &zx));
         ops.push(konst(&mut f, &zw));
     }
@@ -410,13 +414,64 @@ fn integer_chains_are_bit_exact_on_one_kernel() {
     for (i, c) in chains.iter().enumerate() {
         for shape in shapes {
             for act in ["u8", "i8"] {
-                let (f, inputs) = int_graph(&mut rng, act, shape, 7 + i as u64, *c, false);
+                let (f, inputs) =
+                    int_graph(&mut rng, (act, ("i8", 0)), shape, 7 + i as u64, *c, false);
                 let (cpu, want) = both(&f, &inputs);
                 assert_eq!(cpu.outputs[0].1, want[0].1, "{act} {shape:?} chain {i}");
                 assert_eq!(cpu.on_cpu.len(), 1, "{}", cpu.summary());
                 assert!(cpu.on_interp.is_empty(), "{}", cpu.summary());
                 assert!(cpu.not_mapped.is_empty(), "{}", cpu.summary());
             }
+        }
+    }
+}
+
+/// 4-bit weights and weight zero points: `i4` as it is, `u4 - 8` (fits
+/// `i4`) on the W4A8 kernel, `u8 - 128` (fits `i8`) on W8A8, each with an
+/// activation zero point in the row offsets and the fused bias, ReLU and
+/// requantize; `u8` weights without a zero point (not `i8`) go to the
+/// bit-serial kernel. All on one kernel, bit-exact.
+#[test]
+fn integer_chains_with_weight_zero_points_pick_the_kernel() {
+    let mut rng = Rng::new(0x4a8);
+    let full = IntChain {
+        zero_point: true,
+        bias: true,
+        relu: true,
+        requant: Some(true),
+    };
+    let acc = IntChain {
+        zero_point: true,
+        bias: true,
+        relu: true,
+        requant: None,
+    };
+    let cases = [
+        (("u8", ("i4", 0)), full, "weight=i4"),
+        (("i8", ("u4", 8)), full, "weight=i4"),
+        (("u8", ("u4", 8)), acc, "weight=i4"),
+        (("i8", ("u8", 128)), acc, "weight=i8"),
+        (("u8", ("u8", 128)), full, "weight=i8"),
+        (
+            ("u8", ("u8", 0)),
+            IntChain {
+                zero_point: false,
+                bias: false,
+                relu: false,
+                requant: None,
+            },
+            "bit-serial",
+        ),
+    ];
+    for (types, c, kernel) in cases {
+        for shape in [&[3u64, 2100][..], &[13, 70]] {
+            let (f, inputs) = int_graph(&mut rng, types, shape, 21, c, false);
+            let (cpu, want) = both(&f, &inputs);
+            assert_eq!(cpu.outputs[0].1, want[0].1, "{types:?} {shape:?}");
+            assert_eq!(cpu.on_cpu.len(), 1, "{}", cpu.summary());
+            assert!(cpu.on_cpu[0].1.contains(kernel), "{}", cpu.summary());
+            assert!(cpu.on_interp.is_empty(), "{}", cpu.summary());
+            assert!(cpu.not_mapped.is_empty(), "{}", cpu.summary());
         }
     }
 }
@@ -433,7 +488,7 @@ fn chains_shorten_where_an_op_does_not_fit() {
         relu: true,
         requant: Some(true),
     };
-    let (f, inputs) = int_graph(&mut rng, "u8", &[3, 100], 6, c, true);
+    let (f, inputs) = int_graph(&mut rng, ("u8", ("i8", 0)), &[3, 100], 6, c, true);
     let (cpu, want) = both(&f, &inputs);
     assert_eq!(cpu.outputs[0].1, want[0].1);
     assert_eq!(cpu.on_interp, vec![("requant_dyadic".to_string(), 1)]);
@@ -453,7 +508,7 @@ fn chains_shorten_where_an_op_does_not_fit() {
         relu: false,
         requant: None,
     };
-    let (mut f, inputs) = int_graph(&mut rng, "i8", &[2, 64], 5, c, false);
+    let (mut f, inputs) = int_graph(&mut rng, ("i8", ("i8", 0)), &[2, 64], 5, c, false);
     let acc = f.op(f.def_op(f.outputs[0].1).unwrap()).operands[1];
     f.outputs.push(("acc".into(), acc));
     let (cpu, want) = both(&f, &inputs);

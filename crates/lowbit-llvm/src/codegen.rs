@@ -33,8 +33,8 @@
 //! accumulator has 16 lanes (both halves of a block go into one), so the
 //! 4x4 tile's 16 accumulators fit in the AVX-512 registers with the
 //! decoded weights (its activations come from L2), and the 8x1 tile's 8
-//! with the 8 rows' tables. The W8A8 path walks k in passes of 4096
-//! elements: the first pass stores each output, later ones add to it.
+//! with the 8 rows' tables. The W1A1 path walks k in passes of 32768 bits
+//! when `n >= 4`: the first pass stores each output, later ones add to it.
 //!
 //! Accuracy (float paths): each output is the f32 sum of f32 products in
 //! 16 lane accumulators, each lane summing `k_pad/16` products in order,
@@ -46,9 +46,11 @@
 //! so the factor grows by 2. Scales are decoded in registers too: E8M0 by
 //! placing the code in an f64 exponent field (narrowed exactly to f32),
 //! E4M3 through f16 as the weights. With groups of 16 each block takes two
-//! scales, one per lane half. The W8A8 path is exact (wrapping i32, like
-//! the interpreter), its epilogue too: an `i32`
-//! bias added with wrapping, ReLU, then the dyadic requantization.
+//! scales, one per lane half. The W8A8/W4A8 path (`codegen/vnni.rs`:
+//! `vpdpbusd` outer-product tiles over 16-row weight panels) and the W1A1
+//! path are exact (wrapping i32, like the interpreter); so is the
+//! W8A8/W4A8 epilogue: an `i32` bias added with wrapping, ReLU, then the
+//! dyadic requantization.
 //!
 //! Epilogue activations of the float paths (GELU, tanh GELU, SiLU) are
 //! evaluated in registers (see `codegen/epilogue.rs`), within one f32 ulp of the
@@ -73,7 +75,7 @@ use inkwell::module::{Linkage, Module};
 use inkwell::types::{FloatType, IntType, PointerType, VectorType};
 use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::{AddressSpace, IntPredicate};
-use lowbit_ir::target::{Int8Dot, VectorIsa};
+use lowbit_ir::target::VectorIsa;
 
 pub mod bitserial;
 
@@ -91,10 +93,12 @@ const SPLIT_BLOCKS: u64 = 16;
 /// buffer, so the k loop only broadcasts an f32 from it).
 const SCALE_RUN: u32 = 16;
 
-/// Blocks of k per pass of the W8A8 kernel (64 blocks = 4 KiB per row):
-/// a 4x4 tile's weight and activation slices then stay in L1, and all
-/// activation slices of a pass in L2.
+/// Blocks of k per pass of the W1A1 kernel (64 blocks of 512 bits = 4 KiB
+/// per row): a 4x4 tile's weight and activation slices then stay in L1,
+/// and all activation slices of a pass in L2.
 const INT_K_CHUNK: u64 = 64;
+
+mod vnni;
 
 struct Gen<'a, 'ctx> {
     ctx: &'ctx Context,
@@ -1284,44 +1288,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(f)
     }
 
-    /// `acc + dot4(x, w)` per 32-bit lane: 4 unsigned bytes of `x` times 4
-    /// signed bytes of `w`, wrapping like `vpdpbusd` (which it is, with
-    /// AVX-512 VNNI).
-    fn dot_u8s8(
-        &self,
-        acc: VectorValue<'ctx>,
-        x: VectorValue<'ctx>,
-        w: VectorValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>, CpuError> {
-        if self.target.kernel_paths().int8_dot == Int8Dot::Avx512Vnni {
-            let f = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
-                .and_then(|i| i.get_declaration(self.module, &[]))
-                .ok_or_else(|| CpuError::Llvm("vpdpbusd is not available".into()))?;
-            return self
-                .b
-                .build_call(f, &[acc.into(), x.into(), w.into()], "dp")?
-                .try_as_basic_value()
-                .basic()
-                .map(|v| v.into_vector_value())
-                .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()));
-        }
-        let v32 = self.i32t.vec_type(64);
-        let xz = self.b.build_int_z_extend(x, v32, "xz")?;
-        let wz = self.b.build_int_s_extend(w, v32, "wz")?;
-        let prod = self.b.build_int_mul(xz, wz, "prod")?;
-        let mut out = acc;
-        for j in 0..4u64 {
-            let part = self.b.build_shuffle_vector(
-                prod,
-                prod,
-                self.shuffle_mask((0..16).map(|l| 4 * l + j)),
-                "part",
-            )?;
-            out = self.b.build_int_add(out, part, "dp")?;
-        }
-        Ok(out)
-    }
-
     /// `acc + popcount(x xor w)` per 32-bit lane: the number of positions
     /// where two rows of `b1` codes disagree (`vpopcntd` with AVX-512
     /// VPOPCNTDQ).
@@ -1348,9 +1314,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(self.b.build_int_add(acc, p, "acc")?)
     }
 
-    /// Emits `itile_RxC(x, w, _, rowsums, _, y, r0, c0)` of the W8A8 path:
-    /// `x` is `u8 [n, k_pad]` (i8 activations arrive offset by +128, and
-    /// `128 * rowsum` comes off at the end), `y` is `i32 [n, m]`.
+    /// Emits `itile_RxC(x, w, _, _, _, y, r0, c0)` of the W1A1 path: `x`
+    /// is `[n, k_pad]` packed bits, `y` is `i32 [n, m]`.
     fn emit_int_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
         let spec = self.spec;
         let p = self.ptr.into();
@@ -1378,9 +1343,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         };
         let x = param(0)?.into_pointer_value();
         let w = param(1)?.into_pointer_value();
-        let requant_params = param(2)?.into_pointer_value();
-        let sums = param(3)?.into_pointer_value();
-        let bias = param(4)?.into_pointer_value();
         let y = param(5)?.into_pointer_value();
         let r0 = param(6)?.into_int_value();
         let c0 = param(7)?.into_int_value();
@@ -1443,11 +1405,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     for (c, &xv) in xs.iter().enumerate() {
                         let ap = accs[r * cols as usize + c];
                         let acc = self.b.build_load(v16, ap, "a")?.into_vector_value();
-                        let acc = if spec.is_binary() {
-                            self.popcount_xor(acc, xv, wv)?
-                        } else {
-                            self.dot_u8s8(acc, xv, wv)?
-                        };
+                        let acc = self.popcount_xor(acc, xv, wv)?;
                         self.b.build_store(ap, acc)?;
                     }
                 }
@@ -1455,20 +1413,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             },
         )?;
         let m = spec.m as u64;
-        let offset_acts = spec.act == lowbit_numerics::ElemType::I8;
         for r in 0..rows as usize {
-            let correction = if offset_acts {
-                let so = self.b.build_int_mul(rows_idx[r], self.i64c(4), "so")?;
-                let s = self
-                    .load(self.i32t, self.gep(sums, so)?, 4)?
-                    .into_int_value();
-                Some(
-                    self.b
-                        .build_left_shift(s, self.i32t.const_int(7, false), "corr")?,
-                )
-            } else {
-                None
-            };
             for c in 0..cols as usize {
                 let mut v = self
                     .b
@@ -1495,38 +1440,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
                 let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
                 let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
-                if spec.epilogue.requantize {
-                    // One pass covers all of k here (see `emit_kernel`).
-                    if let Some(cv) = correction {
-                        dot = self.b.build_int_sub(dot, cv, "dot")?;
-                    }
-                    let dot = self.int_relu(self.int_bias(dot, bias, rows_idx[r])?, None)?;
-                    let q = self.dyadic_requantize(dot, requant_params, rows_idx[r])?;
-                    self.b.build_store(self.gep(y, yi)?, q)?;
-                    continue;
-                }
                 let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
                 let yp = self.gep(y, yo)?;
-                // The first k chunk starts the sum (and takes the i8 offset
-                // correction off); later chunks add to it. Wrapping i32 adds
-                // are associative, so the chunked sum is the exact one.
-                // W1A1: the lanes counted disagreeing signs, and
+                // The first k chunk starts the sum; later chunks add to it.
+                // Wrapping i32 adds are associative, so the chunked sum is
+                // the exact one. The lanes counted disagreeing signs, and
                 // sum(x * w) = k - 2 * disagreements.
-                if spec.is_binary() {
-                    dot = self.b.build_int_mul(
-                        dot,
-                        self.i32t.const_int((-2i64) as u64, true),
-                        "dot",
-                    )?;
-                }
-                let start = match correction {
-                    Some(cv) => self.b.build_int_neg(cv, "start")?,
-                    None if spec.is_binary() => self.i32t.const_int(spec.k as u64, false),
-                    None => self.i32t.const_zero(),
-                };
-                // The bias joins the first pass's start (wrapping adds
-                // commute), the ReLU the last pass.
-                let start = self.int_bias(start, bias, rows_idx[r])?;
+                dot =
+                    self.b
+                        .build_int_mul(dot, self.i32t.const_int((-2i64) as u64, true), "dot")?;
+                let start = self.i32t.const_int(spec.k as u64, false);
                 let old = self.load(self.i32t, yp, 4)?.into_int_value();
                 let is_first =
                     self.b
@@ -1536,7 +1459,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .build_select(is_first, start, old, "base")?
                     .into_int_value();
                 dot = self.b.build_int_add(dot, base, "dot")?;
-                let dot = self.int_relu(dot, Some(last))?;
                 self.b.build_store(yp, dot)?;
             }
         }
@@ -1544,69 +1466,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(f)
     }
 
-    /// `clamp(round_half_even(acc * M / 2^shift) + zp, -128, 127)` as `i8`,
-    /// with `(M, shift, zp)` the `i32` triple of row `r` in `params`; exact
-    /// integer arithmetic in i64 (the caller keeps shift in 0..=62).
-    fn dyadic_requantize(
-        &self,
-        acc: IntValue<'ctx>,
-        params: PointerValue<'ctx>,
-        r: IntValue<'ctx>,
-    ) -> Result<IntValue<'ctx>, CpuError> {
-        let i64t = self.i64t;
-        let field = |i: u64| -> Result<IntValue<'ctx>, CpuError> {
-            let idx = self.b.build_int_mul(r, self.i64c(3), "pi")?;
-            let idx = self.b.build_int_add(idx, self.i64c(i), "pi")?;
-            let off = self.b.build_int_mul(idx, self.i64c(4), "po")?;
-            let v = self
-                .load(self.i32t, self.gep(params, off)?, 4)?
-                .into_int_value();
-            Ok(self.b.build_int_s_extend(v, i64t, "p")?)
-        };
-        let (mult, shift, zp) = (field(0)?, field(1)?, field(2)?);
-        let t = self.b.build_int_s_extend(acc, i64t, "t")?;
-        let t = self.b.build_int_mul(t, mult, "t")?;
-        let q = self.b.build_right_shift(t, shift, true, "q")?;
-        let back = self.b.build_left_shift(q, shift, "back")?;
-        let rem = self.b.build_int_sub(t, back, "rem")?;
-        // half = 2^(shift-1); with shift = 0 the remainder is 0 and any
-        // half > 0 rounds nothing.
-        let zero_shift = self
-            .b
-            .build_int_compare(IntPredicate::EQ, shift, self.i64c(0), "s0")?;
-        let sm1 = self.b.build_int_sub(shift, self.i64c(1), "sm1")?;
-        let sm1 = self
-            .b
-            .build_select(zero_shift, self.i64c(0), sm1, "sm1")?
-            .into_int_value();
-        let half = self.b.build_left_shift(self.i64c(1), sm1, "half")?;
-        let above = self
-            .b
-            .build_int_compare(IntPredicate::UGT, rem, half, "above")?;
-        let tie = self
-            .b
-            .build_int_compare(IntPredicate::EQ, rem, half, "tie")?;
-        let odd = self.b.build_and(q, self.i64c(1), "odd")?;
-        let odd = self
-            .b
-            .build_int_compare(IntPredicate::NE, odd, self.i64c(0), "odd")?;
-        let tie_up = self.b.build_and(tie, odd, "tieup")?;
-        let up = self.b.build_or(above, tie_up, "up")?;
-        let nonzero = self.b.build_not(zero_shift, "nz")?;
-        let up = self.b.build_and(up, nonzero, "up")?;
-        let up = self.b.build_int_z_extend(up, i64t, "up")?;
-        let q = self.b.build_int_add(q, up, "q")?;
-        let q = self.b.build_int_add(q, zp, "q")?;
-        let lo = self.i64c((-128i64) as u64);
-        let hi = self.i64c(127);
-        let below = self.b.build_int_compare(IntPredicate::SLT, q, lo, "lo")?;
-        let q = self.b.build_select(below, lo, q, "q")?.into_int_value();
-        let over = self.b.build_int_compare(IntPredicate::SGT, q, hi, "hi")?;
-        let q = self.b.build_select(over, hi, q, "q")?.into_int_value();
-        Ok(self.b.build_int_truncate(q, self.i8t, "y8")?)
-    }
-
     fn emit_kernel(&self) -> Result<(), CpuError> {
+        if self.spec.is_vnni() {
+            return self.emit_vnni_kernel();
+        }
         // Wide tiles as (tile, rows, columns), widest first: each takes
         // the columns it can of a 4-row block, the 4x1 tile the rest.
         // The float path first walks blocks of 8 rows with an 8x1
@@ -1655,10 +1518,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let n = params[6].into_int_value();
         let row_begin = params[7].into_int_value();
         let row_end = params[8].into_int_value();
-        // The nest over rows and columns runs once per k chunk (W8A8 with
+        // The nest over rows and columns runs once per k chunk (W1A1 with
         // n >= 4: so a tile's activation and weight slices stay in L1; the
         // float path has one chunk), with the chunk's first group (float
-        // path) or block (W8A8), and whether it is the first and the last
+        // path) or block (W1A1), and whether it is the first and the last
         // chunk.
         type Chunk<'c> = (IntValue<'c>, IntValue<'c>, IntValue<'c>);
         let nest = |chunk: Chunk<'ctx>| {

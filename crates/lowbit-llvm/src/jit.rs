@@ -480,7 +480,7 @@ impl GemmKernel {
         self.run_int_bias(x, weights, None, y, n, threads)
     }
 
-    /// [`GemmKernel::run_int`] with the W8A8 epilogue: `act(acc +
+    /// [`GemmKernel::run_int`] with the W8A8/W4A8 epilogue: `act(acc +
     /// bias[m])`, the `i32` bias added with wrapping and the ReLU (if the
     /// spec has one) as `max(v, 0)` — the interpreter's `relu(add(
     /// matmul_int(x, w), bias))` on `i32`. `bias` must be given exactly
@@ -604,14 +604,20 @@ impl GemmKernel {
         }
         size("multipliers", Some(m), rq.multipliers.len())?;
         size("shifts", Some(m), rq.shifts.len())?;
-        let mut params = Vec::with_capacity(3 * m);
+        // Three arrays of m_pad i32 (multipliers, shifts, zero points; 0
+        // for padding rows), so the kernel loads one panel's 16 rows of
+        // each as a vector.
+        let m_pad = self.spec.m_pad();
+        let mut params = vec![0i32; 3 * m_pad];
         for (r, (&mult, &shift)) in rq.multipliers.iter().zip(rq.shifts).enumerate() {
             if shift > 62 {
                 return Err(CpuError::BadWeights(format!(
                     "requantize shift {shift} of row {r} is out of 0..=62"
                 )));
             }
-            params.extend_from_slice(&[mult, shift as i32, i32::from(rq.zero_point)]);
+            params[r] = mult;
+            params[m_pad + r] = shift as i32;
+            params[2 * m_pad + r] = i32::from(rq.zero_point);
         }
         self.run_integer(
             x,
@@ -625,7 +631,7 @@ impl GemmKernel {
     }
 
     /// The integer paths' shared body: `y` is `(address, elements)`,
-    /// `params` the requantize triples (or 0).
+    /// `params` the three requantize arrays (or 0).
     #[allow(clippy::too_many_arguments)]
     fn run_integer(
         &self,
@@ -719,7 +725,7 @@ impl GemmKernel {
                 xp as usize,
                 weights.codes().as_ptr() as usize,
                 params,
-                weights.row_sums().as_ptr() as usize,
+                weights.row_offsets().as_ptr() as usize,
                 bias_p,
                 y.0,
             ],

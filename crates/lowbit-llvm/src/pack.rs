@@ -7,6 +7,13 @@
 //! says. Scales are stored row-major in their own element type
 //! (little-endian), zero points one code per byte.
 //!
+//! W8A8/W4A8 weights (`i8`, `i4`, `u4`) go the same way into the panel
+//! layouts of [`GemmSpec::packed_layout`] on `[m_pad, k_pad]`. Each padded
+//! row also gets the `i32` the kernel adds to its outputs:
+//! `-(o + zx) * sum(w)`, with `o = 128` when `i8` activations are offset
+//! to `u8` (else 0) and `zx` an activation zero point (`matmul_int`'s,
+//! see [`PackedWeights::pack_int_centered`]); wrapping, like the sums.
+//!
 //! Bit-serial specs store each 512-element block of a row as its bit-planes
 //! (64 bytes each, LSB-first); `pack_planes` writes that layout fast (8
 //! elements per 8x8 bit transpose) for weights at pack time and for activations at
@@ -24,10 +31,13 @@ pub struct PackedWeights {
     codes: Vec<u8>,
     scales: Vec<u8>,
     zero_points: Vec<u8>,
-    /// Integer path: the sum of each row's weights (wrapping), for the
-    /// `+128` offset of `i8` activations or the bit-serial zero-point
-    /// correction.
+    /// Integer path: the sum of each row's weights (wrapping): W8A8/W4A8
+    /// for the row offsets, `m_pad` entries (0 for padding rows);
+    /// bit-serial for the zero-point correction.
     row_sums: Vec<i32>,
+    /// Integer path: what the kernel adds to each row's outputs (see the
+    /// module docs); `m_pad` entries, so the kernel reads whole panels.
+    row_offsets: Vec<i32>,
 }
 
 fn want(
@@ -104,10 +114,29 @@ impl PackedWeights {
         PackedWeights::from_raw(spec, codes, scales, zero_points)
     }
 
-    /// Packs `i8` weights `[m, k]` for a W8A8 spec ([`GemmSpec::int8`]), or
-    /// `b1` weights for a W1A1 spec ([`GemmSpec::binary`]).
+    /// Packs `i8`/`i4`/`u4` weights `[m, k]` for a W8A8/W4A8 spec
+    /// ([`GemmSpec::int`]), or `b1` weights for a W1A1 spec
+    /// ([`GemmSpec::binary`]).
     pub fn pack_int(spec: &GemmSpec, weights: &Tensor) -> Result<PackedWeights, CpuError> {
+        PackedWeights::pack_int_centered(spec, weights, 0)
+    }
+
+    /// [`PackedWeights::pack_int`] for `matmul_int x, w, zx, zw` with
+    /// per-tensor zero points: `weights` are the centered codes `w - zw`
+    /// (the caller picks a weight type they fit), and the kernel takes
+    /// `zx * sum(w - zw)` off each row, so it computes
+    /// `sum((x - zx) * (w - zw))`, wrapping like the interpreter.
+    pub fn pack_int_centered(
+        spec: &GemmSpec,
+        weights: &Tensor,
+        act_zero_point: i64,
+    ) -> Result<PackedWeights, CpuError> {
         spec.check("(packing)")?;
+        if act_zero_point != 0 && !spec.is_vnni() {
+            return Err(CpuError::BadWeights(
+                "only the W8A8/W4A8 kernels take an activation zero point".into(),
+            ));
+        }
         if !spec.is_integer() {
             return Err(CpuError::BadWeights(
                 "pack_int is for W8A8 specs; float specs use PackedWeights::pack".into(),
@@ -142,13 +171,18 @@ impl PackedWeights {
                 .to_bytes(&ty.layout);
             return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
         }
-        let mut codes = vec![0u8; m * k_pad];
-        for (dst, src) in codes.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
-            for (d, &c) in dst.iter_mut().zip(src) {
-                *d = c as u8;
-            }
+        // Padding rows and columns hold code 0 (value 0 in i8, i4 and u4).
+        let mut padded = vec![0u64; spec.m_pad() * k_pad];
+        for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
+            dst[..k].copy_from_slice(src);
         }
-        PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new())
+        let ty = spec.packed_weight_type();
+        let codes = Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
+            .map_err(CpuError::BadWeights)?
+            .to_bytes(&ty.layout);
+        let mut p = PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new())?;
+        p.row_offsets = row_offsets(spec, &p.row_sums, act_zero_point);
+        Ok(p)
     }
 
     /// Wraps already packed bytes (for benchmarks and loaders), checking
@@ -168,7 +202,7 @@ impl PackedWeights {
         let checks = [
             (
                 "weight codes (bytes)",
-                spec.m * spec.row_bytes(),
+                spec.m_pad() * spec.row_bytes(),
                 codes.len(),
             ),
             ("scales (bytes)", nscales * spec.scale_bytes(), scales.len()),
@@ -187,15 +221,12 @@ impl PackedWeights {
                 });
             }
         }
-        let row_sums = if spec.is_bit_serial() {
+        let row_sums = if spec.is_vnni() {
+            panel_row_sums(spec, &codes)
+        } else if spec.is_bit_serial() {
             codes
                 .chunks(spec.row_bytes())
                 .map(|row| plane_row_sum(row, spec.weight.dtype))
-                .collect()
-        } else if spec.is_integer() && !spec.is_binary() {
-            codes
-                .chunks(spec.row_bytes())
-                .map(|row| row.iter().map(|&b| i32::from(b as i8)).sum())
                 .collect()
         } else {
             Vec::new()
@@ -205,6 +236,11 @@ impl PackedWeights {
             codes,
             scales,
             zero_points,
+            row_offsets: if spec.is_vnni() {
+                row_offsets(spec, &row_sums, 0)
+            } else {
+                Vec::new()
+            },
             row_sums,
         })
     }
@@ -236,13 +272,66 @@ impl PackedWeights {
 
     /// Integer path: each row's weight sum (empty otherwise).
     pub fn row_sums(&self) -> &[i32] {
-        &self.row_sums
+        &self.row_sums[..self.row_sums.len().min(self.spec.m)]
+    }
+
+    /// What the kernel adds to each (padded) row's outputs.
+    pub(crate) fn row_offsets(&self) -> &[i32] {
+        &self.row_offsets
     }
 
     /// Total bytes (what a kernel call streams from memory).
     pub fn byte_len(&self) -> usize {
-        self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * self.row_sums.len()
+        // The integer kernels read one i32 per row: the offset (W8A8/W4A8)
+        // or the weight sum (bit-serial).
+        let per_row = self.row_offsets.len().max(self.row_sums.len());
+        self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * per_row
     }
+}
+
+/// The wrapping `i32` sum of each padded row of W8A8/W4A8 codes packed in
+/// [`GemmSpec::packed_layout`]: each 64-byte tile holds 4 bytes of each of
+/// the panel's 16 rows (one `i8`, or two nibbles, per byte).
+fn panel_row_sums(spec: &GemmSpec, codes: &[u8]) -> Vec<i32> {
+    use crate::spec::INT_PANEL;
+    let dtype = spec.weight.dtype;
+    let byte_sum = |b: u8| -> i32 {
+        if dtype == lowbit_numerics::ElemType::I8 {
+            i32::from(b as i8)
+        } else if dtype == crate::spec::I4 {
+            // Sign-extend each nibble: shift it to the top, then back.
+            i32::from(((b << 4) as i8) >> 4) + i32::from((b as i8) >> 4)
+        } else {
+            i32::from(b & 15) + i32::from(b >> 4)
+        }
+    };
+    let panel_bytes = INT_PANEL * spec.row_bytes();
+    let mut sums = vec![0i32; spec.m_pad()];
+    for (p, panel) in codes.chunks(panel_bytes).enumerate() {
+        for tile in panel.chunks(4 * INT_PANEL) {
+            for (i, row) in tile.chunks(4).enumerate() {
+                let s = &mut sums[p * INT_PANEL + i];
+                for &b in row {
+                    *s = s.wrapping_add(byte_sum(b));
+                }
+            }
+        }
+    }
+    sums
+}
+
+/// `-(o + zx) * sum` per row, wrapping (see the module docs).
+fn row_offsets(spec: &GemmSpec, sums: &[i32], act_zero_point: i64) -> Vec<i32> {
+    let o = if spec.act == lowbit_numerics::ElemType::I8 {
+        128
+    } else {
+        0
+    };
+    // Wrapping in i32 is exact modulo 2^32, like the sums themselves.
+    let f = (o + act_zero_point) as i32;
+    sums.iter()
+        .map(|&s| s.wrapping_mul(f).wrapping_neg())
+        .collect()
 }
 
 /// Packs one row of codes (the low `bits` bits of each byte; `row.len()`

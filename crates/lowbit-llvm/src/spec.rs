@@ -26,11 +26,21 @@
 //! call); scales `f32`, `f16`, `bf16`, `f8E8M0FNU` or `f8E4M3FN`; groups 16
 //! or a multiple of 32; epilogue
 //! bias and ReLU, GELU (erf and tanh forms) or SiLU. The integer paths —
-//! W8A8 (`u8`/`i8` activations, `i8`
-//! weights, rows padded to 64 bytes) and W1A1 (`b1` both, rows padded to
-//! 512 bits) — produce exact `i32` sums and take no scales or zero points;
-//! W8A8 takes an `i32` bias, ReLU and a dyadic requantization to `i8`
-//! (in that order), W1A1 no epilogue.
+//! W8A8/W4A8 (`u8`/`i8` activations, `i8`, `i4` or `u4` weights) and W1A1
+//! (`b1` both, rows padded to 512 bits) — produce exact `i32` sums and take
+//! no scales or weight zero points; W8A8/W4A8 take an `i32` bias, ReLU and
+//! a dyadic requantization to `i8` (in that order), W1A1 no epilogue.
+//!
+//! W8A8/W4A8 weights are packed for `vpdpbusd` (see `codegen/vnni.rs`):
+//! the logical `[m, k]` weight is padded to `[m_pad, k_pad]` (`m` to a
+//! multiple of [`INT_PANEL`] = 16 rows, `k` to 64) with code 0 and cut into
+//! panels of 16 rows. `i8`: `tile = 16x4`, so one 64-byte vector holds 16
+//! rows' 4-byte k-groups — one `vpdpbusd` operand, each 32-bit lane one
+//! output row. `i4`/`u4`: `tile = 16x8, interleave = 8`: the 64 bytes hold
+//! 16 rows x 8 k, byte `j` of a row's 4 holding element `j` in its low
+//! nibble and `j + 4` in its high nibble, so a mask (or sign-extending
+//! shift) of the low nibbles gives the first k-group and a shift of the
+//! high nibbles the second, both as the signed bytes `vpdpbusd` takes.
 //!
 //! The bit-serial path ([`GemmSpec::bit_serial`], `schedule = BitSerial`,
 //! the IR's `matmul_int {schedule = bit_serial}`): `x`-bit integer (or `b1`)
@@ -53,9 +63,25 @@ pub const BLOCK: usize = 32;
 /// Elements per block of the bit-serial kernels: one 512-bit plane word.
 pub const PLANE_BLOCK: usize = 512;
 
-/// Elements per block of the integer (W8A8) kernels: one 64-byte vector,
-/// 4 bytes per 32-bit lane as `vpdpbusd` takes them.
+/// Elements of `k` per block of the integer (W8A8/W4A8) kernels: `k` is
+/// padded to whole blocks (one 64-byte activation vector).
 pub const INT_BLOCK: usize = 64;
+
+/// Output rows per weight panel of the W8A8/W4A8 kernels: one 32-bit
+/// `vpdpbusd` lane per row of a 512-bit vector.
+pub const INT_PANEL: usize = 16;
+
+/// `i4` (the numerics crate names only the 8-bit integer types).
+pub(crate) const I4: ElemType = ElemType::Int {
+    bits: 4,
+    signed: true,
+};
+
+/// `u4`.
+pub(crate) const U4: ElemType = ElemType::Int {
+    bits: 4,
+    signed: false,
+};
 
 /// Which weights share a scale (and zero point).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,14 +135,15 @@ impl Activation {
 /// What happens to each output after the dot product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Epilogue {
-    /// Add `bias[m]`: `f32` on the float paths; `i32` on W8A8, added to the
-    /// exact sum with wrapping (the IR's `add` to `i32` before
+    /// Add `bias[m]`: `f32` on the float paths; `i32` on W8A8/W4A8, added
+    /// to the exact sum with wrapping (the IR's `add` to `i32` before
     /// `requant_dyadic`).
     pub bias: bool,
-    /// Then apply this activation (W8A8: ReLU only, `max(acc, 0)` on `i32`).
+    /// Then apply this activation (W8A8/W4A8: ReLU only, `max(acc, 0)` on
+    /// `i32`).
     pub activation: Activation,
-    /// W8A8 only: requantize each `i32` value (after bias and ReLU) to
-    /// `i8` with a dyadic scale,
+    /// W8A8/W4A8 only: requantize each `i32` value (after bias and ReLU)
+    /// to `i8` with a dyadic scale,
     /// `clamp(round_half_even(acc * M[m] / 2^shift[m]) + zp, -128, 127)`
     /// (integer multiply and shift; see `GemmKernel::run_requant`).
     pub requantize: bool,
@@ -173,7 +200,7 @@ pub struct GemmSpec {
     pub act: ElemType,
     /// Bias and activation.
     pub epilogue: Epilogue,
-    /// Integer paths: multiply whole integers (`Direct`, W8A8) or sum
+    /// Integer paths: multiply whole integers (`Direct`, W8A8/W4A8) or sum
     /// AND-popcounts of bit-planes (`BitSerial`); float specs must leave it
     /// `Direct`. `b1 x b1` (W1A1) is bit-serial by construction under
     /// either.
@@ -330,12 +357,18 @@ impl GemmSpec {
     /// interpreter's `matmul` to `i32`). Scales and zero points are not
     /// applied on this path: dequantize or requantize `Y` in the graph.
     pub fn int8(m: usize, k: usize, n: Dim, act: ElemType) -> GemmSpec {
+        GemmSpec::int(m, k, n, ElemType::I8, act)
+    }
+
+    /// A W8A8 or W4A8 spec: `weight` codes `i8`, `i4` or `u4`, `u8` or
+    /// `i8` activations, the exact `i32` product as [`GemmSpec::int8`].
+    pub fn int(m: usize, k: usize, n: Dim, weight: ElemType, act: ElemType) -> GemmSpec {
         GemmSpec {
             m,
             k,
             n,
             weight: WeightSpec {
-                dtype: ElemType::I8,
+                dtype: weight,
                 granularity: WeightGranularity::PerChannel,
                 scale: ElemType::F32,
                 zero_point: false,
@@ -363,6 +396,22 @@ impl GemmSpec {
                 ..GemmSpec::int8(m, k, n, ElemType::Bipolar).weight
             },
             ..GemmSpec::int8(m, k, n, ElemType::Bipolar)
+        }
+    }
+
+    /// Whether this is the `vpdpbusd` path (W8A8/W4A8): integer
+    /// activations that are not `b1`, on the direct schedule.
+    pub fn is_vnni(&self) -> bool {
+        self.is_integer() && !self.is_binary() && self.schedule == IntSchedule::Direct
+    }
+
+    /// Rows of the packed weight: `m`, rounded up to whole panels of
+    /// [`INT_PANEL`] rows on the W8A8/W4A8 path.
+    pub fn m_pad(&self) -> usize {
+        if self.is_vnni() {
+            self.m.div_ceil(INT_PANEL) * INT_PANEL
+        } else {
+            self.m
         }
     }
 
@@ -502,6 +551,22 @@ impl GemmSpec {
                 ..Layout::default()
             };
         }
+        if self.is_vnni() {
+            // One 64-byte vector per tile: 16 rows x 4 bytes (see the
+            // module docs).
+            return if self.weight.dtype.bits() == 8 {
+                Layout {
+                    tile: vec![INT_PANEL as u64, 4],
+                    ..Layout::default()
+                }
+            } else {
+                Layout {
+                    tile: vec![INT_PANEL as u64, 8],
+                    interleave: Some(8),
+                    ..Layout::default()
+                }
+            };
+        }
         match self.block_format() {
             BlockFormat::Bytes => Layout::default(),
             BlockFormat::Interleaved { .. } => Layout {
@@ -516,11 +581,14 @@ impl GemmSpec {
         }
     }
 
-    /// The IR type of the packed weight: `[m, k_pad]` codes in
+    /// The IR type of the packed weight: `[m_pad, k_pad]` codes in
     /// [`GemmSpec::packed_layout`].
     pub fn packed_weight_type(&self) -> TensorType {
-        TensorType::new(vec![self.m as u64, self.k_pad() as u64], self.weight.dtype)
-            .with_layout(self.packed_layout())
+        TensorType::new(
+            vec![self.m_pad() as u64, self.k_pad() as u64],
+            self.weight.dtype,
+        )
+        .with_layout(self.packed_layout())
     }
 
     /// Bytes of packed weight codes per row.
@@ -532,7 +600,7 @@ impl GemmSpec {
             return self.k_pad() / 8;
         }
         if self.is_integer() {
-            return self.k_pad();
+            return self.k_pad() * self.weight.dtype.bits() as usize / 8;
         }
         self.k_pad() / BLOCK * self.block_format().block_bytes()
     }
@@ -548,9 +616,9 @@ impl GemmSpec {
             return self.m * self.row_bytes();
         }
         if self.is_integer() {
-            // Codes and one i32 weight sum per row (bit-serial: for the
-            // zero-point correction).
-            return self.m * (self.row_bytes() + 4);
+            // Codes and one i32 weight sum per (padded) row (bit-serial:
+            // for the zero-point correction).
+            return self.m_pad() * (self.row_bytes() + 4);
         }
         let scales = self.m * self.groups_per_row();
         self.m * self.row_bytes()
@@ -629,33 +697,44 @@ impl GemmSpec {
         }
         if ![ElemType::U8, ElemType::I8].contains(&self.act) {
             return u(format!(
-                "the direct integer kernel (W8A8) takes u8 or i8 activations, not {}; \
+                "the direct integer kernel (W8A8/W4A8) takes u8 or i8 activations, not {}; \
                  other widths take the bit-serial schedule",
                 self.act
             ));
         }
-        if self.weight.dtype != ElemType::I8 {
+        if ![ElemType::I8, I4, U4].contains(&self.weight.dtype) {
             return u(format!(
-                "integer activations need i8 weights (W8A8), not {}; other widths \
-                 take the bit-serial schedule",
+                "integer activations need i8, i4 or u4 weights (W8A8/W4A8), not {}; \
+                 other widths take the bit-serial schedule",
                 self.weight.dtype
             ));
         }
         if self.weight.zero_point {
-            return u("the W8A8 kernel takes symmetric weights (no zero points)".into());
+            return u("the W8A8/W4A8 kernel takes symmetric weights (no zero points)".into());
+        }
+        if self.weight.granularity != WeightGranularity::PerChannel {
+            return u(
+                "the W8A8/W4A8 kernel applies no scales (requantize or dequantize its i32 result)"
+                    .into(),
+            );
         }
         if !matches!(
             self.epilogue.activation,
             Activation::None | Activation::Relu
         ) {
             return u(format!(
-                "the W8A8 kernel's epilogue takes ReLU on the i32 sum, not {}",
+                "the W8A8/W4A8 kernel's epilogue takes ReLU on the i32 sum, not {}",
                 self.epilogue.activation.name()
             ));
         }
         if let Some(l) = &self.weight.layout {
-            if !l.is_default() {
-                return u(format!("the W8A8 kernel reads dense rows, not {l}"));
+            if *l != self.packed_layout() {
+                return u(format!(
+                    "the {} x {} kernel packs weights as {}, not {l}",
+                    self.weight.dtype,
+                    self.act,
+                    self.packed_layout()
+                ));
             }
         }
         Ok(())
@@ -673,7 +752,11 @@ impl GemmSpec {
         }
         // Offsets are computed in i64; keep every buffer well inside it.
         let limit = 1usize << 40;
-        if self.m.checked_mul(self.k_pad()).is_none_or(|e| e > limit) {
+        if self
+            .m_pad()
+            .checked_mul(self.k_pad())
+            .is_none_or(|e| e > limit)
+        {
             return u(format!("weight {}x{} is too large", self.m, self.k));
         }
         if self.is_integer() {
@@ -691,7 +774,9 @@ impl GemmSpec {
             );
         };
         if self.epilogue.requantize {
-            return u("the dyadic requantize epilogue needs integer activations (W8A8)".into());
+            return u(
+                "the dyadic requantize epilogue needs integer activations (W8A8/W4A8)".into(),
+            );
         }
         if let WeightGranularity::Group(g) = self.weight.granularity {
             if g != 16 && (g == 0 || g % BLOCK != 0) {

@@ -584,6 +584,146 @@ fn w8a8_is_bit_exact() {
     }
 }
 
+/// W8A8 and W4A8 (`i8`, `i4`, `u4` weights x `u8`, `i8` activations) on
+/// the panel tiles: ragged m (partial 16-row panels, split between two
+/// threads at rows that are not panel bounds), ragged n (6-column tiles and
+/// tail columns) and ragged k across several k passes (512 or 1024
+/// elements), against the interpreter bit for bit; the first cases also on
+/// an AVX2-only CPU (no VNNI, no GFNI).
+#[test]
+fn w8a8_w4a8_panels_are_bit_exact() {
+    let mut rng = Rng(4242);
+    let host = CpuTarget::host().unwrap();
+    let types = [t("i8"), t("i4"), t("u4")];
+    for case_no in 0..24 {
+        let wt = types[case_no % 3];
+        let act = if (case_no / 3) % 2 == 0 {
+            ElemType::U8
+        } else {
+            ElemType::I8
+        };
+        let (m, k, n) = (
+            1 + rng.below(90) as usize,
+            1 + rng.below(2600) as usize,
+            1 + rng.below(15) as usize,
+        );
+        let spec = GemmSpec::int(m, k, Dim::Dynamic, wt, act);
+        let mask = wt.code_mask();
+        let w = Tensor::new(
+            wt,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & mask).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            act,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let want = int_reference(&x, &w);
+        let kernel = compile(&spec).unwrap();
+        assert_eq!(run_int_case(&kernel, &x, &w, 2), want, "{spec}");
+        assert_eq!(run_int_case(&kernel, &x, &w, 1), want, "{spec} (1 thread)");
+        if host.triple.starts_with("x86_64") && case_no < 6 {
+            let t = CpuTarget::named("x86_64", "haswell").unwrap();
+            let portable = GemmKernel::compile_uncached(&spec, &t).unwrap();
+            assert_eq!(run_int_case(&portable, &x, &w, 1), want, "{spec} (avx2)");
+        }
+    }
+}
+
+/// `matmul_int x, w, zx, zw` (per-tensor zero points) on the kernels:
+/// `w - zw` packed as `i4`, `zx` folded into the row offsets, for `u8` and
+/// `i8` activations, against the interpreter's `matmul_int`.
+#[test]
+fn matmul_int_zero_points_fold_into_the_packing() {
+    use lowbit_ir::IntSchedule;
+    let mut rng = Rng(777);
+    for (act, zx, (m, k, n)) in [
+        (ElemType::U8, 200i64, (21, 333, 8)),
+        (ElemType::I8, -77, (5, 1500, 7)),
+    ] {
+        let (wt, zw) = (t("u4"), 8u64);
+        let w = Tensor::new(
+            wt,
+            vec![m as u64, k as u64],
+            (0..m * k).map(|_| rng.next() & 15).collect(),
+        )
+        .unwrap();
+        let x = Tensor::new(
+            act,
+            vec![n as u64, k as u64],
+            (0..n * k).map(|_| rng.next() & 0xff).collect(),
+        )
+        .unwrap();
+        let w_t = eval_op(
+            &OpKind::Transpose { perm: vec![1, 0] },
+            &[&w],
+            &[TensorType::new(vec![k as u64, m as u64], wt)],
+        )
+        .unwrap()
+        .remove(0);
+        let zx_t = Tensor::new(act, vec![], vec![(zx as u64) & 0xff]).unwrap();
+        let zw_t = Tensor::new(wt, vec![], vec![zw]).unwrap();
+        let want: Vec<i64> = eval_op(
+            &OpKind::MatMulInt {
+                overflow: Overflow::Wrap,
+                schedule: IntSchedule::Direct,
+            },
+            &[&x, &w_t, &zx_t, &zw_t],
+            &[TensorType::new(vec![n as u64, m as u64], ElemType::I32)],
+        )
+        .unwrap()
+        .remove(0)
+        .to_i128()
+        .unwrap()
+        .into_iter()
+        .map(|v| v as i64)
+        .collect();
+        // u4 - 8 spans -8..=7: i4 codes.
+        let centered = Tensor::new(
+            t("i4"),
+            w.shape.clone(),
+            w.codes.iter().map(|&c| c.wrapping_sub(zw) & 15).collect(),
+        )
+        .unwrap();
+        let spec = GemmSpec::int(m, k, Dim::Dynamic, t("i4"), act);
+        let packed = PackedWeights::pack_int_centered(&spec, &centered, zx).unwrap();
+        let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+        let i: Vec<i8> = u.iter().map(|&b| b as i8).collect();
+        let acts = if act == ElemType::U8 {
+            Activations::U8(&u)
+        } else {
+            Activations::I8(&i)
+        };
+        let mut y = vec![0i32; n * m];
+        compile(&spec)
+            .unwrap()
+            .run_int(acts, &packed, &mut y, n, 2)
+            .unwrap();
+        let got: Vec<i64> = y.into_iter().map(i64::from).collect();
+        assert_eq!(got, want, "{spec} zx={zx}");
+    }
+}
+
+/// The W4A8 sums wrap like the interpreter's too, across k passes.
+#[test]
+fn w4a8_wraps_like_the_interpreter() {
+    // |sum| = 255 * 8 * k (i4) or 255 * 15 * k (u4) > 2^31; n = 5 walks
+    // k in passes.
+    let (m, k, n) = (3, 1_100_000, 5);
+    for (wt, code) in [(t("i4"), 8u64), (t("u4"), 15)] {
+        let spec = GemmSpec::int(m, k, Dim::Static(n), wt, ElemType::U8);
+        let w = Tensor::new(wt, vec![m as u64, k as u64], vec![code; m * k]).unwrap();
+        let x = Tensor::new(ElemType::U8, vec![n as u64, k as u64], vec![255; n * k]).unwrap();
+        let want = int_reference(&x, &w);
+        let exact = 255 * k as i64 * if wt == t("i4") { -8 } else { 15 };
+        assert_ne!(want[0], exact, "the sum must overflow i32");
+        assert_eq!(run_int_case(&compile(&spec).unwrap(), &x, &w, 2), want);
+    }
+}
+
 /// Sums beyond i32 wrap exactly as the interpreter's `overflow = wrap`.
 #[test]
 fn w8a8_wraps_like_the_interpreter() {
@@ -774,16 +914,24 @@ fn w8a8_dyadic_requantize_matches_the_interpreter() {
     use lowbit_numerics::Rounding;
     let mut rng = Rng(31337);
     let f64t = ElemType::Float(lowbit_numerics::FloatFormat::F64);
-    for act in [ElemType::U8, ElemType::I8] {
-        let (m, k, n) = (9, 300, 5);
-        let mut spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
+    // Two weight panels (the second partial) and a 6-column tile plus a
+    // tail column for the 4-bit weights.
+    for (act, wt, (m, k, n)) in [
+        (ElemType::U8, ElemType::I8, (9, 300, 5)),
+        (ElemType::I8, ElemType::I8, (9, 300, 5)),
+        (ElemType::U8, t("i4"), (19, 301, 7)),
+        (ElemType::I8, t("u4"), (19, 77, 7)),
+        (ElemType::I8, t("i4"), (35, 130, 13)),
+    ] {
+        let mut spec = GemmSpec::int(m, k, Dim::Dynamic, wt, act);
         spec.epilogue.requantize = true;
         // Row 0 of w picks x[c][0] alone; x[0][0] = 5 and x[1][0] = 7
         // halve to the ties 2.5 and 3.5 (nearest even: 2 and 4).
-        let mut wc: Vec<u64> = (0..m * k).map(|_| rng.next() & 0xff).collect();
+        let mask = wt.code_mask();
+        let mut wc: Vec<u64> = (0..m * k).map(|_| rng.next() & mask).collect();
         wc[..k].fill(0);
         wc[0] = 1;
-        let w = Tensor::new(ElemType::I8, vec![m as u64, k as u64], wc).unwrap();
+        let w = Tensor::new(wt, vec![m as u64, k as u64], wc).unwrap();
         let mut xc: Vec<u64> = (0..n * k).map(|_| rng.next() & 0xff).collect();
         (xc[0], xc[k]) = (5, 7);
         let x = Tensor::new(act, vec![n as u64, k as u64], xc).unwrap();
@@ -794,10 +942,10 @@ fn w8a8_dyadic_requantize_matches_the_interpreter() {
         (mults[2], shifts[2]) = (-(1 << 19), 20); // negative scale
         let zp = -3i8;
 
-        let wt = eval_op(
+        let w_t = eval_op(
             &OpKind::Transpose { perm: vec![1, 0] },
             &[&w],
-            &[TensorType::new(vec![k as u64, m as u64], ElemType::I8)],
+            &[TensorType::new(vec![k as u64, m as u64], wt)],
         )
         .unwrap()
         .remove(0);
@@ -805,7 +953,7 @@ fn w8a8_dyadic_requantize_matches_the_interpreter() {
             &OpKind::MatMul {
                 overflow: Overflow::Wrap,
             },
-            &[&x, &wt],
+            &[&x, &w_t],
             &[TensorType::new(vec![n as u64, m as u64], ElemType::I32)],
         )
         .unwrap()

@@ -299,8 +299,14 @@ fn w8a8_specs_and_calls_are_checked() {
         GemmSpec::int8(8, 64, Dim::Dynamic, t("u4")),
         GemmSpec::int8(8, 64, Dim::Dynamic, t("i16")),
     ];
-    let mut s = GemmSpec::int8(8, 64, Dim::Dynamic, ElemType::U8);
-    s.weight.dtype = t("i4");
+    // u8 weights do not fit vpdpbusd's signed operand; i4/u4 do.
+    bad.push(GemmSpec::int(8, 64, Dim::Dynamic, t("u8"), ElemType::U8));
+    bad.push(GemmSpec::int(8, 64, Dim::Dynamic, t("i2"), ElemType::I8));
+    let mut s = GemmSpec::int(8, 64, Dim::Dynamic, t("i4"), ElemType::U8);
+    s.weight.granularity = lowbit_llvm::WeightGranularity::Group(32);
+    bad.push(s);
+    let mut s = GemmSpec::int(8, 64, Dim::Dynamic, t("u4"), ElemType::U8);
+    s.weight.layout = Some(lowbit_ir::Layout::default());
     bad.push(s);
     let mut s = GemmSpec::int8(8, 64, Dim::Dynamic, ElemType::U8);
     s.weight.zero_point = true;
@@ -310,11 +316,53 @@ fn w8a8_specs_and_calls_are_checked() {
     s.epilogue.activation = lowbit_llvm::Activation::Silu;
     bad.push(s);
     for spec in bad {
-        assert!(
-            matches!(compile(&spec), Err(CpuError::Unsupported { .. })),
-            "{spec}"
-        );
+        match compile(&spec) {
+            Err(e @ CpuError::Unsupported { .. }) => {
+                let msg = e.to_string();
+                assert!(!msg.contains('\n'), "{msg}");
+                assert!(msg.contains(&spec.weight.dtype.to_string()), "{msg}");
+            }
+            other => panic!("{spec}: expected Unsupported, got {other:?}"),
+        }
     }
+}
+
+/// The W4A8 packed layout is an IR layout: 16-row panels of 8-element
+/// k-groups with nibbles `j, j + 4` in byte `j`, readable back with
+/// lowbit-ir's own `Tensor::from_bytes`; row sums skip the padding.
+#[test]
+fn w4a8_packing_is_the_ir_layout() {
+    let (m, k) = (19, 70);
+    let spec = GemmSpec::int(m, k, Dim::Dynamic, t("i4"), ElemType::U8);
+    let ty = spec.packed_weight_type();
+    assert_eq!(ty.shape, vec![32, 128]);
+    assert_eq!(
+        spec.packed_layout(),
+        lowbit_ir::Layout {
+            tile: vec![16, 8],
+            interleave: Some(8),
+            ..Default::default()
+        }
+    );
+    let codes: Vec<u64> = (0..m * k).map(|i| (i * 7 % 16) as u64).collect();
+    let w = Tensor::new(t("i4"), vec![m as u64, k as u64], codes.clone()).unwrap();
+    let packed = PackedWeights::pack_int(&spec, &w).unwrap();
+    assert_eq!(packed.codes().len(), 32 * 128 / 2);
+    // Row 1, elements 0 and 4 share byte 4 of the first tile (row 1's
+    // bytes are 4..8): low nibble element 0, high nibble element 4.
+    assert_eq!(u64::from(packed.codes()[4]), codes[k] | (codes[k + 4] << 4));
+    let back = Tensor::from_bytes(&ty, packed.codes()).unwrap();
+    for r in 0..32 {
+        for j in 0..128 {
+            let want = if r < m && j < k { codes[r * k + j] } else { 0 };
+            assert_eq!(back.codes[r * 128 + j], want, "({r}, {j})");
+        }
+    }
+    let sext = |c: u64| if c >= 8 { c as i32 - 16 } else { c as i32 };
+    let sums: Vec<i32> = (0..m)
+        .map(|r| codes[r * k..(r + 1) * k].iter().map(|&c| sext(c)).sum())
+        .collect();
+    assert_eq!(packed.row_sums(), &sums[..]);
 }
 
 #[test]

@@ -424,20 +424,36 @@ fn int_reference(
     v.to_i128().unwrap()
 }
 
-/// W8A8 with an `i32` bias (values near the i32 limits, so the wrapping
-/// add matters), ReLU and requantization, in every combination, on ragged
-/// shapes, one k pass and several (k > 4096 with n >= 4): bit-exact.
+/// W8A8 and W4A8 (`i8`, `i4`, `u4` weights) with an `i32` bias (values
+/// near the i32 limits, so the wrapping add matters), ReLU and
+/// requantization, in every combination, on ragged shapes (partial weight
+/// panels, so the bias's masked load matters; wide and narrow tiles), one
+/// k pass and several (k beyond a pass with n >= 4): bit-exact.
 #[test]
-fn w8a8_bias_relu_requantize_are_bit_exact() {
+fn w8a8_w4a8_bias_relu_requantize_are_bit_exact() {
     let mut rng = Rng::new(0xb1a5);
     let shapes = [
         (7usize, 300usize, 5usize),
         (5, 4200, 6),
         (9, 65, 1),
         (4, 129, 4),
+        (70, 600, 13),
     ];
+    let i4 = ElemType::Int {
+        bits: 4,
+        signed: true,
+    };
+    let u4 = ElemType::Int {
+        bits: 4,
+        signed: false,
+    };
     for (case_no, &(m, k, n)) in shapes.iter().enumerate() {
-        for act_ty in [ElemType::U8, ElemType::I8] {
+        for (act_ty, w_ty) in [
+            (ElemType::U8, ElemType::I8),
+            (ElemType::I8, ElemType::I8),
+            (ElemType::U8, i4),
+            (ElemType::I8, u4),
+        ] {
             for (bias_on, relu, requant) in [
                 (true, false, false),
                 (true, true, false),
@@ -446,7 +462,7 @@ fn w8a8_bias_relu_requantize_are_bit_exact() {
                 (true, true, true),
                 (false, true, true),
             ] {
-                let mut spec = GemmSpec::int8(m, k, Dim::Dynamic, act_ty);
+                let mut spec = GemmSpec::int(m, k, Dim::Dynamic, w_ty, act_ty);
                 spec.epilogue = Epilogue {
                     bias: bias_on,
                     activation: if relu {
@@ -457,9 +473,11 @@ fn w8a8_bias_relu_requantize_are_bit_exact() {
                     requantize: requant,
                 };
                 let w = Tensor::new(
-                    ElemType::I8,
+                    w_ty,
                     vec![m as u64, k as u64],
-                    (0..m * k).map(|_| rng.next_u64() & 0xff).collect(),
+                    (0..m * k)
+                        .map(|_| rng.next_u64() & w_ty.code_mask())
+                        .collect(),
                 )
                 .unwrap();
                 let x = Tensor::new(

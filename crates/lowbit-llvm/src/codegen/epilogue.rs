@@ -1,6 +1,7 @@
 //! The kernels' epilogues: the float kernels' activations, computed in
-//! registers (ReLU, GELU in erf and tanh forms, SiLU), and the W8A8
-//! kernel's `i32` bias and ReLU (before its dyadic requantization).
+//! registers (ReLU, GELU in erf and tanh forms, SiLU), and the W8A8/W4A8
+//! kernels' `i32` bias and ReLU on 16-row panels (before their dyadic
+//! requantization).
 //!
 //! A tile's outputs (up to 8) are gathered into one vector, widened to
 //! `f64`, and the activation is evaluated with arithmetic written from the
@@ -144,48 +145,101 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(())
     }
 
-    /// W8A8 epilogue, first step: `v + bias[r]` (wrapping; `bias` is an
-    /// `i32 [m]` buffer) when the spec has a bias, else `v`.
+    /// W8A8/W4A8 epilogue, first step: `v + bias[r..r + 16]` (wrapping;
+    /// `bias` is an `i32 [m]` buffer, `v` the 16 rows `r..r + 16` of one
+    /// panel) when the spec has a bias, else `v`. Rows at or past `m` (the
+    /// last panel's padding) read nothing: a masked load gives them 0, so
+    /// the buffer needs no padding.
     pub(super) fn int_bias(
         &self,
-        v: IntValue<'ctx>,
+        v: VectorValue<'ctx>,
         bias: PointerValue<'ctx>,
         r: IntValue<'ctx>,
-    ) -> Result<IntValue<'ctx>, CpuError> {
+    ) -> Result<VectorValue<'ctx>, CpuError> {
         if !self.spec.epilogue.bias {
             return Ok(v);
         }
+        let lanes = v.get_type().get_size();
+        let vt = self.i32t.vec_type(lanes);
         let bo = self.b.build_int_mul(r, self.i64c(4), "bo")?;
-        let bv = self
-            .load(self.i32t, self.gep(bias, bo)?, 4)?
-            .into_int_value();
+        let bp = self.gep(bias, bo)?;
+        let bv = if self.spec.m.is_multiple_of(lanes as usize) {
+            self.load(vt, bp, 4)?.into_vector_value()
+        } else {
+            // Lane `l` is row `r + l`: read it only below `m`.
+            let idx = VectorType::const_vector(
+                &(0..lanes)
+                    .map(|l| self.i64t.const_int(u64::from(l), false))
+                    .collect::<Vec<_>>(),
+            );
+            let i64v = self.i64t.vec_type(lanes);
+            let rv =
+                self.b
+                    .build_insert_element(i64v.get_undef(), r, self.i32t.const_zero(), "rv")?;
+            let rv = self.b.build_shuffle_vector(
+                rv,
+                i64v.get_undef(),
+                self.i32t.vec_type(lanes).const_zero(),
+                "rs",
+            )?;
+            let rows = self.b.build_int_add(rv, idx, "rows")?;
+            let m = VectorType::const_vector(&vec![
+                self.i64t.const_int(self.spec.m as u64, false);
+                lanes as usize
+            ]);
+            let mask = self
+                .b
+                .build_int_compare(IntPredicate::ULT, rows, m, "inm")?;
+            let masked_load = Intrinsic::find("llvm.masked.load")
+                .and_then(|i| i.get_declaration(self.module, &[vt.into(), self.ptr.into()]))
+                .ok_or_else(|| CpuError::Llvm("llvm.masked.load is not available".into()))?;
+            self.b
+                .build_call(
+                    masked_load,
+                    // LLVM 22's form: no alignment operand (the pointer
+                    // is only assumed byte-aligned, which x86 masked loads
+                    // need no more than).
+                    &[bp.into(), mask.into(), vt.const_zero().into()],
+                    "bias",
+                )?
+                .try_as_basic_value()
+                .basic()
+                .map(|v| v.into_vector_value())
+                .ok_or_else(|| CpuError::Llvm("llvm.masked.load returned no value".into()))?
+        };
         Ok(self.b.build_int_add(v, bv, "vb")?)
     }
 
-    /// W8A8 epilogue, second step: `max(v, 0)` when the spec has a ReLU —
-    /// only where `last` (an `i64` flag) is nonzero, when given.
+    /// W8A8/W4A8 epilogue, second step: `max(v, 0)` per lane when the spec
+    /// has a ReLU — only where `last` (an `i64` flag) is nonzero, when
+    /// given (a k pass before the last stores a partial sum).
     pub(super) fn int_relu(
         &self,
-        v: IntValue<'ctx>,
+        v: VectorValue<'ctx>,
         last: Option<IntValue<'ctx>>,
-    ) -> Result<IntValue<'ctx>, CpuError> {
+    ) -> Result<VectorValue<'ctx>, CpuError> {
         if self.spec.epilogue.activation != Activation::Relu {
             return Ok(v);
         }
-        let zero = self.i32t.const_zero();
+        let zero = v.get_type().const_zero();
         let pos = self
             .b
             .build_int_compare(IntPredicate::SGT, v, zero, "pos")?;
-        let keep = match last {
-            None => pos,
+        let relu = self
+            .b
+            .build_select(pos, v, zero, "relu")?
+            .into_vector_value();
+        Ok(match last {
+            None => relu,
             Some(l) => {
-                let not_last = self
+                let is_last = self
                     .b
-                    .build_int_compare(IntPredicate::EQ, l, self.i64c(0), "nl")?;
-                self.b.build_or(pos, not_last, "keep")?
+                    .build_int_compare(IntPredicate::NE, l, self.i64c(0), "il")?;
+                self.b
+                    .build_select(is_last, relu, v, "relu")?
+                    .into_vector_value()
             }
-        };
-        Ok(self.b.build_select(keep, v, zero, "relu")?.into_int_value())
+        })
     }
 
     /// The constant `v` in every lane of `like`'s type.

@@ -1,0 +1,782 @@
+//! The W8A8/W4A8 kernels: exact `i32` GEMM with `vpdpbusd` register tiles.
+//!
+//! Weights come packed in panels of 16 output rows (see `spec.rs`): one
+//! 64-byte vector is 16 rows x one 4-byte k-group (`i8`), or 16 rows x two
+//! k-groups as nibbles (`i4`/`u4`). A tile is `P` panels x `C` activation
+//! columns with `P * C` accumulators of 16 `i32` lanes, lane `l` of panel
+//! `p` being output row `16 p + l`. Per k-group it loads `P` weight vectors
+//! and broadcasts each column's 4 activation bytes (`vpbroadcastd`), then
+//! issues `P * C` `vpdpbusd` (u8 activations x s8 weights): no horizontal
+//! reduction anywhere, and a column's 16 results are one contiguous store
+//! in `y[n, m]`. Wide tiles: 4 panels x 6 columns for `i8` (24
+//! accumulators + 4 weights + 1 broadcast of the 32 zmm registers), 2 x 11
+//! for 4-bit weights (whose decoding competes with `vpdpbusd` for the
+//! vector ports, so each decoded vector serves more columns).
+//!
+//! `i4` nibbles become signed bytes with one `vgf2p8affineqb` each where
+//! the target's feature string has GFNI (a GF(2) bit matrix that copies
+//! the nibble and replicates its sign bit), else with shifts; `u4` low
+//! nibbles with a mask, high ones with `vgf2p8affineqb` or a shift and a
+//! mask. They enter `vpdpbusd` as s8 weights, so no correction is needed.
+//! `i8` activations are offset to `u8` by the caller (+128) and
+//! `128 * rowsum(w)` comes off in the epilogue, as does an activation zero
+//! point's share (both packed as one `i32` per row, `pack.rs`): all sums
+//! wrap in `i32`, which is associative, so the result is the
+//! interpreter's bit for bit.
+//!
+//! Passes: with `n >= 4` and no requantize, k is walked in passes of
+//! 512 (`i8`) or 2048 (`i4`/`u4`) elements and the whole panel/column nest
+//! runs per pass: a wide tile's weight slice (32 KiB) stays in L1 over all
+//! column tiles and the pass's activations in L2. The first pass stores,
+//! later ones add. Decoding (`n < 4`) and requantizing take one pass.
+//!
+//! Rows: a call computes rows `row_begin..row_end` (any bounds); panels
+//! overlapping them are computed whole and only the rows inside are
+//! stored (a partial panel stores lane by lane), so threads write disjoint
+//! rows even when they share a panel.
+//!
+//! Epilogue (`int_epilogue`): the row offset, then an optional `i32` bias
+//! (`i32 [m]`, added with wrapping: into the first pass's start value, or
+//! before the requantize), an optional ReLU (on the last pass, before the
+//! `i32` store or the requantize), and the optional dyadic requantize to
+//! `i8`, all 16 rows of a panel at once.
+//!
+//! Limits: without AVX-512 VNNI `vpdpbusd` is emulated by widening to
+//! 32-bit lanes (exact, slower); no scales and no activation but ReLU
+//! (weight zero points are folded into the packed codes by the caller,
+//! activation zero points into the row offsets).
+
+use super::{Gen, KERNEL_SYMBOL};
+use crate::error::CpuError;
+use crate::spec::{INT_BLOCK, INT_PANEL};
+use inkwell::attributes::AttributeLoc;
+use inkwell::intrinsics::Intrinsic;
+use inkwell::module::Linkage;
+use inkwell::types::{BasicType, VectorType};
+use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
+use inkwell::IntPredicate;
+use lowbit_ir::target::Int8Dot;
+
+/// `(panels, columns)` of the wide tile for `i8` weights: 24 accumulators,
+/// 4 weight vectors and a broadcast in the 32 zmm registers, 10 loads per
+/// 24 `vpdpbusd`.
+const TILE_I8: (u32, u32) = (4, 6);
+
+/// The wide tile for 4-bit weights: each loaded vector takes two decoding
+/// instructions (competing with `vpdpbusd` for the vector ports), so fewer
+/// panels and more columns: 22 accumulators, 4 decoded weight vectors, 2
+/// decoding matrices and a broadcast; 2 decodes per 22 `vpdpbusd`.
+const TILE_I4: (u32, u32) = (2, 11);
+
+/// Lanes (output rows) per accumulator.
+const PANEL: u32 = INT_PANEL as u32;
+
+/// The values a tile function receives, in order after the six buffers.
+struct TileCall<'ctx> {
+    /// The six kernel buffers (x, w, requantize params, row sums, bias, y).
+    ptrs: Vec<PointerValue<'ctx>>,
+    /// First panel.
+    panel: IntValue<'ctx>,
+    /// First activation column.
+    c0: IntValue<'ctx>,
+    /// First k block (of 64) of this pass.
+    kb0: IntValue<'ctx>,
+    /// Nonzero on the first pass.
+    first: IntValue<'ctx>,
+    /// Nonzero on the last pass.
+    last: IntValue<'ctx>,
+    /// The rows this call may write: `lo..hi`.
+    lo: IntValue<'ctx>,
+    /// See `lo`.
+    hi: IntValue<'ctx>,
+}
+
+impl<'a, 'ctx> Gen<'a, 'ctx> {
+    /// k blocks (of 64) per pass when the kernel walks k in passes: 32 KiB
+    /// of weights per wide tile (4 panels x 512 `i8`, 2 panels x 2048
+    /// nibbles), which stay in L1 over the pass's column tiles. (Measured
+    /// on the shared 2-core machine: 8 to 32 blocks perform alike for
+    /// `i8`; 4-bit weights gain about 10 % from 16 to 32 blocks.)
+    fn vnni_k_chunk(&self) -> u64 {
+        if self.spec.weight.dtype.bits() == 8 {
+            8
+        } else {
+            32
+        }
+    }
+
+    /// The exported entry point of the W8A8/W4A8 kernel (see the module
+    /// docs for the loop nest).
+    pub(super) fn emit_vnni_kernel(&self) -> Result<(), CpuError> {
+        let (tile_panels, tile_cols) = if self.spec.weight.dtype.bits() == 8 {
+            TILE_I8
+        } else {
+            TILE_I4
+        };
+        let wide = self.emit_vnni_tile(tile_panels, tile_cols)?;
+        let wide1 = self.emit_vnni_tile(tile_panels, 1)?;
+        let narrow = self.emit_vnni_tile(1, tile_cols)?;
+        let narrow1 = self.emit_vnni_tile(1, 1)?;
+        let p = self.ptr.into();
+        let i = self.i64t.into();
+        let fty = self
+            .ctx
+            .void_type()
+            .fn_type(&[p, p, p, p, p, p, i, i, i], false);
+        let f = self.module.add_function(KERNEL_SYMBOL, fty, None);
+        self.set_attrs(f);
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let params: Vec<_> = f.get_param_iter().collect();
+        let ptrs: Vec<PointerValue> = params[..6].iter().map(|v| v.into_pointer_value()).collect();
+        let n = params[6].into_int_value();
+        let lo = params[7].into_int_value();
+        let hi = params[8].into_int_value();
+        let panel = self.i64c(INT_PANEL as u64);
+        let p0 = self.b.build_int_unsigned_div(lo, panel, "p0")?;
+        let hi_up = self
+            .b
+            .build_int_add(hi, self.i64c(PANEL as u64 - 1), "hiu")?;
+        let p1 = self.b.build_int_unsigned_div(hi_up, panel, "p1")?;
+        let units = (self.spec.k_pad() / INT_BLOCK) as u64;
+        // Decoding reuses no activations across panels: one pass keeps each
+        // panel one sequential stream. Requantizing needs the whole sum.
+        let few = if self.spec.epilogue.requantize {
+            self.ctx.bool_type().const_int(1, false)
+        } else {
+            self.b
+                .build_int_compare(IntPredicate::SLT, n, self.i64c(4), "few")?
+        };
+        let step = self
+            .b
+            .build_select(
+                few,
+                self.i64c(units),
+                self.i64c(self.vnni_k_chunk()),
+                "step",
+            )?
+            .into_int_value();
+        // `lhs + add <= bound` (all values are far from overflow).
+        let fits = |lhs: IntValue<'ctx>, add: u64, bound: IntValue<'ctx>| {
+            let e = self.b.build_int_add(lhs, self.i64c(add), "e")?;
+            Ok::<_, CpuError>(
+                self.b
+                    .build_int_compare(IntPredicate::SLE, e, bound, "fits")?,
+            )
+        };
+        self.emit_loop_by(
+            f,
+            self.i64c(0),
+            |k| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, k, self.i64c(units), "kc")?)
+            },
+            step,
+            |kb0| {
+                let first =
+                    self.b
+                        .build_int_compare(IntPredicate::EQ, kb0, self.i64c(0), "first")?;
+                let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
+                let end = self.b.build_int_add(kb0, step, "end")?;
+                let last =
+                    self.b
+                        .build_int_compare(IntPredicate::UGE, end, self.i64c(units), "last")?;
+                let last = self.b.build_int_z_extend(last, self.i64t, "last")?;
+                let call = |tile: FunctionValue<'ctx>, pn: IntValue<'ctx>, c: IntValue<'ctx>| {
+                    let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
+                        ptrs.iter().map(|&p| p.into()).collect();
+                    for v in [pn, c, kb0, first, last, lo, hi] {
+                        args.push(v.into());
+                    }
+                    self.b.build_call(tile, &args, "")?;
+                    Ok::<(), CpuError>(())
+                };
+                // Columns of one panel block: a wide tile's at a time, then
+                // one.
+                let columns =
+                    |pn: IntValue<'ctx>, wide: FunctionValue<'ctx>, one: FunctionValue<'ctx>| {
+                        let c = self.emit_loop(
+                            f,
+                            self.i64c(0),
+                            |c| fits(c, tile_cols as u64, n),
+                            tile_cols as u64,
+                            |c| call(wide, pn, c),
+                        )?;
+                        self.emit_loop(
+                            f,
+                            c,
+                            |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
+                            1,
+                            |c| call(one, pn, c),
+                        )?;
+                        Ok::<(), CpuError>(())
+                    };
+                let pn = self.emit_loop(
+                    f,
+                    p0,
+                    |pn| fits(pn, tile_panels as u64, p1),
+                    tile_panels as u64,
+                    |pn| columns(pn, wide, wide1),
+                )?;
+                self.emit_loop(
+                    f,
+                    pn,
+                    |pn| Ok(self.b.build_int_compare(IntPredicate::SLT, pn, p1, "pc")?),
+                    1,
+                    |pn| columns(pn, narrow, narrow1),
+                )?;
+                Ok(())
+            },
+        )?;
+        self.b.build_return(None)?;
+        Ok(())
+    }
+
+    /// Emits `vtile_PxC(x, w, params, rowsums, bias, y, panel, c0, kb0,
+    /// first, last, lo, hi)`: `panels` weight panels by `cols` columns of
+    /// `x` (`u8 [n, k_pad]`) over one k pass, then the epilogue.
+    fn emit_vnni_tile(&self, panels: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+        let spec = self.spec;
+        let p = self.ptr.into();
+        let i = self.i64t.into();
+        let fty = self
+            .ctx
+            .void_type()
+            .fn_type(&[p, p, p, p, p, p, i, i, i, i, i, i, i], false);
+        let f = self.module.add_function(
+            &format!("vtile_{panels}x{cols}"),
+            fty,
+            Some(Linkage::Internal),
+        );
+        self.set_attrs(f);
+        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
+        f.add_attribute(
+            AttributeLoc::Function,
+            self.ctx.create_enum_attribute(noinline, 0),
+        );
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let params: Vec<_> = f.get_param_iter().collect();
+        let int = |i: usize| params[i].into_int_value();
+        let call = TileCall {
+            ptrs: params[..6].iter().map(|v| v.into_pointer_value()).collect(),
+            panel: int(6),
+            c0: int(7),
+            kb0: int(8),
+            first: int(9),
+            last: int(10),
+            lo: int(11),
+            hi: int(12),
+        };
+        let (x, w) = (call.ptrs[0], call.ptrs[1]);
+        let v16 = self.i32t.vec_type(PANEL);
+        let v64 = self.i8t.vec_type(64);
+        let accs: Vec<PointerValue> = (0..panels * cols)
+            .map(|_| {
+                let a = self.b.build_alloca(v16, "acc")?;
+                self.b.build_store(a, v16.const_zero())?;
+                Ok(a)
+            })
+            .collect::<Result<_, CpuError>>()?;
+        // Scratch for partial-panel stores (see `store_lanes`).
+        let scratch = self.b.build_alloca(v16, "lanes")?;
+        let k_pad = spec.k_pad() as u64;
+        let bits = spec.weight.dtype.bits() as u64;
+        let panel_bytes = INT_PANEL as u64 * spec.row_bytes() as u64;
+        // Weight bytes of one panel per 64-element k block.
+        let block_bytes = (INT_PANEL * INT_BLOCK) as u64 * bits / 8;
+        let w_panels: Vec<PointerValue> = (0..panels)
+            .map(|pi| {
+                let pn = self
+                    .b
+                    .build_int_add(call.panel, self.i64c(pi as u64), "pn")?;
+                let off = self.b.build_int_mul(pn, self.i64c(panel_bytes), "wo")?;
+                let kb = self
+                    .b
+                    .build_int_mul(call.kb0, self.i64c(block_bytes), "wk")?;
+                let off = self.b.build_int_add(off, kb, "wo")?;
+                self.gep(w, off)
+            })
+            .collect::<Result<_, _>>()?;
+        let x_cols: Vec<PointerValue> = (0..cols)
+            .map(|c| {
+                let col = self.b.build_int_add(call.c0, self.i64c(c as u64), "c")?;
+                let off = self.b.build_int_mul(col, self.i64c(k_pad), "xo")?;
+                let kb = self
+                    .b
+                    .build_int_mul(call.kb0, self.i64c(INT_BLOCK as u64), "xk")?;
+                let off = self.b.build_int_add(off, kb, "xo")?;
+                self.gep(x, off)
+            })
+            .collect::<Result<_, _>>()?;
+        // The last pass runs to the end (the only pass when decoding).
+        let units = k_pad / INT_BLOCK as u64;
+        let kb1 = self
+            .b
+            .build_int_add(call.kb0, self.i64c(self.vnni_k_chunk()), "kb1")?;
+        let is_last =
+            self.b
+                .build_int_compare(IntPredicate::NE, call.last, self.i64c(0), "islast")?;
+        let kb1 = self
+            .b
+            .build_select(is_last, self.i64c(units), kb1, "kb1")?
+            .into_int_value();
+        // One step = one 64-byte weight vector per panel: 4 k (i8) or 8 k
+        // (two nibble k-groups).
+        let k_per_step = 32 / bits;
+        let steps = self.b.build_int_sub(kb1, call.kb0, "nb")?;
+        let steps =
+            self.b
+                .build_int_mul(steps, self.i64c(INT_BLOCK as u64 / k_per_step), "steps")?;
+        let signed_nibbles = spec.weight.dtype == crate::spec::I4;
+        self.emit_loop(
+            f,
+            self.i64c(0),
+            |s| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, s, steps, "sc")?)
+            },
+            1,
+            |s| {
+                let woff = self.b.build_int_mul(s, self.i64c(64), "woff")?;
+                let xoff = self.b.build_int_mul(s, self.i64c(k_per_step), "xoff")?;
+                let raw: Vec<VectorValue> = w_panels
+                    .iter()
+                    .map(|&wp| Ok(self.load(v64, self.gep(wp, woff)?, 1)?.into_vector_value()))
+                    .collect::<Result<_, CpuError>>()?;
+                // (weight vectors, byte offset of their k-group in x).
+                let groups: Vec<(Vec<VectorValue>, u64)> = if bits == 8 {
+                    vec![(raw, 0)]
+                } else {
+                    let lo = raw
+                        .iter()
+                        .map(|&r| self.nibbles(r, false, signed_nibbles))
+                        .collect::<Result<_, _>>()?;
+                    let hi = raw
+                        .iter()
+                        .map(|&r| self.nibbles(r, true, signed_nibbles))
+                        .collect::<Result<_, _>>()?;
+                    vec![(lo, 0), (hi, 4)]
+                };
+                for (wv, xo) in groups {
+                    let xo = self.b.build_int_add(xoff, self.i64c(xo), "xo")?;
+                    for (c, &xc) in x_cols.iter().enumerate() {
+                        let xb = self.broadcast4(self.gep(xc, xo)?)?;
+                        for (pi, &wp) in wv.iter().enumerate() {
+                            let ap = accs[pi * cols as usize + c];
+                            let acc = self.b.build_load(v16, ap, "a")?.into_vector_value();
+                            let acc = self.dot_u8s8(acc, xb, wp)?;
+                            self.b.build_store(ap, acc)?;
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        for pi in 0..panels {
+            let pn = self
+                .b
+                .build_int_add(call.panel, self.i64c(pi as u64), "pn")?;
+            let r = self.b.build_int_mul(pn, self.i64c(PANEL as u64), "r")?;
+            for c in 0..cols {
+                let col = self.b.build_int_add(call.c0, self.i64c(c as u64), "col")?;
+                let acc = self
+                    .b
+                    .build_load(v16, accs[(pi * cols + c) as usize], "a")?
+                    .into_vector_value();
+                self.int_epilogue(f, &call, scratch, acc, r, col)?;
+            }
+        }
+        self.b.build_return(None)?;
+        Ok(f)
+    }
+
+    /// The low (`high = false`) or high nibbles of 64 packed bytes as bytes:
+    /// sign-extended for `i4`, zero-extended for `u4`.
+    fn nibbles(
+        &self,
+        raw: VectorValue<'ctx>,
+        high: bool,
+        signed: bool,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        if self.target.kernel_paths().int8_dot == Int8Dot::Avx512Vnni
+            && self.target.has("gfni")
+            && (high || signed)
+        {
+            // One GF(2) affine map per byte (`vgf2p8affineqb`): output bit
+            // i is the parity of (row i of the matrix AND the byte), row i
+            // being byte 7 - i of the 64-bit matrix. Rows pick bit i of the
+            // nibble for bits 0..4 and its top bit (signed) or nothing
+            // (unsigned) for bits 4..8.
+            let mut rows = [0u8; 8];
+            for (i, row) in rows.iter_mut().enumerate() {
+                let src = if i < 4 {
+                    Some(i)
+                } else if signed {
+                    Some(3)
+                } else {
+                    None
+                };
+                *row = src.map_or(0, |b| 1 << (b + if high { 4 } else { 0 }));
+            }
+            let matrix = u64::from_be_bytes(rows);
+            let f = Intrinsic::find("llvm.x86.vgf2p8affineqb.512")
+                .and_then(|i| i.get_declaration(self.module, &[]))
+                .ok_or_else(|| CpuError::Llvm("vgf2p8affineqb is not available".into()))?;
+            let m = VectorType::const_vector(
+                &(0..64)
+                    .map(|j| {
+                        self.i8t
+                            .const_int(u64::from(matrix.to_le_bytes()[j % 8]), false)
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            return self
+                .b
+                .build_call(
+                    f,
+                    &[raw.into(), m.into(), self.i8t.const_zero().into()],
+                    "dec",
+                )?
+                .try_as_basic_value()
+                .basic()
+                .map(|v| v.into_vector_value())
+                .ok_or_else(|| CpuError::Llvm("vgf2p8affineqb returned no value".into()));
+        }
+        let four = self.splat_n(self.i8t, 64, 4);
+        Ok(match (high, signed) {
+            (false, true) => {
+                let up = self.b.build_left_shift(raw, four, "nup")?;
+                self.b.build_right_shift(up, four, true, "nlo")?
+            }
+            (true, true) => self.b.build_right_shift(raw, four, true, "nhi")?,
+            (false, false) => self
+                .b
+                .build_and(raw, self.splat_n(self.i8t, 64, 15), "nlo")?,
+            (true, false) => self.b.build_right_shift(raw, four, false, "nhi")?,
+        })
+    }
+
+    /// 4 bytes at `p` repeated over 64 (one `vpbroadcastd`).
+    fn broadcast4(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+        let v16 = self.i32t.vec_type(PANEL);
+        let d = self.load(self.i32t, p, 1)?.into_int_value();
+        let one = self
+            .b
+            .build_insert_element(v16.get_poison(), d, self.i32t.const_zero(), "x1")?;
+        let splat = self
+            .b
+            .build_shuffle_vector(one, v16.get_poison(), v16.const_zero(), "xb")?;
+        Ok(self
+            .b
+            .build_bit_cast(splat, self.i8t.vec_type(64), "xb")?
+            .into_vector_value())
+    }
+
+    /// `acc + dot4(x, w)` per 32-bit lane: 4 unsigned bytes of `x` times 4
+    /// signed bytes of `w`, wrapping like `vpdpbusd` (which it is, with
+    /// AVX-512 VNNI).
+    fn dot_u8s8(
+        &self,
+        acc: VectorValue<'ctx>,
+        x: VectorValue<'ctx>,
+        w: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        if self.target.kernel_paths().int8_dot == Int8Dot::Avx512Vnni {
+            let f = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
+                .and_then(|i| i.get_declaration(self.module, &[]))
+                .ok_or_else(|| CpuError::Llvm("vpdpbusd is not available".into()))?;
+            return self
+                .b
+                .build_call(f, &[acc.into(), x.into(), w.into()], "dp")?
+                .try_as_basic_value()
+                .basic()
+                .map(|v| v.into_vector_value())
+                .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()));
+        }
+        let v32 = self.i32t.vec_type(64);
+        let xz = self.b.build_int_z_extend(x, v32, "xz")?;
+        let wz = self.b.build_int_s_extend(w, v32, "wz")?;
+        let prod = self.b.build_int_mul(xz, wz, "prod")?;
+        let mut out = acc;
+        for j in 0..4u64 {
+            let part = self.b.build_shuffle_vector(
+                prod,
+                prod,
+                self.shuffle_mask((0..16).map(|l| 4 * l + j)),
+                "part",
+            )?;
+            out = self.b.build_int_add(out, part, "dp")?;
+        }
+        Ok(out)
+    }
+
+    /// What happens to one accumulator (16 rows `r..r + 16` of column
+    /// `col`) after a pass: the row offset (the `i8`-activation and zero
+    /// point corrections) and the bias, then either ReLU and the dyadic
+    /// requantize to `i8` (one pass) or the `i32` sum, started on the first
+    /// pass and added to on later ones, with ReLU on the last. Only rows in
+    /// `lo..hi` are written.
+    fn int_epilogue(
+        &self,
+        f: FunctionValue<'ctx>,
+        call: &TileCall<'ctx>,
+        scratch: PointerValue<'ctx>,
+        acc: VectorValue<'ctx>,
+        r: IntValue<'ctx>,
+        col: IntValue<'ctx>,
+    ) -> Result<(), CpuError> {
+        let (params, sums, bias, y) = (call.ptrs[2], call.ptrs[3], call.ptrs[4], call.ptrs[5]);
+        let v16 = self.i32t.vec_type(PANEL);
+        // The lanes to write: max(lo - r, 0) .. min(hi - r, 16).
+        let clamp = |v: IntValue<'ctx>| -> Result<IntValue<'ctx>, CpuError> {
+            let d = self.b.build_int_sub(v, r, "d")?;
+            let neg = self
+                .b
+                .build_int_compare(IntPredicate::SLT, d, self.i64c(0), "neg")?;
+            let d = self
+                .b
+                .build_select(neg, self.i64c(0), d, "d")?
+                .into_int_value();
+            let big =
+                self.b
+                    .build_int_compare(IntPredicate::SGT, d, self.i64c(PANEL as u64), "big")?;
+            Ok(self
+                .b
+                .build_select(big, self.i64c(PANEL as u64), d, "d")?
+                .into_int_value())
+        };
+        let lanes = (clamp(call.lo)?, clamp(call.hi)?);
+        // The row offsets (`pack.rs`): -128 * rowsum(w) when i8
+        // activations were offset by +128, minus an activation zero point's
+        // share.
+        let so = self.b.build_int_mul(r, self.i64c(4), "so")?;
+        let offset = self.load(v16, self.gep(sums, so)?, 4)?.into_vector_value();
+        let yi = self
+            .b
+            .build_int_mul(col, self.i64c(self.spec.m as u64), "yi")?;
+        let yi = self.b.build_int_add(yi, r, "yi")?;
+        if self.spec.epilogue.requantize {
+            // One pass covers all of k here (see `emit_vnni_kernel`).
+            let acc = self.b.build_int_add(acc, offset, "acc")?;
+            let acc = self.int_relu(self.int_bias(acc, bias, r)?, None)?;
+            let q = self.dyadic_requantize(acc, params, r)?;
+            return self.store_lanes(f, scratch, self.gep(y, yi)?, q, lanes);
+        }
+        let yp = self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)?;
+        // The first pass starts the sum (with the offset and the bias),
+        // later ones add to it: wrapping i32 adds are associative and
+        // commute, so it is exact. The ReLU waits for the last pass.
+        let start = self.int_bias(offset, bias, r)?;
+        let is_first =
+            self.b
+                .build_int_compare(IntPredicate::NE, call.first, self.i64c(0), "isfirst")?;
+        let pre = self
+            .b
+            .get_insert_block()
+            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
+        let later = self.ctx.append_basic_block(f, "later");
+        let join = self.ctx.append_basic_block(f, "join");
+        self.b.build_conditional_branch(is_first, join, later)?;
+        self.b.position_at_end(later);
+        let old = self.load_lanes(f, scratch, yp, lanes)?;
+        let later_end = self
+            .b
+            .get_insert_block()
+            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
+        self.b.build_unconditional_branch(join)?;
+        self.b.position_at_end(join);
+        let base = self.b.build_phi(v16, "base")?;
+        base.add_incoming(&[(&start, pre), (&old, later_end)]);
+        let sum = self
+            .b
+            .build_int_add(acc, base.as_basic_value().into_vector_value(), "sum")?;
+        let sum = self.int_relu(sum, Some(call.last))?;
+        self.store_lanes(f, scratch, yp, sum, lanes)
+    }
+
+    /// Whether lanes `(a, b)` are all 16.
+    fn all_lanes(
+        &self,
+        (a, b): (IntValue<'ctx>, IntValue<'ctx>),
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        let a0 = self
+            .b
+            .build_int_compare(IntPredicate::EQ, a, self.i64c(0), "a0")?;
+        let b16 = self
+            .b
+            .build_int_compare(IntPredicate::EQ, b, self.i64c(PANEL as u64), "b16")?;
+        Ok(self.b.build_and(a0, b16, "full")?)
+    }
+
+    /// Stores lanes `lanes.0..lanes.1` of `v` to `p[lane]`: one vector
+    /// store when that is all of them, else lane by lane through `scratch`.
+    fn store_lanes(
+        &self,
+        f: FunctionValue<'ctx>,
+        scratch: PointerValue<'ctx>,
+        p: PointerValue<'ctx>,
+        v: VectorValue<'ctx>,
+        lanes: (IntValue<'ctx>, IntValue<'ctx>),
+    ) -> Result<(), CpuError> {
+        let elem = v.get_type().get_element_type().into_int_type();
+        let eb = u64::from(elem.get_bit_width() / 8);
+        let full = self.all_lanes(lanes)?;
+        let whole = self.ctx.append_basic_block(f, "whole");
+        let part = self.ctx.append_basic_block(f, "part");
+        let done = self.ctx.append_basic_block(f, "stored");
+        self.b.build_conditional_branch(full, whole, part)?;
+        self.b.position_at_end(whole);
+        self.b
+            .build_store(p, v)?
+            .set_alignment(eb as u32)
+            .map_err(|e| CpuError::Llvm(format!("store alignment: {e}")))?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(part);
+        self.b.build_store(scratch, v)?;
+        self.emit_loop(
+            f,
+            lanes.0,
+            |l| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::SLT, l, lanes.1, "lc")?)
+            },
+            1,
+            |l| {
+                let off = self.b.build_int_mul(l, self.i64c(eb), "lo")?;
+                let e = self.load(elem.as_basic_type_enum(), self.gep(scratch, off)?, 1)?;
+                self.b.build_store(self.gep(p, off)?, e)?;
+                Ok(())
+            },
+        )?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        Ok(())
+    }
+
+    /// Loads `i32` lanes `lanes.0..lanes.1` from `p[lane]` (others 0): one
+    /// vector load when that is all of them.
+    fn load_lanes(
+        &self,
+        f: FunctionValue<'ctx>,
+        scratch: PointerValue<'ctx>,
+        p: PointerValue<'ctx>,
+        lanes: (IntValue<'ctx>, IntValue<'ctx>),
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let v16 = self.i32t.vec_type(PANEL);
+        let full = self.all_lanes(lanes)?;
+        let whole = self.ctx.append_basic_block(f, "lwhole");
+        let part = self.ctx.append_basic_block(f, "lpart");
+        let done = self.ctx.append_basic_block(f, "loaded");
+        self.b.build_conditional_branch(full, whole, part)?;
+        self.b.position_at_end(whole);
+        let wv = self.load(v16, p, 4)?.into_vector_value();
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(part);
+        self.b.build_store(scratch, v16.const_zero())?;
+        self.emit_loop(
+            f,
+            lanes.0,
+            |l| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::SLT, l, lanes.1, "lc")?)
+            },
+            1,
+            |l| {
+                let off = self.b.build_int_mul(l, self.i64c(4), "lo")?;
+                let e = self.load(self.i32t, self.gep(p, off)?, 4)?;
+                self.b.build_store(self.gep(scratch, off)?, e)?;
+                Ok(())
+            },
+        )?;
+        let pv = self.load(v16, scratch, 4)?.into_vector_value();
+        let part_end = self
+            .b
+            .get_insert_block()
+            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        let phi = self.b.build_phi(v16, "old")?;
+        phi.add_incoming(&[(&wv, whole), (&pv, part_end)]);
+        Ok(phi.as_basic_value().into_vector_value())
+    }
+
+    /// `clamp(round_half_even(acc * M / 2^shift) + zp, -128, 127)` as `i8`
+    /// for the 16 rows `r..r + 16`, `(M, shift, zp)` read from the three
+    /// `i32 [m_pad]` arrays in `params`; exact integer arithmetic in i64
+    /// (the caller keeps shift in 0..=62).
+    fn dyadic_requantize(
+        &self,
+        acc: VectorValue<'ctx>,
+        params: PointerValue<'ctx>,
+        r: IntValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let v16 = self.i32t.vec_type(PANEL);
+        let w64 = self.i64t.vec_type(PANEL);
+        let m_pad = self.spec.m_pad() as u64;
+        let c64 = |v: i64| self.splat_n(self.i64t, PANEL, v as u64);
+        let field = |i: u64| -> Result<VectorValue<'ctx>, CpuError> {
+            let idx = self.b.build_int_add(r, self.i64c(i * m_pad), "pi")?;
+            let off = self.b.build_int_mul(idx, self.i64c(4), "po")?;
+            let v = self
+                .load(v16, self.gep(params, off)?, 4)?
+                .into_vector_value();
+            Ok(self.b.build_int_s_extend(v, w64, "p")?)
+        };
+        let (mult, shift, zp) = (field(0)?, field(1)?, field(2)?);
+        let t = self.b.build_int_s_extend(acc, w64, "t")?;
+        let t = self.b.build_int_mul(t, mult, "t")?;
+        let q = self.b.build_right_shift(t, shift, true, "q")?;
+        let back = self.b.build_left_shift(q, shift, "back")?;
+        let rem = self.b.build_int_sub(t, back, "rem")?;
+        // half = 2^(shift-1); with shift = 0 the remainder is 0 and nothing
+        // rounds.
+        let zero_shift = self
+            .b
+            .build_int_compare(IntPredicate::EQ, shift, c64(0), "s0")?;
+        let sm1 = self.b.build_int_sub(shift, c64(1), "sm1")?;
+        let sm1 = self
+            .b
+            .build_select(zero_shift, c64(0), sm1, "sm1")?
+            .into_vector_value();
+        let half = self.b.build_left_shift(c64(1), sm1, "half")?;
+        let above = self
+            .b
+            .build_int_compare(IntPredicate::UGT, rem, half, "above")?;
+        let tie = self
+            .b
+            .build_int_compare(IntPredicate::EQ, rem, half, "tie")?;
+        let odd = self.b.build_and(q, c64(1), "odd")?;
+        let odd = self
+            .b
+            .build_int_compare(IntPredicate::NE, odd, c64(0), "odd")?;
+        let tie_up = self.b.build_and(tie, odd, "tieup")?;
+        let up = self.b.build_or(above, tie_up, "up")?;
+        let nonzero = self.b.build_not(zero_shift, "nz")?;
+        let up = self.b.build_and(up, nonzero, "up")?;
+        let up = self.b.build_int_z_extend(up, w64, "up")?;
+        let q = self.b.build_int_add(q, up, "q")?;
+        let q = self.b.build_int_add(q, zp, "q")?;
+        let below = self
+            .b
+            .build_int_compare(IntPredicate::SLT, q, c64(-128), "lo")?;
+        let q = self
+            .b
+            .build_select(below, c64(-128), q, "q")?
+            .into_vector_value();
+        let over = self
+            .b
+            .build_int_compare(IntPredicate::SGT, q, c64(127), "hi")?;
+        let q = self
+            .b
+            .build_select(over, c64(127), q, "q")?
+            .into_vector_value();
+        Ok(self
+            .b
+            .build_int_truncate(q, self.i8t.vec_type(PANEL), "y8")?)
+    }
+}
