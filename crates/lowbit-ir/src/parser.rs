@@ -1724,6 +1724,31 @@ module {
         }
     }
 
+    /// A parameter named like a result number (`"1"`, printed `%"1"`) does
+    /// not collide with the op results the printer numbers `%0, %1, ...`
+    /// (found by fuzzing the ONNX importer: "redefinition of %62").
+    #[test]
+    fn numeric_parameter_names_do_not_collide_with_results() {
+        let ty = TensorType::new(vec![2], ElemType::F32);
+        let mut f = Function::new("g");
+        let a = f.add_param("1", ty.clone());
+        let b = f.add_param("3", ty.clone());
+        let mut last = a;
+        for _ in 0..4 {
+            let add = OpKind::Binary {
+                op: crate::ops::BinaryOp::Add,
+                overflow: Overflow::Wrap,
+            };
+            last = f.push(add, vec![last, b], ty.clone());
+        }
+        f.outputs.push(("y".to_string(), last));
+        let m = Module { functions: vec![f] };
+        let text = crate::printer::print_module(&m);
+        assert!(!text.contains("%1 ="), "{text}");
+        assert!(!text.contains("%3 ="), "{text}");
+        assert_eq!(parse_ok(&text), m, "{text}");
+    }
+
     #[test]
     fn quoted_name_errors() {
         assert_error(

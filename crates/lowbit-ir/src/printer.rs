@@ -166,6 +166,12 @@ impl Printer {
             params.join(", "),
             outs.join(", ")
         );
+        // Results are numbered `%0, %1, ...`; a parameter may be named like
+        // a number (ONNX allows `"62"`, printed `%"62"`, which the parser
+        // reads as the same name as `%62`), so numbers taken by parameter
+        // names are skipped.
+        let taken: std::collections::HashSet<&str> =
+            f.params.iter().map(|(n, _)| n.as_str()).collect();
         let mut next = 0usize;
         for &op in f.ops() {
             let d = f.op(op);
@@ -173,6 +179,9 @@ impl Printer {
                 .results
                 .iter()
                 .map(|r| {
+                    while taken.contains(next.to_string().as_str()) {
+                        next += 1;
+                    }
                     let n = format!("%{next}");
                     next += 1;
                     names.insert(*r, n.clone());
