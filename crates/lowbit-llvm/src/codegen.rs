@@ -65,7 +65,7 @@
 mod epilogue;
 
 use crate::error::CpuError;
-use crate::spec::{BlockFormat, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
+use crate::spec::{BlockFormat, Dim, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
 use crate::target::CpuTarget;
 use inkwell::attributes::AttributeLoc;
 use inkwell::builder::Builder;
@@ -1486,14 +1486,26 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.emit_int_tile(1, 1)?,
             )
         } else {
-            (
-                if wide512 && self.split_cols(8) {
-                    vec![(self.emit_tile(4, 8)?, 4, 8), (self.emit_tile(4, 4)?, 4, 4)]
-                } else if wide512 {
-                    vec![(self.emit_tile(4, 4)?, 4, 4)]
+            // A wide tile is only compiled when the spec's n can use it: a
+            // static n below its width never enters its loop, and
+            // skipping it keeps the JIT compile of a decode kernel short.
+            let usable = |cols: u64| match self.spec.n {
+                Dim::Static(n) => n as u64 >= cols,
+                Dim::Dynamic => true,
+            };
+            let mut wides = Vec::new();
+            if wide512 && self.split_cols(8) && usable(8) {
+                wides.push((self.emit_tile(4, 8)?, 4, 8));
+            }
+            if usable(4) {
+                wides.push(if wide512 {
+                    (self.emit_tile(4, 4)?, 4, 4)
                 } else {
-                    vec![(self.emit_tile(2, 4)?, 2, 4)]
-                },
+                    (self.emit_tile(2, 4)?, 2, 4)
+                });
+            }
+            (
+                wides,
                 if wide512 {
                     Some(self.emit_tile(8, 1)?)
                 } else {
