@@ -19,7 +19,7 @@
 //! the interpreter's; each kernel matmul is within the bound stated in
 //! `lowbit_llvm::codegen`.
 
-use crate::cpu_run::plan_matmul;
+use crate::cpu_run::{map_plans, Plan};
 use lowbit::interp::eval_op;
 use lowbit::ir::{BinaryOp, Function, Module, Op, OpKind, Tensor, Value};
 use lowbit::numerics::ElemType;
@@ -81,14 +81,63 @@ fn f32_bytes(t: &Tensor) -> Vec<u8> {
         .collect()
 }
 
+/// The C element type of an `elem` buffer at the entry point and in the
+/// driver (`b1` codes one per byte, 0 or 1), or `None` when the driver
+/// has no buffers of that type.
+fn c_type(elem: ElemType) -> Option<&'static str> {
+    Some(match elem {
+        ElemType::F32 => "float",
+        ElemType::U8 | ElemType::Bipolar => "uint8_t",
+        ElemType::I8 => "int8_t",
+        ElemType::I32 => "int32_t",
+        _ => return None,
+    })
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Whether the driver can call `p`'s kernel: it prepares float kernels'
+/// `f32` activations, the W8A8/W4A8 kernels' bytes and the W1A1 kernel's
+/// bit rows; the bit-serial kernel's activation bit-planes and a
+/// `qmatmul` requantize epilogue (a `quantize` the JIT leaves to the
+/// interpreter) are not in the driver.
+fn aot_supports(p: &Plan) -> Result<(), String> {
+    let s = &p.spec;
+    if s.is_bit_serial() {
+        return Err(
+            "compiled libraries do not yet pack the bit-serial kernel's activation bit-planes"
+                .into(),
+        );
+    }
+    if p.quantize.is_some() {
+        return Err(
+            "the qmatmul requantize epilogue runs on the interpreter; compiled libraries do not have it"
+                .into(),
+        );
+    }
+    if !s.is_integer() && s.act != ElemType::F32 {
+        return Err(format!(
+            "compiled libraries take f32 activations for float kernels, not {}",
+            s.act
+        ));
+    }
+    Ok(())
+}
+
 struct Gen<'a> {
     f: &'a Function,
     sym: String,
     kernels: Vec<(String, GemmSpec)>,
     data: Vec<(String, Vec<u8>)>,
     body: String,
-    /// The C expression holding each run-time value.
-    vars: HashMap<Value, String>,
+    /// The C expression holding each run-time value, and its element type.
+    vars: HashMap<Value, (String, ElemType)>,
+    /// The mapped matmuls (keyed by the op whose result each computes).
+    plans: HashMap<Op, Plan>,
+    /// Why each matmul the plans lack did not map.
+    not_mapped: Vec<(String, String)>,
     tmp: usize,
 }
 
@@ -99,91 +148,179 @@ impl Gen<'_> {
         name
     }
 
-    fn alloc(&mut self, elems: u64) -> String {
+    fn alloc(&mut self, elems: u64, ctype: &str) -> String {
         let v = format!("t{}", self.tmp);
         self.tmp += 1;
         let _ = writeln!(
             self.body,
-            "  float *{v} = (float *)calloc({}, sizeof(float));\n  if (!{v}) goto fail;\n  bufs[nbufs++] = {v};",
+            "  {ctype} *{v} = ({ctype} *)calloc({}, sizeof({ctype}));\n  if (!{v}) goto fail;\n  bufs[nbufs++] = {v};",
             elems.max(1)
         );
         v
     }
 
-    fn var(&self, op: Op, v: Value) -> Result<String, String> {
+    fn var(&self, op: Op, v: Value) -> Result<(String, ElemType), String> {
         self.vars.get(&v).cloned().ok_or_else(|| {
             format!(
-                "{}: an operand is not a run-time f32 value the driver computes",
+                "unsupported: {}: an operand is not a run-time value the driver computes",
                 label(self.f, op)
             )
         })
     }
 
+    /// A float (`f32`) operand: computed, or a constant embedded as data.
+    fn f32_operand(&mut self, op: Op, v: Value) -> Result<String, String> {
+        if let Some((x, e)) = self.vars.get(&v) {
+            if *e != ElemType::F32 {
+                return Err(format!(
+                    "unsupported: {}: an operand is {e}, the driver's float code takes f32",
+                    label(self.f, op)
+                ));
+            }
+            return Ok(x.clone());
+        }
+        let t = constant_of(self.f, v).ok_or_else(|| {
+            format!(
+                "unsupported: {}: an operand is neither computed nor a constant",
+                label(self.f, op)
+            )
+        })?;
+        Ok(format!("((const float *){})", self.data(f32_bytes(&t))))
+    }
+
+    /// Emits the kernel call of the plan that computes `end`'s result.
+    fn kernel_call(&mut self, end: Op, p: &Plan) -> Result<(), String> {
+        let f = self.f;
+        let (x, xe) = self.var(p.op, p.x)?;
+        let xt = f.ty(p.x);
+        let n: u64 = xt.shape[..xt.rank().saturating_sub(1)].iter().product();
+        let spec = &p.spec;
+        let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
+        let kname = format!("{}_k{}", self.sym, self.kernels.len());
+        self.kernels.push((kname.clone(), spec.clone()));
+        let result = f.op(end).results[0];
+        let re = f.ty(result).elem;
+        let rtype = c_type(re).ok_or_else(|| {
+            format!(
+                "unsupported: {}: the kernel's result is {re}",
+                label(f, end)
+            )
+        })?;
+        let w = self.data(p.weights.codes().to_vec());
+        let call = if !spec.is_integer() {
+            let s = self.data(p.weights.scales().to_vec());
+            let z = if p.weights.zero_points().is_empty() {
+                "NULL".to_string()
+            } else {
+                self.data(p.weights.zero_points().to_vec())
+            };
+            let bias = match p.bias {
+                Some(b) => self.f32_operand(end, b)?,
+                None => "NULL".into(),
+            };
+            let xp = if k_pad == k {
+                x
+            } else {
+                // The kernel reads rows of k_pad with zeros after k.
+                let xp = self.alloc(n * k_pad as u64, "float");
+                let _ = writeln!(
+                    self.body,
+                    "  for (size_t r = 0; r < {n}; r++) memcpy({xp} + r * {k_pad}, {x} + r * {k}, {k} * sizeof(float));"
+                );
+                xp
+            };
+            format!("{xp}, {w}, {s}, {z}, {bias}")
+        } else if spec.is_binary() {
+            // One row of k_pad / 8 bytes per activation row, LSB first,
+            // padded with 0 (as `GemmKernel::run_int` packs them).
+            let row = k_pad / 8;
+            let xp = self.alloc(n * row as u64, "uint8_t");
+            let _ = writeln!(
+                self.body,
+                "  for (size_t r = 0; r < {n}; r++) for (size_t j = 0; j < {k}; j++) {xp}[r * {row} + j / 8] |= (uint8_t)(({x}[r * {k} + j] & 1) << (j % 8));"
+            );
+            format!("{xp}, {w}, NULL, NULL, NULL")
+        } else {
+            // The W8A8/W4A8 kernel multiplies unsigned bytes in rows of
+            // k_pad: i8 activations go in with the sign bit flipped (+128,
+            // which the packed row offsets take back off).
+            let xp = if xe == ElemType::U8 && k_pad == k {
+                x
+            } else {
+                let xp = self.alloc(n * k_pad as u64, "uint8_t");
+                let flip = if xe == ElemType::I8 { " ^ 0x80" } else { "" };
+                let _ = writeln!(
+                    self.body,
+                    "  for (size_t r = 0; r < {n}; r++) for (size_t j = 0; j < {k}; j++) {xp}[r * {k_pad} + j] = (uint8_t)((uint8_t){x}[r * {k} + j]{flip});"
+                );
+                xp
+            };
+            let params = match &p.requant {
+                // Three arrays of m_pad i32 (multipliers, shifts, zero
+                // points; 0 in padding rows), as the kernel loads them.
+                Some(rq) => {
+                    let m_pad = spec.m_pad();
+                    let mut v = vec![0i32; 3 * m_pad];
+                    for (r, (&mult, &sh)) in rq.multipliers.iter().zip(&rq.shifts).enumerate() {
+                        v[r] = mult;
+                        v[m_pad + r] = sh as i32;
+                        v[2 * m_pad + r] = i32::from(rq.zero_point);
+                    }
+                    self.data(i32_bytes(&v))
+                }
+                None => "NULL".into(),
+            };
+            let offs = self.data(i32_bytes(p.weights.row_offsets()));
+            let bias = match &p.int_bias {
+                Some(b) => self.data(i32_bytes(b)),
+                None => "NULL".into(),
+            };
+            format!("{xp}, {w}, {params}, {offs}, {bias}")
+        };
+        let y = self.alloc(n * m as u64, rtype);
+        let _ = writeln!(self.body, "  {kname}({call}, {y}, {n}, 0, {m});");
+        self.vars.insert(result, (y, re));
+        Ok(())
+    }
+
     fn op(&mut self, op: Op) -> Result<(), String> {
         let f = self.f;
+        if let Some(p) = self.plans.remove(&op) {
+            return self.kernel_call(op, &p);
+        }
         let d = f.op(op);
         let unsupported = |why: String| format!("unsupported: {}: {why}", label(f, op));
+        match &d.kind {
+            OpKind::MatMul { .. } | OpKind::MatMulInt { .. } | OpKind::QMatMul { .. } => {
+                let me = label(f, op);
+                let why = self
+                    .not_mapped
+                    .iter()
+                    .rev()
+                    .find(|(l, _)| *l == me)
+                    .map_or_else(
+                        || "it maps onto no CPU kernel".to_string(),
+                        |(_, w)| w.clone(),
+                    );
+                return Err(unsupported(why));
+            }
+            OpKind::Reshape => {
+                let x = self.var(op, d.operands[0])?;
+                self.vars.insert(d.results[0], x);
+                return Ok(());
+            }
+            OpKind::Constant(_) => return Ok(()),
+            _ => {}
+        }
         for &r in &d.results {
             if f.ty(r).elem != ElemType::F32 {
                 return Err(unsupported(format!(
-                    "its result is {}; compiled libraries handle f32 values only",
+                    "its result is {}; the driver's own code (add, relu) handles f32 values only",
                     f.ty(r)
                 )));
             }
         }
         match &d.kind {
-            OpKind::MatMul { .. } | OpKind::MatMulInt { .. } | OpKind::QMatMul { .. } => {
-                let p = plan_matmul(f, op).map_err(&unsupported)?;
-                if p.spec.is_integer() || p.spec.act != ElemType::F32 {
-                    return Err(unsupported(
-                        "only the f32-activation float kernels are compiled ahead of time yet".into(),
-                    ));
-                }
-                if f.ty(d.operands[0]).rank() != 2 {
-                    return Err(unsupported(
-                        "only 2-D activations are compiled ahead of time yet".into(),
-                    ));
-                }
-                let bias = match p.bias {
-                    Some(b) => {
-                        let t = constant_of(f, b).ok_or_else(|| {
-                            unsupported("the bias is not a constant".into())
-                        })?;
-                        Some(self.data(f32_bytes(&t)))
-                    }
-                    None => None,
-                };
-                let x = self.var(op, d.operands[0])?;
-                let (m, k, k_pad) = (p.spec.m, p.spec.k, p.spec.k_pad());
-                let n = f.ty(d.operands[0]).shape[0];
-                let kname = format!("{}_k{}", self.sym, self.kernels.len());
-                let w = self.data(p.weights.codes().to_vec());
-                let s = self.data(p.weights.scales().to_vec());
-                let z = if p.weights.zero_points().is_empty() {
-                    "NULL".to_string()
-                } else {
-                    self.data(p.weights.zero_points().to_vec())
-                };
-                self.kernels.push((kname.clone(), p.spec));
-                let xp = if k_pad == k {
-                    x
-                } else {
-                    // The kernel reads rows of k_pad with zeros after k.
-                    let xp = self.alloc(n * k_pad as u64);
-                    let _ = writeln!(
-                        self.body,
-                        "  for (size_t r = 0; r < {n}; r++) memcpy({xp} + r * {k_pad}, {x} + r * {k}, {k} * sizeof(float));"
-                    );
-                    xp
-                };
-                let y = self.alloc(n * m as u64);
-                let _ = writeln!(
-                    self.body,
-                    "  {kname}({xp}, {w}, {s}, {z}, {}, {y}, {n}, 0, {m});",
-                    bias.map_or("NULL".to_string(), |b| format!("(const float *){b}"))
-                );
-                self.vars.insert(d.results[0], y);
-            }
             OpKind::Binary {
                 op: BinaryOp::Add, ..
             } => {
@@ -194,7 +331,7 @@ impl Gen<'_> {
                 } else {
                     (b, a)
                 };
-                let x = self.var(op, run)?;
+                let x = self.f32_operand(op, run)?;
                 if f.ty(run).shape != rt.shape {
                     return Err(unsupported(
                         "the run-time operand is broadcast; only the other operand may be".into(),
@@ -202,15 +339,7 @@ impl Gen<'_> {
                 }
                 let ot = f.ty(other);
                 let last = rt.shape.last().copied().unwrap_or(1);
-                let o = match self.vars.get(&other) {
-                    Some(v) => v.clone(),
-                    None => {
-                        let t = constant_of(f, other).ok_or_else(|| {
-                            unsupported("an operand is neither computed nor a constant".into())
-                        })?;
-                        format!("((const float *){})", self.data(f32_bytes(&t)))
-                    }
-                };
+                let o = self.f32_operand(op, other)?;
                 let n = rt.num_elements();
                 let idx = if ot.shape == rt.shape {
                     "i".to_string()
@@ -225,32 +354,27 @@ impl Gen<'_> {
                         "broadcasting {ot} to {rt} is not the last-dimension or scalar form the driver does"
                     )));
                 };
-                let y = self.alloc(n);
+                let y = self.alloc(n, "float");
                 let _ = writeln!(
                     self.body,
                     "  for (size_t i = 0; i < {n}; i++) {y}[i] = {x}[i] + {o}[{idx}];"
                 );
-                self.vars.insert(d.results[0], y);
+                self.vars.insert(d.results[0], (y, ElemType::F32));
             }
             OpKind::Relu => {
-                let x = self.var(op, d.operands[0])?;
+                let x = self.f32_operand(op, d.operands[0])?;
                 let n = f.ty(d.results[0]).num_elements();
-                let y = self.alloc(n);
+                let y = self.alloc(n, "float");
                 // NaN passes through, as in the interpreter.
                 let _ = writeln!(
                     self.body,
                     "  for (size_t i = 0; i < {n}; i++) {{ float v = {x}[i]; {y}[i] = (v > 0.0f || v != v) ? v : 0.0f; }}"
                 );
-                self.vars.insert(d.results[0], y);
+                self.vars.insert(d.results[0], (y, ElemType::F32));
             }
-            OpKind::Reshape => {
-                let x = self.var(op, d.operands[0])?;
-                self.vars.insert(d.results[0], x);
-            }
-            OpKind::Constant(_) => {}
             other => {
                 return Err(unsupported(format!(
-                    "'{}' has no CPU kernel or driver code (compiled libraries take matmul/qmatmul with quantized constant weights, add, relu and reshape)",
+                    "'{}' has no CPU kernel or driver code (compiled libraries take the matmuls `lowbit run --backend cpu` maps, with their fused epilogues, and f32 add, relu, and reshape)",
                     other.name()
                 )))
             }
@@ -273,20 +397,24 @@ pub fn compile_model(
         .first()
         .ok_or("the model has no function")?;
     let sym = format!("lowbit_{}", c_ident(name));
-    // Walk back from the outputs: a mapped matmul needs only its activation.
+    // The same mapping as `lowbit run --backend cpu`, less the plans the
+    // driver cannot call (those are refused below, with the reason).
+    let mut not_mapped = Vec::new();
+    let plans = map_plans(f, &mut not_mapped, |p| aot_supports(&p).map(|()| p));
+    // Walk back from the outputs: a mapped matmul (chain) needs only its
+    // activation and run-time bias.
     let mut needed: HashSet<Value> = f.outputs.iter().map(|(_, v)| *v).collect();
     for &op in f.ops().iter().rev() {
         let d = f.op(op);
         if !d.results.iter().any(|r| needed.contains(r)) {
             continue;
         }
-        if matches!(
-            d.kind,
-            OpKind::MatMul { .. } | OpKind::MatMulInt { .. } | OpKind::QMatMul { .. }
-        ) {
-            needed.insert(d.operands[0]);
-        } else {
-            needed.extend(d.operands.iter().copied());
+        match plans.get(&op) {
+            Some(p) => {
+                needed.insert(p.x);
+                needed.extend(p.bias);
+            }
+            None => needed.extend(d.operands.iter().copied()),
         }
     }
     let mut g = Gen {
@@ -296,29 +424,45 @@ pub fn compile_model(
         data: Vec::new(),
         body: String::new(),
         vars: HashMap::new(),
+        plans,
+        not_mapped,
         tmp: 0,
     };
     let mut params = Vec::new();
     let mut doc = String::new();
-    // Element counts as macros, so callers can size their buffers.
+    // Element counts as macros, so callers can size their buffers, and
+    // each buffer's C element type as a typedef.
     let mut sizes = String::new();
-    for (i, (pname, v)) in f.params.iter().enumerate() {
-        let t = f.ty(*v);
-        if t.elem != ElemType::F32 {
-            return Err(format!(
-                "unsupported: input '{pname}' is {t}; compiled libraries take f32 inputs only"
-            ));
-        }
-        let c = format!("in{i}_{}", c_ident(pname));
-        let _ = writeln!(doc, " *   {c}: input '{pname}', {t}, row-major");
+    let mut io_type = |what: &str, i: usize, t: &lowbit::ir::TensorType, ctype: &str| {
         let _ = writeln!(
             sizes,
-            "#define {}_IN{i}_ELEMS {}",
+            "#define {}_{}{i}_ELEMS {}\ntypedef {ctype} {sym}_{}{i}_t;",
             sym.to_uppercase(),
-            t.num_elements()
+            what.to_uppercase(),
+            t.num_elements(),
+            what
         );
-        params.push(format!("const float *{c}"));
-        g.vars.insert(*v, c);
+    };
+    for (i, (pname, v)) in f.params.iter().enumerate() {
+        let t = f.ty(*v);
+        let ctype = c_type(t.elem).ok_or_else(|| {
+            format!(
+                "unsupported: input '{pname}' is {t}; compiled libraries take f32, u8, i8, i32 or b1 inputs"
+            )
+        })?;
+        let c = format!("in{i}_{}", c_ident(pname));
+        let _ = writeln!(
+            doc,
+            " *   {c}: input '{pname}', {t}, row-major {ctype}{}",
+            if t.elem == ElemType::Bipolar {
+                " codes (0 or 1, one per byte)"
+            } else {
+                ""
+            }
+        );
+        io_type("in", i, t, ctype);
+        params.push(format!("const {ctype} *{c}"));
+        g.vars.insert(*v, (c, t.elem));
     }
     for &op in f.ops() {
         if f.op(op).results.iter().any(|r| needed.contains(r)) {
@@ -328,26 +472,22 @@ pub fn compile_model(
     for (i, (oname, v)) in f.outputs.iter().enumerate() {
         let t = f.ty(*v);
         let c = format!("out{i}_{}", c_ident(oname));
-        let src = g.vars.get(v).cloned().ok_or_else(|| {
-            format!("unsupported: output '{oname}' is not computed at run time (a constant or non-f32 value)")
+        let (src, e) = g.vars.get(v).cloned().ok_or_else(|| {
+            format!("unsupported: output '{oname}' is not computed at run time (a constant)")
         })?;
-        let _ = writeln!(doc, " *   {c}: output '{oname}', {t}, row-major");
-        let _ = writeln!(
-            sizes,
-            "#define {}_OUT{i}_ELEMS {}",
-            sym.to_uppercase(),
-            t.num_elements()
-        );
+        let ctype = c_type(e).ok_or_else(|| format!("unsupported: output '{oname}' is {t}"))?;
+        let _ = writeln!(doc, " *   {c}: output '{oname}', {t}, row-major {ctype}");
+        io_type("out", i, t, ctype);
         let _ = writeln!(
             g.body,
-            "  memcpy({c}, {src}, {} * sizeof(float));",
+            "  memcpy({c}, {src}, {} * sizeof({ctype}));",
             t.num_elements()
         );
-        params.push(format!("float *{c}"));
+        params.push(format!("{ctype} *{c}"));
     }
     let proto = format!("int {sym}_run({})", params.join(", "));
     let header = format!(
-        "/* Generated by lowbit compile from function @{fname}.\n * {proto}\n{doc} * Returns 0 on success, non-zero if memory for intermediates ran out.\n * The weights are packed into the compiled code; calls are thread-safe.\n */\n#ifndef {guard}_H\n#define {guard}_H\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{proto};\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
+        "/* Generated by lowbit compile from function @{fname}.\n * {proto}\n{doc} * Returns 0 on success, non-zero if memory for intermediates ran out.\n * The weights are packed into the compiled code; calls are thread-safe.\n */\n#ifndef {guard}_H\n#define {guard}_H\n#include <stdint.h>\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{proto};\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
         fname = f.name,
         guard = sym.to_uppercase(),
     );
@@ -355,7 +495,9 @@ pub fn compile_model(
         "/* Generated by lowbit: the driver of a compiled model. */\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n",
     );
     for (k, _) in &g.kernels {
-        let _ = writeln!(driver, "void {k}(const float *, const uint8_t *, const uint8_t *, const uint8_t *, const float *, float *, int64_t, int64_t, int64_t);");
+        // Every kernel has the same six buffer arguments (their element
+        // types differ by kernel; see `lowbit_llvm::codegen`).
+        let _ = writeln!(driver, "void {k}(const void *, const void *, const void *, const void *, const void *, void *, int64_t, int64_t, int64_t);");
     }
     for (d, _) in &g.data {
         let _ = writeln!(driver, "extern const uint8_t {d}[];");
