@@ -5,9 +5,10 @@ Usage: compare_aot_output.py Y_TXT REF_PB exact
        compare_aot_output.py Y_TXT REF_PB RTOL ATOL
 
 Y_TXT holds one value per line (what examples/aot/main.c or main_int.c
-print); REF_PB is the interpreter's output (`lowbit run --backend interp
---output-dir`, an ONNX TensorProto). `exact` demands equal values (integer
-outputs, bit-exact); otherwise each value must satisfy
+print); REF_PB is a reference output (`lowbit run --output-dir`, an ONNX
+TensorProto). `exact` demands equal values: integers equal, floats equal
+as f32 (main.c prints them with 9 significant digits, which round-trips
+f32 exactly; NaNs compare equal to NaNs); otherwise each value must satisfy
 |y - ref| <= ATOL + RTOL * |ref| (numpy.isclose). Prints
 "ok SHAPE exact" or "ok SHAPE max error E", or "MISMATCH ..." and exits 1.
 """
@@ -30,9 +31,15 @@ def main():
         sys.exit(1)
     flat = ref.reshape(-1)
     if sys.argv[3] == "exact":
-        got = np.array([int(v) for v in lines], dtype=np.int64)
-        want = flat.astype(np.int64)
-        bad = np.nonzero(got != want)[0]
+        if np.issubdtype(flat.dtype, np.floating):
+            got = np.array([float(v) for v in lines], dtype=np.float32)
+            want = flat.astype(np.float32)
+            same = (got == want) | (np.isnan(got) & np.isnan(want))
+        else:
+            got = np.array([int(v) for v in lines], dtype=np.int64)
+            want = flat.astype(np.int64)
+            same = got == want
+        bad = np.nonzero(~same)[0]
         if bad.size:
             i = bad[0]
             print(f"MISMATCH at {i}: {got[i]} != {want[i]} ({bad.size} differ)")
