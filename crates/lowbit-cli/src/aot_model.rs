@@ -655,14 +655,5 @@ pub fn write_assembly(a: &Artifacts, out: &Path, header: &Path) -> Result<(), St
 }
 
 #[cfg(test)]
-mod tests {
-    use super::c_ident;
-
-    #[test]
-    fn c_identifiers_are_valid() {
-        assert_eq!(c_ident("mlp"), "mlp");
-        assert_eq!(c_ident("my-model.v2"), "my_model_v2");
-        assert_eq!(c_ident("9lives"), "_9lives");
-        assert_eq!(c_ident(""), "_");
-    }
-}
+#[path = "aot_model_tests.rs"]
+mod tests;
