@@ -1,23 +1,36 @@
 //! `lowbit compile MODEL --emit so|obj|asm`: a whole model compiled ahead
 //! of time into a shared library (or one relocatable object to link into
 //! a program, or that object as one assembly file) with a C entry point
-//! `int lowbit_<name>_run(const float *in0, ..., float *out0, ...)` and a
-//! header declaring it.
+//! `int lowbit_<name>_run(const T0 *in0, ..., U0 *out0, ...)` and a header
+//! declaring it, the buffers' C types following the tensors' element
+//! types (`float` for `f32`, `uint8_t` for `u8` and `b1` codes, `int8_t`
+//! for `i8`, `int32_t` for `i32`; typedefs and element counts in the
+//! header).
 //!
-//! Every `matmul`/`qmatmul` the CPU kernels take (see `cpu_run`) becomes
-//! one kernel in an LLVM object, with its weights pre-packed into constant
-//! globals of that object. The ops around them that a driver does in a
-//! few lines — `add` (same shape, or a constant broadcast along the last
-//! dimension or a scalar), `relu`, `reshape` (an alias) — are emitted as C
-//! in a generated driver, linked with the object by the system C compiler
-//! (`cc`, or `$CC`). Limits: every run-time value must be `f32`, the
-//! kernels' float paths only (no integer W8A8/W1A1 kernels yet), only the
-//! module's first function; any other op is refused, naming the op and
-//! why, and nothing is written.
+//! The matmuls map onto kernels through `cpu_run::map_plans`, exactly as
+//! `lowbit run --backend cpu` maps them, fused chains included (float:
+//! bias `add` and ReLU/GELU/SiLU in the kernel epilogue; W8A8/W4A8: the
+//! activation zero point in the packed row offsets, `i32` bias, ReLU and
+//! dyadic requantize to `i8`; W1A1). Each mapped matmul becomes one kernel
+//! in an LLVM object, with its packed weights, scales, row offsets, bias
+//! and requantize arrays (padded to `m_pad` as the kernel loads them) as
+//! constant globals of that object. A generated C driver prepares each
+//! kernel's activations the way `GemmKernel::run*` does (float rows padded
+//! to `k_pad`; `u8`/`i8` rows padded, `i8` with the sign bit flipped;
+//! `b1` rows packed into bits) and calls the kernel on all rows; it does
+//! the ops around them that take a few lines — f32 `add` (same shape, or a
+//! broadcast along the last dimension or a scalar), f32 `relu`, `reshape`
+//! (an alias) — and is linked with the object by the system C compiler
+//! (`cc`, or `$CC`). Limits: only the module's first function; not the
+//! bit-serial kernel (activation bit-planes are not packed by the driver),
+//! a `qmatmul` requantize epilogue, or float kernels with `f16`/`bf16`
+//! activations. Any other op, or a matmul that maps onto no kernel, is
+//! refused, naming the op and why, and nothing is written.
 //!
-//! Accuracy: the driver's `add`/`relu` are exact f32 operations, equal to
-//! the interpreter's; each kernel matmul is within the bound stated in
-//! `lowbit_llvm::codegen`.
+//! Accuracy: integer kernels are bit-exact (as `--backend cpu`); the
+//! driver's `add`/`relu` are exact f32 operations, equal to the
+//! interpreter's; each float kernel (with its epilogue) computes what the
+//! JIT's does, within the bound stated in `lowbit_llvm::codegen`.
 
 use crate::cpu_run::{map_plans, Plan};
 use lowbit::interp::eval_op;
