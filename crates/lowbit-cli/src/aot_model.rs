@@ -11,19 +11,21 @@
 //! `lowbit run --backend cpu` maps them, fused chains included (float:
 //! bias `add` and ReLU/GELU/SiLU in the kernel epilogue; W8A8/W4A8: the
 //! activation zero point in the packed row offsets, `i32` bias, ReLU and
-//! dyadic requantize to `i8`; W1A1). Each mapped matmul becomes one kernel
+//! dyadic requantize to `i8`; W1A1; bit-serial WxAy with constant zero
+//! points). Each mapped matmul becomes one kernel
 //! in an LLVM object, with its packed weights, scales, row offsets, bias
 //! and requantize arrays (padded to `m_pad` as the kernel loads them) as
 //! constant globals of that object. A generated C driver prepares each
 //! kernel's activations the way `GemmKernel::run*` does (float rows padded
 //! to `k_pad`; `u8`/`i8` rows padded, `i8` with the sign bit flipped;
-//! `b1` rows packed into bits) and calls the kernel on all rows; it does
+//! `b1` rows packed into bits; bit-serial activations into bit-planes
+//! with their row sums) and calls the kernel on all rows; it does
 //! the ops around them that take a few lines — f32 `add` (same shape, or a
 //! broadcast along the last dimension or a scalar), f32 `relu`, `reshape`
 //! (an alias) — and is linked with the object by the system C compiler
-//! (`cc`, or `$CC`). Limits: only the module's first function; not the
-//! bit-serial kernel (activation bit-planes are not packed by the driver),
-//! a `qmatmul` requantize epilogue, or float kernels with `f16`/`bf16`
+//! (`cc`, or `$CC`). Limits: only the module's first function; not a
+//! `qmatmul` requantize epilogue (the JIT runs its `quantize` on the
+//! interpreter), or float kernels with `f16`/`bf16`
 //! activations. Any other op, or a matmul that maps onto no kernel, is
 //! refused, naming the op and why, and nothing is written.
 //!
@@ -37,7 +39,7 @@ use lowbit::interp::eval_op;
 use lowbit::ir::{BinaryOp, Function, Module, Op, OpKind, Tensor, Value};
 use lowbit::numerics::ElemType;
 use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
-use lowbit_llvm::{CpuTarget, GemmSpec};
+use lowbit_llvm::{CpuTarget, GemmSpec, PLANE_BLOCK};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -112,18 +114,12 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
 }
 
 /// Whether the driver can call `p`'s kernel: it prepares float kernels'
-/// `f32` activations, the W8A8/W4A8 kernels' bytes and the W1A1 kernel's
-/// bit rows; the bit-serial kernel's activation bit-planes and a
-/// `qmatmul` requantize epilogue (a `quantize` the JIT leaves to the
-/// interpreter) are not in the driver.
+/// `f32` activations, the W8A8/W4A8 kernels' bytes, the W1A1 kernel's
+/// bit rows and the bit-serial kernel's bit-planes; a `qmatmul`
+/// requantize epilogue (a `quantize` the JIT leaves to the interpreter)
+/// is not in the driver.
 fn aot_supports(p: &Plan) -> Result<(), String> {
     let s = &p.spec;
-    if s.is_bit_serial() {
-        return Err(
-            "compiled libraries do not yet pack the bit-serial kernel's activation bit-planes"
-                .into(),
-        );
-    }
     if p.quantize.is_some() {
         return Err(
             "the qmatmul requantize epilogue runs on the interpreter; compiled libraries do not have it"
@@ -243,6 +239,40 @@ impl Gen<'_> {
                 xp
             };
             format!("{xp}, {w}, {s}, {z}, {bias}")
+        } else if spec.is_bit_serial() {
+            // The activations as the kernel's bit-planes (per 512-element
+            // block, `bits` planes of 64 bytes, element e of the block at
+            // bit e % 8 of byte e / 8 of plane p holding its code's bit p;
+            // `lowbit_llvm::bit_plane_activations`), zeros past k, and
+            // each row's value sum (wrapping i32) for the zero-point terms.
+            let bits = xe.bits() as usize;
+            let row = k_pad / 8 * bits;
+            let (block, plane) = (PLANE_BLOCK / 8 * bits, PLANE_BLOCK / 8);
+            let xp = self.alloc(n * row as u64, "uint8_t");
+            let sums = self.alloc(n, "int32_t");
+            let mask = (1u32 << bits) - 1;
+            let _ = writeln!(
+                self.body,
+                "  for (size_t r = 0; r < {n}; r++) {{
+    uint32_t sum = 0;
+    for (size_t j = 0; j < {k}; j++) {{
+      uint32_t c = (uint32_t)(uint8_t){x}[r * {k} + j] & {mask}u;
+      size_t e = j % {PLANE_BLOCK}, at = r * {row} + j / {PLANE_BLOCK} * {block} + e / 8;
+      for (int p = 0; p < {bits}; p++) {xp}[at + (size_t)p * {plane}] |= (uint8_t)(((c >> p) & 1u) << (e % 8));
+      sum += (uint32_t){};
+    }}
+    {sums}[r] = (int32_t)sum;
+  }}",
+                match xe {
+                    ElemType::I8 => format!("(int32_t){x}[r * {k} + j]"),
+                    // u8: the code is the value.
+                    _ => "c".to_string(),
+                }
+            );
+            let row_sums = self.data(i32_bytes(p.weights.row_sums()));
+            let (za, zw) = p.zero_points.unwrap_or((0, 0));
+            let zps = self.data(i32_bytes(&[za, zw]));
+            format!("{xp}, {w}, {sums}, {row_sums}, {zps}")
         } else if spec.is_binary() {
             // One row of k_pad / 8 bytes per activation row, LSB first,
             // padded with 0 (as `GemmKernel::run_int` packs them).
