@@ -23,21 +23,23 @@
 //! the ops around them that take a few lines — f32 `add` (same shape, or a
 //! broadcast along the last dimension or a scalar), f32 `relu`, `reshape`
 //! (an alias) — and is linked with the object by the system C compiler
-//! (`cc`, or `$CC`). Limits: only the module's first function; not a
-//! `qmatmul` requantize epilogue (the JIT runs its `quantize` on the
-//! interpreter), or float kernels with `f16`/`bf16`
-//! activations. Any other op, or a matmul that maps onto no kernel, is
+//! (`cc`, or `$CC`). A `qmatmul` requantize epilogue (which the JIT runs
+//! on the interpreter) is C in the driver when it is nearest-even,
+//! saturating, per tensor or per output column, to `u8`/`i8`/`i32`.
+//! Limits: only the module's first function; not other requantize
+//! forms, or float kernels with `f16`/`bf16` activations. Any other op, or a matmul that maps onto no kernel, is
 //! refused, naming the op and why, and nothing is written.
 //!
 //! Accuracy: integer kernels are bit-exact (as `--backend cpu`); the
 //! driver's `add`/`relu` are exact f32 operations, equal to the
-//! interpreter's; each float kernel (with its epilogue) computes what the
+//! interpreter's, and its requantize is the interpreter's `quantize` of
+//! the kernel's output (as the JIT run does); each float kernel (with its epilogue) computes what the
 //! JIT's does, within the bound stated in `lowbit_llvm::codegen`.
 
 use crate::cpu_run::{map_plans, Plan};
 use lowbit::interp::eval_op;
-use lowbit::ir::{BinaryOp, Function, Module, Op, OpKind, Tensor, Value};
-use lowbit::numerics::ElemType;
+use lowbit::ir::{BinaryOp, Function, Granularity, Module, Op, OpKind, Tensor, Value};
+use lowbit::numerics::{ElemType, Rounding};
 use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
 use lowbit_llvm::{CpuTarget, GemmSpec, PLANE_BLOCK};
 use std::collections::{HashMap, HashSet};
@@ -116,15 +118,12 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
 /// Whether the driver can call `p`'s kernel: it prepares float kernels'
 /// `f32` activations, the W8A8/W4A8 kernels' bytes, the W1A1 kernel's
 /// bit rows and the bit-serial kernel's bit-planes; a `qmatmul`
-/// requantize epilogue (a `quantize` the JIT leaves to the interpreter)
-/// is not in the driver.
+/// requantize epilogue (the `quantize` the JIT runs on the interpreter)
+/// only in the form [`quantize_form`] takes.
 fn aot_supports(p: &Plan) -> Result<(), String> {
     let s = &p.spec;
-    if p.quantize.is_some() {
-        return Err(
-            "the qmatmul requantize epilogue runs on the interpreter; compiled libraries do not have it"
-                .into(),
-        );
+    if let Some((kind, _)) = &p.quantize {
+        quantize_form(kind)?;
     }
     if !s.is_integer() && s.act != ElemType::F32 {
         return Err(format!(
@@ -133,6 +132,24 @@ fn aot_supports(p: &Plan) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The `qmatmul` requantize epilogues the driver computes: nearest-even,
+/// saturating, one scale per tensor or per output column (the scale's
+/// and zero point's values are checked at the call).
+fn quantize_form(kind: &OpKind) -> Result<(), String> {
+    match kind {
+        OpKind::Quantize {
+            granularity: Granularity::PerTensor | Granularity::PerAxis { .. },
+            rounding: Rounding::NearestEven,
+            saturate: true,
+            stochastic: None,
+        } => Ok(()),
+        _ => Err(
+            "compiled libraries requantize with nearest-even rounding, saturation and per-tensor or per-column scales only"
+                .into(),
+        ),
+    }
 }
 
 struct Gen<'a> {
@@ -208,7 +225,11 @@ impl Gen<'_> {
         let kname = format!("{}_k{}", self.sym, self.kernels.len());
         self.kernels.push((kname.clone(), spec.clone()));
         let result = f.op(end).results[0];
-        let re = f.ty(result).elem;
+        let re = if p.quantize.is_some() {
+            ElemType::F32
+        } else {
+            f.ty(result).elem
+        };
         let rtype = c_type(re).ok_or_else(|| {
             format!(
                 "unsupported: {}: the kernel's result is {re}",
@@ -322,8 +343,89 @@ impl Gen<'_> {
         };
         let y = self.alloc(n * m as u64, rtype);
         let _ = writeln!(self.body, "  {kname}({call}, {y}, {n}, 0, {m});");
-        self.vars.insert(result, (y, re));
+        match &p.quantize {
+            Some((kind, operands)) => {
+                let q = self.quantize(end, kind, operands, &y, n * m as u64, m)?;
+                self.vars.insert(result, q);
+            }
+            None => {
+                self.vars.insert(result, (y, re));
+            }
+        }
         Ok(())
+    }
+
+    /// The `qmatmul` requantize epilogue on the kernel's `f32` result `y`
+    /// (`elems` values, `m` per row), as the interpreter's `quantize`:
+    /// the quotient `y / scale` in f32 (the quotient format of f32
+    /// operands), rounded to the nearest integer, ties to even (adding and
+    /// subtracting 2^52 in double, exact below 2^52, where every larger
+    /// double is an integer already), NaN to 0, plus the zero point,
+    /// clamped to the result type.
+    fn quantize(
+        &mut self,
+        end: Op,
+        kind: &OpKind,
+        operands: &[Value],
+        y: &str,
+        elems: u64,
+        m: usize,
+    ) -> Result<(String, ElemType), String> {
+        let f = self.f;
+        let unsupported = |why: String| format!("unsupported: {}: {why}", label(f, end));
+        quantize_form(kind).map_err(unsupported)?;
+        let rt = f.ty(f.op(end).results[0]);
+        let (lo, hi) = match rt.elem {
+            ElemType::U8 => (0i64, 255i64),
+            ElemType::I8 => (-128, 127),
+            ElemType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+            e => {
+                return Err(unsupported(format!(
+                "the requantize epilogue writes {e}; compiled libraries quantize to u8, i8 or i32"
+            )))
+            }
+        };
+        let per_col = |t: &Tensor| -> Result<&'static str, String> {
+            if t.codes.len() == 1 {
+                Ok("0")
+            } else if t.codes.len() == m {
+                Ok("i % M")
+            } else {
+                Err(unsupported(format!(
+                    "the requantize scale or zero point {} is not per tensor or per output column",
+                    t.ty()
+                )))
+            }
+        };
+        let s = operands
+            .first()
+            .and_then(|&v| constant_of(f, v))
+            .filter(|t| t.elem == ElemType::F32)
+            .ok_or_else(|| unsupported("the requantize scale is not an f32 constant".into()))?;
+        let si = per_col(&s)?;
+        let sname = self.data(f32_bytes(&s));
+        let (zname, zi) = match operands.get(1) {
+            Some(&z) => {
+                let t = constant_of(f, z)
+                    .ok_or_else(|| unsupported("the output zero point is not a constant".into()))?;
+                let vals: Vec<i32> = t
+                    .to_i128()
+                    .ok_or_else(|| unsupported("the output zero point is not integral".into()))?
+                    .iter()
+                    .map(|&v| v as i32)
+                    .collect();
+                let zi = per_col(&t)?;
+                (self.data(i32_bytes(&vals)), zi)
+            }
+            None => (self.data(i32_bytes(&[0])), "0"),
+        };
+        let ctype = c_type(rt.elem).unwrap_or("int32_t");
+        let out = self.alloc(elems, ctype);
+        let _ = writeln!(
+            self.body,
+            "  for (size_t i = 0; i < {elems}; i++) {{\n    const size_t M = {m}; (void)M;\n    double q = (double)({y}[i] / ((const float *){sname})[{si}]), a = q < 0 ? -q : q;\n    int64_t r;\n    if (q != q) r = 0;\n    else if (a >= 0x1p62) r = q > 0 ? INT64_C(0x4000000000000000) : -INT64_C(0x4000000000000000);\n    else {{ if (a < 0x1p52) a = (a + 0x1p52) - 0x1p52; r = (int64_t)(q < 0 ? -a : a); }}\n    r += ((const int32_t *){zname})[{zi}];\n    {out}[i] = ({ctype})(r < {lo}LL ? {lo}LL : r > {hi}LL ? {hi}LL : r);\n  }}"
+        );
+        Ok((out, rt.elem))
     }
 
     fn op(&mut self, op: Op) -> Result<(), String> {

@@ -23,18 +23,53 @@ fn host() -> CpuTarget {
     CpuTarget::host().expect("host target")
 }
 
-/// Integer values of `t` as the C program holds them (`b1` as its codes).
-fn c_values(t: &Tensor) -> Vec<i128> {
-    if t.elem == ElemType::Bipolar {
-        t.codes.iter().map(|&c| i128::from(c as u8)).collect()
-    } else {
-        t.to_i128().expect("integer tensor")
+/// The values of `t` as C initializers (`b1` as its codes, `f32` in
+/// Rust's shortest round-trip form, which C reads back exactly).
+fn c_values(t: &Tensor) -> Vec<String> {
+    match t.elem {
+        ElemType::Bipolar => t.codes.iter().map(|&c| (c as u8).to_string()).collect(),
+        ElemType::F32 => t
+            .codes
+            .iter()
+            .map(|&c| format!("{:?}f", f32::from_bits(c as u32)))
+            .collect(),
+        _ => t
+            .to_i128()
+            .expect("integer tensor")
+            .iter()
+            .map(|v| v.to_string())
+            .collect(),
     }
 }
 
+/// Named tensors: a run's inputs or outputs.
+type Named = [(String, Tensor)];
+
+/// A reference run of a function.
+type Backend = fn(&Function, &Named) -> Vec<(String, Tensor)>;
+
+/// The interpreter's outputs.
+fn interp(f: &Function, inputs: &Named) -> Vec<(String, Tensor)> {
+    run_function(f, inputs).unwrap()
+}
+
+/// `lowbit run --backend cpu`'s outputs (the same kernels, JIT-compiled).
+fn jit(f: &Function, inputs: &Named) -> Vec<(String, Tensor)> {
+    crate::cpu_run::run(f, inputs).unwrap().outputs
+}
+
 /// Compiles `src`, runs it on `inputs` through a C program and returns
-/// each output's printed values, with the interpreter's.
+/// each output's printed values (integer outputs), with the interpreter's.
 fn aot_and_interp(src: &str, inputs: &[(String, Tensor)]) -> (Vec<Vec<i128>>, Vec<Vec<i128>>) {
+    aot_and(src, inputs, interp)
+}
+
+/// [`aot_and_interp`] with the `reference` outputs.
+fn aot_and(
+    src: &str,
+    inputs: &[(String, Tensor)],
+    reference: Backend,
+) -> (Vec<Vec<i128>>, Vec<Vec<i128>>) {
     let module = parse_module(src).expect("parses");
     let f = &module.functions[0];
     let a = compile_model(&module, "t", &host(), Emit::Obj).unwrap_or_else(|e| panic!("{e}"));
@@ -48,7 +83,7 @@ fn aot_and_interp(src: &str, inputs: &[(String, Tensor)]) -> (Vec<Vec<i128>>, Ve
     let mut c = String::from("#include <stdio.h>\n#include \"libt.h\"\nint main(void) {\n");
     let mut args = Vec::new();
     for (i, (_, t)) in inputs.iter().enumerate() {
-        let vals: Vec<String> = c_values(t).iter().map(|v| v.to_string()).collect();
+        let vals = c_values(t);
         c.push_str(&format!(
             "  static const lowbit_t_in{i}_t x{i}[] = {{{}}};\n",
             vals.join(", ")
@@ -93,8 +128,7 @@ fn aot_and_interp(src: &str, inputs: &[(String, Tensor)]) -> (Vec<Vec<i128>>, Ve
         .lines()
         .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
         .collect();
-    let want = run_function(f, inputs)
-        .unwrap()
+    let want = reference(f, inputs)
         .iter()
         .map(|(_, t)| t.to_i128().unwrap())
         .collect();
@@ -179,6 +213,41 @@ fn bit_serial_models_are_bit_exact() {
     );
     let (got, want) = aot_and_interp(&src, &[("a".into(), a), ("u".into(), u)]);
     assert_eq!(got, want);
+}
+
+#[test]
+fn qmatmul_requantize_epilogue_equals_the_jit() {
+    // The e-graph's qmatmul with bias, SiLU and a requantize to i8 (per
+    // tensor scale, zero point 3): the driver's quantize equals the one
+    // the JIT run does on the interpreter, on the same kernel output.
+    let mut rng = Rng::new(17);
+    let w = random(
+        &mut rng,
+        ElemType::Int {
+            bits: 4,
+            signed: true,
+        },
+        &[40, 6],
+    );
+    let x: Vec<u64> = (0..2 * 40)
+        .map(|i| u64::from((((i * 37) % 41) as f32 / 8.0 - 2.5).to_bits()))
+        .collect();
+    let x = Tensor::new(ElemType::F32, vec![2, 40], x).unwrap();
+    // i8 saturates at 127, u8 at 0 (SiLU goes down to -0.28).
+    for (scale, out) in [("0.005", "i8"), ("0.02", "u8"), ("0.001", "i32")] {
+        let src = format!(
+            "module {{\n  func @main(%x: tensor<2x40xf32>) -> (q: tensor<2x6x{out}>) {{\n    %w = constant dense<{}> : tensor<40x6xi4>\n    %s = constant dense<[0.05, 0.1, 0.02, 0.03, 0.07, 0.04]> : tensor<6xf32>\n    %b = constant dense<[0.5, -0.25, 0.125, 1.0, -1.0, 0.0]> : tensor<6xf32>\n    %os = constant dense<{scale}> : tensor<f32>\n    %oz = constant dense<3> : tensor<{out}>\n    %q = qmatmul %x, %w, %s, %b, %os, %oz {{axis = 1, dequant_type = f32, bias = true, activation = silu, requant_type = f32, out_zero_point = true}} : (tensor<2x40xf32>, tensor<40x6xi4>, tensor<6xf32>, tensor<6xf32>, tensor<f32>, tensor<{out}>) -> tensor<2x6x{out}>\n    return %q\n  }}\n}}\n",
+            dense(&w)
+        );
+        let (got, want) = aot_and(&src, &[("x".into(), x.clone())], jit);
+        assert_eq!(got, want, "{out}");
+        let (_, exact) = aot_and(&src, &[("x".into(), x.clone())], interp);
+        // Within one unit of the interpreter (the kernel's f32 sum is
+        // within its bound of the exact one).
+        for (g, e) in got[0].iter().zip(&exact[0]) {
+            assert!((g - e).abs() <= 1, "{out}: {g} vs {e}");
+        }
+    }
 }
 
 #[test]
