@@ -3,9 +3,9 @@
 //! a program, or that object as one assembly file) with a C entry point
 //! `int lowbit_<name>_run(const T0 *in0, ..., U0 *out0, ...)` and a header
 //! declaring it, the buffers' C types following the tensors' element
-//! types (`float` for `f32`, `uint8_t` for `u8` and `b1` codes, `int8_t`
-//! for `i8`, `int32_t` for `i32`; typedefs and element counts in the
-//! header).
+//! types (`float` for `f32`, `uint16_t` bits for `f16`/`bf16`, `uint8_t`
+//! for `u8` and `b1` codes, `int8_t` for `i8`, `int32_t` for `i32`;
+//! typedefs and element counts in the header).
 //!
 //! The matmuls map onto kernels through `cpu_run::map_plans`, exactly as
 //! `lowbit run --backend cpu` maps them, fused chains included (float:
@@ -17,7 +17,7 @@
 //! and requantize arrays (padded to `m_pad` as the kernel loads them) as
 //! constant globals of that object. A generated C driver prepares each
 //! kernel's activations the way `GemmKernel::run*` does (float rows padded
-//! to `k_pad`; `u8`/`i8` rows padded, `i8` with the sign bit flipped;
+//! to `k_pad`, `f16`/`bf16` widened to `f32`; `u8`/`i8` rows padded, `i8` with the sign bit flipped;
 //! `b1` rows packed into bits; bit-serial activations into bit-planes
 //! with their row sums) and calls the kernel on all rows; it does
 //! the ops around them that take a few lines — f32 `add` (same shape, or a
@@ -27,7 +27,7 @@
 //! on the interpreter) is C in the driver when it is nearest-even,
 //! saturating, per tensor or per output column, to `u8`/`i8`/`i32`.
 //! Limits: only the module's first function; not other requantize
-//! forms, or float kernels with `f16`/`bf16` activations. Any other op, or a matmul that maps onto no kernel, is
+//! forms. Any other op, or a matmul that maps onto no kernel, is
 //! refused, naming the op and why, and nothing is written.
 //!
 //! Accuracy: integer kernels are bit-exact (as `--backend cpu`); the
@@ -99,14 +99,16 @@ fn f32_bytes(t: &Tensor) -> Vec<u8> {
 }
 
 /// The C element type of an `elem` buffer at the entry point and in the
-/// driver (`b1` codes one per byte, 0 or 1), or `None` when the driver
-/// has no buffers of that type.
+/// driver (`b1` codes one per byte, 0 or 1; `f16`/`bf16` bits), or `None`
+/// when the driver has no buffers of that type.
 fn c_type(elem: ElemType) -> Option<&'static str> {
     Some(match elem {
         ElemType::F32 => "float",
         ElemType::U8 | ElemType::Bipolar => "uint8_t",
         ElemType::I8 => "int8_t",
         ElemType::I32 => "int32_t",
+        // The bits of each value.
+        ElemType::F16 | ElemType::BF16 => "uint16_t",
         _ => return None,
     })
 }
@@ -121,15 +123,8 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
 /// requantize epilogue (the `quantize` the JIT runs on the interpreter)
 /// only in the form [`quantize_form`] takes.
 fn aot_supports(p: &Plan) -> Result<(), String> {
-    let s = &p.spec;
     if let Some((kind, _)) = &p.quantize {
         quantize_form(kind)?;
-    }
-    if !s.is_integer() && s.act != ElemType::F32 {
-        return Err(format!(
-            "compiled libraries take f32 activations for float kernels, not {}",
-            s.act
-        ));
     }
     Ok(())
 }
@@ -248,7 +243,24 @@ impl Gen<'_> {
                 Some(b) => self.f32_operand(end, b)?,
                 None => "NULL".into(),
             };
-            let xp = if k_pad == k {
+            let xp = if xe == ElemType::F16 || xe == ElemType::BF16 {
+                // The kernel reads f32 (as `GemmKernel::run` converts
+                // f16/bf16 activations): each value widened exactly, rows
+                // padded to k_pad with zeros.
+                let xp = self.alloc(n * k_pad as u64, "float");
+                let widen = if xe == ElemType::BF16 {
+                    "b = (uint32_t)h << 16;"
+                } else {
+                    // f16: sign, then subnormal (mantissa * 2^-24, exact
+                    // in f32), inf/NaN, or rebiased normal.
+                    "uint32_t e = (h >> 10) & 31u, mt = h & 1023u, sg = (uint32_t)(h >> 15) << 31; if (e == 0) { float v = (float)mt * 0x1p-24f; memcpy(&b, &v, 4); b |= sg; } else if (e == 31) b = sg | 0x7f800000u | (mt << 13); else b = sg | ((e + 112u) << 23) | (mt << 13);"
+                };
+                let _ = writeln!(
+                    self.body,
+                    "  for (size_t r = 0; r < {n}; r++) for (size_t j = 0; j < {k}; j++) {{ uint16_t h = {x}[r * {k} + j]; uint32_t b; {widen} memcpy(&{xp}[r * {k_pad} + j], &b, 4); }}"
+                );
+                xp
+            } else if k_pad == k {
                 x
             } else {
                 // The kernel reads rows of k_pad with zeros after k.
@@ -592,17 +604,17 @@ pub fn compile_model(
         let t = f.ty(*v);
         let ctype = c_type(t.elem).ok_or_else(|| {
             format!(
-                "unsupported: input '{pname}' is {t}; compiled libraries take f32, u8, i8, i32 or b1 inputs"
+                "unsupported: input '{pname}' is {t}; compiled libraries take f32, f16, bf16, u8, i8, i32 or b1 inputs"
             )
         })?;
         let c = format!("in{i}_{}", c_ident(pname));
         let _ = writeln!(
             doc,
             " *   {c}: input '{pname}', {t}, row-major {ctype}{}",
-            if t.elem == ElemType::Bipolar {
-                " codes (0 or 1, one per byte)"
-            } else {
-                ""
+            match t.elem {
+                ElemType::Bipolar => " codes (0 or 1, one per byte)",
+                ElemType::F16 | ElemType::BF16 => " (the values' bits)",
+                _ => "",
             }
         );
         io_type("in", i, t, ctype);

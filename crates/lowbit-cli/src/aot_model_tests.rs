@@ -23,11 +23,15 @@ fn host() -> CpuTarget {
     CpuTarget::host().expect("host target")
 }
 
-/// The values of `t` as C initializers (`b1` as its codes, `f32` in
+/// The values of `t` as C initializers (`b1` as its codes, `f16`/`bf16`
+/// as their bits, `f32` in
 /// Rust's shortest round-trip form, which C reads back exactly).
 fn c_values(t: &Tensor) -> Vec<String> {
     match t.elem {
-        ElemType::Bipolar => t.codes.iter().map(|&c| (c as u8).to_string()).collect(),
+        // b1 codes; f16/bf16 bits.
+        ElemType::Bipolar | ElemType::F16 | ElemType::BF16 => {
+            t.codes.iter().map(|&c| c.to_string()).collect()
+        }
         ElemType::F32 => t
             .codes
             .iter()
@@ -80,7 +84,9 @@ fn aot_and(
     ));
     std::fs::create_dir_all(&dir).unwrap();
     link_object(&a, &dir.join("libt.o"), &dir.join("libt.h")).unwrap();
-    let mut c = String::from("#include <stdio.h>\n#include \"libt.h\"\nint main(void) {\n");
+    let mut c = String::from(
+        "#include <stdio.h>\n#include <string.h>\n#include \"libt.h\"\nint main(void) {\n",
+    );
     let mut args = Vec::new();
     for (i, (_, t)) in inputs.iter().enumerate() {
         let vals = c_values(t);
@@ -100,9 +106,15 @@ fn aot_and(
         "  if (lowbit_t_run({})) return 1;\n",
         args.join(", ")
     ));
-    for i in 0..f.outputs.len() {
+    for (i, (_, v)) in f.outputs.iter().enumerate() {
+        // f32 outputs as their bits.
+        let print = if f.ty(*v).elem == ElemType::F32 {
+            format!("{{ uint32_t b; memcpy(&b, &y{i}[i], 4); printf(\"%u \", b); }}")
+        } else {
+            format!("printf(\"%lld \", (long long)y{i}[i]);")
+        };
         c.push_str(&format!(
-            "  for (int i = 0; i < LOWBIT_T_OUT{i}_ELEMS; i++) printf(\"%lld \", (long long)y{i}[i]);\n  printf(\"\\n\");\n"
+            "  for (int i = 0; i < LOWBIT_T_OUT{i}_ELEMS; i++) {print}\n  printf(\"\\n\");\n"
         ));
     }
     c.push_str("  return 0;\n}\n");
@@ -130,7 +142,10 @@ fn aot_and(
         .collect();
     let want = reference(f, inputs)
         .iter()
-        .map(|(_, t)| t.to_i128().unwrap())
+        .map(|(_, t)| match t.elem {
+            ElemType::F32 => t.codes.iter().map(|&c| i128::from(c)).collect(),
+            _ => t.to_i128().unwrap(),
+        })
         .collect();
     (got, want)
 }
@@ -247,6 +262,38 @@ fn qmatmul_requantize_epilogue_equals_the_jit() {
         for (g, e) in got[0].iter().zip(&exact[0]) {
             assert!((g - e).abs() <= 1, "{out}: {g} vs {e}");
         }
+    }
+}
+
+#[test]
+fn half_activations_equal_the_jit() {
+    // f16 and bf16 inputs (their bits in uint16_t), widened to f32 by the
+    // driver as `GemmKernel::run` does: normals, subnormals, signed zeros;
+    // ragged k = 40.
+    let mut rng = Rng::new(3);
+    let w = random(&mut rng, ElemType::I8, &[40, 5]);
+    for half in ["f16", "bf16"] {
+        let e: ElemType = half.parse().unwrap();
+        let codes: Vec<u64> = (0..120u64)
+            .map(|i| match i % 6 {
+                0 => 0x8000,
+                1 => 0x0001 + i,
+                _ => loop {
+                    let c = rng.next_u64() & 0xffff;
+                    // Finite values of a moderate size.
+                    if e.decode(c).is_finite() && e.decode(c).abs() < 100.0 {
+                        break c;
+                    }
+                },
+            })
+            .collect();
+        let x = Tensor::new(e, vec![3, 40], codes).unwrap();
+        let src = format!(
+            "module {{\n  func @main(%x: tensor<3x40x{half}>) -> (y: tensor<3x5xf32>) {{\n    %w = constant dense<{}> : tensor<40x5xi8>\n    %s = constant dense<[0.5, 0.25, 0.125, 1.0, 2.0]> : tensor<5xf32>\n    %d = dequantize %w, %s {{axis = 1}} : (tensor<40x5xi8>, tensor<5xf32>) -> tensor<40x5xf32>\n    %y = matmul %x, %d : (tensor<3x40x{half}>, tensor<40x5xf32>) -> tensor<3x5xf32>\n    return %y\n  }}\n}}\n",
+            dense(&w)
+        );
+        let (got, want) = aot_and(&src, &[("x".into(), x)], jit);
+        assert_eq!(got, want, "{half}");
     }
 }
 
