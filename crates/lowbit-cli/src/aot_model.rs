@@ -20,8 +20,9 @@
 //! to `k_pad`, `f16`/`bf16` widened to `f32`; `u8`/`i8` rows padded, `i8` with the sign bit flipped;
 //! `b1` rows packed into bits; bit-serial activations into bit-planes
 //! with their row sums) and calls the kernel on all rows; it does
-//! the ops around them that take a few lines — f32 `add` (same shape, or a
-//! broadcast along the last dimension or a scalar), f32 `relu`, `reshape`
+//! the ops around them that take a few lines — f32 and i32 `add` (same
+//! shape, or a broadcast along the last dimension or a scalar; i32
+//! wrapping or saturating as the op says), f32 and i32 `relu`, `reshape`
 //! (an alias) — and is linked with the object by the system C compiler
 //! (`cc`, or `$CC`). A `qmatmul` requantize epilogue (which the JIT runs
 //! on the interpreter) is C in the driver when it is nearest-even,
@@ -31,7 +32,7 @@
 //! refused, naming the op and why, and nothing is written.
 //!
 //! Accuracy: integer kernels are bit-exact (as `--backend cpu`); the
-//! driver's `add`/`relu` are exact f32 operations, equal to the
+//! driver's `add`/`relu` are exact f32 (or i32) operations, equal to the
 //! interpreter's, and its requantize is the interpreter's `quantize` of
 //! the kernel's output (as the JIT run does); each float kernel (with its epilogue) computes what the
 //! JIT's does, within the bound stated in `lowbit_llvm::codegen`.
@@ -39,7 +40,7 @@
 use crate::cpu_run::{map_plans, Plan};
 use lowbit::interp::eval_op;
 use lowbit::ir::{BinaryOp, Function, Granularity, Module, Op, OpKind, Tensor, Value};
-use lowbit::numerics::{ElemType, Rounding};
+use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
 use lowbit_llvm::{CpuTarget, GemmSpec, PLANE_BLOCK};
 use std::collections::{HashMap, HashSet};
@@ -189,24 +190,37 @@ impl Gen<'_> {
         })
     }
 
-    /// A float (`f32`) operand: computed, or a constant embedded as data.
+    /// An `f32` operand: computed, or a constant embedded as data.
     fn f32_operand(&mut self, op: Op, v: Value) -> Result<String, String> {
+        self.operand(op, v, ElemType::F32)
+    }
+
+    /// An operand of `elem` (`f32` or `i32`): computed, or a constant
+    /// embedded as data.
+    fn operand(&mut self, op: Op, v: Value, elem: ElemType) -> Result<String, String> {
         if let Some((x, e)) = self.vars.get(&v) {
-            if *e != ElemType::F32 {
+            if *e != elem {
                 return Err(format!(
-                    "unsupported: {}: an operand is {e}, the driver's float code takes f32",
+                    "unsupported: {}: an operand is {e}, the driver's code here takes {elem}",
                     label(self.f, op)
                 ));
             }
             return Ok(x.clone());
         }
-        let t = constant_of(self.f, v).ok_or_else(|| {
-            format!(
-                "unsupported: {}: an operand is neither computed nor a constant",
-                label(self.f, op)
-            )
-        })?;
-        Ok(format!("((const float *){})", self.data(f32_bytes(&t))))
+        let t = constant_of(self.f, v)
+            .filter(|t| t.elem == elem)
+            .ok_or_else(|| {
+                format!(
+                    "unsupported: {}: an operand is neither computed nor a {elem} constant",
+                    label(self.f, op)
+                )
+            })?;
+        Ok(if elem == ElemType::F32 {
+            format!("((const float *){})", self.data(f32_bytes(&t)))
+        } else {
+            let v: Vec<i32> = t.codes.iter().map(|&c| c as u32 as i32).collect();
+            format!("((const int32_t *){})", self.data(i32_bytes(&v)))
+        })
     }
 
     /// Emits the kernel call of the plan that computes `end`'s result.
@@ -469,17 +483,18 @@ impl Gen<'_> {
             OpKind::Constant(_) => return Ok(()),
             _ => {}
         }
-        for &r in &d.results {
-            if f.ty(r).elem != ElemType::F32 {
-                return Err(unsupported(format!(
-                    "its result is {}; the driver's own code (add, relu) handles f32 values only",
-                    f.ty(r)
-                )));
-            }
+        let re = f.ty(d.results[0]).elem;
+        if re != ElemType::F32 && re != ElemType::I32 {
+            return Err(unsupported(format!(
+                "its result is {}; the driver's own code (add, relu) handles f32 and i32 values only",
+                f.ty(d.results[0])
+            )));
         }
+        let ctype = c_type(re).unwrap_or("float");
         match &d.kind {
             OpKind::Binary {
-                op: BinaryOp::Add, ..
+                op: BinaryOp::Add,
+                overflow,
             } => {
                 let rt = f.ty(d.results[0]);
                 let (a, b) = (d.operands[0], d.operands[1]);
@@ -488,7 +503,7 @@ impl Gen<'_> {
                 } else {
                     (b, a)
                 };
-                let x = self.f32_operand(op, run)?;
+                let x = self.operand(op, run, re)?;
                 if f.ty(run).shape != rt.shape {
                     return Err(unsupported(
                         "the run-time operand is broadcast; only the other operand may be".into(),
@@ -496,7 +511,7 @@ impl Gen<'_> {
                 }
                 let ot = f.ty(other);
                 let last = rt.shape.last().copied().unwrap_or(1);
-                let o = self.f32_operand(op, other)?;
+                let o = self.operand(op, other, re)?;
                 let n = rt.num_elements();
                 let idx = if ot.shape == rt.shape {
                     "i".to_string()
@@ -511,27 +526,44 @@ impl Gen<'_> {
                         "broadcasting {ot} to {rt} is not the last-dimension or scalar form the driver does"
                     )));
                 };
-                let y = self.alloc(n, "float");
+                let y = self.alloc(n, ctype);
+                let sum = match (re, overflow) {
+                    (ElemType::F32, _) => format!("{x}[i] + {o}[{idx}]"),
+                    // i32 in unsigned arithmetic: wraps modulo 2^32.
+                    (_, Overflow::Wrap) => {
+                        format!("(int32_t)((uint32_t){x}[i] + (uint32_t){o}[{idx}])")
+                    }
+                    _ => format!(
+                        "(int32_t)({x}[i] + (int64_t){o}[{idx}] > INT32_MAX ? INT32_MAX : {x}[i] + (int64_t){o}[{idx}] < INT32_MIN ? INT32_MIN : {x}[i] + (int64_t){o}[{idx}])"
+                    ),
+                };
                 let _ = writeln!(
                     self.body,
-                    "  for (size_t i = 0; i < {n}; i++) {y}[i] = {x}[i] + {o}[{idx}];"
+                    "  for (size_t i = 0; i < {n}; i++) {y}[i] = {sum};"
                 );
-                self.vars.insert(d.results[0], (y, ElemType::F32));
+                self.vars.insert(d.results[0], (y, re));
             }
             OpKind::Relu => {
-                let x = self.f32_operand(op, d.operands[0])?;
+                let x = self.operand(op, d.operands[0], re)?;
                 let n = f.ty(d.results[0]).num_elements();
-                let y = self.alloc(n, "float");
+                let y = self.alloc(n, ctype);
                 // NaN passes through, as in the interpreter.
-                let _ = writeln!(
-                    self.body,
-                    "  for (size_t i = 0; i < {n}; i++) {{ float v = {x}[i]; {y}[i] = (v > 0.0f || v != v) ? v : 0.0f; }}"
-                );
-                self.vars.insert(d.results[0], (y, ElemType::F32));
+                let _ = if re == ElemType::F32 {
+                    writeln!(
+                        self.body,
+                        "  for (size_t i = 0; i < {n}; i++) {{ float v = {x}[i]; {y}[i] = (v > 0.0f || v != v) ? v : 0.0f; }}"
+                    )
+                } else {
+                    writeln!(
+                        self.body,
+                        "  for (size_t i = 0; i < {n}; i++) {y}[i] = {x}[i] > 0 ? {x}[i] : 0;"
+                    )
+                };
+                self.vars.insert(d.results[0], (y, re));
             }
             other => {
                 return Err(unsupported(format!(
-                    "'{}' has no CPU kernel or driver code (compiled libraries take the matmuls `lowbit run --backend cpu` maps, with their fused epilogues, and f32 add, relu, and reshape)",
+                    "'{}' has no CPU kernel or driver code (compiled libraries take the matmuls `lowbit run --backend cpu` maps, with their fused epilogues, f32 and i32 add and relu, and reshape)",
                     other.name()
                 )))
             }

@@ -298,19 +298,34 @@ fn half_activations_equal_the_jit() {
 }
 
 #[test]
+fn driver_i32_add_and_relu_are_bit_exact() {
+    // Two matmuls' i32 results added in the driver (not a kernel
+    // epilogue: the bias is not a constant), wrapping, then a saturating
+    // add of constants at both ends of i32, then a ReLU.
+    let src = "module {\n  func @main(%u: tensor<2x4xu8>) -> (y: tensor<2x2xi32>) {\n    %w = constant dense<[[1, 2], [3, -4], [2, 1], [-7, 3]]> : tensor<4x2xi8>\n    %w2 = constant dense<[[5, -2], [3, 0], [-2, 1], [0, 3]]> : tensor<4x2xi8>\n    %a = matmul %u, %w : (tensor<2x4xu8>, tensor<4x2xi8>) -> tensor<2x2xi32>\n    %b = matmul %u, %w2 : (tensor<2x4xu8>, tensor<4x2xi8>) -> tensor<2x2xi32>\n    %s = add %a, %b : (tensor<2x2xi32>, tensor<2x2xi32>) -> tensor<2x2xi32>\n    %c = constant dense<[[2147483000, -2147483000], [2147480000, 5]]> : tensor<2x2xi32>\n    %w3 = add %s, %c : (tensor<2x2xi32>, tensor<2x2xi32>) -> tensor<2x2xi32>\n    %t = add %w3, %c {overflow = saturate} : (tensor<2x2xi32>, tensor<2x2xi32>) -> tensor<2x2xi32>\n    %y = relu %t : (tensor<2x2xi32>) -> tensor<2x2xi32>\n    return %y\n  }\n}\n";
+    let u = Tensor::new(
+        ElemType::U8,
+        vec![2, 4],
+        vec![255, 200, 3, 0, 17, 250, 255, 255],
+    )
+    .unwrap();
+    let (got, want) = aot_and_interp(src, &[("u".into(), u)]);
+    assert_eq!(got, want);
+}
+
+#[test]
 fn unsupported_ops_are_refused_by_name() {
     // An input type with no C buffer type.
     let src = "module {\n  func @main(%x: tensor<3x4xi2>) -> (y: tensor<3x2xi32>) {\n    %w = constant dense<[[1, 2], [3, 0], [2, 1], [0, 3]]> : tensor<4x2xu2>\n    %y = matmul_int %x, %w {schedule = bit_serial} : (tensor<3x4xi2>, tensor<4x2xu2>) -> tensor<3x2xi32>\n    return %y\n  }\n}\n";
     let m = parse_module(src).unwrap();
     let e = compile_model(&m, "t", &host(), Emit::Obj).err().unwrap();
     assert!(e.contains("input 'x' is tensor<3x4xi2>"), "{e}");
-    // An i32 add of two run-time values is not a kernel epilogue, and the
-    // driver adds f32 only.
-    let src = "module {\n  func @main(%u: tensor<2x4xu8>) -> (y: tensor<2x2xi32>) {\n    %w = constant dense<[[1, 2], [3, 0], [2, 1], [0, 3]]> : tensor<4x2xi8>\n    %a = matmul %u, %w : (tensor<2x4xu8>, tensor<4x2xi8>) -> tensor<2x2xi32>\n    %b = matmul %u, %w : (tensor<2x4xu8>, tensor<4x2xi8>) -> tensor<2x2xi32>\n    %y = add %a, %b : (tensor<2x2xi32>, tensor<2x2xi32>) -> tensor<2x2xi32>\n    return %y\n  }\n}\n";
+    // A u8 add is not in the driver (f32 and i32 only).
+    let src = "module {\n  func @main(%u: tensor<2x4xu8>) -> (y: tensor<2x4xu8>) {\n    %y = add %u, %u : (tensor<2x4xu8>, tensor<2x4xu8>) -> tensor<2x4xu8>\n    return %y\n  }\n}\n";
     let m = parse_module(src).unwrap();
     let e = compile_model(&m, "t", &host(), Emit::Obj).err().unwrap();
     assert!(
-        e.contains("unsupported: 'add' at line 6") && e.contains("f32 values only"),
+        e.contains("unsupported: 'add' at line 3") && e.contains("f32 and i32 values only"),
         "{e}"
     );
 }
