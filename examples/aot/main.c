@@ -1,6 +1,7 @@
 /* Calls a model compiled ahead of time by
  *   lowbit compile model.onnx -o libmlp.so --emit so
- * (model from scripts/make_aot_example.py). Reads the input as raw
+ * (model from scripts/make_aot_example.py, or any model with one f32
+ * input and one f32 output compiled as libmlp). Reads the input as raw
  * little-endian f32 values from the file argv[1] and prints each output
  * value on its own line.
  *

@@ -1,30 +1,48 @@
 //! `lowbit compile MODEL --emit so|obj|asm`: a whole model compiled ahead
 //! of time into a shared library (or one relocatable object to link into
 //! a program, or that object as one assembly file) with a C entry point
-//! `int lowbit_<name>_run(const float *in0, ..., float *out0, ...)` and a
-//! header declaring it.
+//! `int lowbit_<name>_run(const T0 *in0, ..., U0 *out0, ...)` and a header
+//! declaring it, the buffers' C types following the tensors' element
+//! types (`float` for `f32`, `uint16_t` bits for `f16`/`bf16`, `uint8_t`
+//! for `u8` and `b1` codes, `int8_t` for `i8`, `int32_t` for `i32`;
+//! typedefs and element counts in the header).
 //!
-//! Every `matmul`/`qmatmul` the CPU kernels take (see `cpu_run`) becomes
-//! one kernel in an LLVM object, with its weights pre-packed into constant
-//! globals of that object. The ops around them that a driver does in a
-//! few lines — `add` (same shape, or a constant broadcast along the last
-//! dimension or a scalar), `relu`, `reshape` (an alias) — are emitted as C
-//! in a generated driver, linked with the object by the system C compiler
-//! (`cc`, or `$CC`). Limits: every run-time value must be `f32`, the
-//! kernels' float paths only (no integer W8A8/W1A1 kernels yet), only the
-//! module's first function; any other op is refused, naming the op and
-//! why, and nothing is written.
+//! The matmuls map onto kernels through `cpu_run::map_plans`, exactly as
+//! `lowbit run --backend cpu` maps them, fused chains included (float:
+//! bias `add` and ReLU/GELU/SiLU in the kernel epilogue; W8A8/W4A8: the
+//! activation zero point in the packed row offsets, `i32` bias, ReLU and
+//! dyadic requantize to `i8`; W1A1; bit-serial WxAy with constant zero
+//! points). Each mapped matmul becomes one kernel
+//! in an LLVM object, with its packed weights, scales, row offsets, bias
+//! and requantize arrays (padded to `m_pad` as the kernel loads them) as
+//! constant globals of that object. A generated C driver prepares each
+//! kernel's activations the way `GemmKernel::run*` does (float rows padded
+//! to `k_pad`, `f16`/`bf16` widened to `f32`; `u8`/`i8` rows padded, `i8` with the sign bit flipped;
+//! `b1` rows packed into bits; bit-serial activations into bit-planes
+//! with their row sums) and calls the kernel on all rows; it does
+//! the ops around them that take a few lines — f32 and i32 `add` (same
+//! shape, or a broadcast along the last dimension or a scalar; i32
+//! wrapping or saturating as the op says), f32 and i32 `relu`, `reshape`
+//! (an alias) — and is linked with the object by the system C compiler
+//! (`cc`, or `$CC`). A `qmatmul` requantize epilogue (which the JIT runs
+//! on the interpreter) is C in the driver when it is nearest-even,
+//! saturating, per tensor or per output column, to `u8`/`i8`/`i32`.
+//! Limits: only the module's first function; not other requantize
+//! forms. Any other op, or a matmul that maps onto no kernel, is
+//! refused, naming the op and why, and nothing is written.
 //!
-//! Accuracy: the driver's `add`/`relu` are exact f32 operations, equal to
-//! the interpreter's; each kernel matmul is within the bound stated in
-//! `lowbit_llvm::codegen`.
+//! Accuracy: integer kernels are bit-exact (as `--backend cpu`); the
+//! driver's `add`/`relu` are exact f32 (or i32) operations, equal to the
+//! interpreter's, and its requantize is the interpreter's `quantize` of
+//! the kernel's output (as the JIT run does); each float kernel (with its epilogue) computes what the
+//! JIT's does, within the bound stated in `lowbit_llvm::codegen`.
 
-use crate::cpu_run::plan_matmul;
+use crate::cpu_run::{map_plans, Plan};
 use lowbit::interp::eval_op;
-use lowbit::ir::{BinaryOp, Function, Module, Op, OpKind, Tensor, Value};
-use lowbit::numerics::ElemType;
+use lowbit::ir::{BinaryOp, Function, Granularity, Module, Op, OpKind, Tensor, Value};
+use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
-use lowbit_llvm::{CpuTarget, GemmSpec};
+use lowbit_llvm::{CpuTarget, GemmSpec, PLANE_BLOCK};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -81,14 +99,67 @@ fn f32_bytes(t: &Tensor) -> Vec<u8> {
         .collect()
 }
 
+/// The C element type of an `elem` buffer at the entry point and in the
+/// driver (`b1` codes one per byte, 0 or 1; `f16`/`bf16` bits), or `None`
+/// when the driver has no buffers of that type.
+fn c_type(elem: ElemType) -> Option<&'static str> {
+    Some(match elem {
+        ElemType::F32 => "float",
+        ElemType::U8 | ElemType::Bipolar => "uint8_t",
+        ElemType::I8 => "int8_t",
+        ElemType::I32 => "int32_t",
+        // The bits of each value.
+        ElemType::F16 | ElemType::BF16 => "uint16_t",
+        _ => return None,
+    })
+}
+
+fn i32_bytes(v: &[i32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Whether the driver can call `p`'s kernel: it prepares float kernels'
+/// `f32` activations, the W8A8/W4A8 kernels' bytes, the W1A1 kernel's
+/// bit rows and the bit-serial kernel's bit-planes; a `qmatmul`
+/// requantize epilogue (the `quantize` the JIT runs on the interpreter)
+/// only in the form [`quantize_form`] takes.
+fn aot_supports(p: &Plan) -> Result<(), String> {
+    if let Some((kind, _)) = &p.quantize {
+        quantize_form(kind)?;
+    }
+    Ok(())
+}
+
+/// The `qmatmul` requantize epilogues the driver computes: nearest-even,
+/// saturating, one scale per tensor or per output column (the scale's
+/// and zero point's values are checked at the call).
+fn quantize_form(kind: &OpKind) -> Result<(), String> {
+    match kind {
+        OpKind::Quantize {
+            granularity: Granularity::PerTensor | Granularity::PerAxis { .. },
+            rounding: Rounding::NearestEven,
+            saturate: true,
+            stochastic: None,
+        } => Ok(()),
+        _ => Err(
+            "compiled libraries requantize with nearest-even rounding, saturation and per-tensor or per-column scales only"
+                .into(),
+        ),
+    }
+}
+
 struct Gen<'a> {
     f: &'a Function,
     sym: String,
     kernels: Vec<(String, GemmSpec)>,
     data: Vec<(String, Vec<u8>)>,
     body: String,
-    /// The C expression holding each run-time value.
-    vars: HashMap<Value, String>,
+    /// The C expression holding each run-time value, and its element type.
+    vars: HashMap<Value, (String, ElemType)>,
+    /// The mapped matmuls (keyed by the op whose result each computes).
+    plans: HashMap<Op, Plan>,
+    /// Why each matmul the plans lack did not map.
+    not_mapped: Vec<(String, String)>,
     tmp: usize,
 }
 
@@ -99,93 +170,331 @@ impl Gen<'_> {
         name
     }
 
-    fn alloc(&mut self, elems: u64) -> String {
+    fn alloc(&mut self, elems: u64, ctype: &str) -> String {
         let v = format!("t{}", self.tmp);
         self.tmp += 1;
         let _ = writeln!(
             self.body,
-            "  float *{v} = (float *)calloc({}, sizeof(float));\n  if (!{v}) goto fail;\n  bufs[nbufs++] = {v};",
+            "  {ctype} *{v} = ({ctype} *)calloc({}, sizeof({ctype}));\n  if (!{v}) goto fail;\n  bufs[nbufs++] = {v};",
             elems.max(1)
         );
         v
     }
 
-    fn var(&self, op: Op, v: Value) -> Result<String, String> {
+    fn var(&self, op: Op, v: Value) -> Result<(String, ElemType), String> {
         self.vars.get(&v).cloned().ok_or_else(|| {
             format!(
-                "{}: an operand is not a run-time f32 value the driver computes",
+                "unsupported: {}: an operand is not a run-time value the driver computes",
                 label(self.f, op)
             )
         })
     }
 
-    fn op(&mut self, op: Op) -> Result<(), String> {
-        let f = self.f;
-        let d = f.op(op);
-        let unsupported = |why: String| format!("unsupported: {}: {why}", label(f, op));
-        for &r in &d.results {
-            if f.ty(r).elem != ElemType::F32 {
-                return Err(unsupported(format!(
-                    "its result is {}; compiled libraries handle f32 values only",
-                    f.ty(r)
-                )));
+    /// An `f32` operand: computed, or a constant embedded as data.
+    fn f32_operand(&mut self, op: Op, v: Value) -> Result<String, String> {
+        self.operand(op, v, ElemType::F32)
+    }
+
+    /// An operand of `elem` (`f32` or `i32`): computed, or a constant
+    /// embedded as data.
+    fn operand(&mut self, op: Op, v: Value, elem: ElemType) -> Result<String, String> {
+        if let Some((x, e)) = self.vars.get(&v) {
+            if *e != elem {
+                return Err(format!(
+                    "unsupported: {}: an operand is {e}, the driver's code here takes {elem}",
+                    label(self.f, op)
+                ));
             }
+            return Ok(x.clone());
         }
-        match &d.kind {
-            OpKind::MatMul { .. } | OpKind::MatMulInt { .. } | OpKind::QMatMul { .. } => {
-                let p = plan_matmul(f, op).map_err(&unsupported)?;
-                if p.spec.is_integer() || p.spec.act != ElemType::F32 {
-                    return Err(unsupported(
-                        "only the f32-activation float kernels are compiled ahead of time yet".into(),
-                    ));
-                }
-                if f.ty(d.operands[0]).rank() != 2 {
-                    return Err(unsupported(
-                        "only 2-D activations are compiled ahead of time yet".into(),
-                    ));
-                }
-                let bias = match p.bias {
-                    Some(b) => {
-                        let t = constant_of(f, b).ok_or_else(|| {
-                            unsupported("the bias is not a constant".into())
-                        })?;
-                        Some(self.data(f32_bytes(&t)))
-                    }
-                    None => None,
-                };
-                let x = self.var(op, d.operands[0])?;
-                let (m, k, k_pad) = (p.spec.m, p.spec.k, p.spec.k_pad());
-                let n = f.ty(d.operands[0]).shape[0];
-                let kname = format!("{}_k{}", self.sym, self.kernels.len());
-                let w = self.data(p.weights.codes().to_vec());
-                let s = self.data(p.weights.scales().to_vec());
-                let z = if p.weights.zero_points().is_empty() {
-                    "NULL".to_string()
+        let t = constant_of(self.f, v)
+            .filter(|t| t.elem == elem)
+            .ok_or_else(|| {
+                format!(
+                    "unsupported: {}: an operand is neither computed nor a {elem} constant",
+                    label(self.f, op)
+                )
+            })?;
+        Ok(if elem == ElemType::F32 {
+            format!("((const float *){})", self.data(f32_bytes(&t)))
+        } else {
+            let v: Vec<i32> = t.codes.iter().map(|&c| c as u32 as i32).collect();
+            format!("((const int32_t *){})", self.data(i32_bytes(&v)))
+        })
+    }
+
+    /// Emits the kernel call of the plan that computes `end`'s result.
+    fn kernel_call(&mut self, end: Op, p: &Plan) -> Result<(), String> {
+        let f = self.f;
+        let (x, xe) = self.var(p.op, p.x)?;
+        let xt = f.ty(p.x);
+        let n: u64 = xt.shape[..xt.rank().saturating_sub(1)].iter().product();
+        let spec = &p.spec;
+        let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
+        let kname = format!("{}_k{}", self.sym, self.kernels.len());
+        self.kernels.push((kname.clone(), spec.clone()));
+        let result = f.op(end).results[0];
+        let re = if p.quantize.is_some() {
+            ElemType::F32
+        } else {
+            f.ty(result).elem
+        };
+        let rtype = c_type(re).ok_or_else(|| {
+            format!(
+                "unsupported: {}: the kernel's result is {re}",
+                label(f, end)
+            )
+        })?;
+        let w = self.data(p.weights.codes().to_vec());
+        let call = if !spec.is_integer() {
+            let s = self.data(p.weights.scales().to_vec());
+            let z = if p.weights.zero_points().is_empty() {
+                "NULL".to_string()
+            } else {
+                self.data(p.weights.zero_points().to_vec())
+            };
+            let bias = match p.bias {
+                Some(b) => self.f32_operand(end, b)?,
+                None => "NULL".into(),
+            };
+            let xp = if xe == ElemType::F16 || xe == ElemType::BF16 {
+                // The kernel reads f32 (as `GemmKernel::run` converts
+                // f16/bf16 activations): each value widened exactly, rows
+                // padded to k_pad with zeros.
+                let xp = self.alloc(n * k_pad as u64, "float");
+                let widen = if xe == ElemType::BF16 {
+                    "b = (uint32_t)h << 16;"
                 } else {
-                    self.data(p.weights.zero_points().to_vec())
+                    // f16: sign, then subnormal (mantissa * 2^-24, exact
+                    // in f32), inf/NaN, or rebiased normal.
+                    "uint32_t e = (h >> 10) & 31u, mt = h & 1023u, sg = (uint32_t)(h >> 15) << 31; if (e == 0) { float v = (float)mt * 0x1p-24f; memcpy(&b, &v, 4); b |= sg; } else if (e == 31) b = sg | 0x7f800000u | (mt << 13); else b = sg | ((e + 112u) << 23) | (mt << 13);"
                 };
-                self.kernels.push((kname.clone(), p.spec));
-                let xp = if k_pad == k {
-                    x
-                } else {
-                    // The kernel reads rows of k_pad with zeros after k.
-                    let xp = self.alloc(n * k_pad as u64);
-                    let _ = writeln!(
-                        self.body,
-                        "  for (size_t r = 0; r < {n}; r++) memcpy({xp} + r * {k_pad}, {x} + r * {k}, {k} * sizeof(float));"
-                    );
-                    xp
-                };
-                let y = self.alloc(n * m as u64);
                 let _ = writeln!(
                     self.body,
-                    "  {kname}({xp}, {w}, {s}, {z}, {}, {y}, {n}, 0, {m});",
-                    bias.map_or("NULL".to_string(), |b| format!("(const float *){b}"))
+                    "  for (size_t r = 0; r < {n}; r++) for (size_t j = 0; j < {k}; j++) {{ uint16_t h = {x}[r * {k} + j]; uint32_t b; {widen} memcpy(&{xp}[r * {k_pad} + j], &b, 4); }}"
                 );
-                self.vars.insert(d.results[0], y);
+                xp
+            } else if k_pad == k {
+                x
+            } else {
+                // The kernel reads rows of k_pad with zeros after k.
+                let xp = self.alloc(n * k_pad as u64, "float");
+                let _ = writeln!(
+                    self.body,
+                    "  for (size_t r = 0; r < {n}; r++) memcpy({xp} + r * {k_pad}, {x} + r * {k}, {k} * sizeof(float));"
+                );
+                xp
+            };
+            format!("{xp}, {w}, {s}, {z}, {bias}")
+        } else if spec.is_bit_serial() {
+            // The activations as the kernel's bit-planes (per 512-element
+            // block, `bits` planes of 64 bytes, element e of the block at
+            // bit e % 8 of byte e / 8 of plane p holding its code's bit p;
+            // `lowbit_llvm::bit_plane_activations`), zeros past k, and
+            // each row's value sum (wrapping i32) for the zero-point terms.
+            let bits = xe.bits() as usize;
+            let row = k_pad / 8 * bits;
+            let (block, plane) = (PLANE_BLOCK / 8 * bits, PLANE_BLOCK / 8);
+            let xp = self.alloc(n * row as u64, "uint8_t");
+            let sums = self.alloc(n, "int32_t");
+            let mask = (1u32 << bits) - 1;
+            let _ = writeln!(
+                self.body,
+                "  for (size_t r = 0; r < {n}; r++) {{
+    uint32_t sum = 0;
+    for (size_t j = 0; j < {k}; j++) {{
+      uint32_t c = (uint32_t)(uint8_t){x}[r * {k} + j] & {mask}u;
+      size_t e = j % {PLANE_BLOCK}, at = r * {row} + j / {PLANE_BLOCK} * {block} + e / 8;
+      for (int p = 0; p < {bits}; p++) {xp}[at + (size_t)p * {plane}] |= (uint8_t)(((c >> p) & 1u) << (e % 8));
+      sum += (uint32_t){};
+    }}
+    {sums}[r] = (int32_t)sum;
+  }}",
+                match xe {
+                    ElemType::I8 => format!("(int32_t){x}[r * {k} + j]"),
+                    // u8: the code is the value.
+                    _ => "c".to_string(),
+                }
+            );
+            let row_sums = self.data(i32_bytes(p.weights.row_sums()));
+            let (za, zw) = p.zero_points.unwrap_or((0, 0));
+            let zps = self.data(i32_bytes(&[za, zw]));
+            format!("{xp}, {w}, {sums}, {row_sums}, {zps}")
+        } else if spec.is_binary() {
+            // One row of k_pad / 8 bytes per activation row, LSB first,
+            // padded with 0 (as `GemmKernel::run_int` packs them).
+            let row = k_pad / 8;
+            let xp = self.alloc(n * row as u64, "uint8_t");
+            let _ = writeln!(
+                self.body,
+                "  for (size_t r = 0; r < {n}; r++) for (size_t j = 0; j < {k}; j++) {xp}[r * {row} + j / 8] |= (uint8_t)(({x}[r * {k} + j] & 1) << (j % 8));"
+            );
+            format!("{xp}, {w}, NULL, NULL, NULL")
+        } else {
+            // The W8A8/W4A8 kernel multiplies unsigned bytes in rows of
+            // k_pad: i8 activations go in with the sign bit flipped (+128,
+            // which the packed row offsets take back off).
+            let xp = if xe == ElemType::U8 && k_pad == k {
+                x
+            } else {
+                let xp = self.alloc(n * k_pad as u64, "uint8_t");
+                let flip = if xe == ElemType::I8 { " ^ 0x80" } else { "" };
+                let _ = writeln!(
+                    self.body,
+                    "  for (size_t r = 0; r < {n}; r++) for (size_t j = 0; j < {k}; j++) {xp}[r * {k_pad} + j] = (uint8_t)((uint8_t){x}[r * {k} + j]{flip});"
+                );
+                xp
+            };
+            let params = match &p.requant {
+                // Three arrays of m_pad i32 (multipliers, shifts, zero
+                // points; 0 in padding rows), as the kernel loads them.
+                Some(rq) => {
+                    let m_pad = spec.m_pad();
+                    let mut v = vec![0i32; 3 * m_pad];
+                    for (r, (&mult, &sh)) in rq.multipliers.iter().zip(&rq.shifts).enumerate() {
+                        v[r] = mult;
+                        v[m_pad + r] = sh as i32;
+                        v[2 * m_pad + r] = i32::from(rq.zero_point);
+                    }
+                    self.data(i32_bytes(&v))
+                }
+                None => "NULL".into(),
+            };
+            let offs = self.data(i32_bytes(p.weights.row_offsets()));
+            let bias = match &p.int_bias {
+                Some(b) => self.data(i32_bytes(b)),
+                None => "NULL".into(),
+            };
+            format!("{xp}, {w}, {params}, {offs}, {bias}")
+        };
+        let y = self.alloc(n * m as u64, rtype);
+        let _ = writeln!(self.body, "  {kname}({call}, {y}, {n}, 0, {m});");
+        match &p.quantize {
+            Some((kind, operands)) => {
+                let q = self.quantize(end, kind, operands, &y, n * m as u64, m)?;
+                self.vars.insert(result, q);
             }
+            None => {
+                self.vars.insert(result, (y, re));
+            }
+        }
+        Ok(())
+    }
+
+    /// The `qmatmul` requantize epilogue on the kernel's `f32` result `y`
+    /// (`elems` values, `m` per row), as the interpreter's `quantize`:
+    /// the quotient `y / scale` in f32 (the quotient format of f32
+    /// operands), rounded to the nearest integer, ties to even (adding and
+    /// subtracting 2^52 in double, exact below 2^52, where every larger
+    /// double is an integer already), NaN to 0, plus the zero point,
+    /// clamped to the result type.
+    fn quantize(
+        &mut self,
+        end: Op,
+        kind: &OpKind,
+        operands: &[Value],
+        y: &str,
+        elems: u64,
+        m: usize,
+    ) -> Result<(String, ElemType), String> {
+        let f = self.f;
+        let unsupported = |why: String| format!("unsupported: {}: {why}", label(f, end));
+        quantize_form(kind).map_err(unsupported)?;
+        let rt = f.ty(f.op(end).results[0]);
+        let (lo, hi) = match rt.elem {
+            ElemType::U8 => (0i64, 255i64),
+            ElemType::I8 => (-128, 127),
+            ElemType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
+            e => {
+                return Err(unsupported(format!(
+                "the requantize epilogue writes {e}; compiled libraries quantize to u8, i8 or i32"
+            )))
+            }
+        };
+        let per_col = |t: &Tensor| -> Result<&'static str, String> {
+            if t.codes.len() == 1 {
+                Ok("0")
+            } else if t.codes.len() == m {
+                Ok("i % M")
+            } else {
+                Err(unsupported(format!(
+                    "the requantize scale or zero point {} is not per tensor or per output column",
+                    t.ty()
+                )))
+            }
+        };
+        let s = operands
+            .first()
+            .and_then(|&v| constant_of(f, v))
+            .filter(|t| t.elem == ElemType::F32)
+            .ok_or_else(|| unsupported("the requantize scale is not an f32 constant".into()))?;
+        let si = per_col(&s)?;
+        let sname = self.data(f32_bytes(&s));
+        let (zname, zi) = match operands.get(1) {
+            Some(&z) => {
+                let t = constant_of(f, z)
+                    .ok_or_else(|| unsupported("the output zero point is not a constant".into()))?;
+                let vals: Vec<i32> = t
+                    .to_i128()
+                    .ok_or_else(|| unsupported("the output zero point is not integral".into()))?
+                    .iter()
+                    .map(|&v| v as i32)
+                    .collect();
+                let zi = per_col(&t)?;
+                (self.data(i32_bytes(&vals)), zi)
+            }
+            None => (self.data(i32_bytes(&[0])), "0"),
+        };
+        let ctype = c_type(rt.elem).unwrap_or("int32_t");
+        let out = self.alloc(elems, ctype);
+        let _ = writeln!(
+            self.body,
+            "  for (size_t i = 0; i < {elems}; i++) {{\n    const size_t M = {m}; (void)M;\n    double q = (double)({y}[i] / ((const float *){sname})[{si}]), a = q < 0 ? -q : q;\n    int64_t r;\n    if (q != q) r = 0;\n    else if (a >= 0x1p62) r = q > 0 ? INT64_C(0x4000000000000000) : -INT64_C(0x4000000000000000);\n    else {{ if (a < 0x1p52) a = (a + 0x1p52) - 0x1p52; r = (int64_t)(q < 0 ? -a : a); }}\n    r += ((const int32_t *){zname})[{zi}];\n    {out}[i] = ({ctype})(r < {lo}LL ? {lo}LL : r > {hi}LL ? {hi}LL : r);\n  }}"
+        );
+        Ok((out, rt.elem))
+    }
+
+    fn op(&mut self, op: Op) -> Result<(), String> {
+        let f = self.f;
+        if let Some(p) = self.plans.remove(&op) {
+            return self.kernel_call(op, &p);
+        }
+        let d = f.op(op);
+        let unsupported = |why: String| format!("unsupported: {}: {why}", label(f, op));
+        match &d.kind {
+            OpKind::MatMul { .. } | OpKind::MatMulInt { .. } | OpKind::QMatMul { .. } => {
+                let me = label(f, op);
+                let why = self
+                    .not_mapped
+                    .iter()
+                    .rev()
+                    .find(|(l, _)| *l == me)
+                    .map_or_else(
+                        || "it maps onto no CPU kernel".to_string(),
+                        |(_, w)| w.clone(),
+                    );
+                return Err(unsupported(why));
+            }
+            OpKind::Reshape => {
+                let x = self.var(op, d.operands[0])?;
+                self.vars.insert(d.results[0], x);
+                return Ok(());
+            }
+            OpKind::Constant(_) => return Ok(()),
+            _ => {}
+        }
+        let re = f.ty(d.results[0]).elem;
+        if re != ElemType::F32 && re != ElemType::I32 {
+            return Err(unsupported(format!(
+                "its result is {}; the driver's own code (add, relu) handles f32 and i32 values only",
+                f.ty(d.results[0])
+            )));
+        }
+        let ctype = c_type(re).unwrap_or("float");
+        match &d.kind {
             OpKind::Binary {
-                op: BinaryOp::Add, ..
+                op: BinaryOp::Add,
+                overflow,
             } => {
                 let rt = f.ty(d.results[0]);
                 let (a, b) = (d.operands[0], d.operands[1]);
@@ -194,7 +503,7 @@ impl Gen<'_> {
                 } else {
                     (b, a)
                 };
-                let x = self.var(op, run)?;
+                let x = self.operand(op, run, re)?;
                 if f.ty(run).shape != rt.shape {
                     return Err(unsupported(
                         "the run-time operand is broadcast; only the other operand may be".into(),
@@ -202,15 +511,7 @@ impl Gen<'_> {
                 }
                 let ot = f.ty(other);
                 let last = rt.shape.last().copied().unwrap_or(1);
-                let o = match self.vars.get(&other) {
-                    Some(v) => v.clone(),
-                    None => {
-                        let t = constant_of(f, other).ok_or_else(|| {
-                            unsupported("an operand is neither computed nor a constant".into())
-                        })?;
-                        format!("((const float *){})", self.data(f32_bytes(&t)))
-                    }
-                };
+                let o = self.operand(op, other, re)?;
                 let n = rt.num_elements();
                 let idx = if ot.shape == rt.shape {
                     "i".to_string()
@@ -225,32 +526,44 @@ impl Gen<'_> {
                         "broadcasting {ot} to {rt} is not the last-dimension or scalar form the driver does"
                     )));
                 };
-                let y = self.alloc(n);
+                let y = self.alloc(n, ctype);
+                let sum = match (re, overflow) {
+                    (ElemType::F32, _) => format!("{x}[i] + {o}[{idx}]"),
+                    // i32 in unsigned arithmetic: wraps modulo 2^32.
+                    (_, Overflow::Wrap) => {
+                        format!("(int32_t)((uint32_t){x}[i] + (uint32_t){o}[{idx}])")
+                    }
+                    _ => format!(
+                        "(int32_t)({x}[i] + (int64_t){o}[{idx}] > INT32_MAX ? INT32_MAX : {x}[i] + (int64_t){o}[{idx}] < INT32_MIN ? INT32_MIN : {x}[i] + (int64_t){o}[{idx}])"
+                    ),
+                };
                 let _ = writeln!(
                     self.body,
-                    "  for (size_t i = 0; i < {n}; i++) {y}[i] = {x}[i] + {o}[{idx}];"
+                    "  for (size_t i = 0; i < {n}; i++) {y}[i] = {sum};"
                 );
-                self.vars.insert(d.results[0], y);
+                self.vars.insert(d.results[0], (y, re));
             }
             OpKind::Relu => {
-                let x = self.var(op, d.operands[0])?;
+                let x = self.operand(op, d.operands[0], re)?;
                 let n = f.ty(d.results[0]).num_elements();
-                let y = self.alloc(n);
+                let y = self.alloc(n, ctype);
                 // NaN passes through, as in the interpreter.
-                let _ = writeln!(
-                    self.body,
-                    "  for (size_t i = 0; i < {n}; i++) {{ float v = {x}[i]; {y}[i] = (v > 0.0f || v != v) ? v : 0.0f; }}"
-                );
-                self.vars.insert(d.results[0], y);
+                let _ = if re == ElemType::F32 {
+                    writeln!(
+                        self.body,
+                        "  for (size_t i = 0; i < {n}; i++) {{ float v = {x}[i]; {y}[i] = (v > 0.0f || v != v) ? v : 0.0f; }}"
+                    )
+                } else {
+                    writeln!(
+                        self.body,
+                        "  for (size_t i = 0; i < {n}; i++) {y}[i] = {x}[i] > 0 ? {x}[i] : 0;"
+                    )
+                };
+                self.vars.insert(d.results[0], (y, re));
             }
-            OpKind::Reshape => {
-                let x = self.var(op, d.operands[0])?;
-                self.vars.insert(d.results[0], x);
-            }
-            OpKind::Constant(_) => {}
             other => {
                 return Err(unsupported(format!(
-                    "'{}' has no CPU kernel or driver code (compiled libraries take matmul/qmatmul with quantized constant weights, add, relu and reshape)",
+                    "'{}' has no CPU kernel or driver code (compiled libraries take the matmuls `lowbit run --backend cpu` maps, with their fused epilogues, f32 and i32 add and relu, and reshape)",
                     other.name()
                 )))
             }
@@ -273,20 +586,24 @@ pub fn compile_model(
         .first()
         .ok_or("the model has no function")?;
     let sym = format!("lowbit_{}", c_ident(name));
-    // Walk back from the outputs: a mapped matmul needs only its activation.
+    // The same mapping as `lowbit run --backend cpu`, less the plans the
+    // driver cannot call (those are refused below, with the reason).
+    let mut not_mapped = Vec::new();
+    let plans = map_plans(f, &mut not_mapped, |p| aot_supports(&p).map(|()| p));
+    // Walk back from the outputs: a mapped matmul (chain) needs only its
+    // activation and run-time bias.
     let mut needed: HashSet<Value> = f.outputs.iter().map(|(_, v)| *v).collect();
     for &op in f.ops().iter().rev() {
         let d = f.op(op);
         if !d.results.iter().any(|r| needed.contains(r)) {
             continue;
         }
-        if matches!(
-            d.kind,
-            OpKind::MatMul { .. } | OpKind::MatMulInt { .. } | OpKind::QMatMul { .. }
-        ) {
-            needed.insert(d.operands[0]);
-        } else {
-            needed.extend(d.operands.iter().copied());
+        match plans.get(&op) {
+            Some(p) => {
+                needed.insert(p.x);
+                needed.extend(p.bias);
+            }
+            None => needed.extend(d.operands.iter().copied()),
         }
     }
     let mut g = Gen {
@@ -296,29 +613,45 @@ pub fn compile_model(
         data: Vec::new(),
         body: String::new(),
         vars: HashMap::new(),
+        plans,
+        not_mapped,
         tmp: 0,
     };
     let mut params = Vec::new();
     let mut doc = String::new();
-    // Element counts as macros, so callers can size their buffers.
+    // Element counts as macros, so callers can size their buffers, and
+    // each buffer's C element type as a typedef.
     let mut sizes = String::new();
-    for (i, (pname, v)) in f.params.iter().enumerate() {
-        let t = f.ty(*v);
-        if t.elem != ElemType::F32 {
-            return Err(format!(
-                "unsupported: input '{pname}' is {t}; compiled libraries take f32 inputs only"
-            ));
-        }
-        let c = format!("in{i}_{}", c_ident(pname));
-        let _ = writeln!(doc, " *   {c}: input '{pname}', {t}, row-major");
+    let mut io_type = |what: &str, i: usize, t: &lowbit::ir::TensorType, ctype: &str| {
         let _ = writeln!(
             sizes,
-            "#define {}_IN{i}_ELEMS {}",
+            "#define {}_{}{i}_ELEMS {}\ntypedef {ctype} {sym}_{}{i}_t;",
             sym.to_uppercase(),
-            t.num_elements()
+            what.to_uppercase(),
+            t.num_elements(),
+            what
         );
-        params.push(format!("const float *{c}"));
-        g.vars.insert(*v, c);
+    };
+    for (i, (pname, v)) in f.params.iter().enumerate() {
+        let t = f.ty(*v);
+        let ctype = c_type(t.elem).ok_or_else(|| {
+            format!(
+                "unsupported: input '{pname}' is {t}; compiled libraries take f32, f16, bf16, u8, i8, i32 or b1 inputs"
+            )
+        })?;
+        let c = format!("in{i}_{}", c_ident(pname));
+        let _ = writeln!(
+            doc,
+            " *   {c}: input '{pname}', {t}, row-major {ctype}{}",
+            match t.elem {
+                ElemType::Bipolar => " codes (0 or 1, one per byte)",
+                ElemType::F16 | ElemType::BF16 => " (the values' bits)",
+                _ => "",
+            }
+        );
+        io_type("in", i, t, ctype);
+        params.push(format!("const {ctype} *{c}"));
+        g.vars.insert(*v, (c, t.elem));
     }
     for &op in f.ops() {
         if f.op(op).results.iter().any(|r| needed.contains(r)) {
@@ -328,26 +661,22 @@ pub fn compile_model(
     for (i, (oname, v)) in f.outputs.iter().enumerate() {
         let t = f.ty(*v);
         let c = format!("out{i}_{}", c_ident(oname));
-        let src = g.vars.get(v).cloned().ok_or_else(|| {
-            format!("unsupported: output '{oname}' is not computed at run time (a constant or non-f32 value)")
+        let (src, e) = g.vars.get(v).cloned().ok_or_else(|| {
+            format!("unsupported: output '{oname}' is not computed at run time (a constant)")
         })?;
-        let _ = writeln!(doc, " *   {c}: output '{oname}', {t}, row-major");
-        let _ = writeln!(
-            sizes,
-            "#define {}_OUT{i}_ELEMS {}",
-            sym.to_uppercase(),
-            t.num_elements()
-        );
+        let ctype = c_type(e).ok_or_else(|| format!("unsupported: output '{oname}' is {t}"))?;
+        let _ = writeln!(doc, " *   {c}: output '{oname}', {t}, row-major {ctype}");
+        io_type("out", i, t, ctype);
         let _ = writeln!(
             g.body,
-            "  memcpy({c}, {src}, {} * sizeof(float));",
+            "  memcpy({c}, {src}, {} * sizeof({ctype}));",
             t.num_elements()
         );
-        params.push(format!("float *{c}"));
+        params.push(format!("{ctype} *{c}"));
     }
     let proto = format!("int {sym}_run({})", params.join(", "));
     let header = format!(
-        "/* Generated by lowbit compile from function @{fname}.\n * {proto}\n{doc} * Returns 0 on success, non-zero if memory for intermediates ran out.\n * The weights are packed into the compiled code; calls are thread-safe.\n */\n#ifndef {guard}_H\n#define {guard}_H\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{proto};\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
+        "/* Generated by lowbit compile from function @{fname}.\n * {proto}\n{doc} * Returns 0 on success, non-zero if memory for intermediates ran out.\n * The weights are packed into the compiled code; calls are thread-safe.\n */\n#ifndef {guard}_H\n#define {guard}_H\n#include <stdint.h>\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{proto};\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
         fname = f.name,
         guard = sym.to_uppercase(),
     );
@@ -355,7 +684,9 @@ pub fn compile_model(
         "/* Generated by lowbit: the driver of a compiled model. */\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n",
     );
     for (k, _) in &g.kernels {
-        let _ = writeln!(driver, "void {k}(const float *, const uint8_t *, const uint8_t *, const uint8_t *, const float *, float *, int64_t, int64_t, int64_t);");
+        // Every kernel has the same six buffer arguments (their element
+        // types differ by kernel; see `lowbit_llvm::codegen`).
+        let _ = writeln!(driver, "void {k}(const void *, const void *, const void *, const void *, const void *, void *, int64_t, int64_t, int64_t);");
     }
     for (d, _) in &g.data {
         let _ = writeln!(driver, "extern const uint8_t {d}[];");
@@ -513,14 +844,5 @@ pub fn write_assembly(a: &Artifacts, out: &Path, header: &Path) -> Result<(), St
 }
 
 #[cfg(test)]
-mod tests {
-    use super::c_ident;
-
-    #[test]
-    fn c_identifiers_are_valid() {
-        assert_eq!(c_ident("mlp"), "mlp");
-        assert_eq!(c_ident("my-model.v2"), "my_model_v2");
-        assert_eq!(c_ident("9lives"), "_9lives");
-        assert_eq!(c_ident(""), "_");
-    }
-}
+#[path = "aot_model_tests.rs"]
+mod tests;

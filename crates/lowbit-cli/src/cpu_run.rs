@@ -126,9 +126,12 @@ pub struct Plan {
 
 /// Dyadic requantization parameters, one per output column.
 pub struct DyadicParams {
-    multipliers: Vec<i32>,
-    shifts: Vec<u32>,
-    zero_point: i8,
+    /// The multipliers (below 2^31).
+    pub multipliers: Vec<i32>,
+    /// The right shifts (up to 62).
+    pub shifts: Vec<u32>,
+    /// The output zero point.
+    pub zero_point: i8,
 }
 
 /// A plan with its JIT-compiled kernel.
@@ -879,10 +882,19 @@ fn count(on_interp: &mut Vec<(String, usize)>, name: &str) {
 
 /// Maps the function's matmuls (with what fuses after them) onto kernels:
 /// chains first, outermost end first, each tried at full length and then
-/// shorter; then the remaining matmuls alone.
-fn map_all(f: &Function, not_mapped: &mut Vec<(String, String)>) -> HashMap<Op, Mapped> {
+/// shorter; then the remaining matmuls alone. `accept` turns a plan into
+/// what the caller keeps (the JIT compiles its kernel; the ahead-of-time
+/// compiler keeps the plan), or says why it cannot take it, which counts
+/// as not mapped. The map is keyed by the op whose result the plan
+/// computes (a chain's last op). Shared by `lowbit run --backend cpu` and
+/// `lowbit compile` (`aot_model`), so both map exactly the same.
+pub fn map_plans<T>(
+    f: &Function,
+    not_mapped: &mut Vec<(String, String)>,
+    mut accept: impl FnMut(Plan) -> Result<T, String>,
+) -> HashMap<Op, T> {
     let uses = f.use_counts();
-    let mut mapped: HashMap<Op, Mapped> = HashMap::new();
+    let mut mapped: HashMap<Op, T> = HashMap::new();
     let mut done: HashSet<Op> = HashSet::new();
     for &op in f.ops().iter().rev() {
         if done.contains(&op) {
@@ -895,7 +907,7 @@ fn map_all(f: &Function, not_mapped: &mut Vec<(String, String)>) -> HashMap<Op, 
         for len in (1..=fused.len()).rev() {
             let end = fused[len - 1];
             match plan_chain(f, base, &fused[..len]) {
-                Ok(p) => match jit(p) {
+                Ok(p) => match accept(p) {
                     Ok(m) => {
                         mapped.insert(end, m);
                         done.insert(base);
@@ -922,7 +934,7 @@ fn map_all(f: &Function, not_mapped: &mut Vec<(String, String)>) -> HashMap<Op, 
         {
             continue;
         }
-        match plan_matmul(f, op).and_then(jit) {
+        match plan_matmul(f, op).and_then(&mut accept) {
             Ok(m) => {
                 mapped.insert(op, m);
             }
@@ -940,7 +952,7 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
         message,
     };
     let mut not_mapped = Vec::new();
-    let mapped = map_all(f, &mut not_mapped);
+    let mapped = map_plans(f, &mut not_mapped, jit);
     // Values the run needs: walk back from the outputs; a mapped op needs
     // only its activation, bias and requantize operands (the weight is
     // packed already, the fused ops are computed by the kernel).

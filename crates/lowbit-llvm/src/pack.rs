@@ -275,8 +275,10 @@ impl PackedWeights {
         &self.row_sums[..self.row_sums.len().min(self.spec.m)]
     }
 
-    /// What the kernel adds to each (padded) row's outputs.
-    pub(crate) fn row_offsets(&self) -> &[i32] {
+    /// W8A8/W4A8 path: what the kernel adds to each (padded) row's
+    /// outputs, `m_pad` values (the kernel's row-offset operand; public
+    /// so that ahead-of-time compiled models embed it).
+    pub fn row_offsets(&self) -> &[i32] {
         &self.row_offsets
     }
 

@@ -1,0 +1,331 @@
+//! Compiled models against the interpreter: each model is compiled with
+//! [`compile_model`], linked as one object ([`link_object`]) with a small
+//! generated C program holding the inputs, run, and its printed integer
+//! outputs compared bit for bit with the interpreter's. Covers what the
+//! lit tests (which take inputs from `.npy` files) cannot: `b1`
+//! activations (W1A1), and `u8` activations passed to the kernel without a
+//! copy, with a `reshape` of an integer result; and refusals.
+
+use super::*;
+use lowbit::interp::run_function;
+use lowbit::ir::parser::parse_module;
+use lowbit::ir::testing::Rng;
+
+#[test]
+fn c_identifiers_are_valid() {
+    assert_eq!(c_ident("mlp"), "mlp");
+    assert_eq!(c_ident("my-model.v2"), "my_model_v2");
+    assert_eq!(c_ident("9lives"), "_9lives");
+    assert_eq!(c_ident(""), "_");
+}
+
+fn host() -> CpuTarget {
+    CpuTarget::host().expect("host target")
+}
+
+/// The values of `t` as C initializers (`b1` as its codes, `f16`/`bf16`
+/// as their bits, `f32` in
+/// Rust's shortest round-trip form, which C reads back exactly).
+fn c_values(t: &Tensor) -> Vec<String> {
+    match t.elem {
+        // b1 codes; f16/bf16 bits.
+        ElemType::Bipolar | ElemType::F16 | ElemType::BF16 => {
+            t.codes.iter().map(|&c| c.to_string()).collect()
+        }
+        ElemType::F32 => t
+            .codes
+            .iter()
+            .map(|&c| format!("{:?}f", f32::from_bits(c as u32)))
+            .collect(),
+        _ => t
+            .to_i128()
+            .expect("integer tensor")
+            .iter()
+            .map(|v| v.to_string())
+            .collect(),
+    }
+}
+
+/// Named tensors: a run's inputs or outputs.
+type Named = [(String, Tensor)];
+
+/// A reference run of a function.
+type Backend = fn(&Function, &Named) -> Vec<(String, Tensor)>;
+
+/// The interpreter's outputs.
+fn interp(f: &Function, inputs: &Named) -> Vec<(String, Tensor)> {
+    run_function(f, inputs).unwrap()
+}
+
+/// `lowbit run --backend cpu`'s outputs (the same kernels, JIT-compiled).
+fn jit(f: &Function, inputs: &Named) -> Vec<(String, Tensor)> {
+    crate::cpu_run::run(f, inputs).unwrap().outputs
+}
+
+/// Compiles `src`, runs it on `inputs` through a C program and returns
+/// each output's printed values (integer outputs), with the interpreter's.
+fn aot_and_interp(src: &str, inputs: &[(String, Tensor)]) -> (Vec<Vec<i128>>, Vec<Vec<i128>>) {
+    aot_and(src, inputs, interp)
+}
+
+/// [`aot_and_interp`] with the `reference` outputs.
+fn aot_and(
+    src: &str,
+    inputs: &[(String, Tensor)],
+    reference: Backend,
+) -> (Vec<Vec<i128>>, Vec<Vec<i128>>) {
+    let module = parse_module(src).expect("parses");
+    let f = &module.functions[0];
+    let a = compile_model(&module, "t", &host(), Emit::Obj).unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!(
+        "lowbit-aot-test-{}-{}",
+        std::process::id(),
+        f.ops().len() * 1000 + src.len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    link_object(&a, &dir.join("libt.o"), &dir.join("libt.h")).unwrap();
+    let mut c = String::from(
+        "#include <stdio.h>\n#include <string.h>\n#include \"libt.h\"\nint main(void) {\n",
+    );
+    let mut args = Vec::new();
+    for (i, (_, t)) in inputs.iter().enumerate() {
+        let vals = c_values(t);
+        c.push_str(&format!(
+            "  static const lowbit_t_in{i}_t x{i}[] = {{{}}};\n",
+            vals.join(", ")
+        ));
+        args.push(format!("x{i}"));
+    }
+    for i in 0..f.outputs.len() {
+        c.push_str(&format!(
+            "  static lowbit_t_out{i}_t y{i}[LOWBIT_T_OUT{i}_ELEMS];\n"
+        ));
+        args.push(format!("y{i}"));
+    }
+    c.push_str(&format!(
+        "  if (lowbit_t_run({})) return 1;\n",
+        args.join(", ")
+    ));
+    for (i, (_, v)) in f.outputs.iter().enumerate() {
+        // f32 outputs as their bits.
+        let print = if f.ty(*v).elem == ElemType::F32 {
+            format!("{{ uint32_t b; memcpy(&b, &y{i}[i], 4); printf(\"%u \", b); }}")
+        } else {
+            format!("printf(\"%lld \", (long long)y{i}[i]);")
+        };
+        c.push_str(&format!(
+            "  for (int i = 0; i < LOWBIT_T_OUT{i}_ELEMS; i++) {print}\n  printf(\"\\n\");\n"
+        ));
+    }
+    c.push_str("  return 0;\n}\n");
+    std::fs::write(dir.join("main.c"), c).unwrap();
+    let exe = dir.join("main");
+    let cc = std::process::Command::new("cc")
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(dir.join("main.c"))
+        .arg(dir.join("libt.o"))
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = std::process::Command::new(&exe).output().unwrap();
+    assert!(out.status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+    let got: Vec<Vec<i128>> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let want = reference(f, inputs)
+        .iter()
+        .map(|(_, t)| match t.elem {
+            ElemType::F32 => t.codes.iter().map(|&c| i128::from(c)).collect(),
+            _ => t.to_i128().unwrap(),
+        })
+        .collect();
+    (got, want)
+}
+
+fn random(rng: &mut Rng, e: ElemType, shape: &[u64]) -> Tensor {
+    let n: u64 = shape.iter().product();
+    let codes = (0..n).map(|_| rng.next_u64() & e.code_mask()).collect();
+    Tensor::new(e, shape.to_vec(), codes).unwrap()
+}
+
+fn dense(t: &Tensor) -> String {
+    let v = t.to_i128().unwrap();
+    let cols = t.shape[1] as usize;
+    let rows: Vec<String> = v
+        .chunks(cols)
+        .map(|r| {
+            let r: Vec<String> = r.iter().map(|x| x.to_string()).collect();
+            format!("[{}]", r.join(", "))
+        })
+        .collect();
+    format!("[{}]", rows.join(", "))
+}
+
+#[test]
+fn w1a1_model_is_bit_exact() {
+    // k = 300: more than one 256-bit block, the last one partial.
+    let mut rng = Rng::new(21);
+    let w = random(&mut rng, ElemType::Bipolar, &[300, 5]);
+    let x = random(&mut rng, ElemType::Bipolar, &[3, 300]);
+    let src = format!(
+        "module {{\n  func @main(%s: tensor<3x300xb1>) -> (y: tensor<3x5xi32>) {{\n    %w = constant dense<{}> : tensor<300x5xb1>\n    %y = matmul %s, %w : (tensor<3x300xb1>, tensor<300x5xb1>) -> tensor<3x5xi32>\n    return %y\n  }}\n}}\n",
+        dense(&w)
+    );
+    let (got, want) = aot_and_interp(&src, &[("s".into(), x)]);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn u8_model_with_zero_points_and_reshape_is_bit_exact() {
+    // k = 64 (no padding: the input goes to the kernel as it is), a 3-D
+    // activation, activation and weight zero points, an integer reshape.
+    let mut rng = Rng::new(5);
+    // Weights in -64..=63, so that w - 3 still fits the W8A8 kernel's i8
+    // (else the matmul falls back to the bit-serial kernel).
+    let w = random(
+        &mut rng,
+        ElemType::Int {
+            bits: 7,
+            signed: true,
+        },
+        &[64, 6],
+    );
+    let x = random(&mut rng, ElemType::U8, &[2, 2, 64]);
+    let src = format!(
+        "module {{\n  func @main(%u: tensor<2x2x64xu8>) -> (y: tensor<2x12xi32>) {{\n    %w = constant dense<{}> : tensor<64x6xi8>\n    %zx = constant dense<7> : tensor<u8>\n    %zw = constant dense<3> : tensor<i8>\n    %m = matmul_int %u, %w, %zx, %zw : (tensor<2x2x64xu8>, tensor<64x6xi8>, tensor<u8>, tensor<i8>) -> tensor<2x2x6xi32>\n    %y = reshape %m : (tensor<2x2x6xi32>) -> tensor<2x12xi32>\n    return %y\n  }}\n}}\n",
+        dense(&w)
+    );
+    let (got, want) = aot_and_interp(&src, &[("u".into(), x)]);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn bit_serial_models_are_bit_exact() {
+    // k = 700: two 512-element plane blocks, the second partial.
+    let mut rng = Rng::new(9);
+    let u2 = ElemType::Int {
+        bits: 2,
+        signed: false,
+    };
+    let w = random(&mut rng, u2, &[700, 3]);
+    let wb = random(&mut rng, ElemType::Bipolar, &[700, 4]);
+    let a = random(&mut rng, ElemType::I8, &[3, 700]);
+    let u = random(&mut rng, ElemType::U8, &[2, 700]);
+    // i8 x u2 on the bit-serial schedule with zero points; b1 weights
+    // times u8 activations (W1A8, bit-serial by type).
+    let src = format!(
+        "module {{\n  func @main(%a: tensor<3x700xi8>, %u: tensor<2x700xu8>) -> (y: tensor<3x3xi32>, z: tensor<2x4xi32>) {{\n    %w = constant dense<{}> : tensor<700x3xu2>\n    %za = constant dense<-5> : tensor<i8>\n    %zw = constant dense<1> : tensor<u2>\n    %y = matmul_int %a, %w, %za, %zw {{schedule = bit_serial}} : (tensor<3x700xi8>, tensor<700x3xu2>, tensor<i8>, tensor<u2>) -> tensor<3x3xi32>\n    %wb = constant dense<{}> : tensor<700x4xb1>\n    %z = matmul %u, %wb : (tensor<2x700xu8>, tensor<700x4xb1>) -> tensor<2x4xi32>\n    return %y, %z\n  }}\n}}\n",
+        dense(&w),
+        dense(&wb)
+    );
+    let (got, want) = aot_and_interp(&src, &[("a".into(), a), ("u".into(), u)]);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn qmatmul_requantize_epilogue_equals_the_jit() {
+    // The e-graph's qmatmul with bias, SiLU and a requantize to i8 (per
+    // tensor scale, zero point 3): the driver's quantize equals the one
+    // the JIT run does on the interpreter, on the same kernel output.
+    let mut rng = Rng::new(17);
+    let w = random(
+        &mut rng,
+        ElemType::Int {
+            bits: 4,
+            signed: true,
+        },
+        &[40, 6],
+    );
+    let x: Vec<u64> = (0..2 * 40)
+        .map(|i| u64::from((((i * 37) % 41) as f32 / 8.0 - 2.5).to_bits()))
+        .collect();
+    let x = Tensor::new(ElemType::F32, vec![2, 40], x).unwrap();
+    // i8 saturates at 127, u8 at 0 (SiLU goes down to -0.28).
+    for (scale, out) in [("0.005", "i8"), ("0.02", "u8"), ("0.001", "i32")] {
+        let src = format!(
+            "module {{\n  func @main(%x: tensor<2x40xf32>) -> (q: tensor<2x6x{out}>) {{\n    %w = constant dense<{}> : tensor<40x6xi4>\n    %s = constant dense<[0.05, 0.1, 0.02, 0.03, 0.07, 0.04]> : tensor<6xf32>\n    %b = constant dense<[0.5, -0.25, 0.125, 1.0, -1.0, 0.0]> : tensor<6xf32>\n    %os = constant dense<{scale}> : tensor<f32>\n    %oz = constant dense<3> : tensor<{out}>\n    %q = qmatmul %x, %w, %s, %b, %os, %oz {{axis = 1, dequant_type = f32, bias = true, activation = silu, requant_type = f32, out_zero_point = true}} : (tensor<2x40xf32>, tensor<40x6xi4>, tensor<6xf32>, tensor<6xf32>, tensor<f32>, tensor<{out}>) -> tensor<2x6x{out}>\n    return %q\n  }}\n}}\n",
+            dense(&w)
+        );
+        let (got, want) = aot_and(&src, &[("x".into(), x.clone())], jit);
+        assert_eq!(got, want, "{out}");
+        let (_, exact) = aot_and(&src, &[("x".into(), x.clone())], interp);
+        // Within one unit of the interpreter (the kernel's f32 sum is
+        // within its bound of the exact one).
+        for (g, e) in got[0].iter().zip(&exact[0]) {
+            assert!((g - e).abs() <= 1, "{out}: {g} vs {e}");
+        }
+    }
+}
+
+#[test]
+fn half_activations_equal_the_jit() {
+    // f16 and bf16 inputs (their bits in uint16_t), widened to f32 by the
+    // driver as `GemmKernel::run` does: normals, subnormals, signed zeros;
+    // ragged k = 40.
+    let mut rng = Rng::new(3);
+    let w = random(&mut rng, ElemType::I8, &[40, 5]);
+    for half in ["f16", "bf16"] {
+        let e: ElemType = half.parse().unwrap();
+        let codes: Vec<u64> = (0..120u64)
+            .map(|i| match i % 6 {
+                0 => 0x8000,
+                1 => 0x0001 + i,
+                _ => loop {
+                    let c = rng.next_u64() & 0xffff;
+                    // Finite values of a moderate size.
+                    if e.decode(c).is_finite() && e.decode(c).abs() < 100.0 {
+                        break c;
+                    }
+                },
+            })
+            .collect();
+        let x = Tensor::new(e, vec![3, 40], codes).unwrap();
+        let src = format!(
+            "module {{\n  func @main(%x: tensor<3x40x{half}>) -> (y: tensor<3x5xf32>) {{\n    %w = constant dense<{}> : tensor<40x5xi8>\n    %s = constant dense<[0.5, 0.25, 0.125, 1.0, 2.0]> : tensor<5xf32>\n    %d = dequantize %w, %s {{axis = 1}} : (tensor<40x5xi8>, tensor<5xf32>) -> tensor<40x5xf32>\n    %y = matmul %x, %d : (tensor<3x40x{half}>, tensor<40x5xf32>) -> tensor<3x5xf32>\n    return %y\n  }}\n}}\n",
+            dense(&w)
+        );
+        let (got, want) = aot_and(&src, &[("x".into(), x)], jit);
+        assert_eq!(got, want, "{half}");
+    }
+}
+
+#[test]
+fn driver_i32_add_and_relu_are_bit_exact() {
+    // Two matmuls' i32 results added in the driver (not a kernel
+    // epilogue: the bias is not a constant), wrapping, then a saturating
+    // add of constants at both ends of i32, then a ReLU.
+    let src = "module {\n  func @main(%u: tensor<2x4xu8>) -> (y: tensor<2x2xi32>) {\n    %w = constant dense<[[1, 2], [3, -4], [2, 1], [-7, 3]]> : tensor<4x2xi8>\n    %w2 = constant dense<[[5, -2], [3, 0], [-2, 1], [0, 3]]> : tensor<4x2xi8>\n    %a = matmul %u, %w : (tensor<2x4xu8>, tensor<4x2xi8>) -> tensor<2x2xi32>\n    %b = matmul %u, %w2 : (tensor<2x4xu8>, tensor<4x2xi8>) -> tensor<2x2xi32>\n    %s = add %a, %b : (tensor<2x2xi32>, tensor<2x2xi32>) -> tensor<2x2xi32>\n    %c = constant dense<[[2147483000, -2147483000], [2147480000, 5]]> : tensor<2x2xi32>\n    %w3 = add %s, %c : (tensor<2x2xi32>, tensor<2x2xi32>) -> tensor<2x2xi32>\n    %t = add %w3, %c {overflow = saturate} : (tensor<2x2xi32>, tensor<2x2xi32>) -> tensor<2x2xi32>\n    %y = relu %t : (tensor<2x2xi32>) -> tensor<2x2xi32>\n    return %y\n  }\n}\n";
+    let u = Tensor::new(
+        ElemType::U8,
+        vec![2, 4],
+        vec![255, 200, 3, 0, 17, 250, 255, 255],
+    )
+    .unwrap();
+    let (got, want) = aot_and_interp(src, &[("u".into(), u)]);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn unsupported_ops_are_refused_by_name() {
+    // An input type with no C buffer type.
+    let src = "module {\n  func @main(%x: tensor<3x4xi2>) -> (y: tensor<3x2xi32>) {\n    %w = constant dense<[[1, 2], [3, 0], [2, 1], [0, 3]]> : tensor<4x2xu2>\n    %y = matmul_int %x, %w {schedule = bit_serial} : (tensor<3x4xi2>, tensor<4x2xu2>) -> tensor<3x2xi32>\n    return %y\n  }\n}\n";
+    let m = parse_module(src).unwrap();
+    let e = compile_model(&m, "t", &host(), Emit::Obj).err().unwrap();
+    assert!(e.contains("input 'x' is tensor<3x4xi2>"), "{e}");
+    // A u8 add is not in the driver (f32 and i32 only).
+    let src = "module {\n  func @main(%u: tensor<2x4xu8>) -> (y: tensor<2x4xu8>) {\n    %y = add %u, %u : (tensor<2x4xu8>, tensor<2x4xu8>) -> tensor<2x4xu8>\n    return %y\n  }\n}\n";
+    let m = parse_module(src).unwrap();
+    let e = compile_model(&m, "t", &host(), Emit::Obj).err().unwrap();
+    assert!(
+        e.contains("unsupported: 'add' at line 3") && e.contains("f32 and i32 values only"),
+        "{e}"
+    );
+}
