@@ -456,6 +456,43 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .collect()
     }
 
+    /// `base + i` for `i` in `0..count`: a tile's row or column indices.
+    fn indices(&self, base: IntValue<'ctx>, count: u32) -> Result<Vec<IntValue<'ctx>>, CpuError> {
+        (0..count)
+            .map(|i| Ok(self.b.build_int_add(base, self.i64c(i as u64), "i")?))
+            .collect()
+    }
+
+    /// `p + i * stride` bytes for each index `i`: the starts of rows of a
+    /// row-major buffer.
+    fn row_ptrs(
+        &self,
+        p: PointerValue<'ctx>,
+        idx: &[IntValue<'ctx>],
+        stride: u64,
+    ) -> Result<Vec<PointerValue<'ctx>>, CpuError> {
+        idx.iter()
+            .map(|&i| self.gep(p, self.b.build_int_mul(i, self.i64c(stride), "ro")?))
+            .collect()
+    }
+
+    /// `p + (base + i) * stride` bytes for `i` in `0..count`: the rows
+    /// of a row-major buffer a tile reads, from its first index.
+    fn strided_ptrs(
+        &self,
+        p: PointerValue<'ctx>,
+        base: IntValue<'ctx>,
+        count: u32,
+        stride: u64,
+    ) -> Result<Vec<PointerValue<'ctx>>, CpuError> {
+        (0..count)
+            .map(|i| {
+                let idx = self.b.build_int_add(base, self.i64c(i as u64), "i")?;
+                self.gep(p, self.b.build_int_mul(idx, self.i64c(stride), "ro")?)
+            })
+            .collect()
+    }
+
     /// `lhs + add <= bound` (signed; the i64 ranges used are far from
     /// overflow).
     fn fits(
@@ -961,24 +998,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let sbytes = spec.scale_bytes() as u64;
         let k_pad = spec.k_pad() as u64;
 
-        let rows_idx: Vec<IntValue> = (0..rows)
-            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
-            .collect::<Result<_, _>>()?;
-        // Byte offsets of each column's activation row.
-        let x_rows: Vec<PointerValue> = (0..cols)
-            .map(|c| {
-                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
-                let off = self.b.build_int_mul(col, self.i64c(k_pad * 4), "xo")?;
-                self.gep(a.x, off)
-            })
-            .collect::<Result<_, _>>()?;
-        let w_rows: Vec<PointerValue> = rows_idx
-            .iter()
-            .map(|&r| {
-                let off = self.b.build_int_mul(r, self.i64c(row_bytes), "wo")?;
-                self.gep(a.w, off)
-            })
-            .collect::<Result<_, _>>()?;
+        let rows_idx = self.indices(r0, rows)?;
+        // Each column's activation row (f32).
+        let x_rows = self.strided_ptrs(a.x, c0, cols, k_pad * 4)?;
+        let w_rows = self.row_ptrs(a.w, &rows_idx, row_bytes)?;
 
         // Decoded scales of the current run, per row, and the bytes of a
         // row's last (partial) run.

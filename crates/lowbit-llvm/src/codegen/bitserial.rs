@@ -139,23 +139,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // Bytes per row of weights and of activations (bits on W1A1).
         let k_pad = spec.row_bytes() as u64;
         let kb = k_pad / INT_BLOCK as u64;
-        let rows_idx: Vec<IntValue> = (0..rows)
-            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
-            .collect::<Result<_, _>>()?;
-        let x_rows: Vec<PointerValue> = (0..cols)
-            .map(|c| {
-                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
-                let off = self.b.build_int_mul(col, self.i64c(k_pad), "xo")?;
-                self.gep(x, off)
-            })
-            .collect::<Result<_, _>>()?;
-        let w_rows: Vec<PointerValue> = rows_idx
-            .iter()
-            .map(|&r| {
-                let off = self.b.build_int_mul(r, self.i64c(k_pad), "wo")?;
-                self.gep(w, off)
-            })
-            .collect::<Result<_, _>>()?;
+        let rows_idx = self.indices(r0, rows)?;
+        let x_rows = self.strided_ptrs(x, c0, cols, k_pad)?;
+        let w_rows = self.row_ptrs(w, &rows_idx, k_pad)?;
         // The last pass runs to the end (the only pass when decoding).
         let kb1 = self.b.build_int_add(kb0, self.i64c(INT_K_CHUNK), "kb1")?;
         let is_last = self
@@ -250,20 +236,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let x_block = PLANE_BYTES * yp as u64;
         let w_row_bytes = spec.row_bytes() as u64;
         let x_row_bytes = spec.k_pad() as u64 / 8 * yp as u64;
-        let rows_idx: Vec<IntValue> = (0..rows)
-            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
-            .collect::<Result<_, _>>()?;
-        let cols_idx: Vec<IntValue> = (0..cols)
-            .map(|c| self.b.build_int_add(c0, self.i64c(c as u64), "c"))
-            .collect::<Result<_, _>>()?;
-        let w_rows: Vec<PointerValue> = rows_idx
-            .iter()
-            .map(|&r| self.gep(w, self.b.build_int_mul(r, self.i64c(w_row_bytes), "wo")?))
-            .collect::<Result<_, _>>()?;
-        let x_cols: Vec<PointerValue> = cols_idx
-            .iter()
-            .map(|&c| self.gep(x, self.b.build_int_mul(c, self.i64c(x_row_bytes), "xo")?))
-            .collect::<Result<_, _>>()?;
+        let rows_idx = self.indices(r0, rows)?;
+        let cols_idx = self.indices(c0, cols)?;
+        let w_rows = self.row_ptrs(w, &rows_idx, w_row_bytes)?;
+        let x_cols = self.row_ptrs(x, &cols_idx, x_row_bytes)?;
         let neg = |i: usize, j: usize| {
             plane_negative(spec.weight.dtype, i) != plane_negative(spec.act, j)
         };

@@ -50,7 +50,7 @@ use super::{Gen, KPass, Params};
 use crate::error::CpuError;
 use crate::spec::{INT_BLOCK, INT_PANEL};
 use inkwell::intrinsics::Intrinsic;
-use inkwell::types::{BasicType, VectorType};
+use inkwell::types::{IntType, VectorType};
 use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 use lowbit_ir::target::Int8Dot;
@@ -544,6 +544,25 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_unconditional_branch(done)?;
         self.b.position_at_end(part);
         self.b.build_store(scratch, v)?;
+        self.copy_lanes(f, lanes, elem, 1, scratch, p)?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        Ok(())
+    }
+
+    /// Copies the `elem` lanes `lanes.0..lanes.1` from `src[lane]` to
+    /// `dst[lane]` one at a time (loads aligned to `align`): the partial
+    /// panel path of `store_lanes` and `load_lanes`.
+    fn copy_lanes(
+        &self,
+        f: FunctionValue<'ctx>,
+        lanes: (IntValue<'ctx>, IntValue<'ctx>),
+        elem: IntType<'ctx>,
+        align: u32,
+        src: PointerValue<'ctx>,
+        dst: PointerValue<'ctx>,
+    ) -> Result<(), CpuError> {
+        let eb = u64::from(elem.get_bit_width() / 8);
         self.emit_loop(
             f,
             lanes.0,
@@ -555,13 +574,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             1,
             |l| {
                 let off = self.b.build_int_mul(l, self.i64c(eb), "lo")?;
-                let e = self.load(elem.as_basic_type_enum(), self.gep(scratch, off)?, 1)?;
-                self.b.build_store(self.gep(p, off)?, e)?;
+                let e = self.load(elem, self.gep(src, off)?, align)?;
+                self.b.build_store(self.gep(dst, off)?, e)?;
                 Ok(())
             },
         )?;
-        self.b.build_unconditional_branch(done)?;
-        self.b.position_at_end(done);
         Ok(())
     }
 
@@ -585,22 +602,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_unconditional_branch(done)?;
         self.b.position_at_end(part);
         self.b.build_store(scratch, v16.const_zero())?;
-        self.emit_loop(
-            f,
-            lanes.0,
-            |l| {
-                Ok(self
-                    .b
-                    .build_int_compare(IntPredicate::SLT, l, lanes.1, "lc")?)
-            },
-            1,
-            |l| {
-                let off = self.b.build_int_mul(l, self.i64c(4), "lo")?;
-                let e = self.load(self.i32t, self.gep(p, off)?, 4)?;
-                self.b.build_store(self.gep(scratch, off)?, e)?;
-                Ok(())
-            },
-        )?;
+        self.copy_lanes(f, lanes, self.i32t, 4, p, scratch)?;
         let pv = self.load(v16, scratch, 4)?.into_vector_value();
         let part_end = self
             .b
