@@ -58,9 +58,12 @@
 //! `|x| · 2^-50`); with them the bound above is multiplied by 1.2 (their
 //! largest slope) before that term is added.
 //!
-//! Bit-serial specs (WxAy over bit-planes) are emitted by the child module
-//! [`bitserial`], with the same entry-point signature (its docs say what
-//! each argument holds there).
+//! Bit-serial specs (WxAy over bit-planes) and the W1A1 tiles (XOR-popcount
+//! over packed `b1` signs) are emitted by the child module [`bitserial`],
+//! with the same entry-point signature (its docs say what each argument
+//! holds there); the W1A1 entry point shares the float path's loop nest
+//! below. The helpers here (function declaration, the k-pass loop, tile
+//! sweeps, row pointers, intrinsic calls) serve all the kernels.
 
 mod epilogue;
 
@@ -109,7 +112,6 @@ struct Gen<'a, 'ctx> {
     i64t: IntType<'ctx>,
     ptr: PointerType<'ctx>,
     vf: VectorType<'ctx>,
-    fma: FunctionValue<'ctx>,
     lut: Option<Lut<'ctx>>,
 }
 
@@ -167,9 +169,6 @@ pub fn build_module<'ctx>(
     module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
     let f32t = ctx.f32_type();
     let vf = f32t.vec_type(LANES);
-    let fma = Intrinsic::find("llvm.fma")
-        .and_then(|i| i.get_declaration(&module, &[vf.into()]))
-        .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
     let lut = if target.kernel_paths().vector == VectorIsa::Avx512 && spec.weight.dtype.bits() == 4
     {
         let permute = Intrinsic::find("llvm.x86.avx512.permvar.sf.512")
@@ -202,7 +201,6 @@ pub fn build_module<'ctx>(
         i64t: ctx.i64_type(),
         ptr: ctx.ptr_type(AddressSpace::default()),
         vf,
-        fma,
     };
     if spec.is_bit_serial() {
         g.emit_bit_serial_kernel()?;
@@ -522,21 +520,33 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)
     }
 
-    /// Calls the overloaded unary vector intrinsic `name` (declared for
-    /// the type of `v`) and returns its value.
+    /// Calls the intrinsic `name`, declared for the overload types
+    /// `overloads` (empty for a target intrinsic with fixed types), and
+    /// returns its value.
+    fn call_intrinsic(
+        &self,
+        name: &str,
+        overloads: &[inkwell::types::BasicTypeEnum<'ctx>],
+        args: &[inkwell::values::BasicMetadataValueEnum<'ctx>],
+    ) -> Result<inkwell::values::BasicValueEnum<'ctx>, CpuError> {
+        let f = Intrinsic::find(name)
+            .and_then(|i| i.get_declaration(self.module, overloads))
+            .ok_or_else(|| CpuError::Llvm(format!("{name} is not available")))?;
+        self.b
+            .build_call(f, args, name)?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| CpuError::Llvm(format!("{name} returned no value")))
+    }
+
+    /// [`Gen::call_intrinsic`] for an overloaded intrinsic of one vector
+    /// operand, returning a vector.
     fn call_unary(
         &self,
         name: &str,
         v: VectorValue<'ctx>,
     ) -> Result<inkwell::values::BasicValueEnum<'ctx>, CpuError> {
-        let f = Intrinsic::find(name)
-            .and_then(|i| i.get_declaration(self.module, &[v.get_type().into()]))
-            .ok_or_else(|| CpuError::Llvm(format!("{name} is not available")))?;
-        self.b
-            .build_call(f, &[v.into()], name)?
-            .try_as_basic_value()
-            .basic()
-            .ok_or_else(|| CpuError::Llvm(format!("{name} returned no value")))
+        self.call_intrinsic(name, &[v.get_type().into()], &[v.into()])
     }
 
     /// The k pass loop shared by the kernels: passes of `chunk` units
@@ -907,20 +917,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         b: VectorValue<'ctx>,
         c: VectorValue<'ctx>,
     ) -> Result<VectorValue<'ctx>, CpuError> {
-        let f = if a.get_type() == self.vf {
-            self.fma
-        } else {
-            Intrinsic::find("llvm.fma")
-                .and_then(|i| i.get_declaration(self.module, &[a.get_type().into()]))
-                .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?
-        };
-        let r = self
-            .b
-            .build_call(f, &[a.into(), b.into(), c.into()], "acc")?;
-        r.try_as_basic_value()
-            .basic()
-            .map(|v| v.into_vector_value())
-            .ok_or_else(|| CpuError::Llvm("llvm.fma returned no value".into()))
+        Ok(self
+            .call_intrinsic(
+                "llvm.fma",
+                &[a.get_type().into()],
+                &[a.into(), b.into(), c.into()],
+            )?
+            .into_vector_value())
     }
 
     /// Lanes `from..from + 16` of a 32-lane vector.
@@ -1316,17 +1319,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             // A table used once: without a fence the x86
                             // combiner moves the multiply after the
                             // permute (a second permute per half block).
-                            let fence = Intrinsic::find("llvm.arithmetic.fence")
-                                .and_then(|i| i.get_declaration(self.module, &[v16.into()]))
-                                .ok_or_else(|| {
-                                    CpuError::Llvm("llvm.arithmetic.fence is not available".into())
-                                })?;
-                            self.b
-                                .build_call(fence, &[t.into()], "lutf")?
-                                .try_as_basic_value()
-                                .basic()
-                                .map(|v| v.into_vector_value())
-                                .ok_or_else(|| CpuError::Llvm("fence returned no value".into()))
+                            Ok(self
+                                .call_unary("llvm.arithmetic.fence", t)?
+                                .into_vector_value())
                         };
                         let lo = table(0)?;
                         let hi = if spb == 1 { lo } else { table(16)? };

@@ -39,6 +39,14 @@
 //! the weight row sums (`i32 [m]`), `bias` the zero points `i32 [za, zw]`
 //! (read only when the spec has them), `y` the `i32 [n, m]` output.
 //!
+//! W1A1 (`b1` weights times `b1` activations, the direct schedule) lives
+//! here too: `itile_RxC` tiles XOR the packed sign bits of a weight row
+//! and an activation row and count the disagreements per 32-bit lane
+//! (`vpopcntd`), `Σ x·w = k - 2·disagreements`; `x` and `w` are plain
+//! packed bits (`[n, k_pad / 8]` bytes), the other three buffers are not
+//! read, and the loop nest is the float path's (`Gen::emit_kernel`), k in
+//! passes of [`INT_K_CHUNK`] blocks when `n >= 4`.
+//!
 //! Limits: no epilogue; zero points are per tensor (as in the IR).
 
 use super::{Gen, KPass, Params};

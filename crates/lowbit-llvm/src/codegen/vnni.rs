@@ -49,7 +49,6 @@
 use super::{Gen, KPass, Params};
 use crate::error::CpuError;
 use crate::spec::{INT_BLOCK, INT_PANEL};
-use inkwell::intrinsics::Intrinsic;
 use inkwell::types::{IntType, VectorType};
 use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
@@ -330,9 +329,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 *row = src.map_or(0, |b| 1 << (b + if high { 4 } else { 0 }));
             }
             let matrix = u64::from_be_bytes(rows);
-            let f = Intrinsic::find("llvm.x86.vgf2p8affineqb.512")
-                .and_then(|i| i.get_declaration(self.module, &[]))
-                .ok_or_else(|| CpuError::Llvm("vgf2p8affineqb is not available".into()))?;
             let m = VectorType::const_vector(
                 &(0..64)
                     .map(|j| {
@@ -341,17 +337,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     })
                     .collect::<Vec<_>>(),
             );
-            return self
-                .b
-                .build_call(
-                    f,
+            return Ok(self
+                .call_intrinsic(
+                    "llvm.x86.vgf2p8affineqb.512",
+                    &[],
                     &[raw.into(), m.into(), self.i8t.const_zero().into()],
-                    "dec",
                 )?
-                .try_as_basic_value()
-                .basic()
-                .map(|v| v.into_vector_value())
-                .ok_or_else(|| CpuError::Llvm("vgf2p8affineqb returned no value".into()));
+                .into_vector_value());
         }
         let four = self.splat_n(self.i8t, 64, 4);
         Ok(match (high, signed) {
@@ -393,16 +385,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         w: VectorValue<'ctx>,
     ) -> Result<VectorValue<'ctx>, CpuError> {
         if self.target.kernel_paths().int8_dot == Int8Dot::Avx512Vnni {
-            let f = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
-                .and_then(|i| i.get_declaration(self.module, &[]))
-                .ok_or_else(|| CpuError::Llvm("vpdpbusd is not available".into()))?;
-            return self
-                .b
-                .build_call(f, &[acc.into(), x.into(), w.into()], "dp")?
-                .try_as_basic_value()
-                .basic()
-                .map(|v| v.into_vector_value())
-                .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()));
+            return Ok(self
+                .call_intrinsic(
+                    "llvm.x86.avx512.vpdpbusd.512",
+                    &[],
+                    &[acc.into(), x.into(), w.into()],
+                )?
+                .into_vector_value());
         }
         let v32 = self.i32t.vec_type(64);
         let xz = self.b.build_int_z_extend(x, v32, "xz")?;
