@@ -45,7 +45,7 @@
 //! (`vpopcntd`), `Σ x·w = k - 2·disagreements`; `x` and `w` are plain
 //! packed bits (`[n, k_pad / 8]` bytes), the other three buffers are not
 //! read, and the loop nest is the float path's (`Gen::emit_kernel`), k in
-//! passes of [`INT_K_CHUNK`] blocks when `n >= 4`.
+//! passes of `INT_K_CHUNK` blocks when `n >= 4`.
 //!
 //! Limits: no epilogue; zero points are per tensor (as in the IR).
 
