@@ -438,6 +438,23 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.function(KERNEL_SYMBOL, 3, false)
     }
 
+    /// Calls the tile function `tile` with the kernel's six buffers and
+    /// then `ints`, in the order [`Gen::function`] declared them.
+    fn call_tile(
+        &self,
+        tile: FunctionValue<'ctx>,
+        ptrs: &[PointerValue<'ctx>],
+        ints: &[IntValue<'ctx>],
+    ) -> Result<(), CpuError> {
+        let args: Vec<inkwell::values::BasicMetadataValueEnum> = ptrs
+            .iter()
+            .map(|&p| p.into())
+            .chain(ints.iter().map(|&i| i.into()))
+            .collect();
+        self.b.build_call(tile, &args, "")?;
+        Ok(())
+    }
+
     /// `count` stack accumulators of type `ty`, each set to zero.
     fn zeroed_accs<T: inkwell::types::BasicType<'ctx> + Copy>(
         &self,
@@ -1487,15 +1504,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         type Chunk<'c> = (IntValue<'c>, IntValue<'c>, IntValue<'c>);
         let nest = |chunk: Chunk<'ctx>| {
             let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
-                let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
-                    ptrs.iter().map(|&p| p.into()).collect();
-                args.push(r.into());
-                args.push(c.into());
-                args.push(chunk.0.into());
-                args.push(chunk.1.into());
-                args.push(chunk.2.into());
-                self.b.build_call(tile, &args, "")?;
-                Ok::<(), CpuError>(())
+                self.call_tile(tile, &ptrs, &[r, c, chunk.0, chunk.1, chunk.2])
             };
             // Columns of one block of `narrow_rows` rows: as many as fit
             // with each `wide` tile in turn (covering the rows in tiles of

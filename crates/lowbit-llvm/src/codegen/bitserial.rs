@@ -410,13 +410,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .build_select(past, self.i64c(units), end, "kb1")?
                 .into_int_value();
             let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
-                let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
-                    ptrs.iter().map(|&p| p.into()).collect();
-                for v in [r, c, kb0, kb1, first] {
-                    args.push(v.into());
-                }
-                self.b.build_call(tile, &args, "")?;
-                Ok(())
+                self.call_tile(tile, &ptrs, &[r, c, kb0, kb1, first])
             };
             let (r64, c64, zero) = (rt as u64, ct as u64, self.i64c(0));
             if rows_inner {

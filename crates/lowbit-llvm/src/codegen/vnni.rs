@@ -131,13 +131,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 ..
             } = pass;
             let call = |tile: FunctionValue<'ctx>, pn: IntValue<'ctx>, c: IntValue<'ctx>| {
-                let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
-                    ptrs.iter().map(|&p| p.into()).collect();
-                for v in [pn, c, kb0, first, last, lo, hi] {
-                    args.push(v.into());
-                }
-                self.b.build_call(tile, &args, "")?;
-                Ok::<(), CpuError>(())
+                self.call_tile(tile, &ptrs, &[pn, c, kb0, first, last, lo, hi])
             };
             // Columns of one panel block: a wide tile's at a time, then
             // one.
