@@ -3,6 +3,13 @@
 //! from the spec options of `lowbit bench gemm`. `compile_cmd` hands the
 //! command here when MODEL is the word `gemm`.
 //!
+//! The help text spells out the C ABI of every kernel kind: what each of
+//! the six pointer arguments holds for float weights, W8A8/W4A8 (three
+//! `int32 [m_pad]` requantize arrays in `scales`, the per-row `i32`
+//! offsets in `zero_points`, an `int32 [m]` bias), W1A1 and bit-serial
+//! (column sums, row sums, zero points). The authoritative layouts are in
+//! `lowbit_llvm::codegen` and its child modules.
+//!
 //! Limits: `--emit so|ptx|ir|mlir` are not implemented for kernels and say
 //! so.
 
@@ -42,6 +49,47 @@ Integer kernels write int32_t y. Bit-serial kernels (--schedule
 bit-serial) take x as bit-planes ([n, k_pad/512, planes, 64 bytes]), the
 activation row sums in 'scales', the weight row sums in 'zero_points' and
 the zero points (int32_t za, zw) in 'bias' (lowbit_llvm::codegen::bitserial).
+
+What each pointer holds, per kernel (k_pad: k rounded up to the kernel's
+block; m_pad: m rounded up to 16 on W8A8/W4A8, else m; all row-major):
+
+  float weights (--act f32/f16/bf16/...):
+    x            float [n, k_pad], zeros after k
+    w            the packed weight codes, m rows (lowbit_llvm::pack)
+    scales       the packed group scales (the --scale type)
+    zero_points  the packed zero-point codes (with --zero-point)
+    bias         float [m] (read only by kernels with a bias epilogue)
+    y            float [n, m]
+  W8A8/W4A8 (--weight i8|i4|u4 --act u8|i8, direct schedule):
+    x            uint8_t [n, k_pad]; i8 activations offset by +128
+    w            panels of 16 rows (lowbit_llvm::spec), m_pad rows
+    scales       three int32_t [m_pad] arrays, one after the other: the
+                 requantize multiplier, right shift and output zero point
+                 (read only by kernels with the requantize epilogue:
+                 y8 = clamp(round_half_even(v * mult / 2^shift) + zp,
+                 -128, 127))
+    zero_points  int32_t [m_pad] row offsets added to every output:
+                 -(o + za) * rowsum(w), o = 128 for i8 activations,
+                 za the activation zero point (wrapping)
+    bias         int32_t [m] (read only by kernels with a bias epilogue;
+                 added with wrapping)
+    y            int32_t [n, m] (int8_t [n, m] when requantizing)
+  W1A1 (--weight b1 --act b1):
+    x, w         packed b1 codes, 1 bit per element (1: +1, 0: -1),
+                 k_pad bits per row
+    scales, zero_points, bias  not read
+    y            int32_t [n, m]
+  bit-serial (--schedule bit-serial):
+    x            activation bit-planes [n, k_pad/512, planes, 64 bytes]
+    w            weight bit-planes [m, k_pad/512, planes, 64 bytes]
+    scales       int32_t [n] activation column sums (read for b1 weights
+                 or zero points)
+    zero_points  int32_t [m] weight row sums (read with zero points)
+    bias         int32_t [2] = {za, zw} (read with zero points)
+    y            int32_t [n, m]
+
+The kernels built here have no epilogue; 'lowbit compile' of a model can
+fuse one (bias, ReLU, requantize) into the same ABI.
 
 --emit so|ptx|ir|mlir are not implemented for kernels yet.
 ";

@@ -58,9 +58,12 @@
 //! `|x| · 2^-50`); with them the bound above is multiplied by 1.2 (their
 //! largest slope) before that term is added.
 //!
-//! Bit-serial specs (WxAy over bit-planes) are emitted by the child module
-//! [`bitserial`], with the same entry-point signature (its docs say what
-//! each argument holds there).
+//! Bit-serial specs (WxAy over bit-planes) and the W1A1 tiles (XOR-popcount
+//! over packed `b1` signs) are emitted by the child module [`bitserial`],
+//! with the same entry-point signature (its docs say what each argument
+//! holds there); the W1A1 entry point shares the float path's loop nest
+//! below. The helpers here (function declaration, the k-pass loop, tile
+//! sweeps, row pointers, intrinsic calls) serve all the kernels.
 
 mod epilogue;
 
@@ -72,7 +75,7 @@ use inkwell::builder::Builder;
 use inkwell::context::Context;
 use inkwell::intrinsics::Intrinsic;
 use inkwell::module::{Linkage, Module};
-use inkwell::types::{FloatType, IntType, PointerType, VectorType};
+use inkwell::types::{BasicMetadataTypeEnum, FloatType, IntType, PointerType, VectorType};
 use inkwell::values::{BasicValue, FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::{AddressSpace, IntPredicate};
 use lowbit_ir::target::VectorIsa;
@@ -93,11 +96,6 @@ const SPLIT_BLOCKS: u64 = 16;
 /// buffer, so the k loop only broadcasts an f32 from it).
 const SCALE_RUN: u32 = 16;
 
-/// Blocks of k per pass of the W1A1 kernel (64 blocks of 512 bits = 4 KiB
-/// per row): a 4x4 tile's weight and activation slices then stay in L1,
-/// and all activation slices of a pass in L2.
-const INT_K_CHUNK: u64 = 64;
-
 mod vnni;
 
 struct Gen<'a, 'ctx> {
@@ -114,7 +112,6 @@ struct Gen<'a, 'ctx> {
     i64t: IntType<'ctx>,
     ptr: PointerType<'ctx>,
     vf: VectorType<'ctx>,
-    fma: FunctionValue<'ctx>,
     lut: Option<Lut<'ctx>>,
 }
 
@@ -138,6 +135,26 @@ struct TileArgs<'ctx> {
     y: PointerValue<'ctx>,
 }
 
+/// A declared function's parameters: the six kernel buffers, then the
+/// i64 values.
+struct Params<'ctx> {
+    f: FunctionValue<'ctx>,
+    ptrs: Vec<PointerValue<'ctx>>,
+    ints: Vec<IntValue<'ctx>>,
+}
+
+/// One pass of [`Gen::emit_k_passes`].
+struct KPass<'ctx> {
+    /// The pass's first unit (k group or block).
+    k: IntValue<'ctx>,
+    /// `k + step` (may pass the last unit).
+    end: IntValue<'ctx>,
+    /// 1 on the first pass, else 0 (i64).
+    first: IntValue<'ctx>,
+    /// 1 on the last pass, else 0 (i64).
+    last: IntValue<'ctx>,
+}
+
 /// Builds the LLVM module for `spec` on `target` (the spec must have passed
 /// [`GemmSpec::check`]).
 pub fn build_module<'ctx>(
@@ -152,9 +169,6 @@ pub fn build_module<'ctx>(
     module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
     let f32t = ctx.f32_type();
     let vf = f32t.vec_type(LANES);
-    let fma = Intrinsic::find("llvm.fma")
-        .and_then(|i| i.get_declaration(&module, &[vf.into()]))
-        .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
     let lut = if target.kernel_paths().vector == VectorIsa::Avx512 && spec.weight.dtype.bits() == 4
     {
         let permute = Intrinsic::find("llvm.x86.avx512.permvar.sf.512")
@@ -187,7 +201,6 @@ pub fn build_module<'ctx>(
         i64t: ctx.i64_type(),
         ptr: ctx.ptr_type(AddressSpace::default()),
         vf,
-        fma,
     };
     if spec.is_bit_serial() {
         g.emit_bit_serial_kernel()?;
@@ -341,6 +354,272 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(iv)
     }
 
+    /// `for (i = start; i < end; i++) body(i)` with an unsigned bound;
+    /// returns the final counter (see [`Gen::emit_loop`]).
+    fn emit_range(
+        &self,
+        f: FunctionValue<'ctx>,
+        start: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        body: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        self.emit_loop(
+            f,
+            start,
+            |i| Ok(self.b.build_int_compare(IntPredicate::ULT, i, end, "lc")?),
+            1,
+            body,
+        )
+    }
+
+    /// `lo..hi` (signed bounds) in steps of `step` with `wide` while a
+    /// whole step fits, then the rest one at a time with `single`.
+    fn sweep(
+        &self,
+        f: FunctionValue<'ctx>,
+        lo: IntValue<'ctx>,
+        hi: IntValue<'ctx>,
+        step: u64,
+        wide: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+        single: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+    ) -> Result<(), CpuError> {
+        let i = self.emit_loop(f, lo, |i| self.fits(i, step, hi), step, wide)?;
+        self.emit_loop(
+            f,
+            i,
+            |i| Ok(self.b.build_int_compare(IntPredicate::SLT, i, hi, "tc")?),
+            1,
+            single,
+        )?;
+        Ok(())
+    }
+
+    /// The unsigned minimum of `a` and `b`.
+    fn umin(&self, a: IntValue<'ctx>, b: IntValue<'ctx>) -> Result<IntValue<'ctx>, CpuError> {
+        let lt = self.b.build_int_compare(IntPredicate::ULT, a, b, "lt")?;
+        Ok(self.b.build_select(lt, a, b, "min")?.into_int_value())
+    }
+
+    /// Declares `name(x, w, s, z, bias, y, i64 x ints)` (the six kernel
+    /// buffers, then `ints` i64 values) with the target attributes and
+    /// positions the builder at its entry. A `tile` is internal and never
+    /// inlined: one call covers a whole k pass, so inlining the tiles into
+    /// the loop nest would only multiply the code (and the JIT time).
+    fn function(&self, name: &str, ints: usize, tile: bool) -> Result<Params<'ctx>, CpuError> {
+        let mut args: Vec<BasicMetadataTypeEnum> = vec![self.ptr.into(); 6];
+        args.extend(std::iter::repeat_n(
+            BasicMetadataTypeEnum::from(self.i64t),
+            ints,
+        ));
+        let fty = self.ctx.void_type().fn_type(&args, false);
+        let linkage = tile.then_some(Linkage::Internal);
+        let f = self.module.add_function(name, fty, linkage);
+        self.set_attrs(f);
+        if tile {
+            let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
+            f.add_attribute(
+                AttributeLoc::Function,
+                self.ctx.create_enum_attribute(noinline, 0),
+            );
+        }
+        let entry = self.ctx.append_basic_block(f, "entry");
+        self.b.position_at_end(entry);
+        let params: Vec<_> = f.get_param_iter().collect();
+        Ok(Params {
+            f,
+            ptrs: params[..6].iter().map(|v| v.into_pointer_value()).collect(),
+            ints: params[6..].iter().map(|v| v.into_int_value()).collect(),
+        })
+    }
+
+    /// Declares the exported [`KERNEL_SYMBOL`] (buffers, `n`, `row_begin`,
+    /// `row_end`) and positions the builder at its entry.
+    fn kernel_function(&self) -> Result<Params<'ctx>, CpuError> {
+        self.function(KERNEL_SYMBOL, 3, false)
+    }
+
+    /// Calls the tile function `tile` with the kernel's six buffers and
+    /// then `ints`, in the order [`Gen::function`] declared them.
+    fn call_tile(
+        &self,
+        tile: FunctionValue<'ctx>,
+        ptrs: &[PointerValue<'ctx>],
+        ints: &[IntValue<'ctx>],
+    ) -> Result<(), CpuError> {
+        let args: Vec<inkwell::values::BasicMetadataValueEnum> = ptrs
+            .iter()
+            .map(|&p| p.into())
+            .chain(ints.iter().map(|&i| i.into()))
+            .collect();
+        self.b.build_call(tile, &args, "")?;
+        Ok(())
+    }
+
+    /// `count` stack accumulators of type `ty`, each set to zero.
+    fn zeroed_accs<T: inkwell::types::BasicType<'ctx> + Copy>(
+        &self,
+        ty: T,
+        count: u32,
+    ) -> Result<Vec<PointerValue<'ctx>>, CpuError> {
+        (0..count)
+            .map(|_| {
+                let a = self.b.build_alloca(ty, "acc")?;
+                self.b
+                    .build_store(a, ty.as_basic_type_enum().const_zero())?;
+                Ok(a)
+            })
+            .collect()
+    }
+
+    /// `base + i` for `i` in `0..count`: a tile's row or column indices.
+    fn indices(&self, base: IntValue<'ctx>, count: u32) -> Result<Vec<IntValue<'ctx>>, CpuError> {
+        (0..count)
+            .map(|i| Ok(self.b.build_int_add(base, self.i64c(i as u64), "i")?))
+            .collect()
+    }
+
+    /// `p + i * stride` bytes for each index `i`: the starts of rows of a
+    /// row-major buffer.
+    fn row_ptrs(
+        &self,
+        p: PointerValue<'ctx>,
+        idx: &[IntValue<'ctx>],
+        stride: u64,
+    ) -> Result<Vec<PointerValue<'ctx>>, CpuError> {
+        idx.iter()
+            .map(|&i| self.gep(p, self.b.build_int_mul(i, self.i64c(stride), "ro")?))
+            .collect()
+    }
+
+    /// `p + (base + i) * stride` bytes for `i` in `0..count`: the rows
+    /// of a row-major buffer a tile reads, from its first index.
+    fn strided_ptrs(
+        &self,
+        p: PointerValue<'ctx>,
+        base: IntValue<'ctx>,
+        count: u32,
+        stride: u64,
+    ) -> Result<Vec<PointerValue<'ctx>>, CpuError> {
+        (0..count)
+            .map(|i| {
+                let idx = self.b.build_int_add(base, self.i64c(i as u64), "i")?;
+                self.gep(p, self.b.build_int_mul(idx, self.i64c(stride), "ro")?)
+            })
+            .collect()
+    }
+
+    /// `lhs + add <= bound` (signed; the i64 ranges used are far from
+    /// overflow).
+    fn fits(
+        &self,
+        lhs: IntValue<'ctx>,
+        add: u64,
+        bound: IntValue<'ctx>,
+    ) -> Result<IntValue<'ctx>, CpuError> {
+        let e = self.b.build_int_add(lhs, self.i64c(add), "e")?;
+        Ok(self
+            .b
+            .build_int_compare(IntPredicate::SLE, e, bound, "fits")?)
+    }
+
+    /// The address of the `i32`/`f32` output `y[col, row]` (`y` is
+    /// `[n, m]`).
+    fn y_ptr(
+        &self,
+        y: PointerValue<'ctx>,
+        col: IntValue<'ctx>,
+        row: IntValue<'ctx>,
+    ) -> Result<PointerValue<'ctx>, CpuError> {
+        let yi = self
+            .b
+            .build_int_mul(col, self.i64c(self.spec.m as u64), "yi")?;
+        let yi = self.b.build_int_add(yi, row, "yi")?;
+        self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)
+    }
+
+    /// Calls the intrinsic `name`, declared for the overload types
+    /// `overloads` (empty for a target intrinsic with fixed types), and
+    /// returns its value.
+    fn call_intrinsic(
+        &self,
+        name: &str,
+        overloads: &[inkwell::types::BasicTypeEnum<'ctx>],
+        args: &[inkwell::values::BasicMetadataValueEnum<'ctx>],
+    ) -> Result<inkwell::values::BasicValueEnum<'ctx>, CpuError> {
+        let f = Intrinsic::find(name)
+            .and_then(|i| i.get_declaration(self.module, overloads))
+            .ok_or_else(|| CpuError::Llvm(format!("{name} is not available")))?;
+        self.b
+            .build_call(f, args, name)?
+            .try_as_basic_value()
+            .basic()
+            .ok_or_else(|| CpuError::Llvm(format!("{name} returned no value")))
+    }
+
+    /// [`Gen::call_intrinsic`] for an overloaded intrinsic of one vector
+    /// operand, returning a vector.
+    fn call_unary(
+        &self,
+        name: &str,
+        v: VectorValue<'ctx>,
+    ) -> Result<inkwell::values::BasicValueEnum<'ctx>, CpuError> {
+        self.call_intrinsic(name, &[v.get_type().into()], &[v.into()])
+    }
+
+    /// The k pass loop shared by the kernels: passes of `chunk` units
+    /// over `units` (one pass when `n < 4`, where no activations are
+    /// reused across rows so each weight row stays one sequential stream,
+    /// or when requantizing, which needs the whole sum at once). `body`
+    /// gets the pass's first unit, the step, and whether it is the first
+    /// and the last pass (as i64 0/1).
+    fn emit_k_passes(
+        &self,
+        f: FunctionValue<'ctx>,
+        n: IntValue<'ctx>,
+        units: u64,
+        chunk: u64,
+        body: impl FnOnce(KPass<'ctx>) -> Result<(), CpuError>,
+    ) -> Result<(), CpuError> {
+        let few = if self.spec.epilogue.requantize {
+            self.ctx.bool_type().const_int(1, false)
+        } else {
+            self.b
+                .build_int_compare(IntPredicate::SLT, n, self.i64c(4), "few")?
+        };
+        let step = self
+            .b
+            .build_select(few, self.i64c(units), self.i64c(chunk), "step")?
+            .into_int_value();
+        self.emit_loop_by(
+            f,
+            self.i64c(0),
+            |k| {
+                Ok(self
+                    .b
+                    .build_int_compare(IntPredicate::ULT, k, self.i64c(units), "kc")?)
+            },
+            step,
+            |k| {
+                let first = self
+                    .b
+                    .build_int_compare(IntPredicate::EQ, k, self.i64c(0), "first")?;
+                let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
+                let end = self.b.build_int_add(k, step, "end")?;
+                let last =
+                    self.b
+                        .build_int_compare(IntPredicate::UGE, end, self.i64c(units), "last")?;
+                let last = self.b.build_int_z_extend(last, self.i64t, "last")?;
+                body(KPass {
+                    k,
+                    end,
+                    first,
+                    last,
+                })
+            },
+        )?;
+        Ok(())
+    }
+
     /// `n` lanes of the constant `v` of type `ty`.
     fn splat_n(&self, ty: IntType<'ctx>, n: u32, v: u64) -> VectorValue<'ctx> {
         VectorType::const_vector(&vec![ty.const_int(v, false); n as usize])
@@ -388,40 +667,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .build_select(is_nan, nan, v, "s")?
                 .into_vector_value()
         } else if s == ElemType::Float(FloatFormat::F8E4M3FN) {
-            // As the E4M3 weight decoder: the f16 with the same fields is
-            // 2^-8 of the value; S.1111.111 is NaN.
+            // As the E4M3 weight decoder.
             let c = self.load(self.i8t.vec_type(n), p, 1)?.into_vector_value();
-            let v16 = self.i16t.vec_type(n);
-            let w = self.b.build_int_z_extend(c, v16, "h")?;
-            let sign = self
-                .b
-                .build_and(w, self.splat_n(self.i16t, n, 0x80), "sgn")?;
-            let sign = self
-                .b
-                .build_left_shift(sign, self.splat_n(self.i16t, n, 8), "sgn")?;
-            let mag = self
-                .b
-                .build_and(w, self.splat_n(self.i16t, n, 0x7f), "mag")?;
-            let em = self
-                .b
-                .build_left_shift(mag, self.splat_n(self.i16t, n, 7), "em")?;
-            let hb = self.b.build_or(sign, em, "hb")?;
-            let h = self
-                .b
-                .build_bit_cast(hb, self.ctx.f16_type().vec_type(n), "h")?
-                .into_vector_value();
-            let f = self.b.build_float_ext(h, vf, "s")?;
-            let k256 = VectorType::const_vector(&vec![self.f32t.const_float(256.0); n as usize]);
-            let f = self.b.build_float_mul(f, k256, "s")?;
-            let is_nan = self.b.build_int_compare(
-                IntPredicate::EQ,
-                mag,
-                self.splat_n(self.i16t, n, 0x7f),
-                "nan",
-            )?;
-            self.b
-                .build_select(is_nan, nan, f, "s")?
-                .into_vector_value()
+            self.e4m3_via_f16(c, vf)?
         } else {
             // bf16: the high half of an f32.
             let h = self.load(self.i16t.vec_type(n), p, 1)?.into_vector_value();
@@ -568,17 +816,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 // Via f16 (bias 15, so 2^-8 of the E4M3 value, subnormals
                 // included), rescaled by 2^8 (exact); E4M3FN has no
                 // infinities and its only NaNs are S.1111.111.
-                let (f, mag) = self.minifloat_via_f16(codes, vf, 0x80, 8, 7, 256.0)?;
-                let is_nan = self.b.build_int_compare(
-                    IntPredicate::EQ,
-                    mag,
-                    self.splat_i(self.i16t, 0x7f),
-                    "nan",
-                )?;
-                let nan = self.splat_f(self.f32t.const_float(f64::NAN))?;
-                self.b
-                    .build_select(is_nan, nan, f, "wf")?
-                    .into_vector_value()
+                self.e4m3_via_f16(codes, vf)?
             }
         })
     }
@@ -598,30 +836,54 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         em_shift: u64,
         rescale: f64,
     ) -> Result<(VectorValue<'ctx>, VectorValue<'ctx>), CpuError> {
-        let v16 = self.i16t.vec_type(LANES);
+        let n = codes.get_type().get_size();
+        let v16 = self.i16t.vec_type(n);
         let w = self.b.build_int_z_extend(codes, v16, "h")?;
         let sign = self
             .b
-            .build_and(w, self.splat_i(self.i16t, sign_mask), "sgn")?;
+            .build_and(w, self.splat_n(self.i16t, n, sign_mask), "sgn")?;
         let sign = self
             .b
-            .build_left_shift(sign, self.splat_i(self.i16t, sign_shift), "sgn")?;
+            .build_left_shift(sign, self.splat_n(self.i16t, n, sign_shift), "sgn")?;
         let mag = self
             .b
-            .build_and(w, self.splat_i(self.i16t, sign_mask - 1), "mag")?;
+            .build_and(w, self.splat_n(self.i16t, n, sign_mask - 1), "mag")?;
         let em = self
             .b
-            .build_left_shift(mag, self.splat_i(self.i16t, em_shift), "em")?;
+            .build_left_shift(mag, self.splat_n(self.i16t, n, em_shift), "em")?;
         let bits = self.b.build_or(sign, em, "hb")?;
         let h = self
             .b
-            .build_bit_cast(bits, self.ctx.f16_type().vec_type(LANES), "h")?
+            .build_bit_cast(bits, self.ctx.f16_type().vec_type(n), "h")?
             .into_vector_value();
         let f = self.b.build_float_ext(h, vf, "wf")?;
-        let f = self
-            .b
-            .build_float_mul(f, self.splat_f(self.f32t.const_float(rescale))?, "wf")?;
+        let k = VectorType::const_vector(&vec![self.f32t.const_float(rescale); n as usize]);
+        let f = self.b.build_float_mul(f, k, "wf")?;
         Ok((f, mag))
+    }
+
+    /// Decodes E4M3FN codes (one per i8 lane; weights and scales alike)
+    /// to `vf`: via f16 (bias 15, so 2^-8 of the E4M3 value, subnormals
+    /// included), rescaled by 2^8 (exact); E4M3FN has no infinities and
+    /// its only NaNs are S.1111.111.
+    fn e4m3_via_f16(
+        &self,
+        codes: VectorValue<'ctx>,
+        vf: VectorType<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let n = codes.get_type().get_size();
+        let (f, mag) = self.minifloat_via_f16(codes, vf, 0x80, 8, 7, 256.0)?;
+        let is_nan = self.b.build_int_compare(
+            IntPredicate::EQ,
+            mag,
+            self.splat_n(self.i16t, n, 0x7f),
+            "nan",
+        )?;
+        let nan = VectorType::const_vector(&vec![self.f32t.const_float(f64::NAN); n as usize]);
+        Ok(self
+            .b
+            .build_select(is_nan, nan, f, "wf")?
+            .into_vector_value())
     }
 
     /// Dequantizes the interleaved 4-bit block at `p` through this row's
@@ -672,20 +934,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         b: VectorValue<'ctx>,
         c: VectorValue<'ctx>,
     ) -> Result<VectorValue<'ctx>, CpuError> {
-        let f = if a.get_type() == self.vf {
-            self.fma
-        } else {
-            Intrinsic::find("llvm.fma")
-                .and_then(|i| i.get_declaration(self.module, &[a.get_type().into()]))
-                .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?
-        };
-        let r = self
-            .b
-            .build_call(f, &[a.into(), b.into(), c.into()], "acc")?;
-        r.try_as_basic_value()
-            .basic()
-            .map(|v| v.into_vector_value())
-            .ok_or_else(|| CpuError::Llvm("llvm.fma returned no value".into()))
+        Ok(self
+            .call_intrinsic(
+                "llvm.fma",
+                &[a.get_type().into()],
+                &[a.into(), b.into(), c.into()],
+            )?
+            .into_vector_value())
     }
 
     /// Lanes `from..from + 16` of a 32-lane vector.
@@ -695,8 +950,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .build_shuffle_vector(v, v, self.shuffle_mask(from..from + 16), "h")?)
     }
 
-    /// Horizontal sum of a vector (32 or 16 lanes) as a tree of halves.
-    fn reduce(&self, mut v: VectorValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+    /// Horizontal sum of a float vector (32 or 16 lanes) as a tree of
+    /// halves (the order the accuracy bound in the module docs counts).
+    fn reduce(&self, v: VectorValue<'ctx>) -> Result<FloatValue<'ctx>, CpuError> {
+        Ok(self.reduce_tree(v)?.into_float_value())
+    }
+
+    /// Horizontal sum of a float or integer vector as a tree of halves
+    /// (`lo + hi` until one lane is left).
+    fn reduce_tree(
+        &self,
+        mut v: VectorValue<'ctx>,
+    ) -> Result<inkwell::values::BasicValueEnum<'ctx>, CpuError> {
+        let float = v.get_type().get_element_type().is_float_type();
         let mut w = v.get_type().get_size() as u64;
         while w > 1 {
             w /= 2;
@@ -706,12 +972,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let hi = self
                 .b
                 .build_shuffle_vector(v, v, self.shuffle_mask(w..2 * w), "hi")?;
-            v = self.b.build_float_add(lo, hi, "sum")?;
+            v = if float {
+                self.b.build_float_add(lo, hi, "sum")?
+            } else {
+                self.b.build_int_add(lo, hi, "sum")?
+            };
         }
         Ok(self
             .b
-            .build_extract_element(v, self.i32t.const_zero(), "dot")?
-            .into_float_value())
+            .build_extract_element(v, self.i32t.const_zero(), "dot")?)
     }
 
     /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last)`: the
@@ -727,50 +996,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn emit_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
         let acc_t = self.f32t.vec_type(LANES / 2);
         let spec = self.spec;
-        let p = self.ptr.into();
-        let i = self.i64t.into();
-        let fty = self
-            .ctx
-            .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i, i, i, i], false);
-        let f =
-            self.module
-                .add_function(&format!("tile_{rows}x{cols}"), fty, Some(Linkage::Internal));
-        self.set_attrs(f);
-        // A tile call covers a whole row of k; inlining the tiles into the
-        // loop nest would only multiply the code (and the JIT time).
-        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
-        f.add_attribute(
-            AttributeLoc::Function,
-            self.ctx.create_enum_attribute(noinline, 0),
-        );
-        let entry = self.ctx.append_basic_block(f, "entry");
-        self.b.position_at_end(entry);
-        let param = |n: u32| {
-            f.get_nth_param(n)
-                .ok_or_else(|| CpuError::Llvm("missing tile parameter".into()))
-        };
+        let Params { f, ptrs, ints } = self.function(&format!("tile_{rows}x{cols}"), 5, true)?;
         let a = TileArgs {
-            x: param(0)?.into_pointer_value(),
-            w: param(1)?.into_pointer_value(),
-            s: param(2)?.into_pointer_value(),
-            z: param(3)?.into_pointer_value(),
-            bias: param(4)?.into_pointer_value(),
-            y: param(5)?.into_pointer_value(),
+            x: ptrs[0],
+            w: ptrs[1],
+            s: ptrs[2],
+            z: ptrs[3],
+            bias: ptrs[4],
+            y: ptrs[5],
         };
-        let r0 = param(6)?.into_int_value();
-        let c0 = param(7)?.into_int_value();
-        let g0 = param(8)?.into_int_value();
-        let first = param(9)?.into_int_value();
-        let last = param(10)?.into_int_value();
-
-        let accs: Vec<PointerValue> = (0..rows * cols)
-            .map(|_| {
-                let p = self.b.build_alloca(acc_t, "acc")?;
-                self.b.build_store(p, acc_t.const_zero())?;
-                Ok(p)
-            })
-            .collect::<Result<_, CpuError>>()?;
+        let (r0, c0, g0, first, last) = (ints[0], ints[1], ints[2], ints[3], ints[4]);
+        let accs = self.zeroed_accs(acc_t, rows * cols)?;
 
         let kb = (spec.k_pad() / BLOCK) as u64;
         let bpg = spec.blocks_per_group() as u64;
@@ -782,24 +1018,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let sbytes = spec.scale_bytes() as u64;
         let k_pad = spec.k_pad() as u64;
 
-        let rows_idx: Vec<IntValue> = (0..rows)
-            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
-            .collect::<Result<_, _>>()?;
-        // Byte offsets of each column's activation row.
-        let x_rows: Vec<PointerValue> = (0..cols)
-            .map(|c| {
-                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
-                let off = self.b.build_int_mul(col, self.i64c(k_pad * 4), "xo")?;
-                self.gep(a.x, off)
-            })
-            .collect::<Result<_, _>>()?;
-        let w_rows: Vec<PointerValue> = rows_idx
-            .iter()
-            .map(|&r| {
-                let off = self.b.build_int_mul(r, self.i64c(row_bytes), "wo")?;
-                self.gep(a.w, off)
-            })
-            .collect::<Result<_, _>>()?;
+        let rows_idx = self.indices(r0, rows)?;
+        // Each column's activation row (f32).
+        let x_rows = self.strided_ptrs(a.x, c0, cols, k_pad * 4)?;
+        let w_rows = self.row_ptrs(a.w, &rows_idx, row_bytes)?;
 
         // Decoded scales of the current run, per row, and the bytes of a
         // row's last (partial) run.
@@ -1114,17 +1336,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             // A table used once: without a fence the x86
                             // combiner moves the multiply after the
                             // permute (a second permute per half block).
-                            let fence = Intrinsic::find("llvm.arithmetic.fence")
-                                .and_then(|i| i.get_declaration(self.module, &[v16.into()]))
-                                .ok_or_else(|| {
-                                    CpuError::Llvm("llvm.arithmetic.fence is not available".into())
-                                })?;
-                            self.b
-                                .build_call(fence, &[t.into()], "lutf")?
-                                .try_as_basic_value()
-                                .basic()
-                                .map(|v| v.into_vector_value())
-                                .ok_or_else(|| CpuError::Llvm("fence returned no value".into()))
+                            Ok(self
+                                .call_unary("llvm.arithmetic.fence", t)?
+                                .into_vector_value())
                         };
                         let lo = table(0)?;
                         let hi = if spb == 1 { lo } else { table(16)? };
@@ -1160,34 +1374,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             }
             let b_start = self.b.build_int_mul(g, self.i64c(bpg), "bs")?;
             let b_end = self.b.build_int_add(b_start, self.i64c(bpg), "be")?;
-            let lt = self
-                .b
-                .build_int_compare(IntPredicate::ULT, b_end, self.i64c(kb), "lt")?;
-            let b_end = self
-                .b
-                .build_select(lt, b_end, self.i64c(kb), "be")?
-                .into_int_value();
-            self.emit_loop(
-                f,
-                b_start,
-                |blk| {
-                    Ok(self
-                        .b
-                        .build_int_compare(IntPredicate::ULT, blk, b_end, "bc")?)
-                },
-                1,
-                block,
-            )?;
+            let b_end = self.umin(b_end, self.i64c(kb))?;
+            self.emit_range(f, b_start, b_end, block)?;
             Ok(())
         };
         if !split {
-            self.emit_loop(
-                f,
-                g0,
-                |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, g1, "gc")?),
-                1,
-                |g| group_body(g, None),
-            )?;
+            self.emit_range(f, g0, g1, |g| group_body(g, None))?;
         } else {
             let chunk = SPLIT_BLOCKS / bpg;
             self.emit_loop(
@@ -1197,52 +1389,32 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 chunk,
                 |gc| {
                     let ge = self.b.build_int_add(gc, self.i64c(chunk), "ge")?;
-                    let lt = self.b.build_int_compare(IntPredicate::ULT, ge, g1, "lt")?;
-                    let ge = self.b.build_select(lt, ge, g1, "ge")?.into_int_value();
+                    let ge = self.umin(ge, g1)?;
                     let base = self.b.build_int_mul(gc, self.i64c(bpg), "db")?;
                     swap_accs(0..half_cols, false)?;
-                    self.emit_loop(
-                        f,
-                        gc,
-                        |g| Ok(self.b.build_int_compare(IntPredicate::ULT, g, ge, "gc")?),
-                        1,
-                        |g| group_body(g, Some(base)),
-                    )?;
+                    self.emit_range(f, gc, ge, |g| group_body(g, Some(base)))?;
                     swap_accs(0..half_cols, true)?;
                     // The second half of the columns over the same blocks.
                     swap_accs(half_cols..cols as usize, false)?;
                     let be = self.b.build_int_mul(ge, self.i64c(bpg), "be")?;
-                    let lt =
-                        self.b
-                            .build_int_compare(IntPredicate::ULT, be, self.i64c(kb), "lt")?;
-                    let be = self
-                        .b
-                        .build_select(lt, be, self.i64c(kb), "be")?
-                        .into_int_value();
-                    self.emit_loop(
-                        f,
-                        base,
-                        |blk| Ok(self.b.build_int_compare(IntPredicate::ULT, blk, be, "bc")?),
-                        1,
-                        |blk| {
-                            let xs = load_xs(blk, half_cols..cols as usize)?;
-                            for r in 0..rows as usize {
-                                let ws = self
-                                    .b
-                                    .build_load(self.vf, dslot(r, blk, base)?, "dw")?
-                                    .into_vector_value();
-                                fmas(r, ws, &xs, half_cols..cols as usize)?;
-                            }
-                            Ok(())
-                        },
-                    )?;
+                    let be = self.umin(be, self.i64c(kb))?;
+                    self.emit_range(f, base, be, |blk| {
+                        let xs = load_xs(blk, half_cols..cols as usize)?;
+                        for r in 0..rows as usize {
+                            let ws = self
+                                .b
+                                .build_load(self.vf, dslot(r, blk, base)?, "dw")?
+                                .into_vector_value();
+                            fmas(r, ws, &xs, half_cols..cols as usize)?;
+                        }
+                        Ok(())
+                    })?;
                     swap_accs(half_cols..cols as usize, true)?;
                     Ok(())
                 },
             )?;
         }
 
-        let m = spec.m as u64;
         // Each output's address and value before the activation.
         let mut outs = Vec::with_capacity((rows * cols) as usize);
         for r in 0..rows as usize {
@@ -1263,10 +1435,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     .into_vector_value();
                 let dot = self.reduce(acc)?;
                 let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
-                let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
-                let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
-                let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
-                let yp = self.gep(a.y, yo)?;
+                let yp = self.y_ptr(a.y, col, rows_idx[r])?;
                 let started = match bias {
                     Some(bv) => self.b.build_float_add(dot, bv, "yb")?,
                     None => dot,
@@ -1284,184 +1453,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             }
         }
         self.float_epilogue(f, &outs, last)?;
-        self.b.build_return(None)?;
-        Ok(f)
-    }
-
-    /// `acc + popcount(x xor w)` per 32-bit lane: the number of positions
-    /// where two rows of `b1` codes disagree (`vpopcntd` with AVX-512
-    /// VPOPCNTDQ).
-    fn popcount_xor(
-        &self,
-        acc: VectorValue<'ctx>,
-        x: VectorValue<'ctx>,
-        w: VectorValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>, CpuError> {
-        let v16 = self.i32t.vec_type(16);
-        let xi = self.b.build_bit_cast(x, v16, "xi")?.into_vector_value();
-        let wi = self.b.build_bit_cast(w, v16, "wi")?.into_vector_value();
-        let d = self.b.build_xor(xi, wi, "d")?;
-        let ctpop = Intrinsic::find("llvm.ctpop")
-            .and_then(|i| i.get_declaration(self.module, &[v16.into()]))
-            .ok_or_else(|| CpuError::Llvm("llvm.ctpop is not available".into()))?;
-        let p = self
-            .b
-            .build_call(ctpop, &[d.into()], "pop")?
-            .try_as_basic_value()
-            .basic()
-            .map(|v| v.into_vector_value())
-            .ok_or_else(|| CpuError::Llvm("llvm.ctpop returned no value".into()))?;
-        Ok(self.b.build_int_add(acc, p, "acc")?)
-    }
-
-    /// Emits `itile_RxC(x, w, _, _, _, y, r0, c0)` of the W1A1 path: `x`
-    /// is `[n, k_pad]` packed bits, `y` is `i32 [n, m]`.
-    fn emit_int_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
-        let spec = self.spec;
-        let p = self.ptr.into();
-        let i = self.i64t.into();
-        let fty = self
-            .ctx
-            .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i, i, i, i], false);
-        let f = self.module.add_function(
-            &format!("itile_{rows}x{cols}"),
-            fty,
-            Some(Linkage::Internal),
-        );
-        self.set_attrs(f);
-        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
-        f.add_attribute(
-            AttributeLoc::Function,
-            self.ctx.create_enum_attribute(noinline, 0),
-        );
-        let entry = self.ctx.append_basic_block(f, "entry");
-        self.b.position_at_end(entry);
-        let param = |n: u32| {
-            f.get_nth_param(n)
-                .ok_or_else(|| CpuError::Llvm("missing tile parameter".into()))
-        };
-        let x = param(0)?.into_pointer_value();
-        let w = param(1)?.into_pointer_value();
-        let y = param(5)?.into_pointer_value();
-        let r0 = param(6)?.into_int_value();
-        let c0 = param(7)?.into_int_value();
-        let kb0 = param(8)?.into_int_value();
-        let first = param(9)?.into_int_value();
-        let last = param(10)?.into_int_value();
-        let v16 = self.i32t.vec_type(16);
-        let accs: Vec<PointerValue> = (0..rows * cols)
-            .map(|_| {
-                let p = self.b.build_alloca(v16, "acc")?;
-                self.b.build_store(p, v16.const_zero())?;
-                Ok(p)
-            })
-            .collect::<Result<_, CpuError>>()?;
-        // Bytes per row of weights and of activations (bits on W1A1).
-        let k_pad = spec.row_bytes() as u64;
-        let kb = k_pad / INT_BLOCK as u64;
-        let rows_idx: Vec<IntValue> = (0..rows)
-            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
-            .collect::<Result<_, _>>()?;
-        let x_rows: Vec<PointerValue> = (0..cols)
-            .map(|c| {
-                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
-                let off = self.b.build_int_mul(col, self.i64c(k_pad), "xo")?;
-                self.gep(x, off)
-            })
-            .collect::<Result<_, _>>()?;
-        let w_rows: Vec<PointerValue> = rows_idx
-            .iter()
-            .map(|&r| {
-                let off = self.b.build_int_mul(r, self.i64c(k_pad), "wo")?;
-                self.gep(w, off)
-            })
-            .collect::<Result<_, _>>()?;
-        // The last pass runs to the end (the only pass when decoding).
-        let kb1 = self.b.build_int_add(kb0, self.i64c(INT_K_CHUNK), "kb1")?;
-        let is_last = self
-            .b
-            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
-        let kb1 = self
-            .b
-            .build_select(is_last, self.i64c(kb), kb1, "kb1")?
-            .into_int_value();
-        self.emit_loop(
-            f,
-            kb0,
-            |b| Ok(self.b.build_int_compare(IntPredicate::ULT, b, kb1, "bc")?),
-            1,
-            |b| {
-                let off = self.b.build_int_mul(b, self.i64c(INT_BLOCK as u64), "o")?;
-                let v64 = self.i8t.vec_type(INT_BLOCK as u32);
-                let xs: Vec<VectorValue> = x_rows
-                    .iter()
-                    .map(|&xr| Ok(self.load(v64, self.gep(xr, off)?, 1)?.into_vector_value()))
-                    .collect::<Result<_, CpuError>>()?;
-                for r in 0..rows as usize {
-                    let wv = self
-                        .load(v64, self.gep(w_rows[r], off)?, 1)?
-                        .into_vector_value();
-                    for (c, &xv) in xs.iter().enumerate() {
-                        let ap = accs[r * cols as usize + c];
-                        let acc = self.b.build_load(v16, ap, "a")?.into_vector_value();
-                        let acc = self.popcount_xor(acc, xv, wv)?;
-                        self.b.build_store(ap, acc)?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        let m = spec.m as u64;
-        for r in 0..rows as usize {
-            for c in 0..cols as usize {
-                let mut v = self
-                    .b
-                    .build_load(v16, accs[r * cols as usize + c], "a")?
-                    .into_vector_value();
-                let mut width = 16u64;
-                while width > 1 {
-                    width /= 2;
-                    let lo =
-                        self.b
-                            .build_shuffle_vector(v, v, self.shuffle_mask(0..width), "lo")?;
-                    let hi = self.b.build_shuffle_vector(
-                        v,
-                        v,
-                        self.shuffle_mask(width..2 * width),
-                        "hi",
-                    )?;
-                    v = self.b.build_int_add(lo, hi, "sum")?;
-                }
-                let mut dot = self
-                    .b
-                    .build_extract_element(v, self.i32t.const_zero(), "dot")?
-                    .into_int_value();
-                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
-                let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
-                let yi = self.b.build_int_add(yi, rows_idx[r], "yi")?;
-                let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
-                let yp = self.gep(y, yo)?;
-                // The first k chunk starts the sum; later chunks add to it.
-                // Wrapping i32 adds are associative, so the chunked sum is
-                // the exact one. The lanes counted disagreeing signs, and
-                // sum(x * w) = k - 2 * disagreements.
-                dot =
-                    self.b
-                        .build_int_mul(dot, self.i32t.const_int((-2i64) as u64, true), "dot")?;
-                let start = self.i32t.const_int(spec.k as u64, false);
-                let old = self.load(self.i32t, yp, 4)?.into_int_value();
-                let is_first =
-                    self.b
-                        .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
-                let base = self
-                    .b
-                    .build_select(is_first, start, old, "base")?
-                    .into_int_value();
-                dot = self.b.build_int_add(dot, base, "dot")?;
-                self.b.build_store(yp, dot)?;
-            }
-        }
         self.b.build_return(None)?;
         Ok(f)
     }
@@ -1515,21 +1506,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.emit_tile(1, 1)?,
             )
         };
-        let p = self.ptr.into();
-        let i = self.i64t.into();
-        let fty = self
-            .ctx
-            .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i, i], false);
-        let f = self.module.add_function(KERNEL_SYMBOL, fty, None);
-        self.set_attrs(f);
-        let entry = self.ctx.append_basic_block(f, "entry");
-        self.b.position_at_end(entry);
-        let params: Vec<_> = f.get_param_iter().collect();
-        let ptrs: Vec<PointerValue> = params[..6].iter().map(|v| v.into_pointer_value()).collect();
-        let n = params[6].into_int_value();
-        let row_begin = params[7].into_int_value();
-        let row_end = params[8].into_int_value();
+        let Params { f, ptrs, ints } = self.kernel_function()?;
+        let (n, row_begin, row_end) = (ints[0], ints[1], ints[2]);
         // The nest over rows and columns runs once per k chunk (W1A1 with
         // n >= 4: so a tile's activation and weight slices stay in L1; the
         // float path has one chunk), with the chunk's first group (float
@@ -1538,23 +1516,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         type Chunk<'c> = (IntValue<'c>, IntValue<'c>, IntValue<'c>);
         let nest = |chunk: Chunk<'ctx>| {
             let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
-                let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
-                    ptrs.iter().map(|&p| p.into()).collect();
-                args.push(r.into());
-                args.push(c.into());
-                args.push(chunk.0.into());
-                args.push(chunk.1.into());
-                args.push(chunk.2.into());
-                self.b.build_call(tile, &args, "")?;
-                Ok::<(), CpuError>(())
-            };
-            // `lhs + add <= bound`, without overflow for the i64 ranges we use.
-            let fits = |lhs: IntValue<'ctx>, add: u64, bound: IntValue<'ctx>| {
-                let e = self.b.build_int_add(lhs, self.i64c(add), "e")?;
-                Ok::<_, CpuError>(
-                    self.b
-                        .build_int_compare(IntPredicate::SLE, e, bound, "fits")?,
-                )
+                self.call_tile(tile, &ptrs, &[r, c, chunk.0, chunk.1, chunk.2])
             };
             // Columns of one block of `narrow_rows` rows: as many as fit
             // with each `wide` tile in turn (covering the rows in tiles of
@@ -1569,7 +1531,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     c = self.emit_loop(
                         f,
                         c,
-                        |c| fits(c, wide_cols, n),
+                        |c| self.fits(c, wide_cols, n),
                         wide_cols,
                         |c| {
                             let mut rr = r;
@@ -1595,76 +1557,34 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 Some(t8x1) => self.emit_loop(
                     f,
                     row_begin,
-                    |r| fits(r, 8, row_end),
+                    |r| self.fits(r, 8, row_end),
                     8,
                     |r| columns(r, &wides, t8x1, 8),
                 )?,
             };
-            let r = self.emit_loop(
+            self.sweep(
                 f,
                 r,
-                |r| fits(r, 4, row_end),
+                row_end,
                 4,
                 |r| columns(r, &wides, t4x1, 4),
-            )?;
-            self.emit_loop(
-                f,
-                r,
-                |r| {
-                    Ok(self
-                        .b
-                        .build_int_compare(IntPredicate::SLT, r, row_end, "rc")?)
-                },
-                1,
                 // At most 3 tail rows: one column at a time is fast enough.
                 |r| columns(r, &[], t1x1, 1),
-            )?;
-            Ok::<(), CpuError>(())
+            )
         };
         // The float tiles take all of k in one pass: each weight row stays
         // one sequential stream (measured faster than 1024- or 4096-element
         // passes at n = 8, where the 4x4 tile reads the activations from L2).
         let (units, chunk) = if self.spec.is_integer() {
-            ((self.spec.row_bytes() / INT_BLOCK) as u64, INT_K_CHUNK)
+            (
+                (self.spec.row_bytes() / INT_BLOCK) as u64,
+                bitserial::INT_K_CHUNK,
+            )
         } else {
             let steps = self.spec.k_steps() as u64;
             (steps, steps)
         };
-        // Decoding (n < 4) reuses no activations across weight rows: one
-        // pass keeps each weight row a single sequential stream.
-        // The requantize epilogue needs the whole sum at once: one pass.
-        let few = if self.spec.epilogue.requantize {
-            self.ctx.bool_type().const_int(1, false)
-        } else {
-            self.b
-                .build_int_compare(IntPredicate::SLT, n, self.i64c(4), "few")?
-        };
-        let step = self
-            .b
-            .build_select(few, self.i64c(units), self.i64c(chunk), "step")?
-            .into_int_value();
-        self.emit_loop_by(
-            f,
-            self.i64c(0),
-            |k| {
-                Ok(self
-                    .b
-                    .build_int_compare(IntPredicate::ULT, k, self.i64c(units), "kc")?)
-            },
-            step,
-            |k| {
-                let first = self
-                    .b
-                    .build_int_compare(IntPredicate::EQ, k, self.i64c(0), "first")?;
-                let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
-                let end = self.b.build_int_add(k, step, "end")?;
-                let last =
-                    self.b
-                        .build_int_compare(IntPredicate::UGE, end, self.i64c(units), "last")?;
-                let last = self.b.build_int_z_extend(last, self.i64t, "last")?;
-                nest((k, first, last))
-            },
-        )?;
+        self.emit_k_passes(f, n, units, chunk, |p| nest((p.k, p.first, p.last)))?;
         self.b.build_return(None)?;
         Ok(())
     }

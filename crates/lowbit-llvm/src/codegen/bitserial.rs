@@ -39,17 +39,27 @@
 //! the weight row sums (`i32 [m]`), `bias` the zero points `i32 [za, zw]`
 //! (read only when the spec has them), `y` the `i32 [n, m]` output.
 //!
+//! W1A1 (`b1` weights times `b1` activations, the direct schedule) lives
+//! here too: `itile_RxC` tiles XOR the packed sign bits of a weight row
+//! and an activation row and count the disagreements per 32-bit lane
+//! (`vpopcntd`), `Σ x·w = k - 2·disagreements`; `x` and `w` are plain
+//! packed bits (`[n, k_pad / 8]` bytes), the other three buffers are not
+//! read, and the loop nest is the float path's (`Gen::emit_kernel`), k in
+//! passes of `INT_K_CHUNK` blocks when `n >= 4`.
+//!
 //! Limits: no epilogue; zero points are per tensor (as in the IR).
 
-use super::{Gen, KERNEL_SYMBOL};
+use super::{Gen, KPass, Params};
 use crate::error::CpuError;
-use crate::spec::PLANE_BLOCK;
-use inkwell::attributes::AttributeLoc;
-use inkwell::intrinsics::Intrinsic;
-use inkwell::module::Linkage;
+use crate::spec::{INT_BLOCK, PLANE_BLOCK};
 use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 use lowbit_numerics::ElemType;
+
+/// Blocks of k per pass of the W1A1 kernel (64 blocks of 512 bits = 4 KiB
+/// per row): a 4x4 tile's weight and activation slices then stay in L1,
+/// and all activation slices of a pass in L2.
+pub(super) const INT_K_CHUNK: u64 = 64;
 
 /// Bytes of one 512-bit plane word.
 const PLANE_BYTES: u64 = (PLANE_BLOCK / 8) as u64;
@@ -84,34 +94,122 @@ fn plane_negative(elem: ElemType, i: usize) -> bool {
 }
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
-    fn ctpop_v8i64(&self, v: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
-        let v8 = self.i64t.vec_type(8);
-        let ctpop = Intrinsic::find("llvm.ctpop")
-            .and_then(|i| i.get_declaration(self.module, &[v8.into()]))
-            .ok_or_else(|| CpuError::Llvm("llvm.ctpop is not available".into()))?;
-        self.b
-            .build_call(ctpop, &[v.into()], "pop")?
-            .try_as_basic_value()
-            .basic()
-            .map(|v| v.into_vector_value())
-            .ok_or_else(|| CpuError::Llvm("llvm.ctpop returned no value".into()))
+    /// Per-lane popcount of `v` (`vpopcntd`/`vpopcntq` with AVX-512
+    /// VPOPCNTDQ).
+    fn ctpop(&self, v: VectorValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+        Ok(self.call_unary("llvm.ctpop", v)?.into_vector_value())
     }
 
-    fn reduce_v8i64(&self, v: VectorValue<'ctx>) -> Result<IntValue<'ctx>, CpuError> {
-        let v8 = self.i64t.vec_type(8);
-        let f = Intrinsic::find("llvm.vector.reduce.add")
-            .and_then(|i| i.get_declaration(self.module, &[v8.into()]))
-            .ok_or_else(|| CpuError::Llvm("llvm.vector.reduce.add is not available".into()))?;
-        self.b
-            .build_call(f, &[v.into()], "sum")?
-            .try_as_basic_value()
-            .basic()
-            .map(|v| v.into_int_value())
-            .ok_or_else(|| CpuError::Llvm("llvm.vector.reduce.add returned no value".into()))
+    /// The wrapping sum of the lanes of integer vector `v`.
+    fn reduce_lanes(&self, v: VectorValue<'ctx>) -> Result<IntValue<'ctx>, CpuError> {
+        Ok(self
+            .call_unary("llvm.vector.reduce.add", v)?
+            .into_int_value())
     }
 
     fn splat_i64(&self, v: u64) -> VectorValue<'ctx> {
         inkwell::types::VectorType::const_vector(&[self.i64c(v); 8])
+    }
+
+    /// `acc + popcount(x xor w)` per 32-bit lane: the number of positions
+    /// where two rows of `b1` codes disagree (`vpopcntd` with AVX-512
+    /// VPOPCNTDQ).
+    fn popcount_xor(
+        &self,
+        acc: VectorValue<'ctx>,
+        x: VectorValue<'ctx>,
+        w: VectorValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let v16 = self.i32t.vec_type(16);
+        let xi = self.b.build_bit_cast(x, v16, "xi")?.into_vector_value();
+        let wi = self.b.build_bit_cast(w, v16, "wi")?.into_vector_value();
+        let d = self.b.build_xor(xi, wi, "d")?;
+        let p = self.ctpop(d)?;
+        Ok(self.b.build_int_add(acc, p, "acc")?)
+    }
+
+    /// Emits `itile_RxC(x, w, _, _, _, y, r0, c0, kb0, first, last)` of
+    /// the W1A1 path (`b1` weights times `b1` activations, XOR-popcount
+    /// on whole bytes of packed signs): `x` is `[n, k_pad]` packed bits,
+    /// `y` is `i32 [n, m]`; blocks `kb0..kb0 + INT_K_CHUNK` (to the end on
+    /// the `last` pass), storing on the `first` pass and adding after.
+    pub(super) fn emit_int_tile(
+        &self,
+        rows: u32,
+        cols: u32,
+    ) -> Result<FunctionValue<'ctx>, CpuError> {
+        let spec = self.spec;
+        let Params { f, ptrs, ints } = self.function(&format!("itile_{rows}x{cols}"), 5, true)?;
+        let (x, w, y) = (ptrs[0], ptrs[1], ptrs[5]);
+        let (r0, c0, kb0, first, last) = (ints[0], ints[1], ints[2], ints[3], ints[4]);
+        let v16 = self.i32t.vec_type(16);
+        let accs = self.zeroed_accs(v16, rows * cols)?;
+        // Bytes per row of weights and of activations (bits on W1A1).
+        let k_pad = spec.row_bytes() as u64;
+        let kb = k_pad / INT_BLOCK as u64;
+        let rows_idx = self.indices(r0, rows)?;
+        let x_rows = self.strided_ptrs(x, c0, cols, k_pad)?;
+        let w_rows = self.row_ptrs(w, &rows_idx, k_pad)?;
+        // The last pass runs to the end (the only pass when decoding).
+        let kb1 = self.b.build_int_add(kb0, self.i64c(INT_K_CHUNK), "kb1")?;
+        let is_last = self
+            .b
+            .build_int_compare(IntPredicate::NE, last, self.i64c(0), "last")?;
+        let kb1 = self
+            .b
+            .build_select(is_last, self.i64c(kb), kb1, "kb1")?
+            .into_int_value();
+        self.emit_range(f, kb0, kb1, |b| {
+            let off = self.b.build_int_mul(b, self.i64c(INT_BLOCK as u64), "o")?;
+            let v64 = self.i8t.vec_type(INT_BLOCK as u32);
+            let xs: Vec<VectorValue> = x_rows
+                .iter()
+                .map(|&xr| Ok(self.load(v64, self.gep(xr, off)?, 1)?.into_vector_value()))
+                .collect::<Result<_, CpuError>>()?;
+            for r in 0..rows as usize {
+                let wv = self
+                    .load(v64, self.gep(w_rows[r], off)?, 1)?
+                    .into_vector_value();
+                for (c, &xv) in xs.iter().enumerate() {
+                    let ap = accs[r * cols as usize + c];
+                    let acc = self.b.build_load(v16, ap, "a")?.into_vector_value();
+                    let acc = self.popcount_xor(acc, xv, wv)?;
+                    self.b.build_store(ap, acc)?;
+                }
+            }
+            Ok(())
+        })?;
+        let is_first = self
+            .b
+            .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
+        for r in 0..rows as usize {
+            for c in 0..cols as usize {
+                let v = self
+                    .b
+                    .build_load(v16, accs[r * cols as usize + c], "a")?
+                    .into_vector_value();
+                let mut dot = self.reduce_tree(v)?.into_int_value();
+                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let yp = self.y_ptr(y, col, rows_idx[r])?;
+                // The first k chunk starts the sum; later chunks add to it.
+                // Wrapping i32 adds are associative, so the chunked sum is
+                // the exact one. The lanes counted disagreeing signs, and
+                // sum(x * w) = k - 2 * disagreements.
+                dot =
+                    self.b
+                        .build_int_mul(dot, self.i32t.const_int((-2i64) as u64, true), "dot")?;
+                let start = self.i32t.const_int(spec.k as u64, false);
+                let old = self.load(self.i32t, yp, 4)?.into_int_value();
+                let base = self
+                    .b
+                    .build_select(is_first, start, old, "base")?
+                    .into_int_value();
+                dot = self.b.build_int_add(dot, base, "dot")?;
+                self.b.build_store(yp, dot)?;
+            }
+        }
+        self.b.build_return(None)?;
+        Ok(f)
     }
 
     /// Emits `bstile_RxC(x, w, colsums, rowsums, zps, y, r0, c0, kb0, kb1,
@@ -125,48 +223,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let spec = self.spec;
         let (xp, yp) = (spec.weight_planes(), spec.act_planes());
         let pair = tile_shape(xp, yp).2;
-        let p = self.ptr.into();
-        let i = self.i64t.into();
-        let fty = self
-            .ctx
-            .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i, i, i, i], false);
-        let f = self
-            .module
-            .add_function(&name, fty, Some(Linkage::Internal));
-        self.set_attrs(f);
-        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
-        f.add_attribute(
-            AttributeLoc::Function,
-            self.ctx.create_enum_attribute(noinline, 0),
-        );
-        let entry = self.ctx.append_basic_block(f, "entry");
-        self.b.position_at_end(entry);
-        let param = |n: u32| {
-            f.get_nth_param(n)
-                .ok_or_else(|| CpuError::Llvm("missing tile parameter".into()))
+        let Params { f, ptrs, ints } = self.function(&name, 5, true)?;
+        let [x, w, colsums, rowsums, zps, y] = ptrs[..] else {
+            return Err(CpuError::Llvm("tile function without six buffers".into()));
         };
-        let x = param(0)?.into_pointer_value();
-        let w = param(1)?.into_pointer_value();
-        let colsums = param(2)?.into_pointer_value();
-        let rowsums = param(3)?.into_pointer_value();
-        let zps = param(4)?.into_pointer_value();
-        let y = param(5)?.into_pointer_value();
-        let r0 = param(6)?.into_int_value();
-        let c0 = param(7)?.into_int_value();
-        let kb0 = param(8)?.into_int_value();
-        let kb1 = param(9)?.into_int_value();
-        let first = param(10)?.into_int_value();
+        let (r0, c0, kb0, kb1, first) = (ints[0], ints[1], ints[2], ints[3], ints[4]);
         let v8 = self.i64t.vec_type(8);
         let (r_n, c_n) = (rows as usize, cols as usize);
         let per_rc = if pair { xp * yp } else { 1 };
-        let accs: Vec<PointerValue> = (0..r_n * c_n * per_rc)
-            .map(|_| {
-                let a = self.b.build_alloca(v8, "acc")?;
-                self.b.build_store(a, v8.const_zero())?;
-                Ok(a)
-            })
-            .collect::<Result<_, CpuError>>()?;
+        let accs = self.zeroed_accs(v8, rows * cols * per_rc as u32)?;
         let acc_at = |r: usize, c: usize, i: usize, j: usize| {
             let base = (r * c_n + c) * per_rc;
             if pair {
@@ -179,71 +244,55 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let x_block = PLANE_BYTES * yp as u64;
         let w_row_bytes = spec.row_bytes() as u64;
         let x_row_bytes = spec.k_pad() as u64 / 8 * yp as u64;
-        let rows_idx: Vec<IntValue> = (0..rows)
-            .map(|r| self.b.build_int_add(r0, self.i64c(r as u64), "r"))
-            .collect::<Result<_, _>>()?;
-        let cols_idx: Vec<IntValue> = (0..cols)
-            .map(|c| self.b.build_int_add(c0, self.i64c(c as u64), "c"))
-            .collect::<Result<_, _>>()?;
-        let w_rows: Vec<PointerValue> = rows_idx
-            .iter()
-            .map(|&r| self.gep(w, self.b.build_int_mul(r, self.i64c(w_row_bytes), "wo")?))
-            .collect::<Result<_, _>>()?;
-        let x_cols: Vec<PointerValue> = cols_idx
-            .iter()
-            .map(|&c| self.gep(x, self.b.build_int_mul(c, self.i64c(x_row_bytes), "xo")?))
-            .collect::<Result<_, _>>()?;
+        let rows_idx = self.indices(r0, rows)?;
+        let cols_idx = self.indices(c0, cols)?;
+        let w_rows = self.row_ptrs(w, &rows_idx, w_row_bytes)?;
+        let x_cols = self.row_ptrs(x, &cols_idx, x_row_bytes)?;
         let neg = |i: usize, j: usize| {
             plane_negative(spec.weight.dtype, i) != plane_negative(spec.act, j)
         };
-        self.emit_loop(
-            f,
-            kb0,
-            |b| Ok(self.b.build_int_compare(IntPredicate::ULT, b, kb1, "bc")?),
-            1,
-            |b| {
-                let wo = self.b.build_int_mul(b, self.i64c(w_block), "wo")?;
-                let xo = self.b.build_int_mul(b, self.i64c(x_block), "xo")?;
-                // All weight planes of the tile's rows stay in registers
-                // while each activation plane streams past them.
-                let mut wv = Vec::with_capacity(r_n * xp);
-                for &wr in &w_rows {
-                    let blk = self.gep(wr, wo)?;
-                    for i in 0..xp {
-                        let pp = self.gep(blk, self.i64c(i as u64 * PLANE_BYTES))?;
-                        wv.push(self.load(v8, pp, 1)?.into_vector_value());
-                    }
+        self.emit_range(f, kb0, kb1, |b| {
+            let wo = self.b.build_int_mul(b, self.i64c(w_block), "wo")?;
+            let xo = self.b.build_int_mul(b, self.i64c(x_block), "xo")?;
+            // All weight planes of the tile's rows stay in registers
+            // while each activation plane streams past them.
+            let mut wv = Vec::with_capacity(r_n * xp);
+            for &wr in &w_rows {
+                let blk = self.gep(wr, wo)?;
+                for i in 0..xp {
+                    let pp = self.gep(blk, self.i64c(i as u64 * PLANE_BYTES))?;
+                    wv.push(self.load(v8, pp, 1)?.into_vector_value());
                 }
-                for (c, &xc) in x_cols.iter().enumerate() {
-                    let blk = self.gep(xc, xo)?;
-                    for j in 0..yp {
-                        let pp = self.gep(blk, self.i64c(j as u64 * PLANE_BYTES))?;
-                        let xv = self.load(v8, pp, 1)?.into_vector_value();
-                        for r in 0..r_n {
-                            for i in 0..xp {
-                                let both = self.b.build_and(wv[r * xp + i], xv, "and")?;
-                                let pc = self.ctpop_v8i64(both)?;
-                                let ap = acc_at(r, c, i, j);
-                                let acc = self.b.build_load(v8, ap, "a")?.into_vector_value();
-                                let acc = if pair {
-                                    self.b.build_int_add(acc, pc, "acc")?
+            }
+            for (c, &xc) in x_cols.iter().enumerate() {
+                let blk = self.gep(xc, xo)?;
+                for j in 0..yp {
+                    let pp = self.gep(blk, self.i64c(j as u64 * PLANE_BYTES))?;
+                    let xv = self.load(v8, pp, 1)?.into_vector_value();
+                    for r in 0..r_n {
+                        for i in 0..xp {
+                            let both = self.b.build_and(wv[r * xp + i], xv, "and")?;
+                            let pc = self.ctpop(both)?;
+                            let ap = acc_at(r, c, i, j);
+                            let acc = self.b.build_load(v8, ap, "a")?.into_vector_value();
+                            let acc = if pair {
+                                self.b.build_int_add(acc, pc, "acc")?
+                            } else {
+                                let sh = self.splat_i64((i + j) as u64);
+                                let t = self.b.build_left_shift(pc, sh, "t")?;
+                                if neg(i, j) {
+                                    self.b.build_int_sub(acc, t, "acc")?
                                 } else {
-                                    let sh = self.splat_i64((i + j) as u64);
-                                    let t = self.b.build_left_shift(pc, sh, "t")?;
-                                    if neg(i, j) {
-                                        self.b.build_int_sub(acc, t, "acc")?
-                                    } else {
-                                        self.b.build_int_add(acc, t, "acc")?
-                                    }
-                                };
-                                self.b.build_store(ap, acc)?;
-                            }
+                                    self.b.build_int_add(acc, t, "acc")?
+                                }
+                            };
+                            self.b.build_store(ap, acc)?;
                         }
                     }
                 }
-                Ok(())
-            },
-        )?;
+            }
+            Ok(())
+        })?;
         let i32t = self.i32t;
         let load_i32 = |base: PointerValue<'ctx>, idx: IntValue<'ctx>| {
             let off = self.b.build_int_mul(idx, self.i64c(4), "o")?;
@@ -261,7 +310,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         } else {
             None
         };
-        let m = spec.m as u64;
         let is_first = self
             .b
             .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
@@ -296,7 +344,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         .build_load(v8, acc_at(r, c, 0, 0), "a")?
                         .into_vector_value()
                 };
-                let dot = self.reduce_v8i64(total)?;
+                let dot = self.reduce_lanes(total)?;
                 let mut dot = self.b.build_int_truncate(dot, i32t, "dot")?;
                 // Corrections that belong to the whole sum, taken once.
                 let mut corr = i32t.const_zero();
@@ -316,10 +364,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     corr = self.b.build_int_sub(corr, b, "corr")?;
                     corr = self.b.build_int_add(corr, kzz, "corr")?;
                 }
-                let yi = self.b.build_int_mul(col, self.i64c(m), "yi")?;
-                let yi = self.b.build_int_add(yi, row, "yi")?;
-                let yo = self.b.build_int_mul(yi, self.i64c(4), "yo")?;
-                let ypp = self.gep(y, yo)?;
+                let ypp = self.y_ptr(y, col, row)?;
                 let old = self.load(i32t, ypp, 4)?.into_int_value();
                 let base = self
                     .b
@@ -349,129 +394,87 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         ];
         // Stream the operand that a tile loads fewer planes of per block.
         let rows_inner = (rt as usize * xp) < (ct as usize * yp);
-        let p = self.ptr.into();
-        let i = self.i64t.into();
-        let fty = self
-            .ctx
-            .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i, i], false);
-        let f = self.module.add_function(KERNEL_SYMBOL, fty, None);
-        self.set_attrs(f);
-        let entry = self.ctx.append_basic_block(f, "entry");
-        self.b.position_at_end(entry);
-        let params: Vec<_> = f.get_param_iter().collect();
-        let ptrs: Vec<PointerValue> = params[..6].iter().map(|v| v.into_pointer_value()).collect();
-        let n = params[6].into_int_value();
-        let row_begin = params[7].into_int_value();
-        let row_end = params[8].into_int_value();
+        let Params { f, ptrs, ints } = self.kernel_function()?;
+        let (n, row_begin, row_end) = (ints[0], ints[1], ints[2]);
         let units = (spec.k_pad() / PLANE_BLOCK) as u64;
         let chunk = (PASS_BYTES / PLANE_BYTES / spec.act_planes() as u64).max(2);
-        let few = self
-            .b
-            .build_int_compare(IntPredicate::SLT, n, self.i64c(4), "few")?;
-        let step = self
-            .b
-            .build_select(few, self.i64c(units), self.i64c(chunk), "step")?
-            .into_int_value();
-        // `lhs + add <= bound` (i64 ranges far from overflow).
-        let fits = |lhs: IntValue<'ctx>, add: u64, bound: IntValue<'ctx>| {
-            let e = self.b.build_int_add(lhs, self.i64c(add), "e")?;
-            Ok::<_, CpuError>(
+        self.emit_k_passes(f, n, units, chunk, |pass| {
+            let KPass {
+                k: kb0, end, first, ..
+            } = pass;
+            let past =
                 self.b
-                    .build_int_compare(IntPredicate::SLE, e, bound, "fits")?,
-            )
-        };
-        self.emit_loop_by(
-            f,
-            self.i64c(0),
-            |k| {
-                Ok(self
-                    .b
-                    .build_int_compare(IntPredicate::ULT, k, self.i64c(units), "kc")?)
-            },
-            step,
-            |kb0| {
-                let end = self.b.build_int_add(kb0, step, "end")?;
-                let past =
-                    self.b
-                        .build_int_compare(IntPredicate::UGT, end, self.i64c(units), "past")?;
-                let kb1 = self
-                    .b
-                    .build_select(past, self.i64c(units), end, "kb1")?
-                    .into_int_value();
-                let first =
-                    self.b
-                        .build_int_compare(IntPredicate::EQ, kb0, self.i64c(0), "first")?;
-                let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
-                let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
-                    let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
-                        ptrs.iter().map(|&p| p.into()).collect();
-                    for v in [r, c, kb0, kb1, first] {
-                        args.push(v.into());
-                    }
-                    self.b.build_call(tile, &args, "")?;
-                    Ok(())
-                };
-                type Body<'b, 'c> = &'b dyn Fn(IntValue<'c>) -> Result<(), CpuError>;
-                // `lo..hi` in steps of `step` with `wide`, the rest one at
-                // a time with `single`.
-                let sweep = |lo: IntValue<'ctx>,
-                             hi: IntValue<'ctx>,
-                             step: u64,
-                             wide: Body<'_, 'ctx>,
-                             single: Body<'_, 'ctx>| {
-                    let i = self.emit_loop(f, lo, |i| fits(i, step, hi), step, wide)?;
-                    self.emit_loop(
-                        f,
-                        i,
-                        |i| Ok(self.b.build_int_compare(IntPredicate::SLT, i, hi, "tc")?),
-                        1,
-                        single,
-                    )?;
-                    Ok::<(), CpuError>(())
-                };
-                let (r64, c64, zero) = (rt as u64, ct as u64, self.i64c(0));
-                if rows_inner {
-                    // Columns outer: a column tile's activation planes stay
-                    // in L1 while the rows' weight planes (the operand
-                    // with fewer planes per tile) stream from L2.
-                    sweep(
-                        zero,
-                        n,
-                        c64,
-                        &|c| {
-                            sweep(row_begin, row_end, r64, &|r| call(tiles[0], r, c), &|r| {
-                                call(tiles[2], r, c)
-                            })
-                        },
-                        &|c| {
-                            sweep(row_begin, row_end, r64, &|r| call(tiles[1], r, c), &|r| {
-                                call(tiles[3], r, c)
-                            })
-                        },
-                    )?;
-                } else {
-                    // Rows outer: the row tile's weight planes stay in L1
-                    // while the columns' activation planes stream.
-                    sweep(
-                        row_begin,
-                        row_end,
-                        r64,
-                        &|r| {
-                            sweep(zero, n, c64, &|c| call(tiles[0], r, c), &|c| {
-                                call(tiles[1], r, c)
-                            })
-                        },
-                        &|r| {
-                            sweep(zero, n, c64, &|c| call(tiles[2], r, c), &|c| {
-                                call(tiles[3], r, c)
-                            })
-                        },
-                    )?;
-                }
-                Ok(())
-            },
-        )?;
+                    .build_int_compare(IntPredicate::UGT, end, self.i64c(units), "past")?;
+            let kb1 = self
+                .b
+                .build_select(past, self.i64c(units), end, "kb1")?
+                .into_int_value();
+            let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
+                self.call_tile(tile, &ptrs, &[r, c, kb0, kb1, first])
+            };
+            let (r64, c64, zero) = (rt as u64, ct as u64, self.i64c(0));
+            if rows_inner {
+                // Columns outer: a column tile's activation planes stay
+                // in L1 while the rows' weight planes (the operand
+                // with fewer planes per tile) stream from L2.
+                self.sweep(
+                    f,
+                    zero,
+                    n,
+                    c64,
+                    |c| {
+                        self.sweep(
+                            f,
+                            row_begin,
+                            row_end,
+                            r64,
+                            |r| call(tiles[0], r, c),
+                            |r| call(tiles[2], r, c),
+                        )
+                    },
+                    |c| {
+                        self.sweep(
+                            f,
+                            row_begin,
+                            row_end,
+                            r64,
+                            |r| call(tiles[1], r, c),
+                            |r| call(tiles[3], r, c),
+                        )
+                    },
+                )?;
+            } else {
+                // Rows outer: the row tile's weight planes stay in L1
+                // while the columns' activation planes stream.
+                self.sweep(
+                    f,
+                    row_begin,
+                    row_end,
+                    r64,
+                    |r| {
+                        self.sweep(
+                            f,
+                            zero,
+                            n,
+                            c64,
+                            |c| call(tiles[0], r, c),
+                            |c| call(tiles[1], r, c),
+                        )
+                    },
+                    |r| {
+                        self.sweep(
+                            f,
+                            zero,
+                            n,
+                            c64,
+                            |c| call(tiles[2], r, c),
+                            |c| call(tiles[3], r, c),
+                        )
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
         self.b.build_return(None)?;
         Ok(())
     }

@@ -49,7 +49,6 @@
 use super::Gen;
 use crate::error::CpuError;
 use crate::spec::Activation;
-use inkwell::intrinsics::Intrinsic;
 use inkwell::types::VectorType;
 use inkwell::values::{FloatValue, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::{FloatPredicate, IntPredicate};
@@ -190,22 +189,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let mask = self
                 .b
                 .build_int_compare(IntPredicate::ULT, rows, m, "inm")?;
-            let masked_load = Intrinsic::find("llvm.masked.load")
-                .and_then(|i| i.get_declaration(self.module, &[vt.into(), self.ptr.into()]))
-                .ok_or_else(|| CpuError::Llvm("llvm.masked.load is not available".into()))?;
-            self.b
-                .build_call(
-                    masked_load,
-                    // LLVM 22's form: no alignment operand (the pointer
-                    // is only assumed byte-aligned, which x86 masked loads
-                    // need no more than).
-                    &[bp.into(), mask.into(), vt.const_zero().into()],
-                    "bias",
-                )?
-                .try_as_basic_value()
-                .basic()
-                .map(|v| v.into_vector_value())
-                .ok_or_else(|| CpuError::Llvm("llvm.masked.load returned no value".into()))?
+            self.call_intrinsic(
+                "llvm.masked.load",
+                &[vt.into(), self.ptr.into()],
+                // LLVM 22's form: no alignment operand (the pointer is
+                // only assumed byte-aligned, which x86 masked loads need
+                // no more than).
+                &[bp.into(), mask.into(), vt.const_zero().into()],
+            )?
+            .into_vector_value()
         };
         Ok(self.b.build_int_add(v, bv, "vb")?)
     }
@@ -272,32 +264,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.fsel(lt, neg, x)
     }
 
-    /// `Σ c_i t^i` by Horner's rule (`coeffs` from degree 0 up).
+    /// `Σ c_i t^i` by Horner's rule (`coeffs` from degree 0 up), each
+    /// step one `llvm.fma` ([`Gen::fma`]): rounded once, one instruction
+    /// of latency per step of the serial recurrence.
     fn horner(&self, t: VectorValue<'ctx>, coeffs: &[f64]) -> Result<VectorValue<'ctx>, CpuError> {
         let mut p = self.splat_d(t, 0.0);
         for &c in coeffs.iter().rev() {
-            p = self.fma_d(p, t, self.splat_d(t, c))?;
+            p = self.fma(p, t, self.splat_d(t, c))?;
         }
         Ok(p)
-    }
-
-    /// `a * b + c` rounded once (`llvm.fma` on the vector type): one
-    /// instruction of latency per step of the serial recurrences.
-    fn fma_d(
-        &self,
-        a: VectorValue<'ctx>,
-        b: VectorValue<'ctx>,
-        c: VectorValue<'ctx>,
-    ) -> Result<VectorValue<'ctx>, CpuError> {
-        let f = Intrinsic::find("llvm.fma")
-            .and_then(|i| i.get_declaration(self.module, &[a.get_type().into()]))
-            .ok_or_else(|| CpuError::Llvm("llvm.fma is not available".into()))?;
-        self.b
-            .build_call(f, &[a.into(), b.into(), c.into()], "fma")?
-            .try_as_basic_value()
-            .basic()
-            .map(|v| v.into_vector_value())
-            .ok_or_else(|| CpuError::Llvm("llvm.fma returned no value".into()))
     }
 
     /// `e^y` for `y <= 0` (or NaN), see the module docs.
@@ -396,8 +371,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let cj = self.splat_d(x, j as f64 / 2.0);
             // (j/2) A_{j-2} is ready a step early: one fma of latency
             // per level.
-            let na = self.fma_d(a, a1, b.build_float_mul(cj, a2, "ra")?)?;
-            let nb = self.fma_d(a, b1, b.build_float_mul(cj, b2, "rb")?)?;
+            let na = self.fma(a, a1, b.build_float_mul(cj, a2, "ra")?)?;
+            let nb = self.fma(a, b1, b.build_float_mul(cj, b2, "rb")?)?;
             (a2, a1, b2, b1) = (a1, na, b1, nb);
         }
         let q = b.build_float_div(b1, a1, "q")?;

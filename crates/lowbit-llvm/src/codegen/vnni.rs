@@ -46,13 +46,10 @@
 //! (weight zero points are folded into the packed codes by the caller,
 //! activation zero points into the row offsets).
 
-use super::{Gen, KERNEL_SYMBOL};
+use super::{Gen, KPass, Params};
 use crate::error::CpuError;
 use crate::spec::{INT_BLOCK, INT_PANEL};
-use inkwell::attributes::AttributeLoc;
-use inkwell::intrinsics::Intrinsic;
-use inkwell::module::Linkage;
-use inkwell::types::{BasicType, VectorType};
+use inkwell::types::{IntType, VectorType};
 use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 use lowbit_ir::target::Int8Dot;
@@ -117,21 +114,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let wide1 = self.emit_vnni_tile(tile_panels, 1)?;
         let narrow = self.emit_vnni_tile(1, tile_cols)?;
         let narrow1 = self.emit_vnni_tile(1, 1)?;
-        let p = self.ptr.into();
-        let i = self.i64t.into();
-        let fty = self
-            .ctx
-            .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i, i], false);
-        let f = self.module.add_function(KERNEL_SYMBOL, fty, None);
-        self.set_attrs(f);
-        let entry = self.ctx.append_basic_block(f, "entry");
-        self.b.position_at_end(entry);
-        let params: Vec<_> = f.get_param_iter().collect();
-        let ptrs: Vec<PointerValue> = params[..6].iter().map(|v| v.into_pointer_value()).collect();
-        let n = params[6].into_int_value();
-        let lo = params[7].into_int_value();
-        let hi = params[8].into_int_value();
+        let Params { f, ptrs, ints } = self.kernel_function()?;
+        let (n, lo, hi) = (ints[0], ints[1], ints[2]);
         let panel = self.i64c(INT_PANEL as u64);
         let p0 = self.b.build_int_unsigned_div(lo, panel, "p0")?;
         let hi_up = self
@@ -139,96 +123,39 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .build_int_add(hi, self.i64c(PANEL as u64 - 1), "hiu")?;
         let p1 = self.b.build_int_unsigned_div(hi_up, panel, "p1")?;
         let units = (self.spec.k_pad() / INT_BLOCK) as u64;
-        // Decoding reuses no activations across panels: one pass keeps each
-        // panel one sequential stream. Requantizing needs the whole sum.
-        let few = if self.spec.epilogue.requantize {
-            self.ctx.bool_type().const_int(1, false)
-        } else {
-            self.b
-                .build_int_compare(IntPredicate::SLT, n, self.i64c(4), "few")?
-        };
-        let step = self
-            .b
-            .build_select(
-                few,
-                self.i64c(units),
-                self.i64c(self.vnni_k_chunk()),
-                "step",
-            )?
-            .into_int_value();
-        // `lhs + add <= bound` (all values are far from overflow).
-        let fits = |lhs: IntValue<'ctx>, add: u64, bound: IntValue<'ctx>| {
-            let e = self.b.build_int_add(lhs, self.i64c(add), "e")?;
-            Ok::<_, CpuError>(
-                self.b
-                    .build_int_compare(IntPredicate::SLE, e, bound, "fits")?,
-            )
-        };
-        self.emit_loop_by(
-            f,
-            self.i64c(0),
-            |k| {
-                Ok(self
-                    .b
-                    .build_int_compare(IntPredicate::ULT, k, self.i64c(units), "kc")?)
-            },
-            step,
-            |kb0| {
-                let first =
-                    self.b
-                        .build_int_compare(IntPredicate::EQ, kb0, self.i64c(0), "first")?;
-                let first = self.b.build_int_z_extend(first, self.i64t, "first")?;
-                let end = self.b.build_int_add(kb0, step, "end")?;
-                let last =
-                    self.b
-                        .build_int_compare(IntPredicate::UGE, end, self.i64c(units), "last")?;
-                let last = self.b.build_int_z_extend(last, self.i64t, "last")?;
-                let call = |tile: FunctionValue<'ctx>, pn: IntValue<'ctx>, c: IntValue<'ctx>| {
-                    let mut args: Vec<inkwell::values::BasicMetadataValueEnum> =
-                        ptrs.iter().map(|&p| p.into()).collect();
-                    for v in [pn, c, kb0, first, last, lo, hi] {
-                        args.push(v.into());
-                    }
-                    self.b.build_call(tile, &args, "")?;
-                    Ok::<(), CpuError>(())
+        self.emit_k_passes(f, n, units, self.vnni_k_chunk(), |pass| {
+            let KPass {
+                k: kb0,
+                first,
+                last,
+                ..
+            } = pass;
+            let call = |tile: FunctionValue<'ctx>, pn: IntValue<'ctx>, c: IntValue<'ctx>| {
+                self.call_tile(tile, &ptrs, &[pn, c, kb0, first, last, lo, hi])
+            };
+            // Columns of one panel block: a wide tile's at a time, then
+            // one.
+            let columns =
+                |pn: IntValue<'ctx>, wide: FunctionValue<'ctx>, one: FunctionValue<'ctx>| {
+                    self.sweep(
+                        f,
+                        self.i64c(0),
+                        n,
+                        tile_cols as u64,
+                        |c| call(wide, pn, c),
+                        |c| call(one, pn, c),
+                    )
                 };
-                // Columns of one panel block: a wide tile's at a time, then
-                // one.
-                let columns =
-                    |pn: IntValue<'ctx>, wide: FunctionValue<'ctx>, one: FunctionValue<'ctx>| {
-                        let c = self.emit_loop(
-                            f,
-                            self.i64c(0),
-                            |c| fits(c, tile_cols as u64, n),
-                            tile_cols as u64,
-                            |c| call(wide, pn, c),
-                        )?;
-                        self.emit_loop(
-                            f,
-                            c,
-                            |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
-                            1,
-                            |c| call(one, pn, c),
-                        )?;
-                        Ok::<(), CpuError>(())
-                    };
-                let pn = self.emit_loop(
-                    f,
-                    p0,
-                    |pn| fits(pn, tile_panels as u64, p1),
-                    tile_panels as u64,
-                    |pn| columns(pn, wide, wide1),
-                )?;
-                self.emit_loop(
-                    f,
-                    pn,
-                    |pn| Ok(self.b.build_int_compare(IntPredicate::SLT, pn, p1, "pc")?),
-                    1,
-                    |pn| columns(pn, narrow, narrow1),
-                )?;
-                Ok(())
-            },
-        )?;
+            self.sweep(
+                f,
+                p0,
+                p1,
+                tile_panels as u64,
+                |pn| columns(pn, wide, wide1),
+                |pn| columns(pn, narrow, narrow1),
+            )?;
+            Ok(())
+        })?;
         self.b.build_return(None)?;
         Ok(())
     }
@@ -238,47 +165,21 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// `x` (`u8 [n, k_pad]`) over one k pass, then the epilogue.
     fn emit_vnni_tile(&self, panels: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
         let spec = self.spec;
-        let p = self.ptr.into();
-        let i = self.i64t.into();
-        let fty = self
-            .ctx
-            .void_type()
-            .fn_type(&[p, p, p, p, p, p, i, i, i, i, i, i, i], false);
-        let f = self.module.add_function(
-            &format!("vtile_{panels}x{cols}"),
-            fty,
-            Some(Linkage::Internal),
-        );
-        self.set_attrs(f);
-        let noinline = inkwell::attributes::Attribute::get_named_enum_kind_id("noinline");
-        f.add_attribute(
-            AttributeLoc::Function,
-            self.ctx.create_enum_attribute(noinline, 0),
-        );
-        let entry = self.ctx.append_basic_block(f, "entry");
-        self.b.position_at_end(entry);
-        let params: Vec<_> = f.get_param_iter().collect();
-        let int = |i: usize| params[i].into_int_value();
+        let Params { ptrs, ints, f } = self.function(&format!("vtile_{panels}x{cols}"), 7, true)?;
         let call = TileCall {
-            ptrs: params[..6].iter().map(|v| v.into_pointer_value()).collect(),
-            panel: int(6),
-            c0: int(7),
-            kb0: int(8),
-            first: int(9),
-            last: int(10),
-            lo: int(11),
-            hi: int(12),
+            ptrs,
+            panel: ints[0],
+            c0: ints[1],
+            kb0: ints[2],
+            first: ints[3],
+            last: ints[4],
+            lo: ints[5],
+            hi: ints[6],
         };
         let (x, w) = (call.ptrs[0], call.ptrs[1]);
         let v16 = self.i32t.vec_type(PANEL);
         let v64 = self.i8t.vec_type(64);
-        let accs: Vec<PointerValue> = (0..panels * cols)
-            .map(|_| {
-                let a = self.b.build_alloca(v16, "acc")?;
-                self.b.build_store(a, v16.const_zero())?;
-                Ok(a)
-            })
-            .collect::<Result<_, CpuError>>()?;
+        let accs = self.zeroed_accs(v16, panels * cols)?;
         // Scratch for partial-panel stores (see `store_lanes`).
         let scratch = self.b.build_alloca(v16, "lanes")?;
         let k_pad = spec.k_pad() as u64;
@@ -422,9 +323,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 *row = src.map_or(0, |b| 1 << (b + if high { 4 } else { 0 }));
             }
             let matrix = u64::from_be_bytes(rows);
-            let f = Intrinsic::find("llvm.x86.vgf2p8affineqb.512")
-                .and_then(|i| i.get_declaration(self.module, &[]))
-                .ok_or_else(|| CpuError::Llvm("vgf2p8affineqb is not available".into()))?;
             let m = VectorType::const_vector(
                 &(0..64)
                     .map(|j| {
@@ -433,17 +331,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     })
                     .collect::<Vec<_>>(),
             );
-            return self
-                .b
-                .build_call(
-                    f,
+            return Ok(self
+                .call_intrinsic(
+                    "llvm.x86.vgf2p8affineqb.512",
+                    &[],
                     &[raw.into(), m.into(), self.i8t.const_zero().into()],
-                    "dec",
                 )?
-                .try_as_basic_value()
-                .basic()
-                .map(|v| v.into_vector_value())
-                .ok_or_else(|| CpuError::Llvm("vgf2p8affineqb returned no value".into()));
+                .into_vector_value());
         }
         let four = self.splat_n(self.i8t, 64, 4);
         Ok(match (high, signed) {
@@ -485,16 +379,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         w: VectorValue<'ctx>,
     ) -> Result<VectorValue<'ctx>, CpuError> {
         if self.target.kernel_paths().int8_dot == Int8Dot::Avx512Vnni {
-            let f = Intrinsic::find("llvm.x86.avx512.vpdpbusd.512")
-                .and_then(|i| i.get_declaration(self.module, &[]))
-                .ok_or_else(|| CpuError::Llvm("vpdpbusd is not available".into()))?;
-            return self
-                .b
-                .build_call(f, &[acc.into(), x.into(), w.into()], "dp")?
-                .try_as_basic_value()
-                .basic()
-                .map(|v| v.into_vector_value())
-                .ok_or_else(|| CpuError::Llvm("vpdpbusd returned no value".into()));
+            return Ok(self
+                .call_intrinsic(
+                    "llvm.x86.avx512.vpdpbusd.512",
+                    &[],
+                    &[acc.into(), x.into(), w.into()],
+                )?
+                .into_vector_value());
         }
         let v32 = self.i32t.vec_type(64);
         let xz = self.b.build_int_z_extend(x, v32, "xz")?;
@@ -636,6 +527,25 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_unconditional_branch(done)?;
         self.b.position_at_end(part);
         self.b.build_store(scratch, v)?;
+        self.copy_lanes(f, lanes, elem, 1, scratch, p)?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        Ok(())
+    }
+
+    /// Copies the `elem` lanes `lanes.0..lanes.1` from `src[lane]` to
+    /// `dst[lane]` one at a time (loads aligned to `align`): the partial
+    /// panel path of `store_lanes` and `load_lanes`.
+    fn copy_lanes(
+        &self,
+        f: FunctionValue<'ctx>,
+        lanes: (IntValue<'ctx>, IntValue<'ctx>),
+        elem: IntType<'ctx>,
+        align: u32,
+        src: PointerValue<'ctx>,
+        dst: PointerValue<'ctx>,
+    ) -> Result<(), CpuError> {
+        let eb = u64::from(elem.get_bit_width() / 8);
         self.emit_loop(
             f,
             lanes.0,
@@ -647,13 +557,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             1,
             |l| {
                 let off = self.b.build_int_mul(l, self.i64c(eb), "lo")?;
-                let e = self.load(elem.as_basic_type_enum(), self.gep(scratch, off)?, 1)?;
-                self.b.build_store(self.gep(p, off)?, e)?;
+                let e = self.load(elem, self.gep(src, off)?, align)?;
+                self.b.build_store(self.gep(dst, off)?, e)?;
                 Ok(())
             },
         )?;
-        self.b.build_unconditional_branch(done)?;
-        self.b.position_at_end(done);
         Ok(())
     }
 
@@ -677,22 +585,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_unconditional_branch(done)?;
         self.b.position_at_end(part);
         self.b.build_store(scratch, v16.const_zero())?;
-        self.emit_loop(
-            f,
-            lanes.0,
-            |l| {
-                Ok(self
-                    .b
-                    .build_int_compare(IntPredicate::SLT, l, lanes.1, "lc")?)
-            },
-            1,
-            |l| {
-                let off = self.b.build_int_mul(l, self.i64c(4), "lo")?;
-                let e = self.load(self.i32t, self.gep(p, off)?, 4)?;
-                self.b.build_store(self.gep(scratch, off)?, e)?;
-                Ok(())
-            },
-        )?;
+        self.copy_lanes(f, lanes, self.i32t, 4, p, scratch)?;
         let pv = self.load(v16, scratch, 4)?.into_vector_value();
         let part_end = self
             .b
