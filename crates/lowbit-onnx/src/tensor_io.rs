@@ -355,6 +355,47 @@ pub fn tensor_from_proto(p: &TensorProto) -> Result<(Option<String>, Tensor), St
     Ok((name, t))
 }
 
+/// Takes a tensor's `raw_data` out of `p` as the physical bytes of an IR
+/// constant of the returned type in its default layout, without decoding
+/// the elements: ONNX's raw bytes are little-endian codes packed
+/// low-bits-first (int4/uint4/int2/uint2/float4/float6 included), which is
+/// the IR's default layout, apart from the padding bits of an odd-sized
+/// sub-byte tensor, which are cleared here as the IR keeps them zero. The
+/// result is byte-for-byte what [`tensor_from_proto`] followed by
+/// `Tensor::to_bytes` gives.
+///
+/// Returns `None`, leaving `p` untouched, for anything else (typed data
+/// fields, BOOL's one byte per element, external or segmented data, an
+/// unknown type, a byte count that does not match): the caller then uses
+/// [`tensor_from_proto`], which also reports what is wrong.
+pub fn take_raw_constant(p: &mut TensorProto) -> Option<(lowbit_ir::TensorType, Vec<u8>)> {
+    let external =
+        p.data_location == Some(DataLocation::External as i32) || !p.external_data.is_empty();
+    if external || p.segment.is_some() || TypedField::ALL.iter().any(|f| f.len(p) > 0) {
+        return None;
+    }
+    let dt = DataType::try_from(p.data_type?).ok()?;
+    if dt == DataType::Bool {
+        return None;
+    }
+    let elem = elem_type_from_onnx(dt as i32).ok()?;
+    let shape = dims_to_shape(&p.dims).ok()?;
+    let n = element_count(&shape).ok()?;
+    let total_bits = n.checked_mul(elem.bits() as usize)?;
+    let raw = p.raw_data.as_ref()?;
+    if raw.len() != total_bits.div_ceil(8) {
+        return None;
+    }
+    let mut bytes = p.raw_data.take()?;
+    let tail = total_bits % 8;
+    if tail != 0 {
+        if let Some(last) = bytes.last_mut() {
+            *last &= (1u8 << tail) - 1;
+        }
+    }
+    Some((lowbit_ir::TensorType::new(shape, elem), bytes))
+}
+
 fn dims_to_shape(dims: &[i64]) -> Result<Vec<u64>, String> {
     dims.iter()
         .enumerate()
