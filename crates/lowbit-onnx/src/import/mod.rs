@@ -87,14 +87,14 @@ pub fn import_model(path: &Path) -> Result<Module, ImportError> {
         dir
     };
     let with_path = |e: ImportError| ImportError::new(format!("{}: {}", path.display(), e.message));
-    let model = decode(&bytes).map_err(with_path)?;
-    // The file's bytes are no longer needed: free them before the import
-    // so that the peak is (decoded model) rather than (file + model).
-    drop(bytes);
+    // Decoding from a `Bytes` buffer makes every initializer's `raw_data` a
+    // slice of the file rather than a copy; the constants then share the
+    // file buffer, so the weights are in memory once.
+    let model = decode(prost::bytes::Bytes::from(bytes)).map_err(with_path)?;
     import_owned(model, Some(dir)).map_err(with_path)
 }
 
-fn decode(bytes: &[u8]) -> Result<ModelProto, ImportError> {
+fn decode(bytes: impl prost::bytes::Buf) -> Result<ModelProto, ImportError> {
     ModelProto::decode(bytes).map_err(|e| {
         ImportError::new(format!(
             "not a valid ONNX model: the protobuf does not decode ({e})"
@@ -314,9 +314,8 @@ impl Importer<'_> {
         } else {
             t
         };
-        if let Some((ty, bytes)) = take_raw_constant(&mut proto) {
-            drop(proto);
-            return Ok(self.constant_bytes(ty, ConstData::new(bytes)));
+        if let Some((ty, data)) = take_raw_constant(&mut proto) {
+            return Ok(self.constant_bytes(ty, data));
         }
         let tensor = tensor_from_proto(&proto)
             .map(|(_, t)| t)
@@ -365,7 +364,7 @@ impl Importer<'_> {
             .map_err(|m| err(format!("external data file '{}': {m}", path.display())))?;
         t.external_data.clear();
         t.data_location = None;
-        t.raw_data = Some(bytes);
+        t.raw_data = Some(bytes.into());
         Ok(t)
     }
 
