@@ -1049,7 +1049,9 @@ fn quantize_linear_float8_zero_point_value_is_ignored() {
 /// directly: int4 with an odd count and set padding bits, int8, f16.
 #[test]
 fn raw_and_typed_initializers_import_alike() {
-    let cases: [(DataType, Vec<i64>, Vec<u8>, Vec<i32>, Vec<i64>); 3] = [
+    // (type, dims, raw_data, int32_data, Reshape target)
+    type Case = (DataType, Vec<i64>, Vec<u8>, Vec<i32>, Vec<i64>);
+    let cases: [Case; 3] = [
         // 9 int4 codes, low nibble first; the last byte's high nibble is
         // padding, set here (ONNX says 0), which the IR clears.
         (
