@@ -600,8 +600,11 @@ fn map_dequantized(
         epilogue,
         schedule: IntSchedule::Direct,
     };
-    let weights =
-        PackedWeights::pack(&spec, &transpose(&q), &s, z.as_ref()).map_err(|e| e.to_string())?;
+    // The decoded weight holds 8 bytes per element: keep only one such
+    // copy alive while packing.
+    let qt = transpose(&q);
+    drop(q);
+    let weights = PackedWeights::pack(&spec, &qt, &s, z.as_ref()).map_err(|e| e.to_string())?;
     Ok(plain(spec, weights, op, x))
 }
 
