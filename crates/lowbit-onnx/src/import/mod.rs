@@ -15,6 +15,11 @@
 //!   per-tensor or per-axis scale, which imports as a `dequantize`), the ops doing it and the
 //!   matmul consuming it carry an [`lowbit_ir::OpNote`] naming the node and
 //!   the cause, which `lowbit explain` reports.
+//! * Memory: an initializer's `raw_data` becomes its constant's bytes
+//!   without being decoded, and [`import_model`] decodes the file as one
+//!   shared buffer that those constants slice, so importing holds the
+//!   weights about once (BENCHMARKS.md, "Memory"). Values are decoded to
+//!   [`Tensor`]s only where a lowering reads them, and then dropped.
 //! * Initializers with external data are read from files next to the model
 //!   (`location`, `offset`, `length`), confined to the model's directory.
 //! * Each node resolves to its operator version through the model's opset
