@@ -16,6 +16,9 @@ fn run(proto: &Path, out: &Path, version: &str) -> Result<(), String> {
     let tmp = std::env::temp_dir().join(format!("gen_onnx_proto_{}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
     prost_build::Config::new()
+        // Tensor payloads as `bytes::Bytes`: decoding from a `Bytes` buffer
+        // then slices the model file instead of copying every weight.
+        .bytes([".onnx.TensorProto.raw_data"])
         .out_dir(&tmp)
         .compile_fds(fds)
         .map_err(|e| format!("prost-build: {e}"))?;

@@ -4,9 +4,9 @@
     make_large_model.py OUT.onnx [--layers L] [--dim D] [--block B]
 
 Writes a stack of L blocked-int4 `DequantizeLinear -> MatMul -> Relu`
-layers of D x D weights (block size B along K, f16 scales, no zero
-points), input `x: f32 [1, D]`, output `y`. The weights are random codes, so
-the file is about L * (D*D/2 + D*D/B*2) bytes; BENCHMARKS.md ("Memory")
+layers of D x D weights (block size B along K, f32 scales: ONNX's MatMul
+needs both operands of one type and the input is f32; no zero points),
+input `x: f32 [1, D]`, output `y`. The weights are random codes, so the file is about L * (D*D/2 + D*D/B*4) bytes; BENCHMARKS.md ("Memory")
 measures `lowbit compile` / `lowbit run` on it with `/usr/bin/time -v`.
 """
 import argparse
@@ -33,8 +33,8 @@ def main():
         flat = (codes.reshape(-1) & 0xF).astype(np.uint8)
         packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
         w = helper.make_tensor(f"w{i}", TensorProto.INT4, [d, d], packed.tobytes(), raw=True)
-        s = rng.uniform(0.001, 0.01, size=(d // b, d)).astype(np.float16)
-        st = helper.make_tensor(f"s{i}", TensorProto.FLOAT16, [d // b, d], s.tobytes(), raw=True)
+        s = rng.uniform(0.001, 0.01, size=(d // b, d)).astype(np.float32)
+        st = helper.make_tensor(f"s{i}", TensorProto.FLOAT, [d // b, d], s.tobytes(), raw=True)
         inits += [w, st]
         nodes.append(helper.make_node("DequantizeLinear", [f"w{i}", f"s{i}"], [f"wd{i}"],
                                       axis=0, block_size=b, name=f"dq{i}"))

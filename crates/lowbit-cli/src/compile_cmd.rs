@@ -6,10 +6,10 @@
 //! so, after the model has been imported and checked.
 
 use crate::args::{self, Spec};
-use crate::output::write_atomic;
-use crate::{read_source, source_name, write_stdout, Failure};
+use crate::output::write_atomic_with;
+use crate::{read_source, source_name, write_stdout, write_stdout_with, Failure};
 use lowbit::ir::diag::render_with_source;
-use lowbit::ir::printer::print_module;
+use lowbit::ir::printer::{write_module_with, PrintOptions};
 use lowbit::ir::{parser::parse_module, verifier::verify_module, Module};
 use lowbit::onnx::import_model;
 use lowbit::opt::PassManager;
@@ -191,10 +191,11 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
             "--emit {emit} is not available in this build: there is no code generator yet (use --emit ir)"
         )));
     }
-    let text = print_module(&module);
+    // Streamed: the weights' hex is never one String.
+    let write = |w: &mut dyn std::io::Write| write_module_with(&module, PrintOptions::default(), w);
     match out {
-        "-" => write_stdout(&text),
-        path => write_atomic(Path::new(path), text.as_bytes()).map_err(Failure::msg),
+        "-" => write_stdout_with(write),
+        path => write_atomic_with(Path::new(path), write).map_err(Failure::msg),
     }
 }
 

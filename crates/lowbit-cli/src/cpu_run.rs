@@ -175,6 +175,58 @@ fn constant_of(f: &Function, v: Value) -> Result<Tensor, String> {
     Ok(t.remove(0))
 }
 
+/// The rank-2 constant `v` (`[rows, cols]`) decoded straight into its
+/// transpose `[cols, rows]`: for a default-layout constant this reads the
+/// bytes directly, so only one tensor-sized code vector (8 bytes per
+/// element) exists instead of two.
+fn transposed_constant_of(f: &Function, v: Value) -> Result<Tensor, String> {
+    let ty = f.ty(v);
+    let rank2 = |rank: usize| {
+        if rank == 2 {
+            Ok(())
+        } else {
+            Err(format!("the weight has rank {rank}, not 2"))
+        }
+    };
+    let data = match f.def_op(v).map(|op| &f.op(op).kind) {
+        Some(OpKind::Constant(d)) if ty.layout.is_default() => d,
+        _ => {
+            let t = constant_of(f, v)?;
+            rank2(t.shape.len())?;
+            return Ok(transpose(&t));
+        }
+    };
+    rank2(ty.shape.len())?;
+    let bytes = data.bytes();
+    if bytes.len() as u64 != ty.byte_size() {
+        return Err(format!(
+            "the weight's constant has {} bytes, its type {ty} needs {}",
+            bytes.len(),
+            ty.byte_size()
+        ));
+    }
+    let (r, c) = (ty.shape[0] as usize, ty.shape[1] as usize);
+    let bits = ty.elem.bits() as usize;
+    let mut codes = vec![0u64; r * c];
+    // Default layout: element `i` is stream bits `[i*bits, (i+1)*bits)`,
+    // stream bit `b` being bit `b % 8` of byte `b / 8` (LSB first).
+    let code_at = |idx: usize| -> u64 {
+        let mut code = 0u64;
+        let start = idx * bits;
+        for t in 0..bits {
+            let b = start + t;
+            code |= u64::from((bytes[b / 8] >> (b % 8)) & 1) << t;
+        }
+        code
+    };
+    for i in 0..r {
+        for j in 0..c {
+            codes[j * r + i] = code_at(i * c + j);
+        }
+    }
+    Tensor::new(ty.elem, vec![c as u64, r as u64], codes)
+}
+
 /// `[rows, cols]` row-major codes transposed to `[cols, rows]`.
 fn transpose(t: &Tensor) -> Tensor {
     let (r, c) = (t.shape[0] as usize, t.shape[1] as usize);
@@ -555,16 +607,15 @@ fn map_dequantized(
         ));
     }
     let n = rows_of(xt)?;
-    let q = constant_of(f, qv)?;
+    // Decoded straight into the kernel's [m, k] order (8 bytes per element:
+    // one such copy at a time).
+    let qt = transposed_constant_of(f, qv)?;
     let s = constant_of(f, sv)?;
     let z = match zv {
         Some(zv) => Some(constant_of(f, zv)?),
         None => None,
     };
-    if q.shape.len() != 2 {
-        return Err(format!("the weight has rank {}, not 2", q.shape.len()));
-    }
-    let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
+    let (k, m) = (qt.shape[1] as usize, qt.shape[0] as usize);
     // Scales (and zero points) re-laid out as [m, groups] for the kernel.
     let (gran, s, z) = match granularity {
         Granularity::PerAxis { axis: 1 } => (WeightGranularity::PerChannel, s, z),
@@ -592,7 +643,7 @@ fn map_dequantized(
         k,
         n: Dim::Static(n),
         weight: WeightSpec {
-            dtype: q.elem,
+            dtype: qt.elem,
             granularity: gran,
             scale: s.elem,
             zero_point: z.is_some(),
@@ -603,8 +654,7 @@ fn map_dequantized(
         epilogue,
         schedule: IntSchedule::Direct,
     };
-    let weights =
-        PackedWeights::pack(&spec, &transpose(&q), &s, z.as_ref()).map_err(|e| e.to_string())?;
+    let weights = PackedWeights::pack(&spec, &qt, &s, z.as_ref()).map_err(|e| e.to_string())?;
     Ok(plain(spec, weights, op, x))
 }
 

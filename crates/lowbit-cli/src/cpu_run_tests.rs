@@ -609,3 +609,27 @@ fn qmatmul_epilogues() {
         }
     }
 }
+
+/// Decoding a weight straight into its transpose from the constant's bytes
+/// gives the transpose of the decoded constant, for sub-byte types with odd
+/// sizes (codes straddling bytes), bytes and wider floats.
+#[test]
+fn transposed_constants_match_decode_then_transpose() {
+    let mut rng = Rng::new(7);
+    let fp8 = ElemType::Float(lowbit::numerics::FloatFormat::F8E4M3FN);
+    for (e, shape) in [
+        ("i4".parse().unwrap(), [3u64, 5]),
+        ("u3".parse().unwrap(), [7, 3]),
+        ("u2".parse().unwrap(), [5, 5]),
+        ("i8".parse().unwrap(), [4, 9]),
+        (ElemType::F16, [3, 2]),
+        (fp8, [5, 7]),
+    ] {
+        let n = (shape[0] * shape[1]) as usize;
+        let t = Tensor::new(e, shape.to_vec(), random_codes(&mut rng, e, n)).unwrap();
+        let mut f = Function::new("t");
+        let v = konst(&mut f, &t);
+        let got = transposed_constant_of(&f, v).unwrap();
+        assert_eq!(got, transpose(&t), "{e}");
+    }
+}

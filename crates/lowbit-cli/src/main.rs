@@ -75,9 +75,17 @@ impl Failure {
 /// Writes to standard output; a closed pipe (`lowbit ... | head`) is an
 /// error value rather than the panic `print!` would raise.
 pub fn write_stdout(text: &str) -> Result<(), Failure> {
+    write_stdout_with(|w| w.write_all(text.as_bytes()))
+}
+
+/// Writes what `fill` writes to standard output, buffered (for streamed
+/// IR text).
+pub fn write_stdout_with(
+    fill: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), Failure> {
     use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    fill(&mut out)
         .and_then(|()| out.flush())
         .map_err(|e| Failure::msg(format!("cannot write standard output: {e}")))
 }

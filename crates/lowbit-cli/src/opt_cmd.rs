@@ -1,12 +1,12 @@
 //! `lowbit opt`: parse, verify, run a pass pipeline, print the result.
 
 use crate::args::{self, Spec};
-use crate::output::write_atomic;
-use crate::{read_source, source_name, write_stdout, Failure};
+use crate::output::write_atomic_with;
+use crate::{read_source, source_name, write_stdout, write_stdout_with, Failure};
 use lowbit::ir::diag::{check_expected_diagnostics, render_with_source};
 use lowbit::ir::{
     parser::parse_module,
-    printer::{print_module_with, PrintOptions},
+    printer::{write_module_with, PrintOptions},
     verifier::verify_module,
 };
 use lowbit::opt::manager::RunError;
@@ -184,15 +184,14 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         return Err(Failure::rendered(msg));
     }
 
-    let text = print_module_with(
-        &module,
-        PrintOptions {
-            elide_resources: a.has("elide-resources"),
-        },
-    );
+    let opts = PrintOptions {
+        elide_resources: a.has("elide-resources"),
+    };
+    // Streamed: the weights' hex is never one String.
+    let write = |w: &mut dyn std::io::Write| write_module_with(&module, opts, w);
     match a.last("output") {
-        None | Some("-") => write_stdout(&text),
-        Some(path) => write_atomic(Path::new(path), text.as_bytes()).map_err(Failure::msg),
+        None | Some("-") => write_stdout_with(write),
+        Some(path) => write_atomic_with(Path::new(path), write).map_err(Failure::msg),
     }
 }
 

@@ -8,6 +8,16 @@ use std::path::Path;
 
 /// Writes `bytes` to `path` atomically (see the module docs).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Writes what `fill` writes to `path` atomically (see the module docs),
+/// through a buffer: large outputs (IR text with weights) are streamed
+/// rather than built in memory first.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -21,8 +31,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
         std::process::id()
     ));
     let result = fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
+        .and_then(|f| {
+            let mut w = std::io::BufWriter::new(f);
+            fill(&mut w)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
             f.sync_all()
         })
         .and_then(|()| fs::rename(&tmp, path));

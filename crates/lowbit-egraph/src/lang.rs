@@ -101,7 +101,7 @@ impl Heads {
         // buffers are left to `cse`. Ids are handed out in insertion
         // order, so the address never shows in the result.
         let payload = match &kind {
-            OpKind::Constant(c) => c.0.as_ptr() as usize as u64,
+            OpKind::Constant(c) => c.bytes().as_ptr() as usize as u64,
             _ => 0,
         };
         let key = (format!("{}{:?}{}", kind.name(), kind.attrs(), ty), payload);

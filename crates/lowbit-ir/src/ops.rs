@@ -338,17 +338,39 @@ impl IntSchedule {
 }
 
 /// A constant payload: the physical bytes of the result type's layout.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConstData(pub Arc<[u8]>);
+///
+/// The bytes are shared, not copied, between clones; their owner may be any
+/// byte container (a `Vec`, or a slice of a larger buffer such as the
+/// importer's model file), so that large weights are held once.
+#[derive(Clone)]
+pub struct ConstData(Arc<dyn AsRef<[u8]> + Send + Sync>);
 
 impl ConstData {
     /// Wraps bytes.
     pub fn new(bytes: Vec<u8>) -> ConstData {
-        ConstData(bytes.into())
+        ConstData(Arc::new(bytes))
+    }
+    /// Shares the bytes of `owner` (kept alive as long as any clone).
+    pub fn from_shared(owner: impl AsRef<[u8]> + Send + Sync + 'static) -> ConstData {
+        ConstData(Arc::new(owner))
     }
     /// The bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.0
+        (*self.0).as_ref()
+    }
+}
+
+impl PartialEq for ConstData {
+    fn eq(&self, other: &ConstData) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for ConstData {}
+
+impl std::fmt::Debug for ConstData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ConstData").field(&self.bytes()).finish()
     }
 }
 

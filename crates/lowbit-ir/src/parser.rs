@@ -609,7 +609,7 @@ impl<'a> Parser<'a> {
                 ));
             }
             if let Some(f) = m.functions.get_mut(p.func) {
-                f.op_mut(p.op).kind = OpKind::Constant(ConstData(bytes.clone()));
+                f.op_mut(p.op).kind = OpKind::Constant(ConstData::from_shared(bytes.clone()));
             }
         }
         Ok(())

@@ -25,7 +25,7 @@
 //! resource section beyond that.
 
 use crate::function::{Function, Module, Op, Value};
-use crate::ops::OpKind;
+use crate::ops::{ConstData, OpKind};
 use crate::tensor::Tensor;
 use crate::types::TensorType;
 use lowbit_numerics::ElemType;
@@ -53,30 +53,63 @@ pub fn print_module(m: &Module) -> String {
 
 /// Prints a module with the given options.
 pub fn print_module_with(m: &Module, opts: PrintOptions) -> String {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_module_with(m, opts, &mut out);
+    // Everything written is ASCII apart from names, which are UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Writes a module in the text format to `w`, streaming the resource
+/// section: large constants are written as hex chunk by chunk straight
+/// from the module's bytes, so printing a model holds no text copy of its
+/// weights (only the ops' text is built in memory first).
+pub fn write_module_with(
+    m: &Module,
+    opts: PrintOptions,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let mut p = Printer::default();
     p.out.push_str("module {\n");
     for f in &m.functions {
         p.function(f);
     }
     p.out.push_str("}\n");
+    w.write_all(p.out.as_bytes())?;
     if !p.resources.is_empty() {
-        p.out.push_str("{-#\n  resources: {\n");
+        w.write_all(b"{-#\n  resources: {\n")?;
         let n = p.resources.len();
         for (i, (name, bytes)) in p.resources.iter().enumerate() {
             let sep = if i + 1 < n { "," } else { "" };
             if opts.elide_resources {
-                let _ = writeln!(
-                    p.out,
+                writeln!(
+                    w,
                     "    {name}: __elided__{sep} // {} bytes",
-                    bytes.len()
-                );
+                    bytes.bytes().len()
+                )?;
             } else {
-                let _ = writeln!(p.out, "    {name}: \"0x{}\"{sep}", hex(bytes));
+                write!(w, "    {name}: \"0x")?;
+                write_hex(w, bytes.bytes())?;
+                writeln!(w, "\"{sep}")?;
             }
         }
-        p.out.push_str("  }\n#-}\n");
+        w.write_all(b"  }\n#-}\n")?;
     }
-    p.out
+    Ok(())
+}
+
+/// Writes `bytes` as upper-case hex (what [`hex`] returns) in chunks.
+fn write_hex(w: &mut dyn std::io::Write, bytes: &[u8]) -> std::io::Result<()> {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut buf = [0u8; 8192];
+    for chunk in bytes.chunks(buf.len() / 2) {
+        for (i, &b) in chunk.iter().enumerate() {
+            buf[2 * i] = DIGITS[(b >> 4) as usize];
+            buf[2 * i + 1] = DIGITS[(b & 15) as usize];
+        }
+        w.write_all(&buf[..2 * chunk.len()])?;
+    }
+    Ok(())
 }
 
 /// Prints one function (without the module wrapper or resources; large
@@ -93,7 +126,8 @@ pub fn print_function(f: &Function) -> String {
 #[derive(Default)]
 struct Printer {
     out: String,
-    resources: Vec<(String, Vec<u8>)>,
+    /// Large constants, shared with the module (not copied).
+    resources: Vec<(String, ConstData)>,
     inline_everything: bool,
 }
 
@@ -201,7 +235,7 @@ impl Printer {
             self.out.push_str(d.kind.name());
             if let OpKind::Constant(c) = &d.kind {
                 let ty = f.ty(d.results[0]);
-                let payload = self.constant_payload(ty, c.bytes());
+                let payload = self.constant_payload(ty, c);
                 let _ = write!(self.out, " {payload} : {ty}");
                 self.note(f, op);
                 continue;
@@ -254,7 +288,8 @@ impl Printer {
         self.out.push('\n');
     }
 
-    fn constant_payload(&mut self, ty: &TensorType, bytes: &[u8]) -> String {
+    fn constant_payload(&mut self, ty: &TensorType, data: &ConstData) -> String {
+        let bytes = data.bytes();
         if ty.num_elements() as usize <= LIST_LIMIT {
             if let Ok(t) = Tensor::from_bytes(ty, bytes) {
                 if let Some(list) = value_list(&t) {
@@ -266,7 +301,7 @@ impl Printer {
             return format!("dense<\"0x{}\">", hex(bytes));
         }
         let name = format!("r{}", self.resources.len());
-        self.resources.push((name.clone(), bytes.to_vec()));
+        self.resources.push((name.clone(), data.clone()));
         format!("dense_resource<{name}>")
     }
 }

@@ -79,9 +79,30 @@ impl Tensor {
 
     /// Physical bytes of this tensor in `layout`.
     pub fn to_bytes(&self, layout: &Layout) -> Vec<u8> {
+        let bits = self.elem.bits();
+        let n = self.codes.len();
+        // Untiled dense layouts pack straight from the codes: no index or
+        // code sequence as large as the tensor (8 bytes per element each),
+        // which for a model's weights would be many times their size.
+        if !layout.bit_planes && layout.tile.is_empty() {
+            match layout.interleave {
+                None => return pack_stream(&self.codes, bits, layout.pack),
+                Some(c) => {
+                    let (c, p) = (c as usize, (8 / bits.clamp(1, 8)) as usize);
+                    if c > 0 && c.is_multiple_of(p) && n.is_multiple_of(c) {
+                        // Stream position `chunk*c + j*p + lane` holds
+                        // element `chunk*c + lane*(c/p) + j` (module docs).
+                        let lanes = c / p;
+                        return pack_stream_with(n, bits, layout.pack, |q| {
+                            let (chunk, r) = (q / c, q % c);
+                            self.codes[chunk * c + (r % p) * lanes + r / p]
+                        });
+                    }
+                }
+            }
+        }
         let order = physical_order(&self.shape, self.elem, layout);
         let seq: Vec<u64> = order.iter().map(|&i| self.codes[i]).collect();
-        let bits = self.elem.bits();
         if layout.bit_planes {
             let row = layout.plane_row(&self.shape) as usize;
             let mut out = Vec::with_capacity(seq.len() / row * bits as usize * row.div_ceil(8));
@@ -151,17 +172,22 @@ impl Tensor {
 
 /// Packs codes into a dense bit stream.
 pub fn pack_stream(codes: &[u64], bits: u32, order: PackOrder) -> Vec<u8> {
-    let total = (codes.len() as u64 * bits as u64).div_ceil(8) as usize;
+    pack_stream_with(codes.len(), bits, order, |i| codes[i])
+}
+
+/// [`pack_stream`] of the `n` codes `code(0), code(1), ...`.
+fn pack_stream_with(n: usize, bits: u32, order: PackOrder, code: impl Fn(usize) -> u64) -> Vec<u8> {
+    let total = (n as u64 * bits as u64).div_ceil(8) as usize;
     let mut out = vec![0u8; total];
     if bits.is_multiple_of(8) {
         let nb = (bits / 8) as usize;
-        for (i, &c) in codes.iter().enumerate() {
-            out[i * nb..(i + 1) * nb].copy_from_slice(&c.to_le_bytes()[..nb]);
+        for i in 0..n {
+            out[i * nb..(i + 1) * nb].copy_from_slice(&code(i).to_le_bytes()[..nb]);
         }
         return out;
     }
     let mut pos = 0usize;
-    for &c in codes {
+    for c in (0..n).map(code) {
         for k in 0..bits as usize {
             let bit = match order {
                 PackOrder::LsbFirst => (c >> k) & 1,
@@ -319,6 +345,37 @@ mod tests {
         for (j, byte) in b.iter().enumerate() {
             assert_eq!(byte & 0xf, (t.codes[j] & 0xf) as u8);
             assert_eq!(byte >> 4, (t.codes[j + 16] & 0xf) as u8);
+        }
+    }
+
+    /// The direct packing of untiled layouts (plain and interleaved) gives
+    /// the bytes of the general path (permutation, then one packed stream).
+    #[test]
+    fn direct_packing_matches_the_permuted_stream() {
+        for (elem, interleave) in [
+            ("i4", None),
+            ("i4", Some(32)),
+            ("u2", Some(16)),
+            ("u2", Some(64)),
+            ("i8", Some(8)),
+            ("u3", None),
+            ("f16", None),
+        ] {
+            let elem: ElemType = elem.parse().unwrap();
+            let shape = vec![3u64, 64];
+            let codes: Vec<u64> = (0..192u64).map(|i| (i * 7919 + 13) % 65536).collect();
+            let t = Tensor::new(elem, shape.clone(), codes).unwrap();
+            for pack in [PackOrder::LsbFirst, PackOrder::MsbFirst] {
+                let layout = Layout {
+                    pack,
+                    interleave,
+                    ..Layout::default()
+                };
+                let order = physical_order(&shape, elem, &layout);
+                let seq: Vec<u64> = order.iter().map(|&i| t.codes[i]).collect();
+                let want = pack_stream(&seq, elem.bits(), pack);
+                assert_eq!(t.to_bytes(&layout), want, "{elem} {layout}");
+            }
         }
     }
 

@@ -92,16 +92,22 @@ impl PackedWeights {
                 ))
             }
         }
-        // Padding codes are 0: finite in every supported format, and they
-        // meet zero activations.
-        let mut padded = vec![0u64; m * k_pad];
-        for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
-            dst[..k].copy_from_slice(src);
-        }
         let ty = spec.packed_weight_type();
-        let codes = Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
-            .map_err(CpuError::BadWeights)?
-            .to_bytes(&ty.layout);
+        let codes = if ty.shape == weights.shape {
+            // Nothing to pad: pack the codes as they are (no tensor-sized
+            // copy, which for a model's weights is 8 bytes per element).
+            weights.to_bytes(&ty.layout)
+        } else {
+            // Padding codes are 0: finite in every supported format, and
+            // they meet zero activations.
+            let mut padded = vec![0u64; m * k_pad];
+            for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
+                dst[..k].copy_from_slice(src);
+            }
+            Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
+                .map_err(CpuError::BadWeights)?
+                .to_bytes(&ty.layout)
+        };
         let sb = spec.scale_bytes();
         let scales: Vec<u8> = scales
             .codes

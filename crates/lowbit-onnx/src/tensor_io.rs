@@ -28,6 +28,7 @@ use crate::proto::onnx::tensor_proto::{DataLocation, DataType};
 use crate::proto::onnx::TensorProto;
 use lowbit_ir::tensor::{pack_stream, unpack_stream, Tensor};
 use lowbit_ir::types::PackOrder;
+use lowbit_ir::ConstData;
 use lowbit_numerics::{ElemType, FloatFormat};
 use prost::Message;
 use std::fmt;
@@ -355,6 +356,55 @@ pub fn tensor_from_proto(p: &TensorProto) -> Result<(Option<String>, Tensor), St
     Ok((name, t))
 }
 
+/// Takes a tensor's `raw_data` out of `p` as the physical bytes of an IR
+/// constant of the returned type in its default layout, without decoding
+/// the elements: ONNX's raw bytes are little-endian codes packed
+/// low-bits-first (int4/uint4/int2/uint2/float4/float6 included), which is
+/// the IR's default layout, apart from the padding bits of an odd-sized
+/// sub-byte tensor, which are cleared here as the IR keeps them zero. The
+/// result is byte-for-byte what [`tensor_from_proto`] followed by
+/// `Tensor::to_bytes` gives.
+///
+/// Returns `None`, leaving `p` untouched, for anything else (typed data
+/// fields, BOOL's one byte per element, external or segmented data, an
+/// unknown type, a byte count that does not match): the caller then uses
+/// [`tensor_from_proto`], which also reports what is wrong.
+pub fn take_raw_constant(p: &mut TensorProto) -> Option<(lowbit_ir::TensorType, ConstData)> {
+    let external =
+        p.data_location == Some(DataLocation::External as i32) || !p.external_data.is_empty();
+    if external || p.segment.is_some() || TypedField::ALL.iter().any(|f| f.len(p) > 0) {
+        return None;
+    }
+    let dt = DataType::try_from(p.data_type?).ok()?;
+    if dt == DataType::Bool {
+        return None;
+    }
+    let elem = elem_type_from_onnx(dt as i32).ok()?;
+    let shape = dims_to_shape(&p.dims).ok()?;
+    let n = element_count(&shape).ok()?;
+    let total_bits = n.checked_mul(elem.bits() as usize)?;
+    let raw = p.raw_data.as_ref()?;
+    if raw.len() != total_bits.div_ceil(8) {
+        return None;
+    }
+    let bytes = p.raw_data.take()?;
+    let tail = total_bits % 8;
+    let pad = if tail == 0 { 0 } else { !((1u8 << tail) - 1) };
+    let data = match bytes.last() {
+        // Set padding bits: the only case that copies the bytes.
+        Some(&last) if last & pad != 0 => {
+            let mut v = bytes.to_vec();
+            if let Some(l) = v.last_mut() {
+                *l &= !pad;
+            }
+            ConstData::new(v)
+        }
+        // A slice of the decoded buffer (the model file): shared, not copied.
+        _ => ConstData::from_shared(bytes),
+    };
+    Some((lowbit_ir::TensorType::new(shape, elem), data))
+}
+
 fn dims_to_shape(dims: &[i64]) -> Result<Vec<u64>, String> {
     dims.iter()
         .enumerate()
@@ -540,7 +590,7 @@ pub fn tensor_to_proto(name: &str, t: &Tensor) -> Result<TensorProto, String> {
         dims,
         data_type: Some(dt as i32),
         name: (!name.is_empty()).then(|| name.to_string()),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..TensorProto::default()
     })
 }
@@ -893,6 +943,96 @@ impl PyLit<'_> {
 mod tests {
     use super::*;
 
+    /// The direct-bytes path ([`take_raw_constant`]) gives exactly the
+    /// bytes and type that decoding to a `Tensor` and packing it in the
+    /// default layout gives, for every raw-data type, odd element counts
+    /// and set padding bits included.
+    #[test]
+    fn raw_constants_match_decoded_tensors() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 24) as u8
+        };
+        for (dt, elem) in ONNX_TYPES {
+            for dims in [
+                vec![1i64],
+                vec![3],
+                vec![5],
+                vec![3, 3],
+                vec![2, 7],
+                vec![0, 4],
+            ] {
+                let n: i64 = dims.iter().product();
+                let nbytes = (n as usize * elem.bits() as usize).div_ceil(8);
+                // Random bytes: padding bits of odd-sized sub-byte tensors
+                // are often set, which the IR must clear.
+                let raw: Vec<u8> = (0..nbytes).map(|_| next()).collect();
+                let p = TensorProto {
+                    dims: dims.clone(),
+                    data_type: Some(dt as i32),
+                    raw_data: Some(raw.into()),
+                    ..TensorProto::default()
+                };
+                let mut q = p.clone();
+                let got = take_raw_constant(&mut q);
+                if dt == DataType::Bool {
+                    // One byte per element: decoded, never taken raw.
+                    assert!(got.is_none());
+                    assert_eq!(q, p);
+                    continue;
+                }
+                let (ty, data) = got.expect("raw data of the right size is taken");
+                assert!(q.raw_data.is_none(), "{dt:?}: the bytes were moved out");
+                let (_, t) = tensor_from_proto(&p).expect("valid tensor");
+                assert_eq!(ty, t.ty(), "{dt:?} {dims:?}");
+                assert_eq!(
+                    data.bytes(),
+                    t.to_bytes(&lowbit_ir::Layout::default()),
+                    "{dt:?} {dims:?}"
+                );
+            }
+        }
+    }
+
+    /// Anything the direct path cannot take as it is stays for
+    /// `tensor_from_proto`, untouched.
+    #[test]
+    fn raw_constants_leave_other_protos_alone() {
+        let base = TensorProto {
+            dims: vec![3],
+            data_type: Some(DataType::Int4 as i32),
+            raw_data: Some(vec![0x21, 0x03].into()),
+            ..TensorProto::default()
+        };
+        let wrong_size = TensorProto {
+            raw_data: Some(vec![0x21].into()),
+            ..base.clone()
+        };
+        let typed_too = TensorProto {
+            int32_data: vec![1],
+            ..base.clone()
+        };
+        let external = TensorProto {
+            data_location: Some(DataLocation::External as i32),
+            ..base.clone()
+        };
+        let no_type = TensorProto {
+            data_type: None,
+            ..base.clone()
+        };
+        for p in [wrong_size, typed_too, external, no_type] {
+            let mut q = p.clone();
+            assert!(take_raw_constant(&mut q).is_none(), "{p:?}");
+            assert_eq!(q, p);
+        }
+        let mut q = base.clone();
+        let (_, data) = take_raw_constant(&mut q).expect("taken");
+        assert_eq!(data.bytes(), [0x21, 0x03]);
+    }
+
     fn t(elem: &str, shape: &[u64], codes: &[u64]) -> Tensor {
         Tensor::new(elem.parse().unwrap(), shape.to_vec(), codes.to_vec()).unwrap()
     }
@@ -932,7 +1072,7 @@ mod tests {
             (x1 >> 2 | (x2 & 0xf) << 4) as u8,
             (x2 >> 4 | x3 << 2) as u8,
         ];
-        assert_eq!(p.raw_data, Some(want));
+        assert_eq!(p.raw_data, Some(want.into()));
         assert_eq!(p.name, None);
     }
 
@@ -942,7 +1082,7 @@ mod tests {
         let p = tensor_to_proto("b", &x).unwrap();
         assert_eq!(p.raw_data.as_deref(), Some(&[1u8, 0, 1][..]));
         let mut bad = p.clone();
-        bad.raw_data = Some(vec![1, 2, 0]);
+        bad.raw_data = Some(vec![1, 2, 0].into());
         assert!(err_of(&bad).contains("boolean element 1 is byte 2"));
     }
 
@@ -992,11 +1132,11 @@ mod tests {
     #[test]
     fn malformed_protos_are_errors() {
         let mut p = proto(DataType::Float, &[2, -1]);
-        p.raw_data = Some(vec![]);
+        p.raw_data = Some(vec![].into());
         assert!(err_of(&p).contains("dimension 1 is negative (-1)"));
 
         let mut p = proto(DataType::Float, &[3]);
-        p.raw_data = Some(vec![0; 8]);
+        p.raw_data = Some(vec![0; 8].into());
         assert!(err_of(&p).contains("raw_data is 8 bytes, expected 12"));
 
         let mut p = proto(DataType::Float, &[2]);
@@ -1008,7 +1148,7 @@ mod tests {
         assert!(err_of(&p).contains("int32_data is not valid for FLOAT tensors"));
 
         let mut p = proto(DataType::Float, &[1]);
-        p.raw_data = Some(vec![0; 4]);
+        p.raw_data = Some(vec![0; 4].into());
         p.float_data = vec![1.0];
         assert!(err_of(&p).contains("both raw_data and float_data"));
 
@@ -1036,7 +1176,7 @@ mod tests {
         assert!(err_of(&p).contains("no data_type"));
 
         let mut p = proto(DataType::Float, &[i64::MAX, i64::MAX]);
-        p.raw_data = Some(vec![]);
+        p.raw_data = Some(vec![].into());
         assert!(err_of(&p).contains("too many elements"));
     }
 

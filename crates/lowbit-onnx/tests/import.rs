@@ -169,7 +169,7 @@ fn int4_weight_model(opset: i64) -> ModelProto {
         name: Some("w".into()),
         dims: vec![4, 2],
         data_type: Some(DataType::Int4 as i32),
-        raw_data: Some(raw),
+        raw_data: Some(raw.into()),
         ..TensorProto::default()
     };
     let mut dq = node("DequantizeLinear", "dq", &["w", "s"], &["wd"]);
@@ -577,7 +577,7 @@ fn u8_init(name: &str, dims: &[i64], vals: &[u8]) -> TensorProto {
         name: Some(name.into()),
         dims: dims.to_vec(),
         data_type: Some(DataType::Uint8 as i32),
-        raw_data: Some(vals.to_vec()),
+        raw_data: Some(vals.to_vec().into()),
         ..TensorProto::default()
     }
 }
@@ -727,7 +727,7 @@ fn cast_of_a_low_bit_constant_to_float_is_noted() {
             name: Some("w".into()),
             dims: vec![2, 2],
             data_type: Some(dt as i32),
-            raw_data: Some(raw),
+            raw_data: Some(raw.into()),
             ..TensorProto::default()
         };
         let mut c = node("Cast", "deq", &["w"], &["wf"]);
@@ -757,7 +757,7 @@ fn hand_dequant_model(zp: TensorProto, s: TensorProto) -> ModelProto {
         name: Some("w".into()),
         dims: vec![2, 2],
         data_type: Some(DataType::Int8 as i32),
-        raw_data: Some(vec![1, 2, 3, 0xFF]),
+        raw_data: Some(vec![1, 2, 3, 0xFF].into()),
         ..TensorProto::default()
     };
     let mut c = node("Cast", "deq", &["w"], &["wf"]);
@@ -1041,4 +1041,75 @@ fn quantize_linear_float8_zero_point_value_is_ignored() {
         e.contains("node 'q'") && e.contains("y_zero_point has shape [2] but y_scale has []"),
         "{e}"
     );
+}
+
+/// An initializer in `raw_data` (moved into the IR constant as bytes) and
+/// the same tensor in a typed field (decoded to a `Tensor`) import to the
+/// same module, reshaped by a `Reshape` (which shares the bytes) and used
+/// directly: int4 with an odd count and set padding bits, int8, f16.
+#[test]
+fn raw_and_typed_initializers_import_alike() {
+    // (type, dims, raw_data, int32_data, Reshape target)
+    type Case = (DataType, Vec<i64>, Vec<u8>, Vec<i32>, Vec<i64>);
+    let cases: [Case; 3] = [
+        // 9 int4 codes, low nibble first; the last byte's high nibble is
+        // padding, set here (ONNX says 0), which the IR clears.
+        (
+            DataType::Int4,
+            vec![3, 3],
+            vec![0x21, 0x43, 0x65, 0x87, 0xF9],
+            vec![0x21, 0x43, 0x65, 0x87, 0x09],
+            vec![9],
+        ),
+        (
+            DataType::Int8,
+            vec![5],
+            vec![1, 0xFF, 0x80, 0x7F, 0],
+            vec![1, -1, -128, 127, 0],
+            vec![1, 5],
+        ),
+        (
+            DataType::Float16,
+            vec![3],
+            vec![0x00, 0x3C, 0x00, 0xBC, 0x01, 0x7C],
+            vec![0x3C00, 0xBC00, 0x7C01],
+            vec![3, 1],
+        ),
+    ];
+    for (dt, dims, raw, typed, new_shape) in cases {
+        let build = |w: TensorProto| {
+            let shape = TensorProto {
+                name: Some("shape".into()),
+                dims: vec![new_shape.len() as i64],
+                data_type: Some(DataType::Int64 as i32),
+                int64_data: new_shape.clone(),
+                ..TensorProto::default()
+            };
+            model(
+                vec![node("Reshape", "r", &["w", "shape"], &["y"])],
+                vec![],
+                vec![value_info("y", dt, &new_shape), value_info("w", dt, &dims)],
+                vec![w, shape],
+                21,
+            )
+        };
+        let base = TensorProto {
+            name: Some("w".into()),
+            dims: dims.clone(),
+            data_type: Some(dt as i32),
+            ..TensorProto::default()
+        };
+        let from_raw = import(&build(TensorProto {
+            raw_data: Some(raw.into()),
+            ..base.clone()
+        }))
+        .unwrap();
+        let from_typed = import(&build(TensorProto {
+            int32_data: typed,
+            ..base
+        }))
+        .unwrap();
+        assert_eq!(from_raw, from_typed, "{dt:?}");
+        assert_eq!(from_raw.entry().unwrap().ops().len(), 2, "{dt:?}");
+    }
 }

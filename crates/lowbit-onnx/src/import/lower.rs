@@ -112,7 +112,7 @@ fn fmt_shape(s: &[u64]) -> String {
 
 /// The values of a known integer tensor (shape inputs).
 fn const_ints(v: &Val, what: &str) -> R<Vec<i64>> {
-    let t = v.konst.as_ref().ok_or_else(|| {
+    let t = v.konst().ok_or_else(|| {
         format!("{what} must be a constant (an initializer or computed from constants): lowbit needs static shapes")
     })?;
     let ints = t
@@ -459,7 +459,12 @@ fn reshape_to(im: &mut Importer, x: &Val, shape: Vec<u64>) -> R<Val> {
             fmt_shape(&ty.shape)
         ));
     }
-    if let Some(t) = &x.konst {
+    if let Some(d) = x.const_bytes() {
+        // A default-layout constant's bytes are its row-major codes, the
+        // same for any shape: share them (weights are never decoded).
+        return Ok(im.constant_bytes(ty, d.clone()));
+    }
+    if let Some(t) = x.konst() {
         // Reshaping a constant is free: keep one constant (weights included).
         let t = Tensor {
             elem: t.elem,
@@ -737,7 +742,7 @@ fn cast(im: &mut Importer, node: &NodeProto, x: &Val, to: ElemType) -> R<Val> {
 /// cast (and its note) unused and dropped.
 fn note_low_bit_cast(im: &mut Importer, node: &NodeProto, x: &Val, y: &Val) {
     let bits = x.ty.elem.bits();
-    if x.konst.is_none() || !(2..=8).contains(&bits) || !y.ty.elem.is_float() || x.v == y.v {
+    if !x.is_const() || !(2..=8).contains(&bits) || !y.ty.elem.is_float() || x.v == y.v {
         return;
     }
     im.low_bit_casts.insert(
@@ -781,9 +786,9 @@ fn centered_cast(im: &mut Importer, c: &Val, z: &Val, y: &Val) {
         return;
     }
     let zt = match im.low_bit_casts.get(&z.v) {
-        Some(HandDequant { q: zq, zp: None }) if zq.ty.elem == q.ty.elem => zq.konst.clone(),
+        Some(HandDequant { q: zq, zp: None }) if zq.ty.elem == q.ty.elem => zq.konst(),
         Some(_) => None,
-        None => z.konst.clone().and_then(|t| {
+        None => z.konst().and_then(|t| {
             let elem = q.ty.elem;
             let codes = t
                 .codes
@@ -865,7 +870,7 @@ fn scaled_cast(im: &mut Importer, c: &Val, s: &Val) -> R<Option<Val>> {
     let Some(HandDequant { q, zp }) = im.low_bit_casts.get(&c.v).cloned() else {
         return Ok(None);
     };
-    let Some(st) = s.konst.clone() else {
+    let Some(st) = s.konst() else {
         return Ok(None);
     };
     if s.ty.elem != c.ty.elem || st.codes.is_empty() {
@@ -1752,7 +1757,7 @@ fn g_idx(
     let Some(g) = im.opt_input(node, 4)? else {
         return Ok(None);
     };
-    let gt = g.konst.clone().ok_or("g_idx must be an initializer")?;
+    let gt = g.konst().ok_or("g_idx must be an initializer")?;
     if !matches!(gt.elem, ElemType::I32 | ElemType::I64) || gt.codes.len() != k {
         return Err(format!("g_idx must be int32 or int64 [{k}], got {}", g.ty));
     }
@@ -1793,7 +1798,7 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
     let groups = g_idx(im, node, k, block, blocks)?;
     let blob = block * bits as usize / 8;
     let b = im.input(node, 1)?;
-    let bt = b.konst.clone().ok_or("B must be an initializer")?;
+    let bt = b.konst().ok_or("B must be an initializer")?;
     let expected = n.checked_mul(blocks).and_then(|v| v.checked_mul(blob));
     if bt.elem != ElemType::U8 || expected != Some(bt.codes.len()) {
         return Err(format!(
@@ -1820,10 +1825,7 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
         codes: w,
     });
     let scales = im.input(node, 2)?;
-    let st = scales
-        .konst
-        .clone()
-        .ok_or("scales must be an initializer")?;
+    let st = scales.konst().ok_or("scales must be an initializer")?;
     if !st.elem.is_float() || st.codes.len() != n * blocks {
         return Err(format!(
             "scales must be float with {n} x {blocks} elements, got {}",
@@ -1861,10 +1863,7 @@ fn matmul_nbits(im: &mut Importer, node: &NodeProto) -> R<Val> {
     let zp_codes = match im.opt_input(node, 3)? {
         None => vec![1u64 << (bits - 1); n * blocks],
         Some(z) => {
-            let zt = z
-                .konst
-                .clone()
-                .ok_or("zero_points must be an initializer")?;
+            let zt = z.konst().ok_or("zero_points must be an initializer")?;
             if zt.elem == st.elem {
                 if zt.codes.len() != n * blocks {
                     return Err(format!(

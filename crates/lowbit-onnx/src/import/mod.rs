@@ -15,6 +15,11 @@
 //!   per-tensor or per-axis scale, which imports as a `dequantize`), the ops doing it and the
 //!   matmul consuming it carry an [`lowbit_ir::OpNote`] naming the node and
 //!   the cause, which `lowbit explain` reports.
+//! * Memory: an initializer's `raw_data` becomes its constant's bytes
+//!   without being decoded, and [`import_model`] decodes the file as one
+//!   shared buffer that those constants slice, so importing holds the
+//!   weights about once (BENCHMARKS.md, "Memory"). Values are decoded to
+//!   [`Tensor`]s only where a lowering reads them, and then dropped.
 //! * Initializers with external data are read from files next to the model
 //!   (`location`, `offset`, `length`), confined to the model's directory.
 //! * Each node resolves to its operator version through the model's opset
@@ -40,8 +45,8 @@ pub mod opset;
 
 use crate::proto::onnx::tensor_proto::DataLocation;
 use crate::proto::onnx::{type_proto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
-use crate::tensor_io::{elem_type_from_onnx, tensor_from_proto};
-use lowbit_ir::{Function, Module, OpKind, Tensor, TensorType, Value};
+use crate::tensor_io::{elem_type_from_onnx, take_raw_constant, tensor_from_proto};
+use lowbit_ir::{ConstData, Function, Module, OpKind, Tensor, TensorType, Value};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -86,26 +91,42 @@ pub fn import_model(path: &Path) -> Result<Module, ImportError> {
     } else {
         dir
     };
-    import_bytes(&bytes, Some(dir))
-        .map_err(|e| ImportError::new(format!("{}: {}", path.display(), e.message)))
+    let with_path = |e: ImportError| ImportError::new(format!("{}: {}", path.display(), e.message));
+    // Decoding from a `Bytes` buffer makes every initializer's `raw_data` a
+    // slice of the file rather than a copy; the constants then share the
+    // file buffer, so the weights are in memory once.
+    let model = decode(prost::bytes::Bytes::from(bytes)).map_err(with_path)?;
+    import_owned(model, Some(dir)).map_err(with_path)
+}
+
+fn decode(bytes: impl prost::bytes::Buf) -> Result<ModelProto, ImportError> {
+    ModelProto::decode(bytes).map_err(|e| {
+        ImportError::new(format!(
+            "not a valid ONNX model: the protobuf does not decode ({e})"
+        ))
+    })
 }
 
 /// Imports a serialized `ModelProto`. `base_dir` is where external data
 /// files live; without it, a model with external data is refused.
 pub fn import_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Module, ImportError> {
-    let model = ModelProto::decode(bytes).map_err(|e| {
-        ImportError::new(format!(
-            "not a valid ONNX model: the protobuf does not decode ({e})"
-        ))
-    })?;
-    import_proto(&model, base_dir)
+    import_owned(decode(bytes)?, base_dir)
 }
 
-/// Imports a decoded `ModelProto` (see [`import_bytes`]).
+/// Imports a decoded `ModelProto` (see [`import_bytes`]). This copies the
+/// model; [`import_owned`] moves initializer data into the module instead.
 pub fn import_proto(model: &ModelProto, base_dir: Option<&Path>) -> Result<Module, ImportError> {
-    let graph = model
+    import_owned(model.clone(), base_dir)
+}
+
+/// Imports a decoded `ModelProto`, consuming it: initializers' `raw_data`
+/// moves into the IR constants (in the IR's default layout, without being
+/// decoded), and each initializer's proto is freed as soon as it is read,
+/// so the import holds the weights once.
+pub fn import_owned(mut model: ModelProto, base_dir: Option<&Path>) -> Result<Module, ImportError> {
+    let mut graph = model
         .graph
-        .as_ref()
+        .take()
         .ok_or_else(|| ImportError::new("not a valid ONNX model: it has no graph"))?;
     let mut opsets: HashMap<String, i64> = HashMap::new();
     for o in &model.opset_import {
@@ -124,27 +145,26 @@ pub fn import_proto(model: &ModelProto, base_dir: Option<&Path>) -> Result<Modul
         low_bit_casts: HashMap::new(),
     };
 
-    let init_names: HashSet<&str> = graph
+    let init_names: HashSet<String> = graph
         .initializer
         .iter()
-        .filter_map(|t| t.name.as_deref())
+        .filter_map(|t| t.name.clone())
         .collect();
     for input in &graph.input {
         let name = input.name.clone().unwrap_or_default();
-        if init_names.contains(name.as_str()) {
+        if init_names.contains(&name) {
             continue;
         }
         let ty = input_type(input)?;
         let v = im.f.add_param(name.clone(), ty.clone());
-        im.env.insert(name, Val { v, ty, konst: None });
+        im.env.insert(name, Val::dynamic(v, ty));
     }
-    for t in &graph.initializer {
+    for t in std::mem::take(&mut graph.initializer) {
         let name = t.name.clone().unwrap_or_default();
         if name.is_empty() {
             return Err(ImportError::new("an initializer has no name"));
         }
-        let tensor = im.initializer(t, &name)?;
-        let val = im.constant(tensor);
+        let val = im.initializer(t, &name)?;
         im.env.insert(name, val);
     }
     for node in &graph.node {
@@ -176,7 +196,50 @@ pub fn import_proto(model: &ModelProto, base_dir: Option<&Path>) -> Result<Modul
 pub(crate) struct Val {
     pub v: Value,
     pub ty: TensorType,
-    pub konst: Option<Rc<Tensor>>,
+    konst: Option<Konst>,
+}
+
+/// The contents of a value known at import. Initializers keep only the
+/// constant's physical bytes (shared with the IR `constant`), so a weight
+/// is never held as one `u64` per element for the whole import; the codes
+/// are decoded on demand ([`Val::konst`]) by the few lowerings that need
+/// them, and dropped after.
+#[derive(Clone, Debug)]
+enum Konst {
+    Decoded(Rc<Tensor>),
+    /// Bytes in the default layout of the value's type (checked when made).
+    Bytes(ConstData),
+}
+
+impl Val {
+    /// A value computed at run time.
+    pub fn dynamic(v: Value, ty: TensorType) -> Val {
+        Val { v, ty, konst: None }
+    }
+
+    /// Whether the contents are known at import.
+    pub fn is_const(&self) -> bool {
+        self.konst.is_some()
+    }
+
+    /// The contents when known at import, decoded (for byte-backed
+    /// constants, a fresh decode the caller drops when done).
+    pub fn konst(&self) -> Option<Rc<Tensor>> {
+        match self.konst.as_ref()? {
+            Konst::Decoded(t) => Some(t.clone()),
+            // The byte count was checked against the type when the
+            // constant was made, so this decode cannot fail.
+            Konst::Bytes(d) => Tensor::from_bytes(&self.ty, d.bytes()).ok().map(Rc::new),
+        }
+    }
+
+    /// The default-layout bytes of a byte-backed constant.
+    pub fn const_bytes(&self) -> Option<&ConstData> {
+        match self.konst.as_ref()? {
+            Konst::Bytes(d) => Some(d),
+            Konst::Decoded(_) => None,
+        }
+    }
 }
 
 pub(crate) struct Importer<'a> {
@@ -206,7 +269,20 @@ impl Importer<'_> {
         Val {
             v,
             ty,
-            konst: Some(Rc::new(t)),
+            konst: Some(Konst::Decoded(Rc::new(t))),
+        }
+    }
+
+    /// Emits a `constant` of type `ty` (default layout) from its physical
+    /// bytes, which the caller has checked are `ty.byte_size()` long.
+    pub fn constant_bytes(&mut self, ty: TensorType, data: ConstData) -> Val {
+        let v = self
+            .f
+            .push(OpKind::Constant(data.clone()), vec![], ty.clone());
+        Val {
+            v,
+            ty,
+            konst: Some(Konst::Bytes(data)),
         }
     }
 
@@ -216,9 +292,10 @@ impl Importer<'_> {
             && ty.elem.is_int()
             && ty.elem.bits() >= 32
             && !operands.is_empty()
-            && operands.iter().all(|o| o.konst.is_some());
+            && operands.iter().all(|o| o.is_const());
         if foldable {
-            let ts: Vec<&Tensor> = operands.iter().filter_map(|o| o.konst.as_deref()).collect();
+            let owned: Vec<Rc<Tensor>> = operands.iter().filter_map(|o| o.konst()).collect();
+            let ts: Vec<&Tensor> = owned.iter().map(|t| &**t).collect();
             let mut out = lowbit_interp::eval_op(&kind, &ts, std::slice::from_ref(&ty))
                 .map_err(|e| e.to_string())?;
             if let Some(t) = out.pop() {
@@ -228,26 +305,31 @@ impl Importer<'_> {
         let v = self
             .f
             .push(kind, operands.iter().map(|o| o.v).collect(), ty.clone());
-        Ok(Val { v, ty, konst: None })
+        Ok(Val::dynamic(v, ty))
     }
 
-    fn initializer(&self, t: &TensorProto, name: &str) -> Result<Tensor, ImportError> {
+    /// Emits an initializer's `constant`. Raw data moves into the constant
+    /// as it is (see [`take_raw_constant`]); typed data fields, BOOL and
+    /// malformed tensors go through [`tensor_from_proto`].
+    fn initializer(&mut self, t: TensorProto, name: &str) -> Result<Val, ImportError> {
         let external =
             t.data_location == Some(DataLocation::External as i32) || !t.external_data.is_empty();
-        let loaded;
-        let proto = if external {
-            loaded = self.load_external(t, name)?;
-            &loaded
+        let mut proto = if external {
+            self.load_external(t, name)?
         } else {
             t
         };
-        tensor_from_proto(proto)
+        if let Some((ty, data)) = take_raw_constant(&mut proto) {
+            return Ok(self.constant_bytes(ty, data));
+        }
+        let tensor = tensor_from_proto(&proto)
             .map(|(_, t)| t)
-            .map_err(|m| ImportError::new(format!("initializer '{name}': {m}")))
+            .map_err(|m| ImportError::new(format!("initializer '{name}': {m}")))?;
+        Ok(self.constant(tensor))
     }
 
-    /// A copy of `t` with its external data read into `raw_data`.
-    fn load_external(&self, t: &TensorProto, name: &str) -> Result<TensorProto, ImportError> {
+    /// `t` with its external data read into `raw_data`.
+    fn load_external(&self, mut t: TensorProto, name: &str) -> Result<TensorProto, ImportError> {
         let err = |m: String| ImportError::new(format!("initializer '{name}': {m}"));
         let get = |key: &str| {
             t.external_data
@@ -285,11 +367,10 @@ impl Importer<'_> {
         let path = dir.join(rel);
         let bytes = read_range(&path, offset, length)
             .map_err(|m| err(format!("external data file '{}': {m}", path.display())))?;
-        let mut p = t.clone();
-        p.external_data.clear();
-        p.data_location = None;
-        p.raw_data = Some(bytes);
-        Ok(p)
+        t.external_data.clear();
+        t.data_location = None;
+        t.raw_data = Some(bytes.into());
+        Ok(t)
     }
 
     fn node(&mut self, node: &NodeProto) -> Result<(), ImportError> {
