@@ -38,6 +38,12 @@ fn t(s: &str) -> ElemType {
     s.parse().unwrap()
 }
 
+/// A `[rows, cols]` tensor of `elem` with random codes `& mask`.
+fn random_codes(rng: &mut Rng, elem: ElemType, rows: usize, cols: usize, mask: u64) -> Tensor {
+    let codes = (0..rows * cols).map(|_| rng.next() & mask).collect();
+    Tensor::new(elem, vec![rows as u64, cols as u64], codes).unwrap()
+}
+
 /// A random code of `elem` that decodes to a finite value.
 fn finite_code(rng: &mut Rng, elem: ElemType) -> u64 {
     loop {
@@ -561,18 +567,8 @@ fn w8a8_is_bit_exact() {
             1 + rng.below(9) as usize,
         );
         let spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
-        let w = Tensor::new(
-            ElemType::I8,
-            vec![m as u64, k as u64],
-            (0..m * k).map(|_| rng.next() & 0xff).collect(),
-        )
-        .unwrap();
-        let x = Tensor::new(
-            act,
-            vec![n as u64, k as u64],
-            (0..n * k).map(|_| rng.next() & 0xff).collect(),
-        )
-        .unwrap();
+        let w = random_codes(&mut rng, ElemType::I8, m, k, 0xff);
+        let x = random_codes(&mut rng, act, n, k, 0xff);
         let want = int_reference(&x, &w);
         let kernel = compile(&spec).unwrap();
         assert_eq!(run_int_case(&kernel, &x, &w, 2), want, "{spec}");
@@ -609,18 +605,8 @@ fn w8a8_w4a8_panels_are_bit_exact() {
         );
         let spec = GemmSpec::int(m, k, Dim::Dynamic, wt, act);
         let mask = wt.code_mask();
-        let w = Tensor::new(
-            wt,
-            vec![m as u64, k as u64],
-            (0..m * k).map(|_| rng.next() & mask).collect(),
-        )
-        .unwrap();
-        let x = Tensor::new(
-            act,
-            vec![n as u64, k as u64],
-            (0..n * k).map(|_| rng.next() & 0xff).collect(),
-        )
-        .unwrap();
+        let w = random_codes(&mut rng, wt, m, k, mask);
+        let x = random_codes(&mut rng, act, n, k, 0xff);
         let want = int_reference(&x, &w);
         let kernel = compile(&spec).unwrap();
         assert_eq!(run_int_case(&kernel, &x, &w, 2), want, "{spec}");
@@ -645,18 +631,8 @@ fn matmul_int_zero_points_fold_into_the_packing() {
         (ElemType::I8, -77, (5, 1500, 7)),
     ] {
         let (wt, zw) = (t("u4"), 8u64);
-        let w = Tensor::new(
-            wt,
-            vec![m as u64, k as u64],
-            (0..m * k).map(|_| rng.next() & 15).collect(),
-        )
-        .unwrap();
-        let x = Tensor::new(
-            act,
-            vec![n as u64, k as u64],
-            (0..n * k).map(|_| rng.next() & 0xff).collect(),
-        )
-        .unwrap();
+        let w = random_codes(&mut rng, wt, m, k, 15);
+        let x = random_codes(&mut rng, act, n, k, 0xff);
         let w_t = eval_op(
             &OpKind::Transpose { perm: vec![1, 0] },
             &[&w],
@@ -748,18 +724,8 @@ fn w8a8_across_k_chunks() {
     let (m, k) = (5, 64 * 64 * 2 + 37);
     for (act, n) in [(ElemType::I8, 6), (ElemType::U8, 6), (ElemType::I8, 1)] {
         let spec = GemmSpec::int8(m, k, Dim::Dynamic, act);
-        let w = Tensor::new(
-            ElemType::I8,
-            vec![m as u64, k as u64],
-            (0..m * k).map(|_| rng.next() & 0xff).collect(),
-        )
-        .unwrap();
-        let x = Tensor::new(
-            act,
-            vec![n as u64, k as u64],
-            (0..n * k).map(|_| rng.next() & 0xff).collect(),
-        )
-        .unwrap();
+        let w = random_codes(&mut rng, ElemType::I8, m, k, 0xff);
+        let x = random_codes(&mut rng, act, n, k, 0xff);
         let want = int_reference(&x, &w);
         assert_eq!(
             run_int_case(&compile(&spec).unwrap(), &x, &w, 2),
@@ -878,18 +844,8 @@ fn w1a1_popcount_is_bit_exact() {
     ];
     for (i, &(m, k, n)) in shapes.iter().enumerate() {
         let spec = GemmSpec::binary(m, k, Dim::Dynamic);
-        let w = Tensor::new(
-            ElemType::Bipolar,
-            vec![m as u64, k as u64],
-            (0..m * k).map(|_| rng.next() & 1).collect(),
-        )
-        .unwrap();
-        let x = Tensor::new(
-            ElemType::Bipolar,
-            vec![n as u64, k as u64],
-            (0..n * k).map(|_| rng.next() & 1).collect(),
-        )
-        .unwrap();
+        let w = random_codes(&mut rng, ElemType::Bipolar, m, k, 1);
+        let x = random_codes(&mut rng, ElemType::Bipolar, n, k, 1);
         let want = int_reference(&x, &w);
         assert_eq!(
             run_binary_case(&compile(&spec).unwrap(), &x, &w),
