@@ -41,8 +41,7 @@
 
 use lowbit::interp::{eval_op, InterpError};
 use lowbit::ir::{
-    Activation as IrActivation, BinaryOp, Function, Granularity, IntSchedule, Op, OpKind, QRequant,
-    Tensor, TensorType, Value,
+    BinaryOp, Function, Granularity, IntSchedule, Op, OpKind, QRequant, Tensor, TensorType, Value,
 };
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::{
@@ -459,13 +458,7 @@ pub fn plan_matmul(f: &Function, op: Op) -> Result<Plan, String> {
                     "the weight is dequantized to {dequant_type}, not f32"
                 ));
             }
-            let act = match activation {
-                IrActivation::None => Activation::None,
-                IrActivation::Relu => Activation::Relu,
-                IrActivation::Gelu => Activation::Gelu,
-                IrActivation::GeluTanh => Activation::GeluTanh,
-                IrActivation::Silu => Activation::Silu,
-            };
+            let act = *activation;
             let z = has_zero_point.then(|| d.operands[3]);
             let nfloat = 3 + *has_zero_point as usize + *has_bias as usize;
             let bias = if *has_bias {

@@ -525,10 +525,10 @@ fn qmatmul_epilogues() {
     let mut rng = Rng::new(0x9a);
     let (n, k, m) = (3u64, 96u64, 11u64);
     for act in [
-        IrActivation::Gelu,
-        IrActivation::GeluTanh,
-        IrActivation::Silu,
-        IrActivation::Relu,
+        Activation::Gelu,
+        Activation::GeluTanh,
+        Activation::Silu,
+        Activation::Relu,
     ] {
         for requant in [false, true] {
             let mut f = Function::new("main");

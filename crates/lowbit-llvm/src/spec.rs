@@ -102,35 +102,10 @@ pub enum Dim {
     Dynamic,
 }
 
-/// The activation function applied in the epilogue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Activation {
-    /// Identity.
-    #[default]
-    None,
-    /// `max(x, 0)` (NaN stays NaN, as in the interpreter).
-    Relu,
-    /// `0.5 x (1 + erf(x / √2))` (float paths; see `codegen` for the bound).
-    Gelu,
-    /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))` (float paths).
-    GeluTanh,
-    /// `x / (1 + exp(-x))` (float paths).
-    Silu,
-}
-
-impl Activation {
-    /// The name used in kernel descriptions (`relu`, `gelu`, `gelu_tanh`,
-    /// `silu`; empty for none).
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::None => "",
-            Activation::Relu => "relu",
-            Activation::Gelu => "gelu",
-            Activation::GeluTanh => "gelu_tanh",
-            Activation::Silu => "silu",
-        }
-    }
-}
+/// The activation function applied in the epilogue: the IR's own
+/// [`lowbit_ir::Activation`] (the same values as the `qmatmul` epilogue;
+/// GELU and SiLU run on the float paths only, see `codegen` for the bound).
+pub use lowbit_ir::Activation;
 
 /// What happens to each output after the dot product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
