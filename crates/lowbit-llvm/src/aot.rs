@@ -29,17 +29,7 @@ pub fn emit(spec: &GemmSpec, target: &CpuTarget, what: Emit) -> Result<Vec<u8>, 
     spec.check(&target.describe())?;
     let ctx = Context::create();
     let module = build_module(&ctx, spec, target)?;
-    optimize(&module, target)?;
-    let file_type = match what {
-        Emit::LlvmIr => return Ok(module.print_to_string().to_bytes().to_vec()),
-        Emit::Asm => FileType::Assembly,
-        Emit::Obj => FileType::Object,
-    };
-    let machine = target.machine(RelocMode::PIC)?;
-    let buf = machine
-        .write_to_memory_buffer(&module, file_type)
-        .map_err(|e| CpuError::Llvm(format!("code generation for {}: {e}", target.describe())))?;
-    Ok(buf.as_slice().to_vec())
+    finish(&module, target, what)
 }
 
 /// One kernel of a whole-model object: `spec` exported under `symbol`.
@@ -102,7 +92,17 @@ pub fn emit_model(
         g.set_visibility(GlobalVisibility::Hidden);
         g.set_alignment(64);
     }
-    optimize(&module, target)?;
+    finish(&module, target, what)
+}
+
+/// Optimizes a built module and returns it as `what` (LLVM IR text, or
+/// assembly / an object file from `target`'s machine).
+fn finish(
+    module: &inkwell::module::Module<'_>,
+    target: &CpuTarget,
+    what: Emit,
+) -> Result<Vec<u8>, CpuError> {
+    optimize(module, target)?;
     let file_type = match what {
         Emit::LlvmIr => return Ok(module.print_to_string().to_bytes().to_vec()),
         Emit::Asm => FileType::Assembly,
@@ -110,7 +110,7 @@ pub fn emit_model(
     };
     let machine = target.machine(RelocMode::PIC)?;
     let buf = machine
-        .write_to_memory_buffer(&module, file_type)
+        .write_to_memory_buffer(module, file_type)
         .map_err(|e| CpuError::Llvm(format!("code generation for {}: {e}", target.describe())))?;
     Ok(buf.as_slice().to_vec())
 }
