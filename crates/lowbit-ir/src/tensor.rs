@@ -79,52 +79,7 @@ impl Tensor {
 
     /// Physical bytes of this tensor in `layout`.
     pub fn to_bytes(&self, layout: &Layout) -> Vec<u8> {
-        let bits = self.elem.bits();
-        let n = self.codes.len();
-        // Untiled dense layouts pack straight from the codes: no index or
-        // code sequence as large as the tensor (8 bytes per element each),
-        // which for a model's weights would be many times their size.
-        if !layout.bit_planes && layout.tile.is_empty() {
-            match layout.interleave {
-                None => return pack_stream(&self.codes, bits, layout.pack),
-                Some(c) => {
-                    let (c, p) = (c as usize, (8 / bits.clamp(1, 8)) as usize);
-                    if c > 0 && c.is_multiple_of(p) && n.is_multiple_of(c) {
-                        // Stream position `chunk*c + j*p + lane` holds
-                        // element `chunk*c + lane*(c/p) + j` (module docs).
-                        let lanes = c / p;
-                        return pack_stream_with(n, bits, layout.pack, |q| {
-                            let (chunk, r) = (q / c, q % c);
-                            self.codes[chunk * c + (r % p) * lanes + r / p]
-                        });
-                    }
-                }
-            }
-        }
-        let order = physical_order(&self.shape, self.elem, layout);
-        let seq: Vec<u64> = order.iter().map(|&i| self.codes[i]).collect();
-        if layout.bit_planes {
-            let row = layout.plane_row(&self.shape) as usize;
-            let mut out = Vec::with_capacity(seq.len() / row * bits as usize * row.div_ceil(8));
-            for chunk in seq.chunks(row) {
-                for k in 0..bits {
-                    let mut plane = vec![0u8; row.div_ceil(8)];
-                    for (j, &c) in chunk.iter().enumerate() {
-                        if (c >> k) & 1 == 1 {
-                            let bit = match layout.pack {
-                                PackOrder::LsbFirst => j % 8,
-                                PackOrder::MsbFirst => 7 - j % 8,
-                            };
-                            plane[j / 8] |= 1 << bit;
-                        }
-                    }
-                    out.extend_from_slice(&plane);
-                }
-            }
-            out
-        } else {
-            pack_stream(&seq, bits, layout.pack)
-        }
+        pack_codes(&self.shape, self.elem, layout, |i| self.codes[i])
     }
 
     /// Reads a tensor of type `ty` from its physical bytes.
@@ -167,6 +122,142 @@ impl Tensor {
             codes[i] = seq[p];
         }
         Tensor::new(ty.elem, ty.shape.clone(), codes)
+    }
+}
+
+/// Physical bytes, in `layout`, of the `elem` tensor of `shape` whose
+/// row-major code `i` is `code(i)`: exactly [`Tensor::to_bytes`] of that
+/// tensor, without needing its codes in memory. Untiled layouts stream
+/// straight from `code`; tiled, bit-plane and other permuting layouts are
+/// packed one panel of leading-dimension slices at a time (see
+/// [`panel_rows`]), so the only index and code buffers are panel-sized,
+/// not tensor-sized (8 bytes per element each). This is what lets a model's
+/// weights be packed straight from their constant bytes.
+pub fn pack_codes(
+    shape: &[u64],
+    elem: ElemType,
+    layout: &Layout,
+    code: impl Fn(usize) -> u64,
+) -> Vec<u8> {
+    let bits = elem.bits();
+    let n = n_of(shape);
+    // Untiled dense layouts pack straight from the codes: no index or
+    // code sequence as large as the tensor (8 bytes per element each),
+    // which for a model's weights would be many times their size.
+    if !layout.bit_planes && layout.tile.is_empty() {
+        match layout.interleave {
+            None => return pack_stream_with(n, bits, layout.pack, code),
+            Some(c) => {
+                let (c, p) = (c as usize, (8 / bits.clamp(1, 8)) as usize);
+                if c > 0 && c.is_multiple_of(p) && n.is_multiple_of(c) {
+                    // Stream position `chunk*c + j*p + lane` holds
+                    // element `chunk*c + lane*(c/p) + j` (module docs).
+                    let lanes = c / p;
+                    return pack_stream_with(n, bits, layout.pack, |q| {
+                        let (chunk, r) = (q / c, q % c);
+                        code(chunk * c + (r % p) * lanes + r / p)
+                    });
+                }
+            }
+        }
+    }
+    match panel_rows(shape, elem, layout) {
+        Some(rows) if rows < shape[0] => {
+            // `panel_rows` checked that panels are whole: contiguous in the
+            // physical order and ending on a byte (or plane row) boundary,
+            // so the panels' bytes concatenate to the tensor's.
+            let inner = (n as u64 / shape[0]) as usize;
+            let panel = rows as usize * inner;
+            let mut pshape = shape.to_vec();
+            pshape[0] = rows;
+            let mut out = Vec::new();
+            for base in (0..n).step_by(panel) {
+                let bytes = permuted_bytes(&pshape, elem, layout, |i| code(base + i));
+                // Sized once: growing by doubling would briefly hold up to
+                // twice the packed size.
+                out.reserve_exact(bytes.len() * (n / panel));
+                out.extend_from_slice(&bytes);
+            }
+            out
+        }
+        _ => permuted_bytes(shape, elem, layout, code),
+    }
+}
+
+/// Elements of a (saturating) shape; 0 when a dim is 0.
+fn n_of(shape: &[u64]) -> usize {
+    if shape.contains(&0) {
+        0
+    } else {
+        shape.iter().fold(1u64, |a, &d| a.saturating_mul(d)) as usize
+    }
+}
+
+/// Slices along dim 0 per panel that [`pack_codes`] packs on its own, or
+/// `None` when no panel short of the whole tensor works. A panel must be
+/// contiguous in the physical order (whole tiles along dim 0: `tile[0]`
+/// rows when the tile spans every dim, else any count, since dim 0 is then
+/// an outer dim), hold whole interleave chunks, and end on a byte boundary
+/// (on a plane-row boundary for bit-plane layouts, whose rows are padded to
+/// bytes on their own).
+fn panel_rows(shape: &[u64], elem: ElemType, layout: &Layout) -> Option<u64> {
+    if shape.len() < 2 || shape.contains(&0) {
+        return None;
+    }
+    let unit = if layout.tile.len() == shape.len() {
+        layout.tile[0].max(1)
+    } else {
+        1
+    };
+    let inner: u64 = shape[1..].iter().product();
+    let bits = u64::from(elem.bits());
+    (1..=64u64)
+        .map(|q| q * unit)
+        .take_while(|&r| r <= shape[0])
+        .find(|&r| {
+            let p = r * inner;
+            let whole_chunks = layout.interleave.is_none_or(|c| c > 0 && p % c == 0);
+            let aligned = if layout.bit_planes {
+                p % layout.plane_row(shape) == 0
+            } else {
+                (p * bits) % 8 == 0
+            };
+            shape[0] % r == 0 && whole_chunks && aligned
+        })
+}
+
+/// [`pack_codes`] through the layout's full physical order (an index and a
+/// code per element).
+fn permuted_bytes(
+    shape: &[u64],
+    elem: ElemType,
+    layout: &Layout,
+    code: impl Fn(usize) -> u64,
+) -> Vec<u8> {
+    let bits = elem.bits();
+    let order = physical_order(shape, elem, layout);
+    let seq: Vec<u64> = order.iter().map(|&i| code(i)).collect();
+    if layout.bit_planes {
+        let row = layout.plane_row(shape) as usize;
+        let mut out = Vec::with_capacity(seq.len() / row * bits as usize * row.div_ceil(8));
+        for chunk in seq.chunks(row) {
+            for k in 0..bits {
+                let mut plane = vec![0u8; row.div_ceil(8)];
+                for (j, &c) in chunk.iter().enumerate() {
+                    if (c >> k) & 1 == 1 {
+                        let bit = match layout.pack {
+                            PackOrder::LsbFirst => j % 8,
+                            PackOrder::MsbFirst => 7 - j % 8,
+                        };
+                        plane[j / 8] |= 1 << bit;
+                    }
+                }
+                out.extend_from_slice(&plane);
+            }
+        }
+        out
+    } else {
+        pack_stream(&seq, bits, layout.pack)
     }
 }
 
@@ -314,6 +405,93 @@ pub fn row_major_strides(shape: &[u64]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `pack_codes` (panel by panel where it can) equals packing through the
+    /// whole tensor's physical order, for every layout kind the kernels use
+    /// and some they do not, with sub-byte and odd sizes; and the tiled and
+    /// bit-plane cases really go panel by panel.
+    #[test]
+    fn pack_codes_panels_equal_the_whole_order() {
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let tile = |t: &[u64]| Layout {
+            tile: t.to_vec(),
+            ..Layout::default()
+        };
+        let cases: Vec<(&str, Vec<u64>, Layout, bool)> = vec![
+            ("i4", vec![5, 7], Layout::default(), false),
+            (
+                "u3",
+                vec![3, 5],
+                Layout {
+                    pack: PackOrder::MsbFirst,
+                    ..Layout::default()
+                },
+                false,
+            ),
+            (
+                "i4",
+                vec![4, 64],
+                Layout {
+                    interleave: Some(32),
+                    ..Layout::default()
+                },
+                // Splittable, though the untiled fast path takes it first.
+                true,
+            ),
+            ("i8", vec![48, 12], tile(&[16, 4]), true),
+            (
+                "u4",
+                vec![32, 24],
+                Layout {
+                    interleave: Some(8),
+                    ..tile(&[16, 8])
+                },
+                true,
+            ),
+            (
+                "i3",
+                vec![3, 1024],
+                Layout {
+                    bit_planes: true,
+                    ..tile(&[1, 512])
+                },
+                true,
+            ),
+            (
+                "u1",
+                vec![4, 40],
+                Layout {
+                    bit_planes: true,
+                    ..tile(&[1, 20])
+                },
+                true,
+            ),
+            ("i3", vec![2, 6, 4], tile(&[3, 2]), true),
+            ("f16", vec![6, 3], tile(&[2, 3]), true),
+        ];
+        for (elem, shape, layout, panels) in cases {
+            let elem: ElemType = elem.parse().unwrap();
+            layout.check_fits(elem, &shape).unwrap();
+            let n = shape.iter().product::<u64>() as usize;
+            let codes: Vec<u64> = (0..n)
+                .map(|_| {
+                    s ^= s << 13;
+                    s ^= s >> 7;
+                    s ^= s << 17;
+                    s & elem.code_mask()
+                })
+                .collect();
+            let got = pack_codes(&shape, elem, &layout, |i| codes[i]);
+            let want = permuted_bytes(&shape, elem, &layout, |i| codes[i]);
+            assert_eq!(got, want, "{elem} {shape:?} {layout:?}");
+            let t = Tensor::new(elem, shape.clone(), codes).unwrap();
+            assert_eq!(t.to_bytes(&layout), want, "{elem} {shape:?} {layout:?}");
+            let ty = TensorType::new(shape.clone(), elem).with_layout(layout.clone());
+            assert_eq!(Tensor::from_bytes(&ty, &want).unwrap(), t);
+            let split = panel_rows(&shape, elem, &layout).is_some_and(|r| r < shape[0]);
+            assert_eq!(split, panels, "{elem} {shape:?} {layout:?}");
+        }
+    }
 
     fn i4() -> ElemType {
         "i4".parse().unwrap()
