@@ -245,13 +245,15 @@ impl Gen<'_> {
                 label(f, end)
             )
         })?;
-        let w = self.data(p.weights.codes().to_vec());
+        // Packed from the constant's bytes here; the plan keeps no copy.
+        let pw = p.pack()?;
+        let w = self.data(pw.codes().to_vec());
         let call = if !spec.is_integer() {
-            let s = self.data(p.weights.scales().to_vec());
-            let z = if p.weights.zero_points().is_empty() {
+            let s = self.data(pw.scales().to_vec());
+            let z = if pw.zero_points().is_empty() {
                 "NULL".to_string()
             } else {
-                self.data(p.weights.zero_points().to_vec())
+                self.data(pw.zero_points().to_vec())
             };
             let bias = match p.bias {
                 Some(b) => self.f32_operand(end, b)?,
@@ -316,7 +318,7 @@ impl Gen<'_> {
                     _ => "c".to_string(),
                 }
             );
-            let row_sums = self.data(i32_bytes(p.weights.row_sums()));
+            let row_sums = self.data(i32_bytes(pw.row_sums()));
             let (za, zw) = p.zero_points.unwrap_or((0, 0));
             let zps = self.data(i32_bytes(&[za, zw]));
             format!("{xp}, {w}, {sums}, {row_sums}, {zps}")
@@ -360,7 +362,7 @@ impl Gen<'_> {
                 }
                 None => "NULL".into(),
             };
-            let offs = self.data(i32_bytes(p.weights.row_offsets()));
+            let offs = self.data(i32_bytes(pw.row_offsets()));
             let bias = match &p.int_bias {
                 Some(b) => self.data(i32_bytes(b)),
                 None => "NULL".into(),

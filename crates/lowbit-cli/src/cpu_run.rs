@@ -41,7 +41,8 @@
 
 use lowbit::interp::{eval_op, InterpError};
 use lowbit::ir::{
-    BinaryOp, Function, Granularity, IntSchedule, Op, OpKind, QRequant, Tensor, TensorType, Value,
+    BinaryOp, ConstData, Function, Granularity, IntSchedule, Layout, Op, OpKind, QRequant, Tensor,
+    TensorType, Value,
 };
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::{
@@ -99,8 +100,8 @@ impl CpuRun {
 pub struct Plan {
     /// The kernel's spec.
     pub spec: GemmSpec,
-    /// The weights, packed for `spec`.
-    pub weights: PackedWeights,
+    /// The weights, to be packed for `spec` ([`Plan::pack`]).
+    pub weights: WeightSource,
     /// The matmul op.
     pub op: Op,
     /// The activation operand.
@@ -121,6 +122,37 @@ pub struct Plan {
     /// Bit-serial `matmul_int` zero points `(za, zw)` (constants; the
     /// W8A8/W4A8 kernel has them in its packed weights and row offsets).
     pub zero_points: Option<(i32, i32)>,
+}
+
+impl Plan {
+    /// Packs the weights for the plan's kernel, reading the constant's
+    /// bytes directly.
+    pub fn pack(&self) -> Result<PackedWeights, String> {
+        let src = &self.weights.codes;
+        let read = src.reader();
+        match &self.weights.kind {
+            SourceKind::Float {
+                scales,
+                zero_points,
+            } => PackedWeights::pack_with(&self.spec, read, scales, zero_points.as_ref()),
+            SourceKind::Int {
+                center: None,
+                act_zero_point,
+            } => PackedWeights::pack_int_with(&self.spec, read, *act_zero_point),
+            SourceKind::Int {
+                center: Some(zw),
+                act_zero_point,
+            } => {
+                // `centered_type` checked that every weight is an integer
+                // and that `w - zw` fits the spec's type (the packer masks
+                // it to that width).
+                let elem = src.elem;
+                let centered = |i| (elem.decode_int(read(i)).unwrap_or(0) - i128::from(*zw)) as u64;
+                PackedWeights::pack_int_with(&self.spec, centered, *act_zero_point)
+            }
+        }
+        .map_err(|e| format!("packing the weights: {e}"))
+    }
 }
 
 /// Dyadic requantization parameters, one per output column.
@@ -174,56 +206,125 @@ fn constant_of(f: &Function, v: Value) -> Result<Tensor, String> {
     Ok(t.remove(0))
 }
 
-/// The rank-2 constant `v` (`[rows, cols]`) decoded straight into its
-/// transpose `[cols, rows]`: for a default-layout constant this reads the
-/// bytes directly, so only one tensor-sized code vector (8 bytes per
-/// element) exists instead of two.
-fn transposed_constant_of(f: &Function, v: Value) -> Result<Tensor, String> {
-    let ty = f.ty(v);
-    let rank2 = |rank: usize| {
-        if rank == 2 {
-            Ok(())
+/// The codes of a rank-2 constant `[rows, cols]` (a weight `[k, m]`) in
+/// transposed order (the kernel's `[m, k]`), read straight from the
+/// constant's default-layout bytes, which it shares with the function
+/// rather than copies: no `u64` per element (8 bytes, 16 times an `i4`
+/// weight) is built to pack a weight.
+#[derive(Clone)]
+pub struct TransposedCodes {
+    data: ConstData,
+    elem: ElemType,
+    /// The constant's `[rows, cols]`: the kernel's `k` and `m`.
+    rows: usize,
+    cols: usize,
+    /// The constant op, whose bytes `run_owned` releases once packed.
+    op: Op,
+}
+
+impl TransposedCodes {
+    /// The constant `v`; a constant in another layout is re-encoded once
+    /// into default-layout bytes (through its decoded codes).
+    fn of(f: &Function, v: Value) -> Result<TransposedCodes, String> {
+        let ty = f.ty(v);
+        let op = f
+            .def_op(v)
+            .ok_or("the weight is a function input, not a constant")?;
+        let OpKind::Constant(d) = &f.op(op).kind else {
+            return Err(format!(
+                "the weight comes from '{}', not a constant",
+                f.op(op).kind.name()
+            ));
+        };
+        if ty.shape.len() != 2 {
+            return Err(format!("the weight has rank {}, not 2", ty.shape.len()));
+        }
+        let data = if ty.layout.is_default() {
+            if d.bytes().len() as u64 != ty.byte_size() {
+                return Err(format!(
+                    "the weight's constant has {} bytes, its type {ty} needs {}",
+                    d.bytes().len(),
+                    ty.byte_size()
+                ));
+            }
+            d.clone()
         } else {
-            Err(format!("the weight has rank {rank}, not 2"))
-        }
-    };
-    let data = match f.def_op(v).map(|op| &f.op(op).kind) {
-        Some(OpKind::Constant(d)) if ty.layout.is_default() => d,
-        _ => {
-            let t = constant_of(f, v)?;
-            rank2(t.shape.len())?;
-            return Ok(transpose(&t));
-        }
-    };
-    rank2(ty.shape.len())?;
-    let bytes = data.bytes();
-    if bytes.len() as u64 != ty.byte_size() {
-        return Err(format!(
-            "the weight's constant has {} bytes, its type {ty} needs {}",
-            bytes.len(),
-            ty.byte_size()
-        ));
+            ConstData::new(constant_of(f, v)?.to_bytes(&Layout::default()))
+        };
+        Ok(TransposedCodes {
+            data,
+            elem: ty.elem,
+            rows: ty.shape[0] as usize,
+            cols: ty.shape[1] as usize,
+            op,
+        })
     }
-    let (r, c) = (ty.shape[0] as usize, ty.shape[1] as usize);
-    let bits = ty.elem.bits() as usize;
-    let mut codes = vec![0u64; r * c];
-    // Default layout: element `i` is stream bits `[i*bits, (i+1)*bits)`,
-    // stream bit `b` being bit `b % 8` of byte `b / 8` (LSB first).
-    let code_at = |idx: usize| -> u64 {
-        let mut code = 0u64;
-        let start = idx * bits;
-        for t in 0..bits {
-            let b = start + t;
-            code |= u64::from((bytes[b / 8] >> (b % 8)) & 1) << t;
-        }
-        code
-    };
-    for i in 0..r {
-        for j in 0..c {
-            codes[j * r + i] = code_at(i * c + j);
-        }
+
+    /// `(m, k)`: the kernel's view of the `[k, m]` weight.
+    fn mk(&self) -> (usize, usize) {
+        (self.cols, self.rows)
     }
-    Tensor::new(ty.elem, vec![c as u64, r as u64], codes)
+
+    /// Reads the code of kernel element `i = r * k + c` (row `r` of the
+    /// kernel's `[m, k]`, i.e. constant element `[c, r]`).
+    fn reader(&self) -> impl Fn(usize) -> u64 + '_ {
+        let (bytes, bits) = (self.data.bytes(), self.elem.bits() as usize);
+        let (k, m) = (self.rows, self.cols);
+        move |i| stream_code(bytes, (i % k) * m + i / k, bits)
+    }
+
+    /// Every code in the constant's own order.
+    fn codes(&self) -> impl Iterator<Item = u64> + '_ {
+        let (bytes, bits) = (self.data.bytes(), self.elem.bits() as usize);
+        (0..self.rows * self.cols).map(move |s| stream_code(bytes, s, bits))
+    }
+}
+
+/// Element `s` of a default-layout byte stream of `bits`-bit codes: stream
+/// bits `[s*bits, (s+1)*bits)`, bit `b` being bit `b % 8` of byte `b / 8`
+/// (LSB first; the caller checked the length).
+fn stream_code(bytes: &[u8], s: usize, bits: usize) -> u64 {
+    if bits.is_multiple_of(8) {
+        let nb = bits / 8;
+        let mut b = [0u8; 8];
+        b[..nb].copy_from_slice(&bytes[s * nb..(s + 1) * nb]);
+        return u64::from_le_bytes(b);
+    }
+    let start = s * bits;
+    let (first, shift) = (start / 8, start % 8);
+    let span = (shift + bits).div_ceil(8);
+    let mut w = 0u128;
+    for (j, &b) in bytes[first..first + span].iter().enumerate() {
+        w |= u128::from(b) << (8 * j);
+    }
+    ((w >> shift) as u64) & ((1u64 << bits) - 1)
+}
+
+/// A plan's weights, still to be packed ([`Plan::pack`]): `lowbit run`
+/// packs each just before its matmul runs and drops the packed form after
+/// it, so the packed weights of one matmul are alive at a time.
+#[derive(Clone)]
+pub struct WeightSource {
+    /// The weight constant's codes.
+    pub codes: TransposedCodes,
+    kind: SourceKind,
+}
+
+#[derive(Clone)]
+enum SourceKind {
+    /// Dequant-fused float kernels: scales (and zero points) as `[m,
+    /// groups]`.
+    Float {
+        scales: Tensor,
+        zero_points: Option<Tensor>,
+    },
+    /// Integer kernels: the weights, less `center` when given (as
+    /// [`centered_type`] chose), and the activation zero point folded into
+    /// the W8A8/W4A8 row offsets.
+    Int {
+        center: Option<i64>,
+        act_zero_point: i64,
+    },
 }
 
 /// `[rows, cols]` row-major codes transposed to `[cols, rows]`.
@@ -252,7 +353,7 @@ fn rows_of(t: &TensorType) -> Result<usize, String> {
 }
 
 /// A plan for `spec` with nothing fused.
-fn plain(spec: GemmSpec, weights: PackedWeights, op: Op, x: Value) -> Plan {
+fn plain(spec: GemmSpec, weights: WeightSource, op: Op, x: Value) -> Plan {
     Plan {
         spec,
         weights,
@@ -341,10 +442,7 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
         ));
     }
     let n = rows_of(xt)?;
-    let q = constant_of(f, w)?;
-    if q.shape.len() != 2 {
-        return Err(format!("the weight has rank {}, not 2", q.shape.len()));
-    }
+    let q = TransposedCodes::of(f, w)?;
     let zero_points = match d.operands.get(2..4) {
         Some(&[za, zw]) => {
             let value = |v: Value, what: &str| -> Result<i32, String> {
@@ -358,8 +456,15 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
         }
         _ => None,
     };
-    let (k, m) = (q.shape[0] as usize, q.shape[1] as usize);
+    let (m, k) = q.mk();
     let n = Dim::Static(n);
+    let int = |codes: TransposedCodes, center: Option<i64>, act_zero_point: i64| WeightSource {
+        codes,
+        kind: SourceKind::Int {
+            center,
+            act_zero_point,
+        },
+    };
     if xt.elem == ElemType::Bipolar {
         // b1 x b1 is the W1A1 kernel on either schedule.
         if q.elem != ElemType::Bipolar {
@@ -370,50 +475,48 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
         }
         let spec = GemmSpec::binary(m, k, n);
         spec.check("cpu").map_err(|e| e.to_string())?;
-        let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
-        return Ok(plain(spec, weights, op, x));
+        return Ok(plain(spec, int(q, None, 0), op, x));
     }
     let (zx, zw) = zero_points.unwrap_or((0, 0));
     if !is_bit_serial(&d.kind) && is_byte(xt.elem) {
         // The weights w - zw packed as they are (zw = 0) or in the
         // narrowest type holding them; zx goes into the row offsets.
         let vnni_types = [ElemType::I8, I4, U4];
-        if let Some(c) = center(&q, i64::from(zw))
+        if let Some(elem) = centered_type(&q, i64::from(zw))
             .ok()
-            .filter(|c| vnni_types.contains(&c.elem))
+            .filter(|e| vnni_types.contains(e))
         {
-            let spec = GemmSpec::int(m, k, n, c.elem, xt.elem);
+            let spec = GemmSpec::int(m, k, n, elem, xt.elem);
             spec.check("cpu").map_err(|e| e.to_string())?;
-            let weights = PackedWeights::pack_int_centered(&spec, &transpose(&c), i64::from(zx))
-                .map_err(|e| e.to_string())?;
-            return Ok(plain(spec, weights, op, x));
+            let center = (zw != 0).then_some(i64::from(zw));
+            return Ok(plain(spec, int(q, center, i64::from(zx)), op, x));
         }
     }
     // The bit-serial kernel checks the element types itself.
     let mut spec = GemmSpec::bit_serial(m, k, n, q.elem, xt.elem);
     spec.weight.zero_point = zero_points.is_some();
     spec.check("cpu").map_err(|e| e.to_string())?;
-    let weights = PackedWeights::pack_int(&spec, &transpose(&q)).map_err(|e| e.to_string())?;
-    let mut p = plain(spec, weights, op, x);
+    let mut p = plain(spec, int(q, None, 0), op, x);
     p.zero_points = zero_points;
     Ok(p)
 }
 
-/// The integer weights `w - zw`: unchanged when `zw` is 0, else in the
-/// narrowest kernel weight type that holds them (`i4`, then `i8`).
-fn center(w: &Tensor, zw: i64) -> Result<Tensor, String> {
+/// The type of the integer weights `w - zw`: `w`'s own when `zw` is 0,
+/// else the narrowest kernel weight type that holds them all (`i4`, then
+/// `i8`), found by one pass over the constant's bytes.
+fn centered_type(w: &TransposedCodes, zw: i64) -> Result<ElemType, String> {
     if zw == 0 {
-        return Ok(w.clone());
+        return Ok(w.elem);
     }
-    let vals: Vec<i128> = w
-        .to_i128()
-        .ok_or_else(|| format!("{} weights are not integers", w.elem))?
-        .into_iter()
-        .map(|v| v - i128::from(zw))
-        .collect();
-    let (lo, hi) = vals
-        .iter()
-        .fold((0i128, 0i128), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (mut lo, mut hi) = (0i128, 0i128);
+    for c in w.codes() {
+        let v = w
+            .elem
+            .decode_int(c)
+            .ok_or_else(|| format!("{} weights are not integers", w.elem))?
+            - i128::from(zw);
+        (lo, hi) = (lo.min(v), hi.max(v));
+    }
     let bits = if (-8..=7).contains(&lo) && (-8..=7).contains(&hi) {
         4
     } else if (-128..=127).contains(&lo) && (-128..=127).contains(&hi) {
@@ -423,12 +526,7 @@ fn center(w: &Tensor, zw: i64) -> Result<Tensor, String> {
             "the centered weights w - {zw} span {lo}..={hi}, beyond i8"
         ));
     };
-    let mask = (1i128 << bits) - 1;
-    Tensor::new(
-        ElemType::Int { bits, signed: true },
-        w.shape.clone(),
-        vals.iter().map(|&v| (v & mask) as u64).collect(),
-    )
+    Ok(ElemType::Int { bits, signed: true })
 }
 
 /// Tries to map `matmul x, w`, `matmul_int x, w` or `qmatmul x, wq, ...`
@@ -600,15 +698,14 @@ fn map_dequantized(
         ));
     }
     let n = rows_of(xt)?;
-    // Decoded straight into the kernel's [m, k] order (8 bytes per element:
-    // one such copy at a time).
-    let qt = transposed_constant_of(f, qv)?;
+    // Read from the constant's bytes when packed: nothing weight-sized here.
+    let qt = TransposedCodes::of(f, qv)?;
     let s = constant_of(f, sv)?;
     let z = match zv {
         Some(zv) => Some(constant_of(f, zv)?),
         None => None,
     };
-    let (k, m) = (qt.shape[1] as usize, qt.shape[0] as usize);
+    let (m, k) = qt.mk();
     // Scales (and zero points) re-laid out as [m, groups] for the kernel.
     let (gran, s, z) = match granularity {
         Granularity::PerAxis { axis: 1 } => (WeightGranularity::PerChannel, s, z),
@@ -647,7 +744,13 @@ fn map_dequantized(
         epilogue,
         schedule: IntSchedule::Direct,
     };
-    let weights = PackedWeights::pack(&spec, &qt, &s, z.as_ref()).map_err(|e| e.to_string())?;
+    let weights = WeightSource {
+        codes: qt,
+        kind: SourceKind::Float {
+            scales: s,
+            zero_points: z,
+        },
+    };
     Ok(plain(spec, weights, op, x))
 }
 
@@ -825,6 +928,7 @@ fn plan_chain(f: &Function, base: Op, fused: &[Op]) -> Result<Plan, (bool, Strin
 /// kernel's element type (`f32`, `i32`, or `i8` when requantized).
 fn run_mapped(
     m: &Mapped,
+    weights: &PackedWeights,
     x: &Tensor,
     bias: Option<&Tensor>,
     shape: &[u64],
@@ -853,7 +957,7 @@ fn run_mapped(
                 zero_point: rq.zero_point,
             };
             m.kernel
-                .run_requant_bias(acts, m.weights(), bias, &r, &mut y, n, 0)
+                .run_requant_bias(acts, weights, bias, &r, &mut y, n, 0)
                 .map_err(|e| e.to_string())?;
             return Tensor::new(
                 ElemType::I8,
@@ -865,8 +969,8 @@ fn run_mapped(
         match m.plan.zero_points {
             Some(z) => m
                 .kernel
-                .run_int_zero_points(acts, m.weights(), z, &mut y, n, 0),
-            None => m.kernel.run_int_bias(acts, m.weights(), bias, &mut y, n, 0),
+                .run_int_zero_points(acts, weights, z, &mut y, n, 0),
+            None => m.kernel.run_int_bias(acts, weights, bias, &mut y, n, 0),
         }
         .map_err(|e| e.to_string())?;
         return Tensor::new(
@@ -900,19 +1004,13 @@ fn run_mapped(
     let bias: Option<Vec<f32>> =
         bias.map(|b| b.codes.iter().map(|&c| f32::from_bits(c as u32)).collect());
     m.kernel
-        .run(acts, m.weights(), bias.as_deref(), &mut y, n, 0)
+        .run(acts, weights, bias.as_deref(), &mut y, n, 0)
         .map_err(|e| e.to_string())?;
     Tensor::new(
         ElemType::F32,
         shape.to_vec(),
         y.iter().map(|v| u64::from(v.to_bits())).collect(),
     )
-}
-
-impl Mapped {
-    fn weights(&self) -> &PackedWeights {
-        &self.plan.weights
-    }
 }
 
 /// Counts one run of `name` on the interpreter.
@@ -987,74 +1085,157 @@ pub fn map_plans<T>(
     mapped
 }
 
-/// Runs `f` on `inputs` (already checked against its parameters).
+/// Runs `f` on `inputs` (already checked against its parameters); see
+/// [`run_owned`] (here the caller keeps the function and its constants).
 pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpError> {
-    let op_err = |op: Op, message: String| InterpError::Op {
+    run_owned(f.clone(), inputs.to_vec())
+}
+
+fn op_err(f: &Function, op: Op, message: String) -> InterpError {
+    InterpError::Op {
         op: f.op(op).kind.name(),
         span: f.op_spans.get(&op).copied(),
         message,
-    };
+    }
+}
+
+fn operand<'a>(
+    f: &Function,
+    op: Op,
+    env: &'a HashMap<Value, Tensor>,
+    v: &Value,
+) -> Result<&'a Tensor, InterpError> {
+    env.get(v)
+        .ok_or_else(|| op_err(f, op, "operand not computed".into()))
+}
+
+/// The values a needed op reads: a mapped op only its activation, bias
+/// and requantize operands (the weight is packed from the constant's
+/// bytes, the fused ops are computed by the kernel).
+fn reads_of(f: &Function, op: Op, mapped: Option<&Mapped>) -> Vec<Value> {
+    match mapped {
+        Some(m) => {
+            let mut v = vec![m.plan.x];
+            v.extend(m.plan.bias);
+            if let Some((_, ops)) = &m.plan.quantize {
+                v.extend(ops);
+            }
+            v
+        }
+        None => f.op(op).operands.clone(),
+    }
+}
+
+/// Runs mapped op `op` with its packed weights; the summary line's kernel
+/// text comes back with the result.
+fn run_plan(
+    f: &Function,
+    op: Op,
+    m: &Mapped,
+    packed: &PackedWeights,
+    env: &HashMap<Value, Tensor>,
+    on_interp: &mut Vec<(String, usize)>,
+) -> Result<(Tensor, String), InterpError> {
+    let x = operand(f, op, env, &m.plan.x)?;
+    let bias = m
+        .plan
+        .bias
+        .as_ref()
+        .map(|b| operand(f, op, env, b))
+        .transpose()?;
+    let rt = f.ty(f.op(op).results[0]);
+    let mut y = run_mapped(m, packed, x, bias, &rt.shape).map_err(|e| op_err(f, op, e))?;
+    let mut what = m.kernel.spec().to_string();
+    if !m.plan.fused.is_empty() {
+        let names: Vec<String> = m.plan.fused.iter().map(|&o| label(f, o)).collect();
+        what.push_str(&format!(" (fused: {})", names.join(", ")));
+    }
+    if let Some((kind, ops)) = &m.plan.quantize {
+        let mut args = vec![&y];
+        for v in ops {
+            args.push(operand(f, op, env, v)?);
+        }
+        y = eval_op(kind, &args, std::slice::from_ref(rt))
+            .map_err(|e| op_err(f, op, format!("requantize epilogue: {e}")))?
+            .remove(0);
+        what.push_str(", then quantize on the interpreter");
+        count(on_interp, "quantize (qmatmul requantize epilogue)");
+    }
+    Ok((y, what))
+}
+
+/// Runs `f` on `inputs` (already checked against its parameters), owning
+/// both so that memory goes as soon as the run is done with it: each
+/// matmul's weights are packed from the constant's bytes just before its
+/// kernel runs and dropped after it, a weight constant's bytes are
+/// released from `f` once no later op reads them, and each value (the
+/// inputs included) is dropped after its last use. Besides the model's
+/// constants, one matmul's packed weights are alive at a time. Constants
+/// sharing one buffer (the ONNX importer's file) free it with the last of
+/// them.
+pub fn run_owned(
+    mut f: Function,
+    inputs: Vec<(String, Tensor)>,
+) -> Result<CpuRun, InterpError> {
     let mut not_mapped = Vec::new();
-    let mapped = map_plans(f, &mut not_mapped, jit);
-    // Values the run needs: walk back from the outputs; a mapped op needs
-    // only its activation, bias and requantize operands (the weight is
-    // packed already, the fused ops are computed by the kernel).
-    let mut needed: HashSet<Value> = f.outputs.iter().map(|(_, v)| *v).collect();
+    let mut mapped = map_plans(&f, &mut not_mapped, jit);
+    // Values the run needs: walk back from the outputs. Along the way,
+    // count the needed ops reading each value and the plans reading each
+    // weight constant: what is left of these counts after an op says what
+    // can be dropped.
+    let outputs: HashSet<Value> = f.outputs.iter().map(|(_, v)| *v).collect();
+    let mut needed = outputs.clone();
+    let mut reads: HashMap<Value, usize> = HashMap::new();
+    let mut plans_of: HashMap<Op, usize> = HashMap::new();
+    let mut run_order = Vec::new();
     for &op in f.ops().iter().rev() {
-        let d = f.op(op);
-        if !d.results.iter().any(|r| needed.contains(r)) {
+        if !f.op(op).results.iter().any(|r| needed.contains(r)) {
             continue;
         }
-        if let Some(m) = mapped.get(&op) {
-            needed.insert(m.plan.x);
-            needed.extend(m.plan.bias);
-            if let Some((_, ops)) = &m.plan.quantize {
-                needed.extend(ops);
-            }
-        } else {
-            needed.extend(d.operands.iter().copied());
+        let m = mapped.get(&op);
+        if let Some(m) = m {
+            *plans_of.entry(m.plan.weights.codes.op).or_default() += 1;
         }
+        for v in reads_of(&f, op, m) {
+            needed.insert(v);
+            *reads.entry(v).or_default() += 1;
+        }
+        run_order.push(op);
     }
+    run_order.reverse();
     let mut env: HashMap<Value, Tensor> = HashMap::new();
     for ((_, v), (_, t)) in f.params.iter().zip(inputs) {
-        env.insert(*v, t.clone());
+        env.insert(*v, t);
     }
     let mut on_cpu = Vec::new();
     let mut on_interp: Vec<(String, usize)> = Vec::new();
-    for &op in f.ops() {
-        let d = f.op(op);
-        if !d.results.iter().any(|r| needed.contains(r)) {
-            continue;
-        }
-        let operand = |v: &Value| {
-            env.get(v)
-                .ok_or_else(|| op_err(op, "operand not computed".into()))
-        };
-        let results = if let Some(m) = mapped.get(&op) {
-            let x = operand(&m.plan.x)?;
-            let bias = m.plan.bias.as_ref().map(operand).transpose()?;
-            let rt = f.ty(d.results[0]);
-            let mut y = run_mapped(m, x, bias, &rt.shape).map_err(|e| op_err(op, e))?;
-            let mut what = m.kernel.spec().to_string();
-            if !m.plan.fused.is_empty() {
-                let names: Vec<String> = m.plan.fused.iter().map(|&o| label(f, o)).collect();
-                what.push_str(&format!(" (fused: {})", names.join(", ")));
+    for op in run_order {
+        let m = mapped.remove(&op);
+        let read = reads_of(&f, op, m.as_ref());
+        let results = if let Some(m) = m {
+            let packed = m.plan.pack().map_err(|e| op_err(&f, op, e))?;
+            let (y, what) = run_plan(&f, op, &m, &packed, &env, &mut on_interp)?;
+            on_cpu.push((label(&f, m.plan.op), what));
+            let c = m.plan.weights.codes.op;
+            // The plan's share of the constant's bytes and the packed
+            // weights go now; the function's share once no other plan and
+            // no interpreted op reads the constant.
+            drop((m, packed));
+            let left = plans_of.get_mut(&c).map(|n| {
+                *n -= 1;
+                *n
+            });
+            if left == Some(0) && !f.op(c).results.iter().any(|r| needed.contains(r)) {
+                f.op_mut(c).kind = OpKind::Constant(ConstData::new(Vec::new()));
             }
-            if let Some((kind, ops)) = &m.plan.quantize {
-                let mut args = vec![&y];
-                for v in ops {
-                    args.push(operand(v)?);
-                }
-                y = eval_op(kind, &args, std::slice::from_ref(rt))
-                    .map_err(|e| op_err(op, format!("requantize epilogue: {e}")))?
-                    .remove(0);
-                what.push_str(", then quantize on the interpreter");
-                count(&mut on_interp, "quantize (qmatmul requantize epilogue)");
-            }
-            on_cpu.push((label(f, m.plan.op), what));
             vec![y]
         } else {
-            let args: Vec<&Tensor> = d.operands.iter().map(operand).collect::<Result<_, _>>()?;
+            let d = f.op(op);
+            let args: Vec<&Tensor> = d
+                .operands
+                .iter()
+                .map(|v| operand(&f, op, &env, v))
+                .collect::<Result<_, _>>()?;
             let types: Vec<_> = d.results.iter().map(|r| f.ty(*r).clone()).collect();
             if !matches!(d.kind, OpKind::Constant(_)) {
                 count(&mut on_interp, d.kind.name());
@@ -1068,22 +1249,30 @@ pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpEr
                 other => other,
             })?
         };
-        for (r, t) in d.results.iter().zip(results) {
+        // Values read here for the last time go (outputs stay).
+        for v in read {
+            let left = reads.get_mut(&v).map(|n| {
+                *n -= 1;
+                *n
+            });
+            if left == Some(0) && !outputs.contains(&v) {
+                env.remove(&v);
+            }
+        }
+        for (r, t) in f.op(op).results.iter().zip(results) {
             env.insert(*r, t);
         }
     }
-    let outputs = f
-        .outputs
-        .iter()
-        .map(|(name, v)| {
-            env.get(v)
-                .cloned()
-                .map(|t| (name.clone(), t))
-                .ok_or_else(|| InterpError::Function {
-                    message: format!("output '{name}' was not computed"),
-                })
-        })
-        .collect::<Result<_, _>>()?;
+    let mut outputs = Vec::with_capacity(f.outputs.len());
+    for (i, (name, v)) in f.outputs.iter().enumerate() {
+        // An output value named twice is cloned for all but its last name.
+        let again = f.outputs[i + 1..].iter().any(|(_, w)| w == v);
+        let t = if again { env.get(v).cloned() } else { env.remove(v) };
+        let t = t.ok_or_else(|| InterpError::Function {
+            message: format!("output '{name}' was not computed"),
+        })?;
+        outputs.push((name.clone(), t));
+    }
     Ok(CpuRun {
         outputs,
         on_cpu,

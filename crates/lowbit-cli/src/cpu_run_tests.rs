@@ -610,26 +610,128 @@ fn qmatmul_epilogues() {
     }
 }
 
-/// Decoding a weight straight into its transpose from the constant's bytes
-/// gives the transpose of the decoded constant, for sub-byte types with odd
-/// sizes (codes straddling bytes), bytes and wider floats.
+/// The first op of `f` of the kind `is` accepts.
+fn find_op(f: &Function, is: impl Fn(&OpKind) -> bool) -> Op {
+    *f.ops().iter().find(|&&o| is(&f.op(o).kind)).unwrap()
+}
+
+/// The old decoded path's weights: the constant decoded to codes and
+/// transposed to the kernel's `[m, k]`.
+fn decoded_weights(f: &Function, mm: Op) -> Tensor {
+    transpose(&constant_of(f, f.op(mm).operands[1]).unwrap())
+}
+
+/// Packing straight from the constant's bytes (`Plan::pack`, what `run`
+/// and `compile` use) gives exactly the bytes of packing the decoded,
+/// transposed codes (the old path), for every weight type the float
+/// kernels take (so every packed layout: bytes, interleaved nibbles, bit
+/// planes), odd sizes whose sub-byte codes straddle bytes (k*m*bits not a
+/// multiple of 8), per-column scales with zero points and blocks of 16 and
+/// 32.
 #[test]
-fn transposed_constants_match_decode_then_transpose() {
-    let mut rng = Rng::new(7);
-    let fp8 = ElemType::Float(lowbit::numerics::FloatFormat::F8E4M3FN);
-    for (e, shape) in [
-        ("i4".parse().unwrap(), [3u64, 5]),
-        ("u3".parse().unwrap(), [7, 3]),
-        ("u2".parse().unwrap(), [5, 5]),
-        ("i8".parse().unwrap(), [4, 9]),
-        (ElemType::F16, [3, 2]),
-        (fp8, [5, 7]),
-    ] {
-        let n = (shape[0] * shape[1]) as usize;
-        let t = Tensor::new(e, shape.to_vec(), random_codes(&mut rng, e, n)).unwrap();
-        let mut f = Function::new("t");
-        let v = konst(&mut f, &t);
-        let got = transposed_constant_of(&f, v).unwrap();
-        assert_eq!(got, transpose(&t), "{e}");
+fn float_byte_packing_equals_the_decoded_path() {
+    let mut rng = Rng::new(0xb17e);
+    let types = [
+        "i1", "u1", "i2", "u2", "i3", "u3", "i4", "u4", "i5", "u6", "i7", "i8", "u8", "b1",
+        "f8E4M3FN", "f8E5M2", "f4E2M1FN",
+    ];
+    for we in types {
+        for (k, m, group) in [(37u64, 5u64, None), (70, 3, Some(32)), (33, 7, Some(16))] {
+            let c = FloatCase {
+                weight: we,
+                scale: "f32",
+                group,
+                tensor_scale: None,
+                x_shape: vec![1, k],
+                m,
+                bias: false,
+                act: None,
+            };
+            let (f, _, _) = float_graph(&mut rng, &c);
+            let mm = find_op(&f, |k| matches!(k, OpKind::MatMul { .. }));
+            let plan = plan_matmul(&f, mm).unwrap_or_else(|e| panic!("{we}: {e}"));
+            let deq = f.def_op(f.op(mm).operands[1]).unwrap();
+            let dops = &f.op(deq).operands;
+            let s = constant_of(&f, dops[1]).unwrap();
+            let z = dops.get(2).map(|&z| constant_of(&f, z).unwrap());
+            let (s, z) = match group {
+                Some(_) => (transpose(&s), z.as_ref().map(transpose)),
+                None => (s, z),
+            };
+            let q = transpose(&constant_of(&f, dops[0]).unwrap());
+            let want = PackedWeights::pack(&plan.spec, &q, &s, z.as_ref()).unwrap();
+            let got = plan.pack().unwrap();
+            let what = format!("{we} k={k} m={m} group={group:?}");
+            assert_eq!(got.codes(), want.codes(), "{what}");
+            assert_eq!(got.scales(), want.scales(), "{what}");
+            assert_eq!(got.zero_points(), want.zero_points(), "{what}");
+            assert_eq!(z.is_some(), !got.zero_points().is_empty(), "{what}");
+        }
+    }
+}
+
+/// The same for the integer kernels: W8A8/W4A8 weights as they are and
+/// centered by a weight zero point (`u4` and `u2` into `i4`, `u4` into
+/// `i8`, with an activation zero point in the row offsets), bit-serial
+/// weights of odd widths (with and without zero points), `b1` weights under `i8`
+/// activations (W1A8) and `b1` x `b1` (W1A1), at an odd `k`.
+#[test]
+fn integer_byte_packing_equals_the_decoded_path() {
+    let mut rng = Rng::new(0x1b17);
+    let plain = IntChain {
+        zero_point: false,
+        bias: false,
+        relu: false,
+        requant: None,
+    };
+    let zp = IntChain {
+        zero_point: true,
+        ..plain
+    };
+    let cases = [
+        (("u8", ("i8", 0)), plain, "weight=i8", false),
+        (("i8", ("i4", 0)), plain, "weight=i4", false),
+        (("u8", ("u4", 0)), plain, "weight=u4", false),
+        (("u8", ("u4", 8)), zp, "weight=i4", true),
+        (("i8", ("u4", 12)), zp, "weight=i8", true),
+        (("u8", ("i3", 0)), plain, "bit-serial", false),
+        (("u8", ("u2", 1)), zp, "weight=i4", true),
+        (("u3", ("u2", 1)), zp, "bit-serial", false),
+        (("i4", ("i5", 3)), zp, "bit-serial", false),
+        (("i8", ("b1", 0)), plain, "bit-serial", false),
+        (("b1", ("b1", 0)), plain, "b1", false),
+    ];
+    for (types, chain, kernel, center) in cases {
+        let (f, _) = int_graph(&mut rng, types, &[2, 37], 9, chain, false);
+        let mm = find_op(&f, |k| matches!(k, OpKind::MatMulInt { .. }));
+        let plan = plan_matmul(&f, mm).unwrap_or_else(|e| panic!("{types:?}: {e}"));
+        assert!(plan.spec.to_string().contains(kernel), "{types:?}: {}", plan.spec);
+        let q = decoded_weights(&f, mm);
+        let scalar = |i: usize| {
+            let t = constant_of(&f, f.op(mm).operands[i]).unwrap();
+            t.to_i128().unwrap()[0]
+        };
+        let want = match center {
+            false => PackedWeights::pack_int(&plan.spec, &q),
+            true => {
+                // The old `center`: values less zw, in the chosen type,
+                // and zx in the row offsets.
+                let (zx, zw) = (scalar(2) as i64, scalar(3));
+                let e = plan.spec.weight.dtype;
+                let vals: Vec<u64> = q
+                    .to_i128()
+                    .unwrap()
+                    .iter()
+                    .map(|&v| (v - zw) as u64 & e.code_mask())
+                    .collect();
+                let c = Tensor::new(e, q.shape.clone(), vals).unwrap();
+                PackedWeights::pack_int_centered(&plan.spec, &c, zx)
+            }
+        }
+        .unwrap();
+        let got = plan.pack().unwrap();
+        assert_eq!(got.codes(), want.codes(), "{types:?}");
+        assert_eq!(got.row_sums(), want.row_sums(), "{types:?}");
+        assert_eq!(got.row_offsets(), want.row_offsets(), "{types:?}");
     }
 }

@@ -120,6 +120,92 @@ impl PackedWeights {
         PackedWeights::from_raw(spec, codes, scales, zero_points)
     }
 
+    /// [`PackedWeights::pack`] with the weight codes read through `code`
+    /// instead of taken from a tensor: `code(r * k + c)` is the code of
+    /// row `r` (output column) and column `c` of the `[m, k]` weights.
+    /// A caller reading them straight from a constant's bytes never holds
+    /// a `u64` per weight (8 bytes per element, 16 times an `i4` weight):
+    /// the codes go into the packed layout as they are read
+    /// (`lowbit_ir::tensor::pack_codes`). Equal to `pack` of those codes.
+    pub fn pack_with(
+        spec: &GemmSpec,
+        code: impl Fn(usize) -> u64,
+        scales: &Tensor,
+        zero_points: Option<&Tensor>,
+    ) -> Result<PackedWeights, CpuError> {
+        spec.check("(packing)")?;
+        if spec.is_integer() {
+            return Err(CpuError::BadWeights(
+                "W8A8 specs take no scales: use PackedWeights::pack_int_with".into(),
+            ));
+        }
+        let sshape = spec.scale_shape();
+        want("scales", scales, spec.weight.scale, &sshape)?;
+        match (spec.weight.zero_point, zero_points) {
+            (true, Some(z)) => want("zero points", z, spec.weight.dtype, &sshape)?,
+            (false, None) => {}
+            (true, None) => return Err(CpuError::BadWeights("the spec needs zero points".into())),
+            (false, Some(_)) => {
+                return Err(CpuError::BadWeights(
+                    "zero points given but the spec has none".into(),
+                ))
+            }
+        }
+        let codes = padded_codes(spec, &code);
+        let sb = spec.scale_bytes();
+        let scales: Vec<u8> = scales
+            .codes
+            .iter()
+            .flat_map(|&c| c.to_le_bytes().into_iter().take(sb))
+            .collect();
+        let zero_points = zero_points
+            .map(|z| z.codes.iter().map(|&c| c as u8).collect())
+            .unwrap_or_default();
+        PackedWeights::from_raw(spec, codes, scales, zero_points)
+    }
+
+    /// [`PackedWeights::pack_int_centered`] with the (centered) weight
+    /// codes read through `code`, indexed as in
+    /// [`PackedWeights::pack_with`]; no tensor-sized code vector is built
+    /// (the bit-serial layout goes one row at a time).
+    pub fn pack_int_with(
+        spec: &GemmSpec,
+        code: impl Fn(usize) -> u64,
+        act_zero_point: i64,
+    ) -> Result<PackedWeights, CpuError> {
+        spec.check("(packing)")?;
+        if act_zero_point != 0 && !spec.is_vnni() {
+            return Err(CpuError::BadWeights(
+                "only the W8A8/W4A8 kernels take an activation zero point".into(),
+            ));
+        }
+        if !spec.is_integer() {
+            return Err(CpuError::BadWeights(
+                "pack_int_with is for integer specs; float specs use PackedWeights::pack_with"
+                    .into(),
+            ));
+        }
+        if spec.is_bit_serial() {
+            let (m, k) = (spec.m, spec.k);
+            let row = spec.row_bytes();
+            let mut codes = vec![0u8; m * row];
+            let mut bytes = vec![0u8; k];
+            for (r, dst) in codes.chunks_mut(row).enumerate() {
+                for (c, b) in bytes.iter_mut().enumerate() {
+                    *b = code(r * k + c) as u8;
+                }
+                pack_planes(&bytes, spec.weight_planes(), dst);
+            }
+            return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
+        }
+        let codes = padded_codes(spec, &code);
+        let mut p = PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new())?;
+        if spec.is_vnni() {
+            p.row_offsets = row_offsets(spec, &p.row_sums, act_zero_point);
+        }
+        Ok(p)
+    }
+
     /// Packs `i8`/`i4`/`u4` weights `[m, k]` for a W8A8/W4A8 spec
     /// ([`GemmSpec::int`]), or `b1` weights for a W1A1 spec
     /// ([`GemmSpec::binary`]).
@@ -295,6 +381,24 @@ impl PackedWeights {
         let per_row = self.row_offsets.len().max(self.row_sums.len());
         self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * per_row
     }
+}
+
+/// The `[m, k]` weight codes `code(r * k + c)` (masked to the weight type)
+/// packed into [`GemmSpec::packed_weight_type`], rows and columns past the
+/// weights holding code 0 (finite in every float format, 0 in every
+/// integer one, and they meet zero activations).
+fn padded_codes(spec: &GemmSpec, code: &impl Fn(usize) -> u64) -> Vec<u8> {
+    let ty = spec.packed_weight_type();
+    let (m, k, k_pad) = (spec.m, spec.k, ty.shape[1] as usize);
+    let mask = spec.weight.dtype.code_mask();
+    lowbit_ir::tensor::pack_codes(&ty.shape, spec.weight.dtype, &ty.layout, |i| {
+        let (r, c) = (i / k_pad, i % k_pad);
+        if r < m && c < k {
+            code(r * k + c) & mask
+        } else {
+            0
+        }
+    })
 }
 
 /// The wrapping `i32` sum of each padded row of W8A8/W4A8 codes packed in
