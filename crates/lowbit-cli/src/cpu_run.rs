@@ -134,7 +134,11 @@ impl Plan {
             SourceKind::Float {
                 scales,
                 zero_points,
-            } => PackedWeights::pack_with(&self.spec, read, scales, zero_points.as_ref()),
+            } => {
+                let s = scales.decode()?;
+                let z = zero_points.as_ref().map(ConstOperand::decode).transpose()?;
+                PackedWeights::pack_with(&self.spec, read, &s, z.as_ref())
+            }
             SourceKind::Int {
                 center: None,
                 act_zero_point,
@@ -147,7 +151,8 @@ impl Plan {
                 // and that `w - zw` fits the spec's type (the packer masks
                 // it to that width).
                 let elem = src.elem;
-                let centered = |i| (elem.decode_int(read(i)).unwrap_or(0) - i128::from(*zw)) as u64;
+                let centered =
+                    |r, c| (elem.decode_int(read(r, c)).unwrap_or(0) - i128::from(*zw)) as u64;
                 PackedWeights::pack_int_with(&self.spec, centered, *act_zero_point)
             }
         }
@@ -265,12 +270,11 @@ impl TransposedCodes {
         (self.cols, self.rows)
     }
 
-    /// Reads the code of kernel element `i = r * k + c` (row `r` of the
-    /// kernel's `[m, k]`, i.e. constant element `[c, r]`).
-    fn reader(&self) -> impl Fn(usize) -> u64 + '_ {
-        let (bytes, bits) = (self.data.bytes(), self.elem.bits() as usize);
-        let (k, m) = (self.rows, self.cols);
-        move |i| stream_code(bytes, (i % k) * m + i / k, bits)
+    /// Reads the code of kernel element `(r, c)` (row `r` of the kernel's
+    /// `[m, k]`, i.e. constant element `[c, r]`).
+    fn reader(&self) -> impl Fn(usize, usize) -> u64 + '_ {
+        let (bytes, bits, m) = (self.data.bytes(), self.elem.bits() as usize, self.cols);
+        move |r, c| stream_code(bytes, c * m + r, bits)
     }
 
     /// Every code in the constant's own order.
@@ -283,7 +287,20 @@ impl TransposedCodes {
 /// Element `s` of a default-layout byte stream of `bits`-bit codes: stream
 /// bits `[s*bits, (s+1)*bits)`, bit `b` being bit `b % 8` of byte `b / 8`
 /// (LSB first; the caller checked the length).
+#[inline]
 fn stream_code(bytes: &[u8], s: usize, bits: usize) -> u64 {
+    if bits <= 8 {
+        // Within two bytes (the common sub-byte and byte weights).
+        let start = s * bits;
+        let (first, shift) = (start / 8, start % 8);
+        let hi = if shift + bits > 8 {
+            bytes[first + 1]
+        } else {
+            0
+        };
+        let w = u16::from_le_bytes([bytes[first], hi]);
+        return u64::from(w >> shift) & ((1u64 << bits) - 1);
+    }
     if bits.is_multiple_of(8) {
         let nb = bits / 8;
         let mut b = [0u8; 8];
@@ -300,6 +317,68 @@ fn stream_code(bytes: &[u8], s: usize, bits: usize) -> u64 {
     ((w >> shift) as u64) & ((1u64 << bits) - 1)
 }
 
+/// A constant operand of the packing besides the weight (scales, zero
+/// points), kept as its bytes until packed (decoded, each a `u64` per
+/// element, only then), with the re-layout the kernel wants.
+#[derive(Clone)]
+struct ConstOperand {
+    data: ConstData,
+    ty: TensorType,
+    op: Op,
+    relayout: Relayout,
+}
+
+/// How a scale-shaped operand becomes the kernel's `[m, groups]`.
+#[derive(Clone, Copy)]
+enum Relayout {
+    /// Already one per output column.
+    AsIs,
+    /// One for the tensor, repeated for each of `m` columns.
+    Widen(usize),
+    /// `[groups, m]` blocks along `k`, transposed.
+    Transpose,
+}
+
+impl ConstOperand {
+    fn of(f: &Function, v: Value, relayout: Relayout) -> Result<ConstOperand, String> {
+        let op = f
+            .def_op(v)
+            .ok_or("the weight is a function input, not a constant")?;
+        let OpKind::Constant(data) = &f.op(op).kind else {
+            return Err(format!(
+                "the weight comes from '{}', not a constant",
+                f.op(op).kind.name()
+            ));
+        };
+        if matches!(relayout, Relayout::Transpose) && f.ty(v).rank() != 2 {
+            return Err(format!("the blocked scales {} are not rank 2", f.ty(v)));
+        }
+        Ok(ConstOperand {
+            data: data.clone(),
+            ty: f.ty(v).clone(),
+            op,
+            relayout,
+        })
+    }
+
+    /// The operand decoded and re-laid out.
+    fn decode(&self) -> Result<Tensor, String> {
+        let kind = OpKind::Constant(self.data.clone());
+        let t = eval_op(&kind, &[], std::slice::from_ref(&self.ty))
+            .map_err(|e| e.to_string())?
+            .remove(0);
+        Ok(match self.relayout {
+            Relayout::AsIs => t,
+            Relayout::Widen(m) => Tensor {
+                elem: t.elem,
+                shape: vec![m as u64],
+                codes: vec![t.codes.first().copied().unwrap_or(0); m],
+            },
+            Relayout::Transpose => transpose(&t),
+        })
+    }
+}
+
 /// A plan's weights, still to be packed ([`Plan::pack`]): `lowbit run`
 /// packs each just before its matmul runs and drops the packed form after
 /// it, so the packed weights of one matmul are alive at a time.
@@ -310,13 +389,28 @@ pub struct WeightSource {
     kind: SourceKind,
 }
 
+impl WeightSource {
+    /// The constant ops the packing reads.
+    fn constants(&self) -> Vec<Op> {
+        let mut ops = vec![self.codes.op];
+        if let SourceKind::Float {
+            scales,
+            zero_points,
+        } = &self.kind
+        {
+            ops.push(scales.op);
+            ops.extend(zero_points.as_ref().map(|z| z.op));
+        }
+        ops
+    }
+}
+
 #[derive(Clone)]
 enum SourceKind {
-    /// Dequant-fused float kernels: scales (and zero points) as `[m,
-    /// groups]`.
+    /// Dequant-fused float kernels: scales (and zero points).
     Float {
-        scales: Tensor,
-        zero_points: Option<Tensor>,
+        scales: ConstOperand,
+        zero_points: Option<ConstOperand>,
     },
     /// Integer kernels: the weights, less `center` when given (as
     /// [`centered_type`] chose), and the activation zero point folded into
@@ -700,33 +794,26 @@ fn map_dequantized(
     let n = rows_of(xt)?;
     // Read from the constant's bytes when packed: nothing weight-sized here.
     let qt = TransposedCodes::of(f, qv)?;
-    let s = constant_of(f, sv)?;
-    let z = match zv {
-        Some(zv) => Some(constant_of(f, zv)?),
-        None => None,
-    };
     let (m, k) = qt.mk();
-    // Scales (and zero points) re-laid out as [m, groups] for the kernel.
-    let (gran, s, z) = match granularity {
-        Granularity::PerAxis { axis: 1 } => (WeightGranularity::PerChannel, s, z),
-        Granularity::PerTensor => {
-            let widen = |t: Tensor| Tensor {
-                elem: t.elem,
-                shape: vec![m as u64],
-                codes: vec![t.codes[0]; m],
-            };
-            (WeightGranularity::PerChannel, widen(s), z.map(widen))
-        }
+    // Scales (and zero points) are re-laid out as [m, groups] for the
+    // kernel when packed.
+    let (gran, relayout) = match granularity {
+        Granularity::PerAxis { axis: 1 } => (WeightGranularity::PerChannel, Relayout::AsIs),
+        Granularity::PerTensor => (WeightGranularity::PerChannel, Relayout::Widen(m)),
         Granularity::Blocked { blocks } if blocks.len() == 1 && blocks[0].0 == 0 => (
             WeightGranularity::Group(blocks[0].1 as usize),
-            transpose(&s),
-            z.as_ref().map(transpose),
+            Relayout::Transpose,
         ),
         g => {
             return Err(format!(
                 "scales {g:?} are not per output column or blocked along k"
             ))
         }
+    };
+    let s = ConstOperand::of(f, sv, relayout)?;
+    let z = match zv {
+        Some(zv) => Some(ConstOperand::of(f, zv, relayout)?),
+        None => None,
     };
     let spec = GemmSpec {
         m,
@@ -735,7 +822,7 @@ fn map_dequantized(
         weight: WeightSpec {
             dtype: qt.elem,
             granularity: gran,
-            scale: s.elem,
+            scale: s.ty.elem,
             zero_point: z.is_some(),
             layout: None,
             tensor_scale,
@@ -967,9 +1054,7 @@ fn run_mapped(
         }
         let mut y = vec![0i32; n * spec.m];
         match m.plan.zero_points {
-            Some(z) => m
-                .kernel
-                .run_int_zero_points(acts, weights, z, &mut y, n, 0),
+            Some(z) => m.kernel.run_int_zero_points(acts, weights, z, &mut y, n, 0),
             None => m.kernel.run_int_bias(acts, weights, bias, &mut y, n, 0),
         }
         .map_err(|e| e.to_string())?;
@@ -1087,6 +1172,7 @@ pub fn map_plans<T>(
 
 /// Runs `f` on `inputs` (already checked against its parameters); see
 /// [`run_owned`] (here the caller keeps the function and its constants).
+#[cfg(test)]
 pub fn run(f: &Function, inputs: &[(String, Tensor)]) -> Result<CpuRun, InterpError> {
     run_owned(f.clone(), inputs.to_vec())
 }
@@ -1173,10 +1259,7 @@ fn run_plan(
 /// constants, one matmul's packed weights are alive at a time. Constants
 /// sharing one buffer (the ONNX importer's file) free it with the last of
 /// them.
-pub fn run_owned(
-    mut f: Function,
-    inputs: Vec<(String, Tensor)>,
-) -> Result<CpuRun, InterpError> {
+pub fn run_owned(mut f: Function, inputs: Vec<(String, Tensor)>) -> Result<CpuRun, InterpError> {
     let mut not_mapped = Vec::new();
     let mut mapped = map_plans(&f, &mut not_mapped, jit);
     // Values the run needs: walk back from the outputs. Along the way,
@@ -1194,7 +1277,9 @@ pub fn run_owned(
         }
         let m = mapped.get(&op);
         if let Some(m) = m {
-            *plans_of.entry(m.plan.weights.codes.op).or_default() += 1;
+            for c in m.plan.weights.constants() {
+                *plans_of.entry(c).or_default() += 1;
+            }
         }
         for v in reads_of(&f, op, m) {
             needed.insert(v);
@@ -1216,17 +1301,19 @@ pub fn run_owned(
             let packed = m.plan.pack().map_err(|e| op_err(&f, op, e))?;
             let (y, what) = run_plan(&f, op, &m, &packed, &env, &mut on_interp)?;
             on_cpu.push((label(&f, m.plan.op), what));
-            let c = m.plan.weights.codes.op;
-            // The plan's share of the constant's bytes and the packed
+            let consts = m.plan.weights.constants();
+            // The plan's share of the constants' bytes and the packed
             // weights go now; the function's share once no other plan and
             // no interpreted op reads the constant.
             drop((m, packed));
-            let left = plans_of.get_mut(&c).map(|n| {
-                *n -= 1;
-                *n
-            });
-            if left == Some(0) && !f.op(c).results.iter().any(|r| needed.contains(r)) {
-                f.op_mut(c).kind = OpKind::Constant(ConstData::new(Vec::new()));
+            for c in consts {
+                let left = plans_of.get_mut(&c).map(|n| {
+                    *n -= 1;
+                    *n
+                });
+                if left == Some(0) && !f.op(c).results.iter().any(|r| needed.contains(r)) {
+                    f.op_mut(c).kind = OpKind::Constant(ConstData::new(Vec::new()));
+                }
             }
             vec![y]
         } else {
@@ -1267,7 +1354,11 @@ pub fn run_owned(
     for (i, (name, v)) in f.outputs.iter().enumerate() {
         // An output value named twice is cloned for all but its last name.
         let again = f.outputs[i + 1..].iter().any(|(_, w)| w == v);
-        let t = if again { env.get(v).cloned() } else { env.remove(v) };
+        let t = if again {
+            env.get(v).cloned()
+        } else {
+            env.remove(v)
+        };
         let t = t.ok_or_else(|| InterpError::Function {
             message: format!("output '{name}' was not computed"),
         })?;

@@ -705,7 +705,11 @@ fn integer_byte_packing_equals_the_decoded_path() {
         let (f, _) = int_graph(&mut rng, types, &[2, 37], 9, chain, false);
         let mm = find_op(&f, |k| matches!(k, OpKind::MatMulInt { .. }));
         let plan = plan_matmul(&f, mm).unwrap_or_else(|e| panic!("{types:?}: {e}"));
-        assert!(plan.spec.to_string().contains(kernel), "{types:?}: {}", plan.spec);
+        assert!(
+            plan.spec.to_string().contains(kernel),
+            "{types:?}: {}",
+            plan.spec
+        );
         let q = decoded_weights(&f, mm);
         let scalar = |i: usize| {
             let t = constant_of(&f, f.op(mm).operands[i]).unwrap();

@@ -103,30 +103,36 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     check_backend(a.last("backend"))?;
     let (module, src) = crate::compile_cmd::load_model_and_source(model)?;
     let shown = source_name(model);
+    // The run owns the entry function (the rest of the module goes), so
+    // that the CPU backend can release weights as it packs them.
+    let entry = module.entry().map(|f| f.name.clone());
     let f = module
-        .entry()
+        .functions
+        .into_iter()
+        .find(|f| Some(&f.name) == entry.as_ref())
         .ok_or_else(|| Failure::msg(format!("{shown}: the module has no functions")))?;
 
-    let inputs = read_inputs(f, a.all("input"), shown)?;
+    let inputs = read_inputs(&f, a.all("input"), shown)?;
     let render = |e: lowbit::interp::InterpError| match &src {
         Some(src) => Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, src)),
         None => Failure::msg(format!("{shown}: {e}")),
     };
+    let out_types: Vec<TensorType> = f.outputs.iter().map(|(_, v)| f.ty(*v).clone()).collect();
     let outputs = match a.last("backend").unwrap_or(DEFAULT_BACKEND) {
         #[cfg(feature = "cpu")]
         "cpu" => {
-            let r = crate::cpu_run::run(f, &inputs).map_err(render)?;
+            let r = crate::cpu_run::run_owned(f, inputs).map_err(render)?;
             // Never silent: say which ops ran on kernels and which did not.
             eprintln!("lowbit run: {}", r.summary());
             r.outputs
         }
-        _ => run_function(f, &inputs).map_err(render)?,
+        _ => run_function(&f, &inputs).map_err(render)?,
     };
 
     if a.has("print") {
         let mut text = String::new();
-        for ((name, t), (_, v)) in outputs.iter().zip(&f.outputs) {
-            text.push_str(&format!("{name}: {} = {}\n", f.ty(*v), format_tensor(t)));
+        for ((name, t), ty) in outputs.iter().zip(&out_types) {
+            text.push_str(&format!("{name}: {ty} = {}\n", format_tensor(t)));
         }
         write_stdout(&text)?;
     }

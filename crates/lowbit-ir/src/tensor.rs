@@ -277,6 +277,20 @@ fn pack_stream_with(n: usize, bits: u32, order: PackOrder, code: impl Fn(usize) 
         }
         return out;
     }
+    if order == PackOrder::LsbFirst {
+        // A code's bits are consecutive stream bits: OR it in shifted to
+        // its offset (at most 9 bytes for bits < 64), not bit by bit.
+        let (bits, mask) = (bits as usize, (1u64 << bits) - 1);
+        for i in 0..n {
+            let pos = i * bits;
+            let v = u128::from(code(i) & mask) << (pos % 8);
+            let span = (pos % 8 + bits).div_ceil(8);
+            for (b, o) in out[pos / 8..pos / 8 + span].iter_mut().enumerate() {
+                *o |= (v >> (8 * b)) as u8;
+            }
+        }
+        return out;
+    }
     let mut pos = 0usize;
     for c in (0..n).map(code) {
         for k in 0..bits as usize {

@@ -121,15 +121,15 @@ impl PackedWeights {
     }
 
     /// [`PackedWeights::pack`] with the weight codes read through `code`
-    /// instead of taken from a tensor: `code(r * k + c)` is the code of
-    /// row `r` (output column) and column `c` of the `[m, k]` weights.
+    /// instead of taken from a tensor: `code(r, c)` is the code of row `r`
+    /// (output column) and column `c` of the `[m, k]` weights.
     /// A caller reading them straight from a constant's bytes never holds
     /// a `u64` per weight (8 bytes per element, 16 times an `i4` weight):
     /// the codes go into the packed layout as they are read
     /// (`lowbit_ir::tensor::pack_codes`). Equal to `pack` of those codes.
     pub fn pack_with(
         spec: &GemmSpec,
-        code: impl Fn(usize) -> u64,
+        code: impl Fn(usize, usize) -> u64,
         scales: &Tensor,
         zero_points: Option<&Tensor>,
     ) -> Result<PackedWeights, CpuError> {
@@ -165,12 +165,12 @@ impl PackedWeights {
     }
 
     /// [`PackedWeights::pack_int_centered`] with the (centered) weight
-    /// codes read through `code`, indexed as in
-    /// [`PackedWeights::pack_with`]; no tensor-sized code vector is built
+    /// codes read through `code` (`code(r, c)`, as in
+    /// [`PackedWeights::pack_with`]); no tensor-sized code vector is built
     /// (the bit-serial layout goes one row at a time).
     pub fn pack_int_with(
         spec: &GemmSpec,
-        code: impl Fn(usize) -> u64,
+        code: impl Fn(usize, usize) -> u64,
         act_zero_point: i64,
     ) -> Result<PackedWeights, CpuError> {
         spec.check("(packing)")?;
@@ -192,7 +192,7 @@ impl PackedWeights {
             let mut bytes = vec![0u8; k];
             for (r, dst) in codes.chunks_mut(row).enumerate() {
                 for (c, b) in bytes.iter_mut().enumerate() {
-                    *b = code(r * k + c) as u8;
+                    *b = code(r, c) as u8;
                 }
                 pack_planes(&bytes, spec.weight_planes(), dst);
             }
@@ -383,18 +383,18 @@ impl PackedWeights {
     }
 }
 
-/// The `[m, k]` weight codes `code(r * k + c)` (masked to the weight type)
+/// The `[m, k]` weight codes `code(r, c)` (masked to the weight type)
 /// packed into [`GemmSpec::packed_weight_type`], rows and columns past the
 /// weights holding code 0 (finite in every float format, 0 in every
 /// integer one, and they meet zero activations).
-fn padded_codes(spec: &GemmSpec, code: &impl Fn(usize) -> u64) -> Vec<u8> {
+fn padded_codes(spec: &GemmSpec, code: &impl Fn(usize, usize) -> u64) -> Vec<u8> {
     let ty = spec.packed_weight_type();
     let (m, k, k_pad) = (spec.m, spec.k, ty.shape[1] as usize);
     let mask = spec.weight.dtype.code_mask();
     lowbit_ir::tensor::pack_codes(&ty.shape, spec.weight.dtype, &ty.layout, |i| {
         let (r, c) = (i / k_pad, i % k_pad);
         if r < m && c < k {
-            code(r * k + c) & mask
+            code(r, c) & mask
         } else {
             0
         }
