@@ -739,3 +739,91 @@ fn integer_byte_packing_equals_the_decoded_path() {
         assert_eq!(got.row_offsets(), want.row_offsets(), "{types:?}");
     }
 }
+
+/// Constant bytes that log each read (`as_ref`) and their drop, so a test
+/// sees when a run lets go of a weight.
+struct Logged {
+    name: &'static str,
+    bytes: Vec<u8>,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl AsRef<[u8]> for Logged {
+    fn as_ref(&self) -> &[u8] {
+        self.log.lock().unwrap().push(format!("read {}", self.name));
+        &self.bytes
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.log.lock().unwrap().push(format!("drop {}", self.name));
+    }
+}
+
+/// `run_owned` packs each layer's weights when it gets there and lets go
+/// of a layer's constants (weights and scales) before it packs the next
+/// layer: "drop q0" and "drop s0" come before the last read of "q1". A
+/// run that packed every weight first, or kept the constants to its end,
+/// logs the drops after all reads. The result still equals the
+/// interpreter's within the float bound.
+#[test]
+fn run_owned_drops_each_layers_constants_before_the_next_layer() {
+    let mut rng = Rng::new(0xd20f);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let i4: ElemType = "i4".parse().unwrap();
+    let dims = [48u64, 40, 24];
+    let names = [("q0", "s0"), ("q1", "s1")];
+    let mut f = Function::new("main");
+    let mut y = f.add_param("x", tt(&[2, dims[0]], "f32"));
+    for (l, &(qn, sn)) in names.iter().enumerate() {
+        let (k, m) = (dims[l], dims[l + 1]);
+        let q = Tensor::new(i4, vec![k, m], random_codes(&mut rng, i4, (k * m) as usize)).unwrap();
+        let sv: Vec<f64> = (0..m).map(|_| 0.01 + 0.1 * unit(&mut rng)).collect();
+        let s = Tensor::from_f64(ElemType::F32, vec![m], &sv).unwrap();
+        let mut konst_logged = |name, t: &Tensor| {
+            let data = ConstData::from_shared(Logged {
+                name,
+                bytes: t.to_bytes(&Layout::default()),
+                log: log.clone(),
+            });
+            f.push(OpKind::Constant(data), vec![], t.ty())
+        };
+        let (qv, sv) = (konst_logged(qn, &q), konst_logged(sn, &s));
+        let w = f.push(
+            OpKind::Dequantize {
+                granularity: Granularity::PerAxis { axis: 1 },
+            },
+            vec![qv, sv],
+            tt(&[k, m], "f32"),
+        );
+        y = f.push(
+            OpKind::MatMul {
+                overflow: Overflow::Wrap,
+            },
+            vec![y, w],
+            tt(&[2, m], "f32"),
+        );
+    }
+    f.outputs.push(("y".into(), y));
+    let xv: Vec<f64> = (0..2 * dims[0]).map(|_| 2.0 * unit(&mut rng) - 1.0).collect();
+    let inputs = vec![(
+        "x".to_string(),
+        Tensor::from_f64(ElemType::F32, vec![2, dims[0]], &xv).unwrap(),
+    )];
+    let want = run_function(&f, &inputs).unwrap();
+    log.lock().unwrap().clear();
+    let cpu = run_owned(f, inputs).unwrap();
+    assert_eq!(cpu.on_cpu.len(), 2, "{}", cpu.summary());
+    for (a, b) in cpu.outputs[0].1.to_f64().iter().zip(want[0].1.to_f64()) {
+        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "cpu {a}, interpreter {b}");
+    }
+    let log = log.lock().unwrap();
+    let at = |e: &str| log.iter().position(|l| l == e);
+    let last_q1_read = log.iter().rposition(|l| l == "read q1").unwrap();
+    for e in ["drop q0", "drop s0"] {
+        let i = at(e).unwrap_or_else(|| panic!("no '{e}' in {log:?}"));
+        assert!(i < last_q1_read, "'{e}' after the last 'read q1': {log:?}");
+    }
+    assert!(at("drop q1").is_some_and(|i| i > last_q1_read), "{log:?}");
+}
