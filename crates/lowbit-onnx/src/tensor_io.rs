@@ -98,7 +98,10 @@ pub fn read_tensor(path: &Path) -> Result<(Option<String>, Tensor), TensorIoErro
     let bytes =
         std::fs::read(path).map_err(|e| TensorIoError::new(path, format!("cannot read: {e}")))?;
     let result = match kind {
-        FileKind::Pb => decode_pb(&bytes),
+        // The file buffer moves into `Bytes` (no copy), so `raw_data` is a
+        // slice of it: reading a `.pb` holds the file and the codes, not a
+        // third, tensor-sized copy of the raw bytes.
+        FileKind::Pb => decode_pb(prost::bytes::Bytes::from(bytes)),
         FileKind::Npy => npy_decode(&bytes).map(|t| (None, t)),
     };
     result.map_err(|m| TensorIoError::new(path, m))
@@ -288,10 +291,13 @@ impl TypedField {
 // ---------------------------------------------------------------------------
 // TensorProto
 
-fn decode_pb(bytes: &[u8]) -> Result<(Option<String>, Tensor), String> {
-    let proto =
-        TensorProto::decode(bytes).map_err(|e| format!("not a valid ONNX TensorProto ({e})"))?;
-    tensor_from_proto(&proto)
+fn decode_pb(bytes: prost::bytes::Bytes) -> Result<(Option<String>, Tensor), String> {
+    tensor_from_proto(&decode_proto(bytes)?)
+}
+
+/// Decodes a `TensorProto` whose `raw_data` shares `bytes`' buffer.
+fn decode_proto(bytes: prost::bytes::Bytes) -> Result<TensorProto, String> {
+    TensorProto::decode(bytes).map_err(|e| format!("not a valid ONNX TensorProto ({e})"))
 }
 
 /// Converts an in-memory `TensorProto` to a tensor and its (non-empty) name.
@@ -942,6 +948,26 @@ impl PyLit<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `.pb` input's `raw_data` is a slice of the file buffer, not a
+    /// copy of it.
+    #[test]
+    fn pb_raw_data_shares_the_file_buffer() {
+        let t = Tensor::new(
+            ElemType::F32,
+            vec![3, 5],
+            (0..15u64).map(|i| i << 20).collect(),
+        )
+        .unwrap();
+        let buf = tensor_to_proto("x", &t).unwrap().encode_to_vec();
+        let bytes = prost::bytes::Bytes::from(buf);
+        let range = bytes.as_ptr_range();
+        let p = decode_proto(bytes.clone()).unwrap();
+        let raw = p.raw_data.as_ref().expect("raw_data");
+        assert_eq!(raw.len(), 60);
+        assert!(range.contains(&raw.as_ptr()), "raw_data was copied");
+        assert_eq!(decode_pb(bytes).unwrap(), (Some("x".to_string()), t));
+    }
 
     /// The direct-bytes path ([`take_raw_constant`]) gives exactly the
     /// bytes and type that decoding to a `Tensor` and packing it in the
