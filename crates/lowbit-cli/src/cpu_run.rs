@@ -30,8 +30,19 @@
 //!   or `b1` weight with 1- to 8-bit integer activations, the bit-serial
 //!   kernel (constant zero points, no epilogue). These are bit-exact.
 //!
-//! The weights are packed once, before the run; the dequantized `f32`
-//! weights are never built. [`CpuRun::summary`] lists what ran where and
+//! Memory: the dequantized `f32` weights are never built, and the weight
+//! codes are never decoded to a `u64` each: they are packed straight from
+//! the constant's bytes ([`TransposedCodes`], `PackedWeights::pack_with`).
+//! Kernels are compiled when the plans are made, but [`run_owned`] packs
+//! each matmul's weights only when the matmul runs and drops them after
+//! it, releases a weight constant's bytes (weights, scales, zero points)
+//! from the function it owns once no later op reads them, and drops each
+//! value after its last use; so a run holds the model's constants plus
+//! one matmul's packed weights (BENCHMARKS.md "Memory"). Constants that
+//! share one buffer (an imported ONNX file) free it with the last of them,
+//! so the model's bytes stay resident to the last matmul. A packing error
+//! (not expected once a plan is made) fails the run at that op instead of
+//! leaving the op to the interpreter. [`CpuRun::summary`] lists what ran where and
 //! why each unmatched matmul (or `requant_dyadic` after a mapped matmul)
 //! did not map; `lowbit run` prints it on standard error. Float results are
 //! within the bounds documented in `lowbit_llvm::codegen` of the

@@ -14,6 +14,11 @@
 //! to `u8` (else 0) and `zx` an activation zero point (`matmul_int`'s,
 //! see [`PackedWeights::pack_int_centered`]); wrapping, like the sums.
 //!
+//! [`PackedWeights::pack_with`] and [`PackedWeights::pack_int_with`] take
+//! the codes from a closure instead of a `Tensor` (a model's constant
+//! read in place: no `u64` per weight) and give the same bytes as `pack`
+//! and `pack_int_centered`; rows and columns past the weights are code 0.
+//!
 //! Bit-serial specs store each 512-element block of a row as its bit-planes
 //! (64 bytes each, LSB-first); `pack_planes` writes that layout fast (8
 //! elements per 8x8 bit transpose) for weights at pack time and for activations at
