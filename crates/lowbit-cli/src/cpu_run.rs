@@ -147,7 +147,7 @@ impl Plan {
                 zero_points,
             } => {
                 let s = scales.decode()?;
-                let z = zero_points.as_ref().map(ConstOperand::decode).transpose()?;
+                let z = zero_points.as_ref().map(|z| z.decode()).transpose()?;
                 PackedWeights::pack_with(&self.spec, read, &s, z.as_ref())
             }
             SourceKind::Int {
@@ -420,8 +420,8 @@ impl WeightSource {
 enum SourceKind {
     /// Dequant-fused float kernels: scales (and zero points).
     Float {
-        scales: ConstOperand,
-        zero_points: Option<ConstOperand>,
+        scales: Box<ConstOperand>,
+        zero_points: Option<Box<ConstOperand>>,
     },
     /// Integer kernels: the weights, less `center` when given (as
     /// [`centered_type`] chose), and the activation zero point folded into
@@ -845,8 +845,8 @@ fn map_dequantized(
     let weights = WeightSource {
         codes: qt,
         kind: SourceKind::Float {
-            scales: s,
-            zero_points: z,
+            scales: Box::new(s),
+            zero_points: z.map(Box::new),
         },
     };
     Ok(plain(spec, weights, op, x))

@@ -806,7 +806,9 @@ fn run_owned_drops_each_layers_constants_before_the_next_layer() {
         );
     }
     f.outputs.push(("y".into(), y));
-    let xv: Vec<f64> = (0..2 * dims[0]).map(|_| 2.0 * unit(&mut rng) - 1.0).collect();
+    let xv: Vec<f64> = (0..2 * dims[0])
+        .map(|_| 2.0 * unit(&mut rng) - 1.0)
+        .collect();
     let inputs = vec![(
         "x".to_string(),
         Tensor::from_f64(ElemType::F32, vec![2, dims[0]], &xv).unwrap(),
@@ -816,7 +818,10 @@ fn run_owned_drops_each_layers_constants_before_the_next_layer() {
     let cpu = run_owned(f, inputs).unwrap();
     assert_eq!(cpu.on_cpu.len(), 2, "{}", cpu.summary());
     for (a, b) in cpu.outputs[0].1.to_f64().iter().zip(want[0].1.to_f64()) {
-        assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "cpu {a}, interpreter {b}");
+        assert!(
+            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "cpu {a}, interpreter {b}"
+        );
     }
     let log = log.lock().unwrap();
     let at = |e: &str| log.iter().position(|l| l == e);

@@ -216,13 +216,15 @@ fn panel_rows(shape: &[u64], elem: ElemType, layout: &Layout) -> Option<u64> {
         .take_while(|&r| r <= shape[0])
         .find(|&r| {
             let p = r * inner;
-            let whole_chunks = layout.interleave.is_none_or(|c| c > 0 && p % c == 0);
+            let whole_chunks = layout
+                .interleave
+                .is_none_or(|c| c > 0 && p.is_multiple_of(c));
             let aligned = if layout.bit_planes {
-                p % layout.plane_row(shape) == 0
+                p.is_multiple_of(layout.plane_row(shape))
             } else {
-                (p * bits) % 8 == 0
+                (p * bits).is_multiple_of(8)
             };
-            shape[0] % r == 0 && whole_chunks && aligned
+            shape[0].is_multiple_of(r) && whole_chunks && aligned
         })
 }
 
