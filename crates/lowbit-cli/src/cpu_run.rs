@@ -139,7 +139,7 @@ impl Plan {
     /// Packs the weights for the plan's kernel, reading the constant's
     /// bytes directly.
     pub fn pack(&self) -> Result<PackedWeights, String> {
-        let src = &self.weights.codes;
+        let src = self.weights.codes.in_default_layout()?;
         let read = src.reader();
         match &self.weights.kind {
             SourceKind::Float {
@@ -230,6 +230,8 @@ fn constant_of(f: &Function, v: Value) -> Result<Tensor, String> {
 #[derive(Clone)]
 pub struct TransposedCodes {
     data: ConstData,
+    /// The constant's layout (see [`TransposedCodes::in_default_layout`]).
+    layout: Layout,
     elem: ElemType,
     /// The constant's `[rows, cols]`: the kernel's `k` and `m`.
     rows: usize,
@@ -239,8 +241,7 @@ pub struct TransposedCodes {
 }
 
 impl TransposedCodes {
-    /// The constant `v`; a constant in another layout is re-encoded once
-    /// into default-layout bytes (through its decoded codes).
+    /// The constant `v` (its bytes shared, their size checked).
     fn of(f: &Function, v: Value) -> Result<TransposedCodes, String> {
         let ty = f.ty(v);
         let op = f
@@ -255,25 +256,39 @@ impl TransposedCodes {
         if ty.shape.len() != 2 {
             return Err(format!("the weight has rank {}, not 2", ty.shape.len()));
         }
-        let data = if ty.layout.is_default() {
-            if d.bytes().len() as u64 != ty.byte_size() {
-                return Err(format!(
-                    "the weight's constant has {} bytes, its type {ty} needs {}",
-                    d.bytes().len(),
-                    ty.byte_size()
-                ));
-            }
-            d.clone()
-        } else {
-            ConstData::new(constant_of(f, v)?.to_bytes(&Layout::default()))
-        };
+        if d.bytes().len() as u64 != ty.byte_size() {
+            return Err(format!(
+                "the weight's constant has {} bytes, its type {ty} needs {}",
+                d.bytes().len(),
+                ty.byte_size()
+            ));
+        }
         Ok(TransposedCodes {
-            data,
+            data: d.clone(),
+            layout: ty.layout.clone(),
             elem: ty.elem,
             rows: ty.shape[0] as usize,
             cols: ty.shape[1] as usize,
             op,
         })
+    }
+
+    /// These codes with default-layout bytes, which the readers below
+    /// assume: themselves, or, for a constant in another layout, a copy
+    /// re-encoded through its decoded codes (a `u64` each while it is
+    /// made), held only as long as the caller keeps it.
+    fn in_default_layout(&self) -> Result<std::borrow::Cow<'_, TransposedCodes>, String> {
+        if self.layout.is_default() {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        }
+        let shape = vec![self.rows as u64, self.cols as u64];
+        let ty = TensorType::new(shape, self.elem).with_layout(self.layout.clone());
+        let t = Tensor::from_bytes(&ty, self.data.bytes())?;
+        Ok(std::borrow::Cow::Owned(TransposedCodes {
+            data: ConstData::new(t.to_bytes(&Layout::default())),
+            layout: Layout::default(),
+            ..self.clone()
+        }))
     }
 
     /// `(m, k)`: the kernel's view of the `[k, m]` weight.
@@ -282,13 +297,13 @@ impl TransposedCodes {
     }
 
     /// Reads the code of kernel element `(r, c)` (row `r` of the kernel's
-    /// `[m, k]`, i.e. constant element `[c, r]`).
+    /// `[m, k]`, i.e. constant element `[c, r]`); default layout only.
     fn reader(&self) -> impl Fn(usize, usize) -> u64 + '_ {
         let (bytes, bits, m) = (self.data.bytes(), self.elem.bits() as usize, self.cols);
         move |r, c| stream_code(bytes, c * m + r, bits)
     }
 
-    /// Every code in the constant's own order.
+    /// Every code in the constant's own order; default layout only.
     fn codes(&self) -> impl Iterator<Item = u64> + '_ {
         let (bytes, bits) = (self.data.bytes(), self.elem.bits() as usize);
         (0..self.rows * self.cols).map(move |s| stream_code(bytes, s, bits))
@@ -613,6 +628,7 @@ fn centered_type(w: &TransposedCodes, zw: i64) -> Result<ElemType, String> {
     if zw == 0 {
         return Ok(w.elem);
     }
+    let w = w.in_default_layout()?;
     let (mut lo, mut hi) = (0i128, 0i128);
     for c in w.codes() {
         let v = w

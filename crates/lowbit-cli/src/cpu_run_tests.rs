@@ -670,6 +670,47 @@ fn float_byte_packing_equals_the_decoded_path() {
     }
 }
 
+/// A weight constant in a non-default layout (MSB-first codes) packs like
+/// its decoded codes too (re-encoded to the default layout when packed).
+#[test]
+fn byte_packing_of_other_layouts_equals_the_decoded_path() {
+    let mut rng = Rng::new(0x1a70);
+    for (we, k, m) in [("i4", 37u64, 5u64), ("u3", 33, 3)] {
+        let e: ElemType = we.parse().unwrap();
+        let mut f = Function::new("main");
+        let x = f.add_param("x", tt(&[1, k], "f32"));
+        let q = Tensor::new(e, vec![k, m], random_codes(&mut rng, e, (k * m) as usize)).unwrap();
+        let msb = Layout {
+            pack: lowbit::ir::PackOrder::MsbFirst,
+            ..Layout::default()
+        };
+        let qt = TensorType::new(vec![k, m], e).with_layout(msb);
+        let qv = f.push(OpKind::constant_of(&q, &qt), vec![], qt);
+        let sv: Vec<f64> = (0..m).map(|_| 0.01 + 0.1 * unit(&mut rng)).collect();
+        let s = Tensor::from_f64(ElemType::F32, vec![m], &sv).unwrap();
+        let svv = konst(&mut f, &s);
+        let w = f.push(
+            OpKind::Dequantize {
+                granularity: Granularity::PerAxis { axis: 1 },
+            },
+            vec![qv, svv],
+            tt(&[k, m], "f32"),
+        );
+        let mm = f.push(
+            OpKind::MatMul {
+                overflow: Overflow::Wrap,
+            },
+            vec![x, w],
+            tt(&[1, m], "f32"),
+        );
+        let mm = f.def_op(mm).unwrap();
+        let plan = plan_matmul(&f, mm).unwrap_or_else(|e| panic!("{we}: {e}"));
+        assert_eq!(constant_of(&f, qv).unwrap(), q);
+        let want = PackedWeights::pack(&plan.spec, &transpose(&q), &s, None).unwrap();
+        assert_eq!(plan.pack().unwrap().codes(), want.codes(), "{we}");
+    }
+}
+
 /// The same for the integer kernels: W8A8/W4A8 weights as they are and
 /// centered by a weight zero point (`u4` and `u2` into `i4`, `u4` into
 /// `i8`, with an activation zero point in the row offsets), bit-serial
