@@ -1477,12 +1477,23 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.emit_int_tile(1, 1)?,
             )
         } else {
-            // A wide tile is only compiled when the spec's n can use it: a
-            // static n below its width never enters its loop, and
-            // skipping it keeps the JIT compile of a decode kernel short.
-            let usable = |cols: u64| match self.spec.n {
-                Dim::Static(n) => n as u64 >= cols,
-                Dim::Dynamic => true,
+            // A tile is only compiled when the spec's n can use it. With a
+            // static n the column walk is known: the wide tiles take the
+            // columns greedily, widest first, and a narrow tile the rest
+            // (none at n = 8 with the 4x8 tile). Skipping the others keeps
+            // the JIT compile short. A skipped narrow tile is replaced by
+            // the 1x1 tile, whose loop then never runs.
+            let mut left = match self.spec.n {
+                Dim::Static(n) => Some(n as u64),
+                Dim::Dynamic => None,
+            };
+            let mut usable = |cols: u64| match left.as_mut() {
+                Some(l) if *l >= cols => {
+                    *l %= cols;
+                    true
+                }
+                Some(_) => false,
+                None => true,
             };
             let mut wides = Vec::new();
             if wide512 && self.split_cols(8) && usable(8) {
@@ -1495,16 +1506,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     (self.emit_tile(2, 4)?, 2, 4)
                 });
             }
-            (
-                wides,
-                if wide512 {
-                    Some(self.emit_tile(8, 1)?)
-                } else {
-                    None
-                },
-                self.emit_tile(4, 1)?,
-                self.emit_tile(1, 1)?,
-            )
+            let narrow = left != Some(0);
+            let t1x1 = self.emit_tile(1, 1)?;
+            let t8x1 = match (wide512, narrow) {
+                (false, _) => None,
+                (true, true) => Some(self.emit_tile(8, 1)?),
+                (true, false) => Some(t1x1),
+            };
+            let t4x1 = if narrow { self.emit_tile(4, 1)? } else { t1x1 };
+            (wides, t8x1, t4x1, t1x1)
         };
         let Params { f, ptrs, ints } = self.kernel_function()?;
         let (n, row_begin, row_end) = (ints[0], ints[1], ints[2]);

@@ -966,3 +966,26 @@ fn w8a8_dyadic_requantize_matches_the_interpreter() {
         assert_eq!((got[0], got[m]), (2 - 3, 4 - 3));
     }
 }
+
+/// Float kernels with a static n whose column walk needs no narrow tile
+/// (8 and 12 columns: the 4x8 tile, then 4x4; AVX2's 2x4), the only tiles
+/// such a kernel compiles besides 1x1 for the tail rows: ragged m and k
+/// against the interpreter, on the host and an AVX2-only CPU.
+#[test]
+fn static_n_float_tiles_match_the_interpreter() {
+    let mut rng = Rng(808);
+    let host = CpuTarget::host().unwrap();
+    let mut targets = vec![host.clone()];
+    if host.triple.starts_with("x86_64") {
+        targets.push(CpuTarget::named("x86_64", "haswell").unwrap());
+    }
+    for target in &targets {
+        for (wt, n) in [("i4", 8), ("i8", 8), ("u4", 12)] {
+            let (m, k) = (1 + rng.below(40) as usize, 1 + rng.below(700) as usize);
+            let spec = GemmSpec::new(m, k, Dim::Static(n), t(wt), 32);
+            let c = make_case(&mut rng, spec, n);
+            let kernel = GemmKernel::compile_uncached(&c.spec, target).unwrap();
+            check(&c, &run_kernel(&kernel, &c, 2));
+        }
+    }
+}
