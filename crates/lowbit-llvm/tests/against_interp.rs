@@ -583,8 +583,9 @@ fn w8a8_is_bit_exact() {
 /// W8A8 and W4A8 (`i8`, `i4`, `u4` weights x `u8`, `i8` activations) on
 /// the panel tiles: ragged m (partial 16-row panels, split between two
 /// threads at rows that are not panel bounds), ragged n (6-column tiles and
-/// tail columns) and ragged k across several k passes (512 or 1024
-/// elements), against the interpreter bit for bit; the first cases also on
+/// tail columns) and ragged k (across several 2048-element k passes for
+/// 4-bit weights; `i8`'s 4096-element passes: `w8a8_across_k_chunks` and
+/// `static_tiles.rs`), against the interpreter bit for bit; the first cases also on
 /// an AVX2-only CPU (no VNNI, no GFNI).
 #[test]
 fn w8a8_w4a8_panels_are_bit_exact() {
@@ -716,7 +717,7 @@ fn w8a8_wraps_like_the_interpreter() {
     assert_eq!(run_int_case(&compile(&spec).unwrap(), &x, &w, 2), want);
 }
 
-/// k spanning several of the kernel's k chunks (4 KiB each), with the i8
+/// k spanning several of the kernel's k passes (4096 elements each), with the i8
 /// offset correction, which must come off exactly once.
 #[test]
 fn w8a8_across_k_chunks() {
