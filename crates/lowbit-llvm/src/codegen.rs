@@ -10,8 +10,9 @@
 //! Work is cut into register tiles of `R` weight rows by `C` activation
 //! columns (8x1, then 4x1, for the decode case; 4x8, then 4x4, when
 //! `n >= 4`; 1x1 for the last rows; without AVX-512 no 8x1 or 4x8, and 2x4
-//! instead of 4x4), one internal function per tile shape. The 4x8 tile runs
-//! its columns in two halves per chunk of 16 blocks and keeps the first
+//! instead of 4x4), one internal function per tile shape (with a static
+//! `n`, only the shapes its column walk calls: 4x8 and 1x1 at n = 8). The
+//! 4x8 tile runs its columns in two halves per chunk of 16 blocks and keeps the first
 //! half's decoded weights in an L1 buffer for the second, so each weight is
 //! decoded once for 8 columns. A tile walks the row's
 //! 32-element blocks: each block is loaded packed, unpacked to codes with
