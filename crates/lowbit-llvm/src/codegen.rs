@@ -97,6 +97,7 @@ const SPLIT_BLOCKS: u64 = 16;
 /// buffer, so the k loop only broadcasts an f32 from it).
 const SCALE_RUN: u32 = 16;
 
+mod amx;
 mod vnni;
 
 struct Gen<'a, 'ctx> {
@@ -1599,4 +1600,44 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_return(None)?;
         Ok(())
     }
+}
+
+/// Builds the AMX-INT8 module for a W8A8 `spec` (`i8` weights; see
+/// `codegen/amx.rs`): the same entry point and buffers as
+/// [`build_module`]'s W8A8 kernel, the activations padded to a multiple
+/// of 32 rows. The caller checks the spec and the target.
+pub fn build_amx_module<'ctx>(
+    ctx: &'ctx Context,
+    spec: &GemmSpec,
+    target: &CpuTarget,
+) -> Result<Module<'ctx>, CpuError> {
+    let kind = spec
+        .weight_kind()
+        .ok_or_else(|| CpuError::Llvm(format!("no weight decoder for {}", spec.weight.dtype)))?;
+    let module = ctx.create_module("lowbit_gemm_amx");
+    module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
+    let f32t = ctx.f32_type();
+    let g = Gen {
+        ctx,
+        lut: None,
+        module: &module,
+        b: ctx.create_builder(),
+        spec,
+        kind,
+        target,
+        f32t,
+        i8t: ctx.i8_type(),
+        i16t: ctx.i16_type(),
+        i32t: ctx.i32_type(),
+        i64t: ctx.i64_type(),
+        ptr: ctx.ptr_type(AddressSpace::default()),
+        vf: f32t.vec_type(LANES),
+    };
+    g.emit_amx_kernel()?;
+    module.verify().map_err(|e| {
+        let e = e.to_string();
+        let first = e.lines().next().unwrap_or("");
+        CpuError::Llvm(format!("generated IR does not verify: {first}"))
+    })?;
+    Ok(module)
 }

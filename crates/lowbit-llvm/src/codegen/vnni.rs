@@ -79,23 +79,23 @@ const TILE_I4: (u32, u32) = (2, 11);
 const PANEL: u32 = INT_PANEL as u32;
 
 /// The values a tile function receives, in order after the six buffers.
-struct TileCall<'ctx> {
+pub(super) struct TileCall<'ctx> {
     /// The six kernel buffers (x, w, requantize params, row sums, bias, y).
-    ptrs: Vec<PointerValue<'ctx>>,
+    pub(super) ptrs: Vec<PointerValue<'ctx>>,
     /// First panel.
-    panel: IntValue<'ctx>,
+    pub(super) panel: IntValue<'ctx>,
     /// First activation column.
-    c0: IntValue<'ctx>,
+    pub(super) c0: IntValue<'ctx>,
     /// First k block (of 64) of this pass.
-    kb0: IntValue<'ctx>,
+    pub(super) kb0: IntValue<'ctx>,
     /// Nonzero on the first pass.
-    first: IntValue<'ctx>,
+    pub(super) first: IntValue<'ctx>,
     /// Nonzero on the last pass.
-    last: IntValue<'ctx>,
+    pub(super) last: IntValue<'ctx>,
     /// The rows this call may write: `lo..hi`.
-    lo: IntValue<'ctx>,
+    pub(super) lo: IntValue<'ctx>,
     /// See `lo`.
-    hi: IntValue<'ctx>,
+    pub(super) hi: IntValue<'ctx>,
 }
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
@@ -437,7 +437,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// The lanes of the panel at row `r` that this call writes, rows
     /// `lo..hi`, as a `<16 x i1>` mask: one per panel, shared by its
     /// columns.
-    fn row_mask(
+    pub(super) fn row_mask(
         &self,
         call: &TileCall<'ctx>,
         r: IntValue<'ctx>,
@@ -488,7 +488,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// lanes in `mask` (rows `lo..hi`, see `row_mask`) are read and
     /// written, by masked loads and stores: no branch, so a tile is one
     /// straight block after its k loop.
-    fn int_epilogue(
+    pub(super) fn int_epilogue(
         &self,
         call: &TileCall<'ctx>,
         mask: VectorValue<'ctx>,
