@@ -10,8 +10,9 @@
 //! Work is cut into register tiles of `R` weight rows by `C` activation
 //! columns (8x1, then 4x1, for the decode case; 4x8, then 4x4, when
 //! `n >= 4`; 1x1 for the last rows; without AVX-512 no 8x1 or 4x8, and 2x4
-//! instead of 4x4), one internal function per tile shape. The 4x8 tile runs
-//! its columns in two halves per chunk of 16 blocks and keeps the first
+//! instead of 4x4), one internal function per tile shape (with a static
+//! `n`, only the shapes its column walk calls: 4x8 and 1x1 at n = 8). The
+//! 4x8 tile runs its columns in two halves per chunk of 16 blocks and keeps the first
 //! half's decoded weights in an L1 buffer for the second, so each weight is
 //! decoded once for 8 columns. A tile walks the row's
 //! 32-element blocks: each block is loaded packed, unpacked to codes with
@@ -96,6 +97,7 @@ const SPLIT_BLOCKS: u64 = 16;
 /// buffer, so the k loop only broadcasts an f32 from it).
 const SCALE_RUN: u32 = 16;
 
+mod amx;
 mod vnni;
 
 struct Gen<'a, 'ctx> {
@@ -1477,12 +1479,23 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.emit_int_tile(1, 1)?,
             )
         } else {
-            // A wide tile is only compiled when the spec's n can use it: a
-            // static n below its width never enters its loop, and
-            // skipping it keeps the JIT compile of a decode kernel short.
-            let usable = |cols: u64| match self.spec.n {
-                Dim::Static(n) => n as u64 >= cols,
-                Dim::Dynamic => true,
+            // A tile is only compiled when the spec's n can use it. With a
+            // static n the column walk is known: the wide tiles take the
+            // columns greedily, widest first, and a narrow tile the rest
+            // (none at n = 8 with the 4x8 tile). Skipping the others keeps
+            // the JIT compile short. A skipped narrow tile is replaced by
+            // the 1x1 tile, whose loop then never runs.
+            let mut left = match self.spec.n {
+                Dim::Static(n) => Some(n as u64),
+                Dim::Dynamic => None,
+            };
+            let mut usable = |cols: u64| match left.as_mut() {
+                Some(l) if *l >= cols => {
+                    *l %= cols;
+                    true
+                }
+                Some(_) => false,
+                None => true,
             };
             let mut wides = Vec::new();
             if wide512 && self.split_cols(8) && usable(8) {
@@ -1495,16 +1508,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     (self.emit_tile(2, 4)?, 2, 4)
                 });
             }
-            (
-                wides,
-                if wide512 {
-                    Some(self.emit_tile(8, 1)?)
-                } else {
-                    None
-                },
-                self.emit_tile(4, 1)?,
-                self.emit_tile(1, 1)?,
-            )
+            let narrow = left != Some(0);
+            let t1x1 = self.emit_tile(1, 1)?;
+            let t8x1 = match (wide512, narrow) {
+                (false, _) => None,
+                (true, true) => Some(self.emit_tile(8, 1)?),
+                (true, false) => Some(t1x1),
+            };
+            let t4x1 = if narrow { self.emit_tile(4, 1)? } else { t1x1 };
+            (wides, t8x1, t4x1, t1x1)
         };
         let Params { f, ptrs, ints } = self.kernel_function()?;
         let (n, row_begin, row_end) = (ints[0], ints[1], ints[2]);
@@ -1588,4 +1600,44 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_return(None)?;
         Ok(())
     }
+}
+
+/// Builds the AMX-INT8 module for a W8A8 `spec` (`i8` weights; see
+/// `codegen/amx.rs`): the same entry point and buffers as
+/// [`build_module`]'s W8A8 kernel, the activations padded to a multiple
+/// of 32 rows. The caller checks the spec and the target.
+pub fn build_amx_module<'ctx>(
+    ctx: &'ctx Context,
+    spec: &GemmSpec,
+    target: &CpuTarget,
+) -> Result<Module<'ctx>, CpuError> {
+    let kind = spec
+        .weight_kind()
+        .ok_or_else(|| CpuError::Llvm(format!("no weight decoder for {}", spec.weight.dtype)))?;
+    let module = ctx.create_module("lowbit_gemm_amx");
+    module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
+    let f32t = ctx.f32_type();
+    let g = Gen {
+        ctx,
+        lut: None,
+        module: &module,
+        b: ctx.create_builder(),
+        spec,
+        kind,
+        target,
+        f32t,
+        i8t: ctx.i8_type(),
+        i16t: ctx.i16_type(),
+        i32t: ctx.i32_type(),
+        i64t: ctx.i64_type(),
+        ptr: ctx.ptr_type(AddressSpace::default()),
+        vf: f32t.vec_type(LANES),
+    };
+    g.emit_amx_kernel()?;
+    module.verify().map_err(|e| {
+        let e = e.to_string();
+        let first = e.lines().next().unwrap_or("");
+        CpuError::Llvm(format!("generated IR does not verify: {first}"))
+    })?;
+    Ok(module)
 }

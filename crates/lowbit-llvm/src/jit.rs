@@ -9,9 +9,13 @@
 //! caller's thread included), which take 8-row-aligned chunks from a
 //! shared counter.
 //!
+//! [`GemmKernel::compile_amx`] builds a W8A8 kernel on the AMX-INT8
+//! schedule instead (`codegen/amx.rs`; never cached), which runs through
+//! the same `run_int` with the activations padded to 32 rows.
+//!
 //! Limits: neither cache evicts (kernels are small).
 
-use crate::codegen::{build_module, KERNEL_SYMBOL};
+use crate::codegen::{build_amx_module, build_module, KERNEL_SYMBOL};
 use crate::disk_cache;
 use crate::error::CpuError;
 use crate::objjit::{self, LoadedObject};
@@ -198,6 +202,9 @@ pub struct GemmKernel {
     func: KernelFn,
     compile_time: Duration,
     origin: KernelOrigin,
+    /// The AMX-INT8 schedule ([`GemmKernel::compile_amx`]): activations
+    /// are padded to a multiple of 32 rows.
+    amx: bool,
     _code: JitCode,
 }
 
@@ -339,8 +346,51 @@ impl GemmKernel {
             func,
             compile_time,
             origin,
+            amx: false,
             _code: code,
         }
+    }
+
+    /// Compiles a W8A8 spec (`i8` weights, `u8` or `i8` activations, no
+    /// epilogue) for the host with the AMX-INT8 schedule (`tdpbusd` on
+    /// 16x16 tiles, `codegen/amx.rs`) instead of `vpdpbusd`, without
+    /// caching. Run it with [`GemmKernel::run_int`] on weights packed for
+    /// the same spec: the results are the same `i32`s. Asks Linux for the
+    /// AMX tile state first. `Unsupported` where the host has no AMX-INT8
+    /// (or is not Linux on x86-64) or for another spec.
+    pub fn compile_amx(spec: &GemmSpec) -> Result<GemmKernel, CpuError> {
+        let target = CpuTarget::host()?;
+        spec.check(&target.describe())?;
+        let unsupported = |why: &str| CpuError::Unsupported {
+            op: "gemm (amx schedule)".into(),
+            dtype: format!("{} x {}", spec.weight.dtype, spec.act),
+            layout: "panels of 16 rows".into(),
+            target: target.describe(),
+            reason: why.into(),
+        };
+        if !spec.is_vnni() || spec.weight.dtype != lowbit_numerics::ElemType::I8 {
+            return Err(unsupported("W8A8 (i8 weights, 8-bit activations) only"));
+        }
+        if spec.epilogue != crate::spec::Epilogue::default() {
+            return Err(unsupported("no bias, activation or requantize epilogue"));
+        }
+        if !(target.has("amx-tile") && target.has("amx-int8")) {
+            return Err(unsupported("needs AMX-INT8"));
+        }
+        request_amx().map_err(|e| unsupported(&e))?;
+        let start = Instant::now();
+        let object = compile_object(&target, |ctx| build_amx_module(ctx, spec, &target))?;
+        let (code, addrs) = objjit::load(&object, &[KERNEL_SYMBOL])?;
+        let mut k = GemmKernel::new(
+            spec,
+            &target,
+            code,
+            addrs[0],
+            start.elapsed(),
+            KernelOrigin::Compiled,
+        );
+        k.amx = true;
+        Ok(k)
     }
 
     /// Where the machine code came from (compiled, or the disk cache).
@@ -701,10 +751,12 @@ impl GemmKernel {
         // 128 * sum(w) back off.
         let padded: Vec<u8>;
         let xp: *const u8 = match x {
-            Activations::U8(v) if k_pad == spec.k => v.as_ptr(),
+            Activations::U8(v) if k_pad == spec.k && !self.amx => v.as_ptr(),
             _ => {
-                let mut p = vec![0u8; n * k_pad];
-                for (c, row) in p.chunks_mut(k_pad).enumerate() {
+                // The AMX tiles read activations 32 rows at a time.
+                let rows = if self.amx { n.next_multiple_of(32) } else { n };
+                let mut p = vec![0u8; rows * k_pad];
+                for (c, row) in p.chunks_mut(k_pad).take(n).enumerate() {
                     let src = c * spec.k..(c + 1) * spec.k;
                     match x {
                         Activations::U8(v) => row[..spec.k].copy_from_slice(&v[src]),
@@ -783,6 +835,40 @@ impl GemmKernel {
         };
         crate::pool::run_on(threads, &work);
     }
+}
+
+/// Asks Linux for the AMX tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`), once per process; without it the first tile
+/// instruction faults.
+fn request_amx() -> Result<(), String> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+        {
+            extern "C" {
+                fn syscall(number: i64, ...) -> i64;
+            }
+            const SYS_ARCH_PRCTL: i64 = 158;
+            const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+            const XFEATURE_XTILEDATA: i64 = 18;
+            // SAFETY: arch_prctl with these arguments only changes this
+            // process's permitted XSAVE state; no memory is passed.
+            let r = unsafe { syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "arch_prctl(ARCH_REQ_XCOMP_PERM) refused the AMX tile state: {}",
+                    std::io::Error::last_os_error()
+                ))
+            }
+        }
+        #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+        {
+            Err("AMX needs Linux on x86-64".to_string())
+        }
+    })
+    .clone()
 }
 
 /// The activation operand of a bit-serial kernel call: `x` (`n` rows of

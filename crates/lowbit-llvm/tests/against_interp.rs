@@ -583,8 +583,9 @@ fn w8a8_is_bit_exact() {
 /// W8A8 and W4A8 (`i8`, `i4`, `u4` weights x `u8`, `i8` activations) on
 /// the panel tiles: ragged m (partial 16-row panels, split between two
 /// threads at rows that are not panel bounds), ragged n (6-column tiles and
-/// tail columns) and ragged k across several k passes (512 or 1024
-/// elements), against the interpreter bit for bit; the first cases also on
+/// tail columns) and ragged k (across several 2048-element k passes for
+/// 4-bit weights; `i8`'s 4096-element passes: `w8a8_across_k_chunks` and
+/// `static_tiles.rs`), against the interpreter bit for bit; the first cases also on
 /// an AVX2-only CPU (no VNNI, no GFNI).
 #[test]
 fn w8a8_w4a8_panels_are_bit_exact() {
@@ -716,7 +717,7 @@ fn w8a8_wraps_like_the_interpreter() {
     assert_eq!(run_int_case(&compile(&spec).unwrap(), &x, &w, 2), want);
 }
 
-/// k spanning several of the kernel's k chunks (4 KiB each), with the i8
+/// k spanning several of the kernel's k passes (4096 elements each), with the i8
 /// offset correction, which must come off exactly once.
 #[test]
 fn w8a8_across_k_chunks() {
@@ -964,5 +965,28 @@ fn w8a8_dyadic_requantize_matches_the_interpreter() {
         );
         // The two ties, with zero point -3.
         assert_eq!((got[0], got[m]), (2 - 3, 4 - 3));
+    }
+}
+
+/// Float kernels with a static n whose column walk needs no narrow tile
+/// (8 and 12 columns: the 4x8 tile, then 4x4; AVX2's 2x4), the only tiles
+/// such a kernel compiles besides 1x1 for the tail rows: ragged m and k
+/// against the interpreter, on the host and an AVX2-only CPU.
+#[test]
+fn static_n_float_tiles_match_the_interpreter() {
+    let mut rng = Rng(808);
+    let host = CpuTarget::host().unwrap();
+    let mut targets = vec![host.clone()];
+    if host.triple.starts_with("x86_64") {
+        targets.push(CpuTarget::named("x86_64", "haswell").unwrap());
+    }
+    for target in &targets {
+        for (wt, n) in [("i4", 8), ("i8", 8), ("u4", 12)] {
+            let (m, k) = (1 + rng.below(40) as usize, 1 + rng.below(700) as usize);
+            let spec = GemmSpec::new(m, k, Dim::Static(n), t(wt), 32);
+            let c = make_case(&mut rng, spec, n);
+            let kernel = GemmKernel::compile_uncached(&c.spec, target).unwrap();
+            check(&c, &run_kernel(&kernel, &c, 2));
+        }
     }
 }

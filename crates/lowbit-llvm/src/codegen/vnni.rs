@@ -25,15 +25,24 @@
 //! interpreter's bit for bit.
 //!
 //! Passes: with `n >= 4` and no requantize, k is walked in passes of
-//! 512 (`i8`) or 2048 (`i4`/`u4`) elements and the whole panel/column nest
-//! runs per pass: a wide tile's weight slice (32 KiB) stays in L1 over all
-//! column tiles and the pass's activations in L2. The first pass stores,
-//! later ones add. Decoding (`n < 4`) and requantizing take one pass.
+//! 4096 (`i8`) or 2048 (`i4`/`u4`) elements and the whole panel/column
+//! nest runs per pass: a wide tile's weight slice (256 or 128 KiB) stays in
+//! L2 over all column tiles. The first pass stores, later ones add.
+//! Decoding (`n < 4`) and requantizing take one pass. Weights must start
+//! on a 64-byte boundary (`PackedWeights` does so) or every weight load
+//! straddles two cache lines.
 //!
 //! Rows: a call computes rows `row_begin..row_end` (any bounds); panels
 //! overlapping them are computed whole and only the rows inside are
-//! stored (a partial panel stores lane by lane), so threads write disjoint
-//! rows even when they share a panel.
+//! stored (masked loads and stores, one lane mask per panel), so threads
+//! write disjoint rows even when they share a panel. The epilogue has no
+//! branches: a tile function is its k loop and one straight block, which
+//! keeps LLVM's code generation short (the JIT compile time).
+//!
+//! Tiles: a dynamic `n` compiles four (wide and one-column, of the full
+//! panel height and of one panel); a static `n` only those its column walk
+//! calls (no one-column tiles when the wide tile's width divides `n`, no
+//! wide ones below it).
 //!
 //! Epilogue (`int_epilogue`): the row offset, then an optional `i32` bias
 //! (`i32 [m]`, added with wrapping: into the first pass's start value, or
@@ -48,8 +57,9 @@
 
 use super::{Gen, KPass, Params};
 use crate::error::CpuError;
-use crate::spec::{INT_BLOCK, INT_PANEL};
-use inkwell::types::{IntType, VectorType};
+use crate::spec::{Dim, INT_BLOCK, INT_PANEL};
+use inkwell::intrinsics::Intrinsic;
+use inkwell::types::VectorType;
 use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 use lowbit_ir::target::Int8Dot;
@@ -69,34 +79,38 @@ const TILE_I4: (u32, u32) = (2, 11);
 const PANEL: u32 = INT_PANEL as u32;
 
 /// The values a tile function receives, in order after the six buffers.
-struct TileCall<'ctx> {
+pub(super) struct TileCall<'ctx> {
     /// The six kernel buffers (x, w, requantize params, row sums, bias, y).
-    ptrs: Vec<PointerValue<'ctx>>,
+    pub(super) ptrs: Vec<PointerValue<'ctx>>,
     /// First panel.
-    panel: IntValue<'ctx>,
+    pub(super) panel: IntValue<'ctx>,
     /// First activation column.
-    c0: IntValue<'ctx>,
+    pub(super) c0: IntValue<'ctx>,
     /// First k block (of 64) of this pass.
-    kb0: IntValue<'ctx>,
+    pub(super) kb0: IntValue<'ctx>,
     /// Nonzero on the first pass.
-    first: IntValue<'ctx>,
+    pub(super) first: IntValue<'ctx>,
     /// Nonzero on the last pass.
-    last: IntValue<'ctx>,
+    pub(super) last: IntValue<'ctx>,
     /// The rows this call may write: `lo..hi`.
-    lo: IntValue<'ctx>,
+    pub(super) lo: IntValue<'ctx>,
     /// See `lo`.
-    hi: IntValue<'ctx>,
+    pub(super) hi: IntValue<'ctx>,
 }
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
-    /// k blocks (of 64) per pass when the kernel walks k in passes: 32 KiB
-    /// of weights per wide tile (4 panels x 512 `i8`, 2 panels x 2048
-    /// nibbles), which stay in L1 over the pass's column tiles. (Measured
-    /// on the shared 2-core machine: 8 to 32 blocks perform alike for
-    /// `i8`; 4-bit weights gain about 10 % from 16 to 32 blocks.)
+    /// k blocks (of 64) per pass when the kernel walks k in passes. Each
+    /// pass re-reads and re-writes the `i32` outputs and runs every tile's
+    /// epilogue once, so passes are long: 4096 `i8` elements (a wide
+    /// tile's 256 KiB weight slice stays in L2 over the pass's column
+    /// tiles) or 2048 nibble pairs. Measured at m = 4096, k = 14336,
+    /// n = 512 (CPU time, 64-byte-aligned weights): 512-element passes
+    /// (a 32 KiB slice for L1) reach 0.54-0.61 of the `vpdpbusd` peak,
+    /// 2048 0.69, 4096 0.72-0.73, 7168 0.73; 4-bit weights 0.65-0.71 from
+    /// 2048 to 14336 (noise).
     fn vnni_k_chunk(&self) -> u64 {
         if self.spec.weight.dtype.bits() == 8 {
-            8
+            64
         } else {
             32
         }
@@ -110,10 +124,27 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         } else {
             TILE_I4
         };
-        let wide = self.emit_vnni_tile(tile_panels, tile_cols)?;
-        let wide1 = self.emit_vnni_tile(tile_panels, 1)?;
-        let narrow = self.emit_vnni_tile(1, tile_cols)?;
-        let narrow1 = self.emit_vnni_tile(1, 1)?;
+        // A static n needs the full-width tiles only when n >= tile_cols
+        // and the one-column tiles only for a remainder: the others are
+        // not compiled (a shorter JIT compile) and the loop that would
+        // call them, which never runs, calls the tile that is.
+        let (full, one) = match self.spec.n {
+            Dim::Static(n) => (n >= tile_cols as usize, n % tile_cols as usize != 0),
+            Dim::Dynamic => (true, true),
+        };
+        let pair = |cols_wide: bool| -> Result<_, CpuError> {
+            let cols = if cols_wide { tile_cols } else { 1 };
+            Ok((
+                self.emit_vnni_tile(tile_panels, cols)?,
+                self.emit_vnni_tile(1, cols)?,
+            ))
+        };
+        let (wide, narrow) = pair(full)?;
+        let (wide1, narrow1) = if full && one {
+            pair(false)?
+        } else {
+            (wide, narrow)
+        };
         let Params { f, ptrs, ints } = self.kernel_function()?;
         let (n, lo, hi) = (ints[0], ints[1], ints[2]);
         let panel = self.i64c(INT_PANEL as u64);
@@ -180,8 +211,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let v16 = self.i32t.vec_type(PANEL);
         let v64 = self.i8t.vec_type(64);
         let accs = self.zeroed_accs(v16, panels * cols)?;
-        // Scratch for partial-panel stores (see `store_lanes`).
-        let scratch = self.b.build_alloca(v16, "lanes")?;
         let k_pad = spec.k_pad() as u64;
         let bits = spec.weight.dtype.bits() as u64;
         let panel_bytes = INT_PANEL as u64 * spec.row_bytes() as u64;
@@ -281,13 +310,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .b
                 .build_int_add(call.panel, self.i64c(pi as u64), "pn")?;
             let r = self.b.build_int_mul(pn, self.i64c(PANEL as u64), "r")?;
+            let mask = self.row_mask(&call, r)?;
             for c in 0..cols {
                 let col = self.b.build_int_add(call.c0, self.i64c(c as u64), "col")?;
                 let acc = self
                     .b
                     .build_load(v16, accs[(pi * cols + c) as usize], "a")?
                     .into_vector_value();
-                self.int_epilogue(f, &call, scratch, acc, r, col)?;
+                self.int_epilogue(&call, mask, acc, r, col)?;
             }
         }
         self.b.build_return(None)?;
@@ -404,25 +434,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(out)
     }
 
-    /// What happens to one accumulator (16 rows `r..r + 16` of column
-    /// `col`) after a pass: the row offset (the `i8`-activation and zero
-    /// point corrections) and the bias, then either ReLU and the dyadic
-    /// requantize to `i8` (one pass) or the `i32` sum, started on the first
-    /// pass and added to on later ones, with ReLU on the last. Only rows in
-    /// `lo..hi` are written.
-    fn int_epilogue(
+    /// The lanes of the panel at row `r` that this call writes, rows
+    /// `lo..hi`, as a `<16 x i1>` mask: one per panel, shared by its
+    /// columns.
+    pub(super) fn row_mask(
         &self,
-        f: FunctionValue<'ctx>,
         call: &TileCall<'ctx>,
-        scratch: PointerValue<'ctx>,
-        acc: VectorValue<'ctx>,
         r: IntValue<'ctx>,
-        col: IntValue<'ctx>,
-    ) -> Result<(), CpuError> {
-        let (params, sums, bias, y) = (call.ptrs[2], call.ptrs[3], call.ptrs[4], call.ptrs[5]);
+    ) -> Result<VectorValue<'ctx>, CpuError> {
         let v16 = self.i32t.vec_type(PANEL);
-        // The lanes to write: max(lo - r, 0) .. min(hi - r, 16).
-        let clamp = |v: IntValue<'ctx>| -> Result<IntValue<'ctx>, CpuError> {
+        // Lane l is row r + l: written when lo - r <= l < hi - r, the
+        // bounds clamped to 0..=16 so that they fit the i32 lanes.
+        let clamp = |v: IntValue<'ctx>| -> Result<VectorValue<'ctx>, CpuError> {
             let d = self.b.build_int_sub(v, r, "d")?;
             let neg = self
                 .b
@@ -434,12 +457,47 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let big =
                 self.b
                     .build_int_compare(IntPredicate::SGT, d, self.i64c(PANEL as u64), "big")?;
-            Ok(self
+            let d = self
                 .b
                 .build_select(big, self.i64c(PANEL as u64), d, "d")?
-                .into_int_value())
+                .into_int_value();
+            let d = self.b.build_int_truncate(d, self.i32t, "d32")?;
+            let one =
+                self.b
+                    .build_insert_element(v16.get_poison(), d, self.i32t.const_zero(), "d1")?;
+            Ok(self
+                .b
+                .build_shuffle_vector(one, v16.get_poison(), v16.const_zero(), "ds")?)
         };
-        let lanes = (clamp(call.lo)?, clamp(call.hi)?);
+        let (a, b) = (clamp(call.lo)?, clamp(call.hi)?);
+        let lane = VectorType::const_vector(
+            &(0..PANEL)
+                .map(|l| self.i32t.const_int(u64::from(l), false))
+                .collect::<Vec<_>>(),
+        );
+        let ge = self.b.build_int_compare(IntPredicate::SGE, lane, a, "ge")?;
+        let lt = self.b.build_int_compare(IntPredicate::SLT, lane, b, "lt")?;
+        Ok(self.b.build_and(ge, lt, "rows")?)
+    }
+
+    /// What happens to one accumulator (16 rows `r..r + 16` of column
+    /// `col`) after a pass: the row offset (the `i8`-activation and zero
+    /// point corrections) and the bias, then either ReLU and the dyadic
+    /// requantize to `i8` (one pass) or the `i32` sum, started on the first
+    /// pass and added to on later ones, with ReLU on the last. Only the
+    /// lanes in `mask` (rows `lo..hi`, see `row_mask`) are read and
+    /// written, by masked loads and stores: no branch, so a tile is one
+    /// straight block after its k loop.
+    pub(super) fn int_epilogue(
+        &self,
+        call: &TileCall<'ctx>,
+        mask: VectorValue<'ctx>,
+        acc: VectorValue<'ctx>,
+        r: IntValue<'ctx>,
+        col: IntValue<'ctx>,
+    ) -> Result<(), CpuError> {
+        let (params, sums, bias, y) = (call.ptrs[2], call.ptrs[3], call.ptrs[4], call.ptrs[5]);
+        let v16 = self.i32t.vec_type(PANEL);
         // The row offsets (`pack.rs`): -128 * rowsum(w) when i8
         // activations were offset by +128, minus an activation zero point's
         // share.
@@ -454,148 +512,53 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let acc = self.b.build_int_add(acc, offset, "acc")?;
             let acc = self.int_relu(self.int_bias(acc, bias, r)?, None)?;
             let q = self.dyadic_requantize(acc, params, r)?;
-            return self.store_lanes(f, scratch, self.gep(y, yi)?, q, lanes);
+            return self.masked_store(self.gep(y, yi)?, q, mask);
         }
         let yp = self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)?;
         // The first pass starts the sum (with the offset and the bias),
         // later ones add to it: wrapping i32 adds are associative and
-        // commute, so it is exact. The ReLU waits for the last pass.
+        // commute, so it is exact. The ReLU waits for the last pass. The
+        // first pass reads nothing (an all-false mask touches no memory).
         let start = self.int_bias(offset, bias, r)?;
         let is_first =
             self.b
                 .build_int_compare(IntPredicate::NE, call.first, self.i64c(0), "isfirst")?;
-        let pre = self
+        let read = self
             .b
-            .get_insert_block()
-            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
-        let later = self.ctx.append_basic_block(f, "later");
-        let join = self.ctx.append_basic_block(f, "join");
-        self.b.build_conditional_branch(is_first, join, later)?;
-        self.b.position_at_end(later);
-        let old = self.load_lanes(f, scratch, yp, lanes)?;
-        let later_end = self
+            .build_select(is_first, mask.get_type().const_zero(), mask, "rmask")?
+            .into_vector_value();
+        let old = self
+            .call_intrinsic(
+                "llvm.masked.load",
+                &[v16.into(), self.ptr.into()],
+                // LLVM 22's form: no alignment operand (the pointer is only
+                // assumed element-aligned, all x86 masked loads need).
+                &[yp.into(), read.into(), v16.const_zero().into()],
+            )?
+            .into_vector_value();
+        let base = self
             .b
-            .get_insert_block()
-            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
-        self.b.build_unconditional_branch(join)?;
-        self.b.position_at_end(join);
-        let base = self.b.build_phi(v16, "base")?;
-        base.add_incoming(&[(&start, pre), (&old, later_end)]);
-        let sum = self
-            .b
-            .build_int_add(acc, base.as_basic_value().into_vector_value(), "sum")?;
+            .build_select(is_first, start, old, "base")?
+            .into_vector_value();
+        let sum = self.b.build_int_add(acc, base, "sum")?;
         let sum = self.int_relu(sum, Some(call.last))?;
-        self.store_lanes(f, scratch, yp, sum, lanes)
+        self.masked_store(yp, sum, mask)
     }
 
-    /// Whether lanes `(a, b)` are all 16.
-    fn all_lanes(
+    /// Stores the lanes of `v` selected by `mask` to `p[lane]`.
+    fn masked_store(
         &self,
-        (a, b): (IntValue<'ctx>, IntValue<'ctx>),
-    ) -> Result<IntValue<'ctx>, CpuError> {
-        let a0 = self
-            .b
-            .build_int_compare(IntPredicate::EQ, a, self.i64c(0), "a0")?;
-        let b16 = self
-            .b
-            .build_int_compare(IntPredicate::EQ, b, self.i64c(PANEL as u64), "b16")?;
-        Ok(self.b.build_and(a0, b16, "full")?)
-    }
-
-    /// Stores lanes `lanes.0..lanes.1` of `v` to `p[lane]`: one vector
-    /// store when that is all of them, else lane by lane through `scratch`.
-    fn store_lanes(
-        &self,
-        f: FunctionValue<'ctx>,
-        scratch: PointerValue<'ctx>,
         p: PointerValue<'ctx>,
         v: VectorValue<'ctx>,
-        lanes: (IntValue<'ctx>, IntValue<'ctx>),
+        mask: VectorValue<'ctx>,
     ) -> Result<(), CpuError> {
-        let elem = v.get_type().get_element_type().into_int_type();
-        let eb = u64::from(elem.get_bit_width() / 8);
-        let full = self.all_lanes(lanes)?;
-        let whole = self.ctx.append_basic_block(f, "whole");
-        let part = self.ctx.append_basic_block(f, "part");
-        let done = self.ctx.append_basic_block(f, "stored");
-        self.b.build_conditional_branch(full, whole, part)?;
-        self.b.position_at_end(whole);
+        let f = Intrinsic::find("llvm.masked.store")
+            .and_then(|i| i.get_declaration(self.module, &[v.get_type().into(), self.ptr.into()]))
+            .ok_or_else(|| CpuError::Llvm("llvm.masked.store is not available".into()))?;
+        // LLVM 22's form: (value, pointer, mask), no alignment operand.
         self.b
-            .build_store(p, v)?
-            .set_alignment(eb as u32)
-            .map_err(|e| CpuError::Llvm(format!("store alignment: {e}")))?;
-        self.b.build_unconditional_branch(done)?;
-        self.b.position_at_end(part);
-        self.b.build_store(scratch, v)?;
-        self.copy_lanes(f, lanes, elem, 1, scratch, p)?;
-        self.b.build_unconditional_branch(done)?;
-        self.b.position_at_end(done);
+            .build_call(f, &[v.into(), p.into(), mask.into()], "")?;
         Ok(())
-    }
-
-    /// Copies the `elem` lanes `lanes.0..lanes.1` from `src[lane]` to
-    /// `dst[lane]` one at a time (loads aligned to `align`): the partial
-    /// panel path of `store_lanes` and `load_lanes`.
-    fn copy_lanes(
-        &self,
-        f: FunctionValue<'ctx>,
-        lanes: (IntValue<'ctx>, IntValue<'ctx>),
-        elem: IntType<'ctx>,
-        align: u32,
-        src: PointerValue<'ctx>,
-        dst: PointerValue<'ctx>,
-    ) -> Result<(), CpuError> {
-        let eb = u64::from(elem.get_bit_width() / 8);
-        self.emit_loop(
-            f,
-            lanes.0,
-            |l| {
-                Ok(self
-                    .b
-                    .build_int_compare(IntPredicate::SLT, l, lanes.1, "lc")?)
-            },
-            1,
-            |l| {
-                let off = self.b.build_int_mul(l, self.i64c(eb), "lo")?;
-                let e = self.load(elem, self.gep(src, off)?, align)?;
-                self.b.build_store(self.gep(dst, off)?, e)?;
-                Ok(())
-            },
-        )?;
-        Ok(())
-    }
-
-    /// Loads `i32` lanes `lanes.0..lanes.1` from `p[lane]` (others 0): one
-    /// vector load when that is all of them.
-    fn load_lanes(
-        &self,
-        f: FunctionValue<'ctx>,
-        scratch: PointerValue<'ctx>,
-        p: PointerValue<'ctx>,
-        lanes: (IntValue<'ctx>, IntValue<'ctx>),
-    ) -> Result<VectorValue<'ctx>, CpuError> {
-        let v16 = self.i32t.vec_type(PANEL);
-        let full = self.all_lanes(lanes)?;
-        let whole = self.ctx.append_basic_block(f, "lwhole");
-        let part = self.ctx.append_basic_block(f, "lpart");
-        let done = self.ctx.append_basic_block(f, "loaded");
-        self.b.build_conditional_branch(full, whole, part)?;
-        self.b.position_at_end(whole);
-        let wv = self.load(v16, p, 4)?.into_vector_value();
-        self.b.build_unconditional_branch(done)?;
-        self.b.position_at_end(part);
-        self.b.build_store(scratch, v16.const_zero())?;
-        self.copy_lanes(f, lanes, self.i32t, 4, p, scratch)?;
-        let pv = self.load(v16, scratch, 4)?.into_vector_value();
-        let part_end = self
-            .b
-            .get_insert_block()
-            .ok_or_else(|| CpuError::Llvm("builder is not positioned".into()))?;
-        self.b.build_unconditional_branch(done)?;
-        self.b.position_at_end(done);
-        let phi = self.b.build_phi(v16, "old")?;
-        phi.add_incoming(&[(&wv, whole), (&pv, part_end)]);
-        Ok(phi.as_basic_value().into_vector_value())
     }
 
     /// `clamp(round_half_even(acc * M / 2^shift) + zp, -128, 127)` as `i8`

@@ -1,0 +1,199 @@
+//! Which tile functions a kernel module holds, and that the kernels with
+//! a static `n` (which compile only the tiles their column walk uses) stay
+//! exact: the W8A8/W4A8 panel tiles bit for bit against the interpreter's
+//! `matmul` to `i32` (the float tiles: `against_interp.rs`).
+//!
+//! The module is inspected through its function list (never timings): a
+//! tile the walk never calls must not be compiled, since each one costs
+//! JIT time. Also: packed weights start on a cache line.
+
+use inkwell::context::Context;
+use lowbit_interp::eval_op;
+use lowbit_ir::{OpKind, Overflow, Tensor, TensorType};
+use lowbit_llvm::codegen::build_module;
+use lowbit_llvm::{compile, Activations, CpuTarget, Dim, GemmSpec, PackedWeights};
+use lowbit_numerics::ElemType;
+use std::collections::BTreeSet;
+
+fn t(s: &str) -> ElemType {
+    s.parse().unwrap()
+}
+
+/// The tile functions (`tile_RxC`, `vtile_PxC`) defined in `spec`'s module
+/// for `target`.
+fn tiles(spec: &GemmSpec, target: &CpuTarget) -> BTreeSet<String> {
+    let ctx = Context::create();
+    let module = build_module(&ctx, spec, target).unwrap();
+    module
+        .get_functions()
+        .filter(|f| f.count_basic_blocks() > 0)
+        .map(|f| f.get_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tile_") || n.starts_with("vtile_"))
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn static_n_compiles_only_the_tiles_it_uses() {
+    let avx512 = CpuTarget::named("x86_64", "sapphirerapids").unwrap();
+    let i8w = |n| GemmSpec::int(4096, 1024, n, t("i8"), t("u8"));
+    let i4w = |n| GemmSpec::int(4096, 1024, n, t("i4"), t("u8"));
+    // W8A8, 4 panels x 6 columns: 512 = 85 * 6 + 2 needs the one-column
+    // tiles for the last two columns, 12 does not, 1 needs nothing wider.
+    let all8 = set(&["vtile_4x6", "vtile_4x1", "vtile_1x6", "vtile_1x1"]);
+    assert_eq!(tiles(&i8w(Dim::Dynamic), &avx512), all8);
+    assert_eq!(tiles(&i8w(Dim::Static(512)), &avx512), all8);
+    assert_eq!(
+        tiles(&i8w(Dim::Static(12)), &avx512),
+        set(&["vtile_4x6", "vtile_1x6"])
+    );
+    assert_eq!(
+        tiles(&i8w(Dim::Static(1)), &avx512),
+        set(&["vtile_4x1", "vtile_1x1"])
+    );
+    // W4A8, 2 panels x 11 columns.
+    assert_eq!(
+        tiles(&i4w(Dim::Static(22)), &avx512),
+        set(&["vtile_2x11", "vtile_1x11"])
+    );
+    assert_eq!(
+        tiles(&i4w(Dim::Dynamic), &avx512),
+        set(&["vtile_2x11", "vtile_2x1", "vtile_1x11", "vtile_1x1"])
+    );
+    // Float, q4_0-like: n = 8 is one 4x8 tile wide (the 1x1 tile serves
+    // the last rows when m is not a multiple of 4); 12 takes 4x8 then
+    // 4x4; AVX2's wide tile is 2x4.
+    let q4 = |n| GemmSpec::new(4096, 1024, n, t("i4"), 32);
+    assert_eq!(
+        tiles(&q4(Dim::Static(8)), &avx512),
+        set(&["tile_4x8", "tile_1x1"])
+    );
+    assert_eq!(
+        tiles(&q4(Dim::Static(12)), &avx512),
+        set(&["tile_4x8", "tile_4x4", "tile_1x1"])
+    );
+    let haswell = CpuTarget::named("x86_64", "haswell").unwrap();
+    assert_eq!(
+        tiles(&q4(Dim::Static(8)), &haswell),
+        set(&["tile_2x4", "tile_1x1"])
+    );
+    // A dynamic n keeps every shape.
+    let dynamic = tiles(&q4(Dim::Dynamic), &avx512);
+    for name in ["tile_4x8", "tile_4x4", "tile_4x1", "tile_1x1"] {
+        assert!(dynamic.contains(name), "{name} missing from {dynamic:?}");
+    }
+}
+
+/// xorshift64*.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn random_codes(rng: &mut Rng, elem: ElemType, rows: usize, cols: usize) -> Tensor {
+    let mask = elem.code_mask();
+    let codes = (0..rows * cols).map(|_| rng.next() & mask).collect();
+    Tensor::new(elem, vec![rows as u64, cols as u64], codes).unwrap()
+}
+
+/// The interpreter's `x · wᵀ` as `i32` (wrapping): `transpose` then
+/// `matmul`.
+fn int_reference(x: &Tensor, w: &Tensor) -> Vec<i32> {
+    let (m, k) = (w.shape[0], w.shape[1]);
+    let wt = eval_op(
+        &OpKind::Transpose { perm: vec![1, 0] },
+        &[w],
+        &[TensorType::new(vec![k, m], w.elem)],
+    )
+    .unwrap()
+    .remove(0);
+    let n = x.shape[0];
+    let y = eval_op(
+        &OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        &[x, &wt],
+        &[TensorType::new(vec![n, m], ElemType::I32)],
+    )
+    .unwrap()
+    .remove(0);
+    y.to_i128().unwrap().into_iter().map(|v| v as i32).collect()
+}
+
+/// W8A8/W4A8 kernels with a static n (only the tiles its walk uses):
+/// ragged m (partial panels, rows split between threads inside a panel)
+/// and k (one or several k passes), n a multiple of the wide tile, below it, and
+/// with a remainder; bit-exact with 1 and 2 threads.
+#[test]
+fn static_n_integer_kernels_are_bit_exact() {
+    let mut rng = Rng(0x05ee_d0f7_11e5);
+    for (case_no, (wt, n)) in [
+        ("i8", 1),
+        ("i8", 5),
+        ("i8", 6),
+        ("i8", 12),
+        ("i8", 13),
+        ("i4", 11),
+        ("i4", 22),
+        ("u4", 3),
+        ("u4", 23),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let wt = t(wt);
+        let act = if case_no % 2 == 0 { t("u8") } else { t("i8") };
+        let m = 1 + rng.below(150) as usize;
+        // i8 walks k in 4096-element passes: some cases take several.
+        let k = 1 + rng.below(if wt == t("i8") { 9000 } else { 2600 }) as usize;
+        let spec = GemmSpec::int(m, k, Dim::Static(n), wt, act);
+        let w = random_codes(&mut rng, wt, m, k);
+        let x = random_codes(&mut rng, act, n, k);
+        let want = int_reference(&x, &w);
+        let kernel = compile(&spec).unwrap();
+        let packed = PackedWeights::pack_int(&spec, &w).unwrap();
+        let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+        let i: Vec<i8> = x.codes.iter().map(|&c| c as u8 as i8).collect();
+        for threads in [1, 2] {
+            let xs = if act == t("u8") {
+                Activations::U8(&u)
+            } else {
+                Activations::I8(&i)
+            };
+            let mut y = vec![0i32; n * m];
+            kernel.run_int(xs, &packed, &mut y, n, threads).unwrap();
+            assert_eq!(y, want, "{spec}, {threads} threads");
+        }
+    }
+}
+
+/// The kernels load weights 64 bytes at a time from panel offsets that are
+/// multiples of 64: the packed codes must start on a cache line (else
+/// every load straddles two), whatever the allocator returns, for packed
+/// and wrapped (`from_raw`) weights and their clones.
+#[test]
+fn packed_codes_start_on_a_cache_line() {
+    let mut rng = Rng(64);
+    for (m, k) in [(1, 1), (17, 300), (300, 4100)] {
+        let spec = GemmSpec::int(m, k, Dim::Dynamic, t("i8"), t("u8"));
+        let w = random_codes(&mut rng, t("i8"), m, k);
+        let packed = PackedWeights::pack_int(&spec, &w).unwrap();
+        let raw = PackedWeights::from_raw(&spec, packed.codes().to_vec(), vec![], vec![]).unwrap();
+        for p in [&packed, &raw, &packed.clone()] {
+            assert_eq!(p.codes().as_ptr() as usize % 64, 0, "{spec}");
+            assert_eq!(p.codes(), packed.codes());
+        }
+    }
+}
