@@ -20,7 +20,7 @@ use crate::disk_cache;
 use crate::error::CpuError;
 use crate::objjit::{self, LoadedObject};
 use crate::pack::PackedWeights;
-use crate::spec::{Dim, GemmSpec};
+use crate::spec::{Dim, GemmSpec, INT_PANEL};
 use crate::target::CpuTarget;
 use half::{bf16, f16};
 use inkwell::context::Context;
@@ -750,12 +750,15 @@ impl GemmKernel {
         // are offset by +128 (flipping the sign bit) and the kernel takes
         // 128 * sum(w) back off.
         let padded: Vec<u8>;
+        let tiles: AmxTiles;
         let xp: *const u8 = match x {
-            Activations::U8(v) if k_pad == spec.k && !self.amx => v.as_ptr(),
+            _ if self.amx => {
+                tiles = AmxTiles::pack(&x, n, spec.k, k_pad);
+                tiles.as_ptr()
+            }
+            Activations::U8(v) if k_pad == spec.k => v.as_ptr(),
             _ => {
-                // The AMX tiles read activations 32 rows at a time.
-                let rows = if self.amx { n.next_multiple_of(32) } else { n };
-                let mut p = vec![0u8; rows * k_pad];
+                let mut p = vec![0u8; n * k_pad];
                 for (c, row) in p.chunks_mut(k_pad).take(n).enumerate() {
                     let src = c * spec.k..(c + 1) * spec.k;
                     match x {
@@ -800,6 +803,13 @@ impl GemmKernel {
         // counter, about 8 per thread: on a shared machine a descheduled
         // thread then delays only its current chunk, not half the matrix.
         let chunk = (spec.m.div_ceil(threads * 8).div_ceil(8) * 8).max(8);
+        // The AMX kernel's row blocks are whole panel pairs: a chunk that
+        // starts inside one would compute the shared pair twice.
+        let chunk = if self.amx {
+            chunk.next_multiple_of(2 * INT_PANEL)
+        } else {
+            chunk
+        };
         let func = self.func;
         let call = move |r0: usize, r1: usize| {
             // SAFETY: the caller checked every buffer against the spec (x
@@ -834,6 +844,51 @@ impl GemmKernel {
             call(c * chunk, ((c + 1) * chunk).min(spec.m));
         };
         crate::pool::run_on(threads, &work);
+    }
+}
+
+/// Activations packed for the AMX kernel (`codegen/amx.rs`): `u8` rows
+/// (`i8` offset by +128) as 1 KiB A tiles `[n_pad / 16][k_pad / 64][16][64]`
+/// with `n_pad = n` rounded up to 32 and zeros after `n` and `k`, in a
+/// 64-byte aligned buffer so that every tile is 16 whole cache lines.
+struct AmxTiles {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl AmxTiles {
+    fn pack(x: &Activations, n: usize, k: usize, k_pad: usize) -> AmxTiles {
+        let rows = n.next_multiple_of(32);
+        let steps = k_pad / 64;
+        let mut buf = vec![0u8; rows * k_pad + 64];
+        let start = buf.as_ptr().align_offset(64).min(64);
+        let dst = &mut buf[start..start + rows * k_pad];
+        for c in 0..n {
+            let (g, j) = (c / 16, c % 16);
+            let src = c * k..(c + 1) * k;
+            for s in 0..steps {
+                let lo = s * 64;
+                let len = 64.min(k.saturating_sub(lo));
+                let at = (g * steps + s) * 1024 + j * 64;
+                let d = &mut dst[at..at + len];
+                match x {
+                    Activations::U8(v) => {
+                        d.copy_from_slice(&v[src.start + lo..src.start + lo + len])
+                    }
+                    Activations::I8(v) => {
+                        for (d, &s) in d.iter_mut().zip(&v[src.start + lo..src.start + lo + len]) {
+                            *d = (s as u8) ^ 0x80;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        AmxTiles { buf, start }
+    }
+
+    fn as_ptr(&self) -> *const u8 {
+        self.buf[self.start..].as_ptr()
     }
 }
 

@@ -5,37 +5,68 @@
 //! Operands: the W8A8 panel layout (16 rows x 4 k per 64 bytes, see
 //! `vnni.rs`) is AMX's B-tile layout, so 16 consecutive vectors of a panel
 //! (64 k) are one 1 KiB B tile at stride 64, read straight from the packed
-//! weights. Activations are `u8 [n_pad, k_pad]` with `n_pad` a multiple of
-//! 32 and zero rows after `n` (the caller pads them): an A tile is 16 rows
-//! of 64 bytes at stride `k_pad`.
+//! weights. Activations come packed by the caller (`jit.rs`, once per call)
+//! into A tiles: `[n_pad / 16][k_pad / 64][16 rows][64 bytes]` with
+//! `n_pad` a multiple of 32 and zero rows after `n`, so an A tile is 1 KiB
+//! of consecutive bytes (one page, whole cache lines).
 //!
-//! Loop nest: for each pair of panels (32 output rows) overlapping
-//! `row_begin..row_end`, for each 32 activation rows, all of k with 2 A and
-//! 2 B tile loads and 4 `tdpbusd` into `tmm0..tmm3` per 64 k (fixed tile
-//! registers through the immediate-operand intrinsics, so LLVM's AMX type
-//! lowering is not involved). Each accumulator tile then goes to a stack
-//! buffer and its 16 rows (activation columns below `n`) through the W8A8
-//! epilogue (`int_epilogue`: the row offsets, masked to the rows this call
-//! writes). A second panel past the last panel loads the last one again
-//! and is never stored.
+//! Loop nest (blocked for the caches): the panel pairs (32 output rows)
+//! overlapping `row_begin..row_end` in row blocks of [`ROW_PAIRS`] pairs;
+//! activation rows in column blocks of [`COL_ROWS`]; k in blocks of
+//! [`K_STEPS`] 64-element steps; then for each 32 activation rows of the
+//! column block, for each panel pair of the row block, one 2x2 block of
+//! accumulator tiles (`tmm0..tmm3`) over the k block, with 2 A and 2 B
+//! tile loads and 4 `tdpbusd` per step. The 32 x `64 K_STEPS` activation
+//! slice is reused by every pair of the row block (L1); the row block's
+//! weight slice by every 32 activation rows of the column block (L2). The
+//! accumulators of the whole row x column block live in a stack buffer
+//! between k blocks (tile load and store, 1 KiB each, 8 per block of
+//! `4 K_STEPS` products). After the last k block each accumulator tile's
+//! 16 rows (activation columns below `n`) go through the shared W8A8
+//! epilogue (`int_epilogue`: row offsets, bias, ReLU, requantize, masked
+//! to the rows this call writes) as one pass over all of k. A second panel
+//! past the last panel loads the last one again and is never stored.
+//! Fixed tile registers through the immediate-operand intrinsics, so
+//! LLVM's AMX type lowering is not involved.
 //!
-//! Limits: one pass over k (tiles come from L2, so the loop is bound by
-//! tile loads, about a fifth of the `tdpbusd` peak); `i8` weights only;
-//! no bias, activation or requantize epilogue; x86-64 with `amx-tile` and
-//! `amx-int8`, in a process that has asked the kernel for the AMX tile
-//! state (the Rust caller does).
+//! Limits: `i8` weights only; x86-64 with `amx-tile` and `amx-int8`, in a
+//! process that has asked the kernel for the AMX tile state (the Rust
+//! caller does); the stack buffer is `COL_ROWS / 32 * ROW_PAIRS * 4` KiB.
 
 use super::{Gen, Params};
 use crate::error::CpuError;
 use crate::spec::{INT_BLOCK, INT_PANEL};
 use inkwell::intrinsics::Intrinsic;
-use inkwell::values::{BasicMetadataValueEnum, BasicValue, IntValue, PointerValue, VectorValue};
+use inkwell::values::{
+    BasicMetadataValueEnum, BasicValue, FunctionValue, IntValue, PointerValue, VectorValue,
+};
 use inkwell::IntPredicate;
 
 use super::vnni::TileCall;
 
 /// Bytes of one 16 x 64-byte tile.
 const TILE_BYTES: u64 = 1024;
+/// Panel pairs (32 output rows each) per row block.
+pub(crate) const ROW_PAIRS: u64 = 8;
+/// Activation rows per column block (a multiple of 32).
+const COL_ROWS: u64 = 256;
+/// 64-element k steps per k block: the 32-row activation slice of a block
+/// (32 x 64 x `K_STEPS` bytes) stays in L1 while the row block's pairs use
+/// it.
+const K_STEPS: u64 = 8;
+
+/// Loop values one 2x2 block needs.
+struct Block<'ctx> {
+    /// First panel of the pair.
+    p: IntValue<'ctx>,
+    /// First activation row (a multiple of 32).
+    c: IntValue<'ctx>,
+    /// k steps `s0..s1` of this k block.
+    s0: IntValue<'ctx>,
+    s1: IntValue<'ctx>,
+    /// The block's four accumulator tiles in the stack buffer.
+    slot: PointerValue<'ctx>,
+}
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// Calls the AMX intrinsic `name` (no overloads, no result).
@@ -57,7 +88,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     pub(super) fn emit_amx_kernel(&self) -> Result<(), CpuError> {
         let Params { f, ptrs, ints } = self.kernel_function()?;
         let (n, lo, hi) = (ints[0], ints[1], ints[2]);
-        let (x, w) = (ptrs[0], ptrs[1]);
         // Palette 1, tiles 0..8 of 16 rows x 64 bytes.
         let mut cfg = [0u8; 64];
         cfg[0] = 1;
@@ -72,16 +102,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .set_alignment(64)
             .map_err(|e| CpuError::Llvm(format!("tile config alignment: {e}")))?;
         self.amx("llvm.x86.ldtilecfg", &[cfg_p.into()])?;
-        let scratch =
-            self.b
-                .build_array_alloca(self.i8t, self.i64c(4 * TILE_BYTES), "acc_tiles")?;
+        let scratch_bytes = COL_ROWS / 32 * ROW_PAIRS * 4 * TILE_BYTES;
+        let scratch = self
+            .b
+            .build_array_alloca(self.i8t, self.i64c(scratch_bytes), "acc_tiles")?;
         scratch
             .as_instruction_value()
             .ok_or_else(|| CpuError::Llvm("alloca is not an instruction".into()))?
             .set_alignment(64)
             .map_err(|e| CpuError::Llvm(format!("scratch alignment: {e}")))?;
-        let panel_bytes = INT_PANEL as u64 * self.spec.row_bytes() as u64;
-        let last_panel = (self.spec.m_pad() / INT_PANEL) as u64 - 1;
+        let steps = self.i64c(self.spec.k_pad() as u64 / INT_BLOCK as u64);
         let panel = self.i64c(INT_PANEL as u64);
         let p0 = self.b.build_int_unsigned_div(lo, panel, "p0")?;
         let hi_up = self
@@ -99,28 +129,38 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             lo,
             hi,
         };
-        self.emit_loop(
-            f,
-            p0,
-            |p| Ok(self.b.build_int_compare(IntPredicate::ULT, p, p1, "pc")?),
-            2,
-            |p| {
-                let q = self.b.build_int_add(p, one, "q")?;
-                let q = self.umin(q, self.i64c(last_panel))?;
-                let wp = |pn: IntValue<'ctx>| -> Result<PointerValue<'ctx>, CpuError> {
-                    self.gep(w, self.b.build_int_mul(pn, self.i64c(panel_bytes), "wo")?)
-                };
-                let (w0, w1) = (wp(p)?, wp(q)?);
-                self.emit_loop(
-                    f,
-                    self.i64c(0),
-                    |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
-                    32,
-                    |c| self.amx_block(f, &call, (x, w0, w1), p, c, n, scratch),
-                )?;
-                Ok(())
-            },
-        )?;
+        self.each(f, p0, p1, 2 * ROW_PAIRS, |pb| {
+            let pe = self.b.build_int_add(pb, self.i64c(2 * ROW_PAIRS), "pe")?;
+            let pe = self.umin(pe, p1)?;
+            self.each(f, self.i64c(0), n, COL_ROWS, |cb| {
+                let ce = self.b.build_int_add(cb, self.i64c(COL_ROWS), "ce")?;
+                let ce = self.umin(ce, n)?;
+                self.each(f, self.i64c(0), steps, K_STEPS, |s0| {
+                    let s1 = self.b.build_int_add(s0, self.i64c(K_STEPS), "s1")?;
+                    let s1 = self.umin(s1, steps)?;
+                    self.each(f, cb, ce, 32, |c| {
+                        self.each(f, pb, pe, 2, |p| {
+                            // Slot of (c, p) in the row x column block.
+                            let ci = self.b.build_int_sub(c, cb, "ci")?;
+                            let ci = self.b.build_int_unsigned_div(ci, self.i64c(32), "ci")?;
+                            let pi = self.b.build_int_sub(p, pb, "pi")?;
+                            let pi = self.b.build_int_unsigned_div(pi, self.i64c(2), "pi")?;
+                            let si = self.b.build_int_mul(ci, self.i64c(ROW_PAIRS), "si")?;
+                            let si = self.b.build_int_add(si, pi, "si")?;
+                            let so = self.b.build_int_mul(si, self.i64c(4 * TILE_BYTES), "so")?;
+                            let block = Block {
+                                p,
+                                c,
+                                s0,
+                                s1,
+                                slot: self.gep(scratch, so)?,
+                            };
+                            self.amx_block(f, &call, &block, n, steps)
+                        })
+                    })
+                })
+            })
+        })?;
         self.amx("llvm.x86.tilerelease", &[])?;
         self.b.build_return(None)?;
         Ok(())
@@ -136,51 +176,113 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         )
     }
 
-    /// One 32 x 32 block: output rows of panels `p` and `p + 1` (weights
-    /// at `w0`, `w1`), activation rows `c..c + 32`; all of k, then the
-    /// epilogue of each accumulator tile's rows below `n`.
-    #[allow(clippy::too_many_arguments)]
+    /// `for (i = start; i < end; i += step) body(i)`, unsigned.
+    fn each(
+        &self,
+        f: FunctionValue<'ctx>,
+        start: IntValue<'ctx>,
+        end: IntValue<'ctx>,
+        step: u64,
+        body: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+    ) -> Result<(), CpuError> {
+        let cond = |i| Ok(self.b.build_int_compare(IntPredicate::ULT, i, end, "lt")?);
+        self.emit_loop(f, start, cond, step, body)?;
+        Ok(())
+    }
+
+    /// `if cond { then() } else { otherwise() }` at the current position.
+    fn amx_if(
+        &self,
+        f: FunctionValue<'ctx>,
+        cond: IntValue<'ctx>,
+        then: impl FnOnce() -> Result<(), CpuError>,
+        otherwise: impl FnOnce() -> Result<(), CpuError>,
+    ) -> Result<(), CpuError> {
+        let yes = self.ctx.append_basic_block(f, "amx_then");
+        let no = self.ctx.append_basic_block(f, "amx_else");
+        let done = self.ctx.append_basic_block(f, "amx_done");
+        self.b.build_conditional_branch(cond, yes, no)?;
+        self.b.position_at_end(yes);
+        then()?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(no);
+        otherwise()?;
+        self.b.build_unconditional_branch(done)?;
+        self.b.position_at_end(done);
+        Ok(())
+    }
+
+    /// One 32 x 32 block over one k block: output rows of panels `p` and
+    /// `p + 1`, activation rows `c..c + 32`, k steps `s0..s1`; the
+    /// accumulators start at zero on the first k block and come from (and
+    /// go back to) the block's slot otherwise; after the last k block,
+    /// the epilogue of each accumulator tile's rows below `n`.
     fn amx_block(
         &self,
-        f: inkwell::values::FunctionValue<'ctx>,
+        f: FunctionValue<'ctx>,
         call: &TileCall<'ctx>,
-        (x, w0, w1): (PointerValue<'ctx>, PointerValue<'ctx>, PointerValue<'ctx>),
-        p: IntValue<'ctx>,
-        c: IntValue<'ctx>,
+        blk: &Block<'ctx>,
         n: IntValue<'ctx>,
-        scratch: PointerValue<'ctx>,
+        steps: IntValue<'ctx>,
     ) -> Result<(), CpuError> {
-        let k_pad = self.spec.k_pad() as u64;
-        for t in 0..4 {
-            self.amx("llvm.x86.tilezero", &[self.tmm(t)])?;
-        }
-        let xa = self.gep(x, self.b.build_int_mul(c, self.i64c(k_pad), "xa")?)?;
-        let xb = self.gep(xa, self.i64c(16 * k_pad))?;
-        let steps = k_pad / INT_BLOCK as u64;
-        let xs: BasicMetadataValueEnum = self.i64c(k_pad).into();
+        let (x, w) = (call.ptrs[0], call.ptrs[1]);
         let ws: BasicMetadataValueEnum = self.i64c(64).into();
+        let tile = |t: u64| self.gep(blk.slot, self.i64c(t * TILE_BYTES));
+        let first = self
+            .b
+            .build_int_compare(IntPredicate::EQ, blk.s0, self.i64c(0), "first")?;
+        self.amx_if(
+            f,
+            first,
+            || {
+                for t in 0..4 {
+                    self.amx("llvm.x86.tilezero", &[self.tmm(t)])?;
+                }
+                Ok(())
+            },
+            || {
+                for t in 0..4 {
+                    self.amx("llvm.x86.tileloadd64", &[self.tmm(t), tile(t)?.into(), ws])?;
+                }
+                Ok(())
+            },
+        )?;
+        // A tiles of activation rows c and c + 16: tile (c / 16, s).
+        let g = self.b.build_int_unsigned_div(blk.c, self.i64c(16), "g")?;
+        let row_tiles = self.b.build_int_mul(g, steps, "gt")?;
+        let xa = self.gep(
+            x,
+            self.b
+                .build_int_mul(row_tiles, self.i64c(TILE_BYTES), "xa")?,
+        )?;
+        let xb = self.gep(
+            xa,
+            self.b.build_int_mul(steps, self.i64c(TILE_BYTES), "xb")?,
+        )?;
+        // B tiles: panels p and min(p + 1, last).
+        let last_panel = (self.spec.m_pad() / INT_PANEL) as u64 - 1;
+        let panel_bytes = self
+            .b
+            .build_int_mul(steps, self.i64c(TILE_BYTES), "pbytes")?;
+        let q = self.b.build_int_add(blk.p, self.i64c(1), "q")?;
+        let q = self.umin(q, self.i64c(last_panel))?;
+        let w0 = self.gep(w, self.b.build_int_mul(blk.p, panel_bytes, "w0")?)?;
+        let w1 = self.gep(w, self.b.build_int_mul(q, panel_bytes, "w1")?)?;
         self.emit_loop(
             f,
-            self.i64c(0),
+            blk.s0,
             |s| {
                 Ok(self
                     .b
-                    .build_int_compare(IntPredicate::ULT, s, self.i64c(steps), "sc")?)
+                    .build_int_compare(IntPredicate::ULT, s, blk.s1, "sc")?)
             },
             1,
             |s| {
-                let xo = self.b.build_int_mul(s, self.i64c(64), "xo")?;
-                let wo = self.b.build_int_mul(s, self.i64c(TILE_BYTES), "wo")?;
-                let loads = [
-                    (4, xa, xo, xs),
-                    (5, xb, xo, xs),
-                    (6, w0, wo, ws),
-                    (7, w1, wo, ws),
-                ];
-                for (t, base, off, stride) in loads {
+                let o = self.b.build_int_mul(s, self.i64c(TILE_BYTES), "o")?;
+                for (t, base) in [(4, xa), (5, xb), (6, w0), (7, w1)] {
                     self.amx(
                         "llvm.x86.tileloadd64",
-                        &[self.tmm(t), self.gep(base, off)?.into(), stride],
+                        &[self.tmm(t), self.gep(base, o)?.into(), ws],
                     )?;
                 }
                 for (acc, a, b) in [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)] {
@@ -193,14 +295,27 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             },
         )?;
         for t in 0..4 {
-            let dst = self.gep(scratch, self.i64c(t * TILE_BYTES))?;
-            self.amx("llvm.x86.tilestored64", &[self.tmm(t), dst.into(), ws])?;
+            self.amx("llvm.x86.tilestored64", &[self.tmm(t), tile(t)?.into(), ws])?;
         }
-        // Tile 2t + h: panel p + h, activation rows c + 16t + j.
+        let last = self
+            .b
+            .build_int_compare(IntPredicate::EQ, blk.s1, steps, "last")?;
+        self.amx_if(f, last, || self.amx_epilogue(f, call, blk, n), || Ok(()))
+    }
+
+    /// The W8A8 epilogue of a finished 2x2 block (its tiles in the slot).
+    /// Tile 2t + h: panel p + h, activation rows c + 16t + j.
+    fn amx_epilogue(
+        &self,
+        f: FunctionValue<'ctx>,
+        call: &TileCall<'ctx>,
+        blk: &Block<'ctx>,
+        n: IntValue<'ctx>,
+    ) -> Result<(), CpuError> {
         let v16 = self.i32t.vec_type(INT_PANEL as u32);
         let last_panel = (self.spec.m_pad() / INT_PANEL) as u64 - 1;
         for h in 0..2u64 {
-            let pn = self.b.build_int_add(p, self.i64c(h), "pn")?;
+            let pn = self.b.build_int_add(blk.p, self.i64c(h), "pn")?;
             let real =
                 self.b
                     .build_int_compare(IntPredicate::ULE, pn, self.i64c(last_panel), "real")?;
@@ -211,8 +326,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let r = self.b.build_int_mul(pn, self.i64c(INT_PANEL as u64), "r")?;
             let mask = self.row_mask(call, r)?;
             for half in 0..2u64 {
-                let tile = self.gep(scratch, self.i64c((2 * half + h) * TILE_BYTES))?;
-                let c0 = self.b.build_int_add(c, self.i64c(16 * half), "c0")?;
+                let tile = self.gep(blk.slot, self.i64c((2 * half + h) * TILE_BYTES))?;
+                let c0 = self.b.build_int_add(blk.c, self.i64c(16 * half), "c0")?;
                 let left = self.b.build_int_sub(n, c0, "left")?;
                 let rows = self.b.build_select(
                     self.b
