@@ -753,7 +753,7 @@ impl GemmKernel {
         let tiles: AmxTiles;
         let xp: *const u8 = match x {
             _ if self.amx => {
-                tiles = AmxTiles::pack(&x, n, spec.k, k_pad);
+                tiles = AmxTiles::pack(&x, n, spec.k, k_pad, threads);
                 tiles.as_ptr()
             }
             Activations::U8(v) if k_pad == spec.k => v.as_ptr(),
@@ -857,33 +857,61 @@ struct AmxTiles {
 }
 
 impl AmxTiles {
-    fn pack(x: &Activations, n: usize, k: usize, k_pad: usize) -> AmxTiles {
+    /// Packs `n` rows of `k` activations (checked by the caller) on
+    /// `threads` threads (0: all cores), each taking whole 16-row groups.
+    fn pack(x: &Activations, n: usize, k: usize, k_pad: usize, threads: usize) -> AmxTiles {
         let rows = n.next_multiple_of(32);
         let steps = k_pad / 64;
         let mut buf = vec![0u8; rows * k_pad + 64];
         let start = buf.as_ptr().align_offset(64).min(64);
-        let dst = &mut buf[start..start + rows * k_pad];
-        for c in 0..n {
-            let (g, j) = (c / 16, c % 16);
-            let src = c * k..(c + 1) * k;
-            for s in 0..steps {
-                let lo = s * 64;
-                let len = 64.min(k.saturating_sub(lo));
-                let at = (g * steps + s) * 1024 + j * 64;
-                let d = &mut dst[at..at + len];
-                match x {
-                    Activations::U8(v) => {
-                        d.copy_from_slice(&v[src.start + lo..src.start + lo + len])
-                    }
-                    Activations::I8(v) => {
-                        for (d, &s) in d.iter_mut().zip(&v[src.start + lo..src.start + lo + len]) {
-                            *d = (s as u8) ^ 0x80;
+        let group_bytes = 16 * k_pad;
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |t| t.get())
+        } else {
+            threads
+        };
+        let groups = n.div_ceil(16);
+        let per = groups.div_ceil(threads.max(1)).max(1);
+        // One 16-row group: row j's 64-byte pieces go to tiles (g, s).
+        let pack_group = |g: usize, dst: &mut [u8]| {
+            for j in 0..16.min(n - g * 16) {
+                let row = (g * 16 + j) * k;
+                for s in 0..steps {
+                    let lo = s * 64;
+                    let len = 64.min(k.saturating_sub(lo));
+                    let at = s * 1024 + j * 64;
+                    let d = &mut dst[at..at + len];
+                    let src = row + lo..row + lo + len;
+                    match x {
+                        Activations::U8(v) => d.copy_from_slice(&v[src]),
+                        Activations::I8(v) => {
+                            for (d, &s) in d.iter_mut().zip(&v[src]) {
+                                *d = (s as u8) ^ 0x80;
+                            }
                         }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
-        }
+        };
+        let dst = &mut buf[start..start + groups * group_bytes];
+        std::thread::scope(|sc| {
+            let mut chunks = dst.chunks_mut(per * group_bytes).enumerate();
+            let first = chunks.next();
+            for (i, chunk) in chunks {
+                let pack_group = &pack_group;
+                sc.spawn(move || {
+                    for (gi, d) in chunk.chunks_mut(group_bytes).enumerate() {
+                        pack_group(i * per + gi, d);
+                    }
+                });
+            }
+            if let Some((_, chunk)) = first {
+                for (gi, d) in chunk.chunks_mut(group_bytes).enumerate() {
+                    pack_group(gi, d);
+                }
+            }
+        });
         AmxTiles { buf, start }
     }
 

@@ -80,11 +80,14 @@ fn amx_w8a8_is_bit_exact() {
         return;
     }
     let mut rng = Rng(0xa3c5);
-    for case_no in 0..14 {
+    for case_no in 0..18 {
         let act = if case_no % 2 == 0 { t("u8") } else { t("i8") };
-        let m = 1 + rng.below(120) as usize;
-        let k = 1 + rng.below(1500) as usize;
-        let n = 1 + rng.below(70) as usize;
+        // The last cases span several row blocks (8 panel pairs), column
+        // blocks (256 activation rows) and k blocks (512).
+        let big = case_no >= 14;
+        let m = 1 + rng.below(if big { 700 } else { 120 }) as usize;
+        let k = 1 + rng.below(if big { 1300 } else { 1500 }) as usize;
+        let n = 1 + rng.below(if big { 600 } else { 70 }) as usize;
         let dim = if case_no % 3 == 0 {
             Dim::Dynamic
         } else {

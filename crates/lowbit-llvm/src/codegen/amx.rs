@@ -13,21 +13,29 @@
 //! Loop nest (blocked for the caches): the panel pairs (32 output rows)
 //! overlapping `row_begin..row_end` in row blocks of [`ROW_PAIRS`] pairs;
 //! activation rows in column blocks of [`COL_ROWS`]; k in blocks of
-//! [`K_STEPS`] 64-element steps; then for each 32 activation rows of the
-//! column block, for each panel pair of the row block, one 2x2 block of
-//! accumulator tiles (`tmm0..tmm3`) over the k block, with 2 A and 2 B
-//! tile loads and 4 `tdpbusd` per step. The 32 x `64 K_STEPS` activation
-//! slice is reused by every pair of the row block (L1); the row block's
-//! weight slice by every 32 activation rows of the column block (L2). The
-//! accumulators of the whole row x column block live in a stack buffer
-//! between k blocks (tile load and store, 1 KiB each, 8 per block of
-//! `4 K_STEPS` products). After the last k block each accumulator tile's
-//! 16 rows (activation columns below `n`) go through the shared W8A8
-//! epilogue (`int_epilogue`: row offsets, bias, ReLU, requantize, masked
-//! to the rows this call writes) as one pass over all of k. A second panel
-//! past the last panel loads the last one again and is never stored.
-//! Fixed tile registers through the immediate-operand intrinsics, so
-//! LLVM's AMX type lowering is not involved.
+//! [`K_STEPS`] 64-element steps; then for each panel pair of the row
+//! block, for each 32 activation rows of the column block, one 2x2 block
+//! of accumulator tiles (`tmm0..tmm3`) over the k block, with 2 A and 2 B
+//! tile loads and 4 `tdpbusd` per step. A pair's weight slice for the k
+//! block (32 x `64 K_STEPS` bytes) stays in L1 while the column block's
+//! activation rows use it; the column block's activation slice comes from
+//! L2. The first pair of the row block prefetches the next k block's
+//! activation tiles into L2, and the first 32 activation rows the pair's
+//! next weight tiles (the hardware prefetchers do not follow tile loads
+//! across blocks well: about 10 % measured). The accumulators of the
+//! whole row x column block live in a stack buffer between k blocks (tile
+//! load and store, 1 KiB each: 8 per `4 K_STEPS` products). After the
+//! last k block each accumulator tile's 16 rows (activation columns below
+//! `n`) go through the shared W8A8 epilogue (`int_epilogue`: row offsets,
+//! bias, ReLU, requantize, masked to the rows this call writes) as one
+//! pass over all of k. A second panel past the last panel loads the last
+//! one again and is never stored. Fixed tile registers through the
+//! immediate-operand intrinsics, so LLVM's AMX type lowering is not
+//! involved.
+//!
+//! Measured bounds (BENCHMARKS.md): the accumulator round trips between k
+//! blocks and the tile loads (even from L1) each cost a large share of the
+//! `tdpbusd` peak, so the kernel runs at about a quarter of it per thread.
 //!
 //! Limits: `i8` weights only; x86-64 with `amx-tile` and `amx-int8`, in a
 //! process that has asked the kernel for the AMX tile state (the Rust
@@ -66,6 +74,13 @@ struct Block<'ctx> {
     s1: IntValue<'ctx>,
     /// The block's four accumulator tiles in the stack buffer.
     slot: PointerValue<'ctx>,
+    /// Whether this block fetches the next k block's activation tiles
+    /// (the first pair of the row block does) and weight tiles (the first
+    /// 32 activation rows of the column block do) into L2.
+    pre_a: IntValue<'ctx>,
+    pre_b: IntValue<'ctx>,
+    /// Steps per k block.
+    ks: u64,
 }
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
@@ -138,25 +153,33 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.each(f, self.i64c(0), steps, K_STEPS, |s0| {
                     let s1 = self.b.build_int_add(s0, self.i64c(K_STEPS), "s1")?;
                     let s1 = self.umin(s1, steps)?;
-                    self.each(f, cb, ce, 32, |c| {
-                        self.each(f, pb, pe, 2, |p| {
-                            // Slot of (c, p) in the row x column block.
-                            let ci = self.b.build_int_sub(c, cb, "ci")?;
-                            let ci = self.b.build_int_unsigned_div(ci, self.i64c(32), "ci")?;
-                            let pi = self.b.build_int_sub(p, pb, "pi")?;
-                            let pi = self.b.build_int_unsigned_div(pi, self.i64c(2), "pi")?;
-                            let si = self.b.build_int_mul(ci, self.i64c(ROW_PAIRS), "si")?;
-                            let si = self.b.build_int_add(si, pi, "si")?;
-                            let so = self.b.build_int_mul(si, self.i64c(4 * TILE_BYTES), "so")?;
-                            let block = Block {
-                                p,
-                                c,
-                                s0,
-                                s1,
-                                slot: self.gep(scratch, so)?,
-                            };
-                            self.amx_block(f, &call, &block, n, steps)
-                        })
+                    let one_block = |c: IntValue<'ctx>,
+                                     p: IntValue<'ctx>|
+                     -> Result<(), CpuError> {
+                        // Slot of (c, p) in the row x column block.
+                        let ci = self.b.build_int_sub(c, cb, "ci")?;
+                        let ci = self.b.build_int_unsigned_div(ci, self.i64c(32), "ci")?;
+                        let pi = self.b.build_int_sub(p, pb, "pi")?;
+                        let pi = self.b.build_int_unsigned_div(pi, self.i64c(2), "pi")?;
+                        let si = self.b.build_int_mul(ci, self.i64c(ROW_PAIRS), "si")?;
+                        let si = self.b.build_int_add(si, pi, "si")?;
+                        let so = self.b.build_int_mul(si, self.i64c(4 * TILE_BYTES), "so")?;
+                        let block = Block {
+                            p,
+                            c,
+                            s0,
+                            s1,
+                            slot: self.gep(scratch, so)?,
+                            pre_a: self.b.build_int_compare(IntPredicate::EQ, p, pb, "pre_a")?,
+                            pre_b: self.b.build_int_compare(IntPredicate::EQ, c, cb, "pre_b")?,
+                            ks: K_STEPS,
+                        };
+                        self.amx_block(f, &call, &block, n, steps)
+                    };
+                    // Pairs outside, activation rows inside: a pair's
+                    // weight slice (32 x 64 K_STEPS bytes) stays in L1.
+                    self.each(f, pb, pe, 2, |p| {
+                        self.each(f, cb, ce, 32, |c| one_block(c, p))
                     })
                 })
             })
@@ -187,6 +210,30 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     ) -> Result<(), CpuError> {
         let cond = |i| Ok(self.b.build_int_compare(IntPredicate::ULT, i, end, "lt")?);
         self.emit_loop(f, start, cond, step, body)?;
+        Ok(())
+    }
+
+    /// Prefetches the 1 KiB tiles at `base + offset` for each base into
+    /// L2 (16 cache lines each).
+    fn prefetch_tiles(
+        &self,
+        bases: &[PointerValue<'ctx>],
+        offset: IntValue<'ctx>,
+    ) -> Result<(), CpuError> {
+        let ptr = self.ctx.ptr_type(inkwell::AddressSpace::default());
+        let pf = Intrinsic::find("llvm.prefetch")
+            .and_then(|i| i.get_declaration(self.module, &[ptr.into()]))
+            .ok_or_else(|| CpuError::Llvm("llvm.prefetch is not available".into()))?;
+        let i32c = |v: u64| self.i32t.const_int(v, false).into();
+        for &base in bases {
+            let tile = self.gep(base, offset)?;
+            for line in 0..TILE_BYTES / 64 {
+                let p = self.gep(tile, self.i64c(line * 64))?;
+                // Read, locality 2 (L2 and up), data cache.
+                self.b
+                    .build_call(pf, &[p.into(), i32c(0), i32c(2), i32c(1)], "")?;
+            }
+        }
         Ok(())
     }
 
@@ -268,6 +315,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let q = self.umin(q, self.i64c(last_panel))?;
         let w0 = self.gep(w, self.b.build_int_mul(blk.p, panel_bytes, "w0")?)?;
         let w1 = self.gep(w, self.b.build_int_mul(q, panel_bytes, "w1")?)?;
+        let last_step = self.b.build_int_sub(steps, self.i64c(1), "ls")?;
         self.emit_loop(
             f,
             blk.s0,
@@ -279,17 +327,41 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             1,
             |s| {
                 let o = self.b.build_int_mul(s, self.i64c(TILE_BYTES), "o")?;
-                for (t, base) in [(4, xa), (5, xb), (6, w0), (7, w1)] {
+                // Next k block's tiles, for the blocks that use them first.
+                {
+                    let ahead = self.b.build_int_add(s, self.i64c(blk.ks), "ahead")?;
+                    let ahead = self.umin(ahead, last_step)?;
+                    let po = self.b.build_int_mul(ahead, self.i64c(TILE_BYTES), "po")?;
+                    self.amx_if(
+                        f,
+                        blk.pre_a,
+                        || self.prefetch_tiles(&[xa, xb], po),
+                        || Ok(()),
+                    )?;
+                    self.amx_if(
+                        f,
+                        blk.pre_b,
+                        || self.prefetch_tiles(&[w0, w1], po),
+                        || Ok(()),
+                    )?;
+                }
+                let load = |t: u64, base: PointerValue<'ctx>| -> Result<(), CpuError> {
                     self.amx(
                         "llvm.x86.tileloadd64",
                         &[self.tmm(t), self.gep(base, o)?.into(), ws],
-                    )?;
-                }
-                for (acc, a, b) in [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)] {
+                    )
+                };
+                let dp = |acc: u64, a: u64, b: u64| {
                     self.amx(
                         "llvm.x86.tdpbusd",
                         &[self.tmm(acc), self.tmm(a), self.tmm(b)],
-                    )?;
+                    )
+                };
+                for (t, base) in [(4, xa), (5, xb), (6, w0), (7, w1)] {
+                    load(t, base)?;
+                }
+                for (acc, a, b) in [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)] {
+                    dp(acc, a, b)?;
                 }
                 Ok(())
             },
