@@ -293,6 +293,19 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                         note,
                     )
                 }
+                // Only where the IR asks for it (no rule introduces it): the
+                // target features carry no AMX rate, so it is costed as the
+                // direct schedule and says so.
+                IntSchedule::Amx => {
+                    let mut direct = kind.clone();
+                    if let OpKind::MatMulInt { schedule, .. } = &mut direct {
+                        *schedule = IntSchedule::Direct;
+                    }
+                    let mut e = cpu_estimate(c, &direct, res, ops);
+                    e.kernel = format!("x86.tdpbusd.{}x{}", a.elem, w.elem);
+                    e.note = Some("schedule amx: costed as the direct schedule (no AMX rate in the cost model); the cpu backend needs AMX-INT8".into());
+                    e
+                }
                 IntSchedule::BitSerial => {
                     let (rate, note) = match (f.popcount(), f.vector_isa()) {
                         (Popcount::Vpopcntdq, _) => (512.0, None),
@@ -448,7 +461,7 @@ fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
             let (b, m, k, n) = d;
             let (pa, pb) = (bits(a.elem), bits(w.elem));
             match schedule {
-                IntSchedule::Direct => {
+                IntSchedule::Direct | IntSchedule::Amx => {
                     let (work, kernel, note) = match g.int4_tc {
                         Some(r) if pa <= 4 && pb <= 4 => {
                             let (wk, note) = mma(d, 64.0);
@@ -534,6 +547,21 @@ mod tests {
             overflow: Overflow::Wrap,
             schedule: s,
         }
+    }
+
+    #[test]
+    fn amx_is_costed_as_direct_and_says_so() {
+        let (a, w, r) = (
+            t(&[64, 4096], "u8"),
+            t(&[4096, 4096], "i8"),
+            t(&[64, 4096], "i32"),
+        );
+        let tgt = "sapphirerapids".parse().unwrap();
+        let direct = estimate(&tgt, &mmi(IntSchedule::Direct), &r, &[&a, &w]);
+        let amx = estimate(&tgt, &mmi(IntSchedule::Amx), &r, &[&a, &w]);
+        assert_eq!(amx.ns, direct.ns);
+        assert_eq!(amx.kernel, "x86.tdpbusd.u8xi8");
+        assert!(amx.note.unwrap().contains("schedule amx"));
     }
 
     #[test]

@@ -158,7 +158,8 @@ pub(crate) fn matmul_int(
     walk::<2, String>(&batch, [&sa, &sb], |bi, [oa, ob]| {
         let (ab, bb) = (&c.a[oa..oa + m * k], &c.b[ob..ob + k * n]);
         let acc = match schedule {
-            IntSchedule::Direct => direct(ab, bb, c.za, c.zb, dims)?,
+            // The same integers whatever the backend's instructions.
+            IntSchedule::Direct | IntSchedule::Amx => direct(ab, bb, c.za, c.zb, dims)?,
             IntSchedule::BitSerial => bit_serial(ab, bb, c.za, c.zb, dims, planes)?,
         };
         for (code, v) in codes[bi * mn..(bi + 1) * mn].iter_mut().zip(acc) {

@@ -228,7 +228,11 @@ fn matmul_int_subtracts_zero_points_exactly() {
         }
         out
     };
-    for s in [IntSchedule::Direct, IntSchedule::BitSerial] {
+    for s in [
+        IntSchedule::Direct,
+        IntSchedule::BitSerial,
+        IntSchedule::Amx,
+    ] {
         let r = ok(
             mmi(s, Overflow::Wrap),
             &[&a, &b, &za, &zb],

@@ -325,6 +325,10 @@ pub enum IntSchedule {
     /// Sum over bit-plane pairs of AND-popcount products, with sign and
     /// zero-point corrections.
     BitSerial,
+    /// Multiply-accumulate on 16 x 16 x 64 tiles of 8-bit integers (x86
+    /// AMX-INT8 `tdpbusd`): `i8`/`u8` operands only, and only on a target
+    /// with AMX; the optimizer never chooses it by itself.
+    Amx,
 }
 
 impl IntSchedule {
@@ -333,6 +337,7 @@ impl IntSchedule {
         match self {
             IntSchedule::Direct => "direct",
             IntSchedule::BitSerial => "bit_serial",
+            IntSchedule::Amx => "amx",
         }
     }
 }
@@ -1207,9 +1212,10 @@ impl OpKind {
                 schedule: match a.opt_ident("schedule")?.as_deref() {
                     None | Some("direct") => IntSchedule::Direct,
                     Some("bit_serial") => IntSchedule::BitSerial,
+                    Some("amx") => IntSchedule::Amx,
                     Some(o) => {
                         return Err(format!(
-                            "attribute 'schedule' must be direct or bit_serial, not '{o}'"
+                            "attribute 'schedule' must be direct, bit_serial or amx, not '{o}'"
                         ))
                     }
                 },
@@ -1546,6 +1552,10 @@ mod tests {
                 overflow: Overflow::Saturate,
                 schedule: IntSchedule::BitSerial,
             },
+            OpKind::MatMulInt {
+                overflow: Overflow::Wrap,
+                schedule: IntSchedule::Amx,
+            },
             OpKind::RequantDyadic {
                 multiplier: vec![1 << 30],
                 shift: vec![37],
@@ -1704,7 +1714,7 @@ mod tests {
             vec![("schedule".into(), Attr::Ident("magic".into()))],
         )
         .unwrap_err();
-        assert!(e.contains("direct or bit_serial"), "{e}");
+        assert!(e.contains("direct, bit_serial or amx"), "{e}");
     }
 
     #[test]

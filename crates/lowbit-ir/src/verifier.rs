@@ -22,7 +22,7 @@
 
 use crate::diag::{Diagnostic, Span};
 use crate::function::{Function, Module, Op, Value, ValueDef};
-use crate::ops::{BinaryOp, Granularity, OpKind, QRequant, UnaryOp};
+use crate::ops::{BinaryOp, Granularity, IntSchedule, OpKind, QRequant, UnaryOp};
 use crate::types::{PackOrder, TensorType};
 use lowbit_numerics::{ElemType, Rounding};
 use std::collections::{HashMap, HashSet};
@@ -706,7 +706,7 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
             requant.as_ref(),
             res,
         ),
-        OpKind::MatMulInt { .. } => check_matmul_int(cx, ops, res),
+        OpKind::MatMulInt { schedule, .. } => check_matmul_int(cx, ops, res, *schedule),
         OpKind::RequantDyadic {
             multiplier,
             shift,
@@ -1031,8 +1031,20 @@ fn check_qmatmul(
     }
 }
 
-fn check_matmul_int(cx: &mut OpCx, ops: &[&TensorType], res: &TensorType) {
+fn check_matmul_int(cx: &mut OpCx, ops: &[&TensorType], res: &TensorType, s: IntSchedule) {
     let (a, b) = (ops[0], ops[1]);
+    if s == IntSchedule::Amx {
+        // AMX-INT8 tiles hold bytes: wider or narrower codes have no tile
+        // form (narrower ones are widened on the direct schedule).
+        for (what, t) in [("lhs", a), ("rhs", b)] {
+            if !matches!(t.elem, ElemType::I8 | ElemType::U8) {
+                cx.err(format!(
+                    "schedule amx multiplies 8-bit integers: {what} must be i8 or u8, got {}",
+                    t.elem
+                ));
+            }
+        }
+    }
     for (what, t) in [("lhs", a), ("rhs", b)] {
         if !t.elem.is_int() {
             cx.err(format!(
@@ -2415,6 +2427,22 @@ mod tests {
                 "'matmul_int' op: lhs zero point must be per-tensor (shape [] or [1]), got [2]",
                 "'matmul_int' op: rhs zero point element type u4 differs from the rhs element type i4",
                 "'matmul_int' op: integral operands need an integer result, got f32",
+            ]
+        );
+        // The amx schedule takes bytes only.
+        let amx = OpKind::MatMulInt {
+            overflow: Overflow::Wrap,
+            schedule: IntSchedule::Amx,
+        };
+        let bytes = [ty(&[2, 64], "u8"), ty(&[64, 4], "i8")];
+        let f = one_op(&bytes, amx.clone(), ty(&[2, 4], "i32"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let f = one_op(&ints[..2], amx, ty(&[2, 4], "i32"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'matmul_int' op: schedule amx multiplies 8-bit integers: lhs must be i8 or u8, got u4",
+                "'matmul_int' op: schedule amx multiplies 8-bit integers: rhs must be i8 or u8, got i4",
             ]
         );
 

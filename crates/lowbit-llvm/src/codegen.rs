@@ -164,6 +164,14 @@ pub fn build_module<'ctx>(
     spec: &GemmSpec,
     target: &CpuTarget,
 ) -> Result<Module<'ctx>, CpuError> {
+    if spec.is_amx() {
+        // Its callers pack activations into tiles and ask Linux for the
+        // tile state (`jit.rs`): no object or library of it stands alone.
+        return Err(spec.unsupported(
+            &target.describe(),
+            "the amx schedule is JIT-only (GemmKernel); AOT objects take the direct schedule",
+        ));
+    }
     let kind = spec
         .weight_kind()
         .ok_or_else(|| CpuError::Llvm(format!("no weight decoder for {}", spec.weight.dtype)))?;

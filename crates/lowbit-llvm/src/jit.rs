@@ -9,9 +9,12 @@
 //! caller's thread included), which take 8-row-aligned chunks from a
 //! shared counter.
 //!
-//! [`GemmKernel::compile_amx`] builds a W8A8 kernel on the AMX-INT8
-//! schedule instead (`codegen/amx.rs`; never cached), which runs through
-//! the same `run_int` with the activations padded to 32 rows.
+//! A W8A8 spec on the `amx` schedule (or [`GemmKernel::compile_amx`],
+//! uncached) builds the AMX-INT8 kernel instead (`codegen/amx.rs`), where
+//! the host has AMX-INT8 and Linux grants the tile state; it runs through
+//! the same `run_int`/`run_requant` with the activations packed per call
+//! into 1 KiB tiles (on the call's threads) and rows handed out in whole
+//! 32-row panel pairs.
 //!
 //! Limits: neither cache evicts (kernels are small).
 
@@ -202,8 +205,7 @@ pub struct GemmKernel {
     func: KernelFn,
     compile_time: Duration,
     origin: KernelOrigin,
-    /// The AMX-INT8 schedule ([`GemmKernel::compile_amx`]): activations
-    /// are padded to a multiple of 32 rows.
+    /// The AMX-INT8 schedule: activations are packed into tiles per call.
     amx: bool,
     _code: JitCode,
 }
@@ -285,6 +287,9 @@ impl GemmKernel {
         dir: Option<&Path>,
     ) -> Result<GemmKernel, CpuError> {
         spec.check(&target.describe())?;
+        if spec.is_amx() {
+            amx_ready(spec, target)?;
+        }
         let start = Instant::now();
         let key = format!(
             "{spec:?}|{}|{}|{}|{}",
@@ -313,7 +318,13 @@ impl GemmKernel {
                 disk_cache::Lookup::Invalid(why) => origin = KernelOrigin::Rebuilt(why),
             }
         }
-        let object = compile_object(target, |ctx| build_module(ctx, spec, target))?;
+        let object = compile_object(target, |ctx| {
+            if spec.is_amx() {
+                build_amx_module(ctx, spec, target)
+            } else {
+                build_module(ctx, spec, target)
+            }
+        })?;
         if let Some(dir) = dir {
             // A cache that cannot be written only costs a recompilation.
             let _ = disk_cache::store(dir, &key, &object);
@@ -346,51 +357,25 @@ impl GemmKernel {
             func,
             compile_time,
             origin,
-            amx: false,
+            amx: spec.is_amx(),
             _code: code,
         }
     }
 
-    /// Compiles a W8A8 spec (`i8` weights, `u8` or `i8` activations, no
-    /// epilogue) for the host with the AMX-INT8 schedule (`tdpbusd` on
-    /// 16x16 tiles, `codegen/amx.rs`) instead of `vpdpbusd`, without
-    /// caching. Run it with [`GemmKernel::run_int`] on weights packed for
-    /// the same spec: the results are the same `i32`s. Asks Linux for the
-    /// AMX tile state first. `Unsupported` where the host has no AMX-INT8
-    /// (or is not Linux on x86-64) or for another spec.
+    /// Compiles a W8A8 spec (`i8` weights, `u8` or `i8` activations, any
+    /// W8A8 epilogue) for the host on the AMX-INT8 schedule (`tdpbusd` on
+    /// 16x16 tiles, `codegen/amx.rs`) whatever its `schedule` says,
+    /// without caching; [`compile`] does the same, cached, for a spec
+    /// whose schedule is [`lowbit_ir::IntSchedule::Amx`]. Run it with
+    /// [`GemmKernel::run_int`] or [`GemmKernel::run_requant`] on weights
+    /// packed for the same shapes: the results are those of the direct
+    /// schedule. Asks Linux for the AMX tile state first. `Unsupported`
+    /// where the host has no AMX-INT8 (or is not Linux on x86-64) or for a
+    /// spec that is not W8A8.
     pub fn compile_amx(spec: &GemmSpec) -> Result<GemmKernel, CpuError> {
-        let target = CpuTarget::host()?;
-        spec.check(&target.describe())?;
-        let unsupported = |why: &str| CpuError::Unsupported {
-            op: "gemm (amx schedule)".into(),
-            dtype: format!("{} x {}", spec.weight.dtype, spec.act),
-            layout: "panels of 16 rows".into(),
-            target: target.describe(),
-            reason: why.into(),
-        };
-        if !spec.is_vnni() || spec.weight.dtype != lowbit_numerics::ElemType::I8 {
-            return Err(unsupported("W8A8 (i8 weights, 8-bit activations) only"));
-        }
-        if spec.epilogue != crate::spec::Epilogue::default() {
-            return Err(unsupported("no bias, activation or requantize epilogue"));
-        }
-        if !(target.has("amx-tile") && target.has("amx-int8")) {
-            return Err(unsupported("needs AMX-INT8"));
-        }
-        request_amx().map_err(|e| unsupported(&e))?;
-        let start = Instant::now();
-        let object = compile_object(&target, |ctx| build_amx_module(ctx, spec, &target))?;
-        let (code, addrs) = objjit::load(&object, &[KERNEL_SYMBOL])?;
-        let mut k = GemmKernel::new(
-            spec,
-            &target,
-            code,
-            addrs[0],
-            start.elapsed(),
-            KernelOrigin::Compiled,
-        );
-        k.amx = true;
-        Ok(k)
+        let mut spec = spec.clone();
+        spec.schedule = lowbit_ir::IntSchedule::Amx;
+        GemmKernel::compile_uncached(&spec, &CpuTarget::host()?)
     }
 
     /// Where the machine code came from (compiled, or the disk cache).
@@ -847,6 +832,19 @@ impl GemmKernel {
     }
 }
 
+/// Whether the AMX kernel for `spec` can run in this process on `target`:
+/// the target has AMX-INT8 (and is the host: the code runs here) and
+/// Linux grants the tile state.
+fn amx_ready(spec: &GemmSpec, target: &CpuTarget) -> Result<(), CpuError> {
+    let unsupported = |why: String| spec.unsupported(&target.describe(), why);
+    if !(target.has("amx-tile") && target.has("amx-int8")) {
+        return Err(unsupported(
+            "the amx schedule needs AMX-INT8 (amx-tile, amx-int8)".into(),
+        ));
+    }
+    request_amx().map_err(unsupported)
+}
+
 /// Activations packed for the AMX kernel (`codegen/amx.rs`): `u8` rows
 /// (`i8` offset by +128) as 1 KiB A tiles `[n_pad / 16][k_pad / 64][16][64]`
 /// with `n_pad = n` rounded up to 32 and zeros after `n` and `k`, in a
@@ -923,7 +921,7 @@ impl AmxTiles {
 /// Asks Linux for the AMX tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
 /// XFEATURE_XTILEDATA)`), once per process; without it the first tile
 /// instruction faults.
-fn request_amx() -> Result<(), String> {
+pub(crate) fn request_amx() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
         #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

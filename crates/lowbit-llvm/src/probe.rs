@@ -8,7 +8,10 @@
 //! * [`vnni_peak_gops`] — the same with 512-bit `vpdpbusd` (int8 dot
 //!   products), where the host has AVX-512 VNNI;
 //! * [`popcount_peak_gops`] — the same with the W1A1 step (xor, `vpopcntd`,
-//!   add), where the host has AVX-512 VPOPCNTDQ.
+//!   add), where the host has AVX-512 VPOPCNTDQ;
+//! * [`amx_peak_gops`] — 4 independent `tdpbusd` (16 x 16 x 64 int8 tile
+//!   products into 2x2 accumulator tiles, register-resident) per step,
+//!   where the host has AMX-INT8 and Linux grants the tile state.
 //!
 //! Each reports the best of `reps` runs, as hardware probes usually do; on a
 //! shared machine the figure is what was available at that moment.
@@ -445,4 +448,103 @@ fn int_peak(t: &CpuTarget, kind: IntPeak, threads: usize, reps: usize) -> Result
         best = best.max(ops / secs / 1e9);
     }
     Ok(best)
+}
+
+type AmxFn = unsafe extern "C" fn(i64);
+
+/// int8 tile-product peak in GOP/s (a multiply and an add per byte pair)
+/// with `threads` threads, `tdpbusd` on four independent accumulator tiles
+/// (the AMX kernel's 2x2 block without its loads); best of `reps`. `None`
+/// when the host has no AMX-INT8; an error when Linux refuses the tile
+/// state.
+pub fn amx_peak_gops(threads: usize, reps: usize) -> Result<Option<f64>, CpuError> {
+    let t = CpuTarget::host()?;
+    if !(t.has("amx-tile") && t.has("amx-int8")) {
+        return Ok(None);
+    }
+    crate::jit::request_amx().map_err(CpuError::Llvm)?;
+    let (_code, addrs) = jit(&t, &["lowbit_amx"], |ctx| build_amx_probe(ctx, &t))?;
+    // SAFETY: the symbol was emitted below with exactly this signature.
+    let probe = unsafe { std::mem::transmute::<usize, AmxFn>(addrs[0]) };
+    let threads = threads.max(1);
+    let iters: i64 = 200_000;
+    let mut best = 0f64;
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                // SAFETY: the probe takes a count only; the process holds
+                // the AMX tile permission (requested above).
+                s.spawn(move || unsafe { probe(iters) });
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        // 4 tile products of 16 x 16 x 64 byte pairs, 2 ops each.
+        let ops = iters as f64 * 4.0 * (16 * 16 * 64 * 2) as f64 * threads as f64;
+        best = best.max(ops / secs / 1e9);
+    }
+    Ok(Some(best))
+}
+
+/// `void lowbit_amx(i64 iters)`: configure 8 tiles of 16 x 64 bytes, zero
+/// them, `iters` times 4 `tdpbusd` (accumulators 0..4, operands 4..8),
+/// release the tiles.
+fn build_amx_probe<'c>(ctx: &'c Context, t: &CpuTarget) -> Result<Module<'c>, CpuError> {
+    let m = ctx.create_module("lowbit_amx_probe");
+    let b = ctx.create_builder();
+    let i64t = ctx.i64_type();
+    let i8t = ctx.i8_type();
+    let call = |name: &str, args: &[inkwell::values::BasicMetadataValueEnum<'c>]| {
+        let f = Intrinsic::find(name)
+            .and_then(|i| i.get_declaration(&m, &[]))
+            .ok_or_else(|| CpuError::Llvm(format!("{name} is not available")))?;
+        b.build_call(f, args, "")?;
+        Ok::<(), CpuError>(())
+    };
+    let tmm =
+        |x: u64| -> inkwell::values::BasicMetadataValueEnum<'c> { i8t.const_int(x, false).into() };
+    let f = m.add_function(
+        "lowbit_amx",
+        ctx.void_type().fn_type(&[i64t.into()], false),
+        None,
+    );
+    set_attrs(ctx, f, t);
+    let (entry, head, body, exit) = loop_blocks(ctx, f);
+    let iters = param(f, 0)?.into_int_value();
+    b.position_at_end(entry);
+    // Palette 1, tiles 0..8 of 16 rows x 64 bytes (as `codegen/amx.rs`).
+    let mut cfg = [0u64; 64];
+    cfg[0] = 1;
+    for t in 0..8 {
+        cfg[16 + 2 * t] = 64;
+        cfg[48 + t] = 16;
+    }
+    let v64 = i8t.vec_type(64);
+    let cfg_p = b.build_alloca(v64, "tilecfg")?;
+    let bytes: Vec<_> = cfg.iter().map(|&x| i8t.const_int(x, false)).collect();
+    b.build_store(cfg_p, inkwell::types::VectorType::const_vector(&bytes))?
+        .set_alignment(64)
+        .map_err(|e| CpuError::Llvm(format!("tile config alignment: {e}")))?;
+    call("llvm.x86.ldtilecfg", &[cfg_p.into()])?;
+    for x in 0..8 {
+        call("llvm.x86.tilezero", &[tmm(x)])?;
+    }
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(head);
+    let i = b.build_phi(i64t, "i")?;
+    i.add_incoming(&[(&i64t.const_zero(), entry)]);
+    let iv = i.as_basic_value().into_int_value();
+    let more = b.build_int_compare(IntPredicate::SLT, iv, iters, "more")?;
+    b.build_conditional_branch(more, body, exit)?;
+    b.position_at_end(body);
+    for (acc, a, w) in [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)] {
+        call("llvm.x86.tdpbusd", &[tmm(acc), tmm(a), tmm(w)])?;
+    }
+    let next = b.build_int_add(iv, i64t.const_int(1, false), "next")?;
+    i.add_incoming(&[(&next, body)]);
+    b.build_unconditional_branch(head)?;
+    b.position_at_end(exit);
+    call("llvm.x86.tilerelease", &[])?;
+    b.build_return(None)?;
+    Ok(m)
 }

@@ -250,6 +250,8 @@ impl fmt::Display for GemmSpec {
                     ", bit-serial, zero points"
                 } else if self.is_bit_serial() {
                     ", bit-serial"
+                } else if self.is_amx() {
+                    ", amx"
                 } else {
                     ""
                 }
@@ -374,10 +376,19 @@ impl GemmSpec {
         }
     }
 
-    /// Whether this is the `vpdpbusd` path (W8A8/W4A8): integer
-    /// activations that are not `b1`, on the direct schedule.
+    /// Whether this is the W8A8/W4A8 path: integer activations that are
+    /// not `b1`, on the direct schedule (`vpdpbusd`) or the AMX schedule
+    /// ([`GemmSpec::is_amx`]), which shares its weight packing.
     pub fn is_vnni(&self) -> bool {
-        self.is_integer() && !self.is_binary() && self.schedule == IntSchedule::Direct
+        self.is_integer()
+            && !self.is_binary()
+            && matches!(self.schedule, IntSchedule::Direct | IntSchedule::Amx)
+    }
+
+    /// Whether this W8A8 spec runs on the AMX-INT8 schedule (`tdpbusd` on
+    /// tiles, `codegen/amx.rs`; JIT only, where the host has AMX-INT8).
+    pub fn is_amx(&self) -> bool {
+        self.is_vnni() && self.schedule == IntSchedule::Amx
     }
 
     /// Rows of the packed weight: `m`, rounded up to whole panels of
@@ -601,7 +612,7 @@ impl GemmSpec {
             + if self.weight.zero_point { scales } else { 0 }
     }
 
-    fn unsupported(&self, target: &str, reason: impl Into<String>) -> CpuError {
+    pub(crate) fn unsupported(&self, target: &str, reason: impl Into<String>) -> CpuError {
         CpuError::Unsupported {
             op: "gemm".into(),
             dtype: self.weight.dtype.to_string(),
@@ -687,6 +698,12 @@ impl GemmSpec {
         if self.weight.zero_point {
             return u("the W8A8/W4A8 kernel takes symmetric weights (no zero points)".into());
         }
+        if self.is_amx() && self.weight.dtype != ElemType::I8 {
+            return u(format!(
+                "the amx schedule takes i8 weights (W8A8), not {}",
+                self.weight.dtype
+            ));
+        }
         if self.weight.granularity != WeightGranularity::PerChannel {
             return u(
                 "the W8A8/W4A8 kernel applies no scales (requantize or dequantize its i32 result)"
@@ -733,6 +750,12 @@ impl GemmSpec {
             .is_none_or(|e| e > limit)
         {
             return u(format!("weight {}x{} is too large", self.m, self.k));
+        }
+        if self.schedule == IntSchedule::Amx && !self.is_vnni() {
+            return u(format!(
+                "the amx schedule multiplies i8 weights by u8 or i8 activations (W8A8), not {} x {}",
+                self.weight.dtype, self.act
+            ));
         }
         if self.is_integer() {
             return self.check_integer(target);

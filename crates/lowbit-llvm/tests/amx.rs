@@ -3,14 +3,18 @@
 //! an odd number of panels, rows split between threads inside a panel),
 //! n (not a multiple of the 32 activation rows a block takes) and k (not
 //! a multiple of the 64-element tile depth), `u8` and `i8` activations;
-//! and the specs and hosts it refuses.
+//! the epilogues (bias, ReLU, requantize) through the IR-visible `amx`
+//! schedule and the cached `compile`; the AMX peak probe; and the specs,
+//! hosts and AOT builds it refuses. On a host without AMX-INT8 the kernel
+//! runs are skipped with a message, only where `/proc/cpuinfo` agrees.
 
 use lowbit_interp::eval_op;
-use lowbit_ir::{OpKind, Overflow, Tensor, TensorType};
+use lowbit_ir::{BinaryOp, IntSchedule, OpKind, Overflow, Tensor, TensorType};
 use lowbit_llvm::{
-    Activations, CpuError, CpuTarget, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights,
+    compile, Activation, Activations, CpuError, CpuTarget, Dim, Epilogue, GemmKernel, GemmSpec,
+    PackedWeights, Requant,
 };
-use lowbit_numerics::ElemType;
+use lowbit_numerics::{ElemType, Rounding};
 
 fn t(s: &str) -> ElemType {
     s.parse().unwrap()
@@ -58,10 +62,12 @@ fn int_reference(x: &Tensor, w: &Tensor) -> Vec<i32> {
     y.to_i128().unwrap().into_iter().map(|v| v as i32).collect()
 }
 
+/// Whether the host has AMX-INT8; where it has not, says so on stderr
+/// (the tests that need it then check only the refusals).
 fn has_amx() -> bool {
     let host = CpuTarget::host().unwrap();
     let llvm = host.has("amx-tile") && host.has("amx-int8");
-    // So that the bit-exactness test cannot skip silently where the CPU
+    // So that the bit-exactness tests cannot skip silently where the CPU
     // has AMX: Linux lists it in /proc/cpuinfo, and LLVM must agree.
     if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
         let listed = info.contains(" amx_tile") && info.contains(" amx_int8");
@@ -69,6 +75,9 @@ fn has_amx() -> bool {
             llvm, listed,
             "LLVM's host features and /proc/cpuinfo disagree on AMX"
         );
+    }
+    if !llvm {
+        eprintln!("skipping the AMX kernel runs: the host has no amx_int8");
     }
     llvm
 }
@@ -114,6 +123,179 @@ fn amx_w8a8_is_bit_exact() {
     }
 }
 
+/// The interpreter's `[requant_dyadic](relu(add(matmul_int(x, wᵀ), bias)))`
+/// (the IR's `amx` schedule, which must equal the direct one).
+fn epilogue_reference(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&[i32]>,
+    relu: bool,
+    requant: Option<(&[i32], &[u32], i8)>,
+) -> Vec<i128> {
+    let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
+    let wt = eval_op(
+        &OpKind::Transpose { perm: vec![1, 0] },
+        &[w],
+        &[TensorType::new(vec![k, m], w.elem)],
+    )
+    .unwrap()
+    .remove(0);
+    let acc_t = TensorType::new(vec![n, m], ElemType::I32);
+    let mut v = eval_op(
+        &OpKind::MatMulInt {
+            overflow: Overflow::Wrap,
+            schedule: IntSchedule::Amx,
+        },
+        &[x, &wt],
+        std::slice::from_ref(&acc_t),
+    )
+    .unwrap()
+    .remove(0);
+    if let Some(bias) = bias {
+        let codes = bias.iter().map(|&b| u64::from(b as u32)).collect();
+        let b = Tensor::new(ElemType::I32, vec![m], codes).unwrap();
+        let add = OpKind::Binary {
+            op: BinaryOp::Add,
+            overflow: Overflow::Wrap,
+        };
+        v = eval_op(&add, &[&v, &b], std::slice::from_ref(&acc_t))
+            .unwrap()
+            .remove(0);
+    }
+    if relu {
+        v = eval_op(&OpKind::Relu, &[&v], std::slice::from_ref(&acc_t))
+            .unwrap()
+            .remove(0);
+    }
+    if let Some((mults, shifts, zp)) = requant {
+        let zp_t = Tensor::new(ElemType::I8, vec![], vec![zp as u8 as u64]).unwrap();
+        v = eval_op(
+            &OpKind::RequantDyadic {
+                multiplier: mults.iter().map(|&v| i64::from(v)).collect(),
+                shift: shifts.to_vec(),
+                axis: Some(1),
+                rounding: Rounding::NearestEven,
+                saturate: true,
+            },
+            &[&v, &zp_t],
+            &[TensorType::new(vec![n, m], ElemType::I8)],
+        )
+        .unwrap()
+        .remove(0);
+    }
+    v.to_i128().unwrap()
+}
+
+/// A spec on the IR's `amx` schedule goes through the cached `compile`
+/// with its epilogue: bias (near the i32 limits, so the wrapping add
+/// matters), ReLU and dyadic requantization in several combinations, on
+/// ragged shapes across row, column and k blocks, static and dynamic n,
+/// one and two threads: bit-exact against the interpreter.
+#[test]
+fn amx_epilogues_are_bit_exact() {
+    if !has_amx() {
+        return;
+    }
+    let mut rng = Rng(0x5eed_a3c5);
+    let combos = [
+        (true, false, false),
+        (true, true, false),
+        (false, true, false),
+        (true, false, true),
+        (false, true, true),
+        (true, true, true),
+    ];
+    for (case_no, &(bias_on, relu, requant)) in combos.iter().enumerate() {
+        let act = if case_no % 2 == 0 { t("u8") } else { t("i8") };
+        let big = case_no >= 4;
+        let m = 1 + rng.below(if big { 600 } else { 90 }) as usize;
+        let k = 1 + rng.below(1200) as usize;
+        let n = 1 + rng.below(if big { 400 } else { 60 }) as usize;
+        let mut spec = GemmSpec::int8(
+            m,
+            k,
+            if case_no % 3 == 0 {
+                Dim::Dynamic
+            } else {
+                Dim::Static(n)
+            },
+            act,
+        );
+        spec.schedule = IntSchedule::Amx;
+        spec.epilogue = Epilogue {
+            bias: bias_on,
+            activation: if relu {
+                Activation::Relu
+            } else {
+                Activation::None
+            },
+            requantize: requant,
+        };
+        let w = random_codes(&mut rng, t("i8"), m, k);
+        let x = random_codes(&mut rng, act, n, k);
+        let bias: Vec<i32> = (0..m)
+            .map(|r| match r % 3 {
+                0 => i32::MAX - rng.below(1 << 20) as i32,
+                1 => i32::MIN + rng.below(1 << 20) as i32,
+                _ => rng.next() as i32 >> 12,
+            })
+            .collect();
+        let mults: Vec<i32> = (0..m).map(|_| 1 + rng.below(1 << 20) as i32).collect();
+        let shifts: Vec<u32> = (0..m).map(|_| 8 + rng.below(30) as u32).collect();
+        let zp = 3i8;
+        let want = epilogue_reference(
+            &x,
+            &w,
+            bias_on.then_some(&bias[..]),
+            relu,
+            requant.then_some((&mults[..], &shifts[..], zp)),
+        );
+        let kernel = compile(&spec).unwrap();
+        assert_eq!(kernel.spec().schedule, IntSchedule::Amx);
+        let packed = PackedWeights::pack_int(&spec, &w).unwrap();
+        let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+        let i: Vec<i8> = u.iter().map(|&b| b as i8).collect();
+        let acts = || {
+            if act == t("u8") {
+                Activations::U8(&u)
+            } else {
+                Activations::I8(&i)
+            }
+        };
+        let bias_arg = bias_on.then_some(&bias[..]);
+        for threads in [1, 2] {
+            let got: Vec<i128> = if requant {
+                let rq = Requant {
+                    multipliers: &mults,
+                    shifts: &shifts,
+                    zero_point: zp,
+                };
+                let mut y = vec![0i8; n * m];
+                kernel
+                    .run_requant_bias(acts(), &packed, bias_arg, &rq, &mut y, n, threads)
+                    .unwrap();
+                y.iter().map(|&v| i128::from(v)).collect()
+            } else {
+                let mut y = vec![0i32; n * m];
+                kernel
+                    .run_int_bias(acts(), &packed, bias_arg, &mut y, n, threads)
+                    .unwrap();
+                y.iter().map(|&v| i128::from(v)).collect()
+            };
+            assert_eq!(got, want, "{spec} n={n}, {threads} threads");
+        }
+    }
+}
+
+#[test]
+fn amx_probe_runs_where_the_host_has_amx() {
+    let amx = has_amx();
+    match lowbit_llvm::probe::amx_peak_gops(1, 1).unwrap() {
+        Some(p) => assert!(amx && p.is_finite() && p > 0.0),
+        None => assert!(!amx),
+    }
+}
+
 #[test]
 fn amx_refuses_what_it_cannot_run() {
     let unsupported = |spec: &GemmSpec| {
@@ -122,7 +304,8 @@ fn amx_refuses_what_it_cannot_run() {
             Err(CpuError::Unsupported { .. })
         )
     };
-    // 4-bit weights and epilogues are not on this schedule.
+    // 4-bit weights, float and b1 activations are not on this schedule,
+    // whatever the host.
     assert!(unsupported(&GemmSpec::int(
         64,
         64,
@@ -130,13 +313,31 @@ fn amx_refuses_what_it_cannot_run() {
         t("i4"),
         t("u8")
     )));
-    let mut biased = GemmSpec::int8(64, 64, Dim::Dynamic, t("u8"));
+    assert!(unsupported(&GemmSpec::new(
+        64,
+        64,
+        Dim::Dynamic,
+        t("i8"),
+        32
+    )));
+    assert!(unsupported(&GemmSpec::binary(64, 64, Dim::Dynamic)));
+    // Neither is an AOT object (its caller packs activations into tiles).
+    let mut plain = GemmSpec::int8(64, 64, Dim::Dynamic, t("u8"));
+    plain.schedule = IntSchedule::Amx;
+    let host = CpuTarget::host().unwrap();
+    let e = lowbit_llvm::aot::emit(&plain, &host, lowbit_llvm::aot::Emit::Obj);
+    assert!(matches!(e, Err(CpuError::Unsupported { .. })), "{e:?}");
+    // A W8A8 spec, with or without an epilogue, compiles exactly where the
+    // host has AMX-INT8.
+    let mut biased = plain.clone();
     biased.epilogue = Epilogue {
         bias: true,
         ..Epilogue::default()
     };
-    assert!(unsupported(&biased));
-    // A plain W8A8 spec compiles exactly where the host has AMX-INT8.
-    let plain = GemmSpec::int8(64, 64, Dim::Dynamic, t("u8"));
     assert_eq!(!unsupported(&plain), has_amx());
+    assert_eq!(!unsupported(&biased), has_amx());
+    assert_eq!(
+        !matches!(compile(&plain), Err(CpuError::Unsupported { .. })),
+        has_amx()
+    );
 }
