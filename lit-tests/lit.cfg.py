@@ -76,6 +76,13 @@ ptxas = find_ptxas()
 if ptxas:
     config.substitutions.append(("%ptxas", ptxas))
     config.available_features.add("ptxas")
+# `amx`: the host CPU has AMX-INT8 (the CPU backend's amx schedule runs).
+try:
+    with open("/proc/cpuinfo") as info:
+        if " amx_int8" in info.read():
+            config.available_features.add("amx")
+except OSError:
+    pass
 config.substitutions.append(
     (r"(?<![\w./%-])FileCheck(?![\w.-])", os.path.join(llvm_bin, "FileCheck")))
 config.substitutions.append(

@@ -14,7 +14,8 @@ use crate::Failure;
 use lowbit_llvm::bench::{random_weights, rotation_bytes, BenchActivations, Rotation};
 use lowbit_llvm::jit::bit_plane_activations;
 use lowbit_llvm::probe::{
-    fma_peak_gflops, llc_bytes, popcount_peak_gops, read_bandwidth_gbps, vnni_peak_gops,
+    amx_peak_gops, fma_peak_gflops, llc_bytes, popcount_peak_gops, read_bandwidth_gbps,
+    vnni_peak_gops,
 };
 use lowbit_llvm::{compile, GemmSpec, PackedWeights};
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ Benchmark a kernel against this machine's measured roofline.
 
 Usage: lowbit bench gemm --m M --k K --n N --weight DTYPE [--group G]
            [--scale DTYPE] [--zero-point] [--tensor-scale T]
-           --act DTYPE [--schedule direct|bit-serial] [--threads T]
+           --act DTYPE [--schedule direct|bit-serial|amx] [--threads T]
            [--backend cpu] [--json]
 
 Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
@@ -47,7 +48,10 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
                    W8A8/W4A8) or bit-serial: i1..i8/u1..u8 (or b1) weights
                    times i1..i8/u1..u8 activations by AND-popcounts of
                    bit-planes (exact i32; --zero-point gives both operands
-                   a per-tensor zero point)
+                   a per-tensor zero point), or amx: --weight i8 with u8
+                   or i8 activations on AMX-INT8 tiles (tdpbusd; where
+                   the host has AMX), measured against the AMX peak probe
+                   and also reported against the VNNI peak
   --threads T      threads (default: all cores); the probes use T too
   --backend cpu    the only backend built in
   --samples S      at least S timed calls (default 20; at least 1 s total)
@@ -59,13 +63,14 @@ weight GB/s (packed codes, scales and zero points per call), and their
 fractions of the measured DRAM read bandwidth and compute peak (f32 FMA,
 int8 VNNI for W8A8/W4A8, or the xor+popcount step for W1A1 and bit-serial,
 2 binary ops per bit pair: 2*m*k*n*x*y for x-bit weights and y-bit
-activations; bit-serial also prints the per-call activation packing time,
+activations; int8 AMX tdpbusd for --schedule amx; bit-serial also prints the per-call activation packing time,
 which the median includes), and the fraction of the attainable roofline:
 the longer of weight bytes / bandwidth and operations / peak, over the
 median time. JSON keys: seconds_median, gflops,
 weight_gbps, bandwidth_fraction, compute_fraction, machine {mem_gbps,
 peak_gops}, plus roofline_fraction, bound (memory or compute),
-compile_ms, samples, threads, copies, weight_bytes, spec, target.
+compile_ms, samples, threads, copies, weight_bytes, spec, target;
+--schedule amx adds vnni_peak_gops and vnni_fraction.
 ";
 
 fn specs() -> Vec<Spec> {
@@ -169,6 +174,8 @@ struct Report {
     flops: f64,
     /// Bit-serial: median seconds of packing the activations (per call).
     act_pack: Option<f64>,
+    /// AMX: the int8 VNNI peak, the other roof the same work could use.
+    vnni_peak: Option<f64>,
 }
 
 impl Report {
@@ -237,6 +244,12 @@ impl Report {
                     t / self.median
                 ),
                 None => String::new(),
+            } + &match self.vnni_peak {
+                Some(p) => format!(
+                    "int8 VNNI peak: {p:.1} GOP/s; this kernel is {:.3} of it\n",
+                    self.gflops() / p
+                ),
+                None => String::new(),
             },
         )
     }
@@ -268,6 +281,12 @@ impl Report {
             esc(&self.target),
             match self.act_pack {
                 Some(t) => format!(", \"act_pack_seconds\": {t:e}"),
+                None => String::new(),
+            } + &match self.vnni_peak {
+                Some(p) => format!(
+                    ", \"vnni_peak_gops\": {p:.3}, \"vnni_fraction\": {:.4}",
+                    self.gflops() / p
+                ),
                 None => String::new(),
             },
         )
@@ -315,8 +334,16 @@ fn bench(
     // The integer path is measured against the int8 dot-product peak.
     let special = if spec.is_binary() || spec.is_bit_serial() {
         popcount_peak_gops(threads, 5)?.map(|p| (p, "popcount peak"))
+    } else if spec.is_amx() {
+        // The kernel compiled, so the host has AMX-INT8.
+        amx_peak_gops(threads, 5)?.map(|p| (p, "int8 AMX peak"))
     } else if spec.is_integer() {
         vnni_peak_gops(threads, 5)?.map(|p| (p, "int8 VNNI peak"))
+    } else {
+        None
+    };
+    let vnni_peak = if spec.is_amx() {
+        vnni_peak_gops(threads, 5)?
     } else {
         None
     };
@@ -394,6 +421,7 @@ fn bench(
         samples: times.len(),
         flops: 2.0 * (spec.m * spec.k * n) as f64 * planes,
         act_pack,
+        vnni_peak,
     })
 }
 
@@ -416,6 +444,7 @@ mod tests {
             samples: 20,
             flops,
             act_pack: None,
+            vnni_peak: None,
         }
     }
 
@@ -431,6 +460,30 @@ mod tests {
         assert_eq!(n8.bound(), "compute");
         let want = 16.0 * 4096.0 * 14336.0 / 400e9 / 0.0047;
         assert!((n8.roofline_fraction() - want).abs() < 1e-9);
+    }
+
+    /// An AMX run also reports itself against the VNNI peak: 0.1 TOP in
+    /// 0.05 s is 2000 GOP/s, 0.4 of a 5000 GOP/s AMX peak and 1.25 of a
+    /// 1600 GOP/s VNNI peak.
+    #[test]
+    fn amx_reports_both_int8_peaks() {
+        let mut r = report(1000, 1e11, 0.05);
+        r.peak_gflops = 5000.0;
+        r.peak_kind = "int8 AMX peak";
+        r.vnni_peak = Some(1600.0);
+        let mut spec = GemmSpec::int8(8, 64, lowbit_llvm::Dim::Static(4), lowbit::ElemType::U8);
+        spec.schedule = lowbit::ir::IntSchedule::Amx;
+        let j = r.json(&spec, 2);
+        assert!(j.contains("\"compute_fraction\": 0.4000"), "{j}");
+        assert!(j.contains("\"vnni_peak_gops\": 1600.000"), "{j}");
+        assert!(j.contains("\"vnni_fraction\": 1.2500"), "{j}");
+        assert!(j.contains("act=u8 -> i32 (exact, amx)"), "{j}");
+        let t = r.text(&spec, 2);
+        assert!(
+            t.contains("int8 VNNI peak: 1600.0 GOP/s; this kernel is 1.250 of it"),
+            "{t}"
+        );
+        assert!(!report(1000, 1e11, 0.05).json(&spec, 2).contains("vnni"));
     }
 
     /// The JSON keeps every INTERFACES.md key and adds the roofline ones.

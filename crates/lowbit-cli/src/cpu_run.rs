@@ -606,7 +606,19 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
             .ok()
             .filter(|e| vnni_types.contains(e))
         {
-            let spec = GemmSpec::int(m, k, n, elem, xt.elem);
+            let mut spec = GemmSpec::int(m, k, n, elem, xt.elem);
+            // `matmul_int {schedule = amx}` asks for the AMX kernel; the
+            // JIT refuses it (and the op stays on the interpreter, with
+            // the reason) where the host has no AMX-INT8.
+            if matches!(
+                d.kind,
+                OpKind::MatMulInt {
+                    schedule: IntSchedule::Amx,
+                    ..
+                }
+            ) {
+                spec.schedule = IntSchedule::Amx;
+            }
             spec.check("cpu").map_err(|e| e.to_string())?;
             let center = (zw != 0).then_some(i64::from(zw));
             return Ok(plain(spec, int(q, center, i64::from(zx)), op, x));

@@ -1,6 +1,6 @@
 //! The GEMM-spec options shared by `lowbit bench gemm` and
 //! `lowbit compile gemm`: `--m --k --n --weight [--group] [--scale]
-//! [--zero-point] [--tensor-scale T] --act [--schedule direct|bit-serial]`.
+//! [--zero-point] [--tensor-scale T] --act [--schedule direct|bit-serial|amx]`.
 
 use crate::args::{Args, Spec};
 use crate::Failure;
@@ -104,13 +104,15 @@ pub fn gemm_spec(a: &Args, n_dynamic: bool) -> Result<GemmSpec, Failure> {
     };
     // Integer weights times integer activations: `direct` multiplies
     // whole integers (W8A8), `bit-serial` sums AND-popcounts of bit-planes
-    // (WxAy); b1 x b1 is bit-serial either way.
+    // (WxAy); b1 x b1 is bit-serial either way; `amx` is W8A8 on AMX-INT8
+    // tiles (the JIT refuses it where the host has none).
     let schedule = match a.last("schedule") {
         None | Some("direct") => IntSchedule::Direct,
         Some("bit-serial") => IntSchedule::BitSerial,
+        Some("amx") => IntSchedule::Amx,
         Some(v) => {
             return Err(Failure::usage(format!(
-                "--schedule expects direct or bit-serial, got '{v}'"
+                "--schedule expects direct, bit-serial or amx, got '{v}'"
             )))
         }
     };
