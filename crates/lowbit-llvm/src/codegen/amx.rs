@@ -55,7 +55,7 @@ use super::vnni::TileCall;
 /// Bytes of one 16 x 64-byte tile.
 const TILE_BYTES: u64 = 1024;
 /// Panel pairs (32 output rows each) per row block.
-pub(crate) const ROW_PAIRS: u64 = 8;
+const ROW_PAIRS: u64 = 8;
 /// Activation rows per column block (a multiple of 32).
 const COL_ROWS: u64 = 256;
 /// 64-element k steps per k block: the 32-row activation slice of a block
