@@ -97,7 +97,7 @@ const SPLIT_BLOCKS: u64 = 16;
 /// buffer, so the k loop only broadcasts an f32 from it).
 const SCALE_RUN: u32 = 16;
 
-mod amx;
+pub(crate) mod amx;
 mod vnni;
 
 struct Gen<'a, 'ctx> {

@@ -738,7 +738,7 @@ impl GemmKernel {
         let tiles: AmxTiles;
         let xp: *const u8 = match x {
             _ if self.amx => {
-                tiles = AmxTiles::pack(&x, n, spec.k, k_pad, threads);
+                tiles = AmxTiles::pack(spec, &x, n, threads);
                 tiles.as_ptr()
             }
             Activations::U8(v) if k_pad == spec.k => v.as_ptr(),
@@ -848,7 +848,9 @@ fn amx_ready(spec: &GemmSpec, target: &CpuTarget) -> Result<(), CpuError> {
 /// Activations packed for the AMX kernel (`codegen/amx.rs`): `u8` rows
 /// (`i8` offset by +128) as 1 KiB A tiles `[n_pad / 16][k_pad / 64][16][64]`
 /// with `n_pad = n` rounded up to 32 and zeros after `n` and `k`, in a
-/// 64-byte aligned buffer so that every tile is 16 whole cache lines.
+/// 64-byte aligned buffer so that every tile is 16 whole cache lines;
+/// then the kernel's accumulator buffer, `ACC_BYTES_PER_PAIR` for each
+/// panel pair of the weights (written before it is read).
 struct AmxTiles {
     buf: Vec<u8>,
     start: usize,
@@ -857,10 +859,13 @@ struct AmxTiles {
 impl AmxTiles {
     /// Packs `n` rows of `k` activations (checked by the caller) on
     /// `threads` threads (0: all cores), each taking whole 16-row groups.
-    fn pack(x: &Activations, n: usize, k: usize, k_pad: usize, threads: usize) -> AmxTiles {
+    fn pack(spec: &GemmSpec, x: &Activations, n: usize, threads: usize) -> AmxTiles {
+        let (k, k_pad) = (spec.k, spec.k_pad());
         let rows = n.next_multiple_of(32);
         let steps = k_pad / 64;
-        let mut buf = vec![0u8; rows * k_pad + 64];
+        let pairs = spec.m_pad().div_ceil(2 * INT_PANEL);
+        let acc = pairs * crate::codegen::amx::ACC_BYTES_PER_PAIR;
+        let mut buf = vec![0u8; rows * k_pad + acc + 64];
         let start = buf.as_ptr().align_offset(64).min(64);
         let group_bytes = 16 * k_pad;
         let threads = if threads == 0 {

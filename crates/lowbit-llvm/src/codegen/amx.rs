@@ -23,8 +23,11 @@
 //! activation tiles into L2, and the first 32 activation rows the pair's
 //! next weight tiles (the hardware prefetchers do not follow tile loads
 //! across blocks well: about 10 % measured). The accumulators of the
-//! whole row x column block live in a stack buffer between k blocks (tile
-//! load and store, 1 KiB each: 8 per `4 K_STEPS` products). After the
+//! whole row x column block live between k blocks (tile load and store,
+//! 1 KiB each: 8 per `4 K_STEPS` products) in a buffer the caller puts
+//! after the activation tiles, [`ACC_BYTES_PER_PAIR`] per panel pair, so
+//! that threads working on different pairs never share a slot and no large
+//! stack frame is needed. After the
 //! last k block each accumulator tile's 16 rows (activation columns below
 //! `n`) go through the shared W8A8 epilogue (`int_epilogue`: row offsets,
 //! bias, ReLU, requantize, masked to the rows this call writes) as one
@@ -39,15 +42,13 @@
 //!
 //! Limits: `i8` weights only; x86-64 with `amx-tile` and `amx-int8`, in a
 //! process that has asked the kernel for the AMX tile state (the Rust
-//! caller does); the stack buffer is `COL_ROWS / 32 * ROW_PAIRS * 4` KiB.
+//! caller does).
 
 use super::{Gen, Params};
 use crate::error::CpuError;
 use crate::spec::{INT_BLOCK, INT_PANEL};
 use inkwell::intrinsics::Intrinsic;
-use inkwell::values::{
-    BasicMetadataValueEnum, BasicValue, FunctionValue, IntValue, PointerValue, VectorValue,
-};
+use inkwell::values::{BasicMetadataValueEnum, FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 
 use super::vnni::TileCall;
@@ -58,10 +59,14 @@ const TILE_BYTES: u64 = 1024;
 const ROW_PAIRS: u64 = 8;
 /// Activation rows per column block (a multiple of 32).
 const COL_ROWS: u64 = 256;
-/// 64-element k steps per k block: the 32-row activation slice of a block
-/// (32 x 64 x `K_STEPS` bytes) stays in L1 while the row block's pairs use
-/// it.
+/// 64-element k steps per k block: a pair's weight slice (32 x 64 x
+/// `K_STEPS` bytes) stays in L1 while the column block's activation rows
+/// use it.
 const K_STEPS: u64 = 8;
+
+/// Bytes of accumulator buffer the caller provides per panel pair, after
+/// the activation tiles (one column block's 2x2 blocks of that pair).
+pub(crate) const ACC_BYTES_PER_PAIR: usize = (COL_ROWS / 32 * 4 * TILE_BYTES) as usize;
 
 /// Loop values one 2x2 block needs.
 struct Block<'ctx> {
@@ -72,15 +77,13 @@ struct Block<'ctx> {
     /// k steps `s0..s1` of this k block.
     s0: IntValue<'ctx>,
     s1: IntValue<'ctx>,
-    /// The block's four accumulator tiles in the stack buffer.
+    /// The block's four accumulator tiles in the caller's buffer.
     slot: PointerValue<'ctx>,
     /// Whether this block fetches the next k block's activation tiles
     /// (the first pair of the row block does) and weight tiles (the first
     /// 32 activation rows of the column block do) into L2.
     pre_a: IntValue<'ctx>,
     pre_b: IntValue<'ctx>,
-    /// Steps per k block.
-    ks: u64,
 }
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
@@ -117,16 +120,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .set_alignment(64)
             .map_err(|e| CpuError::Llvm(format!("tile config alignment: {e}")))?;
         self.amx("llvm.x86.ldtilecfg", &[cfg_p.into()])?;
-        let scratch_bytes = COL_ROWS / 32 * ROW_PAIRS * 4 * TILE_BYTES;
-        let scratch = self
-            .b
-            .build_array_alloca(self.i8t, self.i64c(scratch_bytes), "acc_tiles")?;
-        scratch
-            .as_instruction_value()
-            .ok_or_else(|| CpuError::Llvm("alloca is not an instruction".into()))?
-            .set_alignment(64)
-            .map_err(|e| CpuError::Llvm(format!("scratch alignment: {e}")))?;
         let steps = self.i64c(self.spec.k_pad() as u64 / INT_BLOCK as u64);
+        // The accumulator buffer follows the activation tiles (n rounded
+        // up to 32 rows of k_pad bytes; see `jit.rs`).
+        let n_pad = self.b.build_int_add(n, self.i64c(31), "np")?;
+        let n_pad = self.b.build_and(n_pad, self.i64c(!31), "np")?;
+        let tiles = self
+            .b
+            .build_int_mul(n_pad, self.i64c(self.spec.k_pad() as u64), "tb")?;
+        let scratch = self.gep(ptrs[0], tiles)?;
         let panel = self.i64c(INT_PANEL as u64);
         let p0 = self.b.build_int_unsigned_div(lo, panel, "p0")?;
         let hi_up = self
@@ -156,13 +158,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     let one_block = |c: IntValue<'ctx>,
                                      p: IntValue<'ctx>|
                      -> Result<(), CpuError> {
-                        // Slot of (c, p) in the row x column block.
+                        // Slot of (c, p): pair p / 2 (no other thread
+                        // has it), activation rows c - cb of the block.
                         let ci = self.b.build_int_sub(c, cb, "ci")?;
                         let ci = self.b.build_int_unsigned_div(ci, self.i64c(32), "ci")?;
-                        let pi = self.b.build_int_sub(p, pb, "pi")?;
-                        let pi = self.b.build_int_unsigned_div(pi, self.i64c(2), "pi")?;
-                        let si = self.b.build_int_mul(ci, self.i64c(ROW_PAIRS), "si")?;
-                        let si = self.b.build_int_add(si, pi, "si")?;
+                        let pi = self.b.build_int_unsigned_div(p, self.i64c(2), "pi")?;
+                        let si = self.b.build_int_mul(pi, self.i64c(COL_ROWS / 32), "si")?;
+                        let si = self.b.build_int_add(si, ci, "si")?;
                         let so = self.b.build_int_mul(si, self.i64c(4 * TILE_BYTES), "so")?;
                         let block = Block {
                             p,
@@ -172,7 +174,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             slot: self.gep(scratch, so)?,
                             pre_a: self.b.build_int_compare(IntPredicate::EQ, p, pb, "pre_a")?,
                             pre_b: self.b.build_int_compare(IntPredicate::EQ, c, cb, "pre_b")?,
-                            ks: K_STEPS,
                         };
                         self.amx_block(f, &call, &block, n, steps)
                     };
@@ -329,7 +330,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let o = self.b.build_int_mul(s, self.i64c(TILE_BYTES), "o")?;
                 // Next k block's tiles, for the blocks that use them first.
                 {
-                    let ahead = self.b.build_int_add(s, self.i64c(blk.ks), "ahead")?;
+                    let ahead = self.b.build_int_add(s, self.i64c(K_STEPS), "ahead")?;
                     let ahead = self.umin(ahead, last_step)?;
                     let po = self.b.build_int_mul(ahead, self.i64c(TILE_BYTES), "po")?;
                     self.amx_if(
