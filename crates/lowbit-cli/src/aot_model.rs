@@ -13,9 +13,12 @@
 //! activation zero point in the packed row offsets, `i32` bias, ReLU and
 //! dyadic requantize to `i8`; W1A1; bit-serial WxAy with constant zero
 //! points). Each mapped matmul becomes one kernel
-//! in an LLVM object, with its packed weights, scales, row offsets, bias
-//! and requantize arrays (padded to `m_pad` as the kernel loads them) as
-//! constant globals of that object. A generated C driver prepares each
+//! in an LLVM object; its packed weights, scales, row offsets, bias and
+//! requantize arrays (padded to `m_pad` as the kernel loads them) go, as
+//! soon as the matmul is mapped, into a second object written directly
+//! (`lowbit_llvm::data_object`), never into LLVM, so compiling holds one
+//! layer's packed weights at a time (the memory rule: BENCHMARKS.md
+//! "Memory"); both objects are linked into the library. A generated C driver prepares each
 //! kernel's activations the way `GemmKernel::run*` does (float rows padded
 //! to `k_pad`, `f16`/`bf16` widened to `f32`; `u8`/`i8` rows padded, `i8` with the sign bit flipped;
 //! `b1` rows packed into bits; bit-serial activations into bit-planes
@@ -37,11 +40,12 @@
 //! the kernel's output (as the JIT run does); each float kernel (with its epilogue) computes what the
 //! JIT's does, within the bound stated in `lowbit_llvm::codegen`.
 
-use crate::cpu_run::{map_plans, Plan};
+use crate::cpu_run::{map_plans, DyadicParams, Plan};
 use lowbit::interp::eval_op;
 use lowbit::ir::{BinaryOp, Function, Granularity, Module, Op, OpKind, Tensor, Value};
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
+use lowbit_llvm::data_object::DataWriter;
 use lowbit_llvm::{CpuTarget, GemmSpec, PLANE_BLOCK};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -50,9 +54,13 @@ use std::process::Command;
 
 /// What `--emit so`/`obj` builds before linking.
 pub struct Artifacts {
-    /// The kernels and constant data: an object file, or assembly text
-    /// when compiled for `--emit asm`.
+    /// The kernels: an object file, or assembly text when compiled for
+    /// `--emit asm`.
     pub object: Vec<u8>,
+    /// The build directory, holding the constant data (packed weights,
+    /// scales, biases) as `data.o`, or `data.s` for `--emit asm`, written
+    /// one buffer at a time; removed when the artifacts are dropped.
+    pub dir: BuildDir,
     /// The generated C driver (defines the entry point).
     pub driver: String,
     /// The C header declaring the entry point.
@@ -148,26 +156,112 @@ fn quantize_form(kind: &OpKind) -> Result<(), String> {
     }
 }
 
+/// Where a mapped matmul's packed buffers went in the data object (the
+/// symbols' names), written as soon as the matmul was mapped so that only
+/// one layer's packed weights exist at a time.
+struct Bufs {
+    codes: String,
+    /// Float kernels: the scales, and the zero points if any.
+    scales: Option<String>,
+    zero_points: Option<String>,
+    /// Bit-serial kernels: each weight row's sum.
+    row_sums: Option<String>,
+    /// W8A8/W4A8 kernels: the per-row offsets.
+    row_offsets: Option<String>,
+}
+
+/// A [`Plan`] less its packed weights, which are in the data object.
+struct Mapped {
+    spec: GemmSpec,
+    op: Op,
+    x: Value,
+    bias: Option<Value>,
+    int_bias: Option<Vec<i32>>,
+    requant: Option<DyadicParams>,
+    quantize: Option<(OpKind, Vec<Value>)>,
+    zero_points: Option<(i32, i32)>,
+    /// `None` for a matmul no output depends on (nothing written).
+    bufs: Option<Bufs>,
+}
+
+impl Mapped {
+    /// Moves `p`'s fields out, writing its packed buffers to `data` when
+    /// `live` (the plan's result is used).
+    fn new(p: Plan, live: bool, data: &mut Data) -> Result<Mapped, String> {
+        let bufs = if live {
+            let w = &p.weights;
+            let spec = &p.spec;
+            let codes = data.add(w.codes())?;
+            let mut b = Bufs {
+                codes,
+                scales: None,
+                zero_points: None,
+                row_sums: None,
+                row_offsets: None,
+            };
+            if !spec.is_integer() {
+                b.scales = Some(data.add(w.scales())?);
+                if !w.zero_points().is_empty() {
+                    b.zero_points = Some(data.add(w.zero_points())?);
+                }
+            } else if spec.is_bit_serial() {
+                b.row_sums = Some(data.add(&i32_bytes(w.row_sums()))?);
+            } else if !spec.is_binary() {
+                b.row_offsets = Some(data.add(&i32_bytes(w.row_offsets()))?);
+            }
+            Some(b)
+        } else {
+            None
+        };
+        // The packed bytes are dropped here, before the next layer packs.
+        drop(p.weights);
+        Ok(Mapped {
+            spec: p.spec,
+            op: p.op,
+            x: p.x,
+            bias: p.bias,
+            int_bias: p.int_bias,
+            requant: p.requant,
+            quantize: p.quantize,
+            zero_points: p.zero_points,
+            bufs,
+        })
+    }
+}
+
+/// The data object being written and the symbol names handed out.
+struct Data {
+    sym: String,
+    writer: DataWriter,
+}
+
+impl Data {
+    /// Writes `bytes` as the next blob and returns its symbol.
+    fn add(&mut self, bytes: &[u8]) -> Result<String, String> {
+        let name = format!("{}_d{}", self.sym, self.writer.len());
+        self.writer.add(&name, bytes).map_err(|e| e.to_string())?;
+        Ok(name)
+    }
+}
+
 struct Gen<'a> {
     f: &'a Function,
     sym: String,
     kernels: Vec<(String, GemmSpec)>,
-    data: Vec<(String, Vec<u8>)>,
+    data: Data,
     body: String,
     /// The C expression holding each run-time value, and its element type.
     vars: HashMap<Value, (String, ElemType)>,
     /// The mapped matmuls (keyed by the op whose result each computes).
-    plans: HashMap<Op, Plan>,
+    plans: HashMap<Op, Mapped>,
     /// Why each matmul the plans lack did not map.
     not_mapped: Vec<(String, String)>,
     tmp: usize,
 }
 
 impl Gen<'_> {
-    fn data(&mut self, bytes: Vec<u8>) -> String {
-        let name = format!("{}_d{}", self.sym, self.data.len());
-        self.data.push((name.clone(), bytes));
-        name
+    fn data(&mut self, bytes: Vec<u8>) -> Result<String, String> {
+        self.data.add(&bytes)
     }
 
     fn alloc(&mut self, elems: u64, ctype: &str) -> String {
@@ -216,16 +310,30 @@ impl Gen<'_> {
                 )
             })?;
         Ok(if elem == ElemType::F32 {
-            format!("((const float *){})", self.data(f32_bytes(&t)))
+            format!("((const float *){})", self.data(f32_bytes(&t))?)
         } else {
             let v: Vec<i32> = t.codes.iter().map(|&c| c as u32 as i32).collect();
-            format!("((const int32_t *){})", self.data(i32_bytes(&v)))
+            format!("((const int32_t *){})", self.data(i32_bytes(&v))?)
         })
     }
 
     /// Emits the kernel call of the plan that computes `end`'s result.
-    fn kernel_call(&mut self, end: Op, p: &Plan) -> Result<(), String> {
+    fn kernel_call(&mut self, end: Op, p: &Mapped) -> Result<(), String> {
         let f = self.f;
+        let bufs = p.bufs.as_ref().ok_or_else(|| {
+            format!(
+                "internal: {}: its weights were not written (thought unused)",
+                label(f, end)
+            )
+        })?;
+        let buf = |b: &Option<String>, what: &str| {
+            b.clone().ok_or_else(|| {
+                format!(
+                    "internal: {}: the packed {what} were not written",
+                    label(f, end)
+                )
+            })
+        };
         let (x, xe) = self.var(p.op, p.x)?;
         let xt = f.ty(p.x);
         let n: u64 = xt.shape[..xt.rank().saturating_sub(1)].iter().product();
@@ -245,14 +353,13 @@ impl Gen<'_> {
                 label(f, end)
             )
         })?;
-        let w = self.data(p.weights.codes().to_vec());
+        let w = bufs.codes.clone();
         let call = if !spec.is_integer() {
-            let s = self.data(p.weights.scales().to_vec());
-            let z = if p.weights.zero_points().is_empty() {
-                "NULL".to_string()
-            } else {
-                self.data(p.weights.zero_points().to_vec())
-            };
+            let s = buf(&bufs.scales, "scales")?;
+            let z = bufs
+                .zero_points
+                .clone()
+                .unwrap_or_else(|| "NULL".to_string());
             let bias = match p.bias {
                 Some(b) => self.f32_operand(end, b)?,
                 None => "NULL".into(),
@@ -316,9 +423,9 @@ impl Gen<'_> {
                     _ => "c".to_string(),
                 }
             );
-            let row_sums = self.data(i32_bytes(p.weights.row_sums()));
+            let row_sums = buf(&bufs.row_sums, "row sums")?;
             let (za, zw) = p.zero_points.unwrap_or((0, 0));
-            let zps = self.data(i32_bytes(&[za, zw]));
+            let zps = self.data(i32_bytes(&[za, zw]))?;
             format!("{xp}, {w}, {sums}, {row_sums}, {zps}")
         } else if spec.is_binary() {
             // One row of k_pad / 8 bytes per activation row, LSB first,
@@ -356,13 +463,13 @@ impl Gen<'_> {
                         v[m_pad + r] = sh as i32;
                         v[2 * m_pad + r] = i32::from(rq.zero_point);
                     }
-                    self.data(i32_bytes(&v))
+                    self.data(i32_bytes(&v))?
                 }
                 None => "NULL".into(),
             };
-            let offs = self.data(i32_bytes(p.weights.row_offsets()));
+            let offs = buf(&bufs.row_offsets, "row offsets")?;
             let bias = match &p.int_bias {
-                Some(b) => self.data(i32_bytes(b)),
+                Some(b) => self.data(i32_bytes(b))?,
                 None => "NULL".into(),
             };
             format!("{xp}, {w}, {params}, {offs}, {bias}")
@@ -429,7 +536,7 @@ impl Gen<'_> {
             .filter(|t| t.elem == ElemType::F32)
             .ok_or_else(|| unsupported("the requantize scale is not an f32 constant".into()))?;
         let si = per_col(&s)?;
-        let sname = self.data(f32_bytes(&s));
+        let sname = self.data(f32_bytes(&s))?;
         let (zname, zi) = match operands.get(1) {
             Some(&z) => {
                 let t = constant_of(f, z)
@@ -441,9 +548,9 @@ impl Gen<'_> {
                     .map(|&v| v as i32)
                     .collect();
                 let zi = per_col(&t)?;
-                (self.data(i32_bytes(&vals)), zi)
+                (self.data(i32_bytes(&vals))?, zi)
             }
-            None => (self.data(i32_bytes(&[0])), "0"),
+            None => (self.data(i32_bytes(&[0]))?, "0"),
         };
         let ctype = c_type(rt.elem).unwrap_or("int32_t");
         let out = self.alloc(elems, ctype);
@@ -586,10 +693,42 @@ pub fn compile_model(
         .first()
         .ok_or("the model has no function")?;
     let sym = format!("lowbit_{}", c_ident(name));
+    let dir = BuildDir::new()?;
+    let writer = match what {
+        Emit::Asm => DataWriter::assembly(&dir.path.join("data.s")),
+        _ => DataWriter::object(&dir.path.join("data.o"), &target.triple),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut data = Data {
+        sym: sym.clone(),
+        writer,
+    };
+    // Values some output depends on (every operand counted): a mapped
+    // matmul outside them needs no weights in the library.
+    let mut live: HashSet<Value> = f.outputs.iter().map(|(_, v)| *v).collect();
+    for &op in f.ops().iter().rev() {
+        let d = f.op(op);
+        if d.results.iter().any(|r| live.contains(r)) {
+            live.extend(d.operands.iter().copied());
+        }
+    }
     // The same mapping as `lowbit run --backend cpu`, less the plans the
-    // driver cannot call (those are refused below, with the reason).
+    // driver cannot call (those are refused below, with the reason). Each
+    // accepted plan's packed weights go to the data object at once and
+    // are dropped, so one layer's packed weights exist at a time.
     let mut not_mapped = Vec::new();
-    let plans = map_plans(f, &mut not_mapped, |p| aot_supports(&p).map(|()| p));
+    let mut write_error = None;
+    let plans = map_plans(f, &mut not_mapped, |p| {
+        aot_supports(&p)?;
+        let end = p.fused.last().copied().unwrap_or(p.op);
+        let used = f.op(end).results.iter().any(|r| live.contains(r));
+        Mapped::new(p, used, &mut data).inspect_err(|e| {
+            write_error.get_or_insert(e.clone());
+        })
+    });
+    if let Some(e) = write_error {
+        return Err(e);
+    }
     // Walk back from the outputs: a mapped matmul (chain) needs only its
     // activation and run-time bias.
     let mut needed: HashSet<Value> = f.outputs.iter().map(|(_, v)| *v).collect();
@@ -610,7 +749,7 @@ pub fn compile_model(
         f,
         sym: sym.clone(),
         kernels: Vec::new(),
-        data: Vec::new(),
+        data,
         body: String::new(),
         vars: HashMap::new(),
         plans,
@@ -688,8 +827,8 @@ pub fn compile_model(
         // types differ by kernel; see `lowbit_llvm::codegen`).
         let _ = writeln!(driver, "void {k}(const void *, const void *, const void *, const void *, const void *, void *, int64_t, int64_t, int64_t);");
     }
-    for (d, _) in &g.data {
-        let _ = writeln!(driver, "extern const uint8_t {d}[];");
+    for i in 0..g.data.writer.len() {
+        let _ = writeln!(driver, "extern const uint8_t {sym}_d{i}[];");
     }
     let _ = write!(
         driver,
@@ -705,39 +844,63 @@ pub fn compile_model(
             symbol: s.clone(),
         })
         .collect();
-    let object = emit_model(&kernels, &g.data, target, what).map_err(|e| e.to_string())?;
+    g.data.writer.finish().map_err(|e| e.to_string())?;
+    let object = emit_model(&kernels, target, what).map_err(|e| e.to_string())?;
     Ok(Artifacts {
         object,
+        dir,
         driver,
         header,
     })
 }
 
-/// Runs `build` in a fresh temporary directory holding `a`'s object
-/// (`model.o`) and driver (`driver.c`), then removes the directory.
+/// A fresh temporary directory, removed with everything in it on drop.
+pub struct BuildDir {
+    /// Its path.
+    pub path: std::path::PathBuf,
+}
+
+impl BuildDir {
+    fn new() -> Result<BuildDir, String> {
+        // Process id and a per-process counter: unique among concurrent
+        // compiles (tests compile in parallel threads).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("lowbit-aot-{}-{n}", std::process::id()));
+        // A leftover of an earlier process with the same id.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(BuildDir { path })
+    }
+}
+
+impl Drop for BuildDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Runs `build` in `a`'s build directory once it holds the kernels'
+/// object (`model.o`, or `model.s`) and the driver (`driver.c`) beside the
+/// data (`data.o` or `data.s`).
 fn in_build_dir<T>(
     a: &Artifacts,
     build: impl FnOnce(&Path) -> Result<T, String>,
 ) -> Result<T, String> {
-    let stamp = format!(
-        "lowbit-aot-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
-    let dir = std::env::temp_dir().join(stamp);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let result = (|| {
-        let (obj, drv) = (dir.join("model.o"), dir.join("driver.c"));
-        std::fs::write(&obj, &a.object)
-            .map_err(|e| format!("cannot write {}: {e}", obj.display()))?;
-        std::fs::write(&drv, &a.driver)
-            .map_err(|e| format!("cannot write {}: {e}", drv.display()))?;
-        build(&dir)
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let dir = &a.dir.path;
+    let (obj, drv) = (dir.join("model.o"), dir.join("driver.c"));
+    std::fs::write(&obj, &a.object).map_err(|e| format!("cannot write {}: {e}", obj.display()))?;
+    std::fs::write(&drv, &a.driver).map_err(|e| format!("cannot write {}: {e}", drv.display()))?;
+    build(dir)
+}
+
+/// Copies the file `from` to `out` atomically, streaming (a library holds
+/// all the weights: it is never read into memory whole).
+fn copy_out(from: &Path, out: &Path) -> Result<(), String> {
+    let mut src =
+        std::fs::File::open(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    crate::output::write_atomic_with(out, |w| std::io::copy(&mut src, w).map(|_| ()))
 }
 
 /// Runs the system C compiler (`$CC`, else `cc`) with `args`.
@@ -771,11 +934,11 @@ pub fn link_shared(a: &Artifacts, out: &Path, header: &Path) -> Result<(), Strin
                 so.as_os_str(),
                 dir.join("driver.c").as_os_str(),
                 dir.join("model.o").as_os_str(),
+                dir.join("data.o").as_os_str(),
             ],
         )?;
-        let bytes = std::fs::read(&so).map_err(|e| format!("cannot read {}: {e}", so.display()))?;
         crate::output::write_atomic(header, a.header.as_bytes())?;
-        crate::output::write_atomic(out, &bytes)
+        copy_out(&so, out)
     })
 }
 
@@ -807,12 +970,11 @@ pub fn link_object(a: &Artifacts, out: &Path, header: &Path) -> Result<(), Strin
                 merged.as_os_str(),
                 drv_o.as_os_str(),
                 dir.join("model.o").as_os_str(),
+                dir.join("data.o").as_os_str(),
             ],
         )?;
-        let bytes =
-            std::fs::read(&merged).map_err(|e| format!("cannot read {}: {e}", merged.display()))?;
         crate::output::write_atomic(header, a.header.as_bytes())?;
-        crate::output::write_atomic(out, &bytes)
+        copy_out(&merged, out)
     })
 }
 
@@ -834,12 +996,19 @@ pub fn write_assembly(a: &Artifacts, out: &Path, header: &Path) -> Result<(), St
                 dir.join("driver.c").as_os_str(),
             ],
         )?;
-        let mut text =
+        let text =
             std::fs::read(&drv_s).map_err(|e| format!("cannot read {}: {e}", drv_s.display()))?;
-        text.extend_from_slice(b"\n# lowbit: kernels and packed weights\n");
-        text.extend_from_slice(&a.object);
+        let data_s = dir.join("data.s");
+        let mut data = std::fs::File::open(&data_s)
+            .map_err(|e| format!("cannot read {}: {e}", data_s.display()))?;
         crate::output::write_atomic(header, a.header.as_bytes())?;
-        crate::output::write_atomic(out, &text)
+        crate::output::write_atomic_with(out, |w| {
+            w.write_all(&text)?;
+            w.write_all(b"\n# lowbit: kernels and packed weights\n")?;
+            w.write_all(&a.object)?;
+            w.write_all(b"\n")?;
+            std::io::copy(&mut data, w).map(|_| ())
+        })
     })
 }
 

@@ -28,6 +28,7 @@
 pub mod aot;
 pub mod bench;
 pub mod codegen;
+pub mod data_object;
 pub mod disk_cache;
 pub mod error;
 pub mod jit;
