@@ -4,18 +4,21 @@
 //! compile holds at most one blob in memory rather than copies of all of
 //! them (LLVM constants, its object buffer).
 //!
-//! Each blob is its own section `.rodata.<name>` (read-only, allocated,
+//! In an object, each blob is its own section `.rodata.<name>` (read-only, allocated,
 //! 64-byte aligned) holding one global symbol `<name>` of hidden
 //! visibility and the blob's size, so the object links into a program or
 //! shared library beside the kernels' object, the symbols being visible to
 //! the other objects of that link and not exported from it. The output
 //! depends only on the blobs and their order (no time, path or host).
+//! The assembly form holds the same sections and symbols; the LLVM IR form
+//! one `hidden constant` global per blob.
 //!
 //! Limits: little-endian ELF64 for x86-64 and AArch64 only; fewer than
 //! 65 000 blobs (the ELF section count without extended numbering);
 //! names must be C identifiers.
 
 use crate::error::CpuError;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +35,8 @@ enum Form {
     Elf { machine: u16 },
     /// GNU assembler text.
     Asm,
+    /// LLVM IR text (global constants, to follow a module's text).
+    LlvmIr,
 }
 
 /// One blob written so far: name, file offset (ELF) and size.
@@ -80,6 +85,12 @@ impl DataWriter {
     /// target).
     pub fn assembly(path: &Path) -> Result<DataWriter, CpuError> {
         DataWriter::create(path, Form::Asm)
+    }
+
+    /// Creates the LLVM IR file `path`: one `hidden constant` global per
+    /// blob, to be appended to a module's text.
+    pub fn llvm_ir(path: &Path) -> Result<DataWriter, CpuError> {
+        DataWriter::create(path, Form::LlvmIr)
     }
 
     fn create(path: &Path, form: Form) -> Result<DataWriter, CpuError> {
@@ -143,6 +154,25 @@ impl DataWriter {
                     }
                     text.push('\n');
                 }
+                self.put(text.as_bytes())?;
+                0
+            }
+            Form::LlvmIr => {
+                let mut text = format!("@{name} = hidden constant [{} x i8] ", bytes.len());
+                if bytes.is_empty() {
+                    text.push_str("zeroinitializer");
+                } else {
+                    text.push_str("c\"");
+                    for &b in bytes {
+                        if b.is_ascii_graphic() && b != b'"' && b != b'\\' || b == b' ' {
+                            text.push(b as char);
+                        } else {
+                            let _ = write!(text, "\\{b:02X}");
+                        }
+                    }
+                    text.push('"');
+                }
+                text.push_str(", align 64\n");
                 self.put(text.as_bytes())?;
                 0
             }
@@ -384,5 +414,27 @@ mod tests {
         assert!(w.add("9lives", &[1]).is_err());
         drop(w);
         let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn llvm_ir_form_parses_with_every_byte_value() {
+        let p = tmp("d.ll");
+        let mut w = DataWriter::llvm_ir(&p).unwrap();
+        let all: Vec<u8> = (0..=255u8).chain(*b"\"\\ a").collect();
+        w.add("every", &all).unwrap();
+        w.add("none", &[]).unwrap();
+        w.finish().unwrap();
+        let text = std::fs::read(&p).unwrap();
+        let _ = std::fs::remove_file(&p);
+        let ctx = inkwell::context::Context::create();
+        let buf = inkwell::memory_buffer::MemoryBuffer::create_from_memory_range_copy(&text, "d");
+        let m = ctx.create_module_from_ir(buf).unwrap();
+        let g = m.get_global("every").unwrap();
+        let init = g.get_initializer().unwrap().into_array_value();
+        assert_eq!(init.get_type().len() as usize, all.len());
+        assert!(init.is_const_string());
+        assert_eq!(init.as_const_string().unwrap(), &all[..]);
+        assert_eq!(g.get_alignment(), 64);
+        assert!(m.get_global("none").is_some());
     }
 }
