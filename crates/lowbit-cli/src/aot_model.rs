@@ -46,7 +46,7 @@ use lowbit::ir::{BinaryOp, Function, Granularity, Module, Op, OpKind, Tensor, Va
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
 use lowbit_llvm::data_object::DataWriter;
-use lowbit_llvm::{CpuTarget, GemmSpec, PLANE_BLOCK};
+use lowbit_llvm::{CpuTarget, GemmSpec, PackedWeights, PLANE_BLOCK};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -189,7 +189,7 @@ impl Mapped {
     /// `live` (the plan's result is used).
     fn new(p: Plan, live: bool, data: &mut Data) -> Result<Mapped, String> {
         let bufs = if live {
-            let w = &p.weights;
+            let w = packed(&p)?;
             let spec = &p.spec;
             let codes = data.add(w.codes())?;
             let mut b = Bufs {
@@ -213,8 +213,8 @@ impl Mapped {
         } else {
             None
         };
-        // The packed bytes are dropped here, before the next layer packs.
-        drop(p.weights);
+        // `p` (its packed bytes) is dropped on return, before the next
+        // layer is packed.
         Ok(Mapped {
             spec: p.spec,
             op: p.op,
@@ -227,6 +227,12 @@ impl Mapped {
             bufs,
         })
     }
+}
+
+/// `p`'s packed weights: the only place the AOT path reads them (plans
+/// that pack on demand return them owned here).
+fn packed(p: &Plan) -> Result<std::borrow::Cow<'_, PackedWeights>, String> {
+    Ok(std::borrow::Cow::Borrowed(&p.weights))
 }
 
 /// The data object being written and the symbol names handed out.
