@@ -74,14 +74,16 @@ fn aot_and(
     inputs: &[(String, Tensor)],
     reference: Backend,
 ) -> (Vec<Vec<i128>>, Vec<Vec<i128>>) {
-    aot_function_and(src, 0, inputs, reference)
+    aot_function_and(src, 0, 1, inputs, reference)
 }
 
 /// [`aot_and`] for the module's function `func` (its entry point
-/// `lowbit_t_<name>_run` unless it is the first).
+/// `lowbit_t_<name>_run` unless it is the first), its kernels split over
+/// `threads` threads.
 fn aot_function_and(
     src: &str,
     func: usize,
+    threads: usize,
     inputs: &[(String, Tensor)],
     reference: Backend,
 ) -> (Vec<Vec<i128>>, Vec<Vec<i128>>) {
@@ -120,7 +122,7 @@ fn aot_function_and(
         args.push(format!("y{i}"));
     }
     c.push_str(&format!(
-        "  if ({stem}_run({})) return 1;\n",
+        "  if (lowbit_t_set_threads({threads})) return 1;\n  if ({stem}_run({})) return 1;\n",
         args.join(", ")
     ));
     for (i, (_, v)) in f.outputs.iter().enumerate() {
@@ -369,11 +371,11 @@ fn every_function_gets_an_entry_point() {
         dense(&w2)
     );
     let x = random(&mut rng, ElemType::U8, &[2, 37]);
-    let (got, want) = aot_function_and(&src, 0, &[("x".into(), x)], interp);
+    let (got, want) = aot_function_and(&src, 0, 1, &[("x".into(), x)], interp);
     assert_eq!(got, want);
     let a = random(&mut rng, ElemType::I8, &[3, 20]);
     let b = random(&mut rng, ElemType::I32, &[3, 3]);
-    let (got, want) = aot_function_and(&src, 1, &[("a".into(), a), ("b".into(), b)], interp);
+    let (got, want) = aot_function_and(&src, 1, 1, &[("a".into(), a), ("b".into(), b)], interp);
     assert_eq!(got, want);
     // Both entry points are in the one header.
     let m = parse_module(&src).unwrap();
@@ -427,4 +429,35 @@ fn compiling_twice_gives_the_same_bytes() {
     let (first, second) = (build(), build());
     assert!(!first.3.is_empty());
     assert!(first == second, "two compiles of one model differ");
+}
+
+#[test]
+fn kernels_split_over_threads_give_the_same_answer() {
+    // Ragged m = 37 (8-row chunks, the last one 5 rows): a float kernel
+    // with a bias and ReLU epilogue against the JIT (bit for bit, as
+    // single-threaded), and a W8A8 kernel against the interpreter, on 1,
+    // 2, 3 and 8 threads (more threads than chunks for the small m).
+    let mut rng = Rng::new(17);
+    let w = random(&mut rng, ElemType::I8, &[40, 37]);
+    let b: Vec<String> = (0..37).map(|i| format!("{}.5", i as i64 - 18)).collect();
+    let float = format!(
+        "module {{\n  func @main(%x: tensor<3x40xf32>) -> (y: tensor<3x37xf32>) {{\n    %w = constant dense<{}> : tensor<40x37xi8>\n    %s = constant dense<0.125> : tensor<f32>\n    %d = dequantize %w, %s : (tensor<40x37xi8>, tensor<f32>) -> tensor<40x37xf32>\n    %m = matmul %x, %d : (tensor<3x40xf32>, tensor<40x37xf32>) -> tensor<3x37xf32>\n    %b = constant dense<[{}]> : tensor<37xf32>\n    %a = add %m, %b : (tensor<3x37xf32>, tensor<37xf32>) -> tensor<3x37xf32>\n    %y = relu %a : (tensor<3x37xf32>) -> tensor<3x37xf32>\n    return %y\n  }}\n}}\n",
+        dense(&w),
+        b.join(", ")
+    );
+    let x: Vec<u64> = (0..120)
+        .map(|i| u64::from(((i as f32 - 60.0) * 0.37).to_bits()))
+        .collect();
+    let x = Tensor::new(ElemType::F32, vec![3, 40], x).unwrap();
+    let int = format!(
+        "module {{\n  func @main(%x: tensor<3x40xu8>) -> (y: tensor<3x37xi32>) {{\n    %w = constant dense<{}> : tensor<40x37xi8>\n    %y = matmul %x, %w : (tensor<3x40xu8>, tensor<40x37xi8>) -> tensor<3x37xi32>\n    return %y\n  }}\n}}\n",
+        dense(&w)
+    );
+    let u = random(&mut rng, ElemType::U8, &[3, 40]);
+    for threads in [1, 2, 3, 8] {
+        let (got, want) = aot_function_and(&float, 0, threads, &[("x".into(), x.clone())], jit);
+        assert_eq!(got, want, "float, {threads} threads");
+        let (got, want) = aot_function_and(&int, 0, threads, &[("x".into(), u.clone())], interp);
+        assert_eq!(got, want, "W8A8, {threads} threads");
+    }
 }
