@@ -1,44 +1,53 @@
-//! `lowbit compile MODEL --emit so|obj|asm`: a whole model compiled ahead
-//! of time into a shared library (or one relocatable object to link into
-//! a program, or that object as one assembly file) with a C entry point
-//! `int lowbit_<name>_run(const T0 *in0, ..., U0 *out0, ...)` and a header
-//! declaring it, the buffers' C types following the tensors' element
-//! types (`float` for `f32`, `uint16_t` bits for `f16`/`bf16`, `uint8_t`
-//! for `u8` and `b1` codes, `int8_t` for `i8`, `int32_t` for `i32`;
-//! typedefs and element counts in the header).
+//! `lowbit compile MODEL --emit so|obj|asm|llvm`: a whole model compiled
+//! ahead of time into a shared library (or one relocatable object to link
+//! into a program, or that object as one assembly file, or its kernels and
+//! data as LLVM IR with the C driver beside it) with a C entry point per
+//! function — `int lowbit_<name>_run(const T0 *in0, ..., U0 *out0, ...)`
+//! for the first, `lowbit_<name>_<function>_run` for each other — and a
+//! header declaring them, the buffers' C types following the tensors'
+//! element types (`float` for `f32`, `uint16_t` bits for `f16`/`bf16`,
+//! `uint8_t` for `u8` and `b1` codes, `int8_t` for `i8`, `int32_t` for
+//! `i32`; typedefs and element counts in the header).
 //!
 //! The matmuls map onto kernels through `cpu_run::map_plans`, exactly as
 //! `lowbit run --backend cpu` maps them, fused chains included (float:
 //! bias `add` and ReLU/GELU/SiLU in the kernel epilogue; W8A8/W4A8: the
 //! activation zero point in the packed row offsets, `i32` bias, ReLU and
 //! dyadic requantize to `i8`; W1A1; bit-serial WxAy with constant zero
-//! points). Each mapped matmul becomes one kernel
-//! in an LLVM object; its packed weights, scales, row offsets, bias and
-//! requantize arrays (padded to `m_pad` as the kernel loads them) go, as
-//! soon as the matmul is mapped, into a second object written directly
+//! points). Each mapped matmul becomes one kernel in an LLVM object; its
+//! packed weights, scales, row offsets, bias and requantize arrays (padded
+//! to `m_pad` as the kernel loads them) go, as soon as the matmul is
+//! mapped, into a second object written directly
 //! (`lowbit_llvm::data_object`), never into LLVM, so compiling holds one
 //! layer's packed weights at a time (the memory rule: BENCHMARKS.md
-//! "Memory"); both objects are linked into the library. A generated C driver prepares each
-//! kernel's activations the way `GemmKernel::run*` does (float rows padded
-//! to `k_pad`, `f16`/`bf16` widened to `f32`; `u8`/`i8` rows padded, `i8` with the sign bit flipped;
-//! `b1` rows packed into bits; bit-serial activations into bit-planes
-//! with their row sums) and calls the kernel on all rows; it does
-//! the ops around them that take a few lines — f32 and i32 `add` (same
-//! shape, or a broadcast along the last dimension or a scalar; i32
-//! wrapping or saturating as the op says), f32 and i32 `relu`, `reshape`
-//! (an alias) — and is linked with the object by the system C compiler
-//! (`cc`, or `$CC`). A `qmatmul` requantize epilogue (which the JIT runs
-//! on the interpreter) is C in the driver when it is nearest-even,
-//! saturating, per tensor or per output column, to `u8`/`i8`/`i32`.
-//! Limits: only the module's first function; not other requantize
-//! forms. Any other op, or a matmul that maps onto no kernel, is
+//! "Memory"); both objects are linked into the library. The output
+//! depends on the model only (no paths, times or hash order): compiling
+//! twice gives the same bytes.
+//!
+//! A generated C driver prepares each kernel's activations the way
+//! `GemmKernel::run*` does (float rows padded to `k_pad`, `f16`/`bf16`
+//! widened to `f32`; `u8`/`i8` rows padded, `i8` with the sign bit
+//! flipped; `b1` rows packed into bits; bit-serial activations into
+//! bit-planes with their row sums) and calls the kernel on all rows, split
+//! over `lowbit_<name>_set_threads` threads (default 1) in 8-row chunks as
+//! the JIT splits them; it does the ops around them that take a few lines
+//! — f32 and i32 `add` (same shape, or a broadcast along the last
+//! dimension or a scalar; i32 wrapping or saturating as the op says), f32
+//! and i32 `relu`, `reshape` (an alias) — and is linked with the objects
+//! by the system C compiler (`cc`, or `$CC`). A `qmatmul` requantize
+//! epilogue (which the JIT runs on the interpreter) is C in the driver
+//! when it is nearest-even, saturating, per tensor or per output column,
+//! to `u8`/`i8`/`i32`. Limits: not other requantize forms; the driver's
+//! own loops run on the calling thread; threads are started per kernel
+//! call (no pool). Any other op, or a matmul that maps onto no kernel, is
 //! refused, naming the op and why, and nothing is written.
 //!
 //! Accuracy: integer kernels are bit-exact (as `--backend cpu`); the
 //! driver's `add`/`relu` are exact f32 (or i32) operations, equal to the
 //! interpreter's, and its requantize is the interpreter's `quantize` of
-//! the kernel's output (as the JIT run does); each float kernel (with its epilogue) computes what the
-//! JIT's does, within the bound stated in `lowbit_llvm::codegen`.
+//! the kernel's output (as the JIT run does); each float kernel (with its
+//! epilogue) computes what the JIT's does, within the bound stated in
+//! `lowbit_llvm::codegen`, whatever the number of threads.
 
 use crate::cpu_run::{map_plans, DyadicParams, Plan};
 use lowbit::interp::eval_op;

@@ -16,6 +16,8 @@
 //!   and on-disk caches ([`disk_cache`]); buffer sizes are checked before
 //!   any machine code runs.
 //! * [`aot::emit`] — LLVM IR, assembly or object output for a target.
+//! * [`data_object`] — read-only data (packed weights) streamed into an ELF
+//!   object, assembly or LLVM IR beside the AOT kernels.
 //! * [`bench`] — benchmark inputs: arbitrary weights rotated over more
 //!   memory than the last-level cache (`lowbit bench`, `benches/gemm.rs`).
 //! * [`probe`] — small JIT-compiled probes of the machine's memory read
