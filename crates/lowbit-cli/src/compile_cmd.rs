@@ -42,7 +42,8 @@ Options:
                           'llvm': the kernels and packed weights as LLVM
                           IR OUT and the C driver defining the entry
                           point as OUT with extension .c (llc OUT, then
-                          cc main.c OUT.c OUT.o). <name> is OUT's file
+                          cc main.c OUT.c OUT.o; --target aarch64
+                          allowed). <name> is OUT's file
                           stem without a 'lib' prefix; a module's further
                           functions @f get lowbit_<name>_<f>_run. Needs a
                           C compiler and linker ('cc' or $CC; not for
@@ -224,11 +225,21 @@ fn emit_native(
     }
     let host = lowbit_llvm::CpuTarget::host().map_err(|e| Failure::msg(e.to_string()))?;
     let host_arch = host.triple.split('-').next().unwrap_or("").to_string();
-    if let Some(t) = arch.filter(|t| *t != host_arch) {
-        return Err(Failure::msg(format!(
-            "--emit {emit} builds the driver with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
-        )));
-    }
+    // LLVM IR needs no C compiler: it may be for another architecture.
+    let arch = match arch.filter(|t| *t != host_arch) {
+        Some("nvptx") if emit == "llvm" => {
+            return Err(Failure::msg(
+                "--emit llvm of a whole model is for the cpu backend: --target nvptx is not supported",
+            ))
+        }
+        Some(t) if emit != "llvm" => {
+            return Err(Failure::msg(format!(
+                "--emit {emit} builds the driver with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
+            )))
+        }
+        Some(t) => t.to_string(),
+        None => host_arch.clone(),
+    };
     let path = Path::new(out);
     let stem = path
         .file_stem()
@@ -239,8 +250,9 @@ fn emit_native(
         .filter(|s| !s.is_empty())
         .unwrap_or(stem);
     let target = match cpu {
-        None | Some("native") => Ok(host),
-        Some(c) => lowbit_llvm::CpuTarget::named(&host_arch, c),
+        None | Some("native") if arch == host_arch => Ok(host),
+        None => lowbit_llvm::CpuTarget::named(&arch, "generic"),
+        Some(c) => lowbit_llvm::CpuTarget::named(&arch, c),
     }
     .map_err(|e| Failure::msg(e.to_string()))?;
     let kind = match emit {
