@@ -18,7 +18,7 @@
 //! * [`aot::emit`] — LLVM IR, assembly or object output for a target.
 //! * [`data_object`] — read-only data (packed weights) streamed into an ELF
 //!   object, assembly or LLVM IR beside the AOT kernels.
-//! * [`bench`] — benchmark inputs: arbitrary weights rotated over more
+//! * [`bench`](mod@bench) — benchmark inputs: arbitrary weights rotated over more
 //!   memory than the last-level cache (`lowbit bench`, `benches/gemm.rs`).
 //! * [`probe`] — small JIT-compiled probes of the machine's memory read
 //!   bandwidth and FMA peak, for roofline figures.
