@@ -35,10 +35,11 @@
 //! dimension or a scalar; i32 wrapping or saturating as the op says), f32
 //! and i32 `relu`, `reshape` (an alias) — and is linked with the objects
 //! by the system C compiler (`cc`, or `$CC`). A `qmatmul` requantize
-//! epilogue (which the JIT runs on the interpreter) is C in the driver
-//! when it is nearest-even, saturating, per tensor or per output column,
-//! to `u8`/`i8`/`i32`. Limits: not other requantize forms; the driver's
-//! own loops run on the calling thread; threads are started per kernel
+//! epilogue (which the JIT runs on the interpreter) is C in the driver:
+//! any deterministic rounding, saturating or wrapping, per tensor or per
+//! output column, to `u8`/`i8`/`i32`. Limits: not stochastic rounding or
+//! blocked output scales; the driver's own loops run on the calling
+//! thread; threads are started per kernel
 //! call (no pool). Any other op, or a matmul that maps onto no kernel, is
 //! refused, naming the op and why, and nothing is written.
 //!
@@ -147,21 +148,45 @@ fn aot_supports(p: &Plan) -> Result<(), String> {
     Ok(())
 }
 
-/// The `qmatmul` requantize epilogues the driver computes: nearest-even,
-/// saturating, one scale per tensor or per output column (the scale's
-/// and zero point's values are checked at the call).
-fn quantize_form(kind: &OpKind) -> Result<(), String> {
+/// The `qmatmul` requantize epilogues the driver computes: any
+/// deterministic rounding, saturating or wrapping, one scale per tensor
+/// or per output column (the scale's and zero point's values are checked
+/// at the call); returns the rounding and whether it saturates.
+fn quantize_form(kind: &OpKind) -> Result<(Rounding, bool), String> {
     match kind {
         OpKind::Quantize {
             granularity: Granularity::PerTensor | Granularity::PerAxis { .. },
-            rounding: Rounding::NearestEven,
-            saturate: true,
+            rounding,
+            saturate,
             stochastic: None,
-        } => Ok(()),
-        _ => Err(
-            "compiled libraries requantize with nearest-even rounding, saturation and per-tensor or per-column scales only"
-                .into(),
-        ),
+        } => Ok((*rounding, *saturate)),
+        OpKind::Quantize {
+            stochastic: Some(_),
+            ..
+        } => Err("compiled libraries do not requantize with stochastic rounding".into()),
+        _ => Err("compiled libraries requantize with per-tensor or per-column scales only".into()),
+    }
+}
+
+/// C statements setting `int64_t r` to the finite `double q` (below 2^62
+/// in magnitude, `a` = |q|) rounded to an integer as `rounding` says, as
+/// `lowbit_numerics::round_f64_to_i128` does. Every double of 2^52 or
+/// more is an integer already, and the `int64_t` conversion truncates
+/// toward zero exactly.
+fn c_round(rounding: Rounding) -> &'static str {
+    match rounding {
+        // Adding and subtracting 2^52 rounds to an integer, ties to even
+        // (the default floating-point mode), exactly below 2^52.
+        Rounding::NearestEven => {
+            "if (a < 0x1p52) a = (a + 0x1p52) - 0x1p52; r = (int64_t)(q < 0 ? -a : a);"
+        }
+        // The fraction a - trunc(a) is exact.
+        Rounding::NearestAway => {
+            "int64_t t = (int64_t)a; if (a - (double)t >= 0.5) t++; r = q < 0 ? -t : t;"
+        }
+        Rounding::TowardZero => "r = (int64_t)q;",
+        Rounding::Up => "r = (int64_t)q; if ((double)r < q) r++;",
+        Rounding::Down => "r = (int64_t)q; if ((double)r > q) r--;",
     }
 }
 
@@ -507,10 +532,12 @@ impl Gen<'_> {
     /// The `qmatmul` requantize epilogue on the kernel's `f32` result `y`
     /// (`elems` values, `m` per row), as the interpreter's `quantize`:
     /// the quotient `y / scale` in f32 (the quotient format of f32
-    /// operands), rounded to the nearest integer, ties to even (adding and
-    /// subtracting 2^52 in double, exact below 2^52, where every larger
-    /// double is an integer already), NaN to 0, plus the zero point,
-    /// clamped to the result type.
+    /// operands), rounded to an integer in the op's mode ([`c_round`]),
+    /// NaN to 0, plus the zero point, clamped to the result type or
+    /// wrapped modulo its size. Wrapping, a quotient of 2^62 or more (an
+    /// f32 that large is a multiple of 2^39, so its low 32 bits are zero;
+    /// the interpreter's beyond 2^117 and infinities wrap to 0 too) adds
+    /// nothing to the zero point.
     fn quantize(
         &mut self,
         end: Op,
@@ -522,7 +549,7 @@ impl Gen<'_> {
     ) -> Result<(String, ElemType), String> {
         let f = self.f;
         let unsupported = |why: String| format!("unsupported: {}: {why}", label(f, end));
-        quantize_form(kind).map_err(unsupported)?;
+        let (rounding, saturate) = quantize_form(kind).map_err(unsupported)?;
         let rt = f.ty(f.op(end).results[0]);
         let (lo, hi) = match rt.elem {
             ElemType::U8 => (0i64, 255i64),
@@ -570,9 +597,24 @@ impl Gen<'_> {
         };
         let ctype = c_type(rt.elem).unwrap_or("int32_t");
         let out = self.alloc(elems, ctype);
+        let (huge, store) = if saturate {
+            (
+                "q > 0 ? INT64_C(0x4000000000000000) : -INT64_C(0x4000000000000000)".to_string(),
+                format!("({ctype})(r < {lo}LL ? {lo}LL : r > {hi}LL ? {hi}LL : r)"),
+            )
+        } else {
+            // The low bits of r, as the unsigned type of the result's
+            // width, then that type (two's complement for signed ones).
+            let bits = if rt.elem == ElemType::I32 { 32 } else { 8 };
+            (
+                "0".to_string(),
+                format!("({ctype})(uint{bits}_t)(uint64_t)r"),
+            )
+        };
+        let round = c_round(rounding);
         let _ = writeln!(
             self.body,
-            "  for (size_t i = 0; i < {elems}; i++) {{\n    const size_t M = {m}; (void)M;\n    double q = (double)({y}[i] / ((const float *){sname})[{si}]), a = q < 0 ? -q : q;\n    int64_t r;\n    if (q != q) r = 0;\n    else if (a >= 0x1p62) r = q > 0 ? INT64_C(0x4000000000000000) : -INT64_C(0x4000000000000000);\n    else {{ if (a < 0x1p52) a = (a + 0x1p52) - 0x1p52; r = (int64_t)(q < 0 ? -a : a); }}\n    r += ((const int32_t *){zname})[{zi}];\n    {out}[i] = ({ctype})(r < {lo}LL ? {lo}LL : r > {hi}LL ? {hi}LL : r);\n  }}"
+            "  for (size_t i = 0; i < {elems}; i++) {{\n    const size_t M = {m}; (void)M;\n    double q = (double)({y}[i] / ((const float *){sname})[{si}]), a = q < 0 ? -q : q;\n    int64_t r;\n    if (q != q) r = 0;\n    else if (a >= 0x1p62) r = {huge};\n    else {{ {round} }}\n    r += ((const int32_t *){zname})[{zi}];\n    {out}[i] = {store};\n  }}"
         );
         Ok((out, rt.elem))
     }

@@ -461,3 +461,62 @@ fn kernels_split_over_threads_give_the_same_answer() {
         assert_eq!(got, want, "W8A8, {threads} threads");
     }
 }
+
+#[test]
+fn requantize_roundings_and_wrapping_equal_the_interpreter() {
+    // Small integer activations and weights with unit scales: the float
+    // kernel's sums are exact integers, so the driver's requantize must
+    // equal the interpreter's bit for bit. Output scales 2 and 4 make odd
+    // sums ties (and quarters), 0.5 and 0.125 push past the i8 range
+    // (saturated or wrapped), per column and per tensor, zero point 3 / -2.
+    let mut rng = Rng::new(23);
+    let w = random(
+        &mut rng,
+        ElemType::Int {
+            bits: 4,
+            signed: true,
+        },
+        &[40, 6],
+    );
+    let x: Vec<u64> = (0..3 * 40)
+        .map(|_| u64::from(((rng.next_u64() % 7) as f32 - 3.0).to_bits()))
+        .collect();
+    let x = Tensor::new(ElemType::F32, vec![3, 40], x).unwrap();
+    for rounding in ["nearest_even", "nearest_away", "toward_zero", "up", "down"] {
+        for saturate in [true, false] {
+            for (out, os, oz, axis) in [
+                (
+                    "i8",
+                    "dense<[2.0, 4.0, 0.5, 2.0, 0.125, 4.0]> : tensor<6xf32>",
+                    "dense<[3, -2, 3, 0, 1, -2]> : tensor<6xi8>",
+                    ", out_axis = 1",
+                ),
+                (
+                    "u8",
+                    "dense<2.0> : tensor<f32>",
+                    "dense<3> : tensor<u8>",
+                    "",
+                ),
+                (
+                    "i32",
+                    "dense<0.25> : tensor<f32>",
+                    "dense<-2> : tensor<i32>",
+                    "",
+                ),
+            ] {
+                let oshape = if axis.is_empty() { "f32" } else { "6xf32" };
+                let zshape = if axis.is_empty() {
+                    out.to_string()
+                } else {
+                    format!("6x{out}")
+                };
+                let src = format!(
+                    "module {{\n  func @main(%x: tensor<3x40xf32>) -> (q: tensor<3x6x{out}>) {{\n    %w = constant dense<{}> : tensor<40x6xi4>\n    %s = constant dense<1.0> : tensor<6xf32>\n    %os = constant {os}\n    %oz = constant {oz}\n    %q = qmatmul %x, %w, %s, %os, %oz {{axis = 1, dequant_type = f32, requant_type = f32{axis}, out_zero_point = true, rounding = {rounding}, saturate = {saturate}}} : (tensor<3x40xf32>, tensor<40x6xi4>, tensor<6xf32>, tensor<{oshape}>, tensor<{zshape}>) -> tensor<3x6x{out}>\n    return %q\n  }}\n}}\n",
+                    dense(&w)
+                );
+                let (got, want) = aot_and_interp(&src, &[("x".into(), x.clone())]);
+                assert_eq!(got, want, "{out} {rounding} saturate={saturate}");
+            }
+        }
+    }
+}
