@@ -40,15 +40,17 @@ Options:
                           program: cc main.c OUT); 'asm': that object as
                           one assembly file (cc -c OUT assembles it);
                           'llvm': the kernels and packed weights as LLVM
-                          IR OUT and the C driver defining the entry
-                          point as OUT with extension .c (llc OUT, then
-                          cc main.c OUT.c OUT.o; --target aarch64
-                          allowed). <name> is OUT's file
-                          stem without a 'lib' prefix; a module's further
-                          functions @f get lowbit_<name>_<f>_run. Needs a
-                          C compiler and linker ('cc' or $CC; not for
-                          llvm). Models whose ops do not all map onto CPU
-                          kernels are refused
+                          IR OUT, the C driver that defines the entry
+                          point beside it (OUT with extension .c; build
+                          with llc -relocation-model=pic -filetype=obj
+                          and cc; --target aarch64 allowed). <name> is
+                          OUT's file stem without a 'lib' prefix; a
+                          module's further functions @f get
+                          lowbit_<name>_<f>_run; lowbit_<name>_set_threads
+                          (n) splits the kernels' rows over n threads
+                          (default 1). Needs a C compiler and linker ('cc'
+                          or $CC; not for llvm). Models whose ops do not
+                          all map onto CPU kernels are refused
   --passes PIPELINE       Run a pass pipeline before emitting (as lowbit opt)
   --target TARGET         x86_64 | aarch64 | nvptx
   --cpu CPU               native | a CPU name LLVM knows (kernel features
