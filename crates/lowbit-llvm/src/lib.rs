@@ -16,7 +16,9 @@
 //!   and on-disk caches ([`disk_cache`]); buffer sizes are checked before
 //!   any machine code runs.
 //! * [`aot::emit`] — LLVM IR, assembly or object output for a target.
-//! * [`bench`] — benchmark inputs: arbitrary weights rotated over more
+//! * [`data_object`] — read-only data (packed weights) streamed into an ELF
+//!   object, assembly or LLVM IR beside the AOT kernels.
+//! * [`bench`](mod@bench) — benchmark inputs: arbitrary weights rotated over more
 //!   memory than the last-level cache (`lowbit bench`, `benches/gemm.rs`).
 //! * [`probe`] — small JIT-compiled probes of the machine's memory read
 //!   bandwidth and FMA peak, for roofline figures.
@@ -28,6 +30,7 @@
 pub mod aot;
 pub mod bench;
 pub mod codegen;
+pub mod data_object;
 pub mod disk_cache;
 pub mod error;
 pub mod jit;
