@@ -51,15 +51,12 @@ activation row sums in 'scales', the weight row sums in 'zero_points' and
 the zero points (int32_t za, zw) in 'bias' (lowbit_llvm::codegen::bitserial).
 
 What each pointer holds, per kernel (k_pad: k rounded up to the kernel's
-block; m_pad: m rounded up to 16 on W8A8/W4A8, to 8 on float weights,
-else m; row-major unless said otherwise):
+block; m_pad: m rounded up to 16 on W8A8/W4A8, else m; all row-major):
 
   float weights (--act f32/f16/bf16/...):
     x            float [n, k_pad], zeros after k
-    w            the packed weight codes: m rounded up to 8 rows, tiles of
-                 8 rows x 32 k stored along k (lowbit_llvm::spec, ::pack)
-    scales       the packed group scales (the --scale type): tiles of 8
-                 rows x 16 groups, groups padded to 16
+    w            the packed weight codes, m rows (lowbit_llvm::pack)
+    scales       the packed group scales (the --scale type)
     zero_points  the packed zero-point codes (with --zero-point)
     bias         float [m] (read only by kernels with a bias epilogue)
     y            float [n, m]

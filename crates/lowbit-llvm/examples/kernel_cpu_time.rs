@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let scale_bytes = (scale.bits() / 8) as usize;
     let mut scales = Vec::new();
-    for i in 0..spec.packed_scale_type().num_elements() as usize {
+    for i in 0..m * spec.groups_per_row() {
         let v = 0.01 + 0.04 * ((i * 7919) % 1000) as f64 / 1000.0;
         let c = scale.encode(v, Rounding::NearestEven, true);
         scales.extend_from_slice(&c.to_le_bytes()[..scale_bytes]);

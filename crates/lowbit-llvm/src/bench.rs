@@ -43,20 +43,18 @@ pub fn random_weights(spec: &GemmSpec) -> Result<PackedWeights, CpuError> {
     if spec.is_integer() {
         return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
     }
-    // Packed scales, padding included (arbitrary values do for the
-    // padding too: they only meet zero codes and activations).
+    let groups = spec.m * spec.groups_per_row();
     let scale = spec.weight.scale;
     let sb = (scale.bits() / 8) as usize;
-    let nscales = spec.packed_scale_type().num_elements() as usize;
-    let mut scales = Vec::with_capacity(nscales * sb);
-    for i in 0..nscales {
+    let mut scales = Vec::with_capacity(groups * sb);
+    for i in 0..groups {
         let v = 0.01 + 0.04 * ((i * 7919) % 1000) as f64 / 1000.0;
         let c = scale.encode(v, Rounding::NearestEven, true);
         scales.extend_from_slice(&c.to_le_bytes()[..sb]);
     }
     let mask = spec.weight.dtype.code_mask() as u8;
     let zps = if spec.weight.zero_point {
-        let mut z = vec![0u8; spec.m * spec.groups_per_row()];
+        let mut z = vec![0u8; groups];
         fill(&mut z, 0x1234_5678);
         z.iter().map(|b| b & mask).collect()
     } else {

@@ -26,13 +26,10 @@
 //! with one broadcast multiply. Scales are decoded 16 at a time into a
 //! per-tile stack buffer, so the k loop only broadcasts an f32 from it.
 //!
-//! The float weights are packed in tiles of 8 rows interleaved block by
-//! block (`spec`: `tile = 8x32`; scales `tile = 8x16`), so row `r`'s block
-//! `b` is at `(r / 8) * 8 * row_bytes + (b * 8 + r % 8) * block_bytes`.
-//! The float tiles take all of k in one pass, so the 8x1 decode tile reads
-//! one sequential stream of codes and one of scales (8 row streams each
-//! crossing 4 KiB pages before); 4-row tiles read half of each packed
-//! tile. Every
+//! The float tiles take all of k in one pass, so each weight row is one
+//! sequential stream for the hardware prefetchers (software prefetching
+//! 512 B ahead made no difference we could measure on the shared machine,
+//! so there is none). Every
 //! accumulator has 16 lanes (both halves of a block go into one), so the
 //! 4x4 tile's 16 accumulators fit in the AVX-512 registers with the
 //! decoded weights (its activations come from L2), and the 8x1 tile's 8
@@ -71,7 +68,7 @@
 mod epilogue;
 
 use crate::error::CpuError;
-use crate::spec::{BlockFormat, Dim, GemmSpec, WeightKind, BLOCK, FLOAT_PANEL, INT_BLOCK};
+use crate::spec::{BlockFormat, Dim, GemmSpec, WeightKind, BLOCK, INT_BLOCK};
 use crate::target::CpuTarget;
 use inkwell::attributes::AttributeLoc;
 use inkwell::builder::Builder;
@@ -96,9 +93,8 @@ const LANES: u32 = BLOCK as u32;
 const SPLIT_BLOCKS: u64 = 16;
 
 /// Scales decoded per vector by the float tiles (into a per-tile stack
-/// buffer, so the k loop only broadcasts an f32 from it): one run of the
-/// packed scales (`spec::SCALE_RUN`).
-const SCALE_RUN: u32 = crate::spec::SCALE_RUN as u32;
+/// buffer, so the k loop only broadcasts an f32 from it).
+const SCALE_RUN: u32 = 16;
 
 mod vnni;
 
@@ -1015,52 +1011,34 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let kb = (spec.k_pad() / BLOCK) as u64;
         let bpg = spec.blocks_per_group() as u64;
         let ngroups = spec.groups_per_row() as u64;
-        let gpad = spec.groups_pad() as u64;
         let spb = spec.scales_per_block();
         let steps = spec.k_steps() as u64;
         let row_bytes = spec.row_bytes() as u64;
         let block_bytes = spec.block_format().block_bytes() as u64;
         let sbytes = spec.scale_bytes() as u64;
         let k_pad = spec.k_pad() as u64;
-        let panel = FLOAT_PANEL as u64;
-        // Consecutive blocks of a row are a whole tile of blocks apart
-        // (`tile = 8x32`, see `spec`).
-        let block_stride = panel * block_bytes;
-        let run = SCALE_RUN as u64;
 
         let rows_idx = self.indices(r0, rows)?;
         // Each column's activation row (f32).
         let x_rows = self.strided_ptrs(a.x, c0, cols, k_pad * 4)?;
-        // Row `r` of tile-row `r / 8` is its `r % 8`-th block (or run of
-        // scales) in every tile: `(r / 8) * 8 * per_row + (r % 8) * unit`.
-        let tiled = |p: PointerValue<'ctx>, r: IntValue<'ctx>, per_row: u64, unit: u64| {
-            let t = self.b.build_right_shift(r, self.i64c(3), false, "tr")?;
-            let i = self.b.build_and(r, self.i64c(panel - 1), "ti")?;
-            let to = self.b.build_int_mul(t, self.i64c(panel * per_row), "to")?;
-            let io = self.b.build_int_mul(i, self.i64c(unit), "io")?;
-            self.gep(p, self.b.build_int_add(to, io, "tio")?)
-        };
-        debug_assert_eq!(FLOAT_PANEL, 8);
-        let w_rows = rows_idx
-            .iter()
-            .map(|&r| tiled(a.w, r, row_bytes, block_bytes))
-            .collect::<Result<Vec<_>, CpuError>>()?;
-        // Each row's first run of scales.
-        let s_rows = rows_idx
-            .iter()
-            .map(|&r| tiled(a.s, r, gpad * sbytes, run * sbytes))
-            .collect::<Result<Vec<_>, CpuError>>()?;
+        let w_rows = self.row_ptrs(a.w, &rows_idx, row_bytes)?;
 
-        // Decoded scales of the current run, per row.
+        // Decoded scales of the current run, per row, and the bytes of a
+        // row's last (partial) run.
         let sbuf = self.b.build_array_alloca(
             self.f32t,
             self.i64c(rows as u64 * SCALE_RUN as u64),
             "sbuf",
         )?;
-        // Whole-vector stores into the buffer: align it for them.
-        if let Some(inst) = sbuf.as_instruction() {
-            inst.set_alignment(64)
-                .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
+        let tbuf =
+            self.b
+                .build_array_alloca(self.i8t, self.i64c(SCALE_RUN as u64 * sbytes), "tbuf")?;
+        // Whole-vector stores into the buffers: align them for it.
+        for buf in [sbuf, tbuf] {
+            if let Some(inst) = buf.as_instruction() {
+                inst.set_alignment(64)
+                    .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
+            }
         }
         // One pass covers all of k (see `emit_kernel`).
         let g1 = self.i64c(steps);
@@ -1171,9 +1149,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let group_body = |g: IntValue<'ctx>, dbase: Option<IntValue<'ctx>>| {
             // Every SCALE_RUN scale indices (and at the pass start),
             // each row's next run of scales is decoded in one vector
-            // into `sbuf`; the packed runs are whole (padded with code
-            // 0, which the zero-code padding meets).
+            // into `sbuf`; a run past the row's last group is padded
+            // with scale 0, which the zero-code padding meets.
             let sidx = self.b.build_int_mul(g, self.i64c(spb as u64), "sidx")?;
+            let run = SCALE_RUN as u64;
             let within = self.b.build_and(sidx, self.i64c(run - 1), "within")?;
             let at_start = self.b.build_int_compare(IntPredicate::EQ, g, g0, "gs")?;
             let aligned = self
@@ -1181,18 +1160,69 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .build_int_compare(IntPredicate::EQ, within, self.i64c(0), "al")?;
             let refill = self.b.build_or(at_start, aligned, "refill")?;
             let fill_b = self.ctx.append_basic_block(f, "sfill");
+            let full_b = self.ctx.append_basic_block(f, "sfull");
+            let tail_b = self.ctx.append_basic_block(f, "stail");
             let cont_b = self.ctx.append_basic_block(f, "scont");
             self.b.build_conditional_branch(refill, fill_b, cont_b)?;
             self.b.position_at_end(fill_b);
             let base = self.b.build_int_sub(sidx, within, "base")?;
-            // Run `base / 16` of a tile is 8 runs (one per row) further.
-            let ro = self
+            let base_end = self.b.build_int_add(base, self.i64c(run), "bend")?;
+            let full = self.b.build_int_compare(
+                IntPredicate::ULE,
+                base_end,
+                self.i64c(ngroups),
+                "full",
+            )?;
+            self.b.build_conditional_branch(full, full_b, tail_b)?;
+            let row_scales = |r: usize| {
+                let row0 = self
+                    .b
+                    .build_int_mul(rows_idx[r], self.i64c(ngroups), "si")?;
+                let idx = self.b.build_int_add(row0, base, "si")?;
+                let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
+                self.gep(a.s, so)
+            };
+            let sbuf_row = |r: usize| self.gep(sbuf, self.i64c(r as u64 * run * 4));
+            self.b.position_at_end(full_b);
+            for r in 0..rows as usize {
+                let v = self.load_scales(row_scales(r)?)?;
+                self.b.build_store(sbuf_row(r)?, v)?;
+            }
+            self.b.build_unconditional_branch(cont_b)?;
+            // The row's last run: copy what is left into a zeroed
+            // buffer (reading past it would leave the scale array),
+            // decode, and zero the lanes past the last group.
+            self.b.position_at_end(tail_b);
+            let count = self.b.build_int_sub(self.i64c(ngroups), base, "cnt")?;
+            let nbytes = self.b.build_int_mul(count, self.i64c(sbytes), "nb")?;
+            let lane_idx = self.shuffle_mask(0..run);
+            let count32 = self.b.build_int_truncate(count, self.i32t, "cnt")?;
+            let count_v = self.b.build_insert_element(
+                self.i32t.vec_type(SCALE_RUN).get_poison(),
+                count32,
+                self.i32t.const_zero(),
+                "cv",
+            )?;
+            let count_v = self.b.build_shuffle_vector(
+                count_v,
+                self.i32t.vec_type(SCALE_RUN).get_poison(),
+                self.i32t.vec_type(SCALE_RUN).const_zero(),
+                "cv",
+            )?;
+            let live = self
                 .b
-                .build_int_mul(base, self.i64c(panel * sbytes), "ro")?;
-            for (r, &sr) in s_rows.iter().enumerate() {
-                let v = self.load_scales(self.gep(sr, ro)?)?;
-                let slot = self.gep(sbuf, self.i64c(r as u64 * run * 4))?;
-                self.b.build_store(slot, v)?;
+                .build_int_compare(IntPredicate::ULT, lane_idx, count_v, "live")?;
+            let zeros = self.f32t.vec_type(SCALE_RUN).const_zero();
+            for r in 0..rows as usize {
+                self.b
+                    .build_memset(tbuf, 1, self.i8t.const_zero(), self.i64c(run * sbytes))?;
+                self.b.build_memcpy(tbuf, 1, row_scales(r)?, 1, nbytes)?;
+                let v = self.load_scales(tbuf)?;
+                let v = self
+                    .b
+                    .build_select(live, v, zeros, "s")?
+                    .into_vector_value();
+                self.b.build_store(sbuf_row(r)?, v)?;
             }
             self.b.build_unconditional_branch(cont_b)?;
             self.b.position_at_end(cont_b);
@@ -1318,7 +1348,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             };
             let block = |blk: IntValue<'ctx>| -> Result<(), CpuError> {
                 let xs = load_xs(blk, 0..half_cols)?;
-                let wo = self.b.build_int_mul(blk, self.i64c(block_stride), "wo")?;
+                let wo = self.b.build_int_mul(blk, self.i64c(block_bytes), "wo")?;
                 for r in 0..rows as usize {
                     let p = self.gep(w_rows[r], wo)?;
                     let ws = match &self.lut {

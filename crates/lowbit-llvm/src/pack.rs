@@ -1,15 +1,11 @@
 //! Weight pre-packing: logical quantized weights (the operands of the IR's
 //! `dequantize`) into the bytes a kernel reads.
 //!
-//! Float specs: the packed codes are exactly what the IR type
-//! [`GemmSpec::packed_weight_type`] says (`tile = 8x32` on `[m_pad,
-//! k_pad]`, see `spec`): the rows are packed through lowbit-ir's own
-//! [`Tensor::to_bytes`] untiled (each row's 32-element blocks in the
-//! block layout), then the blocks of each 8 rows are interleaved
-//! (`tile_blocks`), which equals `to_bytes` with the tiled layout without
-//! its per-element index table. Scales are packed into
-//! [`GemmSpec::packed_scale_type`] (little-endian, `tile = 8x16`, padding
-//! code 0); zero points row-major, one code per byte.
+//! Codes go through lowbit-ir's own [`Tensor::to_bytes`] with the spec's
+//! [`GemmSpec::packed_layout`] on the padded shape `[m, k_pad]`, so the
+//! packed form is exactly what the IR type `GemmSpec::packed_weight_type`
+//! says. Scales are stored row-major in their own element type
+//! (little-endian), zero points one code per byte.
 //!
 //! W8A8/W4A8 weights (`i8`, `i4`, `u4`) go the same way into the panel
 //! layouts of [`GemmSpec::packed_layout`] on `[m_pad, k_pad]`. Each padded
@@ -24,7 +20,7 @@
 //! each call, and equals `Tensor::to_bytes` with the spec's layout.
 
 use crate::error::CpuError;
-use crate::spec::{GemmSpec, FLOAT_PANEL, PLANE_BLOCK, SCALE_RUN};
+use crate::spec::{GemmSpec, PLANE_BLOCK};
 use lowbit_ir::{Tensor, TensorType};
 
 /// Weights packed for one kernel spec. The byte buffers' sizes are checked
@@ -96,17 +92,11 @@ impl PackedWeights {
                 ))
             }
         }
-        // The rows in the block layout without the row tiles (the tiled
-        // layout on one row: see `tile_blocks`).
-        let mut row_layout = spec.packed_layout();
-        row_layout.tile = Vec::new();
-        if row_layout.bit_planes {
-            row_layout.tile = vec![1, crate::spec::BLOCK as u64];
-        }
-        let rows = if k_pad == k {
+        let ty = spec.packed_weight_type();
+        let codes = if ty.shape == weights.shape {
             // Nothing to pad: pack the codes as they are (no tensor-sized
             // copy, which for a model's weights is 8 bytes per element).
-            weights.to_bytes(&row_layout)
+            weights.to_bytes(&ty.layout)
         } else {
             // Padding codes are 0: finite in every supported format, and
             // they meet zero activations.
@@ -114,12 +104,16 @@ impl PackedWeights {
             for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
                 dst[..k].copy_from_slice(src);
             }
-            Tensor::new(spec.weight.dtype, vec![m as u64, k_pad as u64], padded)
+            Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
                 .map_err(CpuError::BadWeights)?
-                .to_bytes(&row_layout)
+                .to_bytes(&ty.layout)
         };
-        let codes = tile_blocks(spec, &rows);
-        let scales = tile_scales(spec, &scales.codes);
+        let sb = spec.scale_bytes();
+        let scales: Vec<u8> = scales
+            .codes
+            .iter()
+            .flat_map(|&c| c.to_le_bytes().into_iter().take(sb))
+            .collect();
         let zero_points = zero_points
             .map(|z| z.codes.iter().map(|&c| c as u8).collect())
             .unwrap_or_default();
@@ -206,13 +200,10 @@ impl PackedWeights {
         zero_points: Vec<u8>,
     ) -> Result<PackedWeights, CpuError> {
         spec.check("(packing)")?;
-        let (nscales, nzps) = if spec.is_integer() {
-            (0, 0)
+        let nscales = if spec.is_integer() {
+            0
         } else {
-            (
-                spec.m_pad() * spec.groups_pad(),
-                spec.m * spec.groups_per_row(),
-            )
+            spec.m * spec.groups_per_row()
         };
         let checks = [
             (
@@ -223,7 +214,7 @@ impl PackedWeights {
             ("scales (bytes)", nscales * spec.scale_bytes(), scales.len()),
             (
                 "zero points (bytes)",
-                if spec.weight.zero_point { nzps } else { 0 },
+                if spec.weight.zero_point { nscales } else { 0 },
                 zero_points.len(),
             ),
         ];
@@ -275,8 +266,7 @@ impl PackedWeights {
         &self.codes
     }
 
-    /// Scales, little-endian in the spec's scale type, in
-    /// [`GemmSpec::packed_scale_type`] (float specs).
+    /// Scales, row-major, little-endian in the spec's scale type.
     pub fn scales(&self) -> &[u8] {
         &self.scales
     }
@@ -305,48 +295,6 @@ impl PackedWeights {
         let per_row = self.row_offsets.len().max(self.row_sums.len());
         self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * per_row
     }
-}
-
-/// Float specs: interleaves the blocks of each [`FLOAT_PANEL`] rows of
-/// `rows` (`m` rows of [`GemmSpec::row_bytes`], each row's 32-element
-/// blocks in the block layout) into the tiled layout `tile = 8x32` on
-/// `[m_pad, k_pad]`: tile-row `t`, block `b`, row `i` of the tile at byte
-/// `(t * row_bytes * 8) + (b * 8 + i) * block_bytes`; the padding rows
-/// are code 0.
-pub(crate) fn tile_blocks(spec: &GemmSpec, rows: &[u8]) -> Vec<u8> {
-    let row = spec.row_bytes();
-    let bb = spec.block_format().block_bytes();
-    let mut out = vec![0u8; spec.m_pad() * row];
-    for (r, src) in rows.chunks(row).enumerate() {
-        let tile = &mut out[(r / FLOAT_PANEL) * FLOAT_PANEL * row..];
-        let i = r % FLOAT_PANEL;
-        for (b, block) in src.chunks(bb).enumerate() {
-            let at = (b * FLOAT_PANEL + i) * bb;
-            tile[at..at + bb].copy_from_slice(block);
-        }
-    }
-    out
-}
-
-/// Float specs: the scale codes `[m, groups]` (row-major) as the bytes of
-/// [`GemmSpec::packed_scale_type`]: little-endian, `tile = 8x16` on
-/// `[m_pad, groups_pad]`, padding code 0.
-pub(crate) fn tile_scales(spec: &GemmSpec, codes: &[u64]) -> Vec<u8> {
-    let sb = spec.scale_bytes();
-    let (groups, gpad) = (spec.groups_per_row(), spec.groups_pad());
-    let run_bytes = SCALE_RUN * sb;
-    let mut out = vec![0u8; spec.m_pad() * gpad * sb];
-    for (r, row) in codes.chunks(groups).enumerate() {
-        let tile = (r / FLOAT_PANEL) * FLOAT_PANEL * gpad * sb;
-        for (g, &c) in row.iter().enumerate() {
-            let at = tile
-                + (g / SCALE_RUN) * FLOAT_PANEL * run_bytes
-                + (r % FLOAT_PANEL) * run_bytes
-                + (g % SCALE_RUN) * sb;
-            out[at..at + sb].copy_from_slice(&c.to_le_bytes()[..sb]);
-        }
-    }
-    out
 }
 
 /// The wrapping `i32` sum of each padded row of W8A8/W4A8 codes packed in
@@ -452,117 +400,6 @@ mod tests {
     use super::*;
     use lowbit_ir::{Layout, Tensor};
     use lowbit_numerics::ElemType;
-
-    /// xorshift codes under `mask`.
-    fn codes(n: usize, mask: u64, s: &mut u64) -> Vec<u64> {
-        (0..n)
-            .map(|_| {
-                *s ^= *s << 13;
-                *s ^= *s >> 7;
-                *s ^= *s << 17;
-                *s & mask
-            })
-            .collect()
-    }
-
-    /// `t` ([rows, cols]) zero-padded to `[rows_pad, cols_pad]`.
-    fn padded(t: &Tensor, rows_pad: usize, cols_pad: usize) -> Tensor {
-        let cols = *t.shape.last().unwrap() as usize;
-        let mut out = vec![0u64; rows_pad * cols_pad];
-        for (dst, src) in out.chunks_mut(cols_pad).zip(t.codes.chunks(cols)) {
-            dst[..cols].copy_from_slice(src);
-        }
-        Tensor::new(t.elem, vec![rows_pad as u64, cols_pad as u64], out).unwrap()
-    }
-
-    /// Float weights and scales are packed exactly as their IR types say
-    /// (`tile = 8x32` codes, `tile = 8x16` scales, zero padding) on ragged
-    /// shapes (m not a multiple of 8, k not a multiple of 32 or of the
-    /// group, groups not a multiple of 16), and read back through the IR
-    /// layout to the original codes.
-    #[test]
-    fn float_packing_is_the_ir_tiled_layout() {
-        let mut s = 0x0dd_ba11_cafe_f00du64;
-        let cases = [
-            ("i4", 13usize, 100usize, Some(32usize), "f16"),
-            ("u2", 9, 70, Some(64), "f32"),
-            ("i8", 17, 1000, Some(32), "bf16"),
-            ("i3", 8, 45, Some(32), "f16"),
-            ("u5", 3, 33, None, "f32"),
-            ("f4E2M1FN", 11, 600, Some(16), "f8E4M3FN"),
-            ("f4E2M1FN", 7, 520, Some(32), "f8E8M0FNU"),
-            ("f8E4M3FN", 21, 95, None, "f32"),
-            ("b1", 10, 64, Some(32), "f16"),
-        ];
-        for (w, m, k, group, sc) in cases {
-            let elem: ElemType = w.parse().unwrap();
-            let mut spec =
-                GemmSpec::new(m, k, crate::spec::Dim::Dynamic, elem, group.unwrap_or(32));
-            if group.is_none() {
-                spec.weight.granularity = crate::spec::WeightGranularity::PerChannel;
-            }
-            spec.weight.scale = sc.parse().unwrap();
-            let what = format!("{spec}");
-            let wt = Tensor::new(
-                elem,
-                vec![m as u64, k as u64],
-                codes(m * k, elem.code_mask(), &mut s),
-            )
-            .unwrap();
-            let sshape = spec.scale_shape();
-            let ns = sshape.iter().product::<u64>() as usize;
-            // Scale codes that are finite in every scale type.
-            let st =
-                Tensor::new(spec.weight.scale, sshape.clone(), codes(ns, 0x3f, &mut s)).unwrap();
-            let p = PackedWeights::pack(&spec, &wt, &st, None).unwrap();
-            let (m_pad, k_pad) = (spec.m_pad(), spec.k_pad());
-            assert_eq!(m_pad % FLOAT_PANEL, 0);
-            let wty = spec.packed_weight_type();
-            assert_eq!(wty.shape, vec![m_pad as u64, k_pad as u64], "{what}");
-            wty.layout.check_fits(elem, &wty.shape).unwrap();
-            assert_eq!(
-                p.codes(),
-                padded(&wt, m_pad, k_pad).to_bytes(&wty.layout),
-                "{what}"
-            );
-            let sty = spec.packed_scale_type();
-            sty.layout.check_fits(sty.elem, &sty.shape).unwrap();
-            let st2 = if sshape.len() == 1 {
-                Tensor::new(st.elem, vec![m as u64, 1], st.codes.clone()).unwrap()
-            } else {
-                st.clone()
-            };
-            let gpad = spec.groups_pad();
-            assert_eq!(
-                p.scales(),
-                padded(&st2, m_pad, gpad).to_bytes(&sty.layout),
-                "{what}"
-            );
-            // Round trip through the IR types.
-            let back = Tensor::from_bytes(&wty, p.codes()).unwrap();
-            for r in 0..m {
-                assert_eq!(
-                    back.codes[r * k_pad..r * k_pad + k],
-                    wt.codes[r * k..(r + 1) * k],
-                    "{what}"
-                );
-                assert!(back.codes[r * k_pad + k..(r + 1) * k_pad]
-                    .iter()
-                    .all(|&c| c == 0));
-            }
-            assert!(back.codes[m * k_pad..].iter().all(|&c| c == 0), "{what}");
-            let sback = Tensor::from_bytes(&sty, p.scales()).unwrap();
-            let g = spec.groups_per_row();
-            for r in 0..m {
-                assert_eq!(
-                    sback.codes[r * gpad..r * gpad + g],
-                    st2.codes[r * g..(r + 1) * g],
-                    "{what}"
-                );
-            }
-            assert_eq!(p.byte_len(), p.codes().len() + p.scales().len());
-        }
-    }
 
     /// The fast plane packer writes exactly the IR layout
     /// `tile = 1x512, bitplanes` of the padded row, and the plane sums are

@@ -7,27 +7,15 @@
 //! weight's element type. [`GemmSpec::check`] decides whether the CPU backend
 //! can run a spec and returns [`CpuError::Unsupported`] otherwise.
 //!
-//! The packed layout of the float paths is expressed with lowbit-ir's
-//! [`Layout`] on the padded weight shape `[m_pad, k_pad]` (`k_pad` = `k`
-//! rounded up to 32, `m_pad` = `m` rounded up to [`FLOAT_PANEL`] = 8; the
-//! padding holds code 0 and meets zero activations, so it adds nothing).
-//! The weight is cut into tiles of 8 rows x 32 elements, stored tile by
-//! tile along k (`tile = 8x32`), so the 8 rows a decode tile reads are one
-//! sequential stream (8 separate row streams each crossing 4 KiB pages
-//! kept the hardware prefetchers re-ramping). Within a tile, each row's
-//! 32-element block is stored as:
-//! * 8-bit codes: dense bytes (`tile = 8x32`);
-//! * 4- and 2-bit codes: `interleave = 32`, so each block is one 16- (8-)
-//!   byte load whose nibbles (crumbs) unpack with shifts and masks into
-//!   elements `j, j + 16` (`j, j + 8, ..`) — the q4_0 order;
-//! * other widths (1, 3, 5, 6, 7 bits): `bitplanes`: each block is stored
-//!   as `bits` 32-bit planes.
-//!
-//! The scales go the same way ([`GemmSpec::packed_scale_type`]): `[m_pad,
-//! g_pad]` (`g_pad` = the groups per row rounded up to [`SCALE_RUN`] = 16,
-//! padded with code 0) in `tile = 8x16`, so a tile's next 16 scales of its
-//! 8 rows are one contiguous piece of one stream. Zero points stay
-//! row-major `[m, groups]`, one code per byte.
+//! The packed layout is expressed with lowbit-ir's [`Layout`] on the logical
+//! weight shape `[m, k_pad]` (`k_pad` = `k` rounded up to 32; the padding
+//! holds code 0 and meets zero activations, so it adds nothing):
+//! * 8-bit codes: dense bytes;
+//! * 4- and 2-bit codes: `interleave = 32`, so each 32-element block is one
+//!   16- (8-) byte load whose nibbles (crumbs) unpack with shifts and masks
+//!   into elements `j, j + 16` (`j, j + 8, ..`) — the q4_0 order;
+//! * other widths (1, 3, 5, 6, 7 bits): `tile = 1x32, bitplanes`: each
+//!   32-element block is stored as `bits` 32-bit planes.
 //!
 //! Microscaling: `f4E2M1FN` weights take `f8E8M0FNU` scales per 32-block
 //! (MXFP4; code 0xFF is NaN) or `f8E4M3FN` scales per 16-block with an
@@ -71,14 +59,6 @@ use std::fmt;
 
 /// Elements per packed block: the unit the kernels unpack at once.
 pub const BLOCK: usize = 32;
-
-/// Weight rows per tile of the float paths' packed layout (the decode
-/// tile's height): a tile's rows are interleaved block by block.
-pub const FLOAT_PANEL: usize = 8;
-
-/// Scales per row in one tile of the float paths' packed scales: the run
-/// the kernels decode in one vector.
-pub const SCALE_RUN: usize = 16;
 
 /// Elements per block of the bit-serial kernels: one 512-bit plane word.
 pub const PLANE_BLOCK: usize = 512;
@@ -401,13 +381,10 @@ impl GemmSpec {
     }
 
     /// Rows of the packed weight: `m`, rounded up to whole panels of
-    /// [`INT_PANEL`] rows on the W8A8/W4A8 path and of [`FLOAT_PANEL`]
-    /// rows on the float paths.
+    /// [`INT_PANEL`] rows on the W8A8/W4A8 path.
     pub fn m_pad(&self) -> usize {
         if self.is_vnni() {
             self.m.div_ceil(INT_PANEL) * INT_PANEL
-        } else if !self.is_integer() {
-            self.m.div_ceil(FLOAT_PANEL) * FLOAT_PANEL
         } else {
             self.m
         }
@@ -466,12 +443,6 @@ impl GemmSpec {
             WeightGranularity::PerChannel => 1,
             WeightGranularity::Group(g) => self.k.div_ceil(g),
         }
-    }
-
-    /// Scales per packed row (float paths): [`GemmSpec::groups_per_row`]
-    /// rounded up to whole runs of [`SCALE_RUN`].
-    pub fn groups_pad(&self) -> usize {
-        self.groups_per_row().div_ceil(SCALE_RUN) * SCALE_RUN
     }
 
     /// Blocks per scale group (the last group of a row may have fewer).
@@ -571,37 +542,18 @@ impl GemmSpec {
                 }
             };
         }
-        let tile = vec![FLOAT_PANEL as u64, BLOCK as u64];
         match self.block_format() {
-            BlockFormat::Bytes => Layout {
-                tile,
-                ..Layout::default()
-            },
+            BlockFormat::Bytes => Layout::default(),
             BlockFormat::Interleaved { .. } => Layout {
-                tile,
                 interleave: Some(BLOCK as u64),
                 ..Layout::default()
             },
             BlockFormat::BitPlanes { .. } => Layout {
-                tile,
+                tile: vec![1, BLOCK as u64],
                 bit_planes: true,
                 ..Layout::default()
             },
         }
-    }
-
-    /// The IR type of the packed scales of a float spec: `[m_pad,
-    /// groups_pad]` in the scale type with `tile = 8x16` (see the module
-    /// docs), padding scales code 0.
-    pub fn packed_scale_type(&self) -> TensorType {
-        TensorType::new(
-            vec![self.m_pad() as u64, self.groups_pad() as u64],
-            self.weight.scale,
-        )
-        .with_layout(Layout {
-            tile: vec![FLOAT_PANEL as u64, SCALE_RUN as u64],
-            ..Layout::default()
-        })
     }
 
     /// The IR type of the packed weight: `[m_pad, k_pad]` codes in
@@ -643,9 +595,6 @@ impl GemmSpec {
             // for the zero-point correction).
             return self.m_pad() * (self.row_bytes() + 4);
         }
-        // The m real rows' codes, scales and zero points (not the padding
-        // of the packed scale runs: at most 15 scales a row, which the
-        // kernel loads but which carry no weight).
         let scales = self.m * self.groups_per_row();
         self.m * self.row_bytes()
             + scales * self.scale_bytes()
