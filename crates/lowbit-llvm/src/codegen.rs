@@ -1213,12 +1213,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             // every run missed to DRAM and stalled the k loop. Prefetch the
             // line after this run's (measured best against 128 and 256 bytes:
             // BENCHMARKS.md, "decode layout").
-            for r in 0..rows as usize {
+            for (r, &row) in rows_idx.iter().enumerate() {
                 self.prefetch(row_scales(r)?, SCALE_PREFETCH_BYTES)?;
                 if spec.weight.zero_point {
-                    let row0 = self
-                        .b
-                        .build_int_mul(rows_idx[r], self.i64c(ngroups), "zi")?;
+                    let row0 = self.b.build_int_mul(row, self.i64c(ngroups), "zi")?;
                     let idx = self.b.build_int_add(row0, base, "zi")?;
                     self.prefetch(self.gep(a.z, idx)?, SCALE_PREFETCH_BYTES)?;
                 }
