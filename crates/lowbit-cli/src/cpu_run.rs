@@ -646,6 +646,7 @@ fn map_dequantized(
         act: xt.elem,
         epilogue,
         schedule: IntSchedule::Direct,
+        act_quant: None,
     };
     let weights = PackedWeights::pack(&spec, &qt, &s, z.as_ref()).map_err(|e| e.to_string())?;
     Ok(plain(spec, weights, op, x))

@@ -20,7 +20,7 @@
 //! each call, and equals `Tensor::to_bytes` with the spec's layout.
 
 use crate::error::CpuError;
-use crate::spec::{GemmSpec, PLANE_BLOCK};
+use crate::spec::{GemmSpec, WeightGranularity, BLOCK, INT_PANEL, PLANE_BLOCK};
 use lowbit_ir::{Tensor, TensorType};
 
 /// Weights packed for one kernel spec. The byte buffers' sizes are checked
@@ -91,6 +91,9 @@ impl PackedWeights {
                     "zero points given but the spec has none".into(),
                 ))
             }
+        }
+        if spec.is_blockdot() {
+            return pack_blockdot(spec, weights, scales);
         }
         let ty = spec.packed_weight_type();
         let codes = if ty.shape == weights.shape {
@@ -205,13 +208,18 @@ impl PackedWeights {
         } else {
             spec.m * spec.groups_per_row()
         };
+        let scale_bytes = if spec.is_blockdot() {
+            spec.blockdot_scale_bytes()
+        } else {
+            nscales * spec.scale_bytes()
+        };
         let checks = [
             (
                 "weight codes (bytes)",
                 spec.m_pad() * spec.row_bytes(),
                 codes.len(),
             ),
-            ("scales (bytes)", nscales * spec.scale_bytes(), scales.len()),
+            ("scales (bytes)", scale_bytes, scales.len()),
             (
                 "zero points (bytes)",
                 if spec.weight.zero_point { nscales } else { 0 },
@@ -295,6 +303,47 @@ impl PackedWeights {
         let per_row = self.row_offsets.len().max(self.row_sums.len());
         self.codes.len() + self.scales.len() + self.zero_points.len() + 4 * per_row
     }
+}
+
+/// Block-dot weights (`i4` codes `[m, k]`, f16 scales `[m, ceil(k / g)]`):
+/// codes as `u4` `c ^ 8` (the value plus 8) in the W4A8 panel layout on
+/// `[m_pad, k_pad]`, padded with value 0 (code 8); scales re-laid out per
+/// 16-row panel and 32-element block, `[m_pad / 16, k_pad / 32, 16]` f16
+/// (the block's group scale; 0 for padding rows), so a panel's scales for
+/// one block are one 32-byte load.
+fn pack_blockdot(
+    spec: &GemmSpec,
+    weights: &Tensor,
+    scales: &Tensor,
+) -> Result<PackedWeights, CpuError> {
+    let (m, k, m_pad, k_pad) = (spec.m, spec.k, spec.m_pad(), spec.k_pad());
+    let mut padded = vec![8u64; m_pad * k_pad];
+    for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
+        for (d, &c) in dst.iter_mut().zip(src) {
+            *d = (c & 0xF) ^ 8;
+        }
+    }
+    let ty = spec.packed_weight_type();
+    let codes = Tensor::new(ty.elem, ty.shape.clone(), padded)
+        .map_err(CpuError::BadWeights)?
+        .to_bytes(&ty.layout);
+    let blocks = k_pad / BLOCK;
+    let per_group = match spec.weight.granularity {
+        WeightGranularity::Group(g) => g / BLOCK,
+        WeightGranularity::PerChannel => blocks,
+    };
+    let groups = spec.groups_per_row();
+    let mut out = vec![0u8; spec.blockdot_scale_bytes()];
+    for r in 0..m {
+        let (panel, lane) = (r / INT_PANEL, r % INT_PANEL);
+        for b in 0..blocks {
+            let g = (b / per_group).min(groups - 1);
+            let code = scales.codes[r * groups + g] as u16;
+            let at = ((panel * blocks + b) * INT_PANEL + lane) * 2;
+            out[at..at + 2].copy_from_slice(&code.to_le_bytes());
+        }
+    }
+    PackedWeights::from_raw(spec, codes, out, Vec::new())
 }
 
 /// The wrapping `i32` sum of each padded row of W8A8/W4A8 codes packed in

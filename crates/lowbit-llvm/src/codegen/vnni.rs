@@ -296,7 +296,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 
     /// The low (`high = false`) or high nibbles of 64 packed bytes as bytes:
     /// sign-extended for `i4`, zero-extended for `u4`.
-    fn nibbles(
+    pub(super) fn nibbles(
         &self,
         raw: VectorValue<'ctx>,
         high: bool,
@@ -354,7 +354,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// 4 bytes at `p` repeated over 64 (one `vpbroadcastd`).
-    fn broadcast4(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+    pub(super) fn broadcast4(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
         let v16 = self.i32t.vec_type(PANEL);
         let d = self.load(self.i32t, p, 1)?.into_int_value();
         let one = self
@@ -372,7 +372,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// `acc + dot4(x, w)` per 32-bit lane: 4 unsigned bytes of `x` times 4
     /// signed bytes of `w`, wrapping like `vpdpbusd` (which it is, with
     /// AVX-512 VNNI).
-    fn dot_u8s8(
+    pub(super) fn dot_u8s8(
         &self,
         acc: VectorValue<'ctx>,
         x: VectorValue<'ctx>,
@@ -504,7 +504,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 
     /// Stores lanes `lanes.0..lanes.1` of `v` to `p[lane]`: one vector
     /// store when that is all of them, else lane by lane through `scratch`.
-    fn store_lanes(
+    pub(super) fn store_lanes(
         &self,
         f: FunctionValue<'ctx>,
         scratch: PointerValue<'ctx>,
