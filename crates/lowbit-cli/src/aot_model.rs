@@ -124,6 +124,12 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
 /// requantize epilogue (the `quantize` the JIT runs on the interpreter)
 /// only in the form [`quantize_form`] takes.
 fn aot_supports(p: &Plan) -> Result<(), String> {
+    if p.spec.is_blockdot() {
+        return Err(
+            "compiled libraries do not quantize activations per call yet (the quantize-activations form runs with --backend cpu)"
+                .into(),
+        );
+    }
     if let Some((kind, _)) = &p.quantize {
         quantize_form(kind)?;
     }

@@ -45,8 +45,8 @@ use lowbit::ir::{
 };
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::{
-    compile, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights, Requant,
-    TensorScale, WeightGranularity, WeightSpec,
+    compile, ActQuant, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights,
+    Requant, TensorScale, WeightGranularity, WeightSpec,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -593,6 +593,11 @@ fn map_dequantized(
     tensor_scale: Option<TensorScale>,
 ) -> Result<Plan, String> {
     let x = f.op(op).operands[0];
+    // The opt-in quantized activation (`quantize-activations`): the
+    // block-dot kernel takes the float activation and quantizes it itself,
+    // when the weights suit it; otherwise the float kernel multiplies the
+    // dequantized activation (the graph's value) exactly as any other.
+    let quantized = quantized_activation(f, x);
     let xt = f.ty(x);
     if ![ElemType::F32, ElemType::F16, ElemType::BF16].contains(&xt.elem) {
         return Err(format!(
@@ -648,8 +653,60 @@ fn map_dequantized(
         schedule: IntSchedule::Direct,
         act_quant: None,
     };
+    if let Some(x0) = quantized {
+        let bd = GemmSpec {
+            act_quant: Some(ActQuant::I8_32),
+            ..spec.clone()
+        };
+        if bd.check("host").is_ok() {
+            let weights =
+                PackedWeights::pack(&bd, &qt, &s, z.as_ref()).map_err(|e| e.to_string())?;
+            return Ok(plain(bd, weights, op, x0));
+        }
+    }
     let weights = PackedWeights::pack(&spec, &qt, &s, z.as_ref()).map_err(|e| e.to_string())?;
     Ok(plain(spec, weights, op, x))
+}
+
+/// If `x` is `dequantize(quantize(x0, s), s)` with `s = absmax_scale(x0)
+/// {block = 32, qmax = 127}`, both blocked by 32 along the last axis, the
+/// quantize to `i8`, nearest-even and saturating, without zero points,
+/// and `x0` is `f32`: the form `quantize-activations {bits=8 block=32}`
+/// writes, which the block-dot kernel computes from `x0` (its activation
+/// codes are the interpreter's bit for bit). Returns `x0`.
+fn quantized_activation(f: &Function, x: Value) -> Option<Value> {
+    let deq = f.op(f.def_op(x)?);
+    let OpKind::Dequantize { granularity } = &deq.kind else {
+        return None;
+    };
+    let (&[qv, sv], rank) = (&deq.operands[..], f.ty(x).rank()) else {
+        return None;
+    };
+    let blocked = Granularity::Blocked {
+        blocks: vec![(rank.checked_sub(1)? as u32, 32)],
+    };
+    let quant = f.op(f.def_op(qv)?);
+    let scale = f.op(f.def_op(sv)?);
+    let ok = *granularity == blocked
+        && f.ty(x).elem == ElemType::F32
+        && f.ty(qv).elem == ElemType::I8
+        && quant.kind
+            == OpKind::Quantize {
+                granularity: blocked,
+                rounding: Rounding::NearestEven,
+                saturate: true,
+                stochastic: None,
+            }
+        && quant.operands.len() == 2
+        && quant.operands[1] == sv
+        && scale.kind
+            == OpKind::AbsMaxScale {
+                block: 32,
+                qmax: 127,
+            }
+        && scale.operands[0] == quant.operands[0]
+        && f.ty(quant.operands[0]).elem == ElemType::F32;
+    ok.then_some(quant.operands[0])
 }
 
 /// Ops that may follow a matmul into one kernel, outermost first

@@ -86,6 +86,9 @@ fn awkward_values(rng: &mut Rng, len: usize) -> Vec<f32> {
                 }
             }
             2 => (rng.unit() as f32 - 0.5) * 1e-38,
+            // Scale 1 (the block starts with 127) and half-integers:
+            // ties, rounded to even.
+            3 if i % 32 == 0 => 127.0,
             3 => ((rng.next() % 255) as f32 - 127.0) * 0.5,
             4 => (rng.unit() as f32 - 0.5) * 3e38,
             _ => (rng.unit() as f32 - 0.5) * 4.0,
