@@ -1685,6 +1685,30 @@ mod tests {
     }
 
     #[test]
+    fn absmax_scale_attributes_must_be_positive() {
+        let parts = |b: i64, q: Option<i64>| {
+            let mut v = vec![("block".to_string(), Attr::Int(b))];
+            if let Some(q) = q {
+                v.push(("qmax".to_string(), Attr::Int(q)));
+            }
+            OpKind::from_parts("absmax_scale", v)
+        };
+        assert_eq!(
+            parts(32, Some(127)),
+            Ok(OpKind::AbsMaxScale {
+                block: 32,
+                qmax: 127
+            })
+        );
+        let e = parts(0, Some(127)).unwrap_err();
+        assert!(e.contains("'block' must be positive, not 0"), "{e}");
+        let e = parts(32, Some(-1)).unwrap_err();
+        assert!(e.contains("'qmax' must be positive, not -1"), "{e}");
+        let e = parts(32, None).unwrap_err();
+        assert!(e.contains("needs a 'qmax' attribute"), "{e}");
+    }
+
+    #[test]
     fn bad_attributes_are_named() {
         let e = OpKind::from_parts("relu", vec![("axis".into(), Attr::Int(1))]).unwrap_err();
         assert!(e.contains("no attribute 'axis'"), "{e}");
