@@ -27,6 +27,8 @@
 //! (`cc`, or `$CC`). A `qmatmul` requantize epilogue (which the JIT runs
 //! on the interpreter) is C in the driver when it is nearest-even,
 //! saturating, per tensor or per output column, to `u8`/`i8`/`i32`.
+//! The `quantize-activations` form (block-dot kernel) quantizes each
+//! activation row per 32-block in the driver, bit for bit as the JIT path.
 //! Limits: only the module's first function; not other requantize
 //! forms. Any other op, or a matmul that maps onto no kernel, is
 //! refused, naming the op and why, and nothing is written.
@@ -124,12 +126,6 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
 /// requantize epilogue (the `quantize` the JIT runs on the interpreter)
 /// only in the form [`quantize_form`] takes.
 fn aot_supports(p: &Plan) -> Result<(), String> {
-    if p.spec.is_blockdot() {
-        return Err(
-            "compiled libraries do not quantize activations per call yet (the quantize-activations form runs with --backend cpu)"
-                .into(),
-        );
-    }
     if let Some((kind, _)) = &p.quantize {
         quantize_form(kind)?;
     }
@@ -252,7 +248,45 @@ impl Gen<'_> {
             )
         })?;
         let w = self.data(p.weights.codes().to_vec());
-        let call = if !spec.is_integer() {
+        let call = if spec.is_blockdot() {
+            // The quantize-activations form: each row quantized per
+            // 32-block as `lowbit_llvm::actquant` does (and the
+            // interpreter's absmax_scale + quantize): max|x| from the
+            // sign-cleared bits (NaN above 0x7f800000), the scale and the
+            // quotient divided in f32, NaN quotients to 0, others clamped
+            // to [-128, 127] and rounded to even by adding and subtracting
+            // 1.5 * 2^23; zeros past k. The kernel takes the codes, the
+            // block scales and -8 * the block sums (its weights are w + 8).
+            if xe != ElemType::F32 {
+                return Err(format!(
+                    "unsupported: {}: quantized activations must be f32, not {xe}",
+                    label(f, p.op)
+                ));
+            }
+            let nb = k_pad / 32;
+            let xq = self.alloc(n * k_pad as u64, "int8_t");
+            let xs = self.alloc(n * nb as u64, "float");
+            let corr = self.alloc(n * nb as u64, "int32_t");
+            let _ = writeln!(
+                self.body,
+                "  for (size_t r = 0; r < {n}; r++) for (size_t b = 0; b < {nb}; b++) {{
+    size_t j0 = b * 32, j1 = j0 + 32 < {k} ? j0 + 32 : {k};
+    uint32_t top = 0;
+    for (size_t j = j0; j < j1; j++) {{ uint32_t u; memcpy(&u, &{x}[r * {k} + j], 4); u &= 0x7fffffffu; if (u > top) top = u; }}
+    if (top > 0x7f800000u) top = 0x7fc00000u;
+    float amax, s; memcpy(&amax, &top, 4); s = amax / 127.0f;
+    int32_t sum = 0;
+    for (size_t j = j0; j < j1; j++) {{
+      float t = {x}[r * {k} + j] / s; int32_t q = 0;
+      if (t == t) {{ if (t < -128.0f) t = -128.0f; if (t > 127.0f) t = 127.0f; q = (int32_t)((t + 12582912.0f) - 12582912.0f); }}
+      {xq}[r * {k_pad} + j] = (int8_t)q; sum += q;
+    }}
+    {xs}[r * {nb} + b] = s; {corr}[r * {nb} + b] = -8 * sum;
+  }}"
+            );
+            let s = self.data(p.weights.scales().to_vec());
+            format!("{xq}, {w}, {s}, {xs}, {corr}")
+        } else if !spec.is_integer() {
             let s = self.data(p.weights.scales().to_vec());
             let z = if p.weights.zero_points().is_empty() {
                 "NULL".to_string()

@@ -157,7 +157,14 @@ fn check_case(rng: &mut Rng, m: usize, k: usize, n: usize, dim: Dim, threads: us
     )
     .unwrap();
     let svals: Vec<f64> = (0..m * groups)
-        .map(|_| (0.01 + 0.2 * rng.unit()) * if rng.next().is_multiple_of(5) { -1.0 } else { 1.0 })
+        .map(|_| {
+            (0.01 + 0.2 * rng.unit())
+                * if rng.next().is_multiple_of(5) {
+                    -1.0
+                } else {
+                    1.0
+                }
+        })
         .collect();
     let scales = Tensor::from_f64(ElemType::F16, vec![m as u64, groups as u64], &svals).unwrap();
     let x: Vec<f32> = (0..n * k)
