@@ -60,8 +60,15 @@ fn quantize_row_body(x: &[f32], codes: &mut [i8], scales: &mut [f32], correction
         for (d, &v) in codes[b * BLOCK..].iter_mut().zip(xb) {
             let t = v / scale;
             // NaN quotients (0/0, inf/inf, NaN) give the zero point 0.
-            let r = (t.clamp(-128.0, 127.0) + ROUND) - ROUND;
-            let q = if t.is_nan() { 0 } else { r as i32 };
+            let r = if t.is_nan() {
+                0.0
+            } else {
+                (t.clamp(-128.0, 127.0) + ROUND) - ROUND
+            };
+            // SAFETY: `r` is an integer in [-128, 127] (finite, in range),
+            // so the unchecked conversion is exact; it vectorizes where the
+            // saturating `as` does not.
+            let q: i32 = unsafe { r.to_int_unchecked() };
             sum += q;
             *d = q as i8;
         }
