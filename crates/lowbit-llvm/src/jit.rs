@@ -439,7 +439,12 @@ impl GemmKernel {
                     "the block-dot kernel quantizes f32 activations".into(),
                 ));
             };
-            let q = crate::actquant::quantize_activations(spec, v, n, threads.max(1));
+            let qt = if threads == 0 {
+                std::thread::available_parallelism().map_or(1, |t| t.get())
+            } else {
+                threads
+            };
+            let q = crate::actquant::quantize_activations(spec, v, n, qt);
             self.launch(
                 [
                     q.codes.as_ptr() as usize,
