@@ -318,7 +318,13 @@ impl fmt::Display for GemmSpec {
             self.act
         )?;
         if let Some(q) = self.act_quant {
-            write!(f, " quantized to i{} per {}-block", q.bits, q.block)?;
+            write!(
+                f,
+                " quantized to i{} per {}-block, weights packed as w + 8: {}",
+                q.bits,
+                q.block,
+                self.packed_weight_type()
+            )?;
         }
         if let Some(t) = self.weight.tensor_scale {
             write!(f, " *{}", t.value())?;
