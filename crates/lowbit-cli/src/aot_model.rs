@@ -256,7 +256,8 @@ impl Gen<'_> {
             // quotient divided in f32, NaN quotients to 0, others clamped
             // to [-128, 127] and rounded to even by adding and subtracting
             // 1.5 * 2^23; zeros past k. The kernel takes the codes, the
-            // block scales and -8 * the block sums (its weights are w + 8).
+            // block scales and -offset * the block sums (its weights are
+            // w + offset: 8 for i4, 128 for i8).
             if xe != ElemType::F32 {
                 return Err(format!(
                     "unsupported: {}: quantized activations must be f32, not {xe}",
@@ -264,6 +265,7 @@ impl Gen<'_> {
                 ));
             }
             let nb = k_pad / 32;
+            let offset = spec.blockdot_offset();
             let xq = self.alloc(n * k_pad as u64, "int8_t");
             let xs = self.alloc(n * nb as u64, "float");
             let corr = self.alloc(n * nb as u64, "int32_t");
@@ -281,7 +283,7 @@ impl Gen<'_> {
       if (t == t) {{ if (t < -128.0f) t = -128.0f; if (t > 127.0f) t = 127.0f; q = (int32_t)((t + 12582912.0f) - 12582912.0f); }}
       {xq}[r * {k_pad} + j] = (int8_t)q; sum += q;
     }}
-    {xs}[r * {nb} + b] = s; {corr}[r * {nb} + b] = -8 * sum;
+    {xs}[r * {nb} + b] = s; {corr}[r * {nb} + b] = -{offset} * sum;
   }}"
             );
             let s = self.data(p.weights.scales().to_vec());

@@ -52,7 +52,8 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
   --act-quant i8:32  opt-in (the IR's quantize-activations pass): f32
                    activations are quantized per call to i8 per 32-block
                    (scale max|x|/127) and multiplied with vpdpbusd; i4
-                   weights, --group 32 (or a multiple), f16 scales. Not
+                   or i8 weights, --group 32 (or a multiple), f16
+                   scales. Not
                    the exact f32 product: measured against the int8 VNNI
                    peak, and the per-call quantization time is printed
                    (act_pack_seconds; the median includes it)

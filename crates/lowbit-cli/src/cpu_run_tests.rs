@@ -635,17 +635,19 @@ fn transposed_constants_match_decode_then_transpose() {
     }
 }
 
-/// `matmul(x[n, k], dequantize(w i4 [k, m], s f16 [ceil(k/32), m]))` after
-/// the `pipeline` (a `quantize-activations` form), with its input.
+/// `matmul(x[n, k], dequantize(w [k, m], s f16 [ceil(k/32), m]))` (`w` of
+/// type `wt`) after the `pipeline` (a `quantize-activations` form), with
+/// its input.
 fn act_quant_graph(
     rng: &mut Rng,
     (n, k, m): (u64, u64, u64),
+    wt: &str,
     pipeline: &str,
 ) -> (Function, Vec<(String, Tensor)>) {
     let mut f = Function::new("main");
     let x = f.add_param("x", tt(&[n, k], "f32"));
-    let i4: ElemType = "i4".parse().unwrap();
-    let w = Tensor::new(i4, vec![k, m], random_codes(rng, i4, (k * m) as usize)).unwrap();
+    let we: ElemType = wt.parse().unwrap();
+    let w = Tensor::new(we, vec![k, m], random_codes(rng, we, (k * m) as usize)).unwrap();
     let sv: Vec<f64> = (0..k.div_ceil(32) * m)
         .map(|_| 0.01 + 0.05 * unit(rng))
         .collect();
@@ -681,7 +683,12 @@ fn act_quant_graph(
 #[test]
 fn quantized_activations_run_on_the_block_dot_kernel() {
     let mut rng = Rng::new(41);
-    for (n, k, m) in [(1, 45, 21), (3, 100, 16), (8, 70, 37), (17, 257, 5)] {
+    for ((n, k, m), wt) in [
+        ((1, 45, 21), "i4"),
+        ((3, 100, 16), "i8"),
+        ((8, 70, 37), "i4"),
+        ((17, 257, 5), "i8"),
+    ] {
         for (pipeline, blockdot) in [
             ("quantize-activations", true),
             // Other block sizes and widths are still the graph's values,
@@ -689,7 +696,7 @@ fn quantized_activations_run_on_the_block_dot_kernel() {
             ("quantize-activations{block=16}", false),
             ("quantize-activations{bits=4}", false),
         ] {
-            let (f, inputs) = act_quant_graph(&mut rng, (n, k, m), pipeline);
+            let (f, inputs) = act_quant_graph(&mut rng, (n, k, m), wt, pipeline);
             let (cpu, want) = both(&f, &inputs);
             let summary = cpu.summary();
             assert_eq!(
@@ -700,9 +707,10 @@ fn quantized_activations_run_on_the_block_dot_kernel() {
             assert!(!summary.contains("not on a CPU kernel"), "{summary}");
             let (got, want) = (cpu.outputs[0].1.to_f64(), want[0].1.to_f64());
             // Both bounds (block-dot and float) are below
-            // (k_pad/16 + 8) 2^-24 sum|x̂ w|, and sum|x̂ w| <= k * 2 * 8 * 0.06.
+            // (k_pad/16 + 8) 2^-24 sum|x̂ w|, and sum|x̂ w| <= k * 2 * wmax * 0.06.
+            let wmax = if wt == "i8" { 128.0 } else { 8.0 };
             let bound =
-                ((k.div_ceil(16) + 8) as f64) * 2f64.powi(-24) * (k as f64 * 2.0 * 8.0 * 0.06);
+                ((k.div_ceil(16) + 8) as f64) * 2f64.powi(-24) * (k as f64 * 2.0 * wmax * 0.06);
             for (g, w) in got.iter().zip(&want) {
                 assert!(
                     (g - w).abs() <= bound,

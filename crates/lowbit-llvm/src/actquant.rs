@@ -33,8 +33,8 @@ pub struct QuantizedActs {
     pub codes: Vec<i8>,
     /// `f32 [n, k_pad / 32]` block scales (0 for blocks past `k`).
     pub scales: Vec<f32>,
-    /// `i32 [n, k_pad / 32]`: `-8 · Σ codes` of each block (the packed
-    /// weights are `w + 8`).
+    /// `i32 [n, k_pad / 32]`: `-offset · Σ codes` of each block (the
+    /// packed weights are `w + offset`, [`GemmSpec::blockdot_offset`]).
     pub corrections: Vec<i32>,
 }
 
@@ -44,7 +44,13 @@ pub struct QuantizedActs {
 /// (which order like the magnitudes, NaN patterns above infinity's), so a
 /// block holds a NaN exactly when that maximum exceeds `0x7f80_0000`.
 #[inline(always)]
-fn quantize_row_body(x: &[f32], codes: &mut [i8], scales: &mut [f32], corrections: &mut [i32]) {
+fn quantize_row_body(
+    x: &[f32],
+    offset: i32,
+    codes: &mut [i8],
+    scales: &mut [f32],
+    corrections: &mut [i32],
+) {
     for (b, xb) in x.chunks(BLOCK).enumerate() {
         let top = xb
             .iter()
@@ -73,7 +79,7 @@ fn quantize_row_body(x: &[f32], codes: &mut [i8], scales: &mut [f32], correction
             *d = q as i8;
         }
         scales[b] = scale;
-        corrections[b] = -8 * sum;
+        corrections[b] = -offset * sum;
     }
 }
 
@@ -85,23 +91,27 @@ fn quantize_row_body(x: &[f32], codes: &mut [i8], scales: &mut [f32], correction
 #[target_feature(enable = "avx2,fma")]
 unsafe fn quantize_row_avx2(
     x: &[f32],
+    offset: i32,
     codes: &mut [i8],
     scales: &mut [f32],
     corrections: &mut [i32],
 ) {
-    quantize_row_body(x, codes, scales, corrections)
+    quantize_row_body(x, offset, codes, scales, corrections)
 }
 
 /// One row, with the widest vector code the host runs.
-fn quantize_row(x: &[f32], codes: &mut [i8], scales: &mut [f32], corrections: &mut [i32]) {
+fn quantize_row(x: &[f32], offset: i32, (codes, scales, corrections): RowBufs) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the features were just detected.
-        unsafe { quantize_row_avx2(x, codes, scales, corrections) };
+        unsafe { quantize_row_avx2(x, offset, codes, scales, corrections) };
         return;
     }
-    quantize_row_body(x, codes, scales, corrections)
+    quantize_row_body(x, offset, codes, scales, corrections)
 }
+
+/// One row's output buffers: codes, scales, corrections.
+type RowBufs<'b> = (&'b mut [i8], &'b mut [f32], &'b mut [i32]);
 
 /// One row's output slices.
 type RowOut<'a> = (&'a [f32], &'a mut [i8], &'a mut [f32], &'a mut [i32]);
@@ -112,6 +122,7 @@ type RowOut<'a> = (&'a [f32], &'a mut [i8], &'a mut [f32], &'a mut [i32]);
 pub fn quantize_activations(spec: &GemmSpec, x: &[f32], n: usize, threads: usize) -> QuantizedActs {
     let (k, k_pad) = (spec.k, spec.k_pad());
     let nb = k_pad / BLOCK;
+    let offset = spec.blockdot_offset();
     let mut out = QuantizedActs {
         codes: vec![0; n * k_pad],
         scales: vec![0.0; n * nb],
@@ -129,7 +140,7 @@ pub fn quantize_activations(spec: &GemmSpec, x: &[f32], n: usize, threads: usize
     // saves.
     if threads <= 1 || n < 2 || n * k < (1 << 16) {
         for (xr, c, s, o) in rows {
-            quantize_row(xr, c, s, o);
+            quantize_row(xr, offset, (c, s, o));
         }
         return out;
     }
@@ -142,7 +153,7 @@ pub fn quantize_activations(spec: &GemmSpec, x: &[f32], n: usize, threads: usize
         // out once), so the lock is never contended.
         let row = slot.lock().ok().and_then(|mut g| g.take());
         if let Some((xr, c, s, o)) = row {
-            quantize_row(xr, c, s, o);
+            quantize_row(xr, offset, (c, s, o));
         }
     };
     crate::pool::run_on(threads.min(n), &work);

@@ -305,9 +305,10 @@ impl PackedWeights {
     }
 }
 
-/// Block-dot weights (`i4` codes `[m, k]`, f16 scales `[m, ceil(k / g)]`):
-/// codes as `u4` `c ^ 8` (the value plus 8) in the W4A8 panel layout on
-/// `[m_pad, k_pad]`, padded with value 0 (code 8); scales re-laid out per
+/// Block-dot weights (`i4` or `i8` codes `[m, k]`, f16 scales
+/// `[m, ceil(k / g)]`): codes as `u4` `c ^ 8` (the value plus 8) in the
+/// W4A8 panel layout, or `u8` `c ^ 0x80` in the W8A8 one, on
+/// `[m_pad, k_pad]`, padded with value 0; scales re-laid out per
 /// 16-row panel and 32-element block, `[m_pad / 16, k_pad / 32, 16]` f16
 /// (the block's group scale; 0 for padding rows), so a panel's scales for
 /// one block are one 32-byte load.
@@ -317,10 +318,14 @@ fn pack_blockdot(
     scales: &Tensor,
 ) -> Result<PackedWeights, CpuError> {
     let (m, k, m_pad, k_pad) = (spec.m, spec.k, spec.m_pad(), spec.k_pad());
-    let mut padded = vec![8u64; m_pad * k_pad];
+    // Two's complement plus the offset is the code with its top bit
+    // flipped; padding holds the value 0 (the offset itself).
+    let offset = spec.blockdot_offset() as u64;
+    let mask = spec.weight.dtype.code_mask();
+    let mut padded = vec![offset; m_pad * k_pad];
     for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
         for (d, &c) in dst.iter_mut().zip(src) {
-            *d = (c & 0xF) ^ 8;
+            *d = (c & mask) ^ offset;
         }
     }
     let ty = spec.packed_weight_type();

@@ -320,9 +320,10 @@ impl fmt::Display for GemmSpec {
         if let Some(q) = self.act_quant {
             write!(
                 f,
-                " quantized to i{} per {}-block, weights packed as w + 8: {}",
+                " quantized to i{} per {}-block, weights packed as w + {}: {}",
                 q.bits,
                 q.block,
+                self.blockdot_offset(),
                 self.packed_weight_type()
             )?;
         }
@@ -363,7 +364,8 @@ impl GemmSpec {
     }
 
     /// A q4_0 x q8_0 block-dot spec ([`ActQuant::I8_32`]): `i4` weights
-    /// in groups of 32 with f16 scales, f32 activations quantized per call.
+    /// in groups of 32 with f16 scales, f32 activations quantized per call
+    /// (set `weight.dtype` to `i8` for q8_0 weights).
     pub fn blockdot(m: usize, k: usize, n: Dim) -> GemmSpec {
         GemmSpec {
             act_quant: Some(ActQuant::I8_32),
@@ -375,6 +377,17 @@ impl GemmSpec {
     /// call (see [`ActQuant`]).
     pub fn is_blockdot(&self) -> bool {
         self.act_quant.is_some()
+    }
+
+    /// Block-dot path: what the packed weight codes add to each weight
+    /// (they are the unsigned operand of `vpdpbusd`): 8 for `i4`, 128 for
+    /// `i8`. The kernel takes `offset · Σ q_x` back off each block.
+    pub fn blockdot_offset(&self) -> i32 {
+        if self.weight.dtype.bits() == 8 {
+            128
+        } else {
+            8
+        }
     }
 
     /// Whether this is the integer path: integer activations, exact `i32`
@@ -616,15 +629,16 @@ impl GemmSpec {
     /// The IR type of the packed weight: `[m_pad, k_pad]` codes in
     /// [`GemmSpec::packed_layout`].
     /// Block-dot specs store `i4` codes as `u4` with an offset of 8 (code
-    /// `c ^ 8`, the unsigned operand of `vpdpbusd`): the weight is
-    /// `dequantize(u4, s, zero_point = 8)`.
+    /// `c ^ 8`) and `i8` codes as `u8` with an offset of 128 (`c ^ 0x80`),
+    /// the unsigned operand of `vpdpbusd`: the weight is
+    /// `dequantize(u4, s, zero_point = 8)` (`u8`, 128).
     pub fn packed_weight_type(&self) -> TensorType {
         TensorType::new(
             vec![self.m_pad() as u64, self.k_pad() as u64],
-            if self.is_blockdot() {
-                U4
-            } else {
-                self.weight.dtype
+            match (self.is_blockdot(), self.weight.dtype.bits()) {
+                (true, 8) => ElemType::U8,
+                (true, _) => U4,
+                _ => self.weight.dtype,
             },
         )
         .with_layout(self.packed_layout())
@@ -688,9 +702,9 @@ impl GemmSpec {
                 self.act
             ));
         }
-        if self.weight.dtype != I4 {
+        if ![I4, ElemType::I8].contains(&self.weight.dtype) {
             return u(format!(
-                "the block-dot kernel takes i4 weights (q4_0), not {}",
+                "the block-dot kernel takes i4 (q4_0) or i8 (q8_0) weights, not {}",
                 self.weight.dtype
             ));
         }

@@ -4,7 +4,8 @@
 //! result is within the bound `codegen/blockdot.rs` declares of the
 //! interpreter's `matmul(dequantize(q_x, s_x), transpose(dequantize(w,
 //! s_w)))`, on random ragged shapes (n = 1, 3, 8, 17; m not a multiple of
-//! 16; k not a multiple of 32), on 1 and 2 threads, static and dynamic n.
+//! 16; k not a multiple of 32), `i4` and `i8` weights, on 1 and 2 threads,
+//! static and dynamic n.
 
 use lowbit_interp::eval_op;
 use lowbit_ir::{Granularity, OpKind, Overflow, Tensor, TensorType};
@@ -147,13 +148,15 @@ fn activation_codes_and_scales_equal_the_interpreter() {
 }
 
 /// Runs one random case through the kernel and the interpreter.
-fn check_case(rng: &mut Rng, m: usize, k: usize, n: usize, dim: Dim, threads: usize) {
-    let spec = GemmSpec::blockdot(m, k, dim);
+fn check_case(rng: &mut Rng, m: usize, k: usize, n: usize, dim: Dim, threads: usize, wdt: &str) {
+    let mut spec = GemmSpec::blockdot(m, k, dim);
+    spec.weight.dtype = t(wdt);
     let groups = k.div_ceil(32);
+    let mask = spec.weight.dtype.code_mask();
     let wq = Tensor::new(
-        t("i4"),
+        spec.weight.dtype,
         vec![m as u64, k as u64],
-        (0..m * k).map(|_| rng.next() & 0xF).collect(),
+        (0..m * k).map(|_| rng.next() & mask).collect(),
     )
     .unwrap();
     let svals: Vec<f64> = (0..m * groups)
@@ -232,7 +235,7 @@ fn check_case(rng: &mut Rng, m: usize, k: usize, n: usize, dim: Dim, threads: us
             let (got, want) = (f64::from(y[c * m + r]), y_ref[c * m + r]);
             assert!(
                 (got - want).abs() <= factor * mag,
-                "m={m} k={k} n={n} {dim:?} threads={threads}: y[{c}, {r}] = {got}, interpreter {want}, bound {}",
+                "{wdt} m={m} k={k} n={n} {dim:?} threads={threads}: y[{c}, {r}] = {got}, interpreter {want}, bound {}",
                 factor * mag
             );
         }
@@ -250,10 +253,13 @@ fn kernel_is_within_the_bound_on_ragged_shapes() {
         (16, 64, 8),
         (70, 31, 1),
     ] {
-        for threads in [1, 2] {
-            check_case(&mut rng, m, k, n, Dim::Static(n), threads);
+        // q4_0-style i4 weights and q8_0-style i8 weights.
+        for wt in ["i4", "i8"] {
+            for threads in [1, 2] {
+                check_case(&mut rng, m, k, n, Dim::Static(n), threads, wt);
+            }
+            check_case(&mut rng, m, k, n, Dim::Dynamic, 2, wt);
         }
-        check_case(&mut rng, m, k, n, Dim::Dynamic, 2);
     }
 }
 
@@ -312,9 +318,9 @@ fn unsupported_block_dot_specs_say_why() {
     let e = spec.check("host").unwrap_err().to_string();
     assert!(e.contains("f16 weight scales"), "{e}");
     let mut spec = GemmSpec::blockdot(16, 64, Dim::Dynamic);
-    spec.weight.dtype = t("i8");
+    spec.weight.dtype = t("u4");
     let e = spec.check("host").unwrap_err().to_string();
-    assert!(e.contains("i4 weights"), "{e}");
+    assert!(e.contains("i4 (q4_0) or i8 (q8_0) weights"), "{e}");
     let mut spec = GemmSpec::blockdot(16, 64, Dim::Dynamic);
     spec.act_quant = Some(lowbit_llvm::ActQuant { bits: 4, block: 32 });
     let e = spec.check("host").unwrap_err().to_string();

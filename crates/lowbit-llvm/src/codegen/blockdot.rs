@@ -1,10 +1,12 @@
-//! The block-dot kernel: `q4_0` weights times activations quantized per
-//! call to `i8` per 32-block (the IR's `quantize-activations` form, see
+//! The block-dot kernel: `q4_0` (or `q8_0`) weights times activations
+//! quantized per call to `i8` per 32-block (the IR's `quantize-activations` form, see
 //! [`crate::spec::ActQuant`]), with an exact `i32` dot product per block
 //! and an `f32` sum over blocks.
 //!
 //! Weights come in the W4A8 panel layout (`tile = 16x8, interleave = 8`,
-//! `spec.rs`) as `u4` codes `w + 8`, and one f16 scale per row and block
+//! `spec.rs`) as `u4` codes `w + 8` (`i8` weights: the W8A8 layout,
+//! `tile = 16x4`, as `u8` codes `w + 128`, no unpacking), and one f16
+//! scale per row and block
 //! laid out `[panel, block, 16]` (`pack.rs`). Per 16-row panel and
 //! 32-element block the tile loads the block's 256 code bytes (4 vectors),
 //! splits low and high nibbles into 8 unsigned byte vectors (16 rows x one
@@ -12,8 +14,9 @@
 //! activation column, `vpdpbusd` (unsigned weights x signed activation
 //! bytes, each column's 4 bytes broadcast) sums the block into 16 `i32`
 //! lanes — one per output row — starting from the column's block
-//! correction `-8 · Σ q_x` (which takes the `+8` of the codes back off), so
-//! the lane holds the exact `Σ q_x · q_w` (at most 32·128·8 in magnitude).
+//! correction `-offset · Σ q_x` (which takes the `+8` or `+128` of the
+//! codes back off), so the lane holds the exact `Σ q_x · q_w` (at most
+//! 32·128·128 in magnitude, exact in `f32`).
 //! It becomes `f32` exactly and is fused into the column's `f32`
 //! accumulator as `acc += float(dot) · (s_w · s_x)`.
 //!
@@ -42,7 +45,7 @@
 //! the dequantized activation (`spec.rs`, tested in
 //! `tests/blockdot.rs`).
 //!
-//! Limits: `i4` weights in groups of a multiple of 32 with f16 scales,
+//! Limits: `i4` or `i8` weights in groups of a multiple of 32 with f16 scales,
 //! `f32` activations, no epilogue; without AVX-512 VNNI `vpdpbusd` is
 //! emulated (exact, slower).
 
@@ -114,6 +117,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let k_pad = spec.k_pad() as u64;
         let blocks = k_pad / BLOCK as u64;
         let accs = self.zeroed_accs(v16f, cols)?;
+        // Code bytes of one panel and block: 16 rows x 32 k of 4 or 8 bits.
+        let bytes = spec.weight.dtype.bits() == 8;
+        let block_bytes = (PANEL * BLOCK as u32) as u64 * u64::from(spec.weight.dtype.bits()) / 8;
         let scratch = self.b.build_alloca(v16i, "lanes")?;
         // Panel bases: codes (16 rows x k_pad/2 bytes) and scales (16 f16
         // per block).
@@ -144,8 +150,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.emit_range(f, self.i64c(0), self.i64c(blocks), |b| {
             let wb = self.gep(
                 w_panel,
-                self.b
-                    .build_int_mul(b, self.i64c((PANEL * BLOCK as u32 / 2) as u64), "wb")?,
+                self.b.build_int_mul(b, self.i64c(block_bytes), "wb")?,
             )?;
             // Prefetch the code lines PF_DIST ahead (one per 64 bytes of
             // this block's 256): the panel is one sequential stream, but
@@ -157,7 +162,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .and_then(|i| i.get_declaration(self.module, &[self.ptr.into()]))
                 .ok_or_else(|| CpuError::Llvm("llvm.prefetch is not available".into()))?;
             let i32c = |v: u64| self.i32t.const_int(v, false);
-            for line in 0..4 {
+            for line in 0..block_bytes / 64 {
                 // A plain (not inbounds) GEP: the address may lie past
                 // the buffer, which only a prefetch may do.
                 // SAFETY: the pointer is only prefetched, never loaded.
@@ -174,13 +179,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             }
             // 8 k-groups of 4: vector t holds k 8t..8t+4 in its low
             // nibbles and 8t+4..8t+8 in its high ones.
+            // (`u8` codes: vector g holds k 4g..4g+4 as is.)
             let mut groups: Vec<(VectorValue, u64)> = Vec::with_capacity(8);
-            for t in 0..4u64 {
+            for t in 0..block_bytes / 64 {
                 let raw = self
                     .load(v64, self.gep(wb, self.i64c(64 * t))?, 1)?
                     .into_vector_value();
-                groups.push((self.nibbles(raw, false, false)?, 8 * t));
-                groups.push((self.nibbles(raw, true, false)?, 8 * t + 4));
+                if bytes {
+                    groups.push((raw, 4 * t));
+                } else {
+                    groups.push((self.nibbles(raw, false, false)?, 8 * t));
+                    groups.push((self.nibbles(raw, true, false)?, 8 * t + 4));
+                }
             }
             let sp = self.gep(
                 s_panel,

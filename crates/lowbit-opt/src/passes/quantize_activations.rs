@@ -23,9 +23,10 @@
 //! documents of the interpreter's result of the quantized graph.
 //!
 //! Limits: activations of a float type (`f32`, `f16`, `bf16`, ...), `bits`
-//! 2 to 8, `block` at least 1. Only `bits = 8` (any `block`, with `block =
-//! 32` and `i4` weights in groups of 32 for the integer kernel) maps onto a
-//! CPU kernel; other settings run on the interpreter.
+//! 2 to 8, `block` at least 1. With `bits = 8`, `block = 32` and `i4` or
+//! `i8` weights in groups of 32 with f16 scales, `lowbit run --backend
+//! cpu` runs the block-dot kernel; otherwise the float kernels multiply
+//! the dequantized activation (or the interpreter runs it).
 
 use crate::pass::{Pass, PassError, Statistics};
 use crate::registry::{OptionInfo, OptionKind, PassInfo, PassOptions, StatisticInfo};
