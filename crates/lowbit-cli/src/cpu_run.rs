@@ -28,7 +28,15 @@
 //!   62); `b1` × `b1` (the W1A1 popcount kernel); or, for
 //!   `matmul_int {schedule = bit_serial}` and any other 1- to 8-bit integer
 //!   or `b1` weight with 1- to 8-bit integer activations, the bit-serial
-//!   kernel (constant zero points, no epilogue). These are bit-exact.
+//!   kernel (constant zero points, no epilogue). These are bit-exact;
+//! * the opt-in `quantize-activations` form, a float matmul (or `qmatmul`)
+//!   whose activation is `dequantize(quantize(x, s), s)` with
+//!   `s = absmax_scale x {block = 32, qmax = 127}` (to `i8`, nearest-even,
+//!   saturating, blocked by 32 along the last axis): with `i4` or `i8`
+//!   weights in groups of 32 with f16 scales and no epilogue, the block-dot
+//!   kernel takes `x` itself and quantizes it per call exactly as the
+//!   interpreter does (within `codegen/blockdot.rs`'s bound); otherwise the
+//!   float kernels multiply the dequantized activation.
 //!
 //! The weights are packed once, before the run; the dequantized `f32`
 //! weights are never built. [`CpuRun::summary`] lists what ran where and
