@@ -32,6 +32,7 @@ workloads=(
   "q8_0-like n=1|--n 1 --weight i8 --group 32 --scale f16 --act f32"
   "q4_0-like n=8|--n 8 --weight i4 --group 32 --scale f16 --act f32"
   "q8_0-like n=8|--n 8 --weight i8 --group 32 --scale f16 --act f32"
+  "q4_0 x q8_0 act-quant n=8 (opt-in)|--n 8 --weight i4 --group 32 --scale f16 --act f32 --act-quant i8:32"
   "MXFP4 n=1|--n 1 --weight f4E2M1FN --group 32 --scale f8E8M0FNU --act f32"
   "NVFP4 n=1|--n 1 --weight f4E2M1FN --group 16 --scale f8E4M3FN --tensor-scale 0.0125 --act f32"
   "fp8 E4M3 per-channel n=1|--n 1 --weight f8E4M3FN --scale f32 --act f32"

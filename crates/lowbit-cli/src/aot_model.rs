@@ -30,7 +30,9 @@
 //! flipped; `b1` rows packed into bits; bit-serial activations into
 //! bit-planes with their row sums) and calls the kernel on all rows, split
 //! over `lowbit_<name>_set_threads` threads (default 1) in 8-row chunks as
-//! the JIT splits them; it does the ops around them that take a few lines
+//! the JIT splits them (the `quantize-activations` form, block-dot kernel,
+//! quantizes each activation row per 32-block in the driver, bit for bit
+//! as the JIT path); it does the ops around them that take a few lines
 //! — f32 and i32 `add` (same shape, or a broadcast along the last
 //! dimension or a scalar; i32 wrapping or saturating as the op says), f32
 //! and i32 `relu`, `reshape` (an alias) — and is linked with the objects
@@ -394,7 +396,47 @@ impl Gen<'_> {
             )
         })?;
         let w = bufs.codes.clone();
-        let call = if !spec.is_integer() {
+        let call = if spec.is_blockdot() {
+            // The quantize-activations form: each row quantized per
+            // 32-block as `lowbit_llvm::actquant` does (and the
+            // interpreter's absmax_scale + quantize): max|x| from the
+            // sign-cleared bits (NaN above 0x7f800000), the scale and the
+            // quotient divided in f32, NaN quotients to 0, others clamped
+            // to [-128, 127] and rounded to even by adding and subtracting
+            // 1.5 * 2^23; zeros past k. The kernel takes the codes, the
+            // block scales and -offset * the block sums (its weights are
+            // w + offset: 8 for i4, 128 for i8).
+            if xe != ElemType::F32 {
+                return Err(format!(
+                    "unsupported: {}: quantized activations must be f32, not {xe}",
+                    label(f, p.op)
+                ));
+            }
+            let nb = k_pad / 32;
+            let offset = spec.blockdot_offset();
+            let xq = self.alloc(n * k_pad as u64, "int8_t");
+            let xs = self.alloc(n * nb as u64, "float");
+            let corr = self.alloc(n * nb as u64, "int32_t");
+            let _ = writeln!(
+                self.body,
+                "  for (size_t r = 0; r < {n}; r++) for (size_t b = 0; b < {nb}; b++) {{
+    size_t j0 = b * 32, j1 = j0 + 32 < {k} ? j0 + 32 : {k};
+    uint32_t top = 0;
+    for (size_t j = j0; j < j1; j++) {{ uint32_t u; memcpy(&u, &{x}[r * {k} + j], 4); u &= 0x7fffffffu; if (u > top) top = u; }}
+    if (top > 0x7f800000u) top = 0x7fc00000u;
+    float amax, s; memcpy(&amax, &top, 4); s = amax / 127.0f;
+    int32_t sum = 0;
+    for (size_t j = j0; j < j1; j++) {{
+      float t = {x}[r * {k} + j] / s; int32_t q = 0;
+      if (t == t) {{ if (t < -128.0f) t = -128.0f; if (t > 127.0f) t = 127.0f; q = (int32_t)((t + 12582912.0f) - 12582912.0f); }}
+      {xq}[r * {k_pad} + j] = (int8_t)q; sum += q;
+    }}
+    {xs}[r * {nb} + b] = s; {corr}[r * {nb} + b] = -{offset} * sum;
+  }}"
+            );
+            let s = buf(&bufs.scales, "scales")?;
+            format!("{xq}, {w}, {s}, {xs}, {corr}")
+        } else if !spec.is_integer() {
             let s = buf(&bufs.scales, "scales")?;
             let z = bufs
                 .zero_points

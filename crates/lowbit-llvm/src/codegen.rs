@@ -63,6 +63,13 @@
 //! `|x| · 2^-50`); with them the bound above is multiplied by 1.2 (their
 //! largest slope) before that term is added.
 //!
+//! Block-dot specs (`GemmSpec::act_quant`: activations quantized per call
+//! to `i8` per 32-block, the IR's `quantize-activations` form) run the
+//! `vpdpbusd` kernel of `codegen/blockdot.rs`, with its own bound against
+//! the interpreter's result of the quantized graph:
+//! `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * sum_j |x̂_j * w_j|`, `x̂` the
+//! dequantized activation.
+//!
 //! Bit-serial specs (WxAy over bit-planes) and the W1A1 tiles (XOR-popcount
 //! over packed `b1` signs) are emitted by the child module [`bitserial`],
 //! with the same entry-point signature (its docs say what each argument
@@ -106,6 +113,7 @@ const SCALE_RUN: u32 = 16;
 const SCALE_PREFETCH_BYTES: u64 = 64;
 
 mod amx;
+mod blockdot;
 mod vnni;
 
 struct Gen<'a, 'ctx> {
@@ -1497,6 +1505,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     fn emit_kernel(&self) -> Result<(), CpuError> {
+        if self.spec.is_blockdot() {
+            return self.emit_blockdot_kernel();
+        }
         if self.spec.is_vnni() {
             return self.emit_vnni_kernel();
         }

@@ -36,7 +36,7 @@
 //! each call, and equals `Tensor::to_bytes` with the spec's layout.
 
 use crate::error::CpuError;
-use crate::spec::{GemmSpec, PLANE_BLOCK};
+use crate::spec::{GemmSpec, WeightGranularity, BLOCK, INT_PANEL, PLANE_BLOCK};
 use lowbit_ir::{Tensor, TensorType};
 
 /// Weights packed for one kernel spec. The byte buffers' sizes are checked
@@ -201,6 +201,9 @@ impl PackedWeights {
                 ))
             }
         }
+        if spec.is_blockdot() {
+            return pack_blockdot(spec, &|r, c| weights.codes[r * k + c], scales);
+        }
         let ty = spec.packed_weight_type();
         let codes = if ty.shape == weights.shape {
             // Nothing to pad: pack the codes as they are (no tensor-sized
@@ -259,6 +262,9 @@ impl PackedWeights {
                     "zero points given but the spec has none".into(),
                 ))
             }
+        }
+        if spec.is_blockdot() {
+            return pack_blockdot(spec, &code, scales);
         }
         let codes = padded_codes(spec, &code);
         let sb = spec.scale_bytes();
@@ -400,13 +406,18 @@ impl PackedWeights {
         } else {
             spec.m * spec.groups_per_row()
         };
+        let scale_bytes = if spec.is_blockdot() {
+            spec.blockdot_scale_bytes()
+        } else {
+            nscales * spec.scale_bytes()
+        };
         let checks = [
             (
                 "weight codes (bytes)",
                 spec.m_pad() * spec.row_bytes(),
                 codes.len(),
             ),
-            ("scales (bytes)", nscales * spec.scale_bytes(), scales.len()),
+            ("scales (bytes)", scale_bytes, scales.len()),
             (
                 "zero points (bytes)",
                 if spec.weight.zero_point { nscales } else { 0 },
@@ -508,6 +519,53 @@ fn padded_codes(spec: &GemmSpec, code: &impl Fn(usize, usize) -> u64) -> Vec<u8>
             0
         }
     })
+}
+
+/// Block-dot weights (`i4` or `i8` codes `[m, k]`, f16 scales
+/// `[m, ceil(k / g)]`): codes as `u4` `c ^ 8` (the value plus 8) in the
+/// W4A8 panel layout, or `u8` `c ^ 0x80` in the W8A8 one, on
+/// `[m_pad, k_pad]`, padded with value 0; scales re-laid out per
+/// 16-row panel and 32-element block, `[m_pad / 16, k_pad / 32, 16]` f16
+/// (the block's group scale; 0 for padding rows), so a panel's scales for
+/// one block are one 32-byte load.
+/// The codes `code(r, c)` are read as in [`padded_codes`] (no tensor-sized
+/// copy).
+fn pack_blockdot(
+    spec: &GemmSpec,
+    code: &impl Fn(usize, usize) -> u64,
+    scales: &Tensor,
+) -> Result<PackedWeights, CpuError> {
+    let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
+    // Two's complement plus the offset is the code with its top bit
+    // flipped; padding holds the value 0 (the offset itself).
+    let offset = spec.blockdot_offset() as u64;
+    let mask = spec.weight.dtype.code_mask();
+    let ty = spec.packed_weight_type();
+    let codes = lowbit_ir::tensor::pack_codes(&ty.shape, ty.elem, &ty.layout, |i| {
+        let (r, c) = (i / k_pad, i % k_pad);
+        if r < m && c < k {
+            (code(r, c) & mask) ^ offset
+        } else {
+            offset
+        }
+    });
+    let blocks = k_pad / BLOCK;
+    let per_group = match spec.weight.granularity {
+        WeightGranularity::Group(g) => g / BLOCK,
+        WeightGranularity::PerChannel => blocks,
+    };
+    let groups = spec.groups_per_row();
+    let mut out = vec![0u8; spec.blockdot_scale_bytes()];
+    for r in 0..m {
+        let (panel, lane) = (r / INT_PANEL, r % INT_PANEL);
+        for b in 0..blocks {
+            let g = (b / per_group).min(groups - 1);
+            let code = scales.codes[r * groups + g] as u16;
+            let at = ((panel * blocks + b) * INT_PANEL + lane) * 2;
+            out[at..at + 2].copy_from_slice(&code.to_le_bytes());
+        }
+    }
+    PackedWeights::from_raw(spec, codes, out, Vec::new())
 }
 
 /// The wrapping `i32` sum of each padded row of W8A8/W4A8 codes packed in

@@ -291,6 +291,7 @@ fn random_specs_match_the_interpreter() {
                 requantize: false,
             },
             schedule: Default::default(),
+            act_quant: None,
         };
         let n = 1 + rng.below(10) as usize;
         let spec = GemmSpec {
