@@ -6,6 +6,7 @@
 #   lowbit     -> <repo>/target/debug/lowbit
 #   FileCheck  -> /usr/lib/llvm-22/bin/FileCheck
 #   not        -> /usr/lib/llvm-22/bin/not
+#   llc        -> /usr/lib/llvm-22/bin/llc
 #   %python    -> <repo>/.venv/bin/python (numpy, onnx, onnxruntime, ml_dtypes)
 #   %ptxas     -> NVIDIA ptxas from the nvidia-cuda-nvcc-cu12 wheel; only when
 #                 found, together with the lit feature `ptxas` (use
@@ -87,6 +88,9 @@ config.substitutions.append(
     (r"(?<![\w./%-])FileCheck(?![\w.-])", os.path.join(llvm_bin, "FileCheck")))
 config.substitutions.append(
     (r"(?<![\w./%-])not(?![\w./-])", os.path.join(llvm_bin, "not")))
+# llc: compiles `lowbit compile --emit llvm` output in the AOT tests.
+config.substitutions.append(
+    (r"(?<![\w./%-])llc(?![\w./-])", os.path.join(llvm_bin, "llc")))
 config.substitutions.append(
     (r"(?<![\w./%-])lowbit(?![\w./-])", lowbit_bin))
 

@@ -5,20 +5,27 @@
  * buffer's C element type (uint8_t, int8_t or int32_t); this program
  * follows them. Reads the input as raw bytes of that type (row-major, the
  * host's byte order) from the file argv[1] and prints each output value
- * as a decimal integer on its own line.
+ * as a decimal integer on its own line; argv[2], if given, is the number
+ * of threads the kernels split their rows over (lowbit_qnet_set_threads).
  *
  * Build: cc -I DIR main_int.c -L DIR -lqnet -Wl,-rpath,DIR -o main_int
  *    or: cc -I DIR main_int.c DIR/libqnet.o -o main_int
  */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "libqnet.h"
 
 int main(int argc, char **argv) {
   static lowbit_qnet_in0_t x[LOWBIT_QNET_IN0_ELEMS];
   static lowbit_qnet_out0_t y[LOWBIT_QNET_OUT0_ELEMS];
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s INPUT.bin\n", argv[0]);
+  if (argc != 2 && argc != 3) {
+    fprintf(stderr, "usage: %s INPUT.bin [THREADS]\n", argv[0]);
+    return 2;
+  }
+  /* The kernels split their rows over THREADS threads (default 1). */
+  if (argc == 3 && lowbit_qnet_set_threads(atoi(argv[2])) != 0) {
+    fprintf(stderr, "bad thread count '%s'\n", argv[2]);
     return 2;
   }
   FILE *f = fopen(argv[1], "rb");

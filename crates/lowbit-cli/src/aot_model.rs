@@ -1,48 +1,64 @@
-//! `lowbit compile MODEL --emit so|obj|asm`: a whole model compiled ahead
-//! of time into a shared library (or one relocatable object to link into
-//! a program, or that object as one assembly file) with a C entry point
-//! `int lowbit_<name>_run(const T0 *in0, ..., U0 *out0, ...)` and a header
-//! declaring it, the buffers' C types following the tensors' element
-//! types (`float` for `f32`, `uint16_t` bits for `f16`/`bf16`, `uint8_t`
-//! for `u8` and `b1` codes, `int8_t` for `i8`, `int32_t` for `i32`;
-//! typedefs and element counts in the header).
+//! `lowbit compile MODEL --emit so|obj|asm|llvm`: a whole model compiled
+//! ahead of time into a shared library (or one relocatable object to link
+//! into a program, or that object as one assembly file, or its kernels and
+//! data as LLVM IR with the C driver beside it) with a C entry point per
+//! function — `int lowbit_<name>_run(const T0 *in0, ..., U0 *out0, ...)`
+//! for the first, `lowbit_<name>_<function>_run` for each other — and a
+//! header declaring them, the buffers' C types following the tensors'
+//! element types (`float` for `f32`, `uint16_t` bits for `f16`/`bf16`,
+//! `uint8_t` for `u8` and `b1` codes, `int8_t` for `i8`, `int32_t` for
+//! `i32`; typedefs and element counts in the header).
 //!
 //! The matmuls map onto kernels through `cpu_run::map_plans`, exactly as
 //! `lowbit run --backend cpu` maps them, fused chains included (float:
 //! bias `add` and ReLU/GELU/SiLU in the kernel epilogue; W8A8/W4A8: the
 //! activation zero point in the packed row offsets, `i32` bias, ReLU and
 //! dyadic requantize to `i8`; W1A1; bit-serial WxAy with constant zero
-//! points). Each mapped matmul becomes one kernel
-//! in an LLVM object, with its packed weights, scales, row offsets, bias
-//! and requantize arrays (padded to `m_pad` as the kernel loads them) as
-//! constant globals of that object. A generated C driver prepares each
-//! kernel's activations the way `GemmKernel::run*` does (float rows padded
-//! to `k_pad`, `f16`/`bf16` widened to `f32`; `u8`/`i8` rows padded, `i8` with the sign bit flipped;
-//! `b1` rows packed into bits; bit-serial activations into bit-planes
-//! with their row sums) and calls the kernel on all rows; it does
-//! the ops around them that take a few lines — f32 and i32 `add` (same
-//! shape, or a broadcast along the last dimension or a scalar; i32
-//! wrapping or saturating as the op says), f32 and i32 `relu`, `reshape`
-//! (an alias) — and is linked with the object by the system C compiler
-//! (`cc`, or `$CC`). A `qmatmul` requantize epilogue (which the JIT runs
-//! on the interpreter) is C in the driver when it is nearest-even,
-//! saturating, per tensor or per output column, to `u8`/`i8`/`i32`.
-//! Limits: only the module's first function; not other requantize
-//! forms. Any other op, or a matmul that maps onto no kernel, is
+//! points). Each mapped matmul becomes one kernel in an LLVM object; its
+//! packed weights, scales, row offsets, bias and requantize arrays (padded
+//! to `m_pad` as the kernel loads them) go, as soon as the matmul is
+//! mapped, into a second object written directly
+//! (`lowbit_llvm::data_object`), never into LLVM, so compiling holds one
+//! layer's packed weights at a time (the memory rule: BENCHMARKS.md
+//! "Memory"); both objects are linked into the library. The output
+//! depends on the model only (no paths, times or hash order): compiling
+//! twice gives the same bytes.
+//!
+//! A generated C driver prepares each kernel's activations the way
+//! `GemmKernel::run*` does (float rows padded to `k_pad`, `f16`/`bf16`
+//! widened to `f32`; `u8`/`i8` rows padded, `i8` with the sign bit
+//! flipped; `b1` rows packed into bits; bit-serial activations into
+//! bit-planes with their row sums) and calls the kernel on all rows, split
+//! over `lowbit_<name>_set_threads` threads (default 1) in 8-row chunks as
+//! the JIT splits them (the `quantize-activations` form, block-dot kernel,
+//! quantizes each activation row per 32-block in the driver, bit for bit
+//! as the JIT path); it does the ops around them that take a few lines
+//! — f32 and i32 `add` (same shape, or a broadcast along the last
+//! dimension or a scalar; i32 wrapping or saturating as the op says), f32
+//! and i32 `relu`, `reshape` (an alias) — and is linked with the objects
+//! by the system C compiler (`cc`, or `$CC`). A `qmatmul` requantize
+//! epilogue (which the JIT runs on the interpreter) is C in the driver:
+//! any deterministic rounding, saturating or wrapping, per tensor or per
+//! output column, to `u8`/`i8`/`i32`. Limits: not stochastic rounding or
+//! blocked output scales; the driver's own loops run on the calling
+//! thread; threads are started per kernel
+//! call (no pool). Any other op, or a matmul that maps onto no kernel, is
 //! refused, naming the op and why, and nothing is written.
 //!
 //! Accuracy: integer kernels are bit-exact (as `--backend cpu`); the
 //! driver's `add`/`relu` are exact f32 (or i32) operations, equal to the
 //! interpreter's, and its requantize is the interpreter's `quantize` of
-//! the kernel's output (as the JIT run does); each float kernel (with its epilogue) computes what the
-//! JIT's does, within the bound stated in `lowbit_llvm::codegen`.
+//! the kernel's output (as the JIT run does); each float kernel (with its
+//! epilogue) computes what the JIT's does, within the bound stated in
+//! `lowbit_llvm::codegen`, whatever the number of threads.
 
-use crate::cpu_run::{map_plans, Plan};
+use crate::cpu_run::{map_plans, DyadicParams, Plan};
 use lowbit::interp::eval_op;
 use lowbit::ir::{BinaryOp, Function, Granularity, Module, Op, OpKind, Tensor, Value};
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
-use lowbit_llvm::{CpuTarget, GemmSpec, PLANE_BLOCK};
+use lowbit_llvm::data_object::DataWriter;
+use lowbit_llvm::{CpuTarget, GemmSpec, PackedWeights, PLANE_BLOCK};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -50,9 +66,13 @@ use std::process::Command;
 
 /// What `--emit so`/`obj` builds before linking.
 pub struct Artifacts {
-    /// The kernels and constant data: an object file, or assembly text
-    /// when compiled for `--emit asm`.
+    /// The kernels: an object file, or assembly text when compiled for
+    /// `--emit asm`.
     pub object: Vec<u8>,
+    /// The build directory, holding the constant data (packed weights,
+    /// scales, biases) as `data.o`, or `data.s` for `--emit asm`, written
+    /// one buffer at a time; removed when the artifacts are dropped.
+    pub dir: BuildDir,
     /// The generated C driver (defines the entry point).
     pub driver: String,
     /// The C header declaring the entry point.
@@ -130,21 +150,139 @@ fn aot_supports(p: &Plan) -> Result<(), String> {
     Ok(())
 }
 
-/// The `qmatmul` requantize epilogues the driver computes: nearest-even,
-/// saturating, one scale per tensor or per output column (the scale's
-/// and zero point's values are checked at the call).
-fn quantize_form(kind: &OpKind) -> Result<(), String> {
+/// The `qmatmul` requantize epilogues the driver computes: any
+/// deterministic rounding, saturating or wrapping, one scale per tensor
+/// or per output column (the scale's and zero point's values are checked
+/// at the call); returns the rounding and whether it saturates.
+fn quantize_form(kind: &OpKind) -> Result<(Rounding, bool), String> {
     match kind {
         OpKind::Quantize {
             granularity: Granularity::PerTensor | Granularity::PerAxis { .. },
-            rounding: Rounding::NearestEven,
-            saturate: true,
+            rounding,
+            saturate,
             stochastic: None,
-        } => Ok(()),
-        _ => Err(
-            "compiled libraries requantize with nearest-even rounding, saturation and per-tensor or per-column scales only"
-                .into(),
-        ),
+        } => Ok((*rounding, *saturate)),
+        OpKind::Quantize {
+            stochastic: Some(_),
+            ..
+        } => Err("compiled libraries do not requantize with stochastic rounding".into()),
+        _ => Err("compiled libraries requantize with per-tensor or per-column scales only".into()),
+    }
+}
+
+/// C statements setting `int64_t r` to the finite `double q` (below 2^62
+/// in magnitude, `a` = |q|) rounded to an integer as `rounding` says, as
+/// `lowbit_numerics::round_f64_to_i128` does. Every double of 2^52 or
+/// more is an integer already, and the `int64_t` conversion truncates
+/// toward zero exactly.
+fn c_round(rounding: Rounding) -> &'static str {
+    match rounding {
+        // Adding and subtracting 2^52 rounds to an integer, ties to even
+        // (the default floating-point mode), exactly below 2^52.
+        Rounding::NearestEven => {
+            "if (a < 0x1p52) a = (a + 0x1p52) - 0x1p52; r = (int64_t)(q < 0 ? -a : a);"
+        }
+        // The fraction a - trunc(a) is exact.
+        Rounding::NearestAway => {
+            "int64_t t = (int64_t)a; if (a - (double)t >= 0.5) t++; r = q < 0 ? -t : t;"
+        }
+        Rounding::TowardZero => "r = (int64_t)q;",
+        Rounding::Up => "r = (int64_t)q; if ((double)r < q) r++;",
+        Rounding::Down => "r = (int64_t)q; if ((double)r > q) r--;",
+    }
+}
+
+/// Where a mapped matmul's packed buffers went in the data object (the
+/// symbols' names), written as soon as the matmul was mapped so that only
+/// one layer's packed weights exist at a time.
+struct Bufs {
+    codes: String,
+    /// Float kernels: the scales, and the zero points if any.
+    scales: Option<String>,
+    zero_points: Option<String>,
+    /// Bit-serial kernels: each weight row's sum.
+    row_sums: Option<String>,
+    /// W8A8/W4A8 kernels: the per-row offsets.
+    row_offsets: Option<String>,
+}
+
+/// A [`Plan`] less its packed weights, which are in the data object.
+struct Mapped {
+    spec: GemmSpec,
+    op: Op,
+    x: Value,
+    bias: Option<Value>,
+    int_bias: Option<Vec<i32>>,
+    requant: Option<DyadicParams>,
+    quantize: Option<(OpKind, Vec<Value>)>,
+    zero_points: Option<(i32, i32)>,
+    /// `None` for a matmul no output depends on (nothing written).
+    bufs: Option<Bufs>,
+}
+
+impl Mapped {
+    /// Moves `p`'s fields out, writing its packed buffers to `data` when
+    /// `live` (the plan's result is used).
+    fn new(p: Plan, live: bool, data: &mut Data) -> Result<Mapped, String> {
+        let bufs = if live {
+            let w = packed(&p)?;
+            let spec = &p.spec;
+            let codes = data.add(w.codes())?;
+            let mut b = Bufs {
+                codes,
+                scales: None,
+                zero_points: None,
+                row_sums: None,
+                row_offsets: None,
+            };
+            if !spec.is_integer() {
+                b.scales = Some(data.add(w.scales())?);
+                if !w.zero_points().is_empty() {
+                    b.zero_points = Some(data.add(w.zero_points())?);
+                }
+            } else if spec.is_bit_serial() {
+                b.row_sums = Some(data.add(&i32_bytes(w.row_sums()))?);
+            } else if !spec.is_binary() {
+                b.row_offsets = Some(data.add(&i32_bytes(w.row_offsets()))?);
+            }
+            Some(b)
+        } else {
+            None
+        };
+        // `p` (its packed bytes) is dropped on return, before the next
+        // layer is packed.
+        Ok(Mapped {
+            spec: p.spec,
+            op: p.op,
+            x: p.x,
+            bias: p.bias,
+            int_bias: p.int_bias,
+            requant: p.requant,
+            quantize: p.quantize,
+            zero_points: p.zero_points,
+            bufs,
+        })
+    }
+}
+
+/// `p`'s packed weights: the only place the AOT path reads them (plans
+/// that pack on demand return them owned here).
+fn packed(p: &Plan) -> Result<std::borrow::Cow<'_, PackedWeights>, String> {
+    Ok(std::borrow::Cow::Owned(p.pack()?))
+}
+
+/// The data object being written and the symbol names handed out.
+struct Data {
+    sym: String,
+    writer: DataWriter,
+}
+
+impl Data {
+    /// Writes `bytes` as the next blob and returns its symbol.
+    fn add(&mut self, bytes: &[u8]) -> Result<String, String> {
+        let name = format!("{}_d{}", self.sym, self.writer.len());
+        self.writer.add(&name, bytes).map_err(|e| e.to_string())?;
+        Ok(name)
     }
 }
 
@@ -152,22 +290,20 @@ struct Gen<'a> {
     f: &'a Function,
     sym: String,
     kernels: Vec<(String, GemmSpec)>,
-    data: Vec<(String, Vec<u8>)>,
+    data: &'a mut Data,
     body: String,
     /// The C expression holding each run-time value, and its element type.
     vars: HashMap<Value, (String, ElemType)>,
     /// The mapped matmuls (keyed by the op whose result each computes).
-    plans: HashMap<Op, Plan>,
+    plans: HashMap<Op, Mapped>,
     /// Why each matmul the plans lack did not map.
     not_mapped: Vec<(String, String)>,
     tmp: usize,
 }
 
 impl Gen<'_> {
-    fn data(&mut self, bytes: Vec<u8>) -> String {
-        let name = format!("{}_d{}", self.sym, self.data.len());
-        self.data.push((name.clone(), bytes));
-        name
+    fn data(&mut self, bytes: Vec<u8>) -> Result<String, String> {
+        self.data.add(&bytes)
     }
 
     fn alloc(&mut self, elems: u64, ctype: &str) -> String {
@@ -216,16 +352,30 @@ impl Gen<'_> {
                 )
             })?;
         Ok(if elem == ElemType::F32 {
-            format!("((const float *){})", self.data(f32_bytes(&t)))
+            format!("((const float *){})", self.data(f32_bytes(&t))?)
         } else {
             let v: Vec<i32> = t.codes.iter().map(|&c| c as u32 as i32).collect();
-            format!("((const int32_t *){})", self.data(i32_bytes(&v)))
+            format!("((const int32_t *){})", self.data(i32_bytes(&v))?)
         })
     }
 
     /// Emits the kernel call of the plan that computes `end`'s result.
-    fn kernel_call(&mut self, end: Op, p: &Plan) -> Result<(), String> {
+    fn kernel_call(&mut self, end: Op, p: &Mapped) -> Result<(), String> {
         let f = self.f;
+        let bufs = p.bufs.as_ref().ok_or_else(|| {
+            format!(
+                "internal: {}: its weights were not written (thought unused)",
+                label(f, end)
+            )
+        })?;
+        let buf = |b: &Option<String>, what: &str| {
+            b.clone().ok_or_else(|| {
+                format!(
+                    "internal: {}: the packed {what} were not written",
+                    label(f, end)
+                )
+            })
+        };
         let (x, xe) = self.var(p.op, p.x)?;
         let xt = f.ty(p.x);
         let n: u64 = xt.shape[..xt.rank().saturating_sub(1)].iter().product();
@@ -245,16 +395,53 @@ impl Gen<'_> {
                 label(f, end)
             )
         })?;
-        // Packed from the constant's bytes here; the plan keeps no copy.
-        let pw = p.pack()?;
-        let w = self.data(pw.codes().to_vec());
-        let call = if !spec.is_integer() {
-            let s = self.data(pw.scales().to_vec());
-            let z = if pw.zero_points().is_empty() {
-                "NULL".to_string()
-            } else {
-                self.data(pw.zero_points().to_vec())
-            };
+        let w = bufs.codes.clone();
+        let call = if spec.is_blockdot() {
+            // The quantize-activations form: each row quantized per
+            // 32-block as `lowbit_llvm::actquant` does (and the
+            // interpreter's absmax_scale + quantize): max|x| from the
+            // sign-cleared bits (NaN above 0x7f800000), the scale and the
+            // quotient divided in f32, NaN quotients to 0, others clamped
+            // to [-128, 127] and rounded to even by adding and subtracting
+            // 1.5 * 2^23; zeros past k. The kernel takes the codes, the
+            // block scales and -offset * the block sums (its weights are
+            // w + offset: 8 for i4, 128 for i8).
+            if xe != ElemType::F32 {
+                return Err(format!(
+                    "unsupported: {}: quantized activations must be f32, not {xe}",
+                    label(f, p.op)
+                ));
+            }
+            let nb = k_pad / 32;
+            let offset = spec.blockdot_offset();
+            let xq = self.alloc(n * k_pad as u64, "int8_t");
+            let xs = self.alloc(n * nb as u64, "float");
+            let corr = self.alloc(n * nb as u64, "int32_t");
+            let _ = writeln!(
+                self.body,
+                "  for (size_t r = 0; r < {n}; r++) for (size_t b = 0; b < {nb}; b++) {{
+    size_t j0 = b * 32, j1 = j0 + 32 < {k} ? j0 + 32 : {k};
+    uint32_t top = 0;
+    for (size_t j = j0; j < j1; j++) {{ uint32_t u; memcpy(&u, &{x}[r * {k} + j], 4); u &= 0x7fffffffu; if (u > top) top = u; }}
+    if (top > 0x7f800000u) top = 0x7fc00000u;
+    float amax, s; memcpy(&amax, &top, 4); s = amax / 127.0f;
+    int32_t sum = 0;
+    for (size_t j = j0; j < j1; j++) {{
+      float t = {x}[r * {k} + j] / s; int32_t q = 0;
+      if (t == t) {{ if (t < -128.0f) t = -128.0f; if (t > 127.0f) t = 127.0f; q = (int32_t)((t + 12582912.0f) - 12582912.0f); }}
+      {xq}[r * {k_pad} + j] = (int8_t)q; sum += q;
+    }}
+    {xs}[r * {nb} + b] = s; {corr}[r * {nb} + b] = -{offset} * sum;
+  }}"
+            );
+            let s = buf(&bufs.scales, "scales")?;
+            format!("{xq}, {w}, {s}, {xs}, {corr}")
+        } else if !spec.is_integer() {
+            let s = buf(&bufs.scales, "scales")?;
+            let z = bufs
+                .zero_points
+                .clone()
+                .unwrap_or_else(|| "NULL".to_string());
             let bias = match p.bias {
                 Some(b) => self.f32_operand(end, b)?,
                 None => "NULL".into(),
@@ -318,9 +505,9 @@ impl Gen<'_> {
                     _ => "c".to_string(),
                 }
             );
-            let row_sums = self.data(i32_bytes(pw.row_sums()));
+            let row_sums = buf(&bufs.row_sums, "row sums")?;
             let (za, zw) = p.zero_points.unwrap_or((0, 0));
-            let zps = self.data(i32_bytes(&[za, zw]));
+            let zps = self.data(i32_bytes(&[za, zw]))?;
             format!("{xp}, {w}, {sums}, {row_sums}, {zps}")
         } else if spec.is_binary() {
             // One row of k_pad / 8 bytes per activation row, LSB first,
@@ -358,19 +545,20 @@ impl Gen<'_> {
                         v[m_pad + r] = sh as i32;
                         v[2 * m_pad + r] = i32::from(rq.zero_point);
                     }
-                    self.data(i32_bytes(&v))
+                    self.data(i32_bytes(&v))?
                 }
                 None => "NULL".into(),
             };
-            let offs = self.data(i32_bytes(pw.row_offsets()));
+            let offs = buf(&bufs.row_offsets, "row offsets")?;
             let bias = match &p.int_bias {
-                Some(b) => self.data(i32_bytes(b)),
+                Some(b) => self.data(i32_bytes(b))?,
                 None => "NULL".into(),
             };
             format!("{xp}, {w}, {params}, {offs}, {bias}")
         };
         let y = self.alloc(n * m as u64, rtype);
-        let _ = writeln!(self.body, "  {kname}({call}, {y}, {n}, 0, {m});");
+        // All rows, split over the library's threads (`lowbit_call`).
+        let _ = writeln!(self.body, "  lowbit_call({kname}, {call}, {y}, {n}, {m});");
         match &p.quantize {
             Some((kind, operands)) => {
                 let q = self.quantize(end, kind, operands, &y, n * m as u64, m)?;
@@ -386,10 +574,12 @@ impl Gen<'_> {
     /// The `qmatmul` requantize epilogue on the kernel's `f32` result `y`
     /// (`elems` values, `m` per row), as the interpreter's `quantize`:
     /// the quotient `y / scale` in f32 (the quotient format of f32
-    /// operands), rounded to the nearest integer, ties to even (adding and
-    /// subtracting 2^52 in double, exact below 2^52, where every larger
-    /// double is an integer already), NaN to 0, plus the zero point,
-    /// clamped to the result type.
+    /// operands), rounded to an integer in the op's mode ([`c_round`]),
+    /// NaN to 0, plus the zero point, clamped to the result type or
+    /// wrapped modulo its size. Wrapping, a quotient of 2^62 or more (an
+    /// f32 that large is a multiple of 2^39, so its low 32 bits are zero;
+    /// the interpreter's beyond 2^117 and infinities wrap to 0 too) adds
+    /// nothing to the zero point.
     fn quantize(
         &mut self,
         end: Op,
@@ -401,7 +591,7 @@ impl Gen<'_> {
     ) -> Result<(String, ElemType), String> {
         let f = self.f;
         let unsupported = |why: String| format!("unsupported: {}: {why}", label(f, end));
-        quantize_form(kind).map_err(unsupported)?;
+        let (rounding, saturate) = quantize_form(kind).map_err(unsupported)?;
         let rt = f.ty(f.op(end).results[0]);
         let (lo, hi) = match rt.elem {
             ElemType::U8 => (0i64, 255i64),
@@ -431,7 +621,7 @@ impl Gen<'_> {
             .filter(|t| t.elem == ElemType::F32)
             .ok_or_else(|| unsupported("the requantize scale is not an f32 constant".into()))?;
         let si = per_col(&s)?;
-        let sname = self.data(f32_bytes(&s));
+        let sname = self.data(f32_bytes(&s))?;
         let (zname, zi) = match operands.get(1) {
             Some(&z) => {
                 let t = constant_of(f, z)
@@ -443,15 +633,30 @@ impl Gen<'_> {
                     .map(|&v| v as i32)
                     .collect();
                 let zi = per_col(&t)?;
-                (self.data(i32_bytes(&vals)), zi)
+                (self.data(i32_bytes(&vals))?, zi)
             }
-            None => (self.data(i32_bytes(&[0])), "0"),
+            None => (self.data(i32_bytes(&[0]))?, "0"),
         };
         let ctype = c_type(rt.elem).unwrap_or("int32_t");
         let out = self.alloc(elems, ctype);
+        let (huge, store) = if saturate {
+            (
+                "q > 0 ? INT64_C(0x4000000000000000) : -INT64_C(0x4000000000000000)".to_string(),
+                format!("({ctype})(r < {lo}LL ? {lo}LL : r > {hi}LL ? {hi}LL : r)"),
+            )
+        } else {
+            // The low bits of r, as the unsigned type of the result's
+            // width, then that type (two's complement for signed ones).
+            let bits = if rt.elem == ElemType::I32 { 32 } else { 8 };
+            (
+                "0".to_string(),
+                format!("({ctype})(uint{bits}_t)(uint64_t)r"),
+            )
+        };
+        let round = c_round(rounding);
         let _ = writeln!(
             self.body,
-            "  for (size_t i = 0; i < {elems}; i++) {{\n    const size_t M = {m}; (void)M;\n    double q = (double)({y}[i] / ((const float *){sname})[{si}]), a = q < 0 ? -q : q;\n    int64_t r;\n    if (q != q) r = 0;\n    else if (a >= 0x1p62) r = q > 0 ? INT64_C(0x4000000000000000) : -INT64_C(0x4000000000000000);\n    else {{ if (a < 0x1p52) a = (a + 0x1p52) - 0x1p52; r = (int64_t)(q < 0 ? -a : a); }}\n    r += ((const int32_t *){zname})[{zi}];\n    {out}[i] = ({ctype})(r < {lo}LL ? {lo}LL : r > {hi}LL ? {hi}LL : r);\n  }}"
+            "  for (size_t i = 0; i < {elems}; i++) {{\n    const size_t M = {m}; (void)M;\n    double q = (double)({y}[i] / ((const float *){sname})[{si}]), a = q < 0 ? -q : q;\n    int64_t r;\n    if (q != q) r = 0;\n    else if (a >= 0x1p62) r = {huge};\n    else {{ {round} }}\n    r += ((const int32_t *){zname})[{zi}];\n    {out}[i] = {store};\n  }}"
         );
         Ok((out, rt.elem))
     }
@@ -574,24 +779,209 @@ impl Gen<'_> {
     }
 }
 
-/// Compiles the module's first function into an object (or, with `what`
-/// = [`Emit::Asm`], assembly), driver and header with entry point
-/// `lowbit_<name>_run`.
+/// Most threads a library's kernels use (`<sym>_set_threads` clamps to it).
+const MAX_THREADS: usize = 256;
+
+/// The driver's row splitting: `<sym>_set_threads` and `lowbit_call`,
+/// which runs a kernel over all `m` rows in chunks of whole 8-row tiles
+/// (about 8 per thread, as `GemmKernel::run` hands them out) taken from a
+/// shared counter by the started threads and the caller. Each output row
+/// is computed by exactly one call of the kernel on the same buffers, so
+/// the result does not depend on the number of threads.
+fn threading_code(sym: &str) -> String {
+    format!(
+        "typedef void (*lowbit_kernel)(const void *, const void *, const void *, const void *, const void *, void *, int64_t, int64_t, int64_t);
+static int lowbit_threads = 1;
+__attribute__((visibility(\"default\"))) int {sym}_set_threads(int threads) {{
+  if (threads < 0) return -1;
+  if (threads == 0) {{
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = c > 0 ? (int)c : 1;
+  }}
+  if (threads > {MAX_THREADS}) threads = {MAX_THREADS};
+  __atomic_store_n(&lowbit_threads, threads, __ATOMIC_RELAXED);
+  return 0;
+}}
+struct lowbit_job {{
+  lowbit_kernel kernel;
+  const void *a0, *a1, *a2, *a3, *a4;
+  void *y;
+  int64_t n, m, chunk, chunks, next;
+}};
+static void lowbit_work(struct lowbit_job *j) {{
+  for (;;) {{
+    int64_t c = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+    if (c >= j->chunks) break;
+    int64_t r0 = c * j->chunk, r1 = r0 + j->chunk < j->m ? r0 + j->chunk : j->m;
+    j->kernel(j->a0, j->a1, j->a2, j->a3, j->a4, j->y, j->n, r0, r1);
+  }}
+}}
+static void *lowbit_worker(void *j) {{
+  lowbit_work((struct lowbit_job *)j);
+  return NULL;
+}}
+static void lowbit_call(lowbit_kernel kernel, const void *a0, const void *a1, const void *a2, const void *a3, const void *a4, void *y, int64_t n, int64_t m) {{
+  int64_t t = __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED);
+  int64_t chunk = ((m + t * 8 - 1) / (t * 8) + 7) / 8 * 8;
+  if (chunk < 8) chunk = 8;
+  int64_t chunks = (m + chunk - 1) / chunk;
+  if (t > chunks) t = chunks;
+  if (t <= 1) {{
+    kernel(a0, a1, a2, a3, a4, y, n, 0, m);
+    return;
+  }}
+  struct lowbit_job j = {{kernel, a0, a1, a2, a3, a4, y, n, m, chunk, chunks, 0}};
+  pthread_t th[{MAX_THREADS}];
+  int64_t started = 0;
+  while (started < t - 1 && pthread_create(&th[started], NULL, lowbit_worker, &j) == 0) started++;
+  lowbit_work(&j);
+  for (int64_t i = 0; i < started; i++) pthread_join(th[i], NULL);
+}}
+"
+    )
+}
+
+/// The entry point's C name stem of each function: `lowbit_<name>` for
+/// the first (entry point `lowbit_<name>_run`), `lowbit_<name>_<function>`
+/// for the others; two functions whose names give the same C identifier
+/// are refused.
+fn entry_stems(module: &Module, name: &str) -> Result<Vec<String>, String> {
+    let sym = format!("lowbit_{}", c_ident(name));
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    let mut stems = Vec::new();
+    for (i, f) in module.functions.iter().enumerate() {
+        let stem = if i == 0 {
+            sym.clone()
+        } else {
+            format!("{sym}_{}", c_ident(&f.name))
+        };
+        if let Some(other) = seen.insert(stem.clone(), &f.name) {
+            return Err(format!(
+                "functions @{other} and @{} would both have the C entry point {stem}_run",
+                f.name
+            ));
+        }
+        stems.push(stem);
+    }
+    Ok(stems)
+}
+
+/// One function's part of the header and driver.
+struct Entry {
+    /// The comment block describing the entry point.
+    doc: String,
+    /// The element-count macros and buffer typedefs.
+    sizes: String,
+    /// The prototype.
+    proto: String,
+    /// The C definition.
+    definition: String,
+}
+
+/// Compiles every function of the module (see [`entry_stems`] for the
+/// entry points' names) into an object (or, with `what` = [`Emit::Asm`],
+/// assembly; with [`Emit::LlvmIr`], LLVM IR text), with the driver and the
+/// header. The packed data goes to the build directory as it is packed.
 pub fn compile_model(
     module: &Module,
     name: &str,
     target: &CpuTarget,
     what: Emit,
 ) -> Result<Artifacts, String> {
-    let f = module
-        .functions
-        .first()
-        .ok_or("the model has no function")?;
+    if module.functions.is_empty() {
+        return Err("the model has no function".into());
+    }
+    let stems = entry_stems(module, name)?;
     let sym = format!("lowbit_{}", c_ident(name));
+    let dir = BuildDir::new()?;
+    let writer = match what {
+        Emit::Asm => DataWriter::assembly(&dir.path.join("data.s")),
+        Emit::LlvmIr => DataWriter::llvm_ir(&dir.path.join("data.ll")),
+        Emit::Obj => DataWriter::object(&dir.path.join("data.o"), &target.triple),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut data = Data {
+        sym: sym.clone(),
+        writer,
+    };
+    let mut kernels = Vec::new();
+    let mut entries = Vec::new();
+    for (f, stem) in module.functions.iter().zip(&stems) {
+        entries.push(compile_function(f, stem, &mut data, &mut kernels)?);
+    }
+    let docs: String = entries.iter().map(|e| e.doc.as_str()).collect();
+    let sizes: String = entries.iter().map(|e| e.sizes.as_str()).collect();
+    let protos: String = entries.iter().map(|e| format!("{};\n", e.proto)).collect();
+    let header = format!(
+        "{docs}/* int {sym}_set_threads(int threads): the kernels of later calls (of\n * every entry point above) split their output rows over `threads`\n * threads, the calling thread included (0: one per online CPU, at most\n * {MAX_THREADS}); the default is 1. The threads are started at each kernel\n * call and joined before it returns (one that cannot be started leaves\n * its share to the others); the rest of a call runs on the calling\n * thread. Entry points may be called from several threads at once: keep\n * the total number of threads within the cores. Returns 0, or -1 for a\n * negative count. Link with -pthread where the C library needs it.\n */\n#ifndef {guard}_H\n#define {guard}_H\n#include <stdint.h>\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{protos}int {sym}_set_threads(int threads);\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
+        guard = sym.to_uppercase(),
+    );
+    let mut driver = String::from(
+        "/* Generated by lowbit: the driver of a compiled model. */\n#include <pthread.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n",
+    );
+    driver.push_str(&threading_code(&sym));
+    for (k, _) in &kernels {
+        // Every kernel has the same six buffer arguments (their element
+        // types differ by kernel; see `lowbit_llvm::codegen`).
+        let _ = writeln!(driver, "void {k}(const void *, const void *, const void *, const void *, const void *, void *, int64_t, int64_t, int64_t);");
+    }
+    for i in 0..data.writer.len() {
+        let _ = writeln!(driver, "extern const uint8_t {sym}_d{i}[];");
+    }
+    for e in &entries {
+        driver.push_str(&e.definition);
+    }
+    let kernels: Vec<ModelKernel> = kernels
+        .iter()
+        .map(|(s, spec)| ModelKernel {
+            spec,
+            symbol: s.clone(),
+        })
+        .collect();
+    data.writer.finish().map_err(|e| e.to_string())?;
+    let object = emit_model(&kernels, target, what).map_err(|e| e.to_string())?;
+    Ok(Artifacts {
+        object,
+        dir,
+        driver,
+        header,
+    })
+}
+
+/// Compiles `f` into the entry point `<sym>_run`: its kernels are added to
+/// `kernels`, its constant data written to `data`.
+fn compile_function(
+    f: &Function,
+    sym: &str,
+    data: &mut Data,
+    kernels: &mut Vec<(String, GemmSpec)>,
+) -> Result<Entry, String> {
+    // Values some output depends on (every operand counted): a mapped
+    // matmul outside them needs no weights in the library.
+    let mut live: HashSet<Value> = f.outputs.iter().map(|(_, v)| *v).collect();
+    for &op in f.ops().iter().rev() {
+        let d = f.op(op);
+        if d.results.iter().any(|r| live.contains(r)) {
+            live.extend(d.operands.iter().copied());
+        }
+    }
     // The same mapping as `lowbit run --backend cpu`, less the plans the
-    // driver cannot call (those are refused below, with the reason).
+    // driver cannot call (those are refused below, with the reason). Each
+    // accepted plan's packed weights go to the data object at once and
+    // are dropped, so one layer's packed weights exist at a time.
     let mut not_mapped = Vec::new();
-    let plans = map_plans(f, &mut not_mapped, |p| aot_supports(&p).map(|()| p));
+    let mut write_error = None;
+    let plans = map_plans(f, &mut not_mapped, |p| {
+        aot_supports(&p)?;
+        let end = p.fused.last().copied().unwrap_or(p.op);
+        let used = f.op(end).results.iter().any(|r| live.contains(r));
+        Mapped::new(p, used, data).inspect_err(|e| {
+            write_error.get_or_insert(e.clone());
+        })
+    });
+    if let Some(e) = write_error {
+        return Err(e);
+    }
     // Walk back from the outputs: a mapped matmul (chain) needs only its
     // activation and run-time bias.
     let mut needed: HashSet<Value> = f.outputs.iter().map(|(_, v)| *v).collect();
@@ -610,9 +1000,9 @@ pub fn compile_model(
     }
     let mut g = Gen {
         f,
-        sym: sym.clone(),
+        sym: sym.to_string(),
         kernels: Vec::new(),
-        data: Vec::new(),
+        data,
         body: String::new(),
         vars: HashMap::new(),
         plans,
@@ -677,69 +1067,71 @@ pub fn compile_model(
         params.push(format!("{ctype} *{c}"));
     }
     let proto = format!("int {sym}_run({})", params.join(", "));
-    let header = format!(
-        "/* Generated by lowbit compile from function @{fname}.\n * {proto}\n{doc} * Returns 0 on success, non-zero if memory for intermediates ran out.\n * The weights are packed into the compiled code; calls are thread-safe.\n */\n#ifndef {guard}_H\n#define {guard}_H\n#include <stdint.h>\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{proto};\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
+    let doc = format!(
+        "/* Generated by lowbit compile from function @{fname}.\n * {proto}\n{doc} * Returns 0 on success, non-zero if memory for intermediates ran out.\n * The weights are packed into the compiled code; calls are thread-safe.\n */\n",
         fname = f.name,
-        guard = sym.to_uppercase(),
     );
-    let mut driver = String::from(
-        "/* Generated by lowbit: the driver of a compiled model. */\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n",
-    );
-    for (k, _) in &g.kernels {
-        // Every kernel has the same six buffer arguments (their element
-        // types differ by kernel; see `lowbit_llvm::codegen`).
-        let _ = writeln!(driver, "void {k}(const void *, const void *, const void *, const void *, const void *, void *, int64_t, int64_t, int64_t);");
-    }
-    for (d, _) in &g.data {
-        let _ = writeln!(driver, "extern const uint8_t {d}[];");
-    }
-    let _ = write!(
-        driver,
+    let definition = format!(
         "__attribute__((visibility(\"default\"))) {proto} {{\n  void *bufs[{}];\n  size_t nbufs = 0;\n  int rc = 0;\n{}  goto done;\nfail:\n  rc = 1;\ndone:\n  while (nbufs > 0) free(bufs[--nbufs]);\n  return rc;\n}}\n",
         g.tmp.max(1),
         g.body
     );
-    let kernels: Vec<ModelKernel> = g
-        .kernels
-        .iter()
-        .map(|(s, spec)| ModelKernel {
-            spec,
-            symbol: s.clone(),
-        })
-        .collect();
-    let object = emit_model(&kernels, &g.data, target, what).map_err(|e| e.to_string())?;
-    Ok(Artifacts {
-        object,
-        driver,
-        header,
+    kernels.append(&mut g.kernels);
+    Ok(Entry {
+        doc,
+        sizes,
+        proto,
+        definition,
     })
 }
 
-/// Runs `build` in a fresh temporary directory holding `a`'s object
-/// (`model.o`) and driver (`driver.c`), then removes the directory.
+/// A fresh temporary directory, removed with everything in it on drop.
+pub struct BuildDir {
+    /// Its path.
+    pub path: std::path::PathBuf,
+}
+
+impl BuildDir {
+    fn new() -> Result<BuildDir, String> {
+        // Process id and a per-process counter: unique among concurrent
+        // compiles (tests compile in parallel threads).
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("lowbit-aot-{}-{n}", std::process::id()));
+        // A leftover of an earlier process with the same id.
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(BuildDir { path })
+    }
+}
+
+impl Drop for BuildDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Runs `build` in `a`'s build directory once it holds the kernels'
+/// object (`model.o`, or `model.s`) and the driver (`driver.c`) beside the
+/// data (`data.o` or `data.s`).
 fn in_build_dir<T>(
     a: &Artifacts,
     build: impl FnOnce(&Path) -> Result<T, String>,
 ) -> Result<T, String> {
-    let stamp = format!(
-        "lowbit-aot-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
-    let dir = std::env::temp_dir().join(stamp);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let result = (|| {
-        let (obj, drv) = (dir.join("model.o"), dir.join("driver.c"));
-        std::fs::write(&obj, &a.object)
-            .map_err(|e| format!("cannot write {}: {e}", obj.display()))?;
-        std::fs::write(&drv, &a.driver)
-            .map_err(|e| format!("cannot write {}: {e}", drv.display()))?;
-        build(&dir)
-    })();
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    let dir = &a.dir.path;
+    let (obj, drv) = (dir.join("model.o"), dir.join("driver.c"));
+    std::fs::write(&obj, &a.object).map_err(|e| format!("cannot write {}: {e}", obj.display()))?;
+    std::fs::write(&drv, &a.driver).map_err(|e| format!("cannot write {}: {e}", drv.display()))?;
+    build(dir)
+}
+
+/// Copies the file `from` to `out` atomically, streaming (a library holds
+/// all the weights: it is never read into memory whole).
+fn copy_out(from: &Path, out: &Path) -> Result<(), String> {
+    let mut src =
+        std::fs::File::open(from).map_err(|e| format!("cannot read {}: {e}", from.display()))?;
+    crate::output::write_atomic_with(out, |w| std::io::copy(&mut src, w).map(|_| ()))
 }
 
 /// Runs the system C compiler (`$CC`, else `cc`) with `args`.
@@ -767,17 +1159,18 @@ pub fn link_shared(a: &Artifacts, out: &Path, header: &Path) -> Result<(), Strin
             "so",
             &[
                 "-shared".as_ref(),
+                "-pthread".as_ref(),
                 "-fPIC".as_ref(),
                 "-O2".as_ref(),
                 "-o".as_ref(),
                 so.as_os_str(),
                 dir.join("driver.c").as_os_str(),
                 dir.join("model.o").as_os_str(),
+                dir.join("data.o").as_os_str(),
             ],
         )?;
-        let bytes = std::fs::read(&so).map_err(|e| format!("cannot read {}: {e}", so.display()))?;
         crate::output::write_atomic(header, a.header.as_bytes())?;
-        crate::output::write_atomic(out, &bytes)
+        copy_out(&so, out)
     })
 }
 
@@ -793,6 +1186,7 @@ pub fn link_object(a: &Artifacts, out: &Path, header: &Path) -> Result<(), Strin
             "obj",
             &[
                 "-c".as_ref(),
+                "-pthread".as_ref(),
                 "-fPIC".as_ref(),
                 "-O2".as_ref(),
                 "-o".as_ref(),
@@ -809,12 +1203,11 @@ pub fn link_object(a: &Artifacts, out: &Path, header: &Path) -> Result<(), Strin
                 merged.as_os_str(),
                 drv_o.as_os_str(),
                 dir.join("model.o").as_os_str(),
+                dir.join("data.o").as_os_str(),
             ],
         )?;
-        let bytes =
-            std::fs::read(&merged).map_err(|e| format!("cannot read {}: {e}", merged.display()))?;
         crate::output::write_atomic(header, a.header.as_bytes())?;
-        crate::output::write_atomic(out, &bytes)
+        copy_out(&merged, out)
     })
 }
 
@@ -829,6 +1222,7 @@ pub fn write_assembly(a: &Artifacts, out: &Path, header: &Path) -> Result<(), St
             "asm",
             &[
                 "-S".as_ref(),
+                "-pthread".as_ref(),
                 "-fPIC".as_ref(),
                 "-O2".as_ref(),
                 "-o".as_ref(),
@@ -836,12 +1230,38 @@ pub fn write_assembly(a: &Artifacts, out: &Path, header: &Path) -> Result<(), St
                 dir.join("driver.c").as_os_str(),
             ],
         )?;
-        let mut text =
+        let text =
             std::fs::read(&drv_s).map_err(|e| format!("cannot read {}: {e}", drv_s.display()))?;
-        text.extend_from_slice(b"\n# lowbit: kernels and packed weights\n");
-        text.extend_from_slice(&a.object);
+        let data_s = dir.join("data.s");
+        let mut data = std::fs::File::open(&data_s)
+            .map_err(|e| format!("cannot read {}: {e}", data_s.display()))?;
         crate::output::write_atomic(header, a.header.as_bytes())?;
-        crate::output::write_atomic(out, &text)
+        crate::output::write_atomic_with(out, |w| {
+            w.write_all(&text)?;
+            w.write_all(b"\n# lowbit: kernels and packed weights\n")?;
+            w.write_all(&a.object)?;
+            w.write_all(b"\n")?;
+            std::io::copy(&mut data, w).map(|_| ())
+        })
+    })
+}
+
+/// Writes `--emit llvm`: the kernels' LLVM IR (`a.object`, compiled with
+/// [`Emit::LlvmIr`]) followed by the packed data as `hidden constant`
+/// globals to `out`, the C driver (which defines the entry points and
+/// passes the data to the kernels) to `driver`, the header to `header`.
+/// `llc -relocation-model=pic out` and `cc -c driver` build what `--emit
+/// obj` links into one object.
+pub fn write_llvm(a: &Artifacts, out: &Path, driver: &Path, header: &Path) -> Result<(), String> {
+    let data_ll = a.dir.path.join("data.ll");
+    let mut data = std::fs::File::open(&data_ll)
+        .map_err(|e| format!("cannot read {}: {e}", data_ll.display()))?;
+    crate::output::write_atomic(header, a.header.as_bytes())?;
+    crate::output::write_atomic(driver, a.driver.as_bytes())?;
+    crate::output::write_atomic_with(out, |w| {
+        w.write_all(&a.object)?;
+        w.write_all(b"\n; lowbit: packed weights, scales and biases (read by the C driver)\n")?;
+        std::io::copy(&mut data, w).map(|_| ())
     })
 }
 

@@ -74,8 +74,27 @@ fn aot_and(
     inputs: &[(String, Tensor)],
     reference: Backend,
 ) -> (Vec<Vec<i128>>, Vec<Vec<i128>>) {
+    aot_function_and(src, 0, 1, inputs, reference)
+}
+
+/// [`aot_and`] for the module's function `func` (its entry point
+/// `lowbit_t_<name>_run` unless it is the first), its kernels split over
+/// `threads` threads.
+fn aot_function_and(
+    src: &str,
+    func: usize,
+    threads: usize,
+    inputs: &[(String, Tensor)],
+    reference: Backend,
+) -> (Vec<Vec<i128>>, Vec<Vec<i128>>) {
     let module = parse_module(src).expect("parses");
-    let f = &module.functions[0];
+    let f = &module.functions[func];
+    let stem = if func == 0 {
+        "lowbit_t".to_string()
+    } else {
+        format!("lowbit_t_{}", c_ident(&f.name))
+    };
+    let upper = stem.to_uppercase();
     let a = compile_model(&module, "t", &host(), Emit::Obj).unwrap_or_else(|e| panic!("{e}"));
     let dir = std::env::temp_dir().join(format!(
         "lowbit-aot-test-{}-{}",
@@ -91,19 +110,19 @@ fn aot_and(
     for (i, (_, t)) in inputs.iter().enumerate() {
         let vals = c_values(t);
         c.push_str(&format!(
-            "  static const lowbit_t_in{i}_t x{i}[] = {{{}}};\n",
+            "  static const {stem}_in{i}_t x{i}[] = {{{}}};\n",
             vals.join(", ")
         ));
         args.push(format!("x{i}"));
     }
     for i in 0..f.outputs.len() {
         c.push_str(&format!(
-            "  static lowbit_t_out{i}_t y{i}[LOWBIT_T_OUT{i}_ELEMS];\n"
+            "  static {stem}_out{i}_t y{i}[{upper}_OUT{i}_ELEMS];\n"
         ));
         args.push(format!("y{i}"));
     }
     c.push_str(&format!(
-        "  if (lowbit_t_run({})) return 1;\n",
+        "  if (lowbit_t_set_threads({threads})) return 1;\n  if ({stem}_run({})) return 1;\n",
         args.join(", ")
     ));
     for (i, (_, v)) in f.outputs.iter().enumerate() {
@@ -114,7 +133,7 @@ fn aot_and(
             format!("printf(\"%lld \", (long long)y{i}[i]);")
         };
         c.push_str(&format!(
-            "  for (int i = 0; i < LOWBIT_T_OUT{i}_ELEMS; i++) {print}\n  printf(\"\\n\");\n"
+            "  for (int i = 0; i < {upper}_OUT{i}_ELEMS; i++) {print}\n  printf(\"\\n\");\n"
         ));
     }
     c.push_str("  return 0;\n}\n");
@@ -328,4 +347,176 @@ fn unsupported_ops_are_refused_by_name() {
         e.contains("unsupported: 'add' at line 3") && e.contains("f32 and i32 values only"),
         "{e}"
     );
+}
+
+#[test]
+fn every_function_gets_an_entry_point() {
+    // Two functions sharing nothing but the library: @main (W8A8, ragged
+    // k = 37) and @second.layer (W4A8, then an i32 add of a second
+    // input), each run through its own entry point and compared with the
+    // interpreter.
+    let mut rng = Rng::new(9);
+    let w = random(&mut rng, ElemType::I8, &[37, 5]);
+    let w2 = random(
+        &mut rng,
+        ElemType::Int {
+            bits: 4,
+            signed: true,
+        },
+        &[20, 3],
+    );
+    let src = format!(
+        "module {{\n  func @main(%x: tensor<2x37xu8>) -> (y: tensor<2x5xi32>) {{\n    %w = constant dense<{}> : tensor<37x5xi8>\n    %y = matmul %x, %w : (tensor<2x37xu8>, tensor<37x5xi8>) -> tensor<2x5xi32>\n    return %y\n  }}\n  func @second.layer(%a: tensor<3x20xi8>, %b: tensor<3x3xi32>) -> (z: tensor<3x3xi32>) {{\n    %w = constant dense<{}> : tensor<20x3xi4>\n    %m = matmul %a, %w : (tensor<3x20xi8>, tensor<20x3xi4>) -> tensor<3x3xi32>\n    %z = add %m, %b : (tensor<3x3xi32>, tensor<3x3xi32>) -> tensor<3x3xi32>\n    return %z\n  }}\n}}\n",
+        dense(&w),
+        dense(&w2)
+    );
+    let x = random(&mut rng, ElemType::U8, &[2, 37]);
+    let (got, want) = aot_function_and(&src, 0, 1, &[("x".into(), x)], interp);
+    assert_eq!(got, want);
+    let a = random(&mut rng, ElemType::I8, &[3, 20]);
+    let b = random(&mut rng, ElemType::I32, &[3, 3]);
+    let (got, want) = aot_function_and(&src, 1, 1, &[("a".into(), a), ("b".into(), b)], interp);
+    assert_eq!(got, want);
+    // Both entry points are in the one header.
+    let m = parse_module(&src).unwrap();
+    let art = compile_model(&m, "t", &host(), Emit::Obj).unwrap();
+    assert!(
+        art.header
+            .contains("int lowbit_t_run(const uint8_t *in0_x, int32_t *out0_y);"),
+        "{}",
+        art.header
+    );
+    assert!(
+        art.header.contains("int lowbit_t_second_layer_run(const int8_t *in0_a, const int32_t *in1_b, int32_t *out0_z);"),
+        "{}",
+        art.header
+    );
+    assert!(art
+        .header
+        .contains("#define LOWBIT_T_SECOND_LAYER_IN1_ELEMS 9"));
+}
+
+#[test]
+fn functions_with_the_same_c_name_are_refused() {
+    let f = |name: &str| {
+        format!("  func @{name}(%x: tensor<2xi32>) -> (y: tensor<2xi32>) {{\n    %y = relu %x : (tensor<2xi32>) -> tensor<2xi32>\n    return %y\n  }}\n")
+    };
+    let src = format!("module {{\n{}{}{}}}\n", f("main"), f("a.b"), f("a_b"));
+    let m = parse_module(&src).unwrap();
+    let e = compile_model(&m, "t", &host(), Emit::Obj).err().unwrap();
+    assert!(
+        e.contains("functions @a.b and @a_b would both have the C entry point lowbit_t_a_b_run"),
+        "{e}"
+    );
+}
+
+#[test]
+fn compiling_twice_gives_the_same_bytes() {
+    // The object, driver and header (and the data written beside them)
+    // depend on the model only: no paths, times or hash-map order.
+    let mut rng = Rng::new(3);
+    let w = random(&mut rng, ElemType::I8, &[40, 9]);
+    let src = format!(
+        "module {{\n  func @main(%x: tensor<2x40xi8>) -> (y: tensor<2x9xi32>) {{\n    %w = constant dense<{}> : tensor<40x9xi8>\n    %b = constant dense<[1, 2, 3, 4, 5, 6, 7, 8, 9]> : tensor<9xi32>\n    %m = matmul %x, %w : (tensor<2x40xi8>, tensor<40x9xi8>) -> tensor<2x9xi32>\n    %y = add %m, %b : (tensor<2x9xi32>, tensor<9xi32>) -> tensor<2x9xi32>\n    return %y\n  }}\n}}\n",
+        dense(&w)
+    );
+    let m = parse_module(&src).unwrap();
+    let build = || {
+        let a = compile_model(&m, "t", &host(), Emit::Obj).unwrap();
+        let data = std::fs::read(a.dir.path.join("data.o")).unwrap();
+        (a.object.clone(), a.driver.clone(), a.header.clone(), data)
+    };
+    let (first, second) = (build(), build());
+    assert!(!first.3.is_empty());
+    assert!(first == second, "two compiles of one model differ");
+}
+
+#[test]
+fn kernels_split_over_threads_give_the_same_answer() {
+    // Ragged m = 37 (8-row chunks, the last one 5 rows): a float kernel
+    // with a bias and ReLU epilogue against the JIT (bit for bit, as
+    // single-threaded), and a W8A8 kernel against the interpreter, on 1,
+    // 2, 3 and 8 threads (more threads than chunks for the small m).
+    let mut rng = Rng::new(17);
+    let w = random(&mut rng, ElemType::I8, &[40, 37]);
+    let b: Vec<String> = (0..37).map(|i| format!("{}.5", i as i64 - 18)).collect();
+    let float = format!(
+        "module {{\n  func @main(%x: tensor<3x40xf32>) -> (y: tensor<3x37xf32>) {{\n    %w = constant dense<{}> : tensor<40x37xi8>\n    %s = constant dense<0.125> : tensor<f32>\n    %d = dequantize %w, %s : (tensor<40x37xi8>, tensor<f32>) -> tensor<40x37xf32>\n    %m = matmul %x, %d : (tensor<3x40xf32>, tensor<40x37xf32>) -> tensor<3x37xf32>\n    %b = constant dense<[{}]> : tensor<37xf32>\n    %a = add %m, %b : (tensor<3x37xf32>, tensor<37xf32>) -> tensor<3x37xf32>\n    %y = relu %a : (tensor<3x37xf32>) -> tensor<3x37xf32>\n    return %y\n  }}\n}}\n",
+        dense(&w),
+        b.join(", ")
+    );
+    let x: Vec<u64> = (0..120)
+        .map(|i| u64::from(((i as f32 - 60.0) * 0.37).to_bits()))
+        .collect();
+    let x = Tensor::new(ElemType::F32, vec![3, 40], x).unwrap();
+    let int = format!(
+        "module {{\n  func @main(%x: tensor<3x40xu8>) -> (y: tensor<3x37xi32>) {{\n    %w = constant dense<{}> : tensor<40x37xi8>\n    %y = matmul %x, %w : (tensor<3x40xu8>, tensor<40x37xi8>) -> tensor<3x37xi32>\n    return %y\n  }}\n}}\n",
+        dense(&w)
+    );
+    let u = random(&mut rng, ElemType::U8, &[3, 40]);
+    for threads in [1, 2, 3, 8] {
+        let (got, want) = aot_function_and(&float, 0, threads, &[("x".into(), x.clone())], jit);
+        assert_eq!(got, want, "float, {threads} threads");
+        let (got, want) = aot_function_and(&int, 0, threads, &[("x".into(), u.clone())], interp);
+        assert_eq!(got, want, "W8A8, {threads} threads");
+    }
+}
+
+#[test]
+fn requantize_roundings_and_wrapping_equal_the_interpreter() {
+    // Small integer activations and weights with unit scales: the float
+    // kernel's sums are exact integers, so the driver's requantize must
+    // equal the interpreter's bit for bit. Output scales 2 and 4 make odd
+    // sums ties (and quarters), 0.5 and 0.125 push past the i8 range
+    // (saturated or wrapped), per column and per tensor, zero point 3 / -2.
+    let mut rng = Rng::new(23);
+    let w = random(
+        &mut rng,
+        ElemType::Int {
+            bits: 4,
+            signed: true,
+        },
+        &[40, 6],
+    );
+    let x: Vec<u64> = (0..3 * 40)
+        .map(|_| u64::from(((rng.next_u64() % 7) as f32 - 3.0).to_bits()))
+        .collect();
+    let x = Tensor::new(ElemType::F32, vec![3, 40], x).unwrap();
+    for rounding in ["nearest_even", "nearest_away", "toward_zero", "up", "down"] {
+        for saturate in [true, false] {
+            for (out, os, oz, axis) in [
+                (
+                    "i8",
+                    "dense<[2.0, 4.0, 0.5, 2.0, 0.125, 4.0]> : tensor<6xf32>",
+                    "dense<[3, -2, 3, 0, 1, -2]> : tensor<6xi8>",
+                    ", out_axis = 1",
+                ),
+                (
+                    "u8",
+                    "dense<2.0> : tensor<f32>",
+                    "dense<3> : tensor<u8>",
+                    "",
+                ),
+                (
+                    "i32",
+                    "dense<0.25> : tensor<f32>",
+                    "dense<-2> : tensor<i32>",
+                    "",
+                ),
+            ] {
+                let oshape = if axis.is_empty() { "f32" } else { "6xf32" };
+                let zshape = if axis.is_empty() {
+                    out.to_string()
+                } else {
+                    format!("6x{out}")
+                };
+                let src = format!(
+                    "module {{\n  func @main(%x: tensor<3x40xf32>) -> (q: tensor<3x6x{out}>) {{\n    %w = constant dense<{}> : tensor<40x6xi4>\n    %s = constant dense<1.0> : tensor<6xf32>\n    %os = constant {os}\n    %oz = constant {oz}\n    %q = qmatmul %x, %w, %s, %os, %oz {{axis = 1, dequant_type = f32, requant_type = f32{axis}, out_zero_point = true, rounding = {rounding}, saturate = {saturate}}} : (tensor<3x40xf32>, tensor<40x6xi4>, tensor<6xf32>, tensor<{oshape}>, tensor<{zshape}>) -> tensor<3x6x{out}>\n    return %q\n  }}\n}}\n",
+                    dense(&w)
+                );
+                let (got, want) = aot_and_interp(&src, &[("x".into(), x.clone())]);
+                assert_eq!(got, want, "{out} {rounding} saturate={saturate}");
+            }
+        }
+    }
 }

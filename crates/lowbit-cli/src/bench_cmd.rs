@@ -11,13 +11,14 @@
 use crate::args::{self, Spec};
 use crate::gemm_args::{gemm_spec, GEMM_SPECS};
 use crate::Failure;
+use lowbit_llvm::actquant::quantize_activations;
 use lowbit_llvm::bench::{random_weights, rotation_bytes, BenchActivations, Rotation};
 use lowbit_llvm::jit::bit_plane_activations;
 use lowbit_llvm::probe::{
     amx_peak_gops, fma_peak_gflops, llc_bytes, popcount_peak_gops, read_bandwidth_gbps,
     vnni_peak_gops,
 };
-use lowbit_llvm::{compile, GemmSpec, PackedWeights};
+use lowbit_llvm::{compile, Activations, GemmSpec, PackedWeights};
 use std::time::{Duration, Instant};
 
 /// `lowbit bench --help`.
@@ -26,8 +27,8 @@ Benchmark a kernel against this machine's measured roofline.
 
 Usage: lowbit bench gemm --m M --k K --n N --weight DTYPE [--group G]
            [--scale DTYPE] [--zero-point] [--tensor-scale T]
-           --act DTYPE [--schedule direct|bit-serial|amx] [--threads T]
-           [--backend cpu] [--json]
+           --act DTYPE [--schedule direct|bit-serial|amx] [--act-quant i8:32]
+           [--threads T] [--backend cpu] [--json]
 
 Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
   --weight DTYPE   weight codes: i1..i8, u1..u8, b1, f8E4M3FN, f8E5M2,
@@ -52,6 +53,14 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
                    or i8 activations on AMX-INT8 tiles (tdpbusd; where
                    the host has AMX), measured against the AMX peak probe
                    and also reported against the VNNI peak
+  --act-quant i8:32  opt-in (the IR's quantize-activations pass): f32
+                   activations are quantized per call to i8 per 32-block
+                   (scale max|x|/127) and multiplied with vpdpbusd; i4
+                   or i8 weights, --group 32 (or a multiple), f16
+                   scales. Not
+                   the exact f32 product: measured against the int8 VNNI
+                   peak, and the per-call quantization time is printed
+                   (act_pack_seconds; the median includes it)
   --threads T      threads (default: all cores); the probes use T too
   --backend cpu    the only backend built in
   --samples S      at least S timed calls (default 20; at least 1 s total)
@@ -63,8 +72,8 @@ weight GB/s (packed codes, scales and zero points per call), and their
 fractions of the measured DRAM read bandwidth and compute peak (f32 FMA,
 int8 VNNI for W8A8/W4A8, or the xor+popcount step for W1A1 and bit-serial,
 2 binary ops per bit pair: 2*m*k*n*x*y for x-bit weights and y-bit
-activations; int8 AMX tdpbusd for --schedule amx; bit-serial also prints the per-call activation packing time,
-which the median includes), and the fraction of the attainable roofline:
+activations; int8 AMX tdpbusd for --schedule amx; bit-serial also
+prints the per-call activation packing time, which the median includes), and the fraction of the attainable roofline:
 the longer of weight bytes / bandwidth and operations / peak, over the
 median time. JSON keys: seconds_median, gflops,
 weight_gbps, bandwidth_fraction, compute_fraction, machine {mem_gbps,
@@ -240,7 +249,12 @@ impl Report {
             self.bound(),
             match self.act_pack {
                 Some(t) => format!(
-                    "activation bit-planes: {t:.6} s per call ({:.3} of the median)\n",
+                    "{}: {t:.6} s per call ({:.3} of the median)\n",
+                    if spec.is_blockdot() {
+                        "activation quantization"
+                    } else {
+                        "activation bit-planes"
+                    },
                     t / self.median
                 ),
                 None => String::new(),
@@ -337,7 +351,8 @@ fn bench(
     } else if spec.is_amx() {
         // The kernel compiled, so the host has AMX-INT8.
         amx_peak_gops(threads, 5)?.map(|p| (p, "int8 AMX peak"))
-    } else if spec.is_integer() {
+    } else if spec.is_integer() || spec.is_blockdot() {
+        // Block-dot (--act-quant): its products are int8 vpdpbusd too.
         vnni_peak_gops(threads, 5)?.map(|p| (p, "int8 VNNI peak"))
     } else {
         None
@@ -394,6 +409,15 @@ fn bench(
         for _ in 0..5 {
             let s = Instant::now();
             std::hint::black_box(bit_plane_activations(spec, &act, n, threads)?);
+            t.push(s.elapsed().as_secs_f64());
+        }
+        t.sort_by(f64::total_cmp);
+        Some(t[t.len() / 2])
+    } else if let (true, Activations::F32(v)) = (spec.is_blockdot(), act) {
+        let mut t = Vec::new();
+        for _ in 0..5 {
+            let s = Instant::now();
+            std::hint::black_box(quantize_activations(spec, v, n, threads.max(1)));
             t.push(s.elapsed().as_secs_f64());
         }
         t.sort_by(f64::total_cmp);

@@ -2,7 +2,8 @@
 //! imported, optionally optimized, lowbit IR text) or, with the CPU
 //! backend, `--emit so` (a shared library and its C header), `--emit
 //! obj` (one relocatable object and its header) or `--emit asm` (that
-//! object as assembly), see `aot_model`. Every other emit kind is refused with a message saying
+//! object as assembly) or `--emit llvm` (the kernels and weights as LLVM
+//! IR, the C driver beside it), see `aot_model`. Every other emit kind is refused with a message saying
 //! so, after the model has been imported and checked.
 
 use crate::args::{self, Spec};
@@ -37,11 +38,19 @@ Options:
                           weights pre-packed inside; 'obj': the same as
                           one relocatable object OUT (link it into a
                           program: cc main.c OUT); 'asm': that object as
-                          one assembly file (cc -c OUT assembles it).
-                          <name> is OUT's file stem without a 'lib'
-                          prefix. Needs a C compiler and linker: 'cc' or
-                          $CC. Models whose ops do not all map onto CPU
-                          kernels are refused
+                          one assembly file (cc -c OUT assembles it);
+                          'llvm': the kernels and packed weights as LLVM
+                          IR OUT, the C driver that defines the entry
+                          point beside it (OUT with extension .c; build
+                          with llc -relocation-model=pic -filetype=obj
+                          and cc; --target aarch64 allowed). <name> is
+                          OUT's file stem without a 'lib' prefix; a
+                          module's further functions @f get
+                          lowbit_<name>_<f>_run; lowbit_<name>_set_threads
+                          (n) splits the kernels' rows over n threads
+                          (default 1). Needs a C compiler and linker ('cc'
+                          or $CC; not for llvm). Models whose ops do not
+                          all map onto CPU kernels are refused
   --passes PIPELINE       Run a pass pipeline before emitting (as lowbit opt)
   --target TARGET         x86_64 | aarch64 | nvptx
   --cpu CPU               native | a CPU name LLVM knows (kernel features
@@ -177,14 +186,8 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     pm.run(&mut module, &mut stderr.lock())
         .map_err(|e| Failure::msg(format!("{model}: {e}")))?;
     #[cfg(feature = "cpu")]
-    if emit == "so" || emit == "obj" || emit == "asm" {
+    if ["so", "obj", "asm", "llvm"].contains(&emit) {
         return emit_native(&module, out, emit, a.last("target"), a.last("cpu"));
-    }
-    #[cfg(feature = "cpu")]
-    if emit == "llvm" {
-        return Err(Failure::msg(
-            "--emit llvm is not available for whole models yet (the driver is C): use --emit asm, obj or so (or 'lowbit compile gemm --emit llvm' for one kernel)",
-        ));
     }
     if emit != "ir" {
         return Err(Failure::msg(format!(
@@ -200,8 +203,9 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
 }
 
 /// `--emit so` (the library `out`), `--emit obj` (one relocatable object
-/// `out`) or `--emit asm` (one assembly file `out`), and the header beside
-/// it.
+/// `out`), `--emit asm` (one assembly file `out`) or `--emit llvm` (the
+/// kernels and weights as LLVM IR `out`, the C driver beside it), and the
+/// header beside it.
 #[cfg(feature = "cpu")]
 fn emit_native(
     module: &Module,
@@ -214,6 +218,7 @@ fn emit_native(
         let what = match emit {
             "so" => "a library",
             "obj" => "an object",
+            "llvm" => "LLVM IR, its C driver",
             _ => "assembly",
         };
         return Err(Failure::usage(format!(
@@ -222,11 +227,21 @@ fn emit_native(
     }
     let host = lowbit_llvm::CpuTarget::host().map_err(|e| Failure::msg(e.to_string()))?;
     let host_arch = host.triple.split('-').next().unwrap_or("").to_string();
-    if let Some(t) = arch.filter(|t| *t != host_arch) {
-        return Err(Failure::msg(format!(
-            "--emit {emit} builds the driver with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
-        )));
-    }
+    // LLVM IR needs no C compiler: it may be for another architecture.
+    let arch = match arch.filter(|t| *t != host_arch) {
+        Some("nvptx") if emit == "llvm" => {
+            return Err(Failure::msg(
+                "--emit llvm of a whole model is for the cpu backend: --target nvptx is not supported",
+            ))
+        }
+        Some(t) if emit != "llvm" => {
+            return Err(Failure::msg(format!(
+                "--emit {emit} builds the driver with the host C compiler: --target {t} (not the host's {host_arch}) is not supported yet"
+            )))
+        }
+        Some(t) => t.to_string(),
+        None => host_arch.clone(),
+    };
     let path = Path::new(out);
     let stem = path
         .file_stem()
@@ -237,20 +252,22 @@ fn emit_native(
         .filter(|s| !s.is_empty())
         .unwrap_or(stem);
     let target = match cpu {
-        None | Some("native") => Ok(host),
-        Some(c) => lowbit_llvm::CpuTarget::named(&host_arch, c),
+        None | Some("native") if arch == host_arch => Ok(host),
+        None => lowbit_llvm::CpuTarget::named(&arch, "generic"),
+        Some(c) => lowbit_llvm::CpuTarget::named(&arch, c),
     }
     .map_err(|e| Failure::msg(e.to_string()))?;
-    let kind = if emit == "asm" {
-        lowbit_llvm::aot::Emit::Asm
-    } else {
-        lowbit_llvm::aot::Emit::Obj
+    let kind = match emit {
+        "asm" => lowbit_llvm::aot::Emit::Asm,
+        "llvm" => lowbit_llvm::aot::Emit::LlvmIr,
+        _ => lowbit_llvm::aot::Emit::Obj,
     };
     let art = crate::aot_model::compile_model(module, name, &target, kind).map_err(Failure::msg)?;
     let header = path.with_extension("h");
     match emit {
         "so" => crate::aot_model::link_shared(&art, path, &header),
         "obj" => crate::aot_model::link_object(&art, path, &header),
+        "llvm" => crate::aot_model::write_llvm(&art, path, &path.with_extension("c"), &header),
         _ => crate::aot_model::write_assembly(&art, path, &header),
     }
     .map_err(Failure::msg)

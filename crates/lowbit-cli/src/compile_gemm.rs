@@ -28,7 +28,8 @@ Compile a kernel ahead of time.
 
 Usage: lowbit compile gemm --m M --k K --n N|? --weight DTYPE [--group G]
            [--scale DTYPE] [--zero-point] [--tensor-scale T] --act DTYPE
-           [--schedule direct|bit-serial] -o OUT [--target x86_64|aarch64] [--cpu native|NAME]
+           [--schedule direct|bit-serial] [--act-quant i8:32] -o OUT
+           [--target x86_64|aarch64] [--cpu native|NAME]
            [--emit obj|asm|llvm]
 
 Emits the GEMM kernel Y[n,m] = X[n,k] . W[m,k]^T (spec options as in
@@ -87,6 +88,16 @@ block; m_pad: m rounded up to 16 on W8A8/W4A8, else m; all row-major):
     zero_points  int32_t [m] weight row sums (read with zero points)
     bias         int32_t [2] = {za, zw} (read with zero points)
     y            int32_t [n, m]
+  block-dot (--act-quant i8:32, --weight i4|i8 --group 32 --act f32):
+    x            int8_t [n, k_pad] activation codes per 32-block
+                 (lowbit_llvm::actquant; k_pad: k rounded up to 32)
+    w            u4 codes w + 8 (i8: u8 codes w + 128) in panels of 16
+                 rows, m_pad rows
+    scales       f16 weight scales [m_pad / 16, k_pad / 32, 16]
+    zero_points  float [n, k_pad / 32] activation block scales
+    bias         int32_t [n, k_pad / 32] block corrections,
+                 -8 * sum(codes) (i8 weights: -128 * sum(codes))
+    y            float [n, m]
 
 The kernels built here have no epilogue; 'lowbit compile' of a model can
 fuse one (bias, ReLU, requantize) into the same ABI.

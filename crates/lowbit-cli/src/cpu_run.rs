@@ -28,7 +28,15 @@
 //!   62); `b1` × `b1` (the W1A1 popcount kernel); or, for
 //!   `matmul_int {schedule = bit_serial}` and any other 1- to 8-bit integer
 //!   or `b1` weight with 1- to 8-bit integer activations, the bit-serial
-//!   kernel (constant zero points, no epilogue). These are bit-exact.
+//!   kernel (constant zero points, no epilogue). These are bit-exact;
+//! * the opt-in `quantize-activations` form, a float matmul (or `qmatmul`)
+//!   whose activation is `dequantize(quantize(x, s), s)` with
+//!   `s = absmax_scale x {block = 32, qmax = 127}` (to `i8`, nearest-even,
+//!   saturating, blocked by 32 along the last axis): with `i4` or `i8`
+//!   weights in groups of 32 with f16 scales and no epilogue, the block-dot
+//!   kernel takes `x` itself and quantizes it per call exactly as the
+//!   interpreter does (within `codegen/blockdot.rs`'s bound); otherwise the
+//!   float kernels multiply the dequantized activation.
 //!
 //! Memory: the dequantized `f32` weights are never built, and the weight
 //! codes are never decoded to a `u64` each: they are packed straight from
@@ -57,8 +65,8 @@ use lowbit::ir::{
 };
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::{
-    compile, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights, Requant,
-    TensorScale, WeightGranularity, WeightSpec,
+    compile, ActQuant, Activation, Activations, Dim, Epilogue, GemmKernel, GemmSpec, PackedWeights,
+    Requant, TensorScale, WeightGranularity, WeightSpec,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -824,6 +832,11 @@ fn map_dequantized(
     tensor_scale: Option<TensorScale>,
 ) -> Result<Plan, String> {
     let x = f.op(op).operands[0];
+    // The opt-in quantized activation (`quantize-activations`): the
+    // block-dot kernel takes the float activation and quantizes it itself,
+    // when the weights suit it; otherwise the float kernel multiplies the
+    // dequantized activation (the graph's value) exactly as any other.
+    let quantized = quantized_activation(f, x);
     let xt = f.ty(x);
     if ![ElemType::F32, ElemType::F16, ElemType::BF16].contains(&xt.elem) {
         return Err(format!(
@@ -869,6 +882,7 @@ fn map_dequantized(
         act: xt.elem,
         epilogue,
         schedule: IntSchedule::Direct,
+        act_quant: None,
     };
     let weights = WeightSource {
         codes: qt,
@@ -877,7 +891,57 @@ fn map_dequantized(
             zero_points: z.map(Box::new),
         },
     };
+    if let Some(x0) = quantized {
+        let bd = GemmSpec {
+            act_quant: Some(ActQuant::I8_32),
+            ..spec.clone()
+        };
+        if bd.check("host").is_ok() {
+            return Ok(plain(bd, weights, op, x0));
+        }
+    }
     Ok(plain(spec, weights, op, x))
+}
+
+/// If `x` is `dequantize(quantize(x0, s), s)` with `s = absmax_scale(x0)
+/// {block = 32, qmax = 127}`, both blocked by 32 along the last axis, the
+/// quantize to `i8`, nearest-even and saturating, without zero points,
+/// and `x0` is `f32`: the form `quantize-activations {bits=8 block=32}`
+/// writes, which the block-dot kernel computes from `x0` (its activation
+/// codes are the interpreter's bit for bit). Returns `x0`.
+fn quantized_activation(f: &Function, x: Value) -> Option<Value> {
+    let deq = f.op(f.def_op(x)?);
+    let OpKind::Dequantize { granularity } = &deq.kind else {
+        return None;
+    };
+    let (&[qv, sv], rank) = (&deq.operands[..], f.ty(x).rank()) else {
+        return None;
+    };
+    let blocked = Granularity::Blocked {
+        blocks: vec![(rank.checked_sub(1)? as u32, 32)],
+    };
+    let quant = f.op(f.def_op(qv)?);
+    let scale = f.op(f.def_op(sv)?);
+    let ok = *granularity == blocked
+        && f.ty(x).elem == ElemType::F32
+        && f.ty(qv).elem == ElemType::I8
+        && quant.kind
+            == OpKind::Quantize {
+                granularity: blocked,
+                rounding: Rounding::NearestEven,
+                saturate: true,
+                stochastic: None,
+            }
+        && quant.operands.len() == 2
+        && quant.operands[1] == sv
+        && scale.kind
+            == OpKind::AbsMaxScale {
+                block: 32,
+                qmax: 127,
+            }
+        && scale.operands[0] == quant.operands[0]
+        && f.ty(quant.operands[0]).elem == ElemType::F32;
+    ok.then_some(quant.operands[0])
 }
 
 /// Ops that may follow a matmul into one kernel, outermost first

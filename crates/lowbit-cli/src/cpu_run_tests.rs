@@ -2,7 +2,8 @@
 //! fused float chains (bias, every activation, NVFP4 tensor scale, groups
 //! of 16, batched activations) within the kernels' declared bound, integer
 //! chains (activation zero point, `i32` bias, ReLU, `requant_dyadic`)
-//! bit-exact, `qmatmul` epilogues, and the fallbacks the summary names.
+//! bit-exact, `qmatmul` epilogues, the fallbacks the summary names, and
+//! the `quantize-activations` form on the block-dot kernel.
 
 use super::*;
 use lowbit::interp::run_function;
@@ -872,4 +873,90 @@ fn run_owned_drops_each_layers_constants_before_the_next_layer() {
         assert!(i < last_q1_read, "'{e}' after the last 'read q1': {log:?}");
     }
     assert!(at("drop q1").is_some_and(|i| i > last_q1_read), "{log:?}");
+}
+
+/// `matmul(x[n, k], dequantize(w [k, m], s f16 [ceil(k/32), m]))` (`w` of
+/// type `wt`) after the `pipeline` (a `quantize-activations` form), with
+/// its input.
+fn act_quant_graph(
+    rng: &mut Rng,
+    (n, k, m): (u64, u64, u64),
+    wt: &str,
+    pipeline: &str,
+) -> (Function, Vec<(String, Tensor)>) {
+    let mut f = Function::new("main");
+    let x = f.add_param("x", tt(&[n, k], "f32"));
+    let we: ElemType = wt.parse().unwrap();
+    let w = Tensor::new(we, vec![k, m], random_codes(rng, we, (k * m) as usize)).unwrap();
+    let sv: Vec<f64> = (0..k.div_ceil(32) * m)
+        .map(|_| 0.01 + 0.05 * unit(rng))
+        .collect();
+    let s = Tensor::from_f64(ElemType::F16, vec![k.div_ceil(32), m], &sv).unwrap();
+    let (wv, sv) = (konst(&mut f, &w), konst(&mut f, &s));
+    let d = f.push(
+        OpKind::Dequantize {
+            granularity: Granularity::Blocked {
+                blocks: vec![(0, 32)],
+            },
+        },
+        vec![wv, sv],
+        tt(&[k, m], "f32"),
+    );
+    let y = f.push(
+        OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        vec![x, d],
+        tt(&[n, m], "f32"),
+    );
+    f.outputs.push(("y".into(), y));
+    let mut module = lowbit::ir::Module { functions: vec![f] };
+    lowbit::PassManager::parse(pipeline)
+        .unwrap()
+        .run(&mut module, &mut std::io::sink())
+        .unwrap();
+    let xv: Vec<f64> = (0..n * k).map(|_| 4.0 * unit(rng) - 2.0).collect();
+    let xt = Tensor::from_f64(ElemType::F32, vec![n, k], &xv).unwrap();
+    (module.functions.remove(0), vec![("x".into(), xt)])
+}
+
+#[test]
+fn quantized_activations_run_on_the_block_dot_kernel() {
+    let mut rng = Rng::new(41);
+    for ((n, k, m), wt) in [
+        ((1, 45, 21), "i4"),
+        ((3, 100, 16), "i8"),
+        ((8, 70, 37), "i4"),
+        ((17, 257, 5), "i8"),
+    ] {
+        for (pipeline, blockdot) in [
+            ("quantize-activations", true),
+            // Other block sizes and widths are still the graph's values,
+            // on the float kernel (over the dequantized activation).
+            ("quantize-activations{block=16}", false),
+            ("quantize-activations{bits=4}", false),
+        ] {
+            let (f, inputs) = act_quant_graph(&mut rng, (n, k, m), wt, pipeline);
+            let (cpu, want) = both(&f, &inputs);
+            let summary = cpu.summary();
+            assert_eq!(
+                summary.contains("quantized to i8 per 32-block"),
+                blockdot,
+                "{pipeline} n={n} k={k} m={m}: {summary}"
+            );
+            assert!(!summary.contains("not on a CPU kernel"), "{summary}");
+            let (got, want) = (cpu.outputs[0].1.to_f64(), want[0].1.to_f64());
+            // Both bounds (block-dot and float) are below
+            // (k_pad/16 + 8) 2^-24 sum|x̂ w|, and sum|x̂ w| <= k * 2 * wmax * 0.06.
+            let wmax = if wt == "i8" { 128.0 } else { 8.0 };
+            let bound =
+                ((k.div_ceil(16) + 8) as f64) * 2f64.powi(-24) * (k as f64 * 2.0 * wmax * 0.06);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= bound,
+                    "{pipeline} n={n} k={k} m={m}: {g} vs {w}"
+                );
+            }
+        }
+    }
 }

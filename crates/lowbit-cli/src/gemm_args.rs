@@ -1,11 +1,12 @@
 //! The GEMM-spec options shared by `lowbit bench gemm` and
 //! `lowbit compile gemm`: `--m --k --n --weight [--group] [--scale]
-//! [--zero-point] [--tensor-scale T] --act [--schedule direct|bit-serial|amx]`.
+//! [--zero-point] [--tensor-scale T] --act [--schedule direct|bit-serial|amx]
+//! [--act-quant i8:32|none]`.
 
 use crate::args::{Args, Spec};
 use crate::Failure;
 use lowbit::ir::IntSchedule;
-use lowbit_llvm::{Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec};
+use lowbit_llvm::{ActQuant, Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec};
 
 /// Option table entries for a GEMM spec.
 pub const GEMM_SPECS: &[Spec] = &[
@@ -56,6 +57,11 @@ pub const GEMM_SPECS: &[Spec] = &[
     },
     Spec {
         long: "schedule",
+        short: None,
+        takes_value: true,
+    },
+    Spec {
+        long: "act-quant",
         short: None,
         takes_value: true,
     },
@@ -116,6 +122,17 @@ pub fn gemm_spec(a: &Args, n_dynamic: bool) -> Result<GemmSpec, Failure> {
             )))
         }
     };
+    // Opt-in activation quantization (the IR's `quantize-activations`):
+    // `i8:32` quantizes f32 activations per call to i8 per 32-block.
+    let act_quant = match a.last("act-quant") {
+        None | Some("none") => None,
+        Some("i8:32") => Some(ActQuant::I8_32),
+        Some(v) => {
+            return Err(Failure::usage(format!(
+                "--act-quant expects i8:32 or none, got '{v}'"
+            )))
+        }
+    };
     Ok(GemmSpec {
         m: positive(a, "m")?,
         k: positive(a, "k")?,
@@ -131,5 +148,6 @@ pub fn gemm_spec(a: &Args, n_dynamic: bool) -> Result<GemmSpec, Failure> {
         act: elem("act", required(a, "act")?)?,
         epilogue: Epilogue::default(),
         schedule,
+        act_quant,
     })
 }

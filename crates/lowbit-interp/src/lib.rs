@@ -387,6 +387,7 @@ fn eval_checked(kind: &OpKind, ops: &[&Tensor], rt: &TensorType) -> Result<Tenso
         OpKind::Unary { op } => elementwise::unary(*op, ops[0], rt),
         OpKind::LogSoftmax { axis } => norm::log_softmax(*axis, ops[0], rt),
         OpKind::Reduce { op, axes } => indexing::reduce(*op, axes, ops[0], rt),
+        OpKind::AbsMaxScale { block, qmax } => quant::absmax_scale(*block, *qmax, ops[0], rt),
         OpKind::Concat { axis } => indexing::concat(*axis, ops, rt),
         OpKind::Slice { starts, steps } => indexing::slice(starts, steps, ops[0], rt),
         OpKind::Gather { axis } => indexing::gather(*axis, ops[0], ops[1], rt),

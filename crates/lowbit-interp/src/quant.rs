@@ -404,3 +404,55 @@ pub(crate) fn cast(
     };
     Ok(tensor(elem, &x.shape, codes))
 }
+
+/// `absmax_scale {block, qmax}`: per block of `block` consecutive elements
+/// along the last axis (the last block of a row may be shorter),
+/// `max |x| / qmax` rounded once, nearest-even, to the result type (the
+/// operand's); a NaN in a block gives NaN. The quotient is formed in `f64`
+/// and then rounded to the result format: for formats of at most 24
+/// significand bits (`f32` and narrower) that double rounding equals the
+/// correctly rounded quotient (53 ≥ 2·24 + 2), and `f64` rounds once.
+pub(crate) fn absmax_scale(
+    block: u64,
+    qmax: u64,
+    x: &Tensor,
+    rt: &TensorType,
+) -> Result<Tensor, String> {
+    want_float("absmax_scale operand", x.elem)?;
+    if rt.elem != x.elem {
+        return Err(format!(
+            "the result element type {} differs from the operand's {}",
+            rt.elem, x.elem
+        ));
+    }
+    if block == 0 || qmax == 0 {
+        return Err(format!(
+            "block ({block}) and qmax ({qmax}) must be positive"
+        ));
+    }
+    let Some((&k, lead)) = x.shape.split_last() else {
+        return Err("absmax_scale needs an operand of rank 1 or more".into());
+    };
+    let nb = k.div_ceil(block);
+    let mut shape = lead.to_vec();
+    shape.push(nb);
+    want_shape(rt, &shape)?;
+    let v = floats(x);
+    let (k, block) = (k as usize, block as usize);
+    let mut out = Vec::with_capacity(v.len().div_ceil(block.max(1)));
+    if k > 0 {
+        for row in v.chunks(k) {
+            for b in row.chunks(block) {
+                let amax = b.iter().fold(0f64, |m, &e| {
+                    if m.is_nan() || e.is_nan() {
+                        f64::NAN
+                    } else {
+                        m.max(e.abs())
+                    }
+                });
+                out.push(crate::num::encode_arith(rt.elem, amax / qmax as f64));
+            }
+        }
+    }
+    Ok(tensor(rt.elem, &shape, out))
+}

@@ -715,3 +715,45 @@ fn stochastic_casts() {
     }
     assert_eq!(vals(&r)[1], 2.0);
 }
+
+#[test]
+fn absmax_scale_per_block_with_a_partial_last_block() {
+    let am = |block, qmax| OpKind::AbsMaxScale { block, qmax };
+    // Rows of 5 in blocks of 2: [1, -3 | 0.5, 0 | -7], [0, -0 | 2, 2 | NaN].
+    let x = t(
+        "f32",
+        &[2, 5],
+        &[1.0, -3.0, 0.5, 0.0, -7.0, 0.0, -0.0, 2.0, 2.0, f64::NAN],
+    );
+    let r = ok(am(2, 127), &[&x], ty("f32", &[2, 3]));
+    let v = vals(&r);
+    for (g, amax) in v.iter().zip([3.0f32, 0.5, 7.0, 0.0, 2.0]) {
+        // The f32 quotient, rounded once.
+        assert_eq!(*g, f64::from(amax / 127.0), "{v:?}");
+    }
+    assert!(v[5].is_nan(), "a NaN in the block gives NaN: {v:?}");
+    // f16 results round the quotient to f16 (3 / 7 = 0.42857.. -> 0.4285).
+    let h = t("f16", &[1, 2], &[-3.0, 1.0]);
+    let r = ok(am(4, 7), &[&h], ty("f16", &[1, 1]));
+    assert_eq!(vals(&r), [f64::from(half::f16::from_f64(3.0 / 7.0))]);
+    // With quantize: the all-zero block's 0/0 gives code 0.
+    let s = ok(am(2, 127), &[&x], ty("f32", &[2, 3]));
+    let g = Granularity::Blocked {
+        blocks: vec![(1, 2)],
+    };
+    let qx = t(
+        "f32",
+        &[2, 5],
+        &[1.0, -3.0, 0.5, 0.0, -7.0, 0.0, -0.0, 2.0, 2.0, 1.0],
+    );
+    let r = ok(q(g, NE, true), &[&qx, &s], ty("i8", &[2, 5]));
+    // The last block's scale is NaN (its x had a NaN): code 0 too.
+    assert_eq!(ints(&r), [42, -127, 127, 0, -127, 0, 0, 127, 127, 0]);
+    err(am(2, 127), &[&x], ty("f32", &[2, 2]), "should have shape");
+    err(
+        am(2, 127),
+        &[&t("i8", &[2], &[1., 2.])],
+        ty("i8", &[1]),
+        "float",
+    );
+}

@@ -588,6 +588,23 @@ pub enum OpKind {
         /// The outlier columns.
         columns: Vec<u64>,
     },
+    /// Dynamic symmetric block scale (the activation side of ggml-style
+    /// `q4_0 x q8_0` products): along the last axis, in blocks of `block`
+    /// consecutive elements (the last block of a row may be shorter),
+    /// `scale[.., j] = max_{i in block j} |x[.., i]| / qmax`, the division
+    /// rounded once (nearest-even) to the result type, which is the
+    /// operand's float type; a NaN in a block makes its scale NaN. The
+    /// result has the operand's shape with the last dimension
+    /// `ceil(k / block)`. With `quantize x, scale {axis = last, block}` to
+    /// `i8` (`qmax = 127`) it gives the per-block 8-bit activation codes of
+    /// `quantize-activations` (an all-zero block has scale 0, and `0 / 0`
+    /// quantizes to the zero point 0).
+    AbsMaxScale {
+        /// Elements per block along the last axis (positive).
+        block: u64,
+        /// The largest code magnitude (positive): 127 for 8-bit codes.
+        qmax: u64,
+    },
     /// Dyadic requantization (HAWQ-V3):
     /// `round(acc · multiplier / 2^shift) + zp`, computed exactly on
     /// integers, then clamped or wrapped. With
@@ -650,6 +667,7 @@ pub const OP_NAMES: &[&str] = &[
     "qmatmul",
     "matmul_int",
     "requant_dyadic",
+    "absmax_scale",
 ];
 
 impl OpKind {
@@ -696,6 +714,7 @@ impl OpKind {
             OpKind::QMatMul { .. } => "qmatmul",
             OpKind::MatMulInt { .. } => "matmul_int",
             OpKind::RequantDyadic { .. } => "requant_dyadic",
+            OpKind::AbsMaxScale { .. } => "absmax_scale",
         }
     }
 
@@ -976,6 +995,10 @@ impl OpKind {
                 "columns",
                 Attr::Ints(columns.iter().map(|&c| c as i64).collect()),
             )),
+            OpKind::AbsMaxScale { block, qmax } => {
+                out.push(("block", Attr::Int(*block as i64)));
+                out.push(("qmax", Attr::Int(*qmax as i64)));
+            }
             OpKind::Constant(_)
             | OpKind::Relu
             | OpKind::Silu
@@ -1102,6 +1125,21 @@ impl OpKind {
             "log_softmax" => OpKind::LogSoftmax {
                 axis: a.opt_int("axis")?.unwrap_or(-1),
             },
+            "absmax_scale" => {
+                let positive = |a: &mut AttrReader, what: &str| -> Result<u64, String> {
+                    match a.opt_int(what)? {
+                        Some(v) if v > 0 => Ok(v as u64),
+                        Some(v) => Err(format!(
+                            "absmax_scale attribute '{what}' must be positive, not {v}"
+                        )),
+                        None => Err(format!("absmax_scale needs a '{what}' attribute")),
+                    }
+                };
+                OpKind::AbsMaxScale {
+                    block: positive(&mut a, "block")?,
+                    qmax: positive(&mut a, "qmax")?,
+                }
+            }
             "reduce_min" | "reduce_max" => {
                 let axes = a
                     .opt_ints("axes")?
@@ -1493,6 +1531,10 @@ mod tests {
             OpKind::MarkOutliers {
                 columns: vec![1, 5],
             },
+            OpKind::AbsMaxScale {
+                block: 32,
+                qmax: 127,
+            },
             OpKind::Conv2d {
                 strides: [2, 1],
                 pads: [1, 1, 0, 0],
@@ -1650,6 +1692,30 @@ mod tests {
         assert!(e.contains("unknown rounding mode 'stochastic'"), "{e}");
         let det = OpKind::from_parts("cast", parts(&[st("down")])).unwrap();
         assert!(!det.is_stochastic());
+    }
+
+    #[test]
+    fn absmax_scale_attributes_must_be_positive() {
+        let parts = |b: i64, q: Option<i64>| {
+            let mut v = vec![("block".to_string(), Attr::Int(b))];
+            if let Some(q) = q {
+                v.push(("qmax".to_string(), Attr::Int(q)));
+            }
+            OpKind::from_parts("absmax_scale", v)
+        };
+        assert_eq!(
+            parts(32, Some(127)),
+            Ok(OpKind::AbsMaxScale {
+                block: 32,
+                qmax: 127
+            })
+        );
+        let e = parts(0, Some(127)).unwrap_err();
+        assert!(e.contains("'block' must be positive, not 0"), "{e}");
+        let e = parts(32, Some(-1)).unwrap_err();
+        assert!(e.contains("'qmax' must be positive, not -1"), "{e}");
+        let e = parts(32, None).unwrap_err();
+        assert!(e.contains("needs a 'qmax' attribute"), "{e}");
     }
 
     #[test]

@@ -657,6 +657,31 @@ fn check_op(cx: &mut OpCx, kind: &OpKind, ops: &[&TensorType], res: &TensorType)
             cx.expect_same_shape_and_elem(ops[0], res);
         }
         OpKind::Reduce { axes, .. } => check_reduce(cx, axes, ops[0], res),
+        OpKind::AbsMaxScale { block, qmax } => {
+            let x = ops[0];
+            cx.expect_float("operand", x);
+            expect_elem(cx, x, res);
+            if *block == 0 || *qmax == 0 {
+                cx.err(format!(
+                    "block ({block}) and qmax ({qmax}) must be positive"
+                ));
+            }
+            match x.shape.split_last() {
+                None => cx.err(
+                    "the operand must have at least one dimension (blocks run along the last)",
+                ),
+                Some((&k, lead)) => {
+                    let mut want = lead.to_vec();
+                    want.push(k.div_ceil((*block).max(1)));
+                    if res.shape != want {
+                        cx.err(format!(
+                            "result shape {:?} differs from the expected {want:?} (one scale per block of {block} along the last axis)",
+                            res.shape
+                        ));
+                    }
+                }
+            }
+        }
         OpKind::Concat { axis } => check_concat(cx, *axis, ops, res),
         OpKind::Slice { starts, steps } => check_slice(cx, starts, steps, ops[0], res),
         OpKind::Gather { axis } => check_gather(cx, *axis, ops[0], ops[1], res),

@@ -1,7 +1,8 @@
 //! Criterion benches of the CPU GEMM kernels, sized so that a whole run
 //! takes about a minute: q4_0-like (i4, groups of 32, f16 scales) and
 //! q8_0-like (i8, same) decoding (n = 1) and a small batch (n = 8) at
-//! 4096 x 4096, the q4_0 decode and batch again with a bias + GELU
+//! 4096 x 4096, the batch with opt-in activation quantization (the
+//! block-dot kernel), the q4_0 decode and batch again with a bias + GELU
 //! epilogue (its cost over the plain kernel), and W8A8 (u8 x i8 -> i32)
 //! at n = 512 on 1024 x 1024. Weights rotate over copies larger than the last-level
 //! cache (`lowbit_llvm::bench`, as `lowbit bench gemm`), so decoding reads
@@ -92,6 +93,15 @@ fn gemm(c: &mut Criterion) {
         false,
     );
     bench_spec(c, "q4_0-like 4096x4096 n=8", q_like("i4", 8), 8, false);
+    // The opt-in activation quantization (`--act-quant i8:32`): not the
+    // exact product, see `codegen/blockdot.rs`.
+    bench_spec(
+        c,
+        "q4_0 x q8_0 act-quant 4096x4096 n=8",
+        GemmSpec::blockdot(4096, 4096, Dim::Static(8)),
+        8,
+        false,
+    );
     let mut gelu = q_like("i4", 8);
     gelu.epilogue.bias = true;
     gelu.epilogue.activation = Activation::Gelu;

@@ -42,26 +42,21 @@ pub struct ModelKernel<'a> {
 }
 
 /// Builds one relocatable object holding several kernels under their own
-/// names and read-only data (pre-packed weights, scales, biases) as
-/// 64-byte-aligned constant globals named by the first tuple field. Every
-/// symbol gets hidden visibility: the object is meant to be linked into a
-/// shared library whose driver (the only exported function) calls them.
-pub fn emit_model_object(
-    kernels: &[ModelKernel],
-    data: &[(String, Vec<u8>)],
-    target: &CpuTarget,
-) -> Result<Vec<u8>, CpuError> {
-    emit_model(kernels, data, target, Emit::Obj)
+/// names, each of hidden visibility: the object is meant to be linked into
+/// a shared library (or program) whose driver calls them. Read-only data
+/// (pre-packed weights) is not part of it: the driver passes those buffers
+/// in, and they go into their own object ([`crate::data_object`]), so
+/// LLVM never holds a copy of the weights.
+pub fn emit_model_object(kernels: &[ModelKernel], target: &CpuTarget) -> Result<Vec<u8>, CpuError> {
+    emit_model(kernels, target, Emit::Obj)
 }
 
 /// [`emit_model_object`]'s module as an object, assembly text or LLVM IR.
 pub fn emit_model(
     kernels: &[ModelKernel],
-    data: &[(String, Vec<u8>)],
     target: &CpuTarget,
     what: Emit,
 ) -> Result<Vec<u8>, CpuError> {
-    use inkwell::module::Linkage;
     use inkwell::GlobalVisibility;
     let ctx = Context::create();
     let module = ctx.create_module("lowbit_model");
@@ -79,18 +74,6 @@ pub fn emit_model(
         module
             .link_in_module(km)
             .map_err(|e| CpuError::Llvm(format!("linking kernel {}: {e}", k.symbol)))?;
-    }
-    let i8t = ctx.i8_type();
-    for (name, bytes) in data {
-        let init = ctx.const_string(bytes, false);
-        let len = u32::try_from(bytes.len())
-            .map_err(|_| CpuError::Llvm(format!("constant {name} is over 4 GiB")))?;
-        let g = module.add_global(i8t.array_type(len), None, name);
-        g.set_initializer(&init);
-        g.set_constant(true);
-        g.set_linkage(Linkage::External);
-        g.set_visibility(GlobalVisibility::Hidden);
-        g.set_alignment(64);
     }
     finish(&module, target, what)
 }

@@ -43,7 +43,12 @@ pub fn random_weights(spec: &GemmSpec) -> Result<PackedWeights, CpuError> {
     if spec.is_integer() {
         return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
     }
-    let groups = spec.m * spec.groups_per_row();
+    // Block-dot scales: one f16 per padded row and 32-block.
+    let groups = if spec.is_blockdot() {
+        spec.m_pad() * (spec.k_pad() / crate::spec::BLOCK)
+    } else {
+        spec.m * spec.groups_per_row()
+    };
     let scale = spec.weight.scale;
     let sb = (scale.bits() / 8) as usize;
     let mut scales = Vec::with_capacity(groups * sb);

@@ -28,9 +28,13 @@
 //! per-tile stack buffer, so the k loop only broadcasts an f32 from it.
 //!
 //! The float tiles take all of k in one pass, so each weight row is one
-//! sequential stream for the hardware prefetchers (software prefetching
-//! 512 B ahead made no difference we could measure on the shared machine,
-//! so there is none). Every
+//! sequential stream for the hardware prefetchers (software prefetching of
+//! the weight rows, 512 B to 8 KiB ahead, was slower; so was storing a
+//! tile's 8 rows interleaved as one stream: BENCHMARKS.md, "decode
+//! layout"). Each row's scales, by contrast, are read 16 at a time, a
+//! stream too slow for the hardware prefetchers: when a tile decodes a run
+//! of scales it prefetches the next cache line of each row's scales (and
+//! zero points). Every
 //! accumulator has 16 lanes (both halves of a block go into one), so the
 //! 4x4 tile's 16 accumulators fit in the AVX-512 registers with the
 //! decoded weights (its activations come from L2), and the 8x1 tile's 8
@@ -58,6 +62,13 @@
 //! interpreter's result of the same pre-activation value (tanh GELU: plus
 //! `|x| · 2^-50`); with them the bound above is multiplied by 1.2 (their
 //! largest slope) before that term is added.
+//!
+//! Block-dot specs (`GemmSpec::act_quant`: activations quantized per call
+//! to `i8` per 32-block, the IR's `quantize-activations` form) run the
+//! `vpdpbusd` kernel of `codegen/blockdot.rs`, with its own bound against
+//! the interpreter's result of the quantized graph:
+//! `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * sum_j |x̂_j * w_j|`, `x̂` the
+//! dequantized activation.
 //!
 //! Bit-serial specs (WxAy over bit-planes) and the W1A1 tiles (XOR-popcount
 //! over packed `b1` signs) are emitted by the child module [`bitserial`],
@@ -97,7 +108,12 @@ const SPLIT_BLOCKS: u64 = 16;
 /// buffer, so the k loop only broadcasts an f32 from it).
 const SCALE_RUN: u32 = 16;
 
+/// How far past a run of scales (and zero points) the float tiles
+/// prefetch when they decode it: the next cache line.
+const SCALE_PREFETCH_BYTES: u64 = 64;
+
 pub(crate) mod amx;
+mod blockdot;
 mod vnni;
 
 struct Gen<'a, 'ctx> {
@@ -564,6 +580,22 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .try_as_basic_value()
             .basic()
             .ok_or_else(|| CpuError::Llvm(format!("{name} returned no value")))
+    }
+
+    /// Prefetches (for reading, into all cache levels) the line at
+    /// `p + offset` bytes. The address may lie past the buffer (a prefetch
+    /// never faults), so it is formed without `inbounds`.
+    fn prefetch(&self, p: PointerValue<'ctx>, offset: u64) -> Result<(), CpuError> {
+        // SAFETY: the pointer is only prefetched, never dereferenced.
+        let q = unsafe { self.b.build_gep(self.i8t, p, &[self.i64c(offset)], "pf")? };
+        let f = Intrinsic::find("llvm.prefetch")
+            .and_then(|i| i.get_declaration(self.module, &[self.ptr.into()]))
+            .ok_or_else(|| CpuError::Llvm("llvm.prefetch is not available".into()))?;
+        let i32c = |v: u64| self.i32t.const_int(v, false).into();
+        // (address, read, locality 3 = keep in all levels, data cache)
+        self.b
+            .build_call(f, &[q.into(), i32c(0), i32c(3), i32c(1)], "")?;
+        Ok(())
     }
 
     /// [`Gen::call_intrinsic`] for an overloaded intrinsic of one vector
@@ -1194,6 +1226,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             };
             let sbuf_row = |r: usize| self.gep(sbuf, self.i64c(r as u64 * run * 4));
             self.b.position_at_end(full_b);
+            // Each row's scales (and zero points) are a stream of their own,
+            // too short and slow for the hardware prefetchers: the loads of
+            // every run missed to DRAM and stalled the k loop. Prefetch the
+            // line after this run's (measured best against 128 and 256 bytes:
+            // BENCHMARKS.md, "decode layout").
+            for (r, &row) in rows_idx.iter().enumerate() {
+                self.prefetch(row_scales(r)?, SCALE_PREFETCH_BYTES)?;
+                if spec.weight.zero_point {
+                    let row0 = self.b.build_int_mul(row, self.i64c(ngroups), "zi")?;
+                    let idx = self.b.build_int_add(row0, base, "zi")?;
+                    self.prefetch(self.gep(a.z, idx)?, SCALE_PREFETCH_BYTES)?;
+                }
+            }
             for r in 0..rows as usize {
                 let v = self.load_scales(row_scales(r)?)?;
                 self.b.build_store(sbuf_row(r)?, v)?;
@@ -1468,6 +1513,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     fn emit_kernel(&self) -> Result<(), CpuError> {
+        if self.spec.is_blockdot() {
+            return self.emit_blockdot_kernel();
+        }
         if self.spec.is_vnni() {
             return self.emit_vnni_kernel();
         }

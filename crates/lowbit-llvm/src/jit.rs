@@ -468,6 +468,32 @@ impl GemmKernel {
         if n == 0 {
             return Ok(());
         }
+        if spec.is_blockdot() {
+            let Activations::F32(v) = x else {
+                return Err(CpuError::SpecMismatch(
+                    "the block-dot kernel quantizes f32 activations".into(),
+                ));
+            };
+            let qt = if threads == 0 {
+                std::thread::available_parallelism().map_or(1, |t| t.get())
+            } else {
+                threads
+            };
+            let q = crate::actquant::quantize_activations(spec, v, n, qt);
+            self.launch(
+                [
+                    q.codes.as_ptr() as usize,
+                    weights.codes().as_ptr() as usize,
+                    weights.scales().as_ptr() as usize,
+                    q.scales.as_ptr() as usize,
+                    q.corrections.as_ptr() as usize,
+                    y.as_mut_ptr() as usize,
+                ],
+                n,
+                threads,
+            );
+            return Ok(());
+        }
         let k_pad = spec.k_pad();
         let padded: Vec<f32>;
         let xp: *const f32 = match x {

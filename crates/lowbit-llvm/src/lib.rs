@@ -10,13 +10,20 @@
 //!   ([`GemmSpec::binary`], xor + popcount) and bit-serial WxAy
 //!   ([`GemmSpec::bit_serial`], and + popcount over bit-planes). Specs the kernels cannot run
 //!   give [`CpuError::Unsupported`].
+//! * Opt-in activation quantization ([`GemmSpec::blockdot`],
+//!   [`ActQuant`]): `q4_0` weights times `f32` activations quantized per
+//!   call to `i8` per 32-block (the IR's `quantize-activations` form), an
+//!   exact `vpdpbusd` dot per block and an `f32` sum (`codegen/blockdot.rs`,
+//!   [`actquant`]).
 //! * [`PackedWeights`] — weights pre-packed into the layout the kernel reads
 //!   ([`GemmSpec::packed_layout`], a lowbit-ir `Layout`).
 //! * [`compile`] / [`GemmKernel::run`] — the library JIT with its in-memory
 //!   and on-disk caches ([`disk_cache`]); buffer sizes are checked before
 //!   any machine code runs.
 //! * [`aot::emit`] — LLVM IR, assembly or object output for a target.
-//! * [`bench`] — benchmark inputs: arbitrary weights rotated over more
+//! * [`data_object`] — read-only data (packed weights) streamed into an ELF
+//!   object, assembly or LLVM IR beside the AOT kernels.
+//! * [`bench`](mod@bench) — benchmark inputs: arbitrary weights rotated over more
 //!   memory than the last-level cache (`lowbit bench`, `benches/gemm.rs`).
 //! * [`probe`] — small JIT-compiled probes of the machine's memory read
 //!   bandwidth and FMA peak, for roofline figures.
@@ -25,9 +32,11 @@
 //! reference interpreter's.
 #![deny(missing_docs)]
 
+pub mod actquant;
 pub mod aot;
 pub mod bench;
 pub mod codegen;
+pub mod data_object;
 pub mod disk_cache;
 pub mod error;
 pub mod jit;
@@ -42,6 +51,7 @@ pub use error::CpuError;
 pub use jit::{compile, compiler_version, Activations, GemmKernel, KernelOrigin, Requant};
 pub use pack::PackedWeights;
 pub use spec::{
-    Activation, Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec, PLANE_BLOCK,
+    ActQuant, Activation, Dim, Epilogue, GemmSpec, TensorScale, WeightGranularity, WeightSpec,
+    PLANE_BLOCK,
 };
 pub use target::{CpuTarget, KernelPaths};

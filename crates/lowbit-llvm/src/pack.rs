@@ -22,13 +22,21 @@
 //! read in place: no `u64` per weight) and give the same bytes as `pack`
 //! and `pack_int_centered`; rows and columns past the weights are code 0.
 //!
+//! Packed codes of 2 MiB or more are kept in memory advised for
+//! transparent huge pages (Linux `madvise(MADV_HUGEPAGE)` before the pages
+//! are touched, see `huge_page_vec`): a decode call streams every weight
+//! once, and with 4 KiB pages each row stream needs a page walk per page;
+//! measured 5 – 6 % less CPU time per q4_0/q8_0 decode call (BENCHMARKS.md,
+//! "decode layout"). Elsewhere, or where the kernel declines, the advice is a
+//! no-op and the buffer is an ordinary copy.
+//!
 //! Bit-serial specs store each 512-element block of a row as its bit-planes
 //! (64 bytes each, LSB-first); `pack_planes` writes that layout fast (8
 //! elements per 8x8 bit transpose) for weights at pack time and for activations at
 //! each call, and equals `Tensor::to_bytes` with the spec's layout.
 
 use crate::error::CpuError;
-use crate::spec::{GemmSpec, PLANE_BLOCK};
+use crate::spec::{GemmSpec, WeightGranularity, BLOCK, INT_PANEL, PLANE_BLOCK};
 use lowbit_ir::{Tensor, TensorType};
 
 /// Weights packed for one kernel spec. The byte buffers' sizes are checked
@@ -52,8 +60,8 @@ pub struct PackedWeights {
 /// AVX-512 vector). The system allocator returns large `Vec<u8>`s 16 bytes
 /// into a line, which makes every 64-byte weight load of a kernel straddle
 /// two lines (measured: the W8A8 prefill tile loses about a tenth of its
-/// speed to it).
-#[derive(Clone)]
+/// speed to it). Buffers of [`HUGE_PAGE_MIN`] bytes or more are also
+/// advised for transparent huge pages (see the module docs), clones too.
 struct AlignedBytes {
     lines: Vec<Line>,
     len: usize,
@@ -67,7 +75,7 @@ struct Line([u8; 64]);
 impl AlignedBytes {
     /// A copy of `bytes` (zero-filled to whole lines).
     fn copy_of(bytes: &[u8]) -> AlignedBytes {
-        let mut lines = vec![Line([0; 64]); bytes.len().div_ceil(64)];
+        let mut lines = huge_page_vec(bytes.len().div_ceil(64), Line([0; 64]));
         for (line, chunk) in lines.iter_mut().zip(bytes.chunks(64)) {
             line.0[..chunk.len()].copy_from_slice(chunk);
         }
@@ -84,9 +92,60 @@ impl AlignedBytes {
     }
 }
 
+impl Clone for AlignedBytes {
+    /// A copy in memory advised like the original (a derived clone would
+    /// allocate it plainly).
+    fn clone(&self) -> AlignedBytes {
+        AlignedBytes::copy_of(self.as_slice())
+    }
+}
+
 impl std::fmt::Debug for AlignedBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.as_slice().fmt(f)
+    }
+}
+
+/// Buffers from this size on are advised for transparent huge pages.
+const HUGE_PAGE_MIN: usize = 2 << 20;
+
+/// `len` elements of `fill` in a buffer whose whole 2 MiB-aligned pages
+/// are advised for transparent huge pages before they are first touched
+/// (Linux; elsewhere, or below [`HUGE_PAGE_MIN`] bytes, a plain vector).
+/// The advice is a hint: where huge pages are off or unavailable the
+/// kernel uses 4 KiB pages and nothing else changes.
+pub(crate) fn huge_page_vec<T: Copy>(len: usize, fill: T) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    advise_huge_pages(&v, len);
+    v.resize(len, fill);
+    v
+}
+
+/// Advises the whole 2 MiB pages inside the first `len` elements of `v`'s
+/// (not yet touched) allocation for transparent huge pages.
+fn advise_huge_pages<T>(v: &Vec<T>, len: usize) {
+    let bytes = len * std::mem::size_of::<T>();
+    if bytes < HUGE_PAGE_MIN || v.capacity() < len {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        /// `MADV_HUGEPAGE` (Linux).
+        const MADV_HUGEPAGE: i32 = 14;
+        let page = 2usize << 20;
+        let p = v.as_ptr() as usize;
+        let start = p.div_ceil(page) * page;
+        let end = (p + bytes) / page * page;
+        if end > start {
+            // SAFETY: [start, end) lies inside `v`'s allocation; the
+            // advice changes how its pages are backed, never its contents.
+            // A failure (huge pages off, an old kernel) leaves 4 KiB pages,
+            // so the result is not needed.
+            let _ = unsafe { madvise(start as *mut std::ffi::c_void, end - start, MADV_HUGEPAGE) };
+        }
     }
 }
 
@@ -141,6 +200,9 @@ impl PackedWeights {
                     "zero points given but the spec has none".into(),
                 ))
             }
+        }
+        if spec.is_blockdot() {
+            return pack_blockdot(spec, &|r, c| weights.codes[r * k + c], scales);
         }
         let ty = spec.packed_weight_type();
         let codes = if ty.shape == weights.shape {
@@ -200,6 +262,9 @@ impl PackedWeights {
                     "zero points given but the spec has none".into(),
                 ))
             }
+        }
+        if spec.is_blockdot() {
+            return pack_blockdot(spec, &code, scales);
         }
         let codes = padded_codes(spec, &code);
         let sb = spec.scale_bytes();
@@ -341,13 +406,18 @@ impl PackedWeights {
         } else {
             spec.m * spec.groups_per_row()
         };
+        let scale_bytes = if spec.is_blockdot() {
+            spec.blockdot_scale_bytes()
+        } else {
+            nscales * spec.scale_bytes()
+        };
         let checks = [
             (
                 "weight codes (bytes)",
                 spec.m_pad() * spec.row_bytes(),
                 codes.len(),
             ),
-            ("scales (bytes)", nscales * spec.scale_bytes(), scales.len()),
+            ("scales (bytes)", scale_bytes, scales.len()),
             (
                 "zero points (bytes)",
                 if spec.weight.zero_point { nscales } else { 0 },
@@ -449,6 +519,53 @@ fn padded_codes(spec: &GemmSpec, code: &impl Fn(usize, usize) -> u64) -> Vec<u8>
             0
         }
     })
+}
+
+/// Block-dot weights (`i4` or `i8` codes `[m, k]`, f16 scales
+/// `[m, ceil(k / g)]`): codes as `u4` `c ^ 8` (the value plus 8) in the
+/// W4A8 panel layout, or `u8` `c ^ 0x80` in the W8A8 one, on
+/// `[m_pad, k_pad]`, padded with value 0; scales re-laid out per
+/// 16-row panel and 32-element block, `[m_pad / 16, k_pad / 32, 16]` f16
+/// (the block's group scale; 0 for padding rows), so a panel's scales for
+/// one block are one 32-byte load.
+/// The codes `code(r, c)` are read as in [`padded_codes`] (no tensor-sized
+/// copy).
+fn pack_blockdot(
+    spec: &GemmSpec,
+    code: &impl Fn(usize, usize) -> u64,
+    scales: &Tensor,
+) -> Result<PackedWeights, CpuError> {
+    let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
+    // Two's complement plus the offset is the code with its top bit
+    // flipped; padding holds the value 0 (the offset itself).
+    let offset = spec.blockdot_offset() as u64;
+    let mask = spec.weight.dtype.code_mask();
+    let ty = spec.packed_weight_type();
+    let codes = lowbit_ir::tensor::pack_codes(&ty.shape, ty.elem, &ty.layout, |i| {
+        let (r, c) = (i / k_pad, i % k_pad);
+        if r < m && c < k {
+            (code(r, c) & mask) ^ offset
+        } else {
+            offset
+        }
+    });
+    let blocks = k_pad / BLOCK;
+    let per_group = match spec.weight.granularity {
+        WeightGranularity::Group(g) => g / BLOCK,
+        WeightGranularity::PerChannel => blocks,
+    };
+    let groups = spec.groups_per_row();
+    let mut out = vec![0u8; spec.blockdot_scale_bytes()];
+    for r in 0..m {
+        let (panel, lane) = (r / INT_PANEL, r % INT_PANEL);
+        for b in 0..blocks {
+            let g = (b / per_group).min(groups - 1);
+            let code = scales.codes[r * groups + g] as u16;
+            let at = ((panel * blocks + b) * INT_PANEL + lane) * 2;
+            out[at..at + 2].copy_from_slice(&code.to_le_bytes());
+        }
+    }
+    PackedWeights::from_raw(spec, codes, out, Vec::new())
 }
 
 /// The wrapping `i32` sum of each padded row of W8A8/W4A8 codes packed in
@@ -554,6 +671,30 @@ mod tests {
     use super::*;
     use lowbit_ir::{Layout, Tensor};
     use lowbit_numerics::ElemType;
+
+    /// The huge-page-advised buffers hold exactly their data (sizes around
+    /// the 2 MiB threshold and not multiples of a page), and packed
+    /// weights and their clones hold the bytes they were given.
+    #[test]
+    fn huge_page_buffers_hold_their_data() {
+        for len in [0usize, 100, (2 << 20) - 1, (2 << 20) + 12_345, 5 << 20] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 31 + i / 4099) as u8).collect();
+            assert_eq!(AlignedBytes::copy_of(&src).as_slice(), src, "{len}");
+            assert_eq!(AlignedBytes::copy_of(&src).clone().as_slice(), src, "{len}");
+            let v = huge_page_vec(len / 4, 1.5f32);
+            assert_eq!(v.len(), len / 4);
+            assert!(v.iter().all(|&x| x == 1.5));
+        }
+        let spec = GemmSpec::new(600, 8192, crate::spec::Dim::Dynamic, ElemType::I8, 32);
+        let codes: Vec<u8> = (0..600 * 8192).map(|i| (i % 251) as u8).collect();
+        let scales = vec![0x3cu8; 600 * 256 * 2];
+        let p = PackedWeights::from_raw(&spec, codes.clone(), scales.clone(), Vec::new()).unwrap();
+        let q = p.clone();
+        for w in [&p, &q] {
+            assert_eq!(w.codes(), &codes[..]);
+            assert_eq!(w.scales(), &scales[..]);
+        }
+    }
 
     /// The fast plane packer writes exactly the IR layout
     /// `tile = 1x512, bitplanes` of the padded row, and the plane sums are

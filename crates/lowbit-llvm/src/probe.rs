@@ -255,9 +255,11 @@ pub fn read_bandwidth_gbps(threads: usize, bytes: usize, reps: usize) -> Result<
     if per == 0 {
         return Err(CpuError::Llvm("read probe buffer too small".into()));
     }
-    // 64-byte aligned, touched (so pages are mapped) with ones.
+    // 64-byte aligned, touched (so pages are mapped) with ones; backed by
+    // huge pages where the packed weights are (`pack::huge_page_vec`), so
+    // the kernels are compared with a probe reading the same kind of memory.
     let floats = per as usize / 4 * threads + 16;
-    let buf = vec![1.0f32; floats];
+    let buf = crate::pack::huge_page_vec(floats, 1.0f32);
     let base = buf.as_ptr() as usize;
     let base = base.div_ceil(64) * 64;
     let read = p.read;

@@ -180,6 +180,37 @@ pub struct GemmSpec {
     /// `Direct`. `b1 x b1` (W1A1) is bit-serial by construction under
     /// either.
     pub schedule: IntSchedule,
+    /// Opt-in: quantize the float activations per call to signed integer
+    /// blocks along `k` (the IR's `quantize-activations` form) and multiply
+    /// integer blocks (see [`ActQuant`]). `None` keeps the exact float
+    /// product.
+    pub act_quant: Option<ActQuant>,
+}
+
+/// Activation quantization of the block-dot path (`codegen/blockdot.rs`):
+/// per activation row and block of `block` elements along `k` (the last
+/// block may be shorter), `scale = max|x| / qmax` (f32 division, `qmax =
+/// 2^(bits-1) - 1`), codes `q = quantize(x, scale)` (f32 quotient,
+/// nearest-even, saturating to `i<bits>`; `0 / 0` gives 0). This is the
+/// IR's `absmax_scale` + `quantize` (+ `dequantize` into the matmul), and
+/// the codes equal the interpreter's bit for bit. The kernel then computes
+/// `y = Σ_blocks float(Σ_i q_x·q_w) · round_f32(s_w · s_x)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ActQuant {
+    /// Bits of the signed codes (8: the kernel's `vpdpbusd` operand).
+    pub bits: u8,
+    /// Elements per scale along `k` (32).
+    pub block: usize,
+}
+
+impl ActQuant {
+    /// 8-bit codes per block of 32 (ggml's `q8_0` activations).
+    pub const I8_32: ActQuant = ActQuant { bits: 8, block: 32 };
+
+    /// The largest code magnitude, `2^(bits-1) - 1`.
+    pub fn qmax(self) -> u32 {
+        (1u32 << (self.bits - 1)) - 1
+    }
 }
 
 /// How a packed 32-element weight block is stored.
@@ -288,6 +319,16 @@ impl fmt::Display for GemmSpec {
             },
             self.act
         )?;
+        if let Some(q) = self.act_quant {
+            write!(
+                f,
+                " quantized to i{} per {}-block, weights packed as w + {}: {}",
+                q.bits,
+                q.block,
+                self.blockdot_offset(),
+                self.packed_weight_type()
+            )?;
+        }
         if let Some(t) = self.weight.tensor_scale {
             write!(f, " *{}", t.value())?;
         }
@@ -320,6 +361,34 @@ impl GemmSpec {
             act: ElemType::F32,
             epilogue: Epilogue::default(),
             schedule: IntSchedule::Direct,
+            act_quant: None,
+        }
+    }
+
+    /// A q4_0 x q8_0 block-dot spec ([`ActQuant::I8_32`]): `i4` weights
+    /// in groups of 32 with f16 scales, f32 activations quantized per call
+    /// (set `weight.dtype` to `i8` for q8_0 weights).
+    pub fn blockdot(m: usize, k: usize, n: Dim) -> GemmSpec {
+        GemmSpec {
+            act_quant: Some(ActQuant::I8_32),
+            ..GemmSpec::new(m, k, n, I4, BLOCK)
+        }
+    }
+
+    /// Whether this is the block-dot path: float activations quantized per
+    /// call (see [`ActQuant`]).
+    pub fn is_blockdot(&self) -> bool {
+        self.act_quant.is_some()
+    }
+
+    /// Block-dot path: what the packed weight codes add to each weight
+    /// (they are the unsigned operand of `vpdpbusd`): 8 for `i4`, 128 for
+    /// `i8`. The kernel takes `offset · Σ q_x` back off each block.
+    pub fn blockdot_offset(&self) -> i32 {
+        if self.weight.dtype.bits() == 8 {
+            128
+        } else {
+            8
         }
     }
 
@@ -355,6 +424,7 @@ impl GemmSpec {
             act,
             epilogue: Epilogue::default(),
             schedule: IntSchedule::Direct,
+            act_quant: None,
         }
     }
 
@@ -394,7 +464,7 @@ impl GemmSpec {
     /// Rows of the packed weight: `m`, rounded up to whole panels of
     /// [`INT_PANEL`] rows on the W8A8/W4A8 path.
     pub fn m_pad(&self) -> usize {
-        if self.is_vnni() {
+        if self.is_vnni() || self.is_blockdot() {
             self.m.div_ceil(INT_PANEL) * INT_PANEL
         } else {
             self.m
@@ -537,7 +607,7 @@ impl GemmSpec {
                 ..Layout::default()
             };
         }
-        if self.is_vnni() {
+        if self.is_vnni() || self.is_blockdot() {
             // One 64-byte vector per tile: 16 rows x 4 bytes (see the
             // module docs).
             return if self.weight.dtype.bits() == 8 {
@@ -569,10 +639,18 @@ impl GemmSpec {
 
     /// The IR type of the packed weight: `[m_pad, k_pad]` codes in
     /// [`GemmSpec::packed_layout`].
+    /// Block-dot specs store `i4` codes as `u4` with an offset of 8 (code
+    /// `c ^ 8`) and `i8` codes as `u8` with an offset of 128 (`c ^ 0x80`),
+    /// the unsigned operand of `vpdpbusd`: the weight is
+    /// `dequantize(u4, s, zero_point = 8)` (`u8`, 128).
     pub fn packed_weight_type(&self) -> TensorType {
         TensorType::new(
             vec![self.m_pad() as u64, self.k_pad() as u64],
-            self.weight.dtype,
+            match (self.is_blockdot(), self.weight.dtype.bits()) {
+                (true, 8) => ElemType::U8,
+                (true, _) => U4,
+                _ => self.weight.dtype,
+            },
         )
         .with_layout(self.packed_layout())
     }
@@ -585,7 +663,7 @@ impl GemmSpec {
         if self.is_binary() {
             return self.k_pad() / 8;
         }
-        if self.is_integer() {
+        if self.is_integer() || self.is_blockdot() {
             return self.k_pad() * self.weight.dtype.bits() as usize / 8;
         }
         self.k_pad() / BLOCK * self.block_format().block_bytes()
@@ -606,10 +684,73 @@ impl GemmSpec {
             // for the zero-point correction).
             return self.m_pad() * (self.row_bytes() + 4);
         }
+        if self.is_blockdot() {
+            return self.m_pad() * self.row_bytes() + self.blockdot_scale_bytes();
+        }
         let scales = self.m * self.groups_per_row();
         self.m * self.row_bytes()
             + scales * self.scale_bytes()
             + if self.weight.zero_point { scales } else { 0 }
+    }
+
+    /// Block-dot path: bytes of the packed weight scales, one f16 per
+    /// padded row and 32-element block (`[m_pad / 16, k_pad / 32, 16]`).
+    pub(crate) fn blockdot_scale_bytes(&self) -> usize {
+        self.m_pad() * (self.k_pad() / BLOCK) * 2
+    }
+
+    fn check_blockdot(&self, target: &str, q: ActQuant) -> Result<(), CpuError> {
+        let u = |r: String| Err(self.unsupported(target, r));
+        if q != ActQuant::I8_32 {
+            return u(format!(
+                "the block-dot kernel quantizes activations to i8 per 32-block, not i{} per {}",
+                q.bits, q.block
+            ));
+        }
+        if self.act != ElemType::F32 {
+            return u(format!(
+                "activation quantization takes f32 activations, not {}",
+                self.act
+            ));
+        }
+        if ![I4, ElemType::I8].contains(&self.weight.dtype) {
+            return u(format!(
+                "the block-dot kernel takes i4 (q4_0) or i8 (q8_0) weights, not {}",
+                self.weight.dtype
+            ));
+        }
+        match self.weight.granularity {
+            WeightGranularity::Group(g) if g % BLOCK == 0 => {}
+            g => {
+                return u(format!(
+                    "the block-dot kernel takes weight groups of a multiple of 32, not {g:?}"
+                ))
+            }
+        }
+        if self.weight.scale != ElemType::F16 {
+            return u(format!(
+                "the block-dot kernel takes f16 weight scales, not {}",
+                self.weight.scale
+            ));
+        }
+        if self.weight.zero_point || self.weight.tensor_scale.is_some() {
+            return u(
+                "the block-dot kernel takes symmetric weights (no zero points or tensor scale)"
+                    .into(),
+            );
+        }
+        if self.epilogue != Epilogue::default() || self.schedule != IntSchedule::Direct {
+            return u("the block-dot kernel has no epilogue".into());
+        }
+        if let Some(l) = &self.weight.layout {
+            if *l != self.packed_layout() {
+                return u(format!(
+                    "the block-dot kernel packs weights as {}, not {l}",
+                    self.packed_layout()
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn unsupported(&self, target: &str, reason: impl Into<String>) -> CpuError {
@@ -750,6 +891,9 @@ impl GemmSpec {
             .is_none_or(|e| e > limit)
         {
             return u(format!("weight {}x{} is too large", self.m, self.k));
+        }
+        if let Some(q) = self.act_quant {
+            return self.check_blockdot(target, q);
         }
         if self.schedule == IntSchedule::Amx && !self.is_vnni() {
             return u(format!(

@@ -291,6 +291,7 @@ fn random_specs_match_the_interpreter() {
                 requantize: false,
             },
             schedule: Default::default(),
+            act_quant: None,
         };
         let n = 1 + rng.below(10) as usize;
         let spec = GemmSpec {
@@ -813,6 +814,67 @@ fn scale_runs_and_tiles_match_the_interpreter() {
             }
             let kernel = compile(&c.spec).unwrap_or_else(|e| panic!("{}: {e}", c.spec));
             check(&c, &run_kernel(&kernel, &c, 2));
+        }
+    }
+}
+
+/// Several 8-row decode tiles and a partial last one (m = 8t + 1..7), k not
+/// a multiple of the block or the group, group counts not a multiple of 16,
+/// on 1 and 2 threads (row chunks of whole 8-row tiles: the same bits),
+/// with the decode tile (n = 1), the wide tiles and their tails (n = 5, 9),
+/// and on x86-64 also for an AVX2-only CPU (4-row tiles).
+#[test]
+fn many_row_tiles_match_the_interpreter() {
+    let mut rng = Rng(0x7173_d0c5);
+    let host = CpuTarget::host().unwrap();
+    let mut targets = vec![None];
+    if host.triple.starts_with("x86_64") {
+        targets.push(Some(CpuTarget::named("x86_64", "haswell").unwrap()));
+    }
+    let e8m0 = t("f8E8M0FNU");
+    let cases: &[(&str, usize, usize, usize)] = &[
+        ("i4", 32, 27, 1000),
+        ("i8", 32, 43, 300),
+        ("u2", 64, 19, 161),
+        ("i3", 32, 33, 95),
+        ("f4E2M1FN", 32, 21, 700),
+        ("f4E2M1FN", 16, 17, 250),
+        ("f8E4M3FN", 0, 30, 129),
+    ];
+    for target in &targets {
+        for (i, &(w, group, m, k)) in cases.iter().enumerate() {
+            let dtype = t(w);
+            for n in [1, 5, 9] {
+                let mut spec = GemmSpec::new(m, k, Dim::Dynamic, dtype, group.max(16));
+                if group == 0 {
+                    spec.weight.granularity = WeightGranularity::PerChannel;
+                }
+                spec.weight.scale = ElemType::F32;
+                spec.weight.zero_point = i == 2;
+                spec.epilogue.bias = n == 5;
+                let mut c = make_case(&mut rng, spec, n);
+                if dtype == t("f4E2M1FN") && group == 32 {
+                    // MXFP4: power-of-two scales.
+                    c.spec.weight.scale = e8m0;
+                    let codes = (0..c.scales.len()).map(|_| 120 + rng.below(15)).collect();
+                    c.scales = Tensor::new(e8m0, c.scales.shape.clone(), codes).unwrap();
+                }
+                let kernel = match target {
+                    None => compile(&c.spec).unwrap(),
+                    Some(t) => {
+                        std::sync::Arc::new(GemmKernel::compile_uncached(&c.spec, t).unwrap())
+                    }
+                };
+                let y1 = run_kernel(&kernel, &c, 1);
+                check(&c, &y1);
+                let y2 = run_kernel(&kernel, &c, 2);
+                assert_eq!(
+                    y1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    y2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{} on {target:?}",
+                    c.spec
+                );
+            }
         }
     }
 }

@@ -144,6 +144,7 @@ fn activations_match_the_interpreter_on_probe_values() {
                 requantize: false,
             },
             schedule: IntSchedule::Direct,
+            act_quant: None,
         };
         let wq = Tensor::new(
             ElemType::I8,
@@ -315,6 +316,7 @@ fn activations_in_random_gemms_match_the_interpreter() {
                 requantize: false,
             },
             schedule: IntSchedule::Direct,
+            act_quant: None,
         };
         let wq = Tensor::new(
             dtype,

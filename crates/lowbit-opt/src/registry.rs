@@ -2,7 +2,7 @@
 //! options and statistics, and the typed option values passes are built from.
 
 use crate::pass::Pass;
-use crate::passes::{canonicalize, cse, dce, egraph};
+use crate::passes::{canonicalize, cse, dce, egraph, quantize_activations};
 use std::fmt;
 
 /// The type of a pass option's value.
@@ -87,7 +87,13 @@ impl PassInfo {
 
 /// Every built-in pass, in the order `--list-passes` shows them.
 pub fn registry() -> &'static [PassInfo] {
-    static REGISTRY: [PassInfo; 4] = [canonicalize::INFO, cse::INFO, dce::INFO, egraph::INFO];
+    static REGISTRY: [PassInfo; 5] = [
+        canonicalize::INFO,
+        cse::INFO,
+        dce::INFO,
+        egraph::INFO,
+        quantize_activations::INFO,
+    ];
     &REGISTRY
 }
 

@@ -326,7 +326,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 
     /// The low (`high = false`) or high nibbles of 64 packed bytes as bytes:
     /// sign-extended for `i4`, zero-extended for `u4`.
-    fn nibbles(
+    pub(super) fn nibbles(
         &self,
         raw: VectorValue<'ctx>,
         high: bool,
@@ -384,7 +384,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// 4 bytes at `p` repeated over 64 (one `vpbroadcastd`).
-    fn broadcast4(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
+    pub(super) fn broadcast4(&self, p: PointerValue<'ctx>) -> Result<VectorValue<'ctx>, CpuError> {
         let v16 = self.i32t.vec_type(PANEL);
         let d = self.load(self.i32t, p, 1)?.into_int_value();
         let one = self
@@ -402,7 +402,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// `acc + dot4(x, w)` per 32-bit lane: 4 unsigned bytes of `x` times 4
     /// signed bytes of `w`, wrapping like `vpdpbusd` (which it is, with
     /// AVX-512 VNNI).
-    fn dot_u8s8(
+    pub(super) fn dot_u8s8(
         &self,
         acc: VectorValue<'ctx>,
         x: VectorValue<'ctx>,
@@ -442,6 +442,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         call: &TileCall<'ctx>,
         r: IntValue<'ctx>,
     ) -> Result<VectorValue<'ctx>, CpuError> {
+        self.lane_mask(call.lo, call.hi, r)
+    }
+
+    /// The lanes of the 16-row panel at row `r` inside rows `lo..hi`, as a
+    /// `<16 x i1>` mask.
+    pub(super) fn lane_mask(
+        &self,
+        lo: IntValue<'ctx>,
+        hi: IntValue<'ctx>,
+        r: IntValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
         let v16 = self.i32t.vec_type(PANEL);
         // Lane l is row r + l: written when lo - r <= l < hi - r, the
         // bounds clamped to 0..=16 so that they fit the i32 lanes.
@@ -469,7 +480,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .b
                 .build_shuffle_vector(one, v16.get_poison(), v16.const_zero(), "ds")?)
         };
-        let (a, b) = (clamp(call.lo)?, clamp(call.hi)?);
+        let (a, b) = (clamp(lo)?, clamp(hi)?);
         let lane = VectorType::const_vector(
             &(0..PANEL)
                 .map(|l| self.i32t.const_int(u64::from(l), false))
@@ -546,7 +557,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// Stores the lanes of `v` selected by `mask` to `p[lane]`.
-    fn masked_store(
+    pub(super) fn masked_store(
         &self,
         p: PointerValue<'ctx>,
         v: VectorValue<'ctx>,

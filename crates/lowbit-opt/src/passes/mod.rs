@@ -4,6 +4,7 @@ pub mod canonicalize;
 pub mod cse;
 pub mod dce;
 pub mod egraph;
+pub mod quantize_activations;
 
 use lowbit_ir::{Function, Op, OpKind, Tensor, Value};
 use std::collections::{HashMap, HashSet};

@@ -1,0 +1,259 @@
+//! The block-dot kernel: `q4_0` (or `q8_0`) weights times activations
+//! quantized per call to `i8` per 32-block (the IR's `quantize-activations` form, see
+//! [`crate::spec::ActQuant`]), with an exact `i32` dot product per block
+//! and an `f32` sum over blocks.
+//!
+//! Weights come in the W4A8 panel layout (`tile = 16x8, interleave = 8`,
+//! `spec.rs`) as `u4` codes `w + 8` (`i8` weights: the W8A8 layout,
+//! `tile = 16x4`, as `u8` codes `w + 128`, no unpacking), and one f16
+//! scale per row and block
+//! laid out `[panel, block, 16]` (`pack.rs`). Per 16-row panel and
+//! 32-element block the tile loads the block's 256 code bytes (4 vectors),
+//! splits low and high nibbles into 8 unsigned byte vectors (16 rows x one
+//! 4-byte k-group each) and converts the 16 f16 scales. Then, per
+//! activation column, `vpdpbusd` (unsigned weights x signed activation
+//! bytes, each column's 4 bytes broadcast; two chains of 4, then an add)
+//! sums the block into 16 `i32` lanes — one per output row — starting from the column's block
+//! correction `-offset · Σ q_x` (which takes the `+8` or `+128` of the
+//! codes back off), so the lane holds the exact `Σ q_x · q_w` (at most
+//! 32·128·128 in magnitude, exact in `f32`).
+//! It becomes `f32` exactly and is fused into the column's `f32`
+//! accumulator as `acc += float(dot) · (s_w · s_x)`.
+//!
+//! The code stream is prefetched in software 2 KiB ahead (`PF_DIST`).
+//!
+//! Tiles: `T` columns (`T = min(n, 8)` for a static `n`, else 8; 8
+//! accumulators, 8 weight vectors and the scales fit the 32 zmm registers)
+//! and a 1-column tile for the remaining columns; panels are the outer
+//! loop, so each panel's weights (16 rows x all of k) are read from memory
+//! once for the first tile and from L2 for the others. A call computes
+//! rows `row_begin..row_end`: panels overlapping them are computed whole
+//! and only rows inside are stored.
+//!
+//! Buffers (the six kernel arguments): `x` = the quantized activation
+//! codes `i8 [n, k_pad]` (0 after `k`), `w` = codes, `scales` = the packed
+//! f16 weight scales, `zero_points` = the activation scales `f32 [n,
+//! k_pad / 32]`, `bias` = the block corrections `i32 [n, k_pad / 32]`,
+//! `y` = `f32 [n, m]`. `jit.rs` quantizes the activations before the call.
+//!
+//! Accuracy against the interpreter's result of the quantized graph
+//! (`matmul(dequantize(q_x, s_x), dequantize(w, s_w))`, an f64 sum rounded
+//! to f32): the block dot is exact; `s_w · s_x` and the product with it
+//! are rounded once each, the interpreter's dequantized activation once,
+//! and the kernel sums `k_pad / 32` terms in order per output, so
+//! `|y - y_ref| <= (k_pad / 32 + 8) · 2^-24 · Σ_j |x̂_j · w_j|` with `x̂`
+//! the dequantized activation (`spec.rs`, tested in
+//! `tests/blockdot.rs`).
+//!
+//! Limits: `i4` or `i8` weights in groups of a multiple of 32 with f16 scales,
+//! `f32` activations, no epilogue; without AVX-512 VNNI `vpdpbusd` is
+//! emulated (exact, slower).
+
+use super::{Gen, Params};
+use crate::error::CpuError;
+use crate::spec::{Dim, BLOCK, INT_PANEL};
+use inkwell::values::{FunctionValue, IntValue, VectorValue};
+
+/// Widest column tile: 8 `f32` accumulators of 16 rows.
+const MAX_COLS: u32 = 8;
+
+/// Software prefetch distance on the weight-code stream (bytes ahead of
+/// the block being read: 8 blocks). Measured on the shared 2-core machine
+/// under load 6-8 (alternating runs, `lowbit bench gemm --act-quant i8:32`,
+/// n = 8): the median and best times with prefetching were below those
+/// without in most rounds; 1, 2 and 4 KiB were indistinguishable.
+const PF_DIST: u64 = 2048;
+
+/// Lanes (output rows) per accumulator.
+const PANEL: u32 = INT_PANEL as u32;
+
+impl<'a, 'ctx> Gen<'a, 'ctx> {
+    /// The exported entry point of the block-dot kernel.
+    pub(super) fn emit_blockdot_kernel(&self) -> Result<(), CpuError> {
+        let cols = match self.spec.n {
+            Dim::Static(n) => (n as u32).clamp(1, MAX_COLS),
+            Dim::Dynamic => MAX_COLS,
+        };
+        let wide = self.emit_blockdot_tile(cols)?;
+        let one = if cols > 1 {
+            self.emit_blockdot_tile(1)?
+        } else {
+            wide
+        };
+        let Params { f, ptrs, ints } = self.kernel_function()?;
+        let (n, lo, hi) = (ints[0], ints[1], ints[2]);
+        let panel = self.i64c(INT_PANEL as u64);
+        let p0 = self.b.build_int_unsigned_div(lo, panel, "p0")?;
+        let hi_up = self
+            .b
+            .build_int_add(hi, self.i64c(PANEL as u64 - 1), "hiu")?;
+        let p1 = self.b.build_int_unsigned_div(hi_up, panel, "p1")?;
+        self.emit_range(f, p0, p1, |pn| {
+            self.sweep(
+                f,
+                self.i64c(0),
+                n,
+                cols as u64,
+                |c| self.call_tile(wide, &ptrs, &[pn, c, lo, hi]),
+                |c| self.call_tile(one, &ptrs, &[pn, c, lo, hi]),
+            )
+        })?;
+        self.b.build_return(None)?;
+        Ok(())
+    }
+
+    /// Emits `btile_C(x, w, ws, xs, corr, y, panel, c0, lo, hi)`: one
+    /// weight panel by `cols` activation columns over all of k.
+    fn emit_blockdot_tile(&self, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+        let spec = self.spec;
+        let Params { ptrs, ints, f } = self.function(&format!("btile_{cols}"), 4, true)?;
+        let (x, w, ws, xs, corr, y) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5]);
+        let (panel, c0, lo, hi) = (ints[0], ints[1], ints[2], ints[3]);
+        let v16i = self.i32t.vec_type(PANEL);
+        let v16f = self.f32t.vec_type(PANEL);
+        let v16h = self.ctx.f16_type().vec_type(PANEL);
+        let v64 = self.i8t.vec_type(64);
+        let k_pad = spec.k_pad() as u64;
+        let blocks = k_pad / BLOCK as u64;
+        let accs = self.zeroed_accs(v16f, cols)?;
+        // Code bytes of one panel and block: 16 rows x 32 k of 4 or 8 bits.
+        let bytes = spec.weight.dtype.bits() == 8;
+        let block_bytes = (PANEL * BLOCK as u32) as u64 * u64::from(spec.weight.dtype.bits()) / 8;
+        // Panel bases: codes (16 rows x k_pad/2 bytes) and scales (16 f16
+        // per block).
+        let w_panel = self.gep(
+            w,
+            self.b.build_int_mul(
+                panel,
+                self.i64c(INT_PANEL as u64 * spec.row_bytes() as u64),
+                "wp",
+            )?,
+        )?;
+        let s_panel = self.gep(
+            ws,
+            self.b
+                .build_int_mul(panel, self.i64c(blocks * PANEL as u64 * 2), "sp")?,
+        )?;
+        let columns: Vec<IntValue> = self.indices(c0, cols)?;
+        let x_cols = columns
+            .iter()
+            .map(|&c| self.gep(x, self.b.build_int_mul(c, self.i64c(k_pad), "xo")?))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Per-column block offsets (in elements) of the activation scales
+        // and corrections.
+        let c_blocks = columns
+            .iter()
+            .map(|&c| Ok(self.b.build_int_mul(c, self.i64c(blocks), "cb")?))
+            .collect::<Result<Vec<_>, CpuError>>()?;
+        self.emit_range(f, self.i64c(0), self.i64c(blocks), |b| {
+            let wb = self.gep(
+                w_panel,
+                self.b.build_int_mul(b, self.i64c(block_bytes), "wb")?,
+            )?;
+            // Prefetch the code lines PF_DIST ahead (one per 64 bytes of
+            // this block's 256): the panel is one sequential stream, but
+            // the hardware prefetchers alone left the loop waiting on
+            // memory (see PF_DIST). Past the panel's end this touches the
+            // next panel or, for the last one, at most PF_DIST bytes past
+            // the buffer: a prefetch never faults.
+            let prefetch = inkwell::intrinsics::Intrinsic::find("llvm.prefetch")
+                .and_then(|i| i.get_declaration(self.module, &[self.ptr.into()]))
+                .ok_or_else(|| CpuError::Llvm("llvm.prefetch is not available".into()))?;
+            let i32c = |v: u64| self.i32t.const_int(v, false);
+            for line in 0..block_bytes / 64 {
+                // A plain (not inbounds) GEP: the address may lie past
+                // the buffer, which only a prefetch may do.
+                // SAFETY: the pointer is only prefetched, never loaded.
+                let p = unsafe {
+                    self.b
+                        .build_gep(self.i8t, wb, &[self.i64c(PF_DIST + 64 * line)], "pf")?
+                };
+                // read, keep in all cache levels, data.
+                self.b.build_call(
+                    prefetch,
+                    &[p.into(), i32c(0).into(), i32c(3).into(), i32c(1).into()],
+                    "",
+                )?;
+            }
+            // 8 k-groups of 4: vector t holds k 8t..8t+4 in its low
+            // nibbles and 8t+4..8t+8 in its high ones.
+            // (`u8` codes: vector g holds k 4g..4g+4 as is.)
+            let mut groups: Vec<(VectorValue, u64)> = Vec::with_capacity(8);
+            for t in 0..block_bytes / 64 {
+                let raw = self
+                    .load(v64, self.gep(wb, self.i64c(64 * t))?, 1)?
+                    .into_vector_value();
+                if bytes {
+                    groups.push((raw, 4 * t));
+                } else {
+                    groups.push((self.nibbles(raw, false, false)?, 8 * t));
+                    groups.push((self.nibbles(raw, true, false)?, 8 * t + 4));
+                }
+            }
+            let sp = self.gep(
+                s_panel,
+                self.b.build_int_mul(b, self.i64c(PANEL as u64 * 2), "so")?,
+            )?;
+            let wscale = self.load(v16h, sp, 2)?.into_vector_value();
+            let wscale = self.b.build_float_ext(wscale, v16f, "ws")?;
+            let xb = self.b.build_int_mul(b, self.i64c(BLOCK as u64), "xb")?;
+            for c in 0..cols as usize {
+                let cb = self.b.build_int_add(c_blocks[c], b, "cb")?;
+                let four = self.b.build_int_mul(cb, self.i64c(4), "c4")?;
+                let start = self.load(self.i32t, self.gep(corr, four)?, 4)?;
+                let xrow = self.gep(x_cols[c], xb)?;
+                // Two dependency chains of 4 `vpdpbusd` (then one add)
+                // instead of one of 8: with 8 weights cached, L2-resident
+                // single-thread runs took 8 % less time (55 against 60 us
+                // for m = 256, k = 4096, n = 8); four chains of 2 were
+                // slower again (61 us).
+                let mut chains = [
+                    self.splat_n_value(v16i, start.into_int_value())?,
+                    v16i.const_zero(),
+                ];
+                for (g, &(wv, ko)) in groups.iter().enumerate() {
+                    let xv = self.broadcast4(self.gep(xrow, self.i64c(ko))?)?;
+                    let ch = g * 2 / groups.len();
+                    chains[ch] = self.dot_u8s8(chains[ch], wv, xv)?;
+                }
+                let acc = self.b.build_int_add(chains[0], chains[1], "acc")?;
+                let dot = self.b.build_signed_int_to_float(acc, v16f, "dot")?;
+                let xsc = self.load(self.f32t, self.gep(xs, four)?, 4)?;
+                let xsc = self.splat_n_value(v16f, xsc.into_float_value())?;
+                let scale = self.b.build_float_mul(wscale, xsc, "sc")?;
+                let old = self.b.build_load(v16f, accs[c], "a")?.into_vector_value();
+                let new = self.fma(dot, scale, old)?;
+                self.b.build_store(accs[c], new)?;
+            }
+            Ok(())
+        })?;
+        // Store rows max(lo, r)..min(hi, r + 16) of each column.
+        let r = self.b.build_int_mul(panel, self.i64c(PANEL as u64), "r")?;
+        let mask = self.lane_mask(lo, hi, r)?;
+        for (c, &col) in columns.iter().enumerate() {
+            let yi = self.b.build_int_mul(col, self.i64c(spec.m as u64), "yi")?;
+            let yi = self.b.build_int_add(yi, r, "yi")?;
+            let yp = self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)?;
+            let v = self.b.build_load(v16f, accs[c], "a")?.into_vector_value();
+            let bits = self.b.build_bit_cast(v, v16i, "bits")?.into_vector_value();
+            self.masked_store(yp, bits, mask)?;
+        }
+        self.b.build_return(None)?;
+        Ok(f)
+    }
+
+    /// `v` in every lane of a vector of type `ty`.
+    fn splat_n_value(
+        &self,
+        ty: inkwell::types::VectorType<'ctx>,
+        v: impl inkwell::values::BasicValue<'ctx>,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        let one = self
+            .b
+            .build_insert_element(ty.get_poison(), v, self.i32t.const_zero(), "one")?;
+        let mask = self.i32t.vec_type(ty.get_size()).const_zero();
+        Ok(self
+            .b
+            .build_shuffle_vector(one, ty.get_poison(), mask, "splat")?)
+    }
+}

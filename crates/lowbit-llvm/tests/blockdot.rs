@@ -1,0 +1,328 @@
+//! The block-dot path (opt-in activation quantization) against the
+//! interpreter: the per-call activation codes and scales equal the
+//! interpreter's `absmax_scale` + `quantize` bit for bit, and the kernel's
+//! result is within the bound `codegen/blockdot.rs` declares of the
+//! interpreter's `matmul(dequantize(q_x, s_x), transpose(dequantize(w,
+//! s_w)))`, on random ragged shapes (n = 1, 3, 8, 17; m not a multiple of
+//! 16; k not a multiple of 32), `i4` and `i8` weights, on 1 and 2 threads,
+//! static and dynamic n.
+
+use lowbit_interp::eval_op;
+use lowbit_ir::{Granularity, OpKind, Overflow, Tensor, TensorType};
+use lowbit_llvm::actquant::quantize_activations;
+use lowbit_llvm::{compile, CpuError, Dim, GemmSpec, PackedWeights};
+use lowbit_numerics::{ElemType, Rounding};
+
+/// xorshift64*: deterministic, no dependencies.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn t(s: &str) -> ElemType {
+    s.parse().unwrap()
+}
+
+/// The interpreter's `absmax_scale` and `quantize` of `x` (`[n, k]` f32)
+/// per 32-block along k.
+fn interp_quantize(x: &Tensor) -> (Tensor, Tensor) {
+    let (n, k) = (x.shape[0], x.shape[1]);
+    let s_ty = TensorType::new(vec![n, k.div_ceil(32)], ElemType::F32);
+    let s = eval_op(
+        &OpKind::AbsMaxScale {
+            block: 32,
+            qmax: 127,
+        },
+        &[x],
+        std::slice::from_ref(&s_ty),
+    )
+    .unwrap()
+    .remove(0);
+    let q = eval_op(
+        &OpKind::Quantize {
+            granularity: Granularity::Blocked {
+                blocks: vec![(1, 32)],
+            },
+            rounding: Rounding::NearestEven,
+            saturate: true,
+            stochastic: None,
+        },
+        &[x, &s],
+        &[TensorType::new(vec![n, k], ElemType::I8)],
+    )
+    .unwrap()
+    .remove(0);
+    (s, q)
+}
+
+fn f32_tensor(shape: &[u64], v: &[f32]) -> Tensor {
+    Tensor::new(
+        ElemType::F32,
+        shape.to_vec(),
+        v.iter().map(|x| u64::from(x.to_bits())).collect(),
+    )
+    .unwrap()
+}
+
+/// Activation values with the edge cases of the scale rule: all-zero
+/// blocks, signed zeros, subnormals, tiny and large magnitudes, ties.
+fn awkward_values(rng: &mut Rng, len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| match (i / 32) % 6 {
+            0 => 0.0,
+            1 => {
+                if i % 2 == 0 {
+                    -0.0
+                } else {
+                    f32::from_bits(1 + (rng.next() % 50) as u32)
+                }
+            }
+            2 => (rng.unit() as f32 - 0.5) * 1e-38,
+            // Scale 1 (the block starts with 127) and half-integers:
+            // ties, rounded to even.
+            3 if i % 32 == 0 => 127.0,
+            3 => ((rng.next() % 255) as f32 - 127.0) * 0.5,
+            4 => (rng.unit() as f32 - 0.5) * 3e38,
+            _ => (rng.unit() as f32 - 0.5) * 4.0,
+        })
+        .collect()
+}
+
+#[test]
+fn activation_codes_and_scales_equal_the_interpreter() {
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for &(n, k) in &[(1usize, 32usize), (3, 70), (8, 200), (17, 45)] {
+        let spec = GemmSpec::blockdot(16, k, Dim::Dynamic);
+        let mut x = awkward_values(&mut rng, n * k);
+        // A NaN and infinities in some blocks.
+        if n * k > 100 {
+            x[5] = f32::NAN;
+            x[70] = f32::INFINITY;
+            x[99] = f32::NEG_INFINITY;
+        }
+        let xt = f32_tensor(&[n as u64, k as u64], &x);
+        let (s, q) = interp_quantize(&xt);
+        for threads in [1, 2] {
+            let got = quantize_activations(&spec, &x, n, threads);
+            let k_pad = spec.k_pad();
+            let nb = k_pad / 32;
+            for r in 0..n {
+                for j in 0..k_pad {
+                    let want = if j < k {
+                        q.codes[r * k + j] as u8 as i8
+                    } else {
+                        0
+                    };
+                    assert_eq!(
+                        got.codes[r * k_pad + j],
+                        want,
+                        "code ({r}, {j}) of n={n} k={k}, x = {}",
+                        x.get(r * k + j).copied().unwrap_or(0.0)
+                    );
+                }
+                for b in 0..nb {
+                    let want = s.codes[r * nb + b] as u32;
+                    assert_eq!(
+                        got.scales[r * nb + b].to_bits(),
+                        want,
+                        "scale ({r}, {b}) of n={n} k={k}"
+                    );
+                    let sum: i32 = got.codes[r * k_pad + 32 * b..r * k_pad + 32 * (b + 1)]
+                        .iter()
+                        .map(|&c| i32::from(c))
+                        .sum();
+                    assert_eq!(got.corrections[r * nb + b], -8 * sum);
+                }
+            }
+        }
+    }
+}
+
+/// Runs one random case through the kernel and the interpreter.
+fn check_case(rng: &mut Rng, m: usize, k: usize, n: usize, dim: Dim, threads: usize, wdt: &str) {
+    let mut spec = GemmSpec::blockdot(m, k, dim);
+    spec.weight.dtype = t(wdt);
+    let groups = k.div_ceil(32);
+    let mask = spec.weight.dtype.code_mask();
+    let wq = Tensor::new(
+        spec.weight.dtype,
+        vec![m as u64, k as u64],
+        (0..m * k).map(|_| rng.next() & mask).collect(),
+    )
+    .unwrap();
+    let svals: Vec<f64> = (0..m * groups)
+        .map(|_| {
+            (0.01 + 0.2 * rng.unit())
+                * if rng.next().is_multiple_of(5) {
+                    -1.0
+                } else {
+                    1.0
+                }
+        })
+        .collect();
+    let scales = Tensor::from_f64(ElemType::F16, vec![m as u64, groups as u64], &svals).unwrap();
+    let x: Vec<f32> = (0..n * k)
+        .map(|i| {
+            // One all-zero block per row tests the 0/0 rule end to end.
+            if i % k < 32 && (i / k) % 2 == 1 {
+                0.0
+            } else {
+                (rng.unit() * 2.0 - 1.0) as f32 * if i % 7 == 0 { 30.0 } else { 1.0 }
+            }
+        })
+        .collect();
+    let xt = f32_tensor(&[n as u64, k as u64], &x);
+    // The interpreter: the quantized graph the pass builds.
+    let (s, q) = interp_quantize(&xt);
+    let gran_x = Granularity::Blocked {
+        blocks: vec![(1, 32)],
+    };
+    let xd = eval_op(
+        &OpKind::Dequantize {
+            granularity: gran_x,
+        },
+        &[&q, &s],
+        &[TensorType::new(vec![n as u64, k as u64], ElemType::F32)],
+    )
+    .unwrap()
+    .remove(0);
+    let wd = eval_op(
+        &OpKind::Dequantize {
+            granularity: spec.ir_granularity(),
+        },
+        &[&wq, &scales],
+        &[TensorType::new(vec![m as u64, k as u64], ElemType::F32)],
+    )
+    .unwrap()
+    .remove(0);
+    let wt = eval_op(
+        &OpKind::Transpose { perm: vec![1, 0] },
+        &[&wd],
+        &[TensorType::new(vec![k as u64, m as u64], ElemType::F32)],
+    )
+    .unwrap()
+    .remove(0);
+    let y_ref = eval_op(
+        &OpKind::MatMul {
+            overflow: Overflow::Wrap,
+        },
+        &[&xd, &wt],
+        &[TensorType::new(vec![n as u64, m as u64], ElemType::F32)],
+    )
+    .unwrap()
+    .remove(0)
+    .to_f64();
+    let (xs, ws) = (xd.to_f64(), wd.to_f64());
+    let kernel = compile(&spec).unwrap();
+    let packed = PackedWeights::pack(&spec, &wq, &scales, None).unwrap();
+    let mut y = vec![f32::NAN; n * m];
+    kernel
+        .run(x.as_slice(), &packed, None, &mut y, n, threads)
+        .unwrap();
+    let factor = (spec.k_pad() / 32 + 8) as f64 * 2f64.powi(-24);
+    for c in 0..n {
+        for r in 0..m {
+            let mag: f64 = (0..k).map(|j| (xs[c * k + j] * ws[r * k + j]).abs()).sum();
+            let (got, want) = (f64::from(y[c * m + r]), y_ref[c * m + r]);
+            assert!(
+                (got - want).abs() <= factor * mag,
+                "{wdt} m={m} k={k} n={n} {dim:?} threads={threads}: y[{c}, {r}] = {got}, interpreter {want}, bound {}",
+                factor * mag
+            );
+        }
+    }
+}
+
+#[test]
+fn kernel_is_within_the_bound_on_ragged_shapes() {
+    let mut rng = Rng(0x0bad_cafe_f00d_d00d);
+    for &(m, k, n) in &[
+        (1usize, 32usize, 1usize),
+        (21, 45, 3),
+        (37, 100, 8),
+        (50, 257, 17),
+        (16, 64, 8),
+        (70, 31, 1),
+    ] {
+        // q4_0-style i4 weights and q8_0-style i8 weights.
+        for wt in ["i4", "i8"] {
+            for threads in [1, 2] {
+                check_case(&mut rng, m, k, n, Dim::Static(n), threads, wt);
+            }
+            check_case(&mut rng, m, k, n, Dim::Dynamic, 2, wt);
+        }
+    }
+}
+
+#[test]
+fn groups_of_64_and_a_static_n_mismatch() {
+    let mut rng = Rng(7);
+    // Group 64: two blocks share each weight scale.
+    let mut spec = GemmSpec::blockdot(20, 130, Dim::Static(2));
+    spec.weight.granularity = lowbit_llvm::WeightGranularity::Group(64);
+    let wq = Tensor::new(
+        t("i4"),
+        vec![20, 130],
+        (0..20 * 130).map(|_| rng.next() & 0xF).collect(),
+    )
+    .unwrap();
+    let scales = Tensor::from_f64(ElemType::F16, vec![20, 3], &[0.5; 60]).unwrap();
+    let packed = PackedWeights::pack(&spec, &wq, &scales, None).unwrap();
+    let kernel = compile(&spec).unwrap();
+    // Activations that quantize exactly (integers, and every block starts
+    // with 127, so each block's scale is 1): the result is the exact
+    // integer product times 0.5.
+    let x: Vec<f32> = (0..2 * 130)
+        .map(|i| {
+            if (i % 130) % 32 == 0 {
+                127.0
+            } else {
+                ((i * 37) % 255) as f32 - 127.0
+            }
+        })
+        .collect();
+    let mut y = vec![0f32; 2 * 20];
+    kernel
+        .run(x.as_slice(), &packed, None, &mut y, 2, 2)
+        .unwrap();
+    for c in 0..2 {
+        for r in 0..20 {
+            let exact: i64 = (0..130)
+                .map(|j| {
+                    let w = ((wq.codes[r * 130 + j] as i64) << 60) >> 60;
+                    w * x[c * 130 + j] as i64
+                })
+                .sum();
+            assert_eq!(f64::from(y[c * 20 + r]), exact as f64 * 0.5, "y[{c}, {r}]");
+        }
+    }
+    let err = kernel
+        .run(x.as_slice(), &packed, None, &mut y, 3, 1)
+        .unwrap_err();
+    assert!(matches!(err, CpuError::BufferSize { .. }), "{err}");
+}
+
+#[test]
+fn unsupported_block_dot_specs_say_why() {
+    let mut spec = GemmSpec::blockdot(16, 64, Dim::Dynamic);
+    spec.weight.scale = ElemType::F32;
+    let e = spec.check("host").unwrap_err().to_string();
+    assert!(e.contains("f16 weight scales"), "{e}");
+    let mut spec = GemmSpec::blockdot(16, 64, Dim::Dynamic);
+    spec.weight.dtype = t("u4");
+    let e = spec.check("host").unwrap_err().to_string();
+    assert!(e.contains("i4 (q4_0) or i8 (q8_0) weights"), "{e}");
+    let mut spec = GemmSpec::blockdot(16, 64, Dim::Dynamic);
+    spec.act_quant = Some(lowbit_llvm::ActQuant { bits: 4, block: 32 });
+    let e = spec.check("host").unwrap_err().to_string();
+    assert!(e.contains("i8 per 32-block"), "{e}");
+}
