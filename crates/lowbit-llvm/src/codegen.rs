@@ -8,10 +8,14 @@
 //! `x` is `f32 [n, k_pad]` with zeros after `k`.
 //!
 //! Work is cut into register tiles of `R` weight rows by `C` activation
-//! columns (8x1, then 4x1, for the decode case; 4x8, then 4x4, when
-//! `n >= 4`; 1x1 for the last rows; without AVX-512 no 8x1 or 4x8, and 2x4
-//! instead of 4x4), one internal function per tile shape (with a static
-//! `n`, only the shapes its column walk calls: 4x8 and 1x1 at n = 8). The
+//! columns (8x1 for the decode case, the last 4 - 7 rows of a range by
+//! 1x1 row by row; 4x8, then 4x4, when `n >= 4`; 1x1 for the last rows;
+//! without AVX-512 no 8x1 or 4x8, 2x4 instead of 4x4 and 4x1 as the
+//! decoding tile), one internal function per tile shape (with a static
+//! `n`, only the shapes its column walk calls: 4x8 and 1x1 at n = 8).
+//! With a run-time `n` the 4x8 tile also takes the last `n % 8 >= 4`
+//! columns, its columns past `n` masked, instead of a 4x4 tile: 4x8, 8x1
+//! and 1x1 are all that kernel compiles (JIT time: BENCHMARKS.md). The
 //! 4x8 tile runs its columns in two halves per chunk of 16 blocks and keeps the first
 //! half's decoded weights in an L1 buffer for the second, so each weight is
 //! decoded once for 8 columns. A tile walks the row's
@@ -982,6 +986,59 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(self.reduce_tree(v)?.into_float_value())
     }
 
+    /// The horizontal sums of float vectors of equal width (a power of
+    /// two), each as [`Gen::reduce`]'s tree of halves, with the same
+    /// additions in the same order (so bit-identical), but with the vectors
+    /// packed together: each level adds the halves of two vectors' partial
+    /// sums with one pair of two-input shuffles. 32 accumulators take about
+    /// 90 instructions instead of about 400, which code generation pays
+    /// for per tile (JIT time). A count that is not a power of two is
+    /// summed one vector at a time.
+    fn reduce_many(&self, vs: &[VectorValue<'ctx>]) -> Result<Vec<FloatValue<'ctx>>, CpuError> {
+        let Some(first) = vs.first() else {
+            return Ok(Vec::new());
+        };
+        let mut w = first.get_type().get_size() as u64;
+        if !vs.len().is_power_of_two() || !w.is_power_of_two() {
+            return vs.iter().map(|&v| self.reduce(v)).collect();
+        }
+        // Each packed vector with the number of sums it holds, `w` lanes
+        // apiece, in the order of `vs`.
+        let mut level: Vec<(VectorValue<'ctx>, u64)> = vs.iter().map(|&v| (v, 1)).collect();
+        while w > 1 {
+            let half = w / 2;
+            // Lanes `from..from + half` of each of `count` sums, the sums
+            // starting at lane `base` of the shuffle's inputs.
+            let parts = |base: u64, count: u64, from: u64| {
+                (0..count).flat_map(move |i| (base + i * w + from)..(base + i * w + from + half))
+            };
+            let mut next = Vec::with_capacity(level.len().div_ceil(2));
+            for pair in level.chunks(2) {
+                let (a, pa) = pair[0];
+                let (b, pb) = if pair.len() == 2 { pair[1] } else { (a, 0) };
+                let b_base = pa * w;
+                let lo = self.shuffle_mask(parts(0, pa, 0).chain(parts(b_base, pb, 0)));
+                let hi = self.shuffle_mask(parts(0, pa, half).chain(parts(b_base, pb, half)));
+                let lo = self.b.build_shuffle_vector(a, b, lo, "lo")?;
+                let hi = self.b.build_shuffle_vector(a, b, hi, "hi")?;
+                next.push((self.b.build_float_add(lo, hi, "sum")?, pa + pb));
+            }
+            level = next;
+            w = half;
+        }
+        let mut dots = Vec::with_capacity(vs.len());
+        for (v, count) in level {
+            for i in 0..count {
+                dots.push(
+                    self.b
+                        .build_extract_element(v, self.i32t.const_int(i, false), "dot")?
+                        .into_float_value(),
+                );
+            }
+        }
+        Ok(dots)
+    }
+
     /// Horizontal sum of a float or integer vector as a tree of halves
     /// (`lo + hi` until one lane is left).
     fn reduce_tree(
@@ -1009,11 +1066,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .build_extract_element(v, self.i32t.const_zero(), "dot")?)
     }
 
-    /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last)`: the
-    /// groups from `g0` (0: the kernel makes one pass over k) to the end of
-    /// rows `r0..r0+R`, columns `c0..c0+C`. A `first` pass starts each
-    /// output (with the bias), any other adds to it; the `last` one applies
-    /// the activation ([`Gen::float_epilogue`]).
+    /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last, live)`:
+    /// the groups from `g0` (0: the kernel makes one pass over k) to the end
+    /// of rows `r0..r0+R`, columns `c0..c0+live` (`1 <= live <= C`). A
+    /// `first` pass starts each output (with the bias), any other adds to
+    /// it; the `last` one applies the activation ([`Gen::float_epilogue`]).
+    ///
+    /// Columns from `live` on are masked (so one wide tile serves a
+    /// run-time n's last columns, instead of a narrower tile compiled for
+    /// them): they read the last live column's activations (valid memory,
+    /// already in L1) and store into a stack slot, without a branch; a
+    /// split tile skips its second half when no live column is in it.
     ///
     /// Each accumulator has 16 lanes (both halves of a block go into it), so
     /// the 4x4 and 8x1 tiles' accumulators fit in registers; every tile
@@ -1022,7 +1085,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn emit_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
         let acc_t = self.f32t.vec_type(LANES / 2);
         let spec = self.spec;
-        let Params { f, ptrs, ints } = self.function(&format!("tile_{rows}x{cols}"), 5, true)?;
+        let Params { f, ptrs, ints } = self.function(&format!("tile_{rows}x{cols}"), 6, true)?;
         let a = TileArgs {
             x: ptrs[0],
             w: ptrs[1],
@@ -1031,8 +1094,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             bias: ptrs[4],
             y: ptrs[5],
         };
-        let (r0, c0, g0, first, last) = (ints[0], ints[1], ints[2], ints[3], ints[4]);
+        // `ints[3]` and `ints[4]` (first and last pass) are always 1 here.
+        let (r0, c0, g0, live) = (ints[0], ints[1], ints[2], ints[5]);
         let accs = self.zeroed_accs(acc_t, rows * cols)?;
+        // Tile column `c` is live when `c < live`.
+        let is_live = |c: u64| {
+            Ok::<_, CpuError>(self.b.build_int_compare(
+                IntPredicate::ULT,
+                self.i64c(c),
+                live,
+                "live",
+            )?)
+        };
 
         let kb = (spec.k_pad() / BLOCK) as u64;
         let bpg = spec.blocks_per_group() as u64;
@@ -1045,8 +1118,26 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let k_pad = spec.k_pad() as u64;
 
         let rows_idx = self.indices(r0, rows)?;
+        // Each column's offset from `c0`: a masked column takes the last
+        // live one's (its activations, and its output address, see below).
+        let last_live = self.b.build_int_sub(live, self.i64c(1), "ll")?;
+        let col_offsets = (0..cols as u64)
+            .map(|c| {
+                if c == 0 {
+                    Ok(self.i64c(0))
+                } else {
+                    self.umin(self.i64c(c), last_live)
+                }
+            })
+            .collect::<Result<Vec<_>, CpuError>>()?;
         // Each column's activation row (f32).
-        let x_rows = self.strided_ptrs(a.x, c0, cols, k_pad * 4)?;
+        let x_rows = col_offsets
+            .iter()
+            .map(|&tc| {
+                let idx = self.b.build_int_add(c0, tc, "xc")?;
+                self.gep(a.x, self.b.build_int_mul(idx, self.i64c(k_pad * 4), "ro")?)
+            })
+            .collect::<Result<Vec<_>, CpuError>>()?;
         let w_rows = self.row_ptrs(a.w, &rows_idx, row_bytes)?;
 
         // Decoded scales of the current run, per row, and the bytes of a
@@ -1433,7 +1524,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     swap_accs(0..half_cols, false)?;
                     self.emit_range(f, gc, ge, |g| group_body(g, Some(base)))?;
                     swap_accs(0..half_cols, true)?;
-                    // The second half of the columns over the same blocks.
+                    // The second half of the columns over the same blocks,
+                    // unless all of them are masked.
+                    let second = self.ctx.append_basic_block(f, "second");
+                    let after = self.ctx.append_basic_block(f, "after");
+                    self.b
+                        .build_conditional_branch(is_live(half_cols as u64)?, second, after)?;
+                    self.b.position_at_end(second);
                     swap_accs(half_cols..cols as usize, false)?;
                     let be = self.b.build_int_mul(ge, self.i64c(bpg), "be")?;
                     let be = self.umin(be, self.i64c(kb))?;
@@ -1449,12 +1546,25 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         Ok(())
                     })?;
                     swap_accs(half_cols..cols as usize, true)?;
+                    self.b.build_unconditional_branch(after)?;
+                    self.b.position_at_end(after);
                     Ok(())
                 },
             )?;
         }
 
-        // Each output's address and value before the activation.
+        // Each output's address and value before the activation. The
+        // float kernels make one pass over k (`emit_kernel`), so every
+        // call starts its outputs and ends them with the activation.
+        // A masked column stores to the last live column's address, and
+        // a row's columns are stored from the last to the first, so the
+        // live column's value is the one left (no branch; a select
+        // between `y` and a stack slot would become one per output).
+        let acc_vals = accs
+            .iter()
+            .map(|&p| Ok(self.b.build_load(acc_t, p, "a")?.into_vector_value()))
+            .collect::<Result<Vec<_>, CpuError>>()?;
+        let dots = self.reduce_many(&acc_vals)?;
         let mut outs = Vec::with_capacity((rows * cols) as usize);
         for r in 0..rows as usize {
             let bias = if spec.epilogue.bias {
@@ -1467,31 +1577,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             } else {
                 None
             };
-            for c in 0..cols as usize {
-                let acc = self
-                    .b
-                    .build_load(acc_t, accs[r * cols as usize + c], "a")?
-                    .into_vector_value();
-                let dot = self.reduce(acc)?;
-                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+            for c in (0..cols as usize).rev() {
+                let dot = dots[r * cols as usize + c];
+                let col = self.b.build_int_add(c0, col_offsets[c], "c")?;
                 let yp = self.y_ptr(a.y, col, rows_idx[r])?;
-                let started = match bias {
+                let v = match bias {
                     Some(bv) => self.b.build_float_add(dot, bv, "yb")?,
                     None => dot,
                 };
-                let old = self.load(self.f32t, yp, 4)?.into_float_value();
-                let added = self.b.build_float_add(old, dot, "ya")?;
-                let is_first =
-                    self.b
-                        .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
-                let v = self
-                    .b
-                    .build_select(is_first, started, added, "y")?
-                    .into_float_value();
                 outs.push((yp, v));
             }
         }
-        self.float_epilogue(f, &outs, last)?;
+        self.float_epilogue(f, &outs, self.i64c(1))?;
         self.b.build_return(None)?;
         Ok(f)
     }
@@ -1508,11 +1605,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // narrower registers (AVX2's 16 ymm, NEON) they would spill, so
         // there the wide tile is 2x4 and decoding starts at 4x1.
         let wide512 = self.target.kernel_paths().vector == VectorIsa::Avx512;
+        // With a run-time n, the widest float tile also takes the last
+        // `n % 8 >= MASKED_MIN` columns, its columns past n masked (see
+        // `emit_tile`), where a static n's walk calls a 4x4 tile (and 8x1
+        // for the rest): one tile fewer to compile, the same decoding work.
+        // Fewer columns left stay with the one-column tile, as before.
+        const MASKED_MIN: u64 = 4;
+        let mut masked = None;
         let (wides, t8x1, t4x1, t1x1) = if self.spec.is_integer() {
             (
                 vec![(self.emit_int_tile(4, 4)?, 4u64, 4u64)],
                 None,
-                self.emit_int_tile(4, 1)?,
+                (self.emit_int_tile(4, 1)?, 4),
                 self.emit_int_tile(1, 1)?,
             )
         } else {
@@ -1536,9 +1640,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             };
             let mut wides = Vec::new();
             if wide512 && self.split_cols(8) && usable(8) {
-                wides.push((self.emit_tile(4, 8)?, 4, 8));
+                let t4x8 = self.emit_tile(4, 8)?;
+                wides.push((t4x8, 4, 8));
+                if self.spec.n == Dim::Dynamic {
+                    masked = Some((t4x8, 4u64, 8u64));
+                }
             }
-            if usable(4) {
+            if masked.is_none() && usable(4) {
                 wides.push(if wide512 {
                     (self.emit_tile(4, 4)?, 4, 4)
                 } else {
@@ -1552,7 +1660,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 (true, true) => Some(self.emit_tile(8, 1)?),
                 (true, false) => Some(t1x1),
             };
-            let t4x1 = if narrow { self.emit_tile(4, 1)? } else { t1x1 };
+            // With AVX-512 the 4-row tiles only serve the last 4 - 7 rows of
+            // a row range (after the 8x1 tile's blocks): there the 1x1 tile,
+            // once per row, does instead of compiling a 4x1 one.
+            let t4x1 = match (narrow, t8x1.is_some()) {
+                (true, false) => (self.emit_tile(4, 1)?, 4),
+                _ => (t1x1, 1),
+            };
             (wides, t8x1, t4x1, t1x1)
         };
         let Params { f, ptrs, ints } = self.kernel_function()?;
@@ -1563,9 +1677,25 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // path) or block (W1A1), and whether it is the first and the last
         // chunk.
         type Chunk<'c> = (IntValue<'c>, IntValue<'c>, IntValue<'c>);
+        let float = !self.spec.is_integer();
         let nest = |chunk: Chunk<'ctx>| {
+            // A float tile's last argument is its live column count.
+            let call_live = |tile: FunctionValue<'ctx>,
+                             r: IntValue<'ctx>,
+                             c: IntValue<'ctx>,
+                             live: IntValue<'ctx>| {
+                let mut ints = vec![r, c, chunk.0, chunk.1, chunk.2];
+                if float {
+                    ints.push(live);
+                }
+                self.call_tile(tile, &ptrs, &ints)
+            };
             let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
-                self.call_tile(tile, &ptrs, &[r, c, chunk.0, chunk.1, chunk.2])
+                let cols = wides
+                    .iter()
+                    .find(|w| w.0 == tile)
+                    .map_or(1, |&(_, _, cols)| cols);
+                call_live(tile, r, c, self.i64c(cols))
             };
             // Columns of one block of `narrow_rows` rows: as many as fit
             // with each `wide` tile in turn (covering the rows in tiles of
@@ -1573,7 +1703,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             type Wide<'c> = (FunctionValue<'c>, u64, u64);
             let columns = |r: IntValue<'ctx>,
                            wides: &[Wide<'ctx>],
-                           narrow: FunctionValue<'ctx>,
+                           (narrow, narrow_tile_rows): (FunctionValue<'ctx>, u64),
                            narrow_rows: u64| {
                 let mut c = self.i64c(0);
                 for &(wide, wide_rows, wide_cols) in wides {
@@ -1592,12 +1722,47 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         },
                     )?;
                 }
+                if let (Some((tile, tile_rows, _)), false) = (masked, wides.is_empty()) {
+                    // At least MASKED_MIN columns left: one masked call per
+                    // row tile takes them all.
+                    let left = self.b.build_int_sub(n, c, "left")?;
+                    let use_masked = self.b.build_int_compare(
+                        IntPredicate::SGE,
+                        left,
+                        self.i64c(MASKED_MIN),
+                        "um",
+                    )?;
+                    let call_b = self.ctx.append_basic_block(f, "masked");
+                    let cont_b = self.ctx.append_basic_block(f, "masked_done");
+                    self.b
+                        .build_conditional_branch(use_masked, call_b, cont_b)?;
+                    self.b.position_at_end(call_b);
+                    let mut rr = r;
+                    for _ in 0..(narrow_rows / tile_rows) {
+                        call_live(tile, rr, c, left)?;
+                        rr = self.b.build_int_add(rr, self.i64c(tile_rows), "rr")?;
+                    }
+                    self.b.build_unconditional_branch(cont_b)?;
+                    self.b.position_at_end(cont_b);
+                    c = self.b.build_select(use_masked, n, c, "c")?.into_int_value();
+                }
                 self.emit_loop(
                     f,
                     c,
                     |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
                     1,
-                    |c| call(narrow, r, c),
+                    |c| {
+                        let mut rr = r;
+                        for i in 0..(narrow_rows / narrow_tile_rows) {
+                            if i > 0 {
+                                rr = self
+                                    .b
+                                    .build_int_add(rr, self.i64c(narrow_tile_rows), "rr")?;
+                            }
+                            call(narrow, rr, c)?;
+                        }
+                        Ok(())
+                    },
                 )?;
                 Ok::<(), CpuError>(())
             };
@@ -1608,7 +1773,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     row_begin,
                     |r| self.fits(r, 8, row_end),
                     8,
-                    |r| columns(r, &wides, t8x1, 8),
+                    |r| columns(r, &wides, (t8x1, 8), 8),
                 )?,
             };
             self.sweep(
@@ -1618,7 +1783,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 4,
                 |r| columns(r, &wides, t4x1, 4),
                 // At most 3 tail rows: one column at a time is fast enough.
-                |r| columns(r, &[], t1x1, 1),
+                |r| columns(r, &[], (t1x1, 1), 1),
             )
         };
         // The float tiles take all of k in one pass: each weight row stays
