@@ -8,7 +8,8 @@
 //! Run with
 //! `cargo run --release -p lowbit-llvm --example compile_cpu_time -- WEIGHT N GROUP [SCALE] [CPU]`,
 //! `N` a number (static n) or `dyn` (a run-time n), e.g. `i4 dyn 32`
-//! (q4_0-like, dynamic n), `i8 1 32` (q8_0-like decode); `CPU` an LLVM CPU
+//! (q4_0-like, dynamic n), `i8 1 32` (q8_0-like decode), `GROUP` 0 for one
+//! scale per row; `CPU` an LLVM CPU
 //! name (`haswell`) builds the IR for it instead of the host (IR only: the
 //! code could not run here). `m = 4096`, `k = 14336`; 7 compilations, the
 //! first in the process pays LLVM's one-time setup and is left out.
@@ -24,7 +25,7 @@ use inkwell::passes::PassBuilderOptions;
 use inkwell::targets::{CodeModel, FileType, RelocMode, Target, TargetTriple};
 use inkwell::OptimizationLevel;
 use lowbit_llvm::codegen::build_module;
-use lowbit_llvm::{CpuTarget, Dim, GemmKernel, GemmSpec};
+use lowbit_llvm::{CpuTarget, Dim, GemmKernel, GemmSpec, WeightGranularity};
 use lowbit_numerics::ElemType;
 
 #[repr(C)]
@@ -67,7 +68,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s => Dim::Static(s.parse().map_err(|_| format!("N: cannot parse '{s}'"))?),
     };
     let group: usize = args.get(2).ok_or(usage)?.parse()?;
-    let mut spec = GemmSpec::new(4096, 14336, n, weight, group);
+    // Group 0: one scale per row.
+    let mut spec = GemmSpec::new(4096, 14336, n, weight, group.max(16));
+    if group == 0 {
+        spec.weight.granularity = WeightGranularity::PerChannel;
+    }
     if let Some(s) = args.get(3) {
         spec.weight.scale = s.parse()?;
     }

@@ -1068,9 +1068,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 
     /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last, live)`:
     /// the groups from `g0` (0: the kernel makes one pass over k) to the end
-    /// of rows `r0..r0+R`, columns `c0..c0+live` (`1 <= live <= C`). A
-    /// `first` pass starts each output (with the bias), any other adds to
-    /// it; the `last` one applies the activation ([`Gen::float_epilogue`]).
+    /// of rows `r0..r0+R`, columns `c0..c0+live` (`1 <= live <= C`). The
+    /// float kernels make one pass over k, so `first` and `last` are
+    /// always 1 (the shared loop nest passes them): each call starts its
+    /// outputs (with the bias) and applies the activation
+    /// ([`Gen::float_epilogue`]).
     ///
     /// Columns from `live` on are masked (so one wide tile serves a
     /// run-time n's last columns, instead of a narrower tile compiled for
