@@ -14,8 +14,9 @@
 //! decoding tile), one internal function per tile shape (with a static
 //! `n`, only the shapes its column walk calls: 4x8 and 1x1 at n = 8).
 //! With a run-time `n` the 4x8 tile also takes the last `n % 8 >= 4`
-//! columns, its columns past `n` masked, instead of a 4x4 tile: 4x8, 8x1
-//! and 1x1 are all that kernel compiles (JIT time: BENCHMARKS.md). The
+//! columns (its second half shifted back onto columns already computed,
+//! so nothing past `n` is touched) instead of a 4x4 tile: 4x8, 8x1 and
+//! 1x1 are all that kernel compiles (JIT time: BENCHMARKS.md). The
 //! 4x8 tile runs its columns in two halves per chunk of 16 blocks and keeps the first
 //! half's decoded weights in an L1 buffer for the second, so each weight is
 //! decoded once for 8 columns. A tile walks the row's
@@ -1068,17 +1069,22 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 
     /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last, live)`:
     /// the groups from `g0` (0: the kernel makes one pass over k) to the end
-    /// of rows `r0..r0+R`, columns `c0..c0+live` (`1 <= live <= C`). The
+    /// of rows `r0..r0+R`, columns `c0..c0+live` (`live` is `C`, or for a
+    /// split tile anything from `C/2` to `C`). The
     /// float kernels make one pass over k, so `first` and `last` are
     /// always 1 (the shared loop nest passes them): each call starts its
     /// outputs (with the bias) and applies the activation
     /// ([`Gen::float_epilogue`]).
     ///
-    /// Columns from `live` on are masked (so one wide tile serves a
-    /// run-time n's last columns, instead of a narrower tile compiled for
-    /// them): they read the last live column's activations (valid memory,
-    /// already in L1) and store into a stack slot, without a branch; a
-    /// split tile skips its second half when no live column is in it.
+    /// With `live < C` (so one wide tile serves a run-time n's last
+    /// columns, instead of a narrower tile compiled for them) a split
+    /// tile's second half is moved back to end at column `c0 + live`: it
+    /// recomputes some of the first half's columns, with the same bits
+    /// (the same products in the same order), and reads and writes no
+    /// column past `n`. With `live = C/2` it skips the second half. Each
+    /// half's activation rows stay one base plus constant offsets, as
+    /// without the shift (per-column clamped pointers made the 4x8 tile
+    /// 3 - 10 % slower).
     ///
     /// Each accumulator has 16 lanes (both halves of a block go into it), so
     /// the 4x4 and 8x1 tiles' accumulators fit in registers; every tile
@@ -1099,15 +1105,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // `ints[3]` and `ints[4]` (first and last pass) are always 1 here.
         let (r0, c0, g0, live) = (ints[0], ints[1], ints[2], ints[5]);
         let accs = self.zeroed_accs(acc_t, rows * cols)?;
-        // Tile column `c` is live when `c < live`.
-        let is_live = |c: u64| {
-            Ok::<_, CpuError>(self.b.build_int_compare(
-                IntPredicate::ULT,
-                self.i64c(c),
-                live,
-                "live",
-            )?)
-        };
 
         let kb = (spec.k_pad() / BLOCK) as u64;
         let bpg = spec.blocks_per_group() as u64;
@@ -1120,24 +1117,40 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let k_pad = spec.k_pad() as u64;
 
         let rows_idx = self.indices(r0, rows)?;
-        // Each column's offset from `c0`: a masked column takes the last
-        // live one's (its activations, and its output address, see below).
-        let last_live = self.b.build_int_sub(live, self.i64c(1), "ll")?;
-        let col_offsets = (0..cols as u64)
+        // Each column's offset from `c0`: the second half of a split tile
+        // is shifted back by `C - live` (see above).
+        let split = self.split_cols(cols);
+        let half_cols = if split {
+            cols as usize / 2
+        } else {
+            cols as usize
+        };
+        let shift = self
+            .b
+            .build_int_sub(live, self.i64c(cols as u64), "shift")?;
+        let second_c0 = self.b.build_int_add(c0, shift, "c0s")?;
+        let col_offsets = (0..cols as usize)
             .map(|c| {
-                if c == 0 {
-                    Ok(self.i64c(0))
+                if c < half_cols {
+                    Ok(self.i64c(c as u64))
                 } else {
-                    self.umin(self.i64c(c), last_live)
+                    Ok(self.b.build_int_add(shift, self.i64c(c as u64), "co")?)
                 }
             })
             .collect::<Result<Vec<_>, CpuError>>()?;
-        // Each column's activation row (f32).
-        let x_rows = col_offsets
-            .iter()
-            .map(|&tc| {
-                let idx = self.b.build_int_add(c0, tc, "xc")?;
-                self.gep(a.x, self.b.build_int_mul(idx, self.i64c(k_pad * 4), "ro")?)
+        // Each column's activation row (f32): per half, one base and
+        // constant offsets.
+        let x_base = |first: IntValue<'ctx>| {
+            self.gep(
+                a.x,
+                self.b.build_int_mul(first, self.i64c(k_pad * 4), "xb")?,
+            )
+        };
+        let (x_first, x_second) = (x_base(c0)?, x_base(second_c0)?);
+        let x_rows = (0..cols as usize)
+            .map(|c| {
+                let base = if c < half_cols { x_first } else { x_second };
+                self.gep(base, self.i64c(c as u64 * k_pad * 4))
             })
             .collect::<Result<Vec<_>, CpuError>>()?;
         let w_rows = self.row_ptrs(a.w, &rows_idx, row_bytes)?;
@@ -1165,12 +1178,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // per chunk of SPLIT_BLOCKS blocks: the first half decodes each
         // block and also keeps it in `dbuf` (8 KiB, L1), the second half
         // reads it back, so each weight is decoded once for 8 columns.
-        let split = self.split_cols(cols);
-        let half_cols = if split {
-            cols as usize / 2
-        } else {
-            cols as usize
-        };
         let dbuf = if split {
             let d = self.b.build_array_alloca(
                 self.vf,
@@ -1527,11 +1534,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     self.emit_range(f, gc, ge, |g| group_body(g, Some(base)))?;
                     swap_accs(0..half_cols, true)?;
                     // The second half of the columns over the same blocks,
-                    // unless all of them are masked.
+                    // unless the first half covered all live columns.
                     let second = self.ctx.append_basic_block(f, "second");
                     let after = self.ctx.append_basic_block(f, "after");
-                    self.b
-                        .build_conditional_branch(is_live(half_cols as u64)?, second, after)?;
+                    let more = self.b.build_int_compare(
+                        IntPredicate::UGT,
+                        live,
+                        self.i64c(half_cols as u64),
+                        "more",
+                    )?;
+                    self.b.build_conditional_branch(more, second, after)?;
                     self.b.position_at_end(second);
                     swap_accs(half_cols..cols as usize, false)?;
                     let be = self.b.build_int_mul(ge, self.i64c(bpg), "be")?;
@@ -1558,10 +1570,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // Each output's address and value before the activation. The
         // float kernels make one pass over k (`emit_kernel`), so every
         // call starts its outputs and ends them with the activation.
-        // A masked column stores to the last live column's address, and
-        // a row's columns are stored from the last to the first, so the
-        // live column's value is the one left (no branch; a select
-        // between `y` and a stack slot would become one per output).
+        // A row's columns are stored from the last to the first, so where
+        // a shifted second half meets the first, the first half's value is
+        // the one left: the same bits when the second half ran, and the
+        // right ones when it was skipped (its accumulators stayed 0).
         let acc_vals = accs
             .iter()
             .map(|&p| Ok(self.b.build_load(acc_t, p, "a")?.into_vector_value()))
@@ -1608,12 +1620,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // there the wide tile is 2x4 and decoding starts at 4x1.
         let wide512 = self.target.kernel_paths().vector == VectorIsa::Avx512;
         // With a run-time n, the widest float tile also takes the last
-        // `n % 8 >= MASKED_MIN` columns, its columns past n masked (see
+        // `n % 8 >= SHIFTED_MIN` columns, its second half shifted back (see
         // `emit_tile`), where a static n's walk calls a 4x4 tile (and 8x1
         // for the rest): one tile fewer to compile, the same decoding work.
         // Fewer columns left stay with the one-column tile, as before.
-        const MASKED_MIN: u64 = 4;
-        let mut masked = None;
+        // (`SHIFTED_MIN` is the tile's half: its first half is never
+        // shifted.)
+        const SHIFTED_MIN: u64 = 4;
+        let mut shifted = None;
         let (wides, t8x1, t4x1, t1x1) = if self.spec.is_integer() {
             (
                 vec![(self.emit_int_tile(4, 4)?, 4u64, 4u64)],
@@ -1645,10 +1659,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let t4x8 = self.emit_tile(4, 8)?;
                 wides.push((t4x8, 4, 8));
                 if self.spec.n == Dim::Dynamic {
-                    masked = Some((t4x8, 4u64, 8u64));
+                    shifted = Some((t4x8, 4u64, 8u64));
                 }
             }
-            if masked.is_none() && usable(4) {
+            if shifted.is_none() && usable(4) {
                 wides.push(if wide512 {
                     (self.emit_tile(4, 4)?, 4, 4)
                 } else {
@@ -1724,20 +1738,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         },
                     )?;
                 }
-                if let (Some((tile, tile_rows, _)), false) = (masked, wides.is_empty()) {
-                    // At least MASKED_MIN columns left: one masked call per
-                    // row tile takes them all.
+                if let (Some((tile, tile_rows, _)), false) = (shifted, wides.is_empty()) {
+                    // At least SHIFTED_MIN columns left: one call per row
+                    // tile, with `live` = the columns left, takes them all.
                     let left = self.b.build_int_sub(n, c, "left")?;
-                    let use_masked = self.b.build_int_compare(
+                    let use_shifted = self.b.build_int_compare(
                         IntPredicate::SGE,
                         left,
-                        self.i64c(MASKED_MIN),
-                        "um",
+                        self.i64c(SHIFTED_MIN),
+                        "us",
                     )?;
-                    let call_b = self.ctx.append_basic_block(f, "masked");
-                    let cont_b = self.ctx.append_basic_block(f, "masked_done");
+                    let call_b = self.ctx.append_basic_block(f, "shifted");
+                    let cont_b = self.ctx.append_basic_block(f, "shifted_done");
                     self.b
-                        .build_conditional_branch(use_masked, call_b, cont_b)?;
+                        .build_conditional_branch(use_shifted, call_b, cont_b)?;
                     self.b.position_at_end(call_b);
                     let mut rr = r;
                     for _ in 0..(narrow_rows / tile_rows) {
@@ -1746,7 +1760,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     }
                     self.b.build_unconditional_branch(cont_b)?;
                     self.b.position_at_end(cont_b);
-                    c = self.b.build_select(use_masked, n, c, "c")?.into_int_value();
+                    c = self
+                        .b
+                        .build_select(use_shifted, n, c, "c")?
+                        .into_int_value();
                 }
                 self.emit_loop(
                     f,

@@ -1053,8 +1053,9 @@ fn static_n_float_tiles_match_the_interpreter() {
 }
 
 /// Float kernels with a run-time n: one kernel per spec runs every n from
-/// 1 to 20, so every remainder of the 8-column tile meets its masked
-/// columns (n % 8 >= 4 takes the masked 4x8 tile, fewer the one-column
+/// 1 to 20, so every remainder of the 8-column tile meets the last columns
+/// (n % 8 >= 4 takes the 4x8 tile with its second half shifted back onto
+/// computed columns, or skipped at n % 8 = 4; fewer the one-column
 /// tiles), over ragged m (full 8-row blocks, 4-7 tail rows taken one row
 /// at a time, 1-3 tail rows) and k (partial blocks and groups), with and
 /// without bias and ReLU, against the interpreter, on the host and an

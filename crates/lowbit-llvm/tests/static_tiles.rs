@@ -92,8 +92,8 @@ fn static_n_compiles_only_the_tiles_it_uses() {
     );
 }
 
-/// A run-time n compiles one wide tile, whose masked columns take the
-/// last `n % 8 >= 4` columns (no 4x4 tile), the 8x1 tile for fewer, and
+/// A run-time n compiles one wide tile, which also takes the last
+/// `n % 8 >= 4` columns (no 4x4 tile), the 8x1 tile for fewer, and
 /// 1x1: three tiles where it compiled five (each one costs JIT time).
 /// Without the 4x8 tile (groups that do not divide its 16-block chunks,
 /// or AVX2) the walk is the static one's.
