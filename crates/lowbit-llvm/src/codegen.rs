@@ -987,59 +987,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(self.reduce_tree(v)?.into_float_value())
     }
 
-    /// The horizontal sums of float vectors of equal width (a power of
-    /// two), each as [`Gen::reduce`]'s tree of halves, with the same
-    /// additions in the same order (so bit-identical), but with the vectors
-    /// packed together: each level adds the halves of two vectors' partial
-    /// sums with one pair of two-input shuffles. 32 accumulators take about
-    /// 90 instructions instead of about 400, which code generation pays
-    /// for per tile (JIT time). A count that is not a power of two is
-    /// summed one vector at a time.
-    fn reduce_many(&self, vs: &[VectorValue<'ctx>]) -> Result<Vec<FloatValue<'ctx>>, CpuError> {
-        let Some(first) = vs.first() else {
-            return Ok(Vec::new());
-        };
-        let mut w = first.get_type().get_size() as u64;
-        if !vs.len().is_power_of_two() || !w.is_power_of_two() {
-            return vs.iter().map(|&v| self.reduce(v)).collect();
-        }
-        // Each packed vector with the number of sums it holds, `w` lanes
-        // apiece, in the order of `vs`.
-        let mut level: Vec<(VectorValue<'ctx>, u64)> = vs.iter().map(|&v| (v, 1)).collect();
-        while w > 1 {
-            let half = w / 2;
-            // Lanes `from..from + half` of each of `count` sums, the sums
-            // starting at lane `base` of the shuffle's inputs.
-            let parts = |base: u64, count: u64, from: u64| {
-                (0..count).flat_map(move |i| (base + i * w + from)..(base + i * w + from + half))
-            };
-            let mut next = Vec::with_capacity(level.len().div_ceil(2));
-            for pair in level.chunks(2) {
-                let (a, pa) = pair[0];
-                let (b, pb) = if pair.len() == 2 { pair[1] } else { (a, 0) };
-                let b_base = pa * w;
-                let lo = self.shuffle_mask(parts(0, pa, 0).chain(parts(b_base, pb, 0)));
-                let hi = self.shuffle_mask(parts(0, pa, half).chain(parts(b_base, pb, half)));
-                let lo = self.b.build_shuffle_vector(a, b, lo, "lo")?;
-                let hi = self.b.build_shuffle_vector(a, b, hi, "hi")?;
-                next.push((self.b.build_float_add(lo, hi, "sum")?, pa + pb));
-            }
-            level = next;
-            w = half;
-        }
-        let mut dots = Vec::with_capacity(vs.len());
-        for (v, count) in level {
-            for i in 0..count {
-                dots.push(
-                    self.b
-                        .build_extract_element(v, self.i32t.const_int(i, false), "dot")?
-                        .into_float_value(),
-                );
-            }
-        }
-        Ok(dots)
-    }
-
     /// Horizontal sum of a float or integer vector as a tree of halves
     /// (`lo + hi` until one lane is left).
     fn reduce_tree(
@@ -1574,11 +1521,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // a shifted second half meets the first, the first half's value is
         // the one left: the same bits when the second half ran, and the
         // right ones when it was skipped (its accumulators stayed 0).
-        let acc_vals = accs
-            .iter()
-            .map(|&p| Ok(self.b.build_load(acc_t, p, "a")?.into_vector_value()))
-            .collect::<Result<Vec<_>, CpuError>>()?;
-        let dots = self.reduce_many(&acc_vals)?;
         let mut outs = Vec::with_capacity((rows * cols) as usize);
         for r in 0..rows as usize {
             let bias = if spec.epilogue.bias {
@@ -1592,7 +1534,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 None
             };
             for c in (0..cols as usize).rev() {
-                let dot = dots[r * cols as usize + c];
+                // Each accumulator is loaded and summed where its output
+                // is made. Summing the 4x8 tile's 32 together (two per
+                // shuffle pair, less code to compile) made its k loop spill
+                // 6 accumulators: n = 8 ran 5 - 10 % slower in most data
+                // layouts (BENCHMARKS.md).
+                let acc = self
+                    .b
+                    .build_load(acc_t, accs[r * cols as usize + c], "a")?
+                    .into_vector_value();
+                let dot = self.reduce(acc)?;
                 let col = self.b.build_int_add(c0, col_offsets[c], "c")?;
                 let yp = self.y_ptr(a.y, col, rows_idx[r])?;
                 let v = match bias {
