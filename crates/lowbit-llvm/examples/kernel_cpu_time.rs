@@ -8,7 +8,9 @@
 //! Run with
 //! `cargo run --release -p lowbit-llvm --example kernel_cpu_time -- WEIGHT N GROUP [SCALE] [M]`,
 //! e.g. `i4 1 32` (q4_0-like decode), `f4E2M1FN 1 16 f8E4M3FN` (NVFP4
-//! without a tensor scale); `k = 14336`, `m = 4096` unless given.
+//! without a tensor scale); `k = 14336`, `m = 4096` unless given. `N`
+//! written `dN` (`d1`, `d8`) runs a kernel compiled for a run-time n
+//! (`Dim::Dynamic`) with n = N.
 //!
 //! Limits: Linux only (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`); float
 //! activations; no zero points.
@@ -52,12 +54,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: kernel_cpu_time WEIGHT N GROUP [SCALE] [M]";
     let weight: ElemType = arg(&args, 0, "WEIGHT")?.ok_or(usage)?;
-    let n: usize = arg(&args, 1, "N")?.ok_or(usage)?;
+    let n_arg: String = arg(&args, 1, "N")?.ok_or(usage)?;
+    let (dynamic, n_text) = match n_arg.strip_prefix('d') {
+        Some(rest) => (true, rest),
+        None => (false, n_arg.as_str()),
+    };
+    let n: usize = n_text
+        .parse()
+        .map_err(|_| format!("N: cannot parse '{n_arg}'"))?;
     let group: usize = arg(&args, 2, "GROUP")?.ok_or(usage)?;
     let scale: ElemType = arg(&args, 3, "SCALE")?.unwrap_or(ElemType::F16);
     let m: usize = arg(&args, 4, "M")?.unwrap_or(4096);
     let k = 14336;
-    let mut spec = GemmSpec::new(m, k, Dim::Static(n), weight, group);
+    let mut spec = GemmSpec::new(
+        m,
+        k,
+        if dynamic {
+            Dim::Dynamic
+        } else {
+            Dim::Static(n)
+        },
+        weight,
+        group,
+    );
     spec.weight.scale = scale;
     let kernel = compile(&spec)?;
 
@@ -93,7 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let median = times[times.len() / 2] as f64 * 1e-9;
     let gflop = 2.0 * (m * k * n) as f64 / 1e9;
     println!(
-        "{spec}: thread CPU time median {:.3} ms, min {:.3} ms; {:.1} GFLOP/s, {:.1} GB/s of weights at the median",
+        "{spec} (n = {n}): thread CPU time median {:.3} ms, min {:.3} ms; {:.1} GFLOP/s, {:.1} GB/s of weights at the median",
         median * 1e3,
         times[0] as f64 * 1e-6,
         gflop / median,

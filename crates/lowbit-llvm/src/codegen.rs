@@ -8,10 +8,15 @@
 //! `x` is `f32 [n, k_pad]` with zeros after `k`.
 //!
 //! Work is cut into register tiles of `R` weight rows by `C` activation
-//! columns (8x1, then 4x1, for the decode case; 4x8, then 4x4, when
-//! `n >= 4`; 1x1 for the last rows; without AVX-512 no 8x1 or 4x8, and 2x4
-//! instead of 4x4), one internal function per tile shape (with a static
-//! `n`, only the shapes its column walk calls: 4x8 and 1x1 at n = 8). The
+//! columns (8x1 for the decode case, the last 4 - 7 rows of a range by
+//! 1x1 row by row; 4x8, then 4x4, when `n >= 4`; 1x1 for the last rows;
+//! without AVX-512 no 8x1 or 4x8, 2x4 instead of 4x4 and 4x1 as the
+//! decoding tile), one internal function per tile shape (with a static
+//! `n`, only the shapes its column walk calls: 4x8 and 1x1 at n = 8).
+//! With a run-time `n` the 4x8 tile also takes the last `n % 8 >= 4`
+//! columns (its second half shifted back onto columns already computed,
+//! so nothing past `n` is touched) instead of a 4x4 tile: 4x8, 8x1 and
+//! 1x1 are all that kernel compiles (JIT time: BENCHMARKS.md). The
 //! 4x8 tile runs its columns in two halves per chunk of 16 blocks and keeps the first
 //! half's decoded weights in an L1 buffer for the second, so each weight is
 //! decoded once for 8 columns. A tile walks the row's
@@ -1025,11 +1030,24 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .build_extract_element(v, self.i32t.const_zero(), "dot")?)
     }
 
-    /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last)`: the
-    /// groups from `g0` (0: the kernel makes one pass over k) to the end of
-    /// rows `r0..r0+R`, columns `c0..c0+C`. A `first` pass starts each
-    /// output (with the bias), any other adds to it; the `last` one applies
-    /// the activation ([`Gen::float_epilogue`]).
+    /// Emits `tile_RxC(x, w, s, z, bias, y, r0, c0, g0, first, last, live)`:
+    /// the groups from `g0` (0: the kernel makes one pass over k) to the end
+    /// of rows `r0..r0+R`, columns `c0..c0+live` (`live` is `C`, or for a
+    /// split tile anything from `C/2` to `C`). The
+    /// float kernels make one pass over k, so `first` and `last` are
+    /// always 1 (the shared loop nest passes them): each call starts its
+    /// outputs (with the bias) and applies the activation
+    /// ([`Gen::float_epilogue`]).
+    ///
+    /// With `live < C` (so one wide tile serves a run-time n's last
+    /// columns, instead of a narrower tile compiled for them) a split
+    /// tile's second half is moved back to end at column `c0 + live`: it
+    /// recomputes some of the first half's columns, with the same bits
+    /// (the same products in the same order), and reads and writes no
+    /// column past `n`. With `live = C/2` it skips the second half. Each
+    /// half's activation rows stay one base plus constant offsets, as
+    /// without the shift (per-column clamped pointers, 8 loop-invariant
+    /// addresses instead, made the static n = 8 kernel 2 - 4 % slower).
     ///
     /// Each accumulator has 16 lanes (both halves of a block go into it), so
     /// the 4x4 and 8x1 tiles' accumulators fit in registers; every tile
@@ -1038,7 +1056,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     fn emit_tile(&self, rows: u32, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
         let acc_t = self.f32t.vec_type(LANES / 2);
         let spec = self.spec;
-        let Params { f, ptrs, ints } = self.function(&format!("tile_{rows}x{cols}"), 5, true)?;
+        let Params { f, ptrs, ints } = self.function(&format!("tile_{rows}x{cols}"), 6, true)?;
         let a = TileArgs {
             x: ptrs[0],
             w: ptrs[1],
@@ -1047,7 +1065,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             bias: ptrs[4],
             y: ptrs[5],
         };
-        let (r0, c0, g0, first, last) = (ints[0], ints[1], ints[2], ints[3], ints[4]);
+        // `ints[3]` and `ints[4]` (first and last pass) are always 1 here.
+        let (r0, c0, g0, live) = (ints[0], ints[1], ints[2], ints[5]);
         let accs = self.zeroed_accs(acc_t, rows * cols)?;
 
         let kb = (spec.k_pad() / BLOCK) as u64;
@@ -1061,8 +1080,42 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let k_pad = spec.k_pad() as u64;
 
         let rows_idx = self.indices(r0, rows)?;
-        // Each column's activation row (f32).
-        let x_rows = self.strided_ptrs(a.x, c0, cols, k_pad * 4)?;
+        // Each column's offset from `c0`: the second half of a split tile
+        // is shifted back by `C - live` (see above).
+        let split = self.split_cols(cols);
+        let half_cols = if split {
+            cols as usize / 2
+        } else {
+            cols as usize
+        };
+        let shift = self
+            .b
+            .build_int_sub(live, self.i64c(cols as u64), "shift")?;
+        let second_c0 = self.b.build_int_add(c0, shift, "c0s")?;
+        let col_offsets = (0..cols as usize)
+            .map(|c| {
+                if c < half_cols {
+                    Ok(self.i64c(c as u64))
+                } else {
+                    Ok(self.b.build_int_add(shift, self.i64c(c as u64), "co")?)
+                }
+            })
+            .collect::<Result<Vec<_>, CpuError>>()?;
+        // Each column's activation row (f32): per half, one base and
+        // constant offsets.
+        let x_base = |first: IntValue<'ctx>| {
+            self.gep(
+                a.x,
+                self.b.build_int_mul(first, self.i64c(k_pad * 4), "xb")?,
+            )
+        };
+        let (x_first, x_second) = (x_base(c0)?, x_base(second_c0)?);
+        let x_rows = (0..cols as usize)
+            .map(|c| {
+                let base = if c < half_cols { x_first } else { x_second };
+                self.gep(base, self.i64c(c as u64 * k_pad * 4))
+            })
+            .collect::<Result<Vec<_>, CpuError>>()?;
         let w_rows = self.row_ptrs(a.w, &rows_idx, row_bytes)?;
 
         // Decoded scales of the current run, per row, and the bytes of a
@@ -1088,12 +1141,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // per chunk of SPLIT_BLOCKS blocks: the first half decodes each
         // block and also keeps it in `dbuf` (8 KiB, L1), the second half
         // reads it back, so each weight is decoded once for 8 columns.
-        let split = self.split_cols(cols);
-        let half_cols = if split {
-            cols as usize / 2
-        } else {
-            cols as usize
-        };
         let dbuf = if split {
             let d = self.b.build_array_alloca(
                 self.vf,
@@ -1449,7 +1496,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     swap_accs(0..half_cols, false)?;
                     self.emit_range(f, gc, ge, |g| group_body(g, Some(base)))?;
                     swap_accs(0..half_cols, true)?;
-                    // The second half of the columns over the same blocks.
+                    // The second half of the columns over the same blocks,
+                    // unless the first half covered all live columns.
+                    let second = self.ctx.append_basic_block(f, "second");
+                    let after = self.ctx.append_basic_block(f, "after");
+                    let more = self.b.build_int_compare(
+                        IntPredicate::UGT,
+                        live,
+                        self.i64c(half_cols as u64),
+                        "more",
+                    )?;
+                    self.b.build_conditional_branch(more, second, after)?;
+                    self.b.position_at_end(second);
                     swap_accs(half_cols..cols as usize, false)?;
                     let be = self.b.build_int_mul(ge, self.i64c(bpg), "be")?;
                     let be = self.umin(be, self.i64c(kb))?;
@@ -1465,12 +1523,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         Ok(())
                     })?;
                     swap_accs(half_cols..cols as usize, true)?;
+                    self.b.build_unconditional_branch(after)?;
+                    self.b.position_at_end(after);
                     Ok(())
                 },
             )?;
         }
 
-        // Each output's address and value before the activation.
+        // Each output's address and value before the activation. The
+        // float kernels make one pass over k (`emit_kernel`), so every
+        // call starts its outputs and ends them with the activation.
+        // A row's columns are stored from the last to the first, so where
+        // a shifted second half meets the first, the first half's value is
+        // the one left: the same bits when the second half ran, and the
+        // right ones when it was skipped (its accumulators stayed 0).
         let mut outs = Vec::with_capacity((rows * cols) as usize);
         for r in 0..rows as usize {
             let bias = if spec.epilogue.bias {
@@ -1483,31 +1549,27 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             } else {
                 None
             };
-            for c in 0..cols as usize {
+            for c in (0..cols as usize).rev() {
+                // Each accumulator is loaded and summed where its output
+                // is made. Summing the 4x8 tile's 32 together (two per
+                // shuffle pair, less code to compile) made its k loop spill
+                // 6 accumulators: n = 8 ran 5 - 10 % slower in most data
+                // layouts (BENCHMARKS.md).
                 let acc = self
                     .b
                     .build_load(acc_t, accs[r * cols as usize + c], "a")?
                     .into_vector_value();
                 let dot = self.reduce(acc)?;
-                let col = self.b.build_int_add(c0, self.i64c(c as u64), "c")?;
+                let col = self.b.build_int_add(c0, col_offsets[c], "c")?;
                 let yp = self.y_ptr(a.y, col, rows_idx[r])?;
-                let started = match bias {
+                let v = match bias {
                     Some(bv) => self.b.build_float_add(dot, bv, "yb")?,
                     None => dot,
                 };
-                let old = self.load(self.f32t, yp, 4)?.into_float_value();
-                let added = self.b.build_float_add(old, dot, "ya")?;
-                let is_first =
-                    self.b
-                        .build_int_compare(IntPredicate::NE, first, self.i64c(0), "first")?;
-                let v = self
-                    .b
-                    .build_select(is_first, started, added, "y")?
-                    .into_float_value();
                 outs.push((yp, v));
             }
         }
-        self.float_epilogue(f, &outs, last)?;
+        self.float_epilogue(f, &outs, self.i64c(1))?;
         self.b.build_return(None)?;
         Ok(f)
     }
@@ -1527,11 +1589,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // narrower registers (AVX2's 16 ymm, NEON) they would spill, so
         // there the wide tile is 2x4 and decoding starts at 4x1.
         let wide512 = self.target.kernel_paths().vector == VectorIsa::Avx512;
+        // With a run-time n, the widest float tile also takes the last
+        // `n % 8 >= SHIFTED_MIN` columns, its second half shifted back (see
+        // `emit_tile`), where a static n's walk calls a 4x4 tile (and 8x1
+        // for the rest): one tile fewer to compile, the same decoding work.
+        // Fewer columns left stay with the one-column tile, as before.
+        // (`SHIFTED_MIN` is the tile's half: its first half is never
+        // shifted.)
+        const SHIFTED_MIN: u64 = 4;
+        let mut shifted = None;
         let (wides, t8x1, t4x1, t1x1) = if self.spec.is_integer() {
             (
                 vec![(self.emit_int_tile(4, 4)?, 4u64, 4u64)],
                 None,
-                self.emit_int_tile(4, 1)?,
+                (self.emit_int_tile(4, 1)?, 4),
                 self.emit_int_tile(1, 1)?,
             )
         } else {
@@ -1555,9 +1626,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             };
             let mut wides = Vec::new();
             if wide512 && self.split_cols(8) && usable(8) {
-                wides.push((self.emit_tile(4, 8)?, 4, 8));
+                let t4x8 = self.emit_tile(4, 8)?;
+                wides.push((t4x8, 4, 8));
+                if self.spec.n == Dim::Dynamic {
+                    shifted = Some((t4x8, 4u64, 8u64));
+                }
             }
-            if usable(4) {
+            if shifted.is_none() && usable(4) {
                 wides.push(if wide512 {
                     (self.emit_tile(4, 4)?, 4, 4)
                 } else {
@@ -1571,7 +1646,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 (true, true) => Some(self.emit_tile(8, 1)?),
                 (true, false) => Some(t1x1),
             };
-            let t4x1 = if narrow { self.emit_tile(4, 1)? } else { t1x1 };
+            // With AVX-512 the 4-row tiles only serve the last 4 - 7 rows of
+            // a row range (after the 8x1 tile's blocks): there the 1x1 tile,
+            // once per row, does instead of compiling a 4x1 one.
+            let t4x1 = match (narrow, t8x1.is_some()) {
+                (true, false) => (self.emit_tile(4, 1)?, 4),
+                _ => (t1x1, 1),
+            };
             (wides, t8x1, t4x1, t1x1)
         };
         let Params { f, ptrs, ints } = self.kernel_function()?;
@@ -1582,9 +1663,25 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // path) or block (W1A1), and whether it is the first and the last
         // chunk.
         type Chunk<'c> = (IntValue<'c>, IntValue<'c>, IntValue<'c>);
+        let float = !self.spec.is_integer();
         let nest = |chunk: Chunk<'ctx>| {
+            // A float tile's last argument is its live column count.
+            let call_live = |tile: FunctionValue<'ctx>,
+                             r: IntValue<'ctx>,
+                             c: IntValue<'ctx>,
+                             live: IntValue<'ctx>| {
+                let mut ints = vec![r, c, chunk.0, chunk.1, chunk.2];
+                if float {
+                    ints.push(live);
+                }
+                self.call_tile(tile, &ptrs, &ints)
+            };
             let call = |tile: FunctionValue<'ctx>, r: IntValue<'ctx>, c: IntValue<'ctx>| {
-                self.call_tile(tile, &ptrs, &[r, c, chunk.0, chunk.1, chunk.2])
+                let cols = wides
+                    .iter()
+                    .find(|w| w.0 == tile)
+                    .map_or(1, |&(_, _, cols)| cols);
+                call_live(tile, r, c, self.i64c(cols))
             };
             // Columns of one block of `narrow_rows` rows: as many as fit
             // with each `wide` tile in turn (covering the rows in tiles of
@@ -1592,7 +1689,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             type Wide<'c> = (FunctionValue<'c>, u64, u64);
             let columns = |r: IntValue<'ctx>,
                            wides: &[Wide<'ctx>],
-                           narrow: FunctionValue<'ctx>,
+                           (narrow, narrow_tile_rows): (FunctionValue<'ctx>, u64),
                            narrow_rows: u64| {
                 let mut c = self.i64c(0);
                 for &(wide, wide_rows, wide_cols) in wides {
@@ -1611,12 +1708,50 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         },
                     )?;
                 }
+                if let (Some((tile, tile_rows, _)), false) = (shifted, wides.is_empty()) {
+                    // At least SHIFTED_MIN columns left: one call per row
+                    // tile, with `live` = the columns left, takes them all.
+                    let left = self.b.build_int_sub(n, c, "left")?;
+                    let use_shifted = self.b.build_int_compare(
+                        IntPredicate::SGE,
+                        left,
+                        self.i64c(SHIFTED_MIN),
+                        "us",
+                    )?;
+                    let call_b = self.ctx.append_basic_block(f, "shifted");
+                    let cont_b = self.ctx.append_basic_block(f, "shifted_done");
+                    self.b
+                        .build_conditional_branch(use_shifted, call_b, cont_b)?;
+                    self.b.position_at_end(call_b);
+                    let mut rr = r;
+                    for _ in 0..(narrow_rows / tile_rows) {
+                        call_live(tile, rr, c, left)?;
+                        rr = self.b.build_int_add(rr, self.i64c(tile_rows), "rr")?;
+                    }
+                    self.b.build_unconditional_branch(cont_b)?;
+                    self.b.position_at_end(cont_b);
+                    c = self
+                        .b
+                        .build_select(use_shifted, n, c, "c")?
+                        .into_int_value();
+                }
                 self.emit_loop(
                     f,
                     c,
                     |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
                     1,
-                    |c| call(narrow, r, c),
+                    |c| {
+                        let mut rr = r;
+                        for i in 0..(narrow_rows / narrow_tile_rows) {
+                            if i > 0 {
+                                rr = self
+                                    .b
+                                    .build_int_add(rr, self.i64c(narrow_tile_rows), "rr")?;
+                            }
+                            call(narrow, rr, c)?;
+                        }
+                        Ok(())
+                    },
                 )?;
                 Ok::<(), CpuError>(())
             };
@@ -1627,7 +1762,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     row_begin,
                     |r| self.fits(r, 8, row_end),
                     8,
-                    |r| columns(r, &wides, t8x1, 8),
+                    |r| columns(r, &wides, (t8x1, 8), 8),
                 )?,
             };
             self.sweep(
@@ -1637,7 +1772,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 4,
                 |r| columns(r, &wides, t4x1, 4),
                 // At most 3 tail rows: one column at a time is fast enough.
-                |r| columns(r, &[], t1x1, 1),
+                |r| columns(r, &[], (t1x1, 1), 1),
             )
         };
         // The float tiles take all of k in one pass: each weight row stays

@@ -1052,3 +1052,47 @@ fn static_n_float_tiles_match_the_interpreter() {
         }
     }
 }
+
+/// Float kernels with a run-time n: one kernel per spec runs every n from
+/// 1 to 20, so every remainder of the 8-column tile meets the last columns
+/// (n % 8 >= 4 takes the 4x8 tile with its second half shifted back onto
+/// computed columns, or skipped at n % 8 = 4; fewer the one-column
+/// tiles), over ragged m (full 8-row blocks, 4-7 tail rows taken one row
+/// at a time, 1-3 tail rows) and k (partial blocks and groups), with and
+/// without bias and ReLU, against the interpreter, on the host and an
+/// AVX2-only CPU; 1 and 2 threads give the same bits.
+#[test]
+fn dynamic_n_every_column_remainder_matches_the_interpreter() {
+    let mut rng = Rng(0xd1a_c015);
+    let host = CpuTarget::host().unwrap();
+    let mut targets = vec![host.clone()];
+    if host.triple.starts_with("x86_64") {
+        targets.push(CpuTarget::named("x86_64", "haswell").unwrap());
+    }
+    let cases: &[(&str, usize, usize, usize)] =
+        &[("i4", 32, 21, 300), ("i8", 32, 13, 95), ("u4", 64, 30, 161)];
+    for target in &targets {
+        for (i, &(w, group, m, k)) in cases.iter().enumerate() {
+            let mut spec = GemmSpec::new(m, k, Dim::Dynamic, t(w), group);
+            spec.epilogue.bias = i != 1;
+            if i == 2 {
+                spec.epilogue.activation = Activation::Relu;
+                spec.weight.zero_point = true;
+            }
+            let kernel = GemmKernel::compile_uncached(&spec, target).unwrap();
+            for n in 1..=20 {
+                let c = make_case(&mut rng, spec.clone(), n);
+                let y1 = run_kernel(&kernel, &c, 1);
+                check(&c, &y1);
+                let y2 = run_kernel(&kernel, &c, 2);
+                assert_eq!(
+                    y1.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    y2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{} n = {n} on {}",
+                    c.spec,
+                    target.cpu
+                );
+            }
+        }
+    }
+}

@@ -64,8 +64,10 @@ fn static_n_compiles_only_the_tiles_it_uses() {
         set(&["vtile_2x11", "vtile_2x1", "vtile_1x11", "vtile_1x1"])
     );
     // Float, q4_0-like: n = 8 is one 4x8 tile wide (the 1x1 tile serves
-    // the last rows when m is not a multiple of 4); 12 takes 4x8 then
-    // 4x4; AVX2's wide tile is 2x4.
+    // the last rows when m is not a multiple of 4 or 8); 12 takes 4x8 then
+    // 4x4; n = 1 the 8x1 decoding tile (its last 4 - 7 rows of a range one
+    // at a time with 1x1: no 4x1 tile with AVX-512); AVX2's wide tile is
+    // 2x4, and there 4x1 is the decoding tile.
     let q4 = |n| GemmSpec::new(4096, 1024, n, t("i4"), 32);
     assert_eq!(
         tiles(&q4(Dim::Static(8)), &avx512),
@@ -75,16 +77,49 @@ fn static_n_compiles_only_the_tiles_it_uses() {
         tiles(&q4(Dim::Static(12)), &avx512),
         set(&["tile_4x8", "tile_4x4", "tile_1x1"])
     );
+    assert_eq!(
+        tiles(&q4(Dim::Static(1)), &avx512),
+        set(&["tile_8x1", "tile_1x1"])
+    );
     let haswell = CpuTarget::named("x86_64", "haswell").unwrap();
     assert_eq!(
         tiles(&q4(Dim::Static(8)), &haswell),
         set(&["tile_2x4", "tile_1x1"])
     );
-    // A dynamic n keeps every shape.
-    let dynamic = tiles(&q4(Dim::Dynamic), &avx512);
-    for name in ["tile_4x8", "tile_4x4", "tile_4x1", "tile_1x1"] {
-        assert!(dynamic.contains(name), "{name} missing from {dynamic:?}");
+    assert_eq!(
+        tiles(&q4(Dim::Static(1)), &haswell),
+        set(&["tile_4x1", "tile_1x1"])
+    );
+}
+
+/// A run-time n compiles one wide tile, which also takes the last
+/// `n % 8 >= 4` columns (no 4x4 tile), the 8x1 tile for fewer, and
+/// 1x1: three tiles where it compiled five (each one costs JIT time).
+/// Without the 4x8 tile (groups that do not divide its 16-block chunks,
+/// or AVX2) the walk is the static one's.
+#[test]
+fn dynamic_n_compiles_one_wide_float_tile() {
+    let avx512 = CpuTarget::named("x86_64", "sapphirerapids").unwrap();
+    let haswell = CpuTarget::named("x86_64", "haswell").unwrap();
+    for (w, group) in [("i4", 32), ("i8", 32), ("f4E2M1FN", 16), ("u4", 128)] {
+        let spec = GemmSpec::new(4096, 1024, Dim::Dynamic, t(w), group);
+        assert_eq!(
+            tiles(&spec, &avx512),
+            set(&["tile_4x8", "tile_8x1", "tile_1x1"]),
+            "{spec}"
+        );
+        assert_eq!(
+            tiles(&spec, &haswell),
+            set(&["tile_2x4", "tile_4x1", "tile_1x1"]),
+            "{spec}"
+        );
     }
+    // Groups of 1024 (32 blocks) do not fit a 16-block chunk: no 4x8.
+    let wide_group = GemmSpec::new(4096, 2048, Dim::Dynamic, t("i4"), 1024);
+    assert_eq!(
+        tiles(&wide_group, &avx512),
+        set(&["tile_4x4", "tile_8x1", "tile_1x1"])
+    );
 }
 
 /// xorshift64*.
