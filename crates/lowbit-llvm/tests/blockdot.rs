@@ -326,3 +326,19 @@ fn unsupported_block_dot_specs_say_why() {
     let e = spec.check("host").unwrap_err().to_string();
     assert!(e.contains("i8 per 32-block"), "{e}");
 }
+
+/// A static `n = 1` runs two panels per tile call with a one-panel tile
+/// for an odd remainder: odd panel counts with ragged m and k, on one
+/// thread (all panels in one call) and two (row chunks of 8 or 24 rows,
+/// so pairs start and end mid-panel and rely on the row mask).
+#[test]
+fn panel_pairs_at_n_1_on_odd_panel_counts() {
+    let mut rng = Rng(0x5eed_0f0f_ba11_0001);
+    for &(m, k) in &[(45usize, 77usize), (300, 333), (16, 40), (33, 32)] {
+        for wt in ["i4", "i8"] {
+            for threads in [1, 2] {
+                check_case(&mut rng, m, k, 1, Dim::Static(1), threads, wt);
+            }
+        }
+    }
+}
