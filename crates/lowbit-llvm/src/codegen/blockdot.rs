@@ -27,12 +27,12 @@
 //! and a 1-column tile for the remaining columns; panels are the outer
 //! loop, so each panel's weights (16 rows x all of k) are read from memory
 //! once for the first tile and from L2 for the others. A static `n = 1`
-//! instead runs a 2-panel tile (`btile_1x2`: both panels' blocks in one
-//! k loop, the activation block loaded once) over panel pairs and the
-//! 1-panel tile for an odd last panel: two independent code streams per
-//! thread kept more reads in flight than one (decode m = 4096, k = 14336,
-//! 2 threads: 14 % less time under load 4, see BENCHMARKS.md). A call
-//! computes rows `row_begin..row_end`: panels overlapping them are
+//! instead runs a 4-panel tile (`btile_1x4`: the four panels' blocks in
+//! one k loop, the activation block loaded once) over panel quadruples
+//! and the 1-panel tile for the last 1-3 panels: four independent code
+//! streams per thread keep more reads in flight than one (decode
+//! m = 4096, k = 14336, 2 threads: 1.21 against 1.43 ms, `N1_PANELS`).
+//! A call computes rows `row_begin..row_end`: panels overlapping them are
 //! computed whole and only rows inside are stored.
 //!
 //! Buffers (the six kernel arguments): `x` = the quantized activation
@@ -69,6 +69,14 @@ const MAX_COLS: u32 = 8;
 /// without in most rounds; 1, 2 and 4 KiB were indistinguishable.
 const PF_DIST: u64 = 2048;
 
+/// Panels per tile call at a static `n = 1`: independent code streams
+/// per thread. Measured on the shared 2-core machine (decode m = 4096,
+/// k = 14336, 2 threads, load 1.7-2.9, medians of 4 alternating rounds):
+/// 1 panel 1.43 ms, 2 panels 1.26 ms, 3 panels 1.25 ms, 4 panels 1.21 ms;
+/// with 4 panels a prefetch distance of 1, 2 or 4 KiB gave 1.19-1.21 ms,
+/// 8 KiB (2 panels) was slower and none 1.31 ms.
+const N1_PANELS: u32 = 4;
+
 /// Lanes (output rows) per accumulator.
 const PANEL: u32 = INT_PANEL as u32;
 
@@ -85,12 +93,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         } else {
             wide
         };
-        // A static n = 1 streams two panels per tile call (two code and
-        // two scale streams in flight per thread; module header); other n
+        // A static n = 1 streams `N1_PANELS` panels per tile call (as many
+        // code and scale streams in flight per thread); other n
         // keep one panel per call, whose weights the column tiles after
         // the first then read from L2.
         let pair = if matches!(self.spec.n, Dim::Static(1)) {
-            Some(self.emit_blockdot_tile(1, 2)?)
+            Some(self.emit_blockdot_tile(1, N1_PANELS)?)
         } else {
             None
         };
@@ -108,7 +116,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 f,
                 p0,
                 p1,
-                2,
+                N1_PANELS.into(),
                 |pn| self.call_tile(pair, &ptrs, &[pn, zero, lo, hi]),
                 |pn| self.call_tile(one, &ptrs, &[pn, zero, lo, hi]),
             )?;
@@ -130,7 +138,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// Emits `btile_C(x, w, ws, xs, corr, y, panel, c0, lo, hi)` (or
-    /// `btile_CxP` for `panels` > 1): `panels` consecutive weight panels
+    /// `btile_CxP` for `panels` > 1, its k loop reading the panels' blocks
+    /// one after the other): `panels` consecutive weight panels
     /// from `panel` on by `cols` activation columns over all of k.
     fn emit_blockdot_tile(&self, cols: u32, panels: u32) -> Result<FunctionValue<'ctx>, CpuError> {
         let spec = self.spec;
