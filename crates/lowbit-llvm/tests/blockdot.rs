@@ -326,3 +326,28 @@ fn unsupported_block_dot_specs_say_why() {
     let e = spec.check("host").unwrap_err().to_string();
     assert!(e.contains("i8 per 32-block"), "{e}");
 }
+
+/// A static `n = 1` runs four panels per tile call and a one-panel tile
+/// for the last 1-3: panel counts 1, 3, 6, 8, 9, 19 and 69 with ragged m and
+/// k, on one thread (all panels in one call) and two (row chunks of 8-72
+/// rows, so some groups start and end mid-panel and rely on the row
+/// mask).
+#[test]
+fn panel_groups_at_n_1_with_remainders() {
+    let mut rng = Rng(0x5eed_0f0f_ba11_0001);
+    for &(m, k) in &[
+        (45usize, 77usize),
+        (300, 333),
+        (16, 40),
+        (87, 64),
+        (128, 96),
+        (141, 32),
+        (1100, 333),
+    ] {
+        for wt in ["i4", "i8"] {
+            for threads in [1, 2] {
+                check_case(&mut rng, m, k, 1, Dim::Static(1), threads, wt);
+            }
+        }
+    }
+}

@@ -26,9 +26,14 @@
 //! accumulators, 8 weight vectors and the scales fit the 32 zmm registers)
 //! and a 1-column tile for the remaining columns; panels are the outer
 //! loop, so each panel's weights (16 rows x all of k) are read from memory
-//! once for the first tile and from L2 for the others. A call computes
-//! rows `row_begin..row_end`: panels overlapping them are computed whole
-//! and only rows inside are stored.
+//! once for the first tile and from L2 for the others. A static `n = 1`
+//! instead runs a 4-panel tile (`btile_1x4`: the four panels' blocks in
+//! one k loop, the activation block loaded once) over panel quadruples
+//! and the 1-panel tile for the last 1-3 panels: four independent code
+//! streams per thread keep more reads in flight than one (decode
+//! m = 4096, k = 14336, 2 threads: 1.21 against 1.43 ms, `N1_PANELS`).
+//! A call computes rows `row_begin..row_end`: panels overlapping them are
+//! computed whole and only rows inside are stored.
 //!
 //! Buffers (the six kernel arguments): `x` = the quantized activation
 //! codes `i8 [n, k_pad]` (0 after `k`), `w` = codes, `scales` = the packed
@@ -64,6 +69,14 @@ const MAX_COLS: u32 = 8;
 /// without in most rounds; 1, 2 and 4 KiB were indistinguishable.
 const PF_DIST: u64 = 2048;
 
+/// Panels per tile call at a static `n = 1`: independent code streams
+/// per thread. Measured on the shared 2-core machine (decode m = 4096,
+/// k = 14336, 2 threads, load 1.7-2.9, medians of 4 alternating rounds):
+/// 1 panel 1.43 ms, 2 panels 1.26 ms, 3 panels 1.25 ms, 4 panels 1.21 ms;
+/// with 4 panels a prefetch distance of 1, 2 or 4 KiB gave 1.19-1.21 ms,
+/// 8 KiB (2 panels) was slower and none 1.31 ms.
+const N1_PANELS: u32 = 4;
+
 /// Lanes (output rows) per accumulator.
 const PANEL: u32 = INT_PANEL as u32;
 
@@ -74,11 +87,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             Dim::Static(n) => (n as u32).clamp(1, MAX_COLS),
             Dim::Dynamic => MAX_COLS,
         };
-        let wide = self.emit_blockdot_tile(cols)?;
+        let wide = self.emit_blockdot_tile(cols, 1)?;
         let one = if cols > 1 {
-            self.emit_blockdot_tile(1)?
+            self.emit_blockdot_tile(1, 1)?
         } else {
             wide
+        };
+        // A static n = 1 streams `N1_PANELS` panels per tile call (as many
+        // code and scale streams in flight per thread); other n
+        // keep one panel per call, whose weights the column tiles after
+        // the first then read from L2.
+        let pair = if matches!(self.spec.n, Dim::Static(1)) {
+            Some(self.emit_blockdot_tile(1, N1_PANELS)?)
+        } else {
+            None
         };
         let Params { f, ptrs, ints } = self.kernel_function()?;
         let (n, lo, hi) = (ints[0], ints[1], ints[2]);
@@ -88,6 +110,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .b
             .build_int_add(hi, self.i64c(PANEL as u64 - 1), "hiu")?;
         let p1 = self.b.build_int_unsigned_div(hi_up, panel, "p1")?;
+        if let Some(pair) = pair {
+            let zero = self.i64c(0);
+            self.sweep(
+                f,
+                p0,
+                p1,
+                N1_PANELS.into(),
+                |pn| self.call_tile(pair, &ptrs, &[pn, zero, lo, hi]),
+                |pn| self.call_tile(one, &ptrs, &[pn, zero, lo, hi]),
+            )?;
+            self.b.build_return(None)?;
+            return Ok(());
+        }
         self.emit_range(f, p0, p1, |pn| {
             self.sweep(
                 f,
@@ -102,38 +137,53 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(())
     }
 
-    /// Emits `btile_C(x, w, ws, xs, corr, y, panel, c0, lo, hi)`: one
-    /// weight panel by `cols` activation columns over all of k.
-    fn emit_blockdot_tile(&self, cols: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+    /// Emits `btile_C(x, w, ws, xs, corr, y, panel, c0, lo, hi)` (or
+    /// `btile_CxP` for `panels` > 1, its k loop reading the panels' blocks
+    /// one after the other): `panels` consecutive weight panels
+    /// from `panel` on by `cols` activation columns over all of k.
+    fn emit_blockdot_tile(&self, cols: u32, panels: u32) -> Result<FunctionValue<'ctx>, CpuError> {
         let spec = self.spec;
-        let Params { ptrs, ints, f } = self.function(&format!("btile_{cols}"), 4, true)?;
+        let name = if panels == 1 {
+            format!("btile_{cols}")
+        } else {
+            format!("btile_{cols}x{panels}")
+        };
+        let Params { ptrs, ints, f } = self.function(&name, 4, true)?;
         let (x, w, ws, xs, corr, y) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5]);
-        let (panel, c0, lo, hi) = (ints[0], ints[1], ints[2], ints[3]);
+        let (panel0, c0, lo, hi) = (ints[0], ints[1], ints[2], ints[3]);
         let v16i = self.i32t.vec_type(PANEL);
         let v16f = self.f32t.vec_type(PANEL);
         let v16h = self.ctx.f16_type().vec_type(PANEL);
         let v64 = self.i8t.vec_type(64);
         let k_pad = spec.k_pad() as u64;
         let blocks = k_pad / BLOCK as u64;
-        let accs = self.zeroed_accs(v16f, cols)?;
+        // accs[p * cols + c]: panel p, column c.
+        let accs = self.zeroed_accs(v16f, cols * panels)?;
         // Code bytes of one panel and block: 16 rows x 32 k of 4 or 8 bits.
         let bytes = spec.weight.dtype.bits() == 8;
         let block_bytes = (PANEL * BLOCK as u32) as u64 * u64::from(spec.weight.dtype.bits()) / 8;
+        let panel_ids = self.indices(panel0, panels)?;
         // Panel bases: codes (16 rows x k_pad/2 bytes) and scales (16 f16
         // per block).
-        let w_panel = self.gep(
-            w,
-            self.b.build_int_mul(
-                panel,
-                self.i64c(INT_PANEL as u64 * spec.row_bytes() as u64),
-                "wp",
-            )?,
-        )?;
-        let s_panel = self.gep(
-            ws,
-            self.b
-                .build_int_mul(panel, self.i64c(blocks * PANEL as u64 * 2), "sp")?,
-        )?;
+        let mut w_panels = Vec::with_capacity(panels as usize);
+        let mut s_panels = Vec::with_capacity(panels as usize);
+        for &panel in &panel_ids {
+            w_panels.push(self.gep(
+                w,
+                self.b.build_int_mul(
+                    panel,
+                    self.i64c(INT_PANEL as u64 * spec.row_bytes() as u64),
+                    "wp",
+                )?,
+            )?);
+            s_panels.push(
+                self.gep(
+                    ws,
+                    self.b
+                        .build_int_mul(panel, self.i64c(blocks * PANEL as u64 * 2), "sp")?,
+                )?,
+            );
+        }
         let columns: Vec<IntValue> = self.indices(c0, cols)?;
         let x_cols = columns
             .iter()
@@ -145,98 +195,107 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .iter()
             .map(|&c| Ok(self.b.build_int_mul(c, self.i64c(blocks), "cb")?))
             .collect::<Result<Vec<_>, CpuError>>()?;
+        let prefetch = inkwell::intrinsics::Intrinsic::find("llvm.prefetch")
+            .and_then(|i| i.get_declaration(self.module, &[self.ptr.into()]))
+            .ok_or_else(|| CpuError::Llvm("llvm.prefetch is not available".into()))?;
+        let i32c = |v: u64| self.i32t.const_int(v, false);
         self.emit_range(f, self.i64c(0), self.i64c(blocks), |b| {
-            let wb = self.gep(
-                w_panel,
-                self.b.build_int_mul(b, self.i64c(block_bytes), "wb")?,
-            )?;
-            // Prefetch the code lines PF_DIST ahead (one per 64 bytes of
-            // this block's 256): the panel is one sequential stream, but
-            // the hardware prefetchers alone left the loop waiting on
-            // memory (see PF_DIST). Past the panel's end this touches the
-            // next panel or, for the last one, at most PF_DIST bytes past
-            // the buffer: a prefetch never faults.
-            let prefetch = inkwell::intrinsics::Intrinsic::find("llvm.prefetch")
-                .and_then(|i| i.get_declaration(self.module, &[self.ptr.into()]))
-                .ok_or_else(|| CpuError::Llvm("llvm.prefetch is not available".into()))?;
-            let i32c = |v: u64| self.i32t.const_int(v, false);
-            for line in 0..block_bytes / 64 {
-                // A plain (not inbounds) GEP: the address may lie past
-                // the buffer, which only a prefetch may do.
-                // SAFETY: the pointer is only prefetched, never loaded.
-                let p = unsafe {
-                    self.b
-                        .build_gep(self.i8t, wb, &[self.i64c(PF_DIST + 64 * line)], "pf")?
-                };
-                // read, keep in all cache levels, data.
-                self.b.build_call(
-                    prefetch,
-                    &[p.into(), i32c(0).into(), i32c(3).into(), i32c(1).into()],
-                    "",
-                )?;
-            }
-            // 8 k-groups of 4: vector t holds k 8t..8t+4 in its low
-            // nibbles and 8t+4..8t+8 in its high ones.
-            // (`u8` codes: vector g holds k 4g..4g+4 as is.)
-            let mut groups: Vec<(VectorValue, u64)> = Vec::with_capacity(8);
-            for t in 0..block_bytes / 64 {
-                let raw = self
-                    .load(v64, self.gep(wb, self.i64c(64 * t))?, 1)?
-                    .into_vector_value();
-                if bytes {
-                    groups.push((raw, 4 * t));
-                } else {
-                    groups.push((self.nibbles(raw, false, false)?, 8 * t));
-                    groups.push((self.nibbles(raw, true, false)?, 8 * t + 4));
-                }
-            }
-            let sp = self.gep(
-                s_panel,
-                self.b.build_int_mul(b, self.i64c(PANEL as u64 * 2), "so")?,
-            )?;
-            let wscale = self.load(v16h, sp, 2)?.into_vector_value();
-            let wscale = self.b.build_float_ext(wscale, v16f, "ws")?;
             let xb = self.b.build_int_mul(b, self.i64c(BLOCK as u64), "xb")?;
-            for c in 0..cols as usize {
-                let cb = self.b.build_int_add(c_blocks[c], b, "cb")?;
-                let four = self.b.build_int_mul(cb, self.i64c(4), "c4")?;
-                let start = self.load(self.i32t, self.gep(corr, four)?, 4)?;
-                let xrow = self.gep(x_cols[c], xb)?;
-                // Two dependency chains of 4 `vpdpbusd` (then one add)
-                // instead of one of 8: with 8 weights cached, L2-resident
-                // single-thread runs took 8 % less time (55 against 60 us
-                // for m = 256, k = 4096, n = 8); four chains of 2 were
-                // slower again (61 us).
-                let mut chains = [
-                    self.splat_n_value(v16i, start.into_int_value())?,
-                    v16i.const_zero(),
-                ];
-                for (g, &(wv, ko)) in groups.iter().enumerate() {
-                    let xv = self.broadcast4(self.gep(xrow, self.i64c(ko))?)?;
-                    let ch = g * 2 / groups.len();
-                    chains[ch] = self.dot_u8s8(chains[ch], wv, xv)?;
+            for p in 0..panels as usize {
+                let wb = self.gep(
+                    w_panels[p],
+                    self.b.build_int_mul(b, self.i64c(block_bytes), "wb")?,
+                )?;
+                // Prefetch the code lines PF_DIST ahead (one per 64 bytes of
+                // this block's 256): the panel is one sequential stream, but
+                // the hardware prefetchers alone left the loop waiting on
+                // memory (see PF_DIST). Past the panel's end this touches the
+                // next panel or, for the last one, at most PF_DIST bytes past
+                // the buffer: a prefetch never faults.
+                for line in 0..block_bytes / 64 {
+                    // A plain (not inbounds) GEP: the address may lie past
+                    // the buffer, which only a prefetch may do.
+                    // SAFETY: the pointer is only prefetched, never loaded.
+                    let pp = unsafe {
+                        self.b
+                            .build_gep(self.i8t, wb, &[self.i64c(PF_DIST + 64 * line)], "pf")?
+                    };
+                    // read, keep in all cache levels, data.
+                    self.b.build_call(
+                        prefetch,
+                        &[pp.into(), i32c(0).into(), i32c(3).into(), i32c(1).into()],
+                        "",
+                    )?;
                 }
-                let acc = self.b.build_int_add(chains[0], chains[1], "acc")?;
-                let dot = self.b.build_signed_int_to_float(acc, v16f, "dot")?;
-                let xsc = self.load(self.f32t, self.gep(xs, four)?, 4)?;
-                let xsc = self.splat_n_value(v16f, xsc.into_float_value())?;
-                let scale = self.b.build_float_mul(wscale, xsc, "sc")?;
-                let old = self.b.build_load(v16f, accs[c], "a")?.into_vector_value();
-                let new = self.fma(dot, scale, old)?;
-                self.b.build_store(accs[c], new)?;
+                // 8 k-groups of 4: vector t holds k 8t..8t+4 in its low
+                // nibbles and 8t+4..8t+8 in its high ones.
+                // (`u8` codes: vector g holds k 4g..4g+4 as is.)
+                let mut groups: Vec<(VectorValue, u64)> = Vec::with_capacity(8);
+                for t in 0..block_bytes / 64 {
+                    let raw = self
+                        .load(v64, self.gep(wb, self.i64c(64 * t))?, 1)?
+                        .into_vector_value();
+                    if bytes {
+                        groups.push((raw, 4 * t));
+                    } else {
+                        groups.push((self.nibbles(raw, false, false)?, 8 * t));
+                        groups.push((self.nibbles(raw, true, false)?, 8 * t + 4));
+                    }
+                }
+                let sp = self.gep(
+                    s_panels[p],
+                    self.b.build_int_mul(b, self.i64c(PANEL as u64 * 2), "so")?,
+                )?;
+                let wscale = self.load(v16h, sp, 2)?.into_vector_value();
+                let wscale = self.b.build_float_ext(wscale, v16f, "ws")?;
+                for c in 0..cols as usize {
+                    // The column's block operands, loaded where they are
+                    // used: hoisted above the panel loop, the 8 columns'
+                    // splats stayed live across the weight loads and made
+                    // n = 8 8-18 % slower. (With several panels at n = 1
+                    // the panels repeat these two L1 loads.)
+                    let cb = self.b.build_int_add(c_blocks[c], b, "cb")?;
+                    let four = self.b.build_int_mul(cb, self.i64c(4), "c4")?;
+                    let start = self.load(self.i32t, self.gep(corr, four)?, 4)?;
+                    let start = self.splat_n_value(v16i, start.into_int_value())?;
+                    let xrow = self.gep(x_cols[c], xb)?;
+                    // Two dependency chains of 4 `vpdpbusd` (then one add)
+                    // instead of one of 8: with 8 weights cached, L2-resident
+                    // single-thread runs took 8 % less time (55 against 60 us
+                    // for m = 256, k = 4096, n = 8); four chains of 2 were
+                    // slower again (61 us).
+                    let mut chains = [start, v16i.const_zero()];
+                    for (g, &(wv, ko)) in groups.iter().enumerate() {
+                        let xv = self.broadcast4(self.gep(xrow, self.i64c(ko))?)?;
+                        let ch = g * 2 / groups.len();
+                        chains[ch] = self.dot_u8s8(chains[ch], wv, xv)?;
+                    }
+                    let acc = self.b.build_int_add(chains[0], chains[1], "acc")?;
+                    let dot = self.b.build_signed_int_to_float(acc, v16f, "dot")?;
+                    let xsc = self.load(self.f32t, self.gep(xs, four)?, 4)?;
+                    let xsc = self.splat_n_value(v16f, xsc.into_float_value())?;
+                    let scale = self.b.build_float_mul(wscale, xsc, "sc")?;
+                    let slot = accs[p * cols as usize + c];
+                    let old = self.b.build_load(v16f, slot, "a")?.into_vector_value();
+                    let new = self.fma(dot, scale, old)?;
+                    self.b.build_store(slot, new)?;
+                }
             }
             Ok(())
         })?;
-        // Store rows max(lo, r)..min(hi, r + 16) of each column.
-        let r = self.b.build_int_mul(panel, self.i64c(PANEL as u64), "r")?;
-        let mask = self.lane_mask(lo, hi, r)?;
-        for (c, &col) in columns.iter().enumerate() {
-            let yi = self.b.build_int_mul(col, self.i64c(spec.m as u64), "yi")?;
-            let yi = self.b.build_int_add(yi, r, "yi")?;
-            let yp = self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)?;
-            let v = self.b.build_load(v16f, accs[c], "a")?.into_vector_value();
-            let bits = self.b.build_bit_cast(v, v16i, "bits")?.into_vector_value();
-            self.masked_store(yp, bits, mask)?;
+        // Store rows max(lo, r)..min(hi, r + 16) of each panel and column.
+        for (p, &panel) in panel_ids.iter().enumerate() {
+            let r = self.b.build_int_mul(panel, self.i64c(PANEL as u64), "r")?;
+            let mask = self.lane_mask(lo, hi, r)?;
+            for (c, &col) in columns.iter().enumerate() {
+                let yi = self.b.build_int_mul(col, self.i64c(spec.m as u64), "yi")?;
+                let yi = self.b.build_int_add(yi, r, "yi")?;
+                let yp = self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)?;
+                let slot = accs[p * cols as usize + c];
+                let v = self.b.build_load(v16f, slot, "a")?.into_vector_value();
+                let bits = self.b.build_bit_cast(v, v16i, "bits")?.into_vector_value();
+                self.masked_store(yp, bits, mask)?;
+            }
         }
         self.b.build_return(None)?;
         Ok(f)
