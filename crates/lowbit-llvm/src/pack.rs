@@ -182,54 +182,9 @@ impl PackedWeights {
         zero_points: Option<&Tensor>,
     ) -> Result<PackedWeights, CpuError> {
         spec.check("(packing)")?;
-        let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
+        let (m, k) = (spec.m, spec.k);
         want("weights", weights, spec.weight.dtype, &[m as u64, k as u64])?;
-        if spec.is_integer() {
-            return Err(CpuError::BadWeights(
-                "W8A8 specs take no scales: use PackedWeights::pack_int".into(),
-            ));
-        }
-        let sshape = spec.scale_shape();
-        want("scales", scales, spec.weight.scale, &sshape)?;
-        match (spec.weight.zero_point, zero_points) {
-            (true, Some(z)) => want("zero points", z, spec.weight.dtype, &sshape)?,
-            (false, None) => {}
-            (true, None) => return Err(CpuError::BadWeights("the spec needs zero points".into())),
-            (false, Some(_)) => {
-                return Err(CpuError::BadWeights(
-                    "zero points given but the spec has none".into(),
-                ))
-            }
-        }
-        if spec.is_blockdot() {
-            return pack_blockdot(spec, &|r, c| weights.codes[r * k + c], scales);
-        }
-        let ty = spec.packed_weight_type();
-        let codes = if ty.shape == weights.shape {
-            // Nothing to pad: pack the codes as they are (no tensor-sized
-            // copy, which for a model's weights is 8 bytes per element).
-            weights.to_bytes(&ty.layout)
-        } else {
-            // Padding codes are 0: finite in every supported format, and
-            // they meet zero activations.
-            let mut padded = vec![0u64; m * k_pad];
-            for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
-                dst[..k].copy_from_slice(src);
-            }
-            Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
-                .map_err(CpuError::BadWeights)?
-                .to_bytes(&ty.layout)
-        };
-        let sb = spec.scale_bytes();
-        let scales: Vec<u8> = scales
-            .codes
-            .iter()
-            .flat_map(|&c| c.to_le_bytes().into_iter().take(sb))
-            .collect();
-        let zero_points = zero_points
-            .map(|z| z.codes.iter().map(|&c| c as u8).collect())
-            .unwrap_or_default();
-        PackedWeights::from_raw(spec, codes, scales, zero_points)
+        PackedWeights::pack_with(spec, |r, c| weights.codes[r * k + c], scales, zero_points)
     }
 
     /// [`PackedWeights::pack`] with the weight codes read through `code`
@@ -248,7 +203,7 @@ impl PackedWeights {
         spec.check("(packing)")?;
         if spec.is_integer() {
             return Err(CpuError::BadWeights(
-                "W8A8 specs take no scales: use PackedWeights::pack_int_with".into(),
+                "W8A8 specs take no scales: use PackedWeights::pack_int (or pack_int_with)".into(),
             ));
         }
         let sshape = spec.scale_shape();
