@@ -5,6 +5,9 @@
 //! `relu`) evaluated by `lowbit_interp::eval_op`, within the bound the
 //! codegen module declares.
 
+mod common;
+
+use common::{t, Rng};
 use lowbit_interp::eval_op;
 use lowbit_ir::{BinaryOp, OpKind, Overflow, Tensor, TensorType};
 use lowbit_llvm::{
@@ -12,31 +15,6 @@ use lowbit_llvm::{
     PackedWeights, TensorScale, WeightGranularity, WeightSpec,
 };
 use lowbit_numerics::{ElemType, Rounding};
-
-/// xorshift64*: deterministic, no dependencies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
-
-fn t(s: &str) -> ElemType {
-    s.parse().unwrap()
-}
 
 /// A `[rows, cols]` tensor of `elem` with random codes `& mask`.
 fn random_codes(rng: &mut Rng, elem: ElemType, rows: usize, cols: usize, mask: u64) -> Tensor {

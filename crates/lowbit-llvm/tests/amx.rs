@@ -8,6 +8,9 @@
 //! hosts and AOT builds it refuses. On a host without AMX-INT8 the kernel
 //! runs are skipped with a message, only where `/proc/cpuinfo` agrees.
 
+mod common;
+
+use common::{int_reference, random_codes, t, Rng};
 use lowbit_interp::eval_op;
 use lowbit_ir::{BinaryOp, IntSchedule, OpKind, Overflow, Tensor, TensorType};
 use lowbit_llvm::{
@@ -15,52 +18,6 @@ use lowbit_llvm::{
     PackedWeights, Requant,
 };
 use lowbit_numerics::{ElemType, Rounding};
-
-fn t(s: &str) -> ElemType {
-    s.parse().unwrap()
-}
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn random_codes(rng: &mut Rng, elem: ElemType, rows: usize, cols: usize) -> Tensor {
-    let codes = (0..rows * cols).map(|_| rng.next() & 0xff).collect();
-    Tensor::new(elem, vec![rows as u64, cols as u64], codes).unwrap()
-}
-
-/// The interpreter's `x · wᵀ` as `i32` (wrapping).
-fn int_reference(x: &Tensor, w: &Tensor) -> Vec<i32> {
-    let (m, k) = (w.shape[0], w.shape[1]);
-    let wt = eval_op(
-        &OpKind::Transpose { perm: vec![1, 0] },
-        &[w],
-        &[TensorType::new(vec![k, m], w.elem)],
-    )
-    .unwrap()
-    .remove(0);
-    let y = eval_op(
-        &OpKind::MatMul {
-            overflow: Overflow::Wrap,
-        },
-        &[x, &wt],
-        &[TensorType::new(vec![x.shape[0], m], ElemType::I32)],
-    )
-    .unwrap()
-    .remove(0);
-    y.to_i128().unwrap().into_iter().map(|v| v as i32).collect()
-}
 
 /// Whether the host has AMX-INT8; where it has not, says so on stderr
 /// (the tests that need it then check only the refusals).

@@ -5,26 +5,13 @@
 //! passes (n >= 4) and in the single pass of decoding (n < 4), on the host
 //! and, on x86, on an AVX2-only CPU (the portable popcount).
 
+mod common;
+
+use common::{t, Rng};
 use lowbit_interp::eval_op;
 use lowbit_ir::{IntSchedule, OpKind, Overflow, Tensor, TensorType};
 use lowbit_llvm::{compile, Activations, CpuTarget, Dim, GemmKernel, GemmSpec, PackedWeights};
 use lowbit_numerics::ElemType;
-
-/// xorshift64*: deterministic, no dependencies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
-fn t(s: &str) -> ElemType {
-    s.parse().unwrap()
-}
 
 fn random(rng: &mut Rng, elem: ElemType, shape: [usize; 2]) -> Tensor {
     let codes = (0..shape[0] * shape[1])

@@ -7,30 +7,14 @@
 //! 16; k not a multiple of 32), `i4` and `i8` weights, on 1 and 2 threads,
 //! static and dynamic n.
 
+mod common;
+
+use common::{t, Rng};
 use lowbit_interp::eval_op;
 use lowbit_ir::{Granularity, OpKind, Overflow, Tensor, TensorType};
 use lowbit_llvm::actquant::quantize_activations;
 use lowbit_llvm::{compile, CpuError, Dim, GemmSpec, PackedWeights};
 use lowbit_numerics::{ElemType, Rounding};
-
-/// xorshift64*: deterministic, no dependencies.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn t(s: &str) -> ElemType {
-    s.parse().unwrap()
-}
 
 /// The interpreter's `absmax_scale` and `quantize` of `x` (`[n, k]` f32)
 /// per 32-block along k.

@@ -7,17 +7,13 @@
 //! tile the walk never calls must not be compiled, since each one costs
 //! JIT time. Also: packed weights start on a cache line.
 
+mod common;
+
+use common::{int_reference, random_codes, t, Rng};
 use inkwell::context::Context;
-use lowbit_interp::eval_op;
-use lowbit_ir::{OpKind, Overflow, Tensor, TensorType};
 use lowbit_llvm::codegen::build_module;
 use lowbit_llvm::{compile, Activations, CpuTarget, Dim, GemmSpec, PackedWeights};
-use lowbit_numerics::ElemType;
 use std::collections::BTreeSet;
-
-fn t(s: &str) -> ElemType {
-    s.parse().unwrap()
-}
 
 /// The tile functions (`tile_RxC`, `vtile_PxC`) defined in `spec`'s module
 /// for `target`.
@@ -120,51 +116,6 @@ fn dynamic_n_compiles_one_wide_float_tile() {
         tiles(&wide_group, &avx512),
         set(&["tile_4x4", "tile_8x1", "tile_1x1"])
     );
-}
-
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn random_codes(rng: &mut Rng, elem: ElemType, rows: usize, cols: usize) -> Tensor {
-    let mask = elem.code_mask();
-    let codes = (0..rows * cols).map(|_| rng.next() & mask).collect();
-    Tensor::new(elem, vec![rows as u64, cols as u64], codes).unwrap()
-}
-
-/// The interpreter's `x · wᵀ` as `i32` (wrapping): `transpose` then
-/// `matmul`.
-fn int_reference(x: &Tensor, w: &Tensor) -> Vec<i32> {
-    let (m, k) = (w.shape[0], w.shape[1]);
-    let wt = eval_op(
-        &OpKind::Transpose { perm: vec![1, 0] },
-        &[w],
-        &[TensorType::new(vec![k, m], w.elem)],
-    )
-    .unwrap()
-    .remove(0);
-    let n = x.shape[0];
-    let y = eval_op(
-        &OpKind::MatMul {
-            overflow: Overflow::Wrap,
-        },
-        &[x, &wt],
-        &[TensorType::new(vec![n, m], ElemType::I32)],
-    )
-    .unwrap()
-    .remove(0);
-    y.to_i128().unwrap().into_iter().map(|v| v as i32).collect()
 }
 
 /// W8A8/W4A8 kernels with a static n (only the tiles its walk uses):
