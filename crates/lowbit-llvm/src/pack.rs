@@ -304,47 +304,9 @@ impl PackedWeights {
                 "pack_int is for W8A8 specs; float specs use PackedWeights::pack".into(),
             ));
         }
-        let (m, k, k_pad) = (spec.m, spec.k, spec.k_pad());
+        let (m, k) = (spec.m, spec.k);
         want("weights", weights, spec.weight.dtype, &[m as u64, k as u64])?;
-        if spec.is_bit_serial() {
-            let bits = spec.weight_planes();
-            let row = spec.row_bytes();
-            let mut codes = vec![0u8; m * row];
-            let mut bytes = vec![0u8; k];
-            for (dst, src) in codes.chunks_mut(row).zip(weights.codes.chunks(k)) {
-                for (b, &c) in bytes.iter_mut().zip(src) {
-                    *b = c as u8;
-                }
-                pack_planes(&bytes, bits, dst);
-            }
-            debug_assert_eq!(k_pad % PLANE_BLOCK, 0);
-            return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
-        }
-        if spec.is_binary() {
-            // Dense LSB-first bits, rows padded with code 0 (the padding of
-            // x is 0 too, so it never counts as a disagreement).
-            let mut padded = vec![0u64; m * k_pad];
-            for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
-                dst[..k].copy_from_slice(src);
-            }
-            let ty = spec.packed_weight_type();
-            let codes = Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
-                .map_err(CpuError::BadWeights)?
-                .to_bytes(&ty.layout);
-            return PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new());
-        }
-        // Padding rows and columns hold code 0 (value 0 in i8, i4 and u4).
-        let mut padded = vec![0u64; spec.m_pad() * k_pad];
-        for (dst, src) in padded.chunks_mut(k_pad).zip(weights.codes.chunks(k)) {
-            dst[..k].copy_from_slice(src);
-        }
-        let ty = spec.packed_weight_type();
-        let codes = Tensor::new(spec.weight.dtype, ty.shape.clone(), padded)
-            .map_err(CpuError::BadWeights)?
-            .to_bytes(&ty.layout);
-        let mut p = PackedWeights::from_raw(spec, codes, Vec::new(), Vec::new())?;
-        p.row_offsets = row_offsets(spec, &p.row_sums, act_zero_point);
-        Ok(p)
+        PackedWeights::pack_int_with(spec, |r, c| weights.codes[r * k + c], act_zero_point)
     }
 
     /// Wraps already packed bytes (for benchmarks and loaders), checking
