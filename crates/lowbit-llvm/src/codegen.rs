@@ -199,7 +199,6 @@ pub fn build_module<'ctx>(
     let module = ctx.create_module("lowbit_gemm");
     module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
     let f32t = ctx.f32_type();
-    let vf = f32t.vec_type(LANES);
     let lut = if target.kernel_paths().vector == VectorIsa::Avx512 && spec.weight.dtype.bits() == 4
     {
         let permute = Intrinsic::find("llvm.x86.avx512.permvar.sf.512")
@@ -217,33 +216,53 @@ pub fn build_module<'ctx>(
     } else {
         None
     };
-    let g = Gen {
-        ctx,
-        lut,
-        module: &module,
-        b: ctx.create_builder(),
-        spec,
-        kind,
-        target,
-        f32t,
-        i8t: ctx.i8_type(),
-        i16t: ctx.i16_type(),
-        i32t: ctx.i32_type(),
-        i64t: ctx.i64_type(),
-        ptr: ctx.ptr_type(AddressSpace::default()),
-        vf,
-    };
+    let g = Gen::new(ctx, &module, spec, kind, target, lut);
     if spec.is_bit_serial() {
         g.emit_bit_serial_kernel()?;
     } else {
         g.emit_kernel()?;
     }
+    verified(module)
+}
+
+/// `module` if LLVM's verifier accepts it, else its first complaint.
+fn verified(module: Module<'_>) -> Result<Module<'_>, CpuError> {
     module.verify().map_err(|e| {
         let e = e.to_string();
         let first = e.lines().next().unwrap_or("");
         CpuError::Llvm(format!("generated IR does not verify: {first}"))
     })?;
     Ok(module)
+}
+
+impl<'a, 'ctx> Gen<'a, 'ctx> {
+    /// A generator emitting into `module` for `spec` on `target`.
+    fn new(
+        ctx: &'ctx Context,
+        module: &'a Module<'ctx>,
+        spec: &'a GemmSpec,
+        kind: WeightKind,
+        target: &'a CpuTarget,
+        lut: Option<Lut<'ctx>>,
+    ) -> Gen<'a, 'ctx> {
+        let f32t = ctx.f32_type();
+        Gen {
+            ctx,
+            lut,
+            module,
+            b: ctx.create_builder(),
+            spec,
+            kind,
+            target,
+            f32t,
+            i8t: ctx.i8_type(),
+            i16t: ctx.i16_type(),
+            i32t: ctx.i32_type(),
+            i64t: ctx.i64_type(),
+            ptr: ctx.ptr_type(AddressSpace::default()),
+            vf: f32t.vec_type(LANES),
+        }
+    }
 }
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
@@ -1807,28 +1826,6 @@ pub fn build_amx_module<'ctx>(
         .ok_or_else(|| CpuError::Llvm(format!("no weight decoder for {}", spec.weight.dtype)))?;
     let module = ctx.create_module("lowbit_gemm_amx");
     module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
-    let f32t = ctx.f32_type();
-    let g = Gen {
-        ctx,
-        lut: None,
-        module: &module,
-        b: ctx.create_builder(),
-        spec,
-        kind,
-        target,
-        f32t,
-        i8t: ctx.i8_type(),
-        i16t: ctx.i16_type(),
-        i32t: ctx.i32_type(),
-        i64t: ctx.i64_type(),
-        ptr: ctx.ptr_type(AddressSpace::default()),
-        vf: f32t.vec_type(LANES),
-    };
-    g.emit_amx_kernel()?;
-    module.verify().map_err(|e| {
-        let e = e.to_string();
-        let first = e.lines().next().unwrap_or("");
-        CpuError::Llvm(format!("generated IR does not verify: {first}"))
-    })?;
-    Ok(module)
+    Gen::new(ctx, &module, spec, kind, target, None).emit_amx_kernel()?;
+    verified(module)
 }
