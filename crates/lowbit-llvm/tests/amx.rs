@@ -10,14 +10,15 @@
 
 mod common;
 
-use common::{int_reference, random_codes, t, Rng};
-use lowbit_interp::eval_op;
-use lowbit_ir::{BinaryOp, IntSchedule, OpKind, Overflow, Tensor, TensorType};
+use common::{
+    assert_int_kernel_on_1_and_2_threads, int_epilogue_reference, int_reference, random_codes, t,
+    Rng,
+};
+use lowbit_ir::IntSchedule;
 use lowbit_llvm::{
     compile, Activation, Activations, CpuError, CpuTarget, Dim, Epilogue, GemmKernel, GemmSpec,
     PackedWeights, Requant,
 };
-use lowbit_numerics::{ElemType, Rounding};
 
 /// Whether the host has AMX-INT8; where it has not, says so on stderr
 /// (the tests that need it then check only the refusals).
@@ -65,82 +66,8 @@ fn amx_w8a8_is_bit_exact() {
         let want = int_reference(&x, &w);
         let kernel = GemmKernel::compile_amx(&spec).unwrap();
         let packed = PackedWeights::pack_int(&spec, &w).unwrap();
-        let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
-        let i: Vec<i8> = x.codes.iter().map(|&c| c as u8 as i8).collect();
-        for threads in [1, 2] {
-            let xs = if act == t("u8") {
-                Activations::U8(&u)
-            } else {
-                Activations::I8(&i)
-            };
-            let mut y = vec![0i32; n * m];
-            kernel.run_int(xs, &packed, &mut y, n, threads).unwrap();
-            assert_eq!(y, want, "{spec} n={n}, {threads} threads");
-        }
+        assert_int_kernel_on_1_and_2_threads(&kernel, &packed, &x, &want, &format!("{spec} n={n}"));
     }
-}
-
-/// The interpreter's `[requant_dyadic](relu(add(matmul_int(x, wᵀ), bias)))`
-/// (the IR's `amx` schedule, which must equal the direct one).
-fn epilogue_reference(
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&[i32]>,
-    relu: bool,
-    requant: Option<(&[i32], &[u32], i8)>,
-) -> Vec<i128> {
-    let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
-    let wt = eval_op(
-        &OpKind::Transpose { perm: vec![1, 0] },
-        &[w],
-        &[TensorType::new(vec![k, m], w.elem)],
-    )
-    .unwrap()
-    .remove(0);
-    let acc_t = TensorType::new(vec![n, m], ElemType::I32);
-    let mut v = eval_op(
-        &OpKind::MatMulInt {
-            overflow: Overflow::Wrap,
-            schedule: IntSchedule::Amx,
-        },
-        &[x, &wt],
-        std::slice::from_ref(&acc_t),
-    )
-    .unwrap()
-    .remove(0);
-    if let Some(bias) = bias {
-        let codes = bias.iter().map(|&b| u64::from(b as u32)).collect();
-        let b = Tensor::new(ElemType::I32, vec![m], codes).unwrap();
-        let add = OpKind::Binary {
-            op: BinaryOp::Add,
-            overflow: Overflow::Wrap,
-        };
-        v = eval_op(&add, &[&v, &b], std::slice::from_ref(&acc_t))
-            .unwrap()
-            .remove(0);
-    }
-    if relu {
-        v = eval_op(&OpKind::Relu, &[&v], std::slice::from_ref(&acc_t))
-            .unwrap()
-            .remove(0);
-    }
-    if let Some((mults, shifts, zp)) = requant {
-        let zp_t = Tensor::new(ElemType::I8, vec![], vec![zp as u8 as u64]).unwrap();
-        v = eval_op(
-            &OpKind::RequantDyadic {
-                multiplier: mults.iter().map(|&v| i64::from(v)).collect(),
-                shift: shifts.to_vec(),
-                axis: Some(1),
-                rounding: Rounding::NearestEven,
-                saturate: true,
-            },
-            &[&v, &zp_t],
-            &[TensorType::new(vec![n, m], ElemType::I8)],
-        )
-        .unwrap()
-        .remove(0);
-    }
-    v.to_i128().unwrap()
 }
 
 /// A spec on the IR's `amx` schedule goes through the cached `compile`
@@ -200,9 +127,10 @@ fn amx_epilogues_are_bit_exact() {
         let mults: Vec<i32> = (0..m).map(|_| 1 + rng.below(1 << 20) as i32).collect();
         let shifts: Vec<u32> = (0..m).map(|_| 8 + rng.below(30) as u32).collect();
         let zp = 3i8;
-        let want = epilogue_reference(
+        let want = int_epilogue_reference(
             &x,
             &w,
+            IntSchedule::Amx,
             bias_on.then_some(&bias[..]),
             relu,
             requant.then_some((&mults[..], &shifts[..], zp)),

@@ -5,6 +5,9 @@
 //! W8A8 `i32` bias, ReLU and dyadic requantization bit-exact against
 //! `requant_dyadic(relu(add(matmul_int(x, w), bias)))`.
 
+mod common;
+
+use common::int_epilogue_reference;
 use lowbit_interp::eval_op;
 use lowbit_ir::testing::Rng;
 use lowbit_ir::{BinaryOp, IntSchedule, OpKind, Overflow, Tensor, TensorType};
@@ -12,7 +15,7 @@ use lowbit_llvm::{
     compile, Activation, Activations, Dim, Epilogue, GemmSpec, PackedWeights, Requant,
     WeightGranularity, WeightSpec,
 };
-use lowbit_numerics::{ElemType, Rounding};
+use lowbit_numerics::ElemType;
 
 fn f32t() -> ElemType {
     ElemType::F32
@@ -359,73 +362,6 @@ fn activations_in_random_gemms_match_the_interpreter() {
     }
 }
 
-/// The interpreter's `[requant_dyadic](relu(add(matmul_int(x, wᵀ), bias)))`.
-fn int_reference(
-    x: &Tensor,
-    w: &Tensor,
-    bias: &[i32],
-    relu: bool,
-    requant: Option<(&[i64], &[u32], i8)>,
-) -> Vec<i128> {
-    let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
-    let wt = eval_op(
-        &OpKind::Transpose { perm: vec![1, 0] },
-        &[w],
-        &[TensorType::new(vec![k, m], w.elem)],
-    )
-    .unwrap()
-    .remove(0);
-    let acc_t = TensorType::new(vec![n, m], ElemType::I32);
-    let acc = eval_op(
-        &OpKind::MatMulInt {
-            overflow: Overflow::Wrap,
-            schedule: IntSchedule::Direct,
-        },
-        &[x, &wt],
-        std::slice::from_ref(&acc_t),
-    )
-    .unwrap()
-    .remove(0);
-    let b = Tensor::new(
-        ElemType::I32,
-        vec![m],
-        bias.iter().map(|&v| u64::from(v as u32)).collect(),
-    )
-    .unwrap();
-    let mut v = eval_op(
-        &OpKind::Binary {
-            op: BinaryOp::Add,
-            overflow: Overflow::Wrap,
-        },
-        &[&acc, &b],
-        std::slice::from_ref(&acc_t),
-    )
-    .unwrap()
-    .remove(0);
-    if relu {
-        v = eval_op(&OpKind::Relu, &[&v], std::slice::from_ref(&acc_t))
-            .unwrap()
-            .remove(0);
-    }
-    if let Some((mults, shifts, zp)) = requant {
-        let zp_t = Tensor::new(ElemType::I8, vec![], vec![zp as u8 as u64]).unwrap();
-        v = eval_op(
-            &OpKind::RequantDyadic {
-                multiplier: mults.to_vec(),
-                shift: shifts.to_vec(),
-                axis: Some(1),
-                rounding: Rounding::NearestEven,
-                saturate: true,
-            },
-            &[&v, &zp_t],
-            &[TensorType::new(vec![n, m], ElemType::I8)],
-        )
-        .unwrap()
-        .remove(0);
-    }
-    v.to_i128().unwrap()
-}
-
 /// W8A8 and W4A8 (`i8`, `i4`, `u4` weights) with an `i32` bias (values
 /// near the i32 limits, so the wrapping add matters), ReLU and
 /// requantization, in every combination, on ragged shapes (partial weight
@@ -495,18 +431,16 @@ fn w8a8_w4a8_bias_relu_requantize_are_bit_exact() {
                         _ => rng.next_u64() as i32 >> 12,
                     })
                     .collect();
-                let zero = vec![0i32; m];
-                let b_ref: &[i32] = if bias_on { &bias } else { &zero };
                 let mults: Vec<i32> = (0..m).map(|_| 1 + rng.below(1 << 20) as i32).collect();
                 let shifts: Vec<u32> = (0..m).map(|_| 8 + rng.below(30) as u32).collect();
                 let zp = -5i8;
-                let m64: Vec<i64> = mults.iter().map(|&v| i64::from(v)).collect();
-                let want = int_reference(
+                let want = int_epilogue_reference(
                     &x,
                     &w,
-                    b_ref,
+                    IntSchedule::Direct,
+                    bias_on.then_some(&bias[..]),
                     relu,
-                    requant.then_some((&m64[..], &shifts[..], zp)),
+                    requant.then_some((&mults[..], &shifts[..], zp)),
                 );
                 let kernel = compile(&spec).unwrap();
                 let packed = PackedWeights::pack_int(&spec, &w).unwrap();

@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::{int_reference, random_codes, t, Rng};
+use common::{assert_int_kernel_on_1_and_2_threads, int_reference, random_codes, t, Rng};
 use inkwell::context::Context;
 use lowbit_llvm::codegen::build_module;
-use lowbit_llvm::{compile, Activations, CpuTarget, Dim, GemmSpec, PackedWeights};
+use lowbit_llvm::{compile, CpuTarget, Dim, GemmSpec, PackedWeights};
 use std::collections::BTreeSet;
 
 /// The tile functions (`tile_RxC`, `vtile_PxC`) defined in `spec`'s module
@@ -150,18 +150,7 @@ fn static_n_integer_kernels_are_bit_exact() {
         let want = int_reference(&x, &w);
         let kernel = compile(&spec).unwrap();
         let packed = PackedWeights::pack_int(&spec, &w).unwrap();
-        let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
-        let i: Vec<i8> = x.codes.iter().map(|&c| c as u8 as i8).collect();
-        for threads in [1, 2] {
-            let xs = if act == t("u8") {
-                Activations::U8(&u)
-            } else {
-                Activations::I8(&i)
-            };
-            let mut y = vec![0i32; n * m];
-            kernel.run_int(xs, &packed, &mut y, n, threads).unwrap();
-            assert_eq!(y, want, "{spec}, {threads} threads");
-        }
+        assert_int_kernel_on_1_and_2_threads(&kernel, &packed, &x, &want, &format!("{spec}"));
     }
 }
 

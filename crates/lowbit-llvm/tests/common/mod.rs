@@ -1,12 +1,14 @@
 //! Helpers shared by the kernel test files: a seeded xorshift64* generator
 //! (every file draws the same sequence for the same seed), element-type
-//! parsing, random code tensors and the interpreter's integer product.
+//! parsing, random code tensors and the interpreter's integer product
+//! (plain, and with the W8A8 epilogues).
 //! Each test binary uses its own subset, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 use lowbit_interp::eval_op;
-use lowbit_ir::{OpKind, Overflow, Tensor, TensorType};
-use lowbit_numerics::ElemType;
+use lowbit_ir::{BinaryOp, IntSchedule, OpKind, Overflow, Tensor, TensorType};
+use lowbit_llvm::{Activations, GemmKernel, PackedWeights};
+use lowbit_numerics::{ElemType, Rounding};
 
 /// xorshift64* (seed: any non-zero value).
 pub struct Rng(pub u64);
@@ -66,4 +68,95 @@ pub fn int_reference(x: &Tensor, w: &Tensor) -> Vec<i32> {
     .unwrap()
     .remove(0);
     y.to_i128().unwrap().into_iter().map(|v| v as i32).collect()
+}
+
+/// The interpreter's `[requant_dyadic](relu(add(matmul_int(x, wᵀ), bias)))`
+/// (wrapping; per-column dyadic requantization to `i8`, nearest-even,
+/// saturating) with `matmul_int` on `schedule` (every schedule must give
+/// the direct one's result).
+pub fn int_epilogue_reference(
+    x: &Tensor,
+    w: &Tensor,
+    schedule: IntSchedule,
+    bias: Option<&[i32]>,
+    relu: bool,
+    requant: Option<(&[i32], &[u32], i8)>,
+) -> Vec<i128> {
+    let (n, k, m) = (x.shape[0], x.shape[1], w.shape[0]);
+    let wt = eval_op(
+        &OpKind::Transpose { perm: vec![1, 0] },
+        &[w],
+        &[TensorType::new(vec![k, m], w.elem)],
+    )
+    .unwrap()
+    .remove(0);
+    let acc_t = TensorType::new(vec![n, m], ElemType::I32);
+    let mut v = eval_op(
+        &OpKind::MatMulInt {
+            overflow: Overflow::Wrap,
+            schedule,
+        },
+        &[x, &wt],
+        std::slice::from_ref(&acc_t),
+    )
+    .unwrap()
+    .remove(0);
+    if let Some(bias) = bias {
+        let codes = bias.iter().map(|&b| u64::from(b as u32)).collect();
+        let b = Tensor::new(ElemType::I32, vec![m], codes).unwrap();
+        let add = OpKind::Binary {
+            op: BinaryOp::Add,
+            overflow: Overflow::Wrap,
+        };
+        v = eval_op(&add, &[&v, &b], std::slice::from_ref(&acc_t))
+            .unwrap()
+            .remove(0);
+    }
+    if relu {
+        v = eval_op(&OpKind::Relu, &[&v], std::slice::from_ref(&acc_t))
+            .unwrap()
+            .remove(0);
+    }
+    if let Some((mults, shifts, zp)) = requant {
+        let zp_t = Tensor::new(ElemType::I8, vec![], vec![zp as u8 as u64]).unwrap();
+        v = eval_op(
+            &OpKind::RequantDyadic {
+                multiplier: mults.iter().map(|&v| i64::from(v)).collect(),
+                shift: shifts.to_vec(),
+                axis: Some(1),
+                rounding: Rounding::NearestEven,
+                saturate: true,
+            },
+            &[&v, &zp_t],
+            &[TensorType::new(vec![n, m], ElemType::I8)],
+        )
+        .unwrap()
+        .remove(0);
+    }
+    v.to_i128().unwrap()
+}
+
+/// Runs the integer `kernel` on `x` (`[n, k]` codes, `u8` or `i8`) with
+/// 1 and 2 threads and checks each result is `want` (`[n, m]`), naming
+/// `what` and the thread count on a mismatch.
+pub fn assert_int_kernel_on_1_and_2_threads(
+    kernel: &GemmKernel,
+    packed: &PackedWeights,
+    x: &Tensor,
+    want: &[i32],
+    what: &str,
+) {
+    let n = x.shape[0] as usize;
+    let u: Vec<u8> = x.codes.iter().map(|&c| c as u8).collect();
+    let i: Vec<i8> = u.iter().map(|&b| b as i8).collect();
+    for threads in [1, 2] {
+        let xs = if x.elem == ElemType::U8 {
+            Activations::U8(&u)
+        } else {
+            Activations::I8(&i)
+        };
+        let mut y = vec![0i32; want.len()];
+        kernel.run_int(xs, packed, &mut y, n, threads).unwrap();
+        assert_eq!(y, want, "{what}, {threads} threads");
+    }
 }
