@@ -8,10 +8,10 @@
 
 use crate::args::{self, Spec};
 use crate::output::write_atomic_with;
-use crate::{read_source, source_name, write_stdout, write_stdout_with, Failure};
-use lowbit::ir::diag::render_with_source;
+use crate::{parse_source, source_name, write_stdout, write_stdout_with, Failure};
 use lowbit::ir::printer::{write_module_with, PrintOptions};
-use lowbit::ir::{parser::parse_module, verifier::verify_module, Module};
+use lowbit::ir::source::Source;
+use lowbit::ir::{verifier::verify_module, Module};
 use lowbit::onnx::import_model;
 use lowbit::opt::PassManager;
 use std::path::Path;
@@ -127,10 +127,11 @@ pub fn load_model(model: &str) -> Result<Module, Failure> {
     load_model_and_source(model).map(|(m, _)| m)
 }
 
-/// [`load_model`], also returning the IR text it parsed (`None` for ONNX)
-/// so that later errors, such as the interpreter's, can be rendered
-/// against the source. Parse and verifier errors are rendered here.
-pub fn load_model_and_source(model: &str) -> Result<(Module, Option<String>), Failure> {
+/// [`load_model`], also returning the IR source it parsed (`None` for
+/// ONNX) so that later errors, such as the interpreter's, can be rendered
+/// against it (a file's lines are read again, see [`parse_source`]). Parse
+/// and verifier errors are rendered here.
+pub fn load_model_and_source(model: &str) -> Result<(Module, Option<Source>), Failure> {
     let is_onnx = Path::new(model)
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
@@ -138,10 +139,10 @@ pub fn load_model_and_source(model: &str) -> Result<(Module, Option<String>), Fa
         let m = import_model(Path::new(model)).map_err(|e| Failure::msg(e.to_string()))?;
         return Ok((m, None));
     }
-    let src = read_source(model)?;
-    let m = parse_module(&src)
+    let (parsed, src) = parse_source(model)?;
+    let m = parsed
         .and_then(|m| verify_module(&m).map(|()| m))
-        .map_err(|d| Failure::rendered(render_with_source(&d, source_name(model), &src)))?;
+        .map_err(|d| Failure::rendered(src.render(&d, source_name(model))))?;
     Ok((m, Some(src)))
 }
 

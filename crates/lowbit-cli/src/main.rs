@@ -100,6 +100,30 @@ pub fn source_name(path: &str) -> &str {
     }
 }
 
+/// Parses IR text from a file, or from standard input for `-`, and gives
+/// the source its diagnostics are rendered against. A file is read as a
+/// stream (its hex constants decoded as they are read, the text not kept:
+/// a model's text is about twice its weights) and its lines are read again
+/// for diagnostics; standard input cannot be read again, so it is kept.
+pub fn parse_source(
+    path: &str,
+) -> Result<
+    (
+        Result<lowbit::ir::Module, Vec<lowbit::ir::Diagnostic>>,
+        lowbit::ir::source::Source,
+    ),
+    Failure,
+> {
+    use lowbit::ir::parser::{parse_module, parse_module_file};
+    use lowbit::ir::source::Source;
+    if path == "-" {
+        let src = read_source(path)?;
+        return Ok((parse_module(&src), Source::Text(src)));
+    }
+    parse_module_file(std::path::Path::new(path))
+        .map_err(|e| Failure::msg(format!("cannot read '{path}': {e}")))
+}
+
 /// Reads a source file, or standard input for `-`.
 pub fn read_source(path: &str) -> Result<String, Failure> {
     if path == "-" {

@@ -2,12 +2,14 @@
 
 use crate::args::{self, Spec};
 use crate::output::write_atomic_with;
-use crate::{read_source, source_name, write_stdout, write_stdout_with, Failure};
-use lowbit::ir::diag::{check_expected_diagnostics, render_with_source};
+use crate::{parse_source, read_source, source_name, write_stdout, write_stdout_with, Failure};
+use lowbit::ir::diag::check_expected_diagnostics;
+use lowbit::ir::source::Source;
 use lowbit::ir::{
     parser::parse_module,
     printer::{write_module_with, PrintOptions},
     verifier::verify_module,
+    Module,
 };
 use lowbit::opt::manager::RunError;
 use lowbit::opt::registry::{describe_registry, lookup};
@@ -155,18 +157,25 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         eprintln!("{}", pm.pipeline_string());
     }
 
-    let src = read_source(file)?;
     let shown = source_name(file);
-    let parsed = parse_module(&src).and_then(|m| verify_module(&m).map(|()| m));
-    if a.has("verify-diagnostics") {
+    let verify = |m: Module| verify_module(&m).map(|()| m);
+    // --verify-diagnostics reads the expectations from the whole text;
+    // otherwise a file is parsed as a stream (see `parse_source`).
+    let (parsed, src) = if a.has("verify-diagnostics") {
+        let text = read_source(file)?;
+        let parsed = parse_module(&text).and_then(verify);
         let diags = parsed.as_ref().err().cloned().unwrap_or_default();
-        check_expected_diagnostics(&src, &diags)
+        check_expected_diagnostics(&text, &diags)
             .map_err(|e| Failure::msg(format!("{shown}: {e}")))?;
         if !diags.is_empty() {
             return Ok(());
         }
-    }
-    let mut module = parsed.map_err(|d| Failure::rendered(render_with_source(&d, shown, &src)))?;
+        (parsed, Source::Text(text))
+    } else {
+        let (parsed, src) = parse_source(file)?;
+        (parsed.and_then(verify), src)
+    };
+    let mut module = parsed.map_err(|d| Failure::rendered(src.render(&d, shown)))?;
 
     let stderr = std::io::stderr();
     let result = pm.run(&mut module, &mut stderr.lock());
@@ -179,7 +188,7 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
     if let Err(e) = result {
         let mut msg = format!("{shown}: error: {e}\n");
         if let RunError::Verify { diagnostics, .. } = &e {
-            msg.push_str(&render_with_source(diagnostics, shown, &src));
+            msg.push_str(&src.render(diagnostics, shown));
         }
         return Err(Failure::rendered(msg));
     }

@@ -8,7 +8,6 @@
 use crate::args::{self, Spec};
 use crate::{source_name, write_stdout, Failure};
 use lowbit::interp::run_function;
-use lowbit::ir::diag::render_with_source;
 use lowbit::ir::printer::format_value;
 use lowbit::ir::{Function, Tensor, TensorType};
 use lowbit::numerics::ElemType;
@@ -114,7 +113,7 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
 
     let inputs = read_inputs(&f, a.all("input"), shown)?;
     let render = |e: lowbit::interp::InterpError| match &src {
-        Some(src) => Failure::rendered(render_with_source(&[e.to_diagnostic()], shown, src)),
+        Some(src) => Failure::rendered(src.render(&[e.to_diagnostic()], shown)),
         None => Failure::msg(format!("{shown}: {e}")),
     };
     let out_types: Vec<TensorType> = f.outputs.iter().map(|(_, v)| f.ty(*v).clone()).collect();

@@ -76,18 +76,32 @@ impl std::error::Error for Diagnostic {}
 /// line so the caret lines up in a terminal.
 pub fn render_with_source(diags: &[Diagnostic], file: &str, src: &str) -> String {
     let lines: Vec<&str> = src.lines().collect();
+    render_with_lines(diags, file, |n| {
+        (n as usize)
+            .checked_sub(1)
+            .and_then(|i| lines.get(i))
+            .map(|l| l.to_string())
+    })
+}
+
+/// [`render_with_source`] with the source lines from `line` (1-based line
+/// number to the line's text without its ending, `None` when there is no
+/// such line), for sources that are not kept whole (see
+/// [`crate::source::Source`]).
+pub fn render_with_lines(
+    diags: &[Diagnostic],
+    file: &str,
+    line: impl Fn(u32) -> Option<String>,
+) -> String {
     let mut out = String::new();
     for d in diags {
         out.push_str(&d.render(file));
         out.push('\n');
         let Some(span) = d.span else { continue };
-        let Some(line) = (span.line as usize)
-            .checked_sub(1)
-            .and_then(|i| lines.get(i))
-        else {
+        let Some(line) = line(span.line) else {
             continue;
         };
-        out.push_str(line);
+        out.push_str(&line);
         out.push('\n');
         let before = (span.col as usize).saturating_sub(1);
         let mut caret: String = line

@@ -22,6 +22,7 @@ pub mod function;
 pub mod ops;
 pub mod parser;
 pub mod printer;
+pub mod source;
 pub mod target;
 pub mod tensor;
 pub mod testing;

@@ -35,10 +35,13 @@
 use crate::diag::{Diagnostic, Span};
 use crate::function::{Function, Module, Op, OpNote, Value};
 use crate::ops::{Attr, ConstData, OpKind, OP_NAMES};
+use crate::source::{compact, HexBlob, LineIndex, Source};
 use crate::tensor::Tensor;
 use crate::types::{Layout, PackOrder, TensorType};
 use lowbit_numerics::{ElemType, FloatFormat, FloatKind, Overflow, Rounding};
 use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
 use std::sync::Arc;
 
 /// The largest element count a single-value (splat) constant may expand to.
@@ -49,7 +52,45 @@ const MAX_LIST_DEPTH: usize = 64;
 
 /// Parses a module, reporting the first error with its position.
 pub fn parse_module(src: &str) -> Result<Module, Vec<Diagnostic>> {
-    Parser::new(src).module().map_err(|d| vec![d])
+    Parser::new(src, &[]).module().map_err(|d| vec![d])
+}
+
+/// What [`parse_module_reader`] read: the module or its first error, and
+/// where the text's lines start (to show a line of it in a diagnostic).
+#[derive(Debug)]
+pub struct ReadModule {
+    /// The module, or the first error (the same as [`parse_module`] gives
+    /// for the whole text).
+    pub module: Result<Module, Vec<Diagnostic>>,
+    /// The text's line starts.
+    pub lines: LineIndex,
+}
+
+/// Parses a module from a stream without holding its text: hex constants
+/// are decoded into their byte buffers as they are read and their text
+/// dropped (see [`crate::source`]). The result, errors included, is the
+/// same as [`parse_module`] on the whole text. Fails only when reading
+/// fails or the text is not UTF-8.
+pub fn parse_module_reader(reader: impl Read) -> std::io::Result<ReadModule> {
+    let c = compact(reader)?;
+    let module = Parser::new(&c.text, &c.blobs).module().map_err(|d| vec![d]);
+    Ok(ReadModule {
+        module,
+        lines: c.lines,
+    })
+}
+
+/// [`parse_module_reader`] on a file; the returned [`Source`] reads the
+/// lines of the file again for diagnostics (see [`Source::render`]).
+pub fn parse_module_file(
+    path: &Path,
+) -> std::io::Result<(Result<Module, Vec<Diagnostic>>, Source)> {
+    let r = parse_module_reader(std::fs::File::open(path)?)?;
+    let source = Source::File {
+        path: path.to_path_buf(),
+        lines: r.lines,
+    };
+    Ok((r.module, source))
 }
 
 type PResult<T> = Result<T, Diagnostic>;
@@ -92,6 +133,9 @@ enum Tok<'a> {
     Float(&'a str),
     /// A string, without the quotes.
     Str(&'a str),
+    /// A `"0x..."` string decoded while the text was read (see
+    /// [`crate::source`]); it stands for the `Str` of its text.
+    HexStr(&'a HexBlob),
     Punct(&'static str),
     Eof,
 }
@@ -111,6 +155,11 @@ fn describe(t: Tok) -> String {
         Tok::Str(s) => {
             let short: String = s.chars().take(24).collect();
             let more = if short.len() < s.len() { "..." } else { "" };
+            format!("string \"{short}{more}\"")
+        }
+        Tok::HexStr(b) => {
+            let (short, more) = b.preview(24);
+            let more = if more { "..." } else { "" };
             format!("string \"{short}{more}\"")
         }
         Tok::Punct(p) => format!("'{p}'"),
@@ -139,13 +188,16 @@ fn is_ident_continue(b: u8) -> bool {
 
 struct Lexer<'a> {
     src: &'a str,
+    /// Decoded hex strings, each standing in `src` as a NUL byte.
+    blobs: &'a [HexBlob],
     pos: Pos,
 }
 
 impl<'a> Lexer<'a> {
-    fn new(src: &'a str) -> Lexer<'a> {
+    fn new(src: &'a str, blobs: &'a [HexBlob]) -> Lexer<'a> {
         Lexer {
             src,
+            blobs,
             pos: Pos {
                 off: 0,
                 line: 1,
@@ -212,8 +264,21 @@ impl<'a> Lexer<'a> {
         Ok(&self.src[start..self.pos.off])
     }
 
+    /// The decoded hex string whose placeholder is at the cursor.
+    fn blob_here(&self) -> Option<&'a HexBlob> {
+        if self.byte(0) != Some(0) {
+            return None;
+        }
+        let blobs = self.blobs;
+        let i = blobs.binary_search_by_key(&self.pos.off, |b| b.at).ok()?;
+        blobs.get(i)
+    }
+
     /// The character at the cursor, described for an error message.
     fn here(&self) -> String {
+        if self.blob_here().is_some() {
+            return "'\"'".into();
+        }
         match self.src[self.pos.off..].chars().next() {
             Some(c) => format!("'{c}'"),
             None => "end of input".into(),
@@ -239,6 +304,13 @@ impl<'a> Lexer<'a> {
         let Some(b) = self.byte(0) else {
             return tok(Tok::Eof);
         };
+        if let Some(blob) = self.blob_here() {
+            // One byte here, the string's length in the original text.
+            self.pos.off += 1;
+            let len = u32::try_from(blob.len).unwrap_or(u32::MAX);
+            self.pos.col = self.pos.col.saturating_add(len);
+            return tok(Tok::HexStr(blob));
+        }
         let punct = |s: &'static str, me: &mut Lexer<'a>| {
             for _ in 0..s.len() {
                 me.bump();
@@ -427,6 +499,17 @@ enum Lit<'a> {
     List(Vec<Lit<'a>>, Pos),
 }
 
+/// A resource's bytes, shared by the constants that name it (kept as the
+/// `Vec` they were decoded into: making an `Arc<[u8]>` of it would copy).
+#[derive(Clone)]
+struct SharedBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// A `dense_resource<name>` waiting for the resource section.
 struct PendingResource<'a> {
     func: usize,
@@ -446,9 +529,9 @@ struct Parser<'a> {
 type Scope<'a> = HashMap<String, Value>;
 
 impl<'a> Parser<'a> {
-    fn new(src: &'a str) -> Parser<'a> {
+    fn new(src: &'a str, blobs: &'a [HexBlob]) -> Parser<'a> {
         Parser {
-            lex: Lexer::new(src),
+            lex: Lexer::new(src, blobs),
             peeked: None,
             pending: Vec::new(),
         }
@@ -547,7 +630,7 @@ impl<'a> Parser<'a> {
         Ok(m)
     }
 
-    fn resources(&mut self) -> PResult<HashMap<&'a str, Arc<[u8]>>> {
+    fn resources(&mut self) -> PResult<HashMap<&'a str, SharedBytes>> {
         self.next()?;
         let t = self.next()?;
         if t.tok != Tok::Ident("resources") {
@@ -555,7 +638,7 @@ impl<'a> Parser<'a> {
         }
         self.expect(":", "after 'resources'")?;
         self.expect("{", "to open the resource list")?;
-        let mut out: HashMap<&'a str, Arc<[u8]>> = HashMap::new();
+        let mut out: HashMap<&'a str, SharedBytes> = HashMap::new();
         while !self.eat("}")? {
             let (name, k) = self.ident("a resource name")?;
             self.expect(":", &format!("after resource name '{name}'"))?;
@@ -568,14 +651,17 @@ impl<'a> Parser<'a> {
                     ),
                 ));
             }
-            let Tok::Str(body) = s.tok else {
-                return expected(
-                    s,
-                    format!("a hex string like \"0x0A1B\" for resource '{name}'"),
-                );
+            let bytes = match s.tok {
+                Tok::Str(body) => decode_hex(body, s.pos)?,
+                Tok::HexStr(blob) => blob.take(),
+                _ => {
+                    return expected(
+                        s,
+                        format!("a hex string like \"0x0A1B\" for resource '{name}'"),
+                    )
+                }
             };
-            let bytes = decode_hex(body, s.pos)?;
-            if out.insert(name, bytes.into()).is_some() {
+            if out.insert(name, SharedBytes(Arc::new(bytes))).is_some() {
                 return Err(err(k.pos, format!("duplicate resource '{name}'")));
             }
             if !self.eat(",")? {
@@ -590,21 +676,20 @@ impl<'a> Parser<'a> {
     fn resolve_resources(
         &mut self,
         m: &mut Module,
-        resources: &HashMap<&'a str, Arc<[u8]>>,
+        resources: &HashMap<&'a str, SharedBytes>,
     ) -> PResult<()> {
         for p in self.pending.drain(..) {
             let Some(bytes) = resources.get(p.name) else {
                 return Err(err(p.pos, format!("unknown resource '{}'", p.name)));
             };
             let need = p.ty.byte_size();
-            if bytes.len() as u64 != need {
+            let bytes_len = bytes.as_ref().len();
+            if bytes_len as u64 != need {
                 return Err(err(
                     p.pos,
                     format!(
                         "resource '{}' has {} bytes but {} needs {need}",
-                        p.name,
-                        bytes.len(),
-                        p.ty
+                        p.name, bytes_len, p.ty
                     ),
                 ));
             }
@@ -713,6 +798,11 @@ impl<'a> Parser<'a> {
                     self.expect(":", "after a quoted output name")?;
                     let name = unescape(quoted).map_err(|m| err(t.pos, m))?;
                     (name, self.tensor_type()?)
+                }
+                // Hex digits have no escapes: the text is the name.
+                Tok::HexStr(blob) => {
+                    self.expect(":", "after a quoted output name")?;
+                    (blob.text(), self.tensor_type()?)
                 }
                 // `tensor: tensor<..>` names an output "tensor"; `tensor<..>` is unnamed.
                 Tok::Ident(word) => {
@@ -974,10 +1064,11 @@ impl<'a> Parser<'a> {
             }
             self.expect("=", &format!("after note key '{}'", keys[i]))?;
             let v = self.next()?;
-            let Tok::Str(body) = v.tok else {
-                return expected(v, format!("a string for note key '{}'", keys[i]));
-            };
-            vals[i] = Some(unescape(body).map_err(|m| err(v.pos, m))?);
+            vals[i] = Some(match v.tok {
+                Tok::Str(body) => unescape(body).map_err(|m| err(v.pos, m))?,
+                Tok::HexStr(blob) => blob.text(),
+                _ => return expected(v, format!("a string for note key '{}'", keys[i])),
+            });
             if !self.eat(",")? {
                 self.expect("}", "to close the note")?;
                 break;
@@ -1082,11 +1173,17 @@ impl<'a> Parser<'a> {
             Tok::Ident("dense") => {
                 self.expect("<", "after 'dense'")?;
                 let t = self.peek()?;
-                let p = if let Tok::Str(s) = t.tok {
-                    self.next()?;
-                    Payload::Hex(decode_hex(s, t.pos)?, t.pos)
-                } else {
-                    Payload::Values(self.literal(0)?)
+                let p = match t.tok {
+                    Tok::Str(s) => {
+                        self.next()?;
+                        Payload::Hex(decode_hex(s, t.pos)?, t.pos)
+                    }
+                    // Decoded as it was read: its bytes move here.
+                    Tok::HexStr(blob) => {
+                        self.next()?;
+                        Payload::Hex(blob.take(), t.pos)
+                    }
+                    _ => Payload::Values(self.literal(0)?),
                 };
                 self.expect(">", "to close 'dense<'")?;
                 p
@@ -1107,22 +1204,24 @@ impl<'a> Parser<'a> {
         if let Err(e) = ty.layout.check_fits(ty.elem, &ty.shape) {
             return Err(err(ty_pos, format!("constant of type {ty}: {e}")));
         }
-        let bytes = match &payload {
+        // The hex bytes move into the constant (no copy: for a large model
+        // they are most of its memory).
+        let (bytes, resource) = match payload {
             Payload::Hex(bytes, pos) => {
                 let need = ty.byte_size();
                 if bytes.len() as u64 != need {
                     return Err(err(
-                        *pos,
+                        pos,
                         format!(
                             "hex payload has {} bytes but {ty} needs {need}",
                             bytes.len()
                         ),
                     ));
                 }
-                bytes.clone()
+                (bytes, None)
             }
-            Payload::Values(lit) => encode_values(lit, &ty)?,
-            Payload::Resource(..) => Vec::new(),
+            Payload::Values(lit) => (encode_values(&lit, &ty)?, None),
+            Payload::Resource(name, pos) => (Vec::new(), Some((name, pos))),
         };
         check_fresh(scope, results)?;
         let op = f.append_op(
@@ -1132,7 +1231,7 @@ impl<'a> Parser<'a> {
         );
         f.op_spans.insert(op, first.pos.span());
         define(f, scope, results, op);
-        if let Payload::Resource(name, pos) = payload {
+        if let Some((name, pos)) = resource {
             self.pending.push(PendingResource {
                 func,
                 op,
