@@ -26,6 +26,12 @@
 //! the verifier's job. Parsing stops at the first error; every error has a
 //! 1-based `line:col` position and the parser never panics.
 //!
+//! [`parse_module`] parses a text in memory; [`parse_module_reader`] and
+//! [`parse_module_file`] read it as a stream, decoding each `"0x..."`
+//! string into its bytes as it is read (see [`crate::source`]), so that a
+//! model's hex text is never held: they give the same module or the same
+//! error, at the same position, as [`parse_module`] on the whole text.
+//!
 //! Limits: value and function names are `[A-Za-z0-9_.$-]+`, output and
 //! resource names are identifiers (`[A-Za-z_][A-Za-z0-9_.$]*`); a splat constant may have at most [`SPLAT_LIMIT`] elements;
 //! decimal values for narrow float types are read as `f64` first and then

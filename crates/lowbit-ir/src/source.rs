@@ -261,6 +261,27 @@ struct Compactor {
     run: Option<HexRun>,
 }
 
+/// Per byte: a hex digit's value (low 4 bits) with [`DIGIT`], and
+/// [`LOWER`] or [`UPPER`] for letters; 0 for every other byte.
+static HEX_TABLE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = DIGIT | i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = DIGIT | LOWER | (10 + i as u8);
+        t[b'A' as usize + i] = DIGIT | UPPER | (10 + i as u8);
+        i += 1;
+    }
+    t
+};
+const DIGIT: u8 = 0x10;
+const LOWER: u8 = 0x20;
+const UPPER: u8 = 0x40;
+
 fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -330,6 +351,41 @@ impl Compactor {
             Some(h) => run.bytes.push((hex_val(h).unwrap_or(0) << 4) | v),
         }
         true
+    }
+
+    /// Decodes whole digit pairs from the start of `s` while inside a hex
+    /// string, as long as they need none of [`Compactor::hex`]'s care (an
+    /// invalid digit, a change of case, a pending half byte); returns how
+    /// many bytes it consumed. Nearly all of a large model's text goes
+    /// through here.
+    fn hex_fast(&mut self, s: &[u8]) -> usize {
+        let Some(run) = self.run.as_mut() else {
+            return 0;
+        };
+        if run.high.is_some() {
+            return 0;
+        }
+        let mut allowed = match run.upper {
+            None => LOWER | UPPER,
+            Some(true) => UPPER,
+            Some(false) => LOWER,
+        };
+        let mut i = 0;
+        while let [a, b, ..] = s[i..] {
+            let (ta, tb) = (HEX_TABLE[a as usize], HEX_TABLE[b as usize]);
+            let case = (ta | tb) & (LOWER | UPPER);
+            if ta & tb & DIGIT == 0 || case & !allowed != 0 || case == LOWER | UPPER {
+                break;
+            }
+            if case != 0 && allowed == LOWER | UPPER {
+                allowed = case;
+                run.upper = Some(case == UPPER);
+            }
+            run.bytes.push(((ta & 15) << 4) | (tb & 15));
+            i += 2;
+        }
+        run.digits += i;
+        i
     }
 
     /// Feeds one byte at offset `off` of the original text.
@@ -466,8 +522,18 @@ pub(crate) fn compact(reader: impl Read) -> io::Result<Compacted> {
             Err(e) => return Err(e),
         };
         let n = chunk.len();
-        for &b in chunk {
-            c.byte(b, off);
+        let mut i = 0;
+        while i < n {
+            if c.state == State::Hex {
+                let k = c.hex_fast(&chunk[i..]);
+                i += k;
+                off += k as u64;
+                if i == n {
+                    break;
+                }
+            }
+            c.byte(chunk[i], off);
+            i += 1;
             off += 1;
         }
         r.consume(n);
