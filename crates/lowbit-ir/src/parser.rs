@@ -87,11 +87,20 @@ pub fn parse_module_reader(reader: impl Read) -> std::io::Result<ReadModule> {
 }
 
 /// [`parse_module_reader`] on a file; the returned [`Source`] reads the
-/// lines of the file again for diagnostics (see [`Source::render`]).
+/// lines of the file again for diagnostics (see [`Source::render`]). What
+/// is not a regular file (a pipe such as `<(...)`, a device) cannot be
+/// read again, so its text is kept ([`Source::Text`]) and parsed with
+/// [`parse_module`].
 pub fn parse_module_file(
     path: &Path,
 ) -> std::io::Result<(Result<Module, Vec<Diagnostic>>, Source)> {
-    let r = parse_module_reader(std::fs::File::open(path)?)?;
+    let mut file = std::fs::File::open(path)?;
+    if !file.metadata()?.is_file() {
+        let mut text = String::new();
+        file.read_to_string(&mut text)?;
+        return Ok((parse_module(&text), Source::Text(text)));
+    }
+    let r = parse_module_reader(file)?;
     let source = Source::File {
         path: path.to_path_buf(),
         lines: r.lines,

@@ -217,6 +217,31 @@ fn errors_keep_their_position_and_snippet() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A pipe cannot be read twice: its text is kept for the snippet, and
+/// opening it again (which would wait for a writer) is never tried.
+#[test]
+fn a_pipe_is_read_whole_and_its_errors_still_show_the_line() {
+    let dir = std::env::temp_dir().join(format!("lowbit-stream-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("model.lbir");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo failed");
+    let text = "func @f() -> tensor<2xi8> {\n  %0 = constant dense<\"0x01G2\"> : tensor<2xi8>\n}\n";
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, text).unwrap())
+    };
+    let (got, source) = parse_module_file(&fifo).unwrap();
+    writer.join().unwrap();
+    assert!(matches!(source, lowbit_ir::source::Source::Text(_)));
+    let Err(d) = &got else {
+        panic!("parsed");
+    };
+    assert_eq!(source.render(d, "p"), render_with_source(d, "p", text),);
+    assert!(source.render(d, "p").contains("dense<\"0x01G2\">"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(120))]
 
