@@ -370,19 +370,50 @@ impl Compactor {
             Some(true) => UPPER,
             Some(false) => LOWER,
         };
+        // Whole blocks of pairs are decoded without a branch per pair and
+        // checked once (every byte a digit, one case of letters); a block
+        // that fails the check is decoded again pair by pair up to the
+        // first pair that needs `hex`'s care.
+        const BLOCK: usize = 1024;
+        let mut block = [0u8; BLOCK];
         let mut i = 0;
-        while let [a, b, ..] = s[i..] {
-            let (ta, tb) = (HEX_TABLE[a as usize], HEX_TABLE[b as usize]);
-            let case = (ta | tb) & (LOWER | UPPER);
-            if ta & tb & DIGIT == 0 || case & !allowed != 0 || case == LOWER | UPPER {
+        loop {
+            let pairs = ((s.len() - i) / 2).min(BLOCK);
+            if pairs == 0 {
                 break;
             }
-            if case != 0 && allowed == LOWER | UPPER {
-                allowed = case;
-                run.upper = Some(case == UPPER);
+            let src = &s[i..i + 2 * pairs];
+            let (mut all, mut cases) = (DIGIT, 0u8);
+            for (o, p) in block[..pairs].iter_mut().zip(src.chunks_exact(2)) {
+                let (ta, tb) = (HEX_TABLE[p[0] as usize], HEX_TABLE[p[1] as usize]);
+                all &= ta & tb;
+                cases |= ta | tb;
+                *o = (ta << 4) | (tb & 15);
             }
-            run.bytes.push(((ta & 15) << 4) | (tb & 15));
-            i += 2;
+            let cases = cases & (LOWER | UPPER);
+            if all & DIGIT != 0 && cases != LOWER | UPPER && cases & !allowed == 0 {
+                if cases != 0 {
+                    allowed = cases;
+                    run.upper = Some(cases == UPPER);
+                }
+                run.bytes.extend_from_slice(&block[..pairs]);
+                i += 2 * pairs;
+                continue;
+            }
+            for p in src.chunks_exact(2) {
+                let (ta, tb) = (HEX_TABLE[p[0] as usize], HEX_TABLE[p[1] as usize]);
+                let case = (ta | tb) & (LOWER | UPPER);
+                if ta & tb & DIGIT == 0 || case & !allowed != 0 || case == LOWER | UPPER {
+                    break;
+                }
+                if case != 0 && allowed == LOWER | UPPER {
+                    allowed = case;
+                    run.upper = Some(case == UPPER);
+                }
+                run.bytes.push((ta << 4) | (tb & 15));
+                i += 2;
+            }
+            break;
         }
         run.digits += i;
         i

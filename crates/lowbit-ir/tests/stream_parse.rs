@@ -217,6 +217,34 @@ fn errors_keep_their_position_and_snippet() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A long hex constant (decoded in blocks of pairs) with one digit changed
+/// at places around the block and buffer boundaries: a bad digit, the other
+/// case, a quote, a line end; each reads as the in-memory parser reads it.
+#[test]
+fn long_hex_constants_with_a_bad_digit_anywhere_read_the_same() {
+    let n = 5000;
+    let digits: String = (0..n)
+        .map(|i| format!("{:02X}", (i * 37 % 256) as u8))
+        .collect();
+    let text = format!(
+        "func @f() -> (a: tensor<{n}xi8>, b: tensor<{n}xi8>) {{\n  %0 = constant dense<\"0x{digits}\"> : tensor<{n}xi8>\n  %1 = constant dense<\"0x{lower}\"> : tensor<{n}xi8>\n  return %0, %1\n}}\n",
+        lower = digits.to_lowercase()
+    );
+    check(&text, &[1, 7, 4096, 1 << 16]).unwrap();
+    let open = "dense<\"0x";
+    let first = text.find(open).unwrap() + open.len();
+    let second = text.rfind(open).unwrap() + open.len();
+    for base in [first, second] {
+        for off in [0, 1, 2, 3, 2046, 2047, 2048, 2049, 4095, 4096, 9998, 9999] {
+            for with in ["g", "a", "A", "\"", "\n", ""] {
+                let mut bad = text.clone();
+                bad.replace_range(base + off..base + off + 1, with);
+                check(&bad, &[7, 1 << 16]).unwrap();
+            }
+        }
+    }
+}
+
 /// A pipe cannot be read twice: its text is kept for the snippet, and
 /// opening it again (which would wait for a writer) is never tried.
 #[test]
