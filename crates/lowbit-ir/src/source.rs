@@ -2,16 +2,17 @@
 //! lines in diagnostics afterwards.
 //!
 //! Nearly all of a large model's text is the hex of its constants
-//! (`dense<"0x...">` and resource entries), two characters per byte.
-//! [`compact`] reads the text once through a fixed buffer and decodes every
-//! `"0x..."` string straight into its byte buffer as it goes; what is kept
-//! of the text is everything else (names, types, small values) with a
-//! one-byte placeholder (NUL) where each decoded string stood. The parser
-//! reads the placeholder as that string (see `parser::parse_module_reader`):
-//! it carries the string's original length, so line and column positions
-//! after it are those of the original text, and the string can be
-//! re-encoded exactly (digit case and `0x`/`0X` are recorded) where it is
-//! not a payload (a note, a quoted output name, or an error message).
+//! (`dense<"0x...">` and resource entries), two characters per byte. The
+//! crate-private `compact` reads the text once through a fixed buffer and
+//! decodes every `"0x..."` string straight into its byte buffer as it
+//! goes; what is kept of the text is everything else (names, types, small
+//! values) with a one-byte placeholder (NUL) where each decoded string
+//! stood. The parser reads the placeholder as that string (see
+//! [`crate::parser::parse_module_reader`]): it carries the string's
+//! original length, so line and column positions after it are those of
+//! the original text, and the string can be re-encoded exactly (digit case
+//! and `0x`/`0X` are recorded) where it is not a payload (a note, a quoted
+//! output name, or an error message).
 //!
 //! The compaction follows the lexer's view of the text: strings (with their
 //! `\` escapes, ending at the line), `//` comments to the end of the line,
