@@ -130,7 +130,7 @@ impl Tensor {
 /// tensor, without needing its codes in memory. Untiled layouts stream
 /// straight from `code`; tiled, bit-plane and other permuting layouts are
 /// packed one panel of leading-dimension slices at a time (see
-/// [`panel_rows`]), so the only index and code buffers are panel-sized,
+/// `panel_rows`), so the only index and code buffers are panel-sized,
 /// not tensor-sized (8 bytes per element each). This is what lets a model's
 /// weights be packed straight from their constant bytes.
 pub fn pack_codes(
