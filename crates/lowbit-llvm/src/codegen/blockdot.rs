@@ -24,14 +24,20 @@
 //!
 //! Tiles: `T` columns (`T = min(n, 8)` for a static `n`, else 8; 8
 //! accumulators, 8 weight vectors and the scales fit the 32 zmm registers)
-//! and a 1-column tile for the remaining columns; panels are the outer
-//! loop, so each panel's weights (16 rows x all of k) are read from memory
-//! once for the first tile and from L2 for the others. A static `n = 1`
-//! instead runs a 4-panel tile (`btile_1x4`: the four panels' blocks in
-//! one k loop, the activation block loaded once) over panel quadruples
-//! and the 1-panel tile for the last 1-3 panels: four independent code
-//! streams per thread keep more reads in flight than one (decode
-//! m = 4096, k = 14336, 2 threads: 1.21 against 1.43 ms, `N1_PANELS`).
+//! and a 1-column tile for the remaining columns (compiled only where
+//! some remain: a run-time n, or a static n not a multiple of `T`); panel
+//! groups are the outer loop, so each group's weights (16 rows x all of k
+//! per panel) are read from memory once for the first column tile and
+//! from L2 for the others. Each tile call streams several panels, their
+//! blocks one after the other in one k loop (`btile_TxP`), then the
+//! 1-panel tiles take the last panels of the row range: independent code
+//! streams per thread keep more reads in flight than one. A static `n = 1`
+//! runs 4 panels per call (`btile_1x4`; decode m = 4096, k = 14336, 2
+//! threads: 1.21 against 1.43 ms, `N1_PANELS`), other n 2 (`btile_8x2`;
+//! its 16 accumulators no longer all fit in registers and some are
+//! reloaded per block, which costs nothing measurable in cache, while one
+//! thread reading the weights from DRAM took 2.80-3.00 against 3.34-3.69
+//! ms at n = 8, `NX_PANELS`).
 //! A call computes rows `row_begin..row_end`: panels overlapping them are
 //! computed whole and only rows inside are stored.
 //!
@@ -58,6 +64,7 @@ use super::{Gen, Params};
 use crate::error::CpuError;
 use crate::spec::{Dim, BLOCK, INT_PANEL};
 use inkwell::values::{FunctionValue, IntValue, VectorValue};
+use inkwell::IntPredicate;
 
 /// Widest column tile: 8 `f32` accumulators of 16 rows.
 const MAX_COLS: u32 = 8;
@@ -77,6 +84,11 @@ const PF_DIST: u64 = 2048;
 /// 8 KiB (2 panels) was slower and none 1.31 ms.
 const N1_PANELS: u32 = 4;
 
+/// Panels per tile call at other `n` (static n > 1 and run-time n).
+/// Two panels' code streams per thread overlap the memory reads with the
+/// `vpdpbusd` work better than one; see the module docs for the figures.
+const NX_PANELS: u32 = 2;
+
 /// Lanes (output rows) per accumulator.
 const PANEL: u32 = INT_PANEL as u32;
 
@@ -87,21 +99,33 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             Dim::Static(n) => (n as u32).clamp(1, MAX_COLS),
             Dim::Dynamic => MAX_COLS,
         };
-        let wide = self.emit_blockdot_tile(cols, 1)?;
-        let one = if cols > 1 {
-            self.emit_blockdot_tile(1, 1)?
-        } else {
-            wide
+        // Panels per tile call: `N1_PANELS` at a static n = 1, else
+        // `NX_PANELS` (see both).
+        let panels = match self.spec.n {
+            Dim::Static(1) => N1_PANELS,
+            _ => NX_PANELS,
         };
-        // A static n = 1 streams `N1_PANELS` panels per tile call (as many
-        // code and scale streams in flight per thread); other n
-        // keep one panel per call, whose weights the column tiles after
-        // the first then read from L2.
-        let pair = if matches!(self.spec.n, Dim::Static(1)) {
-            Some(self.emit_blockdot_tile(1, N1_PANELS)?)
-        } else {
-            None
+        // The one-column tiles take the columns after the last full tile;
+        // a static n that is a multiple of the tile width needs none (not
+        // compiled: JIT time).
+        let ragged_cols = match self.spec.n {
+            Dim::Static(n) => !(n as u64).is_multiple_of(cols.into()),
+            Dim::Dynamic => true,
         };
+        let tiles =
+            |p: u32| -> Result<(FunctionValue<'ctx>, Option<FunctionValue<'ctx>>), CpuError> {
+                let wide = self.emit_blockdot_tile(cols, p)?;
+                let one = if ragged_cols {
+                    Some(self.emit_blockdot_tile(1, p)?)
+                } else {
+                    None
+                };
+                Ok((wide, one))
+            };
+        // Whole panel groups, then the 1 .. panels - 1 panels left of the
+        // row range one at a time.
+        let group = tiles(panels)?;
+        let single = tiles(1)?;
         let Params { f, ptrs, ints } = self.kernel_function()?;
         let (n, lo, hi) = (ints[0], ints[1], ints[2]);
         let panel = self.i64c(INT_PANEL as u64);
@@ -110,29 +134,37 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .b
             .build_int_add(hi, self.i64c(PANEL as u64 - 1), "hiu")?;
         let p1 = self.b.build_int_unsigned_div(hi_up, panel, "p1")?;
-        if let Some(pair) = pair {
-            let zero = self.i64c(0);
-            self.sweep(
-                f,
-                p0,
-                p1,
-                N1_PANELS.into(),
-                |pn| self.call_tile(pair, &ptrs, &[pn, zero, lo, hi]),
-                |pn| self.call_tile(one, &ptrs, &[pn, zero, lo, hi]),
-            )?;
-            self.b.build_return(None)?;
-            return Ok(());
-        }
-        self.emit_range(f, p0, p1, |pn| {
-            self.sweep(
-                f,
-                self.i64c(0),
-                n,
-                cols as u64,
-                |c| self.call_tile(wide, &ptrs, &[pn, c, lo, hi]),
-                |c| self.call_tile(one, &ptrs, &[pn, c, lo, hi]),
-            )
-        })?;
+        // All columns of the panel (group) from `pn` on: `cols`-wide tiles,
+        // then one-column tiles for the rest.
+        let columns =
+            |pn: IntValue<'ctx>,
+             (wide, one): (FunctionValue<'ctx>, Option<FunctionValue<'ctx>>)| {
+                let c = self.emit_loop(
+                    f,
+                    self.i64c(0),
+                    |c| self.fits(c, cols.into(), n),
+                    cols.into(),
+                    |c| self.call_tile(wide, &ptrs, &[pn, c, lo, hi]),
+                )?;
+                if let Some(one) = one {
+                    self.emit_loop(
+                        f,
+                        c,
+                        |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "tc")?),
+                        1,
+                        |c| self.call_tile(one, &ptrs, &[pn, c, lo, hi]),
+                    )?;
+                }
+                Ok(())
+            };
+        self.sweep(
+            f,
+            p0,
+            p1,
+            panels.into(),
+            |pn| columns(pn, group),
+            |pn| columns(pn, single),
+        )?;
         self.b.build_return(None)?;
         Ok(())
     }
