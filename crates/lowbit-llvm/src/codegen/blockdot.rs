@@ -29,15 +29,38 @@
 //! groups are the outer loop, so each group's weights (16 rows x all of k
 //! per panel) are read from memory once for the first column tile and
 //! from L2 for the others. Each tile call streams several panels, their
-//! blocks one after the other in one k loop (`btile_TxP`), then the
-//! 1-panel tiles take the last panels of the row range: independent code
-//! streams per thread keep more reads in flight than one. A static `n = 1`
-//! runs 4 panels per call (`btile_1x4`; decode m = 4096, k = 14336, 2
-//! threads: 1.21 against 1.43 ms, `N1_PANELS`), other n 2 (`btile_8x2`;
-//! its 16 accumulators no longer all fit in registers and some are
-//! reloaded per block, which costs nothing measurable in cache, while one
-//! thread reading the weights from DRAM took 2.80-3.00 against 3.34-3.69
-//! ms at n = 8, `NX_PANELS`).
+//! blocks one after the other in one k loop (`btile_TxP`): independent
+//! code streams per thread keep more reads in flight than one. A static
+//! `n = 1` runs 4 panels per call (`btile_1x4`; decode m = 4096,
+//! k = 14336, 2 threads: 1.21 against 1.43 ms, `N1_PANELS`) and a
+//! 1-panel tile for the last 1-3 panels of a row range; other n run 2
+//! (`btile_8x2`, `NX_PANELS`), and a last group reaching past the row
+//! range computes its last panel twice (no 1-panel tiles to compile).
+//! With 2 panels the 16 accumulators no longer all fit in registers and
+//! some are reloaded per block, which costs nothing measurable in cache,
+//! while one thread reading the weights from DRAM took 2.86-2.95 against
+//! 3.41-3.75 ms at n = 8 (i4; i8 4.24-4.25 against 5.07-6.15 ms;
+//! `examples/blockdot_cpu_time.rs`, thread CPU time, 3 alternating rounds).
+//!
+//! Where the time goes at n = 8 (measured with that example, weights in
+//! L2): about 66 cycles per panel and block at 3.5 GHz for 64 `vpdpbusd`
+//! (ideal 32 at 2 per cycle) — the loop is bound by the two 512-bit ports
+//! (p0, p5): besides the 64 dots each block takes 8 nibble splits and, per
+//! column, the chain add, the conversion, the scale product and the FMA
+//! (32 ops; without them a copy of the loop ran at 49 cycles, not 66).
+//! The assembly has no spills at one panel per call and the broadcasts
+//! are folded into the `vpdpbusd` memory operands. Tried and dropped
+//! (same measurements): one chain of 8 per column (22.2 against 20.2 ns
+//! per panel-block; the chain latency shows), the same with the 8
+//! columns' chains interleaved per k-group (5 % slower), 2 panels x 4
+//! columns sharing each activation broadcast (3 % faster in L2, 20 %
+//! slower from DRAM), 3 panels x 8 columns (accumulators spilled: slower
+//! than 2), 4 panels x 4 columns (slower), a prefetch distance of 1 or 4
+//! KiB at n = 8 (1 KiB slower, 4 KiB equal), prefetching into L2 only
+//! (`locality` 1 or 2: equal), prefetching the scale stream (equal), 6
+//! or 8 panels per call at n = 1 (i4: 3 and 6 % slower than 4; i8 equal), short address
+//! displacements for the activation broadcasts (a copy of the loop with
+//! 1-byte displacements ran 66 against 68 cycles: not the front end).
 //! A call computes rows `row_begin..row_end`: panels overlapping them are
 //! computed whole and only rows inside are stored.
 //!
