@@ -52,14 +52,14 @@
 //! are folded into the `vpdpbusd` memory operands. Tried and dropped
 //! (same measurements): one chain of 8 per column (22.2 against 20.2 ns
 //! per panel-block; the chain latency shows), the same with the 8
-//! columns' chains interleaved per k-group (5 % slower), 2 panels x 4
-//! columns sharing each activation broadcast (3 % faster in L2, 20 %
+//! columns' chains interleaved per k-group (6 % slower), 2 panels x 4
+//! columns sharing each activation broadcast (3 % faster in L2, 24 %
 //! slower from DRAM), 3 panels x 8 columns (accumulators spilled: slower
 //! than 2), 4 panels x 4 columns (slower), a prefetch distance of 1 or 4
 //! KiB at n = 8 (1 KiB slower, 4 KiB equal), prefetching into L2 only
 //! (`locality` 1 or 2: equal), prefetching the scale stream (equal), 6
-//! or 8 panels per call at n = 1 (i4: 3 and 6 % slower than 4; i8 equal), short address
-//! displacements for the activation broadcasts (a copy of the loop with
+//! or 8 panels per call at n = 1 (i4: 3 and 6 % slower than 4; i8
+//! equal), short address displacements for the activation broadcasts (a copy of the loop with
 //! 1-byte displacements ran 66 against 68 cycles: not the front end).
 //! A call computes rows `row_begin..row_end`: panels overlapping them are
 //! computed whole and only rows inside are stored.
