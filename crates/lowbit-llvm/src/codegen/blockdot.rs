@@ -59,8 +59,10 @@
 //! KiB at n = 8 (1 KiB slower, 4 KiB equal), prefetching into L2 only
 //! (`locality` 1 or 2: equal), prefetching the scale stream (equal), 6
 //! or 8 panels per call at n = 1 (i4: 3 and 6 % slower than 4; i8
-//! equal), short address displacements for the activation broadcasts (a copy of the loop with
-//! 1-byte displacements ran 66 against 68 cycles: not the front end).
+//! equal), short address displacements for the activation broadcasts
+//! (a copy of the loop with 1-byte displacements ran 66 against 68
+//! cycles: not the front end). BENCHMARKS.md has the figures.
+//!
 //! A call computes rows `row_begin..row_end`: panels overlapping them are
 //! computed whole and only rows inside are stored.
 //!
