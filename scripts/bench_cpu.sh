@@ -33,6 +33,7 @@ workloads=(
   "q4_0-like n=8|--n 8 --weight i4 --group 32 --scale f16 --act f32"
   "q8_0-like n=8|--n 8 --weight i8 --group 32 --scale f16 --act f32"
   "q4_0 x q8_0 act-quant n=1 (opt-in)|--n 1 --weight i4 --group 32 --scale f16 --act f32 --act-quant i8:32"
+  "q8_0 x q8_0 act-quant n=1 (opt-in)|--n 1 --weight i8 --group 32 --scale f16 --act f32 --act-quant i8:32"
   "q4_0 x q8_0 act-quant n=8 (opt-in)|--n 8 --weight i4 --group 32 --scale f16 --act f32 --act-quant i8:32"
   "q8_0 x q8_0 act-quant n=8 (opt-in)|--n 8 --weight i8 --group 32 --scale f16 --act f32 --act-quant i8:32"
   "MXFP4 n=1|--n 1 --weight f4E2M1FN --group 32 --scale f8E8M0FNU --act f32"

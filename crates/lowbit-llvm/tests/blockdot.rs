@@ -312,10 +312,10 @@ fn unsupported_block_dot_specs_say_why() {
 }
 
 /// A static `n = 1` runs four panels per tile call and a one-panel tile
-/// for the last 1-3: panel counts 1, 3, 6, 8, 9, 19 and 69 with ragged m and
-/// k, on one thread (all panels in one call) and two (row chunks of 8-72
-/// rows, so some groups start and end mid-panel and rely on the row
-/// mask).
+/// for the last 1-3 of a row range: panel counts
+/// 1, 3, 6, 8, 9, 19 and 69 with ragged m and k, on one thread (all
+/// panels in one call) and two (row chunks of 8-72 rows, so some groups
+/// start and end mid-panel and rely on the row mask).
 #[test]
 fn panel_groups_at_n_1_with_remainders() {
     let mut rng = Rng(0x5eed_0f0f_ba11_0001);
@@ -334,4 +334,59 @@ fn panel_groups_at_n_1_with_remainders() {
             }
         }
     }
+}
+
+/// Other n run two panels per tile call (`btile_8x2`, `btile_1x2`), a last
+/// odd panel of a row range computed twice: panel counts 1, 2,
+/// 3 and 5 with ragged m and k, n = 2, 8, 9 (eight columns, then one),
+/// 16 (two 8-column tiles, no one-column tile) and 11 at a run-time n, on
+/// one thread and two (row chunks that start and end mid-panel).
+#[test]
+fn panel_pairs_at_other_n_with_remainders() {
+    let mut rng = Rng(0x5eed_0f0f_ba11_0002);
+    for &(m, k, n, dim) in &[
+        (13usize, 45usize, 2usize, Dim::Static(2)),
+        (32, 64, 8, Dim::Static(8)),
+        (45, 77, 9, Dim::Static(9)),
+        (80, 33, 16, Dim::Static(16)),
+        (70, 100, 11, Dim::Dynamic),
+        (37, 96, 8, Dim::Dynamic),
+    ] {
+        for wt in ["i4", "i8"] {
+            for threads in [1, 2] {
+                check_case(&mut rng, m, k, n, dim, threads, wt);
+            }
+        }
+    }
+}
+
+/// The tile functions a block-dot module holds: panel-group tiles (n > 1:
+/// a last group past the row range repeats its last panel; n = 1: a
+/// one-panel tile takes the last panels), and one-column tiles only where
+/// the columns do not divide into tile-wide ones (each tile costs JIT
+/// time).
+#[test]
+fn block_dot_modules_hold_only_the_tiles_they_call() {
+    use inkwell::context::Context;
+    use lowbit_llvm::codegen::build_module;
+    use lowbit_llvm::CpuTarget;
+    let target = CpuTarget::named("x86_64", "sapphirerapids").unwrap();
+    let tiles = |n: Dim| -> Vec<String> {
+        let ctx = Context::create();
+        let module = build_module(&ctx, &GemmSpec::blockdot(4096, 1024, n), &target).unwrap();
+        let mut names: Vec<String> = module
+            .get_functions()
+            .filter(|f| f.count_basic_blocks() > 0)
+            .map(|f| f.get_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("btile_"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(tiles(Dim::Static(1)), ["btile_1", "btile_1x4"]);
+    assert_eq!(tiles(Dim::Static(8)), ["btile_8x2"]);
+    assert_eq!(tiles(Dim::Static(16)), ["btile_8x2"]);
+    assert_eq!(tiles(Dim::Static(3)), ["btile_3x2"]);
+    assert_eq!(tiles(Dim::Static(9)), ["btile_1x2", "btile_8x2"]);
+    assert_eq!(tiles(Dim::Dynamic), ["btile_1x2", "btile_8x2"]);
 }

@@ -24,14 +24,45 @@
 //!
 //! Tiles: `T` columns (`T = min(n, 8)` for a static `n`, else 8; 8
 //! accumulators, 8 weight vectors and the scales fit the 32 zmm registers)
-//! and a 1-column tile for the remaining columns; panels are the outer
-//! loop, so each panel's weights (16 rows x all of k) are read from memory
-//! once for the first tile and from L2 for the others. A static `n = 1`
-//! instead runs a 4-panel tile (`btile_1x4`: the four panels' blocks in
-//! one k loop, the activation block loaded once) over panel quadruples
-//! and the 1-panel tile for the last 1-3 panels: four independent code
-//! streams per thread keep more reads in flight than one (decode
-//! m = 4096, k = 14336, 2 threads: 1.21 against 1.43 ms, `N1_PANELS`).
+//! and a 1-column tile for the remaining columns (compiled only where
+//! some remain: a run-time n, or a static n not a multiple of `T`); panel
+//! groups are the outer loop, so each group's weights (16 rows x all of k
+//! per panel) are read from memory once for the first column tile and
+//! from L2 for the others. Each tile call streams several panels, their
+//! blocks one after the other in one k loop (`btile_TxP`): independent
+//! code streams per thread keep more reads in flight than one. A static
+//! `n = 1` runs 4 panels per call (`btile_1x4`; decode m = 4096,
+//! k = 14336, 2 threads: 1.21 against 1.43 ms, `N1_PANELS`) and a
+//! 1-panel tile for the last 1-3 panels of a row range; other n run 2
+//! (`btile_8x2`, `NX_PANELS`), and a last group reaching past the row
+//! range computes its last panel twice (no 1-panel tiles to compile).
+//! With 2 panels the 16 accumulators no longer all fit in registers and
+//! some are reloaded per block, which costs nothing measurable in cache,
+//! while one thread reading the weights from DRAM took 2.86-2.95 against
+//! 3.41-3.75 ms at n = 8 (i4; i8 4.24-4.25 against 5.07-6.15 ms;
+//! `examples/blockdot_cpu_time.rs`, thread CPU time, 3 alternating rounds).
+//!
+//! Where the time goes at n = 8 (measured with that example, weights in
+//! L2): about 66 cycles per panel and block at 3.5 GHz for 64 `vpdpbusd`
+//! (ideal 32 at 2 per cycle) — the loop is bound by the two 512-bit ports
+//! (p0, p5): besides the 64 dots each block takes 8 nibble splits and, per
+//! column, the chain add, the conversion, the scale product and the FMA
+//! (32 ops; without them a copy of the loop ran at 49 cycles, not 66).
+//! The assembly has no spills at one panel per call and the broadcasts
+//! are folded into the `vpdpbusd` memory operands. Tried and dropped
+//! (same measurements): one chain of 8 per column (22.2 against 20.2 ns
+//! per panel-block; the chain latency shows), the same with the 8
+//! columns' chains interleaved per k-group (6 % slower), 2 panels x 4
+//! columns sharing each activation broadcast (3 % faster in L2, 24 %
+//! slower from DRAM), 3 panels x 8 columns (accumulators spilled: slower
+//! than 2), 4 panels x 4 columns (slower), a prefetch distance of 1 or 4
+//! KiB at n = 8 (1 KiB slower, 4 KiB equal), prefetching into L2 only
+//! (`locality` 1 or 2: equal), prefetching the scale stream (equal), 6
+//! or 8 panels per call at n = 1 (i4: 3 and 6 % slower than 4; i8
+//! equal), short address displacements for the activation broadcasts
+//! (a copy of the loop with 1-byte displacements ran 66 against 68
+//! cycles: not the front end). BENCHMARKS.md has the figures.
+//!
 //! A call computes rows `row_begin..row_end`: panels overlapping them are
 //! computed whole and only rows inside are stored.
 //!
@@ -58,6 +89,7 @@ use super::{Gen, Params};
 use crate::error::CpuError;
 use crate::spec::{Dim, BLOCK, INT_PANEL};
 use inkwell::values::{FunctionValue, IntValue, VectorValue};
+use inkwell::IntPredicate;
 
 /// Widest column tile: 8 `f32` accumulators of 16 rows.
 const MAX_COLS: u32 = 8;
@@ -77,6 +109,11 @@ const PF_DIST: u64 = 2048;
 /// 8 KiB (2 panels) was slower and none 1.31 ms.
 const N1_PANELS: u32 = 4;
 
+/// Panels per tile call at other `n` (static n > 1 and run-time n).
+/// Two panels' code streams per thread overlap the memory reads with the
+/// `vpdpbusd` work better than one; see the module docs for the figures.
+const NX_PANELS: u32 = 2;
+
 /// Lanes (output rows) per accumulator.
 const PANEL: u32 = INT_PANEL as u32;
 
@@ -87,21 +124,39 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             Dim::Static(n) => (n as u32).clamp(1, MAX_COLS),
             Dim::Dynamic => MAX_COLS,
         };
-        let wide = self.emit_blockdot_tile(cols, 1)?;
-        let one = if cols > 1 {
-            self.emit_blockdot_tile(1, 1)?
-        } else {
-            wide
+        // Panels per tile call: `N1_PANELS` at a static n = 1, else
+        // `NX_PANELS` (see both).
+        let panels = match self.spec.n {
+            Dim::Static(1) => N1_PANELS,
+            _ => NX_PANELS,
         };
-        // A static n = 1 streams `N1_PANELS` panels per tile call (as many
-        // code and scale streams in flight per thread); other n
-        // keep one panel per call, whose weights the column tiles after
-        // the first then read from L2.
-        let pair = if matches!(self.spec.n, Dim::Static(1)) {
-            Some(self.emit_blockdot_tile(1, N1_PANELS)?)
-        } else {
-            None
+        // The one-column tiles take the columns after the last full tile;
+        // a static n that is a multiple of the tile width needs none (not
+        // compiled: JIT time).
+        let ragged_cols = match self.spec.n {
+            Dim::Static(n) => !(n as u64).is_multiple_of(cols.into()),
+            Dim::Dynamic => true,
         };
+        // At n = 1 the last 1 .. panels - 1 panels of a row range go to a
+        // one-panel tile: a group repeating its last panel instead (below)
+        // was about 2 % slower there (one thread, weights from DRAM,
+        // medians of 6 alternating runs: 2.23 against 2.19 ms; the group's
+        // panel bases are no longer one base plus constants). At other n
+        // the repeat costs nothing measurable and saves compiling the
+        // one-panel tiles (n = 8: 34 -> 23 ms of JIT CPU time).
+        let repeat_last = cols > 1 || self.spec.n == Dim::Dynamic;
+        let tiles =
+            |p: u32| -> Result<(FunctionValue<'ctx>, Option<FunctionValue<'ctx>>), CpuError> {
+                let wide = self.emit_blockdot_tile(cols, p, repeat_last)?;
+                let one = if ragged_cols {
+                    Some(self.emit_blockdot_tile(1, p, repeat_last)?)
+                } else {
+                    None
+                };
+                Ok((wide, one))
+            };
+        let group = tiles(panels)?;
+        let single = if repeat_last { None } else { Some(tiles(1)?) };
         let Params { f, ptrs, ints } = self.kernel_function()?;
         let (n, lo, hi) = (ints[0], ints[1], ints[2]);
         let panel = self.i64c(INT_PANEL as u64);
@@ -110,29 +165,51 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .b
             .build_int_add(hi, self.i64c(PANEL as u64 - 1), "hiu")?;
         let p1 = self.b.build_int_unsigned_div(hi_up, panel, "p1")?;
-        if let Some(pair) = pair {
-            let zero = self.i64c(0);
-            self.sweep(
+        // All columns of the panel group from `pn` on: `cols`-wide tiles,
+        // then one-column tiles for the rest.
+        let columns =
+            |pn: IntValue<'ctx>,
+             (wide, one): (FunctionValue<'ctx>, Option<FunctionValue<'ctx>>)| {
+                let c = self.emit_loop(
+                    f,
+                    self.i64c(0),
+                    |c| self.fits(c, cols.into(), n),
+                    cols.into(),
+                    |c| self.call_tile(wide, &ptrs, &[pn, c, lo, hi]),
+                )?;
+                if let Some(one) = one {
+                    self.emit_loop(
+                        f,
+                        c,
+                        |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "tc")?),
+                        1,
+                        |c| self.call_tile(one, &ptrs, &[pn, c, lo, hi]),
+                    )?;
+                }
+                Ok(())
+            };
+        match single {
+            // Groups from p0 on; a last group reaching past the range
+            // repeats its last panel (see `emit_blockdot_tile`).
+            None => {
+                self.emit_loop(
+                    f,
+                    p0,
+                    |pn| Ok(self.b.build_int_compare(IntPredicate::ULT, pn, p1, "pc")?),
+                    panels.into(),
+                    |pn| columns(pn, group),
+                )?;
+            }
+            // Whole groups, then the panels left one at a time.
+            Some(single) => self.sweep(
                 f,
                 p0,
                 p1,
-                N1_PANELS.into(),
-                |pn| self.call_tile(pair, &ptrs, &[pn, zero, lo, hi]),
-                |pn| self.call_tile(one, &ptrs, &[pn, zero, lo, hi]),
-            )?;
-            self.b.build_return(None)?;
-            return Ok(());
+                panels.into(),
+                |pn| columns(pn, group),
+                |pn| columns(pn, single),
+            )?,
         }
-        self.emit_range(f, p0, p1, |pn| {
-            self.sweep(
-                f,
-                self.i64c(0),
-                n,
-                cols as u64,
-                |c| self.call_tile(wide, &ptrs, &[pn, c, lo, hi]),
-                |c| self.call_tile(one, &ptrs, &[pn, c, lo, hi]),
-            )
-        })?;
         self.b.build_return(None)?;
         Ok(())
     }
@@ -141,7 +218,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// `btile_CxP` for `panels` > 1, its k loop reading the panels' blocks
     /// one after the other): `panels` consecutive weight panels
     /// from `panel` on by `cols` activation columns over all of k.
-    fn emit_blockdot_tile(&self, cols: u32, panels: u32) -> Result<FunctionValue<'ctx>, CpuError> {
+    fn emit_blockdot_tile(
+        &self,
+        cols: u32,
+        panels: u32,
+        repeat_last: bool,
+    ) -> Result<FunctionValue<'ctx>, CpuError> {
         let spec = self.spec;
         let name = if panels == 1 {
             format!("btile_{cols}")
@@ -162,7 +244,27 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // Code bytes of one panel and block: 16 rows x 32 k of 4 or 8 bits.
         let bytes = spec.weight.dtype.bits() == 8;
         let block_bytes = (PANEL * BLOCK as u32) as u64 * u64::from(spec.weight.dtype.bits()) / 8;
-        let panel_ids = self.indices(panel0, panels)?;
+        // With `repeat_last`, panel p of the group is panel0 + p but at
+        // most the last panel overlapping rows ..hi: a group reaching past
+        // the row range recomputes that panel (bit-identical, the same rows
+        // stored again) instead of needing a one-panel tile for the last
+        // 1 .. panels - 1 panels.
+        let mut panel_ids = self.indices(panel0, panels)?;
+        if repeat_last && panels > 1 {
+            let hi_up = self
+                .b
+                .build_int_add(hi, self.i64c(PANEL as u64 - 1), "hiu")?;
+            let last = self.b.build_int_sub(
+                self.b
+                    .build_int_unsigned_div(hi_up, self.i64c(PANEL as u64), "pe")?,
+                self.i64c(1),
+                "pl",
+            )?;
+            panel_ids = panel_ids
+                .into_iter()
+                .map(|p| self.umin(p, last))
+                .collect::<Result<Vec<_>, _>>()?;
+        }
         // Panel bases: codes (16 rows x k_pad/2 bytes) and scales (16 f16
         // per block).
         let mut w_panels = Vec::with_capacity(panels as usize);
