@@ -845,8 +845,14 @@ fn pooled_calls_are_identical_for_any_thread_count() {
             })
             .collect();
         vec![
-            ("x".into(), Tensor::new(ElemType::F32, vec![5, 70], x).unwrap()),
-            ("h".into(), Tensor::new(ElemType::F16, vec![3, 40], h).unwrap()),
+            (
+                "x".into(),
+                Tensor::new(ElemType::F32, vec![5, 70], x).unwrap(),
+            ),
+            (
+                "h".into(),
+                Tensor::new(ElemType::F16, vec![3, 40], h).unwrap(),
+            ),
             ("a".into(), random(rng, ElemType::I8, &[3, 37])),
             ("s".into(), random(rng, ElemType::Bipolar, &[3, 300])),
             ("u".into(), random(rng, ElemType::U8, &[2, 700])),
