@@ -1016,7 +1016,9 @@ static void lowbit_run(struct lowbit_job *j) {
   int64_t t = __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED);
   if (t > j->chunks) t = j->chunks;
   if (t <= 1) {
-    lowbit_work(j);
+    /* One call over everything (a kernel streams its rows best so). */
+    if (j->kernel) j->kernel(j->a0, j->a1, j->a2, j->a3, j->a4, j->y, j->n, 0, j->total);
+    else if (j->total > 0) j->loop(j->v, 0, j->total);
     return;
   }
   pthread_mutex_lock(&lowbit_pool_lock);
