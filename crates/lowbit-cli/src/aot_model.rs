@@ -525,11 +525,12 @@ impl Gen<'_> {
                     // in f32), inf/NaN, or rebiased normal.
                     "uint32_t e = (h >> 10) & 31u, mt = h & 1023u, sg = (uint32_t)(h >> 15) << 31; if (e == 0) { float v = (float)mt * 0x1p-24f; memcpy(&b, &v, 4); b |= sg; } else if (e == 31) b = sg | 0x7f800000u | (mt << 13); else b = sg | ((e + 112u) << 23) | (mt << 13);"
                 };
+                // Per row: the inner loop over a row has no divisions.
                 self.par_loop(
-                    n * k as u64,
-                    ELEM_GRAIN,
+                    n,
+                    ELEM_GRAIN.div_ceil(k as u64),
                     &[("x", "uint16_t", true, &x), ("xp", "float", false, &xp)],
-                    &format!("    uint16_t h = x[i]; uint32_t b; {widen} memcpy(&xp[i / {k} * {k_pad} + i % {k}], &b, 4);"),
+                    &format!("    for (size_t j = 0; j < {k}; j++) {{ uint16_t h = x[i * {k} + j]; uint32_t b; {widen} memcpy(&xp[i * {k_pad} + j], &b, 4); }}"),
                 );
                 xp
             } else if k_pad == k {
@@ -612,12 +613,10 @@ impl Gen<'_> {
                 let flip = if xe == ElemType::I8 { " ^ 0x80" } else { "" };
                 let xtype = c_type(xe).unwrap_or("uint8_t");
                 self.par_loop(
-                    n * k as u64,
-                    ELEM_GRAIN,
+                    n,
+                    ELEM_GRAIN.div_ceil(k as u64),
                     &[("x", xtype, true, &x), ("xp", "uint8_t", false, &xp)],
-                    &format!(
-                        "    xp[i / {k} * {k_pad} + i % {k}] = (uint8_t)((uint8_t)x[i]{flip});"
-                    ),
+                    &format!("    for (size_t j = 0; j < {k}; j++) xp[i * {k_pad} + j] = (uint8_t)((uint8_t)x[i * {k} + j]{flip});"),
                 );
                 xp
             };
