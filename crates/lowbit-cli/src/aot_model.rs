@@ -888,7 +888,9 @@ const MAX_THREADS: usize = 256;
 /// `GemmKernel::run` hands them out), a driver loop's (`lowbit_for`) a
 /// range of its independent iterations. Each output element is computed
 /// by exactly one call on the same buffers, so results do not depend on
-/// the number of threads or on which thread ran a chunk.
+/// the number of threads or on which thread ran a chunk. Work for one
+/// thread (the count is 1, or there is one chunk) is one call on the
+/// caller, without the pool.
 ///
 /// Why it is shaped so: workers start on the first job that needs them
 /// after `SYM_set_threads` (never more than the count asks, less the
@@ -902,8 +904,9 @@ const MAX_THREADS: usize = 256;
 /// wakes late never touches a finished job (which lives on the caller's
 /// stack). Workers block every signal (signals go to the program's own
 /// threads), are stopped and joined when the count changes and when the
-/// library is unloaded or the program exits (a destructor), and a child
-/// after `fork` starts its own.
+/// library is unloaded or the program exits (a destructor); they are
+/// named `lowbit-worker` (Linux) for `top` and debuggers. A child after
+/// `fork` (taken while no other thread was inside a call) starts its own.
 const POOL_C: &str = r#"typedef void (*lowbit_kernel)(const void *, const void *, const void *, const void *, const void *, void *, int64_t, int64_t, int64_t);
 typedef void (*lowbit_loop)(const void *const *, int64_t, int64_t);
 /* Builds with -DLOWBIT_SPLIT_ALL (the tests) split every driver loop,
