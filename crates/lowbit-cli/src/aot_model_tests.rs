@@ -539,10 +539,12 @@ fn c_arrays(stem: &str, prefix: &str, inputs: &Named) -> String {
 /// thread as the reference, then, for 1 to 8 threads, calls three times
 /// per set and requires the same bytes; checks that the library never
 /// runs more than `threads - 1` workers (threads named `lowbit-worker` in
-/// `/proc/self/task`), that they sleep between calls (state S, polled for
+/// `/proc/self/task`, once they have run), that they sleep between calls (state S, polled for
 /// up to 2 s: a spinning worker never is), that setting one thread joins
 /// them all; then two threads call at once (one
-/// per set) while the main thread keeps changing the count; finally it
+/// per set) while the main thread keeps changing the count; then a
+/// child after `fork` starts its own workers (not under
+/// ThreadSanitizer); finally it
 /// prints the reference outputs of both sets (f32 as their bits).
 fn pool_program(f: &Function, stem: &str, sets: [&Named; 2]) -> String {
     let upper = stem.to_uppercase();
@@ -551,7 +553,7 @@ fn pool_program(f: &Function, stem: &str, sets: [&Named; 2]) -> String {
     let ins = |p: &str| (0..nin).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
     let outs = |p: &str| (0..nout).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
     let mut c = String::from(
-        "#include <dirent.h>\n#include <pthread.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n#include \"libt.h\"\n",
+        "#include <dirent.h>\n#include <pthread.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <sys/wait.h>\n#include <unistd.h>\n#include \"libt.h\"\n",
     );
     c.push_str(&c_arrays(stem, "a", sets[0]));
     c.push_str(&c_arrays(stem, "b", sets[1]));
@@ -660,6 +662,21 @@ int main(void) {
   for (int i = 0; i < 40; i++) { if (SET(1 + i % 4)) return 1; usleep(500); }
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
   if (c[0].fails || c[1].fails) { fprintf(stderr, "concurrent calls differ: %d and %d\n", c[0].fails, c[1].fails); return 1; }
+#ifndef __SANITIZE_THREAD__
+  /* A child after fork has none of the parent's workers: it starts its
+     own (at most 2 for 3 threads) and computes the same. */
+  if (SET(3) || check(0)) return 1;
+  pid_t child = fork();
+  if (child == 0) {
+    if (check(0) || check(1)) _exit(1);
+    /* A worker is named when it first runs (it may not have yet). */
+    for (int tries = 0; tries < 200 && workers(&awake) != 2; tries++) usleep(10000);
+    _exit(workers(&awake) == 2 ? 0 : 2);
+  }
+  int status;
+  if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) { fprintf(stderr, "the forked child's calls failed\n"); return 1; }
+  if (check(1)) return 1;
+#endif
 "#,
     );
     for (i, (_, v)) in f.outputs.iter().enumerate() {
