@@ -903,11 +903,11 @@ fn pooled_calls_are_identical_for_any_thread_count() {
             .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
             .collect()
     };
-    let got = build_and_run(&a, &program, &["-O2", "-DLOWBIT_SPLIT_ALL"]).expect("cc builds");
+    let got = build_and_run(&a, &program, &[DRIVER_OPT, "-DLOWBIT_SPLIT_ALL"]).expect("cc builds");
     assert_eq!(parse(got), want, "split loops");
     // The driver as lowbit builds it (large-tensor loops stay unsplit
     // here; the kernels still use the pool).
-    let got = build_and_run(&a, &program, &["-O2"]).expect("cc builds");
+    let got = build_and_run(&a, &program, &[DRIVER_OPT]).expect("cc builds");
     assert_eq!(parse(got), want, "default build");
     // ThreadSanitizer, where the toolchain has it (the kernels' object is
     // not instrumented; the pool and the driver's loops are).
