@@ -325,6 +325,12 @@ const QUANT_GRAIN: u64 = 8192;
 /// block-dot kernel, in 32-value blocks (a division per value).
 const BLOCK_GRAIN: u64 = 64;
 
+/// The grain, in rows of `k` values, of a per-row loop whose per-value
+/// grain is `elems`.
+fn rows_grain(elems: u64, k: usize) -> u64 {
+    elems.div_ceil(k.max(1) as u64)
+}
+
 impl Gen<'_> {
     /// Emits a driver loop over the independent iterations `i` in
     /// `0..total`, split over the library's threads in shares of at least
@@ -534,7 +540,7 @@ impl Gen<'_> {
                 // Per row: the inner loop over a row has no divisions.
                 self.par_loop(
                     n,
-                    ELEM_GRAIN.div_ceil(k as u64),
+                    rows_grain(ELEM_GRAIN, k),
                     &[("x", "uint16_t", true, &x), ("xp", "float", false, &xp)],
                     &format!("    for (size_t j = 0; j < {k}; j++) {{ uint16_t h = x[i * {k} + j]; uint32_t b; {widen} memcpy(&xp[i * {k_pad} + j], &b, 4); }}"),
                 );
@@ -546,7 +552,7 @@ impl Gen<'_> {
                 let xp = self.alloc(n * k_pad as u64, "float");
                 self.par_loop(
                     n,
-                    ELEM_GRAIN.div_ceil(k as u64),
+                    rows_grain(ELEM_GRAIN, k),
                     &[("x", "float", true, &x), ("xp", "float", false, &xp)],
                     &format!("    memcpy(xp + i * {k_pad}, x + i * {k}, {k} * sizeof(float));"),
                 );
@@ -584,7 +590,7 @@ impl Gen<'_> {
             let xtype = c_type(xe).unwrap_or("uint8_t");
             self.par_loop(
                 n,
-                (ELEM_GRAIN / 4).div_ceil(k as u64),
+                rows_grain(ELEM_GRAIN / 4, k),
                 &[
                     ("x", xtype, true, &x),
                     ("xp", "uint8_t", false, &xp),
@@ -603,7 +609,7 @@ impl Gen<'_> {
             let xp = self.alloc(n * row as u64, "uint8_t");
             self.par_loop(
                 n,
-                ELEM_GRAIN.div_ceil(k as u64),
+                rows_grain(ELEM_GRAIN, k),
                 &[("x", "uint8_t", true, &x), ("xp", "uint8_t", false, &xp)],
                 &format!("    for (size_t j = 0; j < {k}; j++) xp[i * {row} + j / 8] |= (uint8_t)((x[i * {k} + j] & 1) << (j % 8));"),
             );
@@ -620,7 +626,7 @@ impl Gen<'_> {
                 let xtype = c_type(xe).unwrap_or("uint8_t");
                 self.par_loop(
                     n,
-                    ELEM_GRAIN.div_ceil(k as u64),
+                    rows_grain(ELEM_GRAIN, k),
                     &[("x", xtype, true, &x), ("xp", "uint8_t", false, &xp)],
                     &format!("    for (size_t j = 0; j < {k}; j++) xp[i * {k_pad} + j] = (uint8_t)((uint8_t)x[i * {k} + j]{flip});"),
                 );
