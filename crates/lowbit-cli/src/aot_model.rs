@@ -1398,9 +1398,11 @@ fn copy_out(from: &Path, out: &Path) -> Result<(), String> {
 
 /// The optimization level the driver is compiled at: `-O3`, because the
 /// driver's loops run over ranges known only at run time (a thread's
-/// share) and GCC vectorizes such loops at `-O3` only (at `-O2` a relu or
-/// the activation quantization ran scalar, 8 % slower per call of a
-/// decode model than the inline loops of fixed length it had before).
+/// share), which GCC at `-O2` (its "very cheap" vectorizer cost model)
+/// leaves scalar: a relu or the activation quantization ran so, 8 %
+/// slower per call of a decode model than the inline loops of fixed
+/// length it had before (BENCHMARKS.md, "AOT libraries on a persistent
+/// thread pool").
 /// Floating-point semantics are the same at every level (no fast-math).
 const DRIVER_OPT: &str = "-O3";
 
