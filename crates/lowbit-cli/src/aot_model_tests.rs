@@ -920,3 +920,84 @@ fn pooled_calls_are_identical_for_any_thread_count() {
         None => eprintln!("cc -fsanitize=thread does not work here: no ThreadSanitizer run"),
     }
 }
+
+#[test]
+fn unloading_the_library_joins_its_workers() {
+    // The library as `--emit so` builds it, loaded with dlopen: a call on
+    // 4 threads starts 3 workers (m = 37: 5 chunks of 8 rows), and
+    // dlclose runs the library's destructor, which joins them before
+    // the code they run is unmapped.
+    let mut rng = Rng::new(29);
+    let w = random(&mut rng, ElemType::I8, &[40, 37]);
+    let src = format!(
+        "module {{\n  func @main(%x: tensor<3x40xu8>) -> (y: tensor<3x37xi32>) {{\n    %w = constant dense<{}> : tensor<40x37xi8>\n    %y = matmul %x, %w : (tensor<3x40xu8>, tensor<40x37xi8>) -> tensor<3x37xi32>\n    return %y\n  }}\n}}\n",
+        dense(&w)
+    );
+    let module = parse_module(&src).unwrap();
+    let a = compile_model(&module, "t", &host(), Emit::Obj).unwrap_or_else(|e| panic!("{e}"));
+    let dir = a.dir.path.clone();
+    link_shared(&a, &dir.join("libt.so"), &dir.join("libt.h")).unwrap();
+    let program = r#"#include <dirent.h>
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+/* Threads of this process named lowbit-worker. */
+static int workers(void) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+  if (!d) return -1;
+  while ((e = readdir(d))) {
+    char path[300], buf[64] = {0};
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    if (fgets(buf, sizeof buf, f) && strcmp(buf, "lowbit-worker\n") == 0) n++;
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+int main(int argc, char **argv) {
+  static uint8_t x[3 * 40];
+  static int32_t y[3 * 37];
+  void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+  int (*set)(int) = (int (*)(int))dlsym(lib, "lowbit_t_set_threads");
+  int (*run)(const uint8_t *, int32_t *) = (int (*)(const uint8_t *, int32_t *))dlsym(lib, "lowbit_t_run");
+  if (!set || !run || set(4) || run(x, y)) { fprintf(stderr, "cannot call the library\n"); return 1; }
+  /* A worker is named when it first runs (it may not have yet). */
+  for (int tries = 0; tries < 200 && workers() != 3; tries++) usleep(10000);
+  if (workers() != 3) { fprintf(stderr, "%d workers before dlclose, not 3\n", workers()); return 1; }
+  if (dlclose(lib)) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+  if (workers() != 0) { fprintf(stderr, "%d workers after dlclose\n", workers()); return 1; }
+  return 0;
+}
+"#;
+    std::fs::write(dir.join("main.c"), program).unwrap();
+    let exe = dir.join("main");
+    let cc = std::process::Command::new("cc")
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(dir.join("main.c"))
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = std::process::Command::new(&exe)
+        .arg(dir.join("libt.so"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
