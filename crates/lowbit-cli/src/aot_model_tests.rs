@@ -4,7 +4,11 @@
 //! outputs compared bit for bit with the interpreter's. Covers what the
 //! lit tests (which take inputs from `.npy` files) cannot: `b1`
 //! activations (W1A1), and `u8` activations passed to the kernel without a
-//! copy, with a `reshape` of an integer result; and refusals.
+//! copy, with a `reshape` of an integer result; and refusals. The thread
+//! pool is checked by C programs of their own ([`pool_program`]: 1 – 8
+//! threads, repeated and concurrent calls, worker counts and sleep, fork,
+//! a ThreadSanitizer build where `cc -fsanitize=thread` works; and a
+//! `dlopen`/`dlclose` of the library).
 
 use super::*;
 use lowbit::interp::run_function;
