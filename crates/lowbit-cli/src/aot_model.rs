@@ -39,10 +39,17 @@
 //! by the system C compiler (`cc`, or `$CC`). A `qmatmul` requantize
 //! epilogue (which the JIT runs on the interpreter) is C in the driver:
 //! any deterministic rounding, saturating or wrapping, per tensor or per
-//! output column, to `u8`/`i8`/`i32`. Limits: not stochastic rounding or
-//! blocked output scales; the driver's own loops run on the calling
-//! thread; threads are started per kernel
-//! call (no pool). Any other op, or a matmul that maps onto no kernel, is
+//! output column, to `u8`/`i8`/`i32`.
+//!
+//! Threads: the kernels and the driver's loops over large tensors (per
+//! element, row or 32-block; [`Gen::par_loop`]) run on a pool of worker
+//! threads the library starts once and keeps asleep between calls
+//! ([`POOL_C`]); results do not depend on the number of threads.
+//!
+//! Limits: not stochastic rounding or blocked output scales; the pool
+//! serves one kernel or loop at a time (callers on several threads take
+//! turns for it); the copies into the caller's output buffers run on the
+//! calling thread. Any other op, or a matmul that maps onto no kernel, is
 //! refused, naming the op and why, and nothing is written.
 //!
 //! Accuracy: integer kernels are bit-exact (as `--backend cpu`); the
@@ -299,9 +306,71 @@ struct Gen<'a> {
     /// Why each matmul the plans lack did not map.
     not_mapped: Vec<(String, String)>,
     tmp: usize,
+    /// The functions of the driver loops split over threads
+    /// ([`Gen::par_loop`]), defined before the entry point.
+    loops: String,
+    /// How many of them there are (their names' suffixes).
+    nloops: usize,
+}
+
+/// Smallest share of a per-element driver loop (`add`, `relu`, the
+/// activation conversions) handed to another thread: about 10 µs of work,
+/// so that waking a worker costs less than the share saves; decode-size
+/// vectors (a few thousand values) stay on the calling thread.
+const ELEM_GRAIN: u64 = 32768;
+/// [`ELEM_GRAIN`] for the requantize epilogue (a division, a rounding and
+/// a clamp per value).
+const QUANT_GRAIN: u64 = 8192;
+/// [`ELEM_GRAIN`] for the per-block activation quantization of the
+/// block-dot kernel, in 32-value blocks (a division per value).
+const BLOCK_GRAIN: u64 = 64;
+
+/// The grain, in rows of `k` values, of a per-row loop whose per-value
+/// grain is `elems`.
+fn rows_grain(elems: u64, k: usize) -> u64 {
+    elems.div_ceil(k.max(1) as u64)
 }
 
 impl Gen<'_> {
+    /// Emits a driver loop over the independent iterations `i` in
+    /// `0..total`, split over the library's threads in shares of at least
+    /// `grain` iterations (`lowbit_for`; every loop when the driver is
+    /// built with `-DLOWBIT_SPLIT_ALL`). `body` names its buffers as
+    /// `args` does: (name, C element type, `const` or not, the C
+    /// expression of the buffer at the call). Each iteration must write
+    /// only its own outputs, so the result is the same however the
+    /// iterations are shared out, and the written buffers must be fresh
+    /// ([`Gen::alloc`]): no other argument points into them (they are
+    /// `restrict`).
+    fn par_loop(&mut self, total: u64, grain: u64, args: &[(&str, &str, bool, &str)], body: &str) {
+        let name = format!("{}_p{}", self.sym, self.nloops);
+        self.nloops += 1;
+        let mut decls = String::new();
+        let mut exprs = Vec::new();
+        for (i, (arg, ctype, is_const, expr)) in args.iter().enumerate() {
+            let ty = if *is_const {
+                format!("const {ctype}")
+            } else {
+                ctype.to_string()
+            };
+            // `restrict`: each loop writes fresh buffers of its own that
+            // no other argument points into (as the `calloc`ed buffers
+            // were known to the compiler when the loops were inline), so
+            // it may vectorize stores to byte buffers.
+            let _ = writeln!(decls, "  {ty} *restrict {arg} = ({ty} *)args[{i}];");
+            exprs.push(*expr);
+        }
+        let _ = writeln!(
+            self.loops,
+            "static void {name}(const void *const *args, int64_t lo, int64_t hi) {{\n{decls}  for (size_t i = (size_t)lo; i < (size_t)hi; i++) {{\n{body}\n  }}\n}}"
+        );
+        let _ = writeln!(
+            self.body,
+            "  {{ const void *const args[] = {{{}}}; lowbit_for({name}, args, {total}, LOWBIT_GRAIN({grain})); }}",
+            exprs.join(", ")
+        );
+    }
+
     fn data(&mut self, bytes: Vec<u8>) -> Result<String, String> {
         self.data.add(&bytes)
     }
@@ -417,22 +486,32 @@ impl Gen<'_> {
             let xq = self.alloc(n * k_pad as u64, "int8_t");
             let xs = self.alloc(n * nb as u64, "float");
             let corr = self.alloc(n * nb as u64, "int32_t");
-            let _ = writeln!(
-                self.body,
-                "  for (size_t r = 0; r < {n}; r++) for (size_t b = 0; b < {nb}; b++) {{
+            // One iteration per (row, block).
+            let body = format!(
+                "    size_t r = i / {nb}, b = i % {nb};
     size_t j0 = b * 32, j1 = j0 + 32 < {k} ? j0 + 32 : {k};
     uint32_t top = 0;
-    for (size_t j = j0; j < j1; j++) {{ uint32_t u; memcpy(&u, &{x}[r * {k} + j], 4); u &= 0x7fffffffu; if (u > top) top = u; }}
+    for (size_t j = j0; j < j1; j++) {{ uint32_t u; memcpy(&u, &x[r * {k} + j], 4); u &= 0x7fffffffu; if (u > top) top = u; }}
     if (top > 0x7f800000u) top = 0x7fc00000u;
     float amax, s; memcpy(&amax, &top, 4); s = amax / 127.0f;
     int32_t sum = 0;
     for (size_t j = j0; j < j1; j++) {{
-      float t = {x}[r * {k} + j] / s; int32_t q = 0;
+      float t = x[r * {k} + j] / s; int32_t q = 0;
       if (t == t) {{ if (t < -128.0f) t = -128.0f; if (t > 127.0f) t = 127.0f; q = (int32_t)((t + 12582912.0f) - 12582912.0f); }}
-      {xq}[r * {k_pad} + j] = (int8_t)q; sum += q;
+      xq[r * {k_pad} + j] = (int8_t)q; sum += q;
     }}
-    {xs}[r * {nb} + b] = s; {corr}[r * {nb} + b] = -{offset} * sum;
-  }}"
+    xs[i] = s; corr[i] = -{offset} * sum;"
+            );
+            self.par_loop(
+                n * nb as u64,
+                BLOCK_GRAIN,
+                &[
+                    ("x", "float", true, &x),
+                    ("xq", "int8_t", false, &xq),
+                    ("xs", "float", false, &xs),
+                    ("corr", "int32_t", false, &corr),
+                ],
+                &body,
             );
             let s = buf(&bufs.scales, "scales")?;
             format!("{xq}, {w}, {s}, {xs}, {corr}")
@@ -458,9 +537,12 @@ impl Gen<'_> {
                     // in f32), inf/NaN, or rebiased normal.
                     "uint32_t e = (h >> 10) & 31u, mt = h & 1023u, sg = (uint32_t)(h >> 15) << 31; if (e == 0) { float v = (float)mt * 0x1p-24f; memcpy(&b, &v, 4); b |= sg; } else if (e == 31) b = sg | 0x7f800000u | (mt << 13); else b = sg | ((e + 112u) << 23) | (mt << 13);"
                 };
-                let _ = writeln!(
-                    self.body,
-                    "  for (size_t r = 0; r < {n}; r++) for (size_t j = 0; j < {k}; j++) {{ uint16_t h = {x}[r * {k} + j]; uint32_t b; {widen} memcpy(&{xp}[r * {k_pad} + j], &b, 4); }}"
+                // Per row: the inner loop over a row has no divisions.
+                self.par_loop(
+                    n,
+                    rows_grain(ELEM_GRAIN, k),
+                    &[("x", "uint16_t", true, &x), ("xp", "float", false, &xp)],
+                    &format!("    for (size_t j = 0; j < {k}; j++) {{ uint16_t h = x[i * {k} + j]; uint32_t b; {widen} memcpy(&xp[i * {k_pad} + j], &b, 4); }}"),
                 );
                 xp
             } else if k_pad == k {
@@ -468,9 +550,11 @@ impl Gen<'_> {
             } else {
                 // The kernel reads rows of k_pad with zeros after k.
                 let xp = self.alloc(n * k_pad as u64, "float");
-                let _ = writeln!(
-                    self.body,
-                    "  for (size_t r = 0; r < {n}; r++) memcpy({xp} + r * {k_pad}, {x} + r * {k}, {k} * sizeof(float));"
+                self.par_loop(
+                    n,
+                    rows_grain(ELEM_GRAIN, k),
+                    &[("x", "float", true, &x), ("xp", "float", false, &xp)],
+                    &format!("    memcpy(xp + i * {k_pad}, x + i * {k}, {k} * sizeof(float));"),
                 );
                 xp
             };
@@ -487,23 +571,32 @@ impl Gen<'_> {
             let xp = self.alloc(n * row as u64, "uint8_t");
             let sums = self.alloc(n, "int32_t");
             let mask = (1u32 << bits) - 1;
-            let _ = writeln!(
-                self.body,
-                "  for (size_t r = 0; r < {n}; r++) {{
-    uint32_t sum = 0;
+            // One iteration per row (each writes its own bytes).
+            let body = format!(
+                "    uint32_t sum = 0;
     for (size_t j = 0; j < {k}; j++) {{
-      uint32_t c = (uint32_t)(uint8_t){x}[r * {k} + j] & {mask}u;
-      size_t e = j % {PLANE_BLOCK}, at = r * {row} + j / {PLANE_BLOCK} * {block} + e / 8;
-      for (int p = 0; p < {bits}; p++) {xp}[at + (size_t)p * {plane}] |= (uint8_t)(((c >> p) & 1u) << (e % 8));
+      uint32_t c = (uint32_t)(uint8_t)x[i * {k} + j] & {mask}u;
+      size_t e = j % {PLANE_BLOCK}, at = i * {row} + j / {PLANE_BLOCK} * {block} + e / 8;
+      for (int p = 0; p < {bits}; p++) xp[at + (size_t)p * {plane}] |= (uint8_t)(((c >> p) & 1u) << (e % 8));
       sum += (uint32_t){};
     }}
-    {sums}[r] = (int32_t)sum;
-  }}",
+    sums[i] = (int32_t)sum;",
                 match xe {
-                    ElemType::I8 => format!("(int32_t){x}[r * {k} + j]"),
+                    ElemType::I8 => format!("(int32_t)x[i * {k} + j]"),
                     // u8: the code is the value.
                     _ => "c".to_string(),
                 }
+            );
+            let xtype = c_type(xe).unwrap_or("uint8_t");
+            self.par_loop(
+                n,
+                rows_grain(ELEM_GRAIN / 4, k),
+                &[
+                    ("x", xtype, true, &x),
+                    ("xp", "uint8_t", false, &xp),
+                    ("sums", "int32_t", false, &sums),
+                ],
+                &body,
             );
             let row_sums = buf(&bufs.row_sums, "row sums")?;
             let (za, zw) = p.zero_points.unwrap_or((0, 0));
@@ -514,9 +607,11 @@ impl Gen<'_> {
             // padded with 0 (as `GemmKernel::run_int` packs them).
             let row = k_pad / 8;
             let xp = self.alloc(n * row as u64, "uint8_t");
-            let _ = writeln!(
-                self.body,
-                "  for (size_t r = 0; r < {n}; r++) for (size_t j = 0; j < {k}; j++) {xp}[r * {row} + j / 8] |= (uint8_t)(({x}[r * {k} + j] & 1) << (j % 8));"
+            self.par_loop(
+                n,
+                rows_grain(ELEM_GRAIN, k),
+                &[("x", "uint8_t", true, &x), ("xp", "uint8_t", false, &xp)],
+                &format!("    for (size_t j = 0; j < {k}; j++) xp[i * {row} + j / 8] |= (uint8_t)((x[i * {k} + j] & 1) << (j % 8));"),
             );
             format!("{xp}, {w}, NULL, NULL, NULL")
         } else {
@@ -528,9 +623,12 @@ impl Gen<'_> {
             } else {
                 let xp = self.alloc(n * k_pad as u64, "uint8_t");
                 let flip = if xe == ElemType::I8 { " ^ 0x80" } else { "" };
-                let _ = writeln!(
-                    self.body,
-                    "  for (size_t r = 0; r < {n}; r++) for (size_t j = 0; j < {k}; j++) {xp}[r * {k_pad} + j] = (uint8_t)((uint8_t){x}[r * {k} + j]{flip});"
+                let xtype = c_type(xe).unwrap_or("uint8_t");
+                self.par_loop(
+                    n,
+                    rows_grain(ELEM_GRAIN, k),
+                    &[("x", xtype, true, &x), ("xp", "uint8_t", false, &xp)],
+                    &format!("    for (size_t j = 0; j < {k}; j++) xp[i * {k_pad} + j] = (uint8_t)((uint8_t)x[i * {k} + j]{flip});"),
                 );
                 xp
             };
@@ -654,9 +752,16 @@ impl Gen<'_> {
             )
         };
         let round = c_round(rounding);
-        let _ = writeln!(
-            self.body,
-            "  for (size_t i = 0; i < {elems}; i++) {{\n    const size_t M = {m}; (void)M;\n    double q = (double)({y}[i] / ((const float *){sname})[{si}]), a = q < 0 ? -q : q;\n    int64_t r;\n    if (q != q) r = 0;\n    else if (a >= 0x1p62) r = {huge};\n    else {{ {round} }}\n    r += ((const int32_t *){zname})[{zi}];\n    {out}[i] = {store};\n  }}"
+        self.par_loop(
+            elems,
+            QUANT_GRAIN,
+            &[
+                ("y", "float", true, y),
+                ("scale", "float", true, &sname),
+                ("zp", "int32_t", true, &zname),
+                ("out", ctype, false, &out),
+            ],
+            &format!("    const size_t M = {m}; (void)M;\n    double q = (double)(y[i] / scale[{si}]), a = q < 0 ? -q : q;\n    int64_t r;\n    if (q != q) r = 0;\n    else if (a >= 0x1p62) r = {huge};\n    else {{ {round} }}\n    r += zp[{zi}];\n    out[i] = {store};"),
         );
         Ok((out, rt.elem))
     }
@@ -735,18 +840,24 @@ impl Gen<'_> {
                 };
                 let y = self.alloc(n, ctype);
                 let sum = match (re, overflow) {
-                    (ElemType::F32, _) => format!("{x}[i] + {o}[{idx}]"),
+                    (ElemType::F32, _) => format!("x[i] + o[{idx}]"),
                     // i32 in unsigned arithmetic: wraps modulo 2^32.
                     (_, Overflow::Wrap) => {
-                        format!("(int32_t)((uint32_t){x}[i] + (uint32_t){o}[{idx}])")
+                        format!("(int32_t)((uint32_t)x[i] + (uint32_t)o[{idx}])")
                     }
                     _ => format!(
-                        "(int32_t)({x}[i] + (int64_t){o}[{idx}] > INT32_MAX ? INT32_MAX : {x}[i] + (int64_t){o}[{idx}] < INT32_MIN ? INT32_MIN : {x}[i] + (int64_t){o}[{idx}])"
+                        "(int32_t)(x[i] + (int64_t)o[{idx}] > INT32_MAX ? INT32_MAX : x[i] + (int64_t)o[{idx}] < INT32_MIN ? INT32_MIN : x[i] + (int64_t)o[{idx}])"
                     ),
                 };
-                let _ = writeln!(
-                    self.body,
-                    "  for (size_t i = 0; i < {n}; i++) {y}[i] = {sum};"
+                self.par_loop(
+                    n,
+                    ELEM_GRAIN,
+                    &[
+                        ("x", ctype, true, &x),
+                        ("o", ctype, true, &o),
+                        ("y", ctype, false, &y),
+                    ],
+                    &format!("    y[i] = {sum};"),
                 );
                 self.vars.insert(d.results[0], (y, re));
             }
@@ -755,17 +866,17 @@ impl Gen<'_> {
                 let n = f.ty(d.results[0]).num_elements();
                 let y = self.alloc(n, ctype);
                 // NaN passes through, as in the interpreter.
-                let _ = if re == ElemType::F32 {
-                    writeln!(
-                        self.body,
-                        "  for (size_t i = 0; i < {n}; i++) {{ float v = {x}[i]; {y}[i] = (v > 0.0f || v != v) ? v : 0.0f; }}"
-                    )
+                let body = if re == ElemType::F32 {
+                    "    float v = x[i]; y[i] = (v > 0.0f || v != v) ? v : 0.0f;"
                 } else {
-                    writeln!(
-                        self.body,
-                        "  for (size_t i = 0; i < {n}; i++) {y}[i] = {x}[i] > 0 ? {x}[i] : 0;"
-                    )
+                    "    y[i] = x[i] > 0 ? x[i] : 0;"
                 };
+                self.par_loop(
+                    n,
+                    ELEM_GRAIN,
+                    &[("x", ctype, true, &x), ("y", ctype, false, &y)],
+                    body,
+                );
                 self.vars.insert(d.results[0], (y, re));
             }
             other => {
@@ -782,63 +893,211 @@ impl Gen<'_> {
 /// Most threads a library's kernels use (`<sym>_set_threads` clamps to it).
 const MAX_THREADS: usize = 256;
 
-/// The driver's row splitting: `<sym>_set_threads` and `lowbit_call`,
-/// which runs a kernel over all `m` rows in chunks of whole 8-row tiles
-/// (about 8 per thread, as `GemmKernel::run` hands them out) taken from a
-/// shared counter by the started threads and the caller. Each output row
-/// is computed by exactly one call of the kernel on the same buffers, so
-/// the result does not depend on the number of threads.
-fn threading_code(sym: &str) -> String {
-    format!(
-        "typedef void (*lowbit_kernel)(const void *, const void *, const void *, const void *, const void *, void *, int64_t, int64_t, int64_t);
-static int lowbit_threads = 1;
-__attribute__((visibility(\"default\"))) int {sym}_set_threads(int threads) {{
-  if (threads < 0) return -1;
-  if (threads == 0) {{
-    long c = sysconf(_SC_NPROCESSORS_ONLN);
-    threads = c > 0 ? (int)c : 1;
-  }}
-  if (threads > {MAX_THREADS}) threads = {MAX_THREADS};
-  __atomic_store_n(&lowbit_threads, threads, __ATOMIC_RELAXED);
-  return 0;
-}}
-struct lowbit_job {{
-  lowbit_kernel kernel;
+/// The driver's thread pool, as C (`SYM` and `MAX_THREADS` replaced by
+/// [`threading_code`]). Pooled work is a job of `chunks` chunks taken from
+/// a shared counter by the caller and the workers that join it; a kernel
+/// job's chunk is whole 8-row tiles (about 8 chunks per thread, as
+/// `GemmKernel::run` hands them out), a driver loop's (`lowbit_for`) a
+/// range of its independent iterations. Each output element is computed
+/// by exactly one call on the same buffers, so results do not depend on
+/// the number of threads or on which thread ran a chunk. Work for one
+/// thread (the count is 1, or there is one chunk) is one call on the
+/// caller, without the pool.
+///
+/// Why it is shaped so: workers start on the first job that needs them
+/// after `SYM_set_threads` (never more than the count asks, less the
+/// caller) and then sleep on a condition variable between jobs, so a
+/// decode-size call pays a wake-up, not a `pthread_create`/`join`, per
+/// kernel; nothing spins. One job holds the pool at a time
+/// (`lowbit_pool_lock`): callers on several threads take turns, so at
+/// most the requested number of threads compute pooled work. A job
+/// offers `slots` places; the caller closes them when it has run out of
+/// chunks and waits only for the workers that joined, so a worker that
+/// wakes late never touches a finished job (which lives on the caller's
+/// stack). Workers block every signal (signals go to the program's own
+/// threads), are stopped and joined when the count changes and when the
+/// library is unloaded or the program exits (a destructor); they are
+/// named `lowbit-worker` (Linux) for `top` and debuggers. A child after
+/// `fork` (taken while no other thread was inside a call) starts its own.
+const POOL_C: &str = r#"typedef void (*lowbit_kernel)(const void *, const void *, const void *, const void *, const void *, void *, int64_t, int64_t, int64_t);
+typedef void (*lowbit_loop)(const void *const *, int64_t, int64_t);
+/* Builds with -DLOWBIT_SPLIT_ALL (the tests) split every driver loop,
+   however small; otherwise a thread's share must be worth a wake-up. */
+#ifdef LOWBIT_SPLIT_ALL
+#define LOWBIT_GRAIN(g) 1
+#else
+#define LOWBIT_GRAIN(g) (g)
+#endif
+struct lowbit_job {
+  lowbit_kernel kernel; /* a kernel job, else a driver loop */
   const void *a0, *a1, *a2, *a3, *a4;
   void *y;
-  int64_t n, m, chunk, chunks, next;
-}};
-static void lowbit_work(struct lowbit_job *j) {{
-  for (;;) {{
+  int64_t n;
+  lowbit_loop loop;
+  const void *const *v;
+  int64_t total, chunk, chunks, next;
+};
+static int lowbit_threads = 1;
+/* Held by the caller running a pooled job, and while the pool changes. */
+static pthread_mutex_t lowbit_pool_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Guards the job hand-over below (held briefly). */
+static pthread_mutex_t lowbit_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t lowbit_wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t lowbit_done = PTHREAD_COND_INITIALIZER;
+static struct lowbit_job *lowbit_cur;
+static uint64_t lowbit_gen;
+static int lowbit_slots, lowbit_busy, lowbit_stop;
+/* Under lowbit_pool_lock: the running workers, and the process that
+   started them. */
+static pthread_t lowbit_workers[MAX_THREADS];
+static int lowbit_started;
+static pid_t lowbit_pool_pid;
+static void lowbit_work(struct lowbit_job *j) {
+  for (;;) {
     int64_t c = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
     if (c >= j->chunks) break;
-    int64_t r0 = c * j->chunk, r1 = r0 + j->chunk < j->m ? r0 + j->chunk : j->m;
-    j->kernel(j->a0, j->a1, j->a2, j->a3, j->a4, j->y, j->n, r0, r1);
-  }}
-}}
-static void *lowbit_worker(void *j) {{
-  lowbit_work((struct lowbit_job *)j);
+    int64_t r0 = c * j->chunk, r1 = r0 + j->chunk < j->total ? r0 + j->chunk : j->total;
+    if (j->kernel) j->kernel(j->a0, j->a1, j->a2, j->a3, j->a4, j->y, j->n, r0, r1);
+    else j->loop(j->v, r0, r1);
+  }
+}
+static void *lowbit_worker(void *arg) {
+  uint64_t seen = 0;
+  (void)arg;
+#ifdef __linux__
+  /* Named for ps/top/debuggers (and the tests, which count them). */
+  prctl(PR_SET_NAME, "lowbit-worker", 0, 0, 0);
+#endif
+  pthread_mutex_lock(&lowbit_mu);
+  while (!lowbit_stop) {
+    if (lowbit_gen != seen && lowbit_slots > 0) {
+      struct lowbit_job *j = lowbit_cur;
+      seen = lowbit_gen;
+      lowbit_slots--;
+      lowbit_busy++;
+      pthread_mutex_unlock(&lowbit_mu);
+      lowbit_work(j);
+      pthread_mutex_lock(&lowbit_mu);
+      if (--lowbit_busy == 0) pthread_cond_signal(&lowbit_done);
+    } else {
+      pthread_cond_wait(&lowbit_wake, &lowbit_mu);
+    }
+  }
+  pthread_mutex_unlock(&lowbit_mu);
   return NULL;
-}}
-static void lowbit_call(lowbit_kernel kernel, const void *a0, const void *a1, const void *a2, const void *a3, const void *a4, void *y, int64_t n, int64_t m) {{
+}
+/* Under lowbit_pool_lock: stops and joins the workers. A child after
+   fork has none (they stayed in the parent): it re-initializes the
+   hand-over state instead. */
+static void lowbit_pool_stop(void) {
+  if (lowbit_pool_pid == getpid()) {
+    pthread_mutex_lock(&lowbit_mu);
+    lowbit_stop = 1;
+    pthread_cond_broadcast(&lowbit_wake);
+    pthread_mutex_unlock(&lowbit_mu);
+    for (int i = 0; i < lowbit_started; i++) pthread_join(lowbit_workers[i], NULL);
+    lowbit_stop = 0;
+  } else if (lowbit_started > 0) {
+    pthread_mutex_init(&lowbit_mu, NULL);
+    pthread_cond_init(&lowbit_wake, NULL);
+    pthread_cond_init(&lowbit_done, NULL);
+    lowbit_slots = lowbit_busy = lowbit_stop = 0;
+  }
+  lowbit_started = 0;
+}
+__attribute__((destructor)) static void lowbit_pool_fini(void) {
+  pthread_mutex_lock(&lowbit_pool_lock);
+  lowbit_pool_stop();
+  pthread_mutex_unlock(&lowbit_pool_lock);
+}
+__attribute__((visibility("default"))) int SYM_set_threads(int threads) {
+  if (threads < 0) return -1;
+  if (threads == 0) {
+    long c = sysconf(_SC_NPROCESSORS_ONLN);
+    threads = c > 0 ? (int)c : 1;
+  }
+  if (threads > MAX_THREADS) threads = MAX_THREADS;
+  pthread_mutex_lock(&lowbit_pool_lock);
+  if (threads != __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED)) {
+    __atomic_store_n(&lowbit_threads, threads, __ATOMIC_RELAXED);
+    lowbit_pool_stop();
+  }
+  pthread_mutex_unlock(&lowbit_pool_lock);
+  return 0;
+}
+/* Runs every chunk of j, on up to the set number of threads. */
+static void lowbit_run(struct lowbit_job *j) {
+  int64_t t = __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED);
+  if (t > j->chunks) t = j->chunks;
+  if (t <= 1) {
+    /* One call over everything (a kernel streams its rows best so). */
+    if (j->kernel) j->kernel(j->a0, j->a1, j->a2, j->a3, j->a4, j->y, j->n, 0, j->total);
+    else if (j->total > 0) j->loop(j->v, 0, j->total);
+    return;
+  }
+  pthread_mutex_lock(&lowbit_pool_lock);
+  if (lowbit_pool_pid != getpid()) {
+    lowbit_pool_stop();
+    lowbit_pool_pid = getpid();
+  }
+  /* The count may have changed since t was read: never more workers
+     than it now allows. */
+  int64_t now = __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED);
+  if (t > now) t = now;
+  if (lowbit_started < t - 1) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    /* A worker that cannot be started leaves its share to the others. */
+    while (lowbit_started < t - 1 && pthread_create(&lowbit_workers[lowbit_started], NULL, lowbit_worker, NULL) == 0) lowbit_started++;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+  }
+  int helpers = lowbit_started < t - 1 ? lowbit_started : (int)(t - 1);
+  if (helpers > 0) {
+    pthread_mutex_lock(&lowbit_mu);
+    lowbit_cur = j;
+    lowbit_gen++;
+    lowbit_slots = helpers;
+    if (helpers == lowbit_started) pthread_cond_broadcast(&lowbit_wake);
+    else for (int i = 0; i < helpers; i++) pthread_cond_signal(&lowbit_wake);
+    pthread_mutex_unlock(&lowbit_mu);
+  }
+  lowbit_work(j);
+  if (helpers > 0) {
+    pthread_mutex_lock(&lowbit_mu);
+    lowbit_slots = 0;
+    while (lowbit_busy > 0) pthread_cond_wait(&lowbit_done, &lowbit_mu);
+    pthread_mutex_unlock(&lowbit_mu);
+  }
+  pthread_mutex_unlock(&lowbit_pool_lock);
+}
+/* A kernel on all m rows, in chunks of whole 8-row tiles. */
+static void lowbit_call(lowbit_kernel kernel, const void *a0, const void *a1, const void *a2, const void *a3, const void *a4, void *y, int64_t n, int64_t m) {
   int64_t t = __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED);
   int64_t chunk = ((m + t * 8 - 1) / (t * 8) + 7) / 8 * 8;
   if (chunk < 8) chunk = 8;
-  int64_t chunks = (m + chunk - 1) / chunk;
-  if (t > chunks) t = chunks;
-  if (t <= 1) {{
-    kernel(a0, a1, a2, a3, a4, y, n, 0, m);
-    return;
-  }}
-  struct lowbit_job j = {{kernel, a0, a1, a2, a3, a4, y, n, m, chunk, chunks, 0}};
-  pthread_t th[{MAX_THREADS}];
-  int64_t started = 0;
-  while (started < t - 1 && pthread_create(&th[started], NULL, lowbit_worker, &j) == 0) started++;
-  lowbit_work(&j);
-  for (int64_t i = 0; i < started; i++) pthread_join(th[i], NULL);
-}}
-"
-    )
+  struct lowbit_job j = {kernel, a0, a1, a2, a3, a4, y, n, NULL, NULL, m, chunk, (m + chunk - 1) / chunk, 0};
+  lowbit_run(&j);
+}
+/* A driver loop over total independent iterations, in about 4 chunks
+   per thread of at least grain iterations. */
+static void lowbit_for(lowbit_loop loop, const void *const *v, int64_t total, int64_t grain) {
+  int64_t t = __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED);
+  int64_t chunk = (total + t * 4 - 1) / (t * 4);
+  if (chunk < grain) chunk = grain;
+  if (chunk < 1) chunk = 1;
+  struct lowbit_job j = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, loop, v, total, chunk, (total + chunk - 1) / chunk, 0};
+  lowbit_run(&j);
+}
+"#;
+
+/// The driver's threading code: `<sym>_set_threads`, the pool, and
+/// `lowbit_call`/`lowbit_for`, which split kernels and driver loops over
+/// it ([`POOL_C`]).
+fn threading_code(sym: &str) -> String {
+    POOL_C
+        .replace("MAX_THREADS", &MAX_THREADS.to_string())
+        .replace("SYM", sym)
 }
 
 /// The entry point's C name stem of each function: `lowbit_<name>` for
@@ -874,7 +1133,7 @@ struct Entry {
     sizes: String,
     /// The prototype.
     proto: String,
-    /// The C definition.
+    /// The C definition, after the functions of its threaded loops.
     definition: String,
 }
 
@@ -913,11 +1172,11 @@ pub fn compile_model(
     let sizes: String = entries.iter().map(|e| e.sizes.as_str()).collect();
     let protos: String = entries.iter().map(|e| format!("{};\n", e.proto)).collect();
     let header = format!(
-        "{docs}/* int {sym}_set_threads(int threads): the kernels of later calls (of\n * every entry point above) split their output rows over `threads`\n * threads, the calling thread included (0: one per online CPU, at most\n * {MAX_THREADS}); the default is 1. The threads are started at each kernel\n * call and joined before it returns (one that cannot be started leaves\n * its share to the others); the rest of a call runs on the calling\n * thread. Entry points may be called from several threads at once: keep\n * the total number of threads within the cores. Returns 0, or -1 for a\n * negative count. Link with -pthread where the C library needs it.\n */\n#ifndef {guard}_H\n#define {guard}_H\n#include <stdint.h>\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{protos}int {sym}_set_threads(int threads);\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
+        "{docs}/* int {sym}_set_threads(int threads): later calls (of every entry point\n * above) split their kernels' output rows, and their driver loops over\n * large tensors (activation conversion and quantization, add, relu,\n * requantize), over `threads` threads, the calling thread included (0:\n * one per online CPU, at most {MAX_THREADS}); the default is 1. Results are the\n * same, bit for bit, for any count. The library keeps up to `threads - 1`\n * worker threads, started by the first call that needs them and asleep\n * (taking no CPU time) between calls; a worker that cannot be started\n * leaves its share to the others. Changing the count stops and joins\n * the workers (after a call on another thread that is using them);\n * unloading the library or leaving the program stops them too, and a\n * child process after fork() starts its own (fork while no other thread\n * is inside a call).\n * Entry points may be called from several threads at once: the workers\n * serve one kernel or loop at a time and the callers take turns, so at\n * most `threads` threads compute split work at once (each caller's\n * unsplit work runs on that caller). Returns 0, or -1 for a negative\n * count. Link with -pthread where the C library needs it.\n */\n#ifndef {guard}_H\n#define {guard}_H\n#include <stdint.h>\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{protos}int {sym}_set_threads(int threads);\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
         guard = sym.to_uppercase(),
     );
     let mut driver = String::from(
-        "/* Generated by lowbit: the driver of a compiled model. */\n#include <pthread.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n",
+        "/* Generated by lowbit: the driver of a compiled model. */\n#include <pthread.h>\n#include <signal.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n#ifdef __linux__\n#include <sys/prctl.h>\n#endif\n",
     );
     driver.push_str(&threading_code(&sym));
     for (k, _) in &kernels {
@@ -1008,6 +1267,8 @@ fn compile_function(
         plans,
         not_mapped,
         tmp: 0,
+        loops: String::new(),
+        nloops: 0,
     };
     let mut params = Vec::new();
     let mut doc = String::new();
@@ -1072,7 +1333,8 @@ fn compile_function(
         fname = f.name,
     );
     let definition = format!(
-        "__attribute__((visibility(\"default\"))) {proto} {{\n  void *bufs[{}];\n  size_t nbufs = 0;\n  int rc = 0;\n{}  goto done;\nfail:\n  rc = 1;\ndone:\n  while (nbufs > 0) free(bufs[--nbufs]);\n  return rc;\n}}\n",
+        "{}__attribute__((visibility(\"default\"))) {proto} {{\n  void *bufs[{}];\n  size_t nbufs = 0;\n  int rc = 0;\n{}  goto done;\nfail:\n  rc = 1;\ndone:\n  while (nbufs > 0) free(bufs[--nbufs]);\n  return rc;\n}}\n",
+        g.loops,
         g.tmp.max(1),
         g.body
     );
@@ -1134,6 +1396,16 @@ fn copy_out(from: &Path, out: &Path) -> Result<(), String> {
     crate::output::write_atomic_with(out, |w| std::io::copy(&mut src, w).map(|_| ()))
 }
 
+/// The optimization level the driver is compiled at: `-O3`, because the
+/// driver's loops run over ranges known only at run time (a thread's
+/// share), which GCC at `-O2` (its "very cheap" vectorizer cost model)
+/// leaves scalar: a relu or the activation quantization ran so, 8 %
+/// slower per call of a decode model than the inline loops of fixed
+/// length it had before (BENCHMARKS.md, "AOT libraries on a persistent
+/// thread pool").
+/// Floating-point semantics are the same at every level (no fast-math).
+const DRIVER_OPT: &str = "-O3";
+
 /// Runs the system C compiler (`$CC`, else `cc`) with `args`.
 fn run_cc(what: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
@@ -1161,7 +1433,7 @@ pub fn link_shared(a: &Artifacts, out: &Path, header: &Path) -> Result<(), Strin
                 "-shared".as_ref(),
                 "-pthread".as_ref(),
                 "-fPIC".as_ref(),
-                "-O2".as_ref(),
+                DRIVER_OPT.as_ref(),
                 "-o".as_ref(),
                 so.as_os_str(),
                 dir.join("driver.c").as_os_str(),
@@ -1188,7 +1460,7 @@ pub fn link_object(a: &Artifacts, out: &Path, header: &Path) -> Result<(), Strin
                 "-c".as_ref(),
                 "-pthread".as_ref(),
                 "-fPIC".as_ref(),
-                "-O2".as_ref(),
+                DRIVER_OPT.as_ref(),
                 "-o".as_ref(),
                 drv_o.as_os_str(),
                 dir.join("driver.c").as_os_str(),
@@ -1224,7 +1496,7 @@ pub fn write_assembly(a: &Artifacts, out: &Path, header: &Path) -> Result<(), St
                 "-S".as_ref(),
                 "-pthread".as_ref(),
                 "-fPIC".as_ref(),
-                "-O2".as_ref(),
+                DRIVER_OPT.as_ref(),
                 "-o".as_ref(),
                 drv_s.as_os_str(),
                 dir.join("driver.c").as_os_str(),

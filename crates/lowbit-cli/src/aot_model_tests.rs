@@ -4,7 +4,11 @@
 //! outputs compared bit for bit with the interpreter's. Covers what the
 //! lit tests (which take inputs from `.npy` files) cannot: `b1`
 //! activations (W1A1), and `u8` activations passed to the kernel without a
-//! copy, with a `reshape` of an integer result; and refusals.
+//! copy, with a `reshape` of an integer result; and refusals. The thread
+//! pool is checked by C programs of their own ([`pool_program`]: 1 – 8
+//! threads, repeated and concurrent calls, worker counts and sleep, fork,
+//! a ThreadSanitizer build where `cc -fsanitize=thread` works; and a
+//! `dlopen`/`dlclose` of the library).
 
 use super::*;
 use lowbit::interp::run_function;
@@ -519,4 +523,485 @@ fn requantize_roundings_and_wrapping_equal_the_interpreter() {
             }
         }
     }
+}
+
+/// C declarations of `inputs` as static arrays `{prefix}{i}`, typed by the
+/// entry point `stem`'s typedefs.
+fn c_arrays(stem: &str, prefix: &str, inputs: &Named) -> String {
+    let mut c = String::new();
+    for (i, (_, t)) in inputs.iter().enumerate() {
+        c.push_str(&format!(
+            "static const {stem}_in{i}_t {prefix}{i}[] = {{{}}};\n",
+            c_values(t).join(", ")
+        ));
+    }
+    c
+}
+
+/// A C program exercising the library's thread pool on `f` (entry point
+/// `stem`) with two input sets: it takes each set's outputs with one
+/// thread as the reference, then, for 1 to 8 threads, calls three times
+/// per set and requires the same bytes; checks that the library never
+/// runs more than `threads - 1` workers (threads named `lowbit-worker` in
+/// `/proc/self/task`, once they have run), that they sleep between calls (state S, polled for
+/// up to 2 s: a spinning worker never is), that setting one thread joins
+/// them all; then two threads call at once (one
+/// per set) while the main thread keeps changing the count; then a
+/// child after `fork` starts its own workers (not under
+/// ThreadSanitizer); finally it
+/// prints the reference outputs of both sets (f32 as their bits).
+fn pool_program(f: &Function, stem: &str, sets: [&Named; 2]) -> String {
+    let upper = stem.to_uppercase();
+    let nin = f.params.len();
+    let nout = f.outputs.len();
+    let ins = |p: &str| (0..nin).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    let outs = |p: &str| (0..nout).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    let mut c = String::from(
+        "#include <dirent.h>\n#include <pthread.h>\n#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\n#include <sys/wait.h>\n#include <unistd.h>\n#include \"libt.h\"\n",
+    );
+    c.push_str(&c_arrays(stem, "a", sets[0]));
+    c.push_str(&c_arrays(stem, "b", sets[1]));
+    let mut out_params = Vec::new();
+    for i in 0..nout {
+        c.push_str(&format!(
+            "static {stem}_out{i}_t ra{i}[{upper}_OUT{i}_ELEMS], rb{i}[{upper}_OUT{i}_ELEMS];\n"
+        ));
+        out_params.push(format!("{stem}_out{i}_t *y{i}"));
+    }
+    let (ys, (a, b)) = (outs("y"), (ins("a"), ins("b")));
+    c.push_str(&format!(
+        "static int run(int set, {}) {{\n  return set ? {stem}_run({}, {}) : {stem}_run({}, {});\n}}\n",
+        out_params.join(", "),
+        b.join(", "),
+        ys.join(", "),
+        a.join(", "),
+        ys.join(", ")
+    ));
+    // One call, compared with the set's reference (0: the same bytes).
+    c.push_str("static int check(int set) {\n");
+    for i in 0..nout {
+        c.push_str(&format!(
+            "  static __thread {stem}_out{i}_t y{i}[{upper}_OUT{i}_ELEMS];\n"
+        ));
+    }
+    c.push_str(&format!("  if (run(set, {})) return 1;\n", ys.join(", ")));
+    for i in 0..nout {
+        c.push_str(&format!(
+            "  if (memcmp(y{i}, set ? rb{i} : ra{i}, sizeof y{i})) return 1;\n"
+        ));
+    }
+    c.push_str("  return 0;\n}\n");
+    c.push_str(
+        r#"/* The library's workers (named lowbit-worker): how many there are, and
+   how many of them are not asleep (state S). */
+static int workers(int *awake) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+  if (!d) return -1;
+  *awake = 0;
+  while ((e = readdir(d))) {
+    char path[300], buf[512], *p;
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    size_t got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = 0;
+    if (strcmp(buf, "lowbit-worker\n") != 0) continue;
+    n++;
+    snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+    f = fopen(path, "r");
+    if (!f) continue;
+    got = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[got] = 0;
+    p = strrchr(buf, ')');
+    if (p && p[1] == ' ' && p[2] != 'S') ++*awake;
+  }
+  closedir(d);
+  return n;
+}
+/* Whether every worker sleeps within 2 s. */
+static int asleep(void) {
+  for (int tries = 0; tries < 200; tries++) {
+    int awake;
+    workers(&awake);
+    if (awake == 0) return 1;
+    usleep(10000);
+  }
+  return 0;
+}
+struct caller { int set, fails; };
+static void *calls(void *p) {
+  struct caller *c = p;
+  for (int i = 0; i < 30; i++) c->fails += check(c->set);
+  return NULL;
+}
+int main(void) {
+  int awake;
+"#,
+    );
+    c.push_str(&format!(
+        "  if (SET(1) || run(0, {}) || run(1, {})) return 1;\n",
+        outs("ra").join(", "),
+        outs("rb").join(", ")
+    ));
+    c.push_str(
+        r#"  for (int t = 1; t <= 8; t++) {
+    if (SET(t)) return 1;
+    for (int call = 0; call < 3; call++)
+      for (int set = 0; set < 2; set++)
+        if (check(set)) { fprintf(stderr, "differs: %d threads, call %d, input set %d\n", t, call, set); return 1; }
+    int n = workers(&awake);
+    if (n < 0 || n > t - 1) { fprintf(stderr, "%d workers for %d threads\n", n, t); return 1; }
+    if (!asleep()) { fprintf(stderr, "a worker does not sleep between calls (%d threads)\n", t); return 1; }
+  }
+  if (SET(1) || workers(&awake) != 0) { fprintf(stderr, "the workers were not joined\n"); return 1; }
+  struct caller c[2] = {{0, 0}, {1, 0}};
+  pthread_t th[2];
+  if (SET(3)) return 1;
+  for (int i = 0; i < 2; i++) if (pthread_create(&th[i], NULL, calls, &c[i])) return 1;
+  for (int i = 0; i < 40; i++) { if (SET(1 + i % 4)) return 1; usleep(500); }
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  if (c[0].fails || c[1].fails) { fprintf(stderr, "concurrent calls differ: %d and %d\n", c[0].fails, c[1].fails); return 1; }
+#ifndef __SANITIZE_THREAD__
+  /* A child after fork has none of the parent's workers: it starts its
+     own (at most 2 for 3 threads) and computes the same. */
+  if (SET(3) || check(0)) return 1;
+  pid_t child = fork();
+  if (child == 0) {
+    if (check(0) || check(1)) _exit(1);
+    /* A worker is named when it first runs (it may not have yet). */
+    for (int tries = 0; tries < 200 && workers(&awake) != 2; tries++) usleep(10000);
+    _exit(workers(&awake) == 2 ? 0 : 2);
+  }
+  int status;
+  if (child < 0 || waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0) { fprintf(stderr, "the forked child's calls failed\n"); return 1; }
+  if (check(1)) return 1;
+#endif
+"#,
+    );
+    for (i, (_, v)) in f.outputs.iter().enumerate() {
+        let print = |r: &str| {
+            if f.ty(*v).elem == ElemType::F32 {
+                format!("{{ uint32_t u; memcpy(&u, &{r}{i}[i], 4); printf(\"%u \", u); }}")
+            } else {
+                format!("printf(\"%lld \", (long long){r}{i}[i]);")
+            }
+        };
+        for r in ["ra", "rb"] {
+            c.push_str(&format!(
+                "  for (int i = 0; i < {upper}_OUT{i}_ELEMS; i++) {}\n  printf(\"\\n\");\n",
+                print(r)
+            ));
+        }
+    }
+    c.push_str("  return 0;\n}\n");
+    c.replace("SET(", "lowbit_t_set_threads(")
+}
+
+/// Builds `program` (a `main.c`) against the compiled `a` in its build
+/// directory with `cc` and `flags` (the driver compiled from source), runs
+/// it and returns its standard output, or `None` if `cc` cannot build
+/// with `flags` at all (checked on an empty program first).
+fn build_and_run(a: &Artifacts, program: &str, flags: &[&str]) -> Option<String> {
+    in_build_dir(a, |dir| {
+        let probe = dir.join("probe.c");
+        std::fs::write(&probe, "int main(void) { return 0; }\n").unwrap();
+        let ok = std::process::Command::new("cc")
+            .args(flags)
+            .arg("-o")
+            .arg(dir.join("probe"))
+            .arg(&probe)
+            .output()
+            .is_ok_and(|o| o.status.success())
+            && std::process::Command::new(dir.join("probe"))
+                .output()
+                .is_ok_and(|o| o.status.success());
+        if !ok {
+            return Ok(None);
+        }
+        std::fs::write(dir.join("libt.h"), &a.header).unwrap();
+        std::fs::write(dir.join("main.c"), program).unwrap();
+        let exe = dir.join("main");
+        let cc = std::process::Command::new("cc")
+            .args(["-Wall", "-Werror", "-pthread"])
+            .args(flags)
+            .arg("-I")
+            .arg(dir)
+            .arg("-o")
+            .arg(&exe)
+            .args(["main.c", "driver.c", "model.o", "data.o"].map(|f| dir.join(f)))
+            .output()
+            .unwrap();
+        assert!(
+            cc.status.success(),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&cc.stderr)
+        );
+        let out = std::process::Command::new(&exe).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Some(String::from_utf8(out.stdout).unwrap()))
+    })
+    .unwrap()
+}
+
+#[test]
+fn pooled_calls_are_identical_for_any_thread_count() {
+    // Every loop the driver splits over the pool, on ragged shapes
+    // (m = 37: 8-row chunks, the last one 5 rows; k = 70, 40, 37, 300 and
+    // 700: padded rows, partial blocks): the block-dot kernel's
+    // per-block activation quantization (k = 70: a partial last block;
+    // set A's first row starts with a zero block), the float kernel's row
+    // padding, an f32 add and ReLU, a requantize epilogue, f16 widening,
+    // the W8A8 byte conversion and a saturating i32 add, W1A1 bit rows and
+    // W1A8 bit-planes. The driver is built with -DLOWBIT_SPLIT_ALL so that
+    // these small loops are split too. Both input sets' 1-thread results
+    // equal the JIT's bit for bit; the program checks every thread count,
+    // repeated and concurrent calls (see `pool_program`).
+    let mut rng = Rng::new(41);
+    let i4 = ElemType::Int {
+        bits: 4,
+        signed: true,
+    };
+    let w4 = random(&mut rng, i4, &[70, 37]);
+    let s4: Vec<String> = (0..3)
+        .map(|r| {
+            let row: Vec<String> = (0..37)
+                .map(|c| format!("{}", 0.01 + ((r * 37 + c) % 11) as f64 * 0.004))
+                .collect();
+            format!("[{}]", row.join(", "))
+        })
+        .collect();
+    let w8 = random(&mut rng, ElemType::I8, &[70, 37]);
+    let wq = random(&mut rng, i4, &[70, 37]);
+    let wh = random(&mut rng, ElemType::I8, &[40, 37]);
+    let wa = random(&mut rng, ElemType::I8, &[37, 37]);
+    let wa2 = random(&mut rng, ElemType::I8, &[37, 37]);
+    let wb = random(&mut rng, ElemType::Bipolar, &[300, 37]);
+    let wu = random(&mut rng, ElemType::Bipolar, &[700, 37]);
+    let col = |scale: f64| -> String {
+        let v: Vec<String> = (0..37)
+            .map(|c| format!("{}", scale * (1.0 + (c % 5) as f64)))
+            .collect();
+        format!("[{}]", v.join(", "))
+    };
+    let src = format!(
+        "module {{
+  func @main(%x: tensor<5x70xf32>, %h: tensor<3x40xf16>, %a: tensor<3x37xi8>, %s: tensor<3x300xb1>, %u: tensor<2x700xu8>) -> (yb: tensor<5x37xf32>, yf: tensor<5x37xf32>, q: tensor<5x37xi8>, yh: tensor<3x37xf32>, ya: tensor<3x37xi32>, ys: tensor<3x37xi32>, yu: tensor<2x37xi32>) {{
+    %sx = absmax_scale %x {{block = 32, qmax = 127}} : (tensor<5x70xf32>) -> tensor<5x3xf32>
+    %qx = quantize %x, %sx {{axis = 1, block_size = 32}} : (tensor<5x70xf32>, tensor<5x3xf32>) -> tensor<5x70xi8>
+    %xq = dequantize %qx, %sx {{axis = 1, block_size = 32}} : (tensor<5x70xi8>, tensor<5x3xf32>) -> tensor<5x70xf32>
+    %w4 = constant dense<{}> : tensor<70x37xi4>
+    %s4 = constant dense<[{}]> : tensor<3x37xf16>
+    %d4 = dequantize %w4, %s4 {{axis = 0, block_size = 32}} : (tensor<70x37xi4>, tensor<3x37xf16>) -> tensor<70x37xf32>
+    %yb = matmul %xq, %d4 : (tensor<5x70xf32>, tensor<70x37xf32>) -> tensor<5x37xf32>
+    %w8 = constant dense<{}> : tensor<70x37xi8>
+    %s8 = constant dense<{}> : tensor<37xf32>
+    %d8 = dequantize %w8, %s8 {{axis = 1}} : (tensor<70x37xi8>, tensor<37xf32>) -> tensor<70x37xf32>
+    %m8 = matmul %x, %d8 : (tensor<5x70xf32>, tensor<70x37xf32>) -> tensor<5x37xf32>
+    %sum = add %m8, %yb : (tensor<5x37xf32>, tensor<5x37xf32>) -> tensor<5x37xf32>
+    %yf = relu %sum : (tensor<5x37xf32>) -> tensor<5x37xf32>
+    %wq = constant dense<{}> : tensor<70x37xi4>
+    %sq = constant dense<{}> : tensor<37xf32>
+    %os = constant dense<0.05> : tensor<f32>
+    %oz = constant dense<3> : tensor<i8>
+    %q = qmatmul %x, %wq, %sq, %os, %oz {{axis = 1, dequant_type = f32, requant_type = f32, out_zero_point = true}} : (tensor<5x70xf32>, tensor<70x37xi4>, tensor<37xf32>, tensor<f32>, tensor<i8>) -> tensor<5x37xi8>
+    %wh = constant dense<{}> : tensor<40x37xi8>
+    %sh = constant dense<{}> : tensor<37xf32>
+    %dh = dequantize %wh, %sh {{axis = 1}} : (tensor<40x37xi8>, tensor<37xf32>) -> tensor<40x37xf32>
+    %yh = matmul %h, %dh : (tensor<3x40xf16>, tensor<40x37xf32>) -> tensor<3x37xf32>
+    %wa = constant dense<{}> : tensor<37x37xi8>
+    %wa2 = constant dense<{}> : tensor<37x37xi8>
+    %ma = matmul %a, %wa : (tensor<3x37xi8>, tensor<37x37xi8>) -> tensor<3x37xi32>
+    %ma2 = matmul %a, %wa2 : (tensor<3x37xi8>, tensor<37x37xi8>) -> tensor<3x37xi32>
+    %ya = add %ma, %ma2 {{overflow = saturate}} : (tensor<3x37xi32>, tensor<3x37xi32>) -> tensor<3x37xi32>
+    %wb = constant dense<{}> : tensor<300x37xb1>
+    %ys = matmul %s, %wb : (tensor<3x300xb1>, tensor<300x37xb1>) -> tensor<3x37xi32>
+    %wu = constant dense<{}> : tensor<700x37xb1>
+    %yu = matmul %u, %wu : (tensor<2x700xu8>, tensor<700x37xb1>) -> tensor<2x37xi32>
+    return %yb, %yf, %q, %yh, %ya, %ys, %yu
+  }}
+}}
+",
+        dense(&w4),
+        s4.join(", "),
+        dense(&w8),
+        col(0.01),
+        dense(&wq),
+        col(0.02),
+        dense(&wh),
+        col(0.125),
+        dense(&wa),
+        dense(&wa2),
+        dense(&wb),
+        dense(&wu),
+    );
+    let set = |rng: &mut Rng, zero_block: bool| -> Vec<(String, Tensor)> {
+        let x: Vec<u64> = (0..5 * 70)
+            .map(|i| {
+                let v = if zero_block && i < 32 {
+                    0.0
+                } else {
+                    (rng.next_u64() % 2001) as f32 / 500.0 - 2.0
+                };
+                u64::from(v.to_bits())
+            })
+            .collect();
+        let h: Vec<u64> = (0..3 * 40)
+            .map(|_| {
+                let f16 = ElemType::F16;
+                loop {
+                    let c = rng.next_u64() & 0xffff;
+                    if f16.decode(c).is_finite() && f16.decode(c).abs() < 100.0 {
+                        break c;
+                    }
+                }
+            })
+            .collect();
+        vec![
+            (
+                "x".into(),
+                Tensor::new(ElemType::F32, vec![5, 70], x).unwrap(),
+            ),
+            (
+                "h".into(),
+                Tensor::new(ElemType::F16, vec![3, 40], h).unwrap(),
+            ),
+            ("a".into(), random(rng, ElemType::I8, &[3, 37])),
+            ("s".into(), random(rng, ElemType::Bipolar, &[3, 300])),
+            ("u".into(), random(rng, ElemType::U8, &[2, 700])),
+        ]
+    };
+    let (sa, sb) = (set(&mut rng, true), set(&mut rng, false));
+    let module = parse_module(&src).unwrap_or_else(|e| panic!("{e:?}"));
+    let f = &module.functions[0];
+    let a = compile_model(&module, "t", &host(), Emit::Obj).unwrap_or_else(|e| panic!("{e}"));
+    // Every loop goes through the pool: the block quantization, row
+    // padding (twice: two float kernels read x), f32 add and ReLU,
+    // requantize, widening, byte conversion (twice), i32 add, bit rows,
+    // bit-planes.
+    let loops = a.driver.matches("lowbit_for(lowbit_t_p").count();
+    assert_eq!(loops, 12, "{}", a.driver);
+    let program = pool_program(f, "lowbit_t", [&sa, &sb]);
+    // The reference: the JIT's outputs for set A, then set B, per output.
+    let (ja, jb) = (jit(f, &sa), jit(f, &sb));
+    let mut want = Vec::new();
+    for ((_, ta), (_, tb)) in ja.iter().zip(&jb) {
+        for t in [ta, tb] {
+            let v: Vec<i128> = match t.elem {
+                ElemType::F32 => t.codes.iter().map(|&c| i128::from(c)).collect(),
+                _ => t.to_i128().unwrap(),
+            };
+            want.push(v);
+        }
+    }
+    let parse = |s: String| -> Vec<Vec<i128>> {
+        s.lines()
+            .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+            .collect()
+    };
+    let got = build_and_run(&a, &program, &[DRIVER_OPT, "-DLOWBIT_SPLIT_ALL"]).expect("cc builds");
+    assert_eq!(parse(got), want, "split loops");
+    // The driver as lowbit builds it (large-tensor loops stay unsplit
+    // here; the kernels still use the pool).
+    let got = build_and_run(&a, &program, &[DRIVER_OPT]).expect("cc builds");
+    assert_eq!(parse(got), want, "default build");
+    // ThreadSanitizer, where the toolchain has it (the kernels' object is
+    // not instrumented; the pool and the driver's loops are).
+    match build_and_run(
+        &a,
+        &program,
+        &["-O1", "-g", "-fsanitize=thread", "-DLOWBIT_SPLIT_ALL"],
+    ) {
+        Some(got) => assert_eq!(parse(got), want, "ThreadSanitizer build"),
+        None => eprintln!("cc -fsanitize=thread does not work here: no ThreadSanitizer run"),
+    }
+}
+
+#[test]
+fn unloading_the_library_joins_its_workers() {
+    // The library as `--emit so` builds it, loaded with dlopen: a call on
+    // 4 threads starts 3 workers (m = 37: 5 chunks of 8 rows), and
+    // dlclose runs the library's destructor, which joins them before
+    // the code they run is unmapped.
+    let mut rng = Rng::new(29);
+    let w = random(&mut rng, ElemType::I8, &[40, 37]);
+    let src = format!(
+        "module {{\n  func @main(%x: tensor<3x40xu8>) -> (y: tensor<3x37xi32>) {{\n    %w = constant dense<{}> : tensor<40x37xi8>\n    %y = matmul %x, %w : (tensor<3x40xu8>, tensor<40x37xi8>) -> tensor<3x37xi32>\n    return %y\n  }}\n}}\n",
+        dense(&w)
+    );
+    let module = parse_module(&src).unwrap();
+    let a = compile_model(&module, "t", &host(), Emit::Obj).unwrap_or_else(|e| panic!("{e}"));
+    let dir = a.dir.path.clone();
+    link_shared(&a, &dir.join("libt.so"), &dir.join("libt.h")).unwrap();
+    let program = r#"#include <dirent.h>
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+/* Threads of this process named lowbit-worker. */
+static int workers(void) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+  if (!d) return -1;
+  while ((e = readdir(d))) {
+    char path[300], buf[64] = {0};
+    if (e->d_name[0] == '.') continue;
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (!f) continue;
+    if (fgets(buf, sizeof buf, f) && strcmp(buf, "lowbit-worker\n") == 0) n++;
+    fclose(f);
+  }
+  closedir(d);
+  return n;
+}
+int main(int argc, char **argv) {
+  static uint8_t x[3 * 40];
+  static int32_t y[3 * 37];
+  void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+  int (*set)(int) = (int (*)(int))dlsym(lib, "lowbit_t_set_threads");
+  int (*run)(const uint8_t *, int32_t *) = (int (*)(const uint8_t *, int32_t *))dlsym(lib, "lowbit_t_run");
+  if (!set || !run || set(4) || run(x, y)) { fprintf(stderr, "cannot call the library\n"); return 1; }
+  /* A worker is named when it first runs (it may not have yet). */
+  for (int tries = 0; tries < 200 && workers() != 3; tries++) usleep(10000);
+  if (workers() != 3) { fprintf(stderr, "%d workers before dlclose, not 3\n", workers()); return 1; }
+  if (dlclose(lib)) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+  if (workers() != 0) { fprintf(stderr, "%d workers after dlclose\n", workers()); return 1; }
+  return 0;
+}
+"#;
+    std::fs::write(dir.join("main.c"), program).unwrap();
+    let exe = dir.join("main");
+    let cc = std::process::Command::new("cc")
+        .args(["-Wall", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(dir.join("main.c"))
+        .arg("-ldl")
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = std::process::Command::new(&exe)
+        .arg(dir.join("libt.so"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

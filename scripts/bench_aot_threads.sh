@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Per-call time of models compiled ahead of time (`lowbit compile --emit
+# so`) on 1 and 2 threads, two lowbit binaries alternating in the same
+# minutes (BENCHMARKS.md "AOT: persistent thread pool").
+#
+#   scripts/bench_aot_threads.sh OLD_LOWBIT NEW_LOWBIT [ROUNDS]
+#
+# Models (scripts/make_large_model.py, blocked-int4 MatMul + ReLU layers,
+# input 1 x D): d1024 (16 layers, D = 1024), d4096 (4 layers, D = 4096),
+# f32 scales (the exact float kernel); and the same after
+# `lowbit opt --passes=quantize-activations` with the scales turned into
+# f16 (the q4_0 x q8_0 block-dot kernel; the driver quantizes the
+# activations): d1024-aq, d4096-aq, and d1024n64-aq (input 64 x 1024).
+# Each run: 20 warm-up calls, then CALLS timed calls (clock_gettime per
+# call); a row is the median over ROUNDS runs of each run's median, and
+# `same` says whether both libraries' outputs hash alike. Everything is
+# built in a temporary directory, removed at the end.
+set -euo pipefail
+old=$(realpath "$1") new=$(realpath "$2") rounds=${3:-5}
+root=$(cd "$(dirname "$0")/.." && pwd)
+py=${PYTHON:-$root/.venv/bin/python}
+dir=$(mktemp -d /tmp/lowbit-aot-threads.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+cd "$dir"
+
+cat > time.c <<'EOF'
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "libbig.h"
+static float x[LOWBIT_BIG_IN0_ELEMS], y[LOWBIT_BIG_OUT0_ELEMS];
+static int cmp(const void *a, const void *b) {
+  double d = *(const double *)a - *(const double *)b;
+  return (d > 0) - (d < 0);
+}
+int main(int argc, char **argv) {
+  int t = atoi(argv[1]), n = atoi(argv[2]);
+  double *s = malloc(sizeof(double) * n);
+  unsigned h = 0;
+  for (int i = 0; i < LOWBIT_BIG_IN0_ELEMS; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
+  if (!s || lowbit_big_set_threads(t)) return 1;
+  for (int i = 0; i < 20; i++) if (lowbit_big_run(x, y)) return 1;
+  for (int i = 0; i < n; i++) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    if (lowbit_big_run(x, y)) return 1;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    s[i] = (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
+  }
+  qsort(s, n, sizeof(double), cmp);
+  for (int i = 0; i < LOWBIT_BIG_OUT0_ELEMS; i++) { unsigned u; memcpy(&u, &y[i], 4); h = h * 31 + u; }
+  printf("%.1f %08x\n", s[n / 2], h);
+  return 0;
+}
+EOF
+
+# The weight scales of a quantize-activations .lbir as f16 (constants of
+# shape (K/32) x M, their dense_resource bytes converted, and the weight
+# dequantize types), the form the block-dot kernel takes.
+cat > to_f16.py <<'EOF'
+import re, sys
+import numpy as np
+lines, scales, out = open(sys.argv[1]).read().split("\n"), set(), []
+for l in lines:
+    m = re.match(r"\s*%\d+ = constant dense_resource<(r\d+)> : tensor<(\d+)x(\d+)xf32>", l)
+    if m and m.group(2) != m.group(3):
+        scales.add(m.group(1))
+        l = l.replace("xf32>", "xf16>")
+    if "dequantize" in l and "xi4>" in l:
+        l = re.sub(r"tensor<(\d+)x(\d+)xf32>\)",
+                   lambda t: t.group(0).replace("xf32", "xf16") if t.group(1) != t.group(2) else t.group(0), l)
+    m = re.match(r'(\s*)(r\d+): "0x([0-9A-F]+)"(,?)$', l)
+    if m and m.group(2) in scales:
+        h = np.frombuffer(bytes.fromhex(m.group(3)), dtype="<f4").astype("<f2").tobytes().hex().upper()
+        l = f'{m.group(1)}{m.group(2)}: "0x{h}"{m.group(4)}'
+    out.append(l)
+open(sys.argv[2], "w").write("\n".join(out))
+EOF
+
+for spec in "d1024 16 1024" "d4096 4 4096"; do
+  set -- $spec
+  "$py" "$root/scripts/make_large_model.py" "$1.onnx" --layers "$2" --dim "$3"
+  "$new" compile "$1.onnx" -o "$1.lbir" --emit ir
+  "$new" opt "$1.lbir" --passes=quantize-activations -o "$1-q.lbir"
+  "$py" to_f16.py "$1-q.lbir" "$1-aq.lbir"
+  rm "$1.lbir" "$1-q.lbir"
+done
+sed -e 's/tensor<1x1024x/tensor<64x1024x/g' -e 's/tensor<1x32xf32>/tensor<64x32xf32>/g' \
+  d1024-aq.lbir > d1024n64-aq.lbir
+models="d1024 d1024-aq d4096 d4096-aq d1024n64-aq"
+for m in $models; do
+  src=$m.lbir
+  [ -f "$src" ] || src=$m.onnx
+  for v in old new; do
+    bin=$old
+    [ $v = new ] && bin=$new
+    mkdir -p "$v-$m"
+    "$bin" compile "$src" -o "$v-$m/libbig.so" --emit so
+    cc -O2 -I "$v-$m" time.c -L "$v-$m" -lbig -Wl,-rpath,"$dir/$v-$m" -o "$v-$m/time"
+  done
+done
+
+median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+echo "load average before: $(cat /proc/loadavg)"
+echo "| model | threads | old us/call | new us/call | old/new | same |"
+echo "|---|---|---|---|---|---|"
+for m in $models; do
+  calls=300
+  [ $m = d1024n64-aq ] && calls=60
+  for t in 1 2; do
+    o=() n=() ho="" hn=""
+    for _ in $(seq "$rounds"); do
+      read -r a ho < <("./old-$m/time" $t $calls); o+=("$a")
+      read -r b hn < <("./new-$m/time" $t $calls); n+=("$b")
+    done
+    mo=$(printf '%s\n' "${o[@]}" | median) mn=$(printf '%s\n' "${n[@]}" | median)
+    echo "| $m | $t | $mo | $mn | $(awk "BEGIN {printf \"%.2f\", $mo / $mn}") | $([ "$ho" = "$hn" ] && echo yes || echo NO) |"
+  done
+done
+echo "load average after: $(cat /proc/loadavg)"
