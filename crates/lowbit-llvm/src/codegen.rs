@@ -30,7 +30,18 @@
 //! AVX-512, 4-bit codes are instead looked up (`vpermd`) in a 16-entry
 //! table of the group's dequantized values, built once per row and group
 //! with one broadcast multiply. Scales are decoded 16 at a time into a
-//! per-tile stack buffer, so the k loop only broadcasts an f32 from it.
+//! per-tile stack buffer, so the k loop only broadcasts an f32 from it
+//! (a row's last, partial run of scales is decoded once per tile call,
+//! before the k loop).
+//!
+//! JIT time: LLVM's instruction selection takes most of a kernel's
+//! compile time, about in proportion to the code, so code that runs once
+//! per tile call is written as loops, not unrolled: the tiles' epilogues
+//! (each output's reduction, bias, activation and store) loop over the
+//! outputs, and the kernel's loop nest calls each tile from one call site
+//! per row-tile loop. Loops inside the k loop are avoided: a loop over
+//! the rows around the scale refill made the 4x8 tile's k loop spill 25
+//! values (BENCHMARKS.md, "fkern").
 //!
 //! The float tiles take all of k in one pass, so each weight row is one
 //! sequential stream for the hardware prefetchers (software prefetching of
@@ -108,6 +119,10 @@ const LANES: u32 = BLOCK as u32;
 /// Blocks per chunk of a split tile (4 rows x 16 decoded blocks: 8 KiB of
 /// stack, in L1 when the second half of the columns reads it).
 const SPLIT_BLOCKS: u64 = 16;
+
+/// Extra bytes of a split tile's decode buffer, so that it can start at
+/// a chosen offset modulo 4 KiB from the activations (see `emit_tile`).
+const DBUF_ALIAS_SLACK: u64 = 4096;
 
 /// Scales decoded per vector by the float tiles (into a per-tile stack
 /// buffer, so the k loop only broadcasts an f32 from it).
@@ -1218,17 +1233,37 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // per chunk of SPLIT_BLOCKS blocks: the first half decodes each
         // block and also keeps it in `dbuf` (8 KiB, L1), the second half
         // reads it back, so each weight is decoded once for 8 columns.
+        //
+        // The first half stores into `dbuf` while it loads the columns'
+        // activations, both advancing 128 bytes a block: where `dbuf`
+        // and the activation rows sat at nearly the same offset modulo
+        // 4 KiB (or 2 KiB apart: the rows of `dbuf` are 2 KiB apart),
+        // every activation load was falsely held behind a store (4K
+        // aliasing), and the tile ran fast or slow with the stack depth
+        // and the buffers' addresses. So `dbuf` starts 1 KiB past the
+        // first column's activations modulo 4 KiB (and 64-byte aligned),
+        // inside an alloca 4 KiB larger.
         let dbuf = if split {
+            let slack = DBUF_ALIAS_SLACK / (BLOCK as u64 * 4);
             let d = self.b.build_array_alloca(
                 self.vf,
-                self.i64c(rows as u64 * SPLIT_BLOCKS),
+                self.i64c(rows as u64 * SPLIT_BLOCKS + slack),
                 "dbuf",
             )?;
             if let Some(inst) = d.as_instruction() {
                 inst.set_alignment(64)
                     .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
             }
-            Some(d)
+            let di = self.b.build_ptr_to_int(d, self.i64t, "di")?;
+            let xi = self.b.build_ptr_to_int(x_first, self.i64t, "xi")?;
+            let want = self
+                .b
+                .build_int_add(xi, self.i64c(DBUF_ALIAS_SLACK / 4), "dw")?;
+            let off = self.b.build_int_sub(want, di, "doff")?;
+            let off = self
+                .b
+                .build_and(off, self.i64c((DBUF_ALIAS_SLACK - 1) & !63), "doff")?;
+            Some(self.gep(d, off)?)
         } else {
             None
         };
@@ -1652,11 +1687,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 None
             };
             for c in (0..cols as usize).rev() {
-                // Each accumulator is loaded and summed where its output
-                // is made. Summing the 4x8 tile's 32 together (two per
-                // shuffle pair, less code to compile) made its k loop spill
-                // 6 accumulators: n = 8 ran 5 - 10 % slower in most data
-                // layouts (BENCHMARKS.md).
+                // (The one-output tile; wider ones loop in
+                // `tile_epilogue`.) Each accumulator is loaded and summed
+                // where its output is made. Summing the 4x8 tile's 32
+                // together (two per shuffle pair, less code to compile)
+                // made its k loop spill 6 accumulators: n = 8 ran 5 - 10 %
+                // slower in most data layouts (BENCHMARKS.md).
                 let acc = self
                     .b
                     .build_load(acc_t, accs[r * cols as usize + c], "a")?
@@ -1870,6 +1906,27 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                            wides: &[Wide<'ctx>],
                            (narrow, narrow_tile_rows): (FunctionValue<'ctx>, u64),
                            narrow_rows: u64| {
+                // `call(rr)` for each row tile of `tile_rows` rows from
+                // `r` in the block: one call site in a loop when there are
+                // several (each call site is about 20 instructions of
+                // argument set-up to compile).
+                let each_row_tile = |r: IntValue<'ctx>,
+                                     tile_rows: u64,
+                                     call: &dyn Fn(IntValue<'ctx>) -> Result<(), CpuError>|
+                 -> Result<(), CpuError> {
+                    if narrow_rows <= tile_rows {
+                        return call(r);
+                    }
+                    let end = self.b.build_int_add(r, self.i64c(narrow_rows), "re")?;
+                    self.emit_loop(
+                        f,
+                        r,
+                        |rr| Ok(self.b.build_int_compare(IntPredicate::SLT, rr, end, "rc")?),
+                        tile_rows,
+                        call,
+                    )?;
+                    Ok(())
+                };
                 let mut c = self.i64c(0);
                 for &(wide, wide_rows, wide_cols) in wides {
                     c = self.emit_loop(
@@ -1877,14 +1934,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         c,
                         |c| self.fits(c, wide_cols, n),
                         wide_cols,
-                        |c| {
-                            let mut rr = r;
-                            for _ in 0..(narrow_rows / wide_rows) {
-                                call(wide, rr, c)?;
-                                rr = self.b.build_int_add(rr, self.i64c(wide_rows), "rr")?;
-                            }
-                            Ok(())
-                        },
+                        |c| each_row_tile(r, wide_rows, &|rr| call(wide, rr, c)),
                     )?;
                 }
                 if let (Some((tile, tile_rows, _)), false) = (shifted, wides.is_empty()) {
@@ -1902,11 +1952,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     self.b
                         .build_conditional_branch(use_shifted, call_b, cont_b)?;
                     self.b.position_at_end(call_b);
-                    let mut rr = r;
-                    for _ in 0..(narrow_rows / tile_rows) {
-                        call_live(tile, rr, c, left)?;
-                        rr = self.b.build_int_add(rr, self.i64c(tile_rows), "rr")?;
-                    }
+                    each_row_tile(r, tile_rows, &|rr| call_live(tile, rr, c, left))?;
                     self.b.build_unconditional_branch(cont_b)?;
                     self.b.position_at_end(cont_b);
                     c = self
@@ -1919,18 +1965,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     c,
                     |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
                     1,
-                    |c| {
-                        let mut rr = r;
-                        for i in 0..(narrow_rows / narrow_tile_rows) {
-                            if i > 0 {
-                                rr = self
-                                    .b
-                                    .build_int_add(rr, self.i64c(narrow_tile_rows), "rr")?;
-                            }
-                            call(narrow, rr, c)?;
-                        }
-                        Ok(())
-                    },
+                    |c| each_row_tile(r, narrow_tile_rows, &|rr| call(narrow, rr, c)),
                 )?;
                 Ok::<(), CpuError>(())
             };
