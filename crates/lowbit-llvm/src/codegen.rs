@@ -124,6 +124,10 @@ const SPLIT_BLOCKS: u64 = 16;
 /// a chosen offset modulo 4 KiB from the activations (see `emit_tile`).
 const DBUF_ALIAS_SLACK: u64 = 4096;
 
+/// Where a split tile's decode buffer starts after the activations,
+/// modulo 4 KiB: 15.5 blocks of 128 bytes (see `emit_tile`).
+const DBUF_ALIAS_DISTANCE: u64 = 15 * 128 + 64;
+
 /// Scales decoded per vector by the float tiles (into a per-tile stack
 /// buffer, so the k loop only broadcasts an f32 from it).
 const SCALE_RUN: u32 = 16;
@@ -1235,14 +1239,18 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // reads it back, so each weight is decoded once for 8 columns.
         //
         // The first half stores into `dbuf` while it loads the columns'
-        // activations, both advancing 128 bytes a block: where `dbuf`
-        // and the activation rows sat at nearly the same offset modulo
-        // 4 KiB (or 2 KiB apart: the rows of `dbuf` are 2 KiB apart),
-        // every activation load was falsely held behind a store (4K
-        // aliasing), and the tile ran fast or slow with the stack depth
-        // and the buffers' addresses. So `dbuf` starts 1 KiB past the
-        // first column's activations modulo 4 KiB (and 64-byte aligned),
-        // inside an alloca 4 KiB larger.
+        // activations, both advancing 128 bytes a block, so an
+        // activation load meets, modulo 4 KiB, the store of the block
+        // `d / 128` blocks before it, `d` the distance from `dbuf` (each
+        // of its rows: they are 2 KiB apart) to the activations modulo
+        // 4 KiB. A store still in the store buffer then holds the load
+        // back (4K aliasing). `d` was wherever the stack and the caller's
+        // buffers fell: the same k loop ran 5 - 15 % slower at a run-time
+        // n = 4 or 12 after an unrelated change to the stack frame
+        // (BENCHMARKS.md, "fkern"). So `dbuf` starts at `d` =
+        // DBUF_ALIAS_DISTANCE from the first column's activations (the
+        // rows at 15.5 and 31.5 blocks, about 120 stores back: past the
+        // store buffer), inside an alloca 4 KiB larger.
         let dbuf = if split {
             let slack = DBUF_ALIAS_SLACK / (BLOCK as u64 * 4);
             let d = self.b.build_array_alloca(
@@ -1258,7 +1266,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let xi = self.b.build_ptr_to_int(x_first, self.i64t, "xi")?;
             let want = self
                 .b
-                .build_int_add(xi, self.i64c(DBUF_ALIAS_SLACK / 4), "dw")?;
+                .build_int_add(xi, self.i64c(DBUF_ALIAS_DISTANCE), "dw")?;
             let off = self.b.build_int_sub(want, di, "doff")?;
             let off = self
                 .b
