@@ -1241,13 +1241,15 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // The first half stores into `dbuf` while it loads the columns'
         // activations, both advancing 128 bytes a block, so an
         // activation load meets, modulo 4 KiB, the store of the block
-        // `d / 128` blocks before it, `d` the distance from `dbuf` (each
-        // of its rows: they are 2 KiB apart) to the activations modulo
-        // 4 KiB. A store still in the store buffer then holds the load
-        // back (4K aliasing). `d` was wherever the stack and the caller's
-        // buffers fell: the same k loop ran 5 - 15 % slower at a run-time
-        // n = 4 or 12 after an unrelated change to the stack frame
-        // (BENCHMARKS.md, "fkern"). So `dbuf` starts at `d` =
+        // `d / 128` blocks before it, `d` the distance from the
+        // activations to `dbuf` (to each of its rows: they are 2 KiB
+        // apart) modulo 4 KiB. A store still in the store buffer then
+        // holds the load back (4K aliasing). `d` was wherever the stack
+        // and the caller's buffers fell: the same k loop ran up to 15 %
+        // slower at a run-time n = 4 after an unrelated change to the
+        // stack frame, and as before once placed (BENCHMARKS.md,
+        // "fkern"; 4K aliasing is the likely cause, not a measured
+        // one). So `dbuf` starts at `d` =
         // DBUF_ALIAS_DISTANCE from the first column's activations (the
         // rows at 15.5 and 31.5 blocks, about 120 stores back: past the
         // store buffer), inside an alloca 4 KiB larger.
