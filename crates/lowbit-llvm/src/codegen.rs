@@ -1365,16 +1365,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             count => {
                 let run = SCALE_RUN as u64;
                 let tailbuf = tail_buf.ok_or_else(|| CpuError::Llvm("no tail buffer".into()))?;
-                let live: Vec<FloatValue> = (0..run)
-                    .map(|l| self.f32t.const_float(if l < count { 1.0 } else { 0.0 }))
+                let live: Vec<IntValue> = (0..run)
+                    .map(|l| self.ctx.bool_type().const_int(u64::from(l < count), false))
                     .collect();
-                let live_v = VectorType::const_vector(&live);
-                let live = self.b.build_float_compare(
-                    inkwell::FloatPredicate::ONE,
-                    live_v,
-                    self.f32t.vec_type(SCALE_RUN).const_zero(),
-                    "live",
-                )?;
+                let live = VectorType::const_vector(&live);
                 let zeros = self.f32t.vec_type(SCALE_RUN).const_zero();
                 let base = self.i64c(ngroups - count);
                 self.emit_range(f, self.i64c(0), self.i64c(rows as u64), |ri| {
