@@ -19,7 +19,8 @@
 //! 1x1 are all that kernel compiles (JIT time: BENCHMARKS.md). The
 //! 4x8 tile runs its columns in two halves per chunk of 16 blocks and keeps the first
 //! half's decoded weights in an L1 buffer for the second, so each weight is
-//! decoded once for 8 columns. A tile walks the row's
+//! decoded once for 8 columns (with a run-time n and the second half
+//! skipped, the first half keeps nothing). A tile walks the row's
 //! 32-element blocks: each block is loaded packed, unpacked to codes with
 //! shifts and masks (or bit-plane masks), converted to `<32 x float>`,
 //! shifted by the zero point, multiplied by its group's scale — which is
@@ -1162,6 +1163,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .b
             .build_int_sub(live, self.i64c(cols as u64), "shift")?;
         let second_c0 = self.b.build_int_add(c0, shift, "c0s")?;
+        // Whether a split tile's second half runs (`live` past the first
+        // half): only then does the first half keep its decoded blocks.
+        // With a static n the tile always runs all its columns (no
+        // shifted call), so there is no branch.
+        let second_runs = if spec.n == Dim::Dynamic {
+            Some(self.b.build_int_compare(
+                IntPredicate::UGT,
+                live,
+                self.i64c(cols as u64 / 2),
+                "second",
+            )?)
+        } else {
+            None
+        };
         let col_offsets = (0..cols as usize)
             .map(|c| {
                 if c < half_cols {
@@ -1591,8 +1606,24 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             self.b.build_float_mul(wf, scales[r], "ws")?
                         }
                     };
-                    if let Some(base) = dbase {
-                        self.b.build_store(dslot(r, blk, base)?, ws)?;
+                    match (dbase, second_runs) {
+                        (Some(base), None) => {
+                            self.b.build_store(dslot(r, blk, base)?, ws)?;
+                        }
+                        (Some(base), Some(runs)) => {
+                            // At `live` <= C/2 (a run-time n's last 4
+                            // columns) nothing reads them back: skip the
+                            // stores (a tenth of an in-cache n = 4 call;
+                            // BENCHMARKS.md, "fkern").
+                            let st_b = self.ctx.append_basic_block(f, "dstore");
+                            let nx_b = self.ctx.append_basic_block(f, "dnext");
+                            self.b.build_conditional_branch(runs, st_b, nx_b)?;
+                            self.b.position_at_end(st_b);
+                            self.b.build_store(dslot(r, blk, base)?, ws)?;
+                            self.b.build_unconditional_branch(nx_b)?;
+                            self.b.position_at_end(nx_b);
+                        }
+                        (None, _) => {}
                     }
                     fmas(r, ws, &xs, 0..half_cols)?;
                 }
