@@ -19,7 +19,8 @@
 //! 1x1 are all that kernel compiles (JIT time: BENCHMARKS.md). The
 //! 4x8 tile runs its columns in two halves per chunk of 16 blocks and keeps the first
 //! half's decoded weights in an L1 buffer for the second, so each weight is
-//! decoded once for 8 columns. A tile walks the row's
+//! decoded once for 8 columns (with a run-time n and the second half
+//! skipped, the first half keeps nothing). A tile walks the row's
 //! 32-element blocks: each block is loaded packed, unpacked to codes with
 //! shifts and masks (or bit-plane masks), converted to `<32 x float>`,
 //! shifted by the zero point, multiplied by its group's scale — which is
@@ -30,7 +31,18 @@
 //! AVX-512, 4-bit codes are instead looked up (`vpermd`) in a 16-entry
 //! table of the group's dequantized values, built once per row and group
 //! with one broadcast multiply. Scales are decoded 16 at a time into a
-//! per-tile stack buffer, so the k loop only broadcasts an f32 from it.
+//! per-tile stack buffer, so the k loop only broadcasts an f32 from it
+//! (a row's last, partial run of scales is decoded once per tile call,
+//! before the k loop).
+//!
+//! JIT time: LLVM's instruction selection takes most of a kernel's
+//! compile time, about in proportion to the code, so code that runs once
+//! per tile call is written as loops, not unrolled: the tiles' epilogues
+//! (each output's reduction, bias, activation and store) loop over the
+//! outputs, and the kernel's loop nest calls each tile from one call site
+//! per row-tile loop. Loops inside the k loop are avoided: a loop over
+//! the rows around the scale refill made the 4x8 tile's k loop spill 25
+//! values (BENCHMARKS.md, "fkern").
 //!
 //! The float tiles take all of k in one pass, so each weight row is one
 //! sequential stream for the hardware prefetchers (software prefetching of
@@ -108,6 +120,14 @@ const LANES: u32 = BLOCK as u32;
 /// Blocks per chunk of a split tile (4 rows x 16 decoded blocks: 8 KiB of
 /// stack, in L1 when the second half of the columns reads it).
 const SPLIT_BLOCKS: u64 = 16;
+
+/// Extra bytes of a split tile's decode buffer, so that it can start at
+/// a chosen offset modulo 4 KiB from the activations (see `emit_tile`).
+const DBUF_ALIAS_SLACK: u64 = 4096;
+
+/// Where a split tile's decode buffer starts after the activations,
+/// modulo 4 KiB: 15.5 blocks of 128 bytes (see `emit_tile`).
+const DBUF_ALIAS_DISTANCE: u64 = 15 * 128 + 64;
 
 /// Scales decoded per vector by the float tiles (into a per-tile stack
 /// buffer, so the k loop only broadcasts an f32 from it).
@@ -1086,7 +1106,40 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         };
         // `ints[3]` and `ints[4]` (first and last pass) are always 1 here.
         let (r0, c0, g0, live) = (ints[0], ints[1], ints[2], ints[5]);
-        let accs = self.zeroed_accs(acc_t, rows * cols)?;
+        // A split tile's accumulators live in memory between its halves
+        // (see `local` below): one array, so the epilogue can walk them in
+        // a loop; otherwise one alloca each, promoted to registers.
+        let split = self.split_cols(cols);
+        let acc_arr = || -> Result<PointerValue<'ctx>, CpuError> {
+            let arr = self
+                .b
+                .build_array_alloca(acc_t, self.i64c((rows * cols) as u64), "accs")?;
+            if let Some(inst) = arr.as_instruction() {
+                inst.set_alignment(64)
+                    .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
+            }
+            Ok(arr)
+        };
+        let (accs, acc_array) = if split {
+            let arr = acc_arr()?;
+            let bytes = u64::from(rows * cols * LANES / 2 * 4);
+            self.b
+                .build_memset(arr, 64, self.i8t.const_zero(), self.i64c(bytes))?;
+            let ptrs = (0..rows * cols)
+                .map(|i| self.gep(arr, self.i64c(u64::from(i * LANES / 2 * 4))))
+                .collect::<Result<Vec<_>, CpuError>>()?;
+            (ptrs, Some(arr))
+        } else {
+            // With more than one output, the accumulators are stored into
+            // an array after the k loop for the epilogue's loop (see
+            // `tile_epilogue`).
+            let arr = if rows * cols > 1 {
+                Some(acc_arr()?)
+            } else {
+                None
+            };
+            (self.zeroed_accs(acc_t, rows * cols)?, arr)
+        };
 
         let kb = (spec.k_pad() / BLOCK) as u64;
         let bpg = spec.blocks_per_group() as u64;
@@ -1101,7 +1154,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let rows_idx = self.indices(r0, rows)?;
         // Each column's offset from `c0`: the second half of a split tile
         // is shifted back by `C - live` (see above).
-        let split = self.split_cols(cols);
         let half_cols = if split {
             cols as usize / 2
         } else {
@@ -1111,6 +1163,20 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .b
             .build_int_sub(live, self.i64c(cols as u64), "shift")?;
         let second_c0 = self.b.build_int_add(c0, shift, "c0s")?;
+        // Whether a split tile's second half runs (`live` past the first
+        // half): only then does the first half keep its decoded blocks.
+        // With a static n the tile always runs all its columns (no
+        // shifted call), so there is no branch.
+        let second_runs = if spec.n == Dim::Dynamic {
+            Some(self.b.build_int_compare(
+                IntPredicate::UGT,
+                live,
+                self.i64c(cols as u64 / 2),
+                "second",
+            )?)
+        } else {
+            None
+        };
         let col_offsets = (0..cols as usize)
             .map(|c| {
                 if c < half_cols {
@@ -1137,8 +1203,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .collect::<Result<Vec<_>, CpuError>>()?;
         let w_rows = self.row_ptrs(a.w, &rows_idx, row_bytes)?;
 
-        // Decoded scales of the current run, per row, and the bytes of a
-        // row's last (partial) run.
+        // Decoded scales of the current run, per row, the bytes of a
+        // row's last (partial) run, and (when there is one) that run
+        // decoded, per row.
         let sbuf = self.b.build_array_alloca(
             self.f32t,
             self.i64c(rows as u64 * SCALE_RUN as u64),
@@ -1147,30 +1214,81 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let tbuf =
             self.b
                 .build_array_alloca(self.i8t, self.i64c(SCALE_RUN as u64 * sbytes), "tbuf")?;
+        let tail_buf = if !ngroups.is_multiple_of(SCALE_RUN as u64) {
+            Some(self.b.build_array_alloca(
+                self.f32t,
+                self.i64c(rows as u64 * SCALE_RUN as u64),
+                "tailbuf",
+            )?)
+        } else {
+            None
+        };
         // Whole-vector stores into the buffers: align them for it.
-        for buf in [sbuf, tbuf] {
+        for buf in [Some(sbuf), Some(tbuf), tail_buf].into_iter().flatten() {
             if let Some(inst) = buf.as_instruction() {
                 inst.set_alignment(64)
                     .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
             }
         }
+        // The scales of tile row `ri` (run-time index) from scale `base`.
+        let row_scales = |ri: IntValue<'ctx>, base: IntValue<'ctx>| {
+            let row = self.b.build_int_add(r0, ri, "sr")?;
+            let row0 = self.b.build_int_mul(row, self.i64c(ngroups), "si")?;
+            let idx = self.b.build_int_add(row0, base, "si")?;
+            let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
+            self.gep(a.s, so)
+        };
+        // Row `ri`'s run in `sbuf`.
+        let sbuf_row = |ri: IntValue<'ctx>| {
+            self.gep(
+                sbuf,
+                self.b
+                    .build_int_mul(ri, self.i64c(SCALE_RUN as u64 * 4), "sbo")?,
+            )
+        };
         // One pass covers all of k (see `emit_kernel`).
         let g1 = self.i64c(steps);
         // A split tile (see `split_cols`) runs its columns in two halves
         // per chunk of SPLIT_BLOCKS blocks: the first half decodes each
         // block and also keeps it in `dbuf` (8 KiB, L1), the second half
         // reads it back, so each weight is decoded once for 8 columns.
+        //
+        // The first half stores into `dbuf` while it loads the columns'
+        // activations, both advancing 128 bytes a block, so an
+        // activation load meets, modulo 4 KiB, the store of the block
+        // `d / 128` blocks before it, `d` the distance from the
+        // activations to `dbuf` (to each of its rows: they are 2 KiB
+        // apart) modulo 4 KiB. A store still in the store buffer then
+        // holds the load back (4K aliasing). `d` was wherever the stack
+        // and the caller's buffers fell: the same k loop ran up to 15 %
+        // slower at a run-time n = 4 after an unrelated change to the
+        // stack frame, and as before once placed (BENCHMARKS.md,
+        // "fkern"; 4K aliasing is the likely cause, not a measured
+        // one). So `dbuf` starts at `d` =
+        // DBUF_ALIAS_DISTANCE from the first column's activations (the
+        // rows at 15.5 and 31.5 blocks, about 120 stores back: past the
+        // store buffer), inside an alloca 4 KiB larger.
         let dbuf = if split {
+            let slack = DBUF_ALIAS_SLACK / (BLOCK as u64 * 4);
             let d = self.b.build_array_alloca(
                 self.vf,
-                self.i64c(rows as u64 * SPLIT_BLOCKS),
+                self.i64c(rows as u64 * SPLIT_BLOCKS + slack),
                 "dbuf",
             )?;
             if let Some(inst) = d.as_instruction() {
                 inst.set_alignment(64)
                     .map_err(|e| CpuError::Llvm(format!("alloca alignment: {e}")))?;
             }
-            Some(d)
+            let di = self.b.build_ptr_to_int(d, self.i64t, "di")?;
+            let xi = self.b.build_ptr_to_int(x_first, self.i64t, "xi")?;
+            let want = self
+                .b
+                .build_int_add(xi, self.i64c(DBUF_ALIAS_DISTANCE), "dw")?;
+            let off = self.b.build_int_sub(want, di, "doff")?;
+            let off = self
+                .b
+                .build_and(off, self.i64c((DBUF_ALIAS_SLACK - 1) & !63), "doff")?;
+            Some(self.gep(d, off)?)
         } else {
             None
         };
@@ -1251,6 +1369,45 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 })
                 .collect::<Result<Vec<VectorValue>, CpuError>>()
         };
+        // A row's last run of scales, when the row's scale count is not a
+        // multiple of SCALE_RUN: decoded for every row before the k loop
+        // (a loop over the rows, outside the k loop: a row loop inside it
+        // made the 4x8 tile's k loop spill its accumulators), from a
+        // zeroed copy (reading a whole run there would leave the scale
+        // array), the lanes past the last scale set to 0.
+        let tail = match ngroups % SCALE_RUN as u64 {
+            0 => None,
+            count => {
+                let run = SCALE_RUN as u64;
+                let tailbuf = tail_buf.ok_or_else(|| CpuError::Llvm("no tail buffer".into()))?;
+                let live: Vec<IntValue> = (0..run)
+                    .map(|l| self.ctx.bool_type().const_int(u64::from(l < count), false))
+                    .collect();
+                let live = VectorType::const_vector(&live);
+                let zeros = self.f32t.vec_type(SCALE_RUN).const_zero();
+                let base = self.i64c(ngroups - count);
+                self.emit_range(f, self.i64c(0), self.i64c(rows as u64), |ri| {
+                    self.b
+                        .build_memset(tbuf, 1, self.i8t.const_zero(), self.i64c(run * sbytes))?;
+                    self.b.build_memcpy(
+                        tbuf,
+                        1,
+                        row_scales(ri, base)?,
+                        1,
+                        self.i64c(count * sbytes),
+                    )?;
+                    let v = self.load_scales(tbuf)?;
+                    let v = self
+                        .b
+                        .build_select(live, v, zeros, "s")?
+                        .into_vector_value();
+                    let o = self.b.build_int_mul(ri, self.i64c(run * 4), "to")?;
+                    self.b.build_store(self.gep(tailbuf, o)?, v)?;
+                    Ok(())
+                })?;
+                Some(tailbuf)
+            }
+        };
         // One group step: scales, tables, and its blocks for the first
         // `half_cols` columns (all of them unless split; split, each decoded
         // block is also stored in `dbuf`, relative to block `dbase`).
@@ -1269,81 +1426,48 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let refill = self.b.build_or(at_start, aligned, "refill")?;
             let fill_b = self.ctx.append_basic_block(f, "sfill");
             let full_b = self.ctx.append_basic_block(f, "sfull");
-            let tail_b = self.ctx.append_basic_block(f, "stail");
             let cont_b = self.ctx.append_basic_block(f, "scont");
             self.b.build_conditional_branch(refill, fill_b, cont_b)?;
             self.b.position_at_end(fill_b);
             let base = self.b.build_int_sub(sidx, within, "base")?;
-            let base_end = self.b.build_int_add(base, self.i64c(run), "bend")?;
-            let full = self.b.build_int_compare(
-                IntPredicate::ULE,
-                base_end,
-                self.i64c(ngroups),
-                "full",
-            )?;
-            self.b.build_conditional_branch(full, full_b, tail_b)?;
-            let row_scales = |r: usize| {
-                let row0 = self
-                    .b
-                    .build_int_mul(rows_idx[r], self.i64c(ngroups), "si")?;
-                let idx = self.b.build_int_add(row0, base, "si")?;
-                let so = self.b.build_int_mul(idx, self.i64c(sbytes), "so")?;
-                self.gep(a.s, so)
+            match tail {
+                None => self.b.build_unconditional_branch(full_b)?,
+                Some(tailbuf) => {
+                    // The row's last, partial run was decoded before the
+                    // loop: copy it in (one vector per row).
+                    let tail_b = self.ctx.append_basic_block(f, "stail");
+                    let base_end = self.b.build_int_add(base, self.i64c(run), "bend")?;
+                    let full = self.b.build_int_compare(
+                        IntPredicate::ULE,
+                        base_end,
+                        self.i64c(ngroups),
+                        "full",
+                    )?;
+                    self.b.build_conditional_branch(full, full_b, tail_b)?;
+                    self.b.position_at_end(tail_b);
+                    self.b
+                        .build_memcpy(sbuf, 64, tailbuf, 64, self.i64c(rows as u64 * run * 4))?;
+                    self.b.build_unconditional_branch(cont_b)?
+                }
             };
-            let sbuf_row = |r: usize| self.gep(sbuf, self.i64c(r as u64 * run * 4));
             self.b.position_at_end(full_b);
             // Each row's scales (and zero points) are a stream of their own,
             // too short and slow for the hardware prefetchers: the loads of
             // every run missed to DRAM and stalled the k loop. Prefetch the
             // line after this run's (measured best against 128 and 256 bytes:
             // BENCHMARKS.md, "decode layout").
-            for (r, &row) in rows_idx.iter().enumerate() {
-                self.prefetch(row_scales(r)?, SCALE_PREFETCH_BYTES)?;
+            for r in 0..rows as u64 {
+                let sp = row_scales(self.i64c(r), base)?;
+                self.prefetch(sp, SCALE_PREFETCH_BYTES)?;
                 if spec.weight.zero_point {
-                    let row0 = self.b.build_int_mul(row, self.i64c(ngroups), "zi")?;
+                    let row0 =
+                        self.b
+                            .build_int_mul(rows_idx[r as usize], self.i64c(ngroups), "zi")?;
                     let idx = self.b.build_int_add(row0, base, "zi")?;
                     self.prefetch(self.gep(a.z, idx)?, SCALE_PREFETCH_BYTES)?;
                 }
-            }
-            for r in 0..rows as usize {
-                let v = self.load_scales(row_scales(r)?)?;
-                self.b.build_store(sbuf_row(r)?, v)?;
-            }
-            self.b.build_unconditional_branch(cont_b)?;
-            // The row's last run: copy what is left into a zeroed
-            // buffer (reading past it would leave the scale array),
-            // decode, and zero the lanes past the last group.
-            self.b.position_at_end(tail_b);
-            let count = self.b.build_int_sub(self.i64c(ngroups), base, "cnt")?;
-            let nbytes = self.b.build_int_mul(count, self.i64c(sbytes), "nb")?;
-            let lane_idx = self.shuffle_mask(0..run);
-            let count32 = self.b.build_int_truncate(count, self.i32t, "cnt")?;
-            let count_v = self.b.build_insert_element(
-                self.i32t.vec_type(SCALE_RUN).get_poison(),
-                count32,
-                self.i32t.const_zero(),
-                "cv",
-            )?;
-            let count_v = self.b.build_shuffle_vector(
-                count_v,
-                self.i32t.vec_type(SCALE_RUN).get_poison(),
-                self.i32t.vec_type(SCALE_RUN).const_zero(),
-                "cv",
-            )?;
-            let live = self
-                .b
-                .build_int_compare(IntPredicate::ULT, lane_idx, count_v, "live")?;
-            let zeros = self.f32t.vec_type(SCALE_RUN).const_zero();
-            for r in 0..rows as usize {
-                self.b
-                    .build_memset(tbuf, 1, self.i8t.const_zero(), self.i64c(run * sbytes))?;
-                self.b.build_memcpy(tbuf, 1, row_scales(r)?, 1, nbytes)?;
-                let v = self.load_scales(tbuf)?;
-                let v = self
-                    .b
-                    .build_select(live, v, zeros, "s")?
-                    .into_vector_value();
-                self.b.build_store(sbuf_row(r)?, v)?;
+                let v = self.load_scales(sp)?;
+                self.b.build_store(sbuf_row(self.i64c(r))?, v)?;
             }
             self.b.build_unconditional_branch(cont_b)?;
             self.b.position_at_end(cont_b);
@@ -1482,8 +1606,24 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             self.b.build_float_mul(wf, scales[r], "ws")?
                         }
                     };
-                    if let Some(base) = dbase {
-                        self.b.build_store(dslot(r, blk, base)?, ws)?;
+                    match (dbase, second_runs) {
+                        (Some(base), None) => {
+                            self.b.build_store(dslot(r, blk, base)?, ws)?;
+                        }
+                        (Some(base), Some(runs)) => {
+                            // At `live` <= C/2 (a run-time n's last 4
+                            // columns) nothing reads them back: skip the
+                            // stores (a tenth of an in-cache n = 4 call;
+                            // BENCHMARKS.md, "fkern").
+                            let st_b = self.ctx.append_basic_block(f, "dstore");
+                            let nx_b = self.ctx.append_basic_block(f, "dnext");
+                            self.b.build_conditional_branch(runs, st_b, nx_b)?;
+                            self.b.position_at_end(st_b);
+                            self.b.build_store(dslot(r, blk, base)?, ws)?;
+                            self.b.build_unconditional_branch(nx_b)?;
+                            self.b.position_at_end(nx_b);
+                        }
+                        (None, _) => {}
                     }
                     fmas(r, ws, &xs, 0..half_cols)?;
                 }
@@ -1556,6 +1696,19 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // a shifted second half meets the first, the first half's value is
         // the one left: the same bits when the second half ran, and the
         // right ones when it was skipped (its accumulators stayed 0).
+        if let Some(arr) = acc_array {
+            if !split {
+                for (i, &acc) in accs.iter().enumerate() {
+                    let v = self.b.build_load(acc_t, acc, "a")?;
+                    let o = self.i64c(i as u64 * u64::from(LANES / 2 * 4));
+                    self.b.build_store(self.gep(arr, o)?, v)?;
+                }
+            }
+            let half = if split { cols / 2 } else { cols };
+            self.tile_epilogue(f, &a, arr, (r0, c0, shift), (rows, cols, half))?;
+            self.b.build_return(None)?;
+            return Ok(f);
+        }
         let mut outs = Vec::with_capacity((rows * cols) as usize);
         for r in 0..rows as usize {
             let bias = if spec.epilogue.bias {
@@ -1569,11 +1722,12 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 None
             };
             for c in (0..cols as usize).rev() {
-                // Each accumulator is loaded and summed where its output
-                // is made. Summing the 4x8 tile's 32 together (two per
-                // shuffle pair, less code to compile) made its k loop spill
-                // 6 accumulators: n = 8 ran 5 - 10 % slower in most data
-                // layouts (BENCHMARKS.md).
+                // (The one-output tile; wider ones loop in
+                // `tile_epilogue`.) Each accumulator is loaded and summed
+                // where its output is made. Summing the 4x8 tile's 32
+                // together (two per shuffle pair, less code to compile)
+                // made its k loop spill 6 accumulators: n = 8 ran 5 - 10 %
+                // slower in most data layouts (BENCHMARKS.md).
                 let acc = self
                     .b
                     .build_load(acc_t, accs[r * cols as usize + c], "a")?
@@ -1591,6 +1745,83 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.float_epilogue(f, &outs, self.i64c(1))?;
         self.b.build_return(None)?;
         Ok(f)
+    }
+
+    /// The end of a float tile of more than one output: each output, in
+    /// the order of the unrolled form (rows in order, each row's columns
+    /// from the last to the first, see `emit_tile`), summed from the
+    /// accumulator array `accs` (`rows * cols` vectors of 16 lanes,
+    /// row-major), plus the bias, through the activation, stored; columns
+    /// from `half_cols` on are shifted by `shift` (a split tile's second
+    /// half; `half_cols = cols` for no shift). A loop over the outputs
+    /// instead of one copy per output: the 32 inline reductions and
+    /// stores of the 4x8 tile were about a third of its machine code and
+    /// of its share of the JIT time; the bits are the same (the same tree
+    /// per accumulator). The loop comes after the k loop, so it leaves
+    /// that loop's registers alone (loops inside it did not: see the
+    /// scale tail in `emit_tile`).
+    fn tile_epilogue(
+        &self,
+        f: FunctionValue<'ctx>,
+        a: &TileArgs<'ctx>,
+        accs: PointerValue<'ctx>,
+        (r0, c0, shift): (IntValue<'ctx>, IntValue<'ctx>, IntValue<'ctx>),
+        (rows, cols, half_cols): (u32, u32, u32),
+    ) -> Result<(), CpuError> {
+        let acc_t = self.f32t.vec_type(LANES / 2);
+        let shifted = half_cols < cols;
+        let half_cols = u64::from(half_cols);
+        let cols = u64::from(cols);
+        self.emit_range(f, self.i64c(0), self.i64c(u64::from(rows)), |ri| {
+            let row = self.b.build_int_add(r0, ri, "row")?;
+            let bias = if self.spec.epilogue.bias {
+                let bo = self.b.build_int_mul(row, self.i64c(4), "bo")?;
+                Some(
+                    self.b
+                        .build_load(self.f32t, self.gep(a.bias, bo)?, "bias")?
+                        .into_float_value(),
+                )
+            } else {
+                None
+            };
+            self.emit_range(f, self.i64c(0), self.i64c(cols), |ci| {
+                let c = self.b.build_int_sub(self.i64c(cols - 1), ci, "cr")?;
+                let i = self.b.build_int_mul(ri, self.i64c(cols), "ai")?;
+                let i = self.b.build_int_add(i, c, "ai")?;
+                let o = self
+                    .b
+                    .build_int_mul(i, self.i64c(u64::from(LANES / 2 * 4)), "ao")?;
+                let acc = self
+                    .b
+                    .build_load(acc_t, self.gep(accs, o)?, "a")?
+                    .into_vector_value();
+                let dot = self.reduce(acc)?;
+                // The second half's columns are shifted back by `shift`.
+                let off = if shifted {
+                    let second = self.b.build_int_compare(
+                        IntPredicate::UGE,
+                        c,
+                        self.i64c(half_cols),
+                        "sh",
+                    )?;
+                    let moved = self.b.build_int_add(c, shift, "co")?;
+                    self.b
+                        .build_select(second, moved, c, "co")?
+                        .into_int_value()
+                } else {
+                    c
+                };
+                let col = self.b.build_int_add(c0, off, "c")?;
+                let yp = self.y_ptr(a.y, col, row)?;
+                let v = match bias {
+                    Some(bv) => self.b.build_float_add(dot, bv, "yb")?,
+                    None => dot,
+                };
+                self.float_epilogue(f, &[(yp, v)], self.i64c(1))
+            })?;
+            Ok(())
+        })?;
+        Ok(())
     }
 
     fn emit_kernel(&self) -> Result<(), CpuError> {
@@ -1710,6 +1941,27 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                            wides: &[Wide<'ctx>],
                            (narrow, narrow_tile_rows): (FunctionValue<'ctx>, u64),
                            narrow_rows: u64| {
+                // `call(rr)` for each row tile of `tile_rows` rows from
+                // `r` in the block: one call site in a loop when there are
+                // several (each call site is about 20 instructions of
+                // argument set-up to compile).
+                let each_row_tile = |r: IntValue<'ctx>,
+                                     tile_rows: u64,
+                                     call: &dyn Fn(IntValue<'ctx>) -> Result<(), CpuError>|
+                 -> Result<(), CpuError> {
+                    if narrow_rows <= tile_rows {
+                        return call(r);
+                    }
+                    let end = self.b.build_int_add(r, self.i64c(narrow_rows), "re")?;
+                    self.emit_loop(
+                        f,
+                        r,
+                        |rr| Ok(self.b.build_int_compare(IntPredicate::SLT, rr, end, "rc")?),
+                        tile_rows,
+                        call,
+                    )?;
+                    Ok(())
+                };
                 let mut c = self.i64c(0);
                 for &(wide, wide_rows, wide_cols) in wides {
                     c = self.emit_loop(
@@ -1717,14 +1969,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         c,
                         |c| self.fits(c, wide_cols, n),
                         wide_cols,
-                        |c| {
-                            let mut rr = r;
-                            for _ in 0..(narrow_rows / wide_rows) {
-                                call(wide, rr, c)?;
-                                rr = self.b.build_int_add(rr, self.i64c(wide_rows), "rr")?;
-                            }
-                            Ok(())
-                        },
+                        |c| each_row_tile(r, wide_rows, &|rr| call(wide, rr, c)),
                     )?;
                 }
                 if let (Some((tile, tile_rows, _)), false) = (shifted, wides.is_empty()) {
@@ -1742,11 +1987,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     self.b
                         .build_conditional_branch(use_shifted, call_b, cont_b)?;
                     self.b.position_at_end(call_b);
-                    let mut rr = r;
-                    for _ in 0..(narrow_rows / tile_rows) {
-                        call_live(tile, rr, c, left)?;
-                        rr = self.b.build_int_add(rr, self.i64c(tile_rows), "rr")?;
-                    }
+                    each_row_tile(r, tile_rows, &|rr| call_live(tile, rr, c, left))?;
                     self.b.build_unconditional_branch(cont_b)?;
                     self.b.position_at_end(cont_b);
                     c = self
@@ -1759,18 +2000,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     c,
                     |c| Ok(self.b.build_int_compare(IntPredicate::SLT, c, n, "cc")?),
                     1,
-                    |c| {
-                        let mut rr = r;
-                        for i in 0..(narrow_rows / narrow_tile_rows) {
-                            if i > 0 {
-                                rr = self
-                                    .b
-                                    .build_int_add(rr, self.i64c(narrow_tile_rows), "rr")?;
-                            }
-                            call(narrow, rr, c)?;
-                        }
-                        Ok(())
-                    },
+                    |c| each_row_tile(r, narrow_tile_rows, &|rr| call(narrow, rr, c)),
                 )?;
                 Ok::<(), CpuError>(())
             };
