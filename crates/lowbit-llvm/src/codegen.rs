@@ -118,6 +118,7 @@ const SCALE_RUN: u32 = 16;
 const SCALE_PREFETCH_BYTES: u64 = 64;
 
 pub(crate) mod amx;
+mod amxdot;
 mod blockdot;
 mod vnni;
 
@@ -1815,7 +1816,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 /// Builds the AMX-INT8 module for a W8A8 `spec` (`i8` weights; see
 /// `codegen/amx.rs`): the same entry point and buffers as
 /// [`build_module`]'s W8A8 kernel, the activations padded to a multiple
-/// of 32 rows. The caller checks the spec and the target.
+/// of 32 rows; or, for a block-dot spec, the AMX block-dot kernel
+/// (`codegen/amxdot.rs`: the buffers of the `vpdpbusd` block-dot kernel,
+/// bit-identical results). The caller checks the spec and the target.
 pub fn build_amx_module<'ctx>(
     ctx: &'ctx Context,
     spec: &GemmSpec,
@@ -1826,6 +1829,11 @@ pub fn build_amx_module<'ctx>(
         .ok_or_else(|| CpuError::Llvm(format!("no weight decoder for {}", spec.weight.dtype)))?;
     let module = ctx.create_module("lowbit_gemm_amx");
     module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
-    Gen::new(ctx, &module, spec, kind, target, None).emit_amx_kernel()?;
+    let g = Gen::new(ctx, &module, spec, kind, target, None);
+    if spec.is_blockdot() {
+        g.emit_amxdot_kernel()?;
+    } else {
+        g.emit_amx_kernel()?;
+    }
     verified(module)
 }

@@ -1,0 +1,112 @@
+//! The AMX block-dot kernel (`codegen/amxdot.rs`) against the
+//! interpreter (within the block-dot bound) and against the `vpdpbusd`
+//! block-dot kernel (bit for bit), which the same host builds when its
+//! target's features lack `amx-int8`: ragged m (not a multiple of 16, an
+//! odd panel count) and k (not a multiple of 32), static n = 2, 3, 8, 9,
+//! 17 and run-time n = 1 .. 17 (every column-tile combination), `i4` and
+//! `i8` weights, 1 and 2 threads. On a host without AMX-INT8 (or where
+//! Linux refuses the tile state) the tests print why and check nothing.
+
+mod common;
+
+use common::{BlockdotCase, Rng};
+use lowbit_llvm::{CpuTarget, Dim, GemmKernel};
+
+/// The host target, and the host without AMX (the `vpdpbusd` kernel's
+/// target); `None` (after printing why) where the JIT does not put
+/// block-dot specs on AMX here.
+fn targets() -> Option<(CpuTarget, CpuTarget)> {
+    let host = CpuTarget::host().unwrap();
+    if !(host.has("amx-tile") && host.has("amx-int8")) {
+        eprintln!("skipped: the host has no AMX-INT8 ({})", host.describe());
+        return None;
+    }
+    let mut vnni = host.clone();
+    vnni.features = host
+        .features
+        .split(',')
+        .filter(|f| !f.starts_with("+amx"))
+        .collect::<Vec<_>>()
+        .join(",");
+    // The tile state is granted once per process: an AMX kernel that
+    // compiles for a two-column spec tells whether it was.
+    let probe = lowbit_llvm::GemmSpec::blockdot(16, 32, Dim::Static(2));
+    if !GemmKernel::compile_uncached(&probe, &host)
+        .unwrap()
+        .uses_amx()
+    {
+        eprintln!("skipped: Linux did not grant the AMX tile state");
+        return None;
+    }
+    Some((host, vnni))
+}
+
+/// One random case: the AMX kernel within the bound of the interpreter
+/// and bit-identical to the `vpdpbusd` kernel, on 1 and 2 threads.
+fn check(
+    rng: &mut Rng,
+    (amx_t, vnni_t): &(CpuTarget, CpuTarget),
+    (m, k, n): (usize, usize, usize),
+    dim: Dim,
+    wdt: &str,
+) {
+    let case = BlockdotCase::random(rng, m, k, n, dim, wdt);
+    let amx = GemmKernel::compile_uncached(&case.spec, amx_t).unwrap();
+    let vnni = GemmKernel::compile_uncached(&case.spec, vnni_t).unwrap();
+    // n = 1 is AMX only with a run-time n.
+    assert_eq!(
+        amx.uses_amx(),
+        n >= 2 || dim == Dim::Dynamic,
+        "{}",
+        case.spec
+    );
+    assert!(!vnni.uses_amx(), "{}", case.spec);
+    for threads in [1, 2] {
+        let what = format!("threads={threads}");
+        let y = case.run(&amx, threads);
+        case.assert_within_bound(&y, &what);
+        let y_vnni = case.run(&vnni, threads);
+        for (i, (a, v)) in y.iter().zip(&y_vnni).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                v.to_bits(),
+                "{} {what}: y[{}, {}] = {a} (amx), {v} (vpdpbusd)",
+                case.spec,
+                i / m,
+                i % m
+            );
+        }
+    }
+}
+
+#[test]
+fn static_n_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
+    let Some(targets) = targets() else { return };
+    let mut rng = Rng(0xa3c5_0d07_1e55_0001);
+    for &(m, k, n) in &[
+        (21usize, 45usize, 2usize),
+        (37, 100, 3),
+        (50, 257, 8),
+        (16, 64, 9),
+        (70, 96, 17),
+        (200, 333, 8),
+    ] {
+        for wdt in ["i4", "i8"] {
+            check(&mut rng, &targets, (m, k, n), Dim::Static(n), wdt);
+        }
+    }
+}
+
+#[test]
+fn run_time_n_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
+    let Some(targets) = targets() else { return };
+    let mut rng = Rng(0xa3c5_0d07_1e55_0002);
+    // Every remainder of n mod 8 below and above 8, and n = 1.
+    for n in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17] {
+        for wdt in ["i4", "i8"] {
+            let m = 16 + 7 * n;
+            let k = 31 + 13 * n;
+            check(&mut rng, &targets, (m, k, n), Dim::Dynamic, wdt);
+        }
+    }
+}
