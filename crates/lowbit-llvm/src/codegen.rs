@@ -118,7 +118,7 @@ const SCALE_RUN: u32 = 16;
 const SCALE_PREFETCH_BYTES: u64 = 64;
 
 pub(crate) mod amx;
-mod amxdot;
+pub(crate) mod amxdot;
 mod blockdot;
 mod vnni;
 

@@ -896,7 +896,7 @@ fn amx_ready(spec: &GemmSpec, target: &CpuTarget) -> Result<(), CpuError> {
 /// tile state).
 fn amx_blockdot(spec: &GemmSpec, target: &CpuTarget) -> bool {
     spec.is_blockdot()
-        && !matches!(spec.n, Dim::Static(0 | 1))
+        && matches!(spec.n, Dim::Static(n) if n >= crate::codegen::amxdot::MIN_COLS)
         && target.has("amx-tile")
         && target.has("amx-int8")
         && request_amx().is_ok()

@@ -1,16 +1,17 @@
 //! The AMX block-dot kernel (`codegen/amxdot.rs`) against the
 //! interpreter (within the block-dot bound) and against the `vpdpbusd`
 //! block-dot kernel (bit for bit), which the same host builds when its
-//! target's features lack `amx-int8`: ragged m (not a multiple of 16, an
-//! odd panel count) and k (not a multiple of 32), static n = 2, 3, 8, 9,
-//! 17 and run-time n = 1 .. 17 (every column-tile combination), `i4` and
-//! `i8` weights, 1 and 2 threads. On a host without AMX-INT8 (or where
-//! Linux refuses the tile state) the tests print why and check nothing.
+//! target's features lack `amx-int8`: ragged m (not a multiple of 16, odd
+//! and even panel counts) and k (not a multiple of 32), static n = 8, 9,
+//! 16, 17, 24, 33 (every column-tile kind and remainder), `i4` and `i8`
+//! weights, 1 and 2 threads; and which specs the JIT puts on AMX (a
+//! static n >= 8 only). On a host without AMX-INT8 (or where Linux
+//! refuses the tile state) the tests print why and check nothing.
 
 mod common;
 
 use common::{BlockdotCase, Rng};
-use lowbit_llvm::{CpuTarget, Dim, GemmKernel};
+use lowbit_llvm::{CpuTarget, Dim, GemmKernel, GemmSpec};
 
 /// The host target, and the host without AMX (the `vpdpbusd` kernel's
 /// target); `None` (after printing why) where the JIT does not put
@@ -30,7 +31,7 @@ fn targets() -> Option<(CpuTarget, CpuTarget)> {
         .join(",");
     // The tile state is granted once per process: an AMX kernel that
     // compiles for a two-column spec tells whether it was.
-    let probe = lowbit_llvm::GemmSpec::blockdot(16, 32, Dim::Static(2));
+    let probe = GemmSpec::blockdot(16, 32, Dim::Static(8));
     if !GemmKernel::compile_uncached(&probe, &host)
         .unwrap()
         .uses_amx()
@@ -80,16 +81,19 @@ fn check(
 }
 
 #[test]
-fn static_n_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
+fn amx_kernel_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
     let Some(targets) = targets() else { return };
     let mut rng = Rng(0xa3c5_0d07_1e55_0001);
+    // Column tiles: 8 (two panels), 9 and 16 (one panel), 16 + 1,
+    // 16 + 8, 16 + 16 + 1; odd and even panel counts, m and k ragged.
     for &(m, k, n) in &[
-        (21usize, 45usize, 2usize),
-        (37, 100, 3),
+        (21usize, 45usize, 8usize),
         (50, 257, 8),
         (16, 64, 9),
+        (37, 100, 16),
         (70, 96, 17),
-        (200, 333, 8),
+        (200, 333, 24),
+        (45, 77, 33),
     ] {
         for wdt in ["i4", "i8"] {
             check(&mut rng, &targets, (m, k, n), Dim::Static(n), wdt);
@@ -98,15 +102,14 @@ fn static_n_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
 }
 
 #[test]
-fn run_time_n_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
-    let Some(targets) = targets() else { return };
-    let mut rng = Rng(0xa3c5_0d07_1e55_0002);
-    // Every remainder of n mod 8 below and above 8, and n = 1.
-    for n in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 16, 17] {
-        for wdt in ["i4", "i8"] {
-            let m = 16 + 7 * n;
-            let k = 31 + 13 * n;
-            check(&mut rng, &targets, (m, k, n), Dim::Dynamic, wdt);
-        }
+fn fewer_columns_and_run_time_n_keep_vpdpbusd() {
+    let Some((host, _)) = targets() else { return };
+    for dim in [Dim::Static(1), Dim::Static(7), Dim::Dynamic] {
+        let spec = GemmSpec::blockdot(32, 64, dim);
+        let kernel = GemmKernel::compile_uncached(&spec, &host).unwrap();
+        assert!(!kernel.uses_amx(), "{spec}");
     }
+    let spec = GemmSpec::blockdot(32, 64, Dim::Static(8));
+    let kernel = GemmKernel::compile_uncached(&spec, &host).unwrap();
+    assert!(kernel.uses_amx(), "{spec}");
 }
