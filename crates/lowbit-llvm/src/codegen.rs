@@ -73,7 +73,9 @@
 //! `vpdpbusd` kernel of `codegen/blockdot.rs`, with its own bound against
 //! the interpreter's result of the quantized graph:
 //! `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * sum_j |x̂_j * w_j|`, `x̂` the
-//! dequantized activation.
+//! dequantized activation. The JIT builds the AMX-INT8 form of it
+//! (`codegen/amxdot.rs`, [`build_amx_module`]: `tdpbsud` per block,
+//! bit-identical) for a static `n >= 8` on a host with AMX-INT8.
 //!
 //! Bit-serial specs (WxAy over bit-planes) and the W1A1 tiles (XOR-popcount
 //! over packed `b1` signs) are emitted by the child module [`bitserial`],

@@ -16,6 +16,12 @@
 //! into 1 KiB tiles (on the call's threads) and rows handed out in whole
 //! 32-row panel pairs.
 //!
+//! A block-dot spec with a static `n >= 8` on an AMX-INT8 host (whose
+//! target features include `amx-int8`, and where Linux grants the tile
+//! state) builds the AMX block-dot kernel (`codegen/amxdot.rs`,
+//! bit-identical to the `vpdpbusd` one, same buffers);
+//! [`GemmKernel::uses_amx`] tells which was built.
+//!
 //! Limits: neither cache evicts (kernels are small).
 
 use crate::codegen::{build_amx_module, build_module, KERNEL_SYMBOL};
