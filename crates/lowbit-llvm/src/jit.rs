@@ -19,8 +19,9 @@
 //! A block-dot spec with a static `n >= 8` on an AMX-INT8 host (whose
 //! target features include `amx-int8`, and where Linux grants the tile
 //! state) builds the AMX block-dot kernel (`codegen/amxdot.rs`,
-//! bit-identical to the `vpdpbusd` one, same buffers);
-//! [`GemmKernel::uses_amx`] tells which was built.
+//! bit-identical to the `vpdpbusd` one, same buffers) unless
+//! `LOWBIT_BLOCKDOT_AMX=0`; [`GemmKernel::uses_amx`] tells which was
+//! built.
 //!
 //! Limits: neither cache evicts (kernels are small).
 
@@ -899,13 +900,22 @@ fn amx_ready(spec: &GemmSpec, target: &CpuTarget) -> Result<(), CpuError> {
 /// target without `amx-int8` in its features, the host's with it removed
 /// included, keeps the `vpdpbusd` kernel), and Linux granting the tile
 /// state. AOT objects never take it (their drivers do not ask for the
-/// tile state).
+/// tile state). `LOWBIT_BLOCKDOT_AMX=0` in the environment (read once
+/// per process) keeps the `vpdpbusd` kernel everywhere, for comparisons.
 fn amx_blockdot(spec: &GemmSpec, target: &CpuTarget) -> bool {
-    spec.is_blockdot()
+    static ALLOWED: OnceLock<bool> = OnceLock::new();
+    *ALLOWED.get_or_init(|| blockdot_amx_allowed(std::env::var_os("LOWBIT_BLOCKDOT_AMX")))
+        && spec.is_blockdot()
         && matches!(spec.n, Dim::Static(n) if n >= crate::codegen::amxdot::MIN_COLS)
         && target.has("amx-tile")
         && target.has("amx-int8")
         && request_amx().is_ok()
+}
+
+/// Whether the value of `LOWBIT_BLOCKDOT_AMX` lets block-dot specs run on
+/// AMX: unset, or anything but `0`.
+fn blockdot_amx_allowed(value: Option<std::ffi::OsString>) -> bool {
+    value.is_none_or(|v| v != "0")
 }
 
 /// Activations packed for the AMX kernel (`codegen/amx.rs`): `u8` rows

@@ -12,10 +12,11 @@ mod common;
 
 use common::{BlockdotCase, Rng};
 use lowbit_llvm::{CpuTarget, Dim, GemmKernel, GemmSpec};
+use lowbit_numerics::ElemType;
 
 /// The host target, and the host without AMX (the `vpdpbusd` kernel's
 /// target); `None` (after printing why) where the JIT does not put
-/// block-dot specs on AMX here.
+/// block-dot specs on AMX here (no AMX-INT8, or the tile state refused).
 fn targets() -> Option<(CpuTarget, CpuTarget)> {
     let host = CpuTarget::host().unwrap();
     if !(host.has("amx-tile") && host.has("amx-int8")) {
@@ -29,17 +30,24 @@ fn targets() -> Option<(CpuTarget, CpuTarget)> {
         .filter(|f| !f.starts_with("+amx"))
         .collect::<Vec<_>>()
         .join(",");
-    // The tile state is granted once per process: an AMX kernel that
-    // compiles for a two-column spec tells whether it was.
-    let probe = GemmSpec::blockdot(16, 32, Dim::Static(8));
-    if !GemmKernel::compile_uncached(&probe, &host)
-        .unwrap()
-        .uses_amx()
-    {
-        eprintln!("skipped: Linux did not grant the AMX tile state");
+    // Whether Linux grants the tile state: the AMX W8A8 kernel compiles
+    // only then (independent of LOWBIT_BLOCKDOT_AMX).
+    let w8a8 = GemmSpec::int8(16, 64, Dim::Static(16), ElemType::U8);
+    if let Err(e) = GemmKernel::compile_amx(&w8a8) {
+        eprintln!("skipped: no AMX tile state here: {e}");
         return None;
     }
     Some((host, vnni))
+}
+
+/// Whether `LOWBIT_BLOCKDOT_AMX=0` turned the AMX block-dot kernel off
+/// in this process (then the tests that need it say so and stop).
+fn switched_off() -> bool {
+    let off = std::env::var_os("LOWBIT_BLOCKDOT_AMX").is_some_and(|v| v == "0");
+    if off {
+        eprintln!("LOWBIT_BLOCKDOT_AMX=0: the AMX block-dot kernel is off");
+    }
+    off
 }
 
 /// One random case: the AMX kernel within the bound of the interpreter
@@ -83,6 +91,9 @@ fn check(
 #[test]
 fn amx_kernel_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
     let Some(targets) = targets() else { return };
+    if switched_off() {
+        return;
+    }
     let mut rng = Rng(0xa3c5_0d07_1e55_0001);
     // Column tiles: 8 (two panels), 9 and 16 (one panel), 16 + 1,
     // 16 + 8, 16 + 16 + 1; odd and even panel counts, m and k ragged.
@@ -104,6 +115,9 @@ fn amx_kernel_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
 #[test]
 fn fewer_columns_and_run_time_n_keep_vpdpbusd() {
     let Some((host, _)) = targets() else { return };
+    if switched_off() {
+        return;
+    }
     for dim in [Dim::Static(1), Dim::Static(7), Dim::Dynamic] {
         let spec = GemmSpec::blockdot(32, 64, dim);
         let kernel = GemmKernel::compile_uncached(&spec, &host).unwrap();
@@ -112,4 +126,36 @@ fn fewer_columns_and_run_time_n_keep_vpdpbusd() {
     let spec = GemmSpec::blockdot(32, 64, Dim::Static(8));
     let kernel = GemmKernel::compile_uncached(&spec, &host).unwrap();
     assert!(kernel.uses_amx(), "{spec}");
+}
+
+/// With `LOWBIT_BLOCKDOT_AMX=0` (read once per process) a static n >= 8
+/// stays on `vpdpbusd`; unset, it runs on AMX. Run by itself and, by
+/// `environment_switch_keeps_vpdpbusd`, in a child process with the
+/// variable set.
+#[test]
+fn amx_follows_the_environment_switch() {
+    let Some((host, _)) = targets() else { return };
+    let off = switched_off();
+    let spec = GemmSpec::blockdot(32, 64, Dim::Static(8));
+    let kernel = GemmKernel::compile_uncached(&spec, &host).unwrap();
+    assert_eq!(kernel.uses_amx(), !off, "LOWBIT_BLOCKDOT_AMX off: {off}");
+}
+
+#[test]
+fn environment_switch_keeps_vpdpbusd() {
+    if targets().is_none() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "amx_follows_the_environment_switch",
+            "--nocapture",
+        ])
+        .env("LOWBIT_BLOCKDOT_AMX", "0")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
 }
