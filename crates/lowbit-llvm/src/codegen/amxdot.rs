@@ -14,11 +14,12 @@
 //!   `k_pad`).
 //! * B tile per panel (8 rows x 64 bytes): the block's weight codes in
 //!   AMX's VNNI layout (row `g` = 16 weight rows x k `4g..4g+4`), which
-//!   is the panel layout of the packed weights: `i8` weights (`u8`
-//!   codes) are loaded straight from the weight stream (stride 64); `i4`
-//!   weights are split into their low and high nibbles as in the
-//!   `vpdpbusd` kernel and the 8 rows stored to a stack ring first (AMX
-//!   has no nibble operand).
+//!   is the panel layout of the packed weights. The codes are staged
+//!   through vector registers into a stack ring: `i8` weights (`u8`
+//!   codes) as they are (tile loads straight from the weight stream kept
+//!   fewer reads in flight: n = 8 was slower than `vpdpbusd`); `i4`
+//!   weights split into their low and high nibbles as in the `vpdpbusd`
+//!   kernel (AMX has no nibble operand).
 //! * C tile per panel (`C` rows x 16 `i32`): zeroed, one `tdpbsud`
 //!   (signed activations x unsigned weight codes), stored to a stack
 //!   ring. Then, per column, exactly the `vpdpbusd` kernel's steps: the
@@ -33,7 +34,7 @@
 //! JIT time that of the `vpdpbusd` kernel; a loop per pipeline phase with
 //! blocks in pairs took about twice as long to compile): block `b`'s
 //! `f32` steps run after block `b + AHEAD`'s tile instructions are issued
-//! and block `b + 2 AHEAD`'s nibbles are unpacked, through rings of
+//! and block `b + 2 AHEAD`'s codes are staged, through rings of
 //! `RING` slots, so no tile load reads a just-stored vector and no
 //! vector load a just-stored tile. The entry point walks the panel pairs overlapping
 //! `row_begin..row_end` and, per pair, the column tiles (16 columns at a
@@ -216,12 +217,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_store(cfg_p, self.const_bytes(&cfg))?;
         self.amx("llvm.x86.ldtilecfg", &[cfg_p.into()])?;
         let accs = self.zeroed_accs(v16f, cols * panels as u32)?;
-        let nibbles = spec.weight.dtype.bits() == 4;
-        let b_buf = if nibbles {
-            Some(self.aligned_buffer(RING * panels * B_BYTES, "brows")?)
-        } else {
-            None
-        };
+        let b_buf = self.aligned_buffer(RING * panels * B_BYTES, "brows")?;
         let c_buf = self.aligned_buffer(RING * panels * u64::from(cols) * 64, "ctiles")?;
         // Panels `panel0 + p`, the last one repeated past the end.
         let last_panel = self.i64c((spec.m_pad() / INT_PANEL) as u64 - 1);
@@ -257,29 +253,25 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             )?,
         };
         // The pipeline over blocks, one loop with guarded stages (one copy
-        // of each stage's code: the JIT time): iteration `i` unpacks block
-        // `i` (i4), issues the block dots of block `i - lead` and runs the
-        // f32 steps of block `i - lead - AHEAD`, where `lead` is AHEAD for
-        // i4 and 0 for i8.
-        let lead = if nibbles { AHEAD } else { 0 };
+        // of each stage's code: the JIT time): iteration `i` stages the
+        // codes of block `i`, issues the block dots of block `i - AHEAD`
+        // and runs the f32 steps of block `i - 2 AHEAD`.
         let blocks_v = self.i64c(blocks);
-        self.emit_range(f, self.i64c(0), self.i64c(blocks + lead + AHEAD), |i| {
-            if nibbles {
-                let live = self
-                    .b
-                    .build_int_compare(IntPredicate::ULT, i, blocks_v, "un")?;
-                self.amx_if(f, live, || self.amxdot_unpack(&t, i), || Ok(()))?;
-            }
-            // Unsigned: below `lead` the index wraps past `blocks`.
-            let j = self.b.build_int_sub(i, self.i64c(lead), "j")?;
+        self.emit_range(f, self.i64c(0), self.i64c(blocks + 2 * AHEAD), |i| {
+            let live = self
+                .b
+                .build_int_compare(IntPredicate::ULT, i, blocks_v, "un")?;
+            self.amx_if(f, live, || self.amxdot_stage(&t, i), || Ok(()))?;
+            // Unsigned: below `AHEAD` the index wraps past `blocks`.
+            let j = self.b.build_int_sub(i, self.i64c(AHEAD), "j")?;
             let live = self
                 .b
                 .build_int_compare(IntPredicate::ULT, j, blocks_v, "dl")?;
             self.amx_if(f, live, || self.amxdot_dots(&t, j), || Ok(()))?;
             let live =
                 self.b
-                    .build_int_compare(IntPredicate::UGE, i, self.i64c(lead + AHEAD), "fl")?;
-            let b = self.b.build_int_sub(i, self.i64c(lead + AHEAD), "b")?;
+                    .build_int_compare(IntPredicate::UGE, i, self.i64c(2 * AHEAD), "fl")?;
+            let b = self.b.build_int_sub(i, self.i64c(2 * AHEAD), "b")?;
             self.amx_if(f, live, || self.amxdot_f32(&t, b), || Ok(()))
         })?;
         self.amx("llvm.x86.tilerelease", &[])?;
@@ -326,16 +318,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         (PANEL * BLOCK as u32) as u64 * u64::from(self.spec.weight.dtype.bits()) / 8
     }
 
-    /// `i4` codes of block `j` into its B-row ring slot: rows 2i and 2i +
-    /// 1 of a panel's B tile are the low and high nibbles of code vector
-    /// i (k 8i..8i+4 and 8i+4..8i+8). Prefetches the code stream.
-    fn amxdot_unpack(&self, t: &Tile<'_, 'ctx>, j: IntValue<'ctx>) -> Result<(), CpuError> {
-        let Some(b_buf) = t.b_buf else {
-            return Ok(());
-        };
+    /// The codes of block `j` into its B-row ring slot, through vector
+    /// loads (which keep more reads of the weight stream in flight than
+    /// tile loads: BENCHMARKS.md): `u8` codes as they are; for `u4`
+    /// codes, rows 2i and 2i + 1 of a panel's B tile are the low and high
+    /// nibbles of code vector i (k 8i..8i+4 and 8i+4..8i+8). Prefetches
+    /// the code stream.
+    fn amxdot_stage(&self, t: &Tile<'_, 'ctx>, j: IntValue<'ctx>) -> Result<(), CpuError> {
         let v64 = self.i8t.vec_type(64);
         let panels = t.w_panels.len() as u64;
-        let slot = self.gep(b_buf, self.ring_slot(j, panels * B_BYTES)?)?;
+        let slot = self.gep(t.b_buf, self.ring_slot(j, panels * B_BYTES)?)?;
         for p in 0..panels {
             let wb = self.amxdot_codes(t, p, j)?;
             self.prefetch_codes(wb)?;
@@ -344,11 +336,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 let raw = self
                     .load(v64, self.gep(wb, self.i64c(64 * i))?, 1)?
                     .into_vector_value();
-                for (h, high) in [(0, false), (1, true)] {
-                    let v = self.nibbles(raw, high, false)?;
-                    let at = self.gep(dst, self.i64c(128 * i + 64 * h))?;
+                let rows = if self.spec.weight.dtype.bits() == 8 {
+                    vec![(raw, 64 * i)]
+                } else {
+                    vec![
+                        (self.nibbles(raw, false, false)?, 128 * i),
+                        (self.nibbles(raw, true, false)?, 128 * i + 64),
+                    ]
+                };
+                for (v, at) in rows {
                     self.b
-                        .build_store(at, v)?
+                        .build_store(self.gep(dst, self.i64c(at))?, v)?
                         .set_alignment(64)
                         .map_err(|e| CpuError::Llvm(format!("B row alignment: {e}")))?;
                 }
@@ -382,20 +380,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.i64c(self.spec.k_pad() as u64).into(),
             ],
         )?;
-        let b_slot = match t.b_buf {
-            Some(b_buf) => Some(self.gep(b_buf, self.ring_slot(j, panels * B_BYTES)?)?),
-            None => None,
-        };
+        let b_slot = self.gep(t.b_buf, self.ring_slot(j, panels * B_BYTES)?)?;
         let c_slot = self.gep(t.c_buf, self.ring_slot(j, panels * cols * 64)?)?;
         for p in 0..panels {
-            let b_tile = match b_slot {
-                Some(slot) => self.gep(slot, self.i64c(p * B_BYTES))?,
-                None => {
-                    let wb = self.amxdot_codes(t, p, j)?;
-                    self.prefetch_codes(wb)?;
-                    wb
-                }
-            };
+            let b_tile = self.gep(b_slot, self.i64c(p * B_BYTES))?;
             self.amx(
                 "llvm.x86.tileloadd64",
                 &[self.tmm(tmm_b(p)), b_tile.into(), stride64],
@@ -469,8 +457,8 @@ struct Tile<'p, 'ctx> {
     s_panels: Vec<PointerValue<'ctx>>,
     /// `f32` accumulators, `[panel][column]`.
     accs: Vec<PointerValue<'ctx>>,
-    /// Unpacked `i4` B tiles `[RING][panels][512]` (`None` for `i8`).
-    b_buf: Option<PointerValue<'ctx>>,
+    /// Staged B tiles `[RING][panels][512]`.
+    b_buf: PointerValue<'ctx>,
     /// Block dots `[RING][panels][cols][16 i32]`.
     c_buf: PointerValue<'ctx>,
     /// Each column's first block (index into the activation scales and
