@@ -44,9 +44,13 @@
 //! `row_begin..row_end` are stored. Each tile function loads its own tile
 //! configuration and releases the tile state at its end.
 //!
-//! Measured (BENCHMARKS.md, "AMX block-dot"): the tile instructions cost
-//! about the same whatever the number of A rows, so the kernel gains
-//! over `vpdpbusd` only from about 8 columns on.
+//! Measured (BENCHMARKS.md, "AMX block-dot"): the tile instructions
+//! (loads, `tdpbsud`, stores) cost about the same whatever the number of
+//! A rows and dominate the kernel's compute time, so it gains over
+//! `vpdpbusd` only from about 8 columns on; with weights in L2 it is
+//! about as fast as `vpdpbusd` at n = 8 and 16 and 10 - 15 % faster at
+//! n = 32 (one thread); at DRAM sizes (m = 4096, k = 14336, 2 threads, a
+//! busy machine) it took 0.64 - 0.91 of the `vpdpbusd` kernel's time.
 //!
 //! Limits: `i4`/`i8` weights as the `vpdpbusd` kernel, a static `n`;
 //! x86-64 with `amx-tile` and `amx-int8` in a process that has asked the
@@ -61,9 +65,10 @@ use inkwell::IntPredicate;
 /// The least static `n` the JIT builds this kernel for: with fewer
 /// columns the tile instructions (whose cost hardly depends on the
 /// number of A rows) cost more than the `vpdpbusd` chains they replace
-/// (m = 128, k = 14336, one thread, weights in L2/L3, kernel time less
-/// the activation quantization: n = 2 45 against 30 us, n = 4 50 against
-/// 45 us, n = 8 65 against 74 us; BENCHMARKS.md).
+/// (an earlier version of this kernel, m = 128, k = 14336, one thread,
+/// weights in L2/L3, CPU time less the activation quantization: n = 2
+/// 48 - 50 against 26 - 33 us, n = 4 55 against 40 - 49 us, n = 8 65
+/// against 74 us; BENCHMARKS.md, "AMX block-dot").
 pub(crate) const MIN_COLS: usize = 8;
 
 /// Widest column tile: 16 columns (A and C tiles of 16 rows: a whole
@@ -73,9 +78,9 @@ const MAX_COLS: u64 = 16;
 /// Weight panels per call of a `cols`-column tile: two up to 8 columns
 /// (they share each A tile load and each column's correction and scale;
 /// 16 accumulators), one above. Measured at n = 16 (m = 128, k = 14336,
-/// one thread): one 16-column tile 107 us, two 8-column tiles of two
-/// panels 122 us, `vpdpbusd` 149 us; three panels of 8 columns were
-/// slower than two at n = 8.
+/// one thread, an earlier version): one 16-column tile 107 us, two
+/// 8-column tiles of two panels 122 us, `vpdpbusd` 149 us; three panels
+/// of 8 columns (24 accumulators) were slower than two at n = 8.
 const fn tile_panels(cols: u32) -> u64 {
     if cols <= 8 {
         2
