@@ -36,10 +36,10 @@
 //! `f32` steps run after block `b + AHEAD`'s tile instructions are issued
 //! and block `b + 2 AHEAD`'s codes are staged, through rings of
 //! `RING` slots, so no tile load reads a just-stored vector and no
-//! vector load a just-stored tile. The entry point walks the panel pairs overlapping
-//! `row_begin..row_end` and, per pair, the column tiles (16 columns at a
-//! time, then one tile for the rest); a tile of one panel is called
-//! twice. The second panel of the last pair of the matrix is the last
+//! vector load a just-stored tile. The entry point walks the panel pairs
+//! overlapping `row_begin..row_end` and, per pair, the column tiles (16
+//! columns at a time, then one tile for the rest); a tile of one panel
+//! is called twice. The second panel of the last pair of the matrix is the last
 //! panel again (computed twice, stored with the same values); only rows
 //! `row_begin..row_end` are stored. Each tile function loads its own tile
 //! configuration and releases the tile state at its end.
@@ -100,7 +100,7 @@ const PF_DIST: u64 = 2048;
 const B_BYTES: u64 = 512;
 
 /// How many blocks ahead of the `f32` steps the block dots run (and the
-/// `i4` unpacking twice as far): so that the tile unit's work on later
+/// staging of the codes twice as far): so that the tile unit's work on later
 /// blocks overlaps the vector work on this one, no vector load waits on
 /// a just-stored C tile and no tile load on just-stored B rows. (Without
 /// the distance, storing the nibbles and loading them as a tile right
@@ -134,7 +134,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let n = n as u64;
         // Column tiles as (first column, columns): 16 at a time, then the
         // rest in one tile.
-        let wide = n.min(MAX_COLS);
+        let wide = n.clamp(1, MAX_COLS);
         let mut col_tiles: Vec<(u64, u64)> = (0..n / wide).map(|i| (i * wide, wide)).collect();
         if !n.is_multiple_of(wide) {
             col_tiles.push((n / wide * wide, n % wide));
