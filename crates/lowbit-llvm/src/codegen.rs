@@ -85,7 +85,9 @@
 //! `vpdpbusd` kernel of `codegen/blockdot.rs`, with its own bound against
 //! the interpreter's result of the quantized graph:
 //! `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * sum_j |x̂_j * w_j|`, `x̂` the
-//! dequantized activation.
+//! dequantized activation. The JIT builds the AMX-INT8 form of it
+//! (`codegen/amxdot.rs`, [`build_amx_module`]: `tdpbsud` per block,
+//! bit-identical) for a static `n >= 8` on a host with AMX-INT8.
 //!
 //! Bit-serial specs (WxAy over bit-planes) and the W1A1 tiles (XOR-popcount
 //! over packed `b1` signs) are emitted by the child module [`bitserial`],
@@ -138,6 +140,7 @@ const SCALE_RUN: u32 = 16;
 const SCALE_PREFETCH_BYTES: u64 = 64;
 
 pub(crate) mod amx;
+pub(crate) mod amxdot;
 mod blockdot;
 mod vnni;
 
@@ -2045,7 +2048,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 /// Builds the AMX-INT8 module for a W8A8 `spec` (`i8` weights; see
 /// `codegen/amx.rs`): the same entry point and buffers as
 /// [`build_module`]'s W8A8 kernel, the activations padded to a multiple
-/// of 32 rows. The caller checks the spec and the target.
+/// of 32 rows; or, for a block-dot spec, the AMX block-dot kernel
+/// (`codegen/amxdot.rs`: the buffers of the `vpdpbusd` block-dot kernel,
+/// bit-identical results). The caller checks the spec and the target.
 pub fn build_amx_module<'ctx>(
     ctx: &'ctx Context,
     spec: &GemmSpec,
@@ -2056,6 +2061,11 @@ pub fn build_amx_module<'ctx>(
         .ok_or_else(|| CpuError::Llvm(format!("no weight decoder for {}", spec.weight.dtype)))?;
     let module = ctx.create_module("lowbit_gemm_amx");
     module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
-    Gen::new(ctx, &module, spec, kind, target, None).emit_amx_kernel()?;
+    let g = Gen::new(ctx, &module, spec, kind, target, None);
+    if spec.is_blockdot() {
+        g.emit_amxdot_kernel()?;
+    } else {
+        g.emit_amx_kernel()?;
+    }
     verified(module)
 }

@@ -16,6 +16,13 @@
 //! into 1 KiB tiles (on the call's threads) and rows handed out in whole
 //! 32-row panel pairs.
 //!
+//! A block-dot spec with a static `n >= 8` on an AMX-INT8 host (whose
+//! target features include `amx-int8`, and where Linux grants the tile
+//! state) builds the AMX block-dot kernel (`codegen/amxdot.rs`,
+//! bit-identical to the `vpdpbusd` one, same buffers) unless
+//! `LOWBIT_BLOCKDOT_AMX=0`; [`GemmKernel::uses_amx`] tells which was
+//! built.
+//!
 //! Limits: neither cache evicts (kernels are small).
 
 use crate::codegen::{build_amx_module, build_module, KERNEL_SYMBOL};
@@ -207,6 +214,8 @@ pub struct GemmKernel {
     origin: KernelOrigin,
     /// The AMX-INT8 schedule: activations are packed into tiles per call.
     amx: bool,
+    /// A block-dot spec on the AMX block-dot kernel (`codegen/amxdot.rs`).
+    amx_dot: bool,
     _code: JitCode,
 }
 
@@ -290,13 +299,15 @@ impl GemmKernel {
         if spec.is_amx() {
             amx_ready(spec, target)?;
         }
+        let amx_dot = amx_blockdot(spec, target);
         let start = Instant::now();
         let key = format!(
-            "{spec:?}|{}|{}|{}|{}",
+            "{spec:?}|{}|{}|{}|{}{}",
             target.triple,
             target.cpu,
             target.features,
-            compiler_version()
+            compiler_version(),
+            if amx_dot { "|amx-blockdot" } else { "" }
         );
         let mut origin = KernelOrigin::Compiled;
         if let Some(dir) = dir {
@@ -310,6 +321,7 @@ impl GemmKernel {
                             addrs[0],
                             start.elapsed(),
                             KernelOrigin::DiskCache,
+                            amx_dot,
                         ))
                     }
                     Err(e) => origin = KernelOrigin::Rebuilt(format!("cached object: {e}")),
@@ -319,7 +331,7 @@ impl GemmKernel {
             }
         }
         let object = compile_object(target, |ctx| {
-            if spec.is_amx() {
+            if spec.is_amx() || amx_dot {
                 build_amx_module(ctx, spec, target)
             } else {
                 build_module(ctx, spec, target)
@@ -337,6 +349,7 @@ impl GemmKernel {
             addrs[0],
             start.elapsed(),
             origin,
+            amx_dot,
         ))
     }
 
@@ -347,6 +360,7 @@ impl GemmKernel {
         addr: usize,
         compile_time: Duration,
         origin: KernelOrigin,
+        amx_dot: bool,
     ) -> GemmKernel {
         // SAFETY: the symbol is the function `codegen` emitted with exactly
         // this signature and the C calling convention.
@@ -358,6 +372,7 @@ impl GemmKernel {
             compile_time,
             origin,
             amx: spec.is_amx(),
+            amx_dot,
             _code: code,
         }
     }
@@ -376,6 +391,13 @@ impl GemmKernel {
         let mut spec = spec.clone();
         spec.schedule = lowbit_ir::IntSchedule::Amx;
         GemmKernel::compile_uncached(&spec, &CpuTarget::host()?)
+    }
+
+    /// Whether the kernel runs on AMX tiles: the AMX W8A8 schedule, or a
+    /// block-dot spec the JIT put on the AMX block-dot kernel (`n >= 2`
+    /// on an AMX-INT8 host, see [`compile`]).
+    pub fn uses_amx(&self) -> bool {
+        self.amx || self.amx_dot
     }
 
     /// Where the machine code came from (compiled, or the disk cache).
@@ -869,6 +891,31 @@ fn amx_ready(spec: &GemmSpec, target: &CpuTarget) -> Result<(), CpuError> {
         ));
     }
     request_amx().map_err(unsupported)
+}
+
+/// Whether the JIT builds the AMX block-dot kernel (`codegen/amxdot.rs`)
+/// for `spec` on `target`: a block-dot spec with a run-time `n` or a
+/// static `n` of at least 2 (a static `n = 1` streams four panels per tile
+/// call with `vpdpbusd`, the decode case), a target with AMX-INT8 (a
+/// target without `amx-int8` in its features, the host's with it removed
+/// included, keeps the `vpdpbusd` kernel), and Linux granting the tile
+/// state. AOT objects never take it (their drivers do not ask for the
+/// tile state). `LOWBIT_BLOCKDOT_AMX=0` in the environment (read once
+/// per process) keeps the `vpdpbusd` kernel everywhere, for comparisons.
+fn amx_blockdot(spec: &GemmSpec, target: &CpuTarget) -> bool {
+    static ALLOWED: OnceLock<bool> = OnceLock::new();
+    *ALLOWED.get_or_init(|| blockdot_amx_allowed(std::env::var_os("LOWBIT_BLOCKDOT_AMX")))
+        && spec.is_blockdot()
+        && matches!(spec.n, Dim::Static(n) if n >= crate::codegen::amxdot::MIN_COLS)
+        && target.has("amx-tile")
+        && target.has("amx-int8")
+        && request_amx().is_ok()
+}
+
+/// Whether the value of `LOWBIT_BLOCKDOT_AMX` lets block-dot specs run on
+/// AMX: unset, or anything but `0`.
+fn blockdot_amx_allowed(value: Option<std::ffi::OsString>) -> bool {
+    value.is_none_or(|v| v != "0")
 }
 
 /// Activations packed for the AMX kernel (`codegen/amx.rs`): `u8` rows

@@ -9,53 +9,11 @@
 
 mod common;
 
-use common::{t, Rng};
-use lowbit_interp::eval_op;
-use lowbit_ir::{Granularity, OpKind, Overflow, Tensor, TensorType};
+use common::{f32_tensor, interp_quantize, t, BlockdotCase, Rng};
+use lowbit_ir::Tensor;
 use lowbit_llvm::actquant::quantize_activations;
 use lowbit_llvm::{compile, CpuError, Dim, GemmSpec, PackedWeights};
-use lowbit_numerics::{ElemType, Rounding};
-
-/// The interpreter's `absmax_scale` and `quantize` of `x` (`[n, k]` f32)
-/// per 32-block along k.
-fn interp_quantize(x: &Tensor) -> (Tensor, Tensor) {
-    let (n, k) = (x.shape[0], x.shape[1]);
-    let s_ty = TensorType::new(vec![n, k.div_ceil(32)], ElemType::F32);
-    let s = eval_op(
-        &OpKind::AbsMaxScale {
-            block: 32,
-            qmax: 127,
-        },
-        &[x],
-        std::slice::from_ref(&s_ty),
-    )
-    .unwrap()
-    .remove(0);
-    let q = eval_op(
-        &OpKind::Quantize {
-            granularity: Granularity::Blocked {
-                blocks: vec![(1, 32)],
-            },
-            rounding: Rounding::NearestEven,
-            saturate: true,
-            stochastic: None,
-        },
-        &[x, &s],
-        &[TensorType::new(vec![n, k], ElemType::I8)],
-    )
-    .unwrap()
-    .remove(0);
-    (s, q)
-}
-
-fn f32_tensor(shape: &[u64], v: &[f32]) -> Tensor {
-    Tensor::new(
-        ElemType::F32,
-        shape.to_vec(),
-        v.iter().map(|x| u64::from(x.to_bits())).collect(),
-    )
-    .unwrap()
-}
+use lowbit_numerics::ElemType;
 
 /// Activation values with the edge cases of the scale rule: all-zero
 /// blocks, signed zeros, subnormals, tiny and large magnitudes, ties.
@@ -133,97 +91,10 @@ fn activation_codes_and_scales_equal_the_interpreter() {
 
 /// Runs one random case through the kernel and the interpreter.
 fn check_case(rng: &mut Rng, m: usize, k: usize, n: usize, dim: Dim, threads: usize, wdt: &str) {
-    let mut spec = GemmSpec::blockdot(m, k, dim);
-    spec.weight.dtype = t(wdt);
-    let groups = k.div_ceil(32);
-    let mask = spec.weight.dtype.code_mask();
-    let wq = Tensor::new(
-        spec.weight.dtype,
-        vec![m as u64, k as u64],
-        (0..m * k).map(|_| rng.next() & mask).collect(),
-    )
-    .unwrap();
-    let svals: Vec<f64> = (0..m * groups)
-        .map(|_| {
-            (0.01 + 0.2 * rng.unit())
-                * if rng.next().is_multiple_of(5) {
-                    -1.0
-                } else {
-                    1.0
-                }
-        })
-        .collect();
-    let scales = Tensor::from_f64(ElemType::F16, vec![m as u64, groups as u64], &svals).unwrap();
-    let x: Vec<f32> = (0..n * k)
-        .map(|i| {
-            // One all-zero block per row tests the 0/0 rule end to end.
-            if i % k < 32 && (i / k) % 2 == 1 {
-                0.0
-            } else {
-                (rng.unit() * 2.0 - 1.0) as f32 * if i % 7 == 0 { 30.0 } else { 1.0 }
-            }
-        })
-        .collect();
-    let xt = f32_tensor(&[n as u64, k as u64], &x);
-    // The interpreter: the quantized graph the pass builds.
-    let (s, q) = interp_quantize(&xt);
-    let gran_x = Granularity::Blocked {
-        blocks: vec![(1, 32)],
-    };
-    let xd = eval_op(
-        &OpKind::Dequantize {
-            granularity: gran_x,
-        },
-        &[&q, &s],
-        &[TensorType::new(vec![n as u64, k as u64], ElemType::F32)],
-    )
-    .unwrap()
-    .remove(0);
-    let wd = eval_op(
-        &OpKind::Dequantize {
-            granularity: spec.ir_granularity(),
-        },
-        &[&wq, &scales],
-        &[TensorType::new(vec![m as u64, k as u64], ElemType::F32)],
-    )
-    .unwrap()
-    .remove(0);
-    let wt = eval_op(
-        &OpKind::Transpose { perm: vec![1, 0] },
-        &[&wd],
-        &[TensorType::new(vec![k as u64, m as u64], ElemType::F32)],
-    )
-    .unwrap()
-    .remove(0);
-    let y_ref = eval_op(
-        &OpKind::MatMul {
-            overflow: Overflow::Wrap,
-        },
-        &[&xd, &wt],
-        &[TensorType::new(vec![n as u64, m as u64], ElemType::F32)],
-    )
-    .unwrap()
-    .remove(0)
-    .to_f64();
-    let (xs, ws) = (xd.to_f64(), wd.to_f64());
-    let kernel = compile(&spec).unwrap();
-    let packed = PackedWeights::pack(&spec, &wq, &scales, None).unwrap();
-    let mut y = vec![f32::NAN; n * m];
-    kernel
-        .run(x.as_slice(), &packed, None, &mut y, n, threads)
-        .unwrap();
-    let factor = (spec.k_pad() / 32 + 8) as f64 * 2f64.powi(-24);
-    for c in 0..n {
-        for r in 0..m {
-            let mag: f64 = (0..k).map(|j| (xs[c * k + j] * ws[r * k + j]).abs()).sum();
-            let (got, want) = (f64::from(y[c * m + r]), y_ref[c * m + r]);
-            assert!(
-                (got - want).abs() <= factor * mag,
-                "{wdt} m={m} k={k} n={n} {dim:?} threads={threads}: y[{c}, {r}] = {got}, interpreter {want}, bound {}",
-                factor * mag
-            );
-        }
-    }
+    let case = BlockdotCase::random(rng, m, k, n, dim, wdt);
+    let kernel = compile(&case.spec).unwrap();
+    let y = case.run(&kernel, threads);
+    case.assert_within_bound(&y, &format!("threads={threads}"));
 }
 
 #[test]

@@ -88,7 +88,11 @@ struct Block<'ctx> {
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// Calls the AMX intrinsic `name` (no overloads, no result).
-    fn amx(&self, name: &str, args: &[BasicMetadataValueEnum<'ctx>]) -> Result<(), CpuError> {
+    pub(super) fn amx(
+        &self,
+        name: &str,
+        args: &[BasicMetadataValueEnum<'ctx>],
+    ) -> Result<(), CpuError> {
         let f = Intrinsic::find(name)
             .and_then(|i| i.get_declaration(self.module, &[]))
             .ok_or_else(|| CpuError::Llvm(format!("{name} is not available")))?;
@@ -97,7 +101,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// Tile register `t` as the intrinsics' immediate operand.
-    fn tmm(&self, t: u64) -> BasicMetadataValueEnum<'ctx> {
+    pub(super) fn tmm(&self, t: u64) -> BasicMetadataValueEnum<'ctx> {
         self.i8t.const_int(t, false).into()
     }
 
@@ -191,7 +195,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// 64 constant bytes as a vector.
-    fn const_bytes(&self, bytes: &[u8; 64]) -> VectorValue<'ctx> {
+    pub(super) fn const_bytes(&self, bytes: &[u8; 64]) -> VectorValue<'ctx> {
         inkwell::types::VectorType::const_vector(
             &bytes
                 .iter()
@@ -239,7 +243,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// `if cond { then() } else { otherwise() }` at the current position.
-    fn amx_if(
+    pub(super) fn amx_if(
         &self,
         f: FunctionValue<'ctx>,
         cond: IntValue<'ctx>,

@@ -404,7 +404,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// `v` in every lane of a vector of type `ty`.
-    fn splat_n_value(
+    pub(super) fn splat_n_value(
         &self,
         ty: inkwell::types::VectorType<'ctx>,
         v: impl inkwell::values::BasicValue<'ctx>,
