@@ -28,27 +28,9 @@ use lowbit_llvm::codegen::build_module;
 use lowbit_llvm::{CpuTarget, Dim, GemmKernel, GemmSpec, WeightGranularity};
 use lowbit_numerics::ElemType;
 
-#[repr(C)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
+mod common;
 
-extern "C" {
-    fn clock_gettime(clock: i32, t: *mut Timespec) -> i32;
-}
-
-/// `CLOCK_THREAD_CPUTIME_ID` on Linux.
-const THREAD_CPUTIME: i32 = 3;
-
-fn thread_cpu_ns() -> Result<u64, String> {
-    let mut t = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec for the call.
-    if unsafe { clock_gettime(THREAD_CPUTIME, &mut t) } != 0 {
-        return Err("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed".into());
-    }
-    Ok(t.sec as u64 * 1_000_000_000 + t.nsec as u64)
-}
+use common::thread_cpu_ns;
 
 /// `jit.rs`'s kernel pass pipeline.
 const PIPELINE: &str =

@@ -23,38 +23,9 @@ use lowbit_llvm::bench::{BenchActivations, Rotation};
 use lowbit_llvm::{compile, Dim, GemmSpec, WeightGranularity};
 use lowbit_numerics::ElemType;
 
-#[repr(C)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
+mod common;
 
-extern "C" {
-    fn clock_gettime(clock: i32, t: *mut Timespec) -> i32;
-}
-
-/// `CLOCK_PROCESS_CPUTIME_ID` and `CLOCK_MONOTONIC` on Linux.
-const PROCESS_CPUTIME: i32 = 2;
-const MONOTONIC: i32 = 1;
-
-fn now_ns(clock: i32) -> Result<u64, String> {
-    let mut t = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec for the call.
-    if unsafe { clock_gettime(clock, &mut t) } != 0 {
-        return Err(format!("clock_gettime({clock}) failed"));
-    }
-    Ok(t.sec as u64 * 1_000_000_000 + t.nsec as u64)
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<Option<T>, String> {
-    match args.get(i) {
-        None => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{what}: cannot parse '{s}'")),
-    }
-}
+use common::{arg, now_ns, MONOTONIC, PROCESS_CPUTIME};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

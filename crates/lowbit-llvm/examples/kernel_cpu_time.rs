@@ -18,37 +18,9 @@
 use lowbit_llvm::{compile, Activations, Dim, GemmSpec, PackedWeights};
 use lowbit_numerics::{ElemType, Rounding};
 
-#[repr(C)]
-struct Timespec {
-    sec: i64,
-    nsec: i64,
-}
+mod common;
 
-extern "C" {
-    fn clock_gettime(clock: i32, t: *mut Timespec) -> i32;
-}
-
-/// `CLOCK_THREAD_CPUTIME_ID` on Linux.
-const THREAD_CPUTIME: i32 = 3;
-
-fn thread_cpu_ns() -> Result<u64, String> {
-    let mut t = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec for the call.
-    if unsafe { clock_gettime(THREAD_CPUTIME, &mut t) } != 0 {
-        return Err("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed".into());
-    }
-    Ok(t.sec as u64 * 1_000_000_000 + t.nsec as u64)
-}
-
-fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<Option<T>, String> {
-    match args.get(i) {
-        None => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| format!("{what}: cannot parse '{s}'")),
-    }
-}
+use common::{arg, thread_cpu_ns};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
