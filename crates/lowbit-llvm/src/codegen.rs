@@ -1714,16 +1714,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         }
         let mut outs = Vec::with_capacity((rows * cols) as usize);
         for r in 0..rows as usize {
-            let bias = if spec.epilogue.bias {
-                let bo = self.b.build_int_mul(rows_idx[r], self.i64c(4), "bo")?;
-                Some(
-                    self.b
-                        .build_load(self.f32t, self.gep(a.bias, bo)?, "bias")?
-                        .into_float_value(),
-                )
-            } else {
-                None
-            };
+            let bias = self.row_bias(&a, rows_idx[r])?;
             for c in (0..cols as usize).rev() {
                 // (The one-output tile; wider ones loop in
                 // `tile_epilogue`.) Each accumulator is loaded and summed
@@ -1748,6 +1739,23 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.float_epilogue(f, &outs, self.i64c(1))?;
         self.b.build_return(None)?;
         Ok(f)
+    }
+
+    /// Row `row`'s bias (`f32`), when the epilogue adds one.
+    fn row_bias(
+        &self,
+        a: &TileArgs<'ctx>,
+        row: IntValue<'ctx>,
+    ) -> Result<Option<FloatValue<'ctx>>, CpuError> {
+        if !self.spec.epilogue.bias {
+            return Ok(None);
+        }
+        let bo = self.b.build_int_mul(row, self.i64c(4), "bo")?;
+        Ok(Some(
+            self.b
+                .build_load(self.f32t, self.gep(a.bias, bo)?, "bias")?
+                .into_float_value(),
+        ))
     }
 
     /// The end of a float tile of more than one output: each output, in
@@ -1777,16 +1785,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let cols = u64::from(cols);
         self.emit_range(f, self.i64c(0), self.i64c(u64::from(rows)), |ri| {
             let row = self.b.build_int_add(r0, ri, "row")?;
-            let bias = if self.spec.epilogue.bias {
-                let bo = self.b.build_int_mul(row, self.i64c(4), "bo")?;
-                Some(
-                    self.b
-                        .build_load(self.f32t, self.gep(a.bias, bo)?, "bias")?
-                        .into_float_value(),
-                )
-            } else {
-                None
-            };
+            let bias = self.row_bias(a, row)?;
             self.emit_range(f, self.i64c(0), self.i64c(cols), |ci| {
                 let c = self.b.build_int_sub(self.i64c(cols - 1), ci, "cr")?;
                 let i = self.b.build_int_mul(ri, self.i64c(cols), "ai")?;
