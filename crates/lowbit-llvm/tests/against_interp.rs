@@ -231,6 +231,17 @@ const WEIGHTS: &[&str] = &[
     "f8E5M2", "f4E2M1FN",
 ];
 
+/// The targets the float tests run on: `None` (the host's best ISA,
+/// through the cached JIT) and, on x86-64, an AVX2-only CPU (the
+/// arithmetic decoders and AVX2 tiles).
+fn host_and_avx2() -> Vec<Option<CpuTarget>> {
+    let mut targets = vec![None];
+    if CpuTarget::host().unwrap().triple.starts_with("x86_64") {
+        targets.push(Some(CpuTarget::named("x86_64", "haswell").unwrap()));
+    }
+    targets
+}
+
 #[test]
 fn random_specs_match_the_interpreter() {
     let mut rng = Rng(0x1234_5678_9abc_def1);
@@ -303,11 +314,7 @@ fn random_specs_match_the_interpreter() {
 #[test]
 fn ragged_edges_every_weight_type() {
     let mut rng = Rng(42);
-    let host = CpuTarget::host().unwrap();
-    let mut targets = vec![None];
-    if host.triple.starts_with("x86_64") {
-        targets.push(Some(CpuTarget::named("x86_64", "haswell").unwrap()));
-    }
+    let targets = host_and_avx2();
     for target in &targets {
         for (i, w) in WEIGHTS.iter().enumerate() {
             let dtype = t(w);
@@ -339,11 +346,7 @@ fn ragged_edges_every_weight_type() {
 #[test]
 fn partial_scale_runs_on_every_row_tile() {
     let mut rng = Rng(0x6b65_726e_0004);
-    let host = CpuTarget::host().unwrap();
-    let mut targets = vec![None];
-    if host.triple.starts_with("x86_64") {
-        targets.push(Some(CpuTarget::named("x86_64", "haswell").unwrap()));
-    }
+    let targets = host_and_avx2();
     let e4m3 = t("f8E4M3FN");
     for (w, group) in [("i4", 32), ("i8", 32), ("f4E2M1FN", 16)] {
         for m in [13, 21] {
@@ -436,11 +439,7 @@ fn nan_and_infinite_weights_propagate_like_the_interpreter() {
 #[test]
 fn mxfp4_and_nvfp4_match_the_interpreter() {
     let mut rng = Rng(0x4d58_4650_3400_0001);
-    let host = CpuTarget::host().unwrap();
-    let mut targets = vec![None];
-    if host.triple.starts_with("x86_64") {
-        targets.push(Some(CpuTarget::named("x86_64", "haswell").unwrap()));
-    }
+    let targets = host_and_avx2();
     let e8m0 = t("f8E8M0FNU");
     let e4m3 = t("f8E4M3FN");
     for case_no in 0..24 {
@@ -865,11 +864,7 @@ fn scale_runs_and_tiles_match_the_interpreter() {
 #[test]
 fn many_row_tiles_match_the_interpreter() {
     let mut rng = Rng(0x7173_d0c5);
-    let host = CpuTarget::host().unwrap();
-    let mut targets = vec![None];
-    if host.triple.starts_with("x86_64") {
-        targets.push(Some(CpuTarget::named("x86_64", "haswell").unwrap()));
-    }
+    let targets = host_and_avx2();
     let e8m0 = t("f8E8M0FNU");
     let cases: &[(&str, usize, usize, usize)] = &[
         ("i4", 32, 27, 1000),
