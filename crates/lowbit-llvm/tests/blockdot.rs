@@ -207,6 +207,26 @@ fn panel_groups_at_n_1_with_remainders() {
     }
 }
 
+/// Row chunks shrink towards the end of the rows (`jit.rs`
+/// `row_chunks`: 4-panel groups at n = 1, 8-row tiles at other n):
+/// m long enough for several chunk sizes, ragged m and k, on one, two and
+/// three threads.
+#[test]
+fn shrinking_row_chunks_with_ragged_ends() {
+    let mut rng = Rng(0x5eed_0f0f_ba11_0003);
+    for &(m, k, n, dim) in &[
+        (2050usize, 64usize, 1usize, Dim::Static(1)),
+        (1000, 45, 1, Dim::Static(1)),
+        (777, 40, 3, Dim::Static(3)),
+    ] {
+        for wt in ["i4", "i8"] {
+            for threads in [1, 2, 3] {
+                check_case(&mut rng, m, k, n, dim, threads, wt);
+            }
+        }
+    }
+}
+
 /// Other n run two panels per tile call (`btile_8x2`, `btile_1x2`), a last
 /// odd panel of a row range computed twice: panel counts 1, 2,
 /// 3 and 5 with ragged m and k, n = 2, 8, 9 (eight columns, then one),
