@@ -45,9 +45,7 @@ use lowbit_ir::{Tensor, TensorType};
 pub struct PackedWeights {
     spec: GemmSpec,
     codes: AlignedBytes,
-    /// Aligned and advised like the codes: the block-dot tiles read 32
-    /// bytes of f16 scales per panel and block next to the code stream.
-    scales: AlignedBytes,
+    scales: Vec<u8>,
     zero_points: Vec<u8>,
     /// Integer path: the sum of each row's weights (wrapping): W8A8/W4A8
     /// for the row offsets, `m_pad` entries (0 for padding rows);
@@ -365,7 +363,7 @@ impl PackedWeights {
         Ok(PackedWeights {
             spec: spec.clone(),
             codes: AlignedBytes::copy_of(&codes),
-            scales: AlignedBytes::copy_of(&scales),
+            scales,
             zero_points,
             row_offsets: if spec.is_vnni() {
                 row_offsets(spec, &row_sums, 0)
@@ -393,7 +391,7 @@ impl PackedWeights {
 
     /// Scales, row-major, little-endian in the spec's scale type.
     pub fn scales(&self) -> &[u8] {
-        self.scales.as_slice()
+        &self.scales
     }
 
     /// Zero-point codes, one byte each (empty without zero points).
@@ -418,7 +416,7 @@ impl PackedWeights {
         // The integer kernels read one i32 per row: the offset (W8A8/W4A8)
         // or the weight sum (bit-serial).
         let per_row = self.row_offsets.len().max(self.row_sums.len());
-        self.codes.len + self.scales.len + self.zero_points.len() + 4 * per_row
+        self.codes.len + self.scales.len() + self.zero_points.len() + 4 * per_row
     }
 }
 
