@@ -42,7 +42,7 @@ fn spin_until(ready: impl Fn() -> bool) {
     while !ready() {
         std::hint::spin_loop();
         polls = polls.wrapping_add(1);
-        if polls % 64 == 0 && start.elapsed() >= SPIN {
+        if polls.is_multiple_of(64) && start.elapsed() >= SPIN {
             return;
         }
     }
