@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 /// worker's start, the caller's return), while decode calls follow each
 /// other within microseconds. Measured on the shared 2-core machine
 /// (block-dot decode m = 4096, k = 14336, n = 1, 2 threads, medians of 5
-/// alternating runs, load 2.0-2.9): without polling 1.18 ms, with 100 us
+/// alternating runs, load 1.7-2.9): without polling 1.18 ms, with 100 us
 /// 1.10 ms; with `jit.rs`'s shrinking chunks as well, 30, 100 or 300 us
 /// all 1.09-1.10 ms. The bound keeps an idle pool from holding a core.
 const SPIN: Duration = Duration::from_micros(100);

@@ -63,6 +63,19 @@
 //! (a copy of the loop with 1-byte displacements ran 66 against 68
 //! cycles: not the front end). BENCHMARKS.md has the figures.
 //!
+//! Around the kernel at decode n = 1 (m = 4096, k = 14336, 2 threads,
+//! `lowbit bench`, medians of 5 alternating runs against main, shared
+//! machine): the worker pool polls 100 us for the next job and for its
+//! workers' end before sleeping (`pool.rs`: the two futex wake-ups per
+//! call cost about 7 %), and the row chunks shrink towards the end of
+//! the rows in whole 4-panel groups (`jit.rs` `row_chunks`): i4 1.12 ->
+//! 1.06 ms, i8 2.10 -> 2.04 ms. Tried and dropped (equal within the
+//! noise): the f16 scales 64-byte aligned and huge-page-advised like the
+//! codes (1.11 against 1.10 ms), chunks of the rest over `4 · threads`
+//! or `8 · threads` instead of `2 · threads` (1.10 and 1.12 against 1.08
+//! ms), all chunks one 4-panel group (1.10 ms). The activation
+//! quantization takes 5 us of the call (0.005).
+//!
 //! A call computes rows `row_begin..row_end`: panels overlapping them are
 //! computed whole and only rows inside are stored.
 //!
