@@ -501,7 +501,10 @@ impl GemmKernel {
             } else {
                 threads
             };
-            let q = crate::actquant::quantize_activations(spec, v, n, qt);
+            let mut q = crate::actquant::quantize_activations(spec, v, n, qt);
+            if self.amx_dot {
+                crate::codegen::amxdot::append_pair_codes(&mut q.codes, n, spec.k_pad());
+            }
             self.launch(
                 [
                     q.codes.as_ptr() as usize,
