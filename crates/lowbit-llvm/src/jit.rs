@@ -501,10 +501,7 @@ impl GemmKernel {
             } else {
                 threads
             };
-            let mut q = crate::actquant::quantize_activations(spec, v, n, qt);
-            if self.amx_dot {
-                crate::codegen::amxdot::append_pair_codes(&mut q.codes, n, spec.k_pad());
-            }
+            let q = crate::actquant::quantize_activations(spec, v, n, qt);
             self.launch(
                 [
                     q.codes.as_ptr() as usize,

@@ -95,11 +95,10 @@ fn amx_kernel_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
         return;
     }
     let mut rng = Rng(0xa3c5_0d07_1e55_0001);
-    // Column tiles: 8 (two panels, blocks in pairs), 9 and 16 (one
-    // panel, one block per dot), 16 + 1 and 16 + 8 (the last tile in
-    // pairs), 16 + 16 + 1; odd and even panel counts, m and k ragged; odd
-    // and even block counts (one block, a lone last block, more blocks
-    // than the rings hold).
+    // Column tiles: 8 (two panels), 9 and 16 (one panel), 16 + 1,
+    // 16 + 8, 16 + 16 + 1; odd and even panel counts, m and k ragged; odd
+    // and even block counts (one block, fewer blocks than the pipeline is
+    // deep, more than the rings hold).
     for &(m, k, n) in &[
         (21usize, 45usize, 8usize),
         (50, 257, 8),

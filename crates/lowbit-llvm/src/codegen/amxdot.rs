@@ -51,6 +51,10 @@
 //! about as fast as `vpdpbusd` at n = 8 and 16 and 10 - 15 % faster at
 //! n = 32 (one thread); at DRAM sizes (m = 4096, k = 14336, 2 threads, a
 //! busy machine) it took 0.64 - 0.91 of the `vpdpbusd` kernel's time.
+//! Two blocks per `tdpbsud` (a block-diagonal A tile of 16 rows x 64
+//! bytes, half zeros) took 1.08 - 1.15 times as long at n = 8: the zero
+//! halves double the multiply work, and the tile rows loaded and stored
+//! stay the same (BENCHMARKS.md, "two blocks per tile dot").
 //!
 //! Limits: `i4`/`i8` weights as the `vpdpbusd` kernel, a static `n`;
 //! x86-64 with `amx-tile` and `amx-int8` in a process that has asked the
@@ -122,63 +126,6 @@ const fn tmm_c(panels: u64, p: u64) -> u64 {
     1 + panels + p
 }
 
-/// The column tiles of `n` columns as (first column, columns): 16 at a
-/// time, then the rest in one tile.
-fn column_tiles(n: u64) -> Vec<(u64, u64)> {
-    let wide = n.clamp(1, MAX_COLS);
-    let mut tiles: Vec<(u64, u64)> = (0..n / wide).map(|i| (i * wide, wide)).collect();
-    if !n.is_multiple_of(wide) {
-        tiles.push((n / wide * wide, n % wide));
-    }
-    tiles
-}
-
-/// Most columns of a tile that takes two blocks per `tdpbsud` (A and C
-/// tiles of `2 · cols <= 16` rows).
-const PAIR_COLS: u64 = 8;
-
-/// Whether a tile of `cols` columns takes two blocks per tile dot.
-const fn takes_pairs(cols: u64) -> bool {
-    cols <= PAIR_COLS
-}
-
-/// The column tile of `n` columns that takes blocks in pairs, as (first
-/// column, columns): the last tile when it has at most `PAIR_COLS`
-/// columns (only the last can have fewer than 16).
-fn pair_tile(n: u64) -> Option<(u64, u64)> {
-    column_tiles(n)
-        .last()
-        .copied()
-        .filter(|&(_, cols)| takes_pairs(cols))
-}
-
-/// Appends to the activation codes `codes` (`i8 [n, k_pad]`, as
-/// `actquant::quantize_activations` writes them) the block-diagonal A
-/// tiles of the pair tile (`pair_tile`), if the kernel for a static `n`
-/// has one: per pair `q` of blocks and column `c` of the tile, rows
-/// `(c, 0)` = [block `2q` of column `c` | 32 zero bytes] and `(c, 1)` =
-/// [32 zero bytes | block `2q + 1`] (all zero past the last block), 64
-/// bytes each, `[pairs][cols][2][64]`. The kernel reads them right after
-/// the `n · k_pad` codes.
-pub(crate) fn append_pair_codes(codes: &mut Vec<i8>, n: usize, k_pad: usize) {
-    let Some((c0, cols)) = pair_tile(n as u64) else {
-        return;
-    };
-    let (c0, cols) = (c0 as usize, cols as usize);
-    let blocks = k_pad / BLOCK;
-    let base = n * k_pad;
-    codes.resize(base + blocks.div_ceil(2) * cols * 128, 0);
-    let (src, dst) = codes.split_at_mut(base);
-    for b in 0..blocks {
-        let (q, h) = (b / 2, b % 2);
-        for c in 0..cols {
-            let at = (q * cols + c) * 128 + h * 64 + h * BLOCK;
-            let from = (c0 + c) * k_pad + b * BLOCK;
-            dst[at..at + BLOCK].copy_from_slice(&src[from..from + BLOCK]);
-        }
-    }
-}
-
 impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// The exported entry point of the AMX block-dot kernel (see the
     /// module docs); the spec has a static `n >= MIN_COLS`.
@@ -188,7 +135,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 "the AMX block-dot kernel takes a static n".into(),
             ));
         };
-        let col_tiles = column_tiles(n as u64);
+        let n = n as u64;
+        // Column tiles as (first column, columns): 16 at a time, then the
+        // rest in one tile.
+        let wide = n.clamp(1, MAX_COLS);
+        let mut col_tiles: Vec<(u64, u64)> = (0..n / wide).map(|i| (i * wide, wide)).collect();
+        if !n.is_multiple_of(wide) {
+            col_tiles.push((n / wide * wide, n % wide));
+        }
         let mut funcs: Vec<(u64, FunctionValue<'ctx>)> = Vec::new();
         for &(_, cols) in &col_tiles {
             if !funcs.iter().any(|&(c, _)| c == cols) {
@@ -254,11 +208,8 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let v16i = self.i32t.vec_type(PANEL);
         let blocks = spec.k_pad() as u64 / BLOCK as u64;
         let panels = tile_panels(cols);
-        // Blocks per tile dot (a step of the pipeline).
-        let bpd: u64 = if takes_pairs(u64::from(cols)) { 2 } else { 1 };
-        let rows = cols * bpd as u32;
-        // Palette 1: A = cols · bpd rows x 32 · bpd bytes; B = 8 · bpd rows
-        // x 64 bytes; C = cols · bpd rows x 64 bytes (16 i32).
+        // Palette 1: A = cols rows x 32 bytes; B = 8 rows x 64 bytes; C =
+        // cols rows x 64 bytes (16 i32).
         let mut cfg = [0u8; 64];
         cfg[0] = 1;
         let mut shape = |t: u64, rows: u32, bytes: u16| {
@@ -266,17 +217,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             cfg[16 + 2 * t..18 + 2 * t].copy_from_slice(&bytes.to_le_bytes());
             cfg[48 + t] = rows as u8;
         };
-        shape(TMM_A, rows, (BLOCK as u64 * bpd) as u16);
+        shape(TMM_A, cols, BLOCK as u16);
         for p in 0..panels {
-            shape(tmm_b(p), 8 * bpd as u32, 64);
-            shape(tmm_c(panels, p), rows, 64);
+            shape(tmm_b(p), 8, 64);
+            shape(tmm_c(panels, p), cols, 64);
         }
         let cfg_p = self.aligned_buffer(64, "tilecfg")?;
         self.b.build_store(cfg_p, self.const_bytes(&cfg))?;
         self.amx("llvm.x86.ldtilecfg", &[cfg_p.into()])?;
         let accs = self.zeroed_accs(v16f, cols * panels as u32)?;
-        let b_buf = self.aligned_buffer(RING * panels * bpd * B_BYTES, "brows")?;
-        let c_buf = self.aligned_buffer(RING * panels * u64::from(rows) * 64, "ctiles")?;
+        let b_buf = self.aligned_buffer(RING * panels * B_BYTES, "brows")?;
+        let c_buf = self.aligned_buffer(RING * panels * u64::from(cols) * 64, "ctiles")?;
         // Panels `panel0 + p`, the last one repeated past the end.
         let last_panel = self.i64c((spec.m_pad() / INT_PANEL) as u64 - 1);
         let mut panel_ids = Vec::with_capacity(panels as usize);
@@ -292,29 +243,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             s_panels.push(self.gep(ws, self.b.build_int_mul(id, so, "sp")?)?);
         }
         let columns = self.indices(c0, cols)?;
-        // The A tiles: a pair tile's block-diagonal codes after the `n ·
-        // k_pad` codes (`append_pair_codes`), else the codes themselves.
-        let k_pad = spec.k_pad() as u64;
-        let (a0, a_stride, a_step) = if bpd == 2 {
-            let n = match spec.n {
-                Dim::Static(n) => n as u64,
-                Dim::Dynamic => 0,
-            };
-            let a0 = self.gep(ptrs[0], self.i64c(n * k_pad))?;
-            (a0, 64, u64::from(rows) * 64)
-        } else {
-            let xo = self.b.build_int_mul(c0, self.i64c(k_pad), "xo")?;
-            (self.gep(ptrs[0], xo)?, k_pad, BLOCK as u64)
-        };
         let t = Tile {
-            f,
             ptrs: &ptrs,
             cols,
-            bpd,
-            blocks,
-            a0,
-            a_stride,
-            a_step,
             w_panels,
             s_panels,
             accs,
@@ -324,23 +255,27 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .iter()
                 .map(|&c| Ok(self.b.build_int_mul(c, self.i64c(blocks), "cb")?))
                 .collect::<Result<Vec<_>, CpuError>>()?,
+            x0: self.gep(
+                ptrs[0],
+                self.b
+                    .build_int_mul(c0, self.i64c(spec.k_pad() as u64), "xo")?,
+            )?,
         };
-        // The pipeline over steps of `bpd` blocks, one loop with guarded
-        // stages (one copy of each stage's code: the JIT time): iteration
-        // `i` stages the codes of step `i`, issues the tile dots of step
-        // `i - AHEAD` and runs the f32 steps of step `i - 2 AHEAD`.
-        let steps = blocks.div_ceil(bpd);
-        let steps_v = self.i64c(steps);
-        self.emit_range(f, self.i64c(0), self.i64c(steps + 2 * AHEAD), |i| {
+        // The pipeline over blocks, one loop with guarded stages (one copy
+        // of each stage's code: the JIT time): iteration `i` stages the
+        // codes of block `i`, issues the block dots of block `i - AHEAD`
+        // and runs the f32 steps of block `i - 2 AHEAD`.
+        let blocks_v = self.i64c(blocks);
+        self.emit_range(f, self.i64c(0), self.i64c(blocks + 2 * AHEAD), |i| {
             let live = self
                 .b
-                .build_int_compare(IntPredicate::ULT, i, steps_v, "un")?;
+                .build_int_compare(IntPredicate::ULT, i, blocks_v, "un")?;
             self.amx_if(f, live, || self.amxdot_stage(&t, i), || Ok(()))?;
             // Unsigned: below `AHEAD` the index wraps past `blocks`.
             let j = self.b.build_int_sub(i, self.i64c(AHEAD), "j")?;
             let live = self
                 .b
-                .build_int_compare(IntPredicate::ULT, j, steps_v, "dl")?;
+                .build_int_compare(IntPredicate::ULT, j, blocks_v, "dl")?;
             self.amx_if(f, live, || self.amxdot_dots(&t, j), || Ok(()))?;
             let live =
                 self.b
@@ -392,69 +327,41 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         (PANEL * BLOCK as u32) as u64 * u64::from(self.spec.weight.dtype.bits()) / 8
     }
 
-    /// Runs `body(h, b)` for each block `b = s · bpd + h` of step `s`,
-    /// guarding the second block of a pair where the block count is odd
-    /// (the last step has one block).
-    fn amxdot_step_blocks(
-        &self,
-        t: &Tile<'_, 'ctx>,
-        s: IntValue<'ctx>,
-        body: impl Fn(u64, IntValue<'ctx>) -> Result<(), CpuError>,
-    ) -> Result<(), CpuError> {
-        let first = self.b.build_int_mul(s, self.i64c(t.bpd), "b0")?;
-        for h in 0..t.bpd {
-            let b = self.b.build_int_add(first, self.i64c(h), "bh")?;
-            if h > 0 && !t.blocks.is_multiple_of(t.bpd) {
-                let live =
+    /// The codes of block `j` into its B-row ring slot, through vector
+    /// loads (which keep more reads of the weight stream in flight than
+    /// tile loads: BENCHMARKS.md): `u8` codes as they are; for `u4`
+    /// codes, rows 2i and 2i + 1 of a panel's B tile are the low and high
+    /// nibbles of code vector i (k 8i..8i+4 and 8i+4..8i+8). Prefetches
+    /// the code stream.
+    fn amxdot_stage(&self, t: &Tile<'_, 'ctx>, j: IntValue<'ctx>) -> Result<(), CpuError> {
+        let v64 = self.i8t.vec_type(64);
+        let panels = t.w_panels.len() as u64;
+        let slot = self.gep(t.b_buf, self.ring_slot(j, panels * B_BYTES)?)?;
+        for p in 0..panels {
+            let wb = self.amxdot_codes(t, p, j)?;
+            self.prefetch_codes(wb)?;
+            let dst = self.gep(slot, self.i64c(p * B_BYTES))?;
+            for i in 0..self.amxdot_block_bytes() / 64 {
+                let raw = self
+                    .load(v64, self.gep(wb, self.i64c(64 * i))?, 1)?
+                    .into_vector_value();
+                let rows = if self.spec.weight.dtype.bits() == 8 {
+                    vec![(raw, 64 * i)]
+                } else {
+                    vec![
+                        (self.nibbles(raw, false, false)?, 128 * i),
+                        (self.nibbles(raw, true, false)?, 128 * i + 64),
+                    ]
+                };
+                for (v, at) in rows {
                     self.b
-                        .build_int_compare(IntPredicate::ULT, b, self.i64c(t.blocks), "bl")?;
-                self.amx_if(t.f, live, || body(h, b), || Ok(()))?;
-            } else {
-                body(h, b)?;
+                        .build_store(self.gep(dst, self.i64c(at))?, v)?
+                        .set_alignment(64)
+                        .map_err(|e| CpuError::Llvm(format!("B row alignment: {e}")))?;
+                }
             }
         }
         Ok(())
-    }
-
-    /// The codes of step `s`'s blocks into its B-row ring slot (per panel
-    /// the blocks back to back: one B tile of `8 · bpd` rows), through
-    /// vector loads (which keep more reads of the weight stream in flight
-    /// than tile loads: BENCHMARKS.md): `u8` codes as they are; for `u4`
-    /// codes, rows 2i and 2i + 1 of a block's B rows are the low and high
-    /// nibbles of code vector i (k 8i..8i+4 and 8i+4..8i+8). Prefetches
-    /// the code stream. (The B rows of a missing second block keep stale
-    /// bytes: the A tile's zeros multiply them.)
-    fn amxdot_stage(&self, t: &Tile<'_, 'ctx>, s: IntValue<'ctx>) -> Result<(), CpuError> {
-        let v64 = self.i8t.vec_type(64);
-        let panels = t.w_panels.len() as u64;
-        let slot = self.gep(t.b_buf, self.ring_slot(s, panels * t.bpd * B_BYTES)?)?;
-        self.amxdot_step_blocks(t, s, |h, j| {
-            for p in 0..panels {
-                let wb = self.amxdot_codes(t, p, j)?;
-                self.prefetch_codes(wb)?;
-                let dst = self.gep(slot, self.i64c((p * t.bpd + h) * B_BYTES))?;
-                for i in 0..self.amxdot_block_bytes() / 64 {
-                    let raw = self
-                        .load(v64, self.gep(wb, self.i64c(64 * i))?, 1)?
-                        .into_vector_value();
-                    let rows = if self.spec.weight.dtype.bits() == 8 {
-                        vec![(raw, 64 * i)]
-                    } else {
-                        vec![
-                            (self.nibbles(raw, false, false)?, 128 * i),
-                            (self.nibbles(raw, true, false)?, 128 * i + 64),
-                        ]
-                    };
-                    for (v, at) in rows {
-                        self.b
-                            .build_store(self.gep(dst, self.i64c(at))?, v)?
-                            .set_alignment(64)
-                            .map_err(|e| CpuError::Llvm(format!("B row alignment: {e}")))?;
-                    }
-                }
-            }
-            Ok(())
-        })
     }
 
     /// Prefetches the code lines `PF_DIST` past `wb` (one per 64 bytes
@@ -467,27 +374,25 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(())
     }
 
-    /// The tile dots of step `j` into its C ring slot: the A tile, then
+    /// The block dots of block `j` into its C ring slot: the A tile, then
     /// per panel the B tile, a zeroed C tile, `tdpbsud` and the store.
-    /// For a pair step C row `2c + h` is column `c`'s dot over block
-    /// `2j + h` (the A tile is block-diagonal).
     fn amxdot_dots(&self, t: &Tile<'_, 'ctx>, j: IntValue<'ctx>) -> Result<(), CpuError> {
         let panels = t.w_panels.len() as u64;
-        let rows = u64::from(t.cols) * t.bpd;
+        let cols = u64::from(t.cols);
         let stride64 = self.i64c(64).into();
-        let xb = self.b.build_int_mul(j, self.i64c(t.a_step), "xb")?;
+        let xb = self.b.build_int_mul(j, self.i64c(BLOCK as u64), "xb")?;
         self.amx(
             "llvm.x86.tileloadd64",
             &[
                 self.tmm(TMM_A),
-                self.gep(t.a0, xb)?.into(),
-                self.i64c(t.a_stride).into(),
+                self.gep(t.x0, xb)?.into(),
+                self.i64c(self.spec.k_pad() as u64).into(),
             ],
         )?;
-        let b_slot = self.gep(t.b_buf, self.ring_slot(j, panels * t.bpd * B_BYTES)?)?;
-        let c_slot = self.gep(t.c_buf, self.ring_slot(j, panels * rows * 64)?)?;
+        let b_slot = self.gep(t.b_buf, self.ring_slot(j, panels * B_BYTES)?)?;
+        let c_slot = self.gep(t.c_buf, self.ring_slot(j, panels * cols * 64)?)?;
         for p in 0..panels {
-            let b_tile = self.gep(b_slot, self.i64c(p * t.bpd * B_BYTES))?;
+            let b_tile = self.gep(b_slot, self.i64c(p * B_BYTES))?;
             self.amx(
                 "llvm.x86.tileloadd64",
                 &[self.tmm(tmm_b(p)), b_tile.into(), stride64],
@@ -498,31 +403,14 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 "llvm.x86.tdpbsud",
                 &[c, self.tmm(TMM_A), self.tmm(tmm_b(p))],
             )?;
-            let c_tile = self.gep(c_slot, self.i64c(p * rows * 64))?;
+            let c_tile = self.gep(c_slot, self.i64c(p * cols * 64))?;
             self.amx("llvm.x86.tilestored64", &[c, c_tile.into(), stride64])?;
         }
         Ok(())
     }
 
-    /// The `f32` steps of step `s`'s blocks, in block order.
-    fn amxdot_f32(&self, t: &Tile<'_, 'ctx>, s: IntValue<'ctx>) -> Result<(), CpuError> {
-        let rows = u64::from(t.cols) * t.bpd;
-        let c_slot = self.gep(
-            t.c_buf,
-            self.ring_slot(s, t.w_panels.len() as u64 * rows * 64)?,
-        )?;
-        self.amxdot_step_blocks(t, s, |h, b| self.amxdot_f32_block(t, c_slot, h, b))
-    }
-
-    /// The `f32` steps of block `b`, the step's block `h`, from the C ring
-    /// slot `c_slot`.
-    fn amxdot_f32_block(
-        &self,
-        t: &Tile<'_, 'ctx>,
-        c_slot: PointerValue<'ctx>,
-        h: u64,
-        b: IntValue<'ctx>,
-    ) -> Result<(), CpuError> {
+    /// The `f32` steps of block `b` from its C ring slot.
+    fn amxdot_f32(&self, t: &Tile<'_, 'ctx>, b: IntValue<'ctx>) -> Result<(), CpuError> {
         let v16i = self.i32t.vec_type(PANEL);
         let v16f = self.f32t.vec_type(PANEL);
         let v16h = self.ctx.f16_type().vec_type(PANEL);
@@ -538,6 +426,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let s = self.load(v16h, at, 2)?.into_vector_value();
             wscales.push(self.b.build_float_ext(s, v16f, "ws")?);
         }
+        let c_slot = self.gep(t.c_buf, self.ring_slot(b, panels * cols * 64)?)?;
         for (c, &cb) in t.c_blocks.iter().enumerate() {
             let cb = self.b.build_int_add(cb, b, "cb")?;
             let four = self.b.build_int_mul(cb, self.i64c(4), "c4")?;
@@ -546,7 +435,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             let xsc = self.load(self.f32t, self.gep(xs, four)?, 4)?;
             let xsc = self.splat_n_value(v16f, xsc.into_float_value())?;
             for p in 0..panels {
-                let row = ((p * cols + c as u64) * t.bpd + h) * 64;
+                let row = (p * cols + c as u64) * 64;
                 let dot = self
                     .load(v16i, self.gep(c_slot, self.i64c(row))?, 64)?
                     .into_vector_value();
@@ -568,31 +457,22 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
 
 /// What the pipeline stages of one tile function share.
 struct Tile<'p, 'ctx> {
-    /// The tile function.
-    f: FunctionValue<'ctx>,
     /// The six kernel buffers.
     ptrs: &'p [PointerValue<'ctx>],
     /// Activation columns.
     cols: u32,
-    /// Blocks per tile dot (1, or 2 with a block-diagonal A tile).
-    bpd: u64,
-    /// Blocks over k.
-    blocks: u64,
-    /// The first A tile, the stride of its rows and the bytes from one
-    /// step's A tile to the next.
-    a0: PointerValue<'ctx>,
-    a_stride: u64,
-    a_step: u64,
     /// Each panel's first code byte and first scale.
     w_panels: Vec<PointerValue<'ctx>>,
     s_panels: Vec<PointerValue<'ctx>>,
     /// `f32` accumulators, `[panel][column]`.
     accs: Vec<PointerValue<'ctx>>,
-    /// Staged B tiles `[RING][panels][bpd][512]`.
+    /// Staged B tiles `[RING][panels][512]`.
     b_buf: PointerValue<'ctx>,
-    /// Tile dots `[RING][panels][cols][bpd][16 i32]`.
+    /// Block dots `[RING][panels][cols][16 i32]`.
     c_buf: PointerValue<'ctx>,
     /// Each column's first block (index into the activation scales and
     /// corrections).
     c_blocks: Vec<IntValue<'ctx>>,
+    /// The first column's activation codes.
+    x0: PointerValue<'ctx>,
 }
