@@ -51,6 +51,10 @@
 //! about as fast as `vpdpbusd` at n = 8 and 16 and 10 - 15 % faster at
 //! n = 32 (one thread); at DRAM sizes (m = 4096, k = 14336, 2 threads, a
 //! busy machine) it took 0.64 - 0.91 of the `vpdpbusd` kernel's time.
+//! Two blocks per `tdpbsud` (a block-diagonal A tile of 16 rows x 64
+//! bytes, half zeros) took 1.08 - 1.15 times as long at n = 8: the zero
+//! halves double the multiply work, and the tile rows loaded and stored
+//! stay the same (BENCHMARKS.md, "two blocks per tile dot").
 //!
 //! Limits: `i4`/`i8` weights as the `vpdpbusd` kernel, a static `n`;
 //! x86-64 with `amx-tile` and `amx-int8` in a process that has asked the
