@@ -96,13 +96,19 @@ fn amx_kernel_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
     }
     let mut rng = Rng(0xa3c5_0d07_1e55_0001);
     // Column tiles: 8 (two panels), 9 and 16 (one panel), 16 + 1,
-    // 16 + 8, 16 + 16 + 1; odd and even panel counts, m and k ragged.
+    // 16 + 8, 16 + 16 + 1; odd and even panel counts, m and k ragged; odd
+    // and even block counts (one block, fewer blocks than the pipeline is
+    // deep, more than the rings hold).
     for &(m, k, n) in &[
         (21usize, 45usize, 8usize),
         (50, 257, 8),
+        (33, 20, 8),
+        (19, 1000, 8),
         (16, 64, 9),
         (37, 100, 16),
         (70, 96, 17),
+        (48, 128, 17),
+        (29, 31, 17),
         (200, 333, 24),
         (45, 77, 33),
     ] {

@@ -51,6 +51,10 @@
 //! about as fast as `vpdpbusd` at n = 8 and 16 and 10 - 15 % faster at
 //! n = 32 (one thread); at DRAM sizes (m = 4096, k = 14336, 2 threads, a
 //! busy machine) it took 0.64 - 0.91 of the `vpdpbusd` kernel's time.
+//! Two blocks per `tdpbsud` (a block-diagonal A tile of 16 rows x 64
+//! bytes, half zeros) took 1.08 - 1.15 times as long at n = 8: the zero
+//! halves double the multiply work, and the tile rows loaded and stored
+//! stay the same (BENCHMARKS.md, "two blocks per tile dot").
 //!
 //! Limits: `i4`/`i8` weights as the `vpdpbusd` kernel, a static `n`;
 //! x86-64 with `amx-tile` and `amx-int8` in a process that has asked the
@@ -201,7 +205,6 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let (w, ws, y) = (ptrs[1], ptrs[2], ptrs[5]);
         let (panel0, c0, lo, hi) = (ints[0], ints[1], ints[2], ints[3]);
         let v16f = self.f32t.vec_type(PANEL);
-        let v16i = self.i32t.vec_type(PANEL);
         let blocks = spec.k_pad() as u64 / BLOCK as u64;
         let panels = tile_panels(cols);
         // Palette 1: A = cols rows x 32 bytes; B = 8 rows x 64 bytes; C =
@@ -280,20 +283,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             self.amx_if(f, live, || self.amxdot_f32(&t, b), || Ok(()))
         })?;
         self.amx("llvm.x86.tilerelease", &[])?;
-        // Store rows max(lo, r)..min(hi, r + 16) of each panel and column.
-        for (p, &panel) in panel_ids.iter().enumerate() {
-            let r = self.b.build_int_mul(panel, self.i64c(PANEL as u64), "r")?;
-            let mask = self.lane_mask(lo, hi, r)?;
-            for (c, &col) in columns.iter().enumerate() {
-                let yi = self.b.build_int_mul(col, self.i64c(spec.m as u64), "yi")?;
-                let yi = self.b.build_int_add(yi, r, "yi")?;
-                let yp = self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)?;
-                let slot = t.accs[p * cols as usize + c];
-                let v = self.b.build_load(v16f, slot, "a")?.into_vector_value();
-                let bits = self.b.build_bit_cast(v, v16i, "bits")?.into_vector_value();
-                self.masked_store(yp, bits, mask)?;
-            }
-        }
+        self.store_panel_accs(y, &panel_ids, &columns, &t.accs, lo, hi)?;
         self.b.build_return(None)?;
         Ok(f)
     }

@@ -70,7 +70,7 @@
 //! call cost about 7 %), and the row chunks shrink towards the end of
 //! the rows in whole 4-panel groups (`jit.rs` `row_chunks`): i4 1.12 ->
 //! 1.06 ms, i8 2.10 -> 2.04 ms. Tried and dropped (equal within the
-//! noise): the f16 scales 64-byte aligned and huge-page-advised like the
+//! noise, or slower): the f16 scales 64-byte aligned and huge-page-advised like the
 //! codes (1.11 against 1.10 ms), chunks of the rest over `4 · threads`
 //! or `8 · threads` instead of `2 · threads` (1.10 and 1.12 against 1.08
 //! ms), all chunks one 4-panel group (1.10 ms), chunks shrinking to 16
@@ -102,7 +102,7 @@
 use super::{Gen, Params};
 use crate::error::CpuError;
 use crate::spec::{Dim, BLOCK, INT_PANEL};
-use inkwell::values::{FunctionValue, IntValue, VectorValue};
+use inkwell::values::{FunctionValue, IntValue, PointerValue, VectorValue};
 use inkwell::IntPredicate;
 
 /// Widest column tile: 8 `f32` accumulators of 16 rows.
@@ -399,22 +399,42 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             }
             Ok(())
         })?;
-        // Store rows max(lo, r)..min(hi, r + 16) of each panel and column.
+        self.store_panel_accs(y, &panel_ids, &columns, &accs, lo, hi)?;
+        self.b.build_return(None)?;
+        Ok(f)
+    }
+
+    /// Stores the f32 accumulators `accs[p * columns.len() + c]` (16 rows
+    /// of panel `panel_ids[p]`, output column `columns[c]`) into
+    /// `y [n, m]`: only rows `max(lo, r)..min(hi, r + 16)` of each panel,
+    /// so a call writes just the rows it was given.
+    pub(super) fn store_panel_accs(
+        &self,
+        y: PointerValue<'ctx>,
+        panel_ids: &[IntValue<'ctx>],
+        columns: &[IntValue<'ctx>],
+        accs: &[PointerValue<'ctx>],
+        lo: IntValue<'ctx>,
+        hi: IntValue<'ctx>,
+    ) -> Result<(), CpuError> {
+        let v16i = self.i32t.vec_type(PANEL);
+        let v16f = self.f32t.vec_type(PANEL);
         for (p, &panel) in panel_ids.iter().enumerate() {
             let r = self.b.build_int_mul(panel, self.i64c(PANEL as u64), "r")?;
             let mask = self.lane_mask(lo, hi, r)?;
             for (c, &col) in columns.iter().enumerate() {
-                let yi = self.b.build_int_mul(col, self.i64c(spec.m as u64), "yi")?;
+                let yi = self
+                    .b
+                    .build_int_mul(col, self.i64c(self.spec.m as u64), "yi")?;
                 let yi = self.b.build_int_add(yi, r, "yi")?;
                 let yp = self.gep(y, self.b.build_int_mul(yi, self.i64c(4), "yo")?)?;
-                let slot = accs[p * cols as usize + c];
+                let slot = accs[p * columns.len() + c];
                 let v = self.b.build_load(v16f, slot, "a")?.into_vector_value();
                 let bits = self.b.build_bit_cast(v, v16i, "bits")?.into_vector_value();
                 self.masked_store(yp, bits, mask)?;
             }
         }
-        self.b.build_return(None)?;
-        Ok(f)
+        Ok(())
     }
 
     /// `v` in every lane of a vector of type `ty`.
