@@ -29,8 +29,9 @@
 //! widened to `f32`; `u8`/`i8` rows padded, `i8` with the sign bit
 //! flipped; `b1` rows packed into bits; bit-serial activations into
 //! bit-planes with their row sums) and calls the kernel on all rows, split
-//! over `lowbit_<name>_set_threads` threads (default 1) in 8-row chunks as
-//! the JIT splits them (the `quantize-activations` form, block-dot kernel,
+//! over `lowbit_<name>_set_threads` threads (default 1) in chunks of
+//! whole 8-row tiles (4-panel groups for the block-dot kernel at n = 1)
+//! that shrink towards the end, as the JIT splits them (the `quantize-activations` form, block-dot kernel,
 //! quantizes each activation row per 32-block in the driver, bit for bit
 //! as the JIT path); it does the ops around them that take a few lines
 //! — f32 and i32 `add` (same shape, or a broadcast along the last
@@ -43,8 +44,8 @@
 //!
 //! Threads: the kernels and the driver's loops over large tensors (per
 //! element, row or 32-block; [`Gen::par_loop`]) run on a pool of worker
-//! threads the library starts once and keeps asleep between calls
-//! ([`POOL_C`]); results do not depend on the number of threads.
+//! threads the library starts once and keeps asleep between calls (after
+//! polling for the next one for up to 100 us; [`POOL_C`]); results do not depend on the number of threads.
 //!
 //! Limits: not stochastic rounding or blocked output scales; the pool
 //! serves one kernel or loop at a time (callers on several threads take
@@ -65,7 +66,8 @@ use lowbit::ir::{BinaryOp, Function, Granularity, Module, Op, OpKind, Tensor, Va
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
 use lowbit_llvm::data_object::DataWriter;
-use lowbit_llvm::{CpuTarget, GemmSpec, PackedWeights, PLANE_BLOCK};
+use lowbit_llvm::spec::INT_PANEL;
+use lowbit_llvm::{CpuTarget, Dim, GemmSpec, PackedWeights, PLANE_BLOCK};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -655,8 +657,18 @@ impl Gen<'_> {
             format!("{xp}, {w}, {params}, {offs}, {bias}")
         };
         let y = self.alloc(n * m as u64, rtype);
-        // All rows, split over the library's threads (`lowbit_call`).
-        let _ = writeln!(self.body, "  lowbit_call({kname}, {call}, {y}, {n}, {m});");
+        // All rows, split over the library's threads (`lowbit_call`) in
+        // whole 8-row tiles, or for the block-dot kernel at n = 1 whole
+        // 4-panel groups (`btile_1x4`), as `GemmKernel::run` splits them.
+        let granule = if spec.is_blockdot() && spec.n == Dim::Static(1) {
+            4 * INT_PANEL
+        } else {
+            8
+        };
+        let _ = writeln!(
+            self.body,
+            "  lowbit_call({kname}, {call}, {y}, {n}, {m}, {granule});"
+        );
         match &p.quantize {
             Some((kind, operands)) => {
                 let q = self.quantize(end, kind, operands, &y, n * m as u64, m)?;
@@ -894,11 +906,15 @@ impl Gen<'_> {
 const MAX_THREADS: usize = 256;
 
 /// The driver's thread pool, as C (`SYM` and `MAX_THREADS` replaced by
-/// [`threading_code`]). Pooled work is a job of `chunks` chunks taken from
-/// a shared counter by the caller and the workers that join it; a kernel
-/// job's chunk is whole 8-row tiles (about 8 chunks per thread, as
-/// `GemmKernel::run` hands them out), a driver loop's (`lowbit_for`) a
-/// range of its independent iterations. Each output element is computed
+/// [`threading_code`]). Pooled work is a job of rows (a kernel's) or
+/// independent iterations (a driver loop's, `lowbit_for`), taken in
+/// chunks from a shared cursor by the caller and the workers that join
+/// it. A chunk is the rest over twice the threads, rounded up to whole
+/// granules (8-row tiles, the block-dot kernel's 4-panel groups at n = 1,
+/// a loop's grain), as `GemmKernel::run` hands them out (`row_chunks`):
+/// long chunks first (fewer restarts of the weight streams), short ones
+/// last, so a thread descheduled on the shared machine delays only a
+/// short chunk and the threads finish together. Each output element is computed
 /// by exactly one call on the same buffers, so results do not depend on
 /// the number of threads or on which thread ran a chunk. Work for one
 /// thread (the count is 1, or there is one chunk) is one call on the
@@ -907,10 +923,16 @@ const MAX_THREADS: usize = 256;
 /// Why it is shaped so: workers start on the first job that needs them
 /// after `SYM_set_threads` (never more than the count asks, less the
 /// caller) and then sleep on a condition variable between jobs, so a
-/// decode-size call pays a wake-up, not a `pthread_create`/`join`, per
-/// kernel; nothing spins. One job holds the pool at a time
-/// (`lowbit_pool_lock`): callers on several threads take turns, so at
-/// most the requested number of threads compute pooled work. A job
+/// decode-size call pays at most a wake-up, not a `pthread_create`/`join`,
+/// per kernel. A worker that finished a job polls for the next one, and a
+/// caller whose workers are still busy for their end, for at most 100 us
+/// (`LOWBIT_SPIN_NS`: a spin hint per poll, the clock every 64) before
+/// sleeping, so back-to-back calls (a model's layers follow each other
+/// within microseconds) skip both wake-ups, and an idle pool holds no
+/// core (the same bound as the JIT's pool, `lowbit_llvm` `pool.rs`).
+/// One job holds the pool at a time (`lowbit_pool_lock`): callers on
+/// several threads take turns, so at most the requested number of
+/// threads compute pooled work. A job
 /// offers `slots` places; the caller closes them when it has run out of
 /// chunks and waits only for the workers that joined, so a worker that
 /// wakes late never touches a finished job (which lives on the caller's
@@ -935,8 +957,26 @@ struct lowbit_job {
   int64_t n;
   lowbit_loop loop;
   const void *const *v;
-  int64_t total, chunk, chunks, next;
+  /* Rows (or iterations) 0..total, in chunks of whole granules (but at
+     total) taken from next; parts: twice the threads running it. */
+  int64_t total, granule, parts, next;
 };
+/* How long a worker that finished a job, and a caller whose workers are
+   still busy, poll before sleeping (ns): see the pool's docs. */
+#define LOWBIT_SPIN_NS 100000
+/* One poll of a bounded spin-wait started at *t0: a spin hint, and the
+   clock every 64 polls; 0 once LOWBIT_SPIN_NS have passed. */
+static int lowbit_spin(const struct timespec *t0, unsigned *polls) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+  if (++*polls % 64 != 0) return 1;
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (t.tv_sec - t0->tv_sec) * 1000000000LL + (t.tv_nsec - t0->tv_nsec) < LOWBIT_SPIN_NS;
+}
 static int lowbit_threads = 1;
 /* Held by the caller running a pooled job, and while the pool changes. */
 static pthread_mutex_t lowbit_pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -952,13 +992,20 @@ static int lowbit_slots, lowbit_busy, lowbit_stop;
 static pthread_t lowbit_workers[MAX_THREADS];
 static int lowbit_started;
 static pid_t lowbit_pool_pid;
+/* Takes chunks of j until none is left. A chunk is the rest over
+   parts, rounded up to whole granules (all the rest at the end): long
+   chunks first, short ones last, so the threads finish together. The
+   bounds follow from the rows taken before, whoever took them. */
 static void lowbit_work(struct lowbit_job *j) {
-  for (;;) {
-    int64_t c = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
-    if (c >= j->chunks) break;
-    int64_t r0 = c * j->chunk, r1 = r0 + j->chunk < j->total ? r0 + j->chunk : j->total;
-    if (j->kernel) j->kernel(j->a0, j->a1, j->a2, j->a3, j->a4, j->y, j->n, r0, r1);
-    else j->loop(j->v, r0, r1);
+  int64_t r0 = __atomic_load_n(&j->next, __ATOMIC_RELAXED);
+  while (r0 < j->total) {
+    int64_t rest = j->total - r0;
+    int64_t size = ((rest + j->parts - 1) / j->parts + j->granule - 1) / j->granule * j->granule;
+    if (size > rest) size = rest;
+    if (!__atomic_compare_exchange_n(&j->next, &r0, r0 + size, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) continue;
+    if (j->kernel) j->kernel(j->a0, j->a1, j->a2, j->a3, j->a4, j->y, j->n, r0, r0 + size);
+    else j->loop(j->v, r0, r0 + size);
+    r0 = __atomic_load_n(&j->next, __ATOMIC_RELAXED);
   }
 }
 static void *lowbit_worker(void *arg) {
@@ -974,12 +1021,23 @@ static void *lowbit_worker(void *arg) {
       struct lowbit_job *j = lowbit_cur;
       seen = lowbit_gen;
       lowbit_slots--;
-      lowbit_busy++;
+      __atomic_store_n(&lowbit_busy, lowbit_busy + 1, __ATOMIC_RELAXED);
       pthread_mutex_unlock(&lowbit_mu);
       lowbit_work(j);
       pthread_mutex_lock(&lowbit_mu);
-      if (--lowbit_busy == 0) pthread_cond_signal(&lowbit_done);
+      __atomic_store_n(&lowbit_busy, lowbit_busy - 1, __ATOMIC_RELAXED);
+      if (lowbit_busy == 0) pthread_cond_signal(&lowbit_done);
+      /* The next job usually follows within microseconds: poll for it
+         (bounded) rather than pay a wake-up. */
+      pthread_mutex_unlock(&lowbit_mu);
+      struct timespec t0;
+      unsigned polls = 0;
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      while (__atomic_load_n(&lowbit_gen, __ATOMIC_RELAXED) == seen && lowbit_spin(&t0, &polls)) {}
+      pthread_mutex_lock(&lowbit_mu);
     } else {
+      /* A job whose places are taken is not this worker's. */
+      seen = lowbit_gen;
       pthread_cond_wait(&lowbit_wake, &lowbit_mu);
     }
   }
@@ -1028,7 +1086,9 @@ __attribute__((visibility("default"))) int SYM_set_threads(int threads) {
 /* Runs every chunk of j, on up to the set number of threads. */
 static void lowbit_run(struct lowbit_job *j) {
   int64_t t = __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED);
-  if (t > j->chunks) t = j->chunks;
+  /* Never more threads than granules. */
+  int64_t most = (j->total + j->granule - 1) / j->granule;
+  if (t > most) t = most;
   if (t <= 1) {
     /* One call over everything (a kernel streams its rows best so). */
     if (j->kernel) j->kernel(j->a0, j->a1, j->a2, j->a3, j->a4, j->y, j->n, 0, j->total);
@@ -1053,10 +1113,11 @@ static void lowbit_run(struct lowbit_job *j) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
   }
   int helpers = lowbit_started < t - 1 ? lowbit_started : (int)(t - 1);
+  j->parts = 2 * (int64_t)(helpers + 1);
   if (helpers > 0) {
     pthread_mutex_lock(&lowbit_mu);
     lowbit_cur = j;
-    lowbit_gen++;
+    __atomic_store_n(&lowbit_gen, lowbit_gen + 1, __ATOMIC_RELAXED);
     lowbit_slots = helpers;
     if (helpers == lowbit_started) pthread_cond_broadcast(&lowbit_wake);
     else for (int i = 0; i < helpers; i++) pthread_cond_signal(&lowbit_wake);
@@ -1066,27 +1127,31 @@ static void lowbit_run(struct lowbit_job *j) {
   if (helpers > 0) {
     pthread_mutex_lock(&lowbit_mu);
     lowbit_slots = 0;
+    if (lowbit_busy > 0) {
+      /* The workers finish about when the caller does: poll (bounded)
+         before sleeping. */
+      struct timespec t0;
+      unsigned polls = 0;
+      pthread_mutex_unlock(&lowbit_mu);
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      while (__atomic_load_n(&lowbit_busy, __ATOMIC_RELAXED) > 0 && lowbit_spin(&t0, &polls)) {}
+      pthread_mutex_lock(&lowbit_mu);
+    }
     while (lowbit_busy > 0) pthread_cond_wait(&lowbit_done, &lowbit_mu);
     pthread_mutex_unlock(&lowbit_mu);
   }
   pthread_mutex_unlock(&lowbit_pool_lock);
 }
-/* A kernel on all m rows, in chunks of whole 8-row tiles. */
-static void lowbit_call(lowbit_kernel kernel, const void *a0, const void *a1, const void *a2, const void *a3, const void *a4, void *y, int64_t n, int64_t m) {
-  int64_t t = __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED);
-  int64_t chunk = ((m + t * 8 - 1) / (t * 8) + 7) / 8 * 8;
-  if (chunk < 8) chunk = 8;
-  struct lowbit_job j = {kernel, a0, a1, a2, a3, a4, y, n, NULL, NULL, m, chunk, (m + chunk - 1) / chunk, 0};
+/* A kernel on all m rows, in chunks of whole granules of rows (8-row
+   tiles, or the kernel's row groups). */
+static void lowbit_call(lowbit_kernel kernel, const void *a0, const void *a1, const void *a2, const void *a3, const void *a4, void *y, int64_t n, int64_t m, int64_t granule) {
+  struct lowbit_job j = {kernel, a0, a1, a2, a3, a4, y, n, NULL, NULL, m, granule, 2, 0};
   lowbit_run(&j);
 }
-/* A driver loop over total independent iterations, in about 4 chunks
-   per thread of at least grain iterations. */
+/* A driver loop over total independent iterations, in chunks of at
+   least grain iterations. */
 static void lowbit_for(lowbit_loop loop, const void *const *v, int64_t total, int64_t grain) {
-  int64_t t = __atomic_load_n(&lowbit_threads, __ATOMIC_RELAXED);
-  int64_t chunk = (total + t * 4 - 1) / (t * 4);
-  if (chunk < grain) chunk = grain;
-  if (chunk < 1) chunk = 1;
-  struct lowbit_job j = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, loop, v, total, chunk, (total + chunk - 1) / chunk, 0};
+  struct lowbit_job j = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, loop, v, total, grain < 1 ? 1 : grain, 2, 0};
   lowbit_run(&j);
 }
 "#;
@@ -1172,11 +1237,11 @@ pub fn compile_model(
     let sizes: String = entries.iter().map(|e| e.sizes.as_str()).collect();
     let protos: String = entries.iter().map(|e| format!("{};\n", e.proto)).collect();
     let header = format!(
-        "{docs}/* int {sym}_set_threads(int threads): later calls (of every entry point\n * above) split their kernels' output rows, and their driver loops over\n * large tensors (activation conversion and quantization, add, relu,\n * requantize), over `threads` threads, the calling thread included (0:\n * one per online CPU, at most {MAX_THREADS}); the default is 1. Results are the\n * same, bit for bit, for any count. The library keeps up to `threads - 1`\n * worker threads, started by the first call that needs them and asleep\n * (taking no CPU time) between calls; a worker that cannot be started\n * leaves its share to the others. Changing the count stops and joins\n * the workers (after a call on another thread that is using them);\n * unloading the library or leaving the program stops them too, and a\n * child process after fork() starts its own (fork while no other thread\n * is inside a call).\n * Entry points may be called from several threads at once: the workers\n * serve one kernel or loop at a time and the callers take turns, so at\n * most `threads` threads compute split work at once (each caller's\n * unsplit work runs on that caller). Returns 0, or -1 for a negative\n * count. Link with -pthread where the C library needs it.\n */\n#ifndef {guard}_H\n#define {guard}_H\n#include <stdint.h>\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{protos}int {sym}_set_threads(int threads);\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
+        "{docs}/* int {sym}_set_threads(int threads): later calls (of every entry point\n * above) split their kernels' output rows, and their driver loops over\n * large tensors (activation conversion and quantization, add, relu,\n * requantize), over `threads` threads, the calling thread included (0:\n * one per online CPU, at most {MAX_THREADS}); the default is 1. Results are the\n * same, bit for bit, for any count. The library keeps up to `threads - 1`\n * worker threads, started by the first call that needs them; after a\n * call they poll for the next one for up to 100 us, then sleep (taking\n * no CPU time) until it comes; a worker that cannot be started\n * leaves its share to the others. Changing the count stops and joins\n * the workers (after a call on another thread that is using them);\n * unloading the library or leaving the program stops them too, and a\n * child process after fork() starts its own (fork while no other thread\n * is inside a call).\n * Entry points may be called from several threads at once: the workers\n * serve one kernel or loop at a time and the callers take turns, so at\n * most `threads` threads compute split work at once (each caller's\n * unsplit work runs on that caller). Returns 0, or -1 for a negative\n * count. Link with -pthread where the C library needs it.\n */\n#ifndef {guard}_H\n#define {guard}_H\n#include <stdint.h>\n{sizes}#ifdef __cplusplus\nextern \"C\" {{\n#endif\n{protos}int {sym}_set_threads(int threads);\n#ifdef __cplusplus\n}}\n#endif\n#endif\n",
         guard = sym.to_uppercase(),
     );
     let mut driver = String::from(
-        "/* Generated by lowbit: the driver of a compiled model. */\n#include <pthread.h>\n#include <signal.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n#include <unistd.h>\n#ifdef __linux__\n#include <sys/prctl.h>\n#endif\n",
+        "/* Generated by lowbit: the driver of a compiled model. */\n#include <pthread.h>\n#include <signal.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n#include <time.h>\n#include <unistd.h>\n#ifdef __linux__\n#include <sys/prctl.h>\n#endif\n",
     );
     driver.push_str(&threading_code(&sym));
     for (k, _) in &kernels {

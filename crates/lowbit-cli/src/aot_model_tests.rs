@@ -544,7 +544,8 @@ fn c_arrays(stem: &str, prefix: &str, inputs: &Named) -> String {
 /// per set and requires the same bytes; checks that the library never
 /// runs more than `threads - 1` workers (threads named `lowbit-worker` in
 /// `/proc/self/task`, once they have run), that they sleep between calls (state S, polled for
-/// up to 2 s: a spinning worker never is), that setting one thread joins
+/// up to 2 s, far past the pool's 100 us poll window: a worker that
+/// spins on never is), that setting one thread joins
 /// them all; then two threads call at once (one
 /// per set) while the main thread keeps changing the count; then a
 /// child after `fork` starts its own workers (not under
@@ -750,6 +751,54 @@ fn build_and_run(a: &Artifacts, program: &str, flags: &[&str]) -> Option<String>
         Ok(Some(String::from_utf8(out.stdout).unwrap()))
     })
     .unwrap()
+}
+
+#[test]
+fn blockdot_decode_splits_in_panel_groups() {
+    // The block-dot kernel at n = 1 is split in whole 4-panel groups (64
+    // rows), the last chunk ragged: m = 200 gives chunks of 64, 64, 64
+    // and 8 rows on 2, 3 and 8 threads (8 runs on 4, one per group).
+    // Every count must equal the JIT bit for bit (k = 70: a partial last
+    // block).
+    let mut rng = Rng::new(59);
+    let i4 = ElemType::Int {
+        bits: 4,
+        signed: true,
+    };
+    let w = random(&mut rng, i4, &[70, 200]);
+    let scales: Vec<String> = (0..3)
+        .map(|r| {
+            let row: Vec<String> = (0..200)
+                .map(|c| format!("{}", 0.01 + ((r * 200 + c) % 13) as f64 * 0.003))
+                .collect();
+            format!("[{}]", row.join(", "))
+        })
+        .collect();
+    let src = format!(
+        "module {{
+  func @main(%x: tensor<1x70xf32>) -> (y: tensor<1x200xf32>) {{
+    %sx = absmax_scale %x {{block = 32, qmax = 127}} : (tensor<1x70xf32>) -> tensor<1x3xf32>
+    %qx = quantize %x, %sx {{axis = 1, block_size = 32}} : (tensor<1x70xf32>, tensor<1x3xf32>) -> tensor<1x70xi8>
+    %xq = dequantize %qx, %sx {{axis = 1, block_size = 32}} : (tensor<1x70xi8>, tensor<1x3xf32>) -> tensor<1x70xf32>
+    %w = constant dense<{}> : tensor<70x200xi4>
+    %s = constant dense<[{}]> : tensor<3x200xf16>
+    %d = dequantize %w, %s {{axis = 0, block_size = 32}} : (tensor<70x200xi4>, tensor<3x200xf16>) -> tensor<70x200xf32>
+    %y = matmul %xq, %d : (tensor<1x70xf32>, tensor<70x200xf32>) -> tensor<1x200xf32>
+    return %y
+  }}
+}}
+",
+        dense(&w),
+        scales.join(", ")
+    );
+    let x: Vec<u64> = (0..70)
+        .map(|i| u64::from(((i as f32 - 33.0) * 0.21).to_bits()))
+        .collect();
+    let x = Tensor::new(ElemType::F32, vec![1, 70], x).unwrap();
+    for threads in [1, 2, 3, 8] {
+        let (got, want) = aot_function_and(&src, 0, threads, &[("x".into(), x.clone())], jit);
+        assert_eq!(got, want, "{threads} threads");
+    }
 }
 
 #[test]
