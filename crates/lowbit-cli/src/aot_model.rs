@@ -31,9 +31,11 @@
 //! bit-planes with their row sums) and calls the kernel on all rows, split
 //! over `lowbit_<name>_set_threads` threads (default 1) in chunks of
 //! whole 8-row tiles (4-panel groups for the block-dot kernel at n = 1)
-//! that shrink towards the end, as the JIT splits them (the `quantize-activations` form, block-dot kernel,
-//! quantizes each activation row per 32-block in the driver, bit for bit
-//! as the JIT path); it does the ops around them that take a few lines
+//! that shrink towards the end (past 8 columns equal chunks of about
+//! `m / (8 · threads)` rows), as the JIT splits them (the
+//! `quantize-activations` form, block-dot kernel, quantizes each
+//! activation row per 32-block in the driver, bit for bit as the JIT
+//! path); it does the ops around them that take a few lines
 //! — f32 and i32 `add` (same shape, or a broadcast along the last
 //! dimension or a scalar; i32 wrapping or saturating as the op says), f32
 //! and i32 `relu`, `reshape` (an alias) — and is linked with the objects
@@ -66,8 +68,7 @@ use lowbit::ir::{BinaryOp, Function, Granularity, Module, Op, OpKind, Tensor, Va
 use lowbit::numerics::{ElemType, Overflow, Rounding};
 use lowbit_llvm::aot::{emit_model, Emit, ModelKernel};
 use lowbit_llvm::data_object::DataWriter;
-use lowbit_llvm::spec::INT_PANEL;
-use lowbit_llvm::{CpuTarget, Dim, GemmSpec, PackedWeights, PLANE_BLOCK};
+use lowbit_llvm::{CpuTarget, GemmSpec, PackedWeights, PLANE_BLOCK};
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -658,13 +659,9 @@ impl Gen<'_> {
         };
         let y = self.alloc(n * m as u64, rtype);
         // All rows, split over the library's threads (`lowbit_call`) in
-        // whole 8-row tiles, or for the block-dot kernel at n = 1 whole
-        // 4-panel groups (`btile_1x4`), as `GemmKernel::run` splits them.
-        let granule = if spec.is_blockdot() && spec.n == Dim::Static(1) {
-            4 * INT_PANEL
-        } else {
-            8
-        };
+        // whole granules of the kernel's rows, as `GemmKernel::run` splits
+        // them.
+        let granule = spec.row_granule();
         let _ = writeln!(
             self.body,
             "  lowbit_call({kname}, {call}, {y}, {n}, {m}, {granule});"
@@ -958,8 +955,9 @@ struct lowbit_job {
   lowbit_loop loop;
   const void *const *v;
   /* Rows (or iterations) 0..total, in chunks of whole granules (but at
-     total) taken from next; parts: twice the threads running it. */
-  int64_t total, granule, parts, next;
+     total) taken from next; parts: twice the threads running it;
+     equal: the size of every chunk (0: shrinking chunks). */
+  int64_t total, granule, parts, next, equal;
 };
 /* How long a worker that finished a job, and a caller whose workers are
    still busy, poll before sleeping (ns): see the pool's docs. */
@@ -1000,7 +998,7 @@ static void lowbit_work(struct lowbit_job *j) {
   int64_t r0 = __atomic_load_n(&j->next, __ATOMIC_RELAXED);
   while (r0 < j->total) {
     int64_t rest = j->total - r0;
-    int64_t size = ((rest + j->parts - 1) / j->parts + j->granule - 1) / j->granule * j->granule;
+    int64_t size = j->equal > 0 ? j->equal : ((rest + j->parts - 1) / j->parts + j->granule - 1) / j->granule * j->granule;
     if (size > rest) size = rest;
     if (!__atomic_compare_exchange_n(&j->next, &r0, r0 + size, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) continue;
     if (j->kernel) j->kernel(j->a0, j->a1, j->a2, j->a3, j->a4, j->y, j->n, r0, r0 + size);
@@ -1114,6 +1112,13 @@ static void lowbit_run(struct lowbit_job *j) {
   }
   int helpers = lowbit_started < t - 1 ? lowbit_started : (int)(t - 1);
   j->parts = 2 * (int64_t)(helpers + 1);
+  /* Past 8 columns a kernel reuses a chunk's weights across its column
+     tiles from cache: equal chunks of about total / (8 threads) rows
+     (whole granules), as the JIT splits them. */
+  if (j->kernel && j->n > 8) {
+    int64_t parts8 = 8 * (int64_t)(helpers + 1);
+    j->equal = ((j->total + parts8 - 1) / parts8 + j->granule - 1) / j->granule * j->granule;
+  }
   if (helpers > 0) {
     pthread_mutex_lock(&lowbit_mu);
     lowbit_cur = j;
@@ -1145,13 +1150,13 @@ static void lowbit_run(struct lowbit_job *j) {
 /* A kernel on all m rows, in chunks of whole granules of rows (8-row
    tiles, or the kernel's row groups). */
 static void lowbit_call(lowbit_kernel kernel, const void *a0, const void *a1, const void *a2, const void *a3, const void *a4, void *y, int64_t n, int64_t m, int64_t granule) {
-  struct lowbit_job j = {kernel, a0, a1, a2, a3, a4, y, n, NULL, NULL, m, granule, 2, 0};
+  struct lowbit_job j = {kernel, a0, a1, a2, a3, a4, y, n, NULL, NULL, m, granule, 2, 0, 0};
   lowbit_run(&j);
 }
 /* A driver loop over total independent iterations, in chunks of at
    least grain iterations. */
 static void lowbit_for(lowbit_loop loop, const void *const *v, int64_t total, int64_t grain) {
-  struct lowbit_job j = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, loop, v, total, grain < 1 ? 1 : grain, 2, 0};
+  struct lowbit_job j = {NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, loop, v, total, grain < 1 ? 1 : grain, 2, 0, 0};
   lowbit_run(&j);
 }
 "#;

@@ -842,10 +842,8 @@ impl GemmKernel {
         // its chunks are whole groups and need no 1-panel tiles but at m.
         let align = if self.amx {
             2 * INT_PANEL
-        } else if spec.is_blockdot() && spec.n == Dim::Static(1) {
-            4 * INT_PANEL
         } else {
-            8
+            spec.row_granule()
         };
         let func = self.func;
         let call = move |r0: usize, r1: usize| {
@@ -866,7 +864,13 @@ impl GemmKernel {
                 )
             }
         };
-        let bounds = row_chunks(spec.m, threads, align);
+        // Past 8 columns a kernel reuses each chunk's weights across its
+        // column tiles from cache (the VNNI kernel's k passes are sized
+        // for it): such calls keep the equal chunks of about `m / (8 ·
+        // threads)` rows (shrinking ones made a W8A8 n = 512 prefill 7 -
+        // 9 % slower, m = 4096, k = 14336, 2 threads, alternating runs).
+        // Decode-sized n streams its weights once and takes shrinking ones.
+        let bounds = row_chunks(spec.m, threads, align, n <= 8);
         let chunks = bounds.len() - 1;
         let threads = threads.min(chunks);
         if threads <= 1 {
@@ -886,25 +890,29 @@ impl GemmKernel {
 }
 
 /// Row chunk boundaries for `threads` threads over `m` rows: `0`, then
-/// increasing multiples of `align` (where below `m`), then `m`. Chunk
-/// sizes shrink as the rows run out (each about the rest over `2 ·
-/// threads`, at least `align`): the first chunks are long (fewer restarts
-/// of the code streams) and the last ones short, so the threads finish
-/// close together. Measured against equal chunks of about `m / (8 ·
-/// threads)` rows (block-dot decode m = 4096, k = 14336, n = 1, 2 threads,
-/// medians of 5 alternating runs, shared machine, load 2.0-2.9): 1.14
-/// against 1.18 ms alone, 1.09 against 1.10 ms with `pool.rs` polling.
-pub(crate) fn row_chunks(m: usize, threads: usize, align: usize) -> Vec<usize> {
+/// increasing multiples of `align` (where below `m`), then `m`. With
+/// `shrink`, chunk sizes shrink as the rows run out (each about the rest
+/// over `2 · threads`, at least `align`): the first chunks are long (fewer
+/// restarts of the code streams) and the last ones short, so the threads
+/// finish close together. Measured against equal chunks of about `m / (8
+/// · threads)` rows (block-dot decode m = 4096, k = 14336, n = 1, 2
+/// threads, medians of 5 alternating runs, shared machine, load 2.0-2.9):
+/// 1.14 against 1.18 ms alone, 1.09 against 1.10 ms with `pool.rs`
+/// polling. Without `shrink`, those equal chunks.
+pub(crate) fn row_chunks(m: usize, threads: usize, align: usize, shrink: bool) -> Vec<usize> {
     let align = align.max(1);
+    let threads = threads.max(1);
+    let equal = m.div_ceil(threads * 8).next_multiple_of(align).max(align);
     let mut bounds = vec![0];
     let mut at = 0;
     while at < m {
         let rest = m - at;
-        let size = rest
-            .div_ceil(2 * threads.max(1))
-            .next_multiple_of(align)
-            .min(rest);
-        at += size;
+        let size = if shrink {
+            rest.div_ceil(2 * threads).next_multiple_of(align)
+        } else {
+            equal
+        };
+        at += size.min(rest);
         bounds.push(at);
     }
     bounds
@@ -1141,18 +1149,29 @@ mod tests {
     fn row_chunks_cover_the_rows_in_shrinking_aligned_pieces() {
         for m in [0usize, 1, 7, 8, 63, 64, 65, 1000, 1100, 4096, 4097, 14336] {
             for threads in [1usize, 2, 3, 8] {
-                for align in [8usize, 32, 64] {
-                    let b = row_chunks(m, threads, align);
-                    let case = format!("m {m}, {threads} threads, align {align}: {b:?}");
-                    assert_eq!(b.first(), Some(&0), "{case}");
-                    assert_eq!(b.last(), Some(&m), "{case}");
-                    assert!(b.windows(2).all(|w| w[0] < w[1]), "{case}");
-                    assert!(b[..b.len() - 1].iter().all(|x| x % align == 0), "{case}");
-                    let sizes: Vec<usize> = b.windows(2).map(|w| w[1] - w[0]).collect();
-                    assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{case}");
-                    assert!(sizes.last().is_none_or(|&s| s <= align), "{case}");
-                    if m >= 4 * threads * align {
-                        assert!(sizes[0] > align, "{case}");
+                for align in [8usize, 16, 32, 64] {
+                    for shrink in [true, false] {
+                        let b = row_chunks(m, threads, align, shrink);
+                        let case =
+                            format!("m {m}, {threads} threads, align {align}, {shrink}: {b:?}");
+                        assert_eq!(b.first(), Some(&0), "{case}");
+                        assert_eq!(b.last(), Some(&m), "{case}");
+                        assert!(b.windows(2).all(|w| w[0] < w[1]), "{case}");
+                        assert!(b[..b.len() - 1].iter().all(|x| x % align == 0), "{case}");
+                        let sizes: Vec<usize> = b.windows(2).map(|w| w[1] - w[0]).collect();
+                        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{case}");
+                        if shrink {
+                            assert!(sizes.last().is_none_or(|&s| s <= align), "{case}");
+                            if m >= 4 * threads * align {
+                                assert!(sizes[0] > align, "{case}");
+                            }
+                        } else if let Some((last, rest)) = sizes.split_last() {
+                            // Equal chunks of about m / (8 threads), the
+                            // last one what is left.
+                            let want = m.div_ceil(threads * 8).next_multiple_of(align);
+                            assert!(rest.iter().all(|&s| s == want), "{case}");
+                            assert!(*last <= want.max(align), "{case}");
+                        }
                     }
                 }
             }

@@ -461,6 +461,22 @@ impl GemmSpec {
         self.is_vnni() && self.schedule == IntSchedule::Amx
     }
 
+    /// The rows a thread's chunk of a call is a whole multiple of (but at
+    /// `m`), for the JIT's row split and the AOT driver's alike: the
+    /// block-dot kernel's 4-panel groups at a static `n = 1`
+    /// (`btile_1x4`), whole 16-row panels on the other panel layouts (a
+    /// chunk ending inside a panel would make both neighbours compute
+    /// it), else 8-row tiles.
+    pub fn row_granule(&self) -> usize {
+        if self.is_blockdot() && self.n == Dim::Static(1) {
+            4 * INT_PANEL
+        } else if self.is_vnni() || self.is_blockdot() {
+            INT_PANEL
+        } else {
+            8
+        }
+    }
+
     /// Rows of the packed weight: `m`, rounded up to whole panels of
     /// [`INT_PANEL`] rows on the W8A8/W4A8 path.
     pub fn m_pad(&self) -> usize {
