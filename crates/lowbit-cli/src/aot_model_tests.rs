@@ -977,13 +977,13 @@ fn pooled_calls_are_identical_for_any_thread_count() {
 #[test]
 fn unloading_the_library_joins_its_workers() {
     // The library as `--emit so` builds it, loaded with dlopen: a call on
-    // 4 threads starts 3 workers (m = 37: 5 chunks of 8 rows), and
+    // 4 threads starts 3 workers (m = 69: 5 granules of 16 rows), and
     // dlclose runs the library's destructor, which joins them before
     // the code they run is unmapped.
     let mut rng = Rng::new(29);
-    let w = random(&mut rng, ElemType::I8, &[40, 37]);
+    let w = random(&mut rng, ElemType::I8, &[40, 69]);
     let src = format!(
-        "module {{\n  func @main(%x: tensor<3x40xu8>) -> (y: tensor<3x37xi32>) {{\n    %w = constant dense<{}> : tensor<40x37xi8>\n    %y = matmul %x, %w : (tensor<3x40xu8>, tensor<40x37xi8>) -> tensor<3x37xi32>\n    return %y\n  }}\n}}\n",
+        "module {{\n  func @main(%x: tensor<3x40xu8>) -> (y: tensor<3x69xi32>) {{\n    %w = constant dense<{}> : tensor<40x69xi8>\n    %y = matmul %x, %w : (tensor<3x40xu8>, tensor<40x69xi8>) -> tensor<3x69xi32>\n    return %y\n  }}\n}}\n",
         dense(&w)
     );
     let module = parse_module(&src).unwrap();
@@ -1016,7 +1016,7 @@ static int workers(void) {
 }
 int main(int argc, char **argv) {
   static uint8_t x[3 * 40];
-  static int32_t y[3 * 37];
+  static int32_t y[3 * 69];
   void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
   if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 1; }
   int (*set)(int) = (int (*)(int))dlsym(lib, "lowbit_t_set_threads");
