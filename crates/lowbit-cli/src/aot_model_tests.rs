@@ -753,6 +753,19 @@ fn build_and_run(a: &Artifacts, program: &str, flags: &[&str]) -> Option<String>
     .unwrap()
 }
 
+/// `rows` rows of `cols` positive block scales as IR dense literals
+/// (`[a, b, ...]` each): `0.01 + ((r · cols + c) mod modulus) · step`.
+fn scale_rows(rows: usize, cols: usize, modulus: usize, step: f64) -> Vec<String> {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (0..cols)
+                .map(|c| format!("{}", 0.01 + ((r * cols + c) % modulus) as f64 * step))
+                .collect();
+            format!("[{}]", row.join(", "))
+        })
+        .collect()
+}
+
 #[test]
 fn blockdot_decode_splits_in_panel_groups() {
     // The block-dot kernel at n = 1 is split in whole 4-panel groups (64
@@ -766,14 +779,7 @@ fn blockdot_decode_splits_in_panel_groups() {
         signed: true,
     };
     let w = random(&mut rng, i4, &[70, 200]);
-    let scales: Vec<String> = (0..3)
-        .map(|r| {
-            let row: Vec<String> = (0..200)
-                .map(|c| format!("{}", 0.01 + ((r * 200 + c) % 13) as f64 * 0.003))
-                .collect();
-            format!("[{}]", row.join(", "))
-        })
-        .collect();
+    let scales = scale_rows(3, 200, 13, 0.003);
     let src = format!(
         "module {{
   func @main(%x: tensor<1x70xf32>) -> (y: tensor<1x200xf32>) {{
@@ -804,7 +810,8 @@ fn blockdot_decode_splits_in_panel_groups() {
 #[test]
 fn pooled_calls_are_identical_for_any_thread_count() {
     // Every loop the driver splits over the pool, on ragged shapes
-    // (m = 37: 8-row chunks, the last one 5 rows; k = 70, 40, 37, 300 and
+    // (m = 37: chunks of whole granules, 8 rows or 16 on the panel
+    // layouts, the last one ragged; k = 70, 40, 37, 300 and
     // 700: padded rows, partial blocks): the block-dot kernel's
     // per-block activation quantization (k = 70: a partial last block;
     // set A's first row starts with a zero block), the float kernel's row
@@ -820,14 +827,7 @@ fn pooled_calls_are_identical_for_any_thread_count() {
         signed: true,
     };
     let w4 = random(&mut rng, i4, &[70, 37]);
-    let s4: Vec<String> = (0..3)
-        .map(|r| {
-            let row: Vec<String> = (0..37)
-                .map(|c| format!("{}", 0.01 + ((r * 37 + c) % 11) as f64 * 0.004))
-                .collect();
-            format!("[{}]", row.join(", "))
-        })
-        .collect();
+    let s4 = scale_rows(3, 37, 11, 0.004);
     let w8 = random(&mut rng, ElemType::I8, &[70, 37]);
     let wq = random(&mut rng, i4, &[70, 37]);
     let wh = random(&mut rng, ElemType::I8, &[40, 37]);

@@ -549,27 +549,13 @@ fn microscaled_fp4_exact_with_power_of_two_scales() {
     }
 }
 
-/// The interpreter's `matmul(x, transpose(w))` to `i32` (wrapping).
+/// The interpreter's `matmul(x, transpose(w))` to `i32` (wrapping),
+/// widened to compare with the kernels' results.
 fn int_reference(x: &Tensor, w: &Tensor) -> Vec<i64> {
-    let (n, k) = (x.shape[0], x.shape[1]);
-    let m = w.shape[0];
-    let wt = eval_op(
-        &OpKind::Transpose { perm: vec![1, 0] },
-        &[w],
-        &[TensorType::new(vec![k, m], w.elem)],
-    )
-    .unwrap()
-    .remove(0);
-    let y = eval_op(
-        &OpKind::MatMul {
-            overflow: Overflow::Wrap,
-        },
-        &[x, &wt],
-        &[TensorType::new(vec![n, m], ElemType::I32)],
-    )
-    .unwrap()
-    .remove(0);
-    y.to_i128().unwrap().into_iter().map(|v| v as i64).collect()
+    common::int_reference(x, w)
+        .into_iter()
+        .map(i64::from)
+        .collect()
 }
 
 fn run_int_case(kernel: &GemmKernel, x: &Tensor, w: &Tensor, threads: usize) -> Vec<i64> {
