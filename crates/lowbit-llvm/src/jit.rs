@@ -394,8 +394,8 @@ impl GemmKernel {
     }
 
     /// Whether the kernel runs on AMX tiles: the AMX W8A8 schedule, or a
-    /// block-dot spec the JIT put on the AMX block-dot kernel (`n >= 2`
-    /// on an AMX-INT8 host, see [`compile`]).
+    /// block-dot spec the JIT put on the AMX block-dot kernel (a static
+    /// `n >= 8` on an AMX-INT8 host, see [`compile`]).
     pub fn uses_amx(&self) -> bool {
         self.amx || self.amx_dot
     }
@@ -835,12 +835,11 @@ impl GemmKernel {
         // Rows are handed out in chunks from a shared counter, shrinking
         // towards the end (`row_chunks`): on a shared machine a descheduled
         // thread then delays only its current chunk, not half the matrix,
-        // and the threads finish close together. Chunks are whole 8-row
-        // tiles; the AMX kernel's row blocks are whole panel pairs (a chunk
-        // that starts inside one would compute the shared pair twice); the
-        // block-dot kernel at n = 1 runs 4-panel groups (`btile_1x4`), so
-        // its chunks are whole groups and need no 1-panel tiles but at m.
-        let align = if self.amx {
+        // and the threads finish close together. Chunks are whole granules
+        // of the kernel's rows (`GemmSpec::row_granule`); both AMX
+        // kernels' row blocks are whole panel pairs (a chunk that starts
+        // inside one would compute the shared pair twice).
+        let align = if self.amx || self.amx_dot {
             2 * INT_PANEL
         } else {
             spec.row_granule()
@@ -932,9 +931,9 @@ fn amx_ready(spec: &GemmSpec, target: &CpuTarget) -> Result<(), CpuError> {
 }
 
 /// Whether the JIT builds the AMX block-dot kernel (`codegen/amxdot.rs`)
-/// for `spec` on `target`: a block-dot spec with a run-time `n` or a
-/// static `n` of at least 2 (a static `n = 1` streams four panels per tile
-/// call with `vpdpbusd`, the decode case), a target with AMX-INT8 (a
+/// for `spec` on `target`: a block-dot spec with a static `n` of at least
+/// `amxdot::MIN_COLS` (8; below it, and for a run-time `n`, the
+/// `vpdpbusd` kernel is faster or needed), a target with AMX-INT8 (a
 /// target without `amx-int8` in its features, the host's with it removed
 /// included, keeps the `vpdpbusd` kernel), and Linux granting the tile
 /// state. AOT objects never take it (their drivers do not ask for the
