@@ -49,7 +49,9 @@
 //! threads the library starts once and keeps asleep between calls (after
 //! polling for the next one for up to 100 us; [`POOL_C`]); results do not depend on the number of threads.
 //!
-//! Limits: not stochastic rounding or blocked output scales; the pool
+//! Limits: not stochastic rounding or blocked output scales; not
+//! `matmul_int {schedule = amx}` (the AMX-INT8 kernel is JIT-only: refused
+//! with that reason, see [`aot_supports`]); the pool
 //! serves one kernel or loop at a time (callers on several threads take
 //! turns for it); the copies into the caller's output buffers run on the
 //! calling thread. Any other op, or a matmul that maps onto no kernel, is
@@ -152,8 +154,19 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
 /// `f32` activations, the W8A8/W4A8 kernels' bytes, the W1A1 kernel's
 /// bit rows and the bit-serial kernel's bit-planes; a `qmatmul`
 /// requantize epilogue (the `quantize` the JIT runs on the interpreter)
-/// only in the form [`quantize_form`] takes.
+/// only in the form [`quantize_form`] takes. Not the AMX-INT8 schedule:
+/// its kernel needs activations packed into tiles and the process's tile
+/// state, which only the JIT provides, so a `matmul_int {schedule = amx}`
+/// is refused (no silent direct kernel in its place).
 fn aot_supports(p: &Plan) -> Result<(), String> {
+    if p.spec.is_amx() {
+        return Err(
+            "schedule amx is JIT-only (lowbit run --backend cpu): compiled libraries \
+             have no AMX-INT8 kernel; optimize for a target without amxint8 \
+             (egraph{target=...}, e.g. x86-64-v4) or write schedule direct"
+                .into(),
+        );
+    }
     if let Some((kind, _)) = &p.quantize {
         quantize_form(kind)?;
     }

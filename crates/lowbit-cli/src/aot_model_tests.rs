@@ -351,6 +351,15 @@ fn unsupported_ops_are_refused_by_name() {
         e.contains("unsupported: 'add' at line 3") && e.contains("f32 and i32 values only"),
         "{e}"
     );
+    // The AMX-INT8 schedule is JIT-only: refused with the reason, not
+    // compiled as the direct kernel.
+    let src = "module {\n  func @main(%u: tensor<2x3xu8>) -> (y: tensor<2x2xi32>) {\n    %w = constant dense<[[2, 1], [1, 0], [-1, 127]]> : tensor<3x2xi8>\n    %y = matmul_int %u, %w {schedule = amx} : (tensor<2x3xu8>, tensor<3x2xi8>) -> tensor<2x2xi32>\n    return %y\n  }\n}\n";
+    let m = parse_module(src).unwrap();
+    let e = compile_model(&m, "t", &host(), Emit::Obj).err().unwrap();
+    assert!(
+        e.contains("'matmul_int' at line 4") && e.contains("schedule amx is JIT-only"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -610,21 +610,28 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
         // The weights w - zw packed as they are (zw = 0) or in the
         // narrowest type holding them; zx goes into the row offsets.
         let vnni_types = [ElemType::I8, I4, U4];
-        if let Some(elem) = centered_type(&q, i64::from(zw))
+        let amx = matches!(
+            d.kind,
+            OpKind::MatMulInt {
+                schedule: IntSchedule::Amx,
+                ..
+            }
+        );
+        if let Some(mut elem) = centered_type(&q, i64::from(zw))
             .ok()
             .filter(|e| vnni_types.contains(e))
         {
+            // The AMX kernel packs `i8` weights only: centered weights that
+            // happen to fit `i4` are packed as `i8` (the centering path
+            // writes each value, sign-extended, at the spec's width).
+            if amx && elem == I4 && zw != 0 {
+                elem = ElemType::I8;
+            }
             let mut spec = GemmSpec::int(m, k, n, elem, xt.elem);
             // `matmul_int {schedule = amx}` asks for the AMX kernel; the
             // JIT refuses it (and the op stays on the interpreter, with
             // the reason) where the host has no AMX-INT8.
-            if matches!(
-                d.kind,
-                OpKind::MatMulInt {
-                    schedule: IntSchedule::Amx,
-                    ..
-                }
-            ) {
+            if amx {
                 spec.schedule = IntSchedule::Amx;
             }
             spec.check("cpu").map_err(|e| e.to_string())?;

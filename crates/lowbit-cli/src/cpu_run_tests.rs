@@ -477,6 +477,62 @@ fn integer_chains_with_weight_zero_points_pick_the_kernel() {
     }
 }
 
+/// `matmul_int {schedule = amx}` (what the e-graph's `amx` rule makes)
+/// with `u8` weights less 128 that all fit `i4` (values 120..=135): the
+/// AMX kernel packs `i8` only, so they are packed as `i8`, and the
+/// result is the interpreter's bit for bit; on a host without AMX-INT8
+/// the op is left to the interpreter with the reason.
+#[test]
+fn amx_schedule_packs_narrow_centered_weights_as_i8() {
+    let mut rng = Rng::new(0xa3c);
+    let (rows, k, m) = (37u64, 130u64, 45u64);
+    let mut f = Function::new("main");
+    let x = f.add_param("x", tt(&[rows, k], "u8"));
+    let w = Tensor::new(
+        ElemType::U8,
+        vec![k, m],
+        (0..k * m).map(|_| 120 + rng.below(16) as u64).collect(),
+    )
+    .unwrap();
+    let wv = konst(&mut f, &w);
+    let zx = konst(&mut f, &Tensor::new(ElemType::U8, vec![], vec![9]).unwrap());
+    let zw = konst(
+        &mut f,
+        &Tensor::new(ElemType::U8, vec![], vec![128]).unwrap(),
+    );
+    let y = f.push(
+        OpKind::MatMulInt {
+            overflow: Overflow::Wrap,
+            schedule: IntSchedule::Amx,
+        },
+        vec![x, wv, zx, zw],
+        tt(&[rows, m], "i32"),
+    );
+    f.outputs.push(("y".into(), y));
+    let xt = Tensor::new(
+        ElemType::U8,
+        vec![rows, k],
+        (0..rows * k).map(|_| rng.next_u64() & 0xff).collect(),
+    )
+    .unwrap();
+    let (cpu, want) = both(&f, &[("x".into(), xt)]);
+    assert_eq!(cpu.outputs[0].1, want[0].1);
+    if lowbit::ir::target::Target::host()
+        .x86_features()
+        .is_some_and(|f| f.amxint8)
+    {
+        assert_eq!(cpu.on_cpu.len(), 1, "{}", cpu.summary());
+        assert!(
+            cpu.on_cpu[0].1.contains("weight=i8") && cpu.on_cpu[0].1.contains("amx"),
+            "{}",
+            cpu.summary()
+        );
+    } else {
+        assert!(cpu.on_cpu.is_empty(), "{}", cpu.summary());
+        assert!(cpu.summary().contains("AMX-INT8"), "{}", cpu.summary());
+    }
+}
+
 /// A multiplier the kernel cannot take leaves `requant_dyadic` on the
 /// interpreter (the summary says why) while the rest of the chain stays
 /// on the kernel; a value with a second use ends the chain there.

@@ -16,7 +16,7 @@ Usage: lowbit explain MODEL.lbir [--target TARGET] [--rules LIST]
                       [--allow-approx-dyadic] [--json]
 
 For each op of the optimized program: the schedule family chosen
-(dequant-fused, bit-serial, dyadic, float, fallback), the kernel and weight
+(dequant-fused, bit-serial, dyadic, amx, float, fallback), the kernel and weight
 layout, the estimated cost of every alternative considered (nanoseconds),
 and the reason for any fallback (a rewrite blocked by a range or scale that
 could not be proven, a feature the target lacks, a shape that does not fit).
@@ -28,9 +28,11 @@ fractional float zero points, a Cast of a low-bit constant to float), an
 
 Options:
   --target TARGET   x86-64 CPU model with optional +features
-                    (x86-64-v3, icelake-server, x86-64-v3+avxvnni, ...) or
-                    an NVIDIA SM level (sm_80, sm_89, sm_90, sm_90a);
-                    default: this machine's CPU
+                    (x86-64-v3, icelake-server, x86-64-v3+avxvnni,
+                    sapphirerapids, icelake-server+amxint8, ...), native
+                    (this machine's CPU, its AMX-INT8 included) or an
+                    NVIDIA SM level (sm_80, sm_89, sm_90, sm_90a);
+                    default: native
   --rules LIST      Rule sets, comma-separated (default: all of them)
   --allow-approx-dyadic
                     Let integer-only approximate a non-dyadic scale ratio
@@ -81,13 +83,13 @@ pub fn main(argv: &[String]) -> Result<(), Failure> {
         .one_positional("missing model file")
         .map_err(Failure::usage)?;
     let target = match a.last("target") {
+        None | Some("native") => Target::host(),
         Some(t) => t.parse::<Target>().map_err(|e| {
             Failure::msg(format!(
                 "{e} (CPU models: {})",
                 cpu_model_names().join(", ")
             ))
         })?,
-        None => Target::host(),
     };
     let mut cfg = Config::new(target);
     cfg.options.allow_approx_dyadic = a.has("allow-approx-dyadic");

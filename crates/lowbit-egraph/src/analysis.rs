@@ -119,6 +119,8 @@ pub enum Family {
     Dyadic,
     /// Bit-plane popcount matmul.
     BitSerial,
+    /// AMX-INT8 tiles for a W8A8 matmul (`matmul_int {schedule = amx}`).
+    Amx,
     /// Transposes and relayouts folded into constants.
     Layout,
     /// Outlier columns in float, the rest quantized (LLM.int8()).
@@ -133,6 +135,7 @@ impl Family {
             Family::Cleanup => "qdq-cleanup",
             Family::Dyadic => "dyadic",
             Family::BitSerial => "bit-serial",
+            Family::Amx => "amx",
             Family::Layout => "layout",
             Family::Mixed => "mixed",
         }

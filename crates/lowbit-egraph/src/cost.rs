@@ -7,8 +7,30 @@
 //! with 20 GB/s of DRAM bandwidth, by feature set: f32 FMA (SSE2 8, AVX2 32,
 //! AVX-512 64 flop/cycle), 8-bit multiply-accumulate (widened, `vpmaddwd` pairs:
 //! AVX2 32, AVX-512 64; `vpdpbusd`: AVX-512 VNNI 128 MAC/cycle; AVX-VNNI
-//! alone counts as no VNNI because the CPU backend has no 256-bit kernel), popcount (`popcnt` 32, `vpshufb` lookup AVX2 96 / AVX-512
-//! 128, VPOPCNTDQ 512 bit/cycle). NVIDIA rates are the dense tensor-core
+//! alone counts as no VNNI because the CPU backend has no 256-bit kernel;
+//! AMX-INT8 `tdpbusd` tiles 360 MAC/cycle), popcount (`popcnt` 32,
+//! `vpshufb` lookup AVX2 96 / AVX-512 128, VPOPCNTDQ 512 bit/cycle).
+//!
+//! Integer matmuls on the CPU (the W8A8/W4A8 `vpdpbusd` kernel and the
+//! AMX-INT8 kernel) cost the weight stream *plus* the multiply-adds, not
+//! the longer of the two: measured on the 2-core AMX host (BENCHMARKS.md,
+//! "The e-graph chooses AMX"), W8A8 m = 4096, k = 14336 at 2 threads takes
+//! 1.9 ms at n = 1 (the weight stream) and then about 89 us more per
+//! activation row on `vpdpbusd` (128 MAC/cycle per core at 2.6 GHz), 2.7
+//! ms at n = 4, 3.7 at 16, 5.2 at 32, 13.2 at 128 and 48.7 at 512; the AMX
+//! kernel computes whole 32-row blocks of activation rows (its 2x2 tiles
+//! of 16 rows, zero rows past n), so it takes about 2.95 ms from n = 1 to
+//! 16, 3.2 at 32, 5.6 at 128 and 17.9 at 512: 31 us per row, 2.86 times
+//! the `vpdpbusd` rate (363 MAC/cycle per core; `tdpbusd`'s peak is 1024,
+//! the kernel's tile loads and accumulator round trips take the rest).
+//! With 20 GB/s and 128 MAC/cycle the `vpdpbusd` kernel's rows cost 0.052
+//! of the weight stream each, an AMX block of 32 rows 0.59 of it, so AMX
+//! wins from about 12 rows, as measured (8: `vpdpbusd` 2.87 ms, AMX 2.95;
+//! 16: 3.74 and 3.02). Targets without `amxint8` (and GPUs) cost
+//! `schedule = amx` as the op the CPU backend would leave to the reference
+//! interpreter (1 ns per multiply-add), so it is never chosen there.
+//!
+//! NVIDIA rates are the dense tensor-core
 //! figures of the A100 (sm_80), L40S (sm_89) and H100 SXM (sm_90) data
 //! sheets, with operand tiles padded to the `mma` shape (f16 m16n8k16,
 //! s8 m16n8k32, s4 m16n8k64, b1 m16n8k256). These are estimates to rank
@@ -39,10 +61,20 @@ pub fn family(kind: &OpKind) -> &'static str {
             schedule: IntSchedule::BitSerial,
             ..
         } => "bit-serial",
+        OpKind::MatMulInt {
+            schedule: IntSchedule::Amx,
+            ..
+        } => "amx",
         OpKind::MatMulInt { .. } | OpKind::RequantDyadic { .. } => "dyadic",
         _ => "float",
     }
 }
+
+/// Multiply-adds per cycle of the AMX-INT8 W8A8 kernel (measured 363 per
+/// core, see the module docs).
+const AMX_MACS_PER_CYCLE: f64 = 360.0;
+/// Activation rows (and output rows) the AMX kernel computes at a time.
+const AMX_ROWS: f64 = 32.0;
 
 struct Cpu {
     f: X86Features,
@@ -151,6 +183,17 @@ pub fn estimate(
     res: &TensorType,
     operands: &[&TensorType],
 ) -> Estimate {
+    let amx = matches!(
+        kind,
+        OpKind::MatMulInt {
+            schedule: IntSchedule::Amx,
+            ..
+        }
+    );
+    let amx_target = target.x86_features().is_some_and(|f| f.amxint8);
+    if amx && !amx_target && operands.len() >= 2 {
+        return amx_unavailable(target, res, operands);
+    }
     match &target.kind {
         TargetKind::X86_64(f) => cpu_estimate(
             &Cpu {
@@ -164,6 +207,31 @@ pub fn estimate(
         ),
         TargetKind::Nvidia(sm) => gpu_estimate(&gpu(sm.sm), kind, res, operands),
     }
+}
+
+/// Multiply-adds per nanosecond charged for `schedule = amx` on a target
+/// without AMX-INT8: the CPU backend refuses the AMX kernel there and the
+/// op runs on the reference interpreter, which does about one per
+/// nanosecond (far slower than any kernel, so the schedule is never
+/// chosen where it cannot run).
+const INTERPRETER_MACS_PER_NS: f64 = 1.0;
+
+/// `matmul_int {schedule = amx}` on a target that has no AMX-INT8 tiles.
+fn amx_unavailable(target: &Target, res: &TensorType, ops: &[&TensorType]) -> Estimate {
+    let (a, w) = (ops[0], ops[1]);
+    let (b, m, k, n) = dims(a, res);
+    let what = match &target.kind {
+        TargetKind::X86_64(_) => format!("{target} has no amxint8 (AMX-INT8 tiles)"),
+        TargetKind::Nvidia(_) => format!("{target} is a GPU: AMX-INT8 is an x86 CPU schedule"),
+    };
+    est(
+        b * m * k * n / INTERPRETER_MACS_PER_NS,
+        format!("x86.amxint8.tdpbusd.{}x{}", a.elem, w.elem),
+        format!("{} (AMX B tiles, pre-packed)", w.elem),
+        Some(format!(
+            "schedule amx unavailable: {what}; the cpu backend refuses it and the op runs on the reference interpreter"
+        )),
+    )
 }
 
 /// The kernel-name suffix of a `qmatmul` requantize epilogue.
@@ -286,25 +354,35 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                             "no VNNI: bytes widened and multiplied in pairs by vpmaddwd".into()
                         }
                     });
+                    // The weight stream plus the multiply-adds (see the
+                    // module docs for the measurements).
                     est(
-                        (cycles(macs, rate) + widen).max(mem(ops)),
+                        cycles(macs, rate) + widen + mem(ops),
                         format!("x86.{kernel}.{}x{}", a.elem, w.elem),
                         format!("{} (4x16 VNNI interleave, pre-packed)", w.elem),
                         note,
                     )
                 }
-                // Only where the IR asks for it (no rule introduces it): the
-                // target features carry no AMX rate, so it is costed as the
-                // direct schedule and says so.
+                // Targets with `amxint8` only ([`estimate`] costs the
+                // others): whole 32-row blocks of activation rows (2x2
+                // tiles of 16), output rows in 32-row panel pairs, k in
+                // 64-byte tile rows, at the measured rate, plus the weight
+                // stream (module docs).
                 IntSchedule::Amx => {
-                    let mut direct = kind.clone();
-                    if let OpKind::MatMulInt { schedule, .. } = &mut direct {
-                        *schedule = IntSchedule::Direct;
-                    }
-                    let mut e = cpu_estimate(c, &direct, res, ops);
-                    e.kernel = format!("x86.tdpbusd.{}x{}", a.elem, w.elem);
-                    e.note = Some("schedule amx: costed as the direct schedule (no AMX rate in the cost model); the cpu backend needs AMX-INT8".into());
-                    e
+                    let rows = b * m;
+                    let padded = pad(rows, AMX_ROWS) * pad(n, AMX_ROWS) * pad(k, 64.0);
+                    let note = (rows % AMX_ROWS != 0.0).then(|| {
+                        format!(
+                            "{rows} activation row(s) computed as {} (whole blocks of {AMX_ROWS} rows on AMX tiles)",
+                            pad(rows, AMX_ROWS)
+                        )
+                    });
+                    est(
+                        cycles(padded, AMX_MACS_PER_CYCLE) + mem(ops),
+                        format!("x86.amxint8.tdpbusd.{}x{}", a.elem, w.elem),
+                        format!("{} (AMX B tiles: the 16x4 VNNI panels, pre-packed)", w.elem),
+                        note,
+                    )
                 }
                 IntSchedule::BitSerial => {
                     let (rate, note) = match (f.popcount(), f.vector_isa()) {
@@ -461,6 +539,8 @@ fn gpu_estimate(g: &Gpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
             let (b, m, k, n) = d;
             let (pa, pb) = (bits(a.elem), bits(w.elem));
             match schedule {
+                // `Amx` does not get here: [`estimate`] costs it as
+                // unavailable on GPUs.
                 IntSchedule::Direct | IntSchedule::Amx => {
                     let (work, kernel, note) = match g.int4_tc {
                         Some(r) if pa <= 4 && pb <= 4 => {
@@ -549,19 +629,72 @@ mod tests {
         }
     }
 
+    /// The W8A8 matmul of `rows` activation rows with an `m x k` weight.
+    fn w8a8(rows: u64, k: u64, m: u64) -> (TensorType, TensorType, TensorType) {
+        (t(&[rows, k], "u8"), t(&[k, m], "i8"), t(&[rows, m], "i32"))
+    }
+
     #[test]
-    fn amx_is_costed_as_direct_and_says_so() {
-        let (a, w, r) = (
-            t(&[64, 4096], "u8"),
-            t(&[4096, 4096], "i8"),
-            t(&[64, 4096], "i32"),
-        );
-        let tgt = "sapphirerapids".parse().unwrap();
+    fn amx_wins_from_about_twelve_rows_on_amx_targets() {
+        let spr: Target = "sapphirerapids".parse().unwrap();
+        for k in [4096, 14336] {
+            let cost = |rows, s| {
+                let (a, w, r) = w8a8(rows, k, 4096);
+                estimate(&spr, &mmi(s), &r, &[&a, &w])
+            };
+            // As measured on the AMX host: vpdpbusd up to 8 rows, AMX
+            // from 16 (BENCHMARKS.md).
+            for rows in [1, 4, 8, 11] {
+                let (d, x) = (
+                    cost(rows, IntSchedule::Direct),
+                    cost(rows, IntSchedule::Amx),
+                );
+                assert!(d.ns < x.ns, "k={k} rows={rows}: {} vs {}", d.ns, x.ns);
+                assert!(x.note.unwrap().contains("computed as 32"));
+            }
+            for rows in [12, 16, 32, 64, 128, 512] {
+                let (d, x) = (
+                    cost(rows, IntSchedule::Direct),
+                    cost(rows, IntSchedule::Amx),
+                );
+                assert!(x.ns < d.ns, "k={k} rows={rows}: {} vs {}", x.ns, d.ns);
+                assert_eq!(x.kernel, "x86.amxint8.tdpbusd.u8xi8");
+            }
+            // Prefill: about the measured 2.7x.
+            let ratio = cost(512, IntSchedule::Direct).ns / cost(512, IntSchedule::Amx).ns;
+            assert!((2.3..3.1).contains(&ratio), "k={k}: {ratio}");
+            assert!(cost(512, IntSchedule::Amx).note.is_none());
+        }
+    }
+
+    #[test]
+    fn amx_is_unavailable_without_the_feature() {
+        let (a, w, r) = w8a8(512, 4096, 4096);
+        for (name, why) in [
+            ("icelake-server", "has no amxint8"),
+            ("x86-64-v3", "has no amxint8"),
+            ("sm_90", "is a GPU"),
+        ] {
+            let tgt: Target = name.parse().unwrap();
+            let direct = estimate(&tgt, &mmi(IntSchedule::Direct), &r, &[&a, &w]);
+            let amx = estimate(&tgt, &mmi(IntSchedule::Amx), &r, &[&a, &w]);
+            assert!(
+                amx.ns > 10.0 * direct.ns,
+                "{name}: {} vs {}",
+                amx.ns,
+                direct.ns
+            );
+            let note = amx.note.unwrap();
+            assert!(
+                note.contains("schedule amx unavailable") && note.contains(why),
+                "{note}"
+            );
+        }
+        // The same CPU with the feature added takes it.
+        let tgt: Target = "icelake-server+amxint8".parse().unwrap();
         let direct = estimate(&tgt, &mmi(IntSchedule::Direct), &r, &[&a, &w]);
         let amx = estimate(&tgt, &mmi(IntSchedule::Amx), &r, &[&a, &w]);
-        assert_eq!(amx.ns, direct.ns);
-        assert_eq!(amx.kernel, "x86.tdpbusd.u8xi8");
-        assert!(amx.note.unwrap().contains("schedule amx"));
+        assert!(amx.ns < direct.ns);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Schedule families (INTERFACES.md): `dequant-fused` (`qmatmul`),
 //! `bit-serial` (`matmul_int {schedule = bit_serial}`), `dyadic`
-//! (`matmul_int` direct, `requant_dyadic`), `float` (the op as written), and
+//! (`matmul_int` direct, `requant_dyadic`), `amx` (`matmul_int {schedule =
+//! amx}`, AMX-INT8 tiles), `float` (the op as written), and
 //! `mixed` (the root of an LLM.int8()-style decomposition: the `add` of
 //! the quantized and the float part, or the `qmatmul` that took the float
 //! part as its bias; the reason states the bound), and

@@ -30,6 +30,13 @@
 //!   and the value range of the `i32` accumulator is proven.
 //! * `bit-serial`: integer `matmul` ⇒ `matmul_int`; `matmul_int` with
 //!   operands of at most 8 bits ⇒ the bit-serial schedule.
+//! * `amx`: a wrapping integer `matmul` or direct `matmul_int` to `i32`
+//!   that the CPU backend's AMX-INT8 kernel takes (`u8`/`i8` activations, a
+//!   constant 2-D 8-bit integer weight whose values less its constant
+//!   per-tensor zero point fit `i8`) ⇒ `matmul_int {schedule = amx}`, and
+//!   back (an `amx` op gets its direct form). The interpreter computes
+//!   every schedule alike, so both directions are exact; the cost model
+//!   decides (targets without `amxint8` never take `amx`).
 //! * `layout`: `transpose(dequantize(w, s, z))` ⇒ `dequantize` of the
 //!   transposed weight (granularity remapped); `transpose`, `relayout` and
 //!   `reshape` of constants fold into the constant.
@@ -1001,6 +1008,118 @@ fn bit_serial(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
     out
 }
 
+// ---------------------------------------------------------------- amx
+
+/// Why the AMX-INT8 kernel (the CPU backend's `matmul_int {schedule =
+/// amx}`: `codegen/amx.rs`, mapped by `cpu_run`) would not take an integer
+/// matmul with operand classes `ch` and result type `res`, or `None` when
+/// it takes it: `u8`/`i8` activations, an `i32` wrapping result, a
+/// constant 2-D weight of 8-bit integers whose values less the weight zero
+/// point fit `i8` (the kernel's packed weights), and constant single-value
+/// zero points (folded into the packed weights and row offsets).
+fn amx_blocker(eg: &LbGraph, ch: &[Id], res: &TensorType, overflow: Overflow) -> Option<String> {
+    let (Some(x), Some(w)) = (ty(eg, ch[0]), ty(eg, ch[1])) else {
+        return Some("operand types unknown".into());
+    };
+    if ![ElemType::U8, ElemType::I8].contains(&x.elem) {
+        return Some(format!(
+            "the AMX kernel takes u8 or i8 activations, not {}",
+            x.elem
+        ));
+    }
+    if res.elem != ElemType::I32 || overflow != Overflow::Wrap {
+        return Some(format!(
+            "the AMX kernel writes wrapping i32, not {} ({overflow:?})",
+            res.elem
+        ));
+    }
+    if !w.elem.is_int() || w.elem.bits() != 8 {
+        return Some(format!(
+            "the AMX kernel takes 8-bit weights, not {}",
+            w.elem
+        ));
+    }
+    if w.rank() != 2 {
+        return Some(format!("the weight has rank {}, not 2", w.rank()));
+    }
+    let constant = eg[ch[1]].nodes.iter().any(|n| {
+        matches!(n, Node::Op(h, _) if matches!(eg.analysis.heads.get(*h).kind, OpKind::Constant(_)))
+    });
+    if !constant {
+        return Some("the weight is not a constant (the kernel packs it once)".into());
+    }
+    let zw = match ch.get(2..4) {
+        Some(&[za, zw]) => {
+            let one = |z: Id| -> Option<i128> {
+                let t = constant_value(eg, z)?;
+                let v = t.to_i128()?;
+                (v.len() == 1 && i32::try_from(v[0]).is_ok()).then(|| v[0])
+            };
+            let (Some(_), Some(zw)) = (one(za), one(zw)) else {
+                return Some("the zero points are not constant single integers".into());
+            };
+            zw
+        }
+        _ => 0,
+    };
+    let centered = facts(eg, ch[1])
+        .range
+        .and_then(|r| r.sub(&Range::new(zw, zw)));
+    match centered {
+        Some(r) if r.within(&Range::new(-128, 127)) => None,
+        Some(r) => Some(format!(
+            "the weights less their zero point {zw} span {r}, beyond the kernel's i8"
+        )),
+        None => Some("the weight's value range is unknown".into()),
+    }
+}
+
+/// `amx`: offers `schedule = amx` beside a direct integer matmul the AMX
+/// kernel takes (see [`amx_blocker`]), and the direct schedule beside an
+/// `amx` op. Byte activations that the kernel does not take get a note
+/// saying why; other matmuls are left alone.
+fn amx_schedule(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    let mut found = ops_named(eg, class, "matmul_int");
+    found.extend(ops_named(eg, class, "matmul"));
+    for (mm, ch) in found {
+        let (overflow, to) = match mm.kind {
+            OpKind::MatMulInt {
+                overflow,
+                schedule: IntSchedule::Amx,
+            } => (overflow, IntSchedule::Direct),
+            OpKind::MatMulInt {
+                overflow,
+                schedule: IntSchedule::Direct,
+            } => (overflow, IntSchedule::Amx),
+            OpKind::MatMul { overflow } if ch.len() == 2 => (overflow, IntSchedule::Amx),
+            _ => continue,
+        };
+        let ints = ch[..2]
+            .iter()
+            .all(|c| ty(eg, *c).is_some_and(|t| t.elem.is_int()));
+        if !ints || !mm.ty.elem.is_int() {
+            continue;
+        }
+        if to == IntSchedule::Amx {
+            if let Some(why) = amx_blocker(eg, &ch, &mm.ty, overflow) {
+                let bytes =
+                    ty(eg, ch[0]).is_some_and(|t| [ElemType::U8, ElemType::I8].contains(&t.elem));
+                if bytes {
+                    out.push(Outcome::Blocked(why));
+                }
+                continue;
+            }
+        }
+        let kind = OpKind::MatMulInt {
+            overflow,
+            schedule: to,
+        };
+        out.push(Outcome::Equal(add_op(eg, kind, mm.ty.clone(), ch.clone())));
+    }
+    out
+}
+
 // ---------------------------------------------------------------- layout
 
 /// Constants larger than this are not folded (the fold copies them).
@@ -1347,6 +1466,15 @@ pub fn rule_sets() -> Vec<(&'static str, Vec<Rule>)> {
                 ),
                 r("bit-serial-matmul", BitSerial, &["matmul_int"], bit_serial),
             ],
+        ),
+        (
+            "amx",
+            vec![r(
+                "amx-schedule",
+                Amx,
+                &["matmul", "matmul_int"],
+                amx_schedule,
+            )],
         ),
         (
             "mixed-decomposition",

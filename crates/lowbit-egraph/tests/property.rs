@@ -15,6 +15,7 @@ const ALL: &[&str] = &[
     "qdq-cleanup",
     "integer-only",
     "bit-serial",
+    "amx",
     "layout",
     "mixed-decomposition",
 ];
@@ -24,6 +25,7 @@ const TARGETS: &[&str] = &[
     "cascadelake",
     "sm_80",
     "sm_90",
+    "sapphirerapids",
 ];
 
 fn el(s: &str) -> ElemType {
@@ -186,7 +188,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn random_modules_are_preserved(seed in any::<u64>(), t in 0usize..5) {
+    fn random_modules_are_preserved(seed in any::<u64>(), t in 0usize..6) {
         let m = lowbit_ir::testing::random_module(seed, 12);
         for f in &m.functions {
             let o = optimize(f, ALL, TARGETS[t]);
@@ -195,7 +197,7 @@ proptest! {
     }
 
     #[test]
-    fn quantized_matmuls_are_preserved(seed in any::<u64>(), t in 0usize..5) {
+    fn quantized_matmuls_are_preserved(seed in any::<u64>(), t in 0usize..6) {
         let f = quantized_matmul(seed);
         prop_assert!(lowbit_ir::verifier::verify_function(&f).is_empty(), "{}", text(&f));
         let o = optimize(&f, ALL, TARGETS[t]);

@@ -887,3 +887,168 @@ fn extraction_counts_a_shared_subterm_once() {
     assert_eq!(again.report, o.report);
     assert_same_on_interp(&f, &o.function, 51, 2);
 }
+
+/// `rows` `u8` activation rows times a constant `k x m` weight of `wt`
+/// (`matmul_int`, with zero points `za`, `zw` when given).
+fn w8a8_src(rows: u64, k: u64, m: u64, wt: &str, zp: Option<(i64, i64)>) -> String {
+    let (lo, span) = if wt.starts_with('u') {
+        (0, 256)
+    } else {
+        (-128, 256)
+    };
+    let span = if wt.ends_with('4') { span / 16 } else { span };
+    let lo = if wt.ends_with('4') { lo / 16 } else { lo };
+    let w = dense(
+        m as usize,
+        (0..k * m).map(|i| lo + (i as i64 * 37 + 11) % span),
+    );
+    let (zdefs, zops, ztys) = match zp {
+        Some((za, zw)) => (
+            format!(
+                "%za = constant dense<{za}> : tensor<u8>\n    %zw = constant dense<{zw}> : tensor<{wt}>\n    "
+            ),
+            ", %za, %zw",
+            format!(", tensor<u8>, tensor<{wt}>"),
+        ),
+        None => (String::new(), "", String::new()),
+    };
+    format!(
+        "module {{
+  func @main(%x: tensor<{rows}x{k}xu8>) -> (y: tensor<{rows}x{m}xi32>) {{
+    %w = constant {w} : tensor<{k}x{m}x{wt}>
+    {zdefs}%y = matmul_int %x, %w{zops} : (tensor<{rows}x{k}xu8>, tensor<{k}x{m}x{wt}>{ztys}) -> tensor<{rows}x{m}xi32>
+    return %y
+  }}
+}}
+"
+    )
+}
+
+fn int_schedule(f: &lowbit_ir::Function) -> &'static str {
+    let OpKind::MatMulInt { schedule, .. } = only(f, "matmul_int") else {
+        unreachable!()
+    };
+    schedule.name()
+}
+
+#[test]
+fn amx_for_many_rows_on_amx_targets_only() {
+    let f = parse(&w8a8_src(64, 128, 64, "i8", None));
+    let o = optimize(&f, &["amx"], "sapphirerapids");
+    assert_eq!(int_schedule(&o.function), "amx", "{}", text(&o.function));
+    let op = &o.report.ops[0];
+    assert_eq!(op.schedule, "amx");
+    assert_eq!(op.kernel, "x86.amxint8.tdpbusd.u8xi8");
+    // The rejected direct schedule is listed with its (higher) cost.
+    let direct = op
+        .alternatives
+        .iter()
+        .find(|a| a.schedule == "dyadic")
+        .unwrap_or_else(|| panic!("{op:?}"));
+    assert!(direct.cost > op.alternatives[0].cost, "{op:?}");
+    assert_eq!(op.alternatives[0].schedule, "amx");
+    assert_same_on_interp(&f, &o.function, 21, 2);
+    // The same CPU without AMX keeps the direct schedule and says why.
+    for t in ["icelake-server", "x86-64-v3", "sm_90"] {
+        let o = optimize(&f, &["amx"], t);
+        assert_eq!(int_schedule(&o.function), "direct", "{t}");
+        let r = o.report.ops[0].reason.as_deref().unwrap_or_default();
+        assert!(
+            r.contains("amx not taken") && r.contains("schedule amx unavailable"),
+            "{t}: {r}"
+        );
+    }
+    let o = optimize(&f, &["amx"], "icelake-server+amxint8");
+    assert_eq!(int_schedule(&o.function), "amx");
+}
+
+#[test]
+fn few_rows_keep_the_direct_schedule() {
+    let f = parse(&w8a8_src(1, 128, 64, "i8", None));
+    let o = optimize(&f, &["amx"], "sapphirerapids");
+    assert_eq!(int_schedule(&o.function), "direct");
+    let r = o.report.ops[0].reason.as_deref().unwrap();
+    assert!(
+        r.contains("amx not taken") && r.contains("computed as 32"),
+        "{r}"
+    );
+    assert_same_on_interp(&f, &o.function, 22, 2);
+}
+
+#[test]
+fn amx_takes_centered_u8_weights_and_i8_zero_points() {
+    // u8 weights less 128 are i8: the kernel packs them so.
+    let f = parse(&w8a8_src(48, 128, 60, "u8", Some((3, 128))));
+    let o = optimize(&f, &["amx"], "sapphirerapids");
+    assert_eq!(int_schedule(&o.function), "amx", "{}", text(&o.function));
+    assert_same_on_interp(&f, &o.function, 23, 3);
+    // Less 0 they span 0..255: not i8, so no AMX (and explain says so).
+    let f = parse(&w8a8_src(40, 70, 33, "u8", Some((3, 0))));
+    let o = optimize(&f, &["amx"], "sapphirerapids");
+    assert_eq!(int_schedule(&o.function), "direct");
+    let r = o.report.ops[0].reason.as_deref().unwrap();
+    assert!(
+        r.contains("amx: the weights less their zero point 0 span [0, 255]"),
+        "{r}"
+    );
+    // 4-bit weights are not the kernel's either.
+    let f = parse(&w8a8_src(40, 70, 33, "i4", None));
+    let o = optimize(&f, &["amx"], "sapphirerapids");
+    assert_eq!(int_schedule(&o.function), "direct");
+    let r = o.report.ops[0].reason.as_deref().unwrap();
+    assert!(r.contains("8-bit weights, not i4"), "{r}");
+}
+
+#[test]
+fn amx_needs_a_constant_weight_and_offers_direct_back() {
+    let f = parse(
+        "module {
+  func @main(%x: tensor<64x64xu8>, %w: tensor<64x64xi8>) -> (y: tensor<64x64xi32>) {
+    %y = matmul %x, %w : (tensor<64x64xu8>, tensor<64x64xi8>) -> tensor<64x64xi32>
+    return %y
+  }
+}
+",
+    );
+    let o = optimize(&f, &["amx", "bit-serial"], "sapphirerapids");
+    assert_ne!(int_schedule(&o.function), "amx");
+    let r = o.report.ops[0].reason.as_deref().unwrap_or_default();
+    assert!(r.contains("not a constant"), "{r}");
+    // An explicit amx op on a target without AMX goes back to direct.
+    let src =
+        w8a8_src(64, 128, 64, "i8", None).replace("%w : (tensor", "%w {schedule = amx} : (tensor");
+    let f = parse(&src);
+    assert_eq!(int_schedule(&f), "amx");
+    let o = optimize(&f, &["amx"], "icelake-server");
+    assert_eq!(int_schedule(&o.function), "direct");
+    assert_same_on_interp(&f, &o.function, 24, 2);
+    // Without the rule the op stays as written (costed as unavailable).
+    let o = optimize(&f, &["bit-serial"], "icelake-server");
+    assert_eq!(int_schedule(&o.function), "amx");
+    let r = o.report.ops[0].reason.as_deref().unwrap();
+    assert!(r.contains("schedule amx unavailable"), "{r}");
+}
+
+/// Random W8A8 matmuls (ragged shapes, `u8`/`i8` weights with zero points)
+/// on an AMX target: whichever schedule is extracted, the result is the
+/// interpreter's bit for bit, and both are extracted over the seeds.
+#[test]
+fn random_w8a8_matmuls_are_exact_either_way() {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut rng = Rng(77);
+    for _ in 0..24 {
+        let rows = 1 + rng.next() % 48;
+        let k = 1 + rng.next() % 90;
+        let m = 1 + rng.next() % 40;
+        let src = if rng.next().is_multiple_of(2) {
+            w8a8_src(rows, k, m, "i8", None)
+        } else {
+            w8a8_src(rows, k, m, "u8", Some(((rng.next() % 256) as i64, 128)))
+        };
+        let f = parse(&src);
+        let o = optimize(&f, &["amx", "bit-serial"], "sapphirerapids");
+        seen.insert(int_schedule(&o.function));
+        assert_same_on_interp(&f, &o.function, rows * 1000 + k, 2);
+    }
+    assert!(seen.contains("amx") && seen.contains("direct"), "{seen:?}");
+}

@@ -2,7 +2,7 @@
 //!
 //! Plain data shared by the e-graph cost models and the backends: an x86-64
 //! CPU is described by its vector feature set (AVX2/FMA, AVX-512, VNNI,
-//! VPOPCNTDQ, BF16), an NVIDIA GPU by its SM level. Names follow LLVM's
+//! VPOPCNTDQ, BF16) and its AMX-INT8 tiles, an NVIDIA GPU by its SM level. Names follow LLVM's
 //! (`x86-64-v3`, `icelake-server`, `sm_80`), optionally with `+feature`
 //! suffixes (`x86-64-v3+avxvnni`). Throughput and bandwidth figures are not
 //! here: they belong to the cost model that uses them. [`Target::host`]
@@ -29,10 +29,13 @@ pub struct X86Features {
     pub avx512vpopcntdq: bool,
     /// AVX-512 BF16 (`vdpbf16ps`).
     pub avx512bf16: bool,
+    /// AMX-INT8: `tdpbusd` on 16x16 `i32` tiles (CPUID's AMX-TILE and
+    /// AMX-INT8 together; named `amxint8`).
+    pub amxint8: bool,
 }
 
 impl X86Features {
-    const NAMES: [&'static str; 7] = [
+    const NAMES: [&'static str; 8] = [
         "avx2",
         "fma",
         "avx512",
@@ -40,6 +43,7 @@ impl X86Features {
         "avxvnni",
         "avx512vpopcntdq",
         "avx512bf16",
+        "amxint8",
     ];
 
     fn flag_mut(&mut self, name: &str) -> Option<&mut bool> {
@@ -51,11 +55,12 @@ impl X86Features {
             "avxvnni" => &mut self.avxvnni,
             "avx512vpopcntdq" => &mut self.avx512vpopcntdq,
             "avx512bf16" => &mut self.avx512bf16,
+            "amxint8" | "amx-int8" => &mut self.amxint8,
             _ => return None,
         })
     }
 
-    fn flags(&self) -> [bool; 7] {
+    fn flags(&self) -> [bool; 8] {
         [
             self.avx2,
             self.fma,
@@ -64,6 +69,7 @@ impl X86Features {
             self.avxvnni,
             self.avx512vpopcntdq,
             self.avx512bf16,
+            self.amxint8,
         ]
     }
 
@@ -192,7 +198,8 @@ impl X86Features {
     }
 
     /// The LLVM feature string (`+avx2,+fma,...`) that enables exactly
-    /// these features (AVX-512 means F, BW, DQ, VL and CD).
+    /// these features (AVX-512 means F, BW, DQ, VL and CD; AMX-INT8 means
+    /// `amx-tile` and `amx-int8`).
     pub fn llvm_features(&self) -> String {
         let mut out: Vec<&str> = Vec::new();
         if self.avx2 {
@@ -221,6 +228,9 @@ impl X86Features {
         }
         if self.avx512bf16 {
             out.push("+avx512bf16");
+        }
+        if self.amxint8 {
+            out.extend(["+amx-tile", "+amx-int8"]);
         }
         out.join(",")
     }
@@ -253,6 +263,29 @@ pub struct Target {
     pub kind: TargetKind,
 }
 
+/// Whether the running CPU has AMX-INT8 and the OS manages its tile state:
+/// CPUID leaf 7 reports AMX-TILE (EDX bit 24) and AMX-INT8 (bit 25), and
+/// XCR0 enables the XTILECFG and XTILEDATA state components (bits 17 and
+/// 18). Linux also wants each process to ask for the tile data state
+/// before its first tile instruction; the CPU backend does that (and
+/// refuses the AMX kernel with the reason where it is refused).
+#[cfg(target_arch = "x86_64")]
+fn amx_int8_cpuid() -> bool {
+    use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
+    if __cpuid(0).eax < 7 {
+        return false;
+    }
+    let edx = __cpuid_count(7, 0).edx;
+    let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
+    if edx & (3 << 24) != 3 << 24 || !osxsave {
+        return false;
+    }
+    // SAFETY: OSXSAVE (CPUID.1:ECX bit 27) says the OS has enabled XGETBV,
+    // so reading XCR0 cannot fault.
+    let xcr0 = unsafe { _xgetbv(0) };
+    xcr0 & (3 << 17) == 3 << 17
+}
+
 /// CPU model names and their feature sets.
 const CPU_MODELS: &[(&str, &[&str])] = &[
     ("x86-64", &[]),
@@ -278,6 +311,7 @@ const CPU_MODELS: &[(&str, &[&str])] = &[
             "avx512vpopcntdq",
             "avx512bf16",
             "avxvnni",
+            "amxint8",
         ],
     ),
     (
@@ -322,6 +356,7 @@ impl Target {
             f.avxvnni = std::arch::is_x86_feature_detected!("avxvnni");
             f.avx512vpopcntdq = std::arch::is_x86_feature_detected!("avx512vpopcntdq");
             f.avx512bf16 = std::arch::is_x86_feature_detected!("avx512bf16");
+            f.amxint8 = amx_int8_cpuid();
         }
         let mut name = String::from("x86-64");
         for n in f.names() {
@@ -404,8 +439,9 @@ impl FromStr for Target {
             }
         }
         // Features imply their prerequisites, so a hand-written list that
-        // forgets one still describes a real machine.
-        if f.avx512vnni || f.avx512vpopcntdq || f.avx512bf16 {
+        // forgets one still describes a real machine (every CPU with AMX
+        // has AVX-512).
+        if f.avx512vnni || f.avx512vpopcntdq || f.avx512bf16 || f.amxint8 {
             f.avx512 = true;
         }
         if f.avx512 || f.avxvnni {
@@ -435,6 +471,33 @@ mod tests {
         let f = t.x86_features().unwrap();
         assert!(f.avx512 && f.avx2, "prerequisites are implied: {f:?}");
         assert_eq!(t.to_string(), "x86-64+avx512vpopcntdq");
+    }
+
+    #[test]
+    fn amx_int8_is_a_named_feature() {
+        let spr: Target = "sapphirerapids".parse().unwrap();
+        let f = spr.x86_features().unwrap();
+        assert!(f.amxint8 && f.avx512vnni, "{f:?}");
+        assert_eq!(f.names().last(), Some(&"amxint8"));
+        assert!(
+            f.llvm_features().ends_with(",+amx-tile,+amx-int8"),
+            "{}",
+            f.llvm_features()
+        );
+        for name in ["icelake-server", "znver4", "x86-64-v4", "alderlake"] {
+            let t: Target = name.parse().unwrap();
+            let f = t.x86_features().unwrap();
+            assert!(!f.amxint8, "{name} has no AMX");
+            assert!(!f.llvm_features().contains("amx"), "{name}");
+        }
+        // A suffix adds it (LLVM's spelling too) and implies AVX-512.
+        for s in ["icelake-server+amxint8", "x86-64+amx-int8"] {
+            let t: Target = s.parse().unwrap();
+            let f = t.x86_features().unwrap();
+            assert!(f.amxint8 && f.avx512 && f.avx2 && f.fma, "{s}: {f:?}");
+        }
+        let e = "x86-64+amx".parse::<Target>().unwrap_err();
+        assert!(e.contains("amxint8"), "the known names list it: {e}");
     }
 
     #[test]

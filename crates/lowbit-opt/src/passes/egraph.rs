@@ -9,7 +9,10 @@
 //! `allow-approx-dyadic=true` lets integer-only approximate a scale ratio
 //! (within one unit of the output; explain names each such op). Options are checked when the
 //! pass runs: an unknown rule set or target fails the pass with a message
-//! listing the known ones.
+//! listing the known ones. `target=native` is the running machine
+//! (`Target::host`: its AMX-INT8 included, so on an AMX host large W8A8
+//! matmuls take `schedule = amx`); the default, `x86-64-v3`, keeps the
+//! result independent of the host.
 
 use crate::pass::{Pass, PassError, Statistics};
 use crate::registry::{OptionInfo, OptionKind, PassInfo, PassOptions, StatisticInfo};
@@ -27,14 +30,14 @@ pub const INFO: PassInfo = PassInfo {
         OptionInfo {
             name: "rules",
             kind: OptionKind::List,
-            default: "fuse-dequant,qdq-cleanup,integer-only,bit-serial,mixed-decomposition,layout",
+            default: "fuse-dequant,qdq-cleanup,integer-only,bit-serial,amx,mixed-decomposition,layout",
             description: "Rule sets to run",
         },
         OptionInfo {
             name: "target",
             kind: OptionKind::Text,
             default: "x86-64-v3",
-            description: "Target whose cost model picks the schedules (x86-64 CPU model[+features] or sm_80/sm_89/sm_90)",
+            description: "Target whose cost model picks the schedules (x86-64 CPU model[+features], native for this machine, or sm_80/sm_89/sm_90)",
         },
         OptionInfo {
             name: "allow-approx-dyadic",
@@ -73,6 +76,10 @@ pub const INFO: PassInfo = PassInfo {
         StatisticInfo {
             name: "num-bit-serial",
             description: "Integer matmuls extracted with the bit-serial schedule",
+        },
+        StatisticInfo {
+            name: "num-amx",
+            description: "Integer matmuls extracted with the AMX-INT8 schedule",
         },
         StatisticInfo {
             name: "num-fallbacks",
@@ -131,7 +138,11 @@ impl Pass for EGraphPass {
             function: f.name.clone(),
             message,
         };
-        let target: Target = self.target.parse().map_err(fail)?;
+        let target: Target = if self.target == "native" {
+            Target::host()
+        } else {
+            self.target.parse().map_err(fail)?
+        };
         let mut cfg = Config::new(target);
         cfg.rules = self.rules.clone();
         cfg.options.allow_approx_dyadic = self.allow_approx_dyadic;
@@ -144,6 +155,7 @@ impl Pass for EGraphPass {
                 "dequant-fused" => "num-dequant-fused",
                 "dyadic" => "num-dyadic",
                 "bit-serial" => "num-bit-serial",
+                "amx" => "num-amx",
                 "fallback" => "num-fallbacks",
                 _ => continue,
             };
@@ -189,6 +201,14 @@ mod tests {
             !passes[0].run(&mut m.functions[0]).unwrap(),
             "a second run changes nothing"
         );
+    }
+
+    #[test]
+    fn native_is_the_host() {
+        let mut m = parse_module(SRC).unwrap();
+        let mut p = parse_pipeline("egraph{rules=fuse-dequant,target=native}").unwrap();
+        assert!(p[0].run(&mut m.functions[0]).unwrap());
+        assert_eq!(p[0].statistics().get("num-dequant-fused"), 1);
     }
 
     #[test]
