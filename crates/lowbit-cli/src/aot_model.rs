@@ -49,9 +49,16 @@
 //! threads the library starts once and keeps asleep between calls (after
 //! polling for the next one for up to 100 us; [`POOL_C`]); results do not depend on the number of threads.
 //!
-//! Limits: not stochastic rounding or blocked output scales; not
-//! `matmul_int {schedule = amx}` (the AMX-INT8 kernel is JIT-only: refused
-//! with that reason, see [`aot_supports`]); the pool
+//! AMX: a `matmul_int {schedule = amx}` (the e-graph's choice for large
+//! W8A8 matmuls on AMX-INT8 CPUs) becomes the AMX-INT8 kernel
+//! (`codegen/amx.rs`) when the target CPU has AMX-INT8 (refused
+//! otherwise, [`aot_supports`]): the driver packs its activations into
+//! tiles as `GemmKernel::run_int` does and, before the function's first
+//! kernel, asks Linux once per process for the AMX tile state
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); where Linux
+//! refuses, the entry point returns 2 and computes nothing.
+//!
+//! Limits: not stochastic rounding or blocked output scales; the pool
 //! serves one kernel or loop at a time (callers on several threads take
 //! turns for it); the copies into the caller's output buffers run on the
 //! calling thread. Any other op, or a matmul that maps onto no kernel, is
@@ -154,18 +161,18 @@ fn i32_bytes(v: &[i32]) -> Vec<u8> {
 /// `f32` activations, the W8A8/W4A8 kernels' bytes, the W1A1 kernel's
 /// bit rows and the bit-serial kernel's bit-planes; a `qmatmul`
 /// requantize epilogue (the `quantize` the JIT runs on the interpreter)
-/// only in the form [`quantize_form`] takes. Not the AMX-INT8 schedule:
-/// its kernel needs activations packed into tiles and the process's tile
-/// state, which only the JIT provides, so a `matmul_int {schedule = amx}`
-/// is refused (no silent direct kernel in its place).
-fn aot_supports(p: &Plan) -> Result<(), String> {
-    if p.spec.is_amx() {
-        return Err(
-            "schedule amx is JIT-only (lowbit run --backend cpu): compiled libraries \
-             have no AMX-INT8 kernel; optimize for a target without amxint8 \
-             (egraph{target=...}, e.g. x86-64-v4) or write schedule direct"
-                .into(),
-        );
+/// only in the form [`quantize_form`] takes; the AMX-INT8 kernel
+/// (`matmul_int {schedule = amx}`) only for a target CPU with AMX-INT8
+/// (elsewhere it is refused with the reason: no direct kernel in its
+/// place).
+fn aot_supports(p: &Plan, target: &CpuTarget) -> Result<(), String> {
+    if p.spec.is_amx() && !(target.has("amx-tile") && target.has("amx-int8")) {
+        return Err(format!(
+            "schedule amx needs a CPU with AMX-INT8 (amx-tile, amx-int8), not {}; \
+             compile for one (--cpu native on such a host, --cpu sapphirerapids), or \
+             optimize for a target without amxint8 (egraph{{target=...}}) or write schedule direct",
+            target.describe()
+        ));
     }
     if let Some((kind, _)) = &p.quantize {
         quantize_form(kind)?;
@@ -327,6 +334,9 @@ struct Gen<'a> {
     loops: String,
     /// How many of them there are (their names' suffixes).
     nloops: usize,
+    /// Whether a kernel of the function is the AMX-INT8 one (the entry
+    /// point then asks for the tile state first).
+    amx: bool,
 }
 
 /// Smallest share of a per-element driver loop (`add`, `relu`, the
@@ -634,7 +644,32 @@ impl Gen<'_> {
             // The W8A8/W4A8 kernel multiplies unsigned bytes in rows of
             // k_pad: i8 activations go in with the sign bit flipped (+128,
             // which the packed row offsets take back off).
-            let xp = if xe == ElemType::U8 && k_pad == k {
+            let xp = if spec.is_amx() {
+                // The AMX kernel reads them as 1 KiB A tiles (16 rows x 64
+                // bytes; rows in groups of 16, each group's k in steps of
+                // 64), zeros past n and k, 64-byte aligned, followed by
+                // its accumulator buffer (`GemmSpec::amx_activation_bytes`,
+                // as `GemmKernel::run_int` packs them).
+                self.amx = true;
+                let bytes = spec.amx_activation_bytes(n as usize) as u64;
+                let raw = self.alloc(bytes + 64, "uint8_t");
+                let xa = format!("t{}", self.tmp);
+                self.tmp += 1;
+                let _ = writeln!(
+                    self.body,
+                    "  uint8_t *{xa} = (uint8_t *)(((uintptr_t){raw} + 63) & ~(uintptr_t)63);"
+                );
+                let flip = if xe == ElemType::I8 { " ^ 0x80" } else { "" };
+                let xtype = c_type(xe).unwrap_or("uint8_t");
+                let group = 16 * k_pad;
+                self.par_loop(
+                    n,
+                    rows_grain(ELEM_GRAIN, k),
+                    &[("x", xtype, true, &x), ("xa", "uint8_t", false, &xa)],
+                    &format!("    uint8_t *d = xa + i / 16 * {group} + i % 16 * 64;\n    for (size_t j = 0; j < {k}; j++) d[j / 64 * 1024 + j % 64] = (uint8_t)((uint8_t)x[i * {k} + j]{flip});"),
+                );
+                xa
+            } else if xe == ElemType::U8 && k_pad == k {
                 x
             } else {
                 let xp = self.alloc(n * k_pad as u64, "uint8_t");
@@ -1218,7 +1253,34 @@ struct Entry {
     proto: String,
     /// The C definition, after the functions of its threaded loops.
     definition: String,
+    /// Whether it calls the AMX-INT8 kernel (the driver then defines
+    /// [`AMX_C`]).
+    amx: bool,
 }
+
+/// The driver's request for the AMX tile state, defined when a kernel is
+/// the AMX-INT8 one: Linux wants each process to ask before its first
+/// tile instruction (which faults otherwise); the permission covers all
+/// of the process's threads, so it is asked once. Returns 0 when granted.
+const AMX_C: &str = r#"#ifdef __linux__
+#include <sys/syscall.h>
+#endif
+/* arch_prctl(ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18), once
+   per process: 0 when Linux grants the AMX tile state, -1 otherwise. */
+static int lowbit_amx_ready(void) {
+  static int state; /* 0: not asked yet, 1: granted, -1: refused */
+  int s = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+  if (s == 0) {
+#if defined(__linux__) && defined(SYS_arch_prctl)
+    s = syscall(SYS_arch_prctl, 0x1023, 18) == 0 ? 1 : -1;
+#else
+    s = -1;
+#endif
+    __atomic_store_n(&state, s, __ATOMIC_RELEASE);
+  }
+  return s == 1 ? 0 : -1;
+}
+"#;
 
 /// Compiles every function of the module (see [`entry_stems`] for the
 /// entry points' names) into an object (or, with `what` = [`Emit::Asm`],
@@ -1249,7 +1311,7 @@ pub fn compile_model(
     let mut kernels = Vec::new();
     let mut entries = Vec::new();
     for (f, stem) in module.functions.iter().zip(&stems) {
-        entries.push(compile_function(f, stem, &mut data, &mut kernels)?);
+        entries.push(compile_function(f, stem, &mut data, &mut kernels, target)?);
     }
     let docs: String = entries.iter().map(|e| e.doc.as_str()).collect();
     let sizes: String = entries.iter().map(|e| e.sizes.as_str()).collect();
@@ -1262,6 +1324,9 @@ pub fn compile_model(
         "/* Generated by lowbit: the driver of a compiled model. */\n#include <pthread.h>\n#include <signal.h>\n#include <stddef.h>\n#include <stdint.h>\n#include <stdlib.h>\n#include <string.h>\n#include <time.h>\n#include <unistd.h>\n#ifdef __linux__\n#include <sys/prctl.h>\n#endif\n",
     );
     driver.push_str(&threading_code(&sym));
+    if entries.iter().any(|e| e.amx) {
+        driver.push_str(AMX_C);
+    }
     for (k, _) in &kernels {
         // Every kernel has the same six buffer arguments (their element
         // types differ by kernel; see `lowbit_llvm::codegen`).
@@ -1297,6 +1362,7 @@ fn compile_function(
     sym: &str,
     data: &mut Data,
     kernels: &mut Vec<(String, GemmSpec)>,
+    target: &CpuTarget,
 ) -> Result<Entry, String> {
     // Values some output depends on (every operand counted): a mapped
     // matmul outside them needs no weights in the library.
@@ -1314,7 +1380,7 @@ fn compile_function(
     let mut not_mapped = Vec::new();
     let mut write_error = None;
     let plans = map_plans(f, &mut not_mapped, |p| {
-        aot_supports(&p)?;
+        aot_supports(&p, target)?;
         let end = p.fused.last().copied().unwrap_or(p.op);
         let used = f.op(end).results.iter().any(|r| live.contains(r));
         Mapped::new(p, used, data).inspect_err(|e| {
@@ -1352,6 +1418,7 @@ fn compile_function(
         tmp: 0,
         loops: String::new(),
         nloops: 0,
+        amx: false,
     };
     let mut params = Vec::new();
     let mut doc = String::new();
@@ -1411,12 +1478,20 @@ fn compile_function(
         params.push(format!("{ctype} *{c}"));
     }
     let proto = format!("int {sym}_run({})", params.join(", "));
+    let (amx_doc, amx_check) = if g.amx {
+        (
+            " * Returns 2, computing nothing, where Linux refuses the AMX tile state\n * its AMX-INT8 kernels need (arch_prctl ARCH_REQ_XCOMP_PERM).\n",
+            "  if (lowbit_amx_ready() != 0) return 2;\n",
+        )
+    } else {
+        ("", "")
+    };
     let doc = format!(
-        "/* Generated by lowbit compile from function @{fname}.\n * {proto}\n{doc} * Returns 0 on success, non-zero if memory for intermediates ran out.\n * The weights are packed into the compiled code; calls are thread-safe.\n */\n",
+        "/* Generated by lowbit compile from function @{fname}.\n * {proto}\n{doc} * Returns 0 on success, non-zero if memory for intermediates ran out.\n{amx_doc} * The weights are packed into the compiled code; calls are thread-safe.\n */\n",
         fname = f.name,
     );
     let definition = format!(
-        "{}__attribute__((visibility(\"default\"))) {proto} {{\n  void *bufs[{}];\n  size_t nbufs = 0;\n  int rc = 0;\n{}  goto done;\nfail:\n  rc = 1;\ndone:\n  while (nbufs > 0) free(bufs[--nbufs]);\n  return rc;\n}}\n",
+        "{}__attribute__((visibility(\"default\"))) {proto} {{\n{amx_check}  void *bufs[{}];\n  size_t nbufs = 0;\n  int rc = 0;\n{}  goto done;\nfail:\n  rc = 1;\ndone:\n  while (nbufs > 0) free(bufs[--nbufs]);\n  return rc;\n}}\n",
         g.loops,
         g.tmp.max(1),
         g.body
@@ -1427,6 +1502,7 @@ fn compile_function(
         sizes,
         proto,
         definition,
+        amx: g.amx,
     })
 }
 

@@ -351,15 +351,66 @@ fn unsupported_ops_are_refused_by_name() {
         e.contains("unsupported: 'add' at line 3") && e.contains("f32 and i32 values only"),
         "{e}"
     );
-    // The AMX-INT8 schedule is JIT-only: refused with the reason, not
-    // compiled as the direct kernel.
-    let src = "module {\n  func @main(%u: tensor<2x3xu8>) -> (y: tensor<2x2xi32>) {\n    %w = constant dense<[[2, 1], [1, 0], [-1, 127]]> : tensor<3x2xi8>\n    %y = matmul_int %u, %w {schedule = amx} : (tensor<2x3xu8>, tensor<3x2xi8>) -> tensor<2x2xi32>\n    return %y\n  }\n}\n";
-    let m = parse_module(src).unwrap();
-    let e = compile_model(&m, "t", &host(), Emit::Obj).err().unwrap();
+}
+
+/// A two-layer model on the AMX-INT8 kernel: `i8` activations with a zero
+/// point, ragged shapes (37 rows, k = 130, m = 70: a half panel pair), the
+/// bias, ReLU and per-column requantize epilogue, then `u8` weights less
+/// 128 (packed as `i8`).
+fn amx_model(rng: &mut Rng) -> String {
+    let w1 = random(rng, ElemType::I8, &[130, 70]);
+    let w2 = random(rng, ElemType::U8, &[70, 50]);
+    let b1: Vec<String> = (0..70)
+        .map(|i| (i * 7919 % 5000 - 2500).to_string())
+        .collect();
+    let mult: Vec<String> = (0..70).map(|i| (1000 + i * 37).to_string()).collect();
+    let shift: Vec<String> = (0..70).map(|i| (18 + i % 4).to_string()).collect();
+    format!(
+        "module {{\n  func @main(%xq: tensor<37x130xi8>) -> (y: tensor<37x50xi32>) {{\n    %w1 = constant dense<{}> : tensor<130x70xi8>\n    %zx = constant dense<-3> : tensor<i8>\n    %zw = constant dense<0> : tensor<i8>\n    %a = matmul_int %xq, %w1, %zx, %zw {{schedule = amx}} : (tensor<37x130xi8>, tensor<130x70xi8>, tensor<i8>, tensor<i8>) -> tensor<37x70xi32>\n    %b1 = constant dense<[{}]> : tensor<70xi32>\n    %ab = add %a, %b1 : (tensor<37x70xi32>, tensor<70xi32>) -> tensor<37x70xi32>\n    %ar = relu %ab : (tensor<37x70xi32>) -> tensor<37x70xi32>\n    %zh = constant dense<-5> : tensor<i8>\n    %h = requant_dyadic %ar, %zh {{axis = 1, multiplier = [{}], shift = [{}]}} : (tensor<37x70xi32>, tensor<i8>) -> tensor<37x70xi8>\n    %w2 = constant dense<{}> : tensor<70x50xu8>\n    %za = constant dense<0> : tensor<i8>\n    %zu = constant dense<128> : tensor<u8>\n    %y = matmul_int %h, %w2, %za, %zu {{schedule = amx}} : (tensor<37x70xi8>, tensor<70x50xu8>, tensor<i8>, tensor<u8>) -> tensor<37x50xi32>\n    return %y\n  }}\n}}\n",
+        dense(&w1),
+        b1.join(", "),
+        mult.join(", "),
+        shift.join(", "),
+        dense(&w2)
+    )
+}
+
+#[test]
+fn amx_models_run_on_amx_cpus_and_are_refused_elsewhere() {
+    let mut rng = Rng::new(0xa4a);
+    let src = amx_model(&mut rng);
+    let m = parse_module(&src).unwrap();
+    // Any host can compile for a CPU with AMX-INT8: both matmuls (the
+    // first with its epilogue) are AMX kernels, and the driver asks for
+    // the tile state.
+    let spr = CpuTarget::named("x86_64", "sapphirerapids").unwrap();
+    let a = compile_model(&m, "t", &spr, Emit::Asm).unwrap_or_else(|e| panic!("{e}"));
+    let asm = String::from_utf8_lossy(&a.object);
     assert!(
-        e.contains("'matmul_int' at line 4") && e.contains("schedule amx is JIT-only"),
+        asm.matches("tdpbusd").count() >= 2,
+        "no tdpbusd in the kernels"
+    );
+    assert!(a.driver.contains("lowbit_amx_ready() != 0) return 2;"));
+    assert!(a.header.contains("Returns 2, computing nothing"));
+    // A CPU without it: refused, naming the op.
+    let v4 = CpuTarget::named("x86_64", "x86-64-v4").unwrap();
+    let e = compile_model(&m, "t", &v4, Emit::Obj).err().unwrap();
+    assert!(
+        e.contains("'matmul_int' at line 6")
+            && e.contains("schedule amx needs a CPU with AMX-INT8"),
         "{e}"
     );
+    let xq = random(&mut rng, ElemType::I8, &[37, 130]);
+    if host().has("amx-tile") && host().has("amx-int8") {
+        for threads in [1, 3] {
+            let (got, want) =
+                aot_function_and(&src, 0, threads, &[("xq".into(), xq.clone())], interp);
+            assert_eq!(got, want, "{threads} threads");
+        }
+    } else {
+        let e = compile_model(&m, "t", &host(), Emit::Obj).err().unwrap();
+        assert!(e.contains("needs a CPU with AMX-INT8"), "{e}");
+    }
 }
 
 #[test]

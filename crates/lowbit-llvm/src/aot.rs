@@ -5,7 +5,7 @@
 //! [`crate::codegen`]; weights are not embedded (pack them with
 //! [`crate::PackedWeights`] and pass them at run time).
 
-use crate::codegen::build_module;
+use crate::codegen::{build_amx_module, build_module};
 use crate::error::CpuError;
 use crate::jit::optimize;
 use crate::spec::GemmSpec;
@@ -43,7 +43,10 @@ pub struct ModelKernel<'a> {
 
 /// Builds one relocatable object holding several kernels under their own
 /// names, each of hidden visibility: the object is meant to be linked into
-/// a shared library (or program) whose driver calls them. Read-only data
+/// a shared library (or program) whose driver calls them (AMX-INT8
+/// kernels included, on a target with `amx-tile` and `amx-int8`: the
+/// driver packs their activation tiles, [`GemmSpec::amx_activation_bytes`],
+/// and asks Linux for the tile state). Read-only data
 /// (pre-packed weights) is not part of it: the driver passes those buffers
 /// in, and they go into their own object ([`crate::data_object`]), so
 /// LLVM never holds a copy of the weights.
@@ -63,7 +66,19 @@ pub fn emit_model(
     module.set_triple(&inkwell::targets::TargetTriple::create(&target.triple));
     for k in kernels {
         k.spec.check(&target.describe())?;
-        let km = build_module(&ctx, k.spec, target)?;
+        // The AMX kernel's callers pack activations into tiles and ask
+        // Linux for the tile state: a model's driver does both.
+        let km = if k.spec.is_amx() {
+            if !(target.has("amx-tile") && target.has("amx-int8")) {
+                return Err(k.spec.unsupported(
+                    &target.describe(),
+                    "the amx schedule needs a CPU with AMX-INT8 (amx-tile, amx-int8)",
+                ));
+            }
+            build_amx_module(&ctx, k.spec, target)?
+        } else {
+            build_module(&ctx, k.spec, target)?
+        };
         let f = km
             .get_function(crate::codegen::KERNEL_SYMBOL)
             .ok_or_else(|| CpuError::Llvm("kernel module lacks its entry point".into()))?;

@@ -210,10 +210,11 @@ pub fn build_module<'ctx>(
 ) -> Result<Module<'ctx>, CpuError> {
     if spec.is_amx() {
         // Its callers pack activations into tiles and ask Linux for the
-        // tile state (`jit.rs`): no object or library of it stands alone.
+        // tile state (`jit.rs`, a model library's driver): a lone kernel
+        // object has neither.
         return Err(spec.unsupported(
             &target.describe(),
-            "the amx schedule is JIT-only (GemmKernel); AOT objects take the direct schedule",
+            "the amx schedule needs a caller that packs activation tiles: the JIT (GemmKernel) or a whole model (lowbit compile MODEL); a lone kernel takes the direct schedule",
         ));
     }
     let kind = spec

@@ -971,11 +971,8 @@ impl AmxTiles {
     /// `threads` threads (0: all cores), each taking whole 16-row groups.
     fn pack(spec: &GemmSpec, x: &Activations, n: usize, threads: usize) -> AmxTiles {
         let (k, k_pad) = (spec.k, spec.k_pad());
-        let rows = n.next_multiple_of(32);
         let steps = k_pad / 64;
-        let pairs = spec.m_pad().div_ceil(2 * INT_PANEL);
-        let acc = pairs * crate::codegen::amx::ACC_BYTES_PER_PAIR;
-        let mut buf = vec![0u8; rows * k_pad + acc + 64];
+        let mut buf = vec![0u8; spec.amx_activation_bytes(n) + 64];
         let start = buf.as_ptr().align_offset(64).min(64);
         let group_bytes = 16 * k_pad;
         let threads = if threads == 0 {

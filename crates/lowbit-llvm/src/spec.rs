@@ -456,9 +456,21 @@ impl GemmSpec {
     }
 
     /// Whether this W8A8 spec runs on the AMX-INT8 schedule (`tdpbusd` on
-    /// tiles, `codegen/amx.rs`; JIT only, where the host has AMX-INT8).
+    /// tiles, `codegen/amx.rs`; the JIT and whole-model libraries, where
+    /// the CPU has AMX-INT8).
     pub fn is_amx(&self) -> bool {
         self.is_vnni() && self.schedule == IntSchedule::Amx
+    }
+
+    /// Bytes of the AMX kernel's activation operand for `n` activation
+    /// rows: the A tiles, `[n_pad / 16][k_pad / 64][16][64]` bytes with
+    /// `n_pad = n` rounded up to 32 (`u8` rows, `i8` ones with the sign
+    /// bit flipped, zeros past `n` and `k`), then the kernel's accumulator
+    /// buffer for each 32-row panel pair of the weights. The buffer must
+    /// start on a 64-byte boundary (every tile is 16 whole cache lines).
+    pub fn amx_activation_bytes(&self, n: usize) -> usize {
+        let pairs = self.m_pad().div_ceil(2 * INT_PANEL);
+        n.next_multiple_of(32) * self.k_pad() + pairs * crate::codegen::amx::ACC_BYTES_PER_PAIR
     }
 
     /// The rows a thread's chunk of a call is a whole multiple of (but at
@@ -466,9 +478,12 @@ impl GemmSpec {
     /// block-dot kernel's 4-panel groups at a static `n = 1`
     /// (`btile_1x4`), whole 16-row panels on the other panel layouts (a
     /// chunk ending inside a panel would make both neighbours compute
-    /// it), else 8-row tiles.
+    /// it), else 8-row tiles. The AMX kernel's are whole 32-row panel
+    /// pairs (a chunk starting inside a pair would compute it twice).
     pub fn row_granule(&self) -> usize {
-        if self.is_blockdot() && self.n == Dim::Static(1) {
+        if self.is_amx() {
+            2 * INT_PANEL
+        } else if self.is_blockdot() && self.n == Dim::Static(1) {
             4 * INT_PANEL
         } else if self.is_vnni() || self.is_blockdot() {
             INT_PANEL
