@@ -1,8 +1,9 @@
 //! Cost models per target: estimated nanoseconds for one op, with the
 //! kernel it would run and the weight layout that kernel wants.
 //!
-//! Every estimate is a roofline: `max(bytes moved / bandwidth, work / rate)`
-//! (plus a kernel-launch overhead on GPUs), where the rate depends on the
+//! Estimates are rooflines, `max(bytes moved / bandwidth, work / rate)`
+//! (plus a kernel-launch overhead on GPUs; integer matmuls on the CPU take
+//! the sum, see below), where the rate depends on the
 //! instruction class the schedule uses. x86-64 rates are per core at 3 GHz
 //! with 20 GB/s of DRAM bandwidth, by feature set: f32 FMA (SSE2 8, AVX2 32,
 //! AVX-512 64 flop/cycle), 8-bit multiply-accumulate (widened, `vpmaddwd` pairs:
@@ -26,12 +27,12 @@
 //! With 20 GB/s and 128 MAC/cycle the `vpdpbusd` kernel's rows cost 0.052
 //! of the weight stream each, an AMX block of 32 rows 0.59 of it, so AMX
 //! wins from about 12 rows, as measured (8: `vpdpbusd` 2.87 ms, AMX 2.95;
-//! 16: 3.74 and 3.02). Targets without `amxint8` (and GPUs) cost
+//! 16: 3.74 and 3.02; at k = 4096, 8: 0.79 and 0.97 ms, 16: 1.08 and
+//! 0.99). Targets without `amxint8` (and GPUs) cost
 //! `schedule = amx` as the op the CPU backend would leave to the reference
 //! interpreter (1 ns per multiply-add), so it is never chosen there.
 //!
-//! NVIDIA rates are the dense tensor-core
-//! figures of the A100 (sm_80), L40S (sm_89) and H100 SXM (sm_90) data
+//! NVIDIA rates are the dense tensor-core figures of the A100 (sm_80), L40S (sm_89) and H100 SXM (sm_90) data
 //! sheets, with operand tiles padded to the `mma` shape (f16 m16n8k16,
 //! s8 m16n8k32, s4 m16n8k64, b1 m16n8k256). These are estimates to rank
 //! schedules, not predictions of wall time; the figures are in one table
