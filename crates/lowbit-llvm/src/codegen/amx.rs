@@ -42,7 +42,8 @@
 //!
 //! Limits: `i8` weights only; x86-64 with `amx-tile` and `amx-int8`, in a
 //! process that has asked the kernel for the AMX tile state (the Rust
-//! caller does).
+//! caller does, and so does the C driver of a model compiled ahead of
+//! time, `lowbit compile`).
 
 use super::{Gen, Params};
 use crate::error::CpuError;
