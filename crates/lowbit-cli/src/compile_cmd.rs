@@ -56,7 +56,9 @@ Options:
   --cpu CPU               native | a CPU name LLVM knows (kernel features
                           for x86-64-v3, haswell, skylake-avx512, znver4,
                           ...; model+feature adds features); an unknown
-                          name is refused
+                          name is refused. matmul_int {schedule = amx}
+                          needs a CPU with AMX-INT8 (native on such a
+                          host, sapphirerapids, ...+amxint8)
   --sm SM                 80 | 89 | 90a
   --print-ir-after-all, --print-ir-after=PASS, --print-ir-before=PASS
                           Dump the IR around passes to standard error
