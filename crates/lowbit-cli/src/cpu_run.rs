@@ -25,7 +25,10 @@
 //!   `i32 [m]` bias, a
 //!   `relu`, and a `requant_dyadic` to `i8` (saturating, nearest-even,
 //!   per-tensor or per output column, multipliers below 2^31, shifts up to
-//!   62); `b1` × `b1` (the W1A1 popcount kernel); or, for
+//!   62), on the AMX-INT8 kernel instead for `matmul_int {schedule = amx}`
+//!   (any integer weights less their zero point that fit `i8`, packed as
+//!   `i8`; never another kernel in its place); `b1` × `b1` (the W1A1
+//!   popcount kernel); or, for
 //!   `matmul_int {schedule = bit_serial}` and any other 1- to 8-bit integer
 //!   or `b1` weight with 1- to 8-bit integer activations, the bit-serial
 //!   kernel (constant zero points, no epilogue). These are bit-exact;
@@ -541,7 +544,9 @@ fn is_byte(e: ElemType) -> bool {
 /// schedule onto the W8A8/W4A8 kernel when the centered weights `w - zw`
 /// are `i8`, `i4` or `u4` (or fit `i4`/`i8`, see [`center`]), with `zx`
 /// folded into the kernel's per-row offsets (`−zx · Σ_k (w - zw)[k, r]`,
-/// exact modulo 2^32 like the wrapping result); everything else (other
+/// exact modulo 2^32 like the wrapping result); `schedule = amx` onto the
+/// AMX-INT8 kernel when the activations are `u8`/`i8` and `w - zw` fits
+/// `i8` (else not on any kernel, with the reason); everything else (other
 /// widths, `schedule = bit_serial`) onto the bit-serial kernel, which
 /// takes both zero points at run time.
 fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
@@ -593,8 +598,50 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
             act_zero_point,
         },
     };
+    let (zx, zw) = zero_points.unwrap_or((0, 0));
+    if matches!(
+        d.kind,
+        OpKind::MatMulInt {
+            schedule: IntSchedule::Amx,
+            ..
+        }
+    ) {
+        // `matmul_int {schedule = amx}` runs on the AMX kernel or not on
+        // a kernel at all (never on another one in its place); the JIT
+        // refuses it (and the op stays on the interpreter, with the
+        // reason) where the host has no AMX-INT8.
+        if !is_byte(xt.elem) {
+            return Err(format!(
+                "the amx schedule multiplies u8 or i8 activations, not {}",
+                xt.elem
+            ));
+        }
+        let mut spec = GemmSpec::int(m, k, n, ElemType::I8, xt.elem);
+        spec.schedule = IntSchedule::Amx;
+        spec.check("cpu").map_err(|e| e.to_string())?;
+        // `i8` weights as they are; any other integer weights less their
+        // zero point as `i8` when they all fit (the centering path writes
+        // each value, sign-extended, at the spec's width).
+        if q.elem == ElemType::I8 && zw == 0 {
+            return Ok(plain(spec, int(q, None, i64::from(zx)), op, x));
+        }
+        let (lo, hi) = centered_range(&q, i64::from(zw))?;
+        if lo < -128 || hi > 127 {
+            return Err(format!(
+                "the amx schedule takes i8 weights (W8A8): these {} weights less {zw} span {lo}..={hi}",
+                q.elem
+            ));
+        }
+        return Ok(plain(
+            spec,
+            int(q, Some(i64::from(zw)), i64::from(zx)),
+            op,
+            x,
+        ));
+    }
     if xt.elem == ElemType::Bipolar {
-        // b1 x b1 is the W1A1 kernel on either schedule.
+        // b1 x b1 is the W1A1 kernel on the direct and bit-serial
+        // schedules.
         if q.elem != ElemType::Bipolar {
             return Err(format!("b1 activations need b1 weights, not {}", q.elem));
         }
@@ -605,35 +652,15 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
         spec.check("cpu").map_err(|e| e.to_string())?;
         return Ok(plain(spec, int(q, None, 0), op, x));
     }
-    let (zx, zw) = zero_points.unwrap_or((0, 0));
     if !is_bit_serial(&d.kind) && is_byte(xt.elem) {
         // The weights w - zw packed as they are (zw = 0) or in the
         // narrowest type holding them; zx goes into the row offsets.
         let vnni_types = [ElemType::I8, I4, U4];
-        let amx = matches!(
-            d.kind,
-            OpKind::MatMulInt {
-                schedule: IntSchedule::Amx,
-                ..
-            }
-        );
-        if let Some(mut elem) = centered_type(&q, i64::from(zw))
+        if let Some(elem) = centered_type(&q, i64::from(zw))
             .ok()
             .filter(|e| vnni_types.contains(e))
         {
-            // The AMX kernel packs `i8` weights only: centered weights that
-            // happen to fit `i4` are packed as `i8` (the centering path
-            // writes each value, sign-extended, at the spec's width).
-            if amx && elem == I4 && zw != 0 {
-                elem = ElemType::I8;
-            }
-            let mut spec = GemmSpec::int(m, k, n, elem, xt.elem);
-            // `matmul_int {schedule = amx}` asks for the AMX kernel; the
-            // JIT refuses it (and the op stays on the interpreter, with
-            // the reason) where the host has no AMX-INT8.
-            if amx {
-                spec.schedule = IntSchedule::Amx;
-            }
+            let spec = GemmSpec::int(m, k, n, elem, xt.elem);
             spec.check("cpu").map_err(|e| e.to_string())?;
             let center = (zw != 0).then_some(i64::from(zw));
             return Ok(plain(spec, int(q, center, i64::from(zx)), op, x));
@@ -655,16 +682,7 @@ fn centered_type(w: &TransposedCodes, zw: i64) -> Result<ElemType, String> {
     if zw == 0 {
         return Ok(w.elem);
     }
-    let w = w.in_default_layout()?;
-    let (mut lo, mut hi) = (0i128, 0i128);
-    for c in w.codes() {
-        let v = w
-            .elem
-            .decode_int(c)
-            .ok_or_else(|| format!("{} weights are not integers", w.elem))?
-            - i128::from(zw);
-        (lo, hi) = (lo.min(v), hi.max(v));
-    }
+    let (lo, hi) = centered_range(w, zw)?;
     let bits = if (-8..=7).contains(&lo) && (-8..=7).contains(&hi) {
         4
     } else if (-128..=127).contains(&lo) && (-128..=127).contains(&hi) {
@@ -675,6 +693,22 @@ fn centered_type(w: &TransposedCodes, zw: i64) -> Result<ElemType, String> {
         ));
     };
     Ok(ElemType::Int { bits, signed: true })
+}
+
+/// The smallest and largest of the integer weights `w - zw` (and 0), by
+/// one pass over the constant's bytes.
+fn centered_range(w: &TransposedCodes, zw: i64) -> Result<(i128, i128), String> {
+    let w = w.in_default_layout()?;
+    let (mut lo, mut hi) = (0i128, 0i128);
+    for c in w.codes() {
+        let v = w
+            .elem
+            .decode_int(c)
+            .ok_or_else(|| format!("{} weights are not integers", w.elem))?
+            - i128::from(zw);
+        (lo, hi) = (lo.min(v), hi.max(v));
+    }
+    Ok((lo, hi))
 }
 
 /// Tries to map `matmul x, w`, `matmul_int x, w` or `qmatmul x, wq, ...`

@@ -533,6 +533,75 @@ fn amx_schedule_packs_narrow_centered_weights_as_i8() {
     }
 }
 
+/// `schedule = amx` never runs on another kernel in its place: `u8`
+/// weights up to 127 with no zero point are `i8` and take it; up to 255
+/// they do not fit `i8`, and `u4` activations are not the kernel's, so
+/// those ops stay on the interpreter (same answer) with the reason.
+#[test]
+fn amx_schedule_is_the_amx_kernel_or_none() {
+    let mut rng = Rng::new(0xa3d);
+    let amx_host = lowbit::ir::target::Target::host()
+        .x86_features()
+        .is_some_and(|f| f.amxint8);
+    for (act, wmax, why) in [
+        ("u8", 128, None),
+        (
+            "u8",
+            256,
+            Some("the amx schedule takes i8 weights (W8A8): these u8 weights less 0 span"),
+        ),
+        (
+            "u4",
+            128,
+            Some("the amx schedule multiplies u8 or i8 activations, not u4"),
+        ),
+    ] {
+        let (rows, k, m) = (33u64, 70u64, 20u64);
+        let ae: ElemType = act.parse().unwrap();
+        let mut f = Function::new("main");
+        let x = f.add_param("x", TensorType::new(vec![rows, k], ae));
+        let w = Tensor::new(
+            ElemType::U8,
+            vec![k, m],
+            (0..k * m).map(|_| rng.below(wmax) as u64).collect(),
+        )
+        .unwrap();
+        let wv = konst(&mut f, &w);
+        let y = f.push(
+            OpKind::MatMulInt {
+                overflow: Overflow::Wrap,
+                schedule: IntSchedule::Amx,
+            },
+            vec![x, wv],
+            tt(&[rows, m], "i32"),
+        );
+        f.outputs.push(("y".into(), y));
+        let xt = Tensor::new(
+            ae,
+            vec![rows, k],
+            (0..rows * k)
+                .map(|_| rng.next_u64() & ae.code_mask())
+                .collect(),
+        )
+        .unwrap();
+        let (cpu, want) = both(&f, &[("x".into(), xt)]);
+        assert_eq!(cpu.outputs[0].1, want[0].1, "{act} {wmax}");
+        match why {
+            None if amx_host => {
+                assert_eq!(cpu.on_cpu.len(), 1, "{}", cpu.summary());
+                assert!(cpu.on_cpu[0]
+                    .1
+                    .contains("weight=i8 act=u8 -> i32 (exact, amx)"));
+            }
+            None => assert!(cpu.summary().contains("AMX-INT8"), "{}", cpu.summary()),
+            Some(why) => {
+                assert!(cpu.on_cpu.is_empty(), "{}", cpu.summary());
+                assert!(cpu.summary().contains(why), "{}", cpu.summary());
+            }
+        }
+    }
+}
+
 /// A multiplier the kernel cannot take leaves `requant_dyadic` on the
 /// interpreter (the summary says why) while the rest of the chain stays
 /// on the kernel; a value with a second use ends the chain there.
