@@ -5,7 +5,7 @@
 use lowbit_egraph::cost::estimate;
 use lowbit_ir::target::{Int8Dot, Popcount, Target, VectorIsa};
 use lowbit_ir::{IntSchedule, OpKind, Overflow, TensorType};
-use lowbit_llvm::aot::{emit, Emit};
+use lowbit_llvm::aot::{emit, emit_model, Emit, ModelKernel};
 use lowbit_llvm::{CpuTarget, Dim, GemmSpec};
 use lowbit_numerics::ElemType;
 
@@ -90,6 +90,30 @@ fn check(ir: &Target, cpu: &CpuTarget) {
         assert!(bs_asm.contains("vpshufb"), "{name}: W2A2 asm lacks vpshufb");
     }
 
+    // AMX-INT8: the cost model prices `schedule = amx` as `tdpbusd` tiles
+    // exactly where a model library gets the AMX kernel, and as
+    // unavailable where the kernel is refused.
+    let mut amx_spec = GemmSpec::int8(64, 256, Dim::Static(32), ElemType::U8);
+    amx_spec.schedule = IntSchedule::Amx;
+    let amx_cost = cost_kernel(ir, "u8", "i8", IntSchedule::Amx);
+    let kernels = [ModelKernel {
+        spec: &amx_spec,
+        symbol: "k0".into(),
+    }];
+    let amx_asm = emit_model(&kernels, cpu, Emit::Asm).map(|b| String::from_utf8(b).unwrap());
+    let amx = ir.x86_features().is_some_and(|f| f.amxint8);
+    assert_eq!(amx_cost, "x86.amxint8.tdpbusd.u8xi8", "{name}");
+    match amx_asm {
+        Ok(asm) => {
+            assert!(amx, "{name}: AMX kernel built without amxint8");
+            assert!(asm.contains("tdpbusd"), "{name}: AMX asm lacks tdpbusd");
+        }
+        Err(e) => {
+            assert!(!amx, "{name}: {e}");
+            assert!(e.to_string().contains("AMX-INT8"), "{name}: {e}");
+        }
+    }
+
     // Float kernels: 512-bit registers exactly when the path is AVX-512.
     let f_asm = asm(
         &GemmSpec::new(16, 256, Dim::Static(4), "i4".parse().unwrap(), 32),
@@ -113,6 +137,8 @@ fn named_targets_agree_with_the_cost_model() {
         "skylake-avx512",
         "alderlake",
         "x86-64-v3+avx512vnni",
+        "sapphirerapids",
+        "icelake-server+amxint8",
     ] {
         let ir: Target = name.parse().unwrap();
         check(&ir, &CpuTarget::from_target(&ir).unwrap());
