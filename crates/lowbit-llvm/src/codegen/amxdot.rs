@@ -71,12 +71,12 @@
 //! steps) read q8_0 at 1.05 of the 2-thread DRAM probe (1.84 ms) and
 //! 1.09 of the 1-thread one — but the full kernel takes about the
 //! memory time plus half its in-cache compute time (1 thread q8_0: 3.6
-//! ms staging only, 4.6 ms in all, against about 2.1 ms of compute),
+//! ms staging only, 4.6 ms in all, against about 2 ms of compute),
 //! and that holds for the pure vector `f32` steps as much as for the
 //! tile instructions. With weights in L2 (i4, m = 128, one thread) the
-//! tile instructions take about 45 of the kernel's 70 us, most of it
-//! the C tile stores (20 us) and `tdpbsud` (10 us); A and B loads and
-//! `tilezero` cost little alone. Tried and dropped on the memory side
+//! tile instructions take about 57 of the kernel's 70 us; left out one
+//! kind at a time, the C tile stores save 20 us, the dots 10 us, and A
+//! and B loads and `tilezero` little (the rest is in their overlap). Tried and dropped on the memory side
 //! (alternating runs, medians; none beyond the noise, some slower):
 //! prefetch distances 1, 4, 8 and 16 KiB (`PF_DIST`), locality 1 and 2
 //! (equal), `prefetchnta` (twice the time), no software prefetch (q8_0
@@ -85,11 +85,13 @@
 //! L2, prefetching the scale stream, the next panel pair's first lines
 //! at the end of a call or each stream's first 2 KiB at its start, 3
 //! or 4 panels (code streams) per tile call (equal from DRAM, 10 %
-//! slower in cache), a pipeline distance of 3, tile loads of the `i8`
-//! codes straight from the weight stream (equal), centred `i8` codes
-//! (equal), and tile registers alternating between even and odd blocks
-//! (A and B, A and C, B or C alone: equal in cache, so the tiles' reuse
-//! does not serialize the blocks).
+//! slower in cache), equal row chunks of 32 - 2048 rows instead of the
+//! shrinking ones (`jit.rs`; equal or up to 5 % slower), a pipeline
+//! distance of 3, tile loads of the `i8` codes straight from the weight
+//! stream (equal), centred `i8` codes (equal), and tile registers
+//! alternating between even and odd blocks (A and B, A and C, B or C
+//! alone: equal in cache, so the tiles' reuse does not serialize the
+//! blocks).
 //!
 //! Limits: `i4`/`i8` weights as the `vpdpbusd` kernel, a static `n`;
 //! x86-64 with `amx-tile` and `amx-int8` in a process that has asked the
