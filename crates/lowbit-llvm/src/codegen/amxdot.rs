@@ -2,8 +2,8 @@
 //! `codegen/blockdot.rs` (`q4_0`/`q8_0` weights times activations
 //! quantized per call to `i8` per 32-block) with each block's integer dot
 //! products taken by `tdpbssd` (`i4`) or `tdpbsud` (`i8`) instead of
-//! `vpdpbusd` chains. The JIT
-//! builds it for a static `n >= 8` (`MIN_COLS`) where the host has
+//! `vpdpbusd` chains. The JIT builds it for a static `n >= 8`
+//! (`MIN_COLS`) where the host has
 //! AMX-INT8 and Linux grants the tile state (`jit.rs`); fewer columns, a
 //! run-time `n` and AOT objects keep the `vpdpbusd` kernel.
 //!
@@ -15,14 +15,16 @@
 //!   `k_pad`).
 //! * B tile per panel (8 rows x 64 bytes): the block's weight codes in
 //!   AMX's VNNI layout (row `g` = 16 weight rows x k `4g..4g+4`), which
-//!   is the panel layout of the packed weights. The codes are staged
-//!   through vector registers into a stack ring: `i8` weights (`u8`
-//!   codes) as they are (tile loads straight from the weight stream kept
-//!   fewer reads in flight: n = 8 was slower than `vpdpbusd`); `i4`
-//!   weights split into their low and high nibbles (AMX has no nibble
-//!   operand) and centred on the way, `u4` code `w + 8` to the signed
-//!   byte `w` (`centered_nibbles`: with GFNI one affine map per nibble
-//!   vector, the one instruction the unsigned split took).
+//!   is the panel layout of the packed weights. `i8` weights (`u8`
+//!   codes) are tile-loaded straight from the weight stream (512
+//!   contiguous bytes per panel and block; staging them through vector
+//!   loads into a stack ring, as an earlier version did, took 2 - 4 %
+//!   longer at n = 8 from DRAM). `i4` weights are staged through vector
+//!   registers into a stack ring, split into their low and high nibbles
+//!   (AMX has no nibble operand) and centred on the way, `u4` code
+//!   `w + 8` to the signed byte `w` (`centered_nibbles`: with GFNI one
+//!   affine map per nibble vector, the one instruction the unsigned
+//!   split took).
 //! * C tile per panel (`C` rows x 16 `i32`): zeroed, one dot (`i4`:
 //!   `tdpbssd`, signed activations x signed weights; `i8`: `tdpbsud`,
 //!   signed activations x unsigned codes `w + 128`), stored to a stack
@@ -43,7 +45,8 @@
 //! JIT time that of the `vpdpbusd` kernel; a loop per pipeline phase with
 //! blocks in pairs took about twice as long to compile): block `b`'s
 //! `f32` steps run after block `b + AHEAD`'s tile instructions are issued
-//! and block `b + 2 AHEAD`'s codes are staged, through rings of
+//! and block `b + 2 AHEAD`'s codes are prefetched and (`i4`) staged,
+//! through rings of
 //! `RING` slots, so no tile load reads a just-stored vector and no
 //! vector load a just-stored tile. The entry point walks the panel pairs
 //! overlapping `row_begin..row_end` and, per pair, the column tiles (16
@@ -87,8 +90,7 @@
 //! or 4 panels (code streams) per tile call (equal from DRAM, 10 %
 //! slower in cache), equal row chunks of 32 - 2048 rows instead of the
 //! shrinking ones (`jit.rs`; equal or up to 5 % slower), a pipeline
-//! distance of 3, tile loads of the `i8` codes straight from the weight
-//! stream (equal), centred `i8` codes (equal), and tile registers
+//! distance of 3, centred `i8` codes (equal), and tile registers
 //! alternating between even and odd blocks (A and B, A and C, B or C
 //! alone: equal in cache, so the tiles' reuse does not serialize the
 //! blocks).
@@ -266,7 +268,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_store(cfg_p, self.const_bytes(&cfg))?;
         self.amx("llvm.x86.ldtilecfg", &[cfg_p.into()])?;
         let accs = self.zeroed_accs(v16f, cols * panels as u32)?;
-        let b_buf = self.aligned_buffer(RING * panels * B_BYTES, "brows")?;
+        let b_buf = if self.amxdot_signed_codes() {
+            Some(self.aligned_buffer(RING * panels * B_BYTES, "brows")?)
+        } else {
+            None
+        };
         let c_buf = self.aligned_buffer(RING * panels * u64::from(cols) * 64, "ctiles")?;
         // Panels `panel0 + p`, the last one repeated past the end.
         let last_panel = self.i64c((spec.m_pad() / INT_PANEL) as u64 - 1);
@@ -364,32 +370,32 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         (PANEL * BLOCK as u32) as u64 * u64::from(self.spec.weight.dtype.bits()) / 8
     }
 
-    /// The codes of block `j` into its B-row ring slot, through vector
-    /// loads (which keep more reads of the weight stream in flight than
-    /// tile loads: BENCHMARKS.md): `u8` codes as they are; for `u4`
-    /// codes, rows 2i and 2i + 1 of a panel's B tile are the low and high
-    /// nibbles of code vector i (k 8i..8i+4 and 8i+4..8i+8). Prefetches
-    /// the code stream.
+    /// Prefetches the code stream of block `j` and, for `u4` codes, stages
+    /// the block into its B-row ring slot: rows 2i and 2i + 1 of a
+    /// panel's B tile are the centred low and high nibbles of code vector
+    /// i (k 8i..8i+4 and 8i+4..8i+8). (`u8` codes are the B tiles as they
+    /// are: `amxdot_dots` loads them from the stream.)
     fn amxdot_stage(&self, t: &Tile<'_, 'ctx>, j: IntValue<'ctx>) -> Result<(), CpuError> {
         let v64 = self.i8t.vec_type(64);
         let panels = t.w_panels.len() as u64;
-        let slot = self.gep(t.b_buf, self.ring_slot(j, panels * B_BYTES)?)?;
+        let slot = match t.b_buf {
+            Some(b) => Some(self.gep(b, self.ring_slot(j, panels * B_BYTES)?)?),
+            None => None,
+        };
         for p in 0..panels {
             let wb = self.amxdot_codes(t, p, j)?;
             self.prefetch_codes(wb)?;
+            // `i8` codes: tile-loaded straight from the stream.
+            let Some(slot) = slot else { continue };
             let dst = self.gep(slot, self.i64c(p * B_BYTES))?;
             for i in 0..self.amxdot_block_bytes() / 64 {
                 let raw = self
                     .load(v64, self.gep(wb, self.i64c(64 * i))?, 1)?
                     .into_vector_value();
-                let rows = if self.amxdot_signed_codes() {
-                    vec![
-                        (self.centered_nibbles(raw, false)?, 128 * i),
-                        (self.centered_nibbles(raw, true)?, 128 * i + 64),
-                    ]
-                } else {
-                    vec![(raw, 64 * i)]
-                };
+                let rows = [
+                    (self.centered_nibbles(raw, false)?, 128 * i),
+                    (self.centered_nibbles(raw, true)?, 128 * i + 64),
+                ];
                 for (v, at) in rows {
                     self.b
                         .build_store(self.gep(dst, self.i64c(at))?, v)?
@@ -426,10 +432,16 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.i64c(self.spec.k_pad() as u64).into(),
             ],
         )?;
-        let b_slot = self.gep(t.b_buf, self.ring_slot(j, panels * B_BYTES)?)?;
+        let b_slot = match t.b_buf {
+            Some(b) => Some(self.gep(b, self.ring_slot(j, panels * B_BYTES)?)?),
+            None => None,
+        };
         let c_slot = self.gep(t.c_buf, self.ring_slot(j, panels * cols * 64)?)?;
         for p in 0..panels {
-            let b_tile = self.gep(b_slot, self.i64c(p * B_BYTES))?;
+            let b_tile = match b_slot {
+                Some(slot) => self.gep(slot, self.i64c(p * B_BYTES))?,
+                None => self.amxdot_codes(t, p, j)?,
+            };
             self.amx(
                 "llvm.x86.tileloadd64",
                 &[self.tmm(tmm_b(p)), b_tile.into(), stride64],
@@ -513,8 +525,9 @@ struct Tile<'p, 'ctx> {
     s_panels: Vec<PointerValue<'ctx>>,
     /// `f32` accumulators, `[panel][column]`.
     accs: Vec<PointerValue<'ctx>>,
-    /// Staged B tiles `[RING][panels][512]`.
-    b_buf: PointerValue<'ctx>,
+    /// Staged B tiles `[RING][panels][512]` of the centred `i4` weights;
+    /// `None` for `i8`, whose code stream is the B tiles as it is.
+    b_buf: Option<PointerValue<'ctx>>,
     /// Block dots `[RING][panels][cols][16 i32]`.
     c_buf: PointerValue<'ctx>,
     /// Each column's first block (index into the activation scales and
