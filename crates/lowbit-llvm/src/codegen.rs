@@ -86,7 +86,7 @@
 //! the interpreter's result of the quantized graph:
 //! `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * sum_j |x̂_j * w_j|`, `x̂` the
 //! dequantized activation. The JIT builds the AMX-INT8 form of it
-//! (`codegen/amxdot.rs`, [`build_amx_module`]: `tdpbsud` per block,
+//! (`codegen/amxdot.rs`, [`build_amx_module`]: one AMX dot per block,
 //! bit-identical) for a static `n >= 8` on a host with AMX-INT8.
 //!
 //! Bit-serial specs (WxAy over bit-planes) and the W1A1 tiles (XOR-popcount

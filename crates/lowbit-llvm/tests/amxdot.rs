@@ -5,7 +5,8 @@
 //! and even panel counts) and k (not a multiple of 32), static n = 8, 9,
 //! 16, 17, 24, 33 (every column-tile kind and remainder), `i4` and `i8`
 //! weights, 1 and 2 threads; and which specs the JIT puts on AMX (a
-//! static n >= 8 only). On a host without AMX-INT8 (or where Linux
+//! static n >= 8 only), also with the `i4` codes centred without GFNI.
+//! On a host without AMX-INT8 (or where Linux
 //! refuses the tile state) the tests print why and check nothing.
 
 mod common;
@@ -115,6 +116,36 @@ fn amx_kernel_is_bit_identical_to_vpdpbusd_and_within_the_bound() {
         for wdt in ["i4", "i8"] {
             check(&mut rng, &targets, (m, k, n), Dim::Static(n), wdt);
         }
+    }
+}
+
+/// The `i4` codes centred without GFNI (the unsigned nibbles minus 8
+/// instead of one affine map per nibble vector): a host target with
+/// `gfni` removed from its features still takes the AMX kernel and stays
+/// bit-identical to `vpdpbusd`.
+#[test]
+fn centred_nibbles_without_gfni_are_bit_identical() {
+    let Some((amx, vnni)) = targets() else { return };
+    if switched_off() {
+        return;
+    }
+    let mut no_gfni = amx.clone();
+    no_gfni.features = amx
+        .features
+        .split(',')
+        .filter(|f| *f != "+gfni")
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(!no_gfni.has("gfni") && no_gfni.has("amx-int8"));
+    let mut rng = Rng(0xa3c5_0d07_1e55_0002);
+    for &(m, k, n) in &[(50usize, 257usize, 8usize), (37, 100, 16), (45, 77, 33)] {
+        check(
+            &mut rng,
+            &(no_gfni.clone(), vnni.clone()),
+            (m, k, n),
+            Dim::Static(n),
+            "i4",
+        );
     }
 }
 

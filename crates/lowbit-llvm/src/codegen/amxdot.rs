@@ -1,8 +1,9 @@
 //! The AMX-INT8 block-dot kernel: the block-dot GEMM of
 //! `codegen/blockdot.rs` (`q4_0`/`q8_0` weights times activations
 //! quantized per call to `i8` per 32-block) with each block's integer dot
-//! products taken by `tdpbsud` instead of `vpdpbusd` chains. The JIT
-//! builds it for a static `n >= 8` (`MIN_COLS`) where the host has
+//! products taken by `tdpbssd` (`i4`) or `tdpbsud` (`i8`) instead of
+//! `vpdpbusd` chains. The JIT builds it for a static `n >= 8`
+//! (`MIN_COLS`) where the host has
 //! AMX-INT8 and Linux grants the tile state (`jit.rs`); fewer columns, a
 //! run-time `n` and AOT objects keep the `vpdpbusd` kernel.
 //!
@@ -14,27 +15,38 @@
 //!   `k_pad`).
 //! * B tile per panel (8 rows x 64 bytes): the block's weight codes in
 //!   AMX's VNNI layout (row `g` = 16 weight rows x k `4g..4g+4`), which
-//!   is the panel layout of the packed weights. The codes are staged
-//!   through vector registers into a stack ring: `i8` weights (`u8`
-//!   codes) as they are (tile loads straight from the weight stream kept
-//!   fewer reads in flight: n = 8 was slower than `vpdpbusd`); `i4`
-//!   weights split into their low and high nibbles as in the `vpdpbusd`
-//!   kernel (AMX has no nibble operand).
-//! * C tile per panel (`C` rows x 16 `i32`): zeroed, one `tdpbsud`
-//!   (signed activations x unsigned weight codes), stored to a stack
-//!   ring. Then, per column, exactly the `vpdpbusd` kernel's steps: the
-//!   16 lanes plus the column's block correction `-offset · Σ q_x` (exact
-//!   integers: the same `i32` as the `vpdpbusd` chains), to `f32`, times
-//!   `s_w · s_x`, fused into the column's accumulator. So the result is
-//!   bit-identical to the `vpdpbusd` kernel's, and the accuracy bound of
-//!   `codegen/blockdot.rs` holds unchanged.
+//!   is the panel layout of the packed weights. `i8` weights (`u8`
+//!   codes) are tile-loaded straight from the weight stream (512
+//!   contiguous bytes per panel and block; staging them through vector
+//!   loads into a stack ring, as an earlier version did, took 2 - 4 %
+//!   longer at n = 8 from DRAM). `i4` weights are staged through vector
+//!   registers into a stack ring, split into their low and high nibbles
+//!   (AMX has no nibble operand) and centred on the way, `u4` code
+//!   `w + 8` to the signed byte `w` (`centered_nibbles`: with GFNI one
+//!   affine map per nibble vector, the one instruction the unsigned
+//!   split took).
+//! * C tile per panel (`C` rows x 16 `i32`): zeroed, one dot (`i4`:
+//!   `tdpbssd`, signed activations x signed weights; `i8`: `tdpbsud`,
+//!   signed activations x unsigned codes `w + 128`), stored to a stack
+//!   ring. Then, per column, exactly the `vpdpbusd` kernel's steps from
+//!   the same exact `i32` `Σ q_x · w` (for `i8` the 16 lanes plus the
+//!   column's block correction `-128 · Σ q_x`; the `i4` lanes are that
+//!   sum already): to `f32`, times `s_w · s_x`, fused into the column's
+//!   accumulator. So the result is bit-identical to the `vpdpbusd`
+//!   kernel's, and the accuracy bound of `codegen/blockdot.rs` holds
+//!   unchanged. (Centring the `i4` codes dropped 16 vector adds and 8
+//!   broadcast loads per block and panel pair: n = 8, 2 threads, q4_0
+//!   1.35 against 1.42 - 1.47 ms, BENCHMARKS.md "pf helper"; for `i8`
+//!   centring would cost an XOR per 64 codes, as many ops as it saves,
+//!   and measured equal.)
 //!
 //! The three stages are software-pipelined over the blocks in one loop
 //! with guarded stages (one copy of each stage's code, which keeps the
 //! JIT time that of the `vpdpbusd` kernel; a loop per pipeline phase with
 //! blocks in pairs took about twice as long to compile): block `b`'s
 //! `f32` steps run after block `b + AHEAD`'s tile instructions are issued
-//! and block `b + 2 AHEAD`'s codes are staged, through rings of
+//! and block `b + 2 AHEAD`'s codes are prefetched and (`i4`) staged,
+//! through rings of
 //! `RING` slots, so no tile load reads a just-stored vector and no
 //! vector load a just-stored tile. The entry point walks the panel pairs
 //! overlapping `row_begin..row_end` and, per pair, the column tiles (16
@@ -55,6 +67,33 @@
 //! bytes, half zeros) took 1.08 - 1.15 times as long at n = 8: the zero
 //! halves double the multiply work, and the tile rows loaded and stored
 //! stay the same (BENCHMARKS.md, "two blocks per tile dot").
+//!
+//! Where the time goes at n = 8 from DRAM (BENCHMARKS.md, "pf helper";
+//! m = 4096, k = 14336): the memory side alone is at the roofline — a
+//! timing-only build that only stages the codes (no dots, no `f32`
+//! steps) read q8_0 at 1.05 of the 2-thread DRAM probe (1.84 ms) and
+//! 1.09 of the 1-thread one — but the full kernel takes about the
+//! memory time plus half its in-cache compute time (1 thread q8_0: 3.6
+//! ms staging only, 4.6 ms in all, against about 2 ms of compute),
+//! and that holds for the pure vector `f32` steps as much as for the
+//! tile instructions. With weights in L2 (i4, m = 128, one thread) the
+//! tile instructions take about 57 of the kernel's 70 us; left out one
+//! kind at a time, the C tile stores save 20 us, the dots 10 us, and A
+//! and B loads and `tilezero` little (the rest is in their overlap). Tried and dropped on the memory side
+//! (alternating runs, medians; none beyond the noise, some slower):
+//! prefetch distances 1, 4, 8 and 16 KiB (`PF_DIST`), locality 1 and 2
+//! (equal), `prefetchnta` (twice the time), no software prefetch (q8_0
+//! 2.69 against 2.41 ms), one prefetch per 128 or 256 bytes (slower:
+//! each line needs its own), a second prefetch 8 - 32 KiB ahead into
+//! L2, prefetching the scale stream, the next panel pair's first lines
+//! at the end of a call or each stream's first 2 KiB at its start, 3
+//! or 4 panels (code streams) per tile call (equal from DRAM, 10 %
+//! slower in cache), equal row chunks of 32 - 2048 rows instead of the
+//! shrinking ones (`jit.rs`; equal or up to 5 % slower), a pipeline
+//! distance of 3, centred `i8` codes (equal), and tile registers
+//! alternating between even and odd blocks (A and B, A and C, B or C
+//! alone: equal in cache, so the tiles' reuse does not serialize the
+//! blocks).
 //!
 //! Limits: `i4`/`i8` weights as the `vpdpbusd` kernel, a static `n`;
 //! x86-64 with `amx-tile` and `amx-int8` in a process that has asked the
@@ -97,7 +136,11 @@ const fn tile_panels(cols: u32) -> u64 {
 const PANEL: u32 = INT_PANEL as u32;
 
 /// Software prefetch distance on each panel's weight-code stream (bytes
-/// ahead of the block being read), as in the `vpdpbusd` kernel.
+/// ahead of the block being read: 4 `i8` or 8 `i4` blocks), one
+/// `prefetcht0` per 64-byte line. Measured at n = 8 from DRAM (m = 4096,
+/// k = 14336, `i8`, alternating runs): 1, 2, 4 and 8 KiB equal, 16 KiB
+/// 4 % slower, none 12 % slower; locality 1 or 2 equal, 0 twice the
+/// time (BENCHMARKS.md, "pf helper").
 const PF_DIST: u64 = 2048;
 
 /// Bytes of one panel's B tile (8 rows of 64 bytes).
@@ -225,7 +268,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.b.build_store(cfg_p, self.const_bytes(&cfg))?;
         self.amx("llvm.x86.ldtilecfg", &[cfg_p.into()])?;
         let accs = self.zeroed_accs(v16f, cols * panels as u32)?;
-        let b_buf = self.aligned_buffer(RING * panels * B_BYTES, "brows")?;
+        let b_buf = if self.amxdot_signed_codes() {
+            Some(self.aligned_buffer(RING * panels * B_BYTES, "brows")?)
+        } else {
+            None
+        };
         let c_buf = self.aligned_buffer(RING * panels * u64::from(cols) * 64, "ctiles")?;
         // Panels `panel0 + p`, the last one repeated past the end.
         let last_panel = self.i64c((spec.m_pad() / INT_PANEL) as u64 - 1);
@@ -308,37 +355,47 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         )
     }
 
+    /// Whether the B tiles hold the signed weights (`i4`: the staged
+    /// nibbles are centred for free, `centered_nibbles`, and `tdpbssd`
+    /// needs no block correction) rather than the unsigned codes (`i8`:
+    /// `tdpbsud` on the codes as loaded, then the correction; centring
+    /// them would cost one more op per 64 codes, as many as the
+    /// corrections it saves).
+    fn amxdot_signed_codes(&self) -> bool {
+        self.spec.weight.dtype.bits() == 4
+    }
+
     /// Code bytes of one panel and block: 16 rows x 32 k of 4 or 8 bits.
     fn amxdot_block_bytes(&self) -> u64 {
         (PANEL * BLOCK as u32) as u64 * u64::from(self.spec.weight.dtype.bits()) / 8
     }
 
-    /// The codes of block `j` into its B-row ring slot, through vector
-    /// loads (which keep more reads of the weight stream in flight than
-    /// tile loads: BENCHMARKS.md): `u8` codes as they are; for `u4`
-    /// codes, rows 2i and 2i + 1 of a panel's B tile are the low and high
-    /// nibbles of code vector i (k 8i..8i+4 and 8i+4..8i+8). Prefetches
-    /// the code stream.
+    /// Prefetches the code stream of block `j` and, for `u4` codes, stages
+    /// the block into its B-row ring slot: rows 2i and 2i + 1 of a
+    /// panel's B tile are the centred low and high nibbles of code vector
+    /// i (k 8i..8i+4 and 8i+4..8i+8). (`u8` codes are the B tiles as they
+    /// are: `amxdot_dots` loads them from the stream.)
     fn amxdot_stage(&self, t: &Tile<'_, 'ctx>, j: IntValue<'ctx>) -> Result<(), CpuError> {
         let v64 = self.i8t.vec_type(64);
         let panels = t.w_panels.len() as u64;
-        let slot = self.gep(t.b_buf, self.ring_slot(j, panels * B_BYTES)?)?;
+        let slot = match t.b_buf {
+            Some(b) => Some(self.gep(b, self.ring_slot(j, panels * B_BYTES)?)?),
+            None => None,
+        };
         for p in 0..panels {
             let wb = self.amxdot_codes(t, p, j)?;
             self.prefetch_codes(wb)?;
+            // `i8` codes: tile-loaded straight from the stream.
+            let Some(slot) = slot else { continue };
             let dst = self.gep(slot, self.i64c(p * B_BYTES))?;
             for i in 0..self.amxdot_block_bytes() / 64 {
                 let raw = self
                     .load(v64, self.gep(wb, self.i64c(64 * i))?, 1)?
                     .into_vector_value();
-                let rows = if self.spec.weight.dtype.bits() == 8 {
-                    vec![(raw, 64 * i)]
-                } else {
-                    vec![
-                        (self.nibbles(raw, false, false)?, 128 * i),
-                        (self.nibbles(raw, true, false)?, 128 * i + 64),
-                    ]
-                };
+                let rows = [
+                    (self.centered_nibbles(raw, false)?, 128 * i),
+                    (self.centered_nibbles(raw, true)?, 128 * i + 64),
+                ];
                 for (v, at) in rows {
                     self.b
                         .build_store(self.gep(dst, self.i64c(at))?, v)?
@@ -375,20 +432,28 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.i64c(self.spec.k_pad() as u64).into(),
             ],
         )?;
-        let b_slot = self.gep(t.b_buf, self.ring_slot(j, panels * B_BYTES)?)?;
+        let b_slot = match t.b_buf {
+            Some(b) => Some(self.gep(b, self.ring_slot(j, panels * B_BYTES)?)?),
+            None => None,
+        };
         let c_slot = self.gep(t.c_buf, self.ring_slot(j, panels * cols * 64)?)?;
         for p in 0..panels {
-            let b_tile = self.gep(b_slot, self.i64c(p * B_BYTES))?;
+            let b_tile = match b_slot {
+                Some(slot) => self.gep(slot, self.i64c(p * B_BYTES))?,
+                None => self.amxdot_codes(t, p, j)?,
+            };
             self.amx(
                 "llvm.x86.tileloadd64",
                 &[self.tmm(tmm_b(p)), b_tile.into(), stride64],
             )?;
             let c = self.tmm(tmm_c(panels, p));
             self.amx("llvm.x86.tilezero", &[c])?;
-            self.amx(
-                "llvm.x86.tdpbsud",
-                &[c, self.tmm(TMM_A), self.tmm(tmm_b(p))],
-            )?;
+            let dot = if self.amxdot_signed_codes() {
+                "llvm.x86.tdpbssd"
+            } else {
+                "llvm.x86.tdpbsud"
+            };
+            self.amx(dot, &[c, self.tmm(TMM_A), self.tmm(tmm_b(p))])?;
             let c_tile = self.gep(c_slot, self.i64c(p * cols * 64))?;
             self.amx("llvm.x86.tilestored64", &[c, c_tile.into(), stride64])?;
         }
@@ -416,8 +481,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         for (c, &cb) in t.c_blocks.iter().enumerate() {
             let cb = self.b.build_int_add(cb, b, "cb")?;
             let four = self.b.build_int_mul(cb, self.i64c(4), "c4")?;
-            let start = self.load(self.i32t, self.gep(corr, four)?, 4)?;
-            let start = self.splat_n_value(v16i, start.into_int_value())?;
+            // Unsigned codes: the dots start from the block correction.
+            let start = if self.amxdot_signed_codes() {
+                None
+            } else {
+                let s = self.load(self.i32t, self.gep(corr, four)?, 4)?;
+                Some(self.splat_n_value(v16i, s.into_int_value())?)
+            };
             let xsc = self.load(self.f32t, self.gep(xs, four)?, 4)?;
             let xsc = self.splat_n_value(v16f, xsc.into_float_value())?;
             for p in 0..panels {
@@ -428,7 +498,10 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 // The `vpdpbusd` kernel's steps from here on: the same
                 // exact i32, converted, scaled and fused in the same
                 // order.
-                let dot = self.b.build_int_add(start, dot, "dot")?;
+                let dot = match start {
+                    Some(start) => self.b.build_int_add(start, dot, "dot")?,
+                    None => dot,
+                };
                 let dot = self.b.build_signed_int_to_float(dot, v16f, "dotf")?;
                 let scale = self.b.build_float_mul(wscales[p as usize], xsc, "sc")?;
                 let slot = t.accs[p as usize * t.cols as usize + c];
@@ -452,8 +525,9 @@ struct Tile<'p, 'ctx> {
     s_panels: Vec<PointerValue<'ctx>>,
     /// `f32` accumulators, `[panel][column]`.
     accs: Vec<PointerValue<'ctx>>,
-    /// Staged B tiles `[RING][panels][512]`.
-    b_buf: PointerValue<'ctx>,
+    /// Staged B tiles `[RING][panels][512]` of the centred `i4` weights;
+    /// `None` for `i8`, whose code stream is the B tiles as it is.
+    b_buf: Option<PointerValue<'ctx>>,
     /// Block dots `[RING][panels][cols][16 i32]`.
     c_buf: PointerValue<'ctx>,
     /// Each column's first block (index into the activation scales and

@@ -336,38 +336,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             && self.target.has("gfni")
             && (high || signed)
         {
-            // One GF(2) affine map per byte (`vgf2p8affineqb`): output bit
-            // i is the parity of (row i of the matrix AND the byte), row i
-            // being byte 7 - i of the 64-bit matrix. Rows pick bit i of the
-            // nibble for bits 0..4 and its top bit (signed) or nothing
-            // (unsigned) for bits 4..8.
-            let mut rows = [0u8; 8];
-            for (i, row) in rows.iter_mut().enumerate() {
-                let src = if i < 4 {
-                    Some(i)
-                } else if signed {
-                    Some(3)
-                } else {
-                    None
-                };
-                *row = src.map_or(0, |b| 1 << (b + if high { 4 } else { 0 }));
-            }
-            let matrix = u64::from_be_bytes(rows);
-            let m = VectorType::const_vector(
-                &(0..64)
-                    .map(|j| {
-                        self.i8t
-                            .const_int(u64::from(matrix.to_le_bytes()[j % 8]), false)
-                    })
-                    .collect::<Vec<_>>(),
-            );
-            return Ok(self
-                .call_intrinsic(
-                    "llvm.x86.vgf2p8affineqb.512",
-                    &[],
-                    &[raw.into(), m.into(), self.i8t.const_zero().into()],
-                )?
-                .into_vector_value());
+            return self.gf2_nibbles(raw, high, signed, 0);
         }
         let four = self.splat_n(self.i8t, 64, 4);
         Ok(match (high, signed) {
@@ -381,6 +350,74 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 .build_and(raw, self.splat_n(self.i8t, 64, 15), "nlo")?,
             (true, false) => self.b.build_right_shift(raw, four, false, "nhi")?,
         })
+    }
+
+    /// The nibbles of `u4` codes `w + 8` (`high` as in [`Gen::nibbles`])
+    /// as the signed bytes `w`: the code with its top bit flipped,
+    /// sign-extended. With GFNI that is one affine map (the sign-extending
+    /// one of `nibbles`, then bits 3..8 flipped by its constant `0xf8`),
+    /// the same one instruction as the unsigned nibbles; otherwise the
+    /// unsigned nibbles minus 8.
+    pub(super) fn centered_nibbles(
+        &self,
+        raw: VectorValue<'ctx>,
+        high: bool,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        if self.target.kernel_paths().int8_dot == Int8Dot::Avx512Vnni && self.target.has("gfni") {
+            return self.gf2_nibbles(raw, high, true, 0xf8);
+        }
+        let u = self.nibbles(raw, high, false)?;
+        Ok(self
+            .b
+            .build_int_sub(u, self.splat_n(self.i8t, 64, 8), "wc")?)
+    }
+
+    /// `vgf2p8affineqb(raw, matrix, xor)`: per byte, the low or high
+    /// nibble (`high`) in bits 0..4 and, above them, its top bit
+    /// (`signed`) or zeros, then XORed with `xor`.
+    fn gf2_nibbles(
+        &self,
+        raw: VectorValue<'ctx>,
+        high: bool,
+        signed: bool,
+        xor: u8,
+    ) -> Result<VectorValue<'ctx>, CpuError> {
+        // One GF(2) affine map per byte (`vgf2p8affineqb`): output bit
+        // i is the parity of (row i of the matrix AND the byte), row i
+        // being byte 7 - i of the 64-bit matrix. Rows pick bit i of the
+        // nibble for bits 0..4 and its top bit (signed) or nothing
+        // (unsigned) for bits 4..8.
+        let mut rows = [0u8; 8];
+        for (i, row) in rows.iter_mut().enumerate() {
+            let src = if i < 4 {
+                Some(i)
+            } else if signed {
+                Some(3)
+            } else {
+                None
+            };
+            *row = src.map_or(0, |b| 1 << (b + if high { 4 } else { 0 }));
+        }
+        let matrix = u64::from_be_bytes(rows);
+        let m = VectorType::const_vector(
+            &(0..64)
+                .map(|j| {
+                    self.i8t
+                        .const_int(u64::from(matrix.to_le_bytes()[j % 8]), false)
+                })
+                .collect::<Vec<_>>(),
+        );
+        Ok(self
+            .call_intrinsic(
+                "llvm.x86.vgf2p8affineqb.512",
+                &[],
+                &[
+                    raw.into(),
+                    m.into(),
+                    self.i8t.const_int(u64::from(xor), false).into(),
+                ],
+            )?
+            .into_vector_value())
     }
 
     /// 4 bytes at `p` repeated over 64 (one `vpbroadcastd`).
