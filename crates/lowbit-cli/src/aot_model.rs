@@ -56,7 +56,15 @@
 //! tiles as `GemmKernel::run_int` does and, before the function's first
 //! kernel, asks Linux once per process for the AMX tile state
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); where Linux
-//! refuses, the entry point returns 2 and computes nothing.
+//! refuses, the entry point returns 2 and computes nothing. The
+//! `quantize-activations` form (block-dot kernel) with a static `n >= 8`
+//! on such a target becomes the AMX block-dot kernel
+//! (`codegen/amxdot.rs`, bit-identical to the `vpdpbusd` one, as the JIT
+//! chooses: `lowbit_llvm::aot::blockdot_on_amx`), its rows split in whole
+//! 32-row panel pairs, with the same request for the tile state; below 8
+//! columns, on other CPUs (where the `vpdpbusd` kernel runs without any
+//! request), or when `LOWBIT_BLOCKDOT_AMX=0` is set while compiling, the
+//! `vpdpbusd` kernel.
 //!
 //! Limits: not stochastic rounding or blocked output scales; the pool
 //! serves one kernel or loop at a time (callers on several threads take
@@ -337,6 +345,8 @@ struct Gen<'a> {
     /// Whether a kernel of the function is the AMX-INT8 one (the entry
     /// point then asks for the tile state first).
     amx: bool,
+    /// The CPU compiled for (which block-dot kernel a matmul takes).
+    target: &'a CpuTarget,
 }
 
 /// Smallest share of a per-element driver loop (`add`, `relu`, the
@@ -540,6 +550,11 @@ impl Gen<'_> {
                 &body,
             );
             let s = buf(&bufs.scales, "scales")?;
+            // The AMX block-dot kernel (same buffers and results) needs
+            // the tile state: the entry point asks for it first.
+            if lowbit_llvm::aot::blockdot_on_amx(spec, self.target) {
+                self.amx = true;
+            }
             format!("{xq}, {w}, {s}, {xs}, {corr}")
         } else if !spec.is_integer() {
             let s = buf(&bufs.scales, "scales")?;
@@ -714,8 +729,8 @@ impl Gen<'_> {
         let y = self.alloc(n * m as u64, rtype);
         // All rows, split over the library's threads (`lowbit_call`) in
         // whole granules of the kernel's rows, as `GemmKernel::run` splits
-        // them.
-        let granule = spec.row_granule();
+        // them (the AMX block-dot kernel's: whole panel pairs).
+        let granule = lowbit_llvm::aot::model_row_granule(spec, self.target);
         let _ = writeln!(
             self.body,
             "  lowbit_call({kname}, {call}, {y}, {n}, {m}, {granule});"
@@ -1425,6 +1440,7 @@ fn compile_function(
         loops: String::new(),
         nloops: 0,
         amx: false,
+        target,
     };
     let mut params = Vec::new();
     let mut doc = String::new();

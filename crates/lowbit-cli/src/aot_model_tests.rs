@@ -1114,3 +1114,163 @@ int main(int argc, char **argv) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The `quantize-activations` form on `n` rows of `k` `f32` activations
+/// times a `q4_0` (`i4`) or `q8_0` (`i8`) weight of `k x m` with `f16`
+/// scales per 32-block; and, for the interpreter only, the module
+/// computing its dequantized activations (`@xhat`) and weights (`@dw`),
+/// whose products give the declared bound.
+fn blockdot_model(rng: &mut Rng, n: usize, k: usize, m: usize, weight: &str) -> (String, String) {
+    let e = ElemType::Int {
+        bits: if weight == "i4" { 4 } else { 8 },
+        signed: true,
+    };
+    let w = random(rng, e, &[k as u64, m as u64]);
+    let nb = k.div_ceil(32);
+    let scales = scale_rows(nb, m, 29, 0.0021).join(", ");
+    let quant = format!(
+        "    %sx = absmax_scale %x {{block = 32, qmax = 127}} : (tensor<{n}x{k}xf32>) -> tensor<{n}x{nb}xf32>
+    %qx = quantize %x, %sx {{axis = 1, block_size = 32}} : (tensor<{n}x{k}xf32>, tensor<{n}x{nb}xf32>) -> tensor<{n}x{k}xi8>
+    %xq = dequantize %qx, %sx {{axis = 1, block_size = 32}} : (tensor<{n}x{k}xi8>, tensor<{n}x{nb}xf32>) -> tensor<{n}x{k}xf32>
+"
+    );
+    let deq = format!(
+        "    %w = constant dense<{}> : tensor<{k}x{m}x{weight}>
+    %s = constant dense<[{scales}]> : tensor<{nb}x{m}xf16>
+    %d = dequantize %w, %s {{axis = 0, block_size = 32}} : (tensor<{k}x{m}x{weight}>, tensor<{nb}x{m}xf16>) -> tensor<{k}x{m}xf32>
+",
+        dense(&w)
+    );
+    let main = format!(
+        "module {{\n  func @main(%x: tensor<{n}x{k}xf32>) -> (y: tensor<{n}x{m}xf32>) {{\n{quant}{deq}    %y = matmul %xq, %d : (tensor<{n}x{k}xf32>, tensor<{k}x{m}xf32>) -> tensor<{n}x{m}xf32>\n    return %y\n  }}\n}}\n"
+    );
+    let parts = format!(
+        "module {{\n  func @xhat(%x: tensor<{n}x{k}xf32>) -> (xq: tensor<{n}x{k}xf32>) {{\n{quant}    return %xq\n  }}\n  func @dw() -> (d: tensor<{k}x{m}xf32>) {{\n{deq}    return %d\n  }}\n}}\n"
+    );
+    (main, parts)
+}
+
+/// The gap from `|v|` to the next `f32` (the least subnormal at 0 and
+/// for non-finite values).
+fn ulp(v: f32) -> f64 {
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() {
+        return f64::from(f32::from_bits(1));
+    }
+    f64::from(f32::from_bits(a.to_bits() + 1)) - f64::from(a)
+}
+
+/// Whether this process lets block-dot specs on AMX (`lowbit_llvm`'s
+/// `LOWBIT_BLOCKDOT_AMX`, `0` keeps the `vpdpbusd` kernel).
+fn blockdot_amx_allowed() -> bool {
+    std::env::var_os("LOWBIT_BLOCKDOT_AMX").is_none_or(|v| v != "0")
+}
+
+#[test]
+fn blockdot_models_take_the_amx_kernel_on_amx_cpus() {
+    // n = 8 and 17 on a CPU with AMX-INT8: the AMX block-dot kernel
+    // (`tdpbssd` for i4, `tdpbsud` for i8 in the assembly), and the
+    // driver asks for the tile state; n = 4 there, and n = 8 on a CPU
+    // without AMX (icelake-server), the `vpdpbusd` kernel with no request.
+    let mut rng = Rng::new(0xb10c);
+    let spr = CpuTarget::named("x86_64", "sapphirerapids").unwrap();
+    let icx = CpuTarget::named("x86_64", "icelake-server").unwrap();
+    for (weight, dot) in [("i4", "tdpbssd"), ("i8", "tdpbsud")] {
+        for (n, target, amx) in [
+            (8, &spr, true),
+            (17, &spr, true),
+            (4, &spr, false),
+            (8, &icx, false),
+        ] {
+            let amx = amx && blockdot_amx_allowed();
+            let (src, _) = blockdot_model(&mut rng, n, 70, 40, weight);
+            let m = parse_module(&src).unwrap();
+            let a = compile_model(&m, "t", target, Emit::Asm).unwrap_or_else(|e| panic!("{e}"));
+            let asm = String::from_utf8_lossy(&a.object);
+            let what = format!("{weight}, n = {n}, {}", target.describe());
+            assert_eq!(asm.contains(dot), amx, "{what}: {dot}");
+            assert_eq!(asm.contains("ldtilecfg"), amx, "{what}: ldtilecfg");
+            assert_eq!(!asm.contains("vpdpbusd"), amx, "{what}: vpdpbusd");
+            assert_eq!(
+                a.driver.contains("lowbit_amx_ready() != 0) return 2;"),
+                amx,
+                "{what}: tile state request"
+            );
+            // Row chunks: whole panel pairs on AMX, panels (n > 1) else.
+            let granule = if amx { ", 32);" } else { ", 16);" };
+            assert!(
+                a.driver
+                    .lines()
+                    .any(|l| l.contains("lowbit_call(") && l.ends_with(granule)),
+                "{what}: granule"
+            );
+        }
+    }
+}
+
+#[test]
+fn amx_blockdot_models_equal_the_jit_on_any_thread_count() {
+    // Ragged shapes on the AMX block-dot kernel where the host has
+    // AMX-INT8 (else the `vpdpbusd` one, checked the same way): k = 100
+    // (a partial last block, k_pad past it), m = 200 (13 panels: the
+    // last panel pair is half one; chunks of whole pairs, the last
+    // ragged), n = 8 (shrinking chunks) and 17 (a 16-column tile and a
+    // 1-column one; equal chunks), one activation block all zeros (scale
+    // 0). Each is bit-identical to `lowbit run --backend cpu` on 1, 2 and
+    // 3 threads and within the block-dot bound of
+    // `lowbit_llvm::codegen` of the interpreter:
+    // `(k_pad/32 + 8) · 2^-24 · Σ_j |x̂_j · w_j|` (plus the result's ulp).
+    let mut rng = Rng::new(0xa3d07);
+    let (k, m) = (100, 200);
+    for weight in ["i4", "i8"] {
+        for n in [8, 17] {
+            let (src, parts) = blockdot_model(&mut rng, n, k, m, weight);
+            let x: Vec<u64> = (0..n * k)
+                .map(|i| {
+                    let (r, j) = (i / k, i % k);
+                    // Row 3's second block is all zeros.
+                    let v = if r == 3 && (32..64).contains(&j) {
+                        0.0
+                    } else {
+                        ((i * 37 % 101) as f32 - 50.0) * 0.013 * (1 + r % 3) as f32
+                    };
+                    u64::from(v.to_bits())
+                })
+                .collect();
+            let x = Tensor::new(ElemType::F32, vec![n as u64, k as u64], x).unwrap();
+            let inputs = [("x".to_string(), x.clone())];
+            // The magnitudes Σ_j |x̂_j · w_j| from the interpreter's
+            // dequantized operands.
+            let pm = parse_module(&parts).unwrap();
+            let xhat = run_function(&pm.functions[0], &inputs).unwrap()[0]
+                .1
+                .to_f64();
+            let dw = run_function(&pm.functions[1], &[]).unwrap()[0].1.to_f64();
+            let mags: Vec<f64> = (0..n * m)
+                .map(|o| {
+                    let (r, c) = (o / m, o % m);
+                    (0..k)
+                        .map(|j| (xhat[r * k + j] * dw[j * m + c]).abs())
+                        .sum()
+                })
+                .collect();
+            let main = parse_module(&src).unwrap();
+            let want = interp(&main.functions[0], &inputs)[0].1.to_f64();
+            let k_pad = k.div_ceil(32) * 32;
+            let factor = (k_pad as f64 / 32.0 + 8.0) * 2f64.powi(-24);
+            for threads in [1, 2, 3] {
+                let what = format!("{weight}, n = {n}, {threads} threads");
+                let (got, jit_out) = aot_function_and(&src, 0, threads, &inputs, jit);
+                assert_eq!(got, jit_out, "{what}: against the JIT");
+                for (i, (&g, &b)) in got[0].iter().zip(&want).enumerate() {
+                    let a = f64::from(f32::from_bits(g as u32));
+                    let tol = factor * mags[i] + ulp(b as f32);
+                    assert!(
+                        (a - b).abs() <= tol,
+                        "{what}: output {i}: compiled {a}, interpreter {b}, bound {tol}"
+                    );
+                }
+            }
+        }
+    }
+}

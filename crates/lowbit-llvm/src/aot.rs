@@ -8,7 +8,7 @@
 use crate::codegen::{build_amx_module, build_module};
 use crate::error::CpuError;
 use crate::jit::optimize;
-use crate::spec::GemmSpec;
+use crate::spec::{GemmSpec, INT_PANEL};
 use crate::target::CpuTarget;
 use inkwell::context::Context;
 use inkwell::targets::{FileType, RelocMode};
@@ -41,12 +41,40 @@ pub struct ModelKernel<'a> {
     pub symbol: String,
 }
 
+/// Whether a whole-model object ([`emit_model`]) builds `spec` as the AMX
+/// block-dot kernel (`codegen/amxdot.rs`, bit-identical to the `vpdpbusd`
+/// one, same buffers) for `target`: the JIT's choice (a block-dot spec
+/// with a static `n >= 8` on a target with `amx-tile` and `amx-int8`,
+/// unless `LOWBIT_BLOCKDOT_AMX=0` was set when compiling), without the
+/// JIT's request for the tile state, which the model's driver makes at
+/// run time (the library may run on another machine than the compiler).
+/// Its driver then splits the rows in whole 32-row panel pairs
+/// ([`model_row_granule`]). Other targets and shapes keep the `vpdpbusd`
+/// kernel, which runs on any AVX-512 VNNI CPU.
+pub fn blockdot_on_amx(spec: &GemmSpec, target: &CpuTarget) -> bool {
+    crate::jit::blockdot_amx_fits(spec, target)
+}
+
+/// The rows a thread's chunk of a whole-model kernel call is a whole
+/// multiple of (but at `m`): [`GemmSpec::row_granule`], except for the
+/// AMX block-dot kernel ([`blockdot_on_amx`]), whose row blocks are whole
+/// 32-row panel pairs as in the JIT (a chunk ending inside a pair would
+/// make two threads compute that pair).
+pub fn model_row_granule(spec: &GemmSpec, target: &CpuTarget) -> usize {
+    if blockdot_on_amx(spec, target) {
+        2 * INT_PANEL
+    } else {
+        spec.row_granule()
+    }
+}
+
 /// Builds one relocatable object holding several kernels under their own
 /// names, each of hidden visibility: the object is meant to be linked into
 /// a shared library (or program) whose driver calls them (AMX-INT8
 /// kernels included, on a target with `amx-tile` and `amx-int8`: the
 /// driver packs their activation tiles, [`GemmSpec::amx_activation_bytes`],
-/// and asks Linux for the tile state). Read-only data
+/// and asks Linux for the tile state; and the AMX block-dot kernel where
+/// [`blockdot_on_amx`] says so, whose driver asks for the tile state too). Read-only data
 /// (pre-packed weights) is not part of it: the driver passes those buffers
 /// in, and they go into their own object ([`crate::data_object`]), so
 /// LLVM never holds a copy of the weights.
@@ -75,6 +103,11 @@ pub fn emit_model(
                     "the amx schedule needs a CPU with AMX-INT8 (amx-tile, amx-int8)",
                 ));
             }
+            build_amx_module(&ctx, k.spec, target)?
+        } else if blockdot_on_amx(k.spec, target) {
+            // The AMX block-dot kernel: the `vpdpbusd` kernel's buffers
+            // and results; the driver asks for the tile state and splits
+            // rows in whole panel pairs.
             build_amx_module(&ctx, k.spec, target)?
         } else {
             build_module(&ctx, k.spec, target)?

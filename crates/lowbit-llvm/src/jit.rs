@@ -21,7 +21,8 @@
 //! state) builds the AMX block-dot kernel (`codegen/amxdot.rs`,
 //! bit-identical to the `vpdpbusd` one, same buffers) unless
 //! `LOWBIT_BLOCKDOT_AMX=0`; [`GemmKernel::uses_amx`] tells which was
-//! built.
+//! built. `lowbit compile` makes the same choice for AMX-INT8 targets
+//! ([`crate::aot::blockdot_on_amx`]).
 //!
 //! Limits: neither cache evicts (kernels are small).
 
@@ -931,22 +932,29 @@ fn amx_ready(spec: &GemmSpec, target: &CpuTarget) -> Result<(), CpuError> {
 }
 
 /// Whether the JIT builds the AMX block-dot kernel (`codegen/amxdot.rs`)
-/// for `spec` on `target`: a block-dot spec with a static `n` of at least
-/// `amxdot::MIN_COLS` (8; below it, and for a run-time `n`, the
-/// `vpdpbusd` kernel is faster or needed), a target with AMX-INT8 (a
-/// target without `amx-int8` in its features, the host's with it removed
-/// included, keeps the `vpdpbusd` kernel), and Linux granting the tile
-/// state. AOT objects never take it (their drivers do not ask for the
-/// tile state). `LOWBIT_BLOCKDOT_AMX=0` in the environment (read once
-/// per process) keeps the `vpdpbusd` kernel everywhere, for comparisons.
+/// for `spec` on `target`: where [`blockdot_amx_fits`] says so and Linux
+/// grants the tile state.
 fn amx_blockdot(spec: &GemmSpec, target: &CpuTarget) -> bool {
+    blockdot_amx_fits(spec, target) && request_amx().is_ok()
+}
+
+/// Whether a block-dot `spec` goes on the AMX block-dot kernel
+/// (`codegen/amxdot.rs`) for `target`, the JIT's choice and `lowbit
+/// compile`'s alike ([`crate::aot::blockdot_on_amx`]): a static `n` of at
+/// least `amxdot::MIN_COLS` (8; below it, and for a run-time `n`, the
+/// `vpdpbusd` kernel is faster or needed) and a target with AMX-INT8 (a
+/// target without `amx-int8` in its features, the host's with it removed
+/// included, keeps the `vpdpbusd` kernel). `LOWBIT_BLOCKDOT_AMX=0` in the
+/// environment (read once per process) keeps the `vpdpbusd` kernel
+/// everywhere, for comparisons. The JIT also needs the tile state
+/// granted ([`amx_blockdot`]); an AOT driver asks for it at run time.
+pub(crate) fn blockdot_amx_fits(spec: &GemmSpec, target: &CpuTarget) -> bool {
     static ALLOWED: OnceLock<bool> = OnceLock::new();
     *ALLOWED.get_or_init(|| blockdot_amx_allowed(std::env::var_os("LOWBIT_BLOCKDOT_AMX")))
         && spec.is_blockdot()
         && matches!(spec.n, Dim::Static(n) if n >= crate::codegen::amxdot::MIN_COLS)
         && target.has("amx-tile")
         && target.has("amx-int8")
-        && request_amx().is_ok()
 }
 
 /// Whether the value of `LOWBIT_BLOCKDOT_AMX` lets block-dot specs run on

@@ -14,8 +14,10 @@
 //!   [`ActQuant`]): `q4_0` weights times `f32` activations quantized per
 //!   call to `i8` per 32-block (the IR's `quantize-activations` form), an
 //!   exact `vpdpbusd` dot per block and an `f32` sum (`codegen/blockdot.rs`,
-//!   [`actquant`]); in the JIT on an AMX-INT8 host with a static `n >= 8`,
-//!   AMX tile dots per block instead, bit-identical (`codegen/amxdot.rs`).
+//!   [`actquant`]); in the JIT on an AMX-INT8 host and in whole-model
+//!   objects for an AMX-INT8 target ([`aot::blockdot_on_amx`]) with a
+//!   static `n >= 8`, AMX tile dots per block instead, bit-identical
+//!   (`codegen/amxdot.rs`).
 //! * [`PackedWeights`] — weights pre-packed into the layout the kernel reads
 //!   ([`GemmSpec::packed_layout`], a lowbit-ir `Layout`).
 //! * [`compile`] / [`GemmKernel::run`] — the library JIT with its in-memory

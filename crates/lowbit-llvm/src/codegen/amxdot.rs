@@ -4,8 +4,10 @@
 //! products taken by `tdpbssd` (`i4`) or `tdpbsud` (`i8`) instead of
 //! `vpdpbusd` chains. The JIT builds it for a static `n >= 8`
 //! (`MIN_COLS`) where the host has
-//! AMX-INT8 and Linux grants the tile state (`jit.rs`); fewer columns, a
-//! run-time `n` and AOT objects keep the `vpdpbusd` kernel.
+//! AMX-INT8 and Linux grants the tile state (`jit.rs`), and `lowbit
+//! compile` for the same shapes on an AMX-INT8 target (`aot.rs`
+//! `blockdot_on_amx`; the model's driver asks for the tile state); fewer
+//! columns and a run-time `n` keep the `vpdpbusd` kernel.
 //!
 //! Per tile call (`adtile_C`: `C` activation columns, `C <= 16`, by one
 //! or two 16-row weight panels, `tile_panels`, over all of k) and
@@ -97,7 +99,8 @@
 //!
 //! Limits: `i4`/`i8` weights as the `vpdpbusd` kernel, a static `n`;
 //! x86-64 with `amx-tile` and `amx-int8` in a process that has asked the
-//! kernel for the AMX tile state (the JIT does); JIT only.
+//! kernel for the AMX tile state (the JIT does, and a compiled model's
+//! driver).
 
 use super::{Gen, Params};
 use crate::error::CpuError;
