@@ -30,9 +30,10 @@
 //! flipped; `b1` rows packed into bits; bit-serial activations into
 //! bit-planes with their row sums) and calls the kernel on all rows, split
 //! over `lowbit_<name>_set_threads` threads (default 1) in chunks of
-//! whole 8-row tiles (4-panel groups for the block-dot kernel at n = 1)
-//! that shrink towards the end (past 8 columns equal chunks of about
-//! `m / (8 · threads)` rows), as the JIT splits them (the
+//! whole 8-row tiles (4-panel groups for the block-dot kernel at n = 1,
+//! 32-row panel pairs for the AMX kernels) that shrink towards the end
+//! (past 8 columns equal chunks of about `m / (8 · threads)` rows), as
+//! the JIT splits them (the
 //! `quantize-activations` form, block-dot kernel, quantizes each
 //! activation row per 32-block in the driver, bit for bit as the JIT
 //! path); it does the ops around them that take a few lines
