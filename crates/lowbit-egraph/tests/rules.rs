@@ -896,8 +896,13 @@ fn w8a8_src(rows: u64, k: u64, m: u64, wt: &str, zp: Option<(i64, i64)>) -> Stri
     } else {
         (-128, 256)
     };
-    let span = if wt.ends_with('4') { span / 16 } else { span };
-    let lo = if wt.ends_with('4') { lo / 16 } else { lo };
+    // 8-, 4- or 2-bit codes.
+    let narrow = match wt.as_bytes().last() {
+        Some(b'4') => 16,
+        Some(b'2') => 64,
+        _ => 1,
+    };
+    let (span, lo) = (span / narrow, lo / narrow);
     let w = dense(
         m as usize,
         (0..k * m).map(|i| lo + (i as i64 * 37 + 11) % span),
@@ -991,12 +996,33 @@ fn amx_takes_centered_u8_weights_and_i8_zero_points() {
         r.contains("amx: the weights less their zero point 0 span [0, 255]"),
         "{r}"
     );
-    // 4-bit weights are not the kernel's either.
-    let f = parse(&w8a8_src(40, 70, 33, "i4", None));
+    // 2-bit weights are not the kernel's.
+    let f = parse(&w8a8_src(40, 70, 33, "i2", None));
     let o = optimize(&f, &["amx"], "sapphirerapids");
     assert_eq!(int_schedule(&o.function), "direct");
     let r = o.report.ops[0].reason.as_deref().unwrap();
-    assert!(r.contains("8-bit weights, not i4"), "{r}");
+    assert!(r.contains("8-bit or 4-bit weights, not i2"), "{r}");
+}
+
+/// W4A8: `i4`, `u4` and `u4` less 8 take `schedule = amx` for many rows
+/// on an AMX target (the kernel keeps them 4-bit and splits them into
+/// byte tiles), the direct schedule for one row; exact either way.
+#[test]
+fn amx_takes_4_bit_weights() {
+    for (wt, zp) in [("i4", None), ("u4", None), ("u4", Some((5, 8)))] {
+        let f = parse(&w8a8_src(64, 128, 64, wt, zp));
+        let o = optimize(&f, &["amx"], "sapphirerapids");
+        assert_eq!(int_schedule(&o.function), "amx", "{}", text(&o.function));
+        assert_eq!(
+            o.report.ops[0].kernel,
+            format!("x86.amxint8.tdpbusd.u8x{wt}")
+        );
+        assert_same_on_interp(&f, &o.function, 25, 2);
+        let f = parse(&w8a8_src(1, 128, 64, wt, zp));
+        let o = optimize(&f, &["amx"], "sapphirerapids");
+        assert_eq!(int_schedule(&o.function), "direct", "{wt}");
+        assert_same_on_interp(&f, &o.function, 26, 2);
+    }
 }
 
 #[test]
