@@ -431,7 +431,14 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                     est(
                         cycles(padded, AMX_MACS_PER_CYCLE) + split + mem(ops),
                         format!("x86.amxint8.tdpbusd.{}x{}", a.elem, w.elem),
-                        format!("{} (AMX B tiles: the 16x4 VNNI panels, pre-packed)", w.elem),
+                        if pb == 4 {
+                            format!(
+                                "{} (16x8 nibble panels, pre-packed; split into AMX B tiles per k block)",
+                                w.elem
+                            )
+                        } else {
+                            format!("{} (AMX B tiles: the 16x4 VNNI panels, pre-packed)", w.elem)
+                        },
                         note,
                     )
                 }
