@@ -1055,21 +1055,23 @@ fn amx_needs_a_constant_weight_and_offers_direct_back() {
     assert!(r.contains("schedule amx unavailable"), "{r}");
 }
 
-/// Random W8A8 matmuls (ragged shapes, `u8`/`i8` weights with zero points)
-/// on an AMX target: whichever schedule is extracted, the result is the
+/// Random W8A8 and W4A8 matmuls (ragged shapes, `u8`/`i8`/`i4`/`u4`
+/// weights with zero points) on an AMX target: whichever schedule is extracted, the result is the
 /// interpreter's bit for bit, and both are extracted over the seeds.
 #[test]
 fn random_w8a8_matmuls_are_exact_either_way() {
     let mut seen = std::collections::BTreeSet::new();
     let mut rng = Rng(77);
-    for _ in 0..24 {
+    for _ in 0..32 {
         let rows = 1 + rng.next() % 48;
         let k = 1 + rng.next() % 90;
         let m = 1 + rng.next() % 40;
-        let src = if rng.next().is_multiple_of(2) {
-            w8a8_src(rows, k, m, "i8", None)
-        } else {
-            w8a8_src(rows, k, m, "u8", Some(((rng.next() % 256) as i64, 128)))
+        let src = match rng.next() % 4 {
+            0 => w8a8_src(rows, k, m, "i8", None),
+            1 => w8a8_src(rows, k, m, "u8", Some(((rng.next() % 256) as i64, 128))),
+            // W4A8: 4-bit weights, u4 less 8.
+            2 => w8a8_src(rows, k, m, "i4", None),
+            _ => w8a8_src(rows, k, m, "u4", Some(((rng.next() % 256) as i64, 8))),
         };
         let f = parse(&src);
         let o = optimize(&f, &["amx", "bit-serial"], "sapphirerapids");
