@@ -51,8 +51,8 @@
 //! polling for the next one for up to 100 us; [`POOL_C`]); results do not depend on the number of threads.
 //!
 //! AMX: a `matmul_int {schedule = amx}` (the e-graph's choice for large
-//! W8A8 matmuls on AMX-INT8 CPUs) becomes the AMX-INT8 kernel
-//! (`codegen/amx.rs`) when the target CPU has AMX-INT8 (refused
+//! W8A8 and W4A8 matmuls on AMX-INT8 CPUs; 4-bit weights stay 4-bit in
+//! the library) becomes the AMX-INT8 kernel (`codegen/amx.rs`) when the target CPU has AMX-INT8 (refused
 //! otherwise, [`aot_supports`]): the driver packs its activations into
 //! tiles as `GemmKernel::run_int` does and, before the function's first
 //! kernel, asks Linux once per process for the AMX tile state

@@ -358,20 +358,31 @@ fn unsupported_ops_are_refused_by_name() {
 /// bias, ReLU and per-column requantize epilogue, then `u8` weights less
 /// 128 (packed as `i8`).
 fn amx_model(rng: &mut Rng) -> String {
-    let w1 = random(rng, ElemType::I8, &[130, 70]);
-    let w2 = random(rng, ElemType::U8, &[70, 50]);
+    amx_model_of(rng, ("i8", 0), ("u8", 128))
+}
+
+/// [`amx_model`] with the first layer's weights of type `w1.0` less the
+/// zero point `w1.1` and the second's `w2`.
+fn amx_model_of(rng: &mut Rng, w1t: (&str, u64), w2t: (&str, u64)) -> String {
+    let (e1, e2): (ElemType, ElemType) = (w1t.0.parse().unwrap(), w2t.0.parse().unwrap());
+    let w1 = random(rng, e1, &[130, 70]);
+    let w2 = random(rng, e2, &[70, 50]);
     let b1: Vec<String> = (0..70)
         .map(|i| (i * 7919 % 5000 - 2500).to_string())
         .collect();
     let mult: Vec<String> = (0..70).map(|i| (1000 + i * 37).to_string()).collect();
     let shift: Vec<String> = (0..70).map(|i| (18 + i % 4).to_string()).collect();
     format!(
-        "module {{\n  func @main(%xq: tensor<37x130xi8>) -> (y: tensor<37x50xi32>) {{\n    %w1 = constant dense<{}> : tensor<130x70xi8>\n    %zx = constant dense<-3> : tensor<i8>\n    %zw = constant dense<0> : tensor<i8>\n    %a = matmul_int %xq, %w1, %zx, %zw {{schedule = amx}} : (tensor<37x130xi8>, tensor<130x70xi8>, tensor<i8>, tensor<i8>) -> tensor<37x70xi32>\n    %b1 = constant dense<[{}]> : tensor<70xi32>\n    %ab = add %a, %b1 : (tensor<37x70xi32>, tensor<70xi32>) -> tensor<37x70xi32>\n    %ar = relu %ab : (tensor<37x70xi32>) -> tensor<37x70xi32>\n    %zh = constant dense<-5> : tensor<i8>\n    %h = requant_dyadic %ar, %zh {{axis = 1, multiplier = [{}], shift = [{}]}} : (tensor<37x70xi32>, tensor<i8>) -> tensor<37x70xi8>\n    %w2 = constant dense<{}> : tensor<70x50xu8>\n    %za = constant dense<0> : tensor<i8>\n    %zu = constant dense<128> : tensor<u8>\n    %y = matmul_int %h, %w2, %za, %zu {{schedule = amx}} : (tensor<37x70xi8>, tensor<70x50xu8>, tensor<i8>, tensor<u8>) -> tensor<37x50xi32>\n    return %y\n  }}\n}}\n",
+        "module {{\n  func @main(%xq: tensor<37x130xi8>) -> (y: tensor<37x50xi32>) {{\n    %w1 = constant dense<{}> : tensor<130x70x{t1}>\n    %zx = constant dense<-3> : tensor<i8>\n    %zw = constant dense<{z1}> : tensor<{t1}>\n    %a = matmul_int %xq, %w1, %zx, %zw {{schedule = amx}} : (tensor<37x130xi8>, tensor<130x70x{t1}>, tensor<i8>, tensor<{t1}>) -> tensor<37x70xi32>\n    %b1 = constant dense<[{}]> : tensor<70xi32>\n    %ab = add %a, %b1 : (tensor<37x70xi32>, tensor<70xi32>) -> tensor<37x70xi32>\n    %ar = relu %ab : (tensor<37x70xi32>) -> tensor<37x70xi32>\n    %zh = constant dense<-5> : tensor<i8>\n    %h = requant_dyadic %ar, %zh {{axis = 1, multiplier = [{}], shift = [{}]}} : (tensor<37x70xi32>, tensor<i8>) -> tensor<37x70xi8>\n    %w2 = constant dense<{}> : tensor<70x50x{t2}>\n    %za = constant dense<0> : tensor<i8>\n    %zu = constant dense<{z2}> : tensor<{t2}>\n    %y = matmul_int %h, %w2, %za, %zu {{schedule = amx}} : (tensor<37x70xi8>, tensor<70x50x{t2}>, tensor<i8>, tensor<{t2}>) -> tensor<37x50xi32>\n    return %y\n  }}\n}}\n",
         dense(&w1),
         b1.join(", "),
         mult.join(", "),
         shift.join(", "),
-        dense(&w2)
+        dense(&w2),
+        t1 = w1t.0,
+        z1 = w1t.1,
+        t2 = w2t.0,
+        z2 = w2t.1,
     )
 }
 
@@ -410,6 +421,33 @@ fn amx_models_run_on_amx_cpus_and_are_refused_elsewhere() {
     } else {
         let e = compile_model(&m, "t", &host(), Emit::Obj).err().unwrap();
         assert!(e.contains("needs a CPU with AMX-INT8"), "{e}");
+    }
+}
+
+/// 4-bit weights on the AMX kernel stay 4-bit in the library: `i4`
+/// with the epilogue, then `u4` less 8 (packed as `i4`); the kernels
+/// split the nibbles (`vgf2p8affineqb` on a CPU with GFNI) and the
+/// results are the interpreter's on AMX-INT8 hosts.
+#[test]
+fn amx_models_keep_4_bit_weights_4_bit() {
+    let mut rng = Rng::new(0xa44);
+    let src = amx_model_of(&mut rng, ("i4", 0), ("u4", 8));
+    let m = parse_module(&src).unwrap();
+    let spr = CpuTarget::named("x86_64", "sapphirerapids").unwrap();
+    let a = compile_model(&m, "t", &spr, Emit::Asm).unwrap_or_else(|e| panic!("{e}"));
+    let asm = String::from_utf8_lossy(&a.object);
+    assert!(
+        asm.matches("tdpbusd").count() >= 2,
+        "no tdpbusd in the kernels"
+    );
+    assert!(asm.contains("vgf2p8affineqb"), "no nibble split");
+    let xq = random(&mut rng, ElemType::I8, &[37, 130]);
+    if host().has("amx-tile") && host().has("amx-int8") {
+        for threads in [1, 3] {
+            let (got, want) =
+                aot_function_and(&src, 0, threads, &[("xq".into(), xq.clone())], interp);
+            assert_eq!(got, want, "{threads} threads");
+        }
     }
 }
 

@@ -49,9 +49,10 @@ Computes Y[n,m] = X[n,k] . W[m,k]^T with W quantized as asked:
                    W8A8/W4A8) or bit-serial: i1..i8/u1..u8 (or b1) weights
                    times i1..i8/u1..u8 activations by AND-popcounts of
                    bit-planes (exact i32; --zero-point gives both operands
-                   a per-tensor zero point), or amx: --weight i8 with u8
-                   or i8 activations on AMX-INT8 tiles (tdpbusd; where
-                   the host has AMX), measured against the AMX peak probe
+                   a per-tensor zero point), or amx: --weight i8, i4 or
+                   u4 with u8 or i8 activations on AMX-INT8 tiles
+                   (tdpbusd, 4-bit weights split into byte tiles per k
+                   block; where the host has AMX), measured against the AMX peak probe
                    and also reported against the VNNI peak
   --act-quant i8:32  opt-in (the IR's quantize-activations pass): f32
                    activations are quantized per call to i8 per 32-block

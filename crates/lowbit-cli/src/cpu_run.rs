@@ -26,8 +26,10 @@
 //!   `relu`, and a `requant_dyadic` to `i8` (saturating, nearest-even,
 //!   per-tensor or per output column, multipliers below 2^31, shifts up to
 //!   62), on the AMX-INT8 kernel instead for `matmul_int {schedule = amx}`
-//!   (any integer weights less their zero point that fit `i8`, packed as
-//!   `i8`; never another kernel in its place); `b1` × `b1` (the W1A1
+//!   (`i8`, `i4` and `u4` weights as they are, 4-bit ones kept 4-bit;
+//!   any other integer weights less their zero point packed as `i4` or
+//!   `i8`, whichever is the narrowest that holds them; never another
+//!   kernel in its place); `b1` × `b1` (the W1A1
 //!   popcount kernel); or, for
 //!   `matmul_int {schedule = bit_serial}` and any other 1- to 8-bit integer
 //!   or `b1` weight with 1- to 8-bit integer activations, the bit-serial
@@ -545,8 +547,9 @@ fn is_byte(e: ElemType) -> bool {
 /// are `i8`, `i4` or `u4` (or fit `i4`/`i8`, see [`center`]), with `zx`
 /// folded into the kernel's per-row offsets (`−zx · Σ_k (w - zw)[k, r]`,
 /// exact modulo 2^32 like the wrapping result); `schedule = amx` onto the
-/// AMX-INT8 kernel when the activations are `u8`/`i8` and `w - zw` fits
-/// `i8` (else not on any kernel, with the reason); everything else (other
+/// AMX-INT8 kernel when the activations are `u8`/`i8` and `w - zw` is
+/// `i8`, `i4` or `u4` or fits `i8` (else not on any kernel, with the
+/// reason); everything else (other
 /// widths, `schedule = bit_serial`) onto the bit-serial kernel, which
 /// takes both zero points at run time.
 fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
@@ -616,28 +619,29 @@ fn map_int_matmul(f: &Function, op: Op) -> Result<Plan, String> {
                 xt.elem
             ));
         }
-        let mut spec = GemmSpec::int(m, k, n, ElemType::I8, xt.elem);
+        // `i8`, `i4` and `u4` weights as they are (4-bit ones stay 4-bit
+        // in memory: the kernel splits them per k block); any other
+        // integer weights less their zero point in the narrowest of `i4`
+        // and `i8` that holds them all (the centering path writes each
+        // value, sign-extended, at the spec's width).
+        let elem = match centered_type(&q, i64::from(zw)) {
+            Ok(e) if [ElemType::I8, I4, U4].contains(&e) => e,
+            _ => {
+                let (lo, hi) = centered_range(&q, i64::from(zw))?;
+                if lo < -128 || hi > 127 {
+                    return Err(format!(
+                        "the amx schedule takes i8, i4 or u4 weights (W8A8/W4A8): these {} weights less {zw} span {lo}..={hi}",
+                        q.elem
+                    ));
+                }
+                ElemType::I8
+            }
+        };
+        let mut spec = GemmSpec::int(m, k, n, elem, xt.elem);
         spec.schedule = IntSchedule::Amx;
         spec.check("cpu").map_err(|e| e.to_string())?;
-        // `i8` weights as they are; any other integer weights less their
-        // zero point as `i8` when they all fit (the centering path writes
-        // each value, sign-extended, at the spec's width).
-        if q.elem == ElemType::I8 && zw == 0 {
-            return Ok(plain(spec, int(q, None, i64::from(zx)), op, x));
-        }
-        let (lo, hi) = centered_range(&q, i64::from(zw))?;
-        if lo < -128 || hi > 127 {
-            return Err(format!(
-                "the amx schedule takes i8 weights (W8A8): these {} weights less {zw} span {lo}..={hi}",
-                q.elem
-            ));
-        }
-        return Ok(plain(
-            spec,
-            int(q, Some(i64::from(zw)), i64::from(zx)),
-            op,
-            x,
-        ));
+        let center = (elem != q.elem || zw != 0).then_some(i64::from(zw));
+        return Ok(plain(spec, int(q, center, i64::from(zx)), op, x));
     }
     if xt.elem == ElemType::Bipolar {
         // b1 x b1 is the W1A1 kernel on the direct and bit-serial

@@ -477,13 +477,68 @@ fn integer_chains_with_weight_zero_points_pick_the_kernel() {
     }
 }
 
-/// `matmul_int {schedule = amx}` (what the e-graph's `amx` rule makes)
-/// with `u8` weights less 128 that all fit `i4` (values 120..=135): the
-/// AMX kernel packs `i8` only, so they are packed as `i8`, and the
-/// result is the interpreter's bit for bit; on a host without AMX-INT8
-/// the op is left to the interpreter with the reason.
+/// `matmul_int {schedule = amx}` with 4-bit weights stays 4-bit on the
+/// AMX kernel: `i4` as it is, `u4` as it is, `u4 - 8` as `i4`, each with
+/// an activation zero point (where given), the fused bias, ReLU and
+/// requantize, bit-exact; on a host without AMX-INT8 the chain is left
+/// to the interpreter with the reason (and still gives its result).
 #[test]
-fn amx_schedule_packs_narrow_centered_weights_as_i8() {
+fn amx_schedule_keeps_4_bit_weights_4_bit() {
+    let mut rng = Rng::new(0xa34);
+    let amx_host = lowbit::ir::target::Target::host()
+        .x86_features()
+        .is_some_and(|f| f.amxint8);
+    let chain = |zero_point, requant| IntChain {
+        zero_point,
+        bias: true,
+        relu: true,
+        requant,
+    };
+    let cases = [
+        (("u8", ("i4", 0)), chain(false, Some(true)), "weight=i4"),
+        (("i8", ("u4", 0)), chain(false, None), "weight=u4"),
+        (("u8", ("u4", 8)), chain(true, Some(true)), "weight=i4"),
+        (("i8", ("i4", 0)), chain(true, None), "weight=i4"),
+    ];
+    for (types, c, kernel) in cases {
+        for shape in [&[3u64, 1100][..], &[45, 70]] {
+            let (mut f, inputs) = int_graph(&mut rng, types, shape, 37, c, false);
+            let mm = f
+                .ops()
+                .iter()
+                .copied()
+                .find(|&o| matches!(f.op(o).kind, OpKind::MatMulInt { .. }))
+                .unwrap();
+            f.op_mut(mm).kind = OpKind::MatMulInt {
+                overflow: Overflow::Wrap,
+                schedule: IntSchedule::Amx,
+            };
+            let (cpu, want) = both(&f, &inputs);
+            assert_eq!(cpu.outputs[0].1, want[0].1, "{types:?} {shape:?}");
+            if amx_host {
+                assert_eq!(cpu.on_cpu.len(), 1, "{}", cpu.summary());
+                let what = &cpu.on_cpu[0].1;
+                assert!(
+                    what.contains(kernel) && what.contains("amx"),
+                    "{}",
+                    cpu.summary()
+                );
+                assert!(cpu.on_interp.is_empty(), "{}", cpu.summary());
+            } else {
+                assert!(cpu.on_cpu.is_empty(), "{}", cpu.summary());
+                assert!(cpu.summary().contains("AMX-INT8"), "{}", cpu.summary());
+            }
+        }
+    }
+}
+
+/// `matmul_int {schedule = amx}` (what the e-graph's `amx` rule makes)
+/// with `u8` weights less 128 that all fit `i4` (values 120..=135): they
+/// are packed as `i4` (half the memory of `i8`), and the result is the
+/// interpreter's bit for bit; on a host without AMX-INT8 the op is left
+/// to the interpreter with the reason.
+#[test]
+fn amx_schedule_packs_narrow_centered_weights_as_i4() {
     let mut rng = Rng::new(0xa3c);
     let (rows, k, m) = (37u64, 130u64, 45u64);
     let mut f = Function::new("main");
@@ -523,7 +578,7 @@ fn amx_schedule_packs_narrow_centered_weights_as_i8() {
     {
         assert_eq!(cpu.on_cpu.len(), 1, "{}", cpu.summary());
         assert!(
-            cpu.on_cpu[0].1.contains("weight=i8") && cpu.on_cpu[0].1.contains("amx"),
+            cpu.on_cpu[0].1.contains("weight=i4") && cpu.on_cpu[0].1.contains("amx"),
             "{}",
             cpu.summary()
         );
@@ -548,7 +603,7 @@ fn amx_schedule_is_the_amx_kernel_or_none() {
         (
             "u8",
             256,
-            Some("the amx schedule takes i8 weights (W8A8): these u8 weights less 0 span"),
+            Some("the amx schedule takes i8, i4 or u4 weights (W8A8/W4A8): these u8 weights less 0 span"),
         ),
         (
             "u4",

@@ -110,8 +110,8 @@ pub fn gemm_spec(a: &Args, n_dynamic: bool) -> Result<GemmSpec, Failure> {
     };
     // Integer weights times integer activations: `direct` multiplies
     // whole integers (W8A8), `bit-serial` sums AND-popcounts of bit-planes
-    // (WxAy); b1 x b1 is bit-serial either way; `amx` is W8A8 on AMX-INT8
-    // tiles (the JIT refuses it where the host has none).
+    // (WxAy); b1 x b1 is bit-serial either way; `amx` is W8A8/W4A8 on
+    // AMX-INT8 tiles (the JIT refuses it where the host has none).
     let schedule = match a.last("schedule") {
         None | Some("direct") => IntSchedule::Direct,
         Some("bit-serial") => IntSchedule::BitSerial,

@@ -30,7 +30,23 @@
 //! 0.53 of it, so AMX wins from about 10 rows. Measured: a tie at n = 8
 //! (k = 14336: `vpdpbusd` 2.89 - 2.94 ms, AMX 2.77 - 2.89; k = 4096: 0.78 -
 //! 0.82 and 0.80 - 0.81), AMX ahead by 6 - 10 % at 12 and 25 % at 16,
-//! `vpdpbusd` ahead by 1 - 5 % at 4. Targets without `amxint8` (and GPUs)
+//! `vpdpbusd` ahead by 1 - 5 % at 4.
+//!
+//! 4-bit weights (W4A8; BENCHMARKS.md "amx4 helper", m = 4096, k =
+//! 14336, 2 threads): the `vpdpbusd` kernel decodes the nibbles once per
+//! column tile (wide tiles of 11 columns, then one-column tiles for the
+//! rest), two instructions per 128 weights, so below 11 rows it decodes
+//! them once per row: 1.05 ms at n = 1, 1.55 at 2, 2.47 at 4, 4.1 at 8
+//! and 16, 7.2 at 32, 54 at 512. The AMX kernel streams the 4-bit codes
+//! and splits them into byte tiles once per 256-row column block, one
+//! step ahead of the tile loads that read them (the vector work overlaps
+//! the `tdpbusd` chain): 1.55 - 1.77 ms from n = 1 to 8, 1.8 at 16, 2.0
+//! at 32, 3.2 at 64, 15.8 at 512 (k = 4096: 0.47 - 0.52 to n = 8, 5.0 at
+//! 512). The model charges the decodes at 64 weights per cycle and the
+//! split at 128 (what it adds beyond the overlap), which puts the
+//! crossover between 2 and 4 rows (measured: `vpdpbusd` ahead at 1, by
+//! 6 - 10 % at 2, AMX 35 - 55 % ahead at 4) and the n = 512 ratio at
+//! 3.57 (measured 3.2 - 3.5). Targets without `amxint8` (and GPUs)
 //! cost `schedule = amx` as the op the CPU backend would leave to the
 //! reference interpreter (1 ns per multiply-add), so it is never chosen
 //! there.
@@ -79,6 +95,28 @@ pub fn family(kind: &OpKind) -> &'static str {
 const AMX_MACS_PER_CYCLE: f64 = 400.0;
 /// Activation rows (and output rows) the AMX kernel computes at a time.
 const AMX_ROWS: f64 = 32.0;
+/// Activation rows of the AMX kernel's column blocks: 4-bit weights are
+/// split into byte tiles once per column block (`codegen/amx.rs`).
+const AMX_COL_ROWS: f64 = 256.0;
+/// 4-bit weights the AMX kernel splits into bytes per cycle, as far as
+/// the split adds time: it runs one step ahead of the first block's
+/// tile loads and overlaps the `tdpbusd` chain, so only a remainder is
+/// charged (module docs: W4A8 on AMX takes no longer than its weight
+/// stream plus W8A8's tile work).
+const AMX_SPLIT_PER_CYCLE: f64 = 128.0;
+/// Sub-byte weights the `vpdpbusd` kernel decodes to bytes per cycle
+/// (two instructions per 128 `i4`/`u4` weights).
+const DECODE_PER_CYCLE: f64 = 64.0;
+/// Columns of the `vpdpbusd` kernel's wide tile for 4-bit weights
+/// (`codegen/vnni.rs`, `TILE_I4`).
+const VNNI_I4_COLS: f64 = 11.0;
+
+/// How often the `vpdpbusd` kernel decodes its sub-byte weights for
+/// `rows` activation rows: once per wide tile of [`VNNI_I4_COLS`]
+/// columns, then once per column of the rest (its one-column tiles).
+fn vnni_decodes(rows: f64) -> f64 {
+    (rows / VNNI_I4_COLS).floor() + rows % VNNI_I4_COLS
+}
 
 struct Cpu {
     f: X86Features,
@@ -345,9 +383,13 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                     } else {
                         (lanes / 2.0, "vpmulld")
                     };
-                    // Sub-byte weights are widened to bytes once per row tile.
+                    // Sub-byte weights are decoded to bytes once per column
+                    // tile (module docs).
                     let widen = if pb < 8 {
-                        cycles(w.num_elements() as f64 * (b * m / 8.0).ceil(), lanes / 2.0)
+                        cycles(
+                            w.num_elements() as f64 * vnni_decodes(b * m),
+                            DECODE_PER_CYCLE,
+                        )
                     } else {
                         0.0
                     };
@@ -375,6 +417,16 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                 IntSchedule::Amx => {
                     let rows = b * m;
                     let padded = pad(rows, AMX_ROWS) * pad(n, AMX_ROWS) * pad(k, 64.0);
+                    // 4-bit weights: split into byte tiles once per
+                    // column block of activation rows (module docs).
+                    let split = if pb == 4 {
+                        cycles(
+                            w.num_elements() as f64 * (rows / AMX_COL_ROWS).ceil(),
+                            AMX_SPLIT_PER_CYCLE,
+                        )
+                    } else {
+                        0.0
+                    };
                     let note = (rows % AMX_ROWS != 0.0).then(|| {
                         format!(
                             "{rows} activation row(s) computed as {} (whole blocks of {AMX_ROWS} rows on AMX tiles)",
@@ -382,9 +434,16 @@ fn cpu_estimate(c: &Cpu, kind: &OpKind, res: &TensorType, ops: &[&TensorType]) -
                         )
                     });
                     est(
-                        cycles(padded, AMX_MACS_PER_CYCLE) + mem(ops),
+                        cycles(padded, AMX_MACS_PER_CYCLE) + split + mem(ops),
                         format!("x86.amxint8.tdpbusd.{}x{}", a.elem, w.elem),
-                        format!("{} (AMX B tiles: the 16x4 VNNI panels, pre-packed)", w.elem),
+                        if pb == 4 {
+                            format!(
+                                "{} (16x8 nibble panels, pre-packed; split into AMX B tiles per k block)",
+                                w.elem
+                            )
+                        } else {
+                            format!("{} (AMX B tiles: the 16x4 VNNI panels, pre-packed)", w.elem)
+                        },
                         note,
                     )
                 }
@@ -668,6 +727,49 @@ mod tests {
             let ratio = cost(512, IntSchedule::Direct).ns / cost(512, IntSchedule::Amx).ns;
             assert!((2.4..3.2).contains(&ratio), "k={k}: {ratio}");
             assert!(cost(512, IntSchedule::Amx).note.is_none());
+        }
+    }
+
+    /// W4A8 on the AMX target: the decode of the `vpdpbusd` kernel's
+    /// one-column tiles and the AMX kernel's split, calibrated on the
+    /// measurements in the module docs.
+    #[test]
+    fn amx_takes_4_bit_weights_from_about_three_rows() {
+        let spr: Target = "sapphirerapids".parse().unwrap();
+        for k in [4096, 14336] {
+            for wt in ["i4", "u4"] {
+                let cost = |rows, s| {
+                    let (a, _, r) = w8a8(rows, k, 4096);
+                    let w = t(&[k, 4096], wt);
+                    estimate(&spr, &mmi(s), &r, &[&a, &w])
+                };
+                // Measured: vpdpbusd ahead at 1 and 2 rows, AMX from 4.
+                for rows in [1, 2] {
+                    let (d, x) = (
+                        cost(rows, IntSchedule::Direct),
+                        cost(rows, IntSchedule::Amx),
+                    );
+                    assert!(d.ns < x.ns, "{wt} k={k} rows={rows}: {} vs {}", d.ns, x.ns);
+                }
+                for rows in [4, 8, 16, 32, 64, 512] {
+                    let (d, x) = (
+                        cost(rows, IntSchedule::Direct),
+                        cost(rows, IntSchedule::Amx),
+                    );
+                    assert!(x.ns < d.ns, "{wt} k={k} rows={rows}: {} vs {}", x.ns, d.ns);
+                    assert_eq!(x.kernel, format!("x86.amxint8.tdpbusd.u8x{wt}"));
+                }
+                // Prefill: about the measured 3.2 - 3.5x.
+                let ratio = cost(512, IntSchedule::Direct).ns / cost(512, IntSchedule::Amx).ns;
+                assert!((2.9..4.2).contains(&ratio), "{wt} k={k}: {ratio}");
+                // The split is charged: 4-bit weights cost more on AMX than
+                // their stream alone would (the same weights as i8, less
+                // the other half of the stream).
+                let (a, w8, r) = w8a8(512, k, 4096);
+                let x8 = estimate(&spr, &mmi(IntSchedule::Amx), &r, &[&a, &w8]).ns;
+                let stream_half = (k * 4096 / 2) as f64 / 20.0;
+                assert!(cost(512, IntSchedule::Amx).ns > x8 - stream_half);
+            }
         }
     }
 

@@ -1014,9 +1014,11 @@ fn bit_serial(eg: &mut LbGraph, class: Id) -> Vec<Outcome> {
 /// amx}`: `codegen/amx.rs`, mapped by `cpu_run`) would not take an integer
 /// matmul with operand classes `ch` and result type `res`, or `None` when
 /// it takes it: `u8`/`i8` activations, an `i32` wrapping result, a
-/// constant 2-D weight of 8-bit integers whose values less the weight zero
-/// point fit `i8` (the kernel's packed weights), and constant single-value
-/// zero points (folded into the packed weights and row offsets).
+/// constant 2-D weight of 8-bit or 4-bit integers whose values less the
+/// weight zero point fit `i8` (the kernel packs `i8`, `i4` or `u4`;
+/// 4-bit weights stay 4-bit and are split into byte tiles per k block),
+/// and constant single-value zero points (folded into the packed weights
+/// and row offsets).
 fn amx_blocker(eg: &LbGraph, ch: &[Id], res: &TensorType, overflow: Overflow) -> Option<String> {
     let (Some(x), Some(w)) = (ty(eg, ch[0]), ty(eg, ch[1])) else {
         return Some("operand types unknown".into());
@@ -1033,9 +1035,9 @@ fn amx_blocker(eg: &LbGraph, ch: &[Id], res: &TensorType, overflow: Overflow) ->
             res.elem
         ));
     }
-    if !w.elem.is_int() || w.elem.bits() != 8 {
+    if !w.elem.is_int() || ![4, 8].contains(&w.elem.bits()) {
         return Some(format!(
-            "the AMX kernel takes 8-bit weights, not {}",
+            "the AMX kernel takes 8-bit or 4-bit weights, not {}",
             w.elem
         ));
     }

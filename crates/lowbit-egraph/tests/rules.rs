@@ -896,8 +896,13 @@ fn w8a8_src(rows: u64, k: u64, m: u64, wt: &str, zp: Option<(i64, i64)>) -> Stri
     } else {
         (-128, 256)
     };
-    let span = if wt.ends_with('4') { span / 16 } else { span };
-    let lo = if wt.ends_with('4') { lo / 16 } else { lo };
+    // 8-, 4- or 2-bit codes.
+    let narrow = match wt.as_bytes().last() {
+        Some(b'4') => 16,
+        Some(b'2') => 64,
+        _ => 1,
+    };
+    let (span, lo) = (span / narrow, lo / narrow);
     let w = dense(
         m as usize,
         (0..k * m).map(|i| lo + (i as i64 * 37 + 11) % span),
@@ -991,12 +996,33 @@ fn amx_takes_centered_u8_weights_and_i8_zero_points() {
         r.contains("amx: the weights less their zero point 0 span [0, 255]"),
         "{r}"
     );
-    // 4-bit weights are not the kernel's either.
-    let f = parse(&w8a8_src(40, 70, 33, "i4", None));
+    // 2-bit weights are not the kernel's.
+    let f = parse(&w8a8_src(40, 70, 33, "i2", None));
     let o = optimize(&f, &["amx"], "sapphirerapids");
     assert_eq!(int_schedule(&o.function), "direct");
     let r = o.report.ops[0].reason.as_deref().unwrap();
-    assert!(r.contains("8-bit weights, not i4"), "{r}");
+    assert!(r.contains("8-bit or 4-bit weights, not i2"), "{r}");
+}
+
+/// W4A8: `i4`, `u4` and `u4` less 8 take `schedule = amx` for many rows
+/// on an AMX target (the kernel keeps them 4-bit and splits them into
+/// byte tiles), the direct schedule for one row; exact either way.
+#[test]
+fn amx_takes_4_bit_weights() {
+    for (wt, zp) in [("i4", None), ("u4", None), ("u4", Some((5, 8)))] {
+        let f = parse(&w8a8_src(64, 128, 64, wt, zp));
+        let o = optimize(&f, &["amx"], "sapphirerapids");
+        assert_eq!(int_schedule(&o.function), "amx", "{}", text(&o.function));
+        assert_eq!(
+            o.report.ops[0].kernel,
+            format!("x86.amxint8.tdpbusd.u8x{wt}")
+        );
+        assert_same_on_interp(&f, &o.function, 25, 2);
+        let f = parse(&w8a8_src(1, 128, 64, wt, zp));
+        let o = optimize(&f, &["amx"], "sapphirerapids");
+        assert_eq!(int_schedule(&o.function), "direct", "{wt}");
+        assert_same_on_interp(&f, &o.function, 26, 2);
+    }
 }
 
 #[test]
@@ -1029,21 +1055,23 @@ fn amx_needs_a_constant_weight_and_offers_direct_back() {
     assert!(r.contains("schedule amx unavailable"), "{r}");
 }
 
-/// Random W8A8 matmuls (ragged shapes, `u8`/`i8` weights with zero points)
-/// on an AMX target: whichever schedule is extracted, the result is the
+/// Random W8A8 and W4A8 matmuls (ragged shapes, `u8`/`i8`/`i4`/`u4`
+/// weights with zero points) on an AMX target: whichever schedule is extracted, the result is the
 /// interpreter's bit for bit, and both are extracted over the seeds.
 #[test]
 fn random_w8a8_matmuls_are_exact_either_way() {
     let mut seen = std::collections::BTreeSet::new();
     let mut rng = Rng(77);
-    for _ in 0..24 {
+    for _ in 0..32 {
         let rows = 1 + rng.next() % 48;
         let k = 1 + rng.next() % 90;
         let m = 1 + rng.next() % 40;
-        let src = if rng.next().is_multiple_of(2) {
-            w8a8_src(rows, k, m, "i8", None)
-        } else {
-            w8a8_src(rows, k, m, "u8", Some(((rng.next() % 256) as i64, 128)))
+        let src = match rng.next() % 4 {
+            0 => w8a8_src(rows, k, m, "i8", None),
+            1 => w8a8_src(rows, k, m, "u8", Some(((rng.next() % 256) as i64, 128))),
+            // W4A8: 4-bit weights, u4 less 8.
+            2 => w8a8_src(rows, k, m, "i4", None),
+            _ => w8a8_src(rows, k, m, "u4", Some(((rng.next() % 256) as i64, 8))),
         };
         let f = parse(&src);
         let o = optimize(&f, &["amx", "bit-serial"], "sapphirerapids");

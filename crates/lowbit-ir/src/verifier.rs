@@ -1059,15 +1059,29 @@ fn check_qmatmul(
 fn check_matmul_int(cx: &mut OpCx, ops: &[&TensorType], res: &TensorType, s: IntSchedule) {
     let (a, b) = (ops[0], ops[1]);
     if s == IntSchedule::Amx {
-        // AMX-INT8 tiles hold bytes: wider or narrower codes have no tile
-        // form (narrower ones are widened on the direct schedule).
-        for (what, t) in [("lhs", a), ("rhs", b)] {
-            if !matches!(t.elem, ElemType::I8 | ElemType::U8) {
-                cx.err(format!(
-                    "schedule amx multiplies 8-bit integers: {what} must be i8 or u8, got {}",
-                    t.elem
-                ));
-            }
+        // AMX-INT8 tiles hold bytes: activations are bytes; weights are
+        // bytes or 4-bit codes (the CPU kernel splits those into byte
+        // tiles); other widths have no tile form.
+        if !matches!(a.elem, ElemType::I8 | ElemType::U8) {
+            cx.err(format!(
+                "schedule amx multiplies 8-bit activations: lhs must be i8 or u8, got {}",
+                a.elem
+            ));
+        }
+        let nibble = ElemType::Int {
+            bits: 4,
+            signed: true,
+        };
+        let unibble = ElemType::Int {
+            bits: 4,
+            signed: false,
+        };
+        if !(matches!(b.elem, ElemType::I8 | ElemType::U8) || b.elem == nibble || b.elem == unibble)
+        {
+            cx.err(format!(
+                "schedule amx multiplies 8-bit or 4-bit weights: rhs must be i8, u8, i4 or u4, got {}",
+                b.elem
+            ));
         }
     }
     for (what, t) in [("lhs", a), ("rhs", b)] {
@@ -2454,7 +2468,7 @@ mod tests {
                 "'matmul_int' op: integral operands need an integer result, got f32",
             ]
         );
-        // The amx schedule takes bytes only.
+        // The amx schedule takes byte activations only.
         let amx = OpKind::MatMulInt {
             overflow: Overflow::Wrap,
             schedule: IntSchedule::Amx,
@@ -2462,12 +2476,23 @@ mod tests {
         let bytes = [ty(&[2, 64], "u8"), ty(&[64, 4], "i8")];
         let f = one_op(&bytes, amx.clone(), ty(&[2, 4], "i32"));
         assert_eq!(messages(&f), Vec::<String>::new());
-        let f = one_op(&ints[..2], amx, ty(&[2, 4], "i32"));
+        let f = one_op(&ints[..2], amx.clone(), ty(&[2, 4], "i32"));
         assert_eq!(
             messages(&f),
             vec![
-                "'matmul_int' op: schedule amx multiplies 8-bit integers: lhs must be i8 or u8, got u4",
-                "'matmul_int' op: schedule amx multiplies 8-bit integers: rhs must be i8 or u8, got i4",
+                "'matmul_int' op: schedule amx multiplies 8-bit activations: lhs must be i8 or u8, got u4",
+            ]
+        );
+        // 4-bit weights are the kernel's; 2-bit ones are not.
+        let w4a8 = [ty(&[2, 64], "i8"), ty(&[64, 4], "u4")];
+        let f = one_op(&w4a8, amx.clone(), ty(&[2, 4], "i32"));
+        assert_eq!(messages(&f), Vec::<String>::new());
+        let w2a8 = [ty(&[2, 64], "u8"), ty(&[64, 4], "i2")];
+        let f = one_op(&w2a8, amx, ty(&[2, 4], "i32"));
+        assert_eq!(
+            messages(&f),
+            vec![
+                "'matmul_int' op: schedule amx multiplies 8-bit or 4-bit weights: rhs must be i8, u8, i4 or u4, got i2",
             ]
         );
 

@@ -2047,9 +2047,9 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 }
 
-/// Builds the AMX-INT8 module for a W8A8 `spec` (`i8` weights; see
-/// `codegen/amx.rs`): the same entry point and buffers as
-/// [`build_module`]'s W8A8 kernel, the activations padded to a multiple
+/// Builds the AMX-INT8 module for a W8A8 or W4A8 `spec` (`i8`, `i4` or
+/// `u4` weights; see `codegen/amx.rs`): the same entry point and buffers
+/// as [`build_module`]'s W8A8/W4A8 kernel, the activations padded to a multiple
 /// of 32 rows; or, for a block-dot spec, the AMX block-dot kernel
 /// (`codegen/amxdot.rs`: the buffers of the `vpdpbusd` block-dot kernel,
 /// bit-identical results). The caller checks the spec and the target.

@@ -9,7 +9,7 @@
 //! caller's thread included), which take aligned row chunks, shrinking
 //! towards the end, from a shared counter.
 //!
-//! A W8A8 spec on the `amx` schedule (or [`GemmKernel::compile_amx`],
+//! A W8A8 or W4A8 spec on the `amx` schedule (or [`GemmKernel::compile_amx`],
 //! uncached) builds the AMX-INT8 kernel instead (`codegen/amx.rs`), where
 //! the host has AMX-INT8 and Linux grants the tile state; it runs through
 //! the same `run_int`/`run_requant` with the activations packed per call
@@ -378,8 +378,8 @@ impl GemmKernel {
         }
     }
 
-    /// Compiles a W8A8 spec (`i8` weights, `u8` or `i8` activations, any
-    /// W8A8 epilogue) for the host on the AMX-INT8 schedule (`tdpbusd` on
+    /// Compiles a W8A8 or W4A8 spec (`i8`, `i4` or `u4` weights, `u8` or
+    /// `i8` activations, any W8A8 epilogue) for the host on the AMX-INT8 schedule (`tdpbusd` on
     /// 16x16 tiles, `codegen/amx.rs`) whatever its `schedule` says,
     /// without caching; [`compile`] does the same, cached, for a spec
     /// whose schedule is [`lowbit_ir::IntSchedule::Amx`]. Run it with
@@ -387,14 +387,14 @@ impl GemmKernel {
     /// packed for the same shapes: the results are those of the direct
     /// schedule. Asks Linux for the AMX tile state first. `Unsupported`
     /// where the host has no AMX-INT8 (or is not Linux on x86-64) or for a
-    /// spec that is not W8A8.
+    /// spec that is not W8A8/W4A8.
     pub fn compile_amx(spec: &GemmSpec) -> Result<GemmKernel, CpuError> {
         let mut spec = spec.clone();
         spec.schedule = lowbit_ir::IntSchedule::Amx;
         GemmKernel::compile_uncached(&spec, &CpuTarget::host()?)
     }
 
-    /// Whether the kernel runs on AMX tiles: the AMX W8A8 schedule, or a
+    /// Whether the kernel runs on AMX tiles: the AMX W8A8/W4A8 schedule, or a
     /// block-dot spec the JIT put on the AMX block-dot kernel (a static
     /// `n >= 8` on an AMX-INT8 host, see [`compile`]).
     pub fn uses_amx(&self) -> bool {

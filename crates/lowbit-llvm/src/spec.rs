@@ -455,7 +455,7 @@ impl GemmSpec {
             && matches!(self.schedule, IntSchedule::Direct | IntSchedule::Amx)
     }
 
-    /// Whether this W8A8 spec runs on the AMX-INT8 schedule (`tdpbusd` on
+    /// Whether this W8A8/W4A8 spec runs on the AMX-INT8 schedule (`tdpbusd` on
     /// tiles, `codegen/amx.rs`; the JIT and whole-model libraries, where
     /// the CPU has AMX-INT8).
     pub fn is_amx(&self) -> bool {
@@ -870,12 +870,6 @@ impl GemmSpec {
         if self.weight.zero_point {
             return u("the W8A8/W4A8 kernel takes symmetric weights (no zero points)".into());
         }
-        if self.is_amx() && self.weight.dtype != ElemType::I8 {
-            return u(format!(
-                "the amx schedule takes i8 weights (W8A8), not {}",
-                self.weight.dtype
-            ));
-        }
         if self.weight.granularity != WeightGranularity::PerChannel {
             return u(
                 "the W8A8/W4A8 kernel applies no scales (requantize or dequantize its i32 result)"
@@ -928,7 +922,7 @@ impl GemmSpec {
         }
         if self.schedule == IntSchedule::Amx && !self.is_vnni() {
             return u(format!(
-                "the amx schedule multiplies i8 weights by u8 or i8 activations (W8A8), not {} x {}",
+                "the amx schedule multiplies i8, i4 or u4 weights by u8 or i8 activations (W8A8/W4A8), not {} x {}",
                 self.weight.dtype, self.act
             ));
         }

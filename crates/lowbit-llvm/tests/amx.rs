@@ -1,4 +1,6 @@
-//! The AMX-INT8 W8A8 schedule (`GemmKernel::compile_amx`) against the
+//! The AMX-INT8 W8A8 and W4A8 schedule (`GemmKernel::compile_amx`;
+//! `i8`, `i4` and `u4` weights, the 4-bit ones split into B tiles in the
+//! kernel's staging buffer) against the
 //! interpreter's `matmul` to `i32`, bit for bit: ragged m (partial panels,
 //! an odd number of panels, rows split between threads inside a panel),
 //! n (not a multiple of the 32 activation rows a block takes) and k (not
@@ -42,11 +44,26 @@ fn has_amx() -> bool {
 
 #[test]
 fn amx_w8a8_is_bit_exact() {
+    amx_is_bit_exact("i8", 0xa3c5);
+}
+
+/// 4-bit weights stay 4-bit in memory and are split per k block into the
+/// staging buffer; the k blocks of the big cases (k up to 1300, 8 steps
+/// of 64 per block) cover a ragged last block.
+#[test]
+fn amx_w4a8_is_bit_exact() {
+    amx_is_bit_exact("i4", 0x14a8);
+    amx_is_bit_exact("u4", 0x04a8);
+}
+
+/// Random ragged shapes with `weight` codes, `u8` and `i8` activations,
+/// static and dynamic n, on 1 and 2 threads, against the interpreter.
+fn amx_is_bit_exact(weight: &str, seed: u64) {
     if !has_amx() {
         // Covered by `amx_refuses_what_it_cannot_run` on such hosts.
         return;
     }
-    let mut rng = Rng(0xa3c5);
+    let mut rng = Rng(seed);
     for case_no in 0..18 {
         let act = if case_no % 2 == 0 { t("u8") } else { t("i8") };
         // The last cases span several row blocks (8 panel pairs), column
@@ -60,8 +77,8 @@ fn amx_w8a8_is_bit_exact() {
         } else {
             Dim::Static(n)
         };
-        let spec = GemmSpec::int8(m, k, dim, act);
-        let w = random_codes(&mut rng, t("i8"), m, k);
+        let spec = GemmSpec::int(m, k, dim, t(weight), act);
+        let w = random_codes(&mut rng, t(weight), m, k);
         let x = random_codes(&mut rng, act, n, k);
         let want = int_reference(&x, &w);
         let kernel = GemmKernel::compile_amx(&spec).unwrap();
@@ -89,13 +106,17 @@ fn amx_epilogues_are_bit_exact() {
         (false, true, true),
         (true, true, true),
     ];
-    for (case_no, &(bias_on, relu, requant)) in combos.iter().enumerate() {
+    // Each combination with i8, i4 and u4 weights.
+    let cases = combos
+        .iter()
+        .flat_map(|&c| ["i8", "i4", "u4"].map(move |w| (c, w)));
+    for (case_no, ((bias_on, relu, requant), weight)) in cases.enumerate() {
         let act = if case_no % 2 == 0 { t("u8") } else { t("i8") };
-        let big = case_no >= 4;
+        let big = case_no >= 12;
         let m = 1 + rng.below(if big { 600 } else { 90 }) as usize;
         let k = 1 + rng.below(1200) as usize;
         let n = 1 + rng.below(if big { 400 } else { 60 }) as usize;
-        let mut spec = GemmSpec::int8(
+        let mut spec = GemmSpec::int(
             m,
             k,
             if case_no % 3 == 0 {
@@ -103,6 +124,7 @@ fn amx_epilogues_are_bit_exact() {
             } else {
                 Dim::Static(n)
             },
+            t(weight),
             act,
         );
         spec.schedule = IntSchedule::Amx;
@@ -115,7 +137,7 @@ fn amx_epilogues_are_bit_exact() {
             },
             requantize: requant,
         };
-        let w = random_codes(&mut rng, t("i8"), m, k);
+        let w = random_codes(&mut rng, t(weight), m, k);
         let x = random_codes(&mut rng, act, n, k);
         let bias: Vec<i32> = (0..m)
             .map(|r| match r % 3 {
@@ -189,13 +211,13 @@ fn amx_refuses_what_it_cannot_run() {
             Err(CpuError::Unsupported { .. })
         )
     };
-    // 4-bit weights, float and b1 activations are not on this schedule,
+    // 2-bit weights, float and b1 activations are not on this schedule,
     // whatever the host.
     assert!(unsupported(&GemmSpec::int(
         64,
         64,
         Dim::Dynamic,
-        t("i4"),
+        t("i2"),
         t("u8")
     )));
     assert!(unsupported(&GemmSpec::new(
@@ -220,6 +242,11 @@ fn amx_refuses_what_it_cannot_run() {
         ..Epilogue::default()
     };
     assert_eq!(!unsupported(&plain), has_amx());
+    // So does a W4A8 one (i4 and u4 weights).
+    for w in ["i4", "u4"] {
+        let spec = GemmSpec::int(64, 64, Dim::Dynamic, t(w), t("i8"));
+        assert_eq!(!unsupported(&spec), has_amx(), "{w}");
+    }
     assert_eq!(!unsupported(&biased), has_amx());
     assert_eq!(
         !matches!(compile(&plain), Err(CpuError::Unsupported { .. })),

@@ -1,4 +1,4 @@
-//! The AMX-INT8 W8A8 kernel: an opt-in schedule
+//! The AMX-INT8 W8A8 and W4A8 kernel: an opt-in schedule
 //! ([`crate::GemmKernel::compile_amx`]) with `tdpbusd` on 16x16 `i32`
 //! accumulator tiles.
 //!
@@ -9,6 +9,27 @@
 //! into A tiles: `[n_pad / 16][k_pad / 64][16 rows][64 bytes]` with
 //! `n_pad` a multiple of 32 and zero rows after `n`, so an A tile is 1 KiB
 //! of consecutive bytes (one page, whole cache lines).
+//!
+//! 4-bit weights (`i4`, `u4`; W4A8) stay 4-bit in memory, in the W4A8
+//! panel layout (one 64-byte vector = 16 rows x 8 k, the low nibbles k
+//! `8v..8v+4`, the high ones `8v+4..8v+8`): AMX has no nibble operand,
+//! so per k block and panel pair the codes are split into signed bytes
+//! (`i4` sign-extended, `u4` zero-extended: the operand `vpdpbusd` takes,
+//! `Gen::nibbles`, one `vgf2p8affineqb` or mask per 64 bytes) and stored
+//! as B tiles (rows `2v` and `2v + 1` of a tile from vector `v`) in a
+//! 16 KiB stack staging buffer (both panels x [`K_STEPS`] tiles), which
+//! stays in L1 while every activation-row block of the column block
+//! reads its B tiles from it: the split costs one pass over the pair's
+//! codes per column block, not one per 32 activation rows. The first
+//! activation-row block of the column block does the split, one step
+//! ahead of its own tile loads (step `s + 1` before step `s`'s tiles,
+//! so the vector work overlaps the `tdpbusd` chain and no tile load
+//! reads a just-stored line): measured against a separate split pass
+//! before the pair's blocks (m = 4096, k = 14336, 2 threads), n = 1
+//! 1.63 against 2.33 ms, n = 32 2.04 against 2.60, n = 512 equal
+//! (BENCHMARKS.md "amx4 helper"). It also prefetches the pair's next k
+//! block of codes into L2 (the W8A8 kernel's first activation-row block
+//! does that for its tiles).
 //!
 //! Loop nest (blocked for the caches): the panel pairs (32 output rows)
 //! overlapping `row_begin..row_end` in row blocks of [`ROW_PAIRS`] pairs;
@@ -40,7 +61,8 @@
 //! blocks and the tile loads (even from L1) each cost a large share of the
 //! `tdpbusd` peak, so the kernel runs at about a quarter of it per thread.
 //!
-//! Limits: `i8` weights only; x86-64 with `amx-tile` and `amx-int8`, in a
+//! Limits: `i8`, `i4` and `u4` weights (no zero points: the caller
+//! folds them into the codes, as for the `vpdpbusd` kernel); x86-64 with `amx-tile` and `amx-int8`, in a
 //! process that has asked the kernel for the AMX tile state (the Rust
 //! caller does, and so does the C driver of a model compiled ahead of
 //! time, `lowbit compile`).
@@ -64,6 +86,11 @@ const COL_ROWS: u64 = 256;
 /// `K_STEPS` bytes) stays in L1 while the column block's activation rows
 /// use it.
 const K_STEPS: u64 = 8;
+/// Bytes of the 4-bit weights' staging buffer: B tiles of both panels of
+/// a pair over one k block.
+const STAGE_BYTES: u64 = 2 * K_STEPS * TILE_BYTES;
+/// Bytes of 4-bit codes of one panel per 64-element k step.
+const NIBBLE_STEP_BYTES: u64 = (INT_PANEL * INT_BLOCK / 2) as u64;
 
 /// Bytes of accumulator buffer the caller provides per panel pair, after
 /// the activation tiles (one column block's 2x2 blocks of that pair).
@@ -85,6 +112,11 @@ struct Block<'ctx> {
     /// 32 activation rows of the column block do) into L2.
     pre_a: IntValue<'ctx>,
     pre_b: IntValue<'ctx>,
+    /// 4-bit weights: the staging buffer holding the pair's B tiles of
+    /// this k block (panel `h`'s tile of step `s` at
+    /// `(h K_STEPS + s - s0) TILE_BYTES`); `None` for `i8` weights, whose
+    /// tiles are read from the packed weights.
+    staged: Option<PointerValue<'ctx>>,
 }
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
@@ -106,7 +138,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         self.i8t.const_int(t, false).into()
     }
 
-    /// The exported entry point of the AMX W8A8 kernel (see the module
+    /// The exported entry point of the AMX W8A8/W4A8 kernel (see the module
     /// docs).
     pub(super) fn emit_amx_kernel(&self) -> Result<(), CpuError> {
         let Params { f, ptrs, ints } = self.kernel_function()?;
@@ -125,6 +157,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .set_alignment(64)
             .map_err(|e| CpuError::Llvm(format!("tile config alignment: {e}")))?;
         self.amx("llvm.x86.ldtilecfg", &[cfg_p.into()])?;
+        let stage = if self.spec.weight.dtype.bits() == 4 {
+            Some(self.aligned_buffer(STAGE_BYTES, "stage")?)
+        } else {
+            None
+        };
         let steps = self.i64c(self.spec.k_pad() as u64 / INT_BLOCK as u64);
         // The accumulator buffer follows the activation tiles (n rounded
         // up to 32 rows of k_pad bytes; see `jit.rs`).
@@ -179,11 +216,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                             slot: self.gep(scratch, so)?,
                             pre_a: self.b.build_int_compare(IntPredicate::EQ, p, pb, "pre_a")?,
                             pre_b: self.b.build_int_compare(IntPredicate::EQ, c, cb, "pre_b")?,
+                            staged: stage,
                         };
                         self.amx_block(f, &call, &block, n, steps)
                     };
                     // Pairs outside, activation rows inside: a pair's
-                    // weight slice (32 x 64 K_STEPS bytes) stays in L1.
+                    // weight slice (32 x 64 K_STEPS bytes, or its split
+                    // nibbles in the staging buffer) stays in L1.
                     self.each(f, pb, pe, 2, |p| {
                         self.each(f, cb, ce, 32, |c| one_block(c, p))
                     })
@@ -219,12 +258,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         Ok(())
     }
 
-    /// Prefetches the 1 KiB tiles at `base + offset` for each base into
-    /// L2 (16 cache lines each).
+    /// Prefetches `bytes` (whole cache lines) at `base + offset` for each
+    /// base into L2.
     fn prefetch_tiles(
         &self,
         bases: &[PointerValue<'ctx>],
         offset: IntValue<'ctx>,
+        bytes: u64,
     ) -> Result<(), CpuError> {
         let ptr = self.ctx.ptr_type(inkwell::AddressSpace::default());
         let pf = Intrinsic::find("llvm.prefetch")
@@ -233,7 +273,7 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         let i32c = |v: u64| self.i32t.const_int(v, false).into();
         for &base in bases {
             let tile = self.gep(base, offset)?;
-            for line in 0..TILE_BYTES / 64 {
+            for line in 0..bytes / 64 {
                 let p = self.gep(tile, self.i64c(line * 64))?;
                 // Read, locality 2 (L2 and up), data cache.
                 self.b
@@ -312,16 +352,25 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             xa,
             self.b.build_int_mul(steps, self.i64c(TILE_BYTES), "xb")?,
         )?;
-        // B tiles: panels p and min(p + 1, last).
-        let last_panel = (self.spec.m_pad() / INT_PANEL) as u64 - 1;
-        let panel_bytes = self
-            .b
-            .build_int_mul(steps, self.i64c(TILE_BYTES), "pbytes")?;
-        let q = self.b.build_int_add(blk.p, self.i64c(1), "q")?;
-        let q = self.umin(q, self.i64c(last_panel))?;
-        let w0 = self.gep(w, self.b.build_int_mul(blk.p, panel_bytes, "w0")?)?;
-        let w1 = self.gep(w, self.b.build_int_mul(q, panel_bytes, "w1")?)?;
+        // B tiles (i8): panels p and min(p + 1, last).
+        let (w0, w1) = self.pair_panels(w, blk.p, steps, TILE_BYTES)?;
         let last_step = self.b.build_int_sub(steps, self.i64c(1), "ls")?;
+        // 4-bit weights: the first 32 activation rows of the column block
+        // split the pair's codes one step ahead of their own tile loads;
+        // the other blocks find them all in the staging buffer.
+        let nib = match blk.staged {
+            Some(stage) => {
+                let panels = self.pair_panels(w, blk.p, steps, NIBBLE_STEP_BYTES)?;
+                self.amx_if(
+                    f,
+                    blk.pre_b,
+                    || self.amx_stage_step(stage, panels, blk.s0, blk.s0, last_step),
+                    || Ok(()),
+                )?;
+                Some((stage, panels))
+            }
+            None => None,
+        };
         self.emit_loop(
             f,
             blk.s0,
@@ -341,21 +390,44 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                     self.amx_if(
                         f,
                         blk.pre_a,
-                        || self.prefetch_tiles(&[xa, xb], po),
+                        || self.prefetch_tiles(&[xa, xb], po, TILE_BYTES),
                         || Ok(()),
                     )?;
+                    if blk.staged.is_none() {
+                        self.amx_if(
+                            f,
+                            blk.pre_b,
+                            || self.prefetch_tiles(&[w0, w1], po, TILE_BYTES),
+                            || Ok(()),
+                        )?;
+                    }
+                }
+                if let Some((stage, panels)) = nib {
+                    let next = self.b.build_int_add(s, self.i64c(1), "next")?;
+                    let more = self
+                        .b
+                        .build_int_compare(IntPredicate::ULT, next, blk.s1, "more")?;
+                    let split = self.b.build_and(blk.pre_b, more, "split")?;
                     self.amx_if(
                         f,
-                        blk.pre_b,
-                        || self.prefetch_tiles(&[w0, w1], po),
+                        split,
+                        || self.amx_stage_step(stage, panels, next, blk.s0, last_step),
                         || Ok(()),
                     )?;
                 }
-                let load = |t: u64, base: PointerValue<'ctx>| -> Result<(), CpuError> {
-                    self.amx(
-                        "llvm.x86.tileloadd64",
-                        &[self.tmm(t), self.gep(base, o)?.into(), ws],
-                    )
+                let load = |t: u64, p: PointerValue<'ctx>| -> Result<(), CpuError> {
+                    self.amx("llvm.x86.tileloadd64", &[self.tmm(t), p.into(), ws])
+                };
+                // B tiles: from the packed weights (i8) or the staging
+                // buffer (4-bit).
+                let (b0, b1) = match blk.staged {
+                    None => (self.gep(w0, o)?, self.gep(w1, o)?),
+                    Some(stage) => {
+                        let rel = self.b.build_int_sub(s, blk.s0, "rel")?;
+                        let ro = self.b.build_int_mul(rel, self.i64c(TILE_BYTES), "ro")?;
+                        let t0 = self.gep(stage, ro)?;
+                        (t0, self.gep(t0, self.i64c(K_STEPS * TILE_BYTES))?)
+                    }
                 };
                 let dp = |acc: u64, a: u64, b: u64| {
                     self.amx(
@@ -363,8 +435,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                         &[self.tmm(acc), self.tmm(a), self.tmm(b)],
                     )
                 };
-                for (t, base) in [(4, xa), (5, xb), (6, w0), (7, w1)] {
-                    load(t, base)?;
+                for (t, p) in [
+                    (4, self.gep(xa, o)?),
+                    (5, self.gep(xb, o)?),
+                    (6, b0),
+                    (7, b1),
+                ] {
+                    load(t, p)?;
                 }
                 for (acc, a, b) in [(0, 4, 6), (1, 4, 7), (2, 5, 6), (3, 5, 7)] {
                     dp(acc, a, b)?;
@@ -379,6 +456,73 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
             .b
             .build_int_compare(IntPredicate::EQ, blk.s1, steps, "last")?;
         self.amx_if(f, last, || self.amx_epilogue(f, call, blk, n), || Ok(()))
+    }
+
+    /// The codes of panels `p` and `min(p + 1, last)` in the packed
+    /// weights `w`, whose panels take `step_bytes` per 64-element k step.
+    fn pair_panels(
+        &self,
+        w: PointerValue<'ctx>,
+        p: IntValue<'ctx>,
+        steps: IntValue<'ctx>,
+        step_bytes: u64,
+    ) -> Result<(PointerValue<'ctx>, PointerValue<'ctx>), CpuError> {
+        let last_panel = (self.spec.m_pad() / INT_PANEL) as u64 - 1;
+        let panel_bytes = self
+            .b
+            .build_int_mul(steps, self.i64c(step_bytes), "pbytes")?;
+        let q = self.b.build_int_add(p, self.i64c(1), "q")?;
+        let q = self.umin(q, self.i64c(last_panel))?;
+        let w0 = self.gep(w, self.b.build_int_mul(p, panel_bytes, "w0")?)?;
+        let w1 = self.gep(w, self.b.build_int_mul(q, panel_bytes, "w1")?)?;
+        Ok((w0, w1))
+    }
+
+    /// 4-bit weights: splits the codes of k step `s` of the pair whose
+    /// panels' codes start at `w0` and `w1` into signed bytes, as B tiles
+    /// in `stage` (see [`Block::staged`]): vector `v` of a step's 512
+    /// bytes gives tile rows `2v` (low nibbles, k `8v..8v+4`) and `2v + 1`
+    /// (high nibbles). Prefetches the same step of the next k block into
+    /// L2.
+    fn amx_stage_step(
+        &self,
+        stage: PointerValue<'ctx>,
+        (w0, w1): (PointerValue<'ctx>, PointerValue<'ctx>),
+        s: IntValue<'ctx>,
+        s0: IntValue<'ctx>,
+        last_step: IntValue<'ctx>,
+    ) -> Result<(), CpuError> {
+        let v64 = self.i8t.vec_type(64);
+        let signed = self.spec.weight.dtype == crate::spec::I4;
+        let ahead = self.b.build_int_add(s, self.i64c(K_STEPS), "ahead")?;
+        let ahead = self.umin(ahead, last_step)?;
+        let po = self
+            .b
+            .build_int_mul(ahead, self.i64c(NIBBLE_STEP_BYTES), "po")?;
+        self.prefetch_tiles(&[w0, w1], po, NIBBLE_STEP_BYTES)?;
+        let so = self
+            .b
+            .build_int_mul(s, self.i64c(NIBBLE_STEP_BYTES), "so")?;
+        let rel = self.b.build_int_sub(s, s0, "rel")?;
+        let ro = self.b.build_int_mul(rel, self.i64c(TILE_BYTES), "ro")?;
+        for (h, base) in [(0u64, w0), (1, w1)] {
+            let src = self.gep(base, so)?;
+            let dst = self.gep(stage, ro)?;
+            let dst = self.gep(dst, self.i64c(h * K_STEPS * TILE_BYTES))?;
+            for v in 0..NIBBLE_STEP_BYTES / 64 {
+                let raw = self
+                    .load(v64, self.gep(src, self.i64c(64 * v))?, 1)?
+                    .into_vector_value();
+                for (high, at) in [(false, 128 * v), (true, 128 * v + 64)] {
+                    let bytes = self.nibbles(raw, high, signed)?;
+                    self.b
+                        .build_store(self.gep(dst, self.i64c(at))?, bytes)?
+                        .set_alignment(64)
+                        .map_err(|e| CpuError::Llvm(format!("B tile alignment: {e}")))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The W8A8 epilogue of a finished 2x2 block (its tiles in the slot).

@@ -229,7 +229,11 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
     }
 
     /// A 64-byte aligned stack buffer of `bytes` bytes.
-    fn aligned_buffer(&self, bytes: u64, name: &str) -> Result<PointerValue<'ctx>, CpuError> {
+    pub(super) fn aligned_buffer(
+        &self,
+        bytes: u64,
+        name: &str,
+    ) -> Result<PointerValue<'ctx>, CpuError> {
         let p = self
             .b
             .build_alloca(self.i8t.array_type(bytes as u32), name)?;
