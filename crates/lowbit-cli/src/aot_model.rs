@@ -58,8 +58,8 @@
 //! kernel, asks Linux once per process for the AMX tile state
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); where Linux
 //! refuses, the entry point returns 2 and computes nothing. The
-//! `quantize-activations` form (block-dot kernel) with a static `n >= 8`
-//! on such a target becomes the AMX block-dot kernel
+//! `quantize-activations` form (block-dot kernel) with a static `n >= 8` (`i8`
+//! weights: `n >= 9`) on such a target becomes the AMX block-dot kernel
 //! (`codegen/amxdot.rs`, bit-identical to the `vpdpbusd` one, as the JIT
 //! chooses: `lowbit_llvm::aot::blockdot_on_amx`), its rows split in whole
 //! 32-row panel pairs, with the same request for the tile state; below 8

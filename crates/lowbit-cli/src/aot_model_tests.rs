@@ -1206,17 +1206,19 @@ fn blockdot_amx_allowed() -> bool {
 
 #[test]
 fn blockdot_models_take_the_amx_kernel_on_amx_cpus() {
-    // n = 8 and 17 on a CPU with AMX-INT8: the AMX block-dot kernel
-    // (`tdpbssd` for i4, `tdpbsud` for i8 in the assembly), and the
-    // driver asks for the tile state; n = 4 there, and n = 8 on a CPU
-    // without AMX (icelake-server), the `vpdpbusd` kernel with no request.
+    // n = 8 (i4) or 9 (i8) and 17 on a CPU with AMX-INT8: the AMX
+    // block-dot kernel (`tdpbssd` for i4, `tdpbsud` for i8 in the
+    // assembly), and the driver asks for the tile state; one column
+    // fewer and n = 4 there, and n = 8 on a CPU without AMX
+    // (icelake-server), the `vpdpbusd` kernel with no request.
     let mut rng = Rng::new(0xb10c);
     let spr = CpuTarget::named("x86_64", "sapphirerapids").unwrap();
     let icx = CpuTarget::named("x86_64", "icelake-server").unwrap();
-    for (weight, dot) in [("i4", "tdpbssd"), ("i8", "tdpbsud")] {
+    for (weight, dot, least) in [("i4", "tdpbssd", 8), ("i8", "tdpbsud", 9)] {
         for (n, target, amx) in [
-            (8, &spr, true),
+            (least, &spr, true),
             (17, &spr, true),
+            (least - 1, &spr, false),
             (4, &spr, false),
             (8, &icx, false),
         ] {

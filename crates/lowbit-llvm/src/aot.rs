@@ -44,7 +44,7 @@ pub struct ModelKernel<'a> {
 /// Whether a whole-model object ([`emit_model`]) builds `spec` as the AMX
 /// block-dot kernel (`codegen/amxdot.rs`, bit-identical to the `vpdpbusd`
 /// one, same buffers) for `target`: the JIT's choice (a block-dot spec
-/// with a static `n >= 8` on a target with `amx-tile` and `amx-int8`,
+/// with a static `n >= 8` (`i4`; `n >= 9` for `i8`) on a target with `amx-tile` and `amx-int8`,
 /// unless `LOWBIT_BLOCKDOT_AMX=0` was set when compiling), without the
 /// JIT's request for the tile state, which the model's driver makes at
 /// run time (the library may run on another machine than the compiler).

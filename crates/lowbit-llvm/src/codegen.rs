@@ -87,7 +87,7 @@
 //! `|y - y_ref| <= (k_pad/32 + 8) * 2^-24 * sum_j |x̂_j * w_j|`, `x̂` the
 //! dequantized activation. The JIT builds the AMX-INT8 form of it
 //! (`codegen/amxdot.rs`, [`build_amx_module`]: one AMX dot per block,
-//! bit-identical) for a static `n >= 8` on a host with AMX-INT8, and
+//! bit-identical) for a static `n >= 8` (`i8`: `n >= 9`) on a host with AMX-INT8, and
 //! `lowbit compile` for the same shapes on an AMX-INT8 target
 //! ([`crate::aot::blockdot_on_amx`]).
 //!

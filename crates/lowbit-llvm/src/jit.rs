@@ -16,7 +16,8 @@
 //! into 1 KiB tiles (on the call's threads) and rows handed out in whole
 //! 32-row panel pairs.
 //!
-//! A block-dot spec with a static `n >= 8` on an AMX-INT8 host (whose
+//! A block-dot spec with a static `n >= 8` (`i4` weights; `n >= 9` for
+//! `i8`) on an AMX-INT8 host (whose
 //! target features include `amx-int8`, and where Linux grants the tile
 //! state) builds the AMX block-dot kernel (`codegen/amxdot.rs`,
 //! bit-identical to the `vpdpbusd` one, same buffers) unless
@@ -396,7 +397,7 @@ impl GemmKernel {
 
     /// Whether the kernel runs on AMX tiles: the AMX W8A8/W4A8 schedule, or a
     /// block-dot spec the JIT put on the AMX block-dot kernel (a static
-    /// `n >= 8` on an AMX-INT8 host, see [`compile`]).
+    /// `n >= 8`, `i8` `n >= 9`, on an AMX-INT8 host, see [`compile`]).
     pub fn uses_amx(&self) -> bool {
         self.amx || self.amx_dot
     }
@@ -941,8 +942,8 @@ fn amx_blockdot(spec: &GemmSpec, target: &CpuTarget) -> bool {
 /// Whether a block-dot `spec` goes on the AMX block-dot kernel
 /// (`codegen/amxdot.rs`) for `target`, the JIT's choice and `lowbit
 /// compile`'s alike ([`crate::aot::blockdot_on_amx`]): a static `n` of at
-/// least `amxdot::MIN_COLS` (8; below it, and for a run-time `n`, the
-/// `vpdpbusd` kernel is faster or needed) and a target with AMX-INT8 (a
+/// least `amxdot::min_cols` (8 for `i4` weights, 9 for `i8`; below it,
+/// and for a run-time `n`, the `vpdpbusd` kernel is faster or needed) and a target with AMX-INT8 (a
 /// target without `amx-int8` in its features, the host's with it removed
 /// included, keeps the `vpdpbusd` kernel). `LOWBIT_BLOCKDOT_AMX=0` in the
 /// environment (read once per process) keeps the `vpdpbusd` kernel
@@ -952,7 +953,7 @@ pub(crate) fn blockdot_amx_fits(spec: &GemmSpec, target: &CpuTarget) -> bool {
     static ALLOWED: OnceLock<bool> = OnceLock::new();
     *ALLOWED.get_or_init(|| blockdot_amx_allowed(std::env::var_os("LOWBIT_BLOCKDOT_AMX")))
         && spec.is_blockdot()
-        && matches!(spec.n, Dim::Static(n) if n >= crate::codegen::amxdot::MIN_COLS)
+        && matches!(spec.n, Dim::Static(n) if n >= crate::codegen::amxdot::min_cols(spec.weight.dtype.bits()))
         && target.has("amx-tile")
         && target.has("amx-int8")
 }

@@ -16,7 +16,7 @@
 //!   exact `vpdpbusd` dot per block and an `f32` sum (`codegen/blockdot.rs`,
 //!   [`actquant`]); in the JIT on an AMX-INT8 host and in whole-model
 //!   objects for an AMX-INT8 target ([`aot::blockdot_on_amx`]) with a
-//!   static `n >= 8`, AMX tile dots per block instead, bit-identical
+//!   static `n >= 8` (`i8`: `n >= 9`), AMX tile dots per block instead, bit-identical
 //!   (`codegen/amxdot.rs`).
 //! * [`PackedWeights`] — weights pre-packed into the layout the kernel reads
 //!   ([`GemmSpec::packed_layout`], a lowbit-ir `Layout`).

@@ -63,13 +63,10 @@ fn check(
     let case = BlockdotCase::random(rng, m, k, n, dim, wdt);
     let amx = GemmKernel::compile_uncached(&case.spec, amx_t).unwrap();
     let vnni = GemmKernel::compile_uncached(&case.spec, vnni_t).unwrap();
-    // n = 1 is AMX only with a run-time n.
-    assert_eq!(
-        amx.uses_amx(),
-        n >= 2 || dim == Dim::Dynamic,
-        "{}",
-        case.spec
-    );
+    // A static n of at least 8 (i4) or 9 (i8) takes AMX; below that
+    // (i8 n = 8 here) both kernels are `vpdpbusd`.
+    let least = if wdt == "i8" { 9 } else { 8 };
+    assert_eq!(amx.uses_amx(), n >= least, "{}", case.spec);
     assert!(!vnni.uses_amx(), "{}", case.spec);
     for threads in [1, 2] {
         let what = format!("threads={threads}");
@@ -163,6 +160,14 @@ fn fewer_columns_and_run_time_n_keep_vpdpbusd() {
     let spec = GemmSpec::blockdot(32, 64, Dim::Static(8));
     let kernel = GemmKernel::compile_uncached(&spec, &host).unwrap();
     assert!(kernel.uses_amx(), "{spec}");
+    // `i8` weights: `vpdpbusd` at n = 8 (faster there from DRAM), AMX
+    // from 9 columns.
+    for (n, amx) in [(8, false), (9, true)] {
+        let mut spec = GemmSpec::blockdot(32, 64, Dim::Static(n));
+        spec.weight.dtype = lowbit_numerics::ElemType::I8;
+        let kernel = GemmKernel::compile_uncached(&spec, &host).unwrap();
+        assert_eq!(kernel.uses_amx(), amx, "{spec}");
+    }
 }
 
 /// With `LOWBIT_BLOCKDOT_AMX=0` (read once per process) a static n >= 8

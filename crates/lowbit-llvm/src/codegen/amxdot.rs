@@ -2,8 +2,8 @@
 //! `codegen/blockdot.rs` (`q4_0`/`q8_0` weights times activations
 //! quantized per call to `i8` per 32-block) with each block's integer dot
 //! products taken by `tdpbssd` (`i4`) or `tdpbsud` (`i8`) instead of
-//! `vpdpbusd` chains. The JIT builds it for a static `n >= 8`
-//! (`MIN_COLS`) where the host has
+//! `vpdpbusd` chains. The JIT builds it for a static `n >= 8` (`i4`) or
+//! `n >= 9` (`i8`, [`min_cols`]) where the host has
 //! AMX-INT8 and Linux grants the tile state (`jit.rs`), and `lowbit
 //! compile` for the same shapes on an AMX-INT8 target (`aot.rs`
 //! `blockdot_on_amx`; the model's driver asks for the tile state); fewer
@@ -108,14 +108,31 @@ use crate::spec::{Dim, BLOCK, INT_PANEL};
 use inkwell::values::{FunctionValue, IntValue, PointerValue};
 use inkwell::IntPredicate;
 
-/// The least static `n` the JIT builds this kernel for: with fewer
-/// columns the tile instructions (whose cost hardly depends on the
-/// number of A rows) cost more than the `vpdpbusd` chains they replace
-/// (an earlier version of this kernel, m = 128, k = 14336, one thread,
-/// weights in L2/L3, CPU time less the activation quantization: n = 2
-/// 48 - 50 against 26 - 33 us, n = 4 55 against 40 - 49 us, n = 8 65
-/// against 74 us; BENCHMARKS.md, "AMX block-dot").
-pub(crate) const MIN_COLS: usize = 8;
+/// The least static `n` this kernel is built for, by weight width
+/// (`bits`): 8 for `i4`, 9 for `i8`.
+///
+/// With fewer columns the tile instructions (whose cost hardly depends on
+/// the number of A rows) cost more than the `vpdpbusd` chains they
+/// replace (an earlier version of this kernel, m = 128, k = 14336, one
+/// thread, weights in L2/L3, CPU time less the activation quantization:
+/// n = 2 48 - 50 against 26 - 33 us, n = 4 55 against 40 - 49 us, n = 8
+/// 65 against 74 us; BENCHMARKS.md, "AMX block-dot"). At n = 8 from DRAM
+/// (m = 4096, k = 14336, 2 threads, `lowbit bench gemm`, alternating with
+/// `LOWBIT_BLOCKDOT_AMX=0`, session 5) `i4` is faster on AMX (1.29 - 1.33
+/// against 1.43 - 1.45 ms), but `i8` is faster on `vpdpbusd` (2.05 - 2.24
+/// against 2.25 - 2.30 ms: one 8-column tile reads its codes once and
+/// needs no nibble split, so its compute hides under the memory time
+/// better than the tile stores). From 9 columns `vpdpbusd` needs a second
+/// column tile and AMX is ahead or equal (`i8` n = 9 2.57 - 2.82 against
+/// 2.75 - 2.83 ms, n = 12 2.94 - 2.97 against 3.24 - 3.36 ms, n = 16 3.28
+/// - 3.45 against 3.47 - 3.57 ms).
+pub(crate) const fn min_cols(bits: u32) -> usize {
+    if bits == 8 {
+        9
+    } else {
+        8
+    }
+}
 
 /// Widest column tile: 16 columns (A and C tiles of 16 rows: a whole
 /// `tdpbsud`) of one panel.
@@ -174,7 +191,7 @@ const fn tmm_c(panels: u64, p: u64) -> u64 {
 
 impl<'a, 'ctx> Gen<'a, 'ctx> {
     /// The exported entry point of the AMX block-dot kernel (see the
-    /// module docs); the spec has a static `n >= MIN_COLS`.
+    /// module docs); the spec has a static `n >= min_cols(bits)`.
     pub(super) fn emit_amxdot_kernel(&self) -> Result<(), CpuError> {
         let Dim::Static(n) = self.spec.n else {
             return Err(CpuError::Llvm(
