@@ -42,6 +42,7 @@ workloads=(
   "W8A8 n=512|--n 512 --weight i8 --act u8"
   "W4A8 n=512|--n 512 --weight i4 --act u8"
   "W8A8 n=512 AMX (fraction of the AMX peak)|--n 512 --weight i8 --act u8 --schedule amx"
+  "W4A8 n=512 AMX (fraction of the AMX peak)|--n 512 --weight i4 --act u8 --schedule amx"
   "W1A1 n=512|--n 512 --weight b1 --act b1"
   "W2A2 bit-serial n=512|--n 512 --weight u2 --act u2 --schedule bit-serial"
   "W1A8 bit-serial n=512|--n 512 --weight b1 --act u8 --schedule bit-serial"
