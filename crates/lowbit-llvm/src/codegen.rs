@@ -459,13 +459,28 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         wide: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
         single: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
     ) -> Result<(), CpuError> {
+        self.sweep_by(f, lo, hi, (step, 1), wide, single)
+    }
+
+    /// [`Gen::sweep`] with the rest in steps of `rest_step` (the caller
+    /// knows the rest is a multiple of it: a static rest taken in one
+    /// step by a tile exactly that wide).
+    fn sweep_by(
+        &self,
+        f: FunctionValue<'ctx>,
+        lo: IntValue<'ctx>,
+        hi: IntValue<'ctx>,
+        (step, rest_step): (u64, u64),
+        wide: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+        rest: impl FnOnce(IntValue<'ctx>) -> Result<(), CpuError>,
+    ) -> Result<(), CpuError> {
         let i = self.emit_loop(f, lo, |i| self.fits(i, step, hi), step, wide)?;
         self.emit_loop(
             f,
             i,
             |i| Ok(self.b.build_int_compare(IntPredicate::SLT, i, hi, "tc")?),
-            1,
-            single,
+            rest_step,
+            rest,
         )?;
         Ok(())
     }

@@ -37,11 +37,19 @@ fn static_n_compiles_only_the_tiles_it_uses() {
     let avx512 = CpuTarget::named("x86_64", "sapphirerapids").unwrap();
     let i8w = |n| GemmSpec::int(4096, 1024, n, t("i8"), t("u8"));
     let i4w = |n| GemmSpec::int(4096, 1024, n, t("i4"), t("u8"));
-    // W8A8, 4 panels x 6 columns: 512 = 85 * 6 + 2 needs the one-column
-    // tiles for the last two columns, 12 does not, 1 needs nothing wider.
+    // W8A8, 4 panels x 6 columns: a run-time n needs the one-column tiles
+    // for its rest; 512 = 85 * 6 + 2 a two-column tile for the last two
+    // columns, 12 no rest tile, 1 and 5 one tile exactly that wide.
     let all8 = set(&["vtile_4x6", "vtile_4x1", "vtile_1x6", "vtile_1x1"]);
     assert_eq!(tiles(&i8w(Dim::Dynamic), &avx512), all8);
-    assert_eq!(tiles(&i8w(Dim::Static(512)), &avx512), all8);
+    assert_eq!(
+        tiles(&i8w(Dim::Static(512)), &avx512),
+        set(&["vtile_4x6", "vtile_4x2", "vtile_1x6", "vtile_1x2"])
+    );
+    assert_eq!(
+        tiles(&i8w(Dim::Static(5)), &avx512),
+        set(&["vtile_4x5", "vtile_1x5"])
+    );
     assert_eq!(
         tiles(&i8w(Dim::Static(12)), &avx512),
         set(&["vtile_4x6", "vtile_1x6"])
@@ -50,10 +58,19 @@ fn static_n_compiles_only_the_tiles_it_uses() {
         tiles(&i8w(Dim::Static(1)), &avx512),
         set(&["vtile_4x1", "vtile_1x1"])
     );
-    // W4A8, 2 panels x 11 columns.
+    // W4A8, 2 panels x 11 columns; n = 8 one 8-column tile (each decoded
+    // weight vector serves all 8 columns), 15 = 11 + a 4-column tile.
     assert_eq!(
         tiles(&i4w(Dim::Static(22)), &avx512),
         set(&["vtile_2x11", "vtile_1x11"])
+    );
+    assert_eq!(
+        tiles(&i4w(Dim::Static(8)), &avx512),
+        set(&["vtile_2x8", "vtile_1x8"])
+    );
+    assert_eq!(
+        tiles(&i4w(Dim::Static(15)), &avx512),
+        set(&["vtile_2x11", "vtile_2x4", "vtile_1x11", "vtile_1x4"])
     );
     assert_eq!(
         tiles(&i4w(Dim::Dynamic), &avx512),
@@ -120,8 +137,9 @@ fn dynamic_n_compiles_one_wide_float_tile() {
 
 /// W8A8/W4A8 kernels with a static n (only the tiles its walk uses):
 /// ragged m (partial panels, rows split between threads inside a panel)
-/// and k (one or several k passes), n a multiple of the wide tile, below it, and
-/// with a remainder; bit-exact with 1 and 2 threads.
+/// and k (one or several k passes), n a multiple of the wide tile, below it
+/// (one tile n wide), and with a remainder of one or several columns (one
+/// tile the remainder wide); bit-exact with 1 and 2 threads.
 #[test]
 fn static_n_integer_kernels_are_bit_exact() {
     let mut rng = Rng(0x05ee_d0f7_11e5);
@@ -131,10 +149,15 @@ fn static_n_integer_kernels_are_bit_exact() {
         ("i8", 6),
         ("i8", 12),
         ("i8", 13),
+        ("i8", 14),
+        ("i4", 8),
         ("i4", 11),
+        ("i4", 15),
         ("i4", 22),
         ("u4", 3),
+        ("u4", 10),
         ("u4", 23),
+        ("i8", 4),
     ]
     .into_iter()
     .enumerate()

@@ -41,8 +41,13 @@
 //!
 //! Tiles: a dynamic `n` compiles four (wide and one-column, of the full
 //! panel height and of one panel); a static `n` only those its column walk
-//! calls (no one-column tiles when the wide tile's width divides `n`, no
-//! wide ones below it).
+//! calls: the wide ones where `n` reaches their width, and for the rest
+//! `n % width` (all of `n` below the width) one tile exactly that wide,
+//! called once per panel block, so every loaded or decoded weight vector
+//! serves all of its columns (with one-column tiles for the rest, W4A8 at
+//! n = 8 decoded each nibble vector 8 times: m = 4096, k = 14336, 2
+//! threads, 4.0 ms against 1.85 ms now; BENCHMARKS.md "session 5
+//! (lead)").
 //!
 //! Epilogue (`int_epilogue`): the row offset, then an optional `i32` bias
 //! (`i32 [m]`, added with wrapping: into the first pass's start value, or
@@ -124,27 +129,35 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         } else {
             TILE_I4
         };
-        // A static n needs the full-width tiles only when n >= tile_cols
-        // and the one-column tiles only for a remainder: the others are
-        // not compiled (a shorter JIT compile) and the loop that would
-        // call them, which never runs, calls the tile that is.
-        let (full, one) = match self.spec.n {
-            Dim::Static(n) => (n >= tile_cols as usize, n % tile_cols as usize != 0),
-            Dim::Dynamic => (true, true),
+        // A static n needs the full-width tiles only when n >= tile_cols,
+        // and for its remaining n % tile_cols columns (all of n below the
+        // full width) one tile exactly that wide, called once: each
+        // decoded or loaded weight vector then serves every column of the
+        // rest (with one-column tiles W4A8 decoded its nibbles once per
+        // column: n = 8 took 3.6 times as long as n = 1). The tiles a walk
+        // never calls are not compiled (a shorter JIT compile), and a loop
+        // that never runs calls the tile that is. A run-time n takes the
+        // rest one column at a time.
+        let (full, rest) = match self.spec.n {
+            Dim::Static(n) => (
+                n >= tile_cols as usize,
+                (n % tile_cols as usize).max(usize::from(n < tile_cols as usize)) as u32,
+            ),
+            Dim::Dynamic => (true, 1),
         };
-        let pair = |cols_wide: bool| -> Result<_, CpuError> {
-            let cols = if cols_wide { tile_cols } else { 1 };
+        let pair = |cols: u32| -> Result<_, CpuError> {
             Ok((
                 self.emit_vnni_tile(tile_panels, cols)?,
                 self.emit_vnni_tile(1, cols)?,
             ))
         };
-        let (wide, narrow) = pair(full)?;
-        let (wide1, narrow1) = if full && one {
-            pair(false)?
+        let (wide, narrow) = pair(if full { tile_cols } else { rest })?;
+        let (wide1, narrow1) = if full && rest > 0 {
+            pair(rest)?
         } else {
             (wide, narrow)
         };
+        let rest_step = u64::from(rest.max(1));
         let Params { f, ptrs, ints } = self.kernel_function()?;
         let (n, lo, hi) = (ints[0], ints[1], ints[2]);
         let panel = self.i64c(INT_PANEL as u64);
@@ -165,16 +178,17 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
                 self.call_tile(tile, &ptrs, &[pn, c, kb0, first, last, lo, hi])
             };
             // Columns of one panel block: a wide tile's at a time, then
-            // one.
+            // the rest (one call of the rest tile for a static n, one
+            // column at a time for a run-time n).
             let columns =
-                |pn: IntValue<'ctx>, wide: FunctionValue<'ctx>, one: FunctionValue<'ctx>| {
-                    self.sweep(
+                |pn: IntValue<'ctx>, wide: FunctionValue<'ctx>, rest: FunctionValue<'ctx>| {
+                    self.sweep_by(
                         f,
                         self.i64c(0),
                         n,
-                        tile_cols as u64,
+                        (tile_cols as u64, rest_step),
                         |c| call(wide, pn, c),
-                        |c| call(one, pn, c),
+                        |c| call(rest, pn, c),
                     )
                 };
             self.sweep(
