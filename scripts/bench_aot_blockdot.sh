@@ -28,42 +28,7 @@ cd "$dir"
 # other sessions' timings); the timing runs at the caller's priority.
 low() { setsid -w bash -c 'echo 19 > /proc/self/autogroup; exec nice -n 19 "$@"' _ "$@"; }
 
-cat > time.c <<'EOF'
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include "libbig.h"
-static float x[LOWBIT_BIG_IN0_ELEMS], y[LOWBIT_BIG_OUT0_ELEMS];
-static int cmp(const void *a, const void *b) {
-  double d = *(const double *)a - *(const double *)b;
-  return (d > 0) - (d < 0);
-}
-int main(int argc, char **argv) {
-  int t = atoi(argv[1]), n = atoi(argv[2]);
-  size_t flush = (size_t)atoi(argv[3]) << 20;
-  double *s = malloc(sizeof(double) * n);
-  volatile unsigned char *f = malloc(flush + 64);
-  unsigned h = 0, sink = 0;
-  if (!s || !f) return 1;
-  memset((void *)f, 1, flush);
-  for (int i = 0; i < LOWBIT_BIG_IN0_ELEMS; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
-  if (lowbit_big_set_threads(t)) return 1;
-  for (int i = 0; i < 5; i++) if (lowbit_big_run(x, y)) return 1;
-  for (int i = 0; i < n; i++) {
-    struct timespec a, b;
-    for (size_t j = 0; j < flush; j += 64) sink += f[j];
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    if (lowbit_big_run(x, y)) return 1;
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    s[i] = (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
-  }
-  qsort(s, n, sizeof(double), cmp);
-  for (int i = 0; i < LOWBIT_BIG_OUT0_ELEMS; i++) { unsigned u; memcpy(&u, &y[i], 4); h = h * 31 + u; }
-  printf("%.1f %08x %u\n", s[n / 2], h, sink & 1);
-  return 0;
-}
-EOF
+# The timing harness: scripts/aot_time.c.
 
 # One layer x [N, K] @ dequantize(W [K, M], f32 scales per 32-block).
 cat > make.py <<'EOF'
@@ -127,7 +92,7 @@ for q in $models; do
     [ $v = new ] && bin=$new
     mkdir -p "$v-$q"
     low "$bin" compile "$q-aq.lbir" -o "$v-$q/libbig.so" --emit so --cpu native
-    low cc -O2 -I "$v-$q" time.c -L "$v-$q" -lbig -Wl,-rpath,"$dir/$v-$q" -o "$v-$q/time"
+    low cc -O2 -I "$v-$q" "$root/scripts/aot_time.c" -L "$v-$q" -lbig -Wl,-rpath,"$dir/$v-$q" -o "$v-$q/time"
   done
   rm "$q-aq.lbir"
 done
@@ -149,8 +114,8 @@ for q in $MODELS; do
   for t in 1 2; do
     o=() nn=() ho="" hn=""
     for _ in $(seq "$ROUNDS"); do
-      read -r a ho _ < <("./old-$q/time" $t $calls $FLUSH_MB); o+=("$a")
-      read -r b hn _ < <("./new-$q/time" $t $calls $FLUSH_MB); nn+=("$b")
+      read -r a ho < <("./old-$q/time" $t $calls $FLUSH_MB 5); o+=("$a")
+      read -r b hn < <("./new-$q/time" $t $calls $FLUSH_MB 5); nn+=("$b")
     done
     mo=$(printf '%s\n' "${o[@]}" | median) mn=$(printf '%s\n' "${nn[@]}" | median)
     echo "| $q | $N | $t | $mo | $mn | $(awk "BEGIN {printf \"%.2f\", $mo / $mn}") | $([ "$ho" = "$hn" ] && echo yes || echo NO) |"

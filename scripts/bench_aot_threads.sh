@@ -23,37 +23,7 @@ dir=$(mktemp -d /tmp/lowbit-aot-threads.XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 cd "$dir"
 
-cat > time.c <<'EOF'
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include "libbig.h"
-static float x[LOWBIT_BIG_IN0_ELEMS], y[LOWBIT_BIG_OUT0_ELEMS];
-static int cmp(const void *a, const void *b) {
-  double d = *(const double *)a - *(const double *)b;
-  return (d > 0) - (d < 0);
-}
-int main(int argc, char **argv) {
-  int t = atoi(argv[1]), n = atoi(argv[2]);
-  double *s = malloc(sizeof(double) * n);
-  unsigned h = 0;
-  for (int i = 0; i < LOWBIT_BIG_IN0_ELEMS; i++) x[i] = (float)((i * 37) % 101) / 50.0f - 1.0f;
-  if (!s || lowbit_big_set_threads(t)) return 1;
-  for (int i = 0; i < 20; i++) if (lowbit_big_run(x, y)) return 1;
-  for (int i = 0; i < n; i++) {
-    struct timespec a, b;
-    clock_gettime(CLOCK_MONOTONIC, &a);
-    if (lowbit_big_run(x, y)) return 1;
-    clock_gettime(CLOCK_MONOTONIC, &b);
-    s[i] = (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
-  }
-  qsort(s, n, sizeof(double), cmp);
-  for (int i = 0; i < LOWBIT_BIG_OUT0_ELEMS; i++) { unsigned u; memcpy(&u, &y[i], 4); h = h * 31 + u; }
-  printf("%.1f %08x\n", s[n / 2], h);
-  return 0;
-}
-EOF
+# The timing harness: scripts/aot_time.c.
 
 # The weight scales of a quantize-activations .lbir as f16 (constants of
 # shape (K/32) x M, their dense_resource bytes converted, and the weight
@@ -97,7 +67,7 @@ for m in $models; do
     [ $v = new ] && bin=$new
     mkdir -p "$v-$m"
     "$bin" compile "$src" -o "$v-$m/libbig.so" --emit so
-    cc -O2 -I "$v-$m" time.c -L "$v-$m" -lbig -Wl,-rpath,"$dir/$v-$m" -o "$v-$m/time"
+    cc -O2 -I "$v-$m" "$root/scripts/aot_time.c" -L "$v-$m" -lbig -Wl,-rpath,"$dir/$v-$m" -o "$v-$m/time"
   done
 done
 
