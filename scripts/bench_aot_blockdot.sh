@@ -56,27 +56,7 @@ g = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("x", Tensor
 onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), out)
 EOF
 
-# The weight scales of a quantize-activations .lbir as f16 (the
-# (K/32) x M constant, its dense_resource bytes converted, and the weight
-# dequantize's scale type), the form the block-dot kernel takes.
-cat > to_f16.py <<'EOF'
-import re, sys
-import numpy as np
-scales, out = set(), []
-for l in open(sys.argv[1]).read().split("\n"):
-    m = re.match(r"\s*%\d+ = constant dense_resource<(r\d+)> : tensor<448x4096xf32>", l)
-    if m:
-        scales.add(m.group(1))
-        l = l.replace("xf32>", "xf16>")
-    if "dequantize" in l and ("xi4>" in l or "xi8>" in l) and "448x4096" in l:
-        l = l.replace("tensor<448x4096xf32>", "tensor<448x4096xf16>")
-    m = re.match(r'(\s*)(r\d+): "0x([0-9A-F]+)"(,?)$', l)
-    if m and m.group(2) in scales:
-        h = np.frombuffer(bytes.fromhex(m.group(3)), dtype="<f4").astype("<f2").tobytes().hex().upper()
-        l = f'{m.group(1)}{m.group(2)}: "0x{h}"{m.group(4)}'
-    out.append(l)
-open(sys.argv[2], "w").write("\n".join(out))
-EOF
+# The weight scales as f16: scripts/lbir_scales_f16.py.
 
 models="q4_0 q8_0"
 for q in $models; do
@@ -85,7 +65,7 @@ for q in $models; do
   low "$py" make.py "$q.onnx" $bits "$n"
   low "$new" compile "$q.onnx" -o "$q.lbir" --emit ir
   low "$new" opt "$q.lbir" --passes=quantize-activations -o "$q-q.lbir"
-  low "$py" to_f16.py "$q-q.lbir" "$q-aq.lbir"
+  low "$py" "$root/scripts/lbir_scales_f16.py" "$q-q.lbir" "$q-aq.lbir"
   rm "$q.onnx" "$q.lbir" "$q-q.lbir"
   for v in old new; do
     bin=$old

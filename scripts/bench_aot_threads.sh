@@ -25,35 +25,14 @@ cd "$dir"
 
 # The timing harness: scripts/aot_time.c.
 
-# The weight scales of a quantize-activations .lbir as f16 (constants of
-# shape (K/32) x M, their dense_resource bytes converted, and the weight
-# dequantize types), the form the block-dot kernel takes.
-cat > to_f16.py <<'EOF'
-import re, sys
-import numpy as np
-lines, scales, out = open(sys.argv[1]).read().split("\n"), set(), []
-for l in lines:
-    m = re.match(r"\s*%\d+ = constant dense_resource<(r\d+)> : tensor<(\d+)x(\d+)xf32>", l)
-    if m and m.group(2) != m.group(3):
-        scales.add(m.group(1))
-        l = l.replace("xf32>", "xf16>")
-    if "dequantize" in l and "xi4>" in l:
-        l = re.sub(r"tensor<(\d+)x(\d+)xf32>\)",
-                   lambda t: t.group(0).replace("xf32", "xf16") if t.group(1) != t.group(2) else t.group(0), l)
-    m = re.match(r'(\s*)(r\d+): "0x([0-9A-F]+)"(,?)$', l)
-    if m and m.group(2) in scales:
-        h = np.frombuffer(bytes.fromhex(m.group(3)), dtype="<f4").astype("<f2").tobytes().hex().upper()
-        l = f'{m.group(1)}{m.group(2)}: "0x{h}"{m.group(4)}'
-    out.append(l)
-open(sys.argv[2], "w").write("\n".join(out))
-EOF
+# The weight scales as f16: scripts/lbir_scales_f16.py.
 
 for spec in "d1024 16 1024" "d4096 4 4096"; do
   set -- $spec
   "$py" "$root/scripts/make_large_model.py" "$1.onnx" --layers "$2" --dim "$3"
   "$new" compile "$1.onnx" -o "$1.lbir" --emit ir
   "$new" opt "$1.lbir" --passes=quantize-activations -o "$1-q.lbir"
-  "$py" to_f16.py "$1-q.lbir" "$1-aq.lbir"
+  "$py" "$root/scripts/lbir_scales_f16.py" "$1-q.lbir" "$1-aq.lbir"
   rm "$1.lbir" "$1-q.lbir"
 done
 sed -e 's/tensor<1x1024x/tensor<64x1024x/g' -e 's/tensor<1x32xf32>/tensor<64x32xf32>/g' \

@@ -139,10 +139,13 @@ impl<'a, 'ctx> Gen<'a, 'ctx> {
         // that never runs calls the tile that is. A run-time n takes the
         // rest one column at a time.
         let (full, rest) = match self.spec.n {
-            Dim::Static(n) => (
-                n >= tile_cols as usize,
-                (n % tile_cols as usize).max(usize::from(n < tile_cols as usize)) as u32,
-            ),
+            Dim::Static(n) => {
+                let width = tile_cols as usize;
+                // Below the full width the rest is all of n (at least one
+                // column: n = 0 never calls a tile but needs one).
+                let rest = if n < width { n.max(1) } else { n % width };
+                (n >= width, rest as u32)
+            }
             Dim::Dynamic => (true, 1),
         };
         let pair = |cols: u32| -> Result<_, CpuError> {
